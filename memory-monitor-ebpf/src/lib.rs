@@ -1,0 +1,2 @@
+//! Records shared by memory-monitor's BPF programs and its userspace loader.
+#![no_std]

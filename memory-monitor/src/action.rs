@@ -1,0 +1,96 @@
+//! Acting on a verdict: sending the signal (or, in a dry run, not) and the one log line per
+//! event that an operator reads.
+
+use std::fmt;
+
+use rustix::io::Errno;
+
+use crate::policy::{Policy, Verdict};
+use crate::signal::Signal;
+use crate::units::{Bytes, Period};
+use crate::watch::Watched;
+
+/// What became of a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The kernel accepted it.
+    Sent,
+    /// `--dry-run`: not sent.
+    DryRun,
+    /// The process exited first.
+    Exited,
+    /// The kernel refused (e.g. EPERM: another user's process, unprivileged).
+    Failed(Errno),
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Delivery::Sent => f.write_str("sent"),
+            Delivery::DryRun => f.write_str("not sent (dry run)"),
+            Delivery::Exited => f.write_str("process already exited"),
+            Delivery::Failed(errno) => write!(f, "failed: {errno}"),
+        }
+    }
+}
+
+/// Sends `signal` to `target` unless this is a dry run.
+pub fn deliver(target: &Watched, signal: Signal, dry_run: bool) -> Delivery {
+    if dry_run {
+        return Delivery::DryRun;
+    }
+    match target.send(signal) {
+        Ok(()) => Delivery::Sent,
+        Err(Errno::SRCH) => Delivery::Exited,
+        Err(errno) => Delivery::Failed(errno),
+    }
+}
+
+/// Carries out `verdict` for `target` (whose RSS was just read as `rss`) and logs it.
+/// Returns the delivery when a signal was due.
+pub fn act(
+    policy: &Policy,
+    verdict: Verdict,
+    target: &Watched,
+    rss: u64,
+    dry_run: bool,
+) -> Option<Delivery> {
+    let pid = target.pid();
+    let name = target.comm();
+    let (rss, limit) = (Bytes(rss), Bytes(policy.limit));
+    let signal = match verdict {
+        Verdict::Quiet => return None,
+        Verdict::Recovered => {
+            tracing::info!(pid, %name, %rss, %limit, "back under the limit");
+            return None;
+        }
+        Verdict::Breach | Verdict::Repeat => policy.signal,
+        Verdict::Kill => Signal::KILL,
+    };
+    let result = deliver(target, signal, dry_run);
+    let message = match verdict {
+        Verdict::Breach => "over the limit",
+        Verdict::Repeat => "still over the limit, signalled again",
+        _ => "still over the limit after --kill-after, killed",
+    };
+    match result {
+        Delivery::Failed(_) => {
+            tracing::error!(pid, %name, %rss, %limit, %signal, %result, "{message}");
+        }
+        _ => tracing::warn!(pid, %name, %rss, %limit, %signal, %result, "{message}"),
+    }
+    Some(result)
+}
+
+/// Describes the policy for the start-up line: `SIGTERM, again every 2s while over`.
+pub fn describe(policy: &Policy) -> String {
+    let mut text = policy.signal.to_string();
+    match policy.repeat {
+        Some(period) => text += &format!(", again every {} while over", Period(period)),
+        None => text += ", once per breach",
+    }
+    if let Some(kill_after) = policy.kill_after {
+        text += &format!(", SIGKILL {} after the first", Period(kill_after));
+    }
+    text
+}

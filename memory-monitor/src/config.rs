@@ -1,0 +1,451 @@
+//! The command line, and the validated [`Config`] it becomes.
+//!
+//! Every invocation the seed (mnutt/memory-monitor) accepts means the same here: `-m 500` is
+//! 500 MiB, `-i 3` is three seconds, `-s SIGUSR1` a signal, `<name>` a prefix of the process
+//! name, and a process still over its limit is signalled again every interval.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::matcher::{MatchMode, Matcher};
+use crate::signal::Signal;
+use crate::units::{self, SizeSpec};
+
+/// A command line or setting that cannot work, with one line saying why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// What `--help` and `--version` print instead of running.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Run with these settings.
+    Run(Box<Settings>),
+    /// Print this (help or version text) on stdout and exit 0.
+    Print(String),
+}
+
+/// Everything the command line asks for: the monitor's [`Config`] and how to log.
+#[derive(Debug)]
+pub struct Settings {
+    /// What to watch and what to do.
+    pub config: Config,
+    /// How to log.
+    pub log: LogSettings,
+}
+
+/// Log verbosity and format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    /// 0 = info (start line and breaches), +1 per `-v`, -1 per `-q`.
+    pub verbosity: i8,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines with key=value fields.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A validated monitor configuration; build one with [`Config::new`] or from a command line.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Which processes to watch.
+    pub matcher: Option<Matcher>,
+    /// Processes watched by PID, whatever their name.
+    pub pids: Vec<i32>,
+    /// RSS limit in bytes: a process is over when its RSS is strictly greater.
+    pub limit: u64,
+    /// Signal sent on breach.
+    pub signal: Signal,
+    /// How often the poll source looks at `/proc`.
+    pub interval: Duration,
+    /// Re-signal a process still over the limit this long after the last signal; `None`: never.
+    pub repeat: Option<Duration>,
+    /// Send SIGKILL if still over the limit this long after the first signal.
+    pub kill_after: Option<Duration>,
+    /// Log what would be signalled, send nothing.
+    pub dry_run: bool,
+    /// One pass, then stop.
+    pub once: bool,
+    /// Most processes watched at once; more are skipped (and counted).
+    pub max_processes: usize,
+}
+
+impl Config {
+    /// A configuration watching processes chosen by `matcher` with the seed's defaults: SIGTERM,
+    /// every 2 s, re-signalled every interval while over.
+    pub fn new(matcher: Matcher, limit: u64) -> Config {
+        let interval = Duration::from_secs(2);
+        Config {
+            matcher: Some(matcher),
+            pids: Vec::new(),
+            limit,
+            signal: Signal::TERM,
+            interval,
+            repeat: Some(interval),
+            kill_after: None,
+            dry_run: false,
+            once: false,
+            max_processes: DEFAULT_MAX_PROCESSES,
+        }
+    }
+
+    /// One line naming what is watched, for the start-up log.
+    pub fn describe_target(&self) -> String {
+        let pids = || {
+            let list: Vec<String> = self.pids.iter().map(i32::to_string).collect();
+            format!("PID {}", list.join(", "))
+        };
+        match (&self.matcher, self.pids.is_empty()) {
+            (Some(matcher), true) => matcher.to_string(),
+            (Some(matcher), false) => format!("{matcher} and {}", pids()),
+            (None, _) => pids(),
+        }
+    }
+}
+
+/// Default for `--max-processes`.
+pub const DEFAULT_MAX_PROCESSES: usize = 16384;
+
+const ABOUT: &str = "Signal processes before the kernel's OOM killer has to: watch the resident memory (RSS) \
+of every process whose name matches, and send a signal (SIGTERM by default) to any that goes over \
+its limit so it can restart gracefully.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  memory-monitor -m 500 my-app                  SIGTERM any my-app* process over 500 MiB
+  memory-monitor -m 2G -s USR1 -i 250ms worker  SIGUSR1, checked 4 times a second
+  memory-monitor -m 10% --kill-after 30s api    SIGTERM at 10% of RAM, SIGKILL 30 s later
+  memory-monitor -m 1G --pid 4242 --once        check one process once; exit 1 if over
+
+Sizes are binary: 1M = 1 MiB. A bare number is MiB and a bare duration is seconds, as in the
+original memory-monitor, whose every command line means the same here.
+
+Exit status: 0 stopped by SIGINT/SIGTERM (or --once found nothing over), 1 runtime failure (or
+--once found a process over its limit), 2 bad command line.";
+
+/// The command line (see `memory-monitor --help`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "memory-monitor",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    max_term_width = 100
+)]
+struct Cli {
+    /// Process name to watch: every process whose name (the kernel's 15-byte `comm`) starts
+    /// with NAME, unless --match says otherwise. Names longer than 15 bytes are compared with
+    /// the program name in the process's command line.
+    #[arg(value_name = "NAME", required_unless_present = "pids")]
+    name: Option<String>,
+
+    /// Memory limit: 500 (MiB), 512K, 500M, 2G, 1.5GiB, or 25% of total RAM. A process whose
+    /// RSS goes over it is signalled.
+    #[arg(short = 'm', long, value_name = "SIZE", value_parser = units::parse_size)]
+    max_memory: SizeSpec,
+
+    /// How often to check in poll mode: 2 (seconds), 0.5, 250ms, 1m.
+    #[arg(short, long, value_name = "DURATION", default_value = "2", value_parser = units::parse_duration)]
+    interval: Duration,
+
+    /// Signal to send: a name with or without SIG in any case (TERM, sigusr1, RTMIN+3) or a
+    /// number.
+    #[arg(short, long, value_name = "SIG", default_value = "SIGTERM")]
+    signal: Signal,
+
+    /// How NAME selects processes: prefix (of the name, as the original tool), exact (the
+    /// whole name), regex (a regular expression on the name), cmdline (NAME appears anywhere in
+    /// the full command line).
+    #[arg(long = "match", value_name = "HOW", value_enum, default_value_t = MatchMode::Prefix)]
+    match_mode: MatchMode,
+
+    /// Also watch this process, whatever its name (repeatable). NAME is optional with --pid.
+    #[arg(long = "pid", value_name = "PID", value_parser = parse_pid, action = ArgAction::Append)]
+    pids: Vec<i32>,
+
+    /// Signal a process that stays over the limit again this long after the last signal, or
+    /// `never`. Default: the interval.
+    #[arg(long, value_name = "DURATION|never", value_parser = parse_repeat, conflicts_with = "once")]
+    repeat: Option<Repeat>,
+
+    /// Send SIGKILL to a process still over the limit this long after its first signal.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, conflicts_with = "once")]
+    kill_after: Option<Duration>,
+
+    /// Log what would be signalled, but send nothing.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Check once and exit: 0 if no process was over its limit, 1 if one was.
+    #[arg(long)]
+    once: bool,
+
+    /// Most processes to watch at once; beyond it new matches are skipped (with one warning).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROCESSES, value_parser = parse_capacity)]
+    max_processes: usize,
+
+    /// Log more: -v each check, -vv everything.
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Log less: -q warnings and errors only, -qq errors only.
+    #[arg(short, long, action = ArgAction::Count)]
+    quiet: u8,
+
+    /// Log line format on stderr.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// `--repeat`: a period, or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    Every(Duration),
+    Never,
+}
+
+fn parse_repeat(text: &str) -> Result<Repeat, units::UnitError> {
+    if text.trim().eq_ignore_ascii_case("never") {
+        return Ok(Repeat::Never);
+    }
+    units::parse_duration(text).map(Repeat::Every)
+}
+
+fn parse_capacity(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n @ 1..=1_000_000) => Ok(n),
+        _ => Err(format!("'{text}' is not a number from 1 to 1000000")),
+    }
+}
+
+fn parse_pid(text: &str) -> Result<i32, String> {
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a process ID"))?;
+    if pid <= 0 {
+        return Err(format!("'{text}' is not a process ID"));
+    }
+    if pid == 1 {
+        return Err("PID 1 (init) is never signalled".to_string());
+    }
+    if pid == std::process::id() as i32 {
+        return Err(format!("{pid} is this monitor itself"));
+    }
+    Ok(pid)
+}
+
+/// Parses a command line (`args[0]` is the program name).
+pub fn parse_args<I, T>(args: I) -> Result<Parsed, UsageError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            return Ok(Parsed::Print(error.render().to_string()));
+        }
+        Err(error) => return Err(UsageError(one_line(&error.render().to_string()))),
+    };
+    cli.into_settings()
+        .map(|settings| Parsed::Run(Box::new(settings)))
+}
+
+/// clap explains an error in paragraphs (the problem, tips, usage); the first paragraph is the
+/// problem, joined here onto one line without its `error: ` tag.
+fn one_line(rendered: &str) -> String {
+    let first = rendered.split("\n\n").next().unwrap_or(rendered);
+    let joined = first.split_whitespace().collect::<Vec<_>>().join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
+impl Cli {
+    fn into_settings(self) -> Result<Settings, UsageError> {
+        let matcher = match &self.name {
+            Some(name) => {
+                Some(Matcher::new(self.match_mode, name).map_err(|e| UsageError(e.to_string()))?)
+            }
+            None => None,
+        };
+        let limit = self.max_memory.resolve(crate::procfs::total_ram());
+        if limit == 0 {
+            return Err(UsageError(
+                "--max-memory resolves to 0 bytes on this machine".to_string(),
+            ));
+        }
+        for &pid in &self.pids {
+            if rustix::process::test_kill_process(
+                rustix::process::Pid::from_raw(pid).expect("pid > 0"),
+            )
+            .is_err_and(|e| e == rustix::io::Errno::SRCH)
+            {
+                return Err(UsageError(format!(
+                    "invalid value '{pid}' for '--pid <PID>': no such process"
+                )));
+            }
+        }
+        let repeat = match self.repeat {
+            Some(Repeat::Every(period)) => Some(period),
+            Some(Repeat::Never) => None,
+            None => Some(self.interval),
+        };
+        let verbosity = self.verbose.min(2) as i8 - self.quiet.min(2) as i8;
+        Ok(Settings {
+            config: Config {
+                matcher,
+                pids: self.pids,
+                limit,
+                signal: self.signal,
+                interval: self.interval,
+                repeat,
+                kill_after: self.kill_after,
+                dry_run: self.dry_run,
+                once: self.once,
+                max_processes: self.max_processes,
+            },
+            log: LogSettings {
+                verbosity,
+                format: self.log_format,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        let argv = std::iter::once("memory-monitor").chain(args.iter().copied());
+        match parse_args(argv) {
+            Ok(Parsed::Run(settings)) => *settings,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    fn error(args: &[&str]) -> String {
+        let argv = std::iter::once("memory-monitor").chain(args.iter().copied());
+        match parse_args(argv) {
+            Err(UsageError(message)) => message,
+            other => panic!("{args:?} should fail: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seed_command_lines_mean_the_same() {
+        let s = settings(&["-m", "500", "-i", "3", "-s", "SIGUSR1", "example-process"]);
+        assert_eq!(s.config.limit, 500 << 20);
+        assert_eq!(s.config.interval, Duration::from_secs(3));
+        assert_eq!(s.config.signal.number(), libc::SIGUSR1);
+        assert_eq!(s.config.repeat, Some(Duration::from_secs(3)));
+        assert_eq!(
+            s.config.matcher.unwrap().to_string(),
+            "processes whose name starts with 'example-process'"
+        );
+
+        let s = settings(&["--max-memory", "100", "my-app"]);
+        assert_eq!(s.config.limit, 100 << 20);
+        assert_eq!(s.config.interval, Duration::from_secs(2));
+        assert_eq!(s.config.signal, Signal::TERM);
+        assert!(!s.config.dry_run && !s.config.once);
+        assert_eq!(s.config.kill_after, None);
+        assert_eq!(
+            s.log,
+            LogSettings {
+                verbosity: 0,
+                format: LogFormat::Text
+            }
+        );
+    }
+
+    #[test]
+    fn extended_options() {
+        let s = settings(&[
+            "-m",
+            "1.5GiB",
+            "-i",
+            "250ms",
+            "--repeat",
+            "never",
+            "--kill-after",
+            "30s",
+            "--match",
+            "exact",
+            "--pid",
+            "2",
+            "--pid",
+            "3",
+            "-vv",
+            "--log-format",
+            "json",
+            "--dry-run",
+            "--max-processes",
+            "10",
+            "app",
+        ]);
+        assert_eq!(s.config.limit, 3 << 29);
+        assert_eq!(s.config.interval, Duration::from_millis(250));
+        assert_eq!(s.config.repeat, None);
+        assert_eq!(s.config.kill_after, Some(Duration::from_secs(30)));
+        assert_eq!(s.config.pids, [2, 3]);
+        assert!(s.config.dry_run);
+        assert_eq!(s.config.max_processes, 10);
+        assert_eq!(
+            s.log,
+            LogSettings {
+                verbosity: 2,
+                format: LogFormat::Json
+            }
+        );
+        assert_eq!(settings(&["-m", "1", "-qq", "x"]).log.verbosity, -2);
+    }
+
+    #[test]
+    fn pid_alone_needs_no_name() {
+        let s = settings(&["-m", "1", "--pid", "2"]);
+        assert!(s.config.matcher.is_none());
+        assert_eq!(s.config.describe_target(), "PID 2");
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        let message = error(&["my-app"]);
+        assert_eq!(
+            message,
+            "the following required arguments were not provided: --max-memory <SIZE>"
+        );
+        let message = error(&["-m", "5X", "app"]);
+        assert!(
+            message.contains("'5X'") && message.contains("unknown unit"),
+            "{message}"
+        );
+        assert!(!error(&["--bogus", "-m", "1", "a"]).contains('\n'));
+        assert!(error(&["-m", "1", "-s", "FOO", "a"]).contains("unknown signal 'FOO'"));
+        assert!(error(&["-m", "1", "--pid", "1"]).contains("PID 1"));
+        assert!(error(&["-m", "1", "  "]).contains("empty"));
+    }
+
+    #[test]
+    fn help_is_printed_not_an_error() {
+        let argv = ["memory-monitor", "--help"];
+        match parse_args(argv) {
+            Ok(Parsed::Print(text)) => {
+                assert!(text.contains("--max-memory") && text.contains("Examples:"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

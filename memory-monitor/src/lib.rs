@@ -1,0 +1,61 @@
+//! memory-monitor: signal processes whose resident memory goes over a limit, before the
+//! kernel's OOM killer has to.
+//!
+//! The library is the whole tool; the `memory-monitor` binary only parses the command line,
+//! sets up logging and calls [`run`]. The parts, in the order data flows through them:
+//!
+//! - [`config`]: the command line and the validated [`Config`].
+//! - [`matcher`]: which processes a name selects.
+//! - [`procfs`]: allocation-free reading of `/proc`.
+//! - [`source`]: how processes are discovered and when they are measured.
+//! - [`watch`]: the watched processes, each held by a pidfd and an open `statm`.
+//! - [`policy`]: the per-process breach state machine.
+//! - [`action`]: signalling, and the log line for each event.
+//! - [`monitor`]: the loop tying them together.
+//!
+//! ```no_run
+//! use memory_monitor::{Config, matcher::{Matcher, MatchMode}};
+//!
+//! let matcher = Matcher::new(MatchMode::Prefix, "my-app").unwrap();
+//! let outcome = memory_monitor::run(Config::new(matcher, 500 << 20)).unwrap();
+//! ```
+
+pub mod action;
+pub mod config;
+pub mod logging;
+pub mod matcher;
+pub mod monitor;
+pub mod policy;
+pub mod procfs;
+pub mod signal;
+pub mod source;
+pub mod units;
+pub mod watch;
+
+use std::io;
+
+pub use config::Config;
+pub use monitor::{Monitor, Outcome};
+
+/// A failure that stops the monitor.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `/proc` could not be opened or listed.
+    #[error("cannot read /proc: {0}")]
+    Proc(#[source] io::Error),
+    /// SIGINT/SIGTERM handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] io::Error),
+    /// The async runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] io::Error),
+}
+
+/// Runs a monitor for `config` on a runtime of its own until it stops.
+pub fn run(config: Config) -> Result<Outcome, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async { Monitor::new(config)?.run().await })
+}

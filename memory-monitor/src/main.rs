@@ -1,0 +1,34 @@
+//! The `memory-monitor` command: a thin layer over the library.
+
+use std::process::ExitCode;
+
+use memory_monitor::Outcome;
+use memory_monitor::config::{self, Parsed};
+
+/// Exit status for a bad command line.
+const USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let settings = match config::parse_args(std::env::args_os()) {
+        Ok(Parsed::Run(settings)) => settings,
+        Ok(Parsed::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("memory-monitor: {error}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    memory_monitor::logging::init(settings.log);
+    match memory_monitor::run(settings.config) {
+        Ok(Outcome::Stopped | Outcome::NothingLeft | Outcome::Checked { any_over: false }) => {
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Checked { any_over: true }) => ExitCode::FAILURE,
+        Err(error) => {
+            tracing::error!("{:#}", anyhow::Error::new(error));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! When to signal: the per-process breach state machine.
+//!
+//! A process is *over* when its RSS is strictly greater than the limit. Crossing over starts an
+//! episode and earns the configured signal at once; while the episode lasts the signal is
+//! repeated every `repeat` (the seed re-signalled every interval) and, with `kill_after`,
+//! escalated once to SIGKILL. Falling back to or under the limit ends the episode, so the next
+//! crossing is a new breach. Time is passed in, so the machine is pure and testable.
+
+use std::time::{Duration, Instant};
+
+use crate::signal::Signal;
+
+/// The rules applied to every watched process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// RSS limit in bytes.
+    pub limit: u64,
+    /// Signal sent on breach and on repeats.
+    pub signal: Signal,
+    /// Re-signal period while over; `None`: once per episode.
+    pub repeat: Option<Duration>,
+    /// SIGKILL this long after the first signal if still over.
+    pub kill_after: Option<Duration>,
+}
+
+/// Where one process stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Episode {
+    /// At or under the limit.
+    #[default]
+    Under,
+    /// Over the limit since `since`.
+    Over {
+        /// When the breach was first seen (and first signalled).
+        since: Instant,
+        /// When the last signal was sent.
+        last_signal: Instant,
+        /// Whether SIGKILL has been sent.
+        killed: bool,
+    },
+}
+
+/// What to do after an observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing (under, or over but nothing due).
+    Quiet,
+    /// Just crossed the limit: send the signal.
+    Breach,
+    /// Still over a `repeat` after the last signal: send it again.
+    Repeat,
+    /// Still over `kill_after` after the first signal: send SIGKILL.
+    Kill,
+    /// Was over, now back at or under the limit.
+    Recovered,
+}
+
+impl Policy {
+    /// Updates `episode` with an RSS reading taken at `now` and says what is due.
+    pub fn judge(&self, episode: &mut Episode, rss: u64, now: Instant) -> Verdict {
+        let over = rss > self.limit;
+        match episode {
+            Episode::Under if over => {
+                *episode = Episode::Over {
+                    since: now,
+                    last_signal: now,
+                    killed: false,
+                };
+                Verdict::Breach
+            }
+            Episode::Under => Verdict::Quiet,
+            Episode::Over { .. } if !over => {
+                *episode = Episode::Under;
+                Verdict::Recovered
+            }
+            Episode::Over { killed: true, .. } => Verdict::Quiet,
+            Episode::Over {
+                since,
+                last_signal,
+                killed,
+            } => {
+                if self.kill_after.is_some_and(|k| now >= *since + k) {
+                    *killed = true;
+                    *last_signal = now;
+                    Verdict::Kill
+                } else if self.repeat.is_some_and(|r| now >= *last_signal + r) {
+                    *last_signal = now;
+                    Verdict::Repeat
+                } else {
+                    Verdict::Quiet
+                }
+            }
+        }
+    }
+
+    /// When this episode next needs a look (a repeat or a kill falling due), if ever. Sources
+    /// that are not woken by time (eBPF) sleep until the earliest of these.
+    pub fn deadline(&self, episode: &Episode) -> Option<Instant> {
+        match *episode {
+            Episode::Under | Episode::Over { killed: true, .. } => None,
+            Episode::Over {
+                since, last_signal, ..
+            } => {
+                let repeat = self.repeat.map(|r| last_signal + r);
+                let kill = self.kill_after.map(|k| since + k);
+                repeat.into_iter().chain(kill).min()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: u64 = 100;
+
+    fn policy(repeat: Option<u64>, kill_after: Option<u64>) -> Policy {
+        Policy {
+            limit: LIMIT,
+            signal: Signal::TERM,
+            repeat: repeat.map(Duration::from_secs),
+            kill_after: kill_after.map(Duration::from_secs),
+        }
+    }
+
+    /// Feeds (seconds, rss) readings and collects the verdicts.
+    fn run(policy: Policy, readings: &[(u64, u64)]) -> Vec<Verdict> {
+        let start = Instant::now();
+        let mut episode = Episode::default();
+        readings
+            .iter()
+            .map(|&(t, rss)| policy.judge(&mut episode, rss, start + Duration::from_secs(t)))
+            .collect()
+    }
+
+    use Verdict::*;
+
+    #[test]
+    fn the_limit_itself_is_not_over() {
+        assert_eq!(
+            run(policy(None, None), &[(0, LIMIT), (1, LIMIT + 1)]),
+            [Quiet, Breach]
+        );
+    }
+
+    #[test]
+    fn one_signal_per_episode_without_repeat() {
+        let verdicts = run(policy(None, None), &[(0, 50), (1, 150), (2, 160), (9, 170)]);
+        assert_eq!(verdicts, [Quiet, Breach, Quiet, Quiet]);
+    }
+
+    #[test]
+    fn repeats_while_over_then_recovers_and_breaches_again() {
+        let verdicts = run(
+            policy(Some(2), None),
+            &[
+                (0, 150),
+                (1, 150),
+                (2, 150),
+                (3, 150),
+                (4, 150),
+                (5, 90),
+                (6, 150),
+            ],
+        );
+        assert_eq!(
+            verdicts,
+            [Breach, Quiet, Repeat, Quiet, Repeat, Recovered, Breach]
+        );
+    }
+
+    #[test]
+    fn kill_after_escalates_once() {
+        let verdicts = run(
+            policy(Some(1), Some(3)),
+            &[(0, 150), (1, 150), (2, 150), (3, 150), (4, 150), (10, 150)],
+        );
+        assert_eq!(verdicts, [Breach, Repeat, Repeat, Kill, Quiet, Quiet]);
+    }
+
+    #[test]
+    fn kill_clock_restarts_with_each_episode() {
+        let verdicts = run(
+            policy(None, Some(3)),
+            &[(0, 150), (2, 50), (4, 150), (6, 150), (7, 150)],
+        );
+        assert_eq!(verdicts, [Breach, Recovered, Breach, Quiet, Kill]);
+    }
+
+    #[test]
+    fn deadlines_follow_the_earliest_due_action() {
+        let p = policy(Some(5), Some(3));
+        let start = Instant::now();
+        let mut episode = Episode::default();
+        assert_eq!(p.deadline(&episode), None);
+        p.judge(&mut episode, 150, start);
+        assert_eq!(p.deadline(&episode), Some(start + Duration::from_secs(3)));
+        p.judge(&mut episode, 150, start + Duration::from_secs(3));
+        assert_eq!(p.deadline(&episode), None, "nothing follows SIGKILL");
+        assert_eq!(
+            policy(None, None).deadline(&Episode::Over {
+                since: start,
+                last_signal: start,
+                killed: false
+            }),
+            None
+        );
+    }
+}

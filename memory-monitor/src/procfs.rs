@@ -1,0 +1,422 @@
+//! Reading `/proc` without allocating: parsers for `stat`, `statm`, `comm` and `cmdline`, and a
+//! handle on `/proc` that lists PIDs with `getdents64` into a caller's buffer and opens per-process
+//! files relative to it.
+//!
+//! Every name read here is bytes: a process may call itself anything but NUL (spaces, `)`,
+//! newlines, invalid UTF-8), so nothing assumes text until it is displayed, escaped.
+
+use std::ffi::CStr;
+use std::fmt;
+use std::io::{self, Write as _};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::fs::{Mode, OFlags, RawDir, SeekFrom};
+
+/// Longest process name the kernel keeps in `comm` (TASK_COMM_LEN minus the NUL).
+pub const COMM_LEN: usize = 15;
+
+/// `PF_KTHREAD` in `/proc/PID/stat` flags: kernel threads have no memory of their own to judge
+/// and must never be signalled.
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// A `/proc` file that did not have the expected layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed /proc/PID/{file}: {what}")]
+pub struct ParseError {
+    /// Which file: `stat`, `statm`.
+    pub file: &'static str,
+    /// What was wrong.
+    pub what: &'static str,
+}
+
+/// The fields of `/proc/PID/statm` that matter here, in pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Statm {
+    /// Resident set size in pages: the exact figure (`ps` RSS, `status` VmRSS).
+    pub resident_pages: u64,
+}
+
+/// Parses `/proc/PID/statm`: `size resident shared text lib data dt`.
+pub fn parse_statm(buf: &[u8]) -> Result<Statm, ParseError> {
+    let mut fields = buf.split(|&b| b == b' ');
+    let _size = fields.next();
+    let resident = fields.next().ok_or(ParseError {
+        file: "statm",
+        what: "fewer than 2 fields",
+    })?;
+    Ok(Statm {
+        resident_pages: parse_u64(resident).ok_or(ParseError {
+            file: "statm",
+            what: "resident is not a number",
+        })?,
+    })
+}
+
+/// The fields of `/proc/PID/stat` that matter here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat<'a> {
+    /// The name between the parentheses, as stored (may itself contain `)` or spaces).
+    pub comm: &'a [u8],
+    /// One-letter state (`R`, `S`, `Z`, …).
+    pub state: u8,
+    /// Parent PID.
+    pub ppid: i32,
+    /// Kernel `PF_*` flags.
+    pub flags: u32,
+    /// Resident pages from the kernel's per-CPU counters: can lag `statm` by a few hundred KiB.
+    pub rss_pages: u64,
+}
+
+impl Stat<'_> {
+    /// Whether this is a kernel thread.
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0
+    }
+}
+
+/// Parses `/proc/PID/stat`. The name is found between the first `(` and the *last* `)`, since
+/// the name itself may contain `)`; all later fields are numbers.
+pub fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, ParseError> {
+    let bad = |what| ParseError { file: "stat", what };
+    let open = buf.iter().position(|&b| b == b'(').ok_or(bad("no '('"))?;
+    let close = buf.iter().rposition(|&b| b == b')').ok_or(bad("no ')'"))?;
+    if close < open {
+        return Err(bad("')' before '('"));
+    }
+    let comm = &buf[open + 1..close];
+    // After ") ": state(3) ppid(4) pgrp session tty tpgid flags(9) ... rss(24).
+    let rest = buf[close + 1..]
+        .strip_prefix(b" ")
+        .ok_or(bad("no field after name"))?;
+    let mut fields = rest.split(|&b| b == b' ');
+    let state = match fields.next() {
+        Some([state]) => *state,
+        _ => return Err(bad("state is not one letter")),
+    };
+    let mut number = |skip: usize, what| {
+        fields
+            .nth(skip)
+            .and_then(parse_u64)
+            .ok_or_else(|| bad(what))
+    };
+    let ppid = number(0, "ppid is not a number")?;
+    let flags = number(4, "flags is not a number")?;
+    let rss_pages = number(14, "rss is not a number")?;
+    Ok(Stat {
+        comm,
+        state,
+        ppid: i32::try_from(ppid).map_err(|_| bad("ppid out of range"))?,
+        flags: u32::try_from(flags).map_err(|_| bad("flags out of range"))?,
+        rss_pages,
+    })
+}
+
+/// The name in `/proc/PID/comm`: the kernel appends exactly one newline, which is removed; a
+/// newline inside the name stays.
+pub fn parse_comm(buf: &[u8]) -> &[u8] {
+    buf.strip_suffix(b"\n").unwrap_or(buf)
+}
+
+/// The file name of `argv[0]` in `/proc/PID/cmdline` (NUL-separated arguments): the full
+/// program name when `comm` was cut at [`COMM_LEN`] bytes.
+pub fn argv0_basename(cmdline: &[u8]) -> &[u8] {
+    let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+    match argv0.iter().rposition(|&b| b == b'/') {
+        Some(slash) => &argv0[slash + 1..],
+        None => argv0,
+    }
+}
+
+/// A decimal number with nothing else around it (a trailing newline allowed).
+fn parse_u64(field: &[u8]) -> Option<u64> {
+    let field = field.strip_suffix(b"\n").unwrap_or(field);
+    if field.is_empty() || field.len() > 20 {
+        return None;
+    }
+    field.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+/// Displays a process name or command line safely on one log line: valid UTF-8 is kept,
+/// control characters and invalid bytes are escaped (`\n`, `\x1b`, `\xff`). NULs between
+/// command-line arguments show as spaces.
+#[derive(Clone, Copy)]
+pub struct Escaped<'a>(pub &'a [u8]);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        let bytes = self.0.strip_suffix(b"\0").unwrap_or(self.0);
+        for chunk in bytes.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                match c {
+                    '\0' => f.write_char(' ')?,
+                    '\\' => f.write_str("\\\\")?,
+                    c if c.is_control() => write!(f, "{}", c.escape_default())?,
+                    c => f.write_char(c)?,
+                }
+            }
+            for byte in chunk.invalid() {
+                write!(f, "\\x{byte:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+/// A process name (`comm`) held inline, so watched-process records need no heap.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Comm {
+    bytes: [u8; COMM_LEN],
+    len: u8,
+}
+
+impl Comm {
+    /// Keeps the first [`COMM_LEN`] bytes of `name`, as the kernel does.
+    pub fn new(name: &[u8]) -> Comm {
+        let len = name.len().min(COMM_LEN);
+        let mut bytes = [0; COMM_LEN];
+        bytes[..len].copy_from_slice(&name[..len]);
+        Comm {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    /// The name's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl fmt::Display for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&Escaped(self.as_bytes()), f)
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&Escaped(self.as_bytes()), f)
+    }
+}
+
+/// An open `/proc` directory: lists process IDs and opens `/proc/PID/…` files relative to
+/// itself, building paths on the stack.
+#[derive(Debug)]
+pub struct ProcRoot {
+    dir: OwnedFd,
+}
+
+/// Room for one `getdents64` batch; a caller keeps one and reuses it every scan.
+pub type DirBuffer = Box<[MaybeUninit<u8>]>;
+
+impl ProcRoot {
+    /// Opens the `/proc` of this process's PID namespace.
+    pub fn open() -> io::Result<ProcRoot> {
+        let dir = rustix::fs::open(
+            "/proc",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(ProcRoot { dir })
+    }
+
+    /// A buffer for [`ProcRoot::for_each_pid`], allocated once.
+    pub fn dir_buffer() -> DirBuffer {
+        vec![MaybeUninit::uninit(); 64 * 1024].into_boxed_slice()
+    }
+
+    /// Calls `visit` with every process (thread-group) ID now in `/proc`, in ascending order.
+    pub fn for_each_pid(&self, buf: &mut DirBuffer, mut visit: impl FnMut(i32)) -> io::Result<()> {
+        rustix::fs::seek(&self.dir, SeekFrom::Start(0))?;
+        let mut entries = RawDir::new(&self.dir, buf);
+        while let Some(entry) = entries.next() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if let Some(pid) = parse_u64(name).and_then(|pid| i32::try_from(pid).ok()) {
+                visit(pid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens `/proc/PID/<file>` read-only.
+    pub fn open_file(&self, pid: i32, file: &str) -> io::Result<OwnedFd> {
+        let mut path = [0u8; 64];
+        let mut cursor = &mut path[..];
+        write!(cursor, "{pid}/{file}\0")?;
+        let path = CStr::from_bytes_until_nul(&path).map_err(|_| io::ErrorKind::InvalidInput)?;
+        Ok(rustix::fs::openat(
+            &self.dir,
+            path,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?)
+    }
+
+    /// Opens `/proc/PID/<file>`, reads it into `buf` and returns what was read.
+    pub fn read_file<'b>(&self, pid: i32, file: &str, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
+        let fd = self.open_file(pid, file)?;
+        read_at_start(&fd, buf)
+    }
+}
+
+/// Reads a `/proc` file from its start into `buf` (a fresh snapshot on every call, so an open
+/// fd can be re-read for ever), returning what was read. Longer contents are cut at `buf`'s end.
+pub fn read_at_start(fd: impl AsFd, buf: &mut [u8]) -> io::Result<&[u8]> {
+    let len = rustix::io::pread(fd, &mut *buf, 0)?;
+    Ok(&buf[..len])
+}
+
+/// The size of a memory page: RSS is counted in pages, and pages are not 4096 bytes everywhere.
+pub fn page_size() -> u64 {
+    rustix::param::page_size() as u64
+}
+
+/// Total usable RAM in bytes, for limits given as a percentage.
+pub fn total_ram() -> u64 {
+    let info = rustix::system::sysinfo();
+    info.totalram as u64 * u64::from(info.mem_unit.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat_line(comm: &[u8]) -> Vec<u8> {
+        let mut line = b"4242 (".to_vec();
+        line.extend_from_slice(comm);
+        line.extend_from_slice(
+            b") S 77 4242 4242 0 -1 4194560 120 0 0 0 1 2 0 0 20 0 1 0 555 9000000 321 \
+              18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n",
+        );
+        line
+    }
+
+    #[test]
+    fn statm_gives_resident_pages() {
+        assert_eq!(
+            parse_statm(b"2345 678 90 12 0 345 0\n"),
+            Ok(Statm {
+                resident_pages: 678
+            })
+        );
+        assert!(parse_statm(b"").is_err());
+        assert!(parse_statm(b"2345").is_err());
+        assert!(parse_statm(b"2345 -1 0").is_err());
+        assert!(parse_statm(b"2345 1x 0").is_err());
+        assert!(parse_statm(b"1 99999999999999999999999 0").is_err());
+    }
+
+    #[test]
+    fn stat_with_hostile_names() {
+        let names: [&[u8]; 8] = [
+            b"plain",
+            b"with space",
+            b"a) S 1 2 3",
+            b")",
+            b"new\nline",
+            b"\xff\xfeinvalid",
+            b"((nested))",
+            b"exactly15bytes!",
+        ];
+        for name in names {
+            let line = stat_line(name);
+            let stat = parse_stat(&line).unwrap_or_else(|e| panic!("{:?}: {e}", Escaped(name)));
+            assert_eq!(stat.comm, name);
+            assert_eq!(stat.state, b'S');
+            assert_eq!(stat.ppid, 77);
+            assert_eq!(stat.flags, 4194560);
+            assert_eq!(stat.rss_pages, 321);
+            assert!(!stat.is_kernel_thread());
+        }
+    }
+
+    #[test]
+    fn stat_flags_kernel_threads() {
+        let line = b"2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 2 0 0 \
+                     18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 0 0 0 0\n";
+        assert!(parse_stat(line).unwrap().is_kernel_thread());
+    }
+
+    #[test]
+    fn stat_rejects_garbage() {
+        assert!(parse_stat(b"").is_err());
+        assert!(parse_stat(b"12 noparens S 1").is_err());
+        assert!(parse_stat(b"12 )( S 1").is_err());
+        assert!(parse_stat(b"12 (x)").is_err());
+        assert!(parse_stat(b"12 (x) SS 1 2 3 4 5 6").is_err());
+        assert!(parse_stat(b"12 (x) S 1 2").is_err());
+    }
+
+    #[test]
+    fn comm_strips_exactly_one_newline() {
+        assert_eq!(parse_comm(b"my-app\n"), b"my-app");
+        assert_eq!(parse_comm(b"odd\n\n"), b"odd\n");
+        assert_eq!(parse_comm(b"new\nline\n"), b"new\nline");
+        assert_eq!(parse_comm(b"\xff\xfe\n"), b"\xff\xfe");
+        assert_eq!(parse_comm(b""), b"");
+        assert_eq!(
+            Comm::new(b"a-very-long-process-name").as_bytes(),
+            b"a-very-long-pro"
+        );
+        assert_eq!(Comm::new(b"a-very-long-pro").as_bytes().len(), COMM_LEN);
+    }
+
+    #[test]
+    fn argv0_basename_finds_the_program_name() {
+        assert_eq!(
+            argv0_basename(b"/usr/bin/my-application-server\0--port\0"),
+            b"my-application-server"
+        );
+        assert_eq!(argv0_basename(b"relative\0"), b"relative");
+        assert_eq!(argv0_basename(b"postgres: writer"), b"postgres: writer");
+        assert_eq!(argv0_basename(b""), b"");
+    }
+
+    #[test]
+    fn escaped_names_stay_on_one_line() {
+        assert_eq!(Escaped(b"my-app").to_string(), "my-app");
+        assert_eq!(Escaped(b"new\nline").to_string(), "new\\nline");
+        assert_eq!(Escaped(b"caf\xc3\xa9").to_string(), "caf\u{e9}");
+        assert_eq!(Escaped(b"\xff\x1b[31m").to_string(), "\\xff\\u{1b}[31m");
+        assert_eq!(Escaped(b"a\0b\0").to_string(), "a b");
+        assert_eq!(Escaped(b"back\\slash").to_string(), "back\\\\slash");
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let proc = ProcRoot::open().unwrap();
+        let me = std::process::id() as i32;
+        let mut buf = [0u8; 4096];
+        let statm = parse_statm(proc.read_file(me, "statm", &mut buf).unwrap()).unwrap();
+        assert!(statm.resident_pages > 0);
+        let stat = proc.read_file(me, "stat", &mut buf).unwrap().to_vec();
+        assert_eq!(
+            parse_stat(&stat).unwrap().ppid,
+            rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get())
+        );
+        let mut dir = ProcRoot::dir_buffer();
+        let mut seen_me = false;
+        let mut last = 0;
+        proc.for_each_pid(&mut dir, |pid| {
+            assert!(pid > last, "pids come in ascending order");
+            last = pid;
+            seen_me |= pid == me;
+        })
+        .unwrap();
+        assert!(seen_me);
+        assert!(page_size() >= 4096 && page_size().is_power_of_two());
+        assert!(total_ram() > 0);
+    }
+}

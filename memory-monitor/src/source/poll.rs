@@ -1,0 +1,151 @@
+//! Discovery by scanning `/proc`: the source that works everywhere, unprivileged included.
+//!
+//! Each scan lists every PID with `getdents64` into a buffer kept from start-up, reads the
+//! `comm` of each (a stack buffer), admits new matches into the [`Watchlist`] and sweeps out the
+//! processes that exited or no longer match. A steady scan allocates nothing.
+
+use std::io;
+
+use rustix::io::Errno;
+
+use crate::matcher::{CommVerdict, Matcher};
+use crate::procfs::{self, DirBuffer, ProcRoot};
+use crate::watch::{Admission, AdmitError, Watched, Watchlist};
+
+/// Bytes of a command line that `--match cmdline` (and long names) look at.
+pub const CMDLINE_MAX: usize = 32 * 1024;
+
+/// Processes a monitor must never watch: PID 1, itself, its parent.
+#[derive(Debug, Clone, Copy)]
+pub struct Exclusions {
+    me: i32,
+    parent: i32,
+}
+
+impl Exclusions {
+    /// The exclusions as they stand now (the parent changes when the monitor is re-parented).
+    pub fn now() -> Exclusions {
+        Exclusions {
+            me: std::process::id() as i32,
+            parent: rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get()),
+        }
+    }
+
+    /// Whether `pid` must be left alone.
+    pub fn excludes(&self, pid: i32) -> bool {
+        pid <= 1 || pid == self.me || pid == self.parent
+    }
+}
+
+/// Counts from one scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Processes that matched but could not be watched (table full, out of file descriptors).
+    pub skipped: usize,
+    /// The first reason something was skipped.
+    pub skip_reason: Option<SkipReason>,
+}
+
+/// Why a matching process was not watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// `--max-processes` reached.
+    Full(usize),
+    /// Opening its pidfd or statm failed (usually EMFILE).
+    Open(Errno),
+}
+
+/// Finds the processes to watch by reading `/proc`.
+#[derive(Debug)]
+pub struct Scanner {
+    proc: ProcRoot,
+    dir_buf: DirBuffer,
+    cmdline_buf: Box<[u8]>,
+    matcher: Option<Matcher>,
+    /// `--pid` processes, sorted.
+    pinned: Vec<i32>,
+}
+
+impl Scanner {
+    /// A scanner for processes chosen by `matcher` and/or listed in `pinned`.
+    pub fn new(matcher: Option<Matcher>, mut pinned: Vec<i32>) -> io::Result<Scanner> {
+        pinned.sort_unstable();
+        Ok(Scanner {
+            proc: ProcRoot::open()?,
+            dir_buf: ProcRoot::dir_buffer(),
+            cmdline_buf: vec![0; CMDLINE_MAX].into_boxed_slice(),
+            matcher,
+            pinned,
+        })
+    }
+
+    /// Brings `list` up to date with `/proc`: admits new matches, drops what exited or stopped
+    /// matching (calling `gone` for each).
+    pub fn scan(
+        &mut self,
+        list: &mut Watchlist,
+        gone: impl FnMut(&Watched),
+    ) -> io::Result<ScanReport> {
+        let mut report = ScanReport::default();
+        list.begin_scan();
+        let exclusions = Exclusions::now();
+        let Scanner {
+            proc,
+            dir_buf,
+            cmdline_buf,
+            matcher,
+            pinned,
+        } = self;
+        proc.for_each_pid(dir_buf, |pid| {
+            if exclusions.excludes(pid) {
+                return;
+            }
+            let admission = if pinned.binary_search(&pid).is_ok() {
+                Admission::Pinned
+            } else {
+                match matcher {
+                    Some(matcher) if still_matches(proc, pid, matcher, cmdline_buf) => {
+                        Admission::Matching(matcher)
+                    }
+                    _ => return,
+                }
+            };
+            if list.mark_seen(pid) {
+                return;
+            }
+            let skip = match Watched::open(proc, pid, admission, cmdline_buf) {
+                Ok(watched) => match list.insert(watched) {
+                    Ok(()) => return,
+                    Err(full) => SkipReason::Full(full.0),
+                },
+                Err(AdmitError::Gone) => return,
+                Err(AdmitError::Io(error)) => {
+                    SkipReason::Open(Errno::from_io_error(&error).unwrap_or(Errno::IO))
+                }
+            };
+            report.skipped += 1;
+            report.skip_reason.get_or_insert(skip);
+        })?;
+        list.sweep(gone);
+        Ok(report)
+    }
+}
+
+/// Whether `pid`'s current name (and command line, when needed) matches.
+fn still_matches(proc: &ProcRoot, pid: i32, matcher: &Matcher, cmdline_buf: &mut [u8]) -> bool {
+    let mut comm_buf = [0u8; 64];
+    let Ok(comm) = proc.read_file(pid, "comm", &mut comm_buf) else {
+        return false;
+    };
+    match matcher.check_comm(procfs::parse_comm(comm)) {
+        CommVerdict::Yes => true,
+        CommVerdict::No => false,
+        CommVerdict::AskCmdline => match proc.read_file(pid, "cmdline", cmdline_buf) {
+            Ok(cmdline) => {
+                let len = cmdline.len();
+                matcher.matches_cmdline(&mut cmdline_buf[..len])
+            }
+            Err(_) => false,
+        },
+    }
+}

@@ -1,0 +1,244 @@
+//! Memory sizes and durations as people type them on a command line, and as logs print them.
+//!
+//! Sizes are binary (1 M = 1 MiB = 1,048,576 bytes), as in the seed (`-m` was "MB" computed as
+//! `n * 1024 * 1024`) and in systemd's `MemoryMax=`. A bare number is MiB so that every seed
+//! invocation (`-m 500`) keeps its meaning.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a size or duration could not be parsed. The text is shown to the user after the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnitError(String);
+
+fn err(msg: impl Into<String>) -> UnitError {
+    UnitError(msg.into())
+}
+
+/// A memory limit as written by the user: an absolute size or a share of the machine's RAM.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SizeSpec {
+    /// An absolute number of bytes.
+    Bytes(u64),
+    /// A percentage (0 < p ≤ 100) of total RAM, resolved with [`SizeSpec::resolve`].
+    PercentOfRam(f64),
+}
+
+impl SizeSpec {
+    /// Bytes this limit stands for on a machine with `total_ram` bytes of RAM.
+    pub fn resolve(self, total_ram: u64) -> u64 {
+        match self {
+            SizeSpec::Bytes(bytes) => bytes,
+            // f64 holds any RAM size exactly enough: the error is far below one page.
+            SizeSpec::PercentOfRam(p) => (total_ram as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+/// Parses a memory size: `500` (MiB, as the seed), `512K`, `500M`, `2G`, `1.5GiB`, `1T`,
+/// `4096B`, or `25%` of total RAM. Units are case-insensitive and binary.
+pub fn parse_size(text: &str) -> Result<SizeSpec, UnitError> {
+    let text = text.trim();
+    if let Some(number) = text.strip_suffix('%') {
+        let percent = parse_decimal(number.trim_end(), text)?;
+        if percent <= 0.0 || percent > 100.0 {
+            return Err(err("a percentage of RAM must be above 0% and at most 100%"));
+        }
+        return Ok(SizeSpec::PercentOfRam(percent));
+    }
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value = parse_decimal(number, text)?;
+    let multiplier: u64 = match unit.trim_start().to_ascii_lowercase().as_str() {
+        "" | "m" | "mb" | "mib" => 1 << 20,
+        "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(err(format!(
+                "unknown unit '{other}' (use B, K, M, G, T, or % of RAM)"
+            )));
+        }
+    };
+    let bytes = value * multiplier as f64;
+    if bytes < 1.0 {
+        return Err(err("the size must be at least 1 byte"));
+    }
+    if bytes >= u64::MAX as f64 {
+        return Err(err("the size is too large"));
+    }
+    Ok(SizeSpec::Bytes(bytes.round() as u64))
+}
+
+/// A finite, non-negative decimal (`12`, `1.5`); `whole` names the full value in errors.
+fn parse_decimal(number: &str, whole: &str) -> Result<f64, UnitError> {
+    let ok = !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && number.bytes().filter(|&b| b == b'.').count() <= 1
+        && number != ".";
+    if !ok {
+        return Err(err(format!("'{whole}' does not start with a number")));
+    }
+    number
+        .parse::<f64>()
+        .map_err(|_| err(format!("'{whole}' does not start with a number")))
+}
+
+/// Parses a duration: a bare number is seconds (`2`, `0.5`, as the seed's `-i`); otherwise
+/// humantime syntax: `250ms`, `3s`, `1m30s`, `2h`. Zero is refused: every duration here is a
+/// period or a delay that must pass.
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
+    let text = text.trim();
+    let duration = if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') && !text.is_empty() {
+        let seconds = parse_decimal(text, text)?;
+        Duration::try_from_secs_f64(seconds).map_err(|_| err("the duration is too long"))?
+    } else {
+        humantime::parse_duration(text).map_err(|e| err(humantime_reason(e)))?
+    };
+    if duration < Duration::from_millis(1) {
+        return Err(err("the duration must be at least 1ms"));
+    }
+    Ok(duration)
+}
+
+fn humantime_reason(error: humantime::DurationError) -> String {
+    match error {
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            format!("unknown unit '{unit}' (use ms, s, m, h, or a bare number of seconds)")
+        }
+        humantime::DurationError::NumberOverflow => "the duration is too long".to_string(),
+        humantime::DurationError::Empty => "the duration is empty".to_string(),
+        other => format!("{other} (examples: 2, 250ms, 1m30s)"),
+    }
+}
+
+/// Displays a byte count the way an operator reads it: `512.0MiB`, `3.2GiB`, `900KiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+        if self.0 < 1024 {
+            return write!(f, "{}B", self.0);
+        }
+        let mut value = self.0 as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        write!(f, "{value:.1}{}", UNITS[unit])
+    }
+}
+
+/// Displays a duration compactly (`2s`, `250ms`, `1m30s`) for logs and `--help` echoes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period(pub Duration);
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&humantime::format_duration(self.0), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn bare_numbers_are_mebibytes_like_the_seed() {
+        assert_eq!(parse_size("500"), Ok(SizeSpec::Bytes(500 * MIB)));
+        assert_eq!(parse_size(" 1 "), Ok(SizeSpec::Bytes(MIB)));
+        assert_eq!(parse_size("0.5"), Ok(SizeSpec::Bytes(MIB / 2)));
+    }
+
+    #[test]
+    fn units_are_binary_and_case_insensitive() {
+        assert_eq!(parse_size("512K"), Ok(SizeSpec::Bytes(512 * 1024)));
+        assert_eq!(parse_size("512kb"), Ok(SizeSpec::Bytes(512 * 1024)));
+        assert_eq!(parse_size("500M"), Ok(SizeSpec::Bytes(500 * MIB)));
+        assert_eq!(parse_size("500 MiB"), Ok(SizeSpec::Bytes(500 * MIB)));
+        assert_eq!(parse_size("2G"), Ok(SizeSpec::Bytes(2 << 30)));
+        assert_eq!(parse_size("1.5GiB"), Ok(SizeSpec::Bytes(3 << 29)));
+        assert_eq!(parse_size("4096b"), Ok(SizeSpec::Bytes(4096)));
+        assert_eq!(parse_size("1T"), Ok(SizeSpec::Bytes(1 << 40)));
+    }
+
+    #[test]
+    fn there_is_no_64_gib_cap() {
+        assert_eq!(parse_size("70000"), Ok(SizeSpec::Bytes(70_000 * MIB)));
+        assert_eq!(parse_size("512G"), Ok(SizeSpec::Bytes(512 << 30)));
+    }
+
+    #[test]
+    fn percentages_resolve_against_total_ram() {
+        assert_eq!(parse_size("25%"), Ok(SizeSpec::PercentOfRam(25.0)));
+        assert_eq!(parse_size("2.5 %"), Ok(SizeSpec::PercentOfRam(2.5)));
+        assert_eq!(SizeSpec::PercentOfRam(25.0).resolve(8 << 30), 2 << 30);
+        assert_eq!(SizeSpec::Bytes(7).resolve(8 << 30), 7);
+    }
+
+    #[test]
+    fn bad_sizes_say_why() {
+        for bad in [
+            "", "M", "-5", "5X", "1..5", ".", "0", "0%", "101%", "abc", "5 M B", "1e3", "nan",
+            "inf",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(
+            parse_size("5X").unwrap_err().to_string(),
+            "unknown unit 'x' (use B, K, M, G, T, or % of RAM)"
+        );
+        assert!(parse_size("99999999999999T").is_err());
+    }
+
+    #[test]
+    fn durations_accept_bare_seconds_and_units() {
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+    }
+
+    #[test]
+    fn bad_durations_are_refused() {
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "500us",
+            "-1",
+            "soon",
+            "3 parsecs",
+            "1..2",
+            "9e99",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(
+            parse_duration("3x")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown unit 'x'")
+        );
+    }
+
+    #[test]
+    fn displays_are_compact() {
+        assert_eq!(Bytes(512).to_string(), "512B");
+        assert_eq!(Bytes(900 * 1024).to_string(), "900.0KiB");
+        assert_eq!(Bytes(500 * MIB).to_string(), "500.0MiB");
+        assert_eq!(Bytes(3 << 29).to_string(), "1.5GiB");
+        assert_eq!(Period(Duration::from_millis(250)).to_string(), "250ms");
+        assert_eq!(Period(Duration::from_secs(90)).to_string(), "1m 30s");
+    }
+}

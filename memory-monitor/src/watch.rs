@@ -1,0 +1,275 @@
+//! The watched processes: one record per process holding a pidfd (so a signal can never reach
+//! a process that merely reuses the PID) and an open `/proc/PID/statm` (re-read in place, so a
+//! measurement costs one `pread` and no allocation).
+//!
+//! The table is allocated once with room for `--max-processes` records and kept sorted by PID;
+//! inserting, finding and sweeping never allocate.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags};
+
+use crate::matcher::{CommVerdict, Matcher};
+use crate::policy::Episode;
+use crate::procfs::{self, Comm, ProcRoot};
+use crate::signal::Signal;
+
+/// One watched process.
+#[derive(Debug)]
+pub struct Watched {
+    pid: i32,
+    comm: Comm,
+    pidfd: OwnedFd,
+    statm: OwnedFd,
+    /// Watched by `--pid`: kept whatever its name becomes.
+    pinned: bool,
+    /// The scan generation that last saw this process (poll mode's sweep).
+    seen: u32,
+    /// Where the process stands against the limit.
+    pub episode: Episode,
+}
+
+/// Why a process could not be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    /// It exited, is a kernel thread, or no longer matches: nothing to watch, nothing to report.
+    #[error("process is gone or no longer matches")]
+    Gone,
+    /// Opening its handles failed for another reason (out of file descriptors, permission).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl From<Errno> for AdmitError {
+    fn from(errno: Errno) -> AdmitError {
+        match errno {
+            Errno::SRCH | Errno::NOENT => AdmitError::Gone,
+            other => AdmitError::Io(other.into()),
+        }
+    }
+}
+
+/// What decides whether a freshly opened process is still the one to watch.
+#[derive(Debug, Clone, Copy)]
+pub enum Admission<'a> {
+    /// Chosen by PID: watch it whatever its name.
+    Pinned,
+    /// Chosen by name: re-check the name once the process is pinned down by its pidfd.
+    Matching(&'a Matcher),
+}
+
+impl Watched {
+    /// Opens handles on `pid` and confirms it is a user process that `admission` accepts.
+    ///
+    /// The pidfd is opened first and liveness is checked last: everything read in between
+    /// (`stat`, `cmdline`, the `statm` fd) belongs to the process the pidfd names, because its
+    /// PID cannot be reused while it lives.
+    pub fn open(
+        proc: &ProcRoot,
+        pid: i32,
+        admission: Admission<'_>,
+        cmdline_buf: &mut [u8],
+    ) -> Result<Watched, AdmitError> {
+        let pidfd = rustix::process::pidfd_open(
+            Pid::from_raw(pid).ok_or(AdmitError::Gone)?,
+            PidfdFlags::empty(),
+        )?;
+        let statm = proc.open_file(pid, "statm").map_err(io_gone)?;
+        let mut stat_buf = [0u8; 1024];
+        let stat = proc
+            .read_file(pid, "stat", &mut stat_buf)
+            .map_err(io_gone)?;
+        let stat = procfs::parse_stat(stat).map_err(|_| AdmitError::Gone)?;
+        if stat.is_kernel_thread() {
+            return Err(AdmitError::Gone);
+        }
+        let comm = Comm::new(stat.comm);
+        if let Admission::Matching(matcher) = admission {
+            let matched = match matcher.check_comm(comm.as_bytes()) {
+                CommVerdict::Yes => true,
+                CommVerdict::No => false,
+                CommVerdict::AskCmdline => {
+                    let len = proc
+                        .read_file(pid, "cmdline", cmdline_buf)
+                        .map_err(io_gone)?
+                        .len();
+                    matcher.matches_cmdline(&mut cmdline_buf[..len])
+                }
+            };
+            if !matched {
+                return Err(AdmitError::Gone);
+            }
+        }
+        let watched = Watched {
+            pid,
+            comm,
+            pidfd,
+            statm,
+            pinned: matches!(admission, Admission::Pinned),
+            seen: 0,
+            episode: Episode::Under,
+        };
+        if watched.has_exited() {
+            return Err(AdmitError::Gone);
+        }
+        Ok(watched)
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The process name when it was admitted.
+    pub fn comm(&self) -> &Comm {
+        &self.comm
+    }
+
+    /// Whether it is watched by PID rather than by name.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// Exact resident memory in bytes, from `statm` (`buf` needs about 100 bytes).
+    /// `Err(Errno::SRCH)` once the process has exited.
+    pub fn rss(&self, buf: &mut [u8], page_size: u64) -> Result<u64, Errno> {
+        let statm = procfs::read_at_start(&self.statm, buf)
+            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+        // A process that has exited but not been reaped reads as all zeros: under any limit.
+        let statm = procfs::parse_statm(statm).map_err(|_| Errno::SRCH)?;
+        Ok(statm.resident_pages * page_size)
+    }
+
+    /// Sends `signal` through the pidfd.
+    pub fn send(&self, signal: Signal) -> Result<(), Errno> {
+        rustix::process::pidfd_send_signal(&self.pidfd, signal.to_rustix())
+    }
+
+    /// Whether the process has exited (its pidfd polls readable).
+    pub fn has_exited(&self) -> bool {
+        let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
+        matches!(rustix::event::poll(&mut fds, Some(&rustix::time::Timespec::default())), Ok(n) if n > 0)
+    }
+
+    /// The pidfd, for waiting on the process's exit.
+    pub fn pidfd(&self) -> impl AsFd + '_ {
+        &self.pidfd
+    }
+}
+
+fn io_gone(error: io::Error) -> AdmitError {
+    match Errno::from_io_error(&error) {
+        Some(errno) => errno.into(),
+        None => AdmitError::Io(error),
+    }
+}
+
+/// The table of watched processes, sorted by PID, never growing past its capacity.
+#[derive(Debug)]
+pub struct Watchlist {
+    entries: Vec<Watched>,
+    capacity: usize,
+    generation: u32,
+}
+
+/// The table is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the watch list is full ({0} processes)")]
+pub struct Full(pub usize);
+
+impl Watchlist {
+    /// An empty table with room for `capacity` processes, allocated now.
+    pub fn with_capacity(capacity: usize) -> Watchlist {
+        Watchlist {
+            entries: Vec::with_capacity(capacity),
+            capacity,
+            generation: 0,
+        }
+    }
+
+    /// How many processes are watched.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is watched.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The record for `pid`, if watched.
+    pub fn get(&self, pid: i32) -> Option<&Watched> {
+        self.position(pid).ok().map(|i| &self.entries[i])
+    }
+
+    /// The record for `pid`, if watched, for updating.
+    pub fn get_mut(&mut self, pid: i32) -> Option<&mut Watched> {
+        self.position(pid).ok().map(|i| &mut self.entries[i])
+    }
+
+    /// Whether `pid` is watched.
+    pub fn contains(&self, pid: i32) -> bool {
+        self.position(pid).is_ok()
+    }
+
+    fn position(&self, pid: i32) -> Result<usize, usize> {
+        self.entries.binary_search_by_key(&pid, |w| w.pid)
+    }
+
+    /// Adds a process (replacing a stale record with the same PID).
+    pub fn insert(&mut self, mut watched: Watched) -> Result<(), Full> {
+        watched.seen = self.generation;
+        match self.position(watched.pid) {
+            Ok(i) => self.entries[i] = watched,
+            Err(_) if self.entries.len() >= self.capacity => return Err(Full(self.capacity)),
+            Err(i) => self.entries.insert(i, watched),
+        }
+        Ok(())
+    }
+
+    /// Stops watching `pid`; returns its record.
+    pub fn remove(&mut self, pid: i32) -> Option<Watched> {
+        self.position(pid).ok().map(|i| self.entries.remove(i))
+    }
+
+    /// All records, in PID order.
+    pub fn iter(&self) -> impl Iterator<Item = &Watched> {
+        self.entries.iter()
+    }
+
+    /// All records, for updating.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Watched> {
+        self.entries.iter_mut()
+    }
+
+    /// Starts a scan: records not [`Watchlist::mark_seen`] before [`Watchlist::sweep`] go.
+    pub fn begin_scan(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// Marks `pid` as still present in this scan; false if it is not watched.
+    pub fn mark_seen(&mut self, pid: i32) -> bool {
+        let generation = self.generation;
+        self.get_mut(pid).map(|w| w.seen = generation).is_some()
+    }
+
+    /// Ends a scan: drops every record the scan did not see, calling `gone` on each.
+    pub fn sweep(&mut self, mut gone: impl FnMut(&Watched)) {
+        let generation = self.generation;
+        self.entries.retain(|w| {
+            let keep = w.seen == generation;
+            if !keep {
+                gone(w);
+            }
+            keep
+        });
+    }
+
+    /// Visits every record for updating, keeping those for which `keep` returns true.
+    pub fn retain_mut(&mut self, keep: impl FnMut(&mut Watched) -> bool) {
+        self.entries.retain_mut(keep);
+    }
+}

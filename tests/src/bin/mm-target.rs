@@ -1,0 +1,151 @@
+//! A process for memory-monitor to watch: grows and shrinks its resident memory on command
+//! and reports every signal it receives.
+//!
+//! Run it through a link named as the process should be (its `comm` is the link's name). It
+//! reads commands on stdin, one per line, and answers each on stdout:
+//!
+//! - `grow N` — map and touch N more MiB; `shrink N` — unmap N MiB; answer `ok rss=<bytes>`
+//! - `rename NAME` — `prctl(PR_SET_NAME)`; `fork` — a child sharing the memory, `child pid=<pid>`
+//! - `ignore-term` — SIGTERM no longer ends it (it is still reported); `exit` — exit 0
+//!
+//! Every signal is reported as `signal <number> pid=<receiver>`. Until `ignore-term` is
+//! given a SIGTERM or SIGINT also ends the process, as for a real service. All other signals
+//! are only reported, so a test can count exactly what arrived.
+
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const MIB: usize = 1 << 20;
+
+static IGNORE_TERM: AtomicBool = AtomicBool::new(false);
+
+fn main() {
+    block_all_signals();
+    let pid = std::process::id();
+    std::thread::spawn(report_signals);
+    say(&format!("ready pid={pid}"));
+    let mut chunks: Vec<Chunk> = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("grow"), Some(n)) => {
+                for _ in 0..n.parse::<usize>().expect("grow N") {
+                    chunks.push(Chunk::touched());
+                }
+                say(&format!("ok rss={}", rss()));
+            }
+            (Some("shrink"), Some(n)) => {
+                let keep = chunks.len().saturating_sub(n.parse().expect("shrink N"));
+                chunks.truncate(keep);
+                say(&format!("ok rss={}", rss()));
+            }
+            (Some("rename"), Some(name)) => {
+                let name = std::ffi::CString::new(name).expect("name");
+                // SAFETY: PR_SET_NAME reads a NUL-terminated string.
+                unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+                say(&format!("ok rss={}", rss()));
+            }
+            (Some("fork"), None) => fork_child(),
+            (Some("ignore-term"), None) => {
+                IGNORE_TERM.store(true, Ordering::SeqCst);
+                say(&format!("ok rss={}", rss()));
+            }
+            (Some("exit"), None) => std::process::exit(0),
+            _ => say(&format!("error unknown command {line:?}")),
+        }
+    }
+}
+
+/// An anonymous 1 MiB mapping with every page written, so it is resident.
+struct Chunk(*mut libc::c_void);
+
+impl Chunk {
+    fn touched() -> Chunk {
+        // SAFETY: a fresh private anonymous mapping, written only within its length.
+        unsafe {
+            let ptr = libc::mmap(
+                std::ptr::null_mut(),
+                MIB,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+            std::ptr::write_bytes(ptr.cast::<u8>(), 0x5a, MIB);
+            Chunk(ptr)
+        }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `touched`.
+        unsafe { libc::munmap(self.0, MIB) };
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Resident bytes from /proc/self/statm.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split(' ')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+fn all_signals() -> libc::sigset_t {
+    // SAFETY: sigfillset initialises the set it is given.
+    unsafe {
+        let mut set = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        set
+    }
+}
+
+/// Blocks every signal in this thread (and so in threads and children made after), so that
+/// they are taken one by one with `sigwaitinfo`.
+fn block_all_signals() {
+    let set = all_signals();
+    // SAFETY: a valid set; blocking is always allowed (SIGKILL/SIGSTOP are ignored by the call).
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+fn report_signals() -> ! {
+    let set = all_signals();
+    let pid = std::process::id();
+    loop {
+        // SAFETY: waits on a valid set, filling a zeroed siginfo.
+        let signal = unsafe {
+            let mut info = std::mem::zeroed();
+            libc::sigwaitinfo(&set, &mut info)
+        };
+        if signal <= 0 || signal == libc::SIGCHLD {
+            continue;
+        }
+        say(&format!("signal {signal} pid={pid}"));
+        let ends = signal == libc::SIGTERM || signal == libc::SIGINT;
+        if ends && !IGNORE_TERM.load(Ordering::SeqCst) {
+            std::process::exit(128 + signal);
+        }
+    }
+}
+
+fn fork_child() {
+    // SAFETY: the child only reports its signals (sigwaitinfo, write) and never returns here.
+    match unsafe { libc::fork() } {
+        0 => report_signals(),
+        -1 => say("error fork failed"),
+        child => say(&format!("child pid={child}")),
+    }
+}

@@ -1,0 +1,391 @@
+//! Test harness: start real `mm-target` processes and the real `memory-monitor` binary, send
+//! them commands, and wait for what they report.
+//!
+//! Waits are bounded (a test must end) but never asserted on: a test fails because something
+//! did or did not happen, never because it took a certain time.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+/// The longest any single wait may take before the test gives up.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A directory with the workspace's built binaries (`target/<profile>`), found from this test
+/// executable's location (`target/<profile>/deps/…`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("deps dir");
+    let dir = if deps.ends_with("deps") {
+        deps.parent().expect("profile dir")
+    } else {
+        deps
+    };
+    dir.to_path_buf()
+}
+
+/// The path of a workspace binary, which must have been built (`cargo xtask test` does).
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds it first",
+        path.display()
+    );
+    path
+}
+
+/// A process name no other test (or run) uses: `prefix` plus a counter and this test
+/// process's PID, cut to fit the kernel's 15-byte `comm`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let name = format!("{prefix}{}x{n}", std::process::id() % 100_000);
+    assert!(name.len() <= 15, "{name} does not fit in comm");
+    name
+}
+
+/// A directory for links named after targets, readable by every user (the unprivileged tests
+/// run targets as `nobody`).
+fn link_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mm-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create link dir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// Lines a child process writes, collected by a thread.
+struct Lines {
+    rx: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn new(stream: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Looks at lines from index `start` on, collecting more as they come, until one satisfies
+    /// `want` (returned with its index) or PATIENCE passes (None).
+    fn wait_from(
+        &mut self,
+        start: usize,
+        mut want: impl FnMut(&str) -> bool,
+    ) -> Option<(usize, String)> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut next = start;
+        loop {
+            while next < self.seen.len() {
+                if want(&self.seen[next]) {
+                    return Some((next, self.seen[next].clone()));
+                }
+                next += 1;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Waits for any line, old or new, that satisfies `want`.
+    fn wait_for(&mut self, want: impl FnMut(&str) -> bool) -> Option<String> {
+        self.wait_from(0, want).map(|(_, line)| line)
+    }
+
+    /// Takes in every line already written, without waiting.
+    fn drain(&mut self) -> &[String] {
+        while let Ok(line) = self.rx.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+}
+
+/// A running `mm-target`.
+pub struct Target {
+    child: Child,
+    stdin: ChildStdin,
+    out: Lines,
+    pid: i32,
+    children: Vec<i32>,
+    /// Lines of `out.seen` already consumed as command answers.
+    answered: usize,
+}
+
+impl Target {
+    /// Starts a target whose process name is `name`.
+    pub fn spawn(name: &str) -> Target {
+        Target::spawn_with(name, |_| {})
+    }
+
+    /// Starts a target named `name`, letting `setup` adjust the command (e.g. another user).
+    pub fn spawn_with(name: &str, setup: impl FnOnce(&mut Command)) -> Target {
+        let link = link_dir().join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(bin("mm-target"), &link).expect("link target");
+        let mut command = Command::new(&link);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        setup(&mut command);
+        let mut child = command.spawn().expect("spawn mm-target");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut out = Lines::new(child.stdout.take().expect("stdout"));
+        let (index, ready) = out
+            .wait_from(0, |l| l.starts_with("ready"))
+            .expect("target did not start");
+        let pid = ready.trim_start_matches("ready pid=").parse().expect("pid");
+        Target {
+            child,
+            stdin,
+            out,
+            pid,
+            children: Vec::new(),
+            answered: index + 1,
+        }
+    }
+
+    /// The target's PID.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn command(&mut self, command: &str, answer: &str) -> String {
+        writeln!(self.stdin, "{command}").expect("write command");
+        self.stdin.flush().expect("flush");
+        let (index, line) = self
+            .out
+            .wait_from(self.answered, |l| l.starts_with(answer))
+            .unwrap_or_else(|| panic!("no answer to {command:?}"));
+        self.answered = index + 1;
+        line
+    }
+
+    /// Grows resident memory by `mib` MiB; returns the RSS reported after.
+    pub fn grow(&mut self, mib: usize) -> u64 {
+        parse_rss(&self.command(&format!("grow {mib}"), "ok"))
+    }
+
+    /// Gives back `mib` MiB; returns the RSS reported after.
+    pub fn shrink(&mut self, mib: usize) -> u64 {
+        parse_rss(&self.command(&format!("shrink {mib}"), "ok"))
+    }
+
+    /// Renames the process (`comm`).
+    pub fn rename(&mut self, name: &str) {
+        self.command(&format!("rename {name}"), "ok");
+    }
+
+    /// Makes SIGTERM no longer end the target.
+    pub fn ignore_term(&mut self) {
+        self.command("ignore-term", "ok");
+    }
+
+    /// Forks a child sharing the target's memory; returns its PID.
+    pub fn fork(&mut self) -> i32 {
+        let line = self.command("fork", "child");
+        let pid = line
+            .trim_start_matches("child pid=")
+            .parse()
+            .expect("child pid");
+        self.children.push(pid);
+        pid
+    }
+
+    /// Signal numbers received so far by `pid` (the target or one of its children).
+    pub fn signals_of(&mut self, pid: i32) -> Vec<i32> {
+        let suffix = format!(" pid={pid}");
+        self.out
+            .drain()
+            .iter()
+            .filter_map(|l| {
+                l.strip_prefix("signal ")?
+                    .strip_suffix(&suffix)?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// Signal numbers the target itself received so far.
+    pub fn signals(&mut self) -> Vec<i32> {
+        self.signals_of(self.pid)
+    }
+
+    /// Waits for `pid` (the target or a child) to report `signal`; false if it never does.
+    pub fn wait_signal_of(&mut self, pid: i32, signal: i32) -> bool {
+        let line = format!("signal {signal} pid={pid}");
+        self.out.wait_for(|l| l == line).is_some()
+    }
+
+    /// Waits for the target to report `signal`.
+    pub fn wait_signal(&mut self, signal: i32) -> bool {
+        self.wait_signal_of(self.pid, signal)
+    }
+
+    /// Waits until the target has reported `signal` `n` times; false if it never does.
+    pub fn wait_signals(&mut self, signal: i32, n: usize) -> bool {
+        let line = format!("signal {signal} pid={}", self.pid);
+        let mut count = 0;
+        self.out
+            .wait_from(0, |l| {
+                count += usize::from(l == line);
+                count >= n
+            })
+            .is_some()
+    }
+
+    /// Waits for the target to end; its exit status.
+    pub fn wait_exit(&mut self) -> Option<ExitStatus> {
+        wait_child(&mut self.child)
+    }
+
+    /// Asks the target to exit and waits for it.
+    pub fn exit(mut self) {
+        let _ = writeln!(self.stdin, "exit");
+        let _ = self.stdin.flush();
+        let _ = self.wait_exit();
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        for &child in &self.children {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_rss(line: &str) -> u64 {
+    line.trim_start_matches("ok rss=").parse().expect("rss")
+}
+
+fn wait_child(child: &mut Child) -> Option<ExitStatus> {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// A running `memory-monitor`, its log (stderr) collected line by line.
+pub struct Monitor {
+    child: Child,
+    log: Lines,
+}
+
+impl Monitor {
+    /// Starts the monitor with `args`.
+    pub fn start(args: &[&str]) -> Monitor {
+        Monitor::start_with(args, |_| {})
+    }
+
+    /// Starts the monitor with `args`, letting `setup` adjust the command.
+    pub fn start_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Monitor {
+        let mut command = Command::new(bin("memory-monitor"));
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        setup(&mut command);
+        let mut child = command.spawn().expect("spawn memory-monitor");
+        let log = Lines::new(child.stderr.take().expect("stderr"));
+        Monitor { child, log }
+    }
+
+    /// Waits for a log line containing every one of `parts`; panics with the log if none comes.
+    pub fn expect_log(&mut self, parts: &[&str]) -> String {
+        match self.log.wait_for(|l| parts.iter().all(|p| l.contains(p))) {
+            Some(line) => line,
+            None => panic!(
+                "no log line with {parts:?}; log so far:\n{}",
+                self.log_text()
+            ),
+        }
+    }
+
+    /// Waits until the monitor has logged `n` more lines containing `part` (e.g. `n` more
+    /// poll cycles with `-v`'s "checked" lines).
+    pub fn expect_more(&mut self, part: &str, n: usize) {
+        let mut count = 0;
+        let start = self.log.drain().len();
+        let found = self.log.wait_from(start, |l| {
+            count += usize::from(l.contains(part));
+            count >= n
+        });
+        assert!(
+            found.is_some(),
+            "fewer than {n} more {part:?} lines; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Everything logged so far.
+    pub fn log_text(&mut self) -> String {
+        self.log.drain().join("\n")
+    }
+
+    /// The monitor's PID.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits for the monitor to exit; its exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        self.wait()
+    }
+
+    /// Waits for the monitor to exit on its own.
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_child(&mut self.child)
+            .unwrap_or_else(|| panic!("monitor did not exit; log:\n{}", self.log_text()))
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the monitor to completion with `args`: exit status and stderr.
+pub fn run_monitor(args: &[&str]) -> (ExitStatus, String) {
+    let output = Command::new(bin("memory-monitor"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run memory-monitor");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

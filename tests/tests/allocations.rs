@@ -1,0 +1,104 @@
+//! A counting allocator proves that a steady poll cycle allocates nothing: the monitor keeps
+//! working when the machine is out of memory, which is exactly when it is needed.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use memory_monitor::matcher::{MatchMode, Matcher};
+use memory_monitor::signal::Signal;
+use memory_monitor::{Config, Monitor};
+use memory_monitor_tests::{Target, unique_name};
+
+/// Counts allocations made by the current thread only, so the test harness's other threads
+/// (and the targets' readers) do not blur the figure.
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: defers to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+#[test]
+fn steady_poll_cycles_allocate_nothing() {
+    let name = unique_name("mma-st");
+    let mut quiet: Vec<Target> = (0..4).map(|_| Target::spawn(&name)).collect();
+    for target in &mut quiet {
+        target.grow(4);
+    }
+    let mut over = Target::spawn(&name);
+    over.grow(48);
+    let _bystander = Target::spawn(&unique_name("mma-by"));
+
+    // Realtime signals queue, so every signal sent is counted exactly once by the target.
+    let signal: Signal = "RTMIN+1".parse().unwrap();
+    let mut config = Config::new(Matcher::new(MatchMode::Prefix, &name).unwrap(), 32 << 20);
+    config.signal = signal;
+    config.repeat = Some(Duration::from_secs(1));
+    let mut monitor = Monitor::new(config).unwrap();
+
+    // Log as the binary does (into a sink), so formatting the breach lines is measured too.
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let start = Instant::now();
+    let warm_up = 3;
+    let measured = 200;
+    for second in 0..warm_up {
+        monitor.cycle(start + Duration::from_secs(second)).unwrap();
+    }
+    assert_eq!(
+        monitor.watched().len(),
+        5,
+        "the five matching targets are watched"
+    );
+    let before = allocations();
+    for second in warm_up..warm_up + measured {
+        let report = monitor.cycle(start + Duration::from_secs(second)).unwrap();
+        assert_eq!((report.watched, report.over, report.signals), (5, 1, 1));
+    }
+    let allocated = allocations() - before;
+    assert_eq!(
+        allocated, 0,
+        "{allocated} allocations in {measured} steady cycles"
+    );
+
+    let expected = (warm_up + measured) as usize;
+    assert!(over.wait_signals(signal.number(), expected));
+    assert_eq!(
+        over.signals().len(),
+        expected,
+        "every cycle's signal was delivered, once"
+    );
+    for target in &mut quiet {
+        assert!(target.signals().is_empty());
+    }
+}

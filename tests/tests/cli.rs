@@ -1,0 +1,75 @@
+//! The command line: bad input exits 2 with one line naming what is wrong; help teaches.
+
+use memory_monitor_tests::run_monitor;
+
+#[test]
+fn bad_input_exits_2_with_one_line_naming_it() {
+    // (arguments, a fragment the one line must contain)
+    let table: &[(&[&str], &str)] = &[
+        (&[], "--max-memory"),
+        (&["my-app"], "--max-memory"),
+        (&["-m", "abc", "x"], "'abc'"),
+        (&["-m", "5X", "x"], "'5X'"),
+        (&["-m", "0", "x"], "'0'"),
+        (&["-m", "-5", "x"], "-5"),
+        (&["-m", "101%", "x"], "101%"),
+        (&["-m", "1..5G", "x"], "1..5G"),
+        (&["-m", "1", "-i", "0", "x"], "'0'"),
+        (&["-m", "1", "-i", "soon", "x"], "soon"),
+        (&["-m", "1", "-s", "FOO", "x"], "FOO"),
+        (&["-m", "1", "-s", "0", "x"], "'0'"),
+        (&["-m", "1", "-s", "99", "x"], "99"),
+        (&["-m", "1", "-s", "RTMIN+99", "x"], "RTMIN+99"),
+        (&["-m", "1", ""], "NAME is empty"),
+        (&["-m", "1", "  "], "NAME is empty"),
+        (&["-m", "1", "--match", "fuzzy", "x"], "fuzzy"),
+        (&["-m", "1", "--match", "regex", "a(b"], "a(b"),
+        (&["-m", "1", "--pid", "abc"], "abc"),
+        (&["-m", "1", "--pid", "1"], "PID 1"),
+        (&["-m", "1", "--pid", "0"], "'0'"),
+        (&["-m", "1", "--pid", "999999999"], "no such process"),
+        (&["-m", "1", "--repeat", "sometimes", "x"], "sometimes"),
+        (&["-m", "1", "--kill-after", "0s", "x"], "0s"),
+        (&["-m", "1", "--once", "--repeat", "1s", "x"], "--repeat"),
+        (&["-m", "1", "--max-processes", "0", "x"], "'0'"),
+        (&["-m", "1", "--log-format", "xml", "x"], "xml"),
+        (&["-m", "1", "--bogus", "x"], "--bogus"),
+        (&["-m", "1", "-v", "-q", "x"], "--quiet"),
+        (&["-m", "1", "a", "b"], "'b'"),
+    ];
+    assert!(table.len() >= 15);
+    for (args, fragment) in table {
+        let (status, stderr) = run_monitor(args);
+        assert_eq!(status.code(), Some(2), "{args:?} exits 2; stderr: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line, got: {stderr}");
+        assert!(
+            lines[0].starts_with("memory-monitor: ") && lines[0].contains(fragment),
+            "{args:?}: {:?} should name {fragment:?}",
+            lines[0]
+        );
+    }
+}
+
+#[test]
+fn help_teaches_and_exits_0() {
+    let (status, stderr) = run_monitor(&["--help"]);
+    assert!(status.success(), "{stderr}");
+    let output = std::process::Command::new(memory_monitor_tests::bin("memory-monitor"))
+        .arg("--help")
+        .output()
+        .expect("run");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "--max-memory",
+        "--interval",
+        "--signal",
+        "--kill-after",
+        "Examples:",
+        "Exit status",
+    ] {
+        assert!(help.contains(needle), "--help mentions {needle}");
+    }
+    let (status, _) = run_monitor(&["--version"]);
+    assert!(status.success());
+}

@@ -1,0 +1,55 @@
+//! A watched process may exit at any moment, between any two steps of a cycle: every handle
+//! the monitor holds then says so plainly, and nothing reaches another process.
+
+use memory_monitor::action::{Delivery, deliver};
+use memory_monitor::matcher::{MatchMode, Matcher};
+use memory_monitor::procfs::{ProcRoot, page_size};
+use memory_monitor::signal::Signal;
+use memory_monitor::watch::{Admission, Watched};
+use memory_monitor_tests::{Target, unique_name};
+use rustix::io::Errno;
+
+#[test]
+fn a_watched_process_that_exits_reads_as_gone_and_is_not_signalled() {
+    let name = unique_name("mmx-gn");
+    let mut target = Target::spawn(&name);
+    target.grow(16);
+    let proc = ProcRoot::open().unwrap();
+    let matcher = Matcher::new(MatchMode::Exact, &name).unwrap();
+    let mut cmdline = vec![0; 4096];
+    let watched = Watched::open(
+        &proc,
+        target.pid(),
+        Admission::Matching(&matcher),
+        &mut cmdline,
+    )
+    .expect("the target is admitted");
+    let mut buf = [0u8; 128];
+    let rss = watched.rss(&mut buf, page_size()).expect("alive");
+    assert!(rss > 16 << 20, "{rss}");
+    assert!(!watched.has_exited());
+
+    target.exit(); // exits and is reaped: its PID is free for reuse
+    assert!(watched.has_exited());
+    assert_eq!(watched.rss(&mut buf, page_size()), Err(Errno::SRCH));
+    assert_eq!(deliver(&watched, Signal::TERM, false), Delivery::Exited);
+}
+
+#[test]
+fn a_process_that_does_not_match_is_not_admitted() {
+    let mut target = Target::spawn(&unique_name("mmx-nm"));
+    let proc = ProcRoot::open().unwrap();
+    let matcher = Matcher::new(MatchMode::Exact, "something-else").unwrap();
+    let mut cmdline = vec![0; 4096];
+    assert!(
+        Watched::open(
+            &proc,
+            target.pid(),
+            Admission::Matching(&matcher),
+            &mut cmdline
+        )
+        .is_err()
+    );
+    assert!(Watched::open(&proc, target.pid(), Admission::Pinned, &mut cmdline).is_ok());
+    target.rename("x");
+}

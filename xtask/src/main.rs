@@ -1,0 +1,211 @@
+//! Project automation, run as `cargo xtask <command>`:
+//!
+//! - `setup`: install what building the BPF programs needs (nightly `rust-src`, `bpf-linker`).
+//!   Idempotent, and quick once done.
+//! - `run -- <args>`: set up, build the monitor (release) and run it with `<args>`.
+//! - `test`: set up, check formatting and lints, build, and run every test.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+/// The toolchain that builds the BPF crate (`-Z build-std` needs nightly).
+const NIGHTLY: &str = "nightly";
+/// The bpf-linker release installed by `setup`.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn main() -> Result<()> {
+    let mut args = std::env::args_os().skip(1);
+    let command = args
+        .next()
+        .and_then(|c| c.into_string().ok())
+        .unwrap_or_default();
+    let rest: Vec<OsString> = args.skip_while(|a| a == "--").collect();
+    match command.as_str() {
+        "setup" => setup(),
+        "run" => run(&rest),
+        "test" => test(),
+        _ => bail!(
+            "usage: cargo xtask <setup | run -- <monitor args> | test>\n\
+             \n  setup   install nightly rust-src and bpf-linker (idempotent)\
+             \n  run     build the monitor (release) and run it, e.g. cargo xtask run -- -m 500 my-app\
+             \n  test    setup, fmt, clippy, build, and every test"
+        ),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// A cargo command in the workspace, with cargo's bin directory (where `setup` installs
+/// bpf-linker) on PATH.
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let paths = std::iter::once(cargo_home().join("bin")).chain(std::env::split_paths(&path));
+    if let Ok(joined) = std::env::join_paths(paths) {
+        command.env("PATH", joined);
+    }
+    command.current_dir(workspace());
+    command
+}
+
+/// Runs `command`, echoing it first; fails if it fails.
+fn run_step(command: &mut Command) -> Result<()> {
+    eprintln!("==> {}", shown(command));
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {}", shown(command)))?;
+    ensure!(status.success(), "{} failed ({status})", shown(command));
+    Ok(())
+}
+
+/// Runs `command` quietly and returns its stdout, or None if it cannot run or fails.
+fn output_of(command: &mut Command) -> Option<String> {
+    let output = command.output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+fn shown(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+fn setup() -> Result<()> {
+    ensure_rust_src()?;
+    ensure_bpf_linker()
+}
+
+/// `-Z build-std=core` builds `core` for the BPF target from the nightly toolchain's sources.
+fn ensure_rust_src() -> Result<()> {
+    let sysroot = nightly_sysroot()?;
+    if sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        return Ok(());
+    }
+    run_step(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    if let Some(sysroot) =
+        output_of(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))
+    {
+        return Ok(PathBuf::from(sysroot));
+    }
+    run_step(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        NIGHTLY,
+        "--profile",
+        "minimal",
+    ]))?;
+    output_of(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))
+        .map(PathBuf::from)
+        .context("the nightly toolchain is installed but `rustc +nightly` does not run")
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+}
+
+/// bpf-linker links the BPF object with the same LLVM that nightly rustc uses. crates.io's
+/// build wants a system LLVM, so it is built against the nightly toolchain's own `libLLVM`,
+/// through a prefix of links that stays in place (the binary keeps it as its rpath).
+fn ensure_bpf_linker() -> Result<()> {
+    let installed = cargo_home().join("bin/bpf-linker");
+    if output_of(Command::new(&installed).arg("--version")).is_some() {
+        return Ok(());
+    }
+    let sysroot = nightly_sysroot()?;
+    let version =
+        output_of(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--version", "--verbose"]))
+            .context("cannot ask nightly rustc for its version")?;
+    let llvm_major = version
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("nightly rustc does not say which LLVM it uses")?;
+    let library = std::fs::read_dir(sysroot.join("lib"))
+        .context("cannot list the nightly toolchain's lib directory")?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("libLLVM.so."))
+        })
+        .with_context(|| format!("no libLLVM.so.* in {}", sysroot.join("lib").display()))?;
+    let library_name = library.file_name().expect("a file").to_owned();
+    let prefix = cargo_home().join("bpf-linker-llvm").join(&library_name);
+    let lib64 = prefix.join("lib64");
+    std::fs::create_dir_all(&lib64)
+        .with_context(|| format!("cannot create {}", lib64.display()))?;
+    for link in [lib64.join("libLLVM.so"), lib64.join(&library_name)] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&library, &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
+    }
+    run_step(
+        cargo()
+            .env("LLVM_PREFIX", &prefix)
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{llvm_major}"),
+            ]),
+    )?;
+    ensure!(
+        output_of(Command::new(&installed).arg("--version")).is_some(),
+        "bpf-linker was installed but does not run: {}",
+        installed.display()
+    );
+    Ok(())
+}
+
+fn run(args: &[OsString]) -> Result<()> {
+    setup()?;
+    run_step(cargo().args(["build", "--release", "--package", "memory-monitor"]))?;
+    let binary = workspace().join("target/release/memory-monitor");
+    // exec: the monitor takes this process's place, so Ctrl-C and its exit status are its own.
+    let error = Command::new(&binary).args(args).exec();
+    Err(error).with_context(|| format!("cannot run {}", binary.display()))
+}
+
+fn test() -> Result<()> {
+    setup()?;
+    run_step(cargo().args(["fmt", "--all", "--check"]))?;
+    run_step(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run_step(cargo().args(["build", "--workspace", "--bins"]))?;
+    run_step(cargo().args(["test", "--workspace", "--no-fail-fast"]))
+}
