@@ -1,2 +1,298 @@
-//! Records shared by memory-monitor's BPF programs and its userspace loader.
+//! What memory-monitor's BPF programs and its userspace loader share: the `#[repr(C)]` records
+//! in their maps and ring buffer, the flags and codes inside them, and the tracepoint record
+//! layouts the programs are compiled against (which the loader checks against the running
+//! kernel before loading).
+//!
+//! The crate is `no_std` so the BPF programs (`src/main.rs`, built for `bpfel-unknown-none` by
+//! memory-monitor's build script) can use it; with the `user` feature the records implement
+//! `aya::Pod` so userspace can read and write them in maps.
 #![no_std]
+
+/// The kernel's per-mm RSS counters, as numbered in `kmem:rss_stat`'s `member` field.
+pub mod member {
+    /// File-backed pages.
+    pub const FILE: usize = 0;
+    /// Anonymous pages.
+    pub const ANON: usize = 1;
+    /// Swap entries: not resident, so not part of RSS.
+    pub const SWAPENTS: usize = 2;
+    /// Shared-memory (shmem/tmpfs) pages.
+    pub const SHMEM: usize = 3;
+    /// How many counters there are.
+    pub const COUNT: usize = 4;
+}
+
+/// One watched process, in the `WATCHED` map (key: its tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Watch {
+    /// Approximate RSS (bytes) at or above which the kernel side reports the process: the
+    /// limit minus the most the kernel's per-CPU counters can be off, so that userspace gets
+    /// to judge the exact figure before the exact figure can be over.
+    pub trigger: u64,
+    /// The limit itself (bytes), for `--kernel-signal`.
+    pub limit: u64,
+    /// The last size (bytes) reported for each counter, indexed by [`member`].
+    pub members: [i64; member::COUNT],
+    /// `bpf_ktime_get_ns()` of the last event sent for this process.
+    pub last_event_ns: u64,
+    /// The process's hashed mm id, learned from its own events (0: not yet), so that changes
+    /// made from other contexts (reclaim, khugepaged, `process_vm_writev`) can be attributed.
+    pub mm_id: u32,
+    /// `WATCH_*` flags.
+    pub flags: u32,
+}
+
+/// The next time the approximate RSS is at or above the trigger, report it (one event per
+/// crossing: the flag is cleared when the event is sent, and set again by userspace after it
+/// has confirmed the exact RSS is under the limit, or by the kernel side when the approximate
+/// RSS falls back under the trigger).
+pub const WATCH_ARMED: u32 = 1;
+/// Watched because of its name, so a rename or exec to another name ends the watch; without
+/// it the process was named by PID.
+pub const WATCH_BY_NAME: u32 = 2;
+/// `--kernel-signal` has signalled this process in this episode.
+pub const WATCH_KERNEL_SIGNALLED: u32 = 4;
+
+impl Watch {
+    /// Resident bytes by the kernel's approximate counters: file + anon + shmem.
+    pub fn approximate_rss(&self) -> u64 {
+        let resident = |m: usize| self.members[m].max(0) as u64;
+        resident(member::FILE) + resident(member::ANON) + resident(member::SHMEM)
+    }
+}
+
+/// What an [`Event`] reports.
+pub mod event_kind {
+    /// The approximate RSS reached the trigger while armed: confirm with the exact figure.
+    pub const NEAR: u32 = 1;
+    /// The approximate RSS fell back under the trigger (the watch re-armed itself).
+    pub const UNDER: u32 = 2;
+    /// `--kernel-signal` sent the signal from the process's own context.
+    pub const KERNEL_SIGNAL: u32 = 3;
+    /// The process called exec; `verdict` says whether its new name matches.
+    pub const EXEC: u32 = 4;
+    /// A watched process forked a new process (`tgid`; `parent` is the watched one).
+    pub const FORK: u32 = 5;
+    /// The process (or a thread: `tgid` is then a thread id) was renamed; see `verdict`.
+    pub const RENAME: u32 = 6;
+    /// A watched process ended (its last thread exited).
+    pub const EXIT: u32 = 7;
+}
+
+/// Whether a name matches, as far as the kernel side can tell.
+pub mod verdict {
+    /// Not a question for this event.
+    pub const NONE: u32 = 0;
+    /// It matches; the kernel side now watches it.
+    pub const YES: u32 = 1;
+    /// It does not match; the kernel side stopped watching it if it did by name.
+    pub const NO: u32 = 2;
+    /// Only userspace can tell (regex or command-line match, or a name longer than `comm`).
+    pub const ASK: u32 = 3;
+}
+
+/// One record in the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// An [`event_kind`].
+    pub kind: u32,
+    /// The process (thread-group id) concerned.
+    pub tgid: u32,
+    /// Approximate RSS (bytes) when the event was sent, for RSS events.
+    pub rss: u64,
+    /// `bpf_ktime_get_ns()` when the event was sent.
+    pub time_ns: u64,
+    /// For [`event_kind::FORK`], the watched parent's tgid.
+    pub parent: u32,
+    /// For exec and rename, a [`verdict`].
+    pub verdict: u32,
+    /// The process name (`comm`) for discovery events, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// How the kernel side matches names on exec and rename (`prefix` and `exact` it decides
+/// itself; everything else it asks userspace about).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameRule {
+    /// A `RULE_*` mode.
+    pub mode: u32,
+    /// Bytes of `name` that count (at most 15).
+    pub len: u32,
+    /// The name, NUL-padded.
+    pub name: [u8; 16],
+}
+
+/// No name: only processes named by PID are watched.
+pub const RULE_NONE: u32 = 0;
+/// `comm` starts with the name.
+pub const RULE_PREFIX: u32 = 1;
+/// `comm` is the name.
+pub const RULE_EXACT: u32 = 2;
+/// Ask userspace about every exec and rename.
+pub const RULE_ASK: u32 = 3;
+/// Ask userspace when `comm` equals the name (a longer name cut to `comm`'s 15 bytes).
+pub const RULE_ASK_IF_EQUAL: u32 = 4;
+
+impl NameRule {
+    /// What the rule says about `comm` (NUL-padded, as the kernel gives it).
+    #[inline(always)]
+    pub fn check(&self, comm: &[u8; 16]) -> u32 {
+        let len = (self.len as usize).min(15);
+        let mut same = true;
+        let mut i = 0;
+        while i < 15 {
+            if i < len && comm[i] != self.name[i] {
+                same = false;
+            }
+            i += 1;
+        }
+        let ends_here = comm[len] == 0;
+        match self.mode {
+            RULE_PREFIX if same => verdict::YES,
+            RULE_EXACT if same && ends_here => verdict::YES,
+            RULE_ASK => verdict::ASK,
+            RULE_ASK_IF_EQUAL if same && ends_here => verdict::ASK,
+            _ => verdict::NO,
+        }
+    }
+}
+
+/// Where a field sits in a tracepoint record. The programs read fields at these offsets; the
+/// loader compares them with the kernel's `events/<tracepoint>/format` files first, so a kernel
+/// with another layout is refused with a clear reason instead of being misread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// `category/name`, as under tracefs `events/`.
+    pub tracepoint: &'static str,
+    /// The field's name in the format file.
+    pub name: &'static str,
+    /// Byte offset in the record.
+    pub offset: usize,
+    /// Size in bytes.
+    pub size: usize,
+}
+
+/// The tracepoint fields the programs read.
+pub mod layout {
+    use super::Field;
+
+    const fn field(
+        tracepoint: &'static str,
+        name: &'static str,
+        offset: usize,
+        size: usize,
+    ) -> Field {
+        Field {
+            tracepoint,
+            name,
+            offset,
+            size,
+        }
+    }
+
+    /// `kmem:rss_stat` `mm_id`: a hash of the mm pointer.
+    pub const RSS_MM_ID: Field = field("kmem/rss_stat", "mm_id", 8, 4);
+    /// `kmem:rss_stat` `curr`: 1 when the change is made by a task of that mm.
+    pub const RSS_CURR: Field = field("kmem/rss_stat", "curr", 12, 4);
+    /// `kmem:rss_stat` `member`: which counter.
+    pub const RSS_MEMBER: Field = field("kmem/rss_stat", "member", 16, 4);
+    /// `kmem:rss_stat` `size`: the counter's value in bytes.
+    pub const RSS_SIZE: Field = field("kmem/rss_stat", "size", 24, 8);
+    /// `task:task_newtask` `pid`: the new task.
+    pub const NEWTASK_PID: Field = field("task/task_newtask", "pid", 8, 4);
+    /// `task:task_newtask` `clone_flags`: tells a new process from a new thread.
+    pub const NEWTASK_CLONE_FLAGS: Field = field("task/task_newtask", "clone_flags", 32, 8);
+    /// `task:task_rename` `pid`: the renamed task.
+    pub const RENAME_PID: Field = field("task/task_rename", "pid", 8, 4);
+    /// `task:task_rename` `newcomm`.
+    pub const RENAME_NEWCOMM: Field = field("task/task_rename", "newcomm", 28, 16);
+    /// `sched:sched_process_exit` `group_dead`: the last thread of the process is exiting.
+    pub const EXIT_GROUP_DEAD: Field = field("sched/sched_process_exit", "group_dead", 32, 1);
+
+    /// Every field above.
+    pub const ALL: [Field; 9] = [
+        RSS_MM_ID,
+        RSS_CURR,
+        RSS_MEMBER,
+        RSS_SIZE,
+        NEWTASK_PID,
+        NEWTASK_CLONE_FLAGS,
+        RENAME_PID,
+        RENAME_NEWCOMM,
+        EXIT_GROUP_DEAD,
+    ];
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` data of integers and byte arrays, valid for any bit pattern,
+    // with no padding (checked by the size assertions below).
+    unsafe impl aya::Pod for super::Watch {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Event {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NameRule {}
+
+    const _: () = assert!(core::mem::size_of::<super::Watch>() == 64);
+    const _: () = assert!(core::mem::size_of::<super::Event>() == 48);
+    const _: () = assert!(core::mem::size_of::<super::NameRule>() == 24);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comm(name: &[u8]) -> [u8; 16] {
+        let mut comm = [0; 16];
+        comm[..name.len()].copy_from_slice(name);
+        comm
+    }
+
+    fn rule(mode: u32, name: &[u8]) -> NameRule {
+        NameRule {
+            mode,
+            len: name.len() as u32,
+            name: comm(name),
+        }
+    }
+
+    #[test]
+    fn prefix_and_exact_rules_decide_in_the_kernel() {
+        let prefix = rule(RULE_PREFIX, b"my-app");
+        assert_eq!(prefix.check(&comm(b"my-app")), verdict::YES);
+        assert_eq!(prefix.check(&comm(b"my-app-worker")), verdict::YES);
+        assert_eq!(prefix.check(&comm(b"my-ap")), verdict::NO);
+        assert_eq!(prefix.check(&comm(b"other")), verdict::NO);
+        let exact = rule(RULE_EXACT, b"my-app");
+        assert_eq!(exact.check(&comm(b"my-app")), verdict::YES);
+        assert_eq!(exact.check(&comm(b"my-app2")), verdict::NO);
+        let full = rule(RULE_EXACT, b"exactly15bytes!");
+        assert_eq!(full.check(&comm(b"exactly15bytes!")), verdict::YES);
+    }
+
+    #[test]
+    fn other_rules_ask_userspace() {
+        assert_eq!(rule(RULE_ASK, b"").check(&comm(b"anything")), verdict::ASK);
+        let long = rule(RULE_ASK_IF_EQUAL, b"my-application-");
+        assert_eq!(long.check(&comm(b"my-application-")), verdict::ASK);
+        assert_eq!(long.check(&comm(b"my-application")), verdict::NO);
+        assert_eq!(rule(RULE_NONE, b"").check(&comm(b"x")), verdict::NO);
+    }
+
+    #[test]
+    fn approximate_rss_leaves_out_swap() {
+        let watch = Watch {
+            members: [10, 20, 1000, 5],
+            ..Watch::default()
+        };
+        assert_eq!(watch.approximate_rss(), 35);
+        let negative = Watch {
+            members: [-4, 20, 0, 0],
+            ..Watch::default()
+        };
+        assert_eq!(negative.approximate_rss(), 20);
+    }
+}

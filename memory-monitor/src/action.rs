@@ -10,11 +10,24 @@ use crate::signal::Signal;
 use crate::units::{Bytes, Period};
 use crate::watch::Watched;
 
+/// How a due signal is to be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Send it.
+    Send,
+    /// `--dry-run`: only say so.
+    DryRun,
+    /// `--kernel-signal` already sent it from the kernel side: do not send it twice.
+    SentByKernel,
+}
+
 /// What became of a signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
     /// The kernel accepted it.
     Sent,
+    /// The kernel side sent it in the process's own context (`--kernel-signal`).
+    SentByKernel,
     /// `--dry-run`: not sent.
     DryRun,
     /// The process exited first.
@@ -27,6 +40,7 @@ impl fmt::Display for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Delivery::Sent => f.write_str("sent"),
+            Delivery::SentByKernel => f.write_str("sent by the kernel"),
             Delivery::DryRun => f.write_str("not sent (dry run)"),
             Delivery::Exited => f.write_str("process already exited"),
             Delivery::Failed(errno) => write!(f, "failed: {errno}"),
@@ -34,10 +48,12 @@ impl fmt::Display for Delivery {
     }
 }
 
-/// Sends `signal` to `target` unless this is a dry run.
-pub fn deliver(target: &Watched, signal: Signal, dry_run: bool) -> Delivery {
-    if dry_run {
-        return Delivery::DryRun;
+/// Sends `signal` to `target`, or not, as `dispatch` says.
+pub fn deliver(target: &Watched, signal: Signal, dispatch: Dispatch) -> Delivery {
+    match dispatch {
+        Dispatch::DryRun => return Delivery::DryRun,
+        Dispatch::SentByKernel => return Delivery::SentByKernel,
+        Dispatch::Send => {}
     }
     match target.send(signal) {
         Ok(()) => Delivery::Sent,
@@ -53,7 +69,7 @@ pub fn act(
     verdict: Verdict,
     target: &Watched,
     rss: u64,
-    dry_run: bool,
+    dispatch: Dispatch,
 ) -> Option<Delivery> {
     let pid = target.pid();
     let name = target.comm();
@@ -67,7 +83,7 @@ pub fn act(
         Verdict::Breach | Verdict::Repeat => policy.signal,
         Verdict::Kill => Signal::KILL,
     };
-    let result = deliver(target, signal, dry_run);
+    let result = deliver(target, signal, dispatch);
     let message = match verdict {
         Verdict::Breach => "over the limit",
         Verdict::Repeat => "still over the limit, signalled again",
@@ -83,8 +99,11 @@ pub fn act(
 }
 
 /// Describes the policy for the start-up line: `SIGTERM, again every 2s while over`.
-pub fn describe(policy: &Policy) -> String {
+pub fn describe(policy: &Policy, kernel_signal: bool) -> String {
     let mut text = policy.signal.to_string();
+    if kernel_signal {
+        text += " from the kernel";
+    }
     match policy.repeat {
         Some(period) => text += &format!(", again every {} while over", Period(period)),
         None => text += ", once per breach",

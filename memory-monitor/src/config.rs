@@ -77,6 +77,21 @@ pub struct Config {
     pub once: bool,
     /// Most processes watched at once; more are skipped (and counted).
     pub max_processes: usize,
+    /// Where RSS changes come from.
+    pub mode: Mode,
+    /// In eBPF mode, have the kernel side send the signal itself at the crossing.
+    pub kernel_signal: bool,
+}
+
+/// How the monitor learns about memory changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// eBPF when this host allows it, else polling (saying why once).
+    Auto,
+    /// eBPF only: fail (exit 1) with the reason when it cannot run.
+    Ebpf,
+    /// Poll `/proc` every interval.
+    Poll,
 }
 
 impl Config {
@@ -95,6 +110,8 @@ impl Config {
             dry_run: false,
             once: false,
             max_processes: DEFAULT_MAX_PROCESSES,
+            mode: Mode::Auto,
+            kernel_signal: false,
         }
     }
 
@@ -188,6 +205,19 @@ struct Cli {
     /// Check once and exit: 0 if no process was over its limit, 1 if one was.
     #[arg(long)]
     once: bool,
+
+    /// How RSS changes are learned: auto (eBPF when the host allows it — root, or CAP_BPF and
+    /// CAP_PERFMON — else polling, with the reason logged once), ebpf (fail if it cannot run),
+    /// poll (read /proc every interval).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = Mode::Auto)]
+    mode: Mode,
+
+    /// eBPF mode: the kernel sends the signal itself, in the process's own context, the moment
+    /// its RSS (by the kernel's approximate counters) passes the limit, so the signal is
+    /// pending before the process allocates further. Userspace still confirms, logs, repeats
+    /// and escalates.
+    #[arg(long, conflicts_with = "dry_run")]
+    kernel_signal: bool,
 
     /// Most processes to watch at once; beyond it new matches are skipped (with one warning).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROCESSES, value_parser = parse_capacity)]
@@ -302,6 +332,11 @@ impl Cli {
             Some(Repeat::Never) => None,
             None => Some(self.interval),
         };
+        if self.kernel_signal && self.mode == Mode::Poll {
+            return Err(UsageError(
+                "--kernel-signal needs eBPF mode, not --mode poll".to_string(),
+            ));
+        }
         let verbosity = self.verbose.min(2) as i8 - self.quiet.min(2) as i8;
         Ok(Settings {
             config: Config {
@@ -315,6 +350,8 @@ impl Cli {
                 dry_run: self.dry_run,
                 once: self.once,
                 max_processes: self.max_processes,
+                mode: self.mode,
+                kernel_signal: self.kernel_signal,
             },
             log: LogSettings {
                 verbosity,

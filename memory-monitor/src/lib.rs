@@ -41,14 +41,20 @@ pub use monitor::{Monitor, Outcome};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `/proc` could not be opened or listed.
-    #[error("cannot read /proc: {0}")]
+    #[error("cannot read /proc")]
     Proc(#[source] io::Error),
     /// SIGINT/SIGTERM handlers could not be installed.
-    #[error("cannot install signal handlers: {0}")]
+    #[error("cannot install signal handlers")]
     Signals(#[source] io::Error),
     /// The async runtime could not start.
-    #[error("cannot start the runtime: {0}")]
+    #[error("cannot start the runtime")]
     Runtime(#[source] io::Error),
+    /// `--mode ebpf` was asked for and cannot run here.
+    #[error("eBPF mode is unavailable")]
+    Ebpf(#[source] source::ebpf::Unavailable),
+    /// Waiting for kernel events failed.
+    #[error("cannot wait for kernel events")]
+    Events(#[source] io::Error),
 }
 
 /// Runs a monitor for `config` on a runtime of its own until it stops.

@@ -4,6 +4,8 @@
 use std::io::IsTerminal;
 
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 use crate::config::{LogFormat, LogSettings};
 
@@ -16,13 +18,25 @@ pub fn init(settings: LogSettings) {
         1 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
+    // -v is about this tool's events; the libraries' own chatter (aya's loader) stays at
+    // warnings. The BPF programs' messages (aya-log) are ours.
+    let targets = Targets::new()
+        .with_default(level.min(LevelFilter::WARN))
+        .with_target("memory_monitor", level)
+        .with_target("memory_monitor_ebpf", level);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     match settings.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_filter(targets))
+            .init(),
+        LogFormat::Json => {
+            let layer = layer.json().flatten_event(true);
+            tracing_subscriber::registry()
+                .with(layer.with_filter(targets))
+                .init()
+        }
     }
 }

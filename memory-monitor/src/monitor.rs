@@ -1,20 +1,26 @@
 //! The monitor: a source says which processes exist and when to look, the policy says what is
 //! due, and actions carry it out.
+//!
+//! In poll mode a timer drives everything. In eBPF mode kernel events do: a crossing report is
+//! confirmed against the exact RSS, discovery events admit or drop processes, and a timer runs
+//! only while a repeat or a kill is pending, so an idle monitor never wakes up.
 
 use std::time::Instant;
 
+use memory_monitor_ebpf::{Event, event_kind, verdict};
 use rustix::io::Errno;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::MissedTickBehavior;
 
 use crate::Error;
-use crate::action;
-use crate::config::Config;
+use crate::action::{self, Dispatch};
+use crate::config::{Config, Mode};
 use crate::policy::{Policy, Verdict};
 use crate::procfs::page_size;
+use crate::source::ebpf::{KernelSettings, KernelWatch};
 use crate::source::poll::{ScanReport, Scanner, SkipReason};
 use crate::units::{Bytes, Period};
-use crate::watch::{Watched, Watchlist};
+use crate::watch::{AdmitError, Watched, Watchlist};
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +49,9 @@ pub struct CycleReport {
     pub skipped: usize,
 }
 
+/// Events taken from the ring buffer per batch; records are reused, never allocated.
+const EVENT_BATCH: usize = 256;
+
 /// A memory monitor built from a [`Config`].
 #[derive(Debug)]
 pub struct Monitor {
@@ -51,14 +60,24 @@ pub struct Monitor {
     list: Watchlist,
     scanner: Scanner,
     page_size: u64,
+    /// The eBPF source, when in use.
+    kernel: Option<KernelWatch>,
+    /// Why the poll source is in use, when it is.
+    poll_reason: Option<String>,
+    batch: Box<[Event]>,
+    /// No repeat or kill falls due before this (eBPF mode); may be early, never late.
+    next_deadline: Option<Instant>,
     /// Whether the one warning about skipped processes has been given.
     warned_skip: bool,
 }
 
 impl Monitor {
-    /// Prepares a monitor: opens `/proc` and allocates everything a cycle will need.
+    /// Prepares a monitor: chooses the source (loading the BPF programs when it can), opens
+    /// `/proc` and allocates everything the loop will need. Outside `--mode poll` and
+    /// `--once` it must be called inside a tokio runtime.
     pub fn new(config: Config) -> Result<Monitor, Error> {
         raise_fd_limit(config.max_processes);
+        let (kernel, poll_reason) = choose_source(&config)?;
         let scanner =
             Scanner::new(config.matcher.clone(), config.pids.clone()).map_err(Error::Proc)?;
         Ok(Monitor {
@@ -71,9 +90,18 @@ impl Monitor {
             list: Watchlist::with_capacity(config.max_processes),
             scanner,
             page_size: page_size(),
+            kernel,
+            poll_reason,
+            batch: vec![Event::default(); EVENT_BATCH].into_boxed_slice(),
+            next_deadline: None,
             warned_skip: false,
             config,
         })
+    }
+
+    /// Whether the eBPF source is in use.
+    pub fn is_event_driven(&self) -> bool {
+        self.kernel.is_some()
     }
 
     /// The processes watched now.
@@ -81,34 +109,61 @@ impl Monitor {
         &self.list
     }
 
+    fn dispatch(&self) -> Dispatch {
+        if self.config.dry_run {
+            Dispatch::DryRun
+        } else {
+            Dispatch::Send
+        }
+    }
+
     /// One poll cycle at time `now`: refresh the watch list from `/proc`, then measure every
-    /// watched process and act on what is due. Allocates nothing once warmed up.
+    /// watched process and act on what is due. Allocates nothing once warmed up. In eBPF mode
+    /// the same pass re-synchronises the kernel side (at start-up, and after lost events).
     pub fn cycle(&mut self, now: Instant) -> Result<CycleReport, Error> {
-        let scan = self
-            .scanner
-            .scan(&mut self.list, |gone| {
+        let Monitor {
+            scanner,
+            list,
+            kernel,
+            ..
+        } = self;
+        let scan = scanner
+            .scan(list, |gone| {
                 tracing::debug!(pid = gone.pid(), name = %gone.comm(), "no longer watched (exited or renamed)");
+                if let Some(kernel) = kernel.as_mut() {
+                    kernel.forget(gone.pid());
+                }
             })
             .map_err(Error::Proc)?;
         self.warn_skipped(&scan);
+        if let Some(kernel) = self.kernel.as_mut() {
+            for watched in self.list.iter() {
+                let parts = self.scanner.resident_parts(watched.pid());
+                let _ = kernel.watch(watched.pid(), parts, !watched.is_pinned());
+            }
+        }
         let mut report = CycleReport {
             skipped: scan.skipped,
             ..CycleReport::default()
         };
-        let (policy, dry_run, page_size) = (&self.policy, self.config.dry_run, self.page_size);
+        let (policy, dispatch, page_size) = (&self.policy, self.dispatch(), self.page_size);
+        let mut kernel = self.kernel.as_mut();
+        let mut next_deadline = None;
         self.list.retain_mut(|watched| {
-            match measure_and_act(policy, watched, page_size, now, dry_run) {
-                Some(verdict) => {
-                    report.over += usize::from(watched.episode != Default::default());
-                    report.signals += usize::from(matches!(
-                        verdict,
-                        Verdict::Breach | Verdict::Repeat | Verdict::Kill
-                    ));
-                    true
-                }
-                None => false,
-            }
+            // Freshly seeded, the kernel side is armed: nothing to re-arm.
+            let link = kernel.as_deref_mut().map(|kernel| KernelLink {
+                kernel,
+                rearm: false,
+            });
+            let Some((verdict, _)) = check(policy, watched, page_size, now, dispatch, link) else {
+                return false;
+            };
+            report.over += usize::from(watched.episode.is_over());
+            report.signals += usize::from(verdict.signals());
+            next_deadline = earliest(next_deadline, policy.deadline(&watched.episode));
+            true
         });
+        self.next_deadline = next_deadline;
         report.watched = self.list.len();
         tracing::debug!(
             watched = report.watched,
@@ -121,40 +176,217 @@ impl Monitor {
     }
 
     fn warn_skipped(&mut self, scan: &ScanReport) {
-        let Some(reason) = scan.skip_reason else {
-            return;
-        };
+        if let Some(reason) = scan.skip_reason {
+            self.warn_skipped_once(reason, scan.skipped);
+        }
+    }
+
+    fn warn_skipped_once(&mut self, reason: SkipReason, skipped: usize) {
         if std::mem::replace(&mut self.warned_skip, true) {
             return;
         }
         match reason {
             SkipReason::Full(capacity) => tracing::warn!(
-                skipped = scan.skipped,
+                skipped,
                 "watching the maximum of {capacity} processes; further matches are skipped (raise --max-processes)"
             ),
             SkipReason::Open(errno) => tracing::warn!(
-                skipped = scan.skipped,
+                skipped,
                 "cannot open matching processes ({errno}); they are skipped (raise the open-files limit?)"
+            ),
+        }
+    }
+
+    /// eBPF mode: takes every waiting event from the kernel side and acts on it. Returns how
+    /// many were handled. Allocates nothing once warmed up.
+    pub fn handle_events(&mut self) -> usize {
+        let mut handled = 0;
+        loop {
+            let Some(kernel) = self.kernel.as_mut() else {
+                return handled;
+            };
+            let count = kernel.drain(&mut self.batch);
+            if count == 0 {
+                break;
+            }
+            for index in 0..count {
+                let event = self.batch[index];
+                self.on_event(&event, Instant::now());
+            }
+            handled += count;
+        }
+        if let Some(lost) = self.kernel.as_mut().and_then(KernelWatch::take_lost) {
+            tracing::warn!(
+                lost,
+                "kernel events were lost (ring buffer full); re-checking every process"
+            );
+            let _ = self.cycle(Instant::now());
+        }
+        handled
+    }
+
+    fn on_event(&mut self, event: &Event, now: Instant) {
+        let pid = event.tgid as i32;
+        tracing::trace!(pid, kind = event.kind, rss = %Bytes(event.rss), "kernel event");
+        match event.kind {
+            event_kind::NEAR => {
+                self.confirm(pid, now, true);
+            }
+            event_kind::UNDER => {
+                self.confirm(pid, now, false);
+            }
+            event_kind::KERNEL_SIGNAL => {
+                if let Some(rss) = self
+                    .confirm(pid, now, true)
+                    .filter(|&rss| rss <= self.policy.limit)
+                {
+                    tracing::warn!(
+                        pid,
+                        rss = %Bytes(rss),
+                        limit = %Bytes(self.policy.limit),
+                        "the kernel signalled on its approximate count; the exact RSS is under the limit"
+                    );
+                }
+            }
+            event_kind::EXEC | event_kind::RENAME | event_kind::FORK => match event.verdict {
+                verdict::NO => self.unwatch(pid),
+                _ => self.discover(pid, now),
+            },
+            event_kind::EXIT if self.list.remove(pid).is_some() => tracing::debug!(pid, "exited"),
+            _ => {}
+        }
+    }
+
+    /// A process the kernel side found (exec, fork, rename) or asks about: (re)open it, start
+    /// the kernel side from its exact sizes, and judge it at once.
+    fn discover(&mut self, pid: i32, now: Instant) {
+        // An exec or rename makes a known process new: its name and memory start over.
+        self.list.remove(pid);
+        let watched = match self.scanner.open(pid) {
+            Ok(watched) => watched,
+            Err(error) => {
+                if let AdmitError::Io(error) = error {
+                    let errno = Errno::from_io_error(&error).unwrap_or(Errno::IO);
+                    self.warn_skipped_once(SkipReason::Open(errno), 1);
+                }
+                self.unwatch(pid);
+                return;
+            }
+        };
+        let by_name = !watched.is_pinned();
+        tracing::debug!(pid, name = %watched.comm(), "watching");
+        if let Err(full) = self.list.insert(watched) {
+            self.warn_skipped_once(SkipReason::Full(full.0), 1);
+            self.unwatch(pid);
+            return;
+        }
+        if let Some(kernel) = self.kernel.as_mut() {
+            let _ = kernel.watch(pid, self.scanner.resident_parts(pid), by_name);
+        }
+        self.confirm(pid, now, false);
+    }
+
+    fn unwatch(&mut self, pid: i32) {
+        if let Some(gone) = self.list.remove(pid) {
+            tracing::debug!(pid, name = %gone.comm(), "no longer watched (renamed)");
+        }
+        if let Some(kernel) = self.kernel.as_mut() {
+            kernel.forget(pid);
+        }
+    }
+
+    /// Judges `pid` on its exact RSS after a kernel report; returns that RSS. With `rearm`,
+    /// the kernel side is waiting to be told to report again, which it is when the process is
+    /// under the limit.
+    fn confirm(&mut self, pid: i32, now: Instant, rearm: bool) -> Option<u64> {
+        let dispatch = self.dispatch();
+        let Some(watched) = self.list.get_mut(pid) else {
+            // Its discovery event is still on its way (or was lost): admit it now.
+            self.discover(pid, now);
+            return None;
+        };
+        let kernel = self
+            .kernel
+            .as_mut()
+            .map(|kernel| KernelLink { kernel, rearm });
+        match check(&self.policy, watched, self.page_size, now, dispatch, kernel) {
+            Some((_, rss)) => {
+                self.next_deadline =
+                    earliest(self.next_deadline, self.policy.deadline(&watched.episode));
+                Some(rss)
+            }
+            None => {
+                self.unwatch(pid);
+                None
+            }
+        }
+    }
+
+    /// eBPF mode: checks the processes whose repeat or kill is due at `now`.
+    pub fn handle_due(&mut self, now: Instant) {
+        let (policy, page_size, dispatch) = (&self.policy, self.page_size, self.dispatch());
+        let mut kernel = self.kernel.as_mut();
+        let mut next_deadline = None;
+        self.list.retain_mut(|watched| {
+            if policy
+                .deadline(&watched.episode)
+                .is_some_and(|due| due <= now)
+            {
+                let link = kernel.as_deref_mut().map(|kernel| KernelLink {
+                    kernel,
+                    rearm: true,
+                });
+                let Some(_) = check(policy, watched, page_size, now, dispatch, link) else {
+                    if let Some(kernel) = kernel.as_deref_mut() {
+                        kernel.forget(watched.pid());
+                    }
+                    return false;
+                };
+            }
+            next_deadline = earliest(next_deadline, policy.deadline(&watched.episode));
+            true
+        });
+        self.next_deadline = next_deadline;
+    }
+
+    /// When the next repeat or kill may fall due (eBPF mode); `None`: nothing pending.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.next_deadline
+    }
+
+    fn log_start(&self) {
+        let target = self.config.describe_target();
+        let action = action::describe(
+            &self.policy,
+            self.config.kernel_signal && self.is_event_driven(),
+        );
+        let dry_run = if self.config.dry_run {
+            " (dry run: nothing will be sent)"
+        } else {
+            ""
+        };
+        match (&self.kernel, &self.poll_reason) {
+            (Some(kernel), _) => tracing::info!(
+                limit = %Bytes(self.policy.limit),
+                action = %action,
+                mode = %"ebpf",
+                reports_from = %Bytes(kernel.trigger()),
+                "watching {target}{dry_run}"
+            ),
+            (None, reason) => tracing::info!(
+                limit = %Bytes(self.policy.limit),
+                action = %action,
+                mode = %"poll",
+                interval = %Period(self.config.interval),
+                why = reason.as_deref().unwrap_or_default(),
+                "watching {target}{dry_run}"
             ),
         }
     }
 
     /// Runs until SIGINT/SIGTERM (or, with `--once`, for one cycle).
     pub async fn run(mut self) -> Result<Outcome, Error> {
-        let target = self.config.describe_target();
-        let action = action::describe(&self.policy);
-        let dry_run = if self.config.dry_run {
-            " (dry run: nothing will be sent)"
-        } else {
-            ""
-        };
-        tracing::info!(
-            limit = %Bytes(self.policy.limit),
-            action = %action,
-            mode = %"poll",
-            interval = %Period(self.config.interval),
-            "watching {target}{dry_run}"
-        );
+        self.log_start();
         if self.config.once {
             let report = self.cycle(Instant::now())?;
             return Ok(Outcome::Checked {
@@ -163,6 +395,23 @@ impl Monitor {
         }
         let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
         let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+        let outcome = if self.kernel.is_some() {
+            self.run_events(&mut interrupt, &mut terminate).await?
+        } else {
+            self.run_poll(&mut interrupt, &mut terminate).await?
+        };
+        match outcome {
+            Outcome::Stopped => tracing::info!("stopping on signal"),
+            _ => tracing::info!("every watched process has exited; stopping"),
+        }
+        Ok(outcome)
+    }
+
+    async fn run_poll(
+        &mut self,
+        interrupt: &mut tokio::signal::unix::Signal,
+        terminate: &mut tokio::signal::unix::Signal,
+    ) -> Result<Outcome, Error> {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -170,31 +419,114 @@ impl Monitor {
                 // The tick's scheduled time, not the time it ran: repeats due every interval
                 // then fall due on every tick instead of drifting past one.
                 tick = ticker.tick() => {
-                    let report = self.cycle(tick.into_std())?;
-                    if self.config.matcher.is_none() && report.watched == 0 {
-                        tracing::info!("every watched process has exited; stopping");
+                    self.cycle(tick.into_std())?;
+                    if self.nothing_left() {
                         return Ok(Outcome::NothingLeft);
                     }
                 }
-                _ = interrupt.recv() => break,
-                _ = terminate.recv() => break,
+                _ = interrupt.recv() => return Ok(Outcome::Stopped),
+                _ = terminate.recv() => return Ok(Outcome::Stopped),
             }
         }
-        tracing::info!("stopping on signal");
-        Ok(Outcome::Stopped)
+    }
+
+    async fn run_events(
+        &mut self,
+        interrupt: &mut tokio::signal::unix::Signal,
+        terminate: &mut tokio::signal::unix::Signal,
+    ) -> Result<Outcome, Error> {
+        // The kernel side is attached: whatever starts from now on is reported. Seed it with
+        // what already runs.
+        self.cycle(Instant::now())?;
+        loop {
+            if self.nothing_left() {
+                return Ok(Outcome::NothingLeft);
+            }
+            let deadline = self.next_deadline.map(tokio::time::Instant::from_std);
+            let Some(kernel) = self.kernel.as_ref() else {
+                return Ok(Outcome::Stopped);
+            };
+            tokio::select! {
+                ready = kernel.readable() => {
+                    ready.map_err(Error::Events)?;
+                    self.handle_events();
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => self.handle_due(Instant::now()),
+                _ = interrupt.recv() => return Ok(Outcome::Stopped),
+                _ = terminate.recv() => return Ok(Outcome::Stopped),
+            }
+        }
+    }
+
+    fn nothing_left(&self) -> bool {
+        self.config.matcher.is_none() && self.list.is_empty()
     }
 }
 
-/// Reads `watched`'s RSS, judges it and acts. `None` once the process has exited.
-fn measure_and_act(
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// The source for `config`: the kernel side, or polling and why.
+fn choose_source(config: &Config) -> Result<(Option<KernelWatch>, Option<String>), Error> {
+    let settings = KernelSettings {
+        matcher: config.matcher.as_ref(),
+        limit: config.limit,
+        max_processes: config.max_processes,
+        kernel_signal: config.kernel_signal.then_some(config.signal),
+        debug_log: tracing::enabled!(tracing::Level::DEBUG),
+    };
+    match config.mode {
+        Mode::Poll => Ok((None, Some("--mode poll".to_string()))),
+        _ if config.once => Ok((None, Some("--once".to_string()))),
+        Mode::Ebpf => KernelWatch::load(&settings)
+            .map(|kernel| (Some(kernel), None))
+            .map_err(Error::Ebpf),
+        Mode::Auto => match KernelWatch::load(&settings) {
+            Ok(kernel) => Ok((Some(kernel), None)),
+            Err(reason) => Ok((None, Some(format!("eBPF unavailable: {reason}")))),
+        },
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What a check does on the kernel side (eBPF mode).
+struct KernelLink<'a> {
+    kernel: &'a mut KernelWatch,
+    /// The kernel side waits to be re-armed for this process.
+    rearm: bool,
+}
+
+/// Measures `watched`, judges it and acts; returns the verdict and the exact RSS, or `None`
+/// once the process is gone. With a kernel side waiting for it, a process found under the
+/// limit is re-armed there before a second, deciding reading, so that no growth between the
+/// two can go unreported.
+fn check(
     policy: &Policy,
     watched: &mut Watched,
     page_size: u64,
     now: Instant,
-    dry_run: bool,
-) -> Option<Verdict> {
+    dispatch: Dispatch,
+    mut kernel: Option<KernelLink<'_>>,
+) -> Option<(Verdict, u64)> {
     let mut statm_buf = [0u8; 128];
-    let rss = match watched.rss(&mut statm_buf, page_size) {
+    let mut rss = watched.rss(&mut statm_buf, page_size);
+    if let (Ok(under), Some(link)) = (rss, kernel.as_mut())
+        && link.rearm
+        && under <= policy.limit
+    {
+        link.kernel.rearm(watched.pid());
+        rss = watched.rss(&mut statm_buf, page_size);
+    }
+    let rss = match rss {
         Ok(rss) => rss,
         Err(Errno::SRCH) => {
             tracing::debug!(pid = watched.pid(), name = %watched.comm(), "exited");
@@ -207,8 +539,22 @@ fn measure_and_act(
     };
     let verdict = policy.judge(&mut watched.episode, rss, now);
     tracing::trace!(pid = watched.pid(), name = %watched.comm(), rss = %Bytes(rss), "measured");
-    action::act(policy, verdict, watched, rss, dry_run);
-    Some(verdict)
+    let dispatch = match (verdict, kernel) {
+        (Verdict::Breach, Some(link)) => {
+            if link.kernel.claim_signal(watched.pid()) {
+                dispatch
+            } else {
+                Dispatch::SentByKernel
+            }
+        }
+        (Verdict::Recovered, Some(link)) => {
+            link.kernel.release_claim(watched.pid());
+            dispatch
+        }
+        _ => dispatch,
+    };
+    action::act(policy, verdict, watched, rss, dispatch);
+    Some((verdict, rss))
 }
 
 /// Each watched process holds two descriptors (pidfd and statm); raise the soft open-files

@@ -40,6 +40,13 @@ pub enum Episode {
     },
 }
 
+impl Episode {
+    /// Whether the process is in a breach episode.
+    pub fn is_over(&self) -> bool {
+        matches!(self, Episode::Over { .. })
+    }
+}
+
 /// What to do after an observation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -53,6 +60,13 @@ pub enum Verdict {
     Kill,
     /// Was over, now back at or under the limit.
     Recovered,
+}
+
+impl Verdict {
+    /// Whether a signal is due.
+    pub fn signals(self) -> bool {
+        matches!(self, Verdict::Breach | Verdict::Repeat | Verdict::Kill)
+    }
 }
 
 impl Policy {

@@ -112,6 +112,42 @@ pub fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, ParseError> {
     })
 }
 
+/// Resident bytes by kind, from `/proc/PID/status`: the exact split the kernel side starts
+/// from when it begins to follow a process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResidentParts {
+    /// File-backed (`RssFile`).
+    pub file: u64,
+    /// Anonymous (`RssAnon`).
+    pub anon: u64,
+    /// Shared memory (`RssShmem`).
+    pub shmem: u64,
+}
+
+/// Parses the `RssAnon`, `RssFile` and `RssShmem` lines of `/proc/PID/status` (in kB). A
+/// process without memory (a zombie) has none of them and reads as all zeros.
+pub fn parse_status_rss(buf: &[u8]) -> ResidentParts {
+    let mut parts = ResidentParts::default();
+    for line in buf.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let slot = match &line[..colon] {
+            b"RssAnon" => &mut parts.anon,
+            b"RssFile" => &mut parts.file,
+            b"RssShmem" => &mut parts.shmem,
+            _ => continue,
+        };
+        let value = line[colon + 1..].trim_ascii();
+        let kib = value
+            .strip_suffix(b" kB")
+            .map(<[u8]>::trim_ascii)
+            .and_then(parse_u64);
+        *slot = kib.unwrap_or(0) * 1024;
+    }
+    parts
+}
+
 /// The name in `/proc/PID/comm`: the kernel appends exactly one newline, which is removed; a
 /// newline inside the name stays.
 pub fn parse_comm(buf: &[u8]) -> &[u8] {
@@ -357,6 +393,25 @@ mod tests {
         assert!(parse_stat(b"12 (x)").is_err());
         assert!(parse_stat(b"12 (x) SS 1 2 3 4 5 6").is_err());
         assert!(parse_stat(b"12 (x) S 1 2").is_err());
+    }
+
+    #[test]
+    fn status_gives_the_resident_split() {
+        let status = b"Name:\tmy app\nVmRSS:\t   65432 kB\nRssAnon:\t   61440 kB\n\
+                       RssFile:\t    3968 kB\nRssShmem:\t      24 kB\nVmSwap:\t0 kB\n";
+        assert_eq!(
+            parse_status_rss(status),
+            ResidentParts {
+                file: 3968 * 1024,
+                anon: 61440 * 1024,
+                shmem: 24 * 1024
+            }
+        );
+        assert_eq!(
+            parse_status_rss(b"Name:\tzombie\nState:\tZ (zombie)\n"),
+            ResidentParts::default()
+        );
+        assert_eq!(parse_status_rss(b"RssAnon:\tlots kB\n").anon, 0);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+use memory_monitor::config::Mode;
 use memory_monitor::matcher::{MatchMode, Matcher};
 use memory_monitor::signal::Signal;
 use memory_monitor::{Config, Monitor};
@@ -61,6 +62,7 @@ fn steady_poll_cycles_allocate_nothing() {
     let mut config = Config::new(Matcher::new(MatchMode::Prefix, &name).unwrap(), 32 << 20);
     config.signal = signal;
     config.repeat = Some(Duration::from_secs(1));
+    config.mode = Mode::Poll;
     let mut monitor = Monitor::new(config).unwrap();
 
     // Log as the binary does (into a sink), so formatting the breach lines is measured too.

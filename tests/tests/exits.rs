@@ -1,7 +1,7 @@
 //! A watched process may exit at any moment, between any two steps of a cycle: every handle
 //! the monitor holds then says so plainly, and nothing reaches another process.
 
-use memory_monitor::action::{Delivery, deliver};
+use memory_monitor::action::{Delivery, Dispatch, deliver};
 use memory_monitor::matcher::{MatchMode, Matcher};
 use memory_monitor::procfs::{ProcRoot, page_size};
 use memory_monitor::signal::Signal;
@@ -32,7 +32,10 @@ fn a_watched_process_that_exits_reads_as_gone_and_is_not_signalled() {
     target.exit(); // exits and is reaped: its PID is free for reuse
     assert!(watched.has_exited());
     assert_eq!(watched.rss(&mut buf, page_size()), Err(Errno::SRCH));
-    assert_eq!(deliver(&watched, Signal::TERM, false), Delivery::Exited);
+    assert_eq!(
+        deliver(&watched, Signal::TERM, Dispatch::Send),
+        Delivery::Exited
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ const USR1: i32 = libc::SIGUSR1;
 
 /// Monitor arguments for poll mode, checking every 100 ms, `-v` so each cycle logs "checked".
 fn poll_args<'a>(limit_mib: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["-m", limit_mib, "-i", "100ms", "-v"];
+    let mut args = vec!["--mode", "poll", "-m", limit_mib, "-i", "100ms", "-v"];
     args.extend_from_slice(rest);
     args
 }
@@ -87,7 +87,9 @@ fn repeats_every_interval_while_over_like_the_seed_and_stops_when_back_under() {
 #[test]
 fn targets_exiting_at_any_moment_do_not_disturb_the_monitor() {
     let name = unique_name("mmp-ch");
-    let mut monitor = Monitor::start(&["-m", "32", "-i", "10ms", "-s", "USR1", &name]);
+    let mut monitor = Monitor::start(&[
+        "--mode", "poll", "-m", "32", "-i", "10ms", "-s", "USR1", &name,
+    ]);
     monitor.expect_log(&["watching"]);
     for round in 0..40 {
         let mut short_lived = Target::spawn(&name);

@@ -17,7 +17,17 @@ const NIGHTLY: &str = "nightly";
 /// The bpf-linker release installed by `setup`.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match xtask() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn xtask() -> Result<()> {
     let mut args = std::env::args_os().skip(1);
     let command = args
         .next()
@@ -48,7 +58,7 @@ fn workspace() -> PathBuf {
 /// A cargo command in the workspace, with cargo's bin directory (where `setup` installs
 /// bpf-linker) on PATH.
 fn cargo() -> Command {
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut command = Command::new("cargo");
     let path = std::env::var_os("PATH").unwrap_or_default();
     let paths = std::iter::once(cargo_home().join("bin")).chain(std::env::split_paths(&path));
     if let Ok(joined) = std::env::join_paths(paths) {
@@ -87,17 +97,39 @@ fn shown(command: &Command) -> String {
 }
 
 fn setup() -> Result<()> {
-    ensure_rust_src()?;
+    ensure_nightly_components()?;
     ensure_bpf_linker()
 }
 
-/// `-Z build-std=core` builds `core` for the BPF target from the nightly toolchain's sources.
-fn ensure_rust_src() -> Result<()> {
+/// `-Z build-std=core` builds `core` for the BPF target from the nightly toolchain's sources;
+/// clippy lints the BPF programs on their own target.
+fn ensure_nightly_components() -> Result<()> {
     let sysroot = nightly_sysroot()?;
-    if sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+    let has_sources = sysroot.join("lib/rustlib/src/rust/library/core").is_dir();
+    let has_clippy = sysroot.join("bin/cargo-clippy").is_file();
+    if has_sources && has_clippy {
         return Ok(());
     }
-    run_step(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+    run_step(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "clippy",
+        "--toolchain",
+        NIGHTLY,
+    ]))
+}
+
+/// Cargo from the nightly toolchain (for the BPF target), with cargo's own overrides cleared
+/// so the outer stable cargo's compiler is not used.
+fn nightly_cargo() -> Command {
+    let mut command = cargo();
+    command
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTDOC");
+    command.env("RUSTUP_TOOLCHAIN", NIGHTLY).env_remove("CARGO");
+    command
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {
@@ -202,6 +234,21 @@ fn test() -> Result<()> {
         "clippy",
         "--workspace",
         "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run_step(nightly_cargo().args([
+        "clippy",
+        "--package",
+        "memory-monitor-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--features",
+        "programs",
+        "--bins",
         "--",
         "-D",
         "warnings",

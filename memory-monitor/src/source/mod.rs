@@ -1,5 +1,10 @@
 //! Where the monitor learns which processes exist and when to look at their memory.
 //!
-//! [`poll`] scans `/proc` every interval and works everywhere.
+//! - [`poll`] scans `/proc` every interval. It works everywhere, unprivileged included, and
+//!   also seeds the other source at start-up.
+//! - [`ebpf`] follows the kernel's RSS counters and process lifecycle through BPF programs on
+//!   tracepoints ([`tracefs`] checks their layouts): no polling, reaction in microseconds.
 
+pub mod ebpf;
 pub mod poll;
+pub mod tracefs;

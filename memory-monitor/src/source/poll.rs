@@ -9,7 +9,7 @@ use std::io;
 use rustix::io::Errno;
 
 use crate::matcher::{CommVerdict, Matcher};
-use crate::procfs::{self, DirBuffer, ProcRoot};
+use crate::procfs::{self, DirBuffer, ProcRoot, ResidentParts};
 use crate::watch::{Admission, AdmitError, Watched, Watchlist};
 
 /// Bytes of a command line that `--match cmdline` (and long names) look at.
@@ -128,6 +128,27 @@ impl Scanner {
         })?;
         list.sweep(gone);
         Ok(report)
+    }
+
+    /// Opens `pid` if it is one to watch: listed by `--pid`, or matching now.
+    pub fn open(&mut self, pid: i32) -> Result<Watched, AdmitError> {
+        if Exclusions::now().excludes(pid) {
+            return Err(AdmitError::Gone);
+        }
+        let admission = if self.pinned.binary_search(&pid).is_ok() {
+            Admission::Pinned
+        } else {
+            Admission::Matching(self.matcher.as_ref().ok_or(AdmitError::Gone)?)
+        };
+        Watched::open(&self.proc, pid, admission, &mut self.cmdline_buf)
+    }
+
+    /// `pid`'s exact resident split (all zeros if it cannot be read).
+    pub fn resident_parts(&self, pid: i32) -> ResidentParts {
+        let mut buf = [0u8; 4096];
+        self.proc
+            .read_file(pid, "status", &mut buf)
+            .map_or_else(|_| ResidentParts::default(), procfs::parse_status_rss)
     }
 }
 

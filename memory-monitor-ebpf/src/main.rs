@@ -1,0 +1,392 @@
+//! memory-monitor's BPF programs.
+//!
+//! - `rss_stat` (`kmem:rss_stat`) follows every change of a watched process's RSS counters and
+//!   reports, once per crossing, when the approximate RSS comes within the counters' error of
+//!   the limit; userspace then judges the exact figure. With `--kernel-signal` it also signals
+//!   the process itself, from the process's own context, when the approximate RSS passes the
+//!   limit.
+//! - `exec`, `newtask`, `rename` and `exit` keep the set of watched processes current without
+//!   polling: a process that execs or renames itself to a matching name is watched, a watched
+//!   process's fork is watched, an exited one is forgotten.
+//!
+//! Hot path: every page fault of every process on the machine passes through `rss_stat`, so an
+//! unwatched process costs one hash lookup and nothing else.
+#![no_std]
+#![no_main]
+#![allow(
+    missing_docs,
+    reason = "the tracepoint macro does not carry doc comments to the functions it generates"
+)]
+
+use aya_ebpf::{
+    EbpfContext as _, Global,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_send_signal},
+    macros::{map, tracepoint},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use aya_log_ebpf::warn;
+use memory_monitor_ebpf::{
+    Event, Field, NameRule, RULE_NONE, WATCH_ARMED, WATCH_BY_NAME, WATCH_KERNEL_SIGNALLED, Watch,
+    event_kind, layout, member, verdict,
+};
+
+/// Capacity placeholder; the loader sets the real one (`--max-processes`).
+const MAX_PROCESSES: u32 = 16384;
+
+/// Watched processes by tgid. Written by userspace (start-up, discovery confirmations) and here.
+#[map]
+static WATCHED: HashMap<u32, Watch> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+/// mm id → tgid, learned from each watched process's own events, to attribute the changes
+/// other contexts make (`curr == 0`).
+#[map]
+static MM_OWNER: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+/// Re-arm requests from userspace (key: tgid): kept apart from `WATCHED` so that userspace
+/// never writes a watch record back over counter values this side has just updated.
+#[map]
+static REARM: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+/// `--kernel-signal`: who sends an episode's first signal. Both sides insert the process with
+/// `BPF_NOEXIST` and only the one whose insert succeeds sends, so the signal goes exactly once.
+#[map]
+static SIGNAL_CLAIMS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+/// Events for userspace.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Events that did not fit in `EVENTS`, per CPU.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Set to 1 whenever an event is lost, so userspace learns of losses with one cheap read.
+#[map]
+static LOST_FLAG: Array<u64> = Array::with_max_entries(1, 0);
+
+/// How names are matched on exec and rename.
+#[unsafe(no_mangle)]
+static NAME_RULE: Global<NameRule> = Global::new(NameRule {
+    mode: RULE_NONE,
+    len: 0,
+    name: [0; 16],
+});
+
+/// Processes never to watch: the monitor and its parent (and PID 1, always).
+#[unsafe(no_mangle)]
+static MONITOR_TGID: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static MONITOR_PARENT_TGID: Global<u32> = Global::new(0);
+
+/// Approximate RSS at which a process is reported (see `Watch::trigger`), and the limit.
+#[unsafe(no_mangle)]
+static TRIGGER_BYTES: Global<u64> = Global::new(u64::MAX);
+#[unsafe(no_mangle)]
+static LIMIT_BYTES: Global<u64> = Global::new(u64::MAX);
+
+/// `--kernel-signal`: the signal to send from the kernel side, or 0.
+#[unsafe(no_mangle)]
+static KERNEL_SIGNAL: Global<u32> = Global::new(0);
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+/// `BPF_NOEXIST`: insert only if absent, atomically.
+const BPF_NOEXIST: u64 = 1;
+
+/// Reads a scalar tracepoint field straight from the record: one load at a constant offset,
+/// which the verifier checks (the fields are naturally aligned).
+#[inline(always)]
+fn field<T: Copy>(ctx: &TracePointContext, field: Field) -> T {
+    // SAFETY: the loader has checked `field` against this kernel's record layout, and a
+    // tracepoint program may read its record.
+    unsafe { core::ptr::read(ctx.as_ptr().cast::<u8>().add(field.offset).cast::<T>()) }
+}
+
+/// Reads an array field (the verifier allows direct loads only of scalars).
+fn array_field<const N: usize>(ctx: &TracePointContext, field: Field) -> [u8; N] {
+    // SAFETY: as for `field`; the helper copes with any alignment.
+    unsafe { ctx.read_at::<[u8; N]>(field.offset) }.unwrap_or([0; N])
+}
+
+fn now_ns() -> u64 {
+    // SAFETY: reads the monotonic clock; no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+fn excluded(tgid: u32) -> bool {
+    tgid <= 1 || tgid == MONITOR_TGID.load() || tgid == MONITOR_PARENT_TGID.load()
+}
+
+/// Sends an event to userspace; a full ring buffer is counted, never fatal.
+#[inline(always)]
+fn emit(kind: u32, tgid: u32, rss: u64, parent: u32, verdict: u32, comm: [u8; 16]) {
+    let event = Event {
+        kind,
+        tgid,
+        rss,
+        time_ns: now_ns(),
+        parent,
+        verdict,
+        comm,
+    };
+    if EVENTS.output::<Event>(&event, 0).is_err() {
+        if let Some(lost) = LOST.get_ptr_mut(0) {
+            // SAFETY: a valid per-CPU slot, touched only by this CPU.
+            unsafe { *lost += 1 };
+        }
+        let _ = LOST_FLAG.set(0, 1u64, 0);
+    }
+}
+
+/// `kmem:rss_stat`: one of a process's RSS counters changed.
+#[tracepoint]
+pub fn rss_stat(ctx: TracePointContext) -> u32 {
+    on_rss_stat(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_rss_stat(ctx: &TracePointContext) {
+    let mm_id: u32 = field(ctx, layout::RSS_MM_ID);
+    let curr: u32 = field(ctx, layout::RSS_CURR);
+    // The task's own change names its process; any other context names only the mm.
+    let tgid = if curr != 0 {
+        current_tgid()
+    } else {
+        // SAFETY: a plain value copied out of the map at once.
+        match unsafe { MM_OWNER.get(mm_id) } {
+            Some(&owner) => owner,
+            None => return,
+        }
+    };
+    let Some(watch) = WATCHED.get_ptr_mut(tgid) else {
+        return;
+    };
+    // SAFETY: a live map value; this program is its only writer besides whole-record updates
+    // from userspace, which at worst make one counter value stale until its next change.
+    let watch = unsafe { &mut *watch };
+    // Swap entries are not resident; anything else is a counter this program does not know.
+    // (Matching constants keeps each store's offset fixed, which the verifier can check.)
+    let index: u32 = field(ctx, layout::RSS_MEMBER);
+    let slot = match index as usize {
+        member::FILE => member::FILE,
+        member::ANON => member::ANON,
+        member::SHMEM => member::SHMEM,
+        _ => return,
+    };
+    if curr != 0 && watch.mm_id != mm_id {
+        learn_mm(watch, tgid, mm_id);
+    }
+    watch.members[slot] = field(ctx, layout::RSS_SIZE);
+    judge(watch, tgid, curr != 0);
+}
+
+/// Records which mm is `tgid`'s (it changes at exec).
+#[inline(always)]
+fn learn_mm(watch: &mut Watch, tgid: u32, mm_id: u32) {
+    if watch.mm_id != 0 {
+        let _ = MM_OWNER.remove(watch.mm_id);
+    }
+    watch.mm_id = mm_id;
+    if MM_OWNER.insert(mm_id, tgid, 0).is_err() {
+        watch.mm_id = 0;
+    }
+}
+
+/// One event per crossing of the trigger, up or down; the kernel signal when asked for.
+#[inline(always)]
+fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
+    let rss = watch.approximate_rss();
+    if rss < watch.trigger {
+        if watch.flags & (WATCH_ARMED | WATCH_KERNEL_SIGNALLED) != WATCH_ARMED {
+            watch.flags = (watch.flags | WATCH_ARMED) & !WATCH_KERNEL_SIGNALLED;
+            let _ = REARM.remove(tgid);
+            let _ = SIGNAL_CLAIMS.remove(tgid);
+            watch.last_event_ns = now_ns();
+            emit(event_kind::UNDER, tgid, rss, 0, verdict::NONE, [0; 16]);
+        }
+        return;
+    }
+    let signal = KERNEL_SIGNAL.load();
+    if signal != 0
+        && in_own_context
+        && rss > watch.limit
+        && watch.flags & WATCH_KERNEL_SIGNALLED == 0
+    {
+        watch.flags |= WATCH_KERNEL_SIGNALLED;
+        if SIGNAL_CLAIMS.insert(tgid, 1, BPF_NOEXIST).is_ok() {
+            // SAFETY: signals the current process, which is the one over the limit.
+            unsafe { bpf_send_signal(signal) };
+            emit(
+                event_kind::KERNEL_SIGNAL,
+                tgid,
+                rss,
+                0,
+                verdict::NONE,
+                [0; 16],
+            );
+        }
+    }
+    // SAFETY: a presence check only.
+    let requested = watch.flags & WATCH_ARMED == 0 && unsafe { REARM.get(tgid) }.is_some();
+    if watch.flags & WATCH_ARMED != 0 || requested {
+        watch.flags &= !WATCH_ARMED;
+        // Takes the request just honoured, or a stale one from before the last re-arm.
+        let _ = REARM.remove(tgid);
+        watch.last_event_ns = now_ns();
+        emit(event_kind::NEAR, tgid, rss, 0, verdict::NONE, [0; 16]);
+    }
+}
+
+/// A fresh watch: nothing counted yet, armed.
+fn new_watch(flags: u32) -> Watch {
+    Watch {
+        trigger: TRIGGER_BYTES.load(),
+        limit: LIMIT_BYTES.load(),
+        members: [0; member::COUNT],
+        last_event_ns: 0,
+        mm_id: 0,
+        flags: flags | WATCH_ARMED,
+    }
+}
+
+/// `sched:sched_process_exec`: the current process now runs a new program, maybe under a new name.
+#[tracepoint]
+pub fn exec(ctx: TracePointContext) -> u32 {
+    let tgid = current_tgid();
+    if excluded(tgid) {
+        return 0;
+    }
+    let comm = bpf_get_current_comm().unwrap_or_default();
+    let found = NAME_RULE.load().check(&comm);
+    // SAFETY: copied out at once.
+    let existing = unsafe { WATCHED.get(tgid) }.copied();
+    let reported = match (existing, found) {
+        // Watched by PID, or still matching: the same process with a new mm, counted afresh.
+        (Some(watch), _) if watch.flags & WATCH_BY_NAME == 0 || found == verdict::YES => {
+            forget_mm(&watch);
+            watch_new(&ctx, tgid, &new_watch(watch.flags & WATCH_BY_NAME));
+            verdict::YES
+        }
+        (Some(watch), verdict::NO) => {
+            forget(tgid, &watch);
+            verdict::NO
+        }
+        (None, verdict::YES) => {
+            watch_new(&ctx, tgid, &new_watch(WATCH_BY_NAME));
+            verdict::YES
+        }
+        (_, verdict::ASK) => verdict::ASK,
+        _ => return 0,
+    };
+    emit(event_kind::EXEC, tgid, 0, 0, reported, comm);
+    0
+}
+
+fn forget_mm(watch: &Watch) {
+    if watch.mm_id != 0 {
+        let _ = MM_OWNER.remove(watch.mm_id);
+    }
+}
+
+fn forget(tgid: u32, watch: &Watch) {
+    forget_mm(watch);
+    let _ = WATCHED.remove(tgid);
+    let _ = REARM.remove(tgid);
+    let _ = SIGNAL_CLAIMS.remove(tgid);
+}
+
+fn watch_new<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, watch: &Watch) {
+    if WATCHED.insert(tgid, watch, 0).is_err() {
+        warn!(ctx, "watch table full: process {} is not watched", tgid);
+    }
+}
+
+/// `task:task_newtask`: the current process made a task; a new process if not a thread.
+#[tracepoint]
+pub fn newtask(ctx: TracePointContext) -> u32 {
+    let flags: u64 = field(&ctx, layout::NEWTASK_CLONE_FLAGS);
+    if flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    let parent = current_tgid();
+    // SAFETY: copied out at once.
+    let Some(parent_watch) = unsafe { WATCHED.get(parent) }.copied() else {
+        return 0;
+    };
+    if parent_watch.flags & WATCH_BY_NAME == 0 {
+        return 0;
+    }
+    let child: i32 = field(&ctx, layout::NEWTASK_PID);
+    let child = child as u32;
+    // The child starts as a copy of the parent's memory.
+    let mut watch = new_watch(WATCH_BY_NAME);
+    watch.members = parent_watch.members;
+    watch_new(&ctx, child, &watch);
+    emit(
+        event_kind::FORK,
+        child,
+        watch.approximate_rss(),
+        parent,
+        verdict::YES,
+        [0; 16],
+    );
+    0
+}
+
+/// `task:task_rename`: a task's name (`comm`) changed.
+#[tracepoint]
+pub fn rename(ctx: TracePointContext) -> u32 {
+    let pid: i32 = field(&ctx, layout::RENAME_PID);
+    let pid = pid as u32;
+    if excluded(pid) {
+        return 0;
+    }
+    let comm: [u8; 16] = array_field(&ctx, layout::RENAME_NEWCOMM);
+    let found = NAME_RULE.load().check(&comm);
+    // SAFETY: copied out at once.
+    let existing = unsafe { WATCHED.get(pid) }.copied();
+    match (existing, found) {
+        (Some(watch), verdict::NO) if watch.flags & WATCH_BY_NAME != 0 => {
+            forget(pid, &watch);
+            emit(event_kind::RENAME, pid, 0, 0, verdict::NO, comm);
+        }
+        (None, verdict::YES) => {
+            watch_new(&ctx, pid, &new_watch(WATCH_BY_NAME));
+            emit(event_kind::RENAME, pid, 0, 0, verdict::YES, comm);
+        }
+        (_, verdict::ASK) => emit(event_kind::RENAME, pid, 0, 0, verdict::ASK, comm),
+        _ => {}
+    }
+    0
+}
+
+/// `sched:sched_process_exit`: a task ends; with `group_dead`, the last of its process.
+#[tracepoint]
+pub fn exit(ctx: TracePointContext) -> u32 {
+    let group_dead: u8 = field(&ctx, layout::EXIT_GROUP_DEAD);
+    if group_dead == 0 {
+        return 0;
+    }
+    let tgid = current_tgid();
+    // SAFETY: copied out at once.
+    if let Some(watch) = unsafe { WATCHED.get(tgid) }.copied() {
+        forget(tgid, &watch);
+        emit(event_kind::EXIT, tgid, 0, 0, verdict::NONE, [0; 16]);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,437 @@
+//! The event-driven source: BPF programs on kernel tracepoints report RSS crossings and
+//! process births, renames and deaths through a ring buffer; nothing polls.
+//!
+//! The kernel's RSS counters are per-CPU and the figure the tracepoint gives can be off by a
+//! few hundred KiB either way, so the kernel side reports a process once it comes within that
+//! error of the limit ([`counter_error`]) and userspace decides on the exact figure from
+//! `statm`. After a report the watch is disarmed until userspace re-arms it (having seen the
+//! exact RSS under the limit) or the RSS falls clearly back: one event per crossing.
+
+use std::io;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::TracePoint;
+use aya::{Ebpf, EbpfLoader};
+use memory_monitor_ebpf::{
+    Event, NameRule, RULE_ASK, RULE_ASK_IF_EQUAL, RULE_EXACT, RULE_NONE, RULE_PREFIX, WATCH_ARMED,
+    WATCH_BY_NAME, Watch, layout, member,
+};
+use tokio::io::unix::AsyncFd;
+
+use crate::matcher::{MatchMode, Matcher};
+use crate::procfs::{COMM_LEN, ResidentParts};
+use crate::signal::Signal;
+use crate::source::tracefs;
+
+/// The programs, embedded: the binary needs nothing else at run time.
+static PROGRAMS: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memory-monitor-ebpf"));
+
+/// Each program and the tracepoint (`category`, `name`) it attaches to. Discovery first, so
+/// no process born while the rest attaches is missed.
+const ATTACHMENTS: [(&str, &str, &str); 5] = [
+    ("exec", "sched", "sched_process_exec"),
+    ("newtask", "task", "task_newtask"),
+    ("rename", "task", "task_rename"),
+    ("exit", "sched", "sched_process_exit"),
+    ("rss_stat", "kmem", "rss_stat"),
+];
+
+/// The inode of the initial PID namespace (`PROC_PID_INIT_INO`): BPF sees host PIDs, so the
+/// monitor must see them too.
+const HOST_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
+
+/// Why eBPF mode cannot run here, in one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+/// What the kernel side needs to know.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelSettings<'a> {
+    /// Which names to watch on exec and rename.
+    pub matcher: Option<&'a Matcher>,
+    /// The limit in bytes.
+    pub limit: u64,
+    /// Map capacity.
+    pub max_processes: usize,
+    /// `--kernel-signal`: the signal the kernel side sends itself.
+    pub kernel_signal: Option<Signal>,
+    /// Whether the programs' own diagnostics (aya-log) are wanted (`-v`).
+    pub debug_log: bool,
+}
+
+/// The loaded and attached programs and the maps userspace uses. Dropping it detaches
+/// everything: nothing is pinned, so nothing outlives the monitor.
+pub struct KernelWatch {
+    // Declared first so the maps below are closed before it; it owns the programs and links.
+    _ebpf: Ebpf,
+    events: AsyncFd<RingBuf<MapData>>,
+    watched: HashMap<MapData, u32, Watch>,
+    rearm: HashMap<MapData, u32, u32>,
+    claims: HashMap<MapData, u32, u32>,
+    kernel_signal: bool,
+    lost: PerCpuArray<MapData, u64>,
+    lost_flag: Array<MapData, u64>,
+    trigger: u64,
+    limit: u64,
+}
+
+impl std::fmt::Debug for KernelWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelWatch")
+            .field("trigger", &self.trigger)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KernelWatch {
+    /// Checks this host, loads the programs and attaches them; or says why it cannot.
+    /// Must run inside a tokio runtime (the ring buffer is registered with it).
+    pub fn load(settings: &KernelSettings<'_>) -> Result<KernelWatch, Unavailable> {
+        check_privileges()?;
+        check_pid_namespace()?;
+        let tracefs = tracefs::ensure_mounted().map_err(Unavailable)?;
+        tracefs::check_layout(&tracefs, &layout::ALL).map_err(Unavailable)?;
+        raise_memlock_limit();
+
+        let trigger = settings.limit.saturating_sub(counter_error());
+        let rule = name_rule(settings.matcher);
+        let me = std::process::id();
+        let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+        let signal = settings.kernel_signal.map_or(0, |s| s.number() as u32);
+        let log_level = if settings.debug_log {
+            aya_log::Level::Debug
+        } else {
+            aya_log::Level::Warn
+        } as u8;
+        let capacity = u32::try_from(settings.max_processes).unwrap_or(u32::MAX);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("NAME_RULE", &rule, true)
+            .override_global("MONITOR_TGID", &me, true)
+            .override_global("MONITOR_PARENT_TGID", &parent, true)
+            .override_global("TRIGGER_BYTES", &trigger, true)
+            .override_global("LIMIT_BYTES", &settings.limit, true)
+            .override_global("KERNEL_SIGNAL", &signal, true)
+            .override_global(aya_log::LEVEL, &log_level, false)
+            .map_max_entries("WATCHED", capacity)
+            .map_max_entries("MM_OWNER", capacity)
+            .map_max_entries("REARM", capacity)
+            .map_max_entries("SIGNAL_CLAIMS", capacity)
+            .load(PROGRAMS)
+            .map_err(|e| {
+                Unavailable(format!("loading the BPF programs failed: {}", one_line(&e)))
+            })?;
+        start_program_logs(&mut ebpf);
+        for (program, category, name) in ATTACHMENTS {
+            attach(&mut ebpf, program, category, name)?;
+        }
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| Unavailable(format!("the BPF object has no map {name}")))
+        };
+        let map_error =
+            |e: aya::maps::MapError| Unavailable(format!("opening a BPF map failed: {e}"));
+        let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_error)?;
+        let events = readable_fd(events)
+            .map_err(|e| Unavailable(format!("cannot wait on the ring buffer: {e}")))?;
+        Ok(KernelWatch {
+            watched: HashMap::try_from(take(&mut ebpf, "WATCHED")?).map_err(map_error)?,
+            rearm: HashMap::try_from(take(&mut ebpf, "REARM")?).map_err(map_error)?,
+            claims: HashMap::try_from(take(&mut ebpf, "SIGNAL_CLAIMS")?).map_err(map_error)?,
+            kernel_signal: settings.kernel_signal.is_some(),
+            lost: PerCpuArray::try_from(take(&mut ebpf, "LOST")?).map_err(map_error)?,
+            lost_flag: Array::try_from(take(&mut ebpf, "LOST_FLAG")?).map_err(map_error)?,
+            events,
+            trigger,
+            limit: settings.limit,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// The approximate RSS at which processes are reported.
+    pub fn trigger(&self) -> u64 {
+        self.trigger
+    }
+
+    /// Starts (or restarts) following `tgid` from its exact resident split `parts`.
+    pub fn watch(&mut self, tgid: i32, parts: ResidentParts, by_name: bool) -> io::Result<()> {
+        let mut members = [0i64; member::COUNT];
+        members[member::FILE] = parts.file as i64;
+        members[member::ANON] = parts.anon as i64;
+        members[member::SHMEM] = parts.shmem as i64;
+        let record = Watch {
+            trigger: self.trigger,
+            limit: self.limit,
+            members,
+            last_event_ns: 0,
+            mm_id: 0,
+            flags: WATCH_ARMED | if by_name { WATCH_BY_NAME } else { 0 },
+        };
+        self.watched
+            .insert(tgid as u32, record, 0)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Stops following `tgid` (no error if it was not followed).
+    pub fn forget(&mut self, tgid: i32) {
+        let _ = self.watched.remove(&(tgid as u32));
+        let _ = self.rearm.remove(&(tgid as u32));
+        let _ = self.claims.remove(&(tgid as u32));
+    }
+
+    /// With `--kernel-signal`, claims the first signal of `tgid`'s breach for userspace: false
+    /// if the kernel side claimed (and sent) it first. Without it, always true.
+    pub fn claim_signal(&mut self, tgid: i32) -> bool {
+        const BPF_NOEXIST: u64 = 1;
+        !self.kernel_signal || self.claims.insert(tgid as u32, 1, BPF_NOEXIST).is_ok()
+    }
+
+    /// Ends `tgid`'s breach as far as the claim goes: the next one may be signalled again.
+    pub fn release_claim(&mut self, tgid: i32) {
+        if self.kernel_signal {
+            let _ = self.claims.remove(&(tgid as u32));
+        }
+    }
+
+    /// Asks for the next report about `tgid` once userspace has judged the last one. Call it
+    /// *before* reading the exact RSS: any change after the request is reported, any change
+    /// before it is in the reading.
+    pub fn rearm(&mut self, tgid: i32) {
+        let _ = self.rearm.insert(tgid as u32, 1, 0);
+    }
+
+    /// Waits until events may be waiting.
+    pub async fn readable(&self) -> io::Result<()> {
+        let mut guard = self.events.readable().await?;
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Moves waiting events into `out`; returns how many. Call until it returns 0.
+    pub fn drain(&mut self, out: &mut [Event]) -> usize {
+        let ring = self.events.get_mut();
+        let mut count = 0;
+        while count < out.len() {
+            let Some(item) = ring.next() else { break };
+            if item.len() >= size_of::<Event>() {
+                // SAFETY: the kernel side writes whole `Event`s; read_unaligned copies one out.
+                out[count] = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// If events were lost since the last call, how many (in total so far).
+    pub fn take_lost(&mut self) -> Option<u64> {
+        match self.lost_flag.get(&0, 0) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                let _ = self.lost_flag.set(0, 0, 0);
+                let total = self
+                    .lost
+                    .get(&0, 0)
+                    .map_or(0, |per_cpu| per_cpu.iter().sum());
+                Some(total)
+            }
+        }
+    }
+}
+
+/// The most the kernel's RSS counters can be off from the exact figure, in bytes: each of the
+/// three resident counters is a per-CPU counter whose CPUs may each hold up to one batch
+/// (`max(32, 2 × CPUs)` pages) not yet folded into the total.
+pub fn counter_error() -> u64 {
+    let cpus = aya::util::nr_cpus().unwrap_or(1).max(1) as u64;
+    let batch = (2 * cpus).max(32);
+    3 * cpus * batch * crate::procfs::page_size()
+}
+
+/// The kernel side's view of the name rule.
+fn name_rule(matcher: Option<&Matcher>) -> NameRule {
+    let Some(matcher) = matcher else {
+        return NameRule::default();
+    };
+    let name = matcher.name();
+    let len = name.len().min(COMM_LEN);
+    let mut bytes = [0u8; 16];
+    bytes[..len].copy_from_slice(&name[..len]);
+    let mode = match matcher.mode() {
+        MatchMode::Prefix | MatchMode::Exact if name.len() > COMM_LEN => RULE_ASK_IF_EQUAL,
+        MatchMode::Prefix => RULE_PREFIX,
+        MatchMode::Exact => RULE_EXACT,
+        MatchMode::Regex | MatchMode::Cmdline => RULE_ASK,
+    };
+    debug_assert_ne!(mode, RULE_NONE);
+    NameRule {
+        mode,
+        len: len as u32,
+        name: bytes,
+    }
+}
+
+fn check_privileges() -> Result<(), Unavailable> {
+    use rustix::thread::CapabilitySet;
+    let effective = rustix::thread::capabilities(None)
+        .map_err(|e| Unavailable(format!("cannot read this process's capabilities ({e})")))?
+        .effective;
+    let bpf = CapabilitySet::BPF | CapabilitySet::PERFMON;
+    if effective.contains(bpf) || effective.contains(CapabilitySet::SYS_ADMIN) {
+        return Ok(());
+    }
+    let uid = rustix::process::getuid().as_raw();
+    Err(Unavailable(format!(
+        "not privileged (uid {uid}): eBPF mode needs root, or CAP_BPF and CAP_PERFMON"
+    )))
+}
+
+fn check_pid_namespace() -> Result<(), Unavailable> {
+    let link = std::fs::read_link("/proc/self/ns/pid")
+        .map_err(|e| Unavailable(format!("cannot read /proc/self/ns/pid ({e})")))?;
+    let inode = link.to_str().and_then(|l| {
+        l.strip_prefix("pid:[")?
+            .strip_suffix(']')?
+            .parse::<u64>()
+            .ok()
+    });
+    if inode == Some(HOST_PID_NAMESPACE) {
+        return Ok(());
+    }
+    Err(Unavailable(
+        "the monitor runs in a PID namespace of its own (a container without hostPID?): the kernel's process IDs would not match /proc".to_string(),
+    ))
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it.
+fn raise_memlock_limit() {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let _ = setrlimit(
+        Resource::Memlock,
+        Rlimit {
+            current: None,
+            maximum: None,
+        },
+    );
+}
+
+fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<(), Unavailable> {
+    let failed = |what: &str, e: &dyn std::error::Error| {
+        Unavailable(format!(
+            "{what} {program} for {category}:{name} failed: {}",
+            one_line(e)
+        ))
+    };
+    let tracepoint: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| Unavailable(format!("the BPF object has no program {program}")))?
+        .try_into()
+        .map_err(|e| failed("preparing", &e))?;
+    tracepoint.load().map_err(|e| match &e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => Unavailable(format!(
+            "the kernel refused program {program} ({io_error}); the verifier says: {}",
+            verifier_complaint(&verifier_log.to_string())
+        )),
+        other => failed("loading", other),
+    })?;
+    tracepoint
+        .attach(category, name)
+        .map_err(|e| failed("attaching", &e))?;
+    Ok(())
+}
+
+/// Registers a ring buffer with the runtime, to wait until it has data.
+fn readable_fd<T: std::os::fd::AsRawFd>(ring: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: aya's ring buffers own their map's file descriptor for as long as they live,
+    // and the AsyncFd owns the ring buffer: the descriptor stays open and the same.
+    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(Into::into)
+}
+
+/// Forwards the programs' own log lines (aya-log) to this process's log.
+fn start_program_logs(ebpf: &mut Ebpf) {
+    let Ok(logger) = aya_log::EbpfLogger::init(ebpf) else {
+        return;
+    };
+    let Ok(mut logger) = readable_fd(logger) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while let Ok(mut guard) = logger.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}
+
+/// An error and its causes on one line.
+fn one_line(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The line of a verifier log that says what was refused: the last one before its statistics
+/// ("verification time …", "processed … insns").
+fn verifier_complaint(log: &str) -> &str {
+    let is_statistics = |line: &str| {
+        ["verification time", "stack depth", "processed ", "}"]
+            .iter()
+            .any(|prefix| line.starts_with(prefix))
+    };
+    log.lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty() && !is_statistics(line))
+        .unwrap_or("(no verifier log)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_rules_mirror_the_matcher() {
+        let rule = |mode, name: &str| name_rule(Some(&Matcher::new(mode, name).unwrap()));
+        assert_eq!(rule(MatchMode::Prefix, "my-app").mode, RULE_PREFIX);
+        assert_eq!(rule(MatchMode::Prefix, "my-app").len, 6);
+        assert_eq!(&rule(MatchMode::Exact, "my-app").name[..7], b"my-app\0");
+        assert_eq!(rule(MatchMode::Regex, "^a").mode, RULE_ASK);
+        assert_eq!(rule(MatchMode::Cmdline, "--port").mode, RULE_ASK);
+        let long = rule(MatchMode::Prefix, "my-application-server");
+        assert_eq!((long.mode, long.len), (RULE_ASK_IF_EQUAL, 15));
+        assert_eq!(name_rule(None).mode, RULE_NONE);
+    }
+
+    #[test]
+    fn the_verifier_complaint_is_the_last_line_before_statistics() {
+        let log = "0: R1=ctx() R10=fp0\n24: (71) r3 = *(u8 *)(r1 +0)\n\
+                   dereference of modified ctx ptr R1 off=28 disallowed\n\
+                   verification time 304 usec\nstack depth 152+0+0\n\
+                   processed 23 insns (limit 1000000) max_states_per_insn 0\n }";
+        assert_eq!(
+            verifier_complaint(log),
+            "dereference of modified ctx ptr R1 off=28 disallowed"
+        );
+        assert_eq!(verifier_complaint(""), "(no verifier log)");
+    }
+
+    #[test]
+    fn counter_error_covers_three_counters_of_every_cpu() {
+        let cpus = aya::util::nr_cpus().unwrap() as u64;
+        let error = counter_error();
+        assert!(error >= 3 * cpus * 32 * crate::procfs::page_size());
+        assert_eq!(error % crate::procfs::page_size(), 0);
+    }
+}
