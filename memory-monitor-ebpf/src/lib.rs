@@ -78,6 +78,20 @@ pub mod event_kind {
     pub const RENAME: u32 = 6;
     /// A watched process ended (its last thread exited).
     pub const EXIT: u32 = 7;
+
+    /// A short name for logs.
+    pub fn name(kind: u32) -> &'static str {
+        match kind {
+            NEAR => "near",
+            UNDER => "under",
+            KERNEL_SIGNAL => "kernel-signal",
+            EXEC => "exec",
+            FORK => "fork",
+            RENAME => "rename",
+            EXIT => "exit",
+            _ => "unknown",
+        }
+    }
 }
 
 /// Whether a name matches, as far as the kernel side can tell.

@@ -35,7 +35,7 @@ pub mod watch;
 use std::io;
 
 pub use config::Config;
-pub use monitor::{Monitor, Outcome};
+pub use monitor::{Monitor, Outcome, Shutdown};
 
 /// A failure that stops the monitor.
 #[derive(Debug, thiserror::Error)]
@@ -63,5 +63,8 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    runtime.block_on(async { Monitor::new(config)?.run().await })
+    runtime.block_on(async {
+        let shutdown = Shutdown::listen()?;
+        Monitor::new(config)?.run(shutdown).await
+    })
 }

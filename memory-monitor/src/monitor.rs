@@ -227,7 +227,8 @@ impl Monitor {
 
     fn on_event(&mut self, event: &Event, now: Instant) {
         let pid = event.tgid as i32;
-        tracing::trace!(pid, kind = event.kind, rss = %Bytes(event.rss), "kernel event");
+        let kind = event_kind::name(event.kind);
+        tracing::trace!(pid, kind = %kind, rss = %Bytes(event.rss), "kernel event");
         match event.kind {
             event_kind::NEAR => {
                 self.confirm(pid, now, true);
@@ -384,8 +385,8 @@ impl Monitor {
         }
     }
 
-    /// Runs until SIGINT/SIGTERM (or, with `--once`, for one cycle).
-    pub async fn run(mut self) -> Result<Outcome, Error> {
+    /// Runs until `shutdown` fires (or, with `--once`, for one cycle).
+    pub async fn run(mut self, mut shutdown: Shutdown) -> Result<Outcome, Error> {
         self.log_start();
         if self.config.once {
             let report = self.cycle(Instant::now())?;
@@ -393,12 +394,10 @@ impl Monitor {
                 any_over: report.over > 0,
             });
         }
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
-        let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
         let outcome = if self.kernel.is_some() {
-            self.run_events(&mut interrupt, &mut terminate).await?
+            self.run_events(&mut shutdown).await?
         } else {
-            self.run_poll(&mut interrupt, &mut terminate).await?
+            self.run_poll(&mut shutdown).await?
         };
         match outcome {
             Outcome::Stopped => tracing::info!("stopping on signal"),
@@ -407,11 +406,7 @@ impl Monitor {
         Ok(outcome)
     }
 
-    async fn run_poll(
-        &mut self,
-        interrupt: &mut tokio::signal::unix::Signal,
-        terminate: &mut tokio::signal::unix::Signal,
-    ) -> Result<Outcome, Error> {
+    async fn run_poll(&mut self, shutdown: &mut Shutdown) -> Result<Outcome, Error> {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -424,17 +419,12 @@ impl Monitor {
                         return Ok(Outcome::NothingLeft);
                     }
                 }
-                _ = interrupt.recv() => return Ok(Outcome::Stopped),
-                _ = terminate.recv() => return Ok(Outcome::Stopped),
+                () = shutdown.requested() => return Ok(Outcome::Stopped),
             }
         }
     }
 
-    async fn run_events(
-        &mut self,
-        interrupt: &mut tokio::signal::unix::Signal,
-        terminate: &mut tokio::signal::unix::Signal,
-    ) -> Result<Outcome, Error> {
+    async fn run_events(&mut self, shutdown: &mut Shutdown) -> Result<Outcome, Error> {
         // The kernel side is attached: whatever starts from now on is reported. Seed it with
         // what already runs.
         self.cycle(Instant::now())?;
@@ -452,14 +442,39 @@ impl Monitor {
                     self.handle_events();
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => self.handle_due(Instant::now()),
-                _ = interrupt.recv() => return Ok(Outcome::Stopped),
-                _ = terminate.recv() => return Ok(Outcome::Stopped),
+                () = shutdown.requested() => return Ok(Outcome::Stopped),
             }
         }
     }
 
     fn nothing_left(&self) -> bool {
         self.config.matcher.is_none() && self.list.is_empty()
+    }
+}
+
+/// SIGINT and SIGTERM, caught from the moment this is made: a stop asked for while the
+/// monitor is still starting is a clean stop too.
+#[derive(Debug)]
+pub struct Shutdown {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    /// Starts catching SIGINT and SIGTERM (inside a tokio runtime).
+    pub fn listen() -> Result<Shutdown, Error> {
+        Ok(Shutdown {
+            interrupt: signal(SignalKind::interrupt()).map_err(Error::Signals)?,
+            terminate: signal(SignalKind::terminate()).map_err(Error::Signals)?,
+        })
+    }
+
+    /// Resolves when a stop has been asked for.
+    pub async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }
 

@@ -190,6 +190,11 @@ impl Target {
         parse_rss(&self.command(&format!("shrink {mib}"), "ok"))
     }
 
+    /// Gives back `mib` MiB with `madvise(MADV_DONTNEED)`; returns the RSS reported after.
+    pub fn madvise(&mut self, mib: usize) -> u64 {
+        parse_rss(&self.command(&format!("madvise {mib}"), "ok"))
+    }
+
     /// Renames the process (`comm`).
     pub fn rename(&mut self, name: &str) {
         self.command(&format!("rename {name}"), "ok");
@@ -346,6 +351,29 @@ impl Monitor {
         );
     }
 
+    /// Waits until `n` lines in all (old ones included) contain every one of `parts`.
+    pub fn expect_count(&mut self, parts: &[&str], n: usize) {
+        let mut count = 0;
+        let found = self.log.wait_from(0, |l| {
+            count += usize::from(parts.iter().all(|p| l.contains(p)));
+            count >= n
+        });
+        assert!(
+            found.is_some(),
+            "fewer than {n} {parts:?} lines; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// How many lines logged so far contain every one of `parts`.
+    pub fn count(&mut self, parts: &[&str]) -> usize {
+        self.log
+            .drain()
+            .iter()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count()
+    }
+
     /// Everything logged so far.
     pub fn log_text(&mut self) -> String {
         self.log.drain().join("\n")
@@ -375,6 +403,44 @@ impl Drop for Monitor {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether this test runs as root, which eBPF mode needs. When not, the caller skips, saying so:
+/// CI runs as root, so there the eBPF tests always run.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!(
+            "skipping {test}: eBPF mode needs root (CI runs as root; the fallback has its own test)"
+        );
+    }
+    root
+}
+
+/// The BPF objects (program, link and map IDs) a process holds open, from its fdinfo.
+pub fn bpf_objects_of(pid: i32) -> Vec<(String, u32)> {
+    let mut objects = Vec::new();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return objects;
+    };
+    for entry in entries.flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        for line in info.lines() {
+            for kind in ["prog_id", "link_id", "map_id"] {
+                if let Some(id) = line.strip_prefix(kind).and_then(|r| r.strip_prefix(':'))
+                    && let Ok(id) = id.trim().parse()
+                {
+                    objects.push((kind.to_string(), id));
+                }
+            }
+        }
+    }
+    objects.sort();
+    objects.dedup();
+    objects
 }
 
 /// Runs the monitor to completion with `args`: exit status and stderr.

@@ -3,13 +3,15 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use memory_monitor::config::Mode;
 use memory_monitor::matcher::{MatchMode, Matcher};
 use memory_monitor::signal::Signal;
 use memory_monitor::{Config, Monitor};
-use memory_monitor_tests::{Target, unique_name};
+use memory_monitor_tests::{Target, root_or_skip, unique_name};
 
 /// Counts allocations made by the current thread only, so the test harness's other threads
 /// (and the targets' readers) do not blur the figure.
@@ -103,4 +105,81 @@ fn steady_poll_cycles_allocate_nothing() {
     for target in &mut quiet {
         assert!(target.signals().is_empty());
     }
+}
+
+#[test]
+fn thousands_of_kernel_events_allocate_nothing() {
+    if !root_or_skip("thousands_of_kernel_events_allocate_nothing") {
+        return;
+    }
+    let name = unique_name("mma-ev");
+    let mut target = Target::spawn(&name);
+    target.grow(28);
+    let target_pid = target.pid();
+
+    let signal: Signal = "RTMIN+2".parse().unwrap();
+    let mut config = Config::new(Matcher::new(MatchMode::Prefix, &name).unwrap(), 32 << 20);
+    config.signal = signal;
+    config.repeat = None;
+    config.mode = Mode::Ebpf;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _inside = runtime.enter();
+    let mut monitor = Monitor::new(config).unwrap();
+    assert!(monitor.is_event_driven());
+    monitor.cycle(Instant::now()).unwrap();
+    assert_eq!(monitor.watched().len(), 1);
+
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // Another thread swings the target across the limit and back, over and over.
+    let done = Arc::new(AtomicBool::new(false));
+    let driver = std::thread::spawn({
+        let done = Arc::clone(&done);
+        move || {
+            for _ in 0..1500 {
+                target.grow(8);
+                target.madvise(8);
+            }
+            done.store(true, Ordering::SeqCst);
+            target
+        }
+    });
+
+    let mut handled = 0;
+    let mut measured_from = None;
+    loop {
+        let finished = done.load(Ordering::SeqCst);
+        handled += monitor.handle_events();
+        if measured_from.is_none() && handled >= 200 {
+            measured_from = Some((handled, allocations()));
+        }
+        if finished {
+            // The driver is done and everything it caused has been handled.
+            handled += monitor.handle_events();
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let (warm, before) = measured_from.expect("events arrived");
+    let allocated = allocations() - before;
+    let measured = handled - warm;
+    eprintln!("handled {measured} kernel events after warm-up, {allocated} allocations");
+    assert!(measured >= 2000, "only {measured} events after warm-up");
+    assert_eq!(
+        allocated, 0,
+        "{allocated} allocations while handling {measured} kernel events"
+    );
+
+    let mut target = driver.join().unwrap();
+    assert_eq!(target.pid(), target_pid);
+    assert!(
+        !target.signals_of(target_pid).is_empty(),
+        "breaches were signalled"
+    );
 }

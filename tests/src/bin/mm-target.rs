@@ -4,7 +4,8 @@
 //! Run it through a link named as the process should be (its `comm` is the link's name). It
 //! reads commands on stdin, one per line, and answers each on stdout:
 //!
-//! - `grow N` — map and touch N more MiB; `shrink N` — unmap N MiB; answer `ok rss=<bytes>`
+//! - `grow N` — map and touch N more MiB; `shrink N` — unmap N MiB; `madvise N` — give N MiB
+//!   back with `madvise(MADV_DONTNEED)`, keeping the mappings; each answers `ok rss=<bytes>`
 //! - `rename NAME` — `prctl(PR_SET_NAME)`; `fork` — a child sharing the memory, `child pid=<pid>`
 //! - `ignore-term` — SIGTERM no longer ends it (it is still reported); `exit` — exit 0
 //!
@@ -40,6 +41,13 @@ fn main() {
                 chunks.truncate(keep);
                 say(&format!("ok rss={}", rss()));
             }
+            (Some("madvise"), Some(n)) => {
+                let n: usize = n.parse().expect("madvise N");
+                for chunk in chunks.iter_mut().rev().filter(|c| c.resident).take(n) {
+                    chunk.release();
+                }
+                say(&format!("ok rss={}", rss()));
+            }
             (Some("rename"), Some(name)) => {
                 let name = std::ffi::CString::new(name).expect("name");
                 // SAFETY: PR_SET_NAME reads a NUL-terminated string.
@@ -57,8 +65,11 @@ fn main() {
     }
 }
 
-/// An anonymous 1 MiB mapping with every page written, so it is resident.
-struct Chunk(*mut libc::c_void);
+/// An anonymous 1 MiB mapping with every page written, so it is resident (until released).
+struct Chunk {
+    ptr: *mut libc::c_void,
+    resident: bool,
+}
 
 impl Chunk {
     fn touched() -> Chunk {
@@ -74,15 +85,25 @@ impl Chunk {
             );
             assert_ne!(ptr, libc::MAP_FAILED, "mmap");
             std::ptr::write_bytes(ptr.cast::<u8>(), 0x5a, MIB);
-            Chunk(ptr)
+            Chunk {
+                ptr,
+                resident: true,
+            }
         }
+    }
+
+    /// Gives the pages back to the kernel; the mapping stays.
+    fn release(&mut self) {
+        // SAFETY: advises exactly the mapping made in `touched`.
+        unsafe { libc::madvise(self.ptr, MIB, libc::MADV_DONTNEED) };
+        self.resident = false;
     }
 }
 
 impl Drop for Chunk {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping made in `touched`.
-        unsafe { libc::munmap(self.0, MIB) };
+        unsafe { libc::munmap(self.ptr, MIB) };
     }
 }
 

@@ -1,0 +1,305 @@
+//! eBPF mode end to end: the real binary with its BPF programs on the real kernel, real
+//! processes, real signals. These need root; CI runs as root, so there they always run.
+
+use std::os::unix::process::CommandExt as _;
+use std::process::Command;
+
+use memory_monitor_tests::{Monitor, PATIENCE, Target, bpf_objects_of, root_or_skip, unique_name};
+
+const USR1: i32 = libc::SIGUSR1;
+
+/// Arguments for eBPF mode (failing rather than falling back), `-vv` so kernel events and
+/// their kinds are logged.
+fn ebpf_args<'a>(rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--mode", "ebpf", "-m", "32", "-s", "USR1", "--repeat", "never", "-vv",
+    ];
+    args.extend_from_slice(rest);
+    args
+}
+
+/// Starts the monitor and waits until it watches in eBPF mode (the programs are attached).
+fn start(args: &[&str]) -> Monitor {
+    let mut monitor = Monitor::start(args);
+    monitor.expect_log(&["watching", "mode=ebpf"]);
+    monitor
+}
+
+/// The monitor looked at `/proc` once, to seed the kernel side, and never polled after.
+fn assert_never_polled(monitor: &mut Monitor) {
+    let scans = monitor.count(&["checked"]);
+    assert_eq!(
+        scans,
+        1,
+        "one scan at start-up only; log:\n{}",
+        monitor.log_text()
+    );
+}
+
+#[test]
+fn a_crossing_is_signalled_and_nothing_else_is() {
+    if !root_or_skip("a_crossing_is_signalled_and_nothing_else_is") {
+        return;
+    }
+    let name = unique_name("mme-cr");
+    let mut target = Target::spawn(&name);
+    let mut under = Target::spawn(&format!("{name}u"));
+    let mut other = Target::spawn(&unique_name("mme-ot"));
+    let mut monitor = start(&ebpf_args(&[&name]));
+    under.grow(8);
+    other.grow(48);
+    target.grow(48);
+    assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
+    monitor.expect_log(&[
+        "over the limit",
+        &format!("pid={}", target.pid()),
+        "result=sent",
+    ]);
+    under.grow(8);
+    other.grow(8);
+    target.grow(8);
+    // Every process has changed since the breach; had anything been due, it would be logged
+    // before this exit is.
+    target.exit();
+    monitor.expect_log(&["exited"]);
+    assert!(under.signals().is_empty(), "under the limit");
+    assert!(other.signals().is_empty(), "name does not match");
+    assert_never_polled(&mut monitor);
+    assert!(monitor.stop().success());
+}
+
+#[test]
+fn processes_are_discovered_at_exec_fork_and_rename_without_polling() {
+    if !root_or_skip("processes_are_discovered_at_exec_fork_and_rename_without_polling") {
+        return;
+    }
+    let name = unique_name("mme-dc");
+    let mut monitor = start(&ebpf_args(&[&name]));
+
+    // exec: started after the monitor, under a matching name.
+    let mut execed = Target::spawn(&name);
+    execed.grow(48);
+    assert!(
+        execed.wait_signal(USR1),
+        "exec; log:\n{}",
+        monitor.log_text()
+    );
+
+    // fork: a watched process's child is a process of its own, over the limit from birth.
+    let child = execed.fork();
+    assert!(
+        execed.wait_signal_of(child, USR1),
+        "fork; log:\n{}",
+        monitor.log_text()
+    );
+
+    // rename: a process takes a matching name (prctl PR_SET_NAME on its leader).
+    let mut renamed = Target::spawn(&unique_name("mme-rn"));
+    renamed.grow(48);
+    renamed.rename(&format!("{name}r"));
+    assert!(
+        renamed.wait_signal(USR1),
+        "rename; log:\n{}",
+        monitor.log_text()
+    );
+
+    assert_eq!(execed.signals(), [USR1], "the parent was signalled once");
+    assert_never_polled(&mut monitor);
+    assert!(monitor.stop().success());
+}
+
+#[test]
+fn one_event_per_crossing_and_freeing_memory_rearms() {
+    if !root_or_skip("one_event_per_crossing_and_freeing_memory_rearms") {
+        return;
+    }
+    let name = unique_name("mme-oc");
+    let mut target = Target::spawn(&name);
+    let mut monitor = start(&ebpf_args(&[&name]));
+    let pid = format!("pid={}", target.pid());
+
+    target.grow(48);
+    assert!(target.wait_signal(USR1));
+    let near_before = monitor.count(&["kernel event", &pid, "kind=near"]);
+    assert!(
+        near_before >= 1,
+        "the crossing was reported; log:\n{}",
+        monitor.log_text()
+    );
+    // Far over the limit the kernel side stays quiet: thousands of counter changes, no event.
+    target.grow(64);
+    target.madvise(104); // back to ~8 MiB, freed with madvise: the watch re-arms
+    monitor.expect_count(&["back under the limit", &pid], 1);
+    assert_eq!(
+        monitor.count(&["kernel event", &pid, "kind=near"]),
+        near_before,
+        "no report while over the limit; log:\n{}",
+        monitor.log_text()
+    );
+    assert_eq!(monitor.count(&["kernel event", &pid, "kind=under"]), 1);
+
+    target.grow(48);
+    assert!(
+        target.wait_signals(USR1, 2),
+        "the next crossing is caught again"
+    );
+    target.shrink(200); // back under, this time with munmap
+    monitor.expect_count(&["back under the limit", &pid], 2);
+    target.grow(48);
+    assert!(
+        target.wait_signals(USR1, 3),
+        "and again; log:\n{}",
+        monitor.log_text()
+    );
+    assert_eq!(
+        target.signals(),
+        [USR1; 3],
+        "exactly one signal per crossing"
+    );
+    assert_eq!(monitor.count(&["over the limit", &pid]), 3);
+    assert!(monitor.stop().success());
+}
+
+#[test]
+fn kernel_signal_is_sent_from_the_kernel_once_per_crossing() {
+    if !root_or_skip("kernel_signal_is_sent_from_the_kernel_once_per_crossing") {
+        return;
+    }
+    let name = unique_name("mme-ks");
+    let mut target = Target::spawn(&name);
+    let mut monitor = start(&ebpf_args(&["--kernel-signal", &name]));
+    target.grow(48);
+    assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
+    monitor.expect_log(&["over the limit", "result=sent by the kernel"]);
+    monitor.expect_log(&["kernel event", "kind=kernel-signal"]);
+    target.grow(16);
+    target.exit();
+    monitor.expect_log(&["exited"]);
+    assert_eq!(monitor.count(&["over the limit"]), 1);
+    assert!(monitor.stop().success());
+}
+
+#[test]
+fn nothing_is_left_in_the_kernel_after_exit_or_kill() {
+    if !root_or_skip("nothing_is_left_in_the_kernel_after_exit_or_kill") {
+        return;
+    }
+    for how in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL] {
+        let monitor = start(&ebpf_args(&[&unique_name("mme-lb")]));
+        let held = bpf_objects_of(monitor.pid());
+        let kinds = |kind: &str| held.iter().filter(|(k, _)| k == kind).count();
+        assert!(
+            kinds("prog_id") >= 5 && kinds("link_id") >= 5 && kinds("map_id") >= 5,
+            "{held:?}"
+        );
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(monitor.pid(), how) };
+        let mut monitor = monitor;
+        let status = monitor.wait();
+        if how != libc::SIGKILL {
+            assert!(status.success(), "clean exit on signal {how}");
+        }
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let remaining = loop {
+            let remaining = still_loaded(&held);
+            if remaining.is_empty() || std::time::Instant::now() > deadline {
+                break remaining;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(
+            remaining.is_empty(),
+            "left behind after signal {how}: {remaining:?}"
+        );
+    }
+    let pinned = std::fs::read_dir("/sys/fs/bpf").map_or(0, |d| d.count());
+    assert_eq!(pinned, 0, "nothing pinned under /sys/fs/bpf");
+}
+
+/// Which of `objects` the kernel still has.
+fn still_loaded(objects: &[(String, u32)]) -> Vec<(String, u32)> {
+    let programs: Vec<u32> = aya::programs::loaded_programs()
+        .flatten()
+        .map(|p| p.id())
+        .collect();
+    let links: Vec<u32> = aya::programs::loaded_links()
+        .flatten()
+        .map(|l| l.id())
+        .collect();
+    let maps: Vec<u32> = aya::maps::loaded_maps().flatten().map(|m| m.id()).collect();
+    objects
+        .iter()
+        .filter(|(kind, id)| match kind.as_str() {
+            "prog_id" => programs.contains(id),
+            "link_id" => links.contains(id),
+            _ => maps.contains(id),
+        })
+        .cloned()
+        .collect()
+}
+
+/// Runs `command` as `nobody`, without any capability.
+fn as_nobody(command: &mut Command) {
+    let program = command.get_program().to_owned();
+    let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
+    *command = {
+        let mut wrapped = Command::new("setpriv");
+        wrapped
+            .args([
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        wrapped
+    };
+}
+
+#[test]
+fn unprivileged_falls_back_to_polling_and_still_signals() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let name = unique_name("mme-fb");
+    // The target belongs to the same unprivileged user as the monitor.
+    let mut target = Target::spawn_with(&name, |command| {
+        if root {
+            command.uid(65534).gid(65534);
+        }
+    });
+    let args = ["-m", "32", "-i", "100ms", "-s", "USR1", &name];
+    let mut monitor = Monitor::start_with(&args, |command| {
+        if root {
+            as_nobody(command);
+        }
+    });
+    let start = monitor.expect_log(&["watching", "mode=poll"]);
+    assert!(
+        start.contains("eBPF unavailable: not privileged") && start.contains("CAP_BPF"),
+        "says why, on the start line: {start}"
+    );
+    target.grow(48);
+    assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
+    assert_eq!(monitor.count(&["eBPF unavailable"]), 1, "said once");
+    assert!(monitor.stop().success());
+
+    // Asked for eBPF mode outright, it fails with the reason and exit status 1.
+    let mut command = Command::new(memory_monitor_tests::bin("memory-monitor"));
+    command.args(["--mode", "ebpf", "-m", "32", &name]);
+    if root {
+        as_nobody(&mut command);
+    }
+    let output = command.output().expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let lines: Vec<_> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("eBPF mode is unavailable: not privileged"),
+        "{stderr}"
+    );
+}
