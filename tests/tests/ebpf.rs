@@ -303,3 +303,37 @@ fn unprivileged_falls_back_to_polling_and_still_signals() {
         "{stderr}"
     );
 }
+
+/// Context switches of every thread of `pid`: each wake-up of the process is one.
+fn context_switches(pid: i32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+#[test]
+fn an_idle_monitor_never_wakes_up() {
+    if !root_or_skip("an_idle_monitor_never_wakes_up") {
+        return;
+    }
+    let name = unique_name("mme-id");
+    let mut target = Target::spawn(&name);
+    target.grow(8);
+    let mut monitor = start(&ebpf_args(&[&name]));
+    monitor.expect_log(&["checked", "watched=1"]);
+    let before = context_switches(monitor.pid());
+    // Nothing the monitor watches changes for a while; it must not run at all meanwhile.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let after = context_switches(monitor.pid());
+    assert_eq!(after, before, "the idle monitor woke up {} times", after - before);
+    assert!(monitor.stop().success());
+}
