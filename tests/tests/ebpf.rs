@@ -334,6 +334,11 @@ fn an_idle_monitor_never_wakes_up() {
     // Nothing the monitor watches changes for a while; it must not run at all meanwhile.
     std::thread::sleep(std::time::Duration::from_secs(1));
     let after = context_switches(monitor.pid());
-    assert_eq!(after, before, "the idle monitor woke up {} times", after - before);
+    assert_eq!(
+        after,
+        before,
+        "the idle monitor woke up {} times",
+        after - before
+    );
     assert!(monitor.stop().success());
 }
