@@ -53,19 +53,14 @@ pub fn parse_statm(buf: &[u8]) -> Result<Statm, ParseError> {
     })
 }
 
-/// The fields of `/proc/PID/stat` that matter here.
+/// The fields of `/proc/PID/stat` that matter here. (Its RSS field is not one of them: it
+/// comes from the kernel's per-CPU counters and can be a few hundred KiB off; `statm` is exact.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat<'a> {
     /// The name between the parentheses, as stored (may itself contain `)` or spaces).
     pub comm: &'a [u8],
-    /// One-letter state (`R`, `S`, `Z`, …).
-    pub state: u8,
-    /// Parent PID.
-    pub ppid: i32,
     /// Kernel `PF_*` flags.
     pub flags: u32,
-    /// Resident pages from the kernel's per-CPU counters: can lag `statm` by a few hundred KiB.
-    pub rss_pages: u64,
 }
 
 impl Stat<'_> {
@@ -85,30 +80,21 @@ pub fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, ParseError> {
         return Err(bad("')' before '('"));
     }
     let comm = &buf[open + 1..close];
-    // After ") ": state(3) ppid(4) pgrp session tty tpgid flags(9) ... rss(24).
+    // After ") ": state(3) ppid(4) pgrp(5) session(6) tty(7) tpgid(8) flags(9) ...
     let rest = buf[close + 1..]
         .strip_prefix(b" ")
         .ok_or(bad("no field after name"))?;
     let mut fields = rest.split(|&b| b == b' ');
-    let state = match fields.next() {
-        Some([state]) => *state,
-        _ => return Err(bad("state is not one letter")),
-    };
-    let mut number = |skip: usize, what| {
-        fields
-            .nth(skip)
-            .and_then(parse_u64)
-            .ok_or_else(|| bad(what))
-    };
-    let ppid = number(0, "ppid is not a number")?;
-    let flags = number(4, "flags is not a number")?;
-    let rss_pages = number(14, "rss is not a number")?;
+    if !matches!(fields.next(), Some([_])) {
+        return Err(bad("state is not one letter"));
+    }
+    let flags = fields
+        .nth(5)
+        .and_then(parse_u64)
+        .ok_or(bad("flags is not a number"))?;
     Ok(Stat {
         comm,
-        state,
-        ppid: i32::try_from(ppid).map_err(|_| bad("ppid out of range"))?,
         flags: u32::try_from(flags).map_err(|_| bad("flags out of range"))?,
-        rss_pages,
     })
 }
 
@@ -370,10 +356,7 @@ mod tests {
             let line = stat_line(name);
             let stat = parse_stat(&line).unwrap_or_else(|e| panic!("{:?}: {e}", Escaped(name)));
             assert_eq!(stat.comm, name);
-            assert_eq!(stat.state, b'S');
-            assert_eq!(stat.ppid, 77);
             assert_eq!(stat.flags, 4194560);
-            assert_eq!(stat.rss_pages, 321);
             assert!(!stat.is_kernel_thread());
         }
     }
@@ -393,6 +376,8 @@ mod tests {
         assert!(parse_stat(b"12 (x)").is_err());
         assert!(parse_stat(b"12 (x) SS 1 2 3 4 5 6").is_err());
         assert!(parse_stat(b"12 (x) S 1 2").is_err());
+        assert!(parse_stat(b"12 (x) S 1 2 3 4 5 nope").is_err());
+        assert!(parse_stat(b"12 (x) S 1 2 3 4 5 99999999999").is_err());
     }
 
     #[test]
@@ -457,10 +442,9 @@ mod tests {
         let statm = parse_statm(proc.read_file(me, "statm", &mut buf).unwrap()).unwrap();
         assert!(statm.resident_pages > 0);
         let stat = proc.read_file(me, "stat", &mut buf).unwrap().to_vec();
-        assert_eq!(
-            parse_stat(&stat).unwrap().ppid,
-            rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get())
-        );
+        let stat = parse_stat(&stat).unwrap();
+        assert!(!stat.is_kernel_thread());
+        assert!(std::str::from_utf8(stat.comm).is_ok_and(|name| !name.is_empty()));
         let mut dir = ProcRoot::dir_buffer();
         let mut seen_me = false;
         let mut last = 0;

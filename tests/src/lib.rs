@@ -195,6 +195,36 @@ impl Target {
         parse_rss(&self.command(&format!("madvise {mib}"), "ok"))
     }
 
+    /// Maps `mib` MiB without touching it; returns its address in the target.
+    pub fn reserve(&mut self, mib: usize) -> usize {
+        let line = self.command(&format!("reserve {mib}"), "reserved");
+        line.trim_start_matches("reserved addr=")
+            .parse()
+            .expect("address")
+    }
+
+    /// Writes `len` bytes into the target's memory at `addr` from this process
+    /// (`process_vm_writev`): the target's RSS grows without the target running.
+    pub fn write_into(&self, addr: usize, len: usize) {
+        let data = vec![0x77u8; len];
+        let local = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: len,
+        };
+        let remote = libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        };
+        // SAFETY: one local buffer we own, one remote range the target mapped.
+        let written = unsafe { libc::process_vm_writev(self.pid, &local, 1, &remote, 1, 0) };
+        assert_eq!(
+            written,
+            len as isize,
+            "process_vm_writev: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// Renames the process (`comm`).
     pub fn rename(&mut self, name: &str) {
         self.command(&format!("rename {name}"), "ok");

@@ -161,6 +161,61 @@ fn one_event_per_crossing_and_freeing_memory_rearms() {
 }
 
 #[test]
+fn growth_caused_from_another_process_is_seen() {
+    if !root_or_skip("growth_caused_from_another_process_is_seen") {
+        return;
+    }
+    let name = unique_name("mme-vm");
+    let mut target = Target::spawn(&name);
+    let mut monitor = start(&ebpf_args(&[&name]));
+    // The target's own change teaches the kernel side which memory map is the target's.
+    target.grow(8);
+    let addr = target.reserve(40);
+    // This process fills the target's memory: the kernel counts the pages to the target's map
+    // from this process's context (rss_stat `curr == 0`), naming the map but not the process.
+    target.write_into(addr, 40 << 20);
+    assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
+    monitor.expect_log(&["over the limit", &format!("pid={}", target.pid())]);
+    assert_never_polled(&mut monitor);
+    assert!(monitor.stop().success());
+}
+
+#[test]
+fn repeats_and_kill_after_run_on_timers() {
+    if !root_or_skip("repeats_and_kill_after_run_on_timers") {
+        return;
+    }
+    let name = unique_name("mme-tm");
+    let mut target = Target::spawn(&name);
+    target.ignore_term();
+    let args = [
+        "--mode",
+        "ebpf",
+        "-m",
+        "32",
+        "--repeat",
+        "100ms",
+        "--kill-after",
+        "600ms",
+        "-v",
+        &name,
+    ];
+    let mut monitor = start(&args);
+    target.grow(48);
+    assert!(
+        target.wait_signals(libc::SIGTERM, 3),
+        "repeated; log:\n{}",
+        monitor.log_text()
+    );
+    let status = target.wait_exit().expect("killed");
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    monitor.expect_log(&["after --kill-after", "signal=SIGKILL", "result=sent"]);
+    assert_never_polled(&mut monitor);
+    assert!(monitor.stop().success());
+}
+
+#[test]
 fn kernel_signal_is_sent_from_the_kernel_once_per_crossing() {
     if !root_or_skip("kernel_signal_is_sent_from_the_kernel_once_per_crossing") {
         return;
@@ -330,6 +385,16 @@ fn an_idle_monitor_never_wakes_up() {
     target.grow(8);
     let mut monitor = start(&ebpf_args(&[&name]));
     monitor.expect_log(&["checked", "watched=1"]);
+    // Blocking in epoll is itself a context switch: count from the moment it sleeps there.
+    let wchan = format!("/proc/{}/wchan", monitor.pid());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !std::fs::read_to_string(&wchan).is_ok_and(|w| w.contains("epoll")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the monitor never went to sleep"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let before = context_switches(monitor.pid());
     // Nothing the monitor watches changes for a while; it must not run at all meanwhile.
     std::thread::sleep(std::time::Duration::from_secs(1));

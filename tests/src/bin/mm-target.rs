@@ -6,6 +6,8 @@
 //!
 //! - `grow N` — map and touch N more MiB; `shrink N` — unmap N MiB; `madvise N` — give N MiB
 //!   back with `madvise(MADV_DONTNEED)`, keeping the mappings; each answers `ok rss=<bytes>`
+//! - `reserve N` — map N MiB without touching it, for another process to fill
+//!   (`process_vm_writev`); answers `reserved addr=<address>`
 //! - `rename NAME` — `prctl(PR_SET_NAME)`; `fork` — a child sharing the memory, `child pid=<pid>`
 //! - `ignore-term` — SIGTERM no longer ends it (it is still reported); `exit` — exit 0
 //!
@@ -48,6 +50,11 @@ fn main() {
                 }
                 say(&format!("ok rss={}", rss()));
             }
+            (Some("reserve"), Some(n)) => {
+                let chunk = Chunk::untouched(n.parse::<usize>().expect("reserve N") * MIB);
+                say(&format!("reserved addr={}", chunk.ptr as usize));
+                chunks.push(chunk);
+            }
             (Some("rename"), Some(name)) => {
                 let name = std::ffi::CString::new(name).expect("name");
                 // SAFETY: PR_SET_NAME reads a NUL-terminated string.
@@ -65,45 +72,55 @@ fn main() {
     }
 }
 
-/// An anonymous 1 MiB mapping with every page written, so it is resident (until released).
+/// An anonymous mapping (1 MiB unless reserved bigger), with every page written so it is
+/// resident (until released), or left untouched for another process to fill.
 struct Chunk {
     ptr: *mut libc::c_void,
+    len: usize,
     resident: bool,
 }
 
 impl Chunk {
-    fn touched() -> Chunk {
-        // SAFETY: a fresh private anonymous mapping, written only within its length.
-        unsafe {
-            let ptr = libc::mmap(
+    fn untouched(len: usize) -> Chunk {
+        // SAFETY: a fresh private anonymous mapping.
+        let ptr = unsafe {
+            libc::mmap(
                 std::ptr::null_mut(),
-                MIB,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
-            );
-            assert_ne!(ptr, libc::MAP_FAILED, "mmap");
-            std::ptr::write_bytes(ptr.cast::<u8>(), 0x5a, MIB);
-            Chunk {
-                ptr,
-                resident: true,
-            }
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        Chunk {
+            ptr,
+            len,
+            resident: false,
         }
+    }
+
+    fn touched() -> Chunk {
+        let mut chunk = Chunk::untouched(MIB);
+        // SAFETY: written only within the mapping's length.
+        unsafe { std::ptr::write_bytes(chunk.ptr.cast::<u8>(), 0x5a, chunk.len) };
+        chunk.resident = true;
+        chunk
     }
 
     /// Gives the pages back to the kernel; the mapping stays.
     fn release(&mut self) {
-        // SAFETY: advises exactly the mapping made in `touched`.
-        unsafe { libc::madvise(self.ptr, MIB, libc::MADV_DONTNEED) };
+        // SAFETY: advises exactly this mapping.
+        unsafe { libc::madvise(self.ptr, self.len, libc::MADV_DONTNEED) };
         self.resident = false;
     }
 }
 
 impl Drop for Chunk {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `touched`.
-        unsafe { libc::munmap(self.ptr, MIB) };
+        // SAFETY: unmaps exactly this mapping.
+        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
 
