@@ -281,8 +281,15 @@ impl Monitor {
             self.unwatch(pid);
             return;
         }
-        if let Some(kernel) = self.kernel.as_mut() {
-            let _ = kernel.watch(pid, self.scanner.resident_parts(pid), by_name);
+        if let Some(kernel) = self.kernel.as_mut()
+            && kernel
+                .watch(pid, self.scanner.resident_parts(pid), by_name)
+                .is_err()
+        {
+            // The kernel side's table is full: a process it cannot follow is not watched.
+            self.warn_skipped_once(SkipReason::Full(self.config.max_processes), 1);
+            self.unwatch(pid);
+            return;
         }
         self.confirm(pid, now, false);
     }

@@ -46,7 +46,9 @@ pub enum AdmitError {
 impl From<Errno> for AdmitError {
     fn from(errno: Errno) -> AdmitError {
         match errno {
-            Errno::SRCH | Errno::NOENT => AdmitError::Gone,
+            // `pidfd_open` of a thread that is not its process's leader fails with ENOENT
+            // here (EINVAL on older kernels): not a process, nothing to watch.
+            Errno::SRCH | Errno::NOENT | Errno::INVAL => AdmitError::Gone,
             other => AdmitError::Io(other.into()),
         }
     }

@@ -230,6 +230,11 @@ impl Target {
         self.command(&format!("rename {name}"), "ok");
     }
 
+    /// Starts a thread in the target that names itself `name` (the process keeps its name).
+    pub fn named_thread(&mut self, name: &str) {
+        self.command(&format!("thread {name}"), "ok");
+    }
+
     /// Makes SIGTERM no longer end the target.
     pub fn ignore_term(&mut self) {
         self.command("ignore-term", "ok");

@@ -109,6 +109,34 @@ fn processes_are_discovered_at_exec_fork_and_rename_without_polling() {
 }
 
 #[test]
+fn a_thread_taking_a_matching_name_is_not_a_process_to_watch() {
+    if !root_or_skip("a_thread_taking_a_matching_name_is_not_a_process_to_watch") {
+        return;
+    }
+    let name = unique_name("mme-th");
+    let mut target = Target::spawn(&unique_name("mme-tp"));
+    target.grow(48);
+    let mut monitor = start(&ebpf_args(&[&name]));
+    target.named_thread(&format!("{name}t"));
+    // The monitor has seen the rename (the kernel side cannot tell a thread from a process
+    // there and asks userspace, which finds a thread and lets it go).
+    monitor.expect_log(&["kernel event", "kind=rename"]);
+    let probe = Target::spawn(&name);
+    monitor.expect_log(&["watching", &format!("pid={}", probe.pid())]);
+    assert!(
+        target.signals().is_empty(),
+        "the process's own name does not match"
+    );
+    assert_eq!(
+        monitor.count(&["WARN"]),
+        0,
+        "nothing to warn about; log:\n{}",
+        monitor.log_text()
+    );
+    assert!(monitor.stop().success());
+}
+
+#[test]
 fn one_event_per_crossing_and_freeing_memory_rearms() {
     if !root_or_skip("one_event_per_crossing_and_freeing_memory_rearms") {
         return;

@@ -8,7 +8,8 @@
 //!   back with `madvise(MADV_DONTNEED)`, keeping the mappings; each answers `ok rss=<bytes>`
 //! - `reserve N` — map N MiB without touching it, for another process to fill
 //!   (`process_vm_writev`); answers `reserved addr=<address>`
-//! - `rename NAME` — `prctl(PR_SET_NAME)`; `fork` — a child sharing the memory, `child pid=<pid>`
+//! - `rename NAME` — `prctl(PR_SET_NAME)`; `thread NAME` — start a thread that names itself NAME
+//! - `fork` — a child sharing the memory, `child pid=<pid>`
 //! - `ignore-term` — SIGTERM no longer ends it (it is still reported); `exit` — exit 0
 //!
 //! Every signal is reported as `signal <number> pid=<receiver>`. Until `ignore-term` is
@@ -59,6 +60,18 @@ fn main() {
                 let name = std::ffi::CString::new(name).expect("name");
                 // SAFETY: PR_SET_NAME reads a NUL-terminated string.
                 unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+                say(&format!("ok rss={}", rss()));
+            }
+            (Some("thread"), Some(name)) => {
+                let name = std::ffi::CString::new(name).expect("name");
+                std::thread::spawn(move || {
+                    // SAFETY: PR_SET_NAME reads a NUL-terminated string; it names this thread.
+                    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+                    loop {
+                        std::thread::park();
+                    }
+                });
+                std::thread::sleep(std::time::Duration::from_millis(50));
                 say(&format!("ok rss={}", rss()));
             }
             (Some("fork"), None) => fork_child(),
