@@ -271,6 +271,11 @@ fn parse_pid(text: &str) -> Result<i32, String> {
     if pid == std::process::id() as i32 {
         return Err(format!("{pid} is this monitor itself"));
     }
+    if rustix::process::getppid().is_some_and(|parent| parent.as_raw_nonzero().get() == pid) {
+        return Err(format!(
+            "{pid} is this monitor's parent, which is never signalled"
+        ));
+    }
     Ok(pid)
 }
 

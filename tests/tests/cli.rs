@@ -52,6 +52,41 @@ fn bad_input_exits_2_with_one_line_naming_it() {
 }
 
 #[test]
+fn the_monitors_parent_cannot_be_watched() {
+    let me = std::process::id().to_string();
+    let (status, stderr) = run_monitor(&["-m", "1", "--pid", &me]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("parent"), "{stderr}");
+}
+
+#[test]
+fn a_name_matching_the_monitor_itself_skips_it() {
+    let child = std::process::Command::new(memory_monitor_tests::bin("memory-monitor"))
+        .args([
+            "--once",
+            "--dry-run",
+            "-m",
+            "1K",
+            "--match",
+            "exact",
+            "memory-monitor",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let me = format!("pid={} ", child.id());
+    let output = child.wait_with_output().expect("wait");
+    let log = String::from_utf8_lossy(&output.stderr);
+    // Its own RSS is far over 1 KiB, yet it never names itself (other monitors may be named).
+    assert!(log.contains("watching"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("over the limit") && l.contains(&me)),
+        "{log}"
+    );
+}
+
+#[test]
 fn help_teaches_and_exits_0() {
     let (status, stderr) = run_monitor(&["--help"]);
     assert!(status.success(), "{stderr}");

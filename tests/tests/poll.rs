@@ -212,3 +212,19 @@ fn hostile_names_are_logged_on_one_line() {
         "escaped: {breach}"
     );
 }
+
+#[test]
+fn a_full_watch_list_warns_once_and_counts_what_it_skips() {
+    let name = unique_name("mmp-mx");
+    let targets: Vec<Target> = (0..3).map(|_| Target::spawn(&name)).collect();
+    let mut monitor = Monitor::start(&poll_args("32", &["--max-processes", "1", &name]));
+    monitor.expect_log(&["checked", "watched=1", "skipped=2"]);
+    monitor.expect_more("checked", 3);
+    assert_eq!(
+        monitor.count(&["WARN", "maximum of 1 processes", "skipped=2"]),
+        1,
+        "warned once"
+    );
+    assert!(monitor.stop().success());
+    drop(targets);
+}
