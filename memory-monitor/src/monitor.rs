@@ -18,7 +18,7 @@ use crate::config::{Config, Mode};
 use crate::policy::{Policy, Verdict};
 use crate::procfs::page_size;
 use crate::source::ebpf::{KernelSettings, KernelWatch};
-use crate::source::poll::{ScanReport, Scanner, SkipReason};
+use crate::source::poll::{Scanner, SkipReason};
 use crate::units::{Bytes, Period};
 use crate::watch::{AdmitError, Watched, Watchlist};
 
@@ -135,36 +135,20 @@ impl Monitor {
                 }
             })
             .map_err(Error::Proc)?;
-        self.warn_skipped(&scan);
+        if let Some(reason) = scan.skip_reason {
+            self.warn_skipped_once(reason, scan.skipped);
+        }
         if let Some(kernel) = self.kernel.as_mut() {
             for watched in self.list.iter() {
                 let parts = self.scanner.resident_parts(watched.pid());
                 let _ = kernel.watch(watched.pid(), parts, !watched.is_pinned());
             }
         }
-        let mut report = CycleReport {
+        // Freshly seeded, the kernel side is armed: nothing to re-arm.
+        let report = CycleReport {
             skipped: scan.skipped,
-            ..CycleReport::default()
+            ..self.check_watched(now, false, |_, _| true)
         };
-        let (policy, dispatch, page_size) = (&self.policy, self.dispatch(), self.page_size);
-        let mut kernel = self.kernel.as_mut();
-        let mut next_deadline = None;
-        self.list.retain_mut(|watched| {
-            // Freshly seeded, the kernel side is armed: nothing to re-arm.
-            let link = kernel.as_deref_mut().map(|kernel| KernelLink {
-                kernel,
-                rearm: false,
-            });
-            let Some((verdict, _)) = check(policy, watched, page_size, now, dispatch, link) else {
-                return false;
-            };
-            report.over += usize::from(watched.episode.is_over());
-            report.signals += usize::from(verdict.signals());
-            next_deadline = earliest(next_deadline, policy.deadline(&watched.episode));
-            true
-        });
-        self.next_deadline = next_deadline;
-        report.watched = self.list.len();
         tracing::debug!(
             watched = report.watched,
             over = report.over,
@@ -175,10 +159,39 @@ impl Monitor {
         Ok(report)
     }
 
-    fn warn_skipped(&mut self, scan: &ScanReport) {
-        if let Some(reason) = scan.skip_reason {
-            self.warn_skipped_once(reason, scan.skipped);
-        }
+    /// Checks the watched processes `due` selects, at `now`, and drops those gone (on the
+    /// kernel side too). With `rearm`, the kernel side waits to be re-armed for them.
+    fn check_watched(
+        &mut self,
+        now: Instant,
+        rearm: bool,
+        due: impl Fn(&Policy, &Watched) -> bool,
+    ) -> CycleReport {
+        let (policy, dispatch, page_size) = (&self.policy, self.dispatch(), self.page_size);
+        let mut kernel = self.kernel.as_mut();
+        let mut report = CycleReport::default();
+        let mut next_deadline = None;
+        self.list.retain_mut(|watched| {
+            if due(policy, watched) {
+                let link = kernel
+                    .as_deref_mut()
+                    .map(|kernel| KernelLink { kernel, rearm });
+                let Some((verdict, _)) = check(policy, watched, page_size, now, dispatch, link)
+                else {
+                    if let Some(kernel) = kernel.as_deref_mut() {
+                        kernel.forget(watched.pid());
+                    }
+                    return false;
+                };
+                report.signals += usize::from(verdict.signals());
+            }
+            report.over += usize::from(watched.episode.is_over());
+            next_deadline = earliest(next_deadline, policy.deadline(&watched.episode));
+            true
+        });
+        self.next_deadline = next_deadline;
+        report.watched = self.list.len();
+        report
     }
 
     fn warn_skipped_once(&mut self, reason: SkipReason, skipped: usize) {
@@ -332,29 +345,11 @@ impl Monitor {
 
     /// eBPF mode: checks the processes whose repeat or kill is due at `now`.
     pub fn handle_due(&mut self, now: Instant) {
-        let (policy, page_size, dispatch) = (&self.policy, self.page_size, self.dispatch());
-        let mut kernel = self.kernel.as_mut();
-        let mut next_deadline = None;
-        self.list.retain_mut(|watched| {
-            if policy
+        self.check_watched(now, true, |policy, watched| {
+            policy
                 .deadline(&watched.episode)
                 .is_some_and(|due| due <= now)
-            {
-                let link = kernel.as_deref_mut().map(|kernel| KernelLink {
-                    kernel,
-                    rearm: true,
-                });
-                let Some(_) = check(policy, watched, page_size, now, dispatch, link) else {
-                    if let Some(kernel) = kernel.as_deref_mut() {
-                        kernel.forget(watched.pid());
-                    }
-                    return false;
-                };
-            }
-            next_deadline = earliest(next_deadline, policy.deadline(&watched.episode));
-            true
         });
-        self.next_deadline = next_deadline;
     }
 
     /// When the next repeat or kill may fall due (eBPF mode); `None`: nothing pending.
