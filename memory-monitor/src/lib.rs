@@ -12,6 +12,7 @@
 //! - [`policy`]: the per-process breach state machine.
 //! - [`action`]: signalling, and the log line for each event.
 //! - [`monitor`]: the loop tying them together.
+//! - [`footprint`]: keeping the monitor's own memory small.
 //!
 //! ```no_run
 //! use memory_monitor::{Config, matcher::{Matcher, MatchMode}};
@@ -22,6 +23,7 @@
 
 pub mod action;
 pub mod config;
+pub mod footprint;
 pub mod logging;
 pub mod matcher;
 pub mod monitor;

@@ -16,7 +16,7 @@ use crate::Error;
 use crate::action::{self, Dispatch};
 use crate::config::{Config, Mode};
 use crate::policy::{Policy, Verdict};
-use crate::procfs::page_size;
+use crate::procfs::{ProcRoot, page_size};
 use crate::source::ebpf::{KernelSettings, KernelWatch};
 use crate::source::poll::{Scanner, SkipReason};
 use crate::units::{Bytes, Period};
@@ -76,10 +76,14 @@ impl Monitor {
     /// `/proc` and allocates everything the loop will need. Outside `--mode poll` and
     /// `--once` it must be called inside a tokio runtime.
     pub fn new(config: Config) -> Result<Monitor, Error> {
-        raise_fd_limit(config.max_processes);
+        crate::footprint::reserve_descriptors(config.max_processes);
         let (kernel, poll_reason) = choose_source(&config)?;
-        let scanner =
-            Scanner::new(config.matcher.clone(), config.pids.clone()).map_err(Error::Proc)?;
+        // Poll mode reads every process every cycle and keeps `statm` open; eBPF mode reads one
+        // on a kernel report, and holding one descriptor per process instead of two doubles
+        // how many it can watch under the same open-files limit.
+        let hold_statm = kernel.is_none();
+        let scanner = Scanner::new(config.matcher.clone(), config.pids.clone(), hold_statm)
+            .map_err(Error::Proc)?;
         Ok(Monitor {
             policy: Policy {
                 limit: config.limit,
@@ -168,6 +172,7 @@ impl Monitor {
         due: impl Fn(&Policy, &Watched) -> bool,
     ) -> CycleReport {
         let (policy, dispatch, page_size) = (&self.policy, self.dispatch(), self.page_size);
+        let proc = self.scanner.proc();
         let mut kernel = self.kernel.as_mut();
         let mut report = CycleReport::default();
         let mut next_deadline = None;
@@ -176,8 +181,13 @@ impl Monitor {
                 let link = kernel
                     .as_deref_mut()
                     .map(|kernel| KernelLink { kernel, rearm });
-                let Some((verdict, _)) = check(policy, watched, page_size, now, dispatch, link)
-                else {
+                let measure = Measure {
+                    proc,
+                    page_size,
+                    now,
+                    dispatch,
+                };
+                let Some((verdict, _)) = check(policy, watched, measure, link) else {
                     if let Some(kernel) = kernel.as_deref_mut() {
                         kernel.forget(watched.pid());
                     }
@@ -330,7 +340,13 @@ impl Monitor {
             .kernel
             .as_mut()
             .map(|kernel| KernelLink { kernel, rearm });
-        match check(&self.policy, watched, self.page_size, now, dispatch, kernel) {
+        let measure = Measure {
+            proc: self.scanner.proc(),
+            page_size: self.page_size,
+            now,
+            dispatch,
+        };
+        match check(&self.policy, watched, measure, kernel) {
             Some((_, rss)) => {
                 self.next_deadline =
                     earliest(self.next_deadline, self.policy.deadline(&watched.episode));
@@ -409,7 +425,11 @@ impl Monitor {
     }
 
     async fn run_poll(&mut self, shutdown: &mut Shutdown) -> Result<Outcome, Error> {
-        let mut ticker = tokio::time::interval(self.config.interval);
+        let first = tokio::time::Instant::now();
+        self.cycle(first.into_std())?;
+        crate::footprint::trim();
+        let interval = self.config.interval;
+        let mut ticker = tokio::time::interval_at(first + interval, interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -430,6 +450,7 @@ impl Monitor {
         // The kernel side is attached: whatever starts from now on is reported. Seed it with
         // what already runs.
         self.cycle(Instant::now())?;
+        crate::footprint::trim();
         loop {
             if self.nothing_left() {
                 return Ok(Outcome::NothingLeft);
@@ -522,6 +543,15 @@ struct KernelLink<'a> {
     rearm: bool,
 }
 
+/// How and when a check measures.
+#[derive(Clone, Copy)]
+struct Measure<'a> {
+    proc: &'a ProcRoot,
+    page_size: u64,
+    now: Instant,
+    dispatch: Dispatch,
+}
+
 /// Measures `watched`, judges it and acts; returns the verdict and the exact RSS, or `None`
 /// once the process is gone. With a kernel side waiting for it, a process found under the
 /// limit is re-armed there before a second, deciding reading, so that no growth between the
@@ -529,19 +559,23 @@ struct KernelLink<'a> {
 fn check(
     policy: &Policy,
     watched: &mut Watched,
-    page_size: u64,
-    now: Instant,
-    dispatch: Dispatch,
+    measure: Measure<'_>,
     mut kernel: Option<KernelLink<'_>>,
 ) -> Option<(Verdict, u64)> {
+    let Measure {
+        proc,
+        page_size,
+        now,
+        dispatch,
+    } = measure;
     let mut statm_buf = [0u8; 128];
-    let mut rss = watched.rss(&mut statm_buf, page_size);
+    let mut rss = watched.rss(proc, &mut statm_buf, page_size);
     if let (Ok(under), Some(link)) = (rss, kernel.as_mut())
         && link.rearm
         && under <= policy.limit
     {
         link.kernel.rearm(watched.pid());
-        rss = watched.rss(&mut statm_buf, page_size);
+        rss = watched.rss(proc, &mut statm_buf, page_size);
     }
     let rss = match rss {
         Ok(rss) => rss,
@@ -572,26 +606,4 @@ fn check(
     };
     action::act(policy, verdict, watched, rss, dispatch);
     Some((verdict, rss))
-}
-
-/// Each watched process holds two descriptors (pidfd and statm); raise the soft open-files
-/// limit toward the hard one so `--max-processes` can be reached.
-fn raise_fd_limit(max_processes: usize) {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let wanted = (2 * max_processes as u64).saturating_add(64);
-    let current = getrlimit(Resource::Nofile);
-    let soft = current.current.unwrap_or(u64::MAX);
-    if soft >= wanted {
-        return;
-    }
-    let raised = current.maximum.map_or(wanted, |hard| hard.min(wanted));
-    if raised > soft {
-        let _ = setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: Some(raised),
-                maximum: current.maximum,
-            },
-        );
-    }
 }

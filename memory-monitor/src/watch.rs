@@ -1,6 +1,6 @@
 //! The watched processes: one record per process holding a pidfd (so a signal can never reach
-//! a process that merely reuses the PID) and an open `/proc/PID/statm` (re-read in place, so a
-//! measurement costs one `pread` and no allocation).
+//! a process that merely reuses the PID) and, when it is read often (poll mode), an open
+//! `/proc/PID/statm` (re-read in place, so a measurement costs one `pread` and no allocation).
 //!
 //! The table is allocated once with room for `--max-processes` records and kept sorted by PID;
 //! inserting, finding and sweeping never allocate.
@@ -23,7 +23,9 @@ pub struct Watched {
     pid: i32,
     comm: Comm,
     pidfd: OwnedFd,
-    statm: OwnedFd,
+    /// Held open when measurements are frequent; else opened for each (one descriptor per
+    /// process instead of two lets many more processes be watched).
+    statm: Option<OwnedFd>,
     /// Watched by `--pid`: kept whatever its name becomes.
     pinned: bool,
     /// The scan generation that last saw this process (poll mode's sweep).
@@ -74,12 +76,16 @@ impl Watched {
         pid: i32,
         admission: Admission<'_>,
         cmdline_buf: &mut [u8],
+        hold_statm: bool,
     ) -> Result<Watched, AdmitError> {
         let pidfd = rustix::process::pidfd_open(
             Pid::from_raw(pid).ok_or(AdmitError::Gone)?,
             PidfdFlags::empty(),
         )?;
-        let statm = proc.open_file(pid, "statm").map_err(io_gone)?;
+        let statm = match hold_statm {
+            true => Some(proc.open_file(pid, "statm").map_err(io_gone)?),
+            false => None,
+        };
         let mut stat_buf = [0u8; 1024];
         let stat = proc
             .read_file(pid, "stat", &mut stat_buf)
@@ -137,9 +143,24 @@ impl Watched {
 
     /// Exact resident memory in bytes, from `statm` (`buf` needs about 100 bytes).
     /// `Err(Errno::SRCH)` once the process has exited.
-    pub fn rss(&self, buf: &mut [u8], page_size: u64) -> Result<u64, Errno> {
-        let statm = procfs::read_at_start(&self.statm, buf)
-            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+    pub fn rss(&self, proc: &ProcRoot, buf: &mut [u8], page_size: u64) -> Result<u64, Errno> {
+        let errno = |e: std::io::Error| Errno::from_io_error(&e).unwrap_or(Errno::IO);
+        let statm = match &self.statm {
+            Some(statm) => procfs::read_at_start(statm, &mut *buf).map_err(errno)?,
+            None => {
+                let len = match proc.read_file(self.pid, "statm", &mut *buf) {
+                    Ok(read) => read.len(),
+                    // No /proc/PID any more: reaped.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Errno::SRCH),
+                    Err(e) => return Err(errno(e)),
+                };
+                // Read by PID: it was this process's only if the process still lives now.
+                if self.has_exited() {
+                    return Err(Errno::SRCH);
+                }
+                &buf[..len]
+            }
+        };
         // A process that has exited but not been reaped reads as all zeros: under any limit.
         let statm = procfs::parse_statm(statm).map_err(|_| Errno::SRCH)?;
         Ok(statm.resident_pages * page_size)

@@ -11,31 +11,30 @@ use rustix::io::Errno;
 
 #[test]
 fn a_watched_process_that_exits_reads_as_gone_and_is_not_signalled() {
-    let name = unique_name("mmx-gn");
-    let mut target = Target::spawn(&name);
-    target.grow(16);
-    let proc = ProcRoot::open().unwrap();
-    let matcher = Matcher::new(MatchMode::Exact, &name).unwrap();
-    let mut cmdline = vec![0; 4096];
-    let watched = Watched::open(
-        &proc,
-        target.pid(),
-        Admission::Matching(&matcher),
-        &mut cmdline,
-    )
-    .expect("the target is admitted");
-    let mut buf = [0u8; 128];
-    let rss = watched.rss(&mut buf, page_size()).expect("alive");
-    assert!(rss > 16 << 20, "{rss}");
-    assert!(!watched.has_exited());
+    // With statm held open (poll mode) and read by PID on demand (eBPF mode).
+    for hold_statm in [true, false] {
+        let name = unique_name("mmx-gn");
+        let mut target = Target::spawn(&name);
+        target.grow(16);
+        let proc = ProcRoot::open().unwrap();
+        let matcher = Matcher::new(MatchMode::Exact, &name).unwrap();
+        let mut cmdline = vec![0; 4096];
+        let admission = Admission::Matching(&matcher);
+        let watched = Watched::open(&proc, target.pid(), admission, &mut cmdline, hold_statm)
+            .expect("the target is admitted");
+        let mut buf = [0u8; 128];
+        let rss = watched.rss(&proc, &mut buf, page_size()).expect("alive");
+        assert!(rss > 16 << 20, "{rss}");
+        assert!(!watched.has_exited());
 
-    target.exit(); // exits and is reaped: its PID is free for reuse
-    assert!(watched.has_exited());
-    assert_eq!(watched.rss(&mut buf, page_size()), Err(Errno::SRCH));
-    assert_eq!(
-        deliver(&watched, Signal::TERM, Dispatch::Send),
-        Delivery::Exited
-    );
+        target.exit(); // exits and is reaped: its PID is free for reuse
+        assert!(watched.has_exited());
+        assert_eq!(watched.rss(&proc, &mut buf, page_size()), Err(Errno::SRCH));
+        assert_eq!(
+            deliver(&watched, Signal::TERM, Dispatch::Send),
+            Delivery::Exited
+        );
+    }
 }
 
 #[test]
@@ -49,10 +48,11 @@ fn a_process_that_does_not_match_is_not_admitted() {
             &proc,
             target.pid(),
             Admission::Matching(&matcher),
-            &mut cmdline
+            &mut cmdline,
+            true
         )
         .is_err()
     );
-    assert!(Watched::open(&proc, target.pid(), Admission::Pinned, &mut cmdline).is_ok());
+    assert!(Watched::open(&proc, target.pid(), Admission::Pinned, &mut cmdline, true).is_ok());
     target.rename("x");
 }

@@ -57,7 +57,8 @@ pub struct KernelSettings<'a> {
     pub max_processes: usize,
     /// `--kernel-signal`: the signal the kernel side sends itself.
     pub kernel_signal: Option<Signal>,
-    /// Whether the programs' own diagnostics (aya-log) are wanted (`-v`).
+    /// Whether the programs' own diagnostics (aya-log) are wanted (`-v`); otherwise their ring
+    /// buffer is not even mapped.
     pub debug_log: bool,
 }
 
@@ -123,7 +124,9 @@ impl KernelWatch {
             .map_err(|e| {
                 Unavailable(format!("loading the BPF programs failed: {}", one_line(&e)))
             })?;
-        start_program_logs(&mut ebpf);
+        if settings.debug_log {
+            start_program_logs(&mut ebpf);
+        }
         for (program, category, name) in ATTACHMENTS {
             attach(&mut ebpf, program, category, name)?;
         }

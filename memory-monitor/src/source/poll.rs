@@ -64,11 +64,18 @@ pub struct Scanner {
     matcher: Option<Matcher>,
     /// `--pid` processes, sorted.
     pinned: Vec<i32>,
+    /// Whether watched processes keep their `statm` open (see [`Watched`]).
+    hold_statm: bool,
 }
 
 impl Scanner {
-    /// A scanner for processes chosen by `matcher` and/or listed in `pinned`.
-    pub fn new(matcher: Option<Matcher>, mut pinned: Vec<i32>) -> io::Result<Scanner> {
+    /// A scanner for processes chosen by `matcher` and/or listed in `pinned`, whose records
+    /// hold `statm` open when `hold_statm` (measurements every cycle).
+    pub fn new(
+        matcher: Option<Matcher>,
+        mut pinned: Vec<i32>,
+        hold_statm: bool,
+    ) -> io::Result<Scanner> {
         pinned.sort_unstable();
         Ok(Scanner {
             proc: ProcRoot::open()?,
@@ -76,7 +83,13 @@ impl Scanner {
             cmdline_buf: vec![0; CMDLINE_MAX].into_boxed_slice(),
             matcher,
             pinned,
+            hold_statm,
         })
+    }
+
+    /// The `/proc` this scanner reads.
+    pub fn proc(&self) -> &ProcRoot {
+        &self.proc
     }
 
     /// Brings `list` up to date with `/proc`: admits new matches, drops what exited or stopped
@@ -95,6 +108,7 @@ impl Scanner {
             cmdline_buf,
             matcher,
             pinned,
+            hold_statm,
         } = self;
         proc.for_each_pid(dir_buf, |pid| {
             if exclusions.excludes(pid) {
@@ -113,7 +127,7 @@ impl Scanner {
             if list.mark_seen(pid) {
                 return;
             }
-            let skip = match Watched::open(proc, pid, admission, cmdline_buf) {
+            let skip = match Watched::open(proc, pid, admission, cmdline_buf, *hold_statm) {
                 Ok(watched) => match list.insert(watched) {
                     Ok(()) => return,
                     Err(full) => SkipReason::Full(full.0),
@@ -140,7 +154,13 @@ impl Scanner {
         } else {
             Admission::Matching(self.matcher.as_ref().ok_or(AdmitError::Gone)?)
         };
-        Watched::open(&self.proc, pid, admission, &mut self.cmdline_buf)
+        Watched::open(
+            &self.proc,
+            pid,
+            admission,
+            &mut self.cmdline_buf,
+            self.hold_statm,
+        )
     }
 
     /// `pid`'s exact resident split (all zeros if it cannot be read).

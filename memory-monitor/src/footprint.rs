@@ -1,0 +1,144 @@
+//! The monitor's own memory: it should be the smallest thing on a host that is short of it.
+//!
+//! Start-up is the expensive part: parsing the command line, loading the BPF programs (aya
+//! reads the kernel's BTF), scanning `/proc`. Once the monitor runs, [`trim`] gives back what
+//! only start-up needed: free heap pages, and the clean pages of start-up code, which stay in
+//! the page cache and come back on their own should they ever run again.
+
+/// Returns start-up's memory to the kernel. Call once the steady loop is about to start.
+pub fn trim() {
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe { libc::malloc_trim(0) };
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    for (start, end) in clean_file_mappings(&smaps) {
+        // SAFETY: a private, read-only mapping of a file holding no page of its own: dropping
+        // its pages loses nothing, the next access reads them again from the page cache.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
+/// Each watched process holds two descriptors (pidfd and statm): raises the open-files limit
+/// so that `max_processes` can be watched — the hard limit too when privileged (it may be
+/// lower than that), else up to the hard limit.
+pub fn reserve_descriptors(max_processes: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let wanted = (2 * max_processes as u64).saturating_add(64);
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_none_or(|soft| soft >= wanted) {
+        return;
+    }
+    let hard = limit.maximum;
+    let raised = Rlimit {
+        current: Some(wanted),
+        maximum: Some(hard.map_or(wanted, |hard| hard.max(wanted))),
+    };
+    if setrlimit(Resource::Nofile, raised).is_err() {
+        let current = hard.map_or(wanted, |hard| hard.min(wanted));
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(current),
+                maximum: hard,
+            },
+        );
+    }
+}
+
+/// The private, read-only file mappings in a `/proc/self/smaps` text that hold only file
+/// pages. A read-only mapping can hold private copies all the same: the dynamic linker writes
+/// relocations into RELRO pages before making them read-only, and those must stay.
+fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
+    let mut clean = Vec::new();
+    let mut current = None;
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Anonymous:") {
+            let copied = kib.trim().trim_end_matches(" kB").trim() != "0";
+            if let (Some(range), false) = (current.take(), copied) {
+                clean.push(range);
+            }
+        } else if let Some(header) = mapping_line(line) {
+            current = clean_file_mapping(header);
+        }
+    }
+    clean
+}
+
+/// A mapping's header line (`start-end perms offset dev inode [path]`), if `line` is one.
+fn mapping_line(line: &str) -> Option<&str> {
+    let range = line.split_whitespace().next()?;
+    let (start, end) = range.split_once('-')?;
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(start) && hex(end)).then_some(line)
+}
+
+/// The range of a mapping header that maps a file privately and read-only (code and constants
+/// of the binary and its libraries); none for anything else.
+fn clean_file_mapping(line: &str) -> Option<(usize, usize)> {
+    let mut fields = line.split_whitespace();
+    let range = fields.next()?;
+    let perms = fields.next()?;
+    let path = fields.nth(3)?;
+    if !perms.starts_with('r') || perms.as_bytes().get(1) != Some(&b'-') || !perms.ends_with('p') {
+        return None;
+    }
+    if !path.starts_with('/') {
+        return None;
+    }
+    let (start, end) = range.split_once('-')?;
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    (end > start).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mappings_holding_private_copies_are_kept() {
+        let smaps = "\
+55d0c0000000-55d0c0200000 r-xp 00001000 fd:01 1234 /usr/bin/memory-monitor
+Size:               2048 kB
+Rss:                1024 kB
+Anonymous:             0 kB
+7f0000000000-7f0000004000 r--p 001d5000 fd:01 99 /usr/lib/libc.so.6
+Size:                 16 kB
+Anonymous:            16 kB
+7f0000004000-7f0000006000 rw-p 001d9000 fd:01 99 /usr/lib/libc.so.6
+Anonymous:             8 kB
+7f0000006000-7f0000008000 r--p 00000000 fd:01 98 /usr/lib/ld.so
+Anonymous:             0 kB
+";
+        assert_eq!(
+            clean_file_mappings(smaps),
+            [
+                (0x55d0_c000_0000, 0x55d0_c020_0000),
+                (0x7f00_0000_6000, 0x7f00_0000_8000)
+            ]
+        );
+    }
+
+    #[test]
+    fn only_private_read_only_file_mappings_are_trimmed() {
+        let code = "55d0c0000000-55d0c0200000 r-xp 00001000 fd:01 1234 /usr/bin/memory-monitor";
+        assert_eq!(
+            clean_file_mapping(code),
+            Some((0x55d0_c000_0000, 0x55d0_c020_0000))
+        );
+        let constants = "7f0000000000-7f0000001000 r--p 00000000 fd:01 99 /usr/lib/libc.so.6";
+        assert!(clean_file_mapping(constants).is_some());
+        for kept in [
+            "7f0000001000-7f0000002000 rw-p 00001000 fd:01 99 /usr/lib/libc.so.6",
+            "7f0000002000-7f0000003000 r--s 00000000 00:0e 7 anon_inode:bpf-map",
+            "7f0000003000-7f0000004000 r-xs 00000000 fd:01 5 /dev/shm/shared",
+            "7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]",
+            "7ffd00030000-7ffd00032000 r-xp 00000000 00:00 0 [vdso]",
+            "55d0c1000000-55d0c1021000 rw-p 00000000 00:00 0 [heap]",
+            "7f0000005000-7f0000006000 ---p 00000000 00:00 0",
+        ] {
+            assert_eq!(clean_file_mapping(kept), None, "{kept}");
+        }
+    }
+}
