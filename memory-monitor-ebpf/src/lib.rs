@@ -36,11 +36,15 @@ pub struct Watch {
     pub members: [i64; member::COUNT],
     /// `bpf_ktime_get_ns()` of the last event sent for this process.
     pub last_event_ns: u64,
-    /// The process's hashed mm id, learned from its own events (0: not yet), so that changes
-    /// made from other contexts (reclaim, khugepaged, `process_vm_writev`) can be attributed.
-    pub mm_id: u32,
+    /// The process's memory map as the RSS program names it (the tracepoint's hashed mm id,
+    /// or the mm pointer for `tp_btf`), learned from its own changes (0: not yet), so that
+    /// changes made from other contexts (reclaim, khugepaged, `process_vm_writev`) can be
+    /// attributed.
+    pub mm: u64,
     /// `WATCH_*` flags.
     pub flags: u32,
+    /// Explicit padding (the record is 8-byte aligned).
+    pub _padding: u32,
 }
 
 /// The next time the approximate RSS is at or above the trigger, report it (one event per
@@ -250,7 +254,7 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NameRule {}
 
-    const _: () = assert!(core::mem::size_of::<super::Watch>() == 64);
+    const _: () = assert!(core::mem::size_of::<super::Watch>() == 72);
     const _: () = assert!(core::mem::size_of::<super::Event>() == 48);
     const _: () = assert!(core::mem::size_of::<super::NameRule>() == 24);
 }

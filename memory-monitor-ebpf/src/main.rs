@@ -20,10 +20,13 @@
 
 use aya_ebpf::{
     EbpfContext as _, Global,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_send_signal},
-    macros::{map, tracepoint},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_send_signal,
+    },
+    macros::{btf_tracepoint, map, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 use memory_monitor_ebpf::{
@@ -38,10 +41,10 @@ const MAX_PROCESSES: u32 = 16384;
 #[map]
 static WATCHED: HashMap<u32, Watch> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
-/// mm id → tgid, learned from each watched process's own events, to attribute the changes
-/// other contexts make (`curr == 0`).
+/// Memory map (the tracepoint's hashed mm id, or the mm pointer for `tp_btf`) → tgid, learned
+/// from each watched process's own changes, to attribute the changes other contexts make.
 #[map]
-static MM_OWNER: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+static MM_OWNER: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
 /// Re-arm requests from userspace (key: tgid): kept apart from `WATCHED` so that userspace
 /// never writes a watch record back over counter values this side has just updated.
@@ -84,6 +87,15 @@ static MONITOR_PARENT_TGID: Global<u32> = Global::new(0);
 static TRIGGER_BYTES: Global<u64> = Global::new(u64::MAX);
 #[unsafe(no_mangle)]
 static LIMIT_BYTES: Global<u64> = Global::new(u64::MAX);
+
+/// `tp_btf` only: where `mm_struct.rss_stat[member].count` is for each member, and
+/// `task_struct.mm`, as the loader found in the kernel's BTF; and the page size.
+#[unsafe(no_mangle)]
+static RSS_COUNT_OFFSETS: Global<[u64; member::COUNT]> = Global::new([0; member::COUNT]);
+#[unsafe(no_mangle)]
+static TASK_MM_OFFSET: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static PAGE_SIZE: Global<i64> = Global::new(4096);
 
 /// `--kernel-signal`: the signal to send from the kernel side, or 0.
 #[unsafe(no_mangle)]
@@ -142,58 +154,126 @@ fn emit(kind: u32, tgid: u32, rss: u64, parent: u32, verdict: u32, comm: [u8; 16
     }
 }
 
-/// `kmem:rss_stat`: one of a process's RSS counters changed.
+/// `kmem:rss_stat` (classic tracepoint): one of a process's RSS counters changed.
 #[tracepoint]
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
-    on_rss_stat(&ctx);
+    let Some(slot) = resident_slot(field(&ctx, layout::RSS_MEMBER)) else {
+        return 0;
+    };
+    // `curr`: the change is made by a task of that mm; otherwise only the mm id names it.
+    let own = field::<u32>(&ctx, layout::RSS_CURR) != 0;
+    let mm = u64::from(field::<u32>(&ctx, layout::RSS_MM_ID));
+    let found = if own {
+        let tgid = current_tgid();
+        WATCHED.get_ptr_mut(tgid).map(|watch| (tgid, watch))
+    } else {
+        owner_of(mm)
+    };
+    if let Some((tgid, watch)) = found {
+        // SAFETY: a live map value (see `update`).
+        update(
+            unsafe { &mut *watch },
+            tgid,
+            mm,
+            own,
+            slot,
+            field(&ctx, layout::RSS_SIZE),
+        );
+    }
     0
 }
 
-#[inline(always)]
-fn on_rss_stat(ctx: &TracePointContext) {
-    let mm_id: u32 = field(ctx, layout::RSS_MM_ID);
-    let curr: u32 = field(ctx, layout::RSS_CURR);
-    // The task's own change names its process; any other context names only the mm.
-    let tgid = if curr != 0 {
-        current_tgid()
-    } else {
-        // SAFETY: a plain value copied out of the map at once.
-        match unsafe { MM_OWNER.get(mm_id) } {
-            Some(&owner) => owner,
-            None => return,
+/// `kmem:rss_stat` as a BTF tracepoint (`tp_btf`): the same change, seen through the
+/// tracepoint's arguments (`mm`, `member`) without the tracepoint's record being filled in.
+#[btf_tracepoint(function = "rss_stat")]
+pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
+    let mm: u64 = ctx.arg(0);
+    let member: i32 = ctx.arg(1);
+    let Some(slot) = resident_slot(member as u32) else {
+        return 0;
+    };
+    let tgid = current_tgid();
+    let found = match WATCHED.get_ptr_mut(tgid) {
+        // SAFETY: reads a live map value.
+        Some(watch) if unsafe { (*watch).mm } == mm || current_mm() == mm => {
+            Some((tgid, watch, true))
         }
+        _ => owner_of(mm).map(|(tgid, watch)| (tgid, watch, false)),
     };
-    let Some(watch) = WATCHED.get_ptr_mut(tgid) else {
-        return;
-    };
-    // SAFETY: a live map value; this program is its only writer besides whole-record updates
-    // from userspace, which at worst make one counter value stale until its next change.
-    let watch = unsafe { &mut *watch };
-    // Swap entries are not resident; anything else is a counter this program does not know.
-    // (Matching constants keeps each store's offset fixed, which the verifier can check.)
-    let index: u32 = field(ctx, layout::RSS_MEMBER);
-    let slot = match index as usize {
-        member::FILE => member::FILE,
-        member::ANON => member::ANON,
-        member::SHMEM => member::SHMEM,
-        _ => return,
-    };
-    if curr != 0 && watch.mm_id != mm_id {
-        learn_mm(watch, tgid, mm_id);
+    if let Some((tgid, watch, own)) = found {
+        let pages = read_kernel::<i64>(mm + RSS_COUNT_OFFSETS.load()[slot]).max(0);
+        // SAFETY: a live map value (see `update`).
+        update(
+            unsafe { &mut *watch },
+            tgid,
+            mm,
+            own,
+            slot,
+            pages * PAGE_SIZE.load(),
+        );
     }
-    watch.members[slot] = field(ctx, layout::RSS_SIZE);
-    judge(watch, tgid, curr != 0);
+    0
+}
+
+/// The watch slot of a resident counter; none for swap entries (not resident) or a counter
+/// this program does not know. (Matching constants keeps each store's offset fixed, which the
+/// verifier can check.)
+#[inline(always)]
+fn resident_slot(member: u32) -> Option<usize> {
+    match member as usize {
+        member::FILE => Some(member::FILE),
+        member::ANON => Some(member::ANON),
+        member::SHMEM => Some(member::SHMEM),
+        _ => None,
+    }
+}
+
+/// The watched process whose memory map is `mm`, as learned from its own changes.
+#[inline(always)]
+fn owner_of(mm: u64) -> Option<(u32, *mut Watch)> {
+    // SAFETY: a plain value copied out of the map at once.
+    let tgid = *unsafe { MM_OWNER.get(mm) }?;
+    WATCHED.get_ptr_mut(tgid).map(|watch| (tgid, watch))
+}
+
+/// The current task's memory map (`current->mm`), by the offset the loader found in BTF.
+#[inline(always)]
+fn current_mm() -> u64 {
+    // SAFETY: no preconditions; the result is only read through probe_read.
+    let task = unsafe { bpf_get_current_task() };
+    read_kernel::<u64>(task + TASK_MM_OFFSET.load())
+}
+
+#[inline(always)]
+fn read_kernel<T: Copy + Default>(address: u64) -> T {
+    // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
+    unsafe { bpf_probe_read_kernel(address as *const T) }.unwrap_or_default()
+}
+
+/// A counter of watched process `tgid` is now `size` bytes; `own` when the process made the
+/// change itself (then `mm` is its map, learned for changes made from other contexts).
+///
+/// The watch is a live map value: this program and the discovery programs are its writers
+/// besides whole-record updates from userspace, which at worst leave one counter stale until
+/// its next change.
+#[inline(always)]
+fn update(watch: &mut Watch, tgid: u32, mm: u64, own: bool, slot: usize, size: i64) {
+    if own && watch.mm != mm {
+        learn_mm(watch, tgid, mm);
+    }
+    watch.members[slot] = size;
+    judge(watch, tgid, own);
 }
 
 /// Records which mm is `tgid`'s (it changes at exec).
 #[inline(always)]
-fn learn_mm(watch: &mut Watch, tgid: u32, mm_id: u32) {
-    if watch.mm_id != 0 {
-        let _ = MM_OWNER.remove(watch.mm_id);
+fn learn_mm(watch: &mut Watch, tgid: u32, mm: u64) {
+    if watch.mm != 0 {
+        let _ = MM_OWNER.remove(watch.mm);
     }
-    watch.mm_id = mm_id;
-    if MM_OWNER.insert(mm_id, tgid, 0).is_err() {
-        watch.mm_id = 0;
+    watch.mm = mm;
+    if MM_OWNER.insert(mm, tgid, 0).is_err() {
+        watch.mm = 0;
     }
 }
 
@@ -249,8 +329,9 @@ fn new_watch(flags: u32) -> Watch {
         limit: LIMIT_BYTES.load(),
         members: [0; member::COUNT],
         last_event_ns: 0,
-        mm_id: 0,
+        mm: 0,
         flags: flags | WATCH_ARMED,
+        _padding: 0,
     }
 }
 
@@ -288,8 +369,8 @@ pub fn exec(ctx: TracePointContext) -> u32 {
 }
 
 fn forget_mm(watch: &Watch) {
-    if watch.mm_id != 0 {
-        let _ = MM_OWNER.remove(watch.mm_id);
+    if watch.mm != 0 {
+        let _ = MM_OWNER.remove(watch.mm);
     }
 }
 

@@ -11,6 +11,7 @@ use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::matcher::{MatchMode, Matcher};
 use crate::signal::Signal;
+use crate::source::ebpf::Attach;
 use crate::units::{self, SizeSpec};
 
 /// A command line or setting that cannot work, with one line saying why.
@@ -81,6 +82,8 @@ pub struct Config {
     pub mode: Mode,
     /// In eBPF mode, have the kernel side send the signal itself at the crossing.
     pub kernel_signal: bool,
+    /// In eBPF mode, how the RSS program attaches to `kmem:rss_stat`.
+    pub attach: Attach,
 }
 
 /// How the monitor learns about memory changes.
@@ -112,6 +115,7 @@ impl Config {
             max_processes: DEFAULT_MAX_PROCESSES,
             mode: Mode::Auto,
             kernel_signal: false,
+            attach: Attach::Tracepoint,
         }
     }
 
@@ -218,6 +222,11 @@ struct Cli {
     /// and escalates.
     #[arg(long, conflicts_with = "dry_run")]
     kernel_signal: bool,
+
+    /// eBPF mode: how the RSS program attaches to kmem:rss_stat: tracepoint (a classic
+    /// tracepoint) or tp-btf (a BTF-typed raw tracepoint; needs the kernel's BTF).
+    #[arg(long, value_name = "HOW", value_enum, default_value_t = Attach::Tracepoint)]
+    attach: Attach,
 
     /// Most processes to watch at once; beyond it new matches are skipped (with one warning).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROCESSES, value_parser = parse_capacity)]
@@ -357,6 +366,7 @@ impl Cli {
                 max_processes: self.max_processes,
                 mode: self.mode,
                 kernel_signal: self.kernel_signal,
+                attach: self.attach,
             },
             log: LogSettings {
                 verbosity,

@@ -389,6 +389,7 @@ impl Monitor {
                 limit = %Bytes(self.policy.limit),
                 action = %action,
                 mode = %"ebpf",
+                attach = %self.config.attach,
                 reports_from = %Bytes(kernel.trigger()),
                 "watching {target}{dry_run}"
             ),
@@ -514,6 +515,7 @@ fn choose_source(config: &Config) -> Result<(Option<KernelWatch>, Option<String>
         limit: config.limit,
         max_processes: config.max_processes,
         kernel_signal: config.kernel_signal.then_some(config.signal),
+        attach: config.attach,
         debug_log: tracing::enabled!(tracing::Level::DEBUG),
     };
     match config.mode {

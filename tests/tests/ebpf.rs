@@ -8,6 +8,9 @@ use memory_monitor_tests::{Monitor, PATIENCE, Target, bpf_objects_of, root_or_sk
 
 const USR1: i32 = libc::SIGUSR1;
 
+/// The ways the RSS program can attach; behaviour must not depend on it.
+const ATTACH: [&str; 2] = ["tracepoint", "tp-btf"];
+
 /// Arguments for eBPF mode (failing rather than falling back), `-vv` so kernel events and
 /// their kinds are logged.
 fn ebpf_args<'a>(rest: &[&'a str]) -> Vec<&'a str> {
@@ -38,74 +41,78 @@ fn assert_never_polled(monitor: &mut Monitor) {
 
 #[test]
 fn a_crossing_is_signalled_and_nothing_else_is() {
-    if !root_or_skip("a_crossing_is_signalled_and_nothing_else_is") {
-        return;
+    for attach in ATTACH {
+        if !root_or_skip("a_crossing_is_signalled_and_nothing_else_is") {
+            return;
+        }
+        let name = unique_name("mme-cr");
+        let mut target = Target::spawn(&name);
+        let mut under = Target::spawn(&format!("{name}u"));
+        let mut other = Target::spawn(&unique_name("mme-ot"));
+        let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
+        under.grow(8);
+        other.grow(48);
+        target.grow(48);
+        assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
+        monitor.expect_log(&[
+            "over the limit",
+            &format!("pid={}", target.pid()),
+            "result=sent",
+        ]);
+        under.grow(8);
+        other.grow(8);
+        target.grow(8);
+        // Every process has changed since the breach; had anything been due, it would be logged
+        // before this exit is.
+        target.exit();
+        monitor.expect_log(&["exited"]);
+        assert!(under.signals().is_empty(), "under the limit");
+        assert!(other.signals().is_empty(), "name does not match");
+        assert_never_polled(&mut monitor);
+        assert!(monitor.stop().success());
     }
-    let name = unique_name("mme-cr");
-    let mut target = Target::spawn(&name);
-    let mut under = Target::spawn(&format!("{name}u"));
-    let mut other = Target::spawn(&unique_name("mme-ot"));
-    let mut monitor = start(&ebpf_args(&[&name]));
-    under.grow(8);
-    other.grow(48);
-    target.grow(48);
-    assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
-    monitor.expect_log(&[
-        "over the limit",
-        &format!("pid={}", target.pid()),
-        "result=sent",
-    ]);
-    under.grow(8);
-    other.grow(8);
-    target.grow(8);
-    // Every process has changed since the breach; had anything been due, it would be logged
-    // before this exit is.
-    target.exit();
-    monitor.expect_log(&["exited"]);
-    assert!(under.signals().is_empty(), "under the limit");
-    assert!(other.signals().is_empty(), "name does not match");
-    assert_never_polled(&mut monitor);
-    assert!(monitor.stop().success());
 }
 
 #[test]
 fn processes_are_discovered_at_exec_fork_and_rename_without_polling() {
-    if !root_or_skip("processes_are_discovered_at_exec_fork_and_rename_without_polling") {
-        return;
+    for attach in ATTACH {
+        if !root_or_skip("processes_are_discovered_at_exec_fork_and_rename_without_polling") {
+            return;
+        }
+        let name = unique_name("mme-dc");
+        let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
+
+        // exec: started after the monitor, under a matching name.
+        let mut execed = Target::spawn(&name);
+        execed.grow(48);
+        assert!(
+            execed.wait_signal(USR1),
+            "exec; log:\n{}",
+            monitor.log_text()
+        );
+
+        // fork: a watched process's child is a process of its own, over the limit from birth.
+        let child = execed.fork();
+        assert!(
+            execed.wait_signal_of(child, USR1),
+            "fork; log:\n{}",
+            monitor.log_text()
+        );
+
+        // rename: a process takes a matching name (prctl PR_SET_NAME on its leader).
+        let mut renamed = Target::spawn(&unique_name("mme-rn"));
+        renamed.grow(48);
+        renamed.rename(&format!("{name}r"));
+        assert!(
+            renamed.wait_signal(USR1),
+            "rename; log:\n{}",
+            monitor.log_text()
+        );
+
+        assert_eq!(execed.signals(), [USR1], "the parent was signalled once");
+        assert_never_polled(&mut monitor);
+        assert!(monitor.stop().success());
     }
-    let name = unique_name("mme-dc");
-    let mut monitor = start(&ebpf_args(&[&name]));
-
-    // exec: started after the monitor, under a matching name.
-    let mut execed = Target::spawn(&name);
-    execed.grow(48);
-    assert!(
-        execed.wait_signal(USR1),
-        "exec; log:\n{}",
-        monitor.log_text()
-    );
-
-    // fork: a watched process's child is a process of its own, over the limit from birth.
-    let child = execed.fork();
-    assert!(
-        execed.wait_signal_of(child, USR1),
-        "fork; log:\n{}",
-        monitor.log_text()
-    );
-
-    // rename: a process takes a matching name (prctl PR_SET_NAME on its leader).
-    let mut renamed = Target::spawn(&unique_name("mme-rn"));
-    renamed.grow(48);
-    renamed.rename(&format!("{name}r"));
-    assert!(
-        renamed.wait_signal(USR1),
-        "rename; log:\n{}",
-        monitor.log_text()
-    );
-
-    assert_eq!(execed.signals(), [USR1], "the parent was signalled once");
-    assert_never_polled(&mut monitor);
-    assert!(monitor.stop().success());
 }
 
 #[test]
@@ -138,74 +145,78 @@ fn a_thread_taking_a_matching_name_is_not_a_process_to_watch() {
 
 #[test]
 fn one_event_per_crossing_and_freeing_memory_rearms() {
-    if !root_or_skip("one_event_per_crossing_and_freeing_memory_rearms") {
-        return;
+    for attach in ATTACH {
+        if !root_or_skip("one_event_per_crossing_and_freeing_memory_rearms") {
+            return;
+        }
+        let name = unique_name("mme-oc");
+        let mut target = Target::spawn(&name);
+        let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
+        let pid = format!("pid={}", target.pid());
+
+        target.grow(48);
+        assert!(target.wait_signal(USR1));
+        let near_before = monitor.count(&["kernel event", &pid, "kind=near"]);
+        assert!(
+            near_before >= 1,
+            "the crossing was reported; log:\n{}",
+            monitor.log_text()
+        );
+        // Far over the limit the kernel side stays quiet: thousands of counter changes, no event.
+        target.grow(64);
+        target.madvise(104); // back to ~8 MiB, freed with madvise: the watch re-arms
+        monitor.expect_count(&["back under the limit", &pid], 1);
+        assert_eq!(
+            monitor.count(&["kernel event", &pid, "kind=near"]),
+            near_before,
+            "no report while over the limit; log:\n{}",
+            monitor.log_text()
+        );
+        assert_eq!(monitor.count(&["kernel event", &pid, "kind=under"]), 1);
+
+        target.grow(48);
+        assert!(
+            target.wait_signals(USR1, 2),
+            "the next crossing is caught again"
+        );
+        target.shrink(200); // back under, this time with munmap
+        monitor.expect_count(&["back under the limit", &pid], 2);
+        target.grow(48);
+        assert!(
+            target.wait_signals(USR1, 3),
+            "and again; log:\n{}",
+            monitor.log_text()
+        );
+        assert_eq!(
+            target.signals(),
+            [USR1; 3],
+            "exactly one signal per crossing"
+        );
+        assert_eq!(monitor.count(&["over the limit", &pid]), 3);
+        assert!(monitor.stop().success());
     }
-    let name = unique_name("mme-oc");
-    let mut target = Target::spawn(&name);
-    let mut monitor = start(&ebpf_args(&[&name]));
-    let pid = format!("pid={}", target.pid());
-
-    target.grow(48);
-    assert!(target.wait_signal(USR1));
-    let near_before = monitor.count(&["kernel event", &pid, "kind=near"]);
-    assert!(
-        near_before >= 1,
-        "the crossing was reported; log:\n{}",
-        monitor.log_text()
-    );
-    // Far over the limit the kernel side stays quiet: thousands of counter changes, no event.
-    target.grow(64);
-    target.madvise(104); // back to ~8 MiB, freed with madvise: the watch re-arms
-    monitor.expect_count(&["back under the limit", &pid], 1);
-    assert_eq!(
-        monitor.count(&["kernel event", &pid, "kind=near"]),
-        near_before,
-        "no report while over the limit; log:\n{}",
-        monitor.log_text()
-    );
-    assert_eq!(monitor.count(&["kernel event", &pid, "kind=under"]), 1);
-
-    target.grow(48);
-    assert!(
-        target.wait_signals(USR1, 2),
-        "the next crossing is caught again"
-    );
-    target.shrink(200); // back under, this time with munmap
-    monitor.expect_count(&["back under the limit", &pid], 2);
-    target.grow(48);
-    assert!(
-        target.wait_signals(USR1, 3),
-        "and again; log:\n{}",
-        monitor.log_text()
-    );
-    assert_eq!(
-        target.signals(),
-        [USR1; 3],
-        "exactly one signal per crossing"
-    );
-    assert_eq!(monitor.count(&["over the limit", &pid]), 3);
-    assert!(monitor.stop().success());
 }
 
 #[test]
 fn growth_caused_from_another_process_is_seen() {
-    if !root_or_skip("growth_caused_from_another_process_is_seen") {
-        return;
+    for attach in ATTACH {
+        if !root_or_skip("growth_caused_from_another_process_is_seen") {
+            return;
+        }
+        let name = unique_name("mme-vm");
+        let mut target = Target::spawn(&name);
+        let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
+        // The target's own change teaches the kernel side which memory map is the target's.
+        target.grow(8);
+        let addr = target.reserve(40);
+        // This process fills the target's memory: the kernel counts the pages to the target's map
+        // from this process's context (rss_stat `curr == 0`), naming the map but not the process.
+        target.write_into(addr, 40 << 20);
+        assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
+        monitor.expect_log(&["over the limit", &format!("pid={}", target.pid())]);
+        assert_never_polled(&mut monitor);
+        assert!(monitor.stop().success());
     }
-    let name = unique_name("mme-vm");
-    let mut target = Target::spawn(&name);
-    let mut monitor = start(&ebpf_args(&[&name]));
-    // The target's own change teaches the kernel side which memory map is the target's.
-    target.grow(8);
-    let addr = target.reserve(40);
-    // This process fills the target's memory: the kernel counts the pages to the target's map
-    // from this process's context (rss_stat `curr == 0`), naming the map but not the process.
-    target.write_into(addr, 40 << 20);
-    assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
-    monitor.expect_log(&["over the limit", &format!("pid={}", target.pid())]);
-    assert_never_polled(&mut monitor);
-    assert!(monitor.stop().success());
 }
 
 #[test]
@@ -245,21 +256,23 @@ fn repeats_and_kill_after_run_on_timers() {
 
 #[test]
 fn kernel_signal_is_sent_from_the_kernel_once_per_crossing() {
-    if !root_or_skip("kernel_signal_is_sent_from_the_kernel_once_per_crossing") {
-        return;
+    for attach in ATTACH {
+        if !root_or_skip("kernel_signal_is_sent_from_the_kernel_once_per_crossing") {
+            return;
+        }
+        let name = unique_name("mme-ks");
+        let mut target = Target::spawn(&name);
+        let mut monitor = start(&ebpf_args(&["--attach", attach, "--kernel-signal", &name]));
+        target.grow(48);
+        assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
+        monitor.expect_log(&["over the limit", "result=sent by the kernel"]);
+        monitor.expect_log(&["kernel event", "kind=kernel-signal"]);
+        target.grow(16);
+        target.exit();
+        monitor.expect_log(&["exited"]);
+        assert_eq!(monitor.count(&["over the limit"]), 1);
+        assert!(monitor.stop().success());
     }
-    let name = unique_name("mme-ks");
-    let mut target = Target::spawn(&name);
-    let mut monitor = start(&ebpf_args(&["--kernel-signal", &name]));
-    target.grow(48);
-    assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
-    monitor.expect_log(&["over the limit", "result=sent by the kernel"]);
-    monitor.expect_log(&["kernel event", "kind=kernel-signal"]);
-    target.grow(16);
-    target.exit();
-    monitor.expect_log(&["exited"]);
-    assert_eq!(monitor.count(&["over the limit"]), 1);
-    assert!(monitor.stop().success());
 }
 
 #[test]

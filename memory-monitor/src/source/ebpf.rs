@@ -10,7 +10,7 @@
 use std::io;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use memory_monitor_ebpf::{
     Event, NameRule, RULE_ASK, RULE_ASK_IF_EQUAL, RULE_EXACT, RULE_NONE, RULE_PREFIX, WATCH_ARMED,
@@ -21,21 +21,38 @@ use tokio::io::unix::AsyncFd;
 use crate::matcher::{MatchMode, Matcher};
 use crate::procfs::{COMM_LEN, ResidentParts};
 use crate::signal::Signal;
-use crate::source::tracefs;
+use crate::source::{btf, tracefs};
 
 /// The programs, embedded: the binary needs nothing else at run time.
 static PROGRAMS: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memory-monitor-ebpf"));
 
-/// Each program and the tracepoint (`category`, `name`) it attaches to. Discovery first, so
-/// no process born while the rest attaches is missed.
-const ATTACHMENTS: [(&str, &str, &str); 5] = [
+/// The discovery programs and the tracepoints (`category`, `name`) they attach to; attached
+/// before the RSS program so no process born meanwhile is missed.
+const DISCOVERY: [(&str, &str, &str); 4] = [
     ("exec", "sched", "sched_process_exec"),
     ("newtask", "task", "task_newtask"),
     ("rename", "task", "task_rename"),
     ("exit", "sched", "sched_process_exit"),
-    ("rss_stat", "kmem", "rss_stat"),
 ];
+
+/// How the RSS program attaches to `kmem:rss_stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Attach {
+    /// A classic tracepoint: the kernel fills in the tracepoint's record, the program reads it.
+    Tracepoint,
+    /// A BTF-typed raw tracepoint (`tp_btf`): the program gets the tracepoint's arguments and
+    /// reads the counter itself, at offsets found in the kernel's BTF.
+    TpBtf,
+}
+
+impl std::fmt::Display for Attach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum as _;
+        let value = self.to_possible_value().expect("no skipped values");
+        f.write_str(value.get_name())
+    }
+}
 
 /// The inode of the initial PID namespace (`PROC_PID_INIT_INO`): BPF sees host PIDs, so the
 /// monitor must see them too.
@@ -57,6 +74,8 @@ pub struct KernelSettings<'a> {
     pub max_processes: usize,
     /// `--kernel-signal`: the signal the kernel side sends itself.
     pub kernel_signal: Option<Signal>,
+    /// How the RSS program attaches.
+    pub attach: Attach,
     /// Whether the programs' own diagnostics (aya-log) are wanted (`-v`); otherwise their ring
     /// buffer is not even mapped.
     pub debug_log: bool,
@@ -94,7 +113,16 @@ impl KernelWatch {
         check_privileges()?;
         check_pid_namespace()?;
         let tracefs = tracefs::ensure_mounted().map_err(Unavailable)?;
-        tracefs::check_layout(&tracefs, &layout::ALL).map_err(Unavailable)?;
+        // The classic RSS program reads kmem:rss_stat's record; tp_btf reads kernel structures.
+        let fields: Vec<_> = layout::ALL
+            .into_iter()
+            .filter(|f| settings.attach == Attach::Tracepoint || f.tracepoint != "kmem/rss_stat")
+            .collect();
+        tracefs::check_layout(&tracefs, &fields).map_err(Unavailable)?;
+        let offsets = match settings.attach {
+            Attach::Tracepoint => None,
+            Attach::TpBtf => Some(btf::kernel_offsets().map_err(Unavailable)?),
+        };
         raise_memlock_limit();
 
         let trigger = settings.limit.saturating_sub(counter_error());
@@ -108,6 +136,9 @@ impl KernelWatch {
             aya_log::Level::Warn
         } as u8;
         let capacity = u32::try_from(settings.max_processes).unwrap_or(u32::MAX);
+        let task_mm = offsets.map_or(0, |o| o.task_mm);
+        let rss_counts = offsets.map_or([0; member::COUNT], |o| o.rss_counts);
+        let page_size = crate::procfs::page_size() as i64;
         let mut ebpf = EbpfLoader::new()
             .override_global("NAME_RULE", &rule, true)
             .override_global("MONITOR_TGID", &me, true)
@@ -115,6 +146,9 @@ impl KernelWatch {
             .override_global("TRIGGER_BYTES", &trigger, true)
             .override_global("LIMIT_BYTES", &settings.limit, true)
             .override_global("KERNEL_SIGNAL", &signal, true)
+            .override_global("TASK_MM_OFFSET", &task_mm, true)
+            .override_global("RSS_COUNT_OFFSETS", &rss_counts, true)
+            .override_global("PAGE_SIZE", &page_size, true)
             .override_global(aya_log::LEVEL, &log_level, false)
             .map_max_entries("WATCHED", capacity)
             .map_max_entries("MM_OWNER", capacity)
@@ -127,8 +161,12 @@ impl KernelWatch {
         if settings.debug_log {
             start_program_logs(&mut ebpf);
         }
-        for (program, category, name) in ATTACHMENTS {
-            attach(&mut ebpf, program, category, name)?;
+        for (program, category, name) in DISCOVERY {
+            attach_tracepoint(&mut ebpf, program, category, name)?;
+        }
+        match settings.attach {
+            Attach::Tracepoint => attach_tracepoint(&mut ebpf, "rss_stat", "kmem", "rss_stat")?,
+            Attach::TpBtf => attach_btf_tracepoint(&mut ebpf, "rss_stat_btf", "rss_stat")?,
         }
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name)
@@ -169,8 +207,9 @@ impl KernelWatch {
             limit: self.limit,
             members,
             last_event_ns: 0,
-            mm_id: 0,
+            mm: 0,
             flags: WATCH_ARMED | if by_name { WATCH_BY_NAME } else { 0 },
+            _padding: 0,
         };
         self.watched
             .insert(tgid as u32, record, 0)
@@ -319,32 +358,74 @@ fn raise_memlock_limit() {
     );
 }
 
-fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<(), Unavailable> {
-    let failed = |what: &str, e: &dyn std::error::Error| {
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &str,
+    category: &str,
+    name: &str,
+) -> Result<(), Unavailable> {
+    let target = format!("{category}:{name}");
+    let tracepoint: &mut TracePoint = program_of(ebpf, program, &target)?;
+    tracepoint
+        .load()
+        .map_err(|e| load_failed(program, &target, e))?;
+    tracepoint.attach(category, name).map_err(|e| {
         Unavailable(format!(
-            "{what} {program} for {category}:{name} failed: {}",
-            one_line(e)
+            "attaching {program} to {target} failed: {}",
+            one_line(&e)
         ))
-    };
-    let tracepoint: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| Unavailable(format!("the BPF object has no program {program}")))?
+    })?;
+    Ok(())
+}
+
+fn attach_btf_tracepoint(ebpf: &mut Ebpf, program: &str, name: &str) -> Result<(), Unavailable> {
+    let target = format!("tp_btf/{name}");
+    let btf = aya::Btf::from_sys_fs()
+        .map_err(|e| Unavailable(format!("cannot read the kernel's BTF for {target}: {e}")))?;
+    let tracepoint: &mut BtfTracePoint = program_of(ebpf, program, &target)?;
+    tracepoint
+        .load(name, &btf)
+        .map_err(|e| load_failed(program, &target, e))?;
+    tracepoint.attach().map_err(|e| {
+        Unavailable(format!(
+            "attaching {program} to {target} failed: {}",
+            one_line(&e)
+        ))
+    })?;
+    Ok(())
+}
+
+/// The program `name` in `ebpf`, as the program type `P`.
+fn program_of<'a, P>(ebpf: &'a mut Ebpf, name: &str, target: &str) -> Result<&'a mut P, Unavailable>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| Unavailable(format!("the BPF object has no program {name}")))?
         .try_into()
-        .map_err(|e| failed("preparing", &e))?;
-    tracepoint.load().map_err(|e| match &e {
+        .map_err(|e| {
+            Unavailable(format!(
+                "preparing {name} for {target} failed: {}",
+                one_line(&e)
+            ))
+        })
+}
+
+/// Why loading a program failed; the verifier's own complaint when it refused it.
+fn load_failed(program: &str, target: &str, error: aya::programs::ProgramError) -> Unavailable {
+    match &error {
         aya::programs::ProgramError::LoadError {
             io_error,
             verifier_log,
         } => Unavailable(format!(
-            "the kernel refused program {program} ({io_error}); the verifier says: {}",
+            "the kernel refused program {program} for {target} ({io_error}); the verifier says: {}",
             verifier_complaint(&verifier_log.to_string())
         )),
-        other => failed("loading", other),
-    })?;
-    tracepoint
-        .attach(category, name)
-        .map_err(|e| failed("attaching", &e))?;
-    Ok(())
+        other => Unavailable(format!(
+            "loading {program} for {target} failed: {}",
+            one_line(other)
+        )),
+    }
 }
 
 /// Registers a ring buffer with the runtime, to wait until it has data.

@@ -3,8 +3,10 @@
 //! - [`poll`] scans `/proc` every interval. It works everywhere, unprivileged included, and
 //!   also seeds the other source at start-up.
 //! - [`ebpf`] follows the kernel's RSS counters and process lifecycle through BPF programs on
-//!   tracepoints ([`tracefs`] checks their layouts): no polling, reaction in microseconds.
+//!   tracepoints ([`tracefs`] checks their layouts; [`btf`] finds kernel offsets for the
+//!   `tp_btf` variant): no polling, reaction in microseconds.
 
+pub mod btf;
 pub mod ebpf;
 pub mod poll;
 pub mod tracefs;
