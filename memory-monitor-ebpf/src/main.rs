@@ -36,6 +36,8 @@ use memory_monitor_ebpf::{
 
 /// Capacity placeholder; the loader sets the real one (`--max-processes`).
 const MAX_PROCESSES: u32 = 16384;
+/// Slot-count placeholder (a power of two); the loader sets the real one.
+const MAX_SLOTS: u32 = 65536;
 
 /// Watched processes by tgid. Written by userspace (start-up, discovery confirmations) and here.
 #[map]
@@ -45,6 +47,12 @@ static WATCHED: HashMap<u32, Watch> = HashMap::with_max_entries(MAX_PROCESSES, 0
 /// from each watched process's own changes, to attribute the changes other contexts make.
 #[map]
 static MM_OWNER: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+/// How many watched processes fall in each slot (`tgid & SLOT_MASK`): the hot path's first
+/// question, and its cheapest (an array lookup the verifier inlines). Only userspace writes it,
+/// so the counts are exact without atomics; a process counts once userspace has seeded it.
+#[map]
+static WATCH_SLOTS: Array<u32> = Array::with_max_entries(MAX_SLOTS, 0);
 
 /// Re-arm requests from userspace (key: tgid): kept apart from `WATCHED` so that userspace
 /// never writes a watch record back over counter values this side has just updated.
@@ -81,6 +89,10 @@ static NAME_RULE: Global<NameRule> = Global::new(NameRule {
 static MONITOR_TGID: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static MONITOR_PARENT_TGID: Global<u32> = Global::new(0);
+
+/// `WATCH_SLOTS`' size minus one.
+#[unsafe(no_mangle)]
+static SLOT_MASK: Global<u32> = Global::new(MAX_SLOTS - 1);
 
 /// Approximate RSS at which a process is reported (see `Watch::trigger`), and the limit.
 #[unsafe(no_mangle)]
@@ -165,6 +177,9 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
     let mm = u64::from(field::<u32>(&ctx, layout::RSS_MM_ID));
     let found = if own {
         let tgid = current_tgid();
+        if !maybe_watched(tgid) {
+            return 0;
+        }
         WATCHED.get_ptr_mut(tgid).map(|watch| (tgid, watch))
     } else {
         owner_of(mm)
@@ -193,12 +208,17 @@ pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let tgid = current_tgid();
-    let found = match WATCHED.get_ptr_mut(tgid) {
+    let own = match maybe_watched(tgid)
+        .then(|| WATCHED.get_ptr_mut(tgid))
+        .flatten()
+    {
         // SAFETY: reads a live map value.
-        Some(watch) if unsafe { (*watch).mm } == mm || current_mm() == mm => {
-            Some((tgid, watch, true))
-        }
-        _ => owner_of(mm).map(|(tgid, watch)| (tgid, watch, false)),
+        Some(watch) if unsafe { (*watch).mm } == mm || current_mm() == mm => Some((tgid, watch)),
+        _ => None,
+    };
+    let found = match own {
+        Some((tgid, watch)) => Some((tgid, watch, true)),
+        None => owner_of(mm).map(|(tgid, watch)| (tgid, watch, false)),
     };
     if let Some((tgid, watch, own)) = found {
         let pages = read_kernel::<i64>(mm + RSS_COUNT_OFFSETS.load()[slot]).max(0);
@@ -226,6 +246,14 @@ fn resident_slot(member: u32) -> Option<usize> {
         member::SHMEM => Some(member::SHMEM),
         _ => None,
     }
+}
+
+/// Whether `tgid` may be watched: false settles it for nearly every process on the machine.
+#[inline(always)]
+fn maybe_watched(tgid: u32) -> bool {
+    WATCH_SLOTS
+        .get(tgid & SLOT_MASK.load())
+        .is_some_and(|&count| count != 0)
 }
 
 /// The watched process whose memory map is `mm`, as learned from its own changes.

@@ -3,7 +3,50 @@
 //! Start-up is the expensive part: parsing the command line, loading the BPF programs (aya
 //! reads the kernel's BTF), scanning `/proc`. Once the monitor runs, [`trim`] gives back what
 //! only start-up needed: free heap pages, and the clean pages of start-up code, which stay in
-//! the page cache and come back on their own should they ever run again.
+//! the page cache and come back on their own should they ever run again. After start-up it
+//! should allocate nothing; [`CountingAllocator`] lets a binary prove it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The system allocator, counting allocations so [`allocations`] can report them. The
+/// `memory-monitor` binary installs it as its global allocator; in a program that does not,
+/// [`allocations`] stays 0.
+pub struct CountingAllocator;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: defers every call to the system allocator; only counts.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+/// Heap allocations (and reallocations) so far, when [`CountingAllocator`] is the global
+/// allocator.
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
 
 /// Returns start-up's memory to the kernel. Call once the steady loop is about to start.
 pub fn trim() {

@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use memory_monitor::Outcome;
 use memory_monitor::config::{self, Parsed};
 
+/// Counting lets the monitor say, when it stops, how many heap allocations it made after
+/// start-up (none is the aim).
+#[global_allocator]
+static ALLOCATOR: memory_monitor::footprint::CountingAllocator =
+    memory_monitor::footprint::CountingAllocator;
+
 /// Exit status for a bad command line.
 const USAGE: u8 = 2;
 

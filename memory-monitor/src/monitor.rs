@@ -413,25 +413,38 @@ impl Monitor {
                 any_over: report.over > 0,
             });
         }
-        let outcome = if self.kernel.is_some() {
-            self.run_events(&mut shutdown).await?
-        } else {
-            self.run_poll(&mut shutdown).await?
+        // The first look at /proc (which also seeds the kernel side: from now on it reports
+        // whatever starts) ends start-up.
+        let first = tokio::time::Instant::now();
+        self.cycle(first.into_std())?;
+        crate::footprint::trim();
+        let ticker = self.kernel.is_none().then(|| {
+            let interval = self.config.interval;
+            let mut ticker = tokio::time::interval_at(first + interval, interval);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ticker
+        });
+        let allocations = crate::footprint::allocations();
+        let outcome = match ticker {
+            Some(ticker) => self.run_poll(ticker, &mut shutdown).await?,
+            None => self.run_events(&mut shutdown).await?,
         };
+        let after_start_up = crate::footprint::allocations() - allocations;
         match outcome {
-            Outcome::Stopped => tracing::info!("stopping on signal"),
-            _ => tracing::info!("every watched process has exited; stopping"),
+            Outcome::Stopped => tracing::info!(allocations = after_start_up, "stopping on signal"),
+            _ => tracing::info!(
+                allocations = after_start_up,
+                "every watched process has exited; stopping"
+            ),
         }
         Ok(outcome)
     }
 
-    async fn run_poll(&mut self, shutdown: &mut Shutdown) -> Result<Outcome, Error> {
-        let first = tokio::time::Instant::now();
-        self.cycle(first.into_std())?;
-        crate::footprint::trim();
-        let interval = self.config.interval;
-        let mut ticker = tokio::time::interval_at(first + interval, interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    async fn run_poll(
+        &mut self,
+        mut ticker: tokio::time::Interval,
+        shutdown: &mut Shutdown,
+    ) -> Result<Outcome, Error> {
         loop {
             tokio::select! {
                 // The tick's scheduled time, not the time it ran: repeats due every interval
@@ -448,10 +461,6 @@ impl Monitor {
     }
 
     async fn run_events(&mut self, shutdown: &mut Shutdown) -> Result<Outcome, Error> {
-        // The kernel side is attached: whatever starts from now on is reported. Seed it with
-        // what already runs.
-        self.cycle(Instant::now())?;
-        crate::footprint::trim();
         loop {
             if self.nothing_left() {
                 return Ok(Outcome::NothingLeft);

@@ -256,23 +256,55 @@ fn repeats_and_kill_after_run_on_timers() {
 
 #[test]
 fn kernel_signal_is_sent_from_the_kernel_once_per_crossing() {
+    if !root_or_skip("kernel_signal_is_sent_from_the_kernel_once_per_crossing") {
+        return;
+    }
     for attach in ATTACH {
-        if !root_or_skip("kernel_signal_is_sent_from_the_kernel_once_per_crossing") {
-            return;
-        }
         let name = unique_name("mme-ks");
         let mut target = Target::spawn(&name);
         let mut monitor = start(&ebpf_args(&["--attach", attach, "--kernel-signal", &name]));
+        monitor.expect_log(&["checked", "watched=1"]);
+        // With the monitor's userspace frozen, only the kernel side can signal.
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(monitor.pid(), libc::SIGSTOP) };
         target.grow(48);
-        assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
+        let signalled = target.wait_signal(USR1);
+        // SAFETY: as above.
+        unsafe { libc::kill(monitor.pid(), libc::SIGCONT) };
+        assert!(signalled, "{attach}: log:\n{}", monitor.log_text());
         monitor.expect_log(&["over the limit", "result=sent by the kernel"]);
         monitor.expect_log(&["kernel event", "kind=kernel-signal"]);
         target.grow(16);
+        assert_eq!(target.signals(), [USR1], "{attach}: exactly once");
         target.exit();
         monitor.expect_log(&["exited"]);
         assert_eq!(monitor.count(&["over the limit"]), 1);
         assert!(monitor.stop().success());
     }
+}
+
+#[test]
+fn with_kernel_signal_a_breach_is_still_signalled_exactly_once() {
+    if !root_or_skip("with_kernel_signal_a_breach_is_still_signalled_exactly_once") {
+        return;
+    }
+    // Kernel and userspace race to the first signal; whoever wins, it is sent once.
+    let name = unique_name("mme-k1");
+    let mut target = Target::spawn(&name);
+    let mut monitor = start(&ebpf_args(&["--kernel-signal", &name]));
+    for crossing in 1..=5 {
+        target.grow(48);
+        assert!(
+            target.wait_signals(USR1, crossing),
+            "log:\n{}",
+            monitor.log_text()
+        );
+        target.madvise(48);
+        monitor.expect_count(&["back under the limit"], crossing);
+    }
+    assert_eq!(target.signals(), [USR1; 5]);
+    assert_eq!(monitor.count(&["over the limit"]), 5);
+    assert!(monitor.stop().success());
 }
 
 #[test]

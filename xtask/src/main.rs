@@ -4,6 +4,9 @@
 //!   Idempotent, and quick once done.
 //! - `run -- <args>`: set up, build the monitor (release) and run it with `<args>`.
 //! - `test`: set up, check formatting and lints, build, and run every test.
+//! - `bench [--quick] [--step SIZE] [--pause DURATION]`: measure (see `bench.rs`); not a test.
+
+mod bench;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
@@ -38,11 +41,17 @@ fn xtask() -> Result<()> {
         "setup" => setup(),
         "run" => run(&rest),
         "test" => test(),
+        "bench" => {
+            let options = bench::options(&rest)?;
+            setup()?;
+            bench::run(&options)
+        }
         _ => bail!(
-            "usage: cargo xtask <setup | run -- <monitor args> | test>\n\
+            "usage: cargo xtask <setup | run -- <monitor args> | test | bench>\n\
              \n  setup   install nightly rust-src and bpf-linker (idempotent)\
              \n  run     build the monitor (release) and run it, e.g. cargo xtask run -- -m 500 my-app\
-             \n  test    setup, fmt, clippy, build, and every test"
+             \n  test    setup, fmt, clippy, build, and every test\
+             \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)"
         ),
     }
 }

@@ -90,6 +90,12 @@ pub struct KernelWatch {
     watched: HashMap<MapData, u32, Watch>,
     rearm: HashMap<MapData, u32, u32>,
     claims: HashMap<MapData, u32, u32>,
+    /// The kernel side's pre-filter: watched processes per slot (`tgid & slot_mask`).
+    slots: Array<MapData, u32>,
+    slot_mask: u32,
+    /// What `slots` holds, and which processes are counted in it (sorted, allocated once).
+    slot_counts: Box<[u32]>,
+    counted: Vec<i32>,
     kernel_signal: bool,
     lost: PerCpuArray<MapData, u64>,
     lost_flag: Array<MapData, u64>,
@@ -136,6 +142,13 @@ impl KernelWatch {
             aya_log::Level::Warn
         } as u8;
         let capacity = u32::try_from(settings.max_processes).unwrap_or(u32::MAX);
+        // Four slots per watchable process keep collisions (and so hash lookups for processes
+        // that are not watched) rare.
+        let slot_count = capacity
+            .saturating_mul(4)
+            .next_power_of_two()
+            .clamp(4096, 1 << 22);
+        let slot_mask = slot_count - 1;
         let task_mm = offsets.map_or(0, |o| o.task_mm);
         let rss_counts = offsets.map_or([0; member::COUNT], |o| o.rss_counts);
         let page_size = crate::procfs::page_size() as i64;
@@ -149,11 +162,13 @@ impl KernelWatch {
             .override_global("TASK_MM_OFFSET", &task_mm, true)
             .override_global("RSS_COUNT_OFFSETS", &rss_counts, true)
             .override_global("PAGE_SIZE", &page_size, true)
+            .override_global("SLOT_MASK", &slot_mask, true)
             .override_global(aya_log::LEVEL, &log_level, false)
             .map_max_entries("WATCHED", capacity)
             .map_max_entries("MM_OWNER", capacity)
             .map_max_entries("REARM", capacity)
             .map_max_entries("SIGNAL_CLAIMS", capacity)
+            .map_max_entries("WATCH_SLOTS", slot_count)
             .load(PROGRAMS)
             .map_err(|e| {
                 Unavailable(format!("loading the BPF programs failed: {}", one_line(&e)))
@@ -181,6 +196,10 @@ impl KernelWatch {
             watched: HashMap::try_from(take(&mut ebpf, "WATCHED")?).map_err(map_error)?,
             rearm: HashMap::try_from(take(&mut ebpf, "REARM")?).map_err(map_error)?,
             claims: HashMap::try_from(take(&mut ebpf, "SIGNAL_CLAIMS")?).map_err(map_error)?,
+            slots: Array::try_from(take(&mut ebpf, "WATCH_SLOTS")?).map_err(map_error)?,
+            slot_mask,
+            slot_counts: vec![0; slot_count as usize].into_boxed_slice(),
+            counted: Vec::with_capacity(settings.max_processes),
             kernel_signal: settings.kernel_signal.is_some(),
             lost: PerCpuArray::try_from(take(&mut ebpf, "LOST")?).map_err(map_error)?,
             lost_flag: Array::try_from(take(&mut ebpf, "LOST_FLAG")?).map_err(map_error)?,
@@ -213,7 +232,12 @@ impl KernelWatch {
         };
         self.watched
             .insert(tgid as u32, record, 0)
-            .map_err(|e| io::Error::other(e.to_string()))
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        if let Err(at) = self.counted.binary_search(&tgid) {
+            self.counted.insert(at, tgid);
+            self.add_to_slot(tgid, 1);
+        }
+        Ok(())
     }
 
     /// Stops following `tgid` (no error if it was not followed).
@@ -221,6 +245,17 @@ impl KernelWatch {
         let _ = self.watched.remove(&(tgid as u32));
         let _ = self.rearm.remove(&(tgid as u32));
         let _ = self.claims.remove(&(tgid as u32));
+        if let Ok(at) = self.counted.binary_search(&tgid) {
+            self.counted.remove(at);
+            self.add_to_slot(tgid, -1);
+        }
+    }
+
+    fn add_to_slot(&mut self, tgid: i32, change: i32) {
+        let slot = tgid as u32 & self.slot_mask;
+        let count = &mut self.slot_counts[slot as usize];
+        *count = count.saturating_add_signed(change);
+        let _ = self.slots.set(slot, *count, 0);
     }
 
     /// With `--kernel-signal`, claims the first signal of `tgid`'s breach for userspace: false

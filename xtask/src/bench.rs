@@ -1,0 +1,871 @@
+//! `cargo xtask bench`: figures, not pass/fail. Measures, side by side, on this machine:
+//!
+//! 1. breach → signal latency and 2. overshoot, with `mm-breach` (which stamps the clock at the
+//!    page that crosses the limit and in its signal wait) under each monitor configuration;
+//! 3. the monitor's footprint (RSS, CPU, wake-ups) watching 1 to 10,000 sleeping processes,
+//!    idle and under event load;
+//! 4. what watching costs in page faults per second (`mm-faults`), watched and unwatched, for
+//!    both ways the RSS program can attach;
+//! 5. heap allocations after start-up, as the monitor itself reports them.
+//!
+//! Results go to `target/bench/results.json` and `target/bench/results.md`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use serde::Serialize;
+
+use crate::{cargo, run_step, workspace};
+
+/// How a bench run is sized.
+pub struct Options {
+    /// Fewer trials and shorter windows (under five minutes).
+    pub quick: bool,
+    /// Bytes `mm-breach` grows per step.
+    pub step: u64,
+    /// Pause between steps.
+    pub pause: Duration,
+}
+
+impl Options {
+    fn trials(&self) -> usize {
+        if self.quick { 20 } else { 50 }
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_secs(if self.quick { 4 } else { 30 })
+    }
+
+    fn fault_runs(&self) -> (usize, f64) {
+        if self.quick { (3, 1.5) } else { (5, 4.0) }
+    }
+}
+
+/// The limit every configuration watches for (MiB).
+const LIMIT_MIB: u64 = 64;
+/// Process counts for the footprint table.
+const WATCHED: [usize; 4] = [1, 100, 1000, 10000];
+
+#[derive(Serialize)]
+struct Results {
+    machine: Machine,
+    step_bytes: u64,
+    pause_us: u64,
+    latency: Vec<Latency>,
+    footprint: Vec<Footprint>,
+    faults: Vec<Faults>,
+    allocations: Vec<Allocations>,
+}
+
+#[derive(Serialize)]
+struct Machine {
+    kernel: String,
+    cpu: String,
+    cores: usize,
+    memory_gib: f64,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    configuration: String,
+    trials: usize,
+    missed: usize,
+    latency_us_p50: f64,
+    latency_us_p99: f64,
+    latency_us_max: f64,
+    overshoot_kib_p50: f64,
+    overshoot_kib_max: f64,
+}
+
+#[derive(Serialize)]
+struct Footprint {
+    processes: usize,
+    mode: String,
+    watched: usize,
+    steady_rss_kib: u64,
+    peak_rss_kib: u64,
+    idle_cpu_s_per_min: f64,
+    idle_wakeups_per_min: f64,
+    load_cpu_s_per_min: f64,
+    load_breaches_per_s: f64,
+}
+
+#[derive(Serialize)]
+struct Faults {
+    condition: String,
+    faults_per_s: f64,
+    overhead_percent: f64,
+    rss_program_ns_per_call: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Allocations {
+    mode: String,
+    breaches: usize,
+    allocations_after_start_up: u64,
+}
+
+/// Where the release binaries are.
+struct Binaries {
+    dir: PathBuf,
+    links: PathBuf,
+}
+
+impl Binaries {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A link to binary `to` named `name`: the process's name (`comm`) is the link's.
+    fn named(&self, name: &str, to: &Path) -> Result<PathBuf> {
+        let link = self.links.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(to, &link)
+            .with_context(|| format!("link {}", link.display()))?;
+        Ok(link)
+    }
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "the benchmark needs root (eBPF mode, all of it)"
+    );
+    run_step(cargo().args(["build", "--release", "--package", "memory-monitor"]))?;
+    run_step(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "memory-monitor-tests",
+        "--bins",
+    ]))?;
+    let out = workspace().join("target/bench");
+    let links = out.join("links");
+    std::fs::create_dir_all(&links)?;
+    let bins = Binaries {
+        dir: workspace().join("target/release"),
+        links,
+    };
+    let results = Results {
+        machine: machine(),
+        step_bytes: options.step,
+        pause_us: options.pause.as_micros() as u64,
+        latency: latency(&bins, options)?,
+        footprint: footprint(&bins, options)?,
+        faults: faults(&bins, options)?,
+        allocations: allocations(&bins, options)?,
+    };
+    let json = serde_json::to_string_pretty(&results)?;
+    std::fs::write(out.join("results.json"), json + "\n")?;
+    let markdown = markdown(&results);
+    std::fs::write(out.join("results.md"), &markdown)?;
+    println!("{markdown}");
+    eprintln!(
+        "results: {} and results.md",
+        out.join("results.json").display()
+    );
+    Ok(())
+}
+
+/// `kernel.bpf_stats_enabled` set while this lives (programs' run time and count cost two clock
+/// reads per run, so it is on only where those figures are taken), as it was after.
+struct BpfStats(Option<String>);
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn set(on: bool) -> BpfStats {
+        let before = std::fs::read_to_string(BPF_STATS).ok();
+        let _ = std::fs::write(BPF_STATS, if on { "1" } else { "0" });
+        BpfStats(before)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Some(before) = &self.0 {
+            let _ = std::fs::write(BPF_STATS, before.trim());
+        }
+    }
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |text: &str, key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let kib: f64 = field(&meminfo, "MemTotal")
+        .trim_end_matches(" kB")
+        .parse()
+        .unwrap_or(0.0);
+    Machine {
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        cpu: field(&cpuinfo, "model name"),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gib: (kib / (1 << 20) as f64 * 10.0).round() / 10.0,
+    }
+}
+
+/// A running monitor, its log collected line by line.
+struct Monitor {
+    child: Child,
+    log: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Monitor {
+    fn start(bins: &Binaries, args: &[&str]) -> Result<Monitor> {
+        let mut child = Command::new(bins.path("memory-monitor"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start memory-monitor")?;
+        let (tx, log) = channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut monitor = Monitor {
+            child,
+            log,
+            seen: Vec::new(),
+        };
+        monitor.wait_for(&["watching"])?;
+        Ok(monitor)
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for a log line with every one of `parts`.
+    fn wait_for(&mut self, parts: &[&str]) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .log
+                .recv_timeout(left)
+                .with_context(|| format!("the monitor never logged {parts:?}: {:?}", self.seen))?;
+            self.seen.push(line.clone());
+            if parts.iter().all(|p| line.contains(p)) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// How many lines with `part` were logged so far.
+    fn count(&mut self, part: &str) -> usize {
+        while let Ok(line) = self.log.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.iter().filter(|l| l.contains(part)).count()
+    }
+
+    /// Stops it with SIGTERM; its last line.
+    fn stop(mut self) -> Result<String> {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let line = self.wait_for(&["stopping"])?;
+        let _ = self.child.wait();
+        Ok(line)
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
+    let configurations: [(&str, &[&str], usize); 5] = [
+        ("eBPF", &["--mode", "ebpf"], 1),
+        ("eBPF, tp_btf", &["--mode", "ebpf", "--attach", "tp-btf"], 1),
+        (
+            "eBPF --kernel-signal",
+            &["--mode", "ebpf", "--kernel-signal"],
+            1,
+        ),
+        ("poll -i 100ms", &["--mode", "poll", "-i", "100ms"], 1),
+        ("poll -i 1", &["--mode", "poll", "-i", "1"], 5),
+    ];
+    let limit = LIMIT_MIB << 20;
+    let link = bins.named("mmb-breach", &bins.path("mm-breach"))?;
+    let mut results = Vec::new();
+    for (name, mode, parallel) in configurations {
+        eprintln!("latency: {name}");
+        let limit_arg = format!("{LIMIT_MIB}M");
+        let mut args = mode.to_vec();
+        args.extend([
+            "-m",
+            &limit_arg,
+            "-s",
+            "USR1",
+            "--repeat",
+            "never",
+            "mmb-breach",
+        ]);
+        let monitor = Monitor::start(bins, &args)?;
+        let mut samples = Vec::new();
+        let mut missed = 0;
+        let mut done = 0;
+        while done < options.trials() {
+            let batch = parallel.min(options.trials() - done);
+            let trials: Vec<Child> = (0..batch)
+                .map(|_| {
+                    Command::new(&link)
+                        .args([
+                            limit.to_string(),
+                            options.step.to_string(),
+                            options.pause.as_micros().to_string(),
+                            (256u64 << 20).to_string(),
+                        ])
+                        .stdout(Stdio::piped())
+                        .spawn()
+                })
+                .collect::<Result<_, _>>()?;
+            for trial in trials {
+                let output = trial.wait_with_output()?;
+                let line = String::from_utf8_lossy(&output.stdout).to_string();
+                let value = |key: &str| -> f64 {
+                    line.split_whitespace()
+                        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0.0)
+                };
+                let (crossed, signalled) = (value("crossed_ns"), value("signalled_ns"));
+                if crossed == 0.0 || signalled == 0.0 {
+                    missed += 1;
+                } else {
+                    let overshoot = (value("rss_at_signal") - limit as f64) / 1024.0;
+                    samples.push(((signalled - crossed) / 1000.0, overshoot));
+                }
+            }
+            done += batch;
+        }
+        monitor.stop()?;
+        let mut latencies: Vec<f64> = samples.iter().map(|s| s.0).collect();
+        let mut overshoots: Vec<f64> = samples.iter().map(|s| s.1).collect();
+        latencies.sort_by(f64::total_cmp);
+        overshoots.sort_by(f64::total_cmp);
+        results.push(Latency {
+            configuration: name.to_string(),
+            trials: options.trials(),
+            missed,
+            latency_us_p50: percentile(&latencies, 50.0),
+            latency_us_p99: percentile(&latencies, 99.0),
+            latency_us_max: percentile(&latencies, 100.0),
+            overshoot_kib_p50: percentile(&overshoots, 50.0),
+            overshoot_kib_max: percentile(&overshoots, 100.0),
+        });
+    }
+    Ok(results)
+}
+
+/// CPU time (ns) and context switches of every thread of `pid`.
+fn cpu_and_switches(pid: i32) -> (u64, u64) {
+    let mut cpu = 0;
+    let mut switches = 0;
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    for task in tasks.flatten() {
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        cpu += schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        switches += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    (cpu, switches)
+}
+
+fn status_kib(pid: i32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A watched process that swings its RSS across the limit and back, over and over, while
+/// running: the event load.
+struct Oscillator {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Oscillator {
+    fn start(bins: &Binaries, name: &str) -> Result<Oscillator> {
+        let link = bins.named(name, &bins.path("mm-target"))?;
+        let mut child = Command::new(link)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().expect("stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut ask = move |stdin: &mut ChildStdin, command: &str| -> bool {
+            if writeln!(stdin, "{command}").is_err() {
+                return false;
+            }
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdout.read_line(&mut line) {
+                    Ok(0) | Err(_) => return false,
+                    Ok(_) if line.starts_with("ok") => return true,
+                    Ok(_) => {}
+                }
+            }
+        };
+        ask(&mut stdin, &format!("grow {}", LIMIT_MIB - 6));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if !ask(&mut stdin, "grow 8") || !ask(&mut stdin, "madvise 8") {
+                        break;
+                    }
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        });
+        Ok(Oscillator {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Oscillator {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Sleeping processes named `mmb-sleep`, for the monitor to watch.
+struct Sleepers(Vec<Child>);
+
+impl Sleepers {
+    fn grow_to(&mut self, bins: &Binaries, count: usize) -> Result<()> {
+        let link = bins.named("mmb-sleep", Path::new("/bin/sleep"))?;
+        while self.0.len() < count {
+            self.0.push(
+                Command::new(&link)
+                    .arg("100000")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .context("spawn a sleeper")?,
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+fn footprint(bins: &Binaries, options: &Options) -> Result<Vec<Footprint>> {
+    let mut sleepers = Sleepers(Vec::new());
+    let mut results = Vec::new();
+    let window = options.window();
+    let per_minute = 60.0 / window.as_secs_f64();
+    for processes in WATCHED {
+        sleepers.grow_to(bins, processes)?;
+        for mode in ["ebpf", "poll"] {
+            eprintln!("footprint: {processes} processes, {mode}");
+            let limit = format!("{LIMIT_MIB}M");
+            let args = ["--mode", mode, "-m", &limit, "-s", "USR1", "-v", "mmb-s"];
+            let mut monitor = Monitor::start(bins, &args)?;
+            let checked = monitor.wait_for(&["checked"])?;
+            let watched = checked
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("watched=")?.parse().ok())
+                .unwrap_or(0);
+            let peak_rss_kib = status_kib(monitor.pid(), "VmHWM:");
+            std::thread::sleep(Duration::from_secs(1));
+            let steady_rss_kib = status_kib(monitor.pid(), "VmRSS:");
+            let (cpu0, switches0) = cpu_and_switches(monitor.pid());
+            std::thread::sleep(window);
+            let (cpu1, switches1) = cpu_and_switches(monitor.pid());
+            let breaches0 = monitor.count("over the limit");
+            let oscillator = Oscillator::start(bins, "mmb-swing")?;
+            std::thread::sleep(window);
+            let (cpu2, _) = cpu_and_switches(monitor.pid());
+            drop(oscillator);
+            let breaches = monitor.count("over the limit") - breaches0;
+            monitor.stop()?;
+            results.push(Footprint {
+                processes,
+                mode: mode.to_string(),
+                watched,
+                steady_rss_kib,
+                peak_rss_kib,
+                idle_cpu_s_per_min: (cpu1 - cpu0) as f64 / 1e9 * per_minute,
+                idle_wakeups_per_min: (switches1 - switches0) as f64 * per_minute,
+                load_cpu_s_per_min: (cpu2 - cpu1) as f64 / 1e9 * per_minute,
+                load_breaches_per_s: breaches as f64 / window.as_secs_f64(),
+            });
+        }
+    }
+    Ok(results)
+}
+
+/// The RSS program's average run time per call, from the monitor's own program descriptors
+/// (`run_time_ns`/`run_cnt` with `kernel.bpf_stats_enabled`): the program called most.
+fn rss_program_ns_per_call(pid: i32) -> Option<f64> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?;
+    let mut best: Option<(u64, u64)> = None;
+    for entry in entries.flatten() {
+        let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let value = |key: &str| -> Option<u64> {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+        };
+        if let (Some(time), Some(count)) = (value("run_time_ns:"), value("run_cnt:")) {
+            if best.is_none_or(|(_, most)| count > most) {
+                best = Some((time, count));
+            }
+        }
+    }
+    best.filter(|&(_, count)| count > 0)
+        .map(|(time, count)| time as f64 / count as f64)
+}
+
+fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
+    let (runs, seconds) = options.fault_runs();
+    let faulter = bins.named("mmb-fault", &bins.path("mm-faults"))?;
+    let mut other = Sleepers(Vec::new());
+    other.grow_to(bins, 1)?;
+    let cpu = (std::thread::available_parallelism().map_or(1, |n| n.get()) - 1).to_string();
+    let conditions: [(&str, Option<[&str; 4]>); 6] = [
+        ("no monitor", None),
+        (
+            "eBPF tracepoint, another process watched",
+            Some(["--mode", "ebpf", "--attach", "tracepoint"]),
+        ),
+        (
+            "eBPF tracepoint, this process watched",
+            Some(["--mode", "ebpf", "--attach", "tracepoint"]),
+        ),
+        (
+            "eBPF tp_btf, another process watched",
+            Some(["--mode", "ebpf", "--attach", "tp-btf"]),
+        ),
+        (
+            "eBPF tp_btf, this process watched",
+            Some(["--mode", "ebpf", "--attach", "tp-btf"]),
+        ),
+        (
+            "poll, this process watched",
+            Some(["--mode", "poll", "-i", "2"]),
+        ),
+    ];
+    let mut rates: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    let mut program_ns: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    // Rates with the kernel's program statistics off; then one run per monitored condition
+    // with them on, for the program's own time per call.
+    for (run, stats) in (0..runs).map(|run| (run, false)).chain([(runs, true)]) {
+        let _stats = BpfStats::set(stats);
+        for (index, (name, mode)) in conditions.iter().enumerate() {
+            if stats && !name.starts_with("eBPF") {
+                continue;
+            }
+            eprintln!("faults: run {}/{}: {name}", run + 1, runs + 1);
+            let monitor = match mode {
+                None => None,
+                Some(mode) => {
+                    let watched = if name.contains("another") {
+                        "mmb-sleep"
+                    } else {
+                        "mmb-fault"
+                    };
+                    let mut args = mode.to_vec();
+                    args.extend(["-m", "4G", watched]);
+                    Some(Monitor::start(bins, &args)?)
+                }
+            };
+            let output = Command::new(&faulter)
+                .args([seconds.to_string(), "64".to_string(), cpu.clone()])
+                .output()?;
+            let line = String::from_utf8_lossy(&output.stdout);
+            let rate: f64 = line
+                .trim()
+                .strip_prefix("faults_per_second=")
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("mm-faults said {line:?}"))?;
+            if let Some(monitor) = monitor {
+                if let (true, Some(ns)) = (stats, rss_program_ns_per_call(monitor.pid())) {
+                    program_ns.entry(index).or_default().push(ns);
+                }
+                monitor.stop()?;
+            }
+            if !stats {
+                rates.entry(index).or_default().push(rate);
+            }
+        }
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        percentile(values, 50.0)
+    };
+    let baseline = median(rates.get_mut(&0).context("baseline runs")?);
+    Ok(conditions
+        .iter()
+        .enumerate()
+        .map(|(index, (name, _))| {
+            let rate = median(rates.get_mut(&index).expect("runs"));
+            Faults {
+                condition: name.to_string(),
+                faults_per_s: rate,
+                overhead_percent: (1.0 - rate / baseline) * 100.0,
+                rss_program_ns_per_call: program_ns.get_mut(&index).map(median),
+            }
+        })
+        .collect())
+}
+
+fn allocations(bins: &Binaries, options: &Options) -> Result<Vec<Allocations>> {
+    let mut results = Vec::new();
+    for mode in ["ebpf", "poll"] {
+        eprintln!("allocations: {mode}");
+        let limit = format!("{LIMIT_MIB}M");
+        let args = [
+            "--mode",
+            mode,
+            "-i",
+            "100ms",
+            "-m",
+            &limit,
+            "-s",
+            "USR1",
+            "mmb-swing",
+        ];
+        let mut monitor = Monitor::start(bins, &args)?;
+        let oscillator = Oscillator::start(bins, "mmb-swing")?;
+        std::thread::sleep(options.window());
+        drop(oscillator);
+        let breaches = monitor.count("over the limit");
+        let last = monitor.stop()?;
+        let allocations = last
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("allocations=")?.parse().ok())
+            .context("the monitor did not report its allocations")?;
+        results.push(Allocations {
+            mode: mode.to_string(),
+            breaches,
+            allocations_after_start_up: allocations,
+        });
+    }
+    Ok(results)
+}
+
+fn markdown(results: &Results) -> String {
+    let m = &results.machine;
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(format!(
+        "Machine: {}, {} cores, {:.0} GiB RAM, Linux {}. Growth: {} KiB steps every {} µs; limit {LIMIT_MIB} MiB.\n",
+        m.cpu,
+        m.cores,
+        m.memory_gib,
+        m.kernel,
+        results.step_bytes / 1024,
+        results.pause_us
+    ));
+    line("**Breach → signal latency and overshoot**\n".to_string());
+    line("| configuration | trials | latency p50 | p99 | max | overshoot p50 | overshoot max | missed |".to_string());
+    line("| --- | --: | --: | --: | --: | --: | --: | --: |".to_string());
+    for l in &results.latency {
+        line(format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            l.configuration,
+            l.trials,
+            micros(l.latency_us_p50),
+            micros(l.latency_us_p99),
+            micros(l.latency_us_max),
+            kib(l.overshoot_kib_p50),
+            kib(l.overshoot_kib_max),
+            l.missed
+        ));
+    }
+    if let (Some(ebpf), Some(poll)) = (
+        results.latency.iter().find(|l| l.configuration == "eBPF"),
+        results
+            .latency
+            .iter()
+            .find(|l| l.configuration == "poll -i 100ms"),
+    ) {
+        line(format!(
+            "\neBPF reacts {:.0}× faster than polling every 100 ms (p50).\n",
+            poll.latency_us_p50 / ebpf.latency_us_p50
+        ));
+    }
+    line("**Footprint** (CPU as seconds per minute of one core; load: one watched process crossing the limit and back continuously)\n".to_string());
+    line("| processes | mode | watched | steady RSS | peak RSS | idle CPU s/min | idle wake-ups/min | CPU s/min under load | breaches/s |".to_string());
+    line("| --: | --- | --: | --: | --: | --: | --: | --: | --: |".to_string());
+    for f in &results.footprint {
+        line(format!(
+            "| {} | {} | {} | {} | {} | {:.3} | {:.0} | {:.3} | {:.0} |",
+            f.processes,
+            f.mode,
+            f.watched,
+            kib(f.steady_rss_kib as f64),
+            kib(f.peak_rss_kib as f64),
+            f.idle_cpu_s_per_min,
+            f.idle_wakeups_per_min,
+            f.load_cpu_s_per_min,
+            f.load_breaches_per_s
+        ));
+    }
+    line(
+        "\n**Cost to processes: page faults per second** (median; overhead against no monitor)\n"
+            .to_string(),
+    );
+    line("| condition | faults/s | overhead | RSS program per call |".to_string());
+    line("| --- | --: | --: | --: |".to_string());
+    for f in &results.faults {
+        line(format!(
+            "| {} | {:.0} | {:+.1} % | {} |",
+            f.condition,
+            f.faults_per_s,
+            f.overhead_percent,
+            f.rss_program_ns_per_call
+                .map_or("–".to_string(), |ns| format!("{ns:.0} ns"))
+        ));
+    }
+    line(
+        "\n**Heap allocations after start-up** (as the monitor reports them when it stops)\n"
+            .to_string(),
+    );
+    line("| mode | breaches handled | allocations |".to_string());
+    line("| --- | --: | --: |".to_string());
+    for a in &results.allocations {
+        line(format!(
+            "| {} | {} | {} |",
+            a.mode, a.breaches, a.allocations_after_start_up
+        ));
+    }
+    out
+}
+
+fn micros(us: f64) -> String {
+    if us.is_nan() {
+        "–".to_string()
+    } else if us.abs() >= 1000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn kib(kib: f64) -> String {
+    if kib.is_nan() {
+        "–".to_string()
+    } else if kib.abs() >= 1024.0 {
+        format!("{:.1} MiB", kib / 1024.0)
+    } else {
+        format!("{kib:.0} KiB")
+    }
+}
+
+/// Parses `--step 64K --pause 1ms` style options after `bench`.
+pub fn options(args: &[std::ffi::OsString]) -> Result<Options> {
+    let mut options = Options {
+        quick: false,
+        step: 64 << 10,
+        pause: Duration::from_millis(1),
+    };
+    let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--step" => {
+                let value = args.next().context("--step needs a size, e.g. 64K")?;
+                let (number, unit) = value.split_at(
+                    value
+                        .find(|c: char| !c.is_ascii_digit())
+                        .unwrap_or(value.len()),
+                );
+                let shift = match unit.to_ascii_uppercase().as_str() {
+                    "" | "B" => 0,
+                    "K" | "KIB" => 10,
+                    "M" | "MIB" => 20,
+                    other => bail!("--step: unknown unit {other:?}"),
+                };
+                options.step = number.parse::<u64>().context("--step")? << shift;
+            }
+            "--pause" => {
+                let value = args.next().context("--pause needs a duration, e.g. 1ms")?;
+                let micros = if let Some(ms) = value.strip_suffix("ms") {
+                    ms.parse::<u64>()? * 1000
+                } else if let Some(us) = value.strip_suffix("us") {
+                    us.parse::<u64>()?
+                } else {
+                    bail!("--pause: use ms or us, e.g. 1ms")
+                };
+                options.pause = Duration::from_micros(micros);
+            }
+            other => {
+                bail!("bench: unknown option {other:?} (--quick, --step SIZE, --pause DURATION)")
+            }
+        }
+    }
+    Ok(options)
+}
