@@ -69,6 +69,8 @@ pub struct Monitor {
     next_deadline: Option<Instant>,
     /// Whether the one warning about skipped processes has been given.
     warned_skip: bool,
+    /// Kernel events handled so far.
+    events: u64,
 }
 
 impl Monitor {
@@ -99,6 +101,7 @@ impl Monitor {
             batch: vec![Event::default(); EVENT_BATCH].into_boxed_slice(),
             next_deadline: None,
             warned_skip: false,
+            events: 0,
             config,
         })
     }
@@ -237,6 +240,7 @@ impl Monitor {
                 self.on_event(&event, Instant::now());
             }
             handled += count;
+            self.events += count as u64;
         }
         if let Some(lost) = self.kernel.as_mut().and_then(KernelWatch::take_lost) {
             tracing::warn!(
@@ -254,10 +258,17 @@ impl Monitor {
         tracing::trace!(pid, kind = %kind, rss = %Bytes(event.rss), "kernel event");
         match event.kind {
             event_kind::NEAR => {
+                // Near its limit it will be read again soon: keep its statm open meanwhile.
+                if let Some(watched) = self.list.get_mut(pid) {
+                    watched.hold_statm(self.scanner.proc());
+                }
                 self.confirm(pid, now, true);
             }
             event_kind::UNDER => {
                 self.confirm(pid, now, false);
+                if let Some(watched) = self.list.get_mut(pid) {
+                    watched.release_statm();
+                }
             }
             event_kind::KERNEL_SIGNAL => {
                 if let Some(rss) = self
@@ -429,11 +440,13 @@ impl Monitor {
             Some(ticker) => self.run_poll(ticker, &mut shutdown).await?,
             None => self.run_events(&mut shutdown).await?,
         };
-        let after_start_up = crate::footprint::allocations() - allocations;
+        let allocations = crate::footprint::allocations() - allocations;
+        let events = self.events;
         match outcome {
-            Outcome::Stopped => tracing::info!(allocations = after_start_up, "stopping on signal"),
+            Outcome::Stopped => tracing::info!(allocations, events, "stopping on signal"),
             _ => tracing::info!(
-                allocations = after_start_up,
+                allocations,
+                events,
                 "every watched process has exited; stopping"
             ),
         }

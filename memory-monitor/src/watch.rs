@@ -126,6 +126,24 @@ impl Watched {
         Ok(watched)
     }
 
+    /// Keeps `statm` open from now on (for a process measured often: one near its limit).
+    /// Checked like at admission: opened by PID, it is this process's only if it still lives.
+    pub fn hold_statm(&mut self, proc: &ProcRoot) {
+        if self.statm.is_some() {
+            return;
+        }
+        if let Ok(statm) = proc.open_file(self.pid, "statm")
+            && !self.has_exited()
+        {
+            self.statm = Some(statm);
+        }
+    }
+
+    /// Closes a held `statm` (the process is no longer measured often).
+    pub fn release_statm(&mut self) {
+        self.statm = None;
+    }
+
     /// The process ID.
     pub fn pid(&self) -> i32 {
         self.pid

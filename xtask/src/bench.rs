@@ -43,8 +43,9 @@ impl Options {
         Duration::from_secs(if self.quick { 4 } else { 30 })
     }
 
+    /// Rounds of the page-fault comparison, and seconds per run.
     fn fault_runs(&self) -> (usize, f64) {
-        if self.quick { (3, 1.5) } else { (5, 4.0) }
+        if self.quick { (8, 0.4) } else { (24, 0.5) }
     }
 }
 
@@ -95,13 +96,20 @@ struct Footprint {
     idle_wakeups_per_min: f64,
     load_cpu_s_per_min: f64,
     load_breaches_per_s: f64,
+    load_events_per_s: f64,
 }
 
 #[derive(Serialize)]
 struct Faults {
     condition: String,
+    /// Median page faults per CPU-second of the faulting process.
     faults_per_s: f64,
+    /// Median over rounds of this condition's slowdown against the no-monitor run of the same
+    /// round (paired, so slow drifts of the machine cancel out), with its interquartile range.
     overhead_percent: f64,
+    overhead_percent_iqr: (f64, f64),
+    /// The RSS program's own run time per call, from the kernel's program statistics, minus
+    /// nothing: the statistics' clock reads are included (compare conditions, not absolutes).
     rss_program_ns_per_call: Option<f64>,
 }
 
@@ -109,7 +117,14 @@ struct Faults {
 struct Allocations {
     mode: String,
     breaches: usize,
+    events: u64,
     allocations_after_start_up: u64,
+}
+
+/// A `key=<number>` field of a log line.
+fn field(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
 
 /// Where the release binaries are.
@@ -531,10 +546,7 @@ fn footprint(bins: &Binaries, options: &Options) -> Result<Vec<Footprint>> {
             let args = ["--mode", mode, "-m", &limit, "-s", "USR1", "-v", "mmb-s"];
             let mut monitor = Monitor::start(bins, &args)?;
             let checked = monitor.wait_for(&["checked"])?;
-            let watched = checked
-                .split_whitespace()
-                .find_map(|f| f.strip_prefix("watched=")?.parse().ok())
-                .unwrap_or(0);
+            let watched = field(&checked, "watched").unwrap_or(0) as usize;
             let peak_rss_kib = status_kib(monitor.pid(), "VmHWM:");
             std::thread::sleep(Duration::from_secs(1));
             let steady_rss_kib = status_kib(monitor.pid(), "VmRSS:");
@@ -547,7 +559,7 @@ fn footprint(bins: &Binaries, options: &Options) -> Result<Vec<Footprint>> {
             let (cpu2, _) = cpu_and_switches(monitor.pid());
             drop(oscillator);
             let breaches = monitor.count("over the limit") - breaches0;
-            monitor.stop()?;
+            let events = field(&monitor.stop()?, "events").unwrap_or(0);
             results.push(Footprint {
                 processes,
                 mode: mode.to_string(),
@@ -558,6 +570,7 @@ fn footprint(bins: &Binaries, options: &Options) -> Result<Vec<Footprint>> {
                 idle_wakeups_per_min: (switches1 - switches0) as f64 * per_minute,
                 load_cpu_s_per_min: (cpu2 - cpu1) as f64 / 1e9 * per_minute,
                 load_breaches_per_s: breaches as f64 / window.as_secs_f64(),
+                load_events_per_s: events as f64 / window.as_secs_f64(),
             });
         }
     }
@@ -575,10 +588,10 @@ fn rss_program_ns_per_call(pid: i32) -> Option<f64> {
             info.lines()
                 .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
         };
-        if let (Some(time), Some(count)) = (value("run_time_ns:"), value("run_cnt:")) {
-            if best.is_none_or(|(_, most)| count > most) {
-                best = Some((time, count));
-            }
+        if let (Some(time), Some(count)) = (value("run_time_ns:"), value("run_cnt:"))
+            && best.is_none_or(|(_, most)| count > most)
+        {
+            best = Some((time, count));
         }
     }
     best.filter(|&(_, count)| count > 0)
@@ -616,15 +629,17 @@ fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
     ];
     let mut rates: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
     let mut program_ns: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
-    // Rates with the kernel's program statistics off; then one run per monitored condition
-    // with them on, for the program's own time per call.
-    for (run, stats) in (0..runs).map(|run| (run, false)).chain([(runs, true)]) {
+    // Rounds with the kernel's program statistics off, every condition once per round, in an
+    // order rotated each round; then one round with statistics on, for the program's own time.
+    for (round, stats) in (0..runs).map(|round| (round, false)).chain([(runs, true)]) {
         let _stats = BpfStats::set(stats);
-        for (index, (name, mode)) in conditions.iter().enumerate() {
-            if stats && !name.starts_with("eBPF") {
+        for step in 0..conditions.len() {
+            let index = (step + round) % conditions.len();
+            let (name, mode) = conditions[index];
+            if stats && mode.is_none() {
                 continue;
             }
-            eprintln!("faults: run {}/{}: {name}", run + 1, runs + 1);
+            eprintln!("faults: round {}/{}: {name}", round + 1, runs + 1);
             let monitor = match mode {
                 None => None,
                 Some(mode) => {
@@ -635,7 +650,10 @@ fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
                     };
                     let mut args = mode.to_vec();
                     args.extend(["-m", "4G", watched]);
-                    Some(Monitor::start(bins, &args)?)
+                    let monitor = Monitor::start(bins, &args)?;
+                    // Past start-up (first /proc pass, trim) before measuring.
+                    std::thread::sleep(Duration::from_millis(200));
+                    Some(monitor)
                 }
             };
             let output = Command::new(&faulter)
@@ -662,16 +680,23 @@ fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
         values.sort_by(f64::total_cmp);
         percentile(values, 50.0)
     };
-    let baseline = median(rates.get_mut(&0).context("baseline runs")?);
+    let baseline = rates.get(&0).context("baseline runs")?.clone();
     Ok(conditions
         .iter()
         .enumerate()
         .map(|(index, (name, _))| {
-            let rate = median(rates.get_mut(&index).expect("runs"));
+            let runs = rates.get(&index).expect("runs");
+            let mut overheads: Vec<f64> = runs
+                .iter()
+                .zip(&baseline)
+                .map(|(rate, base)| (1.0 - rate / base) * 100.0)
+                .collect();
+            overheads.sort_by(f64::total_cmp);
             Faults {
                 condition: name.to_string(),
-                faults_per_s: rate,
-                overhead_percent: (1.0 - rate / baseline) * 100.0,
+                faults_per_s: median(&mut runs.clone()),
+                overhead_percent: percentile(&overheads, 50.0),
+                overhead_percent_iqr: (percentile(&overheads, 25.0), percentile(&overheads, 75.0)),
                 rss_program_ns_per_call: program_ns.get_mut(&index).map(median),
             }
         })
@@ -700,14 +725,12 @@ fn allocations(bins: &Binaries, options: &Options) -> Result<Vec<Allocations>> {
         drop(oscillator);
         let breaches = monitor.count("over the limit");
         let last = monitor.stop()?;
-        let allocations = last
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("allocations=")?.parse().ok())
-            .context("the monitor did not report its allocations")?;
         results.push(Allocations {
             mode: mode.to_string(),
             breaches,
-            allocations_after_start_up: allocations,
+            events: field(&last, "events").unwrap_or(0),
+            allocations_after_start_up: field(&last, "allocations")
+                .context("the monitor did not report its allocations")?,
         });
     }
     Ok(results)
@@ -758,11 +781,11 @@ fn markdown(results: &Results) -> String {
         ));
     }
     line("**Footprint** (CPU as seconds per minute of one core; load: one watched process crossing the limit and back continuously)\n".to_string());
-    line("| processes | mode | watched | steady RSS | peak RSS | idle CPU s/min | idle wake-ups/min | CPU s/min under load | breaches/s |".to_string());
-    line("| --: | --- | --: | --: | --: | --: | --: | --: | --: |".to_string());
+    line("| processes | mode | watched | steady RSS | peak RSS | idle CPU s/min | idle wake-ups/min | CPU s/min under load | breaches/s | kernel events/s |".to_string());
+    line("| --: | --- | --: | --: | --: | --: | --: | --: | --: | --: |".to_string());
     for f in &results.footprint {
         line(format!(
-            "| {} | {} | {} | {} | {} | {:.3} | {:.0} | {:.3} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {:.3} | {:.0} | {:.3} | {:.0} | {:.0} |",
             f.processes,
             f.mode,
             f.watched,
@@ -771,7 +794,8 @@ fn markdown(results: &Results) -> String {
             f.idle_cpu_s_per_min,
             f.idle_wakeups_per_min,
             f.load_cpu_s_per_min,
-            f.load_breaches_per_s
+            f.load_breaches_per_s,
+            f.load_events_per_s
         ));
     }
     line(

@@ -3,7 +3,9 @@
 //! `mm-faults SECONDS MIB CPU`: pinned to CPU, touches every page of an MIB-MiB anonymous
 //! region, gives the pages back with `madvise(MADV_DONTNEED)`, and repeats for SECONDS; each
 //! touch is a page fault that updates the kernel's RSS counters (and fires `kmem:rss_stat`).
-//! Prints `faults_per_second=…`.
+//! Prints `faults_per_second=…`, per second of this process's own CPU time (user + system):
+//! wall-clock time would also count time the machine gave to others, which on a shared or
+//! virtual machine is most of the noise.
 
 use std::time::{Duration, Instant};
 
