@@ -54,10 +54,12 @@ static MM_OWNER: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PROCESSES, 0)
 #[map]
 static WATCH_SLOTS: Array<u32> = Array::with_max_entries(MAX_SLOTS, 0);
 
-/// Re-arm requests from userspace (key: tgid): kept apart from `WATCHED` so that userspace
+/// Re-arm requests from userspace (key: tgid; value: the `bpf_ktime_get_ns()` from which the
+/// watch is armed again, so a process moving near its limit is reported at most once per
+/// gap; userspace checks it itself when the gap ends). Kept apart from `WATCHED` so userspace
 /// never writes a watch record back over counter values this side has just updated.
 #[map]
-static REARM: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+static REARM: HashMap<u32, u64> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
 /// `--kernel-signal`: who sends an episode's first signal. Both sides insert the process with
 /// `BPF_NOEXIST` and only the one whose insert succeeds sends, so the signal goes exactly once.
@@ -339,8 +341,9 @@ fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
             );
         }
     }
-    // SAFETY: a presence check only.
-    let requested = watch.flags & WATCH_ARMED == 0 && unsafe { REARM.get(tgid) }.is_some();
+    // SAFETY: a plain value copied out at once.
+    let requested = watch.flags & WATCH_ARMED == 0
+        && unsafe { REARM.get(tgid) }.is_some_and(|&from| now_ns() >= from);
     if watch.flags & WATCH_ARMED != 0 || requested {
         watch.flags &= !WATCH_ARMED;
         // Takes the request just honoured, or a stale one from before the last re-arm.

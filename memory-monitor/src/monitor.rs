@@ -5,7 +5,7 @@
 //! confirmed against the exact RSS, discovery events admit or drop processes, and a timer runs
 //! only while a repeat or a kill is pending, so an idle monitor never wakes up.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use memory_monitor_ebpf::{Event, event_kind, verdict};
 use rustix::io::Errno;
@@ -51,6 +51,12 @@ pub struct CycleReport {
 
 /// Events taken from the ring buffer per batch; records are reused, never allocated.
 const EVENT_BATCH: usize = 256;
+
+/// eBPF mode: after a report whose exact figure is still under the limit, the kernel side
+/// holds back the next report about that process this long, and userspace looks again itself
+/// when it ends. A process moving through the counters' margin of error is then reported about
+/// once per gap, not on every page it touches, and still never missed.
+const REPORT_GAP: Duration = Duration::from_micros(250);
 
 /// A memory monitor built from a [`Config`].
 #[derive(Debug)]
@@ -154,7 +160,7 @@ impl Monitor {
         // Freshly seeded, the kernel side is armed: nothing to re-arm.
         let report = CycleReport {
             skipped: scan.skipped,
-            ..self.check_watched(now, false, |_, _| true)
+            ..self.check_watched(now, None, |_, _| true)
         };
         tracing::debug!(
             watched = report.watched,
@@ -167,11 +173,11 @@ impl Monitor {
     }
 
     /// Checks the watched processes `due` selects, at `now`, and drops those gone (on the
-    /// kernel side too). With `rearm`, the kernel side waits to be re-armed for them.
+    /// kernel side too). With `rearm`, the kernel side may wait to be re-armed for them.
     fn check_watched(
         &mut self,
         now: Instant,
-        rearm: bool,
+        rearm: Option<Duration>,
         due: impl Fn(&Policy, &Watched) -> bool,
     ) -> CycleReport {
         let (policy, dispatch, page_size) = (&self.policy, self.dispatch(), self.page_size);
@@ -199,7 +205,7 @@ impl Monitor {
                 report.signals += usize::from(verdict.signals());
             }
             report.over += usize::from(watched.episode.is_over());
-            next_deadline = earliest(next_deadline, policy.deadline(&watched.episode));
+            next_deadline = earliest(next_deadline, due_at(policy, watched));
             true
         });
         self.next_deadline = next_deadline;
@@ -262,17 +268,18 @@ impl Monitor {
                 if let Some(watched) = self.list.get_mut(pid) {
                     watched.hold_statm(self.scanner.proc());
                 }
-                self.confirm(pid, now, true);
+                self.confirm(pid, now, Some(REPORT_GAP));
             }
             event_kind::UNDER => {
-                self.confirm(pid, now, false);
+                self.confirm(pid, now, None);
                 if let Some(watched) = self.list.get_mut(pid) {
                     watched.release_statm();
+                    watched.recheck = None;
                 }
             }
             event_kind::KERNEL_SIGNAL => {
                 if let Some(rss) = self
-                    .confirm(pid, now, true)
+                    .confirm(pid, now, Some(REPORT_GAP))
                     .filter(|&rss| rss <= self.policy.limit)
                 {
                     tracing::warn!(
@@ -325,7 +332,7 @@ impl Monitor {
             self.unwatch(pid);
             return;
         }
-        self.confirm(pid, now, false);
+        self.confirm(pid, now, None);
     }
 
     fn unwatch(&mut self, pid: i32) {
@@ -338,9 +345,9 @@ impl Monitor {
     }
 
     /// Judges `pid` on its exact RSS after a kernel report; returns that RSS. With `rearm`,
-    /// the kernel side is waiting to be told to report again, which it is when the process is
-    /// under the limit.
-    fn confirm(&mut self, pid: i32, now: Instant, rearm: bool) -> Option<u64> {
+    /// the kernel side is waiting to be told to report again (after that gap), which it is
+    /// when the process is under the limit.
+    fn confirm(&mut self, pid: i32, now: Instant, rearm: Option<Duration>) -> Option<u64> {
         let dispatch = self.dispatch();
         let Some(watched) = self.list.get_mut(pid) else {
             // Its discovery event is still on its way (or was lost): admit it now.
@@ -359,8 +366,7 @@ impl Monitor {
         };
         match check(&self.policy, watched, measure, kernel) {
             Some((_, rss)) => {
-                self.next_deadline =
-                    earliest(self.next_deadline, self.policy.deadline(&watched.episode));
+                self.next_deadline = earliest(self.next_deadline, due_at(&self.policy, watched));
                 Some(rss)
             }
             None => {
@@ -370,12 +376,10 @@ impl Monitor {
         }
     }
 
-    /// eBPF mode: checks the processes whose repeat or kill is due at `now`.
+    /// eBPF mode: checks the processes whose repeat, kill or held-back report is due at `now`.
     pub fn handle_due(&mut self, now: Instant) {
-        self.check_watched(now, true, |policy, watched| {
-            policy
-                .deadline(&watched.episode)
-                .is_some_and(|due| due <= now)
+        self.check_watched(now, Some(Duration::ZERO), |policy, watched| {
+            due_at(policy, watched).is_some_and(|due| due <= now)
         });
     }
 
@@ -563,8 +567,13 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 /// What a check does on the kernel side (eBPF mode).
 struct KernelLink<'a> {
     kernel: &'a mut KernelWatch,
-    /// The kernel side waits to be re-armed for this process.
-    rearm: bool,
+    /// The kernel side waits to be re-armed for this process: after this gap.
+    rearm: Option<Duration>,
+}
+
+/// When `watched` next needs a look: a repeat or kill falling due, or a held-back report.
+fn due_at(policy: &Policy, watched: &Watched) -> Option<Instant> {
+    earliest(policy.deadline(&watched.episode), watched.recheck)
 }
 
 /// How and when a check measures.
@@ -594,12 +603,21 @@ fn check(
     } = measure;
     let mut statm_buf = [0u8; 128];
     let mut rss = watched.rss(proc, &mut statm_buf, page_size);
+    watched.recheck = None;
     if let (Ok(under), Some(link)) = (rss, kernel.as_mut())
-        && link.rearm
+        && let Some(gap) = link.rearm
         && under <= policy.limit
     {
-        link.kernel.rearm(watched.pid());
+        link.kernel.rearm(watched.pid(), gap);
         rss = watched.rss(proc, &mut statm_buf, page_size);
+        match rss {
+            // Still under: the kernel side stays quiet for the gap, so look again after it.
+            Ok(rss) if rss <= policy.limit => {
+                watched.recheck = (!gap.is_zero()).then(|| now + gap);
+            }
+            // Over after all: no report is wanted while it stays over.
+            _ => link.kernel.cancel_rearm(watched.pid()),
+        }
     }
     let rss = match rss {
         Ok(rss) => rss,

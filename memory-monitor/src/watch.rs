@@ -32,6 +32,9 @@ pub struct Watched {
     seen: u32,
     /// Where the process stands against the limit.
     pub episode: Episode,
+    /// eBPF mode: when to look again at a process near its limit whose kernel-side reports are
+    /// held back for a moment (see `monitor`).
+    pub recheck: Option<std::time::Instant>,
 }
 
 /// Why a process could not be watched.
@@ -119,6 +122,7 @@ impl Watched {
             pinned: matches!(admission, Admission::Pinned),
             seen: 0,
             episode: Episode::Under,
+            recheck: None,
         };
         if watched.has_exited() {
             return Err(AdmitError::Gone);

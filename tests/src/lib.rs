@@ -185,6 +185,23 @@ impl Target {
         parse_rss(&self.command(&format!("grow {mib}"), "ok"))
     }
 
+    /// Grows resident memory by `kib` KiB; returns the RSS reported after.
+    pub fn grow_kib(&mut self, kib: usize) -> u64 {
+        parse_rss(&self.command(&format!("growk {kib}"), "ok"))
+    }
+
+    /// The target's exact resident memory now (`/proc/PID/statm`).
+    pub fn rss(&self) -> u64 {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid)).expect("statm");
+        let pages: u64 = statm
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .expect("rss");
+        // SAFETY: sysconf has no preconditions.
+        pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+    }
+
     /// Gives back `mib` MiB; returns the RSS reported after.
     pub fn shrink(&mut self, mib: usize) -> u64 {
         parse_rss(&self.command(&format!("shrink {mib}"), "ok"))

@@ -144,6 +144,34 @@ fn a_thread_taking_a_matching_name_is_not_a_process_to_watch() {
 }
 
 #[test]
+fn a_process_stopping_just_past_its_limit_is_caught() {
+    if !root_or_skip("a_process_stopping_just_past_its_limit_is_caught") {
+        return;
+    }
+    // The kernel's counters can be a few hundred KiB off the exact figure; a process that
+    // stops 64 KiB over its limit is still over it, and must be signalled.
+    const LIMIT: u64 = 32 << 20;
+    for attach in ATTACH {
+        for _ in 0..4 {
+            let name = unique_name("mme-jp");
+            let mut target = Target::spawn(&name);
+            let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
+            monitor.expect_log(&["checked", "watched=1"]);
+            target.grow(24);
+            let short = (LIMIT - target.rss()) as usize / 1024;
+            target.grow_kib(short + 64);
+            assert!(target.rss() > LIMIT, "the target did stop past the limit");
+            assert!(
+                target.wait_signal(USR1),
+                "{attach}: log:\n{}",
+                monitor.log_text()
+            );
+            assert!(monitor.stop().success());
+        }
+    }
+}
+
+#[test]
 fn one_event_per_crossing_and_freeing_memory_rearms() {
     for attach in ATTACH {
         if !root_or_skip("one_event_per_crossing_and_freeing_memory_rearms") {

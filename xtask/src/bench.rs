@@ -799,17 +799,21 @@ fn markdown(results: &Results) -> String {
         ));
     }
     line(
-        "\n**Cost to processes: page faults per second** (median; overhead against no monitor)\n"
+        "\n**Cost to processes: page faults per CPU-second** (overhead: median of per-round \
+         slowdowns against the no-monitor run of the same round, and their interquartile range; \
+         program time per call includes the kernel statistics' own clock reads)\n"
             .to_string(),
     );
-    line("| condition | faults/s | overhead | RSS program per call |".to_string());
-    line("| --- | --: | --: | --: |".to_string());
+    line("| condition | faults/s | overhead | IQR | RSS program per call |".to_string());
+    line("| --- | --: | --: | --: | --: |".to_string());
     for f in &results.faults {
         line(format!(
-            "| {} | {:.0} | {:+.1} % | {} |",
+            "| {} | {:.0} | {:+.1} % | {:+.1} … {:+.1} % | {} |",
             f.condition,
             f.faults_per_s,
             f.overhead_percent,
+            f.overhead_percent_iqr.0,
+            f.overhead_percent_iqr.1,
             f.rss_program_ns_per_call
                 .map_or("–".to_string(), |ns| format!("{ns:.0} ns"))
         ));
@@ -818,12 +822,12 @@ fn markdown(results: &Results) -> String {
         "\n**Heap allocations after start-up** (as the monitor reports them when it stops)\n"
             .to_string(),
     );
-    line("| mode | breaches handled | allocations |".to_string());
-    line("| --- | --: | --: |".to_string());
+    line("| mode | breaches handled | kernel events handled | allocations |".to_string());
+    line("| --- | --: | --: | --: |".to_string());
     for a in &results.allocations {
         line(format!(
-            "| {} | {} | {} |",
-            a.mode, a.breaches, a.allocations_after_start_up
+            "| {} | {} | {} | {} |",
+            a.mode, a.breaches, a.events, a.allocations_after_start_up
         ));
     }
     out

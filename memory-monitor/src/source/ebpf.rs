@@ -8,6 +8,7 @@
 //! exact RSS under the limit) or the RSS falls clearly back: one event per crossing.
 
 use std::io;
+use std::time::Duration;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
@@ -88,7 +89,7 @@ pub struct KernelWatch {
     _ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
     watched: HashMap<MapData, u32, Watch>,
-    rearm: HashMap<MapData, u32, u32>,
+    rearm: HashMap<MapData, u32, u64>,
     claims: HashMap<MapData, u32, u32>,
     /// The kernel side's pre-filter: watched processes per slot (`tgid & slot_mask`).
     slots: Array<MapData, u32>,
@@ -272,11 +273,19 @@ impl KernelWatch {
         }
     }
 
-    /// Asks for the next report about `tgid` once userspace has judged the last one. Call it
-    /// *before* reading the exact RSS: any change after the request is reported, any change
-    /// before it is in the reading.
-    pub fn rearm(&mut self, tgid: i32) {
-        let _ = self.rearm.insert(tgid as u32, 1, 0);
+    /// Asks for the next report about `tgid` once userspace has judged the last one, but not
+    /// before `after` from now. Call it *before* reading the exact RSS: any change after the
+    /// request (and after `after`) is reported, any change before it is in the reading.
+    pub fn rearm(&mut self, tgid: i32, after: Duration) {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let now_ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+        let from = now_ns + after.as_nanos() as u64;
+        let _ = self.rearm.insert(tgid as u32, from, 0);
+    }
+
+    /// Withdraws a re-arm request (the process turned out to be over the limit).
+    pub fn cancel_rearm(&mut self, tgid: i32) {
+        let _ = self.rearm.remove(&(tgid as u32));
     }
 
     /// Waits until events may be waiting.

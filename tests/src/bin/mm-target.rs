@@ -4,7 +4,8 @@
 //! Run it through a link named as the process should be (its `comm` is the link's name). It
 //! reads commands on stdin, one per line, and answers each on stdout:
 //!
-//! - `grow N` — map and touch N more MiB; `shrink N` — unmap N MiB; `madvise N` — give N MiB
+//! - `grow N` — map and touch N more MiB (`growk N`: KiB); `shrink N` — unmap N MiB;
+//!   `madvise N` — give N MiB
 //!   back with `madvise(MADV_DONTNEED)`, keeping the mappings; each answers `ok rss=<bytes>`
 //! - `reserve N` — map N MiB without touching it, for another process to fill
 //!   (`process_vm_writev`); answers `reserved addr=<address>`
@@ -37,6 +38,12 @@ fn main() {
                 for _ in 0..n.parse::<usize>().expect("grow N") {
                     chunks.push(Chunk::touched());
                 }
+                say(&format!("ok rss={}", rss()));
+            }
+            (Some("growk"), Some(n)) => {
+                let mut chunk = Chunk::untouched(n.parse::<usize>().expect("growk N") << 10);
+                chunk.touch();
+                chunks.push(chunk);
                 say(&format!("ok rss={}", rss()));
             }
             (Some("shrink"), Some(n)) => {
@@ -116,10 +123,15 @@ impl Chunk {
 
     fn touched() -> Chunk {
         let mut chunk = Chunk::untouched(MIB);
-        // SAFETY: written only within the mapping's length.
-        unsafe { std::ptr::write_bytes(chunk.ptr.cast::<u8>(), 0x5a, chunk.len) };
-        chunk.resident = true;
+        chunk.touch();
         chunk
+    }
+
+    /// Writes every page, so all of it is resident.
+    fn touch(&mut self) {
+        // SAFETY: written only within the mapping's length.
+        unsafe { std::ptr::write_bytes(self.ptr.cast::<u8>(), 0x5a, self.len) };
+        self.resident = true;
     }
 
     /// Gives the pages back to the kernel; the mapping stays.
