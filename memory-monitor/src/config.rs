@@ -115,7 +115,7 @@ impl Config {
             max_processes: DEFAULT_MAX_PROCESSES,
             mode: Mode::Auto,
             kernel_signal: false,
-            attach: Attach::Tracepoint,
+            attach: Attach::Auto,
         }
     }
 
@@ -223,9 +223,10 @@ struct Cli {
     #[arg(long, conflicts_with = "dry_run")]
     kernel_signal: bool,
 
-    /// eBPF mode: how the RSS program attaches to kmem:rss_stat: tracepoint (a classic
-    /// tracepoint) or tp-btf (a BTF-typed raw tracepoint; needs the kernel's BTF).
-    #[arg(long, value_name = "HOW", value_enum, default_value_t = Attach::Tracepoint)]
+    /// eBPF mode: how the RSS program attaches to kmem:rss_stat: tp-btf (a BTF-typed raw
+    /// tracepoint, the cheaper; needs the kernel's BTF), tracepoint (a classic tracepoint), or
+    /// auto (tp-btf where possible)
+    #[arg(long, value_name = "HOW", value_enum, default_value_t = Attach::Auto)]
     attach: Attach,
 
     /// Most processes to watch at once; beyond it new matches are skipped (with one warning).

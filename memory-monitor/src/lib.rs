@@ -11,7 +11,7 @@
 //! - [`watch`]: the watched processes, each held by a pidfd and an open `statm`.
 //! - [`policy`]: the per-process breach state machine.
 //! - [`action`]: signalling, and the log line for each event.
-//! - [`monitor`]: the loop tying them together.
+//! - [`monitor`]: the loop tying them together; [`timer`]: its precise deadlines.
 //! - [`footprint`]: keeping the monitor's own memory small.
 //!
 //! ```no_run
@@ -31,6 +31,7 @@ pub mod policy;
 pub mod procfs;
 pub mod signal;
 pub mod source;
+pub mod timer;
 pub mod units;
 pub mod watch;
 

@@ -19,6 +19,7 @@ use crate::policy::{Policy, Verdict};
 use crate::procfs::{ProcRoot, page_size};
 use crate::source::ebpf::{KernelSettings, KernelWatch};
 use crate::source::poll::{Scanner, SkipReason};
+use crate::timer::DeadlineTimer;
 use crate::units::{Bytes, Period};
 use crate::watch::{AdmitError, Watched, Watchlist};
 
@@ -404,7 +405,7 @@ impl Monitor {
                 limit = %Bytes(self.policy.limit),
                 action = %action,
                 mode = %"ebpf",
-                attach = %self.config.attach,
+                attach = %kernel.attach(),
                 reports_from = %Bytes(kernel.trigger()),
                 "watching {target}{dry_run}"
             ),
@@ -432,17 +433,25 @@ impl Monitor {
         // whatever starts) ends start-up.
         let first = tokio::time::Instant::now();
         self.cycle(first.into_std())?;
-        crate::footprint::trim();
-        let ticker = self.kernel.is_none().then(|| {
+        // Poll mode's ticks, or eBPF mode's deadlines (made before trimming and counting:
+        // registering a timer with the runtime allocates).
+        enum Clock {
+            Ticks(tokio::time::Interval),
+            Deadlines(DeadlineTimer),
+        }
+        let clock = if self.kernel.is_some() {
+            Clock::Deadlines(DeadlineTimer::new().map_err(Error::Events)?)
+        } else {
             let interval = self.config.interval;
             let mut ticker = tokio::time::interval_at(first + interval, interval);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            ticker
-        });
+            Clock::Ticks(ticker)
+        };
+        crate::footprint::trim();
         let allocations = crate::footprint::allocations();
-        let outcome = match ticker {
-            Some(ticker) => self.run_poll(ticker, &mut shutdown).await?,
-            None => self.run_events(&mut shutdown).await?,
+        let outcome = match clock {
+            Clock::Ticks(ticker) => self.run_poll(ticker, &mut shutdown).await?,
+            Clock::Deadlines(timer) => self.run_events(timer, &mut shutdown).await?,
         };
         let allocations = crate::footprint::allocations() - allocations;
         let events = self.events;
@@ -477,12 +486,16 @@ impl Monitor {
         }
     }
 
-    async fn run_events(&mut self, shutdown: &mut Shutdown) -> Result<Outcome, Error> {
+    async fn run_events(
+        &mut self,
+        mut timer: DeadlineTimer,
+        shutdown: &mut Shutdown,
+    ) -> Result<Outcome, Error> {
         loop {
             if self.nothing_left() {
                 return Ok(Outcome::NothingLeft);
             }
-            let deadline = self.next_deadline.map(tokio::time::Instant::from_std);
+            timer.set(self.next_deadline).map_err(Error::Events)?;
             let Some(kernel) = self.kernel.as_ref() else {
                 return Ok(Outcome::Stopped);
             };
@@ -491,7 +504,10 @@ impl Monitor {
                     ready.map_err(Error::Events)?;
                     self.handle_events();
                 }
-                _ = sleep_until(deadline), if deadline.is_some() => self.handle_due(Instant::now()),
+                expired = timer.expired() => {
+                    expired.map_err(Error::Events)?;
+                    self.handle_due(Instant::now());
+                }
                 () = shutdown.requested() => return Ok(Outcome::Stopped),
             }
         }
@@ -525,12 +541,6 @@ impl Shutdown {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    if let Some(deadline) = deadline {
-        tokio::time::sleep_until(deadline).await;
     }
 }
 

@@ -358,6 +358,12 @@ fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
         let mut done = 0;
         while done < options.trials() {
             let batch = parallel.min(options.trials() - done);
+            // A pause of varying length first, so trials do not fall into step with poll
+            // mode's ticks (which would make its latency look better or worse than it is).
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            std::thread::sleep(Duration::from_micros(u64::from(nanos % 100_000)));
             let trials: Vec<Child> = (0..batch)
                 .map(|_| {
                     Command::new(&link)
@@ -598,35 +604,56 @@ fn rss_program_ns_per_call(pid: i32) -> Option<f64> {
         .map(|(time, count)| time as f64 / count as f64)
 }
 
+/// What runs beside the page-fault benchmark.
+#[derive(Clone, Copy)]
+enum Load {
+    Nothing,
+    /// The monitor, with these arguments.
+    Monitor([&'static str; 4]),
+    /// `perf stat` counting `kmem:rss_stat`: the tracepoint enabled without BPF.
+    PerfTracepoint,
+}
+
 fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
     let (runs, seconds) = options.fault_runs();
     let faulter = bins.named("mmb-fault", &bins.path("mm-faults"))?;
     let mut other = Sleepers(Vec::new());
     other.grow_to(bins, 1)?;
     let cpu = (std::thread::available_parallelism().map_or(1, |n| n.get()) - 1).to_string();
-    let conditions: [(&str, Option<[&str; 4]>); 6] = [
-        ("no monitor", None),
+    let mut conditions: Vec<(&str, Load)> = vec![
+        ("no monitor", Load::Nothing),
         (
             "eBPF tracepoint, another process watched",
-            Some(["--mode", "ebpf", "--attach", "tracepoint"]),
+            Load::Monitor(["--mode", "ebpf", "--attach", "tracepoint"]),
         ),
         (
             "eBPF tracepoint, this process watched",
-            Some(["--mode", "ebpf", "--attach", "tracepoint"]),
+            Load::Monitor(["--mode", "ebpf", "--attach", "tracepoint"]),
         ),
         (
             "eBPF tp_btf, another process watched",
-            Some(["--mode", "ebpf", "--attach", "tp-btf"]),
+            Load::Monitor(["--mode", "ebpf", "--attach", "tp-btf"]),
         ),
         (
             "eBPF tp_btf, this process watched",
-            Some(["--mode", "ebpf", "--attach", "tp-btf"]),
+            Load::Monitor(["--mode", "ebpf", "--attach", "tp-btf"]),
         ),
         (
             "poll, this process watched",
-            Some(["--mode", "poll", "-i", "2"]),
+            Load::Monitor(["--mode", "poll", "-i", "2"]),
         ),
     ];
+    // The floor no BPF program can go under: the kernel's own cost of an enabled tracepoint.
+    if Command::new("perf")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        conditions.push((
+            "kmem:rss_stat enabled by perf, no BPF",
+            Load::PerfTracepoint,
+        ));
+    }
     let mut rates: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
     let mut program_ns: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
     // Rounds with the kernel's program statistics off, every condition once per round, in an
@@ -635,14 +662,14 @@ fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
         let _stats = BpfStats::set(stats);
         for step in 0..conditions.len() {
             let index = (step + round) % conditions.len();
-            let (name, mode) = conditions[index];
-            if stats && mode.is_none() {
+            let (name, load) = conditions[index];
+            if stats && !matches!(load, Load::Monitor(_)) {
                 continue;
             }
             eprintln!("faults: round {}/{}: {name}", round + 1, runs + 1);
-            let monitor = match mode {
-                None => None,
-                Some(mode) => {
+            let monitor = match load {
+                Load::Nothing | Load::PerfTracepoint => None,
+                Load::Monitor(mode) => {
                     let watched = if name.contains("another") {
                         "mmb-sleep"
                     } else {
@@ -656,9 +683,15 @@ fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
                     Some(monitor)
                 }
             };
-            let output = Command::new(&faulter)
-                .args([seconds.to_string(), "64".to_string(), cpu.clone()])
-                .output()?;
+            let faulter_args = [seconds.to_string(), "64".to_string(), cpu.clone()];
+            let output = match load {
+                Load::PerfTracepoint => Command::new("perf")
+                    .args(["stat", "-e", "kmem:rss_stat", "-o", "/dev/null", "--"])
+                    .arg(&faulter)
+                    .args(faulter_args)
+                    .output()?,
+                _ => Command::new(&faulter).args(faulter_args).output()?,
+            };
             let line = String::from_utf8_lossy(&output.stdout);
             let rate: f64 = line
                 .trim()

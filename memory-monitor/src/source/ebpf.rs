@@ -40,6 +40,9 @@ const DISCOVERY: [(&str, &str, &str); 4] = [
 /// How the RSS program attaches to `kmem:rss_stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Attach {
+    /// tp-btf where the kernel's BTF describes what it reads (the cheaper: no tracepoint
+    /// record is filled in), else tracepoint.
+    Auto,
     /// A classic tracepoint: the kernel fills in the tracepoint's record, the program reads it.
     Tracepoint,
     /// A BTF-typed raw tracepoint (`tp_btf`): the program gets the tracepoint's arguments and
@@ -102,6 +105,7 @@ pub struct KernelWatch {
     lost_flag: Array<MapData, u64>,
     trigger: u64,
     limit: u64,
+    attach: Attach,
 }
 
 impl std::fmt::Debug for KernelWatch {
@@ -120,16 +124,26 @@ impl KernelWatch {
         check_privileges()?;
         check_pid_namespace()?;
         let tracefs = tracefs::ensure_mounted().map_err(Unavailable)?;
+        let (attach, offsets) = match settings.attach {
+            Attach::Tracepoint => (Attach::Tracepoint, None),
+            Attach::TpBtf => (
+                Attach::TpBtf,
+                Some(btf::kernel_offsets().map_err(Unavailable)?),
+            ),
+            Attach::Auto => match btf::kernel_offsets() {
+                Ok(offsets) => (Attach::TpBtf, Some(offsets)),
+                Err(why) => {
+                    tracing::debug!("attaching as a classic tracepoint: {why}");
+                    (Attach::Tracepoint, None)
+                }
+            },
+        };
         // The classic RSS program reads kmem:rss_stat's record; tp_btf reads kernel structures.
         let fields: Vec<_> = layout::ALL
             .into_iter()
-            .filter(|f| settings.attach == Attach::Tracepoint || f.tracepoint != "kmem/rss_stat")
+            .filter(|f| attach == Attach::Tracepoint || f.tracepoint != "kmem/rss_stat")
             .collect();
         tracefs::check_layout(&tracefs, &fields).map_err(Unavailable)?;
-        let offsets = match settings.attach {
-            Attach::Tracepoint => None,
-            Attach::TpBtf => Some(btf::kernel_offsets().map_err(Unavailable)?),
-        };
         raise_memlock_limit();
 
         let trigger = settings.limit.saturating_sub(counter_error());
@@ -180,9 +194,9 @@ impl KernelWatch {
         for (program, category, name) in DISCOVERY {
             attach_tracepoint(&mut ebpf, program, category, name)?;
         }
-        match settings.attach {
-            Attach::Tracepoint => attach_tracepoint(&mut ebpf, "rss_stat", "kmem", "rss_stat")?,
+        match attach {
             Attach::TpBtf => attach_btf_tracepoint(&mut ebpf, "rss_stat_btf", "rss_stat")?,
+            _ => attach_tracepoint(&mut ebpf, "rss_stat", "kmem", "rss_stat")?,
         }
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name)
@@ -207,6 +221,7 @@ impl KernelWatch {
             events,
             trigger,
             limit: settings.limit,
+            attach,
             _ebpf: ebpf,
         })
     }
@@ -214,6 +229,11 @@ impl KernelWatch {
     /// The approximate RSS at which processes are reported.
     pub fn trigger(&self) -> u64 {
         self.trigger
+    }
+
+    /// How the RSS program is attached (never [`Attach::Auto`]).
+    pub fn attach(&self) -> Attach {
+        self.attach
     }
 
     /// Starts (or restarts) following `tgid` from its exact resident split `parts`.
