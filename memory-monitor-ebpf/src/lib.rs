@@ -43,8 +43,14 @@ pub struct Watch {
     pub mm: u64,
     /// `WATCH_*` flags.
     pub flags: u32,
-    /// Explicit padding (the record is 8-byte aligned).
-    pub _padding: u32,
+    /// Growth profile (`--profile-at`): bytes grown since the last stack sample.
+    pub grown: u32,
+}
+
+/// A growth sample's key in the `GROWTH` map: the process and the user stack (an id in the
+/// `STACKS` map) that grew its memory.
+pub fn growth_key(tgid: u32, stack_id: u32) -> u64 {
+    (u64::from(tgid) << 32) | u64::from(stack_id)
 }
 
 /// The next time the approximate RSS is at or above the trigger, report it (one event per

@@ -20,21 +20,23 @@
 
 use aya_ebpf::{
     EbpfContext as _, Global,
+    bindings::BPF_F_USER_STACK,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_send_signal,
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, TracePointContext},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
 };
 use aya_log_ebpf::warn;
 use memory_monitor_ebpf::{
     Event, Field, NameRule, RULE_NONE, WATCH_ARMED, WATCH_BY_NAME, WATCH_KERNEL_SIGNALLED, Watch,
-    event_kind, layout, member, verdict,
+    event_kind, growth_key, layout, member, verdict,
 };
 
-/// Capacity placeholder; the loader sets the real one (`--max-processes`).
+/// Capacity placeholder; the loader sets the real one (`--max-processes`). The growth
+/// profile's maps get theirs too (1 when it is off).
 const MAX_PROCESSES: u32 = 16384;
 /// Slot-count placeholder (a power of two); the loader sets the real one.
 const MAX_SLOTS: u32 = 65536;
@@ -67,6 +69,16 @@ static REARM: HashMap<u32, u64> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 static SIGNAL_CLAIMS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
 /// Events for userspace.
+/// Growth profile: user stacks of the changes that grew a watched process above
+/// `PROFILE_FROM_BYTES`.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(1024, 0);
+
+/// Growth profile: samples per (process, stack) (`growth_key`); each stands for
+/// `SAMPLE_BYTES` grown. Userspace reads and clears a process's entries on its breach.
+#[map]
+static GROWTH: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
+
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
@@ -110,6 +122,14 @@ static RSS_COUNT_OFFSETS: Global<[u64; member::COUNT]> = Global::new([0; member:
 static TASK_MM_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static PAGE_SIZE: Global<i64> = Global::new(4096);
+
+/// Growth profile: sample the stacks of growth once the approximate RSS is at least this
+/// (`--profile-at`; `u64::MAX`: never) ...
+#[unsafe(no_mangle)]
+static PROFILE_FROM_BYTES: Global<u64> = Global::new(u64::MAX);
+/// ... one stack per this many bytes grown.
+#[unsafe(no_mangle)]
+static SAMPLE_BYTES: Global<u32> = Global::new(256 * 1024);
 
 /// `--kernel-signal`: the signal to send from the kernel side, or 0.
 #[unsafe(no_mangle)]
@@ -188,14 +208,10 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
     };
     if let Some((tgid, watch)) = found {
         // SAFETY: a live map value (see `update`).
-        update(
-            unsafe { &mut *watch },
-            tgid,
-            mm,
-            own,
-            slot,
-            field(&ctx, layout::RSS_SIZE),
-        );
+        let watch = unsafe { &mut *watch };
+        if update(watch, tgid, mm, own, slot, field(&ctx, layout::RSS_SIZE)) {
+            sample_growth(&ctx, tgid);
+        }
     }
     0
 }
@@ -225,14 +241,10 @@ pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
     if let Some((tgid, watch, own)) = found {
         let pages = read_kernel::<i64>(mm + RSS_COUNT_OFFSETS.load()[slot]).max(0);
         // SAFETY: a live map value (see `update`).
-        update(
-            unsafe { &mut *watch },
-            tgid,
-            mm,
-            own,
-            slot,
-            pages * PAGE_SIZE.load(),
-        );
+        let watch = unsafe { &mut *watch };
+        if update(watch, tgid, mm, own, slot, pages * PAGE_SIZE.load()) {
+            sample_growth(&ctx, tgid);
+        }
     }
     0
 }
@@ -282,17 +294,54 @@ fn read_kernel<T: Copy + Default>(address: u64) -> T {
 
 /// A counter of watched process `tgid` is now `size` bytes; `own` when the process made the
 /// change itself (then `mm` is its map, learned for changes made from other contexts).
+/// Returns whether the growth profile wants the current stack sampled.
 ///
 /// The watch is a live map value: this program and the discovery programs are its writers
 /// besides whole-record updates from userspace, which at worst leave one counter stale until
 /// its next change.
 #[inline(always)]
-fn update(watch: &mut Watch, tgid: u32, mm: u64, own: bool, slot: usize, size: i64) {
+fn update(watch: &mut Watch, tgid: u32, mm: u64, own: bool, slot: usize, size: i64) -> bool {
     if own && watch.mm != mm {
         learn_mm(watch, tgid, mm);
     }
+    let grew = size - watch.members[slot];
     watch.members[slot] = size;
     judge(watch, tgid, own);
+    own && grew > 0 && growth_sample_due(watch, grew as u64)
+}
+
+/// Growth profile: counts `grew` bytes toward the next stack sample of a process above
+/// `PROFILE_FROM_BYTES`; true when one is due. Sampling by bytes keeps the cost bounded
+/// (one stack walk per `SAMPLE_BYTES` grown) and makes each sample weigh the same.
+#[inline(always)]
+fn growth_sample_due(watch: &mut Watch, grew: u64) -> bool {
+    if watch.approximate_rss() < PROFILE_FROM_BYTES.load() {
+        return false;
+    }
+    let every = SAMPLE_BYTES.load();
+    let grown = u64::from(watch.grown) + grew;
+    if grown < u64::from(every) {
+        watch.grown = grown as u32;
+        return false;
+    }
+    watch.grown = grown.checked_rem(u64::from(every)).unwrap_or(0) as u32;
+    true
+}
+
+/// Growth profile: counts one sample for the current user stack of `tgid`.
+#[inline(always)]
+fn sample_growth<C: StackIdContext>(ctx: &C, tgid: u32) {
+    let Ok(stack) = ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) else {
+        return;
+    };
+    let key = growth_key(tgid, stack as u32);
+    match GROWTH.get_ptr_mut(key) {
+        // SAFETY: a live map value; a lost increment under a race only loses one sample.
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            let _ = GROWTH.insert(key, 1, 0);
+        }
+    }
 }
 
 /// Records which mm is `tgid`'s (it changes at exec).
@@ -362,7 +411,7 @@ fn new_watch(flags: u32) -> Watch {
         last_event_ns: 0,
         mm: 0,
         flags: flags | WATCH_ARMED,
-        _padding: 0,
+        grown: 0,
     }
 }
 

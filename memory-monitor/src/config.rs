@@ -11,6 +11,7 @@ use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::matcher::{MatchMode, Matcher};
 use crate::signal::Signal;
+use crate::sink::SinkSpec;
 use crate::source::ebpf::Attach;
 use crate::units::{self, SizeSpec};
 
@@ -84,7 +85,33 @@ pub struct Config {
     pub kernel_signal: bool,
     /// In eBPF mode, how the RSS program attaches to `kmem:rss_stat`.
     pub attach: Attach,
+    /// Profiles on breach; `None`: none.
+    pub profile: Option<ProfileSettings>,
 }
+
+/// Where breach profiles go, and how long a signal may wait for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSettings {
+    /// The writer.
+    pub sink: SinkSpec,
+    /// The longest a breach's signal waits for its profile's capture.
+    pub budget: Duration,
+    /// eBPF mode: sample the stacks that grow a process once it is above this percentage of
+    /// its limit (the growth profile).
+    pub growth_at_percent: u32,
+}
+
+impl ProfileSettings {
+    /// The approximate RSS from which the growth profile samples, for a process with `limit`.
+    pub fn growth_from(&self, limit: u64) -> u64 {
+        (u128::from(limit) * u128::from(self.growth_at_percent) / 100) as u64
+    }
+}
+
+/// Default for `--profile-budget`.
+pub const DEFAULT_PROFILE_BUDGET: Duration = Duration::from_millis(50);
+/// Default for `--profile-at`.
+pub const DEFAULT_PROFILE_AT_PERCENT: u32 = 80;
 
 /// How the monitor learns about memory changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,6 +143,7 @@ impl Config {
             mode: Mode::Auto,
             kernel_signal: false,
             attach: Attach::Auto,
+            profile: None,
         }
     }
 
@@ -229,6 +257,29 @@ struct Cli {
     #[arg(long, value_name = "HOW", value_enum, default_value_t = Attach::Auto)]
     attach: Attach,
 
+    /// On breach, write a memory profile (pprof, gzip: which mappings hold the memory) of the
+    /// process into this directory, before the signal. Short for --profile-to dir:PATH.
+    #[arg(long, value_name = "PATH", conflicts_with = "profile_to")]
+    profile_dir: Option<std::path::PathBuf>,
+
+    /// On breach, hand a memory profile to: dir:PATH (a file), cmd:COMMAND (run with the
+    /// profile on stdin and MM_PROFILE_NAME, MM_PID, MM_NAME, MM_RSS_BYTES, MM_LIMIT_BYTES in
+    /// its environment), http(s)://HOST/PATH (PUT to the URL plus the name), or
+    /// s3://BUCKET/PREFIX (credentials, region and endpoint from the AWS_* environment).
+    #[arg(long, value_name = "DEST")]
+    profile_to: Option<SinkSpec>,
+
+    /// The longest a breach's signal waits for the profile to be captured; past it the signal
+    /// goes first.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    profile_budget: Option<Duration>,
+
+    /// eBPF mode: once a process is above this share of its limit, sample the code paths
+    /// that grow its memory (one stack per 256 KiB grown), so its profile names the code that
+    /// grew it: 80%, 50%, 0% (from the start).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    profile_at: Option<u32>,
+
     /// Most processes to watch at once; beyond it new matches are skipped (with one warning).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROCESSES, value_parser = parse_capacity)]
     max_processes: usize,
@@ -258,6 +309,14 @@ fn parse_repeat(text: &str) -> Result<Repeat, units::UnitError> {
         return Ok(Repeat::Never);
     }
     units::parse_duration(text).map(Repeat::Every)
+}
+
+fn parse_percent(text: &str) -> Result<u32, String> {
+    let number = text.trim().trim_end_matches('%').trim();
+    match number.parse::<u32>() {
+        Ok(percent @ 0..=100) => Ok(percent),
+        _ => Err(format!("'{text}' is not a percentage from 0% to 100%")),
+    }
 }
 
 fn parse_capacity(text: &str) -> Result<usize, String> {
@@ -352,6 +411,24 @@ impl Cli {
                 "--kernel-signal needs eBPF mode, not --mode poll".to_string(),
             ));
         }
+        let sink = match (self.profile_dir, self.profile_to) {
+            (Some(dir), _) => Some(SinkSpec::Dir(dir)),
+            (None, sink) => sink,
+        };
+        let profile = match sink {
+            Some(sink) => Some(ProfileSettings {
+                sink,
+                budget: self.profile_budget.unwrap_or(DEFAULT_PROFILE_BUDGET),
+                growth_at_percent: self.profile_at.unwrap_or(DEFAULT_PROFILE_AT_PERCENT),
+            }),
+            None if self.profile_budget.is_some() || self.profile_at.is_some() => {
+                return Err(UsageError(
+                    "--profile-budget and --profile-at need --profile-dir or --profile-to"
+                        .to_string(),
+                ));
+            }
+            None => None,
+        };
         let verbosity = self.verbose.min(2) as i8 - self.quiet.min(2) as i8;
         Ok(Settings {
             config: Config {
@@ -368,6 +445,7 @@ impl Cli {
                 mode: self.mode,
                 kernel_signal: self.kernel_signal,
                 attach: self.attach,
+                profile,
             },
             log: LogSettings {
                 verbosity,

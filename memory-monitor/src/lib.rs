@@ -11,6 +11,9 @@
 //! - [`watch`]: the watched processes, each held by a pidfd and an open `statm`.
 //! - [`policy`]: the per-process breach state machine.
 //! - [`action`]: signalling, and the log line for each event.
+//! - [`profile`]: a memory profile of a breaching process, before its signal; [`sink`]: where
+//!   profiles go (the [`ProfileWriter`](sink::ProfileWriter) trait and built-in writers).
+//! - [`self_monitor`]: [`SelfMonitor`], profiles of the calling process itself.
 //! - [`monitor`]: the loop tying them together; [`timer`]: its precise deadlines.
 //! - [`footprint`]: keeping the monitor's own memory small.
 //!
@@ -29,7 +32,10 @@ pub mod matcher;
 pub mod monitor;
 pub mod policy;
 pub mod procfs;
+pub mod profile;
+pub mod self_monitor;
 pub mod signal;
+pub mod sink;
 pub mod source;
 pub mod timer;
 pub mod units;
@@ -39,6 +45,7 @@ use std::io;
 
 pub use config::Config;
 pub use monitor::{Monitor, Outcome, Shutdown};
+pub use self_monitor::{SelfMonitor, SelfMonitorHandle};
 
 /// A failure that stops the monitor.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +65,9 @@ pub enum Error {
     /// Waiting for kernel events failed.
     #[error("cannot wait for kernel events")]
     Events(#[source] io::Error),
+    /// The profile destination cannot be used.
+    #[error("cannot write profiles there")]
+    ProfileWriter(#[source] sink::WriteError),
 }
 
 /// Runs a monitor for `config` on a runtime of its own until it stops.

@@ -17,6 +17,8 @@ use crate::action::{self, Dispatch};
 use crate::config::{Config, Mode};
 use crate::policy::{Policy, Verdict};
 use crate::procfs::{ProcRoot, page_size};
+use crate::profile::Profiler;
+use crate::sink;
 use crate::source::ebpf::{KernelSettings, KernelWatch};
 use crate::source::poll::{Scanner, SkipReason};
 use crate::timer::DeadlineTimer;
@@ -78,6 +80,8 @@ pub struct Monitor {
     warned_skip: bool,
     /// Kernel events handled so far.
     events: u64,
+    /// Takes a profile of each breaching process, when asked to.
+    profiler: Option<Profiler>,
 }
 
 impl Monitor {
@@ -93,6 +97,15 @@ impl Monitor {
         let hold_statm = kernel.is_none();
         let scanner = Scanner::new(config.matcher.clone(), config.pids.clone(), hold_statm)
             .map_err(Error::Proc)?;
+        let profiler = match &config.profile {
+            Some(settings) => {
+                let writer = sink::open(&settings.sink).map_err(Error::ProfileWriter)?;
+                let profiler = Profiler::start(writer, settings.budget)
+                    .map_err(|e| Error::ProfileWriter(e.into()))?;
+                Some(profiler)
+            }
+            None => None,
+        };
         Ok(Monitor {
             policy: Policy {
                 limit: config.limit,
@@ -109,6 +122,7 @@ impl Monitor {
             next_deadline: None,
             warned_skip: false,
             events: 0,
+            profiler,
             config,
         })
     }
@@ -182,7 +196,7 @@ impl Monitor {
         due: impl Fn(&Policy, &Watched) -> bool,
     ) -> CycleReport {
         let (policy, dispatch, page_size) = (&self.policy, self.dispatch(), self.page_size);
-        let proc = self.scanner.proc();
+        let (proc, profiler) = (self.scanner.proc(), self.profiler.as_ref());
         let mut kernel = self.kernel.as_mut();
         let mut report = CycleReport::default();
         let mut next_deadline = None;
@@ -196,6 +210,7 @@ impl Monitor {
                     page_size,
                     now,
                     dispatch,
+                    profiler,
                 };
                 let Some((verdict, _)) = check(policy, watched, measure, link) else {
                     if let Some(kernel) = kernel.as_deref_mut() {
@@ -364,6 +379,7 @@ impl Monitor {
             page_size: self.page_size,
             now,
             dispatch,
+            profiler: self.profiler.as_ref(),
         };
         match check(&self.policy, watched, measure, kernel) {
             Some((_, rss)) => {
@@ -391,10 +407,13 @@ impl Monitor {
 
     fn log_start(&self) {
         let target = self.config.describe_target();
-        let action = action::describe(
+        let mut action = action::describe(
             &self.policy,
             self.config.kernel_signal && self.is_event_driven(),
         );
+        if let Some(profile) = &self.config.profile {
+            action = format!("profile to {}, then {action}", profile.sink);
+        }
         let dry_run = if self.config.dry_run {
             " (dry run: nothing will be sent)"
         } else {
@@ -552,6 +571,10 @@ fn choose_source(config: &Config) -> Result<(Option<KernelWatch>, Option<String>
         max_processes: config.max_processes,
         kernel_signal: config.kernel_signal.then_some(config.signal),
         attach: config.attach,
+        profile_from: config
+            .profile
+            .as_ref()
+            .map(|profile| profile.growth_from(config.limit)),
         debug_log: tracing::enabled!(tracing::Level::DEBUG),
     };
     match config.mode {
@@ -586,13 +609,15 @@ fn due_at(policy: &Policy, watched: &Watched) -> Option<Instant> {
     earliest(policy.deadline(&watched.episode), watched.recheck)
 }
 
-/// How and when a check measures.
+/// How and when a check measures, and what it does on a breach.
 #[derive(Clone, Copy)]
 struct Measure<'a> {
     proc: &'a ProcRoot,
     page_size: u64,
     now: Instant,
     dispatch: Dispatch,
+    /// Profiles a breaching process before its signal.
+    profiler: Option<&'a Profiler>,
 }
 
 /// Measures `watched`, judges it and acts; returns the verdict and the exact RSS, or `None`
@@ -610,6 +635,7 @@ fn check(
         page_size,
         now,
         dispatch,
+        profiler,
     } = measure;
     let mut statm_buf = [0u8; 128];
     let mut rss = watched.rss(proc, &mut statm_buf, page_size);
@@ -641,6 +667,15 @@ fn check(
         }
     };
     let verdict = policy.judge(&mut watched.episode, rss, now);
+    // Before the signal: the process may exit on it and take its memory with it.
+    if let (Verdict::Breach, Some(profiler)) = (verdict, profiler) {
+        let name = watched.comm().to_string();
+        let growth = kernel
+            .as_mut()
+            .map(|link| link.kernel.take_growth(watched.pid()))
+            .unwrap_or_default();
+        profiler.profile(watched.pid(), &name, rss, policy.limit, growth);
+    }
     tracing::trace!(pid = watched.pid(), name = %watched.comm(), rss = %Bytes(rss), "measured");
     let dispatch = match (verdict, kernel) {
         (Verdict::Breach, Some(link)) => {

@@ -4,8 +4,10 @@
 //! Waits are bounded (a test must end) but never asserted on: a test fails because something
 //! did or did not happen, never because it took a certain time.
 
+pub mod servers;
+
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -210,6 +212,12 @@ impl Target {
     /// Gives back `mib` MiB with `madvise(MADV_DONTNEED)`; returns the RSS reported after.
     pub fn madvise(&mut self, mib: usize) -> u64 {
         parse_rss(&self.command(&format!("madvise {mib}"), "ok"))
+    }
+
+    /// Grows resident memory by `mib` MiB of a memfd that `smaps` names
+    /// `/memfd:mm-target-block`; returns the RSS reported after.
+    pub fn grow_memfd(&mut self, mib: usize) -> u64 {
+        parse_rss(&self.command(&format!("memfd {mib}"), "ok"))
     }
 
     /// Maps `mib` MiB without touching it; returns its address in the target.
@@ -506,4 +514,31 @@ pub fn run_monitor(args: &[&str]) -> (ExitStatus, String) {
         output.status,
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// `go tool pprof -top` of `profile` by the sample type `index` (`rss`, `growth`, …).
+pub fn pprof_top(profile: &Path, index: &str) -> String {
+    let output = Command::new("go")
+        .args(["tool", "pprof", "-top", "-symbolize=none"])
+        .arg(format!("-sample_index={index}"))
+        .arg(profile)
+        .output()
+        .expect("go tool pprof (cargo xtask setup installs Debian's golang-go)");
+    assert!(
+        output.status.success(),
+        "pprof failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// What `go tool pprof -top` (by resident bytes) lists first for `profile`.
+pub fn pprof_top_entry(profile: &Path) -> String {
+    let text = pprof_top(profile, "rss");
+    // The table's first row follows its header ("flat  flat%  sum% ...").
+    text.lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no rows in:\n{text}"))
+        .to_string()
 }

@@ -1,7 +1,8 @@
 //! Project automation, run as `cargo xtask <command>`:
 //!
-//! - `setup`: install what building the BPF programs needs (nightly `rust-src`, `bpf-linker`).
-//!   Idempotent, and quick once done.
+//! - `setup`: install what building the BPF programs needs (nightly `rust-src`, `bpf-linker`)
+//!   and what the tests use besides the project's own programs (Go's `pprof` to read profiles,
+//!   moto's S3 server). Idempotent, and quick once done.
 //! - `run -- <args>`: set up, build the monitor (release) and run it with `<args>`.
 //! - `test`: set up, check formatting and lints, build, and run every test.
 //! - `bench [--quick] [--step SIZE] [--pause DURATION]`: measure (see `bench.rs`); not a test.
@@ -48,7 +49,7 @@ fn xtask() -> Result<()> {
         }
         _ => bail!(
             "usage: cargo xtask <setup | run -- <monitor args> | test | bench>\n\
-             \n  setup   install nightly rust-src and bpf-linker (idempotent)\
+             \n  setup   install nightly rust-src, bpf-linker, and the tests' go pprof and moto (idempotent)\
              \n  run     build the monitor (release) and run it, e.g. cargo xtask run -- -m 500 my-app\
              \n  test    setup, fmt, clippy, build, and every test\
              \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)"
@@ -107,7 +108,42 @@ fn shown(command: &Command) -> String {
 
 fn setup() -> Result<()> {
     ensure_nightly_components()?;
-    ensure_bpf_linker()
+    ensure_bpf_linker()?;
+    ensure_go_pprof()?;
+    ensure_moto_server()
+}
+
+/// The profile tests read the monitor's profiles with an independent reader, `go tool pprof`
+/// (Debian's golang-go).
+fn ensure_go_pprof() -> Result<()> {
+    if output_of(Command::new("go").arg("version")).is_some() {
+        return Ok(());
+    }
+    let install = || {
+        let mut command = Command::new("apt-get");
+        command
+            .args(["install", "-y", "--no-install-recommends", "golang-go"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    if run_step(&mut install()).is_err() {
+        // A fresh machine may have no package lists yet.
+        run_step(Command::new("apt-get").args(["update"]))?;
+        run_step(&mut install())?;
+    }
+    Ok(())
+}
+
+/// The S3 writer's test writes to a real S3-compatible server on loopback: moto's, from PyPI.
+fn ensure_moto_server() -> Result<()> {
+    let has_moto = Command::new("python3")
+        .args(["-c", "import moto.server, flask, flask_cors"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if has_moto {
+        return Ok(());
+    }
+    run_step(Command::new("python3").args(["-m", "pip", "install", "--quiet", "moto[server]"]))
 }
 
 /// `-Z build-std=core` builds `core` for the BPF target from the nightly toolchain's sources;

@@ -10,7 +10,7 @@
 use std::io;
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use memory_monitor_ebpf::{
@@ -19,8 +19,10 @@ use memory_monitor_ebpf::{
 };
 use tokio::io::unix::AsyncFd;
 
+use crate::logging::one_line;
 use crate::matcher::{MatchMode, Matcher};
 use crate::procfs::{COMM_LEN, ResidentParts};
+use crate::profile::growth::RawStacks;
 use crate::signal::Signal;
 use crate::source::{btf, tracefs};
 
@@ -80,6 +82,8 @@ pub struct KernelSettings<'a> {
     pub kernel_signal: Option<Signal>,
     /// How the RSS program attaches.
     pub attach: Attach,
+    /// Growth profile: sample the stacks that grow a process from this approximate RSS on.
+    pub profile_from: Option<u64>,
     /// Whether the programs' own diagnostics (aya-log) are wanted (`-v`); otherwise their ring
     /// buffer is not even mapped.
     pub debug_log: bool,
@@ -106,7 +110,14 @@ pub struct KernelWatch {
     trigger: u64,
     limit: u64,
     attach: Attach,
+    /// The growth profile's stacks and samples, when it is on.
+    growth: Option<(StackTraceMap<MapData>, HashMap<MapData, u64, u64>)>,
 }
+
+/// Growth profile: one stack sample per this many bytes grown.
+const GROWTH_SAMPLE_BYTES: u32 = 256 * 1024;
+/// Growth profile: distinct stacks and (process, stack) pairs kept.
+const GROWTH_STACKS: u32 = 2048;
 
 impl std::fmt::Debug for KernelWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -167,6 +178,12 @@ impl KernelWatch {
         let task_mm = offsets.map_or(0, |o| o.task_mm);
         let rss_counts = offsets.map_or([0; member::COUNT], |o| o.rss_counts);
         let page_size = crate::procfs::page_size() as i64;
+        let profile_from = settings.profile_from.unwrap_or(u64::MAX);
+        let growth_entries = if settings.profile_from.is_some() {
+            GROWTH_STACKS
+        } else {
+            1
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global("NAME_RULE", &rule, true)
             .override_global("MONITOR_TGID", &me, true)
@@ -178,6 +195,10 @@ impl KernelWatch {
             .override_global("RSS_COUNT_OFFSETS", &rss_counts, true)
             .override_global("PAGE_SIZE", &page_size, true)
             .override_global("SLOT_MASK", &slot_mask, true)
+            .override_global("PROFILE_FROM_BYTES", &profile_from, true)
+            .override_global("SAMPLE_BYTES", &GROWTH_SAMPLE_BYTES, true)
+            .map_max_entries("STACKS", growth_entries)
+            .map_max_entries("GROWTH", growth_entries)
             .override_global(aya_log::LEVEL, &log_level, false)
             .map_max_entries("WATCHED", capacity)
             .map_max_entries("MM_OWNER", capacity)
@@ -207,7 +228,15 @@ impl KernelWatch {
         let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_error)?;
         let events = readable_fd(events)
             .map_err(|e| Unavailable(format!("cannot wait on the ring buffer: {e}")))?;
+        let growth = match settings.profile_from {
+            Some(_) => Some((
+                StackTraceMap::try_from(take(&mut ebpf, "STACKS")?).map_err(map_error)?,
+                HashMap::try_from(take(&mut ebpf, "GROWTH")?).map_err(map_error)?,
+            )),
+            None => None,
+        };
         Ok(KernelWatch {
+            growth,
             watched: HashMap::try_from(take(&mut ebpf, "WATCHED")?).map_err(map_error)?,
             rearm: HashMap::try_from(take(&mut ebpf, "REARM")?).map_err(map_error)?,
             claims: HashMap::try_from(take(&mut ebpf, "SIGNAL_CLAIMS")?).map_err(map_error)?,
@@ -249,7 +278,7 @@ impl KernelWatch {
             last_event_ns: 0,
             mm: 0,
             flags: WATCH_ARMED | if by_name { WATCH_BY_NAME } else { 0 },
-            _padding: 0,
+            grown: 0,
         };
         self.watched
             .insert(tgid as u32, record, 0)
@@ -270,6 +299,34 @@ impl KernelWatch {
             self.counted.remove(at);
             self.add_to_slot(tgid, -1);
         }
+        if self.growth.is_some() {
+            let _ = self.take_growth(tgid);
+        }
+    }
+
+    /// Growth profile: takes the stacks sampled for `tgid` (innermost frame first) and the
+    /// bytes grown under each, leaving none behind. Empty when the growth profile is off.
+    pub fn take_growth(&mut self, tgid: i32) -> RawStacks {
+        let Some((stacks, samples)) = self.growth.as_mut() else {
+            return RawStacks::new();
+        };
+        let keys: Vec<u64> = samples
+            .keys()
+            .flatten()
+            .filter(|key| key >> 32 == u64::from(tgid as u32))
+            .collect();
+        let mut taken = RawStacks::new();
+        for key in keys {
+            let Ok(count) = samples.get(&key, 0) else {
+                continue;
+            };
+            let _ = samples.remove(&key);
+            if let Ok(trace) = stacks.get(&(key as u32), 0) {
+                let ips = trace.frames().iter().map(|frame| frame.ip).collect();
+                taken.push((ips, count * u64::from(GROWTH_SAMPLE_BYTES)));
+            }
+        }
+        taken
     }
 
     fn add_to_slot(&mut self, tgid: i32, change: i32) {
@@ -514,21 +571,6 @@ fn start_program_logs(ebpf: &mut Ebpf) {
             guard.clear_ready();
         }
     });
-}
-
-/// An error and its causes on one line.
-fn one_line(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let message = cause.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        source = cause.source();
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The line of a verifier log that says what was refused: the last one before its statistics

@@ -7,6 +7,8 @@
 //! - `grow N` — map and touch N more MiB (`growk N`: KiB); `shrink N` — unmap N MiB;
 //!   `madvise N` — give N MiB
 //!   back with `madvise(MADV_DONTNEED)`, keeping the mappings; each answers `ok rss=<bytes>`
+//! - `memfd N` — map and touch N MiB of a memfd named `mm-target-block` (shared memory that
+//!   shows by that name in `smaps`); answers `ok rss=<bytes>`
 //! - `reserve N` — map N MiB without touching it, for another process to fill
 //!   (`process_vm_writev`); answers `reserved addr=<address>`
 //! - `rename NAME` — `prctl(PR_SET_NAME)`; `thread NAME` — start a thread that names itself NAME
@@ -56,6 +58,12 @@ fn main() {
                 for chunk in chunks.iter_mut().rev().filter(|c| c.resident).take(n) {
                     chunk.release();
                 }
+                say(&format!("ok rss={}", rss()));
+            }
+            (Some("memfd"), Some(n)) => {
+                let mut chunk = Chunk::memfd(n.parse::<usize>().expect("memfd N") * MIB);
+                chunk.touch();
+                chunks.push(chunk);
                 say(&format!("ok rss={}", rss()));
             }
             (Some("reserve"), Some(n)) => {
@@ -121,6 +129,32 @@ impl Chunk {
         }
     }
 
+    /// A shared mapping of a new memfd named `mm-target-block`.
+    fn memfd(len: usize) -> Chunk {
+        // SAFETY: a NUL-terminated name; the descriptor is closed once mapped.
+        let ptr = unsafe {
+            let fd = libc::memfd_create(c"mm-target-block".as_ptr(), libc::MFD_CLOEXEC);
+            assert!(fd >= 0, "memfd_create");
+            assert_eq!(libc::ftruncate(fd, len as libc::off_t), 0, "ftruncate");
+            let ptr = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            libc::close(fd);
+            ptr
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        Chunk {
+            ptr,
+            len,
+            resident: false,
+        }
+    }
+
     fn touched() -> Chunk {
         let mut chunk = Chunk::untouched(MIB);
         chunk.touch();
@@ -129,8 +163,7 @@ impl Chunk {
 
     /// Writes every page, so all of it is resident.
     fn touch(&mut self) {
-        // SAFETY: written only within the mapping's length.
-        unsafe { std::ptr::write_bytes(self.ptr.cast::<u8>(), 0x5a, self.len) };
+        touch_every_page(self.ptr.cast(), self.len);
         self.resident = true;
     }
 
@@ -139,6 +172,16 @@ impl Chunk {
         // SAFETY: advises exactly this mapping.
         unsafe { libc::madvise(self.ptr, self.len, libc::MADV_DONTNEED) };
         self.resident = false;
+    }
+}
+
+/// Writes one byte of every page of `len` bytes at `ptr`. Named and never inlined: the page
+/// faults that grow the process happen here, and the growth profile's test looks for it.
+#[inline(never)]
+fn touch_every_page(ptr: *mut u8, len: usize) {
+    for offset in (0..len).step_by(4096) {
+        // SAFETY: within the caller's mapping of `len` bytes.
+        unsafe { ptr.add(offset).write_volatile(0x5a) };
     }
 }
 

@@ -1,0 +1,258 @@
+//! Memory profiles taken on breach: what was using the memory.
+//!
+//! On a breach the monitor asks the [`Profiler`] for a profile *before* the signal (the
+//! process may exit on it and take its memory with it), but waits for the capture no longer
+//! than a budget; past it the signal goes first. Encoding and writing happen afterwards on the
+//! profiler's own thread, through a [`ProfileWriter`](crate::sink::ProfileWriter), retried a
+//! bounded number of times; a failing writer is logged and counted, and never stops the
+//! monitor. One profile per breach episode.
+
+pub mod growth;
+pub mod mapping;
+mod pprof;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime};
+
+use crate::sink::{ProfileInfo, ProfileWriter};
+use crate::units::Bytes;
+
+/// Attempts at writing one profile, and the pause before each retry.
+const WRITE_RETRIES: [Duration; 2] = [Duration::from_millis(200), Duration::from_secs(1)];
+
+/// Breaches waiting for the profiler; more at once are not profiled (and counted as failures).
+const QUEUE: usize = 16;
+
+/// The name of a profile: `<UTC yyyymmddThhmmss>_<name>_<pid>_<unique>.pb.gz`. The name is
+/// reduced to characters safe in a file name or URL; `unique` differs between monitors
+/// (their PID) and between profiles of one monitor (a counter).
+pub fn file_name(time: SystemTime, name: &str, pid: i32) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let stamp: String = humantime::format_rfc3339_seconds(time)
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':' | 'Z'))
+        .collect();
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{stamp}_{name}_{pid}_{:x}{unique:04x}.pb.gz",
+        std::process::id()
+    )
+}
+
+/// A breach's profile, gzip-compressed pprof: one sample per mapping with its `rss` (the
+/// default sample type), `pss`, `anon` and `swap` bytes, located at the mapping's file or
+/// kind; and, from the growth profile, one sample per stack with the bytes grown under it
+/// (`growth`). `about` becomes the profile's comment.
+pub fn encode(
+    regions: &[mapping::Region],
+    growth: &[growth::GrowthStack],
+    about: &str,
+    time: SystemTime,
+) -> Vec<u8> {
+    let mut builder = pprof::Builder::new(&[
+        ("rss", "bytes"),
+        ("pss", "bytes"),
+        ("anon", "bytes"),
+        ("swap", "bytes"),
+        ("growth", "bytes"),
+    ]);
+    builder.default_sample_type("rss");
+    builder.comment(about);
+    for region in regions.iter().filter(|r| r.rss + r.swap > 0) {
+        let mapping = builder.mapping(region.start, region.end, region.offset, &region.path);
+        let function = builder.function(&region.label());
+        let location = builder.location(mapping, region.start, &[function]);
+        let values = [region.rss, region.pss, region.anon, region.swap, 0];
+        builder.sample(vec![location], values.map(|v| v as i64).to_vec());
+    }
+    for stack in growth {
+        let locations = stack
+            .frames
+            .iter()
+            .map(|frame| {
+                let function = builder.function(&frame.function);
+                builder.location(0, frame.address, &[function])
+            })
+            .collect();
+        builder.sample(locations, vec![0, 0, 0, 0, stack.bytes as i64]);
+    }
+    builder.finish(time)
+}
+
+/// Takes the mapping profile of `pid` now: reads its `smaps` (the part that must happen while
+/// the process still holds its memory) and returns the regions.
+pub fn capture(pid: i32) -> std::io::Result<Vec<mapping::Region>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    Ok(mapping::parse_smaps(&text))
+}
+
+/// One breach to profile.
+struct Job {
+    pid: i32,
+    name: String,
+    rss: u64,
+    limit: u64,
+    /// The growth profile's samples (eBPF mode), to be named while the process lives.
+    growth: growth::RawStacks,
+    /// Told once `smaps` has been read and the growth stacks named.
+    captured: SyncSender<()>,
+}
+
+/// Counts of what the profiler did.
+#[derive(Debug, Default)]
+pub struct ProfileCounts {
+    /// Profiles written.
+    pub written: AtomicU64,
+    /// Profiles lost: capture or every write attempt failed, or the profiler was busy.
+    pub failed: AtomicU64,
+}
+
+/// Profiles breaching processes on a thread of its own and hands the profiles to a writer.
+#[derive(Debug)]
+pub struct Profiler {
+    jobs: SyncSender<Job>,
+    budget: Duration,
+    counts: Arc<ProfileCounts>,
+}
+
+impl Profiler {
+    /// Starts the profiler thread; a breach waits at most `budget` for its capture.
+    pub fn start(writer: Box<dyn ProfileWriter>, budget: Duration) -> std::io::Result<Profiler> {
+        let (jobs, queue) = sync_channel(QUEUE);
+        let counts = Arc::new(ProfileCounts::default());
+        let thread_counts = Arc::clone(&counts);
+        std::thread::Builder::new()
+            .name("mm-profiler".into())
+            .spawn(move || work(queue, writer.as_ref(), &thread_counts))?;
+        Ok(Profiler {
+            jobs,
+            budget,
+            counts,
+        })
+    }
+
+    /// What the profiler has done so far.
+    pub fn counts(&self) -> &ProfileCounts {
+        &self.counts
+    }
+
+    /// Profiles `pid` (named `name`, at `rss` over `limit`, with the growth samples
+    /// `growth`): returns once what needs the live process has been read, or when the budget
+    /// is spent, whichever is first.
+    pub fn profile(&self, pid: i32, name: &str, rss: u64, limit: u64, growth: growth::RawStacks) {
+        let (captured, wait) = sync_channel(1);
+        let job = Job {
+            pid,
+            name: name.to_owned(),
+            rss,
+            limit,
+            growth,
+            captured,
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(pid, %name, "no profile: the profiler is busy with earlier breaches");
+                return;
+            }
+        }
+        if wait.recv_timeout(self.budget).is_err() {
+            tracing::debug!(pid, %name, budget = ?self.budget, "profile capture over budget; signalling first");
+        }
+    }
+}
+
+/// The profiler thread: captures, then encodes and writes each profile.
+fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts) {
+    while let Ok(job) = queue.recv() {
+        let regions = capture(job.pid);
+        let growth = growth::symbolize(job.pid, &job.growth);
+        let _ = job.captured.try_send(());
+        let time = SystemTime::now();
+        let (pid, name) = (job.pid, job.name.as_str());
+        let regions = match regions {
+            Ok(regions) => regions,
+            Err(error) => {
+                counts.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(pid, %name, "no profile: cannot read its memory map: {error}");
+                continue;
+            }
+        };
+        let about = format!(
+            "memory-monitor profile of {name} (pid {pid}): rss {} over the limit {}",
+            Bytes(job.rss),
+            Bytes(job.limit)
+        );
+        let profile = encode(&regions, &growth, &about, time);
+        let file = file_name(time, name, pid);
+        let info = ProfileInfo {
+            pid,
+            name,
+            rss: job.rss,
+            limit: job.limit,
+        };
+        let mut attempt = writer.write_about(&file, &profile, &info);
+        for pause in WRITE_RETRIES {
+            if attempt.is_ok() {
+                break;
+            }
+            std::thread::sleep(pause);
+            attempt = writer.write_about(&file, &profile, &info);
+        }
+        match attempt {
+            Ok(()) => {
+                counts.written.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(pid, %name, profile = %file, to = %writer.describe(), "profile written");
+            }
+            Err(error) => {
+                let failed = counts.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    pid,
+                    %name,
+                    profile = %file,
+                    to = %writer.describe(),
+                    attempts = WRITE_RETRIES.len() + 1,
+                    failed,
+                    "profile not written: {}",
+                    crate::logging::one_line(error.as_ref())
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dated_safe_and_never_the_same() {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_028_800);
+        let first = file_name(time, "my app/x", 42);
+        let second = file_name(time, "my app/x", 42);
+        assert!(first.starts_with("20251125T000000_my_app_x_42_"), "{first}");
+        assert!(first.ends_with(".pb.gz"));
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn capture_reads_this_process_map() {
+        let regions = capture(std::process::id() as i32).unwrap();
+        assert!(regions.iter().any(|r| r.path == "[stack]"));
+        assert!(regions.iter().map(|r| r.rss).sum::<u64>() > 0);
+    }
+}

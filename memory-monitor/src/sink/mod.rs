@@ -1,0 +1,181 @@
+//! Where profiles go: the [`ProfileWriter`] trait and the built-in writers, chosen with
+//! `--profile-to`:
+//!
+//! - `dir:PATH` ([`dir::DirWriter`]): a file in a directory, never overwriting one;
+//! - `cmd:COMMAND` ([`command::CommandWriter`]): a shell command, profile on stdin;
+//! - `http://…`, `https://…` ([`object::ObjectWriter::http`]): an HTTP `PUT` of the URL plus
+//!   the name;
+//! - `s3://bucket/prefix` ([`object::ObjectWriter::s3`]): an object in S3 or an S3-compatible
+//!   store.
+
+pub mod command;
+pub mod dir;
+pub mod object;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// A writer's failure, whatever the writer: its message is logged with the profile's name.
+pub type WriteError = Box<dyn StdError + Send + Sync>;
+
+/// What a profile is about, for writers that pass it on (e.g. to a command's environment).
+#[derive(Debug, Clone, Copy)]
+pub struct ProfileInfo<'a> {
+    /// The profiled process.
+    pub pid: i32,
+    /// Its name (`comm`).
+    pub name: &'a str,
+    /// Its exact RSS at the breach, bytes.
+    pub rss: u64,
+    /// The limit it went over, bytes.
+    pub limit: u64,
+}
+
+/// Somewhere to put profiles: the library's answer to go-mem-monitor's `Writer`.
+///
+/// ```
+/// use memory_monitor::sink::{ProfileWriter, WriteError};
+///
+/// /// Keeps profiles in memory.
+/// struct Keep(std::sync::Mutex<Vec<(String, Vec<u8>)>>);
+///
+/// impl ProfileWriter for Keep {
+///     fn write(&self, name: &str, profile: &[u8]) -> Result<(), WriteError> {
+///         self.0.lock().unwrap().push((name.to_owned(), profile.to_vec()));
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait ProfileWriter: Send + Sync {
+    /// Stores `profile` (gzip-compressed pprof) under `name`; an error is retried a few times,
+    /// then logged and counted.
+    fn write(&self, name: &str, profile: &[u8]) -> Result<(), WriteError>;
+
+    /// As [`write`](Self::write), with facts about the profiled process for writers that
+    /// want them; by default they are not used.
+    fn write_about(
+        &self,
+        name: &str,
+        profile: &[u8],
+        _about: &ProfileInfo<'_>,
+    ) -> Result<(), WriteError> {
+        self.write(name, profile)
+    }
+
+    /// Where this writer writes, for log lines.
+    fn describe(&self) -> String {
+        "a custom writer".to_owned()
+    }
+}
+
+/// A built-in writer as `--profile-to` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// `dir:PATH`.
+    Dir(PathBuf),
+    /// `cmd:COMMAND`, run with `sh -c`.
+    Command(String),
+    /// `http://…` or `https://…`: the base URL.
+    Http(String),
+    /// `s3://bucket/prefix`.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix (may be empty).
+        prefix: String,
+    },
+}
+
+/// A `--profile-to` value that names no writer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "'{0}' is not a profile destination: use dir:PATH, cmd:COMMAND, http(s)://HOST/PATH or s3://BUCKET/PREFIX"
+)]
+pub struct BadSink(pub String);
+
+impl FromStr for SinkSpec {
+    type Err = BadSink;
+
+    fn from_str(text: &str) -> Result<SinkSpec, BadSink> {
+        let bad = || BadSink(text.to_owned());
+        if let Some(path) = text.strip_prefix("dir:") {
+            return (!path.is_empty())
+                .then(|| SinkSpec::Dir(path.into()))
+                .ok_or_else(bad);
+        }
+        if let Some(command) = text.strip_prefix("cmd:") {
+            return (!command.trim().is_empty())
+                .then(|| SinkSpec::Command(command.to_owned()))
+                .ok_or_else(bad);
+        }
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            return (!bucket.is_empty())
+                .then(|| SinkSpec::S3 {
+                    bucket: bucket.to_owned(),
+                    prefix: prefix.trim_matches('/').to_owned(),
+                })
+                .ok_or_else(bad);
+        }
+        if let Some(host) = text
+            .strip_prefix("http://")
+            .or_else(|| text.strip_prefix("https://"))
+        {
+            return (!host.is_empty())
+                .then(|| SinkSpec::Http(text.to_owned()))
+                .ok_or_else(bad);
+        }
+        Err(bad())
+    }
+}
+
+impl fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkSpec::Dir(path) => write!(f, "dir:{}", path.display()),
+            SinkSpec::Command(command) => write!(f, "cmd:{command}"),
+            SinkSpec::Http(url) => f.write_str(url),
+            SinkSpec::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// Opens the writer `spec` names.
+pub fn open(spec: &SinkSpec) -> Result<Box<dyn ProfileWriter>, WriteError> {
+    Ok(match spec {
+        SinkSpec::Dir(path) => Box::new(dir::DirWriter::new(path)),
+        SinkSpec::Command(command) => Box::new(command::CommandWriter::new(command)),
+        SinkSpec::Http(url) => Box::new(object::ObjectWriter::http(url)?),
+        SinkSpec::S3 { bucket, prefix } => Box::new(object::ObjectWriter::s3(bucket, prefix)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_parsed_and_nonsense_is_refused() {
+        assert_eq!("dir:/var/tmp".parse(), Ok(SinkSpec::Dir("/var/tmp".into())));
+        assert_eq!(
+            "cmd:cat > /dev/null".parse(),
+            Ok(SinkSpec::Command("cat > /dev/null".into()))
+        );
+        assert_eq!(
+            "s3://bucket/a/b/".parse(),
+            Ok(SinkSpec::S3 {
+                bucket: "bucket".into(),
+                prefix: "a/b".into()
+            })
+        );
+        assert_eq!(
+            "http://127.0.0.1:9/p".parse(),
+            Ok(SinkSpec::Http("http://127.0.0.1:9/p".into()))
+        );
+        for bad in ["", "dir:", "cmd: ", "s3://", "ftp://x", "/tmp"] {
+            assert!(bad.parse::<SinkSpec>().is_err(), "{bad:?} accepted");
+        }
+    }
+}

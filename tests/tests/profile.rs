@@ -1,0 +1,214 @@
+//! Profiles on breach, end to end: real targets over their limit, real writers (a directory,
+//! a local HTTP server, a local S3-compatible server), and an independent reader of the result
+//! (`go tool pprof`).
+
+use std::path::{Path, PathBuf};
+
+use memory_monitor_tests::servers::{PutServer, S3Server};
+use memory_monitor_tests::{
+    Monitor, Target, pprof_top, pprof_top_entry as top_entry, root_or_skip, unique_name,
+};
+
+const USR1: i32 = libc::SIGUSR1;
+
+/// The modes to test in: poll always, eBPF when root (always in CI).
+fn modes(test: &str) -> Vec<&'static str> {
+    let mut modes = vec!["poll"];
+    if root_or_skip(test) {
+        modes.push("ebpf");
+    }
+    modes
+}
+
+/// Monitor arguments: a 32 MiB limit, SIGUSR1, repeated every 150 ms while over, `rest`.
+fn args<'a>(mode: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--mode", mode, "-i", "100ms", "-m", "32M", "-s", "USR1", "--repeat", "150ms",
+    ];
+    args.extend_from_slice(rest);
+    args
+}
+
+/// A fresh, empty directory for one test's profiles.
+fn empty_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mm-profiles-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_breach_yields_one_profile_naming_the_largest_mapping() {
+    for mode in modes("a_breach_yields_one_profile_naming_the_largest_mapping") {
+        let dir = empty_dir(&format!("largest-{mode}"));
+        let name = unique_name("mmp-prof");
+        let mut target = Target::spawn(&name);
+        target.grow_memfd(48);
+        let dir_arg = dir.display().to_string();
+        let mut monitor = Monitor::start(&args(mode, &["--profile-dir", &dir_arg, &name]));
+        assert!(target.wait_signal(USR1), "{mode}: {}", monitor.log_text());
+        let pid = format!("pid={}", target.pid());
+        monitor.expect_log(&["profile written", &pid]);
+        // Repeats while the process stays over: still one breach, so still one profile.
+        monitor.expect_count(&["still over the limit", &pid], 3);
+        let files = files_in(&dir);
+        assert_eq!(files.len(), 1, "{mode}: {files:?}");
+        let file_name = files[0].file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            file_name.contains(&format!("_{name}_{}_", target.pid()))
+                && file_name.ends_with(".pb.gz"),
+            "{file_name}"
+        );
+        let top = top_entry(&files[0]);
+        assert!(
+            top.contains("/memfd:mm-target-block"),
+            "{mode}: top entry: {top}"
+        );
+        assert_eq!(monitor.count(&["profile written"]), 1);
+        assert!(monitor.stop().success());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn a_failing_writer_is_logged_once_per_breach_and_the_signal_still_goes() {
+    // A directory that cannot be made, and an HTTP endpoint where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}/profiles", closed.local_addr().unwrap());
+    drop(closed);
+    for destination in ["dir:/proc/1/no-such-dir".to_string(), dead_url] {
+        let name = unique_name("mmp-fail");
+        let mut target = Target::spawn(&name);
+        target.grow(48);
+        let mut monitor = Monitor::start(&args("poll", &["--profile-to", &destination, &name]));
+        assert!(
+            target.wait_signal(USR1),
+            "{destination}: {}",
+            monitor.log_text()
+        );
+        let pid = format!("pid={}", target.pid());
+        monitor.expect_log(&["profile not written", &pid]);
+        // The monitor goes on signalling, and the failure is not logged again for this breach.
+        monitor.expect_more("still over the limit", 3);
+        assert_eq!(
+            monitor.count(&["profile not written"]),
+            1,
+            "{}",
+            monitor.log_text()
+        );
+        assert!(monitor.stop().success());
+    }
+}
+
+#[test]
+fn profiles_are_put_over_http() {
+    let server = PutServer::start();
+    let name = unique_name("mmp-http");
+    let mut target = Target::spawn(&name);
+    target.grow_memfd(48);
+    let url = format!("{}/profiles", server.url());
+    let mut monitor = Monitor::start(&args("poll", &["--profile-to", &url, &name]));
+    assert!(target.wait_signal(USR1), "{}", monitor.log_text());
+    monitor.expect_log(&["profile written", &format!("pid={}", target.pid())]);
+    let received = server.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    let (path, body) = &received[0];
+    assert!(
+        path.starts_with("/profiles/") && path.contains(&name),
+        "{path}"
+    );
+    let file = std::env::temp_dir().join(format!("mm-http-{}.pb.gz", std::process::id()));
+    std::fs::write(&file, body).unwrap();
+    assert!(top_entry(&file).contains("/memfd:mm-target-block"));
+    std::fs::remove_file(&file).unwrap();
+    assert!(monitor.stop().success());
+}
+
+#[test]
+fn profiles_go_to_s3_and_a_stopped_server_is_a_logged_failure() {
+    let mut server = S3Server::start();
+    server.create_bucket("profiles");
+    let name = unique_name("mmp-s3");
+    let mut target = Target::spawn(&name);
+    target.grow_memfd(48);
+    let env = server.env();
+    let mut monitor = Monitor::start_with(
+        &args("poll", &["--profile-to", "s3://profiles/breaches", &name]),
+        |command| {
+            command.envs(env);
+        },
+    );
+    assert!(target.wait_signal(USR1), "{}", monitor.log_text());
+    monitor.expect_log(&["profile written", &format!("pid={}", target.pid())]);
+    let keys = server.list("profiles");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].starts_with("breaches/") && keys[0].contains(&name),
+        "{keys:?}"
+    );
+    let file = std::env::temp_dir().join(format!("mm-s3-{}.pb.gz", std::process::id()));
+    std::fs::write(&file, server.get("profiles", &keys[0])).unwrap();
+    assert!(top_entry(&file).contains("/memfd:mm-target-block"));
+    std::fs::remove_file(&file).unwrap();
+
+    // With the server gone, a new breach is still signalled; the lost profile is logged.
+    server.stop();
+    let mut second = Target::spawn(&format!("{name}b"));
+    second.grow(48);
+    assert!(second.wait_signal(USR1), "{}", monitor.log_text());
+    monitor.expect_log(&["profile not written", &format!("pid={}", second.pid())]);
+    assert_eq!(monitor.count(&["profile written"]), 1);
+    assert!(monitor.stop().success());
+}
+
+#[test]
+fn in_ebpf_mode_the_profile_names_the_code_that_grew_the_process() {
+    if !root_or_skip("in_ebpf_mode_the_profile_names_the_code_that_grew_the_process") {
+        return;
+    }
+    for attach in ["tracepoint", "tp-btf"] {
+        let dir = empty_dir(&format!("growth-{attach}"));
+        let name = unique_name("mmp-grow");
+        let mut target = Target::spawn(&name);
+        target.grow(16);
+        let dir_arg = dir.display().to_string();
+        let mut monitor = Monitor::start(&[
+            "--mode",
+            "ebpf",
+            "--attach",
+            attach,
+            "-m",
+            "64M",
+            "-s",
+            "USR1",
+            "--repeat",
+            "never",
+            "--profile-dir",
+            &dir_arg,
+            &name,
+        ]);
+        monitor.expect_log(&["watching", "mode=ebpf"]);
+        // Through --profile-at (80 %: 51.2 MiB) and the limit, in mm-target's page toucher.
+        target.grow(64);
+        assert!(target.wait_signal(USR1), "{attach}: {}", monitor.log_text());
+        monitor.expect_log(&["profile written", &format!("pid={}", target.pid())]);
+        let files = files_in(&dir);
+        assert_eq!(files.len(), 1, "{attach}: {files:?}");
+        let top = pprof_top(&files[0], "growth");
+        assert!(
+            top.contains("touch_every_page"),
+            "{attach}: growth profile:\n{top}"
+        );
+        // The mapping view is still the default.
+        assert!(!top_entry(&files[0]).is_empty());
+        assert!(monitor.stop().success());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,77 @@
+//! The library's in-process monitor (`SelfMonitor`): this test process is the one watched.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use memory_monitor::SelfMonitor;
+use memory_monitor::sink::{ProfileWriter, WriteError};
+use memory_monitor_tests::pprof_top_entry;
+
+/// Profiles by name.
+type Profiles = Mutex<Vec<(String, Vec<u8>)>>;
+
+/// A custom writer, as a user of the library would write one: keeps profiles in memory.
+#[derive(Clone, Default)]
+struct Keep(Arc<Profiles>);
+
+impl ProfileWriter for Keep {
+    fn write(&self, name: &str, profile: &[u8]) -> Result<(), WriteError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), profile.to_vec()));
+        Ok(())
+    }
+}
+
+fn own_rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Waits (bounded) until `done` holds.
+fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn a_process_over_its_limit_gets_one_profile_through_its_writer_and_none_before() {
+    let kept = Keep::default();
+    let limit = own_rss() + (48 << 20);
+    let monitor = SelfMonitor::new(kept.clone())
+        .with_memory_limit(limit)
+        .with_monitor_freq(Duration::from_millis(20))
+        .start()
+        .unwrap();
+    assert!(wait_until(|| monitor.checks() >= 5));
+    assert!(
+        kept.0.lock().unwrap().is_empty(),
+        "a profile while under the limit"
+    );
+
+    // Over the limit, and held there: memory malloc_trim cannot give back.
+    let block = vec![7u8; 96 << 20];
+    assert!(wait_until(|| monitor.profiles_written() == 1));
+    let checks = monitor.checks();
+    assert!(wait_until(|| monitor.checks() >= checks + 5));
+    let profiles = kept.0.lock().unwrap().clone();
+    assert_eq!(profiles.len(), 1, "one profile per episode over the limit");
+    let (name, bytes) = &profiles[0];
+    assert!(name.contains(&format!("_{}_", std::process::id())) && name.ends_with(".pb.gz"));
+    assert_eq!(&bytes[..2], [0x1f, 0x8b], "gzip");
+    let file = std::env::temp_dir().join(format!("mm-self-{}.pb.gz", std::process::id()));
+    std::fs::write(&file, bytes).unwrap();
+    // The block is the largest mapping: anonymous memory, named by its address range.
+    let top = pprof_top_entry(&file);
+    assert!(top.contains("[anon rw-p"), "top entry: {top}");
+    std::fs::remove_file(&file).unwrap();
+    drop(block);
+}
