@@ -194,14 +194,7 @@ impl Target {
 
     /// The target's exact resident memory now (`/proc/PID/statm`).
     pub fn rss(&self) -> u64 {
-        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid)).expect("statm");
-        let pages: u64 = statm
-            .split(' ')
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .expect("rss");
-        // SAFETY: sysconf has no preconditions.
-        pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+        resident_bytes(&self.pid.to_string())
     }
 
     /// Gives back `mib` MiB; returns the RSS reported after.
@@ -541,4 +534,35 @@ pub fn pprof_top_entry(profile: &Path) -> String {
         .nth(1)
         .unwrap_or_else(|| panic!("no rows in:\n{text}"))
         .to_string()
+}
+
+/// A new private anonymous read-write mapping of `len` bytes, untouched (for the test
+/// programs that grow their memory).
+pub fn map_anonymous(len: usize) -> *mut u8 {
+    // SAFETY: a fresh mapping, overlapping nothing.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+    ptr.cast()
+}
+
+/// The exact resident memory (`/proc/PROCESS/statm`) of `process` (a PID, or `self`), in
+/// bytes; 0 when it cannot be read.
+pub fn resident_bytes(process: &str) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{process}/statm")).unwrap_or_default();
+    let pages: u64 = statm
+        .split(' ')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use memory_monitor::SelfMonitor;
 use memory_monitor::sink::{ProfileWriter, WriteError};
-use memory_monitor_tests::pprof_top_entry;
+use memory_monitor_tests::{pprof_top_entry, resident_bytes};
 
 /// Profiles by name.
 type Profiles = Mutex<Vec<(String, Vec<u8>)>>;
@@ -24,12 +24,6 @@ impl ProfileWriter for Keep {
     }
 }
 
-fn own_rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
-
 /// Waits (bounded) until `done` holds.
 fn wait_until(mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -45,7 +39,7 @@ fn wait_until(mut done: impl FnMut() -> bool) -> bool {
 #[test]
 fn a_process_over_its_limit_gets_one_profile_through_its_writer_and_none_before() {
     let kept = Keep::default();
-    let limit = own_rss() + (48 << 20);
+    let limit = resident_bytes("self") + (48 << 20);
     let monitor = SelfMonitor::new(kept.clone())
         .with_memory_limit(limit)
         .with_monitor_freq(Duration::from_millis(20))

@@ -30,7 +30,7 @@ fn main() {
     std::thread::spawn(wait_for_signal);
     let page = page_size();
     let region_len = (limit + give_up + (64 << 20)) as usize;
-    let region = map(region_len);
+    let region = memory_monitor_tests::map_anonymous(region_len);
     let mut touched = 0usize;
     let mut rss = statm_rss();
     let mut crossed_ns = 0;
@@ -114,29 +114,7 @@ fn page_size() -> usize {
 }
 
 fn statm_rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split(' ')
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * page_size() as u64
-}
-
-fn map(len: usize) -> *mut u8 {
-    // SAFETY: a fresh private anonymous mapping.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(ptr, libc::MAP_FAILED, "mmap");
-    ptr.cast()
+    memory_monitor_tests::resident_bytes("self")
 }
 
 fn touch(region: *mut u8, offset: usize) {

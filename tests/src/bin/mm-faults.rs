@@ -19,19 +19,7 @@ fn main() {
     pin_to(cpu.parse().expect("CPU"));
     // SAFETY: no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    // SAFETY: a fresh private anonymous mapping.
-    let region = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(region, libc::MAP_FAILED, "mmap");
-    let region = region.cast::<u8>();
+    let region = memory_monitor_tests::map_anonymous(len);
     let run_for = Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut faults = 0u64;

@@ -110,20 +110,8 @@ struct Chunk {
 
 impl Chunk {
     fn untouched(len: usize) -> Chunk {
-        // SAFETY: a fresh private anonymous mapping.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
         Chunk {
-            ptr,
+            ptr: memory_monitor_tests::map_anonymous(len).cast(),
             len,
             resident: false,
         }
@@ -200,14 +188,7 @@ fn say(line: &str) {
 
 /// Resident bytes from /proc/self/statm.
 fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split(' ')
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+    memory_monitor_tests::resident_bytes("self")
 }
 
 fn all_signals() -> libc::sigset_t {
