@@ -1,10 +1,15 @@
 //! Watching the calling process itself: go-mem-monitor's in-process monitor, in Rust.
 //!
 //! A thread checks this process's exact RSS every so often. Over the limit, it first gives
-//! memory back to the system (`malloc_trim`, go-mem-monitor's garbage collection), checks
-//! again, and if still over writes a mapping profile (see [`profile`](crate::profile))
-//! through the [`ProfileWriter`]: one per episode over the limit (go-mem-monitor rewrites one
-//! every tick), with the writer's failures logged, not fatal.
+//! memory back to the system (`malloc_trim`, and with the `jemalloc` feature a purge of
+//! jemalloc's arenas: go-mem-monitor's garbage collection), checks again, and if still over
+//! writes a heap profile through the [`ProfileWriter`]: one per episode over the limit
+//! (go-mem-monitor rewrites one every tick), with the writer's failures logged, not fatal.
+//!
+//! The profile is jemalloc's own allocation profile (which code allocated what is live) when
+//! the `jemalloc` feature is on and the program runs on jemalloc with profiling active
+//! (`prof:true,prof_active:true` in its `malloc_conf`); otherwise the mapping profile (see
+//! [`profile`](crate::profile)).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -99,22 +104,28 @@ impl SelfMonitor {
             return false;
         };
         let pid = std::process::id() as i32;
-        let regions = match profile::capture(pid) {
-            Ok(regions) => regions,
-            Err(error) => {
-                tracing::warn!("no profile of this process: cannot read its memory map: {error}");
-                return true;
-            }
-        };
         let time = SystemTime::now();
         let name = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
         let name = name.trim_end();
-        let about = format!(
-            "memory-monitor self profile of {name} (pid {pid}): rss {} over the limit {}",
-            Bytes(rss),
-            Bytes(self.limit)
-        );
-        let bytes = profile::encode(&regions, &[], &about, time);
+        let bytes = match allocation_profile() {
+            Some(bytes) => bytes,
+            None => match profile::capture(pid) {
+                Ok(regions) => {
+                    let about = format!(
+                        "memory-monitor self profile of {name} (pid {pid}): rss {} over the limit {}",
+                        Bytes(rss),
+                        Bytes(self.limit)
+                    );
+                    profile::encode(&regions, &[], &about, time)
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        "no profile of this process: cannot read its memory map: {error}"
+                    );
+                    return true;
+                }
+            },
+        };
         let file = profile::file_name(time, name, pid);
         match self.writer.write(&file, &bytes) {
             Ok(()) => {
@@ -177,4 +188,34 @@ fn own_rss() -> Option<u64> {
 fn give_memory_back() {
     // SAFETY: malloc_trim only releases free memory held by the allocator.
     unsafe { libc::malloc_trim(0) };
+    #[cfg(feature = "jemalloc")]
+    // SAFETY: `arena.<MALLCTL_ARENAS_ALL>.purge` takes and returns nothing.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"arena.4096.purge".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
+}
+
+/// jemalloc's allocation profile (gzip-compressed pprof), when this program runs on jemalloc
+/// with profiling active; else `None`.
+#[cfg(feature = "jemalloc")]
+fn allocation_profile() -> Option<Vec<u8>> {
+    let mut ctl = jemalloc_pprof::PROF_CTL.as_ref()?.blocking_lock();
+    if !ctl.activated() {
+        return None;
+    }
+    ctl.dump_pprof()
+        .inspect_err(|error| tracing::warn!("jemalloc's profile could not be taken: {error:#}"))
+        .ok()
+}
+
+/// Without the `jemalloc` feature there is no allocation profile.
+#[cfg(not(feature = "jemalloc"))]
+fn allocation_profile() -> Option<Vec<u8>> {
+    None
 }

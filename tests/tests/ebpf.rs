@@ -21,10 +21,13 @@ fn ebpf_args<'a>(rest: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
-/// Starts the monitor and waits until it watches in eBPF mode (the programs are attached).
+/// Starts the monitor and waits until it watches in eBPF mode (the programs are attached) and
+/// its first look at `/proc` has told the kernel side which processes to follow (`checked`,
+/// logged with `-v`): a change made before then is not the kernel side's to see.
 fn start(args: &[&str]) -> Monitor {
     let mut monitor = Monitor::start(args);
     monitor.expect_log(&["watching", "mode=ebpf"]);
+    monitor.expect_log(&["checked"]);
     monitor
 }
 

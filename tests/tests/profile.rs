@@ -192,9 +192,12 @@ fn in_ebpf_mode_the_profile_names_the_code_that_grew_the_process() {
             "never",
             "--profile-dir",
             &dir_arg,
+            "-v",
             &name,
         ]);
+        // Attached, and told by the first look at /proc to follow the target.
         monitor.expect_log(&["watching", "mode=ebpf"]);
+        monitor.expect_log(&["checked"]);
         // Through --profile-at (80 %: 51.2 MiB) and the limit, in mm-target's page toucher.
         target.grow(64);
         assert!(target.wait_signal(USR1), "{attach}: {}", monitor.log_text());

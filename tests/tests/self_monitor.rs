@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use memory_monitor::SelfMonitor;
 use memory_monitor::sink::{ProfileWriter, WriteError};
-use memory_monitor_tests::{pprof_top_entry, resident_bytes};
+use memory_monitor_tests::{pprof_top, pprof_top_entry, resident_bytes};
 
 /// Profiles by name.
 type Profiles = Mutex<Vec<(String, Vec<u8>)>>;
@@ -68,4 +68,29 @@ fn a_process_over_its_limit_gets_one_profile_through_its_writer_and_none_before(
     assert!(top.contains("[anon rw-p"), "top entry: {top}");
     std::fs::remove_file(&file).unwrap();
     drop(block);
+}
+
+#[test]
+fn on_jemalloc_the_profile_is_the_allocation_profile_naming_the_allocating_code() {
+    let dir = std::env::temp_dir().join(format!("mm-self-jemalloc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = std::process::Command::new(memory_monitor_tests::bin("mm-self-jemalloc"))
+        .arg(&dir)
+        .arg("48")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "profiles=1",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1);
+    let top = pprof_top(&files[0].path(), "inuse_space");
+    assert!(
+        top.contains("grow_the_heap_here"),
+        "allocation profile:\n{top}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
