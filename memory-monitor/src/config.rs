@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, CommandFactory as _, Parser, ValueEnum};
 
 use crate::matcher::{MatchMode, Matcher};
 use crate::signal::Signal;
@@ -194,13 +194,13 @@ struct Cli {
     /// Process name to watch: every process whose name (the kernel's 15-byte `comm`) starts
     /// with NAME, unless --match says otherwise. Names longer than 15 bytes are compared with
     /// the program name in the process's command line.
-    #[arg(value_name = "NAME", required_unless_present = "pids")]
+    #[arg(value_name = "NAME", required_unless_present_any = ["pids", "generate"])]
     name: Option<String>,
 
     /// Memory limit: 500 (MiB), 512K, 500M, 2G, 1.5GiB, or 25% of total RAM. A process whose
     /// RSS goes over it is signalled.
-    #[arg(short = 'm', long, value_name = "SIZE", value_parser = units::parse_size)]
-    max_memory: SizeSpec,
+    #[arg(short = 'm', long, value_name = "SIZE", value_parser = units::parse_size, required_unless_present = "generate")]
+    max_memory: Option<SizeSpec>,
 
     /// How often to check in poll mode: 2 (seconds), 0.5, 250ms, 1m.
     #[arg(short, long, value_name = "DURATION", default_value = "2", value_parser = units::parse_duration)]
@@ -292,9 +292,44 @@ struct Cli {
     #[arg(short, long, action = ArgAction::Count)]
     quiet: u8,
 
+    /// Print documentation generated from this command line: a man page (man) or shell
+    /// completions (bash, zsh, fish). Used by `cargo xtask dist`.
+    #[arg(long, value_name = "WHAT", value_enum, hide = true, exclusive = true)]
+    generate: Option<Generate>,
+
     /// Log line format on stderr.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// `--generate`: what to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Generate {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Generate {
+    /// The man page or completion script for the command line.
+    fn text(self) -> String {
+        let mut command = Cli::command();
+        let mut out = Vec::new();
+        let shell = match self {
+            Generate::Man => {
+                clap_mangen::Man::new(command)
+                    .render(&mut out)
+                    .expect("writing to memory cannot fail");
+                return String::from_utf8_lossy(&out).into_owned();
+            }
+            Generate::Bash => clap_complete::Shell::Bash,
+            Generate::Zsh => clap_complete::Shell::Zsh,
+            Generate::Fish => clap_complete::Shell::Fish,
+        };
+        clap_complete::generate(shell, &mut command, "memory-monitor", &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
 }
 
 /// `--repeat`: a period, or never.
@@ -361,6 +396,9 @@ where
         }
         Err(error) => return Err(UsageError(one_line(&error.render().to_string()))),
     };
+    if let Some(generate) = cli.generate {
+        return Ok(Parsed::Print(generate.text()));
+    }
     cli.into_settings()
         .map(|settings| Parsed::Run(Box::new(settings)))
 }
@@ -384,7 +422,10 @@ impl Cli {
             }
             None => None,
         };
-        let limit = self.max_memory.resolve(crate::procfs::total_ram());
+        let limit = self
+            .max_memory
+            .expect("clap requires it")
+            .resolve(crate::procfs::total_ram());
         if limit == 0 {
             return Err(UsageError(
                 "--max-memory resolves to 0 bytes on this machine".to_string(),
@@ -473,6 +514,33 @@ mod tests {
             Err(UsageError(message)) => message,
             other => panic!("{args:?} should fail: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_man_page_and_completions_cover_every_option() {
+        let man = match parse_args(["memory-monitor", "--generate", "man"]) {
+            Ok(Parsed::Print(text)) => text,
+            other => panic!("{other:?}"),
+        };
+        let bash = Generate::Bash.text();
+        let command = Cli::command();
+        let options = command
+            .get_arguments()
+            .filter(|arg| !arg.is_hide_set())
+            .filter_map(|arg| arg.get_long());
+        for long in options {
+            // roff escapes every dash.
+            let escaped = format!("--{long}").replace('-', "\\-");
+            assert!(man.contains(&escaped), "man page lacks --{long}");
+            assert!(
+                bash.contains(&format!("--{long}")),
+                "bash completion lacks --{long}"
+            );
+        }
+        assert!(
+            !man.contains("generate"),
+            "the hidden --generate is not documented"
+        );
     }
 
     #[test]

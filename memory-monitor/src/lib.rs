@@ -14,6 +14,7 @@
 //! - [`profile`]: a memory profile of a breaching process, before its signal; [`sink`]: where
 //!   profiles go (the [`ProfileWriter`](sink::ProfileWriter) trait and built-in writers).
 //! - [`self_monitor`]: [`SelfMonitor`], profiles of the calling process itself.
+//! - [`service`]: running under systemd (readiness, watchdog).
 //! - [`monitor`]: the loop tying them together; [`timer`]: its precise deadlines.
 //! - [`footprint`]: keeping the monitor's own memory small.
 //!
@@ -34,6 +35,7 @@ pub mod policy;
 pub mod procfs;
 pub mod profile;
 pub mod self_monitor;
+pub mod service;
 pub mod signal;
 pub mod sink;
 pub mod source;

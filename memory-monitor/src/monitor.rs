@@ -18,6 +18,7 @@ use crate::config::{Config, Mode};
 use crate::policy::{Policy, Verdict};
 use crate::procfs::{ProcRoot, page_size};
 use crate::profile::Profiler;
+use crate::service::Service;
 use crate::sink;
 use crate::source::ebpf::{KernelSettings, KernelWatch};
 use crate::source::poll::{Scanner, SkipReason};
@@ -466,12 +467,23 @@ impl Monitor {
             ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
             Clock::Ticks(ticker)
         };
+        let mut service = Service::connect();
+        let mode = if self.is_event_driven() {
+            "ebpf"
+        } else {
+            "poll"
+        };
+        service.ready(&format!(
+            "watching {} processes ({mode} mode)",
+            self.list.len()
+        ));
         crate::footprint::trim();
         let allocations = crate::footprint::allocations();
         let outcome = match clock {
-            Clock::Ticks(ticker) => self.run_poll(ticker, &mut shutdown).await?,
-            Clock::Deadlines(timer) => self.run_events(timer, &mut shutdown).await?,
+            Clock::Ticks(ticker) => self.run_poll(ticker, &mut service, &mut shutdown).await?,
+            Clock::Deadlines(timer) => self.run_events(timer, &mut service, &mut shutdown).await?,
         };
+        service.stopping();
         let allocations = crate::footprint::allocations() - allocations;
         let events = self.events;
         match outcome {
@@ -488,6 +500,7 @@ impl Monitor {
     async fn run_poll(
         &mut self,
         mut ticker: tokio::time::Interval,
+        service: &mut Service,
         shutdown: &mut Shutdown,
     ) -> Result<Outcome, Error> {
         loop {
@@ -500,6 +513,7 @@ impl Monitor {
                         return Ok(Outcome::NothingLeft);
                     }
                 }
+                () = service.watchdog_due() => service.ping(),
                 () = shutdown.requested() => return Ok(Outcome::Stopped),
             }
         }
@@ -508,6 +522,7 @@ impl Monitor {
     async fn run_events(
         &mut self,
         mut timer: DeadlineTimer,
+        service: &mut Service,
         shutdown: &mut Shutdown,
     ) -> Result<Outcome, Error> {
         loop {
@@ -527,6 +542,7 @@ impl Monitor {
                     expired.map_err(Error::Events)?;
                     self.handle_due(Instant::now());
                 }
+                () = service.watchdog_due() => service.ping(),
                 () = shutdown.requested() => return Ok(Outcome::Stopped),
             }
         }

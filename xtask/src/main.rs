@@ -6,6 +6,8 @@
 //! - `run -- <args>`: set up, build the monitor (release) and run it with `<args>`.
 //! - `test`: set up, check formatting and lints, build, and run every test.
 //! - `bench [--quick] [--step SIZE] [--pause DURATION]`: measure (see `bench.rs`); not a test.
+//! - `dist`: build the release binary and write it, its man page, shell completions and the
+//!   service files into `target/dist/`.
 
 mod bench;
 
@@ -42,6 +44,7 @@ fn xtask() -> Result<()> {
         "setup" => setup(),
         "run" => run(&rest),
         "test" => test(),
+        "dist" => dist(),
         "bench" => {
             let options = bench::options(&rest)?;
             setup()?;
@@ -52,7 +55,8 @@ fn xtask() -> Result<()> {
              \n  setup   install nightly rust-src, bpf-linker, and the tests' go pprof and moto (idempotent)\
              \n  run     build the monitor (release) and run it, e.g. cargo xtask run -- -m 500 my-app\
              \n  test    setup, fmt, clippy, build, and every test\
-             \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)"
+             \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)\
+             \n  dist    release binary, man page, shell completions and service files in target/dist"
         ),
     }
 }
@@ -270,6 +274,41 @@ fn run(args: &[OsString]) -> Result<()> {
     // exec: the monitor takes this process's place, so Ctrl-C and its exit status are its own.
     let error = Command::new(&binary).args(args).exec();
     Err(error).with_context(|| format!("cannot run {}", binary.display()))
+}
+
+/// What `dist` puts next to the binary: file name, and what the binary generates for it.
+const GENERATED: [(&str, &str); 4] = [
+    ("memory-monitor.1", "man"),
+    ("completions/memory-monitor.bash", "bash"),
+    ("completions/_memory-monitor", "zsh"),
+    ("completions/memory-monitor.fish", "fish"),
+];
+
+fn dist() -> Result<()> {
+    setup()?;
+    run_step(cargo().args(["build", "--release", "--package", "memory-monitor"]))?;
+    let root = workspace();
+    let binary = root.join("target/release/memory-monitor");
+    let dist = root.join("target/dist");
+    std::fs::create_dir_all(dist.join("completions"))?;
+    std::fs::copy(&binary, dist.join("memory-monitor"))?;
+    for (file, what) in GENERATED {
+        let output = Command::new(&binary).args(["--generate", what]).output()?;
+        ensure!(
+            output.status.success(),
+            "memory-monitor --generate {what} failed"
+        );
+        std::fs::write(dist.join(file), output.stdout)?;
+    }
+    let packaging = root.join("packaging");
+    if packaging.is_dir() {
+        for entry in std::fs::read_dir(&packaging)? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), dist.join(entry.file_name()))?;
+        }
+    }
+    eprintln!("dist: {}", dist.display());
+    Ok(())
 }
 
 fn test() -> Result<()> {

@@ -1,0 +1,135 @@
+//! Running under systemd (`Type=notify`): readiness, status and watchdog pings over the
+//! notification socket systemd names in `NOTIFY_SOCKET`.
+//!
+//! The socket is connected once at start-up and each message is a fixed byte string, so a
+//! ping costs one `send` and no allocation. Without `NOTIFY_SOCKET` (not under systemd)
+//! nothing happens; without `WATCHDOG_USEC` (no `WatchdogSec=`) there are no pings, so an
+//! idle monitor still never wakes up.
+
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::time::Duration;
+
+/// A connection to systemd's notification socket.
+#[derive(Debug)]
+pub struct Notifier {
+    socket: UnixDatagram,
+    watchdog: Option<Duration>,
+}
+
+impl Notifier {
+    /// Connects to `NOTIFY_SOCKET` when systemd set it (a path, or `@name` for an abstract
+    /// socket); `None` otherwise, or when it cannot be reached (logged).
+    pub fn from_env() -> Option<Notifier> {
+        let path = std::env::var_os("NOTIFY_SOCKET")?;
+        let connected = (|| {
+            let address = match path.as_encoded_bytes() {
+                [b'@', name @ ..] => {
+                    use std::os::linux::net::SocketAddrExt as _;
+                    SocketAddr::from_abstract_name(name)?
+                }
+                _ => SocketAddr::from_pathname(&path)?,
+            };
+            let socket = UnixDatagram::unbound()?;
+            socket.connect_addr(&address)?;
+            Ok::<_, std::io::Error>(socket)
+        })();
+        let socket = match connected {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::warn!("cannot reach systemd's NOTIFY_SOCKET {path:?}: {error}");
+                return None;
+            }
+        };
+        Some(Notifier {
+            socket,
+            watchdog: watchdog_interval(),
+        })
+    }
+
+    /// How often to ping the watchdog (half its timeout), when systemd runs one for us.
+    pub fn watchdog_interval(&self) -> Option<Duration> {
+        self.watchdog
+    }
+
+    /// Start-up is done: `READY=1` and a status line.
+    pub fn ready(&self, status: &str) {
+        self.send(format!("READY=1\nSTATUS={status}").as_bytes());
+    }
+
+    /// Still alive.
+    pub fn ping(&self) {
+        self.send(b"WATCHDOG=1");
+    }
+
+    /// Shutting down.
+    pub fn stopping(&self) {
+        self.send(b"STOPPING=1");
+    }
+
+    fn send(&self, message: &[u8]) {
+        if let Err(error) = self.socket.send(message) {
+            tracing::debug!("systemd notification not sent: {error}");
+        }
+    }
+}
+
+/// Half of `WATCHDOG_USEC`, when it is set for this process (`WATCHDOG_PID` absent or ours).
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// The monitor's side of systemd: notifications, and the watchdog's pace.
+#[derive(Debug)]
+pub struct Service {
+    notifier: Option<Notifier>,
+    ticker: Option<tokio::time::Interval>,
+}
+
+impl Service {
+    /// Connects when running under systemd (inside a tokio runtime, for the watchdog's timer).
+    pub fn connect() -> Service {
+        let notifier = Notifier::from_env();
+        let ticker = notifier
+            .as_ref()
+            .and_then(Notifier::watchdog_interval)
+            .map(tokio::time::interval);
+        Service { notifier, ticker }
+    }
+
+    /// Start-up is done.
+    pub fn ready(&self, status: &str) {
+        if let Some(notifier) = &self.notifier {
+            notifier.ready(status);
+        }
+    }
+
+    /// Resolves when the watchdog is due a ping; never without a watchdog.
+    pub async fn watchdog_due(&mut self) {
+        match &mut self.ticker {
+            Some(ticker) => {
+                ticker.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Pings the watchdog.
+    pub fn ping(&self) {
+        if let Some(notifier) = &self.notifier {
+            notifier.ping();
+        }
+    }
+
+    /// Shutting down.
+    pub fn stopping(&self) {
+        if let Some(notifier) = &self.notifier {
+            notifier.stopping();
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Running as a service: the systemd units pass `systemd-analyze verify`, and the monitor
+//! speaks systemd's notification protocol (readiness, watchdog, stopping).
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use memory_monitor_tests::{Monitor, bin, root_or_skip, unique_name};
+
+/// `systemd-analyze verify` on `unit` (a copy, with ExecStart pointing at the built binary,
+/// which verify requires to exist): it must pass without a single complaint.
+fn verify(unit: &Path, name: &str) {
+    let dir = std::env::temp_dir().join(format!("mm-units-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(unit).unwrap();
+    assert!(
+        text.contains("ExecStart=/usr/local/bin/memory-monitor "),
+        "{text}"
+    );
+    let binary = bin("memory-monitor").display().to_string();
+    let copy = dir.join(name);
+    std::fs::write(
+        &copy,
+        text.replace("/usr/local/bin/memory-monitor", &binary),
+    )
+    .unwrap();
+    let output = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze (Debian's systemd)");
+    let complaints = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && complaints.trim().is_empty(),
+        "{name}: {complaints}"
+    );
+}
+
+#[test]
+fn the_service_units_pass_systemd_analyze_verify() {
+    let packaging = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
+    verify(
+        &packaging.join("memory-monitor.service"),
+        "memory-monitor.service",
+    );
+    verify(
+        &packaging.join("memory-monitor@.service"),
+        "memory-monitor@example.service",
+    );
+}
+
+/// Receives the next notification, or `None` after a bounded wait.
+fn next(socket: &UnixDatagram) -> Option<String> {
+    let mut buf = [0u8; 512];
+    let len = socket.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+#[test]
+fn under_systemd_it_says_ready_pings_the_watchdog_and_says_stopping() {
+    let mut modes = vec!["poll"];
+    if root_or_skip("under_systemd_it_says_ready_pings_the_watchdog_and_says_stopping (ebpf)") {
+        modes.push("ebpf");
+    }
+    for mode in modes {
+        let path = std::env::temp_dir().join(format!("mm-notify-{}-{mode}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let name = unique_name("mms-svc");
+        let monitor = Monitor::start_with(&["--mode", mode, "-m", "1G", &name], |command| {
+            command
+                .env("NOTIFY_SOCKET", &path)
+                .env("WATCHDOG_USEC", "200000");
+        });
+        let ready = next(&socket).expect("no READY=1");
+        assert_eq!(
+            ready,
+            format!("READY=1\nSTATUS=watching 0 processes ({mode} mode)")
+        );
+        for _ in 0..3 {
+            assert_eq!(next(&socket).as_deref(), Some("WATCHDOG=1"), "{mode}");
+        }
+        assert!(monitor.stop().success());
+        // Whatever came after (more pings), up to the last word.
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let rest: Vec<String> = std::iter::from_fn(|| next(&socket)).collect();
+        assert_eq!(
+            rest.last().map(String::as_str),
+            Some("STOPPING=1"),
+            "{mode}: {rest:?}"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}
