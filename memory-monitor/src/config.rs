@@ -87,6 +87,8 @@ pub struct Config {
     pub attach: Attach,
     /// Profiles on breach; `None`: none.
     pub profile: Option<ProfileSettings>,
+    /// `--exec`: a command run on each breach, and its timeout.
+    pub exec: Option<(String, Duration)>,
 }
 
 /// Where breach profiles go, and how long a signal may wait for one.
@@ -144,6 +146,7 @@ impl Config {
             kernel_signal: false,
             attach: Attach::Auto,
             profile: None,
+            exec: None,
         }
     }
 
@@ -279,6 +282,16 @@ struct Cli {
     /// grew it: 80%, 50%, 0% (from the start).
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     profile_at: Option<u32>,
+
+    /// Run this shell command on each breach, after the signal, with MM_PID, MM_NAME,
+    /// MM_RSS_BYTES, MM_LIMIT_BYTES, MM_SIGNAL and MM_PROFILE (the profile's name, if any) in
+    /// its environment. At most 4 run at once; none holds up the monitor.
+    #[arg(long, value_name = "COMMAND")]
+    exec: Option<String>,
+
+    /// Kill an --exec command still running after this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::parse_duration, requires = "exec")]
+    exec_timeout: Duration,
 
     /// Most processes to watch at once; beyond it new matches are skipped (with one warning).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROCESSES, value_parser = parse_capacity)]
@@ -487,6 +500,7 @@ impl Cli {
                 kernel_signal: self.kernel_signal,
                 attach: self.attach,
                 profile,
+                exec: self.exec.map(|command| (command, self.exec_timeout)),
             },
             log: LogSettings {
                 verbosity,

@@ -10,7 +10,7 @@
 //! - [`source`]: how processes are discovered and when they are measured.
 //! - [`watch`]: the watched processes, each held by a pidfd and an open `statm`.
 //! - [`policy`]: the per-process breach state machine.
-//! - [`action`]: signalling, and the log line for each event.
+//! - [`action`]: signalling, and the log line for each event; [`hook`]: `--exec` commands.
 //! - [`profile`]: a memory profile of a breaching process, before its signal; [`sink`]: where
 //!   profiles go (the [`ProfileWriter`](sink::ProfileWriter) trait and built-in writers).
 //! - [`self_monitor`]: [`SelfMonitor`], profiles of the calling process itself.
@@ -28,6 +28,7 @@
 pub mod action;
 pub mod config;
 pub mod footprint;
+pub mod hook;
 pub mod logging;
 pub mod matcher;
 pub mod monitor;

@@ -13,8 +13,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::MissedTickBehavior;
 
 use crate::Error;
-use crate::action::{self, Dispatch};
+use crate::action::{self, Delivery, Dispatch};
 use crate::config::{Config, Mode};
+use crate::hook::{Breach, ExecHook};
 use crate::policy::{Policy, Verdict};
 use crate::procfs::{ProcRoot, page_size};
 use crate::profile::Profiler;
@@ -83,6 +84,8 @@ pub struct Monitor {
     events: u64,
     /// Takes a profile of each breaching process, when asked to.
     profiler: Option<Profiler>,
+    /// Runs `--exec` on each breach.
+    hook: Option<ExecHook>,
 }
 
 impl Monitor {
@@ -107,6 +110,12 @@ impl Monitor {
             }
             None => None,
         };
+        let hook = match &config.exec {
+            Some((command, timeout)) => {
+                Some(ExecHook::start(command, *timeout).map_err(Error::Runtime)?)
+            }
+            None => None,
+        };
         Ok(Monitor {
             policy: Policy {
                 limit: config.limit,
@@ -124,6 +133,7 @@ impl Monitor {
             warned_skip: false,
             events: 0,
             profiler,
+            hook,
             config,
         })
     }
@@ -197,7 +207,11 @@ impl Monitor {
         due: impl Fn(&Policy, &Watched) -> bool,
     ) -> CycleReport {
         let (policy, dispatch, page_size) = (&self.policy, self.dispatch(), self.page_size);
-        let (proc, profiler) = (self.scanner.proc(), self.profiler.as_ref());
+        let (proc, profiler, hook) = (
+            self.scanner.proc(),
+            self.profiler.as_ref(),
+            self.hook.as_ref(),
+        );
         let mut kernel = self.kernel.as_mut();
         let mut report = CycleReport::default();
         let mut next_deadline = None;
@@ -212,6 +226,7 @@ impl Monitor {
                     now,
                     dispatch,
                     profiler,
+                    hook,
                 };
                 let Some((verdict, _)) = check(policy, watched, measure, link) else {
                     if let Some(kernel) = kernel.as_deref_mut() {
@@ -381,6 +396,7 @@ impl Monitor {
             now,
             dispatch,
             profiler: self.profiler.as_ref(),
+            hook: self.hook.as_ref(),
         };
         match check(&self.policy, watched, measure, kernel) {
             Some((_, rss)) => {
@@ -414,6 +430,9 @@ impl Monitor {
         );
         if let Some(profile) = &self.config.profile {
             action = format!("profile to {}, then {action}", profile.sink);
+        }
+        if let Some((command, _)) = &self.config.exec {
+            action = format!("{action}; on breach run '{command}'");
         }
         let dry_run = if self.config.dry_run {
             " (dry run: nothing will be sent)"
@@ -634,6 +653,8 @@ struct Measure<'a> {
     dispatch: Dispatch,
     /// Profiles a breaching process before its signal.
     profiler: Option<&'a Profiler>,
+    /// Runs `--exec` after a breach's signal.
+    hook: Option<&'a ExecHook>,
 }
 
 /// Measures `watched`, judges it and acts; returns the verdict and the exact RSS, or `None`
@@ -652,6 +673,7 @@ fn check(
         now,
         dispatch,
         profiler,
+        hook,
     } = measure;
     let mut statm_buf = [0u8; 128];
     let mut rss = watched.rss(proc, &mut statm_buf, page_size);
@@ -684,14 +706,17 @@ fn check(
     };
     let verdict = policy.judge(&mut watched.episode, rss, now);
     // Before the signal: the process may exit on it and take its memory with it.
-    if let (Verdict::Breach, Some(profiler)) = (verdict, profiler) {
-        let name = watched.comm().to_string();
-        let growth = kernel
-            .as_mut()
-            .map(|link| link.kernel.take_growth(watched.pid()))
-            .unwrap_or_default();
-        profiler.profile(watched.pid(), &name, rss, policy.limit, growth);
-    }
+    let profile = match (verdict, profiler) {
+        (Verdict::Breach, Some(profiler)) => {
+            let name = watched.comm().to_string();
+            let growth = kernel
+                .as_mut()
+                .map(|link| link.kernel.take_growth(watched.pid()))
+                .unwrap_or_default();
+            profiler.profile(watched.pid(), &name, rss, policy.limit, growth)
+        }
+        _ => None,
+    };
     tracing::trace!(pid = watched.pid(), name = %watched.comm(), rss = %Bytes(rss), "measured");
     let dispatch = match (verdict, kernel) {
         (Verdict::Breach, Some(link)) => {
@@ -707,6 +732,19 @@ fn check(
         }
         _ => dispatch,
     };
-    action::act(policy, verdict, watched, rss, dispatch);
+    let delivery = action::act(policy, verdict, watched, rss, dispatch);
+    if let (Verdict::Breach, Some(hook), Some(delivery)) = (verdict, hook, delivery) {
+        hook.fire(Breach {
+            pid: watched.pid(),
+            name: watched.comm().to_string(),
+            rss,
+            limit: policy.limit,
+            signal: match delivery {
+                Delivery::Sent | Delivery::SentByKernel => policy.signal.to_string(),
+                other => other.to_string(),
+            },
+            profile: profile.unwrap_or_default(),
+        });
+    }
     Some((verdict, rss))
 }

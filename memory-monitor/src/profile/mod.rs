@@ -107,6 +107,9 @@ struct Job {
     limit: u64,
     /// The growth profile's samples (eBPF mode), to be named while the process lives.
     growth: growth::RawStacks,
+    /// When the breach was profiled, and the profile's name.
+    time: SystemTime,
+    file: String,
     /// Told once `smaps` has been read and the growth stacks named.
     captured: SyncSender<()>,
 }
@@ -151,15 +154,26 @@ impl Profiler {
 
     /// Profiles `pid` (named `name`, at `rss` over `limit`, with the growth samples
     /// `growth`): returns once what needs the live process has been read, or when the budget
-    /// is spent, whichever is first.
-    pub fn profile(&self, pid: i32, name: &str, rss: u64, limit: u64, growth: growth::RawStacks) {
+    /// is spent, whichever is first. Returns the profile's name, once it is on its way.
+    pub fn profile(
+        &self,
+        pid: i32,
+        name: &str,
+        rss: u64,
+        limit: u64,
+        growth: growth::RawStacks,
+    ) -> Option<String> {
         let (captured, wait) = sync_channel(1);
+        let time = SystemTime::now();
+        let file = file_name(time, name, pid);
         let job = Job {
             pid,
             name: name.to_owned(),
             rss,
             limit,
             growth,
+            time,
+            file: file.clone(),
             captured,
         };
         match self.jobs.try_send(job) {
@@ -167,12 +181,13 @@ impl Profiler {
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.counts.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(pid, %name, "no profile: the profiler is busy with earlier breaches");
-                return;
+                return None;
             }
         }
         if wait.recv_timeout(self.budget).is_err() {
             tracing::debug!(pid, %name, budget = ?self.budget, "profile capture over budget; signalling first");
         }
+        Some(file)
     }
 }
 
@@ -182,8 +197,7 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
         let regions = capture(job.pid);
         let growth = growth::symbolize(job.pid, &job.growth);
         let _ = job.captured.try_send(());
-        let time = SystemTime::now();
-        let (pid, name) = (job.pid, job.name.as_str());
+        let (pid, name, time, file) = (job.pid, job.name.as_str(), job.time, &job.file);
         let regions = match regions {
             Ok(regions) => regions,
             Err(error) => {
@@ -198,20 +212,19 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
             Bytes(job.limit)
         );
         let profile = encode(&regions, &growth, &about, time);
-        let file = file_name(time, name, pid);
         let info = ProfileInfo {
             pid,
             name,
             rss: job.rss,
             limit: job.limit,
         };
-        let mut attempt = writer.write_about(&file, &profile, &info);
+        let mut attempt = writer.write_about(file, &profile, &info);
         for pause in WRITE_RETRIES {
             if attempt.is_ok() {
                 break;
             }
             std::thread::sleep(pause);
-            attempt = writer.write_about(&file, &profile, &info);
+            attempt = writer.write_about(file, &profile, &info);
         }
         match attempt {
             Ok(()) => {

@@ -1,9 +1,7 @@
 //! `cmd:COMMAND`: each profile piped into a shell command, with what it is about in the
 //! command's environment.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{ProfileInfo, ProfileWriter, WriteError};
 
@@ -32,39 +30,16 @@ impl CommandWriter {
         profile: &[u8],
         about: Option<&ProfileInfo<'_>>,
     ) -> Result<(), WriteError> {
-        let mut command = Command::new("/bin/sh");
-        command
-            .args(["-c", &self.command])
-            .env("MM_PROFILE_NAME", name)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null());
+        let mut env = vec![("MM_PROFILE_NAME", name.to_owned())];
         if let Some(about) = about {
-            command
-                .env("MM_PID", about.pid.to_string())
-                .env("MM_NAME", about.name)
-                .env("MM_RSS_BYTES", about.rss.to_string())
-                .env("MM_LIMIT_BYTES", about.limit.to_string());
+            env.extend([
+                ("MM_PID", about.pid.to_string()),
+                ("MM_NAME", about.name.to_owned()),
+                ("MM_RSS_BYTES", about.rss.to_string()),
+                ("MM_LIMIT_BYTES", about.limit.to_string()),
+            ]);
         }
-        let mut child = command.spawn()?;
-        let mut stdin = child.stdin.take().expect("piped");
-        // A command that does not read its input is not an error: it may only need the name.
-        let _ = stdin.write_all(profile);
-        drop(stdin);
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return match status.success() {
-                    true => Ok(()),
-                    false => Err(format!("'{}' failed ({status})", self.command).into()),
-                };
-            }
-            if started.elapsed() > TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("'{}' took over {TIMEOUT:?}; killed", self.command).into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::hook::run_shell(&self.command, &env, profile, TIMEOUT).map_err(Into::into)
     }
 }
 

@@ -1,0 +1,141 @@
+//! `--exec`: a command run on each breach, after the signal, on threads of its own: a slow or
+//! stuck hook never holds up the monitor or a signal. At most [`CONCURRENCY`] run at once;
+//! each is killed after its timeout.
+
+use std::io::Write;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Hooks running at once, at most.
+pub const CONCURRENCY: usize = 4;
+/// Breaches waiting for a free hook runner; beyond them a breach's hook is skipped (logged).
+const QUEUE: usize = 64;
+
+/// Runs `sh -c command` with `env`, `stdin` on its standard input, killing it after
+/// `timeout`. Output is discarded: a hook reports through its own means.
+pub fn run_shell(
+    command: &str,
+    env: &[(&str, String)],
+    stdin: &[u8],
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", command])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run '{command}': {e}"))?;
+    let mut input = child.stdin.take().expect("piped");
+    // A command that does not read its input is not an error.
+    let _ = input.write_all(stdin);
+    drop(input);
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return exited(command, status),
+            Ok(None) if started.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("'{command}' took over {timeout:?}; killed"));
+            }
+            Err(e) => return Err(format!("cannot wait for '{command}': {e}")),
+        }
+    }
+}
+
+fn exited(command: &str, status: ExitStatus) -> Result<(), String> {
+    match status.success() {
+        true => Ok(()),
+        false => Err(format!("'{command}' failed ({status})")),
+    }
+}
+
+/// What a hook is told about a breach, as `MM_*` environment variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Breach {
+    /// `MM_PID`.
+    pub pid: i32,
+    /// `MM_NAME`.
+    pub name: String,
+    /// `MM_RSS_BYTES`.
+    pub rss: u64,
+    /// `MM_LIMIT_BYTES`.
+    pub limit: u64,
+    /// `MM_SIGNAL`: the signal sent (its name), or what became of it.
+    pub signal: String,
+    /// `MM_PROFILE`: the name of the breach's profile, empty without one.
+    pub profile: String,
+}
+
+/// Runs `--exec` hooks.
+#[derive(Debug)]
+pub struct ExecHook {
+    jobs: SyncSender<Breach>,
+}
+
+impl ExecHook {
+    /// Starts [`CONCURRENCY`] runners of `command`, each killed after `timeout`.
+    pub fn start(command: &str, timeout: Duration) -> std::io::Result<ExecHook> {
+        let (jobs, queue) = sync_channel::<Breach>(QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        for runner in 0..CONCURRENCY {
+            let (queue, command) = (Arc::clone(&queue), command.to_owned());
+            std::thread::Builder::new()
+                .name(format!("mm-exec-{runner}"))
+                .spawn(move || run(&queue, &command, timeout))?;
+        }
+        Ok(ExecHook { jobs })
+    }
+
+    /// Queues the hook for `breach`; returns at once.
+    pub fn fire(&self, breach: Breach) {
+        if let Err(TrySendError::Full(breach) | TrySendError::Disconnected(breach)) =
+            self.jobs.try_send(breach)
+        {
+            tracing::warn!(pid = breach.pid, name = %breach.name, "--exec skipped: too many hooks already waiting");
+        }
+    }
+}
+
+fn run(queue: &Mutex<Receiver<Breach>>, command: &str, timeout: Duration) {
+    loop {
+        let Ok(breach) = queue.lock().expect("not poisoned").recv() else {
+            return;
+        };
+        let env = [
+            ("MM_PID", breach.pid.to_string()),
+            ("MM_NAME", breach.name.clone()),
+            ("MM_RSS_BYTES", breach.rss.to_string()),
+            ("MM_LIMIT_BYTES", breach.limit.to_string()),
+            ("MM_SIGNAL", breach.signal.clone()),
+            ("MM_PROFILE", breach.profile.clone()),
+        ];
+        if let Err(why) = run_shell(command, &env, b"", timeout) {
+            tracing::warn!(pid = breach.pid, name = %breach.name, "--exec: {why}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shell_command_runs_with_its_environment_and_a_stuck_one_is_killed() {
+        let out = std::env::temp_dir().join(format!("mm-hook-{}", std::process::id()));
+        let command = format!("echo \"$A $(cat)\" > {}", out.display());
+        let env = [("A", "value".to_string())];
+        run_shell(&command, &env, b"input", Duration::from_secs(10)).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "value input\n");
+        std::fs::remove_file(&out).unwrap();
+        assert!(run_shell("exit 3", &[], b"", Duration::from_secs(10)).is_err());
+        let stuck = run_shell("sleep 30", &[], b"", Duration::from_millis(100));
+        assert!(stuck.unwrap_err().contains("killed"));
+    }
+}
