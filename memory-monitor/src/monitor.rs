@@ -667,14 +667,7 @@ fn check(
     measure: Measure<'_>,
     mut kernel: Option<KernelLink<'_>>,
 ) -> Option<(Verdict, u64)> {
-    let Measure {
-        proc,
-        page_size,
-        now,
-        dispatch,
-        profiler,
-        hook,
-    } = measure;
+    let (proc, page_size) = (measure.proc, measure.page_size);
     let mut statm_buf = [0u8; 128];
     let mut rss = watched.rss(proc, &mut statm_buf, page_size);
     watched.recheck = None;
@@ -687,7 +680,7 @@ fn check(
         match rss {
             // Still under: the kernel side stays quiet for the gap, so look again after it.
             Ok(rss) if rss <= policy.limit => {
-                watched.recheck = (!gap.is_zero()).then(|| now + gap);
+                watched.recheck = (!gap.is_zero()).then(|| measure.now + gap);
             }
             // Over after all: no report is wanted while it stays over.
             _ => link.kernel.cancel_rearm(watched.pid()),
@@ -704,9 +697,9 @@ fn check(
             return None;
         }
     };
-    let verdict = policy.judge(&mut watched.episode, rss, now);
+    let verdict = policy.judge(&mut watched.episode, rss, measure.now);
     // Before the signal: the process may exit on it and take its memory with it.
-    let profile = match (verdict, profiler) {
+    let profile = match (verdict, measure.profiler) {
         (Verdict::Breach, Some(profiler)) => {
             let name = watched.comm().to_string();
             let growth = kernel
@@ -721,19 +714,19 @@ fn check(
     let dispatch = match (verdict, kernel) {
         (Verdict::Breach, Some(link)) => {
             if link.kernel.claim_signal(watched.pid()) {
-                dispatch
+                measure.dispatch
             } else {
                 Dispatch::SentByKernel
             }
         }
         (Verdict::Recovered, Some(link)) => {
             link.kernel.release_claim(watched.pid());
-            dispatch
+            measure.dispatch
         }
-        _ => dispatch,
+        _ => measure.dispatch,
     };
     let delivery = action::act(policy, verdict, watched, rss, dispatch);
-    if let (Verdict::Breach, Some(hook), Some(delivery)) = (verdict, hook, delivery) {
+    if let (Verdict::Breach, Some(hook), Some(delivery)) = (verdict, measure.hook, delivery) {
         hook.fire(Breach {
             pid: watched.pid(),
             name: watched.comm().to_string(),

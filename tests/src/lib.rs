@@ -566,3 +566,16 @@ pub fn resident_bytes(process: &str) -> u64 {
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
 }
+
+/// Waits until `done` holds, checking every 20 ms; false if it still does not after 20 s (a
+/// bound so that a broken build fails instead of hanging, never a timing assertion).
+pub fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}

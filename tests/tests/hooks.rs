@@ -1,21 +1,14 @@
 //! `--exec`: a command run on each breach, after the signal, never holding anything up.
 
-use std::time::{Duration, Instant};
-
-use memory_monitor_tests::{Monitor, Target, unique_name};
+use memory_monitor_tests::{Monitor, Target, unique_name, wait_until};
 
 const USR1: i32 = libc::SIGUSR1;
 
-/// Waits (bounded) until `done` holds.
-fn wait_until(mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+/// Poll mode every 100 ms, a 32 MiB limit, SIGUSR1, then `rest`.
+fn args<'a>(rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--mode", "poll", "-i", "100ms", "-m", "32M", "-s", "USR1"];
+    args.extend_from_slice(rest);
+    args
 }
 
 #[test]
@@ -31,15 +24,7 @@ fn exec_runs_once_per_breach_with_the_breach_in_its_environment() {
     let mut target = Target::spawn(&name);
     target.grow(48);
     let profile_dir = profiles.display().to_string();
-    let mut monitor = Monitor::start(&[
-        "--mode",
-        "poll",
-        "-i",
-        "100ms",
-        "-m",
-        "32M",
-        "-s",
-        "USR1",
+    let mut monitor = Monitor::start(&args(&[
         "--repeat",
         "150ms",
         "--profile-dir",
@@ -47,7 +32,7 @@ fn exec_runs_once_per_breach_with_the_breach_in_its_environment() {
         "--exec",
         &command,
         &name,
-    ]);
+    ]));
     assert!(target.wait_signal(USR1), "{}", monitor.log_text());
     assert!(wait_until(|| out.exists()), "{}", monitor.log_text());
     // Repeats are not new breaches: still one run.
@@ -76,15 +61,7 @@ fn a_stuck_hook_is_killed_and_holds_up_no_signal() {
     let mut first = Target::spawn(&name);
     let mut second = Target::spawn(&format!("{name}b"));
     first.grow(48);
-    let mut monitor = Monitor::start(&[
-        "--mode",
-        "poll",
-        "-i",
-        "100ms",
-        "-m",
-        "32M",
-        "-s",
-        "USR1",
+    let mut monitor = Monitor::start(&args(&[
         "--repeat",
         "never",
         "--exec",
@@ -92,7 +69,7 @@ fn a_stuck_hook_is_killed_and_holds_up_no_signal() {
         "--exec-timeout",
         "500ms",
         &name,
-    ]);
+    ]));
     assert!(first.wait_signal(USR1), "{}", monitor.log_text());
     // While the first hook hangs, the next breach is signalled all the same.
     second.grow(48);

@@ -1,11 +1,11 @@
 //! The library's in-process monitor (`SelfMonitor`): this test process is the one watched.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use memory_monitor::SelfMonitor;
 use memory_monitor::sink::{ProfileWriter, WriteError};
-use memory_monitor_tests::{pprof_top, pprof_top_entry, resident_bytes};
+use memory_monitor_tests::{pprof_top, pprof_top_entry, resident_bytes, wait_until};
 
 /// Profiles by name.
 type Profiles = Mutex<Vec<(String, Vec<u8>)>>;
@@ -22,18 +22,6 @@ impl ProfileWriter for Keep {
             .push((name.to_owned(), profile.to_vec()));
         Ok(())
     }
-}
-
-/// Waits (bounded) until `done` holds.
-fn wait_until(mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
 }
 
 #[test]
