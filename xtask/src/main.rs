@@ -47,7 +47,7 @@ fn xtask() -> Result<()> {
         "dist" => dist(),
         "bench" => {
             let options = bench::options(&rest)?;
-            setup()?;
+            setup_build()?;
             bench::run(&options)
         }
         _ => bail!(
@@ -110,11 +110,17 @@ fn shown(command: &Command) -> String {
     text
 }
 
+/// Everything: what the build needs and what the tests use.
 fn setup() -> Result<()> {
-    ensure_nightly_components()?;
-    ensure_bpf_linker()?;
+    setup_build()?;
     ensure_go_pprof()?;
     ensure_moto_server()
+}
+
+/// What building the monitor needs (for `run`, `bench`, `dist`: no test tools, no root).
+fn setup_build() -> Result<()> {
+    ensure_nightly_components()?;
+    ensure_bpf_linker()
 }
 
 /// The profile tests read the monitor's profiles with an independent reader, `go tool pprof`
@@ -268,7 +274,7 @@ fn ensure_bpf_linker() -> Result<()> {
 }
 
 fn run(args: &[OsString]) -> Result<()> {
-    setup()?;
+    setup_build()?;
     run_step(cargo().args(["build", "--release", "--package", "memory-monitor"]))?;
     let binary = workspace().join("target/release/memory-monitor");
     // exec: the monitor takes this process's place, so Ctrl-C and its exit status are its own.
@@ -285,7 +291,7 @@ const GENERATED: [(&str, &str); 4] = [
 ];
 
 fn dist() -> Result<()> {
-    setup()?;
+    setup_build()?;
     run_step(cargo().args(["build", "--release", "--package", "memory-monitor"]))?;
     let root = workspace();
     let binary = root.join("target/release/memory-monitor");
