@@ -45,6 +45,13 @@ pub struct Watch {
     pub flags: u32,
     /// Growth profile (`--profile-at`): bytes grown since the last stack sample.
     pub grown: u32,
+    /// Growth profile: sample the stacks that grow the process from this approximate RSS on
+    /// (`u64::MAX`: never).
+    pub profile_from: u64,
+    /// `--kernel-signal`: the signal the kernel side sends at the limit (0: none).
+    pub signal: u32,
+    /// The index of the rule the process is watched under (for userspace's bookkeeping).
+    pub rule: u32,
 }
 
 /// A growth sample's key in the `GROWTH` map: the process and the user stack (an id in the
@@ -88,6 +95,8 @@ pub mod event_kind {
     pub const RENAME: u32 = 6;
     /// A watched process ended (its last thread exited).
     pub const EXIT: u32 = 7;
+    /// A task moved to another cgroup (`tgid` is the task's id); userspace decides.
+    pub const MIGRATE: u32 = 8;
 
     /// A short name for logs.
     pub fn name(kind: u32) -> &'static str {
@@ -99,6 +108,7 @@ pub mod event_kind {
             FORK => "fork",
             RENAME => "rename",
             EXIT => "exit",
+            MIGRATE => "migrate",
             _ => "unknown",
         }
     }
@@ -112,7 +122,8 @@ pub mod verdict {
     pub const YES: u32 = 1;
     /// It does not match; the kernel side stopped watching it if it did by name.
     pub const NO: u32 = 2;
-    /// Only userspace can tell (regex or command-line match, or a name longer than `comm`).
+    /// Only userspace can tell (regex or command-line match, a name longer than `comm`, or a
+    /// cgroup the kernel side cannot check from where it runs).
     pub const ASK: u32 = 3;
 }
 
@@ -136,20 +147,42 @@ pub struct Event {
     pub comm: [u8; 16],
 }
 
-/// How the kernel side matches names on exec and rename (`prefix` and `exact` it decides
-/// itself; everything else it asks userspace about).
+/// Most rules a configuration may have (the kernel side checks them in a bounded loop).
+pub const MAX_RULES: usize = 32;
+
+/// One rule as the kernel side applies it on exec and rename, in the `RULES` array, in the
+/// order userspace matches them (the first that matches wins). `prefix` and `exact` names it
+/// decides itself; everything else it asks userspace about. A rule that also names a cgroup
+/// matches only tasks under the cgroup at the same index of the `CGROUPS` array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NameRule {
-    /// A `RULE_*` mode.
+pub struct Rule {
+    /// A `RULE_*` mode; `RULE_NONE` ends the list.
     pub mode: u32,
     /// Bytes of `name` that count (at most 15).
     pub len: u32,
     /// The name, NUL-padded.
     pub name: [u8; 16],
+    /// `CGROUP_*` flags: how the rule depends on the task's cgroup.
+    pub cgroup: u32,
+    /// `--kernel-signal`: the signal to send at the limit (0: none).
+    pub signal: u32,
+    /// [`Watch::trigger`] for processes this rule admits (`u64::MAX` while userspace has to
+    /// work the limit out per process).
+    pub trigger: u64,
+    /// [`Watch::limit`] for them.
+    pub limit: u64,
+    /// [`Watch::profile_from`] for them.
+    pub profile_from: u64,
 }
 
-/// No name: only processes named by PID are watched.
+/// The task must be under the rule's cgroup (same index in `CGROUPS`).
+pub const CGROUP_MEMBER: u32 = 1;
+/// The rule's limit is a share of the task's cgroup's memory limit, so a move to another
+/// cgroup changes it.
+pub const CGROUP_LIMIT: u32 = 2;
+
+/// No rule (the end of the list).
 pub const RULE_NONE: u32 = 0;
 /// `comm` starts with the name.
 pub const RULE_PREFIX: u32 = 1;
@@ -159,9 +192,13 @@ pub const RULE_EXACT: u32 = 2;
 pub const RULE_ASK: u32 = 3;
 /// Ask userspace when `comm` equals the name (a longer name cut to `comm`'s 15 bytes).
 pub const RULE_ASK_IF_EQUAL: u32 = 4;
+/// Any name (a rule that selects by cgroup alone).
+pub const RULE_ANY: u32 = 5;
+/// No name (a rule that selects only by PID, or whose cgroup does not exist).
+pub const RULE_NEVER: u32 = 6;
 
-impl NameRule {
-    /// What the rule says about `comm` (NUL-padded, as the kernel gives it).
+impl Rule {
+    /// What the rule's name says about `comm` (NUL-padded, as the kernel gives it).
     #[inline(always)]
     pub fn check(&self, comm: &[u8; 16]) -> u32 {
         let len = (self.len as usize).min(15);
@@ -179,6 +216,7 @@ impl NameRule {
             RULE_EXACT if same && ends_here => verdict::YES,
             RULE_ASK => verdict::ASK,
             RULE_ASK_IF_EQUAL if same && ends_here => verdict::ASK,
+            RULE_ANY => verdict::YES,
             _ => verdict::NO,
         }
     }
@@ -235,9 +273,13 @@ pub mod layout {
     pub const RENAME_NEWCOMM: Field = field("task/task_rename", "newcomm", 28, 16);
     /// `sched:sched_process_exit` `group_dead`: the last thread of the process is exiting.
     pub const EXIT_GROUP_DEAD: Field = field("sched/sched_process_exit", "group_dead", 32, 1);
+    /// `cgroup:cgroup_attach_task` `dst_root`: the hierarchy (0: cgroup v2).
+    pub const ATTACH_ROOT: Field = field("cgroup/cgroup_attach_task", "dst_root", 8, 4);
+    /// `cgroup:cgroup_attach_task` `pid`: the task moved.
+    pub const ATTACH_PID: Field = field("cgroup/cgroup_attach_task", "pid", 24, 4);
 
     /// Every field above.
-    pub const ALL: [Field; 9] = [
+    pub const ALL: [Field; 11] = [
         RSS_MM_ID,
         RSS_CURR,
         RSS_MEMBER,
@@ -247,6 +289,8 @@ pub mod layout {
         RENAME_PID,
         RENAME_NEWCOMM,
         EXIT_GROUP_DEAD,
+        ATTACH_ROOT,
+        ATTACH_PID,
     ];
 }
 
@@ -258,11 +302,11 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Event {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::NameRule {}
+    unsafe impl aya::Pod for super::Rule {}
 
-    const _: () = assert!(core::mem::size_of::<super::Watch>() == 72);
+    const _: () = assert!(core::mem::size_of::<super::Watch>() == 88);
     const _: () = assert!(core::mem::size_of::<super::Event>() == 48);
-    const _: () = assert!(core::mem::size_of::<super::NameRule>() == 24);
+    const _: () = assert!(core::mem::size_of::<super::Rule>() == 56);
 }
 
 #[cfg(test)]
@@ -275,11 +319,12 @@ mod tests {
         comm
     }
 
-    fn rule(mode: u32, name: &[u8]) -> NameRule {
-        NameRule {
+    fn rule(mode: u32, name: &[u8]) -> Rule {
+        Rule {
             mode,
             len: name.len() as u32,
             name: comm(name),
+            ..Rule::default()
         }
     }
 
@@ -304,6 +349,7 @@ mod tests {
         assert_eq!(long.check(&comm(b"my-application-")), verdict::ASK);
         assert_eq!(long.check(&comm(b"my-application")), verdict::NO);
         assert_eq!(rule(RULE_NONE, b"").check(&comm(b"x")), verdict::NO);
+        assert_eq!(rule(RULE_ANY, b"").check(&comm(b"x")), verdict::YES);
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //!   the limit; userspace then judges the exact figure. With `--kernel-signal` it also signals
 //!   the process itself, from the process's own context, when the approximate RSS passes the
 //!   limit.
-//! - `exec`, `newtask`, `rename` and `exit` keep the set of watched processes current without
-//!   polling: a process that execs or renames itself to a matching name is watched, a watched
-//!   process's fork is watched, an exited one is forgotten.
+//! - `exec`, `newtask`, `rename`, `migrate` and `exit` keep the set of watched processes current
+//!   without polling: a process that execs or renames itself to a matching name is watched, a
+//!   watched process's fork is watched, a task moved to another cgroup is asked about (when a
+//!   rule names a cgroup), an exited one is forgotten.
 //!
 //! Hot path: every page fault of every process on the machine passes through `rss_stat`, so an
 //! unwatched process costs one hash lookup and nothing else.
@@ -26,13 +27,13 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_send_signal,
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, CgroupArray, HashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
 };
 use aya_log_ebpf::warn;
 use memory_monitor_ebpf::{
-    Event, Field, NameRule, RULE_NONE, WATCH_ARMED, WATCH_BY_NAME, WATCH_KERNEL_SIGNALLED, Watch,
-    event_kind, growth_key, layout, member, verdict,
+    CGROUP_LIMIT, CGROUP_MEMBER, Event, Field, MAX_RULES, RULE_NONE, Rule, WATCH_ARMED,
+    WATCH_BY_NAME, WATCH_KERNEL_SIGNALLED, Watch, event_kind, growth_key, layout, member, verdict,
 };
 
 /// Capacity placeholder; the loader sets the real one (`--max-processes`). The growth
@@ -68,9 +69,8 @@ static REARM: HashMap<u32, u64> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 #[map]
 static SIGNAL_CLAIMS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
-/// Events for userspace.
 /// Growth profile: user stacks of the changes that grew a watched process above
-/// `PROFILE_FROM_BYTES`.
+/// its `profile_from`.
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(1024, 0);
 
@@ -79,6 +79,7 @@ static STACKS: StackTrace = StackTrace::with_max_entries(1024, 0);
 #[map]
 static GROWTH: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
 
+/// Events for userspace.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
@@ -90,13 +91,13 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static LOST_FLAG: Array<u64> = Array::with_max_entries(1, 0);
 
-/// How names are matched on exec and rename.
-#[unsafe(no_mangle)]
-static NAME_RULE: Global<NameRule> = Global::new(NameRule {
-    mode: RULE_NONE,
-    len: 0,
-    name: [0; 16],
-});
+/// The rules, in order, as userspace last set them (on start-up and on every reload).
+#[map]
+static RULES: Array<Rule> = Array::with_max_entries(MAX_RULES as u32, 0);
+
+/// Each rule's cgroup (same index), for rules that name one.
+#[map]
+static CGROUPS: CgroupArray = CgroupArray::with_max_entries(MAX_RULES as u32, 0);
 
 /// Processes never to watch: the monitor and its parent (and PID 1, always).
 #[unsafe(no_mangle)]
@@ -108,12 +109,6 @@ static MONITOR_PARENT_TGID: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static SLOT_MASK: Global<u32> = Global::new(MAX_SLOTS - 1);
 
-/// Approximate RSS at which a process is reported (see `Watch::trigger`), and the limit.
-#[unsafe(no_mangle)]
-static TRIGGER_BYTES: Global<u64> = Global::new(u64::MAX);
-#[unsafe(no_mangle)]
-static LIMIT_BYTES: Global<u64> = Global::new(u64::MAX);
-
 /// `tp_btf` only: where `mm_struct.rss_stat[member].count` is for each member, and
 /// `task_struct.mm`, as the loader found in the kernel's BTF; and the page size.
 #[unsafe(no_mangle)]
@@ -123,17 +118,9 @@ static TASK_MM_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static PAGE_SIZE: Global<i64> = Global::new(4096);
 
-/// Growth profile: sample the stacks of growth once the approximate RSS is at least this
-/// (`--profile-at`; `u64::MAX`: never) ...
-#[unsafe(no_mangle)]
-static PROFILE_FROM_BYTES: Global<u64> = Global::new(u64::MAX);
-/// ... one stack per this many bytes grown.
+/// Growth profile: one stack sample per this many bytes grown.
 #[unsafe(no_mangle)]
 static SAMPLE_BYTES: Global<u32> = Global::new(256 * 1024);
-
-/// `--kernel-signal`: the signal to send from the kernel side, or 0.
-#[unsafe(no_mangle)]
-static KERNEL_SIGNAL: Global<u32> = Global::new(0);
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 /// `BPF_NOEXIST`: insert only if absent, atomically.
@@ -310,12 +297,12 @@ fn update(watch: &mut Watch, tgid: u32, mm: u64, own: bool, slot: usize, size: i
     own && grew > 0 && growth_sample_due(watch, grew as u64)
 }
 
-/// Growth profile: counts `grew` bytes toward the next stack sample of a process above
-/// `PROFILE_FROM_BYTES`; true when one is due. Sampling by bytes keeps the cost bounded
+/// Growth profile: counts `grew` bytes toward the next stack sample of a process above its
+/// `profile_from`; true when one is due. Sampling by bytes keeps the cost bounded
 /// (one stack walk per `SAMPLE_BYTES` grown) and makes each sample weigh the same.
 #[inline(always)]
 fn growth_sample_due(watch: &mut Watch, grew: u64) -> bool {
-    if watch.approximate_rss() < PROFILE_FROM_BYTES.load() {
+    if watch.approximate_rss() < watch.profile_from {
         return false;
     }
     let every = SAMPLE_BYTES.load();
@@ -370,7 +357,7 @@ fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
         }
         return;
     }
-    let signal = KERNEL_SIGNAL.load();
+    let signal = watch.signal;
     if signal != 0
         && in_own_context
         && rss > watch.limit
@@ -402,17 +389,73 @@ fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
     }
 }
 
-/// A fresh watch: nothing counted yet, armed.
-fn new_watch(flags: u32) -> Watch {
+/// A fresh watch with `model`'s settings: nothing counted yet, armed.
+fn fresh(model: &Watch, flags: u32) -> Watch {
     Watch {
-        trigger: TRIGGER_BYTES.load(),
-        limit: LIMIT_BYTES.load(),
         members: [0; member::COUNT],
         last_event_ns: 0,
         mm: 0,
         flags: flags | WATCH_ARMED,
         grown: 0,
+        ..*model
     }
+}
+
+/// A fresh watch under rule `index`.
+fn new_watch(rule: &Rule, index: u32, flags: u32) -> Watch {
+    let model = Watch {
+        trigger: rule.trigger,
+        limit: rule.limit,
+        profile_from: rule.profile_from,
+        signal: rule.signal,
+        rule: index,
+        ..Watch::default()
+    };
+    fresh(&model, flags)
+}
+
+/// The first rule (and its index) that `comm` may match, and the verdict: `in_context` when
+/// the task concerned is the current one, so its cgroup can be checked here.
+#[inline(always)]
+fn choose_rule(comm: &[u8; 16], in_context: bool) -> (u32, Rule, u32) {
+    let mut index = 0;
+    while index < MAX_RULES as u32 {
+        let Some(rule) = RULES.get(index).copied() else {
+            break;
+        };
+        if rule.mode == RULE_NONE {
+            break;
+        }
+        let found = rule.check(comm);
+        if found != verdict::NO {
+            if rule.cgroup & CGROUP_MEMBER == 0 {
+                return (found, rule, index);
+            }
+            if !in_context {
+                return (verdict::ASK, rule, index);
+            }
+            if CGROUPS.current_task_under_cgroup(index) == Ok(true) {
+                return (found, rule, index);
+            }
+        }
+        index += 1;
+    }
+    (verdict::NO, Rule::default(), 0)
+}
+
+/// How the rules depend on cgroups: every rule's `CGROUP_*` flags together.
+#[inline(always)]
+fn cgroup_dependence() -> u32 {
+    let mut flags = 0;
+    let mut index = 0;
+    while index < MAX_RULES as u32 {
+        match RULES.get(index) {
+            Some(rule) if rule.mode != RULE_NONE => flags |= rule.cgroup,
+            _ => break,
+        }
+        index += 1;
+    }
+    flags
 }
 
 /// `sched:sched_process_exec`: the current process now runs a new program, maybe under a new name.
@@ -423,14 +466,20 @@ pub fn exec(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let comm = bpf_get_current_comm().unwrap_or_default();
-    let found = NAME_RULE.load().check(&comm);
+    let (found, rule, index) = choose_rule(&comm, true);
     // SAFETY: copied out at once.
     let existing = unsafe { WATCHED.get(tgid) }.copied();
     let reported = match (existing, found) {
-        // Watched by PID, or still matching: the same process with a new mm, counted afresh.
-        (Some(watch), _) if watch.flags & WATCH_BY_NAME == 0 || found == verdict::YES => {
+        // Watched by PID: the same process with a new mm, counted afresh.
+        (Some(watch), _) if watch.flags & WATCH_BY_NAME == 0 => {
             forget_mm(&watch);
-            watch_new(&ctx, tgid, &new_watch(watch.flags & WATCH_BY_NAME));
+            watch_new(&ctx, tgid, &fresh(&watch, 0));
+            verdict::YES
+        }
+        // Still matching: counted afresh, under the rule it matches now.
+        (Some(watch), verdict::YES) => {
+            forget_mm(&watch);
+            watch_new(&ctx, tgid, &new_watch(&rule, index, WATCH_BY_NAME));
             verdict::YES
         }
         (Some(watch), verdict::NO) => {
@@ -438,7 +487,7 @@ pub fn exec(ctx: TracePointContext) -> u32 {
             verdict::NO
         }
         (None, verdict::YES) => {
-            watch_new(&ctx, tgid, &new_watch(WATCH_BY_NAME));
+            watch_new(&ctx, tgid, &new_watch(&rule, index, WATCH_BY_NAME));
             verdict::YES
         }
         (_, verdict::ASK) => verdict::ASK,
@@ -484,8 +533,8 @@ pub fn newtask(ctx: TracePointContext) -> u32 {
     }
     let child: i32 = field(&ctx, layout::NEWTASK_PID);
     let child = child as u32;
-    // The child starts as a copy of the parent's memory.
-    let mut watch = new_watch(WATCH_BY_NAME);
+    // The child starts as a copy of the parent's memory, under the parent's rule.
+    let mut watch = fresh(&parent_watch, WATCH_BY_NAME);
     watch.members = parent_watch.members;
     watch_new(&ctx, child, &watch);
     emit(
@@ -508,7 +557,10 @@ pub fn rename(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let comm: [u8; 16] = array_field(&ctx, layout::RENAME_NEWCOMM);
-    let found = NAME_RULE.load().check(&comm);
+    // A task may rename itself (then its cgroup can be checked here) or be renamed by another
+    // through /proc/PID/comm.
+    let own = bpf_get_current_pid_tgid() as u32 == pid;
+    let (found, rule, index) = choose_rule(&comm, own);
     // SAFETY: copied out at once.
     let existing = unsafe { WATCHED.get(pid) }.copied();
     match (existing, found) {
@@ -517,12 +569,33 @@ pub fn rename(ctx: TracePointContext) -> u32 {
             emit(event_kind::RENAME, pid, 0, 0, verdict::NO, comm);
         }
         (None, verdict::YES) => {
-            watch_new(&ctx, pid, &new_watch(WATCH_BY_NAME));
+            watch_new(&ctx, pid, &new_watch(&rule, index, WATCH_BY_NAME));
             emit(event_kind::RENAME, pid, 0, 0, verdict::YES, comm);
         }
         (_, verdict::ASK) => emit(event_kind::RENAME, pid, 0, 0, verdict::ASK, comm),
         _ => {}
     }
+    0
+}
+
+/// `cgroup:cgroup_attach_task`: a task moved to another cgroup. When a rule names a cgroup or
+/// sets its limit as a share of one, userspace decides whether the task's process now matches
+/// a rule (or no longer does) and what its limit is. Moves are rare (service and container
+/// starts), so asking costs nothing on the hot paths.
+#[tracepoint]
+pub fn migrate(ctx: TracePointContext) -> u32 {
+    let dependence = cgroup_dependence();
+    if dependence == 0 {
+        return 0;
+    }
+    // Hierarchy 0 is cgroup v2, where rules' cgroups are; a move in a v1 hierarchy matters
+    // only to limits (the memory controller may sit in v1 on hybrid hosts).
+    let root: i32 = field(&ctx, layout::ATTACH_ROOT);
+    let pid: i32 = field(&ctx, layout::ATTACH_PID);
+    if (root != 0 && dependence & CGROUP_LIMIT == 0) || excluded(pid as u32) {
+        return 0;
+    }
+    emit(event_kind::MIGRATE, pid as u32, 0, 0, verdict::ASK, [0; 16]);
     0
 }
 

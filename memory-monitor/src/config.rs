@@ -5,11 +5,15 @@
 //! name, and a process still over its limit is signalled again every interval.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory as _, Parser, ValueEnum};
 
+use crate::cgroup::CgroupPath;
 use crate::matcher::{MatchMode, Matcher};
+use crate::rules::{self, Defaults, Exec, Rule, RuleSet, RulesError, Selector};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::source::ebpf::Attach;
@@ -36,6 +40,8 @@ pub struct Settings {
     pub config: Config,
     /// How to log.
     pub log: LogSettings,
+    /// `--check-config`: only check, print the rules and exit.
+    pub check_only: bool,
 }
 
 /// Log verbosity and format.
@@ -59,20 +65,12 @@ pub enum LogFormat {
 /// A validated monitor configuration; build one with [`Config::new`] or from a command line.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Which processes to watch.
-    pub matcher: Option<Matcher>,
-    /// Processes watched by PID, whatever their name.
-    pub pids: Vec<i32>,
-    /// RSS limit in bytes: a process is over when its RSS is strictly greater.
-    pub limit: u64,
-    /// Signal sent on breach.
-    pub signal: Signal,
+    /// The rules in force: which processes to watch and what to do.
+    pub rules: RuleSet,
+    /// Where the rules came from, to read them again on SIGHUP.
+    pub source: RulesSource,
     /// How often the poll source looks at `/proc`.
     pub interval: Duration,
-    /// Re-signal a process still over the limit this long after the last signal; `None`: never.
-    pub repeat: Option<Duration>,
-    /// Send SIGKILL if still over the limit this long after the first signal.
-    pub kill_after: Option<Duration>,
     /// Log what would be signalled, send nothing.
     pub dry_run: bool,
     /// One pass, then stop.
@@ -85,11 +83,38 @@ pub struct Config {
     pub kernel_signal: bool,
     /// In eBPF mode, how the RSS program attaches to `kmem:rss_stat`.
     pub attach: Attach,
-    /// Profiles on breach; `None`: none.
-    pub profile: Option<ProfileSettings>,
-    /// `--exec`: a command run on each breach, and its timeout.
-    pub exec: Option<(String, Duration)>,
+    /// Serve Prometheus metrics here.
+    pub metrics_addr: Option<SocketAddr>,
 }
+
+/// Where a configuration's rules come from: the command line's rule, a rules file, or both
+/// (the command line's first).
+#[derive(Debug, Clone, Default)]
+pub struct RulesSource {
+    /// The rule the command-line options make, if they make one.
+    pub command_line: Option<Rule>,
+    /// The rules file (`--config`).
+    pub file: Option<PathBuf>,
+    /// What the file's rules take from the command line.
+    pub defaults: Option<Defaults>,
+}
+
+impl RulesSource {
+    /// Reads the rules (the file again, if there is one).
+    pub fn load(&self) -> Result<RuleSet, RulesError> {
+        let mut rules: Vec<Rule> = self.command_line.iter().cloned().collect();
+        if let Some(file) = &self.file {
+            let defaults = self.defaults.unwrap_or(Defaults {
+                repeat: Some(DEFAULT_INTERVAL),
+            });
+            rules.extend(rules::load_file(file, defaults)?);
+        }
+        RuleSet::new(rules)
+    }
+}
+
+/// Default for `--interval`.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where breach profiles go, and how long a signal may wait for one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,39 +152,19 @@ pub enum Mode {
 }
 
 impl Config {
-    /// A configuration watching processes chosen by `matcher` with the seed's defaults: SIGTERM,
-    /// every 2 s, re-signalled every interval while over.
-    pub fn new(matcher: Matcher, limit: u64) -> Config {
-        let interval = Duration::from_secs(2);
+    /// A configuration applying `rules`, polling every 2 s when it polls.
+    pub fn new(rules: RuleSet) -> Config {
         Config {
-            matcher: Some(matcher),
-            pids: Vec::new(),
-            limit,
-            signal: Signal::TERM,
-            interval,
-            repeat: Some(interval),
-            kill_after: None,
+            rules,
+            source: RulesSource::default(),
+            interval: DEFAULT_INTERVAL,
             dry_run: false,
             once: false,
             max_processes: DEFAULT_MAX_PROCESSES,
             mode: Mode::Auto,
             kernel_signal: false,
             attach: Attach::Auto,
-            profile: None,
-            exec: None,
-        }
-    }
-
-    /// One line naming what is watched, for the start-up log.
-    pub fn describe_target(&self) -> String {
-        let pids = || {
-            let list: Vec<String> = self.pids.iter().map(i32::to_string).collect();
-            format!("PID {}", list.join(", "))
-        };
-        match (&self.matcher, self.pids.is_empty()) {
-            (Some(matcher), true) => matcher.to_string(),
-            (Some(matcher), false) => format!("{matcher} and {}", pids()),
-            (None, _) => pids(),
+            metrics_addr: None,
         }
     }
 }
@@ -197,12 +202,13 @@ struct Cli {
     /// Process name to watch: every process whose name (the kernel's 15-byte `comm`) starts
     /// with NAME, unless --match says otherwise. Names longer than 15 bytes are compared with
     /// the program name in the process's command line.
-    #[arg(value_name = "NAME", required_unless_present_any = ["pids", "generate"])]
+    #[arg(value_name = "NAME", required_unless_present_any = ["pids", "generate", "cgroup", "config"])]
     name: Option<String>,
 
-    /// Memory limit: 500 (MiB), 512K, 500M, 2G, 1.5GiB, or 25% of total RAM. A process whose
-    /// RSS goes over it is signalled.
-    #[arg(short = 'm', long, value_name = "SIZE", value_parser = units::parse_size, required_unless_present = "generate")]
+    /// Memory limit: 500 (MiB), 512K, 500M, 2G, 1.5GiB, 25% of total RAM, or "90% of cgroup"
+    /// (of the memory limit of each process's cgroup). A process whose RSS goes over it is
+    /// signalled.
+    #[arg(short = 'm', long, value_name = "SIZE", value_parser = units::parse_size, required_unless_present_any = ["generate", "config"])]
     max_memory: Option<SizeSpec>,
 
     /// How often to check in poll mode: 2 (seconds), 0.5, 250ms, 1m.
@@ -210,9 +216,9 @@ struct Cli {
     interval: Duration,
 
     /// Signal to send: a name with or without SIG in any case (TERM, sigusr1, RTMIN+3) or a
-    /// number.
-    #[arg(short, long, value_name = "SIG", default_value = "SIGTERM")]
-    signal: Signal,
+    /// number. Default: SIGTERM.
+    #[arg(short, long, value_name = "SIG")]
+    signal: Option<Signal>,
 
     /// How NAME selects processes: prefix (of the name, as the original tool), exact (the
     /// whole name), regex (a regular expression on the name), cmdline (NAME appears anywhere in
@@ -223,6 +229,30 @@ struct Cli {
     /// Also watch this process, whatever its name (repeatable). NAME is optional with --pid.
     #[arg(long = "pid", value_name = "PID", value_parser = parse_pid, action = ArgAction::Append)]
     pids: Vec<i32>,
+
+    /// Watch the processes of this cgroup (v2) and the cgroups below it: a systemd unit
+    /// (/system.slice/nginx.service) or a container. With NAME, only those of its processes
+    /// whose name matches. The path is as /proc/PID/cgroup shows it, or the directory under
+    /// the cgroup mount.
+    #[arg(long, value_name = "PATH", value_parser = parse_cgroup)]
+    cgroup: Option<CgroupPath>,
+
+    /// Read rules from this TOML file: several rules, each with its own match, limit, signal
+    /// and actions; the first rule that matches a process applies. The command line's NAME,
+    /// --pid or --cgroup make one more rule, checked first. SIGHUP reads the file again (a bad
+    /// file keeps the rules in force). See the README for the format.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Check the command line and the rules file, print the rules, and exit: 0 if they are
+    /// good, 2 (with the reason) if not.
+    #[arg(long)]
+    check_config: bool,
+
+    /// Serve Prometheus metrics over HTTP at this address, on /metrics: 127.0.0.1:9477,
+    /// [::]:9477, or :9477 (every interface).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_address)]
+    metrics_addr: Option<SocketAddr>,
 
     /// Signal a process that stays over the limit again this long after the last signal, or
     /// `never`. Default: the interval.
@@ -359,12 +389,32 @@ fn parse_repeat(text: &str) -> Result<Repeat, units::UnitError> {
     units::parse_duration(text).map(Repeat::Every)
 }
 
-fn parse_percent(text: &str) -> Result<u32, String> {
+/// A percentage from 0% to 100% (the `%` optional).
+pub(crate) fn parse_percent(text: &str) -> Result<u32, String> {
     let number = text.trim().trim_end_matches('%').trim();
     match number.parse::<u32>() {
         Ok(percent @ 0..=100) => Ok(percent),
         _ => Err(format!("'{text}' is not a percentage from 0% to 100%")),
     }
+}
+
+fn parse_cgroup(text: &str) -> Result<CgroupPath, String> {
+    let path = CgroupPath::parse(text).map_err(|e| e.to_string())?;
+    match path.directory() {
+        Ok(dir) if dir.is_dir() => Ok(path),
+        Ok(dir) => Err(format!("no such cgroup ({} does not exist)", dir.display())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let full = match text.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => text.to_string(),
+    };
+    full.parse()
+        .map_err(|_| format!("'{text}' is not an address and port (like 127.0.0.1:9477 or :9477)"))
 }
 
 fn parse_capacity(text: &str) -> Result<usize, String> {
@@ -412,8 +462,11 @@ where
     if let Some(generate) = cli.generate {
         return Ok(Parsed::Print(generate.text()));
     }
-    cli.into_settings()
-        .map(|settings| Parsed::Run(Box::new(settings)))
+    let settings = cli.into_settings()?;
+    if settings.check_only {
+        return Ok(Parsed::Print(describe_rules(&settings.config.rules)));
+    }
+    Ok(Parsed::Run(Box::new(settings)))
 }
 
 /// clap explains an error in paragraphs (the problem, tips, usage); the first paragraph is the
@@ -429,21 +482,82 @@ fn one_line(rendered: &str) -> String {
 
 impl Cli {
     fn into_settings(self) -> Result<Settings, UsageError> {
+        let usage = |message: &str| UsageError(message.to_string());
+        let command_line = self.command_line_rule()?;
+        let defaults = Defaults {
+            repeat: Some(self.interval),
+        };
+        let source = RulesSource {
+            command_line,
+            file: self.config.clone(),
+            defaults: Some(defaults),
+        };
+        let rules = source.load().map_err(|e| UsageError(e.to_string()))?;
+        if self.kernel_signal && self.mode == Mode::Poll {
+            return Err(usage("--kernel-signal needs eBPF mode, not --mode poll"));
+        }
+        let verbosity = self.verbose.min(2) as i8 - self.quiet.min(2) as i8;
+        Ok(Settings {
+            config: Config {
+                rules,
+                source,
+                interval: self.interval,
+                dry_run: self.dry_run,
+                once: self.once,
+                max_processes: self.max_processes,
+                mode: self.mode,
+                kernel_signal: self.kernel_signal,
+                attach: self.attach,
+                metrics_addr: self.metrics_addr,
+            },
+            log: LogSettings {
+                verbosity,
+                format: self.log_format,
+            },
+            check_only: self.check_config,
+        })
+    }
+
+    /// The rule NAME, --pid and --cgroup make with the options that shape a rule; none when
+    /// they are not given (then a rules file must be).
+    fn command_line_rule(&self) -> Result<Option<Rule>, UsageError> {
+        let selects = self.name.is_some() || !self.pids.is_empty() || self.cgroup.is_some();
+        if !selects {
+            let rule_options = [
+                ("--max-memory", self.max_memory.is_some()),
+                ("--signal", self.signal.is_some()),
+                ("--repeat", self.repeat.is_some()),
+                ("--kill-after", self.kill_after.is_some()),
+                ("--exec", self.exec.is_some()),
+                ("--profile-dir", self.profile_dir.is_some()),
+                ("--profile-to", self.profile_to.is_some()),
+            ];
+            if let Some((option, _)) = rule_options.iter().find(|(_, given)| *given) {
+                return Err(UsageError(format!(
+                    "{option} shapes the command line's rule, which needs NAME, --pid or --cgroup; with --config alone, set it in the rules file"
+                )));
+            }
+            return Ok(None);
+        }
+        let Some(limit) = self.max_memory else {
+            return Err(UsageError(
+                "the command line's rule (NAME, --pid or --cgroup) needs --max-memory".to_string(),
+            ));
+        };
+        if let SizeSpec::Bytes(0) = limit {
+            return Err(UsageError("--max-memory is 0 bytes".to_string()));
+        }
+        if limit.resolve(crate::procfs::total_ram(), None) == 0 {
+            return Err(UsageError(
+                "--max-memory resolves to 0 bytes on this machine".to_string(),
+            ));
+        }
         let matcher = match &self.name {
             Some(name) => {
                 Some(Matcher::new(self.match_mode, name).map_err(|e| UsageError(e.to_string()))?)
             }
             None => None,
         };
-        let limit = self
-            .max_memory
-            .expect("clap requires it")
-            .resolve(crate::procfs::total_ram());
-        if limit == 0 {
-            return Err(UsageError(
-                "--max-memory resolves to 0 bytes on this machine".to_string(),
-            ));
-        }
         for &pid in &self.pids {
             if rustix::process::test_kill_process(
                 rustix::process::Pid::from_raw(pid).expect("pid > 0"),
@@ -455,19 +569,16 @@ impl Cli {
                 )));
             }
         }
+        let mut pids = self.pids.clone();
+        pids.sort_unstable();
         let repeat = match self.repeat {
             Some(Repeat::Every(period)) => Some(period),
             Some(Repeat::Never) => None,
             None => Some(self.interval),
         };
-        if self.kernel_signal && self.mode == Mode::Poll {
-            return Err(UsageError(
-                "--kernel-signal needs eBPF mode, not --mode poll".to_string(),
-            ));
-        }
-        let sink = match (self.profile_dir, self.profile_to) {
-            (Some(dir), _) => Some(SinkSpec::Dir(dir)),
-            (None, sink) => sink,
+        let sink = match (&self.profile_dir, &self.profile_to) {
+            (Some(dir), _) => Some(SinkSpec::Dir(dir.clone())),
+            (None, sink) => sink.clone(),
         };
         let profile = match sink {
             Some(sink) => Some(ProfileSettings {
@@ -483,31 +594,80 @@ impl Cli {
             }
             None => None,
         };
-        let verbosity = self.verbose.min(2) as i8 - self.quiet.min(2) as i8;
-        Ok(Settings {
-            config: Config {
+        Ok(Some(Rule {
+            name: COMMAND_LINE_RULE.to_string(),
+            selector: Selector {
                 matcher,
-                pids: self.pids,
-                limit,
-                signal: self.signal,
-                interval: self.interval,
-                repeat,
-                kill_after: self.kill_after,
-                dry_run: self.dry_run,
-                once: self.once,
-                max_processes: self.max_processes,
-                mode: self.mode,
-                kernel_signal: self.kernel_signal,
-                attach: self.attach,
-                profile,
-                exec: self.exec.map(|command| (command, self.exec_timeout)),
+                cgroup: self.cgroup.clone(),
+                pids,
             },
-            log: LogSettings {
-                verbosity,
-                format: self.log_format,
-            },
-        })
+            limit,
+            signal: self.signal.unwrap_or(Signal::TERM),
+            repeat,
+            kill_after: self.kill_after,
+            exec: self.exec.as_ref().map(|command| Exec {
+                command: command.clone(),
+                timeout: self.exec_timeout,
+            }),
+            profile,
+        }))
     }
+}
+
+/// The name of the rule the command line makes, in logs and metrics.
+pub const COMMAND_LINE_RULE: &str = "command-line";
+
+/// What `--check-config` prints: the rules in force, one paragraph each.
+pub fn describe_rules(rules: &RuleSet) -> String {
+    let mut text = String::new();
+    for rule in rules.rules() {
+        text += &format!(
+            "rule '{}': {}
+",
+            rule.name, rule.selector
+        );
+        text += &format!(
+            "  limit: {}
+",
+            rule.limit
+        );
+        let mut action = rule.signal.to_string();
+        match rule.repeat {
+            Some(period) => {
+                action += &format!(", again every {} while over", units::Period(period))
+            }
+            None => action += ", once per breach",
+        }
+        if let Some(kill_after) = rule.kill_after {
+            action += &format!(", SIGKILL {} after the first", units::Period(kill_after));
+        }
+        text += &format!(
+            "  action: {action}
+"
+        );
+        if let Some(exec) = &rule.exec {
+            text += &format!(
+                "  exec: {} (timeout {})
+",
+                exec.command,
+                units::Period(exec.timeout)
+            );
+        }
+        if let Some(profile) = &rule.profile {
+            text += &format!(
+                "  profile: to {}
+",
+                profile.sink
+            );
+        }
+    }
+    for rule in rules.missing_cgroups() {
+        text += &format!(
+            "warning: rule '{}': its cgroup does not exist (yet); the rule matches nothing until it does and the rules are read again\n",
+            rule.name
+        );
+    }
+    text
 }
 
 #[cfg(test)]
@@ -520,6 +680,15 @@ mod tests {
             Ok(Parsed::Run(settings)) => *settings,
             other => panic!("{args:?}: {other:?}"),
         }
+    }
+
+    /// The command line's rule.
+    fn rule(s: &Settings) -> &Rule {
+        s.config.rules.get(0)
+    }
+
+    fn limit(s: &Settings) -> u64 {
+        s.config.rules.fixed_limit(0).unwrap()
     }
 
     fn error(args: &[&str]) -> String {
@@ -560,21 +729,22 @@ mod tests {
     #[test]
     fn seed_command_lines_mean_the_same() {
         let s = settings(&["-m", "500", "-i", "3", "-s", "SIGUSR1", "example-process"]);
-        assert_eq!(s.config.limit, 500 << 20);
+        assert_eq!(limit(&s), 500 << 20);
         assert_eq!(s.config.interval, Duration::from_secs(3));
-        assert_eq!(s.config.signal.number(), libc::SIGUSR1);
-        assert_eq!(s.config.repeat, Some(Duration::from_secs(3)));
+        assert_eq!(rule(&s).signal.number(), libc::SIGUSR1);
+        assert_eq!(rule(&s).repeat, Some(Duration::from_secs(3)));
         assert_eq!(
-            s.config.matcher.unwrap().to_string(),
+            rule(&s).selector.to_string(),
             "processes whose name starts with 'example-process'"
         );
 
         let s = settings(&["--max-memory", "100", "my-app"]);
-        assert_eq!(s.config.limit, 100 << 20);
+        assert_eq!(limit(&s), 100 << 20);
         assert_eq!(s.config.interval, Duration::from_secs(2));
-        assert_eq!(s.config.signal, Signal::TERM);
+        assert_eq!(rule(&s).signal, Signal::TERM);
         assert!(!s.config.dry_run && !s.config.once);
-        assert_eq!(s.config.kill_after, None);
+        assert_eq!(rule(&s).kill_after, None);
+        assert_eq!(rule(&s).name, COMMAND_LINE_RULE);
         assert_eq!(
             s.log,
             LogSettings {
@@ -609,11 +779,11 @@ mod tests {
             "10",
             "app",
         ]);
-        assert_eq!(s.config.limit, 3 << 29);
+        assert_eq!(limit(&s), 3 << 29);
         assert_eq!(s.config.interval, Duration::from_millis(250));
-        assert_eq!(s.config.repeat, None);
-        assert_eq!(s.config.kill_after, Some(Duration::from_secs(30)));
-        assert_eq!(s.config.pids, [2, 3]);
+        assert_eq!(rule(&s).repeat, None);
+        assert_eq!(rule(&s).kill_after, Some(Duration::from_secs(30)));
+        assert_eq!(rule(&s).selector.pids, [2, 3]);
         assert!(s.config.dry_run);
         assert_eq!(s.config.max_processes, 10);
         assert_eq!(
@@ -629,8 +799,8 @@ mod tests {
     #[test]
     fn pid_alone_needs_no_name() {
         let s = settings(&["-m", "1", "--pid", "2"]);
-        assert!(s.config.matcher.is_none());
-        assert_eq!(s.config.describe_target(), "PID 2");
+        assert!(rule(&s).selector.matcher.is_none());
+        assert_eq!(rule(&s).selector.to_string(), "PID 2");
     }
 
     #[test]

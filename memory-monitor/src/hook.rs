@@ -1,12 +1,14 @@
-//! `--exec`: a command run on each breach, after the signal, on threads of its own: a slow or
-//! stuck hook never holds up the monitor or a signal. At most [`CONCURRENCY`] run at once;
-//! each is killed after its timeout.
+//! `--exec` (and each rule's `exec`): a command run on each breach, after the signal, on
+//! threads of its own: a slow or stuck hook never holds up the monitor or a signal. At most
+//! [`CONCURRENCY`] run at once, whatever rule they come from; each is killed after its timeout.
 
 use std::io::Write;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::rules::Exec;
 
 /// Hooks running at once, at most.
 pub const CONCURRENCY: usize = 4;
@@ -56,9 +58,13 @@ fn exited(command: &str, status: ExitStatus) -> Result<(), String> {
     }
 }
 
-/// What a hook is told about a breach, as `MM_*` environment variables.
+/// What a hook is told about a breach, as `MM_*` environment variables, and which hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Breach {
+    /// The hook: its command and timeout.
+    pub exec: Exec,
+    /// `MM_RULE`: the rule's name.
+    pub rule: String,
     /// `MM_PID`.
     pub pid: i32,
     /// `MM_NAME`.
@@ -73,22 +79,22 @@ pub struct Breach {
     pub profile: String,
 }
 
-/// Runs `--exec` hooks.
+/// Runs breach hooks.
 #[derive(Debug)]
 pub struct ExecHook {
     jobs: SyncSender<Breach>,
 }
 
 impl ExecHook {
-    /// Starts [`CONCURRENCY`] runners of `command`, each killed after `timeout`.
-    pub fn start(command: &str, timeout: Duration) -> std::io::Result<ExecHook> {
+    /// Starts [`CONCURRENCY`] hook runners.
+    pub fn start() -> std::io::Result<ExecHook> {
         let (jobs, queue) = sync_channel::<Breach>(QUEUE);
         let queue = Arc::new(Mutex::new(queue));
         for runner in 0..CONCURRENCY {
-            let (queue, command) = (Arc::clone(&queue), command.to_owned());
+            let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("mm-exec-{runner}"))
-                .spawn(move || run(&queue, &command, timeout))?;
+                .spawn(move || run(&queue))?;
         }
         Ok(ExecHook { jobs })
     }
@@ -103,7 +109,7 @@ impl ExecHook {
     }
 }
 
-fn run(queue: &Mutex<Receiver<Breach>>, command: &str, timeout: Duration) {
+fn run(queue: &Mutex<Receiver<Breach>>) {
     loop {
         let Ok(breach) = queue.lock().expect("not poisoned").recv() else {
             return;
@@ -115,9 +121,10 @@ fn run(queue: &Mutex<Receiver<Breach>>, command: &str, timeout: Duration) {
             ("MM_LIMIT_BYTES", breach.limit.to_string()),
             ("MM_SIGNAL", breach.signal.clone()),
             ("MM_PROFILE", breach.profile.clone()),
+            ("MM_RULE", breach.rule.clone()),
         ];
-        if let Err(why) = run_shell(command, &env, b"", timeout) {
-            tracing::warn!(pid = breach.pid, name = %breach.name, "--exec: {why}");
+        if let Err(why) = run_shell(&breach.exec.command, &env, b"", breach.exec.timeout) {
+            tracing::warn!(pid = breach.pid, name = %breach.name, rule = %breach.rule, "exec: {why}");
         }
     }
 }

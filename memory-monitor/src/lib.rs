@@ -4,8 +4,10 @@
 //! The library is the whole tool; the `memory-monitor` binary only parses the command line,
 //! sets up logging and calls [`run`]. The parts, in the order data flows through them:
 //!
-//! - [`config`]: the command line and the validated [`Config`].
-//! - [`matcher`]: which processes a name selects.
+//! - [`config`]: the command line and the validated [`Config`]; [`rules`]: what to watch and
+//!   what to do, from the command line or a rules file.
+//! - [`matcher`]: which processes a name selects; [`cgroup`]: which a cgroup does, and its
+//!   memory limit.
 //! - [`procfs`]: allocation-free reading of `/proc`.
 //! - [`source`]: how processes are discovered and when they are measured.
 //! - [`watch`]: the watched processes, each held by a pidfd and an open `statm`.
@@ -14,27 +16,34 @@
 //! - [`profile`]: a memory profile of a breaching process, before its signal; [`sink`]: where
 //!   profiles go (the [`ProfileWriter`](sink::ProfileWriter) trait and built-in writers).
 //! - [`self_monitor`]: [`SelfMonitor`], profiles of the calling process itself.
-//! - [`service`]: running under systemd (readiness, watchdog).
+//! - [`service`]: running under systemd (readiness, watchdog); [`metrics`]: Prometheus metrics.
 //! - [`monitor`]: the loop tying them together; [`timer`]: its precise deadlines.
 //! - [`footprint`]: keeping the monitor's own memory small.
 //!
 //! ```no_run
-//! use memory_monitor::{Config, matcher::{Matcher, MatchMode}};
+//! use memory_monitor::Config;
+//! use memory_monitor::matcher::{MatchMode, Matcher};
+//! use memory_monitor::rules::{Rule, RuleSet, Selector};
+//! use memory_monitor::units::SizeSpec;
 //!
 //! let matcher = Matcher::new(MatchMode::Prefix, "my-app").unwrap();
-//! let outcome = memory_monitor::run(Config::new(matcher, 500 << 20)).unwrap();
+//! let rule = Rule::new("my-app", Selector::name(matcher), SizeSpec::Bytes(500 << 20));
+//! let outcome = memory_monitor::run(Config::new(RuleSet::new(vec![rule]).unwrap())).unwrap();
 //! ```
 
 pub mod action;
+pub mod cgroup;
 pub mod config;
 pub mod footprint;
 pub mod hook;
 pub mod logging;
 pub mod matcher;
+pub mod metrics;
 pub mod monitor;
 pub mod policy;
 pub mod procfs;
 pub mod profile;
+pub mod rules;
 pub mod self_monitor;
 pub mod service;
 pub mod signal;
@@ -71,6 +80,9 @@ pub enum Error {
     /// The profile destination cannot be used.
     #[error("cannot write profiles there")]
     ProfileWriter(#[source] sink::WriteError),
+    /// The metrics address cannot be listened on.
+    #[error("cannot serve metrics on {0}")]
+    Metrics(std::net::SocketAddr, #[source] io::Error),
 }
 
 /// Runs a monitor for `config` on a runtime of its own until it stops.

@@ -3,8 +3,10 @@
 //!
 //! In poll mode a timer drives everything. In eBPF mode kernel events do: a crossing report is
 //! confirmed against the exact RSS, discovery events admit or drop processes, and a timer runs
-//! only while a repeat or a kill is pending, so an idle monitor never wakes up.
+//! only while a repeat or a kill is pending, so an idle monitor never wakes up. SIGHUP reads the
+//! rules again.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memory_monitor_ebpf::{Event, event_kind, verdict};
@@ -16,12 +18,15 @@ use crate::Error;
 use crate::action::{self, Delivery, Dispatch};
 use crate::config::{Config, Mode};
 use crate::hook::{Breach, ExecHook};
+use crate::metrics::{Metrics, RuleMetrics};
 use crate::policy::{Policy, Verdict};
 use crate::procfs::{ProcRoot, page_size};
-use crate::profile::Profiler;
+use crate::profile::{ProfileCounts, Profiler};
+use crate::rules::RuleSet;
 use crate::service::Service;
+use crate::signal::Signal;
 use crate::sink;
-use crate::source::ebpf::{KernelSettings, KernelWatch};
+use crate::source::ebpf::{self, KernelSettings, KernelWatch, Target};
 use crate::source::poll::{Scanner, SkipReason};
 use crate::timer::DeadlineTimer;
 use crate::units::{Bytes, Period};
@@ -67,7 +72,6 @@ const REPORT_GAP: Duration = Duration::from_micros(250);
 #[derive(Debug)]
 pub struct Monitor {
     config: Config,
-    policy: Policy,
     list: Watchlist,
     scanner: Scanner,
     page_size: u64,
@@ -82,10 +86,53 @@ pub struct Monitor {
     warned_skip: bool,
     /// Kernel events handled so far.
     events: u64,
-    /// Takes a profile of each breaching process, when asked to.
-    profiler: Option<Profiler>,
-    /// Runs `--exec` on each breach.
+    /// Kernel events lost so far.
+    lost: u64,
+    /// What each rule needs besides itself: its profiler and metrics (indexed like the rules).
+    actions: RuleActions,
+    /// Runs hooks (`exec`) on breaches; started when a rule has one.
     hook: Option<ExecHook>,
+    metrics: Arc<Metrics>,
+}
+
+/// Per rule, in the rules' order: the profiler (when the rule profiles) and the metrics.
+#[derive(Debug, Default)]
+struct RuleActions {
+    profilers: Vec<Option<Profiler>>,
+    metrics: Vec<RuleMetrics>,
+}
+
+impl RuleActions {
+    /// Starts what `rules` need: a profiler per profiling rule, and their metrics.
+    fn start(
+        rules: &RuleSet,
+        metrics: &Metrics,
+        previous: &[RuleMetrics],
+    ) -> Result<RuleActions, Error> {
+        let rule_metrics = metrics.for_rules(rules, previous);
+        let profilers = rules
+            .rules()
+            .iter()
+            .zip(&rule_metrics)
+            .map(|(rule, counts)| {
+                let Some(settings) = &rule.profile else {
+                    return Ok(None);
+                };
+                let writer = sink::open(&settings.sink).map_err(Error::ProfileWriter)?;
+                let counts = ProfileCounts {
+                    written: counts.profiles_written.clone(),
+                    failed: counts.profiles_failed.clone(),
+                };
+                Profiler::start(writer, settings.budget, counts)
+                    .map(Some)
+                    .map_err(|e| Error::ProfileWriter(e.into()))
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(RuleActions {
+            profilers,
+            metrics: rule_metrics,
+        })
+    }
 }
 
 impl Monitor {
@@ -94,35 +141,22 @@ impl Monitor {
     /// `--once` it must be called inside a tokio runtime.
     pub fn new(config: Config) -> Result<Monitor, Error> {
         crate::footprint::reserve_descriptors(config.max_processes);
+        let metrics = Metrics::new();
+        let actions = RuleActions::start(&config.rules, &metrics, &[])?;
+        let hook = start_hook(&config.rules)?;
+        if let Some(address) = config.metrics_addr {
+            let bound = crate::metrics::serve(address, Arc::clone(&metrics))
+                .map_err(|e| Error::Metrics(address, e))?;
+            tracing::info!(address = %bound, "serving metrics on http://{bound}/metrics");
+        }
         let (kernel, poll_reason) = choose_source(&config)?;
+        metrics.set_mode(kernel.is_some());
         // Poll mode reads every process every cycle and keeps `statm` open; eBPF mode reads one
         // on a kernel report, and holding one descriptor per process instead of two doubles
         // how many it can watch under the same open-files limit.
         let hold_statm = kernel.is_none();
-        let scanner = Scanner::new(config.matcher.clone(), config.pids.clone(), hold_statm)
-            .map_err(Error::Proc)?;
-        let profiler = match &config.profile {
-            Some(settings) => {
-                let writer = sink::open(&settings.sink).map_err(Error::ProfileWriter)?;
-                let profiler = Profiler::start(writer, settings.budget)
-                    .map_err(|e| Error::ProfileWriter(e.into()))?;
-                Some(profiler)
-            }
-            None => None,
-        };
-        let hook = match &config.exec {
-            Some((command, timeout)) => {
-                Some(ExecHook::start(command, *timeout).map_err(Error::Runtime)?)
-            }
-            None => None,
-        };
+        let scanner = Scanner::new(config.rules.clone(), hold_statm).map_err(Error::Proc)?;
         Ok(Monitor {
-            policy: Policy {
-                limit: config.limit,
-                signal: config.signal,
-                repeat: config.repeat,
-                kill_after: config.kill_after,
-            },
             list: Watchlist::with_capacity(config.max_processes),
             scanner,
             page_size: page_size(),
@@ -132,10 +166,17 @@ impl Monitor {
             next_deadline: None,
             warned_skip: false,
             events: 0,
-            profiler,
+            lost: 0,
+            actions,
             hook,
+            metrics,
             config,
         })
+    }
+
+    /// The metrics (what `--metrics-addr` serves).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Whether the eBPF source is in use.
@@ -160,6 +201,7 @@ impl Monitor {
     /// watched process and act on what is due. Allocates nothing once warmed up. In eBPF mode
     /// the same pass re-synchronises the kernel side (at start-up, and after lost events).
     pub fn cycle(&mut self, now: Instant) -> Result<CycleReport, Error> {
+        let started = Instant::now();
         let Monitor {
             scanner,
             list,
@@ -176,11 +218,13 @@ impl Monitor {
             .map_err(Error::Proc)?;
         if let Some(reason) = scan.skip_reason {
             self.warn_skipped_once(reason, scan.skipped);
+            self.metrics.skipped.inc_by(scan.skipped as u64);
         }
         if let Some(kernel) = self.kernel.as_mut() {
             for watched in self.list.iter() {
                 let parts = self.scanner.resident_parts(watched.pid());
-                let _ = kernel.watch(watched.pid(), parts, !watched.is_pinned());
+                let target = target_of(self.scanner.rules(), watched);
+                let _ = kernel.watch(watched.pid(), parts, target);
             }
         }
         // Freshly seeded, the kernel side is armed: nothing to re-arm.
@@ -195,7 +239,18 @@ impl Monitor {
             skipped = report.skipped,
             "checked"
         );
+        self.metrics
+            .poll_cycle
+            .observe(started.elapsed().as_secs_f64());
+        self.publish();
         Ok(report)
+    }
+
+    /// Brings the per-rule watched gauges up to date (a few atomic stores).
+    fn publish(&self) {
+        for (metrics, count) in self.actions.metrics.iter().zip(self.list.per_rule()) {
+            metrics.watched.set(i64::from(*count));
+        }
     }
 
     /// Checks the watched processes `due` selects, at `now`, and drops those gone (on the
@@ -206,16 +261,18 @@ impl Monitor {
         rearm: Option<Duration>,
         due: impl Fn(&Policy, &Watched) -> bool,
     ) -> CycleReport {
-        let (policy, dispatch, page_size) = (&self.policy, self.dispatch(), self.page_size);
-        let (proc, profiler, hook) = (
+        let (dispatch, page_size) = (self.dispatch(), self.page_size);
+        let (proc, rules, actions, hook) = (
             self.scanner.proc(),
-            self.profiler.as_ref(),
+            self.scanner.rules(),
+            &self.actions,
             self.hook.as_ref(),
         );
         let mut kernel = self.kernel.as_mut();
         let mut report = CycleReport::default();
         let mut next_deadline = None;
         self.list.retain_mut(|watched| {
+            let policy = &policy_of(rules, watched);
             if due(policy, watched) {
                 let link = kernel
                     .as_deref_mut()
@@ -225,7 +282,8 @@ impl Monitor {
                     page_size,
                     now,
                     dispatch,
-                    profiler,
+                    rules,
+                    actions,
                     hook,
                 };
                 let Some((verdict, _)) = check(policy, watched, measure, link) else {
@@ -279,14 +337,20 @@ impl Monitor {
             }
             handled += count;
             self.events += count as u64;
+            self.metrics.events.inc_by(count as u64);
         }
         if let Some(lost) = self.kernel.as_mut().and_then(KernelWatch::take_lost) {
             tracing::warn!(
                 lost,
                 "kernel events were lost (ring buffer full); re-checking every process"
             );
+            self.metrics
+                .lost_events
+                .inc_by(lost.saturating_sub(self.lost));
+            self.lost = lost;
             let _ = self.cycle(Instant::now());
         }
+        self.publish();
         handled
     }
 
@@ -310,18 +374,20 @@ impl Monitor {
                 }
             }
             event_kind::KERNEL_SIGNAL => {
-                if let Some(rss) = self
-                    .confirm(pid, now, Some(REPORT_GAP))
-                    .filter(|&rss| rss <= self.policy.limit)
+                let rss = self.confirm(pid, now, Some(REPORT_GAP));
+                let limit = self.list.get(pid).map(Watched::limit);
+                if let (Some(rss), Some(limit)) = (rss, limit)
+                    && rss <= limit
                 {
                     tracing::warn!(
                         pid,
                         rss = %Bytes(rss),
-                        limit = %Bytes(self.policy.limit),
+                        limit = %Bytes(limit),
                         "the kernel signalled on its approximate count; the exact RSS is under the limit"
                     );
                 }
             }
+            event_kind::MIGRATE => self.reconsider(pid, now),
             event_kind::EXEC | event_kind::RENAME | event_kind::FORK => match event.verdict {
                 verdict::NO => self.unwatch(pid),
                 _ => self.discover(pid, now),
@@ -347,22 +413,46 @@ impl Monitor {
                 return;
             }
         };
-        let by_name = !watched.is_pinned();
         tracing::debug!(pid, name = %watched.comm(), "watching");
         if let Err(full) = self.list.insert(watched) {
             self.warn_skipped_once(SkipReason::Full(full.0), 1);
             self.unwatch(pid);
             return;
         }
-        if let Some(kernel) = self.kernel.as_mut()
+        let target = self
+            .list
+            .get(pid)
+            .map(|watched| target_of(self.scanner.rules(), watched));
+        if let (Some(kernel), Some(target)) = (self.kernel.as_mut(), target)
             && kernel
-                .watch(pid, self.scanner.resident_parts(pid), by_name)
+                .watch(pid, self.scanner.resident_parts(pid), target)
                 .is_err()
         {
             // The kernel side's table is full: a process it cannot follow is not watched.
             self.warn_skipped_once(SkipReason::Full(self.config.max_processes), 1);
             self.unwatch(pid);
             return;
+        }
+        self.confirm(pid, now, None);
+    }
+
+    /// A process moved to another cgroup: it may now fall under another rule, or none, or have
+    /// another limit. A watched process keeps its breach episode.
+    fn reconsider(&mut self, pid: i32, now: Instant) {
+        let Some(watched) = self.list.get_mut(pid) else {
+            self.discover(pid, now);
+            return;
+        };
+        let Some((rule, _)) = self.scanner.select(pid, watched.comm().as_bytes()) else {
+            self.unwatch(pid);
+            return;
+        };
+        let rules = self.scanner.rules();
+        watched.reassign(rule, rules.limit_of(rule, self.scanner.proc(), pid));
+        let target = target_of(rules, watched);
+        self.list.recount();
+        if let Some(kernel) = self.kernel.as_mut() {
+            let _ = kernel.watch(pid, self.scanner.resident_parts(pid), target);
         }
         self.confirm(pid, now, None);
     }
@@ -390,17 +480,20 @@ impl Monitor {
             .kernel
             .as_mut()
             .map(|kernel| KernelLink { kernel, rearm });
+        let rules = self.scanner.rules();
         let measure = Measure {
             proc: self.scanner.proc(),
             page_size: self.page_size,
             now,
             dispatch,
-            profiler: self.profiler.as_ref(),
+            rules,
+            actions: &self.actions,
             hook: self.hook.as_ref(),
         };
-        match check(&self.policy, watched, measure, kernel) {
+        let policy = policy_of(rules, watched);
+        match check(&policy, watched, measure, kernel) {
             Some((_, rss)) => {
-                self.next_deadline = earliest(self.next_deadline, due_at(&self.policy, watched));
+                self.next_deadline = earliest(self.next_deadline, due_at(&policy, watched));
                 Some(rss)
             }
             None => {
@@ -422,40 +515,157 @@ impl Monitor {
         self.next_deadline
     }
 
-    fn log_start(&self) {
-        let target = self.config.describe_target();
-        let mut action = action::describe(
-            &self.policy,
-            self.config.kernel_signal && self.is_event_driven(),
-        );
-        if let Some(profile) = &self.config.profile {
+    /// A rule's limit and what it does on breach, for the log.
+    fn summary(&self, index: usize) -> (String, String) {
+        let rules = self.scanner.rules();
+        let rule = rules.get(index);
+        let limit = match rules.fixed_limit(index) {
+            Some(limit) => Bytes(limit).to_string(),
+            None => rule.limit.to_string(),
+        };
+        let policy = Policy {
+            limit: 0,
+            signal: rule.signal,
+            repeat: rule.repeat,
+            kill_after: rule.kill_after,
+        };
+        let mut action =
+            action::describe(&policy, self.config.kernel_signal && self.is_event_driven());
+        if let Some(profile) = &rule.profile {
             action = format!("profile to {}, then {action}", profile.sink);
         }
-        if let Some((command, _)) = &self.config.exec {
-            action = format!("{action}; on breach run '{command}'");
+        if let Some(exec) = &rule.exec {
+            action = format!("{action}; on breach run '{}'", exec.command);
         }
+        (limit, action)
+    }
+
+    fn log_start(&self) {
+        let rules = self.scanner.rules();
+        let target = match rules.rules() {
+            [only] => only.selector.to_string(),
+            all => format!("with {} rules", all.len()),
+        };
         let dry_run = if self.config.dry_run {
             " (dry run: nothing will be sent)"
         } else {
             ""
         };
+        let (limit, action) = match rules.rules().len() {
+            1 => self.summary(0),
+            _ => (String::new(), String::new()),
+        };
         match (&self.kernel, &self.poll_reason) {
             (Some(kernel), _) => tracing::info!(
-                limit = %Bytes(self.policy.limit),
+                limit = %limit,
                 action = %action,
                 mode = %"ebpf",
                 attach = %kernel.attach(),
-                reports_from = %Bytes(kernel.trigger()),
+                margin = %Bytes(ebpf::counter_error()),
                 "watching {target}{dry_run}"
             ),
             (None, reason) => tracing::info!(
-                limit = %Bytes(self.policy.limit),
+                limit = %limit,
                 action = %action,
                 mode = %"poll",
                 interval = %Period(self.config.interval),
                 why = reason.as_deref().unwrap_or_default(),
                 "watching {target}{dry_run}"
             ),
+        }
+        self.log_rules();
+    }
+
+    /// One line per rule when there are several, and a warning for each rule whose cgroup
+    /// does not exist.
+    fn log_rules(&self) {
+        let rules = self.scanner.rules();
+        if rules.rules().len() > 1 {
+            for (index, rule) in rules.rules().iter().enumerate() {
+                let (limit, action) = self.summary(index);
+                tracing::info!(rule = %rule.name, limit = %limit, action = %action, "rule: {}", rule.selector);
+            }
+        }
+        for rule in rules.missing_cgroups() {
+            tracing::warn!(
+                rule = %rule.name,
+                "cgroup {} does not exist (yet); the rule matches nothing until it does and the rules are read again (SIGHUP)",
+                rule.selector.cgroup.as_ref().map(ToString::to_string).unwrap_or_default()
+            );
+        }
+    }
+
+    /// SIGHUP: reads the rules again and applies them to every watched process, atomically: a
+    /// rules file that cannot be used leaves the rules in force as they are.
+    fn reload(&mut self, now: Instant) {
+        let Some(file) = self.config.source.file.clone() else {
+            tracing::warn!("SIGHUP: there is no rules file (--config) to read again");
+            return;
+        };
+        let prepared = self
+            .config
+            .source
+            .load()
+            .map_err(|e| e.to_string())
+            .and_then(|rules| {
+                RuleActions::start(&rules, &self.metrics, &self.actions.metrics)
+                    .map(|actions| (rules, actions))
+                    .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+            });
+        let (rules, actions) = match prepared {
+            Ok(prepared) => prepared,
+            Err(why) => {
+                self.metrics.reloaded(false);
+                tracing::error!(file = %file.display(), "rules not reloaded (the rules in force stay): {why}");
+                return;
+            }
+        };
+        if let Some(kernel) = self.kernel.as_mut() {
+            if let Err(error) = kernel.set_rules(&rules) {
+                self.metrics.reloaded(false);
+                tracing::error!("rules not reloaded: the kernel side refused them: {error}");
+                return;
+            }
+            if !kernel.can_profile_growth() && rules.rules().iter().any(|r| r.profile.is_some()) {
+                tracing::warn!(
+                    "growth profiles need a restart (their kernel maps are made at start-up); mapping profiles are taken meanwhile"
+                );
+            }
+        }
+        if self.hook.is_none() {
+            match start_hook(&rules) {
+                Ok(hook) => self.hook = hook,
+                Err(error) => {
+                    tracing::error!("exec hooks cannot run: {:#}", anyhow::Error::new(error))
+                }
+            }
+        }
+        self.config.rules = rules.clone();
+        self.scanner.set_rules(rules);
+        self.actions = actions;
+        // Every watched process falls under the rule that selects it now, with the limit it
+        // gives; its breach episode carries on.
+        let (scanner, kernel) = (&mut self.scanner, &mut self.kernel);
+        self.list.retain_mut(|watched| {
+            let Some((rule, _)) = scanner.select(watched.pid(), watched.comm().as_bytes()) else {
+                if let Some(kernel) = kernel.as_mut() {
+                    kernel.forget(watched.pid());
+                }
+                return false;
+            };
+            let limit = scanner
+                .rules()
+                .limit_of(rule, scanner.proc(), watched.pid());
+            watched.reassign(rule, limit);
+            true
+        });
+        self.list.recount();
+        self.metrics.reloaded(true);
+        tracing::info!(file = %file.display(), rules = self.config.rules.rules().len(), "rules reloaded");
+        self.log_rules();
+        // Admits what the new rules select, and (eBPF mode) re-seeds the kernel side.
+        if let Err(error) = self.cycle(now) {
+            tracing::error!("after reloading the rules: {:#}", anyhow::Error::new(error));
         }
     }
 
@@ -533,7 +743,10 @@ impl Monitor {
                     }
                 }
                 () = service.watchdog_due() => service.ping(),
-                () = shutdown.requested() => return Ok(Outcome::Stopped),
+                request = shutdown.next() => match request {
+                    Request::Stop => return Ok(Outcome::Stopped),
+                    Request::Reload => self.reload(Instant::now()),
+                },
             }
         }
     }
@@ -562,38 +775,54 @@ impl Monitor {
                     self.handle_due(Instant::now());
                 }
                 () = service.watchdog_due() => service.ping(),
-                () = shutdown.requested() => return Ok(Outcome::Stopped),
+                request = shutdown.next() => match request {
+                    Request::Stop => return Ok(Outcome::Stopped),
+                    Request::Reload => self.reload(Instant::now()),
+                },
             }
         }
     }
 
     fn nothing_left(&self) -> bool {
-        self.config.matcher.is_none() && self.list.is_empty()
+        !self.scanner.rules().selects_by_kind() && self.list.is_empty()
     }
 }
 
-/// SIGINT and SIGTERM, caught from the moment this is made: a stop asked for while the
-/// monitor is still starting is a clean stop too.
+/// What a signal to the monitor asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Stop (SIGINT, SIGTERM).
+    Stop,
+    /// Read the rules again (SIGHUP).
+    Reload,
+}
+
+/// SIGINT and SIGTERM (stop) and SIGHUP (read the rules again), caught from the moment this
+/// is made: a stop asked for while the monitor is still starting is a clean stop too, and a
+/// SIGHUP then does not kill it.
 #[derive(Debug)]
 pub struct Shutdown {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl Shutdown {
-    /// Starts catching SIGINT and SIGTERM (inside a tokio runtime).
+    /// Starts catching SIGINT, SIGTERM and SIGHUP (inside a tokio runtime).
     pub fn listen() -> Result<Shutdown, Error> {
         Ok(Shutdown {
             interrupt: signal(SignalKind::interrupt()).map_err(Error::Signals)?,
             terminate: signal(SignalKind::terminate()).map_err(Error::Signals)?,
+            hangup: signal(SignalKind::hangup()).map_err(Error::Signals)?,
         })
     }
 
-    /// Resolves when a stop has been asked for.
-    pub async fn requested(&mut self) {
+    /// The next request: a stop (SIGINT, SIGTERM) or a reload (SIGHUP).
+    pub async fn next(&mut self) -> Request {
         tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => Request::Stop,
+            _ = self.terminate.recv() => Request::Stop,
+            _ = self.hangup.recv() => Request::Reload,
         }
     }
 }
@@ -601,15 +830,10 @@ impl Shutdown {
 /// The source for `config`: the kernel side, or polling and why.
 fn choose_source(config: &Config) -> Result<(Option<KernelWatch>, Option<String>), Error> {
     let settings = KernelSettings {
-        matcher: config.matcher.as_ref(),
-        limit: config.limit,
+        rules: &config.rules,
         max_processes: config.max_processes,
-        kernel_signal: config.kernel_signal.then_some(config.signal),
+        kernel_signal: config.kernel_signal,
         attach: config.attach,
-        profile_from: config
-            .profile
-            .as_ref()
-            .map(|profile| profile.growth_from(config.limit)),
         debug_log: tracing::enabled!(tracing::Level::DEBUG),
     };
     match config.mode {
@@ -644,6 +868,40 @@ fn due_at(policy: &Policy, watched: &Watched) -> Option<Instant> {
     earliest(policy.deadline(&watched.episode), watched.recheck)
 }
 
+/// The policy `watched` is judged by: its rule's, at its own limit.
+fn policy_of(rules: &RuleSet, watched: &Watched) -> Policy {
+    let rule = rules.get(watched.rule());
+    Policy {
+        limit: watched.limit(),
+        signal: rule.signal,
+        repeat: rule.repeat,
+        kill_after: rule.kill_after,
+    }
+}
+
+/// How the kernel side is to follow `watched`.
+fn target_of(rules: &RuleSet, watched: &Watched) -> Target {
+    let rule = rules.get(watched.rule());
+    Target {
+        rule: watched.rule(),
+        limit: watched.limit(),
+        signal: rule.signal.number() as u32,
+        profile_from: rule
+            .profile
+            .as_ref()
+            .map(|profile| profile.growth_from(watched.limit())),
+        by_name: !watched.is_pinned(),
+    }
+}
+
+/// The hook runners, when a rule has a hook.
+fn start_hook(rules: &RuleSet) -> Result<Option<ExecHook>, Error> {
+    if rules.rules().iter().all(|rule| rule.exec.is_none()) {
+        return Ok(None);
+    }
+    ExecHook::start().map(Some).map_err(Error::Runtime)
+}
+
 /// How and when a check measures, and what it does on a breach.
 #[derive(Clone, Copy)]
 struct Measure<'a> {
@@ -651,9 +909,11 @@ struct Measure<'a> {
     page_size: u64,
     now: Instant,
     dispatch: Dispatch,
-    /// Profiles a breaching process before its signal.
-    profiler: Option<&'a Profiler>,
-    /// Runs `--exec` after a breach's signal.
+    /// The rules in force.
+    rules: &'a RuleSet,
+    /// Their profilers (which profile a breaching process before its signal) and metrics.
+    actions: &'a RuleActions,
+    /// Runs a rule's hook after a breach's signal.
     hook: Option<&'a ExecHook>,
 }
 
@@ -698,8 +958,17 @@ fn check(
         }
     };
     let verdict = policy.judge(&mut watched.episode, rss, measure.now);
+    let rule_index = watched.rule();
+    let (rule, metrics) = (
+        measure.rules.get(rule_index),
+        &measure.actions.metrics[rule_index],
+    );
+    if verdict == Verdict::Breach {
+        metrics.breaches.inc();
+    }
     // Before the signal: the process may exit on it and take its memory with it.
-    let profile = match (verdict, measure.profiler) {
+    let profiler = measure.actions.profilers[rule_index].as_ref();
+    let profile = match (verdict, profiler) {
         (Verdict::Breach, Some(profiler)) => {
             let name = watched.comm().to_string();
             let growth = kernel
@@ -726,8 +995,19 @@ fn check(
         _ => measure.dispatch,
     };
     let delivery = action::act(policy, verdict, watched, rss, dispatch);
-    if let (Verdict::Breach, Some(hook), Some(delivery)) = (verdict, measure.hook, delivery) {
+    if let Some(delivery) = delivery {
+        let signal = match verdict {
+            Verdict::Kill => Signal::KILL,
+            _ => policy.signal,
+        };
+        metrics.signalled(signal, delivery);
+    }
+    if let (Verdict::Breach, Some(hook), Some(exec), Some(delivery)) =
+        (verdict, measure.hook, &rule.exec, delivery)
+    {
         hook.fire(Breach {
+            exec: exec.clone(),
+            rule: rule.name.clone(),
             pid: watched.pid(),
             name: watched.comm().to_string(),
             rss,

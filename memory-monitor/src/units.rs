@@ -16,36 +16,68 @@ fn err(msg: impl Into<String>) -> UnitError {
     UnitError(msg.into())
 }
 
-/// A memory limit as written by the user: an absolute size or a share of the machine's RAM.
+/// A memory limit as written by the user: an absolute size, a share of the machine's RAM, or a
+/// share of the memory limit of each process's cgroup.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SizeSpec {
     /// An absolute number of bytes.
     Bytes(u64),
-    /// A percentage (0 < p ≤ 100) of total RAM, resolved with [`SizeSpec::resolve`].
+    /// A percentage (0 < p ≤ 100) of total RAM.
     PercentOfRam(f64),
+    /// A percentage (0 < p ≤ 100) of the memory limit of the process's cgroup (`memory.max`;
+    /// total RAM when no cgroup limits it).
+    PercentOfCgroup(f64),
 }
 
 impl SizeSpec {
-    /// Bytes this limit stands for on a machine with `total_ram` bytes of RAM.
-    pub fn resolve(self, total_ram: u64) -> u64 {
+    /// Bytes this limit stands for on a machine with `total_ram` bytes of RAM, for a process
+    /// whose cgroup limits it to `cgroup_limit` bytes (`None`: no cgroup limit).
+    pub fn resolve(self, total_ram: u64, cgroup_limit: Option<u64>) -> u64 {
+        // f64 holds any RAM size exactly enough: the error is far below one page.
+        let share = |whole: u64, p: f64| (whole as f64 * p / 100.0) as u64;
         match self {
             SizeSpec::Bytes(bytes) => bytes,
-            // f64 holds any RAM size exactly enough: the error is far below one page.
-            SizeSpec::PercentOfRam(p) => (total_ram as f64 * p / 100.0) as u64,
+            SizeSpec::PercentOfRam(p) => share(total_ram, p),
+            SizeSpec::PercentOfCgroup(p) => {
+                share(cgroup_limit.unwrap_or(total_ram).min(total_ram), p)
+            }
+        }
+    }
+
+    /// Whether the limit differs from process to process (it depends on each one's cgroup).
+    pub fn is_per_process(self) -> bool {
+        matches!(self, SizeSpec::PercentOfCgroup(_))
+    }
+}
+
+impl fmt::Display for SizeSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SizeSpec::Bytes(bytes) => Bytes(bytes).fmt(f),
+            SizeSpec::PercentOfRam(p) => write!(f, "{p}% of RAM"),
+            SizeSpec::PercentOfCgroup(p) => write!(f, "{p}% of its cgroup's memory limit"),
         }
     }
 }
 
 /// Parses a memory size: `500` (MiB, as the seed), `512K`, `500M`, `2G`, `1.5GiB`, `1T`,
-/// `4096B`, or `25%` of total RAM. Units are case-insensitive and binary.
+/// `4096B`, `25%` of total RAM, or `90% of cgroup` (of each process's cgroup memory limit).
+/// Units are case-insensitive and binary.
 pub fn parse_size(text: &str) -> Result<SizeSpec, UnitError> {
     let text = text.trim();
-    if let Some(number) = text.strip_suffix('%') {
+    if let Some((number, rest)) = text.split_once('%') {
         let percent = parse_decimal(number.trim_end(), text)?;
         if percent <= 0.0 || percent > 100.0 {
-            return Err(err("a percentage of RAM must be above 0% and at most 100%"));
+            return Err(err("a percentage must be above 0% and at most 100%"));
         }
-        return Ok(SizeSpec::PercentOfRam(percent));
+        let rest: Vec<&str> = rest.split_whitespace().collect();
+        return match rest[..] {
+            [] => Ok(SizeSpec::PercentOfRam(percent)),
+            ["of", "cgroup"] | ["cgroup"] => Ok(SizeSpec::PercentOfCgroup(percent)),
+            _ => Err(err(
+                "a percentage is of RAM ('25%') or of the cgroup's limit ('90% of cgroup')",
+            )),
+        };
     }
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -181,15 +213,34 @@ mod tests {
     fn percentages_resolve_against_total_ram() {
         assert_eq!(parse_size("25%"), Ok(SizeSpec::PercentOfRam(25.0)));
         assert_eq!(parse_size("2.5 %"), Ok(SizeSpec::PercentOfRam(2.5)));
-        assert_eq!(SizeSpec::PercentOfRam(25.0).resolve(8 << 30), 2 << 30);
-        assert_eq!(SizeSpec::Bytes(7).resolve(8 << 30), 7);
+        assert_eq!(
+            SizeSpec::PercentOfRam(25.0).resolve(8 << 30, Some(1 << 30)),
+            2 << 30
+        );
+        assert_eq!(SizeSpec::Bytes(7).resolve(8 << 30, None), 7);
+    }
+
+    #[test]
+    fn cgroup_percentages_resolve_per_process() {
+        assert_eq!(
+            parse_size("90% of cgroup"),
+            Ok(SizeSpec::PercentOfCgroup(90.0))
+        );
+        let spec = parse_size("50%cgroup").unwrap();
+        assert_eq!(spec, SizeSpec::PercentOfCgroup(50.0));
+        assert!(spec.is_per_process());
+        assert_eq!(spec.resolve(8 << 30, Some(1 << 30)), 1 << 29);
+        // No cgroup limit (or one above RAM): RAM is the limit that bites.
+        assert_eq!(spec.resolve(1 << 30, None), 1 << 29);
+        assert_eq!(spec.resolve(1 << 30, Some(1 << 40)), 1 << 29);
+        assert!(parse_size("90% of disk").is_err());
     }
 
     #[test]
     fn bad_sizes_say_why() {
         for bad in [
             "", "M", "-5", "5X", "1..5", ".", "0", "0%", "101%", "abc", "5 M B", "1e3", "nan",
-            "inf",
+            "inf", "5%%",
         ] {
             assert!(parse_size(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -12,9 +12,9 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags};
 
-use crate::matcher::{CommVerdict, Matcher};
 use crate::policy::Episode;
 use crate::procfs::{self, Comm, ProcRoot};
+use crate::rules::{MAX_RULES, RuleSet};
 use crate::signal::Signal;
 
 /// One watched process.
@@ -28,6 +28,10 @@ pub struct Watched {
     statm: Option<OwnedFd>,
     /// Watched by `--pid`: kept whatever its name becomes.
     pinned: bool,
+    /// The rule it is watched under (an index into the rules in force).
+    rule: usize,
+    /// Its limit in bytes under that rule.
+    limit: u64,
     /// The scan generation that last saw this process (poll mode's sweep).
     seen: u32,
     /// Where the process stands against the limit.
@@ -59,25 +63,16 @@ impl From<Errno> for AdmitError {
     }
 }
 
-/// What decides whether a freshly opened process is still the one to watch.
-#[derive(Debug, Clone, Copy)]
-pub enum Admission<'a> {
-    /// Chosen by PID: watch it whatever its name.
-    Pinned,
-    /// Chosen by name: re-check the name once the process is pinned down by its pidfd.
-    Matching(&'a Matcher),
-}
-
 impl Watched {
-    /// Opens handles on `pid` and confirms it is a user process that `admission` accepts.
+    /// Opens handles on `pid` and confirms it is a user process one of `rules` selects.
     ///
     /// The pidfd is opened first and liveness is checked last: everything read in between
-    /// (`stat`, `cmdline`, the `statm` fd) belongs to the process the pidfd names, because its
-    /// PID cannot be reused while it lives.
+    /// (`stat`, `cmdline`, `cgroup`, the `statm` fd) belongs to the process the pidfd names,
+    /// because its PID cannot be reused while it lives.
     pub fn open(
         proc: &ProcRoot,
         pid: i32,
-        admission: Admission<'_>,
+        rules: &RuleSet,
         cmdline_buf: &mut [u8],
         hold_statm: bool,
     ) -> Result<Watched, AdmitError> {
@@ -98,28 +93,17 @@ impl Watched {
             return Err(AdmitError::Gone);
         }
         let comm = Comm::new(stat.comm);
-        if let Admission::Matching(matcher) = admission {
-            let matched = match matcher.check_comm(comm.as_bytes()) {
-                CommVerdict::Yes => true,
-                CommVerdict::No => false,
-                CommVerdict::AskCmdline => {
-                    let len = proc
-                        .read_file(pid, "cmdline", cmdline_buf)
-                        .map_err(io_gone)?
-                        .len();
-                    matcher.matches_cmdline(&mut cmdline_buf[..len])
-                }
-            };
-            if !matched {
-                return Err(AdmitError::Gone);
-            }
-        }
+        let (rule, pinned) = rules
+            .select(proc, pid, comm.as_bytes(), cmdline_buf)
+            .ok_or(AdmitError::Gone)?;
         let watched = Watched {
             pid,
             comm,
             pidfd,
             statm,
-            pinned: matches!(admission, Admission::Pinned),
+            pinned,
+            rule,
+            limit: rules.limit_of(rule, proc, pid),
             seen: 0,
             episode: Episode::Under,
             recheck: None,
@@ -161,6 +145,22 @@ impl Watched {
     /// Whether it is watched by PID rather than by name.
     pub fn is_pinned(&self) -> bool {
         self.pinned
+    }
+
+    /// The index of the rule it is watched under.
+    pub fn rule(&self) -> usize {
+        self.rule
+    }
+
+    /// Its limit in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Moves it under rule `rule` with limit `limit` (the rules were read again).
+    pub fn reassign(&mut self, rule: usize, limit: u64) {
+        self.rule = rule;
+        self.limit = limit;
     }
 
     /// Exact resident memory in bytes, from `statm` (`buf` needs about 100 bytes).
@@ -218,6 +218,8 @@ pub struct Watchlist {
     entries: Vec<Watched>,
     capacity: usize,
     generation: u32,
+    /// How many are watched under each rule (kept as records come and go, for the metrics).
+    per_rule: [u32; MAX_RULES],
 }
 
 /// The table is full.
@@ -232,7 +234,26 @@ impl Watchlist {
             entries: Vec::with_capacity(capacity),
             capacity,
             generation: 0,
+            per_rule: [0; MAX_RULES],
         }
+    }
+
+    /// How many processes are watched under each rule (indexed like the rules).
+    pub fn per_rule(&self) -> &[u32; MAX_RULES] {
+        &self.per_rule
+    }
+
+    /// Counts the processes per rule again (after records were moved to other rules).
+    pub fn recount(&mut self) {
+        self.per_rule = [0; MAX_RULES];
+        for watched in &self.entries {
+            self.per_rule[watched.rule] += 1;
+        }
+    }
+
+    fn count(per_rule: &mut [u32; MAX_RULES], watched: &Watched, change: i32) {
+        let count = &mut per_rule[watched.rule];
+        *count = count.saturating_add_signed(change);
     }
 
     /// How many processes are watched.
@@ -268,26 +289,32 @@ impl Watchlist {
     pub fn insert(&mut self, mut watched: Watched) -> Result<(), Full> {
         watched.seen = self.generation;
         match self.position(watched.pid) {
-            Ok(i) => self.entries[i] = watched,
+            Ok(i) => {
+                Self::count(&mut self.per_rule, &self.entries[i], -1);
+                Self::count(&mut self.per_rule, &watched, 1);
+                self.entries[i] = watched;
+            }
             Err(_) if self.entries.len() >= self.capacity => return Err(Full(self.capacity)),
-            Err(i) => self.entries.insert(i, watched),
+            Err(i) => {
+                Self::count(&mut self.per_rule, &watched, 1);
+                self.entries.insert(i, watched);
+            }
         }
         Ok(())
     }
 
     /// Stops watching `pid`; returns its record.
     pub fn remove(&mut self, pid: i32) -> Option<Watched> {
-        self.position(pid).ok().map(|i| self.entries.remove(i))
+        let removed = self.position(pid).ok().map(|i| self.entries.remove(i));
+        if let Some(watched) = &removed {
+            Self::count(&mut self.per_rule, watched, -1);
+        }
+        removed
     }
 
     /// All records, in PID order.
     pub fn iter(&self) -> impl Iterator<Item = &Watched> {
         self.entries.iter()
-    }
-
-    /// All records, for updating.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Watched> {
-        self.entries.iter_mut()
     }
 
     /// Starts a scan: records not [`Watchlist::mark_seen`] before [`Watchlist::sweep`] go.
@@ -303,18 +330,27 @@ impl Watchlist {
 
     /// Ends a scan: drops every record the scan did not see, calling `gone` on each.
     pub fn sweep(&mut self, mut gone: impl FnMut(&Watched)) {
-        let generation = self.generation;
+        let (generation, per_rule) = (self.generation, &mut self.per_rule);
         self.entries.retain(|w| {
             let keep = w.seen == generation;
             if !keep {
+                Self::count(per_rule, w, -1);
                 gone(w);
             }
             keep
         });
     }
 
-    /// Visits every record for updating, keeping those for which `keep` returns true.
-    pub fn retain_mut(&mut self, keep: impl FnMut(&mut Watched) -> bool) {
-        self.entries.retain_mut(keep);
+    /// Visits every record for updating, keeping those for which `keep` returns true. (A
+    /// record `keep` moves to another rule is counted under it after [`Watchlist::recount`].)
+    pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut Watched) -> bool) {
+        let per_rule = &mut self.per_rule;
+        self.entries.retain_mut(|w| {
+            let kept = keep(w);
+            if !kept {
+                Self::count(per_rule, w, -1);
+            }
+            kept
+        });
     }
 }

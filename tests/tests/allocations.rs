@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use memory_monitor::config::Mode;
 use memory_monitor::matcher::{MatchMode, Matcher};
+use memory_monitor::rules::{Rule, RuleSet, Selector};
 use memory_monitor::signal::Signal;
+use memory_monitor::units::SizeSpec;
 use memory_monitor::{Config, Monitor};
 use memory_monitor_tests::{Target, root_or_skip, unique_name};
 
@@ -61,9 +63,7 @@ fn steady_poll_cycles_allocate_nothing() {
 
     // Realtime signals queue, so every signal sent is counted exactly once by the target.
     let signal: Signal = "RTMIN+1".parse().unwrap();
-    let mut config = Config::new(Matcher::new(MatchMode::Prefix, &name).unwrap(), 32 << 20);
-    config.signal = signal;
-    config.repeat = Some(Duration::from_secs(1));
+    let mut config = config_for(&name, signal, Some(Duration::from_secs(1)));
     config.mode = Mode::Poll;
     let mut monitor = Monitor::new(config).unwrap();
 
@@ -118,9 +118,7 @@ fn thousands_of_kernel_events_allocate_nothing() {
     let target_pid = target.pid();
 
     let signal: Signal = "RTMIN+2".parse().unwrap();
-    let mut config = Config::new(Matcher::new(MatchMode::Prefix, &name).unwrap(), 32 << 20);
-    config.signal = signal;
-    config.repeat = None;
+    let mut config = config_for(&name, signal, None);
     config.mode = Mode::Ebpf;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -182,4 +180,13 @@ fn thousands_of_kernel_events_allocate_nothing() {
         !target.signals_of(target_pid).is_empty(),
         "breaches were signalled"
     );
+}
+
+/// One rule: processes named `name*` over 32 MiB get `signal`, again every `repeat`.
+fn config_for(name: &str, signal: Signal, repeat: Option<Duration>) -> Config {
+    let matcher = Matcher::new(MatchMode::Prefix, name).unwrap();
+    let mut rule = Rule::new("test", Selector::name(matcher), SizeSpec::Bytes(32 << 20));
+    rule.signal = signal;
+    rule.repeat = repeat;
+    Config::new(RuleSet::new(vec![rule]).unwrap())
 }

@@ -4,8 +4,10 @@
 use memory_monitor::action::{Delivery, Dispatch, deliver};
 use memory_monitor::matcher::{MatchMode, Matcher};
 use memory_monitor::procfs::{ProcRoot, page_size};
+use memory_monitor::rules::{Rule, RuleSet, Selector};
 use memory_monitor::signal::Signal;
-use memory_monitor::watch::{Admission, Watched};
+use memory_monitor::units::SizeSpec;
+use memory_monitor::watch::Watched;
 use memory_monitor_tests::{Target, unique_name};
 use rustix::io::Errno;
 
@@ -17,10 +19,11 @@ fn a_watched_process_that_exits_reads_as_gone_and_is_not_signalled() {
         let mut target = Target::spawn(&name);
         target.grow(16);
         let proc = ProcRoot::open().unwrap();
-        let matcher = Matcher::new(MatchMode::Exact, &name).unwrap();
+        let rules = rules(Selector::name(
+            Matcher::new(MatchMode::Exact, &name).unwrap(),
+        ));
         let mut cmdline = vec![0; 4096];
-        let admission = Admission::Matching(&matcher);
-        let watched = Watched::open(&proc, target.pid(), admission, &mut cmdline, hold_statm)
+        let watched = Watched::open(&proc, target.pid(), &rules, &mut cmdline, hold_statm)
             .expect("the target is admitted");
         let mut buf = [0u8; 128];
         let rss = watched.rss(&proc, &mut buf, page_size()).expect("alive");
@@ -41,18 +44,21 @@ fn a_watched_process_that_exits_reads_as_gone_and_is_not_signalled() {
 fn a_process_that_does_not_match_is_not_admitted() {
     let mut target = Target::spawn(&unique_name("mmx-nm"));
     let proc = ProcRoot::open().unwrap();
-    let matcher = Matcher::new(MatchMode::Exact, "something-else").unwrap();
+    let other = rules(Selector::name(
+        Matcher::new(MatchMode::Exact, "something-else").unwrap(),
+    ));
     let mut cmdline = vec![0; 4096];
-    assert!(
-        Watched::open(
-            &proc,
-            target.pid(),
-            Admission::Matching(&matcher),
-            &mut cmdline,
-            true
-        )
-        .is_err()
-    );
-    assert!(Watched::open(&proc, target.pid(), Admission::Pinned, &mut cmdline, true).is_ok());
+    assert!(Watched::open(&proc, target.pid(), &other, &mut cmdline, true).is_err());
+    let pinned = rules(Selector {
+        pids: vec![target.pid()],
+        ..Selector::default()
+    });
+    let watched = Watched::open(&proc, target.pid(), &pinned, &mut cmdline, true).unwrap();
+    assert!(watched.is_pinned());
     target.rename("x");
+}
+
+/// One rule selecting with `selector`, at 1 GiB.
+fn rules(selector: Selector) -> RuleSet {
+    RuleSet::new(vec![Rule::new("test", selector, SizeSpec::Bytes(1 << 30))]).unwrap()
 }

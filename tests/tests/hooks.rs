@@ -17,7 +17,7 @@ fn exec_runs_once_per_breach_with_the_breach_in_its_environment() {
     let profiles = std::env::temp_dir().join(format!("mm-exec-profiles-{}", std::process::id()));
     let _ = std::fs::remove_file(&out);
     let command = format!(
-        "echo \"$MM_PID $MM_NAME $MM_RSS_BYTES $MM_LIMIT_BYTES $MM_SIGNAL $MM_PROFILE\" >> {}",
+        "echo \"$MM_PID $MM_NAME $MM_RSS_BYTES $MM_LIMIT_BYTES $MM_SIGNAL $MM_PROFILE $MM_RULE\" >> {}",
         out.display()
     );
     let name = unique_name("mmh-exec");
@@ -50,6 +50,7 @@ fn exec_runs_once_per_breach_with_the_breach_in_its_environment() {
         fields[5].contains(&format!("_{name}_{}_", target.pid())) && fields[5].ends_with(".pb.gz"),
         "{text}"
     );
+    assert_eq!(fields[6], "command-line");
     assert!(monitor.stop().success());
     std::fs::remove_file(&out).unwrap();
     let _ = std::fs::remove_dir_all(&profiles);
@@ -75,7 +76,7 @@ fn a_stuck_hook_is_killed_and_holds_up_no_signal() {
     second.grow(48);
     assert!(second.wait_signal(USR1), "{}", monitor.log_text());
     monitor.expect_log(&[
-        "--exec",
+        "exec: ",
         "took over 500ms; killed",
         &format!("pid={}", first.pid()),
     ]);

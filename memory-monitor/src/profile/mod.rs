@@ -11,10 +11,11 @@ pub mod growth;
 pub mod mapping;
 mod pprof;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
+
+use prometheus_client::metrics::counter::Counter;
 
 use crate::sink::{ProfileInfo, ProfileWriter};
 use crate::units::Bytes;
@@ -114,13 +115,13 @@ struct Job {
     captured: SyncSender<()>,
 }
 
-/// Counts of what the profiler did.
-#[derive(Debug, Default)]
+/// Counts of what the profiler did (shared handles: the metrics read them).
+#[derive(Debug, Default, Clone)]
 pub struct ProfileCounts {
     /// Profiles written.
-    pub written: AtomicU64,
+    pub written: Counter,
     /// Profiles lost: capture or every write attempt failed, or the profiler was busy.
-    pub failed: AtomicU64,
+    pub failed: Counter,
 }
 
 /// Profiles breaching processes on a thread of its own and hands the profiles to a writer.
@@ -128,15 +129,19 @@ pub struct ProfileCounts {
 pub struct Profiler {
     jobs: SyncSender<Job>,
     budget: Duration,
-    counts: Arc<ProfileCounts>,
+    counts: ProfileCounts,
 }
 
 impl Profiler {
-    /// Starts the profiler thread; a breach waits at most `budget` for its capture.
-    pub fn start(writer: Box<dyn ProfileWriter>, budget: Duration) -> std::io::Result<Profiler> {
+    /// Starts the profiler thread; a breach waits at most `budget` for its capture. What
+    /// becomes of each profile is counted in `counts`.
+    pub fn start(
+        writer: Box<dyn ProfileWriter>,
+        budget: Duration,
+        counts: ProfileCounts,
+    ) -> std::io::Result<Profiler> {
         let (jobs, queue) = sync_channel(QUEUE);
-        let counts = Arc::new(ProfileCounts::default());
-        let thread_counts = Arc::clone(&counts);
+        let thread_counts = counts.clone();
         std::thread::Builder::new()
             .name("mm-profiler".into())
             .spawn(move || work(queue, writer.as_ref(), &thread_counts))?;
@@ -179,7 +184,7 @@ impl Profiler {
         match self.jobs.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                self.counts.failed.inc();
                 tracing::warn!(pid, %name, "no profile: the profiler is busy with earlier breaches");
                 return None;
             }
@@ -201,7 +206,7 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
         let regions = match regions {
             Ok(regions) => regions,
             Err(error) => {
-                counts.failed.fetch_add(1, Ordering::Relaxed);
+                counts.failed.inc();
                 tracing::warn!(pid, %name, "no profile: cannot read its memory map: {error}");
                 continue;
             }
@@ -228,11 +233,11 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
         }
         match attempt {
             Ok(()) => {
-                counts.written.fetch_add(1, Ordering::Relaxed);
+                counts.written.inc();
                 tracing::info!(pid, %name, profile = %file, to = %writer.describe(), "profile written");
             }
             Err(error) => {
-                let failed = counts.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                let failed = counts.failed.inc() + 1;
                 tracing::warn!(
                     pid,
                     %name,

@@ -10,12 +10,13 @@
 use std::io;
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::maps::{Array, CgroupArray, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use memory_monitor_ebpf::{
-    Event, NameRule, RULE_ASK, RULE_ASK_IF_EQUAL, RULE_EXACT, RULE_NONE, RULE_PREFIX, WATCH_ARMED,
-    WATCH_BY_NAME, Watch, layout, member,
+    CGROUP_LIMIT, CGROUP_MEMBER, Event, MAX_RULES, RULE_ANY, RULE_ASK, RULE_ASK_IF_EQUAL,
+    RULE_EXACT, RULE_NEVER, RULE_NONE, RULE_PREFIX, Rule, WATCH_ARMED, WATCH_BY_NAME, Watch,
+    layout, member,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -23,7 +24,7 @@ use crate::logging::one_line;
 use crate::matcher::{MatchMode, Matcher};
 use crate::procfs::{COMM_LEN, ResidentParts};
 use crate::profile::growth::RawStacks;
-use crate::signal::Signal;
+use crate::rules::RuleSet;
 use crate::source::{btf, tracefs};
 
 /// The programs, embedded: the binary needs nothing else at run time.
@@ -32,10 +33,11 @@ static PROGRAMS: &[u8] =
 
 /// The discovery programs and the tracepoints (`category`, `name`) they attach to; attached
 /// before the RSS program so no process born meanwhile is missed.
-const DISCOVERY: [(&str, &str, &str); 4] = [
+const DISCOVERY: [(&str, &str, &str); 5] = [
     ("exec", "sched", "sched_process_exec"),
     ("newtask", "task", "task_newtask"),
     ("rename", "task", "task_rename"),
+    ("migrate", "cgroup", "cgroup_attach_task"),
     ("exit", "sched", "sched_process_exit"),
 ];
 
@@ -72,18 +74,14 @@ pub struct Unavailable(pub String);
 /// What the kernel side needs to know.
 #[derive(Debug, Clone, Copy)]
 pub struct KernelSettings<'a> {
-    /// Which names to watch on exec and rename.
-    pub matcher: Option<&'a Matcher>,
-    /// The limit in bytes.
-    pub limit: u64,
+    /// The rules to apply on exec and rename.
+    pub rules: &'a RuleSet,
     /// Map capacity.
     pub max_processes: usize,
-    /// `--kernel-signal`: the signal the kernel side sends itself.
-    pub kernel_signal: Option<Signal>,
+    /// `--kernel-signal`: the kernel side sends each rule's signal itself.
+    pub kernel_signal: bool,
     /// How the RSS program attaches.
     pub attach: Attach,
-    /// Growth profile: sample the stacks that grow a process from this approximate RSS on.
-    pub profile_from: Option<u64>,
     /// Whether the programs' own diagnostics (aya-log) are wanted (`-v`); otherwise their ring
     /// buffer is not even mapped.
     pub debug_log: bool,
@@ -107,8 +105,8 @@ pub struct KernelWatch {
     kernel_signal: bool,
     lost: PerCpuArray<MapData, u64>,
     lost_flag: Array<MapData, u64>,
-    trigger: u64,
-    limit: u64,
+    rules: Array<MapData, Rule>,
+    cgroups: CgroupArray<MapData>,
     attach: Attach,
     /// The growth profile's stacks and samples, when it is on.
     growth: Option<(StackTraceMap<MapData>, HashMap<MapData, u64, u64>)>,
@@ -122,8 +120,7 @@ const GROWTH_STACKS: u32 = 2048;
 impl std::fmt::Debug for KernelWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KernelWatch")
-            .field("trigger", &self.trigger)
-            .field("limit", &self.limit)
+            .field("attach", &self.attach)
             .finish_non_exhaustive()
     }
 }
@@ -157,11 +154,8 @@ impl KernelWatch {
         tracefs::check_layout(&tracefs, &fields).map_err(Unavailable)?;
         raise_memlock_limit();
 
-        let trigger = settings.limit.saturating_sub(counter_error());
-        let rule = name_rule(settings.matcher);
         let me = std::process::id();
         let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
-        let signal = settings.kernel_signal.map_or(0, |s| s.number() as u32);
         let log_level = if settings.debug_log {
             aya_log::Level::Debug
         } else {
@@ -178,24 +172,19 @@ impl KernelWatch {
         let task_mm = offsets.map_or(0, |o| o.task_mm);
         let rss_counts = offsets.map_or([0; member::COUNT], |o| o.rss_counts);
         let page_size = crate::procfs::page_size() as i64;
-        let profile_from = settings.profile_from.unwrap_or(u64::MAX);
-        let growth_entries = if settings.profile_from.is_some() {
-            GROWTH_STACKS
-        } else {
-            1
-        };
+        let profiling = settings
+            .rules
+            .rules()
+            .iter()
+            .any(|rule| rule.profile.is_some());
+        let growth_entries = if profiling { GROWTH_STACKS } else { 1 };
         let mut ebpf = EbpfLoader::new()
-            .override_global("NAME_RULE", &rule, true)
             .override_global("MONITOR_TGID", &me, true)
             .override_global("MONITOR_PARENT_TGID", &parent, true)
-            .override_global("TRIGGER_BYTES", &trigger, true)
-            .override_global("LIMIT_BYTES", &settings.limit, true)
-            .override_global("KERNEL_SIGNAL", &signal, true)
             .override_global("TASK_MM_OFFSET", &task_mm, true)
             .override_global("RSS_COUNT_OFFSETS", &rss_counts, true)
             .override_global("PAGE_SIZE", &page_size, true)
             .override_global("SLOT_MASK", &slot_mask, true)
-            .override_global("PROFILE_FROM_BYTES", &profile_from, true)
             .override_global("SAMPLE_BYTES", &GROWTH_SAMPLE_BYTES, true)
             .map_max_entries("STACKS", growth_entries)
             .map_max_entries("GROWTH", growth_entries)
@@ -212,6 +201,22 @@ impl KernelWatch {
         if settings.debug_log {
             start_program_logs(&mut ebpf);
         }
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| Unavailable(format!("the BPF object has no map {name}")))
+        };
+        let map_error =
+            |e: aya::maps::MapError| Unavailable(format!("opening a BPF map failed: {e}"));
+        // The rules go in before the discovery programs look at them.
+        let mut rules = Array::try_from(take(&mut ebpf, "RULES")?).map_err(map_error)?;
+        let mut cgroups = CgroupArray::try_from(take(&mut ebpf, "CGROUPS")?).map_err(map_error)?;
+        write_rules(
+            &mut rules,
+            &mut cgroups,
+            settings.rules,
+            settings.kernel_signal,
+        )
+        .map_err(|e| Unavailable(format!("writing the rules to the kernel side failed: {e}")))?;
         for (program, category, name) in DISCOVERY {
             attach_tracepoint(&mut ebpf, program, category, name)?;
         }
@@ -219,21 +224,15 @@ impl KernelWatch {
             Attach::TpBtf => attach_btf_tracepoint(&mut ebpf, "rss_stat_btf", "rss_stat")?,
             _ => attach_tracepoint(&mut ebpf, "rss_stat", "kmem", "rss_stat")?,
         }
-        let take = |ebpf: &mut Ebpf, name: &str| {
-            ebpf.take_map(name)
-                .ok_or_else(|| Unavailable(format!("the BPF object has no map {name}")))
-        };
-        let map_error =
-            |e: aya::maps::MapError| Unavailable(format!("opening a BPF map failed: {e}"));
         let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_error)?;
         let events = readable_fd(events)
             .map_err(|e| Unavailable(format!("cannot wait on the ring buffer: {e}")))?;
-        let growth = match settings.profile_from {
-            Some(_) => Some((
+        let growth = match profiling {
+            true => Some((
                 StackTraceMap::try_from(take(&mut ebpf, "STACKS")?).map_err(map_error)?,
                 HashMap::try_from(take(&mut ebpf, "GROWTH")?).map_err(map_error)?,
             )),
-            None => None,
+            false => None,
         };
         Ok(KernelWatch {
             growth,
@@ -244,20 +243,31 @@ impl KernelWatch {
             slot_mask,
             slot_counts: vec![0; slot_count as usize].into_boxed_slice(),
             counted: Vec::with_capacity(settings.max_processes),
-            kernel_signal: settings.kernel_signal.is_some(),
+            kernel_signal: settings.kernel_signal,
             lost: PerCpuArray::try_from(take(&mut ebpf, "LOST")?).map_err(map_error)?,
             lost_flag: Array::try_from(take(&mut ebpf, "LOST_FLAG")?).map_err(map_error)?,
             events,
-            trigger,
-            limit: settings.limit,
+            rules,
+            cgroups,
             attach,
             _ebpf: ebpf,
         })
     }
 
-    /// The approximate RSS at which processes are reported.
-    pub fn trigger(&self) -> u64 {
-        self.trigger
+    /// Applies `rules` from now on to processes that exec or are renamed (those watched
+    /// already are re-watched by the caller).
+    pub fn set_rules(&mut self, rules: &RuleSet) -> io::Result<()> {
+        write_rules(
+            &mut self.rules,
+            &mut self.cgroups,
+            rules,
+            self.kernel_signal,
+        )
+    }
+
+    /// Whether growth profiles can be taken (their maps were made at start-up).
+    pub fn can_profile_growth(&self) -> bool {
+        self.growth.is_some()
     }
 
     /// How the RSS program is attached (never [`Attach::Auto`]).
@@ -265,20 +275,24 @@ impl KernelWatch {
         self.attach
     }
 
-    /// Starts (or restarts) following `tgid` from its exact resident split `parts`.
-    pub fn watch(&mut self, tgid: i32, parts: ResidentParts, by_name: bool) -> io::Result<()> {
+    /// Starts (or restarts) following `tgid` from its exact resident split `parts`, as
+    /// `target` says.
+    pub fn watch(&mut self, tgid: i32, parts: ResidentParts, target: Target) -> io::Result<()> {
         let mut members = [0i64; member::COUNT];
         members[member::FILE] = parts.file as i64;
         members[member::ANON] = parts.anon as i64;
         members[member::SHMEM] = parts.shmem as i64;
         let record = Watch {
-            trigger: self.trigger,
-            limit: self.limit,
+            trigger: trigger_for(target.limit),
+            limit: target.limit,
             members,
             last_event_ns: 0,
             mm: 0,
-            flags: WATCH_ARMED | if by_name { WATCH_BY_NAME } else { 0 },
+            flags: WATCH_ARMED | if target.by_name { WATCH_BY_NAME } else { 0 },
             grown: 0,
+            profile_from: target.profile_from.unwrap_or(u64::MAX),
+            signal: if self.kernel_signal { target.signal } else { 0 },
+            rule: target.rule as u32,
         };
         self.watched
             .insert(tgid as u32, record, 0)
@@ -403,6 +417,84 @@ impl KernelWatch {
     }
 }
 
+/// How the kernel side is to follow one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// The rule it is watched under.
+    pub rule: usize,
+    /// Its limit in bytes.
+    pub limit: u64,
+    /// The rule's signal (sent by the kernel side with `--kernel-signal`).
+    pub signal: u32,
+    /// Growth profile: sample from this approximate RSS on.
+    pub profile_from: Option<u64>,
+    /// Watched by name (a rename or exec to another name ends the watch), not by PID.
+    pub by_name: bool,
+}
+
+/// The approximate RSS at which a process with `limit` is reported: within the counters'
+/// error of it.
+pub fn trigger_for(limit: u64) -> u64 {
+    limit.saturating_sub(counter_error())
+}
+
+/// Writes `rules` into the kernel side's `RULES` and `CGROUPS` maps, in order, ending the list
+/// after the last.
+fn write_rules(
+    table: &mut Array<MapData, Rule>,
+    cgroups: &mut CgroupArray<MapData>,
+    rules: &RuleSet,
+    kernel_signal: bool,
+) -> io::Result<()> {
+    let error = |e: aya::maps::MapError| io::Error::other(e.to_string());
+    for (index, rule) in rules.rules().iter().enumerate() {
+        let selector = &rule.selector;
+        let mut kernel_rule = name_rule(selector.matcher.as_ref());
+        if selector.matcher.is_none() {
+            kernel_rule.mode = if selector.cgroup.is_some() {
+                RULE_ANY
+            } else {
+                RULE_NEVER
+            };
+        }
+        let slot = index as u32;
+        match (&selector.cgroup, rules.cgroup_present(index)) {
+            (Some(cgroup), true) => {
+                let dir = cgroup.directory().map_err(io::Error::other)?;
+                let fd = std::fs::File::open(&dir)?;
+                cgroups.set(slot, fd, 0).map_err(error)?;
+                kernel_rule.cgroup = CGROUP_MEMBER;
+            }
+            (Some(_), false) => kernel_rule.mode = RULE_NEVER,
+            (None, _) => {
+                let _ = cgroups.unset(slot);
+            }
+        }
+        if rule.limit.is_per_process() {
+            kernel_rule.cgroup |= CGROUP_LIMIT;
+        }
+        let limit = rules.fixed_limit(index);
+        kernel_rule.limit = limit.unwrap_or(u64::MAX);
+        kernel_rule.trigger = limit.map_or(u64::MAX, trigger_for);
+        kernel_rule.profile_from = match (&rule.profile, limit) {
+            (Some(profile), Some(limit)) => profile.growth_from(limit),
+            _ => u64::MAX,
+        };
+        kernel_rule.signal = if kernel_signal {
+            rule.signal.number() as u32
+        } else {
+            0
+        };
+        table.set(slot, kernel_rule, 0).map_err(error)?;
+    }
+    if rules.rules().len() < MAX_RULES {
+        table
+            .set(rules.rules().len() as u32, Rule::default(), 0)
+            .map_err(error)?;
+    }
+    Ok(())
+}
+
 /// The most the kernel's RSS counters can be off from the exact figure, in bytes: each of the
 /// three resident counters is a per-CPU counter whose CPUs may each hold up to one batch
 /// (`max(32, 2 × CPUs)` pages) not yet folded into the total.
@@ -412,10 +504,10 @@ pub fn counter_error() -> u64 {
     3 * cpus * batch * crate::procfs::page_size()
 }
 
-/// The kernel side's view of the name rule.
-fn name_rule(matcher: Option<&Matcher>) -> NameRule {
+/// The kernel side's view of a name match.
+fn name_rule(matcher: Option<&Matcher>) -> Rule {
     let Some(matcher) = matcher else {
-        return NameRule::default();
+        return Rule::default();
     };
     let name = matcher.name();
     let len = name.len().min(COMM_LEN);
@@ -428,10 +520,11 @@ fn name_rule(matcher: Option<&Matcher>) -> NameRule {
         MatchMode::Regex | MatchMode::Cmdline => RULE_ASK,
     };
     debug_assert_ne!(mode, RULE_NONE);
-    NameRule {
+    Rule {
         mode,
         len: len as u32,
         name: bytes,
+        ..Rule::default()
     }
 }
 

@@ -8,9 +8,9 @@ use std::io;
 
 use rustix::io::Errno;
 
-use crate::matcher::{CommVerdict, Matcher};
 use crate::procfs::{self, DirBuffer, ProcRoot, ResidentParts};
-use crate::watch::{Admission, AdmitError, Watched, Watchlist};
+use crate::rules::RuleSet;
+use crate::watch::{AdmitError, Watched, Watchlist};
 
 /// Bytes of a command line that `--match cmdline` (and long names) look at.
 pub const CMDLINE_MAX: usize = 32 * 1024;
@@ -61,30 +61,38 @@ pub struct Scanner {
     proc: ProcRoot,
     dir_buf: DirBuffer,
     cmdline_buf: Box<[u8]>,
-    matcher: Option<Matcher>,
-    /// `--pid` processes, sorted.
-    pinned: Vec<i32>,
+    rules: RuleSet,
     /// Whether watched processes keep their `statm` open (see [`Watched`]).
     hold_statm: bool,
 }
 
 impl Scanner {
-    /// A scanner for processes chosen by `matcher` and/or listed in `pinned`, whose records
-    /// hold `statm` open when `hold_statm` (measurements every cycle).
-    pub fn new(
-        matcher: Option<Matcher>,
-        mut pinned: Vec<i32>,
-        hold_statm: bool,
-    ) -> io::Result<Scanner> {
-        pinned.sort_unstable();
+    /// A scanner for the processes `rules` select, whose records hold `statm` open when
+    /// `hold_statm` (measurements every cycle).
+    pub fn new(rules: RuleSet, hold_statm: bool) -> io::Result<Scanner> {
         Ok(Scanner {
             proc: ProcRoot::open()?,
             dir_buf: ProcRoot::dir_buffer(),
             cmdline_buf: vec![0; CMDLINE_MAX].into_boxed_slice(),
-            matcher,
-            pinned,
+            rules,
             hold_statm,
         })
+    }
+
+    /// The rules it applies.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Applies `rules` from now on.
+    pub fn set_rules(&mut self, rules: RuleSet) {
+        self.rules = rules;
+    }
+
+    /// The rule `pid` (named `comm`) falls under now, if any, and whether by PID.
+    pub fn select(&mut self, pid: i32, comm: &[u8]) -> Option<(usize, bool)> {
+        self.rules
+            .select(&self.proc, pid, comm, &mut self.cmdline_buf)
     }
 
     /// The `/proc` this scanner reads.
@@ -106,28 +114,27 @@ impl Scanner {
             proc,
             dir_buf,
             cmdline_buf,
-            matcher,
-            pinned,
+            rules,
             hold_statm,
         } = self;
         proc.for_each_pid(dir_buf, |pid| {
             if exclusions.excludes(pid) {
                 return;
             }
-            let admission = if pinned.binary_search(&pid).is_ok() {
-                Admission::Pinned
-            } else {
-                match matcher {
-                    Some(matcher) if still_matches(proc, pid, matcher, cmdline_buf) => {
-                        Admission::Matching(matcher)
-                    }
-                    _ => return,
-                }
+            let mut comm_buf = [0u8; 64];
+            let Ok(comm) = proc.read_file(pid, "comm", &mut comm_buf) else {
+                return;
             };
+            if rules
+                .select(proc, pid, procfs::parse_comm(comm), cmdline_buf)
+                .is_none()
+            {
+                return;
+            }
             if list.mark_seen(pid) {
                 return;
             }
-            let skip = match Watched::open(proc, pid, admission, cmdline_buf, *hold_statm) {
+            let skip = match Watched::open(proc, pid, rules, cmdline_buf, *hold_statm) {
                 Ok(watched) => match list.insert(watched) {
                     Ok(()) => return,
                     Err(full) => SkipReason::Full(full.0),
@@ -144,20 +151,15 @@ impl Scanner {
         Ok(report)
     }
 
-    /// Opens `pid` if it is one to watch: listed by `--pid`, or matching now.
+    /// Opens `pid` if it is one to watch: a rule selects it now.
     pub fn open(&mut self, pid: i32) -> Result<Watched, AdmitError> {
         if Exclusions::now().excludes(pid) {
             return Err(AdmitError::Gone);
         }
-        let admission = if self.pinned.binary_search(&pid).is_ok() {
-            Admission::Pinned
-        } else {
-            Admission::Matching(self.matcher.as_ref().ok_or(AdmitError::Gone)?)
-        };
         Watched::open(
             &self.proc,
             pid,
-            admission,
+            &self.rules,
             &mut self.cmdline_buf,
             self.hold_statm,
         )
@@ -169,24 +171,5 @@ impl Scanner {
         self.proc
             .read_file(pid, "status", &mut buf)
             .map_or_else(|_| ResidentParts::default(), procfs::parse_status_rss)
-    }
-}
-
-/// Whether `pid`'s current name (and command line, when needed) matches.
-fn still_matches(proc: &ProcRoot, pid: i32, matcher: &Matcher, cmdline_buf: &mut [u8]) -> bool {
-    let mut comm_buf = [0u8; 64];
-    let Ok(comm) = proc.read_file(pid, "comm", &mut comm_buf) else {
-        return false;
-    };
-    match matcher.check_comm(procfs::parse_comm(comm)) {
-        CommVerdict::Yes => true,
-        CommVerdict::No => false,
-        CommVerdict::AskCmdline => match proc.read_file(pid, "cmdline", cmdline_buf) {
-            Ok(cmdline) => {
-                let len = cmdline.len();
-                matcher.matches_cmdline(&mut cmdline_buf[..len])
-            }
-            Err(_) => false,
-        },
     }
 }

@@ -1,0 +1,342 @@
+//! Prometheus metrics (`--metrics-addr`): what the monitor watches and does, per rule, served
+//! as OpenMetrics text on `/metrics` by a thread of its own.
+//!
+//! Every series the monitor's loop updates is created when the rules are loaded and kept as a
+//! handle, so counting an event is one atomic add: no lookup, no lock, no allocation. Only a
+//! scrape allocates (the text it sends), on the server's thread.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::action::Delivery;
+use crate::rules::RuleSet;
+use crate::signal::Signal;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabels {
+    rule: String,
+    signal: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    rule: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    result: &'static str,
+}
+
+/// The results a signal is counted under.
+const SIGNAL_RESULTS: [&str; 5] = ["sent", "sent_by_kernel", "dry_run", "exited", "failed"];
+
+fn signal_result(delivery: Delivery) -> &'static str {
+    match delivery {
+        Delivery::Sent => "sent",
+        Delivery::SentByKernel => "sent_by_kernel",
+        Delivery::DryRun => "dry_run",
+        Delivery::Exited => "exited",
+        Delivery::Failed(_) => "failed",
+    }
+}
+
+/// Every metric the monitor exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    watched: Family<RuleLabels, Gauge>,
+    limit: Family<RuleLabels, Gauge>,
+    breaches: Family<RuleLabels, Counter>,
+    signals: Family<SignalLabels, Counter>,
+    profiles: Family<ResultLabels, Counter>,
+    mode: Family<ModeLabels, Gauge>,
+    reloads: Family<OutcomeLabels, Counter>,
+    /// Kernel events handled (eBPF mode).
+    pub events: Counter,
+    /// Kernel events lost (the ring buffer was full).
+    pub lost_events: Counter,
+    /// How long each poll cycle took, in seconds.
+    pub poll_cycle: Histogram,
+    /// Matching processes skipped (the watch table is full, or out of descriptors).
+    pub skipped: Counter,
+}
+
+/// One rule's series, as handles.
+#[derive(Debug, Clone)]
+pub struct RuleMetrics {
+    /// The rule's name (to tell, on a reload, which rules went away).
+    name: String,
+    /// Processes watched under the rule now.
+    pub watched: Gauge,
+    /// Breaches (crossings of the limit).
+    pub breaches: Counter,
+    /// Profiles written.
+    pub profiles_written: Counter,
+    /// Profiles lost.
+    pub profiles_failed: Counter,
+    /// Signals by (signal number, result).
+    signals: Vec<(i32, &'static str, Counter)>,
+}
+
+impl RuleMetrics {
+    /// Counts a signal and what became of it.
+    pub fn signalled(&self, signal: Signal, delivery: Delivery) {
+        let result = signal_result(delivery);
+        if let Some((_, _, counter)) = self
+            .signals
+            .iter()
+            .find(|(number, r, _)| *number == signal.number() && *r == result)
+        {
+            counter.inc();
+        }
+    }
+}
+
+impl Metrics {
+    /// All metrics, registered, at zero.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("memory_monitor");
+        let metrics = Metrics {
+            watched: Family::default(),
+            limit: Family::default(),
+            breaches: Family::default(),
+            signals: Family::default(),
+            profiles: Family::default(),
+            mode: Family::default(),
+            reloads: Family::default(),
+            events: Counter::default(),
+            lost_events: Counter::default(),
+            poll_cycle: Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+            skipped: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "watched_processes",
+            "Processes watched now, by rule",
+            metrics.watched.clone(),
+        );
+        registry.register(
+            "limit_bytes",
+            "The rule's memory limit in bytes (rules whose limit is the same for every process)",
+            metrics.limit.clone(),
+        );
+        registry.register(
+            "breaches",
+            "Processes that went over their limit, by rule",
+            metrics.breaches.clone(),
+        );
+        registry.register(
+            "signals",
+            "Signals due, by rule, signal and result (sent, sent_by_kernel, dry_run, exited, failed)",
+            metrics.signals.clone(),
+        );
+        registry.register(
+            "profile_writes",
+            "Breach profiles, by rule and result (written, failed)",
+            metrics.profiles.clone(),
+        );
+        registry.register(
+            "mode",
+            "How RSS changes are learned: 1 for the mode in use (ebpf or poll)",
+            metrics.mode.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Rule reloads (SIGHUP), by result (ok, failed)",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "kernel_events",
+            "Kernel events handled (eBPF mode)",
+            metrics.events.clone(),
+        );
+        registry.register(
+            "lost_kernel_events",
+            "Kernel events lost because the ring buffer was full (eBPF mode)",
+            metrics.lost_events.clone(),
+        );
+        registry.register(
+            "poll_cycle_seconds",
+            "Time taken by one look at every process (poll mode, and eBPF mode's resynchronisations)",
+            metrics.poll_cycle.clone(),
+        );
+        registry.register(
+            "skipped_processes",
+            "Matching processes that could not be watched (table full, out of file descriptors)",
+            metrics.skipped.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            ..metrics
+        })
+    }
+
+    /// Says which mode is in use.
+    pub fn set_mode(&self, event_driven: bool) {
+        let (on, off) = match event_driven {
+            true => ("ebpf", "poll"),
+            false => ("poll", "ebpf"),
+        };
+        self.mode.get_or_create(&ModeLabels { mode: on }).set(1);
+        self.mode.get_or_create(&ModeLabels { mode: off }).set(0);
+    }
+
+    /// Counts a reload of the rules.
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&OutcomeLabels { result }).inc();
+    }
+
+    /// The series of every rule in `rules` (created at zero if new), in the same order; the
+    /// gauges of rules no longer in force are dropped.
+    pub fn for_rules(&self, rules: &RuleSet, previous: &[RuleMetrics]) -> Vec<RuleMetrics> {
+        let names: Vec<&str> = rules.rules().iter().map(|r| r.name.as_str()).collect();
+        for old in previous
+            .iter()
+            .filter(|old| !names.contains(&old.name.as_str()))
+        {
+            let labels = RuleLabels {
+                rule: old.name.clone(),
+            };
+            self.watched.remove(&labels);
+            self.limit.remove(&labels);
+        }
+        rules
+            .rules()
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| {
+                let labels = RuleLabels {
+                    rule: rule.name.clone(),
+                };
+                match rules.fixed_limit(index) {
+                    Some(limit) => {
+                        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                        self.limit.get_or_create(&labels).set(limit);
+                    }
+                    None => {
+                        self.limit.remove(&labels);
+                    }
+                }
+                let result = |result| ResultLabels {
+                    rule: rule.name.clone(),
+                    result,
+                };
+                let mut signals = Vec::new();
+                for signal in [rule.signal, Signal::KILL] {
+                    for result in SIGNAL_RESULTS {
+                        let labels = SignalLabels {
+                            rule: rule.name.clone(),
+                            signal: signal.to_string(),
+                            result,
+                        };
+                        let counter = self.signals.get_or_create(&labels).clone();
+                        signals.push((signal.number(), result, counter));
+                    }
+                }
+                // One series at a time: a family's lock is held while its guard lives.
+                let watched = self.watched.get_or_create(&labels).clone();
+                let breaches = self.breaches.get_or_create(&labels).clone();
+                let profiles_written = self.profiles.get_or_create(&result("written")).clone();
+                let profiles_failed = self.profiles.get_or_create(&result("failed")).clone();
+                RuleMetrics {
+                    name: rule.name.clone(),
+                    watched,
+                    breaches,
+                    profiles_written,
+                    profiles_failed,
+                    signals,
+                }
+            })
+            .collect()
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Serves `metrics` on `address` from a thread of its own. Binding happens here, so a busy
+/// port is an error at start-up, not a silent absence.
+pub fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(address)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("mm-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(error) = answer(stream, &metrics) {
+                    tracing::debug!("metrics request failed: {error}");
+                }
+            }
+        })?;
+    Ok(bound)
+}
+
+/// How long a scraper may take to send its request or read the answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers one HTTP/1.x request: `GET /metrics` (or `/`) with the text, anything else 404.
+fn answer(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut request = [0u8; 8192];
+    let mut len = 0;
+    while !request[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < request.len() {
+        let read = stream.read(&mut request[len..])?;
+        if read == 0 {
+            break;
+        }
+        len += read;
+    }
+    let line = request[..len]
+        .split(|&b| b == b'\r')
+        .next()
+        .unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    let (status, body) = match (method, path) {
+        (b"GET" | b"HEAD", b"/metrics" | b"/") => ("200 OK", metrics.encode()),
+        (b"GET" | b"HEAD", _) => ("404 Not Found", "not found: try /metrics\n".to_string()),
+        _ => ("405 Method Not Allowed", "only GET\n".to_string()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    if method != b"HEAD" {
+        stream.write_all(body.as_bytes())?;
+    }
+    Ok(())
+}

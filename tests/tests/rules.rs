@@ -1,0 +1,213 @@
+//! Rules files (`--config`): several rules, each with its own match, limit and signal, the
+//! first that matches a process applying; `--check-config`; SIGHUP reloading them atomically.
+
+use std::path::PathBuf;
+
+use memory_monitor_tests::{Monitor, Target, root_or_skip, run_monitor, unique_name};
+
+const USR1: i32 = libc::SIGUSR1;
+const USR2: i32 = libc::SIGUSR2;
+
+/// A rules file in the temporary directory, removed when dropped.
+struct RulesFile(PathBuf);
+
+impl RulesFile {
+    fn new(label: &str, text: &str) -> RulesFile {
+        let path = std::env::temp_dir().join(format!("{}.toml", unique_name(label)));
+        std::fs::write(&path, text).unwrap();
+        RulesFile(path)
+    }
+
+    fn rewrite(&self, text: &str) {
+        // Written aside and renamed, as an editor or a ConfigMap update does.
+        let aside = self.0.with_extension("new");
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, &self.0).unwrap();
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for RulesFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn rule(name: &str, matching: &str, limit: &str, signal: &str) -> String {
+    format!(
+        "[[rule]]\nname = \"{name}\"\n{matching}\nmax-memory = \"{limit}\"\nsignal = \"{signal}\"\nrepeat = \"never\"\n\n"
+    )
+}
+
+/// The modes to run in: poll always, eBPF when privileged (always in CI).
+fn modes(test: &str) -> Vec<&'static str> {
+    match root_or_skip(test) {
+        true => vec!["poll", "ebpf"],
+        false => vec!["poll"],
+    }
+}
+
+fn start(mode: &str, file: &RulesFile) -> Monitor {
+    let mut monitor =
+        Monitor::start(&["--mode", mode, "-i", "100ms", "-v", "--config", file.path()]);
+    monitor.expect_log(&["watching", &format!("mode={mode}")]);
+    // The first look at every process ends start-up.
+    monitor.expect_log(&["checked"]);
+    monitor
+}
+
+#[test]
+fn each_rule_applies_its_own_limit_and_signal_and_the_first_match_wins() {
+    for mode in modes("each_rule_applies_its_own_limit_and_signal") {
+        let small = unique_name("mmr-sm");
+        let large = unique_name("mmr-lg");
+        // `large` also matches the second rule's prefix; the first rule, which names it
+        // exactly, applies.
+        let common = &large[..8];
+        let file = RulesFile::new(
+            "mmr-rl",
+            &(rule("large", &format!("exact = \"{large}\""), "96M", "USR2")
+                + &rule("small", &format!("prefix = \"{small}\""), "32M", "USR1")
+                + &rule("common", &format!("prefix = \"{common}\""), "16M", "USR1")),
+        );
+        let mut small_target = Target::spawn(&small);
+        let mut large_target = Target::spawn(&large);
+        let mut monitor = start(mode, &file);
+        monitor.expect_log(&["rule=large", "limit=96.0MiB"]);
+
+        small_target.grow(48);
+        large_target.grow(48);
+        assert!(small_target.wait_signal(USR1), "{}", monitor.log_text());
+        monitor.expect_log(&[&format!("pid={}", small_target.pid()), "over the limit"]);
+        // 48 MiB is over 'small' and 'common' but under 'large', the rule that applies.
+        assert!(large_target.signals().is_empty(), "{}", monitor.log_text());
+
+        large_target.grow(64);
+        assert!(large_target.wait_signal(USR2), "{}", monitor.log_text());
+        assert_eq!(large_target.signals(), [USR2], "{}", monitor.log_text());
+        assert!(monitor.stop().success());
+    }
+}
+
+#[test]
+fn sighup_reloads_the_rules_and_a_bad_file_keeps_them() {
+    for mode in modes("sighup_reloads_the_rules") {
+        let name = unique_name("mmr-hup");
+        let file = RulesFile::new(
+            "mmr-hup",
+            &rule("app", &format!("prefix = \"{name}\""), "64M", "USR1"),
+        );
+        let mut target = Target::spawn(&name);
+        target.grow(48);
+        let mut monitor = start(mode, &file);
+
+        // A broken file: the reload is refused, saying where, and the rules in force stay.
+        file.rewrite("[[rule]]\nprefix = \"x\"\nmax-memory = \"lots\"\n");
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(monitor.pid(), libc::SIGHUP) };
+        let refused = monitor.expect_log(&["rules not reloaded"]);
+        assert!(
+            refused.contains(&format!(
+                "{}:3: rule 'rule-1': max-memory: 'lots'",
+                file.path()
+            )),
+            "{refused}"
+        );
+        assert!(
+            target.signals().is_empty(),
+            "48 MiB is under the 64 MiB rule still in force"
+        );
+
+        // A good file: the new, lower limit applies to the process already watched.
+        file.rewrite(&rule("app", &format!("prefix = \"{name}\""), "32M", "USR2"));
+        // SAFETY: as above.
+        unsafe { libc::kill(monitor.pid(), libc::SIGHUP) };
+        monitor.expect_log(&["rules reloaded", "rules=1"]);
+        assert!(target.wait_signal(USR2), "{}", monitor.log_text());
+        assert_eq!(target.signals(), [USR2], "{}", monitor.log_text());
+
+        // And to processes that start afterwards.
+        let mut late = Target::spawn(&format!("{name}-late"));
+        late.grow(40);
+        assert!(late.wait_signal(USR2), "{}", monitor.log_text());
+        assert!(monitor.stop().success(), "SIGHUP does not stop the monitor");
+    }
+}
+
+#[test]
+fn check_config_prints_the_rules_or_says_what_is_wrong() {
+    let good = RulesFile::new(
+        "mmr-cg",
+        &(rule("web", "prefix = \"nginx\"", "500M", "TERM")
+            + &rule("jvm", "cmdline = \"-jar app.jar\"", "90% of cgroup", "USR1")),
+    );
+    let output = std::process::Command::new(memory_monitor_tests::bin("memory-monitor"))
+        .args(["--config", good.path(), "--check-config"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains("rule 'web': processes whose name starts with 'nginx'"),
+        "{printed}"
+    );
+    assert!(printed.contains("rule 'jvm': processes whose command line contains '-jar app.jar'"));
+    assert!(
+        printed.contains("limit: 90% of its cgroup's memory limit"),
+        "{printed}"
+    );
+
+    let bad = RulesFile::new(
+        "mmr-cb",
+        "[[rule]]\nprefix = \"a\"\nmax-memory = \"1G\"\nsignal = \"SIGFOO\"\n",
+    );
+    let (status, stderr) = run_monitor(&["--config", bad.path(), "--check-config"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:4: rule 'rule-1': signal: 'SIGFOO'",
+            bad.path()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_command_line_rule_goes_first() {
+    let name = unique_name("mmr-cli");
+    let file = RulesFile::new(
+        "mmr-cli",
+        &rule("file", &format!("prefix = \"{name}\""), "16M", "USR1"),
+    );
+    let output = std::process::Command::new(memory_monitor_tests::bin("memory-monitor"))
+        .args([
+            "--config",
+            file.path(),
+            "-m",
+            "1G",
+            "-s",
+            "USR2",
+            &name,
+            "--check-config",
+        ])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}");
+    let cli = printed
+        .find("rule 'command-line'")
+        .expect("the command line's rule");
+    let from_file = printed.find("rule 'file'").expect("the file's rule");
+    assert!(cli < from_file, "{printed}");
+    // Options that shape a rule need a command-line rule to shape.
+    let (status, stderr) = run_monitor(&["--config", file.path(), "-s", "USR2"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--signal shapes the command line's rule"),
+        "{stderr}"
+    );
+}
