@@ -1,5 +1,6 @@
 //! Prometheus metrics (`--metrics-addr`): what the monitor watches and does, per rule, served
-//! as OpenMetrics text on `/metrics` by a thread of its own.
+//! on `/metrics` by a thread of its own, as OpenMetrics text to Prometheus and in the older
+//! Prometheus text format to everything else.
 //!
 //! Every series the monitor's loop updates is created when the rules are loaded and kept as a
 //! handle, so counting an event is one atomic add: no lookup, no lock, no allocation. Only a
@@ -273,13 +274,42 @@ impl Metrics {
             .collect()
     }
 
-    /// The exposition text.
-    pub fn encode(&self) -> String {
+    /// The exposition in OpenMetrics text (what Prometheus asks for), or with `classic` in
+    /// Prometheus's older text format (what other scrapers and `promtool` read).
+    pub fn encode(&self, classic: bool) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
-        text
+        match classic {
+            true => classic_text(&text),
+            false => text,
+        }
     }
+}
+
+/// OpenMetrics text as Prometheus's older text format: there a counter's family is named like
+/// its samples (`x_total`), and nothing marks the end.
+fn classic_text(open_metrics: &str) -> String {
+    let counters: Vec<&str> = open_metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(open_metrics.len() + 16 * counters.len());
+    for line in open_metrics.lines().filter(|line| *line != "# EOF") {
+        let family = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let name = rest.split(' ').next()?;
+            counters
+                .contains(&name)
+                .then(|| (tag, name, &rest[name.len()..]))
+        });
+        match family {
+            Some((tag, name, rest)) => text += &format!("{tag}{name}_total{rest}"),
+            None => text += line,
+        }
+        text.push('\n');
+    }
+    text
 }
 
 /// Serves `metrics` on `address` from a thread of its own. Binding happens here, so a busy
@@ -315,10 +345,12 @@ fn answer(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
         }
         len += read;
     }
-    let line = request[..len]
-        .split(|&b| b == b'\r')
-        .next()
-        .unwrap_or_default();
+    let request = &request[..len];
+    let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
+    // Prometheus asks for OpenMetrics in its Accept header; anything else gets the older format.
+    let open_metrics = request
+        .windows(b"application/openmetrics-text".len())
+        .any(|w| w.eq_ignore_ascii_case(b"application/openmetrics-text"));
     let mut parts = line.split(|&b| b == b' ');
     let (method, path) = (
         parts.next().unwrap_or_default(),
@@ -326,12 +358,16 @@ fn answer(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
     );
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
     let (status, body) = match (method, path) {
-        (b"GET" | b"HEAD", b"/metrics" | b"/") => ("200 OK", metrics.encode()),
+        (b"GET" | b"HEAD", b"/metrics" | b"/") => ("200 OK", metrics.encode(!open_metrics)),
         (b"GET" | b"HEAD", _) => ("404 Not Found", "not found: try /metrics\n".to_string()),
         _ => ("405 Method Not Allowed", "only GET\n".to_string()),
     };
+    let content_type = match open_metrics {
+        true => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        false => "text/plain; version=0.0.4; charset=utf-8",
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;
@@ -339,4 +375,20 @@ fn answer(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
         stream.write_all(body.as_bytes())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_format_names_counter_families_like_their_samples() {
+        let open = "# HELP a_b Things.\n# TYPE a_b counter\na_b_total{x=\"1\"} 2\n\
+                    # HELP g Level.\n# TYPE g gauge\ng 3\n# EOF\n";
+        assert_eq!(
+            classic_text(open),
+            "# HELP a_b_total Things.\n# TYPE a_b_total counter\na_b_total{x=\"1\"} 2\n\
+             # HELP g Level.\n# TYPE g gauge\ng 3\n"
+        );
+    }
 }

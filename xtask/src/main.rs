@@ -2,7 +2,7 @@
 //!
 //! - `setup`: install what building the BPF programs needs (nightly `rust-src`, `bpf-linker`)
 //!   and what the tests use besides the project's own programs (Go's `pprof` to read profiles,
-//!   moto's S3 server). Idempotent, and quick once done.
+//!   Prometheus's promtool to check the metrics, moto's S3 server). Idempotent, and quick once done.
 //! - `run -- <args>`: set up, build the monitor (release) and run it with `<args>`.
 //! - `test`: set up, check formatting and lints, build, and run every test.
 //! - `bench [--quick] [--step SIZE] [--pause DURATION]`: measure (see `bench.rs`); not a test.
@@ -52,7 +52,7 @@ fn xtask() -> Result<()> {
         }
         _ => bail!(
             "usage: cargo xtask <setup | run -- <monitor args> | test | bench>\n\
-             \n  setup   install nightly rust-src, bpf-linker, and the tests' go pprof and moto (idempotent)\
+             \n  setup   install nightly rust-src, bpf-linker, and the tests' go pprof, promtool and moto (idempotent)\
              \n  run     build the monitor (release) and run it, e.g. cargo xtask run -- -m 500 my-app\
              \n  test    setup, fmt, clippy, build, and every test\
              \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)\
@@ -114,6 +114,7 @@ fn shown(command: &Command) -> String {
 fn setup() -> Result<()> {
     setup_build()?;
     ensure_go_pprof()?;
+    ensure_promtool()?;
     ensure_moto_server()
 }
 
@@ -129,17 +130,55 @@ fn ensure_go_pprof() -> Result<()> {
     if output_of(Command::new("go").arg("version")).is_some() {
         return Ok(());
     }
-    let install = || {
+    apt_get(
+        &["install", "-y", "--no-install-recommends", "golang-go"],
+        None,
+    )
+}
+
+/// The metrics test checks the exposition with Prometheus's own checker, `promtool`, taken
+/// out of Debian's prometheus package: unpacked, not installed, so no Prometheus server is
+/// set up or started.
+fn ensure_promtool() -> Result<()> {
+    if output_of(Command::new("promtool").arg("--version")).is_some() {
+        return Ok(());
+    }
+    let work = std::env::temp_dir().join("memory-monitor-promtool");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    apt_get(&["download", "prometheus"], Some(&work))?;
+    let package = std::fs::read_dir(&work)?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no prometheus .deb")?;
+    let unpacked = work.join("unpacked");
+    run_step(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&package)
+            .arg(&unpacked),
+    )?;
+    let target = Path::new("/usr/local/bin/promtool");
+    std::fs::copy(unpacked.join("usr/bin/promtool"), target)
+        .with_context(|| format!("installing {}", target.display()))?;
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
+/// `apt-get ARGS` (in `dir`), reading the package lists first when a fresh machine has none.
+fn apt_get(args: &[&str], dir: Option<&Path>) -> Result<()> {
+    let command = || {
         let mut command = Command::new("apt-get");
-        command
-            .args(["install", "-y", "--no-install-recommends", "golang-go"])
-            .env("DEBIAN_FRONTEND", "noninteractive");
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         command
     };
-    if run_step(&mut install()).is_err() {
-        // A fresh machine may have no package lists yet.
+    if run_step(&mut command()).is_err() {
         run_step(Command::new("apt-get").args(["update"]))?;
-        run_step(&mut install())?;
+        run_step(&mut command())?;
     }
     Ok(())
 }
