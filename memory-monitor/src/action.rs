@@ -62,9 +62,10 @@ pub fn deliver(target: &Watched, signal: Signal, dispatch: Dispatch) -> Delivery
     }
 }
 
-/// Carries out `verdict` for `target` (whose RSS was just read as `rss`) and logs it.
-/// Returns the delivery when a signal was due.
+/// Carries out `verdict` for `target` (whose RSS was just read as `rss`, watched under the
+/// rule named `rule`) and logs it. Returns the delivery when a signal was due.
 pub fn act(
+    rule: &str,
     policy: &Policy,
     verdict: Verdict,
     target: &Watched,
@@ -77,7 +78,7 @@ pub fn act(
     let signal = match verdict {
         Verdict::Quiet => return None,
         Verdict::Recovered => {
-            tracing::info!(pid, %name, %rss, %limit, "back under the limit");
+            tracing::info!(event = "recovered", rule, pid, %name, %rss, %limit, "back under the limit");
             return None;
         }
         Verdict::Breach | Verdict::Repeat => policy.signal,
@@ -89,11 +90,16 @@ pub fn act(
         Verdict::Repeat => "still over the limit, signalled again",
         _ => "still over the limit after --kill-after, killed",
     };
+    let event = match verdict {
+        Verdict::Breach => "breach",
+        Verdict::Repeat => "repeat",
+        _ => "kill",
+    };
     match result {
         Delivery::Failed(_) => {
-            tracing::error!(pid, %name, %rss, %limit, %signal, %result, "{message}");
+            tracing::error!(event, rule, pid, %name, %rss, %limit, %signal, %result, "{message}");
         }
-        _ => tracing::warn!(pid, %name, %rss, %limit, %signal, %result, "{message}"),
+        _ => tracing::warn!(event, rule, pid, %name, %rss, %limit, %signal, %result, "{message}"),
     }
     Some(result)
 }

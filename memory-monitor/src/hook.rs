@@ -104,7 +104,7 @@ impl ExecHook {
         if let Err(TrySendError::Full(breach) | TrySendError::Disconnected(breach)) =
             self.jobs.try_send(breach)
         {
-            tracing::warn!(pid = breach.pid, name = %breach.name, "--exec skipped: too many hooks already waiting");
+            tracing::warn!(event = "exec_skipped", pid = breach.pid, name = %breach.name, "--exec skipped: too many hooks already waiting");
         }
     }
 }
@@ -124,7 +124,7 @@ fn run(queue: &Mutex<Receiver<Breach>>) {
             ("MM_RULE", breach.rule.clone()),
         ];
         if let Err(why) = run_shell(&breach.exec.command, &env, b"", breach.exec.timeout) {
-            tracing::warn!(pid = breach.pid, name = %breach.name, rule = %breach.rule, "exec: {why}");
+            tracing::warn!(event = "exec_failed", pid = breach.pid, name = %breach.name, rule = %breach.rule, "exec: {why}");
         }
     }
 }

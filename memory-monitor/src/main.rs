@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         }
         Ok(Outcome::Checked { any_over: true }) => ExitCode::FAILURE,
         Err(error) => {
-            tracing::error!("{:#}", anyhow::Error::new(error));
+            tracing::error!(event = "fatal", "{:#}", anyhow::Error::new(error));
             ExitCode::FAILURE
         }
     }

@@ -147,7 +147,7 @@ impl Monitor {
         if let Some(address) = config.metrics_addr {
             let bound = crate::metrics::serve(address, Arc::clone(&metrics))
                 .map_err(|e| Error::Metrics(address, e))?;
-            tracing::info!(address = %bound, "serving metrics on http://{bound}/metrics");
+            tracing::info!(event = "metrics", address = %bound, "serving metrics on http://{bound}/metrics");
         }
         let (kernel, poll_reason) = choose_source(&config)?;
         metrics.set_mode(kernel.is_some());
@@ -309,10 +309,12 @@ impl Monitor {
         }
         match reason {
             SkipReason::Full(capacity) => tracing::warn!(
+                event = "skipped",
                 skipped,
                 "watching the maximum of {capacity} processes; further matches are skipped (raise --max-processes)"
             ),
             SkipReason::Open(errno) => tracing::warn!(
+                event = "skipped",
                 skipped,
                 "cannot open matching processes ({errno}); they are skipped (raise the open-files limit?)"
             ),
@@ -341,6 +343,7 @@ impl Monitor {
         }
         if let Some(lost) = self.kernel.as_mut().and_then(KernelWatch::take_lost) {
             tracing::warn!(
+                event = "lost_events",
                 lost,
                 "kernel events were lost (ring buffer full); re-checking every process"
             );
@@ -379,7 +382,7 @@ impl Monitor {
                 if let (Some(rss), Some(limit)) = (rss, limit)
                     && rss <= limit
                 {
-                    tracing::warn!(
+                    tracing::warn!(event = "kernel_signal_under_limit",
                         pid,
                         rss = %Bytes(rss),
                         limit = %Bytes(limit),
@@ -556,7 +559,7 @@ impl Monitor {
             _ => (String::new(), String::new()),
         };
         match (&self.kernel, &self.poll_reason) {
-            (Some(kernel), _) => tracing::info!(
+            (Some(kernel), _) => tracing::info!(event = "start",
                 limit = %limit,
                 action = %action,
                 mode = %"ebpf",
@@ -564,7 +567,7 @@ impl Monitor {
                 margin = %Bytes(ebpf::counter_error()),
                 "watching {target}{dry_run}"
             ),
-            (None, reason) => tracing::info!(
+            (None, reason) => tracing::info!(event = "start",
                 limit = %limit,
                 action = %action,
                 mode = %"poll",
@@ -583,11 +586,11 @@ impl Monitor {
         if rules.rules().len() > 1 {
             for (index, rule) in rules.rules().iter().enumerate() {
                 let (limit, action) = self.summary(index);
-                tracing::info!(rule = %rule.name, limit = %limit, action = %action, "rule: {}", rule.selector);
+                tracing::info!(event = "rule", rule = %rule.name, limit = %limit, action = %action, "rule: {}", rule.selector);
             }
         }
         for rule in rules.missing_cgroups() {
-            tracing::warn!(
+            tracing::warn!(event = "cgroup_missing",
                 rule = %rule.name,
                 "cgroup {} does not exist (yet); the rule matches nothing until it does and the rules are read again (SIGHUP)",
                 rule.selector.cgroup.as_ref().map(ToString::to_string).unwrap_or_default()
@@ -599,7 +602,10 @@ impl Monitor {
     /// rules file that cannot be used leaves the rules in force as they are.
     fn reload(&mut self, now: Instant) {
         let Some(file) = self.config.source.file.clone() else {
-            tracing::warn!("SIGHUP: there is no rules file (--config) to read again");
+            tracing::warn!(
+                event = "reload_failed",
+                "SIGHUP: there is no rules file (--config) to read again"
+            );
             return;
         };
         let prepared = self
@@ -616,18 +622,22 @@ impl Monitor {
             Ok(prepared) => prepared,
             Err(why) => {
                 self.metrics.reloaded(false);
-                tracing::error!(file = %file.display(), "rules not reloaded (the rules in force stay): {why}");
+                tracing::error!(event = "reload_failed", file = %file.display(), "rules not reloaded (the rules in force stay): {why}");
                 return;
             }
         };
         if let Some(kernel) = self.kernel.as_mut() {
             if let Err(error) = kernel.set_rules(&rules) {
                 self.metrics.reloaded(false);
-                tracing::error!("rules not reloaded: the kernel side refused them: {error}");
+                tracing::error!(
+                    event = "reload_failed",
+                    "rules not reloaded: the kernel side refused them: {error}"
+                );
                 return;
             }
             if !kernel.can_profile_growth() && rules.rules().iter().any(|r| r.profile.is_some()) {
                 tracing::warn!(
+                    event = "growth_profile_needs_restart",
                     "growth profiles need a restart (their kernel maps are made at start-up); mapping profiles are taken meanwhile"
                 );
             }
@@ -636,7 +646,11 @@ impl Monitor {
             match start_hook(&rules) {
                 Ok(hook) => self.hook = hook,
                 Err(error) => {
-                    tracing::error!("exec hooks cannot run: {:#}", anyhow::Error::new(error))
+                    tracing::error!(
+                        event = "exec_failed",
+                        "exec hooks cannot run: {:#}",
+                        anyhow::Error::new(error)
+                    )
                 }
             }
         }
@@ -661,11 +675,15 @@ impl Monitor {
         });
         self.list.recount();
         self.metrics.reloaded(true);
-        tracing::info!(file = %file.display(), rules = self.config.rules.rules().len(), "rules reloaded");
+        tracing::info!(event = "reload", file = %file.display(), rules = self.config.rules.rules().len(), "rules reloaded");
         self.log_rules();
         // Admits what the new rules select, and (eBPF mode) re-seeds the kernel side.
         if let Err(error) = self.cycle(now) {
-            tracing::error!("after reloading the rules: {:#}", anyhow::Error::new(error));
+            tracing::error!(
+                event = "reload_failed",
+                "after reloading the rules: {:#}",
+                anyhow::Error::new(error)
+            );
         }
     }
 
@@ -716,8 +734,11 @@ impl Monitor {
         let allocations = crate::footprint::allocations() - allocations;
         let events = self.events;
         match outcome {
-            Outcome::Stopped => tracing::info!(allocations, events, "stopping on signal"),
+            Outcome::Stopped => {
+                tracing::info!(event = "stop", allocations, events, "stopping on signal")
+            }
             _ => tracing::info!(
+                event = "stop",
                 allocations,
                 events,
                 "every watched process has exited; stopping"
@@ -953,7 +974,7 @@ fn check(
             return None;
         }
         Err(errno) => {
-            tracing::warn!(pid = watched.pid(), name = %watched.comm(), "cannot read its memory ({errno}); no longer watched");
+            tracing::warn!(event = "unreadable", pid = watched.pid(), name = %watched.comm(), "cannot read its memory ({errno}); no longer watched");
             return None;
         }
     };
@@ -994,7 +1015,7 @@ fn check(
         }
         _ => measure.dispatch,
     };
-    let delivery = action::act(policy, verdict, watched, rss, dispatch);
+    let delivery = action::act(&rule.name, policy, verdict, watched, rss, dispatch);
     if let Some(delivery) = delivery {
         let signal = match verdict {
             Verdict::Kill => Signal::KILL,

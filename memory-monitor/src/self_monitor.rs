@@ -120,6 +120,7 @@ impl SelfMonitor {
                 }
                 Err(error) => {
                     tracing::warn!(
+                        event = "profile_failed",
                         "no profile of this process: cannot read its memory map: {error}"
                     );
                     return true;
@@ -130,9 +131,9 @@ impl SelfMonitor {
         match self.writer.write(&file, &bytes) {
             Ok(()) => {
                 counts.written.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(profile = %file, rss = %Bytes(rss), "over the memory limit; profile written");
+                tracing::info!(event = "profile", profile = %file, rss = %Bytes(rss), "over the memory limit; profile written");
             }
-            Err(error) => tracing::warn!(
+            Err(error) => tracing::warn!(event = "profile_failed",
                 profile = %file,
                 "over the memory limit; profile not written: {}",
                 crate::logging::one_line(error.as_ref())
@@ -210,7 +211,12 @@ fn allocation_profile() -> Option<Vec<u8>> {
         return None;
     }
     ctl.dump_pprof()
-        .inspect_err(|error| tracing::warn!("jemalloc's profile could not be taken: {error:#}"))
+        .inspect_err(|error| {
+            tracing::warn!(
+                event = "profile_failed",
+                "jemalloc's profile could not be taken: {error:#}"
+            )
+        })
         .ok()
 }
 

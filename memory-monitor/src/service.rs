@@ -36,7 +36,10 @@ impl Notifier {
         let socket = match connected {
             Ok(socket) => socket,
             Err(error) => {
-                tracing::warn!("cannot reach systemd's NOTIFY_SOCKET {path:?}: {error}");
+                tracing::warn!(
+                    event = "notify_failed",
+                    "cannot reach systemd's NOTIFY_SOCKET {path:?}: {error}"
+                );
                 return None;
             }
         };

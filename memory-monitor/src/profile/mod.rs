@@ -185,7 +185,7 @@ impl Profiler {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.counts.failed.inc();
-                tracing::warn!(pid, %name, "no profile: the profiler is busy with earlier breaches");
+                tracing::warn!(event = "profile_failed", pid, %name, "no profile: the profiler is busy with earlier breaches");
                 return None;
             }
         }
@@ -207,7 +207,7 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
             Ok(regions) => regions,
             Err(error) => {
                 counts.failed.inc();
-                tracing::warn!(pid, %name, "no profile: cannot read its memory map: {error}");
+                tracing::warn!(event = "profile_failed", pid, %name, "no profile: cannot read its memory map: {error}");
                 continue;
             }
         };
@@ -234,11 +234,11 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
         match attempt {
             Ok(()) => {
                 counts.written.inc();
-                tracing::info!(pid, %name, profile = %file, to = %writer.describe(), "profile written");
+                tracing::info!(event = "profile", pid, %name, profile = %file, to = %writer.describe(), "profile written");
             }
             Err(error) => {
                 let failed = counts.failed.inc() + 1;
-                tracing::warn!(
+                tracing::warn!(event = "profile_failed",
                     pid,
                     %name,
                     profile = %file,

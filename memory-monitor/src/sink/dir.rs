@@ -21,6 +21,7 @@ impl DirWriter {
     pub fn new(dir: &Path) -> DirWriter {
         if let Err(error) = fs::create_dir_all(dir) {
             tracing::warn!(
+                event = "profile_dir_unwritable",
                 "profiles cannot be written to {} yet: {error}",
                 dir.display()
             );
