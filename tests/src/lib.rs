@@ -458,6 +458,16 @@ impl Drop for Monitor {
     }
 }
 
+/// The monitor's arguments for a test breach: in `mode`, checked every 100 ms (poll mode),
+/// SIGUSR1 once per breach over 32 MiB; then `rest`.
+pub fn usr1_over_32m<'a>(mode: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--mode", mode, "-i", "100ms", "-m", "32M", "-s", "USR1", "--repeat", "never",
+    ];
+    args.extend_from_slice(rest);
+    args
+}
+
 /// Whether this test runs as root, which eBPF mode needs. When not, the caller skips, saying so:
 /// CI runs as root, so there the eBPF tests always run.
 pub fn root_or_skip(test: &str) -> bool {

@@ -1,7 +1,7 @@
 //! `--log-format json`: one JSON object per line, each naming its event in a stable `event`
 //! field, with the event's facts as fields of their own.
 
-use memory_monitor_tests::{Monitor, Target, unique_name};
+use memory_monitor_tests::{Monitor, Target, unique_name, usr1_over_32m};
 use serde_json::Value;
 
 #[test]
@@ -9,21 +9,7 @@ fn every_json_line_is_an_object_naming_its_event() {
     let name = unique_name("mml-json");
     let mut target = Target::spawn(&name);
     target.grow(48);
-    let mut monitor = Monitor::start(&[
-        "--mode",
-        "poll",
-        "-i",
-        "100ms",
-        "-m",
-        "32M",
-        "-s",
-        "USR1",
-        "--repeat",
-        "never",
-        "--log-format",
-        "json",
-        &name,
-    ]);
+    let mut monitor = Monitor::start(&usr1_over_32m("poll", &["--log-format", "json", &name]));
     assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
     monitor.expect_log(&[r#""event":"breach""#]);
     let log = {

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use memory_monitor_tests::{Monitor, Target, root_or_skip, unique_name, wait_until};
+use memory_monitor_tests::{Monitor, Target, root_or_skip, unique_name, usr1_over_32m, wait_until};
 
 /// `GET path` from the monitor's metrics server, as Prometheus's older scrapers (and curl)
 /// ask: status line and body.
@@ -64,21 +64,10 @@ fn metrics_count_what_the_monitor_does_and_promtool_accepts_them() {
     for mode in modes {
         let name = unique_name("mmm-met");
         let mut target = Target::spawn(&name);
-        let mut monitor = Monitor::start(&[
-            "--mode",
+        let mut monitor = Monitor::start(&usr1_over_32m(
             mode,
-            "-i",
-            "100ms",
-            "-m",
-            "32M",
-            "-s",
-            "USR1",
-            "--repeat",
-            "never",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            &name,
-        ]);
+            &["--metrics-addr", "127.0.0.1:0", &name],
+        ));
         let line = monitor.expect_log(&["serving metrics on"]);
         let address = line
             .split("http://")
