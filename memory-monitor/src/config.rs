@@ -85,6 +85,17 @@ pub struct Config {
     pub attach: Attach,
     /// Serve Prometheus metrics here.
     pub metrics_addr: Option<SocketAddr>,
+    /// Harden the process once started: drop the capabilities no longer needed, lock its
+    /// memory, set its OOM score adjustment to this (see [`crate::harden`]). For the
+    /// `memory-monitor` program; a library user's process is left as it is (`None`).
+    pub harden: Option<Hardening>,
+}
+
+/// How the monitor's own process is hardened once started (see [`crate::harden`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hardening {
+    /// `/proc/self/oom_score_adj`.
+    pub oom_score_adj: i32,
 }
 
 /// Where a configuration's rules come from: the command line's rule, a rules file, or both
@@ -165,6 +176,7 @@ impl Config {
             kernel_signal: false,
             attach: Attach::Auto,
             metrics_addr: None,
+            harden: None,
         }
     }
 }
@@ -322,6 +334,11 @@ struct Cli {
     /// Kill an --exec command still running after this long.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::parse_duration, requires = "exec")]
     exec_timeout: Duration,
+
+    /// The monitor's own OOM score adjustment (-1000 to 1000): the OOM killer should take the
+    /// monitor last, yet still be able to take a monitor gone wrong.
+    #[arg(long, value_name = "N", default_value_t = crate::harden::DEFAULT_OOM_SCORE_ADJ, value_parser = clap::value_parser!(i32).range(-1000..=1000), allow_negative_numbers = true)]
+    oom_score_adj: i32,
 
     /// Most processes to watch at once; beyond it new matches are skipped (with one warning).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROCESSES, value_parser = parse_capacity)]
@@ -509,6 +526,9 @@ impl Cli {
                 kernel_signal: self.kernel_signal,
                 attach: self.attach,
                 metrics_addr: self.metrics_addr,
+                harden: Some(Hardening {
+                    oom_score_adj: self.oom_score_adj,
+                }),
             },
             log: LogSettings {
                 verbosity,

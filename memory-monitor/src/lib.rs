@@ -18,7 +18,8 @@
 //! - [`self_monitor`]: [`SelfMonitor`], profiles of the calling process itself.
 //! - [`service`]: running under systemd (readiness, watchdog); [`metrics`]: Prometheus metrics.
 //! - [`monitor`]: the loop tying them together; [`timer`]: its precise deadlines.
-//! - [`footprint`]: keeping the monitor's own memory small.
+//! - [`footprint`]: keeping the monitor's own memory small; [`harden`]: locked memory, a low
+//!   OOM score and only the capabilities still needed.
 //!
 //! ```no_run
 //! use memory_monitor::Config;
@@ -35,6 +36,7 @@ pub mod action;
 pub mod cgroup;
 pub mod config;
 pub mod footprint;
+pub mod harden;
 pub mod hook;
 pub mod logging;
 pub mod matcher;

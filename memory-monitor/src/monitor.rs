@@ -141,7 +141,13 @@ impl Monitor {
     /// `--once` it must be called inside a tokio runtime.
     pub fn new(config: Config) -> Result<Monitor, Error> {
         crate::footprint::reserve_descriptors(config.max_processes);
+        let (kernel, poll_reason) = choose_source(&config)?;
+        if let Some(hardening) = config.harden {
+            // With the programs attached and before any thread starts (threads inherit them).
+            harden_start(hardening);
+        }
         let metrics = Metrics::new();
+        metrics.set_mode(kernel.is_some());
         let actions = RuleActions::start(&config.rules, &metrics, &[])?;
         let hook = start_hook(&config.rules)?;
         if let Some(address) = config.metrics_addr {
@@ -149,8 +155,6 @@ impl Monitor {
                 .map_err(|e| Error::Metrics(address, e))?;
             tracing::info!(event = "metrics", address = %bound, "serving metrics on http://{bound}/metrics");
         }
-        let (kernel, poll_reason) = choose_source(&config)?;
-        metrics.set_mode(kernel.is_some());
         // Poll mode reads every process every cycle and keeps `statm` open; eBPF mode reads one
         // on a kernel report, and holding one descriptor per process instead of two doubles
         // how many it can watch under the same open-files limit.
@@ -725,6 +729,11 @@ impl Monitor {
             self.list.len()
         ));
         crate::footprint::trim();
+        // After trimming: freed heap pages cannot be given back once locked.
+        if self.config.harden.is_some() {
+            lock_memory();
+        }
+        tracing::debug!(event = "ready", "start-up done");
         let allocations = crate::footprint::allocations();
         let outcome = match clock {
             Clock::Ticks(ticker) => self.run_poll(ticker, &mut service, &mut shutdown).await?,
@@ -912,6 +921,34 @@ fn target_of(rules: &RuleSet, watched: &Watched) -> Target {
             .as_ref()
             .map(|profile| profile.growth_from(watched.limit())),
         by_name: !watched.is_pinned(),
+    }
+}
+
+/// Start-up hardening (see [`crate::harden`]): the OOM score, the memlock limit, then the
+/// capabilities no longer needed. Each that cannot be done is said once and the monitor goes on.
+fn harden_start(hardening: crate::config::Hardening) {
+    use crate::harden;
+    if let Err(error) = harden::set_oom_score_adj(hardening.oom_score_adj) {
+        tracing::warn!(
+            event = "harden",
+            "cannot set the OOM score adjustment to {} ({error})",
+            hardening.oom_score_adj
+        );
+    }
+    let _ = harden::lift_memlock_limit();
+    if let Err(error) = harden::drop_capabilities() {
+        tracing::warn!(event = "harden", "cannot drop capabilities ({error})");
+    }
+}
+
+/// Locks the monitor's memory, when that can never make an allocation fail.
+fn lock_memory() {
+    if !crate::harden::can_lock_memory() {
+        tracing::debug!("memory not locked: RLIMIT_MEMLOCK is limited and CAP_IPC_LOCK missing");
+        return;
+    }
+    if let Err(error) = crate::harden::lock_memory() {
+        tracing::warn!(event = "harden", "cannot lock memory ({error})");
     }
 }
 

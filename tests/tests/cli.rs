@@ -36,8 +36,39 @@ fn bad_input_exits_2_with_one_line_naming_it() {
         (&["-m", "1", "--bogus", "x"], "--bogus"),
         (&["-m", "1", "-v", "-q", "x"], "--quiet"),
         (&["-m", "1", "a", "b"], "'b'"),
+        (&["-m", "90% of disk", "x"], "90% of disk"),
+        (&["-m", "0% of cgroup", "x"], "0% of cgroup"),
+        (
+            &["-m", "1", "--cgroup", "/no-such-cgroup-here"],
+            "no such cgroup",
+        ),
+        (&["-m", "1", "--cgroup", "/a/../b"], "not a cgroup path"),
+        (&["-m", "1", "--metrics-addr", "nowhere", "x"], "nowhere"),
+        (&["-m", "1", "--metrics-addr", ":99999", "x"], ":99999"),
+        (&["-m", "1", "--oom-score-adj", "2000", "x"], "2000"),
+        (&["-m", "1", "--oom-score-adj", "-1001", "x"], "-1001"),
+        (
+            &["--config", "/no/such/rules.toml"],
+            "cannot read /no/such/rules.toml",
+        ),
+        (&["--config", "/dev/null"], "no [[rule]] tables"),
+        (&["--config", "/dev/null", "x"], "needs --max-memory"),
+        (&["--config", "/dev/null", "-s", "USR1"], "--signal shapes"),
+        (
+            &["-m", "1", "--profile-at", "50%", "x"],
+            "--profile-dir or --profile-to",
+        ),
+        (
+            &["-m", "1", "--profile-to", "ftp://host/x", "x"],
+            "ftp://host/x",
+        ),
+        (&["-m", "1", "--exec-timeout", "5s", "x"], "--exec"),
+        (
+            &["-m", "1", "--kernel-signal", "--mode", "poll", "x"],
+            "--kernel-signal",
+        ),
     ];
-    assert!(table.len() >= 15);
+    assert!(table.len() >= 25);
     for (args, fragment) in table {
         let (status, stderr) = run_monitor(args);
         assert_eq!(status.code(), Some(2), "{args:?} exits 2; stderr: {stderr}");

@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{CWD, RenameFlags, renameat_with};
@@ -19,7 +20,7 @@ impl DirWriter {
     /// a directory that cannot be made yet (a mount still to come) is warned about, and each
     /// profile that cannot be written is a logged failure, not a stopped monitor.
     pub fn new(dir: &Path) -> DirWriter {
-        if let Err(error) = fs::create_dir_all(dir) {
+        if let Err(error) = create_private_dir(dir) {
             tracing::warn!(
                 event = "profile_dir_unwritable",
                 "profiles cannot be written to {} yet: {error}",
@@ -32,6 +33,11 @@ impl DirWriter {
     }
 }
 
+/// Creates `dir` and its missing parents, the ones it creates readable by their owner only.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
 impl ProfileWriter for DirWriter {
     /// Writes a hidden temporary file, syncs it and renames it into place without replacing
     /// anything, so a reader never sees half a profile and no profile is overwritten.
@@ -39,8 +45,13 @@ impl ProfileWriter for DirWriter {
         let target = self.dir.join(name);
         let temporary = self.dir.join(format!(".{name}.partial"));
         let written = (|| {
-            fs::create_dir_all(&self.dir)?;
-            let mut file = fs::File::create_new(&temporary)?;
+            create_private_dir(&self.dir)?;
+            // Profiles name other users' files and functions: readable by the monitor's user only.
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temporary)?;
             file.write_all(profile)?;
             file.sync_all()?;
             renameat_with(CWD, &temporary, CWD, &target, RenameFlags::NOREPLACE)?;
@@ -71,6 +82,10 @@ mod tests {
         assert_eq!(fs::read(dir.join("one.pb.gz")).unwrap(), b"first");
         let left: Vec<_> = fs::read_dir(&dir).unwrap().flatten().collect();
         assert_eq!(left.len(), 1, "no temporary file is left behind");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join("one.pb.gz")), 0o600, "profiles are private");
+        assert_eq!(mode(&dir), 0o700);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

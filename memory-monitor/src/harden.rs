@@ -1,0 +1,91 @@
+//! Keeping the monitor working when the machine is in trouble, and no more privileged than it
+//! has to be once it runs.
+//!
+//! - Its memory is locked (`mlockall`) once start-up is over: under memory pressure the kernel
+//!   reclaims and swaps everything else first, and the monitor's next reaction never waits on a
+//!   page fault to disk.
+//! - Its OOM score is lowered: it must outlive the processes it protects from the OOM killer.
+//! - After the BPF programs are loaded and attached, it keeps only the capabilities that
+//!   signalling and reading `/proc` need, in every set including the bounding set, so neither
+//!   it nor the hooks it runs can take the others back.
+
+use std::io;
+
+use rustix::thread::{CapabilitySet, CapabilitySets};
+
+/// Default for `--oom-score-adj`: the OOM killer takes the monitor last, yet can still take a
+/// monitor that has itself gone wrong (-1000 would make it unkillable).
+pub const DEFAULT_OOM_SCORE_ADJ: i32 = -900;
+
+/// What the monitor keeps after start-up: signalling other users' processes (`KILL`), reading
+/// their `/proc` files and memory maps for profiles (`SYS_PTRACE`), reading `/proc` and cgroup
+/// files whatever their modes (`DAC_READ_SEARCH`), and keeping its memory locked as it grows
+/// (`IPC_LOCK`: without it, a locked process whose memlock limit cannot be lifted would fail
+/// to allocate past the limit).
+pub fn kept_capabilities() -> CapabilitySet {
+    CapabilitySet::KILL
+        | CapabilitySet::SYS_PTRACE
+        | CapabilitySet::DAC_READ_SEARCH
+        | CapabilitySet::IPC_LOCK
+}
+
+/// Drops every capability but [`kept_capabilities`] from the calling thread's effective,
+/// permitted and inheritable sets, its ambient set and (when it may) its bounding set. Threads
+/// started afterwards inherit the result, so call it before starting any.
+pub fn drop_capabilities() -> io::Result<()> {
+    let current = rustix::thread::capabilities(None)?;
+    let keep = kept_capabilities() & current.permitted;
+    // The bounding set first: removing from it needs CAP_SETPCAP, about to be dropped.
+    if current.effective.contains(CapabilitySet::SETPCAP) {
+        for capability in CapabilitySet::all().iter().filter(|c| !keep.contains(*c)) {
+            let _ = rustix::thread::remove_capability_from_bounding_set(capability);
+        }
+    }
+    let _ = rustix::thread::clear_ambient_capability_set();
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: keep,
+            permitted: keep,
+            inheritable: CapabilitySet::empty(),
+        },
+    )?;
+    Ok(())
+}
+
+/// Lets the monitor lock its memory whatever it grows to (kernels charge locked memory to
+/// RLIMIT_MEMLOCK); false when the limit cannot be lifted (unprivileged).
+pub fn lift_memlock_limit() -> bool {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let unlimited = Rlimit {
+        current: None,
+        maximum: None,
+    };
+    setrlimit(Resource::Memlock, unlimited).is_ok()
+        || getrlimit(Resource::Memlock).current.is_none()
+}
+
+/// Whether memory can be locked without ever making an allocation fail: the memlock limit is
+/// lifted, or the process may lock past it (`CAP_IPC_LOCK`).
+pub fn can_lock_memory() -> bool {
+    let unlimited = rustix::process::getrlimit(rustix::process::Resource::Memlock)
+        .current
+        .is_none();
+    unlimited
+        || rustix::thread::capabilities(None)
+            .is_ok_and(|sets| sets.effective.contains(CapabilitySet::IPC_LOCK))
+}
+
+/// Locks the pages the monitor has touched, and those it touches later, in memory. Pages are
+/// locked as they are faulted in (`MCL_ONFAULT`): reserved but unused memory (thread stacks,
+/// buffers) stays unused.
+pub fn lock_memory() -> io::Result<()> {
+    use rustix::mm::{MlockAllFlags, mlockall};
+    mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT)
+        .map_err(Into::into)
+}
+
+/// Sets this process's OOM score adjustment (-1000 to 1000).
+pub fn set_oom_score_adj(adj: i32) -> io::Result<()> {
+    std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+}
