@@ -928,8 +928,10 @@ fn target_of(rules: &RuleSet, watched: &Watched) -> Target {
 /// capabilities no longer needed. Each that cannot be done is said once and the monitor goes on.
 fn harden_start(hardening: crate::config::Hardening) {
     use crate::harden;
+    // Lowering the score needs CAP_SYS_RESOURCE, which roots in containers often lack: said
+    // once, not a warning; the score stays what the service manager set.
     if let Err(error) = harden::set_oom_score_adj(hardening.oom_score_adj) {
-        tracing::warn!(
+        tracing::info!(
             event = "harden",
             "cannot set the OOM score adjustment to {} ({error})",
             hardening.oom_score_adj

@@ -35,7 +35,10 @@ impl DirWriter {
 
 /// Creates `dir` and its missing parents, the ones it creates readable by their owner only.
 fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 impl ProfileWriter for DirWriter {
