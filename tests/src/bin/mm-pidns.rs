@@ -1,0 +1,63 @@
+//! PID reuse, staged in a PID namespace of its own: run as its first process
+//! (`unshare --pid --fork --mount-proc mm-pidns`), where `ns_last_pid` can hand a chosen PID to
+//! the next process.
+//!
+//! A watched process over its limit (signalled again every cycle) exits while the monitor is
+//! stopped, and its PID goes to a newcomer with another name, over the limit too. The monitor
+//! then resumes holding a record for that PID: it must never signal the newcomer. Prints
+//! `newcomer not signalled` and exits 0 when all went as it should.
+
+use memory_monitor_tests::{Monitor, Target, unique_name};
+
+fn main() {
+    assert_eq!(
+        std::process::id(),
+        1,
+        "run as the first process of a new PID namespace: unshare --pid --fork --mount-proc mm-pidns"
+    );
+    let name = unique_name("mmp-w");
+    let mut watched = Target::spawn(&name);
+    let mut monitor = Monitor::start(&[
+        "--mode", "poll", "-i", "200ms", "-v", "-m", "32M", "-s", "USR1", "--repeat", "200ms",
+        &name,
+    ]);
+    watched.grow(48);
+    assert!(
+        watched.wait_signals(libc::SIGUSR1, 2),
+        "repeats: {}",
+        monitor.log_text()
+    );
+
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(monitor.pid(), libc::SIGSTOP) };
+    let pid = watched.pid();
+    watched.exit();
+    let newcomer = loop {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .expect("write ns_last_pid (needs CAP_SYS_ADMIN)");
+        let candidate = Target::spawn("mmp-other");
+        if candidate.pid() == pid {
+            break candidate;
+        }
+        // Something else took the PID first (a thread): try again.
+    };
+    let mut newcomer = newcomer;
+    newcomer.grow(48);
+    // SAFETY: as above.
+    unsafe { libc::kill(monitor.pid(), libc::SIGCONT) };
+    // Cycles after the PID changed hands: each would have repeated the signal.
+    monitor.expect_more("checked", 5);
+    let signals = newcomer.signals();
+    assert!(
+        signals.is_empty(),
+        "newcomer {pid} got {signals:?}: {}",
+        monitor.log_text()
+    );
+    let log = monitor.log_text();
+    assert!(
+        !log.lines()
+            .any(|line| line.contains(&format!("pid={pid}")) && line.contains("mmp-other")),
+        "{log}"
+    );
+    println!("newcomer not signalled (pid {pid} reused)");
+}
