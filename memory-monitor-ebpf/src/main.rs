@@ -615,6 +615,15 @@ pub fn exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Never loaded in use: it reads memory no program may, so the verifier refuses it. The
+/// loader's fault injection (`MEMORY_MONITOR_INJECT_FAULT=verifier`) loads it in the RSS
+/// program's place to prove how a refusal is reported and survived.
+#[tracepoint]
+pub fn refused(_ctx: TracePointContext) -> u32 {
+    // SAFETY: never runs: the verifier rejects the program, which is its purpose.
+    unsafe { core::ptr::read_volatile(64 as *const u32) }
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

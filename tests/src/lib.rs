@@ -363,15 +363,26 @@ impl Monitor {
         Monitor::start_with(args, |_| {})
     }
 
+    /// Starts the monitor with `args` under `wrapper` (a command that runs the rest of its
+    /// command line, like `unshare … --` or `setpriv … --`).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Monitor {
+        Monitor::start_with(args, |command| {
+            let program = command.get_program().to_owned();
+            let mut wrapped = Command::new(wrapper[0]);
+            wrapped.args(&wrapper[1..]).arg(program).args(args);
+            *command = wrapped;
+        })
+    }
+
     /// Starts the monitor with `args`, letting `setup` adjust the command.
     pub fn start_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Monitor {
         let mut command = Command::new(bin("memory-monitor"));
+        command.args(args);
+        setup(&mut command);
         command
-            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        setup(&mut command);
         let mut child = command.spawn().expect("spawn memory-monitor");
         let log = Lines::new(child.stderr.take().expect("stderr"));
         Monitor { child, log }

@@ -62,6 +62,30 @@ impl std::fmt::Display for Attach {
     }
 }
 
+/// Fault injection for the tests (`MEMORY_MONITOR_INJECT_FAULT`): each makes one real
+/// failure happen, through the same paths as in the field, to prove it is reported clearly and
+/// survived (in auto mode, by polling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Load a program the verifier refuses in the RSS program's place.
+    Verifier,
+    /// Attach the RSS program to a tracepoint that does not exist.
+    Attach,
+    /// A one-page ring buffer, which a burst of events overflows.
+    SmallRing,
+}
+
+impl Fault {
+    fn injected() -> Option<Fault> {
+        match std::env::var("MEMORY_MONITOR_INJECT_FAULT").ok()?.as_str() {
+            "verifier" => Some(Fault::Verifier),
+            "attach" => Some(Fault::Attach),
+            "small-ring" => Some(Fault::SmallRing),
+            _ => None,
+        }
+    }
+}
+
 /// The inode of the initial PID namespace (`PROC_PID_INIT_INO`): BPF sees host PIDs, so the
 /// monitor must see them too.
 const HOST_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
@@ -111,6 +135,9 @@ pub struct KernelWatch {
     /// The growth profile's stacks and samples, when it is on.
     growth: Option<(StackTraceMap<MapData>, HashMap<MapData, u64, u64>)>,
 }
+
+/// The ring buffer's size: room for thousands of events between two drains.
+const RING_BYTES: u32 = 256 * 1024;
 
 /// Growth profile: one stack sample per this many bytes grown.
 const GROWTH_SAMPLE_BYTES: u32 = 256 * 1024;
@@ -178,7 +205,13 @@ impl KernelWatch {
             .iter()
             .any(|rule| rule.profile.is_some());
         let growth_entries = if profiling { GROWTH_STACKS } else { 1 };
+        let fault = Fault::injected();
+        let ring_bytes = match fault {
+            Some(Fault::SmallRing) => crate::procfs::page_size() as u32,
+            _ => RING_BYTES,
+        };
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", ring_bytes)
             .override_global("MONITOR_TGID", &me, true)
             .override_global("MONITOR_PARENT_TGID", &parent, true)
             .override_global("TASK_MM_OFFSET", &task_mm, true)
@@ -220,8 +253,14 @@ impl KernelWatch {
         for (program, category, name) in DISCOVERY {
             attach_tracepoint(&mut ebpf, program, category, name)?;
         }
-        match attach {
-            Attach::TpBtf => attach_btf_tracepoint(&mut ebpf, "rss_stat_btf", "rss_stat")?,
+        match (attach, fault) {
+            (_, Some(Fault::Verifier)) => {
+                attach_tracepoint(&mut ebpf, "refused", "kmem", "rss_stat")?
+            }
+            (_, Some(Fault::Attach)) => {
+                attach_tracepoint(&mut ebpf, "rss_stat", "kmem", "no_such_tracepoint")?
+            }
+            (Attach::TpBtf, _) => attach_btf_tracepoint(&mut ebpf, "rss_stat_btf", "rss_stat")?,
             _ => attach_tracepoint(&mut ebpf, "rss_stat", "kmem", "rss_stat")?,
         }
         let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_error)?;
