@@ -248,6 +248,12 @@ impl Target {
         self.command(&format!("rename {name}"), "ok");
     }
 
+    /// Renames the target to any bytes (the kernel keeps the first 15).
+    pub fn rename_bytes(&mut self, name: &[u8]) {
+        let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+        self.command(&format!("rename 0x{hex}"), "ok");
+    }
+
     /// Starts a thread in the target that names itself `name` (the process keeps its name).
     pub fn named_thread(&mut self, name: &str) {
         self.command(&format!("thread {name}"), "ok");

@@ -31,9 +31,11 @@ fn every_json_line_is_an_object_naming_its_event() {
     let kinds: Vec<&str> = events
         .iter()
         .map(|e| e["event"].as_str().unwrap())
+        // Said before the start where the host forbids the monitor's OOM score.
+        .filter(|kind| *kind != "harden")
         .collect();
     assert_eq!(kinds, ["start", "breach", "stop"], "{log}");
-    let breach = &events[1];
+    let breach = events.iter().find(|e| e["event"] == "breach").unwrap();
     assert_eq!(breach["rule"], "command-line");
     assert_eq!(breach["pid"], target.pid());
     assert_eq!(breach["name"], name.as_str());
@@ -41,5 +43,6 @@ fn every_json_line_is_an_object_naming_its_event() {
     assert_eq!(breach["result"], "sent");
     assert_eq!(breach["limit"], "32.0MiB");
     assert_eq!(breach["level"], "WARN");
-    assert_eq!(events[0]["mode"], "poll");
+    let start = events.iter().find(|e| e["event"] == "start").unwrap();
+    assert_eq!(start["mode"], "poll");
 }

@@ -6,10 +6,12 @@
 //! - `run -- <args>`: set up, build the monitor (release) and run it with `<args>`.
 //! - `test`: set up, check formatting and lints, build, and run every test.
 //! - `bench [--quick] [--step SIZE] [--pause DURATION]`: measure (see `bench.rs`); not a test.
+//! - `fuzz [--seconds N]`: fuzz the parsers of untrusted input (see `fuzz.rs`); not a test.
 //! - `dist`: build the release binary and write it, its man page, shell completions and the
 //!   service files into `target/dist/`.
 
 mod bench;
+mod fuzz;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
@@ -45,18 +47,24 @@ fn xtask() -> Result<()> {
         "run" => run(&rest),
         "test" => test(),
         "dist" => dist(),
+        "fuzz" => {
+            let seconds = fuzz::seconds(&rest)?;
+            setup_build()?;
+            fuzz::run(seconds)
+        }
         "bench" => {
             let options = bench::options(&rest)?;
             setup_build()?;
             bench::run(&options)
         }
         _ => bail!(
-            "usage: cargo xtask <setup | run -- <monitor args> | test | bench>\n\
+            "usage: cargo xtask <setup | run -- <monitor args> | test | bench | dist | fuzz>\n\
              \n  setup   install nightly rust-src, bpf-linker, and the tests' go pprof, promtool and moto (idempotent)\
              \n  run     build the monitor (release) and run it, e.g. cargo xtask run -- -m 500 my-app\
              \n  test    setup, fmt, clippy, build, and every test\
              \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)\
-             \n  dist    release binary, man page, shell completions and service files in target/dist"
+             \n  dist    release binary, man page, shell completions and service files in target/dist\
+             \n  fuzz    fuzz the parsers of untrusted input, --seconds N each (default 60; not a test)"
         ),
     }
 }

@@ -46,7 +46,11 @@ pub fn symbolize(pid: i32, stacks: &RawStacks) -> Vec<GrowthStack> {
                 .map(|(depth, &ip)| if depth == 0 { ip } else { ip.saturating_sub(1) })
         })
         .collect();
-    let source = Source::Process(Process::new(Pid::from(pid as u32)));
+    let mut process = Process::new(Pid::from(pid as u32));
+    // Through /proc/PID/root/<path>, which CAP_SYS_PTRACE allows; /proc/PID/map_files would
+    // need CAP_SYS_ADMIN, dropped after start-up.
+    process.map_files = false;
+    let source = Source::Process(process);
     let symbolizer = Symbolizer::new();
     let names: Vec<Option<String>> = match symbolizer.symbolize(&source, Input::AbsAddr(&lookup)) {
         Ok(found) => found

@@ -11,7 +11,7 @@
 //!   shows by that name in `smaps`); answers `ok rss=<bytes>`
 //! - `reserve N` — map N MiB without touching it, for another process to fill
 //!   (`process_vm_writev`); answers `reserved addr=<address>`
-//! - `rename NAME` — `prctl(PR_SET_NAME)`; `thread NAME` — start a thread that names itself NAME
+//! - `rename NAME` — `prctl(PR_SET_NAME)` (`rename 0x<hex>` for any bytes); `thread NAME` — start a thread that names itself NAME
 //! - `fork` — a child sharing the memory, `child pid=<pid>`
 //! - `ignore-term` — SIGTERM no longer ends it (it is still reported); `exit` — exit 0
 //!
@@ -72,6 +72,15 @@ fn main() {
                 chunks.push(chunk);
             }
             (Some("rename"), Some(name)) => {
+                // Hex (`rename 0x…`) for names no command line carries: spaces, newlines,
+                // bytes that are not UTF-8.
+                let name = match name.strip_prefix("0x") {
+                    Some(hex) => (0..hex.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+                        .collect(),
+                    None => name.as_bytes().to_vec(),
+                };
                 let name = std::ffi::CString::new(name).expect("name");
                 // SAFETY: PR_SET_NAME reads a NUL-terminated string.
                 unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
