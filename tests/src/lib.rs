@@ -4,6 +4,7 @@
 //! Waits are bounded (a test must end) but never asserted on: a test fails because something
 //! did or did not happen, never because it took a certain time.
 
+pub mod cgroup;
 pub mod servers;
 
 use std::io::{BufRead, BufReader, Write};

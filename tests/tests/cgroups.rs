@@ -2,61 +2,13 @@
 //! modes: processes in the cgroup (or below it) are watched, wherever they came from (started
 //! inside it, moved in later); processes outside it never are.
 
-use std::ffi::CString;
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
 
 use memory_monitor::cgroup::v2_mount;
+use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy};
 use memory_monitor_tests::{Monitor, Target, root_or_skip, unique_name};
 
 const USR1: i32 = libc::SIGUSR1;
-
-/// A cgroup made for a test, removed (its processes moved back to the root first) when dropped.
-struct Cgroup {
-    root: PathBuf,
-    dir: PathBuf,
-}
-
-impl Cgroup {
-    /// A new cgroup `name` in the hierarchy mounted at `root`.
-    fn create(root: &Path, name: &str) -> Cgroup {
-        let dir = root.join(name);
-        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        Cgroup {
-            root: root.to_path_buf(),
-            dir,
-        }
-    }
-
-    /// Its path as /proc/PID/cgroup shows it.
-    fn path(&self) -> String {
-        format!("/{}", self.dir.strip_prefix(&self.root).unwrap().display())
-    }
-
-    fn add(&self, pid: i32) {
-        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
-    }
-
-    fn set(&self, file: &str, value: &str) {
-        std::fs::write(self.dir.join(file), value).unwrap();
-    }
-
-    /// `/…/cgroup.procs`, for a child to move itself in before it runs its program.
-    fn procs(&self) -> CString {
-        CString::new(self.dir.join("cgroup.procs").to_str().unwrap()).unwrap()
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        if let Ok(pids) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
-            for pid in pids.lines() {
-                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
-            }
-        }
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
 
 /// Starts a target that moves itself into `cgroup` before its program runs: it is born there,
 /// as a service's or a container's processes are.
@@ -152,27 +104,6 @@ fn a_name_and_a_cgroup_must_both_match() {
     }
 }
 
-/// Where the memory controller is: the v2 hierarchy when it has it, else a v1 memory
-/// hierarchy (hybrid hosts, like this project's CI machine); the file that limits memory there.
-fn memory_hierarchy() -> Option<(PathBuf, &'static str)> {
-    let v2 = v2_mount()?;
-    let controllers = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
-    if controllers.split_whitespace().any(|c| c == "memory") {
-        let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+memory");
-        return Some((v2.to_path_buf(), "memory.max"));
-    }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mountinfo.lines().find_map(|line| {
-        let (before, after) = line.split_once(" - ")?;
-        let mut after = after.split(' ');
-        let fstype = after.next()?;
-        let options = after.nth(1)?;
-        let mount_point = before.split(' ').nth(4)?;
-        let memory = fstype == "cgroup" && options.split(',').any(|o| o == "memory");
-        memory.then(|| (PathBuf::from(mount_point), "memory.limit_in_bytes"))
-    })
-}
-
 #[test]
 fn a_limit_can_be_a_share_of_the_cgroup_memory_limit() {
     if !root_or_skip("a_limit_can_be_a_share_of_the_cgroup_memory_limit") {
@@ -196,6 +127,8 @@ fn a_limit_can_be_a_share_of_the_cgroup_memory_limit() {
             "over the limit",
             "limit=32.0MiB",
         ]);
+        // Its 48 MiB leave the cgroup with it, so the next one fits under the cgroup's limit.
+        limited.exit();
         let mut again = Target::spawn(&format!("{name}v"));
         cgroup.add(again.pid());
         again.grow(40);

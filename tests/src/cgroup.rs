@@ -1,0 +1,81 @@
+//! Cgroups made for tests, and where the memory controller is.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use memory_monitor::cgroup::v2_mount;
+
+/// A cgroup made for a test, removed (its processes moved back to the root first) when dropped.
+pub struct Cgroup {
+    root: PathBuf,
+    dir: PathBuf,
+}
+
+impl Cgroup {
+    /// A new cgroup `name` in the hierarchy mounted at `root`.
+    pub fn create(root: &Path, name: &str) -> Cgroup {
+        let dir = root.join(name);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        Cgroup {
+            root: root.to_path_buf(),
+            dir,
+        }
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Its path as /proc/PID/cgroup shows it.
+    pub fn path(&self) -> String {
+        format!("/{}", self.dir.strip_prefix(&self.root).unwrap().display())
+    }
+
+    /// Moves process `pid` into it.
+    pub fn add(&self, pid: i32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+
+    /// Writes `value` into its control file `file`.
+    pub fn set(&self, file: &str, value: &str) {
+        std::fs::write(self.dir.join(file), value).unwrap();
+    }
+
+    /// `/…/cgroup.procs`, for a child to move itself in before it runs its program.
+    pub fn procs(&self) -> CString {
+        CString::new(self.dir.join("cgroup.procs").to_str().unwrap()).unwrap()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if let Ok(pids) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for pid in pids.lines() {
+                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Where the memory controller is: the v2 hierarchy when it has it, else a v1 memory
+/// hierarchy (hybrid hosts, like this project's CI machine); the file that limits memory there.
+pub fn memory_hierarchy() -> Option<(PathBuf, &'static str)> {
+    let v2 = v2_mount()?;
+    let controllers = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+    if controllers.split_whitespace().any(|c| c == "memory") {
+        let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+memory");
+        return Some((v2.to_path_buf(), "memory.max"));
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mut after = after.split(' ');
+        let fstype = after.next()?;
+        let options = after.nth(1)?;
+        let mount_point = before.split(' ').nth(4)?;
+        let memory = fstype == "cgroup" && options.split(',').any(|o| o == "memory");
+        memory.then(|| (PathBuf::from(mount_point), "memory.limit_in_bytes"))
+    })
+}

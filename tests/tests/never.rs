@@ -1,0 +1,92 @@
+//! Whom the monitor never signals, whatever the rules say: PID 1, itself, its parent, kernel
+//! threads, and processes outside its PID namespace's view. Checked with a rule that matches
+//! every name and a limit everything is over (`--dry-run`: nothing is sent either way).
+
+use std::process::Command;
+
+use memory_monitor_tests::{bin, root_or_skip};
+
+const EVERYTHING: [&str; 8] = [
+    "--once",
+    "--dry-run",
+    "--mode",
+    "poll",
+    "-m",
+    "1B",
+    "--match",
+    "regex",
+];
+
+/// The PIDs in the "over the limit" lines of `log`.
+fn named(log: &str) -> Vec<i32> {
+    log.lines()
+        .filter(|line| line.contains("over the limit"))
+        .filter_map(|line| {
+            let pid = line.split("pid=").nth(1)?.split(' ').next()?;
+            pid.parse().ok()
+        })
+        .collect()
+}
+
+fn is_kernel_thread(pid: i32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let flags: u64 = after.split(' ').nth(6).unwrap().parse().unwrap();
+    flags & PF_KTHREAD != 0
+}
+
+#[test]
+fn pid_1_itself_its_parent_and_kernel_threads_are_never_named() {
+    let child = Command::new(bin("memory-monitor"))
+        .args(EVERYTHING)
+        .arg(".")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let me = child.id() as i32;
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "something is over 1 byte: {log}"
+    );
+    let pids = named(&log);
+    assert!(!pids.is_empty(), "{log}");
+    let parent = std::process::id() as i32;
+    for pid in &pids {
+        assert!(*pid > 1, "PID 1 named: {log}");
+        assert_ne!(*pid, me, "the monitor named itself: {log}");
+        assert_ne!(*pid, parent, "the monitor named its parent: {log}");
+        assert!(!is_kernel_thread(*pid), "kernel thread {pid} named: {log}");
+    }
+    // Kernel threads exist (kthreadd is PID 2) and match the pattern by name.
+    assert!(is_kernel_thread(2));
+}
+
+#[test]
+fn processes_outside_its_pid_namespace_are_never_named() {
+    if !root_or_skip("processes_outside_its_pid_namespace_are_never_named (unshare needs root)") {
+        return;
+    }
+    // In a new PID namespace: the monitor (its first process, via exec) and one `sleep`.
+    let script = format!(
+        "sleep 30 & exec {} {} .",
+        bin("memory-monitor").display(),
+        EVERYTHING.join(" ")
+    );
+    let output = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    let over: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("over the limit"))
+        .collect();
+    assert_eq!(over.len(), 1, "only the namespace's sleep: {log}");
+    assert!(over[0].contains("name=sleep"), "{log}");
+}
