@@ -63,7 +63,7 @@ fn steady_poll_cycles_allocate_nothing() {
 
     // Realtime signals queue, so every signal sent is counted exactly once by the target.
     let signal: Signal = "RTMIN+1".parse().unwrap();
-    let mut config = config_for(&name, signal, Some(Duration::from_secs(1)));
+    let mut config = config_for(&name, signal, Some(Duration::from_secs(1)), 32 << 20);
     config.mode = Mode::Poll;
     let mut monitor = Monitor::new(config).unwrap();
 
@@ -114,11 +114,13 @@ fn thousands_of_kernel_events_allocate_nothing() {
     }
     let name = unique_name("mma-ev");
     let mut target = Target::spawn(&name);
-    target.grow(28);
+    // The limit sits 4 MiB above the target's size, so swinging by 8 MiB crosses it up and
+    // comes back under the kernel side's trigger (the limit less the counters' error).
+    let limit = target.grow(28) + (4 << 20);
     let target_pid = target.pid();
 
     let signal: Signal = "RTMIN+2".parse().unwrap();
-    let mut config = config_for(&name, signal, None);
+    let mut config = config_for(&name, signal, None, limit);
     config.mode = Mode::Ebpf;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -182,10 +184,10 @@ fn thousands_of_kernel_events_allocate_nothing() {
     );
 }
 
-/// One rule: processes named `name*` over 32 MiB get `signal`, again every `repeat`.
-fn config_for(name: &str, signal: Signal, repeat: Option<Duration>) -> Config {
+/// One rule: processes named `name*` over `limit` bytes get `signal`, again every `repeat`.
+fn config_for(name: &str, signal: Signal, repeat: Option<Duration>, limit: u64) -> Config {
     let matcher = Matcher::new(MatchMode::Prefix, name).unwrap();
-    let mut rule = Rule::new("test", Selector::name(matcher), SizeSpec::Bytes(32 << 20));
+    let mut rule = Rule::new("test", Selector::name(matcher), SizeSpec::Bytes(limit));
     rule.signal = signal;
     rule.repeat = repeat;
     Config::new(RuleSet::new(vec![rule]).unwrap())
