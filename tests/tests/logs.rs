@@ -1,7 +1,11 @@
 //! `--log-format json`: one JSON object per line, each naming its event in a stable `event`
-//! field, with the event's facts as fields of their own.
+//! field, with the event's facts as fields of their own. Text under systemd's journal: each
+//! line's priority as a `<N>` prefix, no timestamp.
 
-use memory_monitor_tests::{Monitor, Target, unique_name, usr1_over_32m};
+use std::os::unix::fs::MetadataExt as _;
+use std::process::{Command, Stdio};
+
+use memory_monitor_tests::{Monitor, Target, bin, unique_name, usr1_over_32m};
 use serde_json::Value;
 
 #[test]
@@ -45,4 +49,61 @@ fn every_json_line_is_an_object_naming_its_event() {
     assert_eq!(breach["level"], "WARN");
     let start = events.iter().find(|e| e["event"] == "start").unwrap();
     assert_eq!(start["mode"], "poll");
+}
+
+/// Runs one `--once` check of `name` with stderr into a file; `journal` says whether
+/// `JOURNAL_STREAM` names that file, as systemd names a service's stream, or another one (a
+/// program started from a service with its stderr redirected inherits the variable).
+fn once_into_file(name: &str, journal: bool) -> String {
+    let path = std::env::temp_dir().join(format!("{}.log", unique_name("mml-jfile")));
+    let file = std::fs::File::create(&path).expect("log file");
+    let meta = file.metadata().expect("stat");
+    let stream = if journal {
+        format!("{}:{}", meta.dev(), meta.ino())
+    } else {
+        format!("{}:{}", meta.dev(), meta.ino() + 1)
+    };
+    let status = Command::new(bin("memory-monitor"))
+        .args(["--once", "-m", "32M", "-s", "USR1", name])
+        .env("JOURNAL_STREAM", stream)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .status()
+        .expect("run memory-monitor");
+    assert_eq!(status.code(), Some(1), "--once found it over");
+    let log = std::fs::read_to_string(&path).expect("read log");
+    std::fs::remove_file(&path).expect("remove log");
+    log
+}
+
+#[test]
+fn text_to_the_journal_carries_each_line_priority_and_no_timestamp() {
+    let name = unique_name("mml-jrnl");
+    let mut target = Target::spawn(&name);
+    target.grow(48);
+
+    let log = once_into_file(&name, true);
+    let start = log.lines().find(|l| l.contains(r#"event="start""#));
+    let breach = log.lines().find(|l| l.contains(r#"event="breach""#));
+    assert!(
+        start.is_some_and(|l| l.starts_with("<6>watching ")),
+        "info, message first:\n{log}"
+    );
+    assert!(
+        breach.is_some_and(|l| l.starts_with("<4>over the limit ")),
+        "warning, message first:\n{log}"
+    );
+    assert!(
+        log.lines().all(|l| l.starts_with('<')),
+        "every line has its priority:\n{log}"
+    );
+
+    // Not the journal's stream: the usual lines, with their timestamps and levels.
+    let log = once_into_file(&name, false);
+    let breach = log.lines().find(|l| l.contains(r#"event="breach""#));
+    assert!(
+        breach.is_some_and(|l| !l.starts_with('<') && l.contains(" WARN over the limit ")),
+        "{log}"
+    );
 }
