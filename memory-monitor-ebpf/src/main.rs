@@ -523,16 +523,23 @@ pub fn newtask(ctx: TracePointContext) -> u32 {
     if flags & CLONE_THREAD != 0 {
         return 0;
     }
-    let parent = current_tgid();
-    // SAFETY: copied out at once.
-    let Some(parent_watch) = unsafe { WATCHED.get(parent) }.copied() else {
-        return 0;
-    };
-    if parent_watch.flags & WATCH_BY_NAME == 0 {
-        return 0;
-    }
     let child: i32 = field(&ctx, layout::NEWTASK_PID);
     let child = child as u32;
+    let parent = current_tgid();
+    // SAFETY: copied out at once.
+    let parent_watch = unsafe { WATCHED.get(parent) }.copied();
+    let Some(parent_watch) = parent_watch.filter(|watch| watch.flags & WATCH_BY_NAME != 0) else {
+        // The PID was free until now, so a watch found under it belongs to a process that has
+        // gone (userspace may re-seed a watch just after the exit program dropped it): drop it
+        // before it can act on the newcomer (`--kernel-signal`).
+        if maybe_watched(child)
+            // SAFETY: copied out at once.
+            && let Some(stale) = unsafe { WATCHED.get(child) }.copied()
+        {
+            forget(child, &stale);
+        }
+        return 0;
+    };
     // The child starts as a copy of the parent's memory, under the parent's rule.
     let mut watch = fresh(&parent_watch, WATCH_BY_NAME);
     watch.members = parent_watch.members;
@@ -567,6 +574,10 @@ pub fn rename(ctx: TracePointContext) -> u32 {
         (Some(watch), verdict::NO) if watch.flags & WATCH_BY_NAME != 0 => {
             forget(pid, &watch);
             emit(event_kind::RENAME, pid, 0, 0, verdict::NO, comm);
+        }
+        // Now under another rule: userspace moves it there (limit, signal).
+        (Some(watch), verdict::YES) if watch.flags & WATCH_BY_NAME != 0 && watch.rule != index => {
+            emit(event_kind::RENAME, pid, 0, 0, verdict::YES, comm);
         }
         (None, verdict::YES) => {
             watch_new(&ctx, pid, &new_watch(&rule, index, WATCH_BY_NAME));

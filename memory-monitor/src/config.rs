@@ -13,7 +13,7 @@ use clap::{ArgAction, CommandFactory as _, Parser, ValueEnum};
 
 use crate::cgroup::CgroupPath;
 use crate::matcher::{MatchMode, Matcher};
-use crate::rules::{self, Defaults, Exec, Rule, RuleSet, RulesError, Selector};
+use crate::rules::{self, Defaults, Exec, Pinned, Rule, RuleSet, RulesError, Selector};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::source::ebpf::Attach;
@@ -578,19 +578,21 @@ impl Cli {
             }
             None => None,
         };
-        for &pid in &self.pids {
-            if rustix::process::test_kill_process(
-                rustix::process::Pid::from_raw(pid).expect("pid > 0"),
-            )
-            .is_err_and(|e| e == rustix::io::Errno::SRCH)
-            {
-                return Err(UsageError(format!(
-                    "invalid value '{pid}' for '--pid <PID>': no such process"
-                )));
-            }
-        }
-        let mut pids = self.pids.clone();
-        pids.sort_unstable();
+        let proc = crate::procfs::ProcRoot::open()
+            .map_err(|e| UsageError(format!("cannot read /proc: {e}")))?;
+        let mut pids = self
+            .pids
+            .iter()
+            .map(|&pid| {
+                Pinned::now(&proc, pid).ok_or_else(|| {
+                    UsageError(format!(
+                        "invalid value '{pid}' for '--pid <PID>': no such process"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        pids.sort_unstable_by_key(|p| p.pid);
+        pids.dedup();
         let repeat = match self.repeat {
             Some(Repeat::Every(period)) => Some(period),
             Some(Repeat::Never) => None,
@@ -803,7 +805,8 @@ mod tests {
         assert_eq!(s.config.interval, Duration::from_millis(250));
         assert_eq!(rule(&s).repeat, None);
         assert_eq!(rule(&s).kill_after, Some(Duration::from_secs(30)));
-        assert_eq!(rule(&s).selector.pids, [2, 3]);
+        let pids: Vec<i32> = rule(&s).selector.pids.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [2, 3]);
         assert!(s.config.dry_run);
         assert_eq!(s.config.max_processes, 10);
         assert_eq!(

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memory_monitor_ebpf::{Event, event_kind, verdict};
+use memory_monitor_ebpf::{Event, event_kind};
 use rustix::io::Errno;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::MissedTickBehavior;
@@ -62,6 +62,12 @@ pub struct CycleReport {
 /// Events taken from the ring buffer per batch; records are reused, never allocated.
 const EVENT_BATCH: usize = 256;
 
+/// Batches handled before the loop serves its timers, watchdog and signals again.
+const EVENT_BATCHES_PER_TURN: usize = 16;
+
+/// How often a sustained loss of kernel events is logged (each loss is counted in metrics).
+const LOST_EVENTS_SAID_EVERY: Duration = Duration::from_secs(60);
+
 /// eBPF mode: after a report whose exact figure is still under the limit, the kernel side
 /// holds back the next report about that process this long, and userspace looks again itself
 /// when it ends. A process moving through the counters' margin of error is then reported about
@@ -88,6 +94,8 @@ pub struct Monitor {
     events: u64,
     /// Kernel events lost so far.
     lost: u64,
+    /// When lost events were last logged.
+    lost_said: Option<Instant>,
     /// What each rule needs besides itself: its profiler and metrics (indexed like the rules).
     actions: RuleActions,
     /// Runs hooks (`exec`) on breaches; started when a rule has one.
@@ -171,6 +179,7 @@ impl Monitor {
             warned_skip: false,
             events: 0,
             lost: 0,
+            lost_said: None,
             actions,
             hook,
             metrics,
@@ -186,6 +195,11 @@ impl Monitor {
     /// Whether the eBPF source is in use.
     pub fn is_event_driven(&self) -> bool {
         self.kernel.is_some()
+    }
+
+    /// Kernel events handled so far (eBPF mode).
+    pub fn events_handled(&self) -> u64 {
+        self.events
     }
 
     /// The processes watched now.
@@ -213,7 +227,7 @@ impl Monitor {
             ..
         } = self;
         let scan = scanner
-            .scan(list, |gone| {
+            .scan(list, now, |gone| {
                 tracing::debug!(pid = gone.pid(), name = %gone.comm(), "no longer watched (exited or renamed)");
                 if let Some(kernel) = kernel.as_mut() {
                     kernel.forget(gone.pid());
@@ -325,40 +339,50 @@ impl Monitor {
         }
     }
 
-    /// eBPF mode: takes every waiting event from the kernel side and acts on it. Returns how
-    /// many were handled. Allocates nothing once warmed up.
-    pub fn handle_events(&mut self) -> usize {
-        let mut handled = 0;
-        loop {
+    /// eBPF mode: takes waiting events from the kernel side, at most [`EVENT_BATCHES_PER_TURN`]
+    /// batches, and acts on them; after lost events, re-checks every process. Returns whether
+    /// events may be left: then call it again once timers, the watchdog and signals have had
+    /// their turn (a flood of events must not hold them up). Allocates nothing once warmed up.
+    pub fn handle_events(&mut self) -> bool {
+        let mut more = true;
+        for _ in 0..EVENT_BATCHES_PER_TURN {
             let Some(kernel) = self.kernel.as_mut() else {
-                return handled;
+                return false;
             };
             let count = kernel.drain(&mut self.batch);
             if count == 0 {
+                more = false;
                 break;
             }
             for index in 0..count {
                 let event = self.batch[index];
                 self.on_event(&event, Instant::now());
             }
-            handled += count;
             self.events += count as u64;
             self.metrics.events.inc_by(count as u64);
         }
         if let Some(lost) = self.kernel.as_mut().and_then(KernelWatch::take_lost) {
-            tracing::warn!(
-                event = "lost_events",
-                lost,
-                "kernel events were lost (ring buffer full); re-checking every process"
-            );
             self.metrics
                 .lost_events
                 .inc_by(lost.saturating_sub(self.lost));
             self.lost = lost;
-            let _ = self.cycle(Instant::now());
+            let now = Instant::now();
+            // A sustained overflow is said once a minute, with the total, not once per drain.
+            if self
+                .lost_said
+                .is_none_or(|said| now.duration_since(said) >= LOST_EVENTS_SAID_EVERY)
+            {
+                self.lost_said = Some(now);
+                tracing::warn!(
+                    event = "lost_events",
+                    lost,
+                    "kernel events were lost (ring buffer full; {lost} so far); re-checking every process"
+                );
+            }
+            let _ = self.cycle(now);
         }
         self.publish();
-        handled
+        more
     }
 
     fn on_event(&mut self, event: &Event, now: Instant) {
@@ -394,20 +418,37 @@ impl Monitor {
                     );
                 }
             }
-            event_kind::MIGRATE => self.reconsider(pid, now),
-            event_kind::EXEC | event_kind::RENAME | event_kind::FORK => match event.verdict {
-                verdict::NO => self.unwatch(pid),
-                _ => self.discover(pid, now),
-            },
+            // Whatever the kernel side concluded (under the rules it had then, which a reload
+            // may have replaced since), userspace decides under the rules in force now.
+            event_kind::EXEC | event_kind::RENAME | event_kind::FORK | event_kind::MIGRATE => {
+                self.discover(pid, now)
+            }
             event_kind::EXIT if self.list.remove(pid).is_some() => tracing::debug!(pid, "exited"),
             _ => {}
         }
     }
 
-    /// A process the kernel side found (exec, fork, rename) or asks about: (re)open it, start
-    /// the kernel side from its exact sizes, and judge it at once.
+    /// A process the kernel side found or asks about (it exec'd, forked, renamed itself or
+    /// moved to another cgroup): decide under the rules in force whether and how to watch it,
+    /// (re)start the kernel side from its exact sizes, and judge it at once. A process already
+    /// watched is looked at again and keeps its breach episode (see [`Watched::refresh`]).
     fn discover(&mut self, pid: i32, now: Instant) {
-        // An exec or rename makes a known process new: its name and memory start over.
+        if self
+            .list
+            .get(pid)
+            .is_some_and(|watched| !watched.has_exited())
+        {
+            let scanner = &mut self.scanner;
+            match self
+                .list
+                .update(pid, |watched| scanner.refresh(watched, now))
+            {
+                Some(Ok(())) => self.follow(pid, now),
+                _ => self.unwatch(pid),
+            }
+            return;
+        }
+        // A record left by a process that has exited: its PID now names another.
         self.list.remove(pid);
         let watched = match self.scanner.open(pid) {
             Ok(watched) => watched,
@@ -426,6 +467,12 @@ impl Monitor {
             self.unwatch(pid);
             return;
         }
+        self.follow(pid, now);
+    }
+
+    /// Has the kernel side follow watched process `pid` as its rule says, from its exact
+    /// sizes, and judges it at once.
+    fn follow(&mut self, pid: i32, now: Instant) {
         let target = self
             .list
             .get(pid)
@@ -439,27 +486,6 @@ impl Monitor {
             self.warn_skipped_once(SkipReason::Full(self.config.max_processes), 1);
             self.unwatch(pid);
             return;
-        }
-        self.confirm(pid, now, None);
-    }
-
-    /// A process moved to another cgroup: it may now fall under another rule, or none, or have
-    /// another limit. A watched process keeps its breach episode.
-    fn reconsider(&mut self, pid: i32, now: Instant) {
-        let Some(watched) = self.list.get_mut(pid) else {
-            self.discover(pid, now);
-            return;
-        };
-        let Some((rule, _)) = self.scanner.select(pid, watched.comm().as_bytes()) else {
-            self.unwatch(pid);
-            return;
-        };
-        let rules = self.scanner.rules();
-        watched.reassign(rule, rules.limit_of(rule, self.scanner.proc(), pid));
-        let target = target_of(rules, watched);
-        self.list.recount();
-        if let Some(kernel) = self.kernel.as_mut() {
-            let _ = kernel.watch(pid, self.scanner.resident_parts(pid), target);
         }
         self.confirm(pid, now, None);
     }
@@ -661,21 +687,17 @@ impl Monitor {
         self.config.rules = rules.clone();
         self.scanner.set_rules(rules);
         self.actions = actions;
-        // Every watched process falls under the rule that selects it now, with the limit it
-        // gives; its breach episode carries on.
+        // Every watched process falls under the rule that selects it now (by its name now),
+        // with the limit it gives; its breach episode carries on.
         let (scanner, kernel) = (&mut self.scanner, &mut self.kernel);
         self.list.retain_mut(|watched| {
-            let Some((rule, _)) = scanner.select(watched.pid(), watched.comm().as_bytes()) else {
-                if let Some(kernel) = kernel.as_mut() {
-                    kernel.forget(watched.pid());
-                }
-                return false;
-            };
-            let limit = scanner
-                .rules()
-                .limit_of(rule, scanner.proc(), watched.pid());
-            watched.reassign(rule, limit);
-            true
+            if scanner.refresh(watched, now).is_ok() {
+                return true;
+            }
+            if let Some(kernel) = kernel.as_mut() {
+                kernel.forget(watched.pid());
+            }
+            false
         });
         self.list.recount();
         self.metrics.reloaded(true);
@@ -787,6 +809,8 @@ impl Monitor {
         service: &mut Service,
         shutdown: &mut Shutdown,
     ) -> Result<Outcome, Error> {
+        // Events left in the ring buffer after a turn (see `handle_events`).
+        let mut pending = false;
         loop {
             if self.nothing_left() {
                 return Ok(Outcome::NothingLeft);
@@ -798,8 +822,9 @@ impl Monitor {
             tokio::select! {
                 ready = kernel.readable() => {
                     ready.map_err(Error::Events)?;
-                    self.handle_events();
+                    pending = self.handle_events();
                 }
+                () = std::future::ready(()), if pending => pending = self.handle_events(),
                 expired = timer.expired() => {
                     expired.map_err(Error::Events)?;
                     self.handle_due(Instant::now());

@@ -45,6 +45,16 @@ impl Episode {
     pub fn is_over(&self) -> bool {
         matches!(self, Episode::Over { .. })
     }
+
+    /// The process came under another rule at `now` (the rules were reloaded, or it renamed
+    /// itself or moved into a cgroup another rule names). A breach under way carries on (it
+    /// was signalled once; the same breach is not a new one), but the new rule's `kill_after`
+    /// counts from now: a rule that did not apply before cannot have been waited out already.
+    pub fn rule_changed(&mut self, now: Instant) {
+        if let Episode::Over { since, .. } = self {
+            *since = now;
+        }
+    }
 }
 
 /// What to do after an observation.
@@ -200,6 +210,25 @@ mod tests {
             &[(0, 150), (2, 50), (4, 150), (6, 150), (7, 150)],
         );
         assert_eq!(verdicts, [Breach, Recovered, Breach, Quiet, Kill]);
+    }
+
+    #[test]
+    fn under_a_new_rule_a_breach_carries_on_and_its_kill_clock_starts_again() {
+        let (old, new) = (policy(None, None), policy(None, Some(2)));
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let mut episode = Episode::default();
+        assert_eq!(old.judge(&mut episode, 150, at(0)), Breach);
+        episode.rule_changed(at(10));
+        assert_eq!(
+            new.judge(&mut episode, 150, at(11)),
+            Quiet,
+            "not a second breach"
+        );
+        assert_eq!(new.judge(&mut episode, 150, at(12)), Kill);
+        let mut under = Episode::default();
+        under.rule_changed(at(1));
+        assert_eq!(under, Episode::Under);
     }
 
     #[test]

@@ -33,23 +33,24 @@ pub struct ParseError {
 /// The fields of `/proc/PID/statm` that matter here, in pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Statm {
+    /// Virtual size in pages: 0 only for a process without memory (exited, not yet reaped).
+    pub size_pages: u64,
     /// Resident set size in pages: the exact figure (`ps` RSS, `status` VmRSS).
     pub resident_pages: u64,
 }
 
 /// Parses `/proc/PID/statm`: `size resident shared text lib data dt`.
 pub fn parse_statm(buf: &[u8]) -> Result<Statm, ParseError> {
-    let mut fields = buf.split(|&b| b == b' ');
-    let _size = fields.next();
-    let resident = fields.next().ok_or(ParseError {
+    let bad = |what| ParseError {
         file: "statm",
-        what: "fewer than 2 fields",
-    })?;
+        what,
+    };
+    let mut fields = buf.split(|&b| b == b' ');
+    let size = fields.next().and_then(parse_u64);
+    let resident = fields.next().ok_or(bad("fewer than 2 fields"))?;
     Ok(Statm {
-        resident_pages: parse_u64(resident).ok_or(ParseError {
-            file: "statm",
-            what: "resident is not a number",
-        })?,
+        size_pages: size.ok_or(bad("size is not a number"))?,
+        resident_pages: parse_u64(resident).ok_or(bad("resident is not a number"))?,
     })
 }
 
@@ -61,6 +62,9 @@ pub struct Stat<'a> {
     pub comm: &'a [u8],
     /// Kernel `PF_*` flags.
     pub flags: u32,
+    /// When the process started, in clock ticks after boot: with the PID, it names one process
+    /// for good (a PID alone may be reused once the process exits).
+    pub start_time: u64,
 }
 
 impl Stat<'_> {
@@ -80,7 +84,7 @@ pub fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, ParseError> {
         return Err(bad("')' before '('"));
     }
     let comm = &buf[open + 1..close];
-    // After ") ": state(3) ppid(4) pgrp(5) session(6) tty(7) tpgid(8) flags(9) ...
+    // After ") ": state(3) ppid(4) pgrp(5) session(6) tty(7) tpgid(8) flags(9) ... starttime(22)
     let rest = buf[close + 1..]
         .strip_prefix(b" ")
         .ok_or(bad("no field after name"))?;
@@ -92,9 +96,14 @@ pub fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, ParseError> {
         .nth(5)
         .and_then(parse_u64)
         .ok_or(bad("flags is not a number"))?;
+    let start_time = fields
+        .nth(12)
+        .and_then(parse_u64)
+        .ok_or(bad("starttime is not a number"))?;
     Ok(Stat {
         comm,
         flags: u32::try_from(flags).map_err(|_| bad("flags out of range"))?,
+        start_time,
     })
 }
 
@@ -330,6 +339,7 @@ mod tests {
         assert_eq!(
             parse_statm(b"2345 678 90 12 0 345 0\n"),
             Ok(Statm {
+                size_pages: 2345,
                 resident_pages: 678
             })
         );
@@ -357,6 +367,7 @@ mod tests {
             let stat = parse_stat(&line).unwrap_or_else(|e| panic!("{:?}: {e}", Escaped(name)));
             assert_eq!(stat.comm, name);
             assert_eq!(stat.flags, 4194560);
+            assert_eq!(stat.start_time, 555);
             assert!(!stat.is_kernel_thread());
         }
     }
@@ -378,6 +389,8 @@ mod tests {
         assert!(parse_stat(b"12 (x) S 1 2").is_err());
         assert!(parse_stat(b"12 (x) S 1 2 3 4 5 nope").is_err());
         assert!(parse_stat(b"12 (x) S 1 2 3 4 5 99999999999").is_err());
+        // Flags, but no start time.
+        assert!(parse_stat(b"12 (x) S 1 2 3 4 5 6 7 8").is_err());
     }
 
     #[test]

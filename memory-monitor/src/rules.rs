@@ -47,8 +47,28 @@ pub struct Selector {
     pub matcher: Option<Matcher>,
     /// The cgroup (v2) the process must be in, or below.
     pub cgroup: Option<CgroupPath>,
-    /// Processes watched by PID, whatever their name or cgroup (sorted).
-    pub pids: Vec<i32>,
+    /// Processes watched by PID, whatever their name or cgroup (sorted by PID).
+    pub pids: Vec<Pinned>,
+}
+
+/// A process named by PID (`--pid`): the PID and the process's start time, taken when it was
+/// named, so that another process given the PID after it exits is never taken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pinned {
+    /// The process ID.
+    pub pid: i32,
+    /// Its start time (`/proc/PID/stat` field 22).
+    pub start_time: u64,
+}
+
+impl Pinned {
+    /// The process now at `pid`; `None` if there is none.
+    pub fn now(proc: &ProcRoot, pid: i32) -> Option<Pinned> {
+        let mut buf = [0u8; 1024];
+        let stat = proc.read_file(pid, "stat", &mut buf).ok()?;
+        let start_time = procfs::parse_stat(stat).ok()?.start_time;
+        Some(Pinned { pid, start_time })
+    }
 }
 
 impl Selector {
@@ -76,7 +96,7 @@ impl fmt::Display for Selector {
             (None, None) => {}
         }
         if !self.pids.is_empty() {
-            let pids: Vec<String> = self.pids.iter().map(i32::to_string).collect();
+            let pids: Vec<String> = self.pids.iter().map(|p| p.pid.to_string()).collect();
             parts.push(format!("PID {}", pids.join(", ")));
         }
         f.write_str(&parts.join(" and "))
@@ -251,7 +271,9 @@ impl RuleSet {
         let mut cgroup_len: Option<Option<usize>> = None;
         for (index, rule) in self.rules.iter().enumerate() {
             let selector = &rule.selector;
-            if selector.pids.binary_search(&pid).is_ok() {
+            if let Ok(at) = selector.pids.binary_search_by_key(&pid, |p| p.pid)
+                && Pinned::now(proc, pid) == Some(selector.pids[at])
+            {
                 return Some((index, true));
             }
             if !selector.selects_by_kind() || !self.cgroup_present[index] {

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
 
 use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
@@ -157,10 +158,46 @@ impl Watched {
         self.limit
     }
 
-    /// Moves it under rule `rule` with limit `limit` (the rules were read again).
-    pub fn reassign(&mut self, rule: usize, limit: u64) {
+    /// Moves it under rule `rule` with limit `limit` at `now` (see [`Episode::rule_changed`]).
+    pub fn reassign(&mut self, rule: usize, limit: u64, now: Instant) {
+        if rule != self.rule {
+            self.episode.rule_changed(now);
+        }
         self.rule = rule;
         self.limit = limit;
+    }
+
+    /// Looks at the process again after it exec'd, renamed itself or moved to another cgroup:
+    /// reads its name anew and puts it under the rule that selects it now, with that rule's
+    /// limit, at `now`. It is the same process (the pidfd says so), so its breach episode
+    /// carries on: one exec that the kernel reports twice (as a rename, then as the exec), or
+    /// a rename under a rule that matches both names, is not a second breach.
+    /// `Err(AdmitError::Gone)`: it exited, or no rule selects it any more.
+    pub fn refresh(
+        &mut self,
+        proc: &ProcRoot,
+        rules: &RuleSet,
+        cmdline_buf: &mut [u8],
+        now: Instant,
+    ) -> Result<(), AdmitError> {
+        let mut stat_buf = [0u8; 1024];
+        let stat = proc
+            .read_file(self.pid, "stat", &mut stat_buf)
+            .map_err(io_gone)?;
+        let stat = procfs::parse_stat(stat).map_err(|_| AdmitError::Gone)?;
+        let comm = Comm::new(stat.comm);
+        let (rule, pinned) = rules
+            .select(proc, self.pid, comm.as_bytes(), cmdline_buf)
+            .ok_or(AdmitError::Gone)?;
+        let limit = rules.limit_of(rule, proc, self.pid);
+        // Read by PID: all of it was this process's only if it still lives.
+        if self.has_exited() {
+            return Err(AdmitError::Gone);
+        }
+        self.comm = comm;
+        self.pinned = pinned;
+        self.reassign(rule, limit, now);
+        Ok(())
     }
 
     /// Exact resident memory in bytes, from `statm` (`buf` needs about 100 bytes).
@@ -183,8 +220,11 @@ impl Watched {
                 &buf[..len]
             }
         };
-        // A process that has exited but not been reaped reads as all zeros: under any limit.
         let statm = procfs::parse_statm(statm).map_err(|_| Errno::SRCH)?;
+        // A process that has exited but not been reaped reads as all zeros: gone, not under.
+        if statm.size_pages == 0 {
+            return Err(Errno::SRCH);
+        }
         Ok(statm.resident_pages * page_size)
     }
 
@@ -301,6 +341,17 @@ impl Watchlist {
             }
         }
         Ok(())
+    }
+
+    /// Updates the record for `pid` with `change` (which may move it to another rule, as
+    /// [`Watched::refresh`] does), keeping the per-rule counts right; `None` if not watched.
+    pub fn update<R>(&mut self, pid: i32, change: impl FnOnce(&mut Watched) -> R) -> Option<R> {
+        let at = self.position(pid).ok()?;
+        let watched = &mut self.entries[at];
+        Self::count(&mut self.per_rule, watched, -1);
+        let result = change(watched);
+        Self::count(&mut self.per_rule, watched, 1);
+        Some(result)
     }
 
     /// Stops watching `pid`; returns its record.

@@ -249,6 +249,12 @@ impl Target {
         self.command(&format!("rename {name}"), "ok");
     }
 
+    /// Has the target run its program again in place, named `name` (an exec: same PID, new
+    /// memory); waits until the new program is ready.
+    pub fn exec(&mut self, name: &str) {
+        self.command(&format!("exec {name}"), "ready");
+    }
+
     /// Renames the target to any bytes (the kernel keeps the first 15).
     pub fn rename_bytes(&mut self, name: &[u8]) {
         let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();

@@ -119,6 +119,36 @@ fn processes_are_discovered_at_exec_fork_and_rename_without_polling() {
 }
 
 #[test]
+fn an_exec_while_over_the_limit_is_one_breach() {
+    if !root_or_skip("an_exec_while_over_the_limit_is_one_breach") {
+        return;
+    }
+    // A real-time signal: two sent are two received (a second SIGUSR1 sent while the first is
+    // pending would merge into it and hide a double signal).
+    let signal = libc::SIGRTMIN() + 1;
+    let name = unique_name("mme-ex");
+    let mut target = Target::spawn(&unique_name("mme-pre"));
+    // 1 MiB: the new program is over its limit from its first pages.
+    let mut monitor = start(&[
+        "--mode", "ebpf", "-m", "1M", "-s", "RTMIN+1", "--repeat", "never", "-vv", &name,
+    ]);
+    // The kernel reports this exec twice: the new name as a rename, then the exec.
+    target.exec(&name);
+    assert!(target.wait_signal(signal), "{}", monitor.log_text());
+    let pid = format!("pid={}", target.pid());
+    // A rename away from the name: the kernel reports it after the exec, so once its report
+    // has come in, everything the exec caused has been handled.
+    let renames = ["kernel event", pid.as_str(), "kind=rename"];
+    let before = monitor.count(&renames);
+    target.rename(&unique_name("mme-aw"));
+    monitor.expect_count(&renames, before + 1);
+    let log = monitor.log_text();
+    assert_eq!(monitor.count(&["over the limit", &pid]), 1, "{log}");
+    assert_eq!(target.signals(), [signal], "{log}");
+    assert!(monitor.stop().success());
+}
+
+#[test]
 fn a_thread_taking_a_matching_name_is_not_a_process_to_watch() {
     if !root_or_skip("a_thread_taking_a_matching_name_is_not_a_process_to_watch") {
         return;

@@ -93,6 +93,38 @@ fn each_rule_applies_its_own_limit_and_signal_and_the_first_match_wins() {
 }
 
 #[test]
+fn a_renamed_process_comes_under_the_rule_its_new_name_matches_and_keeps_its_breach() {
+    for mode in modes("a_renamed_process_comes_under_the_rule_its_new_name_matches") {
+        // Real-time signals queue: a second one sent would be a second one received.
+        let small_signal = libc::SIGRTMIN() + 1;
+        let large = unique_name("mmr-nl");
+        let small = unique_name("mmr-ns");
+        // The small rule matches by regex, so that in eBPF mode userspace is asked about
+        // every rename (the kernel side decides prefixes itself).
+        let file = RulesFile::new(
+            "mmr-nm",
+            &(rule("large", &format!("exact = \"{large}\""), "1G", "RTMIN+2")
+                + &rule("small", &format!("regex = \"^{small}\""), "32M", "RTMIN+1")),
+        );
+        let mut target = Target::spawn(&large);
+        let mut monitor = start(mode, &file);
+        target.grow(48);
+        // Under 'large' 48 MiB is fine; renamed, it falls under 'small' and is over.
+        target.rename(&small);
+        assert!(target.wait_signal(small_signal), "{}", monitor.log_text());
+        let pid = format!("pid={}", target.pid());
+        monitor.expect_log(&["over the limit", "rule=\"small\"", &pid]);
+        // Renamed again under the same rule: the same process, the same breach.
+        target.rename(&format!("{small}2"));
+        target.exit();
+        monitor.expect_log(&["exited", &pid]);
+        let log = monitor.log_text();
+        assert_eq!(monitor.count(&["over the limit", &pid]), 1, "{mode}: {log}");
+        assert!(monitor.stop().success());
+    }
+}
+
+#[test]
 fn sighup_reloads_the_rules_and_a_bad_file_keeps_them() {
     for mode in modes("sighup_reloads_the_rules") {
         let name = unique_name("mmr-hup");

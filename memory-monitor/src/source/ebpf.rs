@@ -478,7 +478,10 @@ pub fn trigger_for(limit: u64) -> u64 {
 }
 
 /// Writes `rules` into the kernel side's `RULES` and `CGROUPS` maps, in order, ending the list
-/// after the last.
+/// after the last. Everything that can fail (opening the rules' cgroups) is done before the
+/// first write, so a refused set leaves the kernel side's rules as they were. (A program may
+/// read the table while it is written; whatever it concludes then, userspace decides again on
+/// its event under the rules in force, and re-reads `/proc` after writing.)
 fn write_rules(
     table: &mut Array<MapData, Rule>,
     cgroups: &mut CgroupArray<MapData>,
@@ -486,44 +489,16 @@ fn write_rules(
     kernel_signal: bool,
 ) -> io::Result<()> {
     let error = |e: aya::maps::MapError| io::Error::other(e.to_string());
-    for (index, rule) in rules.rules().iter().enumerate() {
-        let selector = &rule.selector;
-        let mut kernel_rule = name_rule(selector.matcher.as_ref());
-        if selector.matcher.is_none() {
-            kernel_rule.mode = if selector.cgroup.is_some() {
-                RULE_ANY
-            } else {
-                RULE_NEVER
-            };
-        }
-        let slot = index as u32;
-        match (&selector.cgroup, rules.cgroup_present(index)) {
-            (Some(cgroup), true) => {
-                let dir = cgroup.directory().map_err(io::Error::other)?;
-                let fd = std::fs::File::open(&dir)?;
-                cgroups.set(slot, fd, 0).map_err(error)?;
-                kernel_rule.cgroup = CGROUP_MEMBER;
-            }
-            (Some(_), false) => kernel_rule.mode = RULE_NEVER,
-            (None, _) => {
+    let prepared = (0..rules.rules().len())
+        .map(|index| kernel_rule(rules, index, kernel_signal))
+        .collect::<io::Result<Vec<_>>>()?;
+    for (slot, (kernel_rule, cgroup)) in (0u32..).zip(prepared) {
+        match cgroup {
+            Some(dir) => cgroups.set(slot, dir, 0).map_err(error)?,
+            None => {
                 let _ = cgroups.unset(slot);
             }
         }
-        if rule.limit.is_per_process() {
-            kernel_rule.cgroup |= CGROUP_LIMIT;
-        }
-        let limit = rules.fixed_limit(index);
-        kernel_rule.limit = limit.unwrap_or(u64::MAX);
-        kernel_rule.trigger = limit.map_or(u64::MAX, trigger_for);
-        kernel_rule.profile_from = match (&rule.profile, limit) {
-            (Some(profile), Some(limit)) => profile.growth_from(limit),
-            _ => u64::MAX,
-        };
-        kernel_rule.signal = if kernel_signal {
-            rule.signal.number() as u32
-        } else {
-            0
-        };
         table.set(slot, kernel_rule, 0).map_err(error)?;
     }
     if rules.rules().len() < MAX_RULES {
@@ -532,6 +507,53 @@ fn write_rules(
             .map_err(error)?;
     }
     Ok(())
+}
+
+/// Rule `index` of `rules` as the kernel side applies it, and its cgroup's directory, opened,
+/// when the rule names one that exists.
+fn kernel_rule(
+    rules: &RuleSet,
+    index: usize,
+    kernel_signal: bool,
+) -> io::Result<(Rule, Option<std::fs::File>)> {
+    let rule = rules.get(index);
+    let selector = &rule.selector;
+    let mut kernel_rule = name_rule(selector.matcher.as_ref());
+    if selector.matcher.is_none() {
+        kernel_rule.mode = if selector.cgroup.is_some() {
+            RULE_ANY
+        } else {
+            RULE_NEVER
+        };
+    }
+    let cgroup = match (&selector.cgroup, rules.cgroup_present(index)) {
+        (Some(cgroup), true) => {
+            let dir = cgroup.directory().map_err(io::Error::other)?;
+            kernel_rule.cgroup = CGROUP_MEMBER;
+            Some(std::fs::File::open(&dir)?)
+        }
+        (Some(_), false) => {
+            kernel_rule.mode = RULE_NEVER;
+            None
+        }
+        (None, _) => None,
+    };
+    if rule.limit.is_per_process() {
+        kernel_rule.cgroup |= CGROUP_LIMIT;
+    }
+    let limit = rules.fixed_limit(index);
+    kernel_rule.limit = limit.unwrap_or(u64::MAX);
+    kernel_rule.trigger = limit.map_or(u64::MAX, trigger_for);
+    kernel_rule.profile_from = match (&rule.profile, limit) {
+        (Some(profile), Some(limit)) => profile.growth_from(limit),
+        _ => u64::MAX,
+    };
+    kernel_rule.signal = if kernel_signal {
+        rule.signal.number() as u32
+    } else {
+        0
+    };
+    Ok((kernel_rule, cgroup))
 }
 
 /// The most the kernel's RSS counters can be off from the exact figure, in bytes: each of the

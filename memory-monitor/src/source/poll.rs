@@ -5,6 +5,7 @@
 //! processes that exited or no longer match. A steady scan allocates nothing.
 
 use std::io;
+use std::time::Instant;
 
 use rustix::io::Errno;
 
@@ -89,22 +90,18 @@ impl Scanner {
         self.rules = rules;
     }
 
-    /// The rule `pid` (named `comm`) falls under now, if any, and whether by PID.
-    pub fn select(&mut self, pid: i32, comm: &[u8]) -> Option<(usize, bool)> {
-        self.rules
-            .select(&self.proc, pid, comm, &mut self.cmdline_buf)
-    }
-
     /// The `/proc` this scanner reads.
     pub fn proc(&self) -> &ProcRoot {
         &self.proc
     }
 
-    /// Brings `list` up to date with `/proc`: admits new matches, drops what exited or stopped
-    /// matching (calling `gone` for each).
+    /// Brings `list` up to date with `/proc` at `now`: admits new matches, moves a watched
+    /// process that was renamed or moved to another cgroup under the rule that selects it now,
+    /// and drops what exited or stopped matching (calling `gone` for each).
     pub fn scan(
         &mut self,
         list: &mut Watchlist,
+        now: Instant,
         gone: impl FnMut(&Watched),
     ) -> io::Result<ScanReport> {
         let mut report = ScanReport::default();
@@ -125,14 +122,25 @@ impl Scanner {
             let Ok(comm) = proc.read_file(pid, "comm", &mut comm_buf) else {
                 return;
             };
-            if rules
-                .select(proc, pid, procfs::parse_comm(comm), cmdline_buf)
-                .is_none()
-            {
+            let comm = procfs::parse_comm(comm);
+            let Some((rule, _)) = rules.select(proc, pid, comm, cmdline_buf) else {
                 return;
-            }
-            if list.mark_seen(pid) {
-                return;
+            };
+            match list.get(pid) {
+                Some(watched) if watched.rule() == rule && watched.comm().as_bytes() == comm => {
+                    list.mark_seen(pid);
+                    return;
+                }
+                Some(_) => {
+                    let refreshed = list.update(pid, |watched| {
+                        watched.refresh(proc, rules, cmdline_buf, now)
+                    });
+                    if let Some(Ok(())) = refreshed {
+                        list.mark_seen(pid);
+                    }
+                    return;
+                }
+                None => {}
             }
             let skip = match Watched::open(proc, pid, rules, cmdline_buf, *hold_statm) {
                 Ok(watched) => match list.insert(watched) {
@@ -149,6 +157,11 @@ impl Scanner {
         })?;
         list.sweep(gone);
         Ok(report)
+    }
+
+    /// Looks at `watched` again under the rules in force (see [`Watched::refresh`]).
+    pub fn refresh(&mut self, watched: &mut Watched, now: Instant) -> Result<(), AdmitError> {
+        watched.refresh(&self.proc, &self.rules, &mut self.cmdline_buf, now)
     }
 
     /// Opens `pid` if it is one to watch: a rule selects it now.

@@ -6,6 +6,9 @@
 //! stopped, and its PID goes to a newcomer with another name, over the limit too. The monitor
 //! then resumes holding a record for that PID: it must never signal the newcomer. Prints
 //! `newcomer not signalled` and exits 0 when all went as it should.
+//!
+//! `mm-pidns` watches the process by name; `mm-pidns pinned` by PID (`--pid`), where the PID
+//! itself is what selects it, so only the process's identity can tell the newcomer apart.
 
 use memory_monitor_tests::{Monitor, Target, unique_name};
 
@@ -15,12 +18,20 @@ fn main() {
         1,
         "run as the first process of a new PID namespace: unshare --pid --fork --mount-proc mm-pidns"
     );
+    let pinned = std::env::args().nth(1).as_deref() == Some("pinned");
     let name = unique_name("mmp-w");
     let mut watched = Target::spawn(&name);
-    let mut monitor = Monitor::start(&[
+    let pid_arg = watched.pid().to_string();
+    let mut args = vec![
         "--mode", "poll", "-i", "200ms", "-v", "-m", "32M", "-s", "USR1", "--repeat", "200ms",
-        &name,
-    ]);
+    ];
+    if pinned {
+        // A name nothing has keeps the monitor running once the pinned process is gone.
+        args.extend(["--pid", &pid_arg, "mmp-nothing"]);
+    } else {
+        args.push(&name);
+    }
+    let mut monitor = Monitor::start(&args);
     watched.grow(48);
     assert!(
         watched.wait_signals(libc::SIGUSR1, 2),

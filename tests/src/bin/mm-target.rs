@@ -13,6 +13,8 @@
 //!   (`process_vm_writev`); answers `reserved addr=<address>`
 //! - `rename NAME` — `prctl(PR_SET_NAME)` (`rename 0x<hex>` for any bytes); `thread NAME` — start a thread that names itself NAME
 //! - `fork` — a child sharing the memory, `child pid=<pid>`
+//! - `exec NAME` — run this program again in place, named NAME (signals stay blocked across
+//!   the exec, so one sent meanwhile is reported by the new program); answers `ready pid=<pid>`
 //! - `ignore-term` — SIGTERM no longer ends it (it is still reported); `exit` — exit 0
 //!
 //! Every signal is reported as `signal <number> pid=<receiver>`. Until `ignore-term` is
@@ -99,6 +101,7 @@ fn main() {
                 say(&format!("ok rss={}", rss()));
             }
             (Some("fork"), None) => fork_child(),
+            (Some("exec"), Some(name)) => exec_as(name),
             (Some("ignore-term"), None) => {
                 IGNORE_TERM.store(true, Ordering::SeqCst);
                 say(&format!("ok rss={}", rss()));
@@ -244,4 +247,22 @@ fn fork_child() {
         -1 => say("error fork failed"),
         child => say(&format!("child pid={child}")),
     }
+}
+
+/// Runs this program again in place, as `name`: a link beside the one it was started by. The
+/// signal mask carries over (std's `Command::exec` would clear it first, leaving a moment in
+/// which a signal would end the process), and so do stdin and stdout.
+fn exec_as(name: &str) -> ! {
+    use std::os::unix::ffi::OsStrExt as _;
+    let started_as = std::env::args_os().next().expect("argv[0]");
+    let link = std::path::Path::new(&started_as).with_file_name(name);
+    let _ = std::fs::remove_file(&link);
+    let exe = std::env::current_exe().expect("current_exe");
+    std::os::unix::fs::symlink(exe, &link).expect("link");
+    let path = std::ffi::CString::new(link.as_os_str().as_bytes()).expect("path");
+    let argv = [path.as_ptr(), std::ptr::null()];
+    // SAFETY: a NUL-terminated path and a NULL-terminated argument vector that outlive the call.
+    unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+    say("error exec failed");
+    std::process::exit(1)
 }
