@@ -578,17 +578,24 @@ impl Cli {
             }
             None => None,
         };
-        let proc = crate::procfs::ProcRoot::open()
-            .map_err(|e| UsageError(format!("cannot read /proc: {e}")))?;
+        let proc = match self.pids.is_empty() {
+            true => None,
+            false => Some(
+                crate::procfs::ProcRoot::open()
+                    .map_err(|e| UsageError(format!("--pid: cannot read /proc: {e}")))?,
+            ),
+        };
         let mut pids = self
             .pids
             .iter()
             .map(|&pid| {
-                Pinned::now(&proc, pid).ok_or_else(|| {
-                    UsageError(format!(
-                        "invalid value '{pid}' for '--pid <PID>': no such process"
-                    ))
-                })
+                proc.as_ref()
+                    .and_then(|proc| Pinned::now(proc, pid))
+                    .ok_or_else(|| {
+                        UsageError(format!(
+                            "invalid value '{pid}' for '--pid <PID>': no such process"
+                        ))
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         pids.sort_unstable_by_key(|p| p.pid);

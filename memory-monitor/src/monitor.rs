@@ -27,7 +27,7 @@ use crate::service::Service;
 use crate::signal::Signal;
 use crate::sink;
 use crate::source::ebpf::{self, KernelSettings, KernelWatch, Target};
-use crate::source::poll::{Scanner, SkipReason};
+use crate::source::poll::{Exclusions, Scanner, SkipReason};
 use crate::timer::DeadlineTimer;
 use crate::units::{Bytes, Period};
 use crate::watch::{AdmitError, Watched, Watchlist};
@@ -1043,6 +1043,11 @@ fn check(
         }
     };
     let verdict = policy.judge(&mut watched.episode, rss, measure.now);
+    // Checked again before a signal: the monitor's parent may have changed since admission
+    // (re-parented to a subreaper that a rule matches).
+    if verdict.signals() && Exclusions::now().excludes(watched.pid()) {
+        return None;
+    }
     let rule_index = watched.rule();
     let (rule, metrics) = (
         measure.rules.get(rule_index),

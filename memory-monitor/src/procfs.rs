@@ -252,13 +252,27 @@ pub struct ProcRoot {
 pub type DirBuffer = Box<[MaybeUninit<u8>]>;
 
 impl ProcRoot {
-    /// Opens the `/proc` of this process's PID namespace.
+    /// Opens `/proc`, which must be this process's PID namespace's own: PIDs read in a
+    /// `/proc` of another namespace (after `unshare --pid` without `--mount-proc`, or a host's
+    /// `/proc` mounted into a container) name other processes than the same PIDs do in the
+    /// monitor's signals, so such a `/proc` is refused.
     pub fn open() -> io::Result<ProcRoot> {
         let dir = rustix::fs::open(
             "/proc",
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let me = rustix::process::getpid().as_raw_nonzero().get();
+        let seen = rustix::fs::readlinkat(&dir, "self", Vec::new());
+        if seen.as_ref().map(|link| link.to_bytes()) != Ok(me.to_string().as_bytes()) {
+            let seen = seen.map_or_else(
+                |e| e.to_string(),
+                |link| link.to_string_lossy().into_owned(),
+            );
+            return Err(io::Error::other(format!(
+                "/proc belongs to another PID namespace (its /proc/self is {seen}; this process is {me} in its own): mount the namespace's own /proc (unshare --mount-proc)"
+            )));
+        }
         Ok(ProcRoot { dir })
     }
 

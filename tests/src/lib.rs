@@ -61,6 +61,14 @@ fn link_dir() -> PathBuf {
     dir
 }
 
+/// A link named `name` to the program `target`: run through it, a process is named `name`.
+pub fn link_to(target: impl AsRef<Path>, name: &str) -> PathBuf {
+    let link = link_dir().join(name);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(target, &link).expect("link");
+    link
+}
+
 /// Lines a child process writes, collected by a thread.
 struct Lines {
     rx: Receiver<String>,
@@ -141,10 +149,7 @@ impl Target {
 
     /// Starts a target named `name`, letting `setup` adjust the command (e.g. another user).
     pub fn spawn_with(name: &str, setup: impl FnOnce(&mut Command)) -> Target {
-        let link = link_dir().join(name);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(bin("mm-target"), &link).expect("link target");
-        let mut command = Command::new(&link);
+        let mut command = Command::new(link_to(bin("mm-target"), name));
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use memory_monitor_tests::{bin, root_or_skip};
+use memory_monitor_tests::{bin, link_to, root_or_skip, unique_name, wait_until};
 
 const EVERYTHING: [&str; 8] = [
     "--once",
@@ -89,4 +89,74 @@ fn processes_outside_its_pid_namespace_are_never_named() {
         .collect();
     assert_eq!(over.len(), 1, "only the namespace's sleep: {log}");
     assert!(over[0].contains("name=sleep"), "{log}");
+}
+
+#[test]
+fn a_proc_of_another_pid_namespace_is_refused() {
+    if !root_or_skip("a_proc_of_another_pid_namespace_is_refused (unshare needs root)") {
+        return;
+    }
+    // A new PID namespace that still sees the host's /proc: its PIDs are not the monitor's.
+    let output = Command::new("unshare")
+        .args(["--pid", "--fork"])
+        .arg(bin("memory-monitor"))
+        .args(["--mode", "poll", "-m", "32", "anything"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].contains("/proc belongs to another PID namespace"),
+        "{log}"
+    );
+}
+
+#[test]
+fn in_ebpf_mode_its_parent_is_never_named_even_when_it_execs_into_a_matching_name() {
+    if !root_or_skip("in_ebpf_mode_its_parent_is_never_named (eBPF needs root)") {
+        return;
+    }
+    // The monitor's parent, a shell, waits until the monitor is running, then starts a child
+    // that execs a matching program (the control: it must be named) and execs one itself (it
+    // must not be: the kernel side sees the exec of the monitor's parent).
+    let dir = std::env::temp_dir();
+    let tag = unique_name("mmn-");
+    let sibling = link_to("/bin/sleep", &format!("{tag}s"));
+    let parent = link_to("/bin/sleep", &format!("{tag}p"));
+    let log_path = dir.join(format!("{tag}.log"));
+    let pid_path = dir.join(format!("{tag}.pid"));
+    let script = format!(
+        "{monitor} --mode ebpf --dry-run -v -m 1B --match regex '^{tag}' 2>{log} & echo $! >{pid}; \
+         until grep -q 'start-up done' {log}; do sleep 0.05; done; \
+         ({sibling} 1 &); exec {parent} 1",
+        monitor = bin("memory-monitor").display(),
+        log = log_path.display(),
+        pid = pid_path.display(),
+        sibling = sibling.display(),
+        parent = parent.display(),
+    );
+    let mut shell = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    let parent_pid = shell.id();
+    assert!(shell.wait().unwrap().success());
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let named_sibling = wait_until(|| log().contains(&format!("name={tag}s")));
+    let monitor: i32 = std::fs::read_to_string(&pid_path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(monitor, libc::SIGTERM) };
+    assert!(wait_until(|| log().contains("event=\"stop\"")), "{}", log());
+    let log = log();
+    let _ = std::fs::remove_file(&log_path);
+    let _ = std::fs::remove_file(&pid_path);
+    assert!(named_sibling, "the control was named: {log}");
+    let parent_pid = parent_pid as i32;
+    assert!(
+        !named(&log).contains(&parent_pid),
+        "the monitor's parent ({parent_pid}) was named: {log}"
+    );
 }
