@@ -53,6 +53,14 @@ struct OutcomeLabels {
 /// The results a signal is counted under.
 const SIGNAL_RESULTS: [&str; 5] = ["sent", "sent_by_kernel", "dry_run", "exited", "failed"];
 
+fn signal_labels(rule: &str, signal: Signal, result: &'static str) -> SignalLabels {
+    SignalLabels {
+        rule: rule.to_string(),
+        signal: signal.to_string(),
+        result,
+    }
+}
+
 fn signal_result(delivery: Delivery) -> &'static str {
     match delivery {
         Delivery::Sent => "sent",
@@ -97,8 +105,8 @@ pub struct RuleMetrics {
     pub profiles_written: Counter,
     /// Profiles lost.
     pub profiles_failed: Counter,
-    /// Signals by (signal number, result).
-    signals: Vec<(i32, &'static str, Counter)>,
+    /// Signals by (signal, result).
+    signals: Vec<(Signal, &'static str, Counter)>,
 }
 
 impl RuleMetrics {
@@ -108,7 +116,7 @@ impl RuleMetrics {
         if let Some((_, _, counter)) = self
             .signals
             .iter()
-            .find(|(number, r, _)| *number == signal.number() && *r == result)
+            .find(|(s, r, _)| *s == signal && *r == result)
         {
             counter.inc();
         }
@@ -210,37 +218,17 @@ impl Metrics {
         self.reloads.get_or_create(&OutcomeLabels { result }).inc();
     }
 
-    /// The series of every rule in `rules` (created at zero if new), in the same order; the
-    /// gauges of rules no longer in force are dropped.
-    pub fn for_rules(&self, rules: &RuleSet, previous: &[RuleMetrics]) -> Vec<RuleMetrics> {
-        let names: Vec<&str> = rules.rules().iter().map(|r| r.name.as_str()).collect();
-        for old in previous
-            .iter()
-            .filter(|old| !names.contains(&old.name.as_str()))
-        {
-            let labels = RuleLabels {
-                rule: old.name.clone(),
-            };
-            self.watched.remove(&labels);
-            self.limit.remove(&labels);
-        }
+    /// The series of every rule in `rules` (created at zero if new), in the same order. Rules
+    /// being loaded are not in force yet: [`Metrics::put_in_force`] or [`Metrics::retire`]
+    /// follows, once the load has succeeded or failed.
+    pub fn for_rules(&self, rules: &RuleSet) -> Vec<RuleMetrics> {
         rules
             .rules()
             .iter()
-            .enumerate()
-            .map(|(index, rule)| {
+            .map(|rule| {
                 let labels = RuleLabels {
                     rule: rule.name.clone(),
                 };
-                match rules.fixed_limit(index) {
-                    Some(limit) => {
-                        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-                        self.limit.get_or_create(&labels).set(limit);
-                    }
-                    None => {
-                        self.limit.remove(&labels);
-                    }
-                }
                 let result = |result| ResultLabels {
                     rule: rule.name.clone(),
                     result,
@@ -248,13 +236,9 @@ impl Metrics {
                 let mut signals = Vec::new();
                 for signal in [rule.signal, Signal::KILL] {
                     for result in SIGNAL_RESULTS {
-                        let labels = SignalLabels {
-                            rule: rule.name.clone(),
-                            signal: signal.to_string(),
-                            result,
-                        };
+                        let labels = signal_labels(&rule.name, signal, result);
                         let counter = self.signals.get_or_create(&labels).clone();
-                        signals.push((signal.number(), result, counter));
+                        signals.push((signal, result, counter));
                     }
                 }
                 // One series at a time: a family's lock is held while its guard lives.
@@ -272,6 +256,50 @@ impl Metrics {
                 }
             })
             .collect()
+    }
+
+    /// `rules` are in force now, in place of the rules `replaced` had the series of: the
+    /// series of rules that are gone are dropped, and each rule's fixed limit is exported.
+    pub fn put_in_force(&self, rules: &RuleSet, replaced: &[RuleMetrics]) {
+        self.retire(replaced, rules);
+        for (index, rule) in rules.rules().iter().enumerate() {
+            let labels = RuleLabels {
+                rule: rule.name.clone(),
+            };
+            match rules.fixed_limit(index) {
+                Some(limit) => {
+                    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                    self.limit.get_or_create(&labels).set(limit);
+                }
+                None => {
+                    self.limit.remove(&labels);
+                }
+            }
+        }
+    }
+
+    /// Drops every series of the rules in `series` that `kept` has no rule of the same name
+    /// for: the rules a reload removed, or those of a reload that failed.
+    pub fn retire(&self, series: &[RuleMetrics], kept: &RuleSet) {
+        let kept: Vec<&str> = kept.rules().iter().map(|r| r.name.as_str()).collect();
+        for gone in series.iter().filter(|s| !kept.contains(&s.name.as_str())) {
+            let labels = RuleLabels {
+                rule: gone.name.clone(),
+            };
+            self.watched.remove(&labels);
+            self.limit.remove(&labels);
+            self.breaches.remove(&labels);
+            for result in ["written", "failed"] {
+                self.profiles.remove(&ResultLabels {
+                    rule: gone.name.clone(),
+                    result,
+                });
+            }
+            for (signal, result, _) in &gone.signals {
+                self.signals
+                    .remove(&signal_labels(&gone.name, *signal, result));
+            }
+        }
     }
 
     /// The exposition in OpenMetrics text (what Prometheus asks for), or with `classic` in
@@ -380,6 +408,50 @@ fn answer(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matcher::{MatchMode, Matcher};
+    use crate::rules::{Rule, Selector};
+    use crate::units::SizeSpec;
+
+    fn rules(name: &str, limit: u64) -> RuleSet {
+        let matcher = Matcher::new(MatchMode::Prefix, "app").unwrap();
+        let rule = Rule::new(name, Selector::name(matcher), SizeSpec::Bytes(limit));
+        RuleSet::new(vec![rule]).unwrap()
+    }
+
+    #[test]
+    fn a_failed_load_leaves_the_series_in_force_and_a_good_one_replaces_them() {
+        let metrics = Metrics::new();
+        let old = rules("old", 1000);
+        let in_force = metrics.for_rules(&old);
+        metrics.put_in_force(&old, &[]);
+        in_force[0].breaches.inc();
+
+        // Loaded, then refused: nothing of it shows, nothing in force changed.
+        let refused = rules("new", 2000);
+        let prepared = metrics.for_rules(&refused);
+        metrics.retire(&prepared, &old);
+        let text = metrics.encode(true);
+        assert!(!text.contains("rule=\"new\""), "{text}");
+        assert!(
+            text.contains("memory_monitor_limit_bytes{rule=\"old\"} 1000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("memory_monitor_breaches_total{rule=\"old\"} 1"),
+            "{text}"
+        );
+
+        // Loaded and put in force: the old rule's series go.
+        let prepared = metrics.for_rules(&refused);
+        metrics.put_in_force(&refused, &in_force);
+        let text = metrics.encode(true);
+        assert!(!text.contains("rule=\"old\""), "{text}");
+        assert!(
+            text.contains("memory_monitor_limit_bytes{rule=\"new\"} 2000"),
+            "{text}"
+        );
+        assert_eq!(prepared.len(), 1);
+    }
 
     #[test]
     fn the_classic_format_names_counter_families_like_their_samples() {

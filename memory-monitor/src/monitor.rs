@@ -111,27 +111,36 @@ struct RuleActions {
 }
 
 impl RuleActions {
-    /// Starts what `rules` need: a profiler per profiling rule, and their metrics.
-    fn start(
-        rules: &RuleSet,
-        metrics: &Metrics,
-        previous: &[RuleMetrics],
-    ) -> Result<RuleActions, Error> {
-        let rule_metrics = metrics.for_rules(rules, previous);
-        let profilers = rules
+    /// Starts what `rules` need: a profiler per profiling rule, and their metrics (to be put
+    /// in force, or retired, by the caller). The profile destinations are opened first: one
+    /// that cannot be used refuses the rules before anything else is made for them.
+    fn start(rules: &RuleSet, metrics: &Metrics) -> Result<RuleActions, Error> {
+        let writers = rules
             .rules()
             .iter()
+            .map(|rule| {
+                rule.profile
+                    .as_ref()
+                    .map(|settings| {
+                        sink::open(&settings.sink).map(|writer| (writer, settings.budget))
+                    })
+                    .transpose()
+                    .map_err(Error::ProfileWriter)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let rule_metrics = metrics.for_rules(rules);
+        let profilers = writers
+            .into_iter()
             .zip(&rule_metrics)
-            .map(|(rule, counts)| {
-                let Some(settings) = &rule.profile else {
+            .map(|(writer, counts)| {
+                let Some((writer, budget)) = writer else {
                     return Ok(None);
                 };
-                let writer = sink::open(&settings.sink).map_err(Error::ProfileWriter)?;
                 let counts = ProfileCounts {
                     written: counts.profiles_written.clone(),
                     failed: counts.profiles_failed.clone(),
                 };
-                Profiler::start(writer, settings.budget, counts)
+                Profiler::start(writer, budget, counts)
                     .map(Some)
                     .map_err(|e| Error::ProfileWriter(e.into()))
             })
@@ -156,7 +165,8 @@ impl Monitor {
         }
         let metrics = Metrics::new();
         metrics.set_mode(kernel.is_some());
-        let actions = RuleActions::start(&config.rules, &metrics, &[])?;
+        let actions = RuleActions::start(&config.rules, &metrics)?;
+        metrics.put_in_force(&config.rules, &[]);
         let hook = start_hook(&config.rules)?;
         if let Some(address) = config.metrics_addr {
             let bound = crate::metrics::serve(address, Arc::clone(&metrics))
@@ -644,7 +654,7 @@ impl Monitor {
             .load()
             .map_err(|e| e.to_string())
             .and_then(|rules| {
-                RuleActions::start(&rules, &self.metrics, &self.actions.metrics)
+                RuleActions::start(&rules, &self.metrics)
                     .map(|actions| (rules, actions))
                     .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
             });
@@ -658,6 +668,7 @@ impl Monitor {
         };
         if let Some(kernel) = self.kernel.as_mut() {
             if let Err(error) = kernel.set_rules(&rules) {
+                self.metrics.retire(&actions.metrics, &self.config.rules);
                 self.metrics.reloaded(false);
                 tracing::error!(
                     event = "reload_failed",
@@ -684,6 +695,7 @@ impl Monitor {
                 }
             }
         }
+        self.metrics.put_in_force(&rules, &self.actions.metrics);
         self.config.rules = rules.clone();
         self.scanner.set_rules(rules);
         self.actions = actions;

@@ -27,7 +27,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::cgroup::{self, CgroupPath};
-use crate::config::{DEFAULT_PROFILE_AT_PERCENT, DEFAULT_PROFILE_BUDGET, ProfileSettings};
+use crate::config::{
+    COMMAND_LINE_RULE, DEFAULT_PROFILE_AT_PERCENT, DEFAULT_PROFILE_BUDGET, ProfileSettings,
+};
 use crate::matcher::{CommVerdict, MatchMode, Matcher};
 use crate::procfs::{self, ProcRoot};
 use crate::signal::Signal;
@@ -407,11 +409,51 @@ pub fn parse_file(path: &Path, text: &str, defaults: Defaults) -> Result<Vec<Rul
             "no [[rule]] tables: nothing to watch".to_string(),
         ));
     }
-    raw.rule
+    if let Some(extra) = raw.rule.get(MAX_RULES) {
+        return Err(file.error(
+            extra.span(),
+            None,
+            format!(
+                "{} rules; at most {MAX_RULES} are supported",
+                raw.rule.len()
+            ),
+        ));
+    }
+    let rules = raw
+        .rule
         .iter()
         .enumerate()
         .map(|(index, raw)| file.rule(index, raw, defaults))
-        .collect()
+        .collect::<Result<Vec<Rule>, _>>()?;
+    for (index, rule) in rules.iter().enumerate() {
+        let raw = &raw.rule[index];
+        let span = raw
+            .get_ref()
+            .name
+            .as_ref()
+            .map_or_else(|| raw.span(), Spanned::span);
+        if rule.name == COMMAND_LINE_RULE {
+            return Err(file.error(
+                span,
+                Some("name"),
+                format!("'{COMMAND_LINE_RULE}' names the command line's rule; choose another"),
+            ));
+        }
+        if rules[..index]
+            .iter()
+            .any(|earlier| earlier.name == rule.name)
+        {
+            return Err(file.error(
+                span,
+                Some("name"),
+                format!(
+                    "a rule before this one is named '{}' too; names label logs and metrics, so they must differ",
+                    rule.name
+                ),
+            ));
+        }
+    }
+    Ok(rules)
 }
 
 /// A rules file being read, for errors that point into it.
@@ -756,7 +798,22 @@ mod tests {
                 "[[rule]]\ncgroup = \"/a/../b\"\nmax-memory = \"1G\"\n",
                 "rules.toml:2: rule 'rule-1': cgroup: '/a/../b' is not a cgroup path",
             ),
+            (
+                "[[rule]]\nname = \"a\"\nprefix = \"a\"\nmax-memory = \"1G\"\n\
+                 [[rule]]\nname = \"a\"\nprefix = \"b\"\nmax-memory = \"1G\"\n",
+                "rules.toml:6: name: a rule before this one is named 'a' too",
+            ),
+            (
+                "[[rule]]\nname = \"command-line\"\nprefix = \"a\"\nmax-memory = \"1G\"\n",
+                "rules.toml:2: name: 'command-line' names the command line's rule",
+            ),
         ];
+        let many = "[[rule]]\nprefix = \"a\"\nmax-memory = \"1G\"\n".repeat(MAX_RULES + 1);
+        let too_many = error(&many);
+        assert!(
+            too_many.starts_with("rules.toml:97: 33 rules; at most 32"),
+            "{too_many}"
+        );
         for (text, expected) in cases {
             let message = error(text);
             assert!(

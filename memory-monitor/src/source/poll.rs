@@ -13,8 +13,9 @@ use crate::procfs::{self, DirBuffer, ProcRoot, ResidentParts};
 use crate::rules::RuleSet;
 use crate::watch::{AdmitError, Watched, Watchlist};
 
-/// Bytes of a command line that `--match cmdline` (and long names) look at.
-pub const CMDLINE_MAX: usize = 32 * 1024;
+/// Bytes of a command line that `--match cmdline` (and long names) look at: enough for long
+/// Java class paths (one argument may be at most 128 KiB). Only what a read fills is touched.
+pub const CMDLINE_MAX: usize = 128 * 1024;
 
 /// Processes a monitor must never watch: PID 1, itself, its parent.
 #[derive(Debug, Clone, Copy)]
