@@ -5,6 +5,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
+use memory_monitor::cgroup::Frame;
 use memory_monitor::matcher::{MatchMode, Matcher};
 use memory_monitor::procfs::{self, Escaped};
 
@@ -22,6 +23,20 @@ static MATCHERS: LazyLock<Vec<Matcher>> = LazyLock::new(|| {
     .collect()
 });
 
+/// How a monitor in a cgroup namespace of its own places other processes' cgroups.
+static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
+    let names = |parts: &[&str]| parts.iter().map(|part| part.to_string()).collect();
+    vec![
+        Frame::Inside { root: Vec::new() },
+        Frame::Inside {
+            root: names(&["svc"]),
+        },
+        Frame::Above {
+            names: names(&["kubepods", "pod", "c"]),
+        },
+    ]
+});
+
 fuzz_target!(|data: &[u8]| {
     if let Ok(stat) = procfs::parse_stat(data) {
         let _ = stat.is_kernel_thread();
@@ -32,6 +47,10 @@ fuzz_target!(|data: &[u8]| {
     let comm = procfs::parse_comm(data);
     let _ = procfs::argv0_basename(data);
     let _ = memory_monitor::cgroup::v2_path_of(data);
+    for frame in FRAMES.iter() {
+        let mut buf = [0u8; 256];
+        let _ = frame.place(data, &mut buf);
+    }
     let _ = Escaped(data).to_string();
     for matcher in MATCHERS.iter() {
         let _ = matcher.check_comm(comm);

@@ -1,16 +1,20 @@
-//! cgroups: which cgroup (v2) a process is in, whether that is inside a rule's cgroup, and the
+//! cgroups: which cgroup a process is in, whether that is inside a rule's cgroup, and the
 //! memory limit its cgroup puts on it (for limits given as a share of it).
 //!
-//! Paths are as this monitor sees them: relative to the root of its cgroup namespace, the way
-//! `/proc/PID/cgroup` prints them (`/system.slice/nginx.service`). On hybrid hosts, where the
-//! memory controller still sits in a v1 hierarchy, the v1 `memory.limit_in_bytes` is used for
-//! limits.
+//! Paths are paths in the cgroup hierarchy as it is mounted (`/system.slice/nginx.service`,
+//! under `/sys/fs/cgroup`): the host's paths wherever the host's hierarchy is mounted.
+//! `/proc/PID/cgroup` prints paths relative to the reader's cgroup namespace, which for a
+//! monitor in a container (a Kubernetes pod on cgroup v2) is the container's own cgroup: other
+//! pods' processes read as `/../../kubepods-…`. Such paths are put back in the mount's terms
+//! (see [`Frame`]), so a rule names a cgroup the same way wherever the monitor runs. On hybrid
+//! hosts, where the memory controller still sits in a v1 hierarchy, its
+//! `memory.limit_in_bytes` is used for limits.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// A cgroup v2 path, normalised (`/a/b`; the root is `/`).
+/// A cgroup path in a hierarchy, normalised (`/a/b`; the root is `/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupPath(String);
 
@@ -59,15 +63,14 @@ impl CgroupPath {
         &self.0
     }
 
-    /// Whether a process in the cgroup at `process_path` (as in `/proc/PID/cgroup`) is in
-    /// this cgroup or one below it.
-    pub fn contains(&self, process_path: &[u8]) -> bool {
+    /// Whether a process in the cgroup at `path` (a path in the hierarchy, as
+    /// [`cgroup_of`] gives it) is in this cgroup or one below it.
+    pub fn contains(&self, path: &[u8]) -> bool {
         let own = self.0.as_bytes();
         if own == b"/" {
-            return process_path.starts_with(b"/");
+            return path.starts_with(b"/");
         }
-        process_path
-            .strip_prefix(own)
+        path.strip_prefix(own)
             .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
     }
 
@@ -75,6 +78,15 @@ impl CgroupPath {
     pub fn directory(&self) -> Result<PathBuf, CgroupError> {
         let mount = v2_mount().ok_or(CgroupError::NoHierarchy)?;
         Ok(mount.join(self.0.trim_start_matches('/')))
+    }
+
+    /// Its parent's path and its own name; `None` for the root.
+    pub fn split_last(&self) -> Option<(CgroupPath, &str)> {
+        let (parent, name) = self.0.rsplit_once('/')?;
+        (!name.is_empty()).then(|| {
+            let parent = if parent.is_empty() { "/" } else { parent };
+            (CgroupPath(parent.to_string()), name)
+        })
     }
 }
 
@@ -84,39 +96,218 @@ impl fmt::Display for CgroupPath {
     }
 }
 
-/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
-/// hybrid hosts), read once.
+/// How the paths in `/proc/PID/cgroup`, relative to the root of the monitor's cgroup
+/// namespace, lie in a mounted hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// The mount shows the namespace's root or, with `root`, a cgroup below it: a path under
+    /// `root` is that path without it. (A monitor in the host's namespace: `root` is empty and
+    /// every path is already the mount's.)
+    Inside {
+        /// The mount's root below the namespace's, by component.
+        root: Vec<String>,
+    },
+    /// The mount shows a cgroup above the namespace's root (the host's hierarchy mounted in a
+    /// container); `names` lead from it down to the namespace's root.
+    Above {
+        /// From the mount's root down to the namespace's root.
+        names: Vec<String>,
+    },
+    /// The mount shows a cgroup above the namespace's root that the monitor could not find
+    /// itself in: no path can be placed.
+    Unknown,
+}
+
+impl Frame {
+    /// `path` (as `/proc/PID/cgroup` shows it) as a path under the mount, written into `buf`
+    /// unless it already is one; `None` when the mount does not show that cgroup.
+    pub fn place<'a>(&self, path: &'a [u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
+        let mut parts = path
+            .split(|&b| b == b'/')
+            .filter(|part| !part.is_empty())
+            .peekable();
+        let mut up = 0;
+        while parts.next_if(|part| *part == b"..").is_some() {
+            up += 1;
+        }
+        let mut out = PathWriter { buf, len: 0 };
+        match self {
+            Frame::Inside { root } if root.is_empty() && up == 0 => return Some(path),
+            Frame::Inside { root } => {
+                if up > 0 {
+                    return None;
+                }
+                for name in root {
+                    parts.next_if(|part| *part == name.as_bytes())?;
+                }
+            }
+            Frame::Above { names } => {
+                let kept = names.len().checked_sub(up)?;
+                for name in &names[..kept] {
+                    out.push(name.as_bytes())?;
+                }
+            }
+            Frame::Unknown => return None,
+        }
+        for part in parts {
+            out.push(part)?;
+        }
+        Some(out.finish())
+    }
+
+    /// Works out the frame of a hierarchy mounted at `mount` whose root, as mountinfo shows it,
+    /// is `root` (relative to the namespace's root, like `/proc/PID/cgroup` paths), for process
+    /// `pid` in the cgroup `own` (its own `/proc/PID/cgroup` path).
+    fn find(mount: &Path, root: &str, own: &str, pid: u32) -> Frame {
+        let parts: Vec<&str> = root.split('/').filter(|p| !p.is_empty()).collect();
+        let up = parts.iter().take_while(|part| **part == "..").count();
+        if up == 0 {
+            return Frame::Inside {
+                root: parts.iter().map(|part| part.to_string()).collect(),
+            };
+        }
+        if up < parts.len() {
+            return Frame::Unknown;
+        }
+        // The namespace's root is the cgroup `up` levels below the mount's root in which
+        // this process's own cgroup (`own`, below the namespace's root) lists it.
+        let own = own.trim_start_matches('/');
+        let lists_pid = |dir: &Path| {
+            std::fs::read_to_string(dir.join(own).join("cgroup.procs"))
+                .is_ok_and(|procs| procs.lines().any(|line| line.trim() == pid.to_string()))
+        };
+        find_at_depth(mount, up, &lists_pid).map_or(Frame::Unknown, |names| Frame::Above { names })
+    }
+}
+
+/// The first directory `depth` levels below `dir` that `wanted` accepts, as names from `dir`.
+fn find_at_depth(dir: &Path, depth: usize, wanted: &dyn Fn(&Path) -> bool) -> Option<Vec<String>> {
+    if depth == 0 {
+        return wanted(dir).then(Vec::new);
+    }
+    let entries = std::fs::read_dir(dir).ok()?;
+    for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if let Some(mut names) = find_at_depth(&entry.path(), depth - 1, wanted) {
+            names.insert(0, entry.file_name().to_string_lossy().into_owned());
+            return Some(names);
+        }
+    }
+    None
+}
+
+/// Writes a path component by component into a caller's buffer.
+struct PathWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> PathWriter<'a> {
+    fn push(&mut self, part: &[u8]) -> Option<()> {
+        let end = self.len + 1 + part.len();
+        let slot = self.buf.get_mut(self.len..end)?;
+        slot[0] = b'/';
+        slot[1..].copy_from_slice(part);
+        self.len = end;
+        Some(())
+    }
+
+    fn finish(self) -> &'a [u8] {
+        match self.len {
+            0 => b"/",
+            len => &self.buf[..len],
+        }
+    }
+}
+
+/// A mounted cgroup hierarchy: where, and how `/proc/PID/cgroup` paths lie in it.
+#[derive(Debug)]
+pub struct Hierarchy {
+    mount: PathBuf,
+    frame: Frame,
+}
+
+impl Hierarchy {
+    /// Where it is mounted.
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// How the paths processes show lie in it.
+    pub fn frame(&self) -> &Frame {
+        &self.frame
+    }
+
+    /// Finds the first mount that `wanted(fstype, super options)` accepts and places it, for
+    /// this process, whose `/proc/self/cgroup` line for the hierarchy `own_line` picks.
+    fn find(
+        wanted: impl Fn(&str, &str) -> bool,
+        own_line: impl Fn(&[u8]) -> Option<&[u8]>,
+    ) -> Option<Hierarchy> {
+        let (mount, root) = find_mount(wanted)?;
+        let own_text = std::fs::read("/proc/self/cgroup").unwrap_or_default();
+        let own = own_line(&own_text)
+            .map_or_else(String::new, |p| String::from_utf8_lossy(p).into_owned());
+        let frame = Frame::find(&mount, &root, &own, std::process::id());
+        if frame == Frame::Unknown {
+            tracing::warn!(
+                event = "cgroup_namespace",
+                "the cgroups mounted at {} are above this monitor's cgroup namespace, which it cannot find in them: cgroup rules and limits cannot be resolved",
+                mount.display()
+            );
+        }
+        Some(Hierarchy { mount, frame })
+    }
+}
+
+/// The cgroup v2 hierarchy (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts),
+/// found once.
+pub fn v2() -> Option<&'static Hierarchy> {
+    static V2: OnceLock<Option<Hierarchy>> = OnceLock::new();
+    V2.get_or_init(|| Hierarchy::find(|fstype, _| fstype == "cgroup2", v2_path_of))
+        .as_ref()
+}
+
+/// Where the cgroup v2 hierarchy is mounted.
 pub fn v2_mount() -> Option<&'static Path> {
-    static MOUNT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    MOUNT
-        .get_or_init(|| find_mount(|fstype, _| fstype == "cgroup2"))
-        .as_deref()
+    v2().map(Hierarchy::mount)
 }
 
-/// Where a v1 hierarchy with the memory controller is mounted, if any (hybrid hosts).
-fn v1_memory_mount() -> Option<&'static Path> {
-    static MOUNT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    MOUNT
-        .get_or_init(|| {
-            find_mount(|fstype, options| {
+/// A v1 hierarchy with the memory controller, if any (hybrid hosts), found once.
+fn v1_memory() -> Option<&'static Hierarchy> {
+    static V1: OnceLock<Option<Hierarchy>> = OnceLock::new();
+    V1.get_or_init(|| {
+        Hierarchy::find(
+            |fstype, options| {
                 fstype == "cgroup" && options.split(',').any(|option| option == "memory")
-            })
-        })
-        .as_deref()
+            },
+            v1_memory_path_of,
+        )
+    })
+    .as_ref()
 }
 
-/// The mount point of the first mount in `/proc/self/mountinfo` that `wanted(fstype, super
-/// options)` accepts.
-fn find_mount(wanted: impl Fn(&str, &str) -> bool) -> Option<PathBuf> {
+/// The mount point and root of the first mount in `/proc/self/mountinfo` that
+/// `wanted(fstype, super options)` accepts.
+fn find_mount(wanted: impl Fn(&str, &str) -> bool) -> Option<(PathBuf, String)> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     text.lines().find_map(|line| {
         // `id parent major:minor root mountpoint options [optional...] - fstype source super`
         let (before, after) = line.split_once(" - ")?;
-        let mount_point = before.split(' ').nth(4)?;
+        let mut fields = before.split(' ');
+        let root = fields.nth(3)?;
+        let mount_point = fields.next()?;
         let mut after = after.split(' ');
         let fstype = after.next()?;
         let options = after.nth(1).unwrap_or_default();
-        wanted(fstype, options).then(|| PathBuf::from(unescape_mount_path(mount_point)))
+        wanted(fstype, options).then(|| {
+            (
+                PathBuf::from(unescape_mount_path(mount_point)),
+                unescape_mount_path(root),
+            )
+        })
     })
 }
 
@@ -144,7 +335,8 @@ fn unescape_mount_path(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The v2 path in a `/proc/PID/cgroup` text (the `0::/path` line).
+/// The v2 path in a `/proc/PID/cgroup` text (the `0::/path` line), as the reader's
+/// namespace shows it.
 pub fn v2_path_of(text: &[u8]) -> Option<&[u8]> {
     text.split(|&b| b == b'\n')
         .find_map(|line| line.strip_prefix(b"0::"))
@@ -164,31 +356,43 @@ fn v1_memory_path_of(text: &[u8]) -> Option<&[u8]> {
     })
 }
 
+/// The v2 cgroup of a process whose `/proc/PID/cgroup` reads `text`, as a path in the
+/// mounted hierarchy (written into `buf` when it has to be placed); `None` when there is none
+/// or the mount does not show it.
+pub fn cgroup_of<'a>(text: &'a [u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    v2()?.frame.place(v2_path_of(text)?, buf)
+}
+
 /// The tightest memory limit on a process whose `/proc/PID/cgroup` reads `text`: the
 /// smallest `memory.max` from its cgroup up to the root (v2), or on hybrid hosts the v1
-/// `memory.limit_in_bytes`. `None`: no cgroup limits it.
-pub fn memory_limit(text: &[u8]) -> Option<u64> {
-    let v2 = v2_mount()
-        .zip(v2_path_of(text))
-        .and_then(|(mount, path)| tightest(mount, path, "memory.max"));
+/// `memory.limit_in_bytes`. `None`: no cgroup limits it. Each limit file read is shown to
+/// `read` (to follow its changes).
+pub fn memory_limit(text: &[u8], mut read: impl FnMut(&Path)) -> Option<u64> {
+    let mut buf = [0u8; 4096];
+    let v2 = v2().and_then(|v2| {
+        let path = v2.frame.place(v2_path_of(text)?, &mut buf)?;
+        tightest(&v2.mount, path, "memory.max", &mut read)
+    });
     v2.or_else(|| {
-        v1_memory_mount()
-            .zip(v1_memory_path_of(text))
-            .and_then(|(mount, path)| tightest(mount, path, "memory.limit_in_bytes"))
+        let mut buf = [0u8; 4096];
+        let v1 = v1_memory()?;
+        let path = v1.frame.place(v1_memory_path_of(text)?, &mut buf)?;
+        tightest(&v1.mount, path, "memory.limit_in_bytes", &mut read)
     })
 }
 
 /// The smallest limit in `file` from `mount`/`path` up to `mount`.
-fn tightest(mount: &Path, path: &[u8], file: &str) -> Option<u64> {
+fn tightest(mount: &Path, path: &[u8], file: &str, read: &mut dyn FnMut(&Path)) -> Option<u64> {
     let path = String::from_utf8_lossy(path);
     let mut dir = mount.join(path.trim_start_matches('/'));
     let mut tightest: Option<u64> = None;
     while dir.starts_with(mount) {
-        if let Some(limit) = std::fs::read_to_string(dir.join(file))
-            .ok()
-            .and_then(|text| parse_limit(&text))
-        {
-            tightest = Some(tightest.map_or(limit, |t| t.min(limit)));
+        let limit_file = dir.join(file);
+        if let Ok(text) = std::fs::read_to_string(&limit_file) {
+            read(&limit_file);
+            if let Some(limit) = parse_limit(&text) {
+                tightest = Some(tightest.map_or(limit, |t| t.min(limit)));
+            }
         }
         if !dir.pop() {
             break;
@@ -232,6 +436,12 @@ mod tests {
         }
         assert!(CgroupPath::parse(" ").is_err());
         assert!(CgroupPath::parse("/a/../b").is_err());
+        let (deep, shallow) = (path("/a/b"), path("/a"));
+        let (parent, name) = deep.split_last().unwrap();
+        assert_eq!((parent.as_str(), name), ("/a", "b"));
+        let (parent, name) = shallow.split_last().unwrap();
+        assert_eq!((parent.as_str(), name), ("/", "a"));
+        assert!(path("/").split_last().is_none());
     }
 
     #[test]
@@ -253,6 +463,82 @@ mod tests {
         assert_eq!(v2_path_of(b"4:memory:/x\n"), None);
     }
 
+    fn place(frame: &Frame, path: &str) -> Option<String> {
+        let mut buf = [0u8; 64];
+        frame
+            .place(path.as_bytes(), &mut buf)
+            .map(|placed| String::from_utf8(placed.to_vec()).unwrap())
+    }
+
+    fn names(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|part| part.to_string()).collect()
+    }
+
+    #[test]
+    fn paths_relative_to_a_cgroup_namespace_are_placed_in_the_mount() {
+        // The host's namespace: paths are the mount's as they are.
+        let host = Frame::Inside { root: Vec::new() };
+        assert_eq!(place(&host, "/a/b").as_deref(), Some("/a/b"));
+        assert_eq!(place(&host, "/").as_deref(), Some("/"));
+        assert_eq!(place(&host, "/../a"), None);
+        // A pod at /kubepods/pod1/c1, with the host's hierarchy mounted.
+        let pod = Frame::Above {
+            names: names(&["kubepods", "pod1", "c1"]),
+        };
+        assert_eq!(place(&pod, "/").as_deref(), Some("/kubepods/pod1/c1"));
+        assert_eq!(
+            place(&pod, "/sub").as_deref(),
+            Some("/kubepods/pod1/c1/sub")
+        );
+        assert_eq!(
+            place(&pod, "/../../pod2/c2").as_deref(),
+            Some("/kubepods/pod2/c2")
+        );
+        assert_eq!(
+            place(&pod, "/../../../init.scope").as_deref(),
+            Some("/init.scope")
+        );
+        assert_eq!(place(&pod, "/../../../.."), None, "above the mount");
+        // The namespace's own mount, showing only what is below it.
+        let own = Frame::Inside { root: Vec::new() };
+        assert_eq!(place(&own, "/../../pod2"), None);
+        // A mount of a cgroup below the namespace's root.
+        let below = Frame::Inside {
+            root: names(&["svc"]),
+        };
+        assert_eq!(place(&below, "/svc/x").as_deref(), Some("/x"));
+        assert_eq!(place(&below, "/other"), None);
+        assert_eq!(place(&Frame::Unknown, "/x"), None);
+        // Too long for the buffer: not placed, never cut.
+        let deep = Frame::Above {
+            names: names(&["a-long-component-name-that-fills-much"]),
+        };
+        assert_eq!(place(&deep, "/another-long-component-name"), None);
+    }
+
+    #[test]
+    fn the_namespace_root_is_found_where_the_process_is_listed() {
+        let mount = std::env::temp_dir().join(format!("mm-frame-{}", std::process::id()));
+        let leaf = mount.join("kubepods/pod1/c1");
+        std::fs::create_dir_all(&leaf).unwrap();
+        std::fs::create_dir_all(mount.join("kubepods/pod0/c0")).unwrap();
+        std::fs::write(mount.join("kubepods/pod0/c0/cgroup.procs"), "1\n2\n").unwrap();
+        std::fs::write(leaf.join("cgroup.procs"), "7\n4242\n").unwrap();
+        assert_eq!(
+            Frame::find(&mount, "/../../..", "/", 4242),
+            Frame::Above {
+                names: names(&["kubepods", "pod1", "c1"])
+            }
+        );
+        assert_eq!(Frame::find(&mount, "/../../..", "/", 99), Frame::Unknown);
+        assert_eq!(Frame::find(&mount, "/../x", "/", 4242), Frame::Unknown);
+        assert_eq!(
+            Frame::find(&mount, "/", "/", 4242),
+            Frame::Inside { root: Vec::new() }
+        );
+        std::fs::remove_dir_all(&mount).unwrap();
+    }
+
     #[test]
     fn limits_come_from_the_tightest_ancestor() {
         let root = std::env::temp_dir().join(format!("mm-cgroup-{}", std::process::id()));
@@ -260,13 +546,26 @@ mod tests {
         std::fs::create_dir_all(&leaf).unwrap();
         std::fs::write(root.join("outer/memory.max"), "1048576\n").unwrap();
         std::fs::write(leaf.join("memory.max"), "max\n").unwrap();
+        let mut read = Vec::new();
+        let mut note = |file: &Path| read.push(file.to_path_buf());
         assert_eq!(
-            tightest(&root, b"/outer/inner", "memory.max"),
+            tightest(&root, b"/outer/inner", "memory.max", &mut note),
             Some(1 << 20)
         );
+        assert_eq!(
+            read,
+            [leaf.join("memory.max"), root.join("outer/memory.max")],
+            "every limit file read is told"
+        );
         std::fs::write(leaf.join("memory.max"), "4096\n").unwrap();
-        assert_eq!(tightest(&root, b"/outer/inner", "memory.max"), Some(4096));
-        assert_eq!(tightest(&root, b"/elsewhere", "memory.max"), None);
+        assert_eq!(
+            tightest(&root, b"/outer/inner", "memory.max", &mut |_| {}),
+            Some(4096)
+        );
+        assert_eq!(
+            tightest(&root, b"/elsewhere", "memory.max", &mut |_| {}),
+            None
+        );
         std::fs::remove_dir_all(&root).unwrap();
         assert_eq!(parse_limit("9223372036854771712\n"), None);
     }

@@ -108,6 +108,8 @@ pub struct RulesSource {
     pub file: Option<PathBuf>,
     /// What the file's rules take from the command line.
     pub defaults: Option<Defaults>,
+    /// Read the file again whenever it changes (`--watch-config`), not only on SIGHUP.
+    pub watch: bool,
 }
 
 impl RulesSource {
@@ -255,6 +257,11 @@ struct Cli {
     /// file keeps the rules in force). See the README for the format.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Read the rules file again whenever it changes (an editor saving it, a Kubernetes
+    /// ConfigMap updated), as on SIGHUP: a file that cannot be used keeps the rules in force.
+    #[arg(long, requires = "config")]
+    watch_config: bool,
 
     /// Check the command line and the rules file, print the rules, and exit: 0 if they are
     /// good, 2 (with the reason) if not.
@@ -508,6 +515,7 @@ impl Cli {
             command_line,
             file: self.config.clone(),
             defaults: Some(defaults),
+            watch: self.watch_config,
         };
         let rules = source.load().map_err(|e| UsageError(e.to_string()))?;
         if self.kernel_signal && self.mode == Mode::Poll {

@@ -34,6 +34,7 @@
 
 pub mod action;
 pub mod cgroup;
+pub mod changes;
 pub mod config;
 pub mod footprint;
 pub mod harden;

@@ -6,16 +6,20 @@
 //! only while a repeat or a kill is pending, so an idle monitor never wakes up. SIGHUP reads the
 //! rules again.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memory_monitor_ebpf::{Event, event_kind};
 use rustix::io::Errno;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::MissedTickBehavior;
 
 use crate::Error;
 use crate::action::{self, Delivery, Dispatch};
+use crate::changes::Changes;
 use crate::config::{Config, Mode};
 use crate::hook::{Breach, ExecHook};
 use crate::metrics::{Metrics, RuleMetrics};
@@ -100,6 +104,8 @@ pub struct Monitor {
     actions: RuleActions,
     /// Runs hooks (`exec`) on breaches; started when a rule has one.
     hook: Option<ExecHook>,
+    /// Follows cgroup limits, rules' cgroups and the rules file (see [`crate::changes`]).
+    changes: Option<Changes>,
     metrics: Arc<Metrics>,
 }
 
@@ -178,6 +184,7 @@ impl Monitor {
         // how many it can watch under the same open-files limit.
         let hold_statm = kernel.is_none();
         let scanner = Scanner::new(config.rules.clone(), hold_statm).map_err(Error::Proc)?;
+        let changes = follow_changes(&config);
         Ok(Monitor {
             list: Watchlist::with_capacity(config.max_processes),
             scanner,
@@ -192,6 +199,7 @@ impl Monitor {
             lost_said: None,
             actions,
             hook,
+            changes,
             metrics,
             config,
         })
@@ -255,6 +263,7 @@ impl Monitor {
                 let _ = kernel.watch(watched.pid(), parts, target);
             }
         }
+        self.follow_limits(None);
         // Freshly seeded, the kernel side is armed: nothing to re-arm.
         let report = CycleReport {
             skipped: scan.skipped,
@@ -483,6 +492,7 @@ impl Monitor {
     /// Has the kernel side follow watched process `pid` as its rule says, from its exact
     /// sizes, and judges it at once.
     fn follow(&mut self, pid: i32, now: Instant) {
+        self.follow_limits(Some(pid));
         let target = self
             .list
             .get(pid)
@@ -544,6 +554,121 @@ impl Monitor {
                 None
             }
         }
+    }
+
+    /// Follows the cgroup limit files of watched processes (`only` one, or all) whose limit is
+    /// a share of their cgroup's and whose files are not followed yet.
+    fn follow_limits(&mut self, only: Option<i32>) {
+        let Monitor {
+            changes: Some(changes),
+            scanner,
+            list,
+            ..
+        } = self
+        else {
+            return;
+        };
+        let (rules, proc) = (scanner.rules(), scanner.proc());
+        if !rules.limits_per_process() {
+            return;
+        }
+        let mut follow = |watched: &mut Watched| {
+            if watched.limit_followed || !rules.get(watched.rule()).limit.is_per_process() {
+                return;
+            }
+            let mut buf = [0u8; 4096];
+            if let Ok(text) = proc.read_file(watched.pid(), "cgroup", &mut buf) {
+                crate::cgroup::memory_limit(text, |file| changes.follow_limit(file));
+            }
+            watched.limit_followed = true;
+        };
+        match only {
+            Some(pid) => {
+                if let Some(watched) = list.get_mut(pid) {
+                    follow(watched);
+                }
+            }
+            None => list.retain_mut(|watched| {
+                follow(watched);
+                true
+            }),
+        }
+    }
+
+    /// Acts on what changed under the monitor since the last look (see [`crate::changes`]).
+    fn on_changes(&mut self, now: Instant) {
+        let Some(changed) = self.changes.as_mut().map(Changes::take) else {
+            return;
+        };
+        if changed.rules_file {
+            tracing::info!(
+                event = "rules_file_changed",
+                "the rules file changed; reading it again"
+            );
+            self.reload(now);
+        }
+        if changed.cgroups {
+            self.cgroups_changed(now);
+        }
+        if changed.limits {
+            self.limits_changed(now);
+        }
+    }
+
+    /// A rule's cgroup (or a directory on the way to it) was made or removed: the rules match
+    /// it again, or no longer, in the kernel side too (which holds each rule's cgroup open, so a
+    /// cgroup made again under the same name must be opened again).
+    fn cgroups_changed(&mut self, now: Instant) {
+        let changed = self.scanner.rules_mut().recheck_cgroups();
+        let rules = self.scanner.rules();
+        for (index, present) in changed {
+            let rule = rules.get(index);
+            let cgroup = rule
+                .selector
+                .cgroup
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            match present {
+                true => {
+                    tracing::info!(event = "cgroup_appeared", rule = %rule.name, "cgroup {cgroup} exists now; its processes are watched")
+                }
+                false => {
+                    tracing::warn!(event = "cgroup_missing", rule = %rule.name, "cgroup {cgroup} was removed; the rule matches nothing until it exists again")
+                }
+            }
+        }
+        if let Some(kernel) = self.kernel.as_mut()
+            && let Err(error) = kernel.set_rules(rules)
+        {
+            tracing::warn!(
+                event = "cgroup_missing",
+                "the kernel side cannot follow the rules' cgroups: {error}"
+            );
+        }
+        if let Some(changes) = self.changes.as_mut() {
+            changes.follow_cgroups(rules.cgroups());
+        }
+        let _ = self.cycle(now);
+    }
+
+    /// A followed cgroup limit was written: limits given as a share of one are worked out
+    /// again, then every process is judged (and the kernel side re-seeded) under them.
+    fn limits_changed(&mut self, now: Instant) {
+        let scanner = &self.scanner;
+        let (rules, proc) = (scanner.rules(), scanner.proc());
+        self.list.retain_mut(|watched| {
+            let rule = watched.rule();
+            if rules.get(rule).limit.is_per_process() {
+                let limit = rules.limit_of(rule, proc, watched.pid());
+                if limit != watched.limit() {
+                    tracing::debug!(event = "limit_changed", pid = watched.pid(), name = %watched.comm(), limit = %Bytes(limit), "limit changed");
+                    watched.reassign(rule, limit, now);
+                }
+            }
+            true
+        });
+        let _ = self.cycle(now);
     }
 
     /// eBPF mode: checks the processes whose repeat, kill or held-back report is due at `now`.
@@ -712,6 +837,9 @@ impl Monitor {
             false
         });
         self.list.recount();
+        if let Some(changes) = self.changes.as_mut() {
+            changes.follow_cgroups(self.scanner.rules().cgroups());
+        }
         self.metrics.reloaded(true);
         tracing::info!(event = "reload", file = %file.display(), rules = self.config.rules.rules().len(), "rules reloaded");
         self.log_rules();
@@ -752,6 +880,19 @@ impl Monitor {
             ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
             Clock::Ticks(ticker)
         };
+        // Readiness of the changes followed (registering it allocates: before counting).
+        let changes = self
+            .changes
+            .as_ref()
+            .map(|changes| {
+                let fd = changes.waitable()?;
+                // SAFETY: the AsyncFd owns the descriptor, which stays open and the same for
+                // as long as it lives.
+                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                    .map_err(std::io::Error::from)
+            })
+            .transpose()
+            .map_err(Error::Events)?;
         let mut service = Service::connect();
         let mode = if self.is_event_driven() {
             "ebpf"
@@ -769,9 +910,14 @@ impl Monitor {
         }
         tracing::debug!(event = "ready", "start-up done");
         let allocations = crate::footprint::allocations();
+        let mut waits = Waits {
+            service: &mut service,
+            shutdown: &mut shutdown,
+            changes,
+        };
         let outcome = match clock {
-            Clock::Ticks(ticker) => self.run_poll(ticker, &mut service, &mut shutdown).await?,
-            Clock::Deadlines(timer) => self.run_events(timer, &mut service, &mut shutdown).await?,
+            Clock::Ticks(ticker) => self.run_poll(ticker, &mut waits).await?,
+            Clock::Deadlines(timer) => self.run_events(timer, &mut waits).await?,
         };
         service.stopping();
         let allocations = crate::footprint::allocations() - allocations;
@@ -793,8 +939,7 @@ impl Monitor {
     async fn run_poll(
         &mut self,
         mut ticker: tokio::time::Interval,
-        service: &mut Service,
-        shutdown: &mut Shutdown,
+        waits: &mut Waits<'_>,
     ) -> Result<Outcome, Error> {
         loop {
             tokio::select! {
@@ -806,8 +951,12 @@ impl Monitor {
                         return Ok(Outcome::NothingLeft);
                     }
                 }
-                () = service.watchdog_due() => service.ping(),
-                request = shutdown.next() => match request {
+                ready = changed(&waits.changes) => {
+                    ready.map_err(Error::Events)?;
+                    self.on_changes(Instant::now());
+                }
+                () = waits.service.watchdog_due() => waits.service.ping(),
+                request = waits.shutdown.next() => match request {
                     Request::Stop => return Ok(Outcome::Stopped),
                     Request::Reload => self.reload(Instant::now()),
                 },
@@ -818,8 +967,7 @@ impl Monitor {
     async fn run_events(
         &mut self,
         mut timer: DeadlineTimer,
-        service: &mut Service,
-        shutdown: &mut Shutdown,
+        waits: &mut Waits<'_>,
     ) -> Result<Outcome, Error> {
         // Events left in the ring buffer after a turn (see `handle_events`).
         let mut pending = false;
@@ -841,8 +989,12 @@ impl Monitor {
                     expired.map_err(Error::Events)?;
                     self.handle_due(Instant::now());
                 }
-                () = service.watchdog_due() => service.ping(),
-                request = shutdown.next() => match request {
+                ready = changed(&waits.changes) => {
+                    ready.map_err(Error::Events)?;
+                    self.on_changes(Instant::now());
+                }
+                () = waits.service.watchdog_due() => waits.service.ping(),
+                request = waits.shutdown.next() => match request {
                     Request::Stop => return Ok(Outcome::Stopped),
                     Request::Reload => self.reload(Instant::now()),
                 },
@@ -852,6 +1004,22 @@ impl Monitor {
 
     fn nothing_left(&self) -> bool {
         !self.scanner.rules().selects_by_kind() && self.list.is_empty()
+    }
+}
+
+/// What the loops wait on besides their own source: the service manager's watchdog, the
+/// signals asking to stop or reload, and the changes followed.
+struct Waits<'a> {
+    service: &'a mut Service,
+    shutdown: &'a mut Shutdown,
+    changes: Option<AsyncFd<OwnedFd>>,
+}
+
+/// Until something followed changed (never, when nothing is followed).
+async fn changed(changes: &Option<AsyncFd<OwnedFd>>) -> std::io::Result<()> {
+    match changes {
+        Some(fd) => fd.readable().await.map(|mut guard| guard.clear_ready()),
+        None => std::future::pending().await,
     }
 }
 
@@ -959,6 +1127,34 @@ fn target_of(rules: &RuleSet, watched: &Watched) -> Target {
             .map(|profile| profile.growth_from(watched.limit())),
         by_name: !watched.is_pinned(),
     }
+}
+
+/// What to follow of the file system's changes for `config` (see [`crate::changes`]): the
+/// rules' cgroups and limits, and with `--watch-config` the rules file. A rules file may name
+/// cgroups after a reload, so with one there is always something to follow.
+fn follow_changes(config: &Config) -> Option<Changes> {
+    let rules = &config.rules;
+    let wanted = rules.uses_cgroups() || rules.limits_per_process() || config.source.file.is_some();
+    if !wanted || config.once {
+        return None;
+    }
+    let mut changes = match Changes::new() {
+        Ok(changes) => changes,
+        Err(error) => {
+            tracing::warn!(
+                event = "changes_unfollowed",
+                "cannot follow changes of cgroups and the rules file ({error}); they are seen on reload"
+            );
+            return None;
+        }
+    };
+    changes.follow_cgroups(rules.cgroups());
+    if let (true, Some(file)) = (config.source.watch, &config.source.file)
+        && let Err(error) = changes.follow_rules_file(file)
+    {
+        tracing::warn!(event = "changes_unfollowed", file = %file.display(), "cannot follow changes of the rules file ({error}); SIGHUP reads it again");
+    }
+    Some(changes)
 }
 
 /// Start-up hardening (see [`crate::harden`]): the OOM score, the memlock limit, then the

@@ -207,18 +207,37 @@ impl RuleSet {
                 twice.name
             )));
         }
-        let cgroup_present = rules
-            .iter()
-            .map(|rule| match &rule.selector.cgroup {
-                None => true,
-                Some(cgroup) => cgroup.directory().is_ok_and(|dir| dir.is_dir()),
-            })
-            .collect();
+        let cgroup_present = rules.iter().map(cgroup_exists).collect();
         Ok(RuleSet {
             rules,
             cgroup_present,
             total_ram: procfs::total_ram(),
         })
+    }
+
+    /// Looks again whether each rule's cgroup exists; returns the rules whose cgroup appeared
+    /// (`true`) or went (`false`) since the last look.
+    pub fn recheck_cgroups(&mut self) -> Vec<(usize, bool)> {
+        let mut changed = Vec::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            let present = cgroup_exists(rule);
+            if present != std::mem::replace(&mut self.cgroup_present[index], present) {
+                changed.push((index, present));
+            }
+        }
+        changed
+    }
+
+    /// The cgroups the rules name.
+    pub fn cgroups(&self) -> impl Iterator<Item = &CgroupPath> {
+        self.rules
+            .iter()
+            .filter_map(|rule| rule.selector.cgroup.as_ref())
+    }
+
+    /// Whether any rule's limit is a share of the process's cgroup's limit.
+    pub fn limits_per_process(&self) -> bool {
+        self.rules.iter().any(|rule| rule.limit.is_per_process())
     }
 
     /// The rules, in order.
@@ -304,7 +323,8 @@ impl RuleSet {
                         .ok()
                         .map(<[u8]>::len)
                 });
-                let path = len.and_then(|len| cgroup::v2_path_of(&cgroup_buf[..len]));
+                let mut placed = [0u8; 4096];
+                let path = len.and_then(|len| cgroup::cgroup_of(&cgroup_buf[..len], &mut placed));
                 if !path.is_some_and(|path| cgroup.contains(path)) {
                     continue;
                 }
@@ -322,7 +342,7 @@ impl RuleSet {
             let mut buf = [0u8; 4096];
             proc.read_file(pid, "cgroup", &mut buf)
                 .ok()
-                .and_then(cgroup::memory_limit)
+                .and_then(|text| cgroup::memory_limit(text, |_| {}))
         });
         spec.resolve(self.total_ram, cgroup_limit.flatten()).max(1)
     }
@@ -331,6 +351,14 @@ impl RuleSet {
     pub fn fixed_limit(&self, index: usize) -> Option<u64> {
         let spec = self.rules[index].limit;
         (!spec.is_per_process()).then(|| spec.resolve(self.total_ram, None))
+    }
+}
+
+/// Whether `rule`'s cgroup exists (or it names none).
+fn cgroup_exists(rule: &Rule) -> bool {
+    match &rule.selector.cgroup {
+        None => true,
+        Some(cgroup) => cgroup.directory().is_ok_and(|dir| dir.is_dir()),
     }
 }
 

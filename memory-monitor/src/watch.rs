@@ -35,6 +35,9 @@ pub struct Watched {
     limit: u64,
     /// The scan generation that last saw this process (poll mode's sweep).
     seen: u32,
+    /// Whether the cgroup limit files its limit comes from are followed (see `changes`); false
+    /// again whenever its rule or cgroup may have changed.
+    pub limit_followed: bool,
     /// Where the process stands against the limit.
     pub episode: Episode,
     /// eBPF mode: when to look again at a process near its limit whose kernel-side reports are
@@ -106,6 +109,7 @@ impl Watched {
             rule,
             limit: rules.limit_of(rule, proc, pid),
             seen: 0,
+            limit_followed: false,
             episode: Episode::Under,
             recheck: None,
         };
@@ -196,6 +200,7 @@ impl Watched {
         }
         self.comm = comm;
         self.pinned = pinned;
+        self.limit_followed = false;
         self.reassign(rule, limit, now);
         Ok(())
     }

@@ -137,3 +137,160 @@ fn a_limit_can_be_a_share_of_the_cgroup_memory_limit() {
         assert!(monitor.stop().success());
     }
 }
+
+#[test]
+fn a_cgroup_limit_rewritten_later_is_followed() {
+    if !root_or_skip("a_cgroup_limit_rewritten_later_is_followed") {
+        return;
+    }
+    let (root, limit_file) = memory_hierarchy().expect("a memory controller");
+    for mode in ["poll", "ebpf"] {
+        let cgroup = Cgroup::create(&root, &unique_name("mmc-rw"));
+        cgroup.set(limit_file, &(64u64 << 20).to_string());
+        let name = unique_name("mmc-rw");
+        let mut target = Target::spawn(&name);
+        cgroup.add(target.pid());
+        let mut monitor = start(mode, &["-m", "50% of cgroup", &name]);
+        let pid = format!("pid={}", target.pid());
+        target.grow(16);
+        // Raised (a resize): the limit follows before the process grows past the old one.
+        cgroup.set(limit_file, &(512u64 << 20).to_string());
+        monitor.expect_log(&["limit changed", &pid, "limit=256.0MiB"]);
+        target.grow(28);
+        // Lowered below what it uses now: it is over at once.
+        cgroup.set(limit_file, &(80u64 << 20).to_string());
+        assert!(target.wait_signal(USR1), "{}", monitor.log_text());
+        let breach = monitor.expect_log(&["over the limit", &pid]);
+        assert!(breach.contains("limit=40.0MiB"), "{mode}: {breach}");
+        assert_eq!(
+            monitor.count(&["over the limit", &pid]),
+            1,
+            "{mode}: {}",
+            monitor.log_text()
+        );
+        assert!(monitor.stop().success());
+    }
+}
+
+#[test]
+fn a_rules_cgroup_made_later_or_made_again_selects_its_processes() {
+    if !root_or_skip("a_rules_cgroup_made_later_or_made_again_selects_its_processes") {
+        return;
+    }
+    let root = v2_mount().expect("a cgroup v2 hierarchy");
+    for mode in ["poll", "ebpf"] {
+        let name = unique_name("mmc-ag");
+        let path = format!("/{name}");
+        // A rules file may name a cgroup that does not exist yet (the command line may not).
+        let rules = std::env::temp_dir().join(format!("{name}.toml"));
+        std::fs::write(
+            &rules,
+            format!(
+                "[[rule]]\ncgroup = \"{path}\"\nmax-memory = \"32M\"\nsignal = \"USR1\"\nrepeat = \"never\"\n"
+            ),
+        )
+        .unwrap();
+        let mut monitor = Monitor::start(&[
+            "--mode",
+            mode,
+            "-i",
+            "100ms",
+            "-v",
+            "--config",
+            rules.to_str().unwrap(),
+        ]);
+        monitor.expect_log(&["checked"]);
+        std::fs::remove_file(&rules).unwrap();
+        monitor.expect_log(&["cgroup_missing", &path]);
+
+        // Made after the monitor started (a service started): watched without a reload.
+        let cgroup = Cgroup::create(root, &name);
+        monitor.expect_log(&["cgroup_appeared", &path]);
+        let mut first = spawn_inside(&unique_name("mmc-a1"), &cgroup);
+        first.grow(48);
+        assert!(first.wait_signal(USR1), "{}", monitor.log_text());
+        first.exit();
+
+        // Removed and made again under the same name (a service restarted): a new cgroup.
+        drop(cgroup);
+        monitor.expect_count(&["cgroup_missing", &path], 2);
+        let cgroup = Cgroup::create(root, &name);
+        monitor.expect_count(&["cgroup_appeared", &path], 2);
+        let mut second = spawn_inside(&unique_name("mmc-a2"), &cgroup);
+        second.grow(48);
+        assert!(second.wait_signal(USR1), "{mode}: {}", monitor.log_text());
+        assert!(monitor.stop().success());
+    }
+}
+
+#[test]
+fn in_a_cgroup_namespace_of_its_own_rules_name_cgroups_as_the_host_does() {
+    if !root_or_skip("in_a_cgroup_namespace_of_its_own") {
+        return;
+    }
+    let v2 = v2_mount().expect("a cgroup v2 hierarchy");
+    let (memory, limit_file) = memory_hierarchy().expect("a memory controller");
+    for mode in ["poll", "ebpf"] {
+        // The monitor in a cgroup of its own, made the root of its cgroup namespace (as a
+        // container's), sees the target's cgroup as `/../<target>`.
+        let monitor_v2 = Cgroup::create(v2, &unique_name("mmc-ns"));
+        let monitor_memory =
+            (memory != v2).then(|| Cgroup::create(&memory, &unique_name("mmc-nm")));
+        let target_v2 = Cgroup::create(v2, &unique_name("mmc-nt"));
+        let target_memory = match memory != v2 {
+            true => Cgroup::create(&memory, &unique_name("mmc-nl")),
+            false => Cgroup::create(target_v2.dir(), "limit"),
+        };
+        target_memory.set(limit_file, &(64u64 << 20).to_string());
+        let mut target = Target::spawn(&unique_name("mmc-nx"));
+        target_v2.add(target.pid());
+        target_memory.add(target.pid());
+
+        let joins: Vec<_> = std::iter::once(monitor_v2.procs())
+            .chain(monitor_memory.as_ref().map(Cgroup::procs))
+            .collect();
+        let args = [
+            "--mode",
+            mode,
+            "-i",
+            "100ms",
+            "-v",
+            "-s",
+            "USR1",
+            "--repeat",
+            "never",
+            "-m",
+            "50% of cgroup",
+            "--cgroup",
+            &target_v2.path(),
+        ];
+        let mut monitor = Monitor::start_with(&args, move |command| {
+            // SAFETY: only async-signal-safe calls (open, write, close, unshare) between fork
+            // and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    for procs in &joins {
+                        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                        if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        libc::close(fd);
+                    }
+                    match libc::unshare(libc::CLONE_NEWCGROUP) {
+                        0 => Ok(()),
+                        _ => Err(std::io::Error::last_os_error()),
+                    }
+                });
+            }
+        });
+        monitor.expect_log(&["watching", &format!("mode={mode}")]);
+        target.grow(48);
+        assert!(target.wait_signal(USR1), "{mode}: {}", monitor.log_text());
+        monitor.expect_log(&[
+            "over the limit",
+            &format!("pid={}", target.pid()),
+            "limit=32.0MiB",
+        ]);
+        assert!(monitor.stop().success());
+    }
+}

@@ -125,6 +125,70 @@ fn a_renamed_process_comes_under_the_rule_its_new_name_matches_and_keeps_its_bre
 }
 
 #[test]
+fn with_watch_config_a_changed_file_is_read_again_as_an_editor_or_a_config_map_changes_it() {
+    for mode in modes("with_watch_config_a_changed_file_is_read_again") {
+        let name = unique_name("mmr-wc");
+        // A ConfigMap's volume: the file is a link into `..data`, a link to the current data.
+        let dir = std::env::temp_dir().join(unique_name("mmr-cm"));
+        let write_data = |version: u32, limit: &str, signal: &str| {
+            let data = dir.join(format!("..{version}"));
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::write(
+                data.join("rules.toml"),
+                rule("app", &format!("prefix = \"{name}\""), limit, signal),
+            )
+            .unwrap();
+            // Kubernetes' atomic writer: a new link, renamed over `..data`.
+            let tmp = dir.join("..data_tmp");
+            std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+            std::fs::rename(&tmp, dir.join("..data")).unwrap();
+        };
+        std::fs::create_dir_all(&dir).unwrap();
+        write_data(1, "1G", "USR1");
+        std::os::unix::fs::symlink("..data/rules.toml", dir.join("rules.toml")).unwrap();
+        let file = dir.join("rules.toml");
+        let mut target = Target::spawn(&name);
+        target.grow(48);
+        let mut monitor = Monitor::start(&[
+            "--mode",
+            mode,
+            "-i",
+            "100ms",
+            "-v",
+            "--watch-config",
+            "--config",
+            file.to_str().unwrap(),
+        ]);
+        monitor.expect_log(&["checked"]);
+
+        // The ConfigMap updated: read again without a SIGHUP.
+        write_data(2, "32M", "USR2");
+        assert!(target.wait_signal(USR2), "{mode}: {}", monitor.log_text());
+        monitor.expect_log(&["rules reloaded"]);
+
+        // An editor's save (written aside, renamed over the file), broken: refused, kept.
+        std::fs::remove_file(&file).unwrap();
+        let aside = dir.join("rules.toml.tmp");
+        std::fs::write(&aside, "[[rule]]\nprefix = \"x\"\nmax-memory = \"lots\"\n").unwrap();
+        std::fs::rename(&aside, &file).unwrap();
+        monitor.expect_log(&["rules not reloaded", "max-memory: 'lots'"]);
+        // Fixed: a process started now falls under it.
+        std::fs::write(
+            &aside,
+            rule("app", &format!("prefix = \"{name}\""), "32M", "USR1"),
+        )
+        .unwrap();
+        std::fs::rename(&aside, &file).unwrap();
+        monitor.expect_count(&["rules reloaded"], 2);
+        let mut late = Target::spawn(&format!("{name}l"));
+        late.grow(48);
+        assert!(late.wait_signal(USR1), "{mode}: {}", monitor.log_text());
+        assert!(monitor.stop().success());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
 fn sighup_reloads_the_rules_and_a_bad_file_keeps_them() {
     for mode in modes("sighup_reloads_the_rules") {
         let name = unique_name("mmr-hup");

@@ -86,6 +86,11 @@ impl Scanner {
         &self.rules
     }
 
+    /// The rules it applies, for updating (see [`RuleSet::recheck_cgroups`]).
+    pub fn rules_mut(&mut self) -> &mut RuleSet {
+        &mut self.rules
+    }
+
     /// Applies `rules` from now on.
     pub fn set_rules(&mut self, rules: RuleSet) {
         self.rules = rules;
