@@ -72,6 +72,8 @@ pub fn forbid_new_privileges() -> io::Result<()> {
 /// RLIMIT_MEMLOCK); false when the limit cannot be lifted (unprivileged).
 pub fn lift_memlock_limit() -> bool {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    // Remembered before raising: the commands the monitor runs get the original.
+    crate::limits::at_start();
     let unlimited = Rlimit {
         current: None,
         maximum: None,
