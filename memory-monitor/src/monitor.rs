@@ -1049,7 +1049,14 @@ fn check(
                 .as_mut()
                 .map(|link| link.kernel.take_growth(watched.pid()))
                 .unwrap_or_default();
-            profiler.profile(watched.pid(), &name, rss, policy.limit, growth)
+            profiler.profile(
+                watched.pid(),
+                watched.pidfd(),
+                &name,
+                rss,
+                policy.limit,
+                growth,
+            )
         }
         _ => None,
     };
