@@ -67,6 +67,8 @@ pub fn trim() {
 /// lower than that), else up to the hard limit.
 pub fn reserve_descriptors(max_processes: usize) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    // Remembered before raising: the commands the monitor runs get the original.
+    crate::limits::at_start();
     let wanted = (2 * max_processes as u64).saturating_add(64);
     let limit = getrlimit(Resource::Nofile);
     if limit.current.is_none_or(|soft| soft >= wanted) {

@@ -6,8 +6,8 @@
 //!   page fault to disk.
 //! - Its OOM score is lowered: it must outlive the processes it protects from the OOM killer.
 //! - After the BPF programs are loaded and attached, it keeps only the capabilities that
-//!   signalling and reading `/proc` need, in every set including the bounding set, so neither
-//!   it nor the hooks it runs can take the others back.
+//!   signalling and reading `/proc` need, in every set (the bounding set too, where it may),
+//!   and sets `no_new_privs`, so neither it nor the hooks it runs can take the others back.
 
 use std::io;
 
@@ -31,14 +31,20 @@ pub fn kept_capabilities() -> CapabilitySet {
 
 /// Drops every capability but [`kept_capabilities`] from the calling thread's effective,
 /// permitted and inheritable sets, its ambient set and (when it may) its bounding set. Threads
-/// started afterwards inherit the result, so call it before starting any.
-pub fn drop_capabilities() -> io::Result<()> {
+/// started afterwards inherit the result, so call it before starting any. Returns whether the
+/// bounding set now holds no more than what is kept: reducing it needs `CAP_SETPCAP`, which a
+/// service manager may withhold (then [`forbid_new_privileges`] is what keeps an exec from
+/// gaining the rest back).
+pub fn drop_capabilities() -> io::Result<bool> {
+    use rustix::thread::{capability_is_in_bounding_set, remove_capability_from_bounding_set};
     let current = rustix::thread::capabilities(None)?;
     let keep = kept_capabilities() & current.permitted;
-    // The bounding set first: removing from it needs CAP_SETPCAP, about to be dropped.
-    if current.effective.contains(CapabilitySet::SETPCAP) {
-        for capability in CapabilitySet::all().iter().filter(|c| !keep.contains(*c)) {
-            let _ = rustix::thread::remove_capability_from_bounding_set(capability);
+    // The bounding set first: removing from it needs CAP_SETPCAP, about to be dropped. A
+    // capability this kernel does not know is in no set.
+    let mut bounded = true;
+    for capability in CapabilitySet::all().iter().filter(|c| !keep.contains(*c)) {
+        if capability_is_in_bounding_set(capability).unwrap_or(false) {
+            bounded &= remove_capability_from_bounding_set(capability).is_ok();
         }
     }
     let _ = rustix::thread::clear_ambient_capability_set();
@@ -50,13 +56,24 @@ pub fn drop_capabilities() -> io::Result<()> {
             inheritable: CapabilitySet::empty(),
         },
     )?;
-    Ok(())
+    Ok(bounded)
+}
+
+/// Sets `no_new_privs`: from now on no exec by the monitor or by anything it starts (hooks,
+/// `cmd:` writers) can gain privileges — setuid and setgid bits and file capabilities are
+/// ignored, and a root process's exec gets no capability it does not already hold — whatever
+/// the bounding set still holds. Needs no privilege; inherited, and irreversible. Per thread,
+/// like capabilities: call it before starting any.
+pub fn forbid_new_privileges() -> io::Result<()> {
+    rustix::thread::set_no_new_privs(true).map_err(Into::into)
 }
 
 /// Lets the monitor lock its memory whatever it grows to (kernels charge locked memory to
 /// RLIMIT_MEMLOCK); false when the limit cannot be lifted (unprivileged).
 pub fn lift_memlock_limit() -> bool {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    // Remembered before raising: the commands the monitor runs get the original.
+    crate::limits::at_start();
     let unlimited = Rlimit {
         current: None,
         maximum: None,

@@ -1,12 +1,16 @@
 //! `--exec` (and each rule's `exec`): a command run on each breach, after the signal, on
 //! threads of its own: a slow or stuck hook never holds up the monitor or a signal. At most
-//! [`CONCURRENCY`] run at once, whatever rule they come from; each is killed after its timeout.
+//! [`CONCURRENCY`] run at once, whatever rule they come from; each is killed, with whatever it
+//! started, after its timeout. [`run_shell`] runs the `cmd:` profile writer's commands too.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process_group};
 
 use crate::rules::Exec;
 
@@ -14,20 +18,43 @@ use crate::rules::Exec;
 pub const CONCURRENCY: usize = 4;
 /// Breaches waiting for a free hook runner; beyond them a breach's hook is skipped (logged).
 const QUEUE: usize = 64;
+/// `PATH` for a command when the monitor has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Runs `sh -c command` with `env`, `stdin` on its standard input, killing it after
-/// `timeout`. Output is discarded: a hook reports through its own means.
+/// Runs `sh -c command` with `stdin` on its standard input, killing it and everything it
+/// started after `timeout`. Output is discarded: a hook reports through its own means.
+///
+/// The command gets none of what the monitor holds for itself: its environment is `PATH` (the
+/// monitor's, or a default) and `env` only (no credentials of the monitor's, such as `AWS_*`),
+/// its OOM score adjustment is 0, and its locked-memory and open-files limits are those the
+/// monitor started with. It runs in a process group of its own, so the timeout kills its
+/// children too (else they would live on, re-parented to init).
 pub fn run_shell(
     command: &str,
     env: &[(&str, String)],
     stdin: &[u8],
     timeout: Duration,
 ) -> Result<(), String> {
-    let mut child = Command::new("/bin/sh")
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    let limits = crate::limits::at_start();
+    let mut shell = Command::new("/bin/sh");
+    shell
         .args(["-c", command])
+        .env_clear()
+        .env("PATH", path)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
+        .process_group(0);
+    // SAFETY: between fork and exec the closure makes system calls only: it allocates
+    // nothing and takes no lock.
+    unsafe {
+        shell.pre_exec(move || {
+            reset_oom_score();
+            limits.restore().map_err(Into::into)
+        });
+    }
+    let mut child = shell
         .spawn()
         .map_err(|e| format!("cannot run '{command}': {e}"))?;
     let mut input = child.stdin.take().expect("piped");
@@ -42,12 +69,28 @@ pub fn run_shell(
                 std::thread::sleep(Duration::from_millis(10));
             }
             Ok(None) => {
-                let _ = child.kill();
+                // The whole group: the shell and whatever it started. The shell is not reaped
+                // yet, so its PID (the group's ID) cannot have been reused.
+                let _ = kill_process_group(Pid::from_child(&child), Signal::KILL);
                 let _ = child.wait();
                 return Err(format!("'{command}' took over {timeout:?}; killed"));
             }
             Err(e) => return Err(format!("cannot wait for '{command}': {e}")),
         }
+    }
+}
+
+/// Sets the calling process's OOM score adjustment to 0: the monitor's own (-900 by default)
+/// is for the monitor, not for what it runs. Raising it needs no privilege; a failure leaves it
+/// as it was. System calls only, for a child between fork and exec.
+fn reset_oom_score() {
+    use rustix::fs::{Mode, OFlags, open};
+    if let Ok(file) = open(
+        c"/proc/self/oom_score_adj",
+        OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        let _ = rustix::io::write(&file, b"0");
     }
 }
 
@@ -144,5 +187,25 @@ mod tests {
         assert!(run_shell("exit 3", &[], b"", Duration::from_secs(10)).is_err());
         let stuck = run_shell("sleep 30", &[], b"", Duration::from_millis(100));
         assert!(stuck.unwrap_err().contains("killed"));
+    }
+
+    #[test]
+    fn a_command_sees_path_and_its_own_variables_only() {
+        // This process has more in its environment than PATH: they must be left out.
+        assert!(std::env::vars_os().any(|(name, _)| name != "PATH"));
+        let out = std::env::temp_dir().join(format!("mm-hook-env-{}", std::process::id()));
+        let env = [("MM_A", "value".to_string())];
+        let command = format!("env > {}", out.display());
+        run_shell(&command, &env, b"", Duration::from_secs(10)).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter_map(|line| Some(line.split_once('=')?.0))
+            // The shell's own.
+            .filter(|name| *name != "PWD")
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["MM_A", "PATH"], "{text}");
     }
 }

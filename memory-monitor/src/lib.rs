@@ -19,7 +19,8 @@
 //! - [`service`]: running under systemd (readiness, watchdog); [`metrics`]: Prometheus metrics.
 //! - [`monitor`]: the loop tying them together; [`timer`]: its precise deadlines.
 //! - [`footprint`]: keeping the monitor's own memory small; [`harden`]: locked memory, a low
-//!   OOM score and only the capabilities still needed.
+//!   OOM score and only the capabilities still needed; [`limits`]: the resource limits it
+//!   started with, which the commands it runs get back.
 //!
 //! ```no_run
 //! use memory_monitor::Config;
@@ -39,6 +40,7 @@ pub mod config;
 pub mod footprint;
 pub mod harden;
 pub mod hook;
+pub mod limits;
 pub mod logging;
 pub mod matcher;
 pub mod metrics;

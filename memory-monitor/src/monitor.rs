@@ -1158,7 +1158,8 @@ fn follow_changes(config: &Config) -> Option<Changes> {
 }
 
 /// Start-up hardening (see [`crate::harden`]): the OOM score, the memlock limit, then the
-/// capabilities no longer needed. Each that cannot be done is said once and the monitor goes on.
+/// capabilities no longer needed and `no_new_privs`. Each that cannot be done is said once and
+/// the monitor goes on.
 fn harden_start(hardening: crate::config::Hardening) {
     use crate::harden;
     // Lowering the score needs CAP_SYS_RESOURCE, which roots in containers often lack: said
@@ -1171,15 +1172,28 @@ fn harden_start(hardening: crate::config::Hardening) {
         );
     }
     let _ = harden::lift_memlock_limit();
-    if let Err(error) = harden::drop_capabilities() {
-        tracing::warn!(event = "harden", "cannot drop capabilities ({error})");
+    match harden::drop_capabilities() {
+        Ok(true) => {}
+        // Said once, like the OOM score: no_new_privs (below) covers what the set still holds.
+        Ok(false) => tracing::info!(
+            event = "harden",
+            "capability bounding set not reduced (that needs CAP_SETPCAP); no_new_privs keeps execs from gaining what it holds"
+        ),
+        Err(error) => tracing::warn!(event = "harden", "cannot drop capabilities ({error})"),
+    }
+    if let Err(error) = harden::forbid_new_privileges() {
+        tracing::warn!(event = "harden", "cannot set no_new_privs ({error})");
     }
 }
 
 /// Locks the monitor's memory, when that can never make an allocation fail.
 fn lock_memory() {
     if !crate::harden::can_lock_memory() {
-        tracing::debug!("memory not locked: RLIMIT_MEMLOCK is limited and CAP_IPC_LOCK missing");
+        // Said once, like the OOM score: the host decides, the monitor goes on.
+        tracing::info!(
+            event = "harden",
+            "memory not locked: RLIMIT_MEMLOCK is limited and CAP_IPC_LOCK is missing (locking could make the monitor's own allocations fail)"
+        );
         return;
     }
     if let Err(error) = crate::harden::lock_memory() {
@@ -1273,7 +1287,14 @@ fn check(
                 .as_mut()
                 .map(|link| link.kernel.take_growth(watched.pid()))
                 .unwrap_or_default();
-            profiler.profile(watched.pid(), &name, rss, policy.limit, growth)
+            profiler.profile(
+                watched.pid(),
+                watched.pidfd(),
+                &name,
+                rss,
+                policy.limit,
+                growth,
+            )
         }
         _ => None,
     };

@@ -138,7 +138,8 @@ pub fn parse_status_rss(buf: &[u8]) -> ResidentParts {
             .strip_suffix(b" kB")
             .map(<[u8]>::trim_ascii)
             .and_then(parse_u64);
-        *slot = kib.unwrap_or(0) * 1024;
+        // Saturating: a hostile or corrupt figure must not overflow (a panic in debug builds).
+        *slot = kib.unwrap_or(0).saturating_mul(1024);
     }
     parts
 }
@@ -424,6 +425,13 @@ mod tests {
             ResidentParts::default()
         );
         assert_eq!(parse_status_rss(b"RssAnon:\tlots kB\n").anon, 0);
+    }
+
+    #[test]
+    fn a_status_figure_too_large_for_bytes_saturates() {
+        let huge = b"RssAnon:\t18446744073709551615 kB\nRssFile:\t18014398509481984 kB\n";
+        let parts = parse_status_rss(huge);
+        assert_eq!((parts.anon, parts.file), (u64::MAX, u64::MAX));
     }
 
     #[test]

@@ -238,16 +238,22 @@ impl Watched {
         rustix::process::pidfd_send_signal(&self.pidfd, signal.to_rustix())
     }
 
-    /// Whether the process has exited (its pidfd polls readable).
+    /// Whether the process has exited.
     pub fn has_exited(&self) -> bool {
-        let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
-        matches!(rustix::event::poll(&mut fds, Some(&rustix::time::Timespec::default())), Ok(n) if n > 0)
+        has_exited(&self.pidfd)
     }
 
     /// The pidfd, for waiting on the process's exit.
     pub fn pidfd(&self) -> impl AsFd + '_ {
         &self.pidfd
     }
+}
+
+/// Whether the process `pidfd` refers to has exited (a pidfd polls readable then). Until it
+/// has, its PID is its own: whatever was read by PID in the meantime was this process's.
+pub fn has_exited(pidfd: impl AsFd) -> bool {
+    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+    matches!(rustix::event::poll(&mut fds, Some(&rustix::time::Timespec::default())), Ok(n) if n > 0)
 }
 
 fn io_gone(error: io::Error) -> AdmitError {

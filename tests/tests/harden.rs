@@ -1,6 +1,7 @@
 //! Hardening once started: only the capabilities still needed remain (in every thread and in
-//! the bounding set, so hooks cannot take the others back), memory is locked, the OOM score is
-//! set — and the monitor still does everything it does.
+//! the bounding set where it may), no exec can gain privileges (`no_new_privs`), so hooks
+//! cannot take the others back, memory is locked, the OOM score is set — and the monitor still
+//! does everything it does. What cannot be done is said once.
 
 use std::os::unix::process::CommandExt as _;
 
@@ -73,6 +74,7 @@ fn after_start_up_only_the_needed_capabilities_remain_and_all_still_works() {
         }
         assert_eq!(capabilities(&status, "CapInh"), 0);
         assert_eq!(capabilities(&status, "CapAmb"), 0);
+        assert_eq!(field(&status, "NoNewPrivs"), "1", "{}", task.display());
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let locked: u64 = field(&status, "VmLck")
@@ -113,5 +115,86 @@ fn the_default_oom_score_is_applied_or_its_refusal_said() {
         }
     }
     assert!(wait_until(|| monitor.count(&["checked"]) > 0));
+    assert!(monitor.stop().success());
+}
+
+/// CAP_SYS_ADMIN (21), CAP_PERFMON (38), CAP_BPF (39): what the monitor needs only to start.
+const START_UP_ONLY: u64 = (1 << 21) | (1 << 38) | (1 << 39);
+
+#[test]
+fn under_the_service_capabilities_no_hook_regains_a_dropped_one() {
+    if !root_or_skip("under_the_service_capabilities_no_hook_regains_a_dropped_one") {
+        return;
+    }
+    let name = unique_name("mmh-nnp");
+    let out = std::env::temp_dir().join(format!("{name}.status"));
+    let _ = std::fs::remove_file(&out);
+    // Written aside and renamed: the file is complete once it exists.
+    let hook = format!(
+        "cat /proc/self/status > {0}.tmp && mv {0}.tmp {0}",
+        out.display()
+    );
+    let mut target = Target::spawn(&name);
+    target.grow(48);
+    // The systemd unit's CapabilityBoundingSet (and the DaemonSet's capabilities): root, but
+    // without CAP_SETPCAP, so the monitor cannot reduce its bounding set. A root process's exec
+    // would be given the whole bounding set, BPF and PERFMON included, but for no_new_privs.
+    let mut monitor = Monitor::start_wrapped(
+        &[
+            "setpriv",
+            "--bounding-set=-all,+bpf,+perfmon,+kill,+sys_ptrace,+dac_read_search,+sys_resource",
+            "--inh-caps=-all",
+            "--",
+        ],
+        &[
+            "--mode", "ebpf", "-m", "32M", "-s", "USR1", "--repeat", "never", "--exec", &hook,
+            &name,
+        ],
+    );
+    let line = monitor.expect_log(&["capability bounding set not reduced"]);
+    assert!(line.contains("event=\"harden\""), "{line}");
+    assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
+    assert!(wait_until(|| out.exists()), "{}", monitor.log_text());
+
+    let status = std::fs::read_to_string(format!("/proc/{}/status", monitor.pid())).unwrap();
+    let hook = std::fs::read_to_string(&out).unwrap();
+    for set in ["CapEff", "CapPrm"] {
+        assert_eq!(
+            capabilities(&status, set) & START_UP_ONLY,
+            0,
+            "the monitor's {set}: {status}"
+        );
+        assert_eq!(
+            capabilities(&hook, set) & START_UP_ONLY,
+            0,
+            "the hook's {set}: {hook}"
+        );
+    }
+    // BPF and PERFMON stay in the bounding set (only CAP_SETPCAP could remove them), which is
+    // why no_new_privs matters; nothing outside the unit's set is there.
+    assert_eq!(capabilities(&hook, "CapBnd") & (1 << 21), 0, "{hook}");
+    assert_eq!(field(&status, "NoNewPrivs"), "1", "the monitor: {status}");
+    assert_eq!(field(&hook, "NoNewPrivs"), "1", "the hook: {hook}");
+    assert!(monitor.stop().success());
+    std::fs::remove_file(&out).unwrap();
+}
+
+#[test]
+fn memory_that_cannot_be_locked_is_said_once() {
+    let name = unique_name("mmh-lck");
+    // A locked-memory limit the monitor cannot lift and, as root, neither CAP_SYS_RESOURCE to
+    // lift it nor CAP_IPC_LOCK to lock past it.
+    let mut wrapper = vec!["prlimit", "--memlock=65536:65536", "--"];
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        wrapper.extend(["setpriv", "--bounding-set=-sys_resource,-ipc_lock", "--"]);
+    }
+    let mut monitor = Monitor::start_wrapped(&wrapper, &["--mode", "poll", "-m", "1G", &name]);
+    let line = monitor.expect_log(&["memory not locked"]);
+    assert!(line.contains("event=\"harden\""), "{line}");
+    assert!(line.contains("RLIMIT_MEMLOCK"), "{line}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", monitor.pid())).unwrap();
+    assert_eq!(field(&status, "VmLck"), "0 kB", "{status}");
+    assert_eq!(monitor.count(&["memory not locked"]), 1);
     assert!(monitor.stop().success());
 }

@@ -1,4 +1,7 @@
-//! `--exec`: a command run on each breach, after the signal, never holding anything up.
+//! `--exec`: a command run on each breach, after the signal, never holding anything up, and
+//! given none of the monitor's own environment, limits and protections.
+
+use std::os::unix::process::CommandExt as _;
 
 use memory_monitor_tests::{Monitor, Target, unique_name, wait_until};
 
@@ -81,4 +84,153 @@ fn a_stuck_hook_is_killed_and_holds_up_no_signal() {
         &format!("pid={}", first.pid()),
     ]);
     assert!(monitor.stop().success());
+}
+
+/// The processes other than `except` whose command line contains `marker`.
+fn processes_with(marker: &str, except: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != except)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                cmdline
+                    .windows(marker.len())
+                    .any(|w| w == marker.as_bytes())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_hook_killed_at_its_timeout_takes_what_it_started_with_it() {
+    let name = unique_name("mmh-grp");
+    let started = std::env::temp_dir().join(format!("{name}.started"));
+    let _ = std::fs::remove_file(&started);
+    // The hook's shell starts a shell (the grandchild, known by the marker in its command
+    // line) that starts a sleep; the timeout must take all three.
+    let marker = format!("grandchild-of-{name}");
+    let command = format!(
+        "sh -c 'touch {}; sleep 300; : {marker}' & wait",
+        started.display()
+    );
+    let mut target = Target::spawn(&name);
+    target.grow(48);
+    let mut monitor = Monitor::start(&args(&[
+        "--repeat",
+        "never",
+        "--exec",
+        &command,
+        "--exec-timeout",
+        "5s",
+        &name,
+    ]));
+    assert!(target.wait_signal(USR1), "{}", monitor.log_text());
+    assert!(wait_until(|| started.exists()), "{}", monitor.log_text());
+    monitor.expect_log(&["took over 5s; killed", &format!("pid={}", target.pid())]);
+    // The monitor's own command line holds the marker too.
+    let gone = wait_until(|| processes_with(&marker, monitor.pid()).is_empty());
+    let left = processes_with(&marker, monitor.pid());
+    for &pid in &left {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(gone, "{left:?} outlived the hook's timeout");
+    assert!(monitor.stop().success());
+    std::fs::remove_file(&started).unwrap();
+}
+
+/// Soft `RLIMIT_NOFILE` the monitor is started with (it raises its own).
+const NOFILE: u64 = 256;
+/// Soft `RLIMIT_MEMLOCK` the monitor is started with, KiB (it lifts its own where allowed).
+const MEMLOCK_KIB: u64 = 64;
+
+#[test]
+fn a_hook_gets_a_clean_environment_and_none_of_the_monitors_protections() {
+    let name = unique_name("mmh-env");
+    let out = std::env::temp_dir().join(format!("{name}.env"));
+    let _ = std::fs::remove_file(&out);
+    // Written aside and renamed: the file is complete once it exists.
+    let command = format!(
+        "{{ cat /proc/self/oom_score_adj; ulimit -l; ulimit -n; env; }} > {0}.tmp && mv {0}.tmp {0}",
+        out.display()
+    );
+    let mut target = Target::spawn(&name);
+    target.grow(48);
+    let arguments = args(&[
+        "--repeat",
+        "never",
+        "--oom-score-adj",
+        "500",
+        "--exec",
+        &command,
+        &name,
+    ]);
+    let mut monitor = Monitor::start_with(&arguments, |monitor| {
+        monitor.env("MM_TEST_SECRET", "x");
+        // SAFETY: between fork and exec: system calls only.
+        unsafe {
+            monitor.pre_exec(|| {
+                use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+                for (resource, soft) in [
+                    (Resource::Nofile, NOFILE),
+                    (Resource::Memlock, MEMLOCK_KIB << 10),
+                ] {
+                    let maximum = getrlimit(resource).maximum;
+                    let current = Some(maximum.map_or(soft, |hard| hard.min(soft)));
+                    setrlimit(resource, Rlimit { current, maximum })?;
+                }
+                Ok(())
+            });
+        }
+    });
+    assert!(target.wait_signal(USR1), "{}", monitor.log_text());
+    assert!(wait_until(|| out.exists()), "{}", monitor.log_text());
+    // What the monitor holds itself, which the hook must not inherit.
+    let pid = monitor.pid();
+    let oom = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+    assert_eq!(oom.trim(), "500");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files: u64 = limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(open_files > NOFILE, "the monitor raised its own: {limits}");
+
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "0", "OOM score adjustment: {text}");
+    assert_eq!(
+        lines[1],
+        MEMLOCK_KIB.to_string(),
+        "locked-memory limit: {text}"
+    );
+    assert_eq!(lines[2], NOFILE.to_string(), "open-files limit: {text}");
+    let mut names: Vec<&str> = lines[3..]
+        .iter()
+        .filter_map(|line| Some(line.split_once('=')?.0))
+        // The shell's own.
+        .filter(|name| *name != "PWD")
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "MM_LIMIT_BYTES",
+            "MM_NAME",
+            "MM_PID",
+            "MM_PROFILE",
+            "MM_RSS_BYTES",
+            "MM_RULE",
+            "MM_SIGNAL",
+            "PATH"
+        ],
+        "{text}"
+    );
+    assert!(monitor.stop().success());
+    std::fs::remove_file(&out).unwrap();
 }

@@ -11,6 +11,7 @@ pub mod growth;
 pub mod mapping;
 mod pprof;
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
@@ -103,6 +104,8 @@ pub fn capture(pid: i32) -> std::io::Result<Vec<mapping::Region>> {
 /// One breach to profile.
 struct Job {
     pid: i32,
+    /// The process, held: what is read of it by PID is its own only while it lives.
+    pidfd: OwnedFd,
     name: String,
     rss: u64,
     limit: u64,
@@ -157,22 +160,33 @@ impl Profiler {
         &self.counts
     }
 
-    /// Profiles `pid` (named `name`, at `rss` over `limit`, with the growth samples
-    /// `growth`): returns once what needs the live process has been read, or when the budget
-    /// is spent, whichever is first. Returns the profile's name, once it is on its way.
+    /// Profiles `pid` (held by `pidfd`, named `name`, at `rss` over `limit`, with the growth
+    /// samples `growth`): returns once what needs the live process has been read, or when the
+    /// budget is spent, whichever is first. Returns the profile's name, once it is on its way.
+    /// A process that exits before it has been read gets no profile: its PID may be another's.
     pub fn profile(
         &self,
         pid: i32,
+        pidfd: impl AsFd,
         name: &str,
         rss: u64,
         limit: u64,
         growth: growth::RawStacks,
     ) -> Option<String> {
+        let pidfd = match pidfd.as_fd().try_clone_to_owned() {
+            Ok(pidfd) => pidfd,
+            Err(error) => {
+                self.counts.failed.inc();
+                tracing::warn!(event = "profile_failed", pid, %name, "no profile: cannot hold the process ({error})");
+                return None;
+            }
+        };
         let (captured, wait) = sync_channel(1);
         let time = SystemTime::now();
         let file = file_name(time, name, pid);
         let job = Job {
             pid,
+            pidfd,
             name: name.to_owned(),
             rss,
             limit,
@@ -196,16 +210,37 @@ impl Profiler {
     }
 }
 
+/// Reads what needs the live process, both by PID: its `smaps` and the names of its growth
+/// stacks (through `/proc/PID/root`). Each is the breacher's only if it still lives after the
+/// reading; `None` once it has exited.
+fn capture_live(
+    job: &Job,
+) -> Option<std::io::Result<(Vec<mapping::Region>, Vec<growth::GrowthStack>)>> {
+    let regions = capture(job.pid);
+    if crate::watch::has_exited(&job.pidfd) {
+        return None;
+    }
+    let growth = growth::symbolize(job.pid, &job.growth);
+    if crate::watch::has_exited(&job.pidfd) {
+        return None;
+    }
+    Some(regions.map(|regions| (regions, growth)))
+}
+
 /// The profiler thread: captures, then encodes and writes each profile.
 fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts) {
     while let Ok(job) = queue.recv() {
-        let regions = capture(job.pid);
-        let growth = growth::symbolize(job.pid, &job.growth);
+        let captured = capture_live(&job);
         let _ = job.captured.try_send(());
         let (pid, name, time, file) = (job.pid, job.name.as_str(), job.time, &job.file);
-        let regions = match regions {
-            Ok(regions) => regions,
-            Err(error) => {
+        let (regions, growth) = match captured {
+            Some(Ok(captured)) => captured,
+            None => {
+                counts.failed.inc();
+                tracing::debug!(pid, %name, "no profile: the process exited while it was read");
+                continue;
+            }
+            Some(Err(error)) => {
                 counts.failed.inc();
                 tracing::warn!(event = "profile_failed", pid, %name, "no profile: cannot read its memory map: {error}");
                 continue;
@@ -255,6 +290,8 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
     #[test]
@@ -265,6 +302,44 @@ mod tests {
         assert!(first.starts_with("20251125T000000_my_app_x_42_"), "{first}");
         assert!(first.ends_with(".pb.gz"));
         assert_ne!(first, second);
+    }
+
+    /// Keeps the names of the profiles written.
+    struct Names(Arc<Mutex<Vec<String>>>);
+
+    impl ProfileWriter for Names {
+        fn write(&self, name: &str, _profile: &[u8]) -> Result<(), crate::sink::WriteError> {
+            self.0.lock().unwrap().push(name.to_owned());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_process_that_exited_yields_no_profile_though_its_pid_reads_as_another() {
+        use rustix::process::{Pid, PidfdFlags, getpid, pidfd_open};
+        // This process stands for the newcomer that reuses an exited breacher's PID: its smaps
+        // are there to read, but the breacher's pidfd says the breacher is gone.
+        let mut breacher = std::process::Command::new("true").spawn().unwrap();
+        let gone = pidfd_open(Pid::from_child(&breacher), PidfdFlags::empty()).unwrap();
+        breacher.wait().unwrap();
+        let alive = pidfd_open(getpid(), PidfdFlags::empty()).unwrap();
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let counts = ProfileCounts::default();
+        let writer = Box::new(Names(Arc::clone(&written)));
+        let profiler = Profiler::start(writer, Duration::from_secs(20), counts.clone()).unwrap();
+        let me = getpid().as_raw_nonzero().get();
+        profiler
+            .profile(me, &gone, "gone", 2, 1, Vec::new())
+            .unwrap();
+        let kept = profiler.profile(me, &alive, "alive", 2, 1, Vec::new());
+        // One after the other on the profiler's thread: once the second is done, both are.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while counts.written.get() + counts.failed.get() < 2 && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(*written.lock().unwrap(), [kept.unwrap()]);
+        assert_eq!(counts.failed.get(), 1);
     }
 
     #[test]
