@@ -55,7 +55,7 @@ fn every_json_line_is_an_object_naming_its_event() {
 /// `JOURNAL_STREAM` names that file, as systemd names a service's stream, or another one (a
 /// program started from a service with its stderr redirected inherits the variable).
 fn once_into_file(name: &str, journal: bool) -> String {
-    let path = std::env::temp_dir().join(format!("{}.log", unique_name("mml-jfile")));
+    let path = std::env::temp_dir().join(format!("{}.log", unique_name("mml-jf")));
     let file = std::fs::File::create(&path).expect("log file");
     let meta = file.metadata().expect("stat");
     let stream = if journal {
