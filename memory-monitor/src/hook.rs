@@ -58,9 +58,22 @@ pub fn run_shell(
         .spawn()
         .map_err(|e| format!("cannot run '{command}': {e}"))?;
     let mut input = child.stdin.take().expect("piped");
-    // A command that does not read its input is not an error.
-    let _ = input.write_all(stdin);
-    drop(input);
+    std::thread::scope(|scope| {
+        // Fed from a thread of its own: a command that never reads an input larger than the
+        // pipe holds must not keep its timeout from coming. (Not reading is not an error.)
+        scope.spawn(move || {
+            let _ = input.write_all(stdin);
+        });
+        wait_or_kill(&mut child, command, timeout)
+    })
+}
+
+/// Waits for `child` to end; after `timeout`, kills its process group.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    command: &str,
+    timeout: Duration,
+) -> Result<(), String> {
     let started = Instant::now();
     loop {
         match child.try_wait() {
@@ -71,7 +84,7 @@ pub fn run_shell(
             Ok(None) => {
                 // The whole group: the shell and whatever it started. The shell is not reaped
                 // yet, so its PID (the group's ID) cannot have been reused.
-                let _ = kill_process_group(Pid::from_child(&child), Signal::KILL);
+                let _ = kill_process_group(Pid::from_child(child), Signal::KILL);
                 let _ = child.wait();
                 return Err(format!("'{command}' took over {timeout:?}; killed"));
             }
@@ -186,6 +199,10 @@ mod tests {
         std::fs::remove_file(&out).unwrap();
         assert!(run_shell("exit 3", &[], b"", Duration::from_secs(10)).is_err());
         let stuck = run_shell("sleep 30", &[], b"", Duration::from_millis(100));
+        assert!(stuck.unwrap_err().contains("killed"));
+        // Stuck without reading an input far larger than a pipe holds: killed all the same.
+        let unread = vec![0u8; 4 << 20];
+        let stuck = run_shell("sleep 30", &[], &unread, Duration::from_millis(100));
         assert!(stuck.unwrap_err().contains("killed"));
     }
 

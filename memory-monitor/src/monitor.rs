@@ -358,7 +358,7 @@ impl Monitor {
         }
     }
 
-    /// eBPF mode: takes waiting events from the kernel side, at most [`EVENT_BATCHES_PER_TURN`]
+    /// eBPF mode: takes waiting events from the kernel side, at most `EVENT_BATCHES_PER_TURN` (16)
     /// batches, and acts on them; after lost events, re-checks every process. Returns whether
     /// events may be left: then call it again once timers, the watchdog and signals have had
     /// their turn (a flood of events must not hold them up). Allocates nothing once warmed up.

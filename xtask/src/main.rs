@@ -390,6 +390,12 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The library's documentation builds without a broken or private link.
+    run_step(
+        cargo()
+            .args(["doc", "--package", "memory-monitor", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
     run_step(cargo().args(["build", "--workspace", "--bins"]))?;
     run_step(cargo().args(["test", "--workspace", "--no-fail-fast"]))
 }

@@ -3,7 +3,7 @@
 //! On a breach the monitor asks the [`Profiler`] for a profile *before* the signal (the
 //! process may exit on it and take its memory with it), but waits for the capture no longer
 //! than a budget; past it the signal goes first. Encoding and writing happen afterwards on the
-//! profiler's own thread, through a [`ProfileWriter`](crate::sink::ProfileWriter), retried a
+//! profiler's own thread, through a [`ProfileWriter`], retried a
 //! bounded number of times; a failing writer is logged and counted, and never stops the
 //! monitor. One profile per breach episode.
 
