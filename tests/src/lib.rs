@@ -219,6 +219,11 @@ impl Target {
         parse_rss(&self.command(&format!("memfd {mib}"), "ok"))
     }
 
+    /// Fills `mib` MiB of page cache charged to the target's cgroup (clean, reclaimable).
+    pub fn cache(&mut self, mib: usize) {
+        self.command(&format!("cache {mib}"), "ok");
+    }
+
     /// Maps `mib` MiB without touching it; returns its address in the target.
     pub fn reserve(&mut self, mib: usize) -> usize {
         let line = self.command(&format!("reserve {mib}"), "reserved");

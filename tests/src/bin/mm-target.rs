@@ -9,6 +9,8 @@
 //!   back with `madvise(MADV_DONTNEED)`, keeping the mappings; each answers `ok rss=<bytes>`
 //! - `memfd N` — map and touch N MiB of a memfd named `mm-target-block` (shared memory that
 //!   shows by that name in `smaps`); answers `ok rss=<bytes>`
+//! - `cache N` — write N MiB to a file of its own (unlinked, kept open) and sync it: clean page
+//!   cache charged to its cgroup, which the kernel reclaims under pressure; answers `ok rss=<bytes>`
 //! - `reserve N` — map N MiB without touching it, for another process to fill
 //!   (`process_vm_writev`); answers `reserved addr=<address>`
 //! - `rename NAME` — `prctl(PR_SET_NAME)` (`rename 0x<hex>` for any bytes); `thread NAME` — start a thread that names itself NAME
@@ -34,6 +36,7 @@ fn main() {
     std::thread::spawn(report_signals);
     say(&format!("ready pid={pid}"));
     let mut chunks: Vec<Chunk> = Vec::new();
+    let mut caches: Vec<std::fs::File> = Vec::new();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let mut words = line.split_whitespace();
@@ -66,6 +69,10 @@ fn main() {
                 let mut chunk = Chunk::memfd(n.parse::<usize>().expect("memfd N") * MIB);
                 chunk.touch();
                 chunks.push(chunk);
+                say(&format!("ok rss={}", rss()));
+            }
+            (Some("cache"), Some(n)) => {
+                caches.push(cache_file(n.parse().expect("cache N")));
                 say(&format!("ok rss={}", rss()));
             }
             (Some("reserve"), Some(n)) => {
@@ -265,4 +272,24 @@ fn exec_as(name: &str) -> ! {
     unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
     say("error exec failed");
     std::process::exit(1)
+}
+
+/// A file of `mib` MiB written and synced, already unlinked: its pages stay in the page cache,
+/// clean, charged to this process's cgroup, until reclaimed or the file is closed.
+fn cache_file(mib: usize) -> std::fs::File {
+    use std::io::Write as _;
+    let path = std::env::temp_dir().join(format!("mm-target-cache-{}", std::process::id()));
+    let mut file = std::fs::File::options()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("cache file");
+    std::fs::remove_file(&path).expect("unlink cache file");
+    let block = vec![0x33u8; MIB];
+    for _ in 0..mib {
+        file.write_all(&block).expect("write cache file");
+    }
+    file.sync_data().expect("sync cache file");
+    file
 }
