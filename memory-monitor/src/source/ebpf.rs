@@ -62,9 +62,9 @@ impl std::fmt::Display for Attach {
     }
 }
 
-/// Fault injection for the tests (`MEMORY_MONITOR_INJECT_FAULT`): each makes one real
-/// failure happen, through the same paths as in the field, to prove it is reported clearly and
-/// survived (in auto mode, by polling).
+/// Fault injection for the tests (`MEMORY_MONITOR_INJECT_FAULT`, honoured by debug builds
+/// only, which the tests run): each makes one real failure happen, through the same paths as
+/// in the field, to prove it is reported clearly and survived (in auto mode, by polling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
     /// Load a program the verifier refuses in the RSS program's place.
@@ -77,6 +77,9 @@ enum Fault {
 
 impl Fault {
     fn injected() -> Option<Fault> {
+        if !cfg!(debug_assertions) {
+            return None;
+        }
         match std::env::var("MEMORY_MONITOR_INJECT_FAULT").ok()?.as_str() {
             "verifier" => Some(Fault::Verifier),
             "attach" => Some(Fault::Attach),
