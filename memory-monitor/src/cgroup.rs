@@ -24,6 +24,10 @@ pub enum CgroupError {
     /// Empty, or with `.` / `..` components.
     #[error("'{0}' is not a cgroup path (write it like /system.slice/nginx.service)")]
     Malformed(String),
+    /// A directory of a cgroup file system other than the v2 hierarchy (a v1 controller's, on
+    /// a hybrid host).
+    #[error("'{0}' is not in the cgroup v2 hierarchy, which is mounted at {1}")]
+    OtherHierarchy(String, String),
     /// The host has no cgroup v2 hierarchy mounted.
     #[error(
         "no cgroup v2 hierarchy is mounted (looked for a cgroup2 mount in /proc/self/mountinfo)"
@@ -40,10 +44,18 @@ impl CgroupPath {
         if trimmed.is_empty() {
             return Err(malformed());
         }
-        let relative = v2_mount()
-            .and_then(|mount| Path::new(trimmed).strip_prefix(mount).ok())
-            .map(|rest| rest.to_string_lossy().into_owned())
-            .unwrap_or_else(|| trimmed.to_string());
+        let mount = v2_mount();
+        let relative = match mount.and_then(|mount| Path::new(trimmed).strip_prefix(mount).ok()) {
+            Some(rest) => rest.to_string_lossy().into_owned(),
+            // Under the usual place of cgroup file systems but not in the v2 mount.
+            None if Path::new(trimmed).starts_with("/sys/fs/cgroup") => {
+                return Err(CgroupError::OtherHierarchy(
+                    text.to_string(),
+                    mount.map_or_else(|| "nowhere".to_string(), |m| m.display().to_string()),
+                ));
+            }
+            None => trimmed.to_string(),
+        };
         let mut path = String::new();
         for part in relative.split('/').filter(|part| !part.is_empty()) {
             if part == "." || part == ".." {
@@ -433,6 +445,14 @@ mod tests {
         if let Some(mount) = v2_mount() {
             let under = format!("{}/a/b", mount.display());
             assert_eq!(path(&under).as_str(), "/a/b");
+            if mount != Path::new("/sys/fs/cgroup") {
+                // A hybrid host: /sys/fs/cgroup/memory/... is a v1 hierarchy's.
+                let v1 = CgroupPath::parse("/sys/fs/cgroup/memory/a").unwrap_err();
+                assert!(
+                    v1.to_string().contains("not in the cgroup v2 hierarchy"),
+                    "{v1}"
+                );
+            }
         }
         assert!(CgroupPath::parse(" ").is_err());
         assert!(CgroupPath::parse("/a/../b").is_err());
