@@ -50,6 +50,37 @@ fn the_service_units_pass_systemd_analyze_verify() {
     );
 }
 
+/// The value of `key=` in a unit's text.
+fn setting<'a>(unit: &'a str, key: &str) -> Option<&'a str> {
+    unit.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[test]
+fn a_bad_command_line_does_not_restart_and_both_units_bound_the_same_capabilities() {
+    let packaging = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
+    let units = ["memory-monitor.service", "memory-monitor@.service"]
+        .map(|name| std::fs::read_to_string(packaging.join(name)).unwrap());
+    // The status systemd must not restart on is the one a bad command line exits with.
+    let status = Command::new(bin("memory-monitor"))
+        .args(["--max-memory", "5X", "some-name"])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+    for unit in &units {
+        assert_eq!(
+            setting(unit, "RestartPreventExitStatus"),
+            Some("2"),
+            "{unit}"
+        );
+    }
+    let bounding = units
+        .each_ref()
+        .map(|unit| setting(unit, "CapabilityBoundingSet").expect("a bounding set"));
+    assert_eq!(bounding[0], bounding[1]);
+    assert!(bounding[0].split(' ').any(|cap| cap == "CAP_SETPCAP"));
+}
+
 /// Receives the next notification, or `None` after a bounded wait.
 fn next(socket: &UnixDatagram) -> Option<String> {
     let mut buf = [0u8; 512];
