@@ -222,8 +222,8 @@ impl Monitor {
             .map_err(Error::Proc)?;
         if let Some(reason) = scan.skip_reason {
             self.warn_skipped_once(reason, scan.skipped);
-            self.metrics.skipped.inc_by(scan.skipped as u64);
         }
+        self.metrics.skipped.set(scan.skipped as i64);
         if let Some(kernel) = self.kernel.as_mut() {
             for watched in self.list.iter() {
                 let parts = self.scanner.resident_parts(watched.pid());
