@@ -602,9 +602,17 @@ impl Monitor {
         }
     }
 
-    /// SIGHUP: reads the rules again and applies them to every watched process, atomically: a
-    /// rules file that cannot be used leaves the rules in force as they are.
-    fn reload(&mut self, now: Instant) {
+    /// SIGHUP: tells systemd a reload is under way, reloads, and says it is ready again (with
+    /// what is watched now) whatever came of it.
+    fn reload(&mut self, now: Instant, service: &Service) {
+        service.reloading();
+        self.reload_rules(now);
+        service.ready(self.list.len(), self.is_event_driven());
+    }
+
+    /// Reads the rules again and applies them to every watched process, atomically: a rules
+    /// file that cannot be used leaves the rules in force as they are.
+    fn reload_rules(&mut self, now: Instant) {
         let Some(file) = self.config.source.file.clone() else {
             tracing::warn!(
                 event = "reload_failed",
@@ -719,15 +727,7 @@ impl Monitor {
             Clock::Ticks(ticker)
         };
         let mut service = Service::connect();
-        let mode = if self.is_event_driven() {
-            "ebpf"
-        } else {
-            "poll"
-        };
-        service.ready(&format!(
-            "watching {} processes ({mode} mode)",
-            self.list.len()
-        ));
+        service.ready(self.list.len(), self.is_event_driven());
         crate::footprint::trim();
         // After trimming: freed heap pages cannot be given back once locked.
         if self.config.harden.is_some() {
@@ -775,7 +775,7 @@ impl Monitor {
                 () = service.watchdog_due() => service.ping(),
                 request = shutdown.next() => match request {
                     Request::Stop => return Ok(Outcome::Stopped),
-                    Request::Reload => self.reload(Instant::now()),
+                    Request::Reload => self.reload(Instant::now(), service),
                 },
             }
         }
@@ -807,7 +807,7 @@ impl Monitor {
                 () = service.watchdog_due() => service.ping(),
                 request = shutdown.next() => match request {
                     Request::Stop => return Ok(Outcome::Stopped),
-                    Request::Reload => self.reload(Instant::now()),
+                    Request::Reload => self.reload(Instant::now(), service),
                 },
             }
         }
