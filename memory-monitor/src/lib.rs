@@ -39,6 +39,7 @@ pub mod footprint;
 pub mod harden;
 pub mod hook;
 pub mod logging;
+mod manual;
 pub mod matcher;
 pub mod metrics;
 pub mod monitor;
