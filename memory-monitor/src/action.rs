@@ -74,11 +74,13 @@ pub fn act(
 ) -> Option<Delivery> {
     let pid = target.pid();
     let name = target.comm();
-    let (rss, limit) = (Bytes(rss), Bytes(policy.limit));
+    // Each size twice: for people (`500.1MiB`) and, exact, for programs (`rss_bytes`).
+    let (rss_bytes, limit_bytes) = (rss, policy.limit);
+    let (rss, limit) = (Bytes(rss_bytes), Bytes(limit_bytes));
     let signal = match verdict {
         Verdict::Quiet => return None,
         Verdict::Recovered => {
-            tracing::info!(event = "recovered", rule, pid, %name, %rss, %limit, "back under the limit");
+            tracing::info!(event = "recovered", rule, pid, %name, %rss, rss_bytes, %limit, limit_bytes, "back under the limit");
             return None;
         }
         Verdict::Breach | Verdict::Repeat => policy.signal,
@@ -97,9 +99,11 @@ pub fn act(
     };
     match result {
         Delivery::Failed(_) => {
-            tracing::error!(event, rule, pid, %name, %rss, %limit, %signal, %result, "{message}");
+            tracing::error!(event, rule, pid, %name, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, "{message}");
         }
-        _ => tracing::warn!(event, rule, pid, %name, %rss, %limit, %signal, %result, "{message}"),
+        _ => {
+            tracing::warn!(event, rule, pid, %name, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, "{message}");
+        }
     }
     Some(result)
 }

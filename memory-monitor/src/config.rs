@@ -190,18 +190,40 @@ const ABOUT: &str = "Signal processes before the kernel's OOM killer has to: wat
 of every process whose name matches, and send a signal (SIGTERM by default) to any that goes over \
 its limit so it can restart gracefully.";
 
-const AFTER_HELP: &str = "\
-Examples:
-  memory-monitor -m 500 my-app                  SIGTERM any my-app* process over 500 MiB
-  memory-monitor -m 2G -s USR1 -i 250ms worker  SIGUSR1, checked 4 times a second
-  memory-monitor -m 10% --kill-after 30s api    SIGTERM at 10% of RAM, SIGKILL 30 s later
-  memory-monitor -m 1G --pid 4242 --once        check one process once; exit 1 if over
+/// Command lines and what they do, for `--help` and the man page.
+const EXAMPLES: [(&str, &str); 4] = [
+    (
+        "memory-monitor -m 500 my-app",
+        "SIGTERM any my-app* process over 500 MiB",
+    ),
+    (
+        "memory-monitor -m 2G -s USR1 -i 250ms worker",
+        "SIGUSR1, checked 4 times a second",
+    ),
+    (
+        "memory-monitor -m 10% --kill-after 30s api",
+        "SIGTERM at 10% of RAM, SIGKILL 30 s later",
+    ),
+    (
+        "memory-monitor -m 1G --pid 4242 --once",
+        "check one process once; exit 1 if over",
+    ),
+];
 
+/// What `--help` says after the options: the examples, then the notes (the man page has
+/// sections of its own for the same).
+fn after_help() -> String {
+    let mut text = String::from("Examples:\n");
+    for (command, what) in EXAMPLES {
+        text += &format!("  {command:<45} {what}\n");
+    }
+    text + "
 Sizes are binary: 1M = 1 MiB. A bare number is MiB and a bare duration is seconds, as in the
 original memory-monitor, whose every command line means the same here.
 
 Exit status: 0 stopped by SIGINT/SIGTERM (or --once found nothing over), 1 runtime failure (or
---once found a process over its limit), 2 bad command line.";
+--once found a process over its limit), 2 bad command line."
+}
 
 /// The command line (see `memory-monitor --help`).
 #[derive(Debug, Parser)]
@@ -209,7 +231,7 @@ Exit status: 0 stopped by SIGINT/SIGTERM (or --once found nothing over), 1 runti
     name = "memory-monitor",
     version,
     about = ABOUT,
-    after_help = AFTER_HELP,
+    after_help = after_help(),
     max_term_width = 100
 )]
 struct Cli {
@@ -231,7 +253,7 @@ struct Cli {
 
     /// Signal to send: a name with or without SIG in any case (TERM, sigusr1, RTMIN+3) or a
     /// number. Default: SIGTERM.
-    #[arg(short, long, value_name = "SIG")]
+    #[arg(short, long, value_name = "SIG", value_parser = SignalParser, hide_possible_values = true)]
     signal: Option<Signal>,
 
     /// How NAME selects processes: prefix (of the name, as the original tool), exact (the
@@ -333,8 +355,9 @@ struct Cli {
     profile_at: Option<u32>,
 
     /// Run this shell command on each breach, after the signal, with MM_PID, MM_NAME,
-    /// MM_RSS_BYTES, MM_LIMIT_BYTES, MM_SIGNAL and MM_PROFILE (the profile's name, if any) in
-    /// its environment. At most 4 run at once; none holds up the monitor.
+    /// MM_RSS_BYTES, MM_LIMIT_BYTES, MM_SIGNAL, MM_PROFILE (the profile's name, if any) and
+    /// MM_RULE (the rule's name) in its environment. At most 4 run at once; none holds up the
+    /// monitor.
     #[arg(long, value_name = "COMMAND")]
     exec: Option<String>,
 
@@ -384,18 +407,41 @@ impl Generate {
         let mut command = Cli::command();
         let mut out = Vec::new();
         let shell = match self {
-            Generate::Man => {
-                clap_mangen::Man::new(command)
-                    .render(&mut out)
-                    .expect("writing to memory cannot fail");
-                return String::from_utf8_lossy(&out).into_owned();
-            }
+            Generate::Man => return crate::manual::render(command, &EXAMPLES),
             Generate::Bash => clap_complete::Shell::Bash,
             Generate::Zsh => clap_complete::Shell::Zsh,
             Generate::Fish => clap_complete::Shell::Fish,
         };
         clap_complete::generate(shell, &mut command, "memory-monitor", &mut out);
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// `--signal`: parsed as [`Signal`] parses (any name, any case, a number, `RTMIN+3`), with
+/// the names offered to shell completion; offering them restricts nothing.
+#[derive(Debug, Clone, Copy)]
+struct SignalParser;
+
+impl clap::builder::TypedValueParser for SignalParser {
+    type Value = Signal;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Signal, clap::Error> {
+        clap::builder::StringValueParser::new()
+            .try_map(|text| text.parse::<Signal>())
+            .parse_ref(command, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            crate::signal::names().map(clap::builder::PossibleValue::new),
+        ))
     }
 }
 
@@ -761,6 +807,76 @@ mod tests {
             !man.contains("generate"),
             "the hidden --generate is not documented"
         );
+        // What a command line cannot say, in sections of their own.
+        for section in [
+            ".SH \"RULES FILE\"",
+            ".SH \"EXIT STATUS\"",
+            ".SH SIGNALS",
+            ".SH ENVIRONMENT",
+            ".SH FILES",
+            ".SH EXAMPLES",
+        ] {
+            assert!(man.contains(section), "man page lacks {section}");
+        }
+        for word in [
+            "SIGHUP",
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "JOURNAL_STREAM",
+            "AWS_",
+        ] {
+            assert!(man.contains(word), "man page lacks {word}");
+        }
+        // Every section header once: the sections are not rendered twice.
+        let headers: Vec<&str> = man.lines().filter(|l| l.starts_with(".SH")).collect();
+        let mut unique = headers.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(headers.len(), unique.len(), "{headers:?}");
+    }
+
+    #[test]
+    fn signal_names_complete_without_restricting_what_is_accepted() {
+        for shell in [Generate::Bash, Generate::Zsh, Generate::Fish] {
+            let script = shell.text();
+            for name in ["TERM", "USR1", "KILL", "RTMIN"] {
+                assert!(script.contains(name), "{shell:?} completion lacks {name}");
+            }
+        }
+        for signal in ["RTMIN+3", "15", "sigusr2", "SIGTERM"] {
+            let s = settings(&["-m", "1", "-s", signal, "x"]);
+            assert_eq!(rule(&s).signal, signal.parse::<Signal>().unwrap());
+        }
+        // Help lists no possible values for it.
+        let help = match parse_args(["memory-monitor", "--help"]) {
+            Ok(Parsed::Print(text)) => text,
+            other => panic!("{other:?}"),
+        };
+        assert!(!help.contains("HUP, INT"), "{help}");
+        assert!(error(&["-m", "1", "-s", "FOO", "a"]).contains("unknown signal 'FOO'"));
+    }
+
+    #[test]
+    fn exec_help_names_every_variable_a_hook_gets() {
+        let command = Cli::command();
+        let exec = command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some("exec"))
+            .unwrap();
+        let help = exec.get_help().unwrap().to_string();
+        // As hook.rs's runner sets them.
+        let variables = [
+            "MM_PID",
+            "MM_NAME",
+            "MM_RSS_BYTES",
+            "MM_LIMIT_BYTES",
+            "MM_SIGNAL",
+            "MM_PROFILE",
+            "MM_RULE",
+        ];
+        for variable in variables {
+            assert!(help.contains(variable), "--exec help lacks {variable}");
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod harden;
 pub mod hook;
 pub mod limits;
 pub mod logging;
+mod manual;
 pub mod matcher;
 pub mod metrics;
 pub mod monitor;

@@ -4,12 +4,18 @@
 //!
 //! Every series the monitor's loop updates is created when the rules are loaded and kept as a
 //! handle, so counting an event is one atomic add: no lookup, no lock, no allocation. Only a
-//! scrape allocates (the text it sends), on the server's thread.
+//! scrape allocates (the text it sends, the thread that answers it), away from the loop.
+//!
+//! Each connection is answered on a short-lived thread of its own, given a second to send its
+//! request, and only a few at once: a client that connects and sends nothing (or trickles its
+//! request) holds up no one else's scrape, and many of them cannot make the monitor start
+//! threads without end.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -53,6 +59,9 @@ struct OutcomeLabels {
 /// The results a signal is counted under.
 const SIGNAL_RESULTS: [&str; 5] = ["sent", "sent_by_kernel", "dry_run", "exited", "failed"];
 
+/// The results a reload of the rules is counted under: succeeded, failed.
+const RELOAD_RESULTS: [&str; 2] = ["ok", "failed"];
+
 fn signal_labels(rule: &str, signal: Signal, result: &'static str) -> SignalLabels {
     SignalLabels {
         rule: rule.to_string(),
@@ -88,8 +97,9 @@ pub struct Metrics {
     pub lost_events: Counter,
     /// How long each poll cycle took, in seconds.
     pub poll_cycle: Histogram,
-    /// Matching processes skipped (the watch table is full, or out of descriptors).
-    pub skipped: Counter,
+    /// Matching processes not watched at the last look at every process (the watch table was
+    /// full, or out of descriptors): a level, since the same ones are met again on every look.
+    pub skipped: Gauge,
 }
 
 /// One rule's series, as handles.
@@ -138,7 +148,7 @@ impl Metrics {
             events: Counter::default(),
             lost_events: Counter::default(),
             poll_cycle: Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
-            skipped: Counter::default(),
+            skipped: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -193,9 +203,13 @@ impl Metrics {
         );
         registry.register(
             "skipped_processes",
-            "Matching processes that could not be watched (table full, out of file descriptors)",
+            "Matching processes not watched at the last look at every process (table full, out of file descriptors)",
             metrics.skipped.clone(),
         );
+        // At zero from the start, so that an alert on increase() fires on the first failure.
+        for result in RELOAD_RESULTS {
+            drop(metrics.reloads.get_or_create(&OutcomeLabels { result }));
+        }
         Arc::new(Metrics {
             registry,
             ..metrics
@@ -214,7 +228,8 @@ impl Metrics {
 
     /// Counts a reload of the rules.
     pub fn reloaded(&self, ok: bool) {
-        let result = if ok { "ok" } else { "failed" };
+        let [succeeded, failed] = RELOAD_RESULTS;
+        let result = if ok { succeeded } else { failed };
         self.reloads.get_or_create(&OutcomeLabels { result }).inc();
     }
 
@@ -340,33 +355,121 @@ fn classic_text(open_metrics: &str) -> String {
     text
 }
 
+/// How many connections the server answers at once, and how long each may take to send its
+/// request.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    connections: usize,
+    request_time: Duration,
+}
+
+/// A scraper sends its request as soon as it connects, and Prometheus scrapes a target over
+/// one connection at a time; a few more leave room for a second Prometheus and a probe.
+const LIMITS: Limits = Limits {
+    connections: 8,
+    request_time: Duration::from_secs(1),
+};
+
+/// How long a scraper may take to read the answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection's thread needs little: the request's buffer and the encoder's frames.
+const CONNECTION_STACK: usize = 256 << 10;
+
 /// Serves `metrics` on `address` from a thread of its own. Binding happens here, so a busy
 /// port is an error at start-up, not a silent absence.
 pub fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(address)?;
+    serve_with(TcpListener::bind(address)?, metrics, LIMITS)
+}
+
+fn serve_with(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+) -> io::Result<SocketAddr> {
     let bound = listener.local_addr()?;
     std::thread::Builder::new()
         .name("mm-metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(error) = answer(stream, &metrics) {
-                    tracing::debug!("metrics request failed: {error}");
-                }
-            }
-        })?;
+        .spawn(move || accept(&listener, &metrics, limits))?;
     Ok(bound)
 }
 
-/// How long a scraper may take to send its request or read the answer.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Hands each connection to a thread of its own, or refuses it when `limits.connections` are
+/// being answered already.
+fn accept(listener: &TcpListener, metrics: &Arc<Metrics>, limits: Limits) {
+    let busy = Arc::new(AtomicUsize::new(0));
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of descriptors, most likely: let the connections in progress end first
+                // rather than spin.
+                tracing::debug!("metrics: cannot accept a connection: {error}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let Some(slot) = Slot::take(&busy, limits.connections) else {
+            refuse(stream);
+            continue;
+        };
+        let metrics = Arc::clone(metrics);
+        let spawned = std::thread::Builder::new()
+            .name("mm-metrics-conn".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                let _slot = slot;
+                if let Err(error) = answer(stream, &metrics, limits.request_time) {
+                    tracing::debug!("metrics request failed: {error}");
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::debug!("metrics: cannot start a thread for a connection: {error}");
+        }
+    }
+}
 
-/// Answers one HTTP/1.x request: `GET /metrics` (or `/`) with the text, anything else 404.
-fn answer(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+/// One of the connections answered at once; given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(busy: &Arc<AtomicUsize>, most: usize) -> Option<Slot> {
+        busy.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < most).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot(Arc::clone(busy)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Says 503 to a connection beyond the limit, without waiting for it: a fresh socket's send
+/// buffer takes the few bytes at once, or they are dropped.
+fn refuse(stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let _ = (&stream).write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+}
+
+/// Answers one HTTP/1.x request, which must arrive whole within `request_time`: `GET /metrics`
+/// (or `/`) with the text, anything else 404.
+fn answer(mut stream: TcpStream, metrics: &Metrics, request_time: Duration) -> io::Result<()> {
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let deadline = Instant::now() + request_time;
     let mut request = [0u8; 8192];
     let mut len = 0;
     while !request[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < request.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
         let read = stream.read(&mut request[len..])?;
         if read == 0 {
             break;
@@ -451,6 +554,41 @@ mod tests {
             "{text}"
         );
         assert_eq!(prepared.len(), 1);
+    }
+
+    /// The first line of what the server on `address` answers to `request`.
+    fn answer_to(address: SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        // A refused connection may be reset before the request is written.
+        let _ = stream.write_all(request);
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let response = String::from_utf8_lossy(&response);
+        response.lines().next().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_are_refused_until_one_ends() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = Limits {
+            connections: 1,
+            request_time: Duration::from_secs(3600),
+        };
+        let address = serve_with(listener, Metrics::new(), limits).unwrap();
+        // Accepted first, it holds the only slot while it sends nothing.
+        let held = TcpStream::connect(address).unwrap();
+        // (Nothing sent: a request left unread would make the refusal a reset.)
+        assert_eq!(answer_to(address, b""), "HTTP/1.1 503 Service Unavailable");
+        drop(held);
+        // Its thread sees the end and gives the slot back.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while answer_to(address, b"GET /metrics HTTP/1.1\r\n\r\n") != "HTTP/1.1 200 OK" {
+            assert!(Instant::now() < deadline, "the slot was never given back");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]

@@ -254,8 +254,8 @@ impl Monitor {
             .map_err(Error::Proc)?;
         if let Some(reason) = scan.skip_reason {
             self.warn_skipped_once(reason, scan.skipped);
-            self.metrics.skipped.inc_by(scan.skipped as u64);
         }
+        self.metrics.skipped.set(scan.skipped as i64);
         if let Some(kernel) = self.kernel.as_mut() {
             for watched in self.list.iter() {
                 let parts = self.scanner.resident_parts(watched.pid());
@@ -596,7 +596,7 @@ impl Monitor {
     }
 
     /// Acts on what changed under the monitor since the last look (see [`crate::changes`]).
-    fn on_changes(&mut self, now: Instant) {
+    fn on_changes(&mut self, now: Instant, service: &Service) {
         let Some(changed) = self.changes.as_mut().map(Changes::take) else {
             return;
         };
@@ -605,7 +605,7 @@ impl Monitor {
                 event = "rules_file_changed",
                 "the rules file changed; reading it again"
             );
-            self.reload(now);
+            self.reload(now, service);
         }
         if changed.cgroups {
             self.cgroups_changed(now);
@@ -757,15 +757,24 @@ impl Monitor {
         for rule in rules.missing_cgroups() {
             tracing::warn!(event = "cgroup_missing",
                 rule = %rule.name,
-                "cgroup {} does not exist (yet); the rule matches nothing until it does and the rules are read again (SIGHUP)",
+                "cgroup {} does not exist (yet); the rule matches nothing until it does",
                 rule.selector.cgroup.as_ref().map(ToString::to_string).unwrap_or_default()
             );
         }
     }
 
-    /// SIGHUP: reads the rules again and applies them to every watched process, atomically: a
-    /// rules file that cannot be used leaves the rules in force as they are.
-    fn reload(&mut self, now: Instant) {
+    /// SIGHUP (or, with `--watch-config`, a changed rules file): tells systemd a reload is
+    /// under way, reloads, and says it is ready again (with what is watched now) whatever came
+    /// of it.
+    fn reload(&mut self, now: Instant, service: &Service) {
+        service.reloading();
+        self.reload_rules(now);
+        service.ready(self.list.len(), self.is_event_driven());
+    }
+
+    /// Reads the rules again and applies them to every watched process, atomically: a rules
+    /// file that cannot be used leaves the rules in force as they are.
+    fn reload_rules(&mut self, now: Instant) {
         let Some(file) = self.config.source.file.clone() else {
             tracing::warn!(
                 event = "reload_failed",
@@ -894,15 +903,7 @@ impl Monitor {
             .transpose()
             .map_err(Error::Events)?;
         let mut service = Service::connect();
-        let mode = if self.is_event_driven() {
-            "ebpf"
-        } else {
-            "poll"
-        };
-        service.ready(&format!(
-            "watching {} processes ({mode} mode)",
-            self.list.len()
-        ));
+        service.ready(self.list.len(), self.is_event_driven());
         crate::footprint::trim();
         // After trimming: freed heap pages cannot be given back once locked.
         if self.config.harden.is_some() {
@@ -953,12 +954,12 @@ impl Monitor {
                 }
                 ready = changed(&waits.changes) => {
                     ready.map_err(Error::Events)?;
-                    self.on_changes(Instant::now());
+                    self.on_changes(Instant::now(), waits.service);
                 }
                 () = waits.service.watchdog_due() => waits.service.ping(),
                 request = waits.shutdown.next() => match request {
                     Request::Stop => return Ok(Outcome::Stopped),
-                    Request::Reload => self.reload(Instant::now()),
+                    Request::Reload => self.reload(Instant::now(), waits.service),
                 },
             }
         }
@@ -991,12 +992,12 @@ impl Monitor {
                 }
                 ready = changed(&waits.changes) => {
                     ready.map_err(Error::Events)?;
-                    self.on_changes(Instant::now());
+                    self.on_changes(Instant::now(), waits.service);
                 }
                 () = waits.service.watchdog_due() => waits.service.ping(),
                 request = waits.shutdown.next() => match request {
                     Request::Stop => return Ok(Outcome::Stopped),
-                    Request::Reload => self.reload(Instant::now()),
+                    Request::Reload => self.reload(Instant::now(), waits.service),
                 },
             }
         }

@@ -1,11 +1,12 @@
-//! Running under systemd (`Type=notify`): readiness, status and watchdog pings over the
-//! notification socket systemd names in `NOTIFY_SOCKET`.
+//! Running under systemd (`Type=notify`): readiness, reloads, status and watchdog pings over
+//! the notification socket systemd names in `NOTIFY_SOCKET`.
 //!
-//! The socket is connected once at start-up and each message is a fixed byte string, so a
-//! ping costs one `send` and no allocation. Without `NOTIFY_SOCKET` (not under systemd)
-//! nothing happens; without `WATCHDOG_USEC` (no `WatchdogSec=`) there are no pings, so an
-//! idle monitor still never wakes up.
+//! The socket is connected once at start-up and each message is a fixed byte string or
+//! formatted on the stack, so a notification costs one `send` and no allocation. Without
+//! `NOTIFY_SOCKET` (not under systemd) nothing happens; without `WATCHDOG_USEC` (no
+//! `WatchdogSec=`) there are no pings, so an idle monitor still never wakes up.
 
+use std::fmt::{self, Write as _};
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
@@ -54,9 +55,20 @@ impl Notifier {
         self.watchdog
     }
 
-    /// Start-up is done: `READY=1` and a status line.
-    pub fn ready(&self, status: &str) {
-        self.send(format!("READY=1\nSTATUS={status}").as_bytes());
+    /// Start-up (or a reload) is done: `READY=1` and a status line saying what is watched.
+    pub fn ready(&self, watched: usize, event_driven: bool) {
+        let mode = if event_driven { "ebpf" } else { "poll" };
+        self.send_formatted(format_args!(
+            "READY=1\nSTATUS=watching {watched} processes ({mode} mode)"
+        ));
+    }
+
+    /// Reloading the rules: `RELOADING=1` and the time it began on `CLOCK_MONOTONIC`, which
+    /// systemd asks for alongside (it tells this reload from an earlier one).
+    pub fn reloading(&self) {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
+        self.send_formatted(format_args!("RELOADING=1\nMONOTONIC_USEC={usec}"));
     }
 
     /// Still alive.
@@ -69,10 +81,49 @@ impl Notifier {
         self.send(b"STOPPING=1");
     }
 
+    fn send_formatted(&self, message: fmt::Arguments<'_>) {
+        let mut buffer = Message::default();
+        match buffer.write_fmt(message) {
+            Ok(()) => self.send(buffer.as_bytes()),
+            Err(fmt::Error) => tracing::debug!("systemd notification too long: {message}"),
+        }
+    }
+
     fn send(&self, message: &[u8]) {
         if let Err(error) = self.socket.send(message) {
             tracing::debug!("systemd notification not sent: {error}");
         }
+    }
+}
+
+/// A notification formatted on the stack (systemd's are a few short lines).
+struct Message {
+    bytes: [u8; 256],
+    len: usize,
+}
+
+impl Default for Message {
+    fn default() -> Message {
+        Message {
+            bytes: [0; 256],
+            len: 0,
+        }
+    }
+}
+
+impl Message {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl fmt::Write for Message {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let end = self.len + text.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        room.copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -105,10 +156,17 @@ impl Service {
         Service { notifier, ticker }
     }
 
-    /// Start-up is done.
-    pub fn ready(&self, status: &str) {
+    /// Start-up, or a reload, is done: `watched` processes are watched now.
+    pub fn ready(&self, watched: usize, event_driven: bool) {
         if let Some(notifier) = &self.notifier {
-            notifier.ready(status);
+            notifier.ready(watched, event_driven);
+        }
+    }
+
+    /// A reload of the rules begins (end it with [`Service::ready`]).
+    pub fn reloading(&self) {
+        if let Some(notifier) = &self.notifier {
+            notifier.reloading();
         }
     }
 
@@ -134,5 +192,19 @@ impl Service {
         if let Some(notifier) = &self.notifier {
             notifier.stopping();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_formatted_whole_or_not_at_all() {
+        let mut message = Message::default();
+        write!(message, "READY=1\nSTATUS=watching {} processes", 3).unwrap();
+        assert_eq!(message.as_bytes(), b"READY=1\nSTATUS=watching 3 processes");
+        let mut message = Message::default();
+        assert!(write!(message, "STATUS={}", "x".repeat(300)).is_err());
     }
 }

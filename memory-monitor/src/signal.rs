@@ -51,6 +51,15 @@ const NAMES: &[(&str, i32)] = &[
     ("SYS", libc::SIGSYS),
 ];
 
+/// The names a signal can be given by (without `SIG`), for shell completion: the standard
+/// ones and the ends of the realtime range (`RTMIN+3` and numbers are accepted too).
+pub fn names() -> impl Iterator<Item = &'static str> {
+    NAMES
+        .iter()
+        .map(|&(name, _)| name)
+        .chain(["RTMIN", "RTMAX"])
+}
+
 /// Why a signal could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

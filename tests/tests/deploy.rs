@@ -112,6 +112,13 @@ fn the_daemonset_has_what_ebpf_mode_needs_and_prometheus_finds_it() {
             Some(true),
             "{host_path} read-only"
         );
+        if host_path == "/sys/kernel/tracing" {
+            assert_eq!(
+                mount["mountPropagation"].as_str(),
+                Some("HostToContainer"),
+                "a tracefs the host mounts later is seen"
+            );
+        }
     }
 
     let args = strings(&container["args"]);
@@ -136,12 +143,186 @@ fn the_daemonset_has_what_ebpf_mode_needs_and_prometheus_finds_it() {
     );
 }
 
+/// A Kubernetes memory quantity (`48Mi`, `1Gi`, `128M`, bytes) in bytes.
+fn quantity(text: &str) -> u64 {
+    let units = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("M", 1_000_000),
+    ];
+    let (number, unit) = units
+        .iter()
+        .find_map(|&(suffix, unit)| Some((text.strip_suffix(suffix)?, unit)))
+        .unwrap_or((text, 1));
+    number.parse::<u64>().expect("a whole quantity") * unit
+}
+
+#[test]
+fn the_daemonset_runs_at_its_own_priority_with_room_to_start_and_explicit_probes() {
+    let documents = documents();
+    let spec = &of_kind(&documents, "DaemonSet")["spec"]["template"]["spec"];
+    // Its own class: system-node-critical is refused outside kube-system on some clusters.
+    let class = of_kind(&documents, "PriorityClass");
+    let name = class["metadata"]["name"].as_str().expect("a named class");
+    assert_eq!(spec["priorityClassName"].as_str(), Some(name));
+    assert!(!name.starts_with("system-"), "{name} is the system's");
+    let value = class["value"].as_i64().expect("a value");
+    // The API server refuses a user-defined class above one billion.
+    assert!(
+        (1..=1_000_000_000).contains(&value),
+        "{value} is not a user-defined priority"
+    );
+    assert!(
+        class["metadata"]["namespace"].is_badvalue(),
+        "cluster-scoped"
+    );
+
+    let container = &spec["containers"][0];
+    // The start-up peak (parsing the kernel's BTF) is requested; the limit has room above it.
+    let resources = &container["resources"];
+    let request = quantity(resources["requests"]["memory"].as_str().unwrap());
+    let limit = quantity(resources["limits"]["memory"].as_str().unwrap());
+    const BTF_PEAK: u64 = 42 << 20;
+    assert!(
+        BTF_PEAK <= request && 2 * BTF_PEAK <= limit,
+        "{request} {limit}"
+    );
+    let probe = &container["livenessProbe"];
+    let period = probe["periodSeconds"].as_i64().expect("periodSeconds");
+    let timeout = probe["timeoutSeconds"].as_i64().expect("timeoutSeconds");
+    let failures = probe["failureThreshold"]
+        .as_i64()
+        .expect("failureThreshold");
+    assert!(0 < timeout && timeout < period && failures > 1, "{probe:?}");
+    assert_eq!(
+        container["securityContext"]["seccompProfile"]["type"].as_str(),
+        Some("RuntimeDefault"),
+        "Unconfined only where the runtime's profile refuses bpf() (deploy/README.md)"
+    );
+}
+
+/// The instructions of a Containerfile, continuation lines joined, comments left out: each
+/// as its keyword (upper case) and the rest of the line.
+fn instructions(text: &str) -> Vec<(String, String)> {
+    let mut joined = Vec::new();
+    let mut current = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => current += &format!("{part} "),
+            None => joined.push(std::mem::take(&mut current) + line),
+        }
+    }
+    joined
+        .iter()
+        .filter_map(|line| {
+            let (keyword, rest) = line.split_once(' ')?;
+            Some((keyword.to_ascii_uppercase(), rest.trim().to_string()))
+        })
+        .collect()
+}
+
+/// The workspace's `[workspace.package]` key `key`.
+fn workspace_package(key: &str) -> String {
+    let text = std::fs::read_to_string(deploy_dir().join("../Cargo.toml")).unwrap();
+    let manifest: toml::Table = text.parse().expect("Cargo.toml parses");
+    manifest["workspace"]["package"][key]
+        .as_str()
+        .expect("a string")
+        .to_string()
+}
+
+#[test]
+fn the_image_installs_what_the_daemonset_runs_at_the_workspace_version() {
+    let text = std::fs::read_to_string(deploy_dir().join("Containerfile")).unwrap();
+    let instructions = instructions(&text);
+    let stages: Vec<usize> = instructions
+        .iter()
+        .enumerate()
+        .filter(|(_, (keyword, _))| keyword == "FROM")
+        .map(|(index, _)| index)
+        .collect();
+    let last = *stages.last().expect("a FROM");
+    let image = &instructions[last].1;
+    let final_stage = &instructions[last + 1..];
+
+    // The binary: from target/dist (what `cargo xtask dist` writes) to where the DaemonSet's
+    // command runs it, which is also the image's entrypoint.
+    let (from, source, destination) = final_stage
+        .iter()
+        .filter(|(keyword, _)| keyword == "COPY")
+        .find_map(|(_, rest)| {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            match words.as_slice() {
+                [from, source, destination] => Some((
+                    from.strip_prefix("--from=")?.to_string(),
+                    source.to_string(),
+                    destination.to_string(),
+                )),
+                _ => None,
+            }
+        })
+        .expect("COPY --from=STAGE the binary");
+    assert!(source.ends_with("target/dist/memory-monitor"), "{source}");
+    let documents = documents();
+    let daemonset = of_kind(&documents, "DaemonSet");
+    let container = &daemonset["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(strings(&container["command"]), [destination.as_str()]);
+    let entrypoint = final_stage
+        .iter()
+        .find(|(keyword, _)| keyword == "ENTRYPOINT")
+        .map(|(_, rest)| rest.as_str());
+    assert_eq!(entrypoint, Some(format!("[\"{destination}\"]").as_str()));
+
+    // Built on the Debian release it runs on (the glibc it links against is there), by a
+    // toolchain the workspace accepts.
+    let codename = |image: &str| {
+        let tag = image.rsplit(':').next().unwrap_or_default().to_string();
+        tag.rsplit('-')
+            .find(|part| *part != "slim")
+            .map(str::to_string)
+    };
+    assert!(image.contains("/debian:"), "a glibc base: {image}");
+    let builder = stages
+        .iter()
+        .map(|&index| &instructions[index].1)
+        .find(|stage| stage.ends_with(&format!(" AS {from}")))
+        .unwrap_or_else(|| panic!("no stage named {from}"));
+    let rust_image = builder.split_whitespace().next().unwrap();
+    assert_eq!(
+        codename(rust_image),
+        codename(image),
+        "{rust_image} / {image}"
+    );
+    let rust_version = rust_image
+        .rsplit(':')
+        .next()
+        .and_then(|tag| tag.split('-').next())
+        .unwrap();
+    let version_of = |text: &str| -> Vec<u32> {
+        text.split('.')
+            .map(|n| n.parse().expect("a version"))
+            .collect()
+    };
+    assert!(
+        version_of(rust_version) >= version_of(&workspace_package("rust-version")),
+        "{rust_image} is older than the workspace's rust-version"
+    );
+
+    // The DaemonSet runs the release the workspace is at.
+    let reference = container["image"].as_str().unwrap();
+    let (_, tag) = reference.rsplit_once(':').expect("a tagged image");
+    assert_eq!(tag, workspace_package("version"), "{reference}");
+}
+
 #[test]
 fn the_binary_accepts_the_container_command_line_and_the_rules() {
     let documents = documents();
     let daemonset = of_kind(&documents, "DaemonSet");
     let container = &daemonset["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(strings(&container["command"]), ["memory-monitor"]);
     let mut args = strings(&container["args"]);
 
     // Every option exists.

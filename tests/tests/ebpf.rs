@@ -333,7 +333,7 @@ fn kernel_signal_is_sent_from_the_kernel_once_per_crossing() {
         // SAFETY: as above.
         unsafe { libc::kill(monitor.pid(), libc::SIGCONT) };
         assert!(signalled, "{attach}: log:\n{}", monitor.log_text());
-        monitor.expect_log(&["over the limit", "result=sent by the kernel"]);
+        monitor.expect_log(&["over the limit", r#"result="sent by the kernel""#]);
         monitor.expect_log(&["kernel event", "kind=kernel-signal"]);
         target.grow(16);
         assert_eq!(target.signals(), [USR1], "{attach}: exactly once");

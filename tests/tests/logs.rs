@@ -1,6 +1,7 @@
 //! `--log-format json`: one JSON object per line, each naming its event in a stable `event`
-//! field, with the event's facts as fields of their own. Text under systemd's journal: each
-//! line's priority as a `<N>` prefix, no timestamp.
+//! field, with the event's facts as fields of their own. Text lines are logfmt that a process
+//! name cannot forge fields in. Text under systemd's journal: each line's priority as a `<N>`
+//! prefix, no timestamp.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::process::{Command, Stdio};
@@ -46,9 +47,75 @@ fn every_json_line_is_an_object_naming_its_event() {
     assert_eq!(breach["signal"], "SIGUSR1");
     assert_eq!(breach["result"], "sent");
     assert_eq!(breach["limit"], "32.0MiB");
+    // The sizes exact, as integers, for programs.
+    assert_eq!(breach["limit_bytes"].as_u64(), Some(32 << 20), "{breach}");
+    let rss = breach["rss_bytes"].as_u64().expect("rss_bytes, an integer");
+    assert!(rss > 32 << 20, "{breach}");
     assert_eq!(breach["level"], "WARN");
     let start = events.iter().find(|e| e["event"] == "start").unwrap();
     assert_eq!(start["mode"], "poll");
+}
+
+/// The `key=value` pairs of a logfmt line, values unquoted (bare words, like the message's,
+/// are no pairs).
+fn logfmt(line: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut chars = line.chars().peekable();
+    while chars.peek().is_some() {
+        while chars.next_if_eq(&' ').is_some() {}
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != ' ' && *c != '=') {
+            key.push(c);
+        }
+        if chars.next_if_eq(&'=').is_none() {
+            continue;
+        }
+        let mut value = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ' ') {
+                value.push(c);
+            }
+        }
+        pairs.push((key, value));
+    }
+    pairs
+}
+
+#[test]
+fn a_name_that_looks_like_fields_stays_one_value_in_text_lines() {
+    // A name made to forge fields: a PID of 1, and a field of its own.
+    let name = format!("v pid=1 r={}", std::process::id() % 10_000);
+    let mut target = Target::spawn(&name);
+    target.grow(48);
+    let (status, log) = memory_monitor_tests::run_monitor(&[
+        "--once", "-m", "32M", "-s", "USR1", "--match", "exact", &name,
+    ]);
+    assert_eq!(status.code(), Some(1), "--once found it over:\n{log}");
+    let breach = log
+        .lines()
+        .find(|line| line.contains(r#"event="breach""#))
+        .unwrap_or_else(|| panic!("no breach:\n{log}"));
+    let pairs = logfmt(breach);
+    let values = |key: &str| -> Vec<&str> {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let pid = target.pid().to_string();
+    assert_eq!(values("pid"), [pid.as_str()], "{breach}");
+    assert_eq!(values("name"), [name.as_str()], "{breach}");
+    assert!(values("r").is_empty(), "{breach}");
+    assert_eq!(values("result"), ["sent"], "{breach}");
 }
 
 /// Runs one `--once` check of `name` with stderr into a file; `journal` says whether

@@ -4,8 +4,13 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use memory_monitor_tests::{Monitor, Target, root_or_skip, unique_name, usr1_over_32m, wait_until};
+use memory_monitor_tests::{
+    Monitor, PATIENCE, Target, root_or_skip, unique_name, usr1_over_32m, wait_until,
+};
 
 /// `GET path` from the monitor's metrics server, as Prometheus's older scrapers (and curl)
 /// ask: status line and body.
@@ -16,15 +21,29 @@ fn get(address: &str, path: &str) -> (String, String) {
 /// `GET path`, accepting `accept`.
 fn get_accepting(address: &str, path: &str, accept: &str) -> (String, String) {
     let mut stream = TcpStream::connect(address).expect("connect to the metrics server");
+    // Bounded: a scrape that never ends fails the test instead of hanging it.
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: {accept}\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    stream
+        .read_to_string(&mut response)
+        .expect("the whole answer, before the patience runs out");
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The metrics server's address, from the monitor's log line saying where it serves.
+fn served_at(monitor: &mut Monitor) -> String {
+    let line = monitor.expect_log(&["serving metrics on"]);
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("the address in the log")
+        .to_string()
 }
 
 /// The value of the sample `series` (name and labels, as written) in `text`.
@@ -68,13 +87,7 @@ fn metrics_count_what_the_monitor_does_and_promtool_accepts_them() {
             mode,
             &["--metrics-addr", "127.0.0.1:0", &name],
         ));
-        let line = monitor.expect_log(&["serving metrics on"]);
-        let address = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .expect("the address in the log")
-            .to_string();
+        let address = served_at(&mut monitor);
         monitor.expect_log(&["watching", &format!("mode={mode}")]);
         let rule = r#"rule="command-line""#;
         let watched = format!("memory_monitor_watched_processes{{{rule}}}");
@@ -132,6 +145,94 @@ fn metrics_count_what_the_monitor_does_and_promtool_accepts_them() {
         assert_eq!(get(&address, "/nothing").0, "HTTP/1.1 404 Not Found");
         assert!(monitor.stop().success());
     }
+}
+
+#[test]
+fn idle_and_slow_clients_do_not_hold_up_a_scrape_and_reloads_are_counted_from_zero() {
+    let mut monitor = Monitor::start(&[
+        "--mode",
+        "poll",
+        "-m",
+        "1G",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        &unique_name("mmm-idle"),
+    ]);
+    let address = served_at(&mut monitor);
+    // Clients that connect and never send a request...
+    let idle: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    // ...and ones that send theirs a byte at a time, never finishing it (a server that waits
+    // for each in turn would never get to the scrape).
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&address).unwrap();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let request = b"GET /metrics HTTP/1.1\r\nX-Slow: ".iter();
+                for byte in request.chain(std::iter::repeat(&b'x')) {
+                    if stop.load(Ordering::Relaxed) || stream.write_all(&[*byte]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        })
+        .collect();
+
+    let (status, text) = get(&address, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    // Before any reload, both outcomes are there at zero: increase() sees the first failure.
+    for result in ["ok", "failed"] {
+        let series = format!(r#"memory_monitor_config_reloads_total{{result="{result}"}}"#);
+        assert_eq!(sample(&text, &series), Some(0.0), "{text}");
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for client in slow {
+        client.join().unwrap();
+    }
+    drop(idle);
+    assert!(monitor.stop().success());
+}
+
+#[test]
+fn skipped_processes_are_a_level_not_counted_again_each_cycle() {
+    let name = unique_name("mmm-skip");
+    let _targets: Vec<Target> = (0..3).map(|_| Target::spawn(&name)).collect();
+    let mut monitor = Monitor::start(&[
+        "--mode",
+        "poll",
+        "-m",
+        "1G",
+        "-i",
+        "100ms",
+        "-v",
+        "--max-processes",
+        "1",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        &name,
+    ]);
+    let address = served_at(&mut monitor);
+    monitor.expect_log(&["checked", "watched=1", "skipped=2"]);
+    // Several more looks at the same three processes.
+    monitor.expect_more("checked", 5);
+    let text = get(&address, "/metrics").1;
+    assert_eq!(
+        sample(&text, "memory_monitor_skipped_processes"),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE memory_monitor_skipped_processes gauge\n"),
+        "{text}"
+    );
+    let (valid, said) = promtool_check(&text);
+    assert!(valid, "promtool: {said}\n{text}");
+    assert!(monitor.stop().success());
 }
 
 #[test]

@@ -136,7 +136,7 @@ fn dry_run_sends_nothing() {
     let mut target = Target::spawn(&name);
     target.grow(48);
     let mut monitor = Monitor::start(&poll_args("32", &["--dry-run", "-s", "USR1", &name]));
-    monitor.expect_log(&["over the limit", "result=not sent (dry run)"]);
+    monitor.expect_log(&["over the limit", r#"result="not sent (dry run)""#]);
     monitor.expect_more("checked", 5);
     assert!(target.signals().is_empty());
     assert!(monitor.stop().success());

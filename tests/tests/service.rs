@@ -50,6 +50,37 @@ fn the_service_units_pass_systemd_analyze_verify() {
     );
 }
 
+/// The value of `key=` in a unit's text.
+fn setting<'a>(unit: &'a str, key: &str) -> Option<&'a str> {
+    unit.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[test]
+fn a_bad_command_line_does_not_restart_and_both_units_bound_the_same_capabilities() {
+    let packaging = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
+    let units = ["memory-monitor.service", "memory-monitor@.service"]
+        .map(|name| std::fs::read_to_string(packaging.join(name)).unwrap());
+    // The status systemd must not restart on is the one a bad command line exits with.
+    let status = Command::new(bin("memory-monitor"))
+        .args(["--max-memory", "5X", "some-name"])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+    for unit in &units {
+        assert_eq!(
+            setting(unit, "RestartPreventExitStatus"),
+            Some("2"),
+            "{unit}"
+        );
+    }
+    let bounding = units
+        .each_ref()
+        .map(|unit| setting(unit, "CapabilityBoundingSet").expect("a bounding set"));
+    assert_eq!(bounding[0], bounding[1]);
+    assert!(bounding[0].split(' ').any(|cap| cap == "CAP_SETPCAP"));
+}
+
 /// Receives the next notification, or `None` after a bounded wait.
 fn next(socket: &UnixDatagram) -> Option<String> {
     let mut buf = [0u8; 512];
@@ -96,5 +127,64 @@ fn under_systemd_it_says_ready_pings_the_watchdog_and_says_stopping() {
             "{mode}: {rest:?}"
         );
         std::fs::remove_file(&path).unwrap();
+    }
+}
+
+/// This machine's `CLOCK_MONOTONIC`, in microseconds (systemd's `MONOTONIC_USEC`).
+fn monotonic_usec() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
+}
+
+#[test]
+fn a_reload_says_reloading_then_ready_again_even_when_the_file_is_bad() {
+    let mut modes = vec!["poll"];
+    if root_or_skip("a_reload_says_reloading_then_ready_again_even_when_the_file_is_bad (ebpf)") {
+        modes.push("ebpf");
+    }
+    for mode in modes {
+        let path = std::env::temp_dir().join(format!("mm-reload-{}-{mode}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let rules = std::env::temp_dir().join(format!("{}.toml", unique_name("mms-rl")));
+        let good = format!(
+            "[[rule]]\nname = \"app\"\nprefix = \"{}\"\nmax-memory = \"1G\"\n",
+            unique_name("mms-app")
+        );
+        std::fs::write(&rules, &good).unwrap();
+        let config = rules.display().to_string();
+        // No watchdog: nothing but the notifications under test.
+        let monitor = Monitor::start_with(&["--mode", mode, "--config", &config], |command| {
+            command.env("NOTIFY_SOCKET", &path);
+        });
+        let ready = format!("READY=1\nSTATUS=watching 0 processes ({mode} mode)");
+        assert_eq!(next(&socket).as_deref(), Some(ready.as_str()), "{mode}");
+
+        for file in [
+            good.as_str(),
+            "[[rule]]\nname = \"app\"\nmax-memory = \"1G\"\n",
+        ] {
+            std::fs::write(&rules, file).unwrap();
+            let before = monotonic_usec();
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(monitor.pid(), libc::SIGHUP) };
+            let reloading = next(&socket).expect("no RELOADING=1");
+            let after = monotonic_usec();
+            let usec: u64 = reloading
+                .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+                .unwrap_or_else(|| panic!("{mode}: {reloading:?}"))
+                .parse()
+                .expect("microseconds");
+            // The same clock as ours, read between the signal and its notification.
+            assert!((before..=after).contains(&usec), "{before} {usec} {after}");
+            // Ready again, whether the file was good or not.
+            assert_eq!(next(&socket).as_deref(), Some(ready.as_str()), "{mode}");
+        }
+        assert!(monitor.stop().success());
+        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(&rules).unwrap();
     }
 }
