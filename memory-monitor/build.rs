@@ -8,6 +8,13 @@ fn main() -> anyhow::Result<()> {
     let programs = Path::new(&manifest_dir).join("../memory-monitor-ebpf");
     let programs = programs.to_str().expect("UTF-8 workspace path");
     println!("cargo:rerun-if-env-changed=PATH");
+    // A pinned nightly (`cargo xtask` reads the same variable), else the latest installed.
+    println!("cargo:rerun-if-env-changed=MEMORY_MONITOR_NIGHTLY");
+    let pinned = std::env::var("MEMORY_MONITOR_NIGHTLY").ok();
+    let toolchain = match pinned.as_deref() {
+        Some(name) => aya_build::Toolchain::Custom(name),
+        None => aya_build::Toolchain::default(),
+    };
     if which_bpf_linker().is_none() {
         anyhow::bail!(
             "bpf-linker is not on PATH: it builds memory-monitor's BPF programs. Run `cargo xtask setup` (or use `cargo xtask run`/`cargo xtask test`, which do)."
@@ -20,7 +27,7 @@ fn main() -> anyhow::Result<()> {
             features: &["programs"],
             ..Default::default()
         }],
-        aya_build::Toolchain::default(),
+        toolchain,
     )
 }
 

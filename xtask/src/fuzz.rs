@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{NIGHTLY, cargo, output_of, run_step, workspace};
+use crate::{cargo, nightly, output_of, run_step, workspace};
 
 /// The fuzz targets, each a parser of untrusted input.
 const TARGETS: [&str; 3] = ["proc_files", "units", "rules_file"];
@@ -36,7 +36,7 @@ pub fn run(seconds: u64) -> Result<()> {
         run_step(
             cargo()
                 .current_dir(&fuzz_dir)
-                .args([&format!("+{NIGHTLY}"), "fuzz", "run", target, "--"])
+                .args([&format!("+{}", nightly()), "fuzz", "run", target, "--"])
                 .arg(format!("-max_total_time={seconds}"))
                 .arg("-print_final_stats=1"),
         )

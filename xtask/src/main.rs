@@ -20,8 +20,12 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-/// The toolchain that builds the BPF crate (`-Z build-std` needs nightly).
-const NIGHTLY: &str = "nightly";
+/// The toolchain that builds the BPF crate (`-Z build-std` needs nightly): `nightly`, or the
+/// one `MEMORY_MONITOR_NIGHTLY` names (`nightly-2026-05-20`: a pinned, reproducible build, as
+/// the container image's). memory-monitor's build script reads the same variable.
+fn nightly() -> String {
+    std::env::var("MEMORY_MONITOR_NIGHTLY").unwrap_or_else(|_| "nightly".to_string())
+}
 /// The bpf-linker release installed by `setup`.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -218,7 +222,7 @@ fn ensure_nightly_components() -> Result<()> {
         "rust-src",
         "clippy",
         "--toolchain",
-        NIGHTLY,
+        &nightly(),
     ]))
 }
 
@@ -230,24 +234,26 @@ fn nightly_cargo() -> Command {
         .env_remove("RUSTC")
         .env_remove("RUSTC_WRAPPER")
         .env_remove("RUSTDOC");
-    command.env("RUSTUP_TOOLCHAIN", NIGHTLY).env_remove("CARGO");
+    command
+        .env("RUSTUP_TOOLCHAIN", nightly())
+        .env_remove("CARGO");
     command
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {
     if let Some(sysroot) =
-        output_of(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))
+        output_of(Command::new("rustc").args([&format!("+{}", nightly()), "--print", "sysroot"]))
     {
         return Ok(PathBuf::from(sysroot));
     }
     run_step(Command::new("rustup").args([
         "toolchain",
         "install",
-        NIGHTLY,
+        &nightly(),
         "--profile",
         "minimal",
     ]))?;
-    output_of(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))
+    output_of(Command::new("rustc").args([&format!("+{}", nightly()), "--print", "sysroot"]))
         .map(PathBuf::from)
         .context("the nightly toolchain is installed but `rustc +nightly` does not run")
 }
@@ -268,9 +274,12 @@ fn ensure_bpf_linker() -> Result<()> {
         return Ok(());
     }
     let sysroot = nightly_sysroot()?;
-    let version =
-        output_of(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--version", "--verbose"]))
-            .context("cannot ask nightly rustc for its version")?;
+    let version = output_of(Command::new("rustc").args([
+        &format!("+{}", nightly()),
+        "--version",
+        "--verbose",
+    ]))
+    .context("cannot ask nightly rustc for its version")?;
     let llvm_major = version
         .lines()
         .find_map(|line| line.strip_prefix("LLVM version: "))
