@@ -61,6 +61,51 @@ fn link_dir() -> PathBuf {
     dir
 }
 
+/// A rules file in the temporary directory, removed when dropped.
+pub struct RulesFile(PathBuf);
+
+impl RulesFile {
+    /// Writes `text` into a new rules file named after `label`.
+    pub fn new(label: &str, text: &str) -> RulesFile {
+        let path = std::env::temp_dir().join(format!("{}.toml", unique_name(label)));
+        std::fs::write(&path, text).unwrap();
+        RulesFile(path)
+    }
+
+    /// Replaces its text.
+    pub fn rewrite(&self, text: &str) {
+        // Written aside and renamed, as editors save.
+        let aside = self.0.with_extension("new");
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, &self.0).unwrap();
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for RulesFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The one error line of a monitor run that failed (exit status 1), which must say every one
+/// of `parts`; panics with the whole log otherwise.
+pub fn the_one_error(output: &std::process::Output, parts: &[&str]) -> String {
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {log}");
+    assert!(
+        parts.iter().all(|part| errors[0].contains(part)),
+        "{parts:?}: {log}"
+    );
+    errors[0].to_string()
+}
+
 /// A link named `name` to the program `target`: run through it, a process is named `name`.
 pub fn link_to(target: impl AsRef<Path>, name: &str) -> PathBuf {
     let link = link_dir().join(name);
@@ -384,6 +429,18 @@ impl Monitor {
     /// Starts the monitor with `args`.
     pub fn start(args: &[&str]) -> Monitor {
         Monitor::start_with(args, |_| {})
+    }
+
+    /// Starts the monitor in `mode` with the rules file `config` (and `more` arguments),
+    /// polling every 100 ms when it polls, logging each check (`-v`), and waits until its
+    /// first look at every process has ended start-up.
+    pub fn start_rules(mode: &str, config: &str, more: &[&str]) -> Monitor {
+        let mut args = vec!["--mode", mode, "-i", "100ms", "-v", "--config", config];
+        args.extend_from_slice(more);
+        let mut monitor = Monitor::start(&args);
+        monitor.expect_log(&["watching", &format!("mode={mode}")]);
+        monitor.expect_log(&["checked"]);
+        monitor
     }
 
     /// Starts the monitor with `args` under `wrapper` (a command that runs the rest of its

@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt as _;
 
 use memory_monitor::cgroup::v2_mount;
 use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy};
-use memory_monitor_tests::{Monitor, Target, root_or_skip, unique_name};
+use memory_monitor_tests::{Monitor, RulesFile, Target, root_or_skip, unique_name};
 
 const USR1: i32 = libc::SIGUSR1;
 
@@ -182,25 +182,13 @@ fn a_rules_cgroup_made_later_or_made_again_selects_its_processes() {
         let name = unique_name("mmc-ag");
         let path = format!("/{name}");
         // A rules file may name a cgroup that does not exist yet (the command line may not).
-        let rules = std::env::temp_dir().join(format!("{name}.toml"));
-        std::fs::write(
-            &rules,
-            format!(
+        let rules = RulesFile::new(
+            "mmc-ag",
+            &format!(
                 "[[rule]]\ncgroup = \"{path}\"\nmax-memory = \"32M\"\nsignal = \"USR1\"\nrepeat = \"never\"\n"
             ),
-        )
-        .unwrap();
-        let mut monitor = Monitor::start(&[
-            "--mode",
-            mode,
-            "-i",
-            "100ms",
-            "-v",
-            "--config",
-            rules.to_str().unwrap(),
-        ]);
-        monitor.expect_log(&["checked"]);
-        std::fs::remove_file(&rules).unwrap();
+        );
+        let mut monitor = Monitor::start_rules(mode, rules.path(), &[]);
         monitor.expect_log(&["cgroup_missing", &path]);
 
         // Made after the monitor started (a service started): watched without a reload.

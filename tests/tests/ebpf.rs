@@ -483,14 +483,7 @@ fn unprivileged_falls_back_to_polling_and_still_signals() {
         as_nobody(&mut command);
     }
     let output = command.output().expect("run");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    let lines: Vec<_> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(
-        lines[0].contains("eBPF mode is unavailable: not privileged"),
-        "{stderr}"
-    );
+    memory_monitor_tests::the_one_error(&output, &["eBPF mode is unavailable: not privileged"]);
 }
 
 /// Context switches of every thread of `pid`: each wake-up of the process is one.

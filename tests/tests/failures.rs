@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 
 use memory_monitor_tests::{
-    Monitor, Target, bin, bpf_objects_of, root_or_skip, unique_name, usr1_over_32m,
+    Monitor, Target, bin, bpf_objects_of, root_or_skip, the_one_error, unique_name, usr1_over_32m,
 };
 
 /// Fault injection (see `source::ebpf::Fault`): a real failure through the real path.
@@ -36,14 +36,7 @@ fn fails_in_ebpf_mode(fault: &str, reason: &str) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{log}");
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
-    assert_eq!(errors.len(), 1, "{log}");
-    assert!(
-        errors[0].contains("eBPF mode is unavailable") && errors[0].contains(reason),
-        "{log}"
-    );
+    the_one_error(&output, &["eBPF mode is unavailable", reason]);
 }
 
 fn injected(fault: &str, reason: &str) {

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use memory_monitor_tests::{bin, link_to, root_or_skip, unique_name, wait_until};
+use memory_monitor_tests::{bin, link_to, root_or_skip, the_one_error, unique_name, wait_until};
 
 const EVERYTHING: [&str; 8] = [
     "--once",
@@ -103,14 +103,7 @@ fn a_proc_of_another_pid_namespace_is_refused() {
         .args(["--mode", "poll", "-m", "32", "anything"])
         .output()
         .unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{log}");
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
-    assert_eq!(errors.len(), 1, "{log}");
-    assert!(
-        errors[0].contains("/proc belongs to another PID namespace"),
-        "{log}"
-    );
+    the_one_error(&output, &["/proc belongs to another PID namespace"]);
 }
 
 #[test]

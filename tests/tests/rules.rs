@@ -1,40 +1,10 @@
 //! Rules files (`--config`): several rules, each with its own match, limit and signal, the
 //! first that matches a process applying; `--check-config`; SIGHUP reloading them atomically.
 
-use std::path::PathBuf;
-
-use memory_monitor_tests::{Monitor, Target, root_or_skip, run_monitor, unique_name};
+use memory_monitor_tests::{Monitor, RulesFile, Target, root_or_skip, run_monitor, unique_name};
 
 const USR1: i32 = libc::SIGUSR1;
 const USR2: i32 = libc::SIGUSR2;
-
-/// A rules file in the temporary directory, removed when dropped.
-struct RulesFile(PathBuf);
-
-impl RulesFile {
-    fn new(label: &str, text: &str) -> RulesFile {
-        let path = std::env::temp_dir().join(format!("{}.toml", unique_name(label)));
-        std::fs::write(&path, text).unwrap();
-        RulesFile(path)
-    }
-
-    fn rewrite(&self, text: &str) {
-        // Written aside and renamed, as an editor or a ConfigMap update does.
-        let aside = self.0.with_extension("new");
-        std::fs::write(&aside, text).unwrap();
-        std::fs::rename(&aside, &self.0).unwrap();
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for RulesFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn rule(name: &str, matching: &str, limit: &str, signal: &str) -> String {
     format!(
@@ -51,12 +21,7 @@ fn modes(test: &str) -> Vec<&'static str> {
 }
 
 fn start(mode: &str, file: &RulesFile) -> Monitor {
-    let mut monitor =
-        Monitor::start(&["--mode", mode, "-i", "100ms", "-v", "--config", file.path()]);
-    monitor.expect_log(&["watching", &format!("mode={mode}")]);
-    // The first look at every process ends start-up.
-    monitor.expect_log(&["checked"]);
-    monitor
+    Monitor::start_rules(mode, file.path(), &[])
 }
 
 #[test]
@@ -149,17 +114,7 @@ fn with_watch_config_a_changed_file_is_read_again_as_an_editor_or_a_config_map_c
         let file = dir.join("rules.toml");
         let mut target = Target::spawn(&name);
         target.grow(48);
-        let mut monitor = Monitor::start(&[
-            "--mode",
-            mode,
-            "-i",
-            "100ms",
-            "-v",
-            "--watch-config",
-            "--config",
-            file.to_str().unwrap(),
-        ]);
-        monitor.expect_log(&["checked"]);
+        let mut monitor = Monitor::start_rules(mode, file.to_str().unwrap(), &["--watch-config"]);
 
         // The ConfigMap updated: read again without a SIGHUP.
         write_data(2, "32M", "USR2");
