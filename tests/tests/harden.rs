@@ -121,62 +121,90 @@ fn the_default_oom_score_is_applied_or_its_refusal_said() {
 /// CAP_SYS_ADMIN (21), CAP_PERFMON (38), CAP_BPF (39): what the monitor needs only to start.
 const START_UP_ONLY: u64 = (1 << 21) | (1 << 38) | (1 << 39);
 
+/// The systemd unit's `CapabilityBoundingSet`, as `setpriv --bounding-set` takes it, leaving
+/// out `without`.
+fn unit_bounding_set(without: &str) -> String {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/memory-monitor.service"),
+    )
+    .unwrap();
+    let set = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit bounds its capabilities");
+    let mut arg = "--bounding-set=-all".to_string();
+    for cap in set.split_whitespace().filter(|cap| *cap != without) {
+        arg.push_str(",+");
+        arg.push_str(&cap.trim_start_matches("CAP_").to_lowercase());
+    }
+    arg
+}
+
 #[test]
 fn under_the_service_capabilities_no_hook_regains_a_dropped_one() {
     if !root_or_skip("under_the_service_capabilities_no_hook_regains_a_dropped_one") {
         return;
     }
-    let name = unique_name("mmh-nnp");
-    let out = std::env::temp_dir().join(format!("{name}.status"));
-    let _ = std::fs::remove_file(&out);
-    // Written aside and renamed: the file is complete once it exists.
-    let hook = format!(
-        "cat /proc/self/status > {0}.tmp && mv {0}.tmp {0}",
-        out.display()
-    );
-    let mut target = Target::spawn(&name);
-    target.grow(48);
-    // The systemd unit's CapabilityBoundingSet (and the DaemonSet's capabilities): root, but
-    // without CAP_SETPCAP, so the monitor cannot reduce its bounding set. A root process's exec
-    // would be given the whole bounding set, BPF and PERFMON included, but for no_new_privs.
-    let mut monitor = Monitor::start_wrapped(
-        &[
-            "setpriv",
-            "--bounding-set=-all,+bpf,+perfmon,+kill,+sys_ptrace,+dac_read_search,+sys_resource",
-            "--inh-caps=-all",
-            "--",
-        ],
-        &[
-            "--mode", "ebpf", "-m", "32M", "-s", "USR1", "--repeat", "never", "--exec", &hook,
-            &name,
-        ],
-    );
-    let line = monitor.expect_log(&["capability bounding set not reduced"]);
-    assert!(line.contains("event=\"harden\""), "{line}");
-    assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
-    assert!(wait_until(|| out.exists()), "{}", monitor.log_text());
+    // The unit's bounding set as shipped, and without CAP_SETPCAP (a container given only the
+    // rest): then the monitor cannot reduce its bounding set, and a root process's exec would
+    // be given all of it, BPF and PERFMON included, but for no_new_privs.
+    for without in ["", "CAP_SETPCAP"] {
+        let name = unique_name("mmh-nnp");
+        let out = std::env::temp_dir().join(format!("{name}.status"));
+        let _ = std::fs::remove_file(&out);
+        // Written aside and renamed: the file is complete once it exists.
+        let hook = format!(
+            "cat /proc/self/status > {0}.tmp && mv {0}.tmp {0}",
+            out.display()
+        );
+        let mut target = Target::spawn(&name);
+        target.grow(48);
+        let bounding = unit_bounding_set(without);
+        let mut monitor = Monitor::start_wrapped(
+            &["setpriv", &bounding, "--inh-caps=-all", "--"],
+            &[
+                "--mode", "ebpf", "-m", "32M", "-s", "USR1", "--repeat", "never", "-v", "--exec",
+                &hook, &name,
+            ],
+        );
+        monitor.expect_log(&["start-up done"]);
+        let unreduced = monitor.count(&["capability bounding set not reduced"]);
+        assert_eq!(
+            unreduced,
+            usize::from(!without.is_empty()),
+            "{}",
+            monitor.log_text()
+        );
+        assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
+        assert!(wait_until(|| out.exists()), "{}", monitor.log_text());
 
-    let status = std::fs::read_to_string(format!("/proc/{}/status", monitor.pid())).unwrap();
-    let hook = std::fs::read_to_string(&out).unwrap();
-    for set in ["CapEff", "CapPrm"] {
-        assert_eq!(
-            capabilities(&status, set) & START_UP_ONLY,
-            0,
-            "the monitor's {set}: {status}"
-        );
-        assert_eq!(
-            capabilities(&hook, set) & START_UP_ONLY,
-            0,
-            "the hook's {set}: {hook}"
-        );
+        let status = std::fs::read_to_string(format!("/proc/{}/status", monitor.pid())).unwrap();
+        let hook = std::fs::read_to_string(&out).unwrap();
+        for set in ["CapEff", "CapPrm"] {
+            assert_eq!(
+                capabilities(&status, set) & START_UP_ONLY,
+                0,
+                "the monitor's {set}: {status}"
+            );
+            assert_eq!(
+                capabilities(&hook, set) & START_UP_ONLY,
+                0,
+                "the hook's {set}: {hook}"
+            );
+        }
+        // With CAP_SETPCAP the bounding set holds only what is kept; without, BPF and PERFMON
+        // stay in it, which is why no_new_privs matters. SYS_ADMIN is in neither.
+        let bounding = capabilities(&hook, "CapBnd");
+        match without {
+            "" => assert_eq!(bounding & !KEPT, 0, "{hook}"),
+            _ => assert_eq!(bounding & (1 << 21), 0, "{hook}"),
+        }
+        assert_eq!(field(&status, "NoNewPrivs"), "1", "the monitor: {status}");
+        assert_eq!(field(&hook, "NoNewPrivs"), "1", "the hook: {hook}");
+        assert!(monitor.stop().success());
+        std::fs::remove_file(&out).unwrap();
     }
-    // BPF and PERFMON stay in the bounding set (only CAP_SETPCAP could remove them), which is
-    // why no_new_privs matters; nothing outside the unit's set is there.
-    assert_eq!(capabilities(&hook, "CapBnd") & (1 << 21), 0, "{hook}");
-    assert_eq!(field(&status, "NoNewPrivs"), "1", "the monitor: {status}");
-    assert_eq!(field(&hook, "NoNewPrivs"), "1", "the hook: {hook}");
-    assert!(monitor.stop().success());
-    std::fs::remove_file(&out).unwrap();
 }
 
 #[test]
