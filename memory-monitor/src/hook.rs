@@ -3,7 +3,7 @@
 //! [`CONCURRENCY`] run at once, whatever rule they come from; each is killed, with whatever it
 //! started, after its timeout. [`run_shell`] runs the `cmd:` profile writer's commands too.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process_group};
 
+use crate::procfs::Escaped;
 use crate::rules::Exec;
 
 /// Hooks running at once, at most.
@@ -22,7 +23,9 @@ const QUEUE: usize = 64;
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs `sh -c command` with `stdin` on its standard input, killing it and everything it
-/// started after `timeout`. Output is discarded: a hook reports through its own means.
+/// started after `timeout`. Its output is not the monitor's log (which would no longer be one
+/// event per line): standard output is discarded, and the last line of standard error is told
+/// in the error when the command fails.
 ///
 /// The command gets none of what the monitor holds for itself: its environment is `PATH` (the
 /// monitor's, or a default) and `env` only (no credentials of the monitor's, such as `AWS_*`),
@@ -45,6 +48,7 @@ pub fn run_shell(
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .process_group(0);
     // SAFETY: between fork and exec the closure makes system calls only: it allocates
     // nothing and takes no lock.
@@ -57,15 +61,49 @@ pub fn run_shell(
     let mut child = shell
         .spawn()
         .map_err(|e| format!("cannot run '{command}': {e}"))?;
+    // Fed and read on threads of their own, never waited for: a command that does not read
+    // an input larger than a pipe holds, writes much, or leaves something behind that keeps
+    // its pipes open (escaped from its process group) must not hold up its timeout or this
+    // runner. (Not reading its input is not an error.)
     let mut input = child.stdin.take().expect("piped");
-    std::thread::scope(|scope| {
-        // Fed from a thread of its own: a command that never reads an input larger than the
-        // pipe holds must not keep its timeout from coming. (Not reading is not an error.)
-        scope.spawn(move || {
-            let _ = input.write_all(stdin);
-        });
-        wait_or_kill(&mut child, command, timeout)
+    let stdin = stdin.to_vec();
+    std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let mut errors = child.stderr.take().expect("piped");
+    let (said, last) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = said.send(last_line(&mut errors));
+    });
+    wait_or_kill(&mut child, command, timeout).map_err(|why| {
+        // The group is gone, so its stderr ends now, unless something escaped it.
+        match last.recv_timeout(Duration::from_millis(200)).ok().flatten() {
+            Some(line) => format!("{why}: {line}"),
+            None => why,
+        }
     })
+}
+
+/// The last non-empty line `stream` gives before it ends (read to its end, keeping at most a
+/// few KiB), escaped for a log line.
+fn last_line(stream: &mut impl Read) -> Option<String> {
+    const KEEP: usize = 4096;
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while let Ok(read) = stream.read(&mut chunk) {
+        if read == 0 {
+            break;
+        }
+        kept.extend_from_slice(&chunk[..read]);
+        if kept.len() > 2 * KEEP {
+            kept.drain(..kept.len() - KEEP);
+        }
+    }
+    let line = kept
+        .split(|&b| b == b'\n')
+        .rev()
+        .find(|line| !line.trim_ascii().is_empty())?;
+    Some(Escaped(line.trim_ascii()).to_string())
 }
 
 /// Waits for `child` to end; after `timeout`, kills its process group.
@@ -198,6 +236,14 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "value input\n");
         std::fs::remove_file(&out).unwrap();
         assert!(run_shell("exit 3", &[], b"", Duration::from_secs(10)).is_err());
+        // What it says on stderr is told, once, as the error's last words.
+        let said = run_shell(
+            "echo no >&2; echo 'real cause' >&2; exit 1",
+            &[],
+            b"",
+            Duration::from_secs(10),
+        );
+        assert!(said.unwrap_err().ends_with(": real cause"));
         let stuck = run_shell("sleep 30", &[], b"", Duration::from_millis(100));
         assert!(stuck.unwrap_err().contains("killed"));
         // Stuck without reading an input far larger than a pipe holds: killed all the same.

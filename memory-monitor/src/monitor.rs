@@ -106,6 +106,8 @@ pub struct Monitor {
     hook: Option<ExecHook>,
     /// Follows cgroup limits, rules' cgroups and the rules file (see [`crate::changes`]).
     changes: Option<Changes>,
+    /// Hardening the host did not allow, said after the start line.
+    hardening: Vec<Note>,
     metrics: Arc<Metrics>,
 }
 
@@ -165,10 +167,8 @@ impl Monitor {
     pub fn new(config: Config) -> Result<Monitor, Error> {
         crate::footprint::reserve_descriptors(config.max_processes);
         let (kernel, poll_reason) = choose_source(&config)?;
-        if let Some(hardening) = config.harden {
-            // With the programs attached and before any thread starts (threads inherit them).
-            harden_start(hardening);
-        }
+        // With the programs attached and before any thread starts (threads inherit them).
+        let hardening = config.harden.map(harden_start).unwrap_or_default();
         let metrics = Metrics::new();
         metrics.set_mode(kernel.is_some());
         let actions = RuleActions::start(&config.rules, &metrics)?;
@@ -200,6 +200,7 @@ impl Monitor {
             actions,
             hook,
             changes,
+            hardening,
             metrics,
             config,
         })
@@ -741,6 +742,9 @@ impl Monitor {
                 "watching {target}{dry_run}"
             ),
         }
+        for note in &self.hardening {
+            note.say();
+        }
         self.log_rules();
     }
 
@@ -1161,29 +1165,60 @@ fn follow_changes(config: &Config) -> Option<Changes> {
 /// Start-up hardening (see [`crate::harden`]): the OOM score, the memlock limit, then the
 /// capabilities no longer needed and `no_new_privs`. Each that cannot be done is said once and
 /// the monitor goes on.
-fn harden_start(hardening: crate::config::Hardening) {
+fn harden_start(hardening: crate::config::Hardening) -> Vec<Note> {
     use crate::harden;
+    let mut notes = Vec::new();
     // Lowering the score needs CAP_SYS_RESOURCE, which roots in containers often lack: said
     // once, not a warning; the score stays what the service manager set.
     if let Err(error) = harden::set_oom_score_adj(hardening.oom_score_adj) {
-        tracing::info!(
-            event = "harden",
+        notes.push(Note::info(format!(
             "cannot set the OOM score adjustment to {} ({error})",
             hardening.oom_score_adj
-        );
+        )));
     }
     let _ = harden::lift_memlock_limit();
     match harden::drop_capabilities() {
         Ok(true) => {}
         // Said once, like the OOM score: no_new_privs (below) covers what the set still holds.
-        Ok(false) => tracing::info!(
-            event = "harden",
-            "capability bounding set not reduced (that needs CAP_SETPCAP); no_new_privs keeps execs from gaining what it holds"
-        ),
-        Err(error) => tracing::warn!(event = "harden", "cannot drop capabilities ({error})"),
+        Ok(false) => notes.push(Note::info(
+            "capability bounding set not reduced (that needs CAP_SETPCAP); no_new_privs keeps execs from gaining what it holds".to_string(),
+        )),
+        Err(error) => notes.push(Note::warning(format!("cannot drop capabilities ({error})"))),
     }
     if let Err(error) = harden::forbid_new_privileges() {
-        tracing::warn!(event = "harden", "cannot set no_new_privs ({error})");
+        notes.push(Note::warning(format!("cannot set no_new_privs ({error})")));
+    }
+    notes
+}
+
+/// A hardening step the host did not allow, said after the start line (which says first what
+/// the monitor watches and how).
+#[derive(Debug)]
+struct Note {
+    warning: bool,
+    text: String,
+}
+
+impl Note {
+    fn info(text: String) -> Note {
+        Note {
+            warning: false,
+            text,
+        }
+    }
+
+    fn warning(text: String) -> Note {
+        Note {
+            warning: true,
+            text,
+        }
+    }
+
+    fn say(&self) {
+        match self.warning {
+            true => tracing::warn!(event = "harden", "{}", self.text),
+            false => tracing::info!(event = "harden", "{}", self.text),
+        }
     }
 }
 

@@ -471,6 +471,12 @@ fn unprivileged_falls_back_to_polling_and_still_signals() {
         start.contains("eBPF unavailable: not privileged") && start.contains("CAP_BPF"),
         "says why, on the start line: {start}"
     );
+    let log = monitor.log_text();
+    assert_eq!(
+        log.lines().next(),
+        Some(start.as_str()),
+        "the first line: {log}"
+    );
     target.grow(48);
     assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
     assert_eq!(monitor.count(&["eBPF unavailable"]), 1, "said once");

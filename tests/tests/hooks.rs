@@ -234,3 +234,67 @@ fn a_hook_gets_a_clean_environment_and_none_of_the_monitors_protections() {
     assert!(monitor.stop().success());
     std::fs::remove_file(&out).unwrap();
 }
+
+#[test]
+fn at_most_four_hooks_run_at_once_and_the_rest_wait_their_turn() {
+    // Six breaches whose hooks each wait for a go-ahead: four run, two wait; given it, all
+    // six have run.
+    let dir = std::env::temp_dir().join(unique_name("mmh-cc"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let command = format!(
+        "touch {0}/started.$MM_PID; while [ ! -e {0}/go ]; do sleep 0.05; done; touch {0}/done.$MM_PID",
+        dir.display()
+    );
+    let name = unique_name("mmh-cc");
+    let mut monitor = Monitor::start(&args(&["--repeat", "never", "--exec", &command, &name]));
+    let mut targets: Vec<Target> = (0..6).map(|_| Target::spawn(&name)).collect();
+    for target in &mut targets {
+        target.grow(48);
+    }
+    for target in &mut targets {
+        assert!(target.wait_signal(USR1), "{}", monitor.log_text());
+    }
+    monitor.expect_count(&["over the limit"], 6);
+    let count = |prefix: &str| {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
+            .count()
+    };
+    assert!(wait_until(|| count("started.") == 4), "{}", monitor.log_text());
+    // Four are held until the go-ahead, so no fifth can have started, however long one waits.
+    assert_eq!(count("started."), 4);
+    std::fs::write(dir.join("go"), "").unwrap();
+    assert!(wait_until(|| count("done.") == 6), "{}", monitor.log_text());
+    assert!(monitor.stop().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn what_a_failing_hook_says_is_one_escaped_field_of_one_log_line() {
+    let name = unique_name("mmh-say");
+    let mut target = Target::spawn(&name);
+    target.grow(48);
+    let command = "echo 'a first line' >&2; printf '{\"forged\": true}\\n' >&2; exit 3";
+    let mut monitor = Monitor::start(&args(&[
+        "--log-format",
+        "json",
+        "--exec",
+        command,
+        &name,
+    ]));
+    let failed = monitor.expect_log(&[r#""event":"exec_failed""#]);
+    // The last line it said, after why it failed.
+    assert!(
+        failed.contains(r#"failed (exit status: 3): {\"forged\": true}""#),
+        "{failed}"
+    );
+    let log = monitor.log_text();
+    assert!(monitor.stop().success());
+    for line in log.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(event.get("forged").is_none(), "{line}");
+    }
+}

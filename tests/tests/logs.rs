@@ -36,7 +36,7 @@ fn every_json_line_is_an_object_naming_its_event() {
     let kinds: Vec<&str> = events
         .iter()
         .map(|e| e["event"].as_str().unwrap())
-        // Said before the start where the host forbids the monitor's OOM score.
+        // Said after the start where the host forbids the monitor's OOM score.
         .filter(|kind| *kind != "harden")
         .collect();
     assert_eq!(kinds, ["start", "breach", "stop"], "{log}");
