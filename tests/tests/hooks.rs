@@ -262,7 +262,11 @@ fn at_most_four_hooks_run_at_once_and_the_rest_wait_their_turn() {
             .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
             .count()
     };
-    assert!(wait_until(|| count("started.") == 4), "{}", monitor.log_text());
+    assert!(
+        wait_until(|| count("started.") == 4),
+        "{}",
+        monitor.log_text()
+    );
     // Four are held until the go-ahead, so no fifth can have started, however long one waits.
     assert_eq!(count("started."), 4);
     std::fs::write(dir.join("go"), "").unwrap();
@@ -277,13 +281,7 @@ fn what_a_failing_hook_says_is_one_escaped_field_of_one_log_line() {
     let mut target = Target::spawn(&name);
     target.grow(48);
     let command = "echo 'a first line' >&2; printf '{\"forged\": true}\\n' >&2; exit 3";
-    let mut monitor = Monitor::start(&args(&[
-        "--log-format",
-        "json",
-        "--exec",
-        command,
-        &name,
-    ]));
+    let mut monitor = Monitor::start(&args(&["--log-format", "json", "--exec", command, &name]));
     let failed = monitor.expect_log(&[r#""event":"exec_failed""#]);
     // The last line it said, after why it failed.
     assert!(

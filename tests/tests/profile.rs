@@ -45,6 +45,42 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
+fn a_process_that_exits_on_its_signal_still_has_its_profile() {
+    // The usual case: SIGTERM, and the process ends (mm-target does, as a service would). In
+    // eBPF mode its growth stacks are being named while it goes.
+    for mode in modes("a_process_that_exits_on_its_signal_still_has_its_profile") {
+        let dir = empty_dir(&format!("exits-{mode}"));
+        let name = unique_name("mmp-ex");
+        let mut target = Target::spawn(&name);
+        let dir_arg = dir.display().to_string();
+        let mut monitor = Monitor::start(&[
+            "--mode",
+            mode,
+            "-i",
+            "100ms",
+            "-m",
+            "32M",
+            "--profile-dir",
+            &dir_arg,
+            &name,
+        ]);
+        monitor.expect_log(&["watching"]);
+        let pid = format!("pid={}", target.pid());
+        target.grow_memfd(48);
+        monitor.expect_log(&["profile written", &pid]);
+        let files = files_in(&dir);
+        assert_eq!(files.len(), 1, "{mode}: {files:?}");
+        assert!(
+            top_entry(&files[0]).contains("/memfd:mm-target-block"),
+            "{mode}: {}",
+            monitor.log_text()
+        );
+        assert!(monitor.stop().success());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
 fn a_breach_yields_one_profile_naming_the_largest_mapping() {
     for mode in modes("a_breach_yields_one_profile_naming_the_largest_mapping") {
         let dir = empty_dir(&format!("largest-{mode}"));

@@ -212,7 +212,9 @@ impl Profiler {
 
 /// Reads what needs the live process, both by PID: its `smaps` and the names of its growth
 /// stacks (through `/proc/PID/root`). Each is the breacher's only if it still lives after the
-/// reading; `None` once it has exited.
+/// reading: `None` when it exited before its `smaps` was read; when it exited (on its signal,
+/// say) while its stacks were being named, the profile keeps its mappings and goes without
+/// the growth stacks.
 fn capture_live(
     job: &Job,
 ) -> Option<std::io::Result<(Vec<mapping::Region>, Vec<growth::GrowthStack>)>> {
@@ -220,9 +222,10 @@ fn capture_live(
     if crate::watch::has_exited(&job.pidfd) {
         return None;
     }
-    let growth = growth::symbolize(job.pid, &job.growth);
+    let mut growth = growth::symbolize(job.pid, &job.growth);
     if crate::watch::has_exited(&job.pidfd) {
-        return None;
+        tracing::debug!(pid = job.pid, name = %job.name, "the process exited while its growth stacks were named; the profile goes without them");
+        growth.clear();
     }
     Some(regions.map(|regions| (regions, growth)))
 }
