@@ -10,6 +10,7 @@
 //! hosts, where the memory controller still sits in a v1 hierarchy, its
 //! `memory.limit_in_bytes` is used for limits.
 
+use std::ffi::CStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -378,8 +379,8 @@ pub fn cgroup_of<'a>(text: &'a [u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
 /// The tightest memory limit on a process whose `/proc/PID/cgroup` reads `text`: the
 /// smallest `memory.max` from its cgroup up to the root (v2), or on hybrid hosts the v1
 /// `memory.limit_in_bytes`. `None`: no cgroup limits it. Each limit file read is shown to
-/// `read` (to follow its changes).
-pub fn memory_limit(text: &[u8], mut read: impl FnMut(&Path)) -> Option<u64> {
+/// `read` (to follow its changes). Allocates nothing.
+pub fn memory_limit(text: &[u8], mut read: impl FnMut(&CStr)) -> Option<u64> {
     let mut buf = [0u8; 4096];
     let v2 = v2().and_then(|v2| {
         let path = v2.frame.place(v2_path_of(text)?, &mut buf)?;
@@ -393,24 +394,47 @@ pub fn memory_limit(text: &[u8], mut read: impl FnMut(&Path)) -> Option<u64> {
     })
 }
 
-/// The smallest limit in `file` from `mount`/`path` up to `mount`.
-fn tightest(mount: &Path, path: &[u8], file: &str, read: &mut dyn FnMut(&Path)) -> Option<u64> {
-    let path = String::from_utf8_lossy(path);
-    let mut dir = mount.join(path.trim_start_matches('/'));
+/// The smallest limit in `file` from `mount`/`path` up to `mount`, each file's path built
+/// on the stack.
+fn tightest(mount: &Path, path: &[u8], file: &str, read: &mut dyn FnMut(&CStr)) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    if path.split(|&b| b == b'/').any(|part| part == b"..") {
+        return None;
+    }
+    let mount = mount.as_os_str().as_bytes();
+    let mut dir = path.strip_suffix(b"/").unwrap_or(path);
     let mut tightest: Option<u64> = None;
-    while dir.starts_with(mount) {
-        let limit_file = dir.join(file);
-        if let Ok(text) = std::fs::read_to_string(&limit_file) {
-            read(&limit_file);
-            if let Some(limit) = parse_limit(&text) {
+    loop {
+        let mut name = [0u8; 4096];
+        let parts: [&[u8]; 5] = [mount, dir, b"/", file.as_bytes(), b"\0"];
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        let mut at = 0;
+        for part in parts {
+            name.get_mut(at..at + part.len())?.copy_from_slice(part);
+            at += part.len();
+        }
+        let limit_file = CStr::from_bytes_with_nul(&name[..len]).ok()?;
+        let mut text = [0u8; 64];
+        if let Some(value) = read_small(limit_file, &mut text) {
+            read(limit_file);
+            if let Some(limit) = std::str::from_utf8(value).ok().and_then(parse_limit) {
                 tightest = Some(tightest.map_or(limit, |t| t.min(limit)));
             }
         }
-        if !dir.pop() {
-            break;
+        match dir.iter().rposition(|&b| b == b'/') {
+            Some(cut) => dir = &dir[..cut],
+            None => break,
         }
     }
     tightest
+}
+
+/// Reads a small file into `buf`; `None` if it cannot be read.
+fn read_small<'b>(file: &CStr, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(file, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let len = rustix::io::read(&fd, &mut *buf).ok()?;
+    Some(&buf[..len])
 }
 
 /// A limit file's value: a number of bytes, or none (`max`; v1 writes "unlimited" as a number
@@ -567,7 +591,7 @@ mod tests {
         std::fs::write(root.join("outer/memory.max"), "1048576\n").unwrap();
         std::fs::write(leaf.join("memory.max"), "max\n").unwrap();
         let mut read = Vec::new();
-        let mut note = |file: &Path| read.push(file.to_path_buf());
+        let mut note = |file: &CStr| read.push(PathBuf::from(&*file.to_string_lossy()));
         assert_eq!(
             tightest(&root, b"/outer/inner", "memory.max", &mut note),
             Some(1 << 20)

@@ -72,6 +72,14 @@ const EVENT_BATCHES_PER_TURN: usize = 16;
 /// How often a sustained loss of kernel events is logged (each loss is counted in metrics).
 const LOST_EVENTS_SAID_EVERY: Duration = Duration::from_secs(60);
 
+/// While kernel events keep coming faster than they are handled, the re-check that a loss
+/// calls for is made at most this often.
+const RESYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// A changed rules file is read once it has not changed for this long (`--watch-config`): a
+/// file written in several steps is read once, whole.
+const RULES_FILE_SETTLE: Duration = Duration::from_millis(300);
+
 /// eBPF mode: after a report whose exact figure is still under the limit, the kernel side
 /// holds back the next report about that process this long, and userspace looks again itself
 /// when it ends. A process moving through the counters' margin of error is then reported about
@@ -100,6 +108,11 @@ pub struct Monitor {
     lost: u64,
     /// When lost events were last logged.
     lost_said: Option<Instant>,
+    /// Whether lost events call for a re-check of every process, and when the last was made.
+    resync_due: bool,
+    resynced: Option<Instant>,
+    /// When to read the changed rules file (`--watch-config`), once it has settled.
+    reload_at: Option<Instant>,
     /// What each rule needs besides itself: its profiler and metrics (indexed like the rules).
     actions: RuleActions,
     /// Runs hooks (`exec`) on breaches; started when a rule has one.
@@ -197,6 +210,9 @@ impl Monitor {
             events: 0,
             lost: 0,
             lost_said: None,
+            resync_due: false,
+            resynced: None,
+            reload_at: None,
             actions,
             hook,
             changes,
@@ -399,6 +415,20 @@ impl Monitor {
                     "kernel events were lost (ring buffer full; {lost} so far); re-checking every process"
                 );
             }
+            self.resync_due = true;
+        }
+        // The re-check after a loss waits until the ring buffer is drained (what is left in
+        // it is handled anyway), or comes once a second while it never is: a full look at
+        // every process per turn would fall ever further behind.
+        let now = Instant::now();
+        if self.resync_due
+            && (!more
+                || self
+                    .resynced
+                    .is_none_or(|at| now.duration_since(at) >= RESYNC_EVERY))
+        {
+            self.resync_due = false;
+            self.resynced = Some(now);
             let _ = self.cycle(now);
         }
         self.publish();
@@ -443,7 +473,17 @@ impl Monitor {
             event_kind::EXEC | event_kind::RENAME | event_kind::FORK | event_kind::MIGRATE => {
                 self.discover(pid, now)
             }
-            event_kind::EXIT if self.list.remove(pid).is_some() => tracing::debug!(pid, "exited"),
+            // Only if it is the process that exited: a re-check since may have admitted a
+            // newcomer given its PID.
+            event_kind::EXIT
+                if self
+                    .list
+                    .get(pid)
+                    .is_some_and(|watched| watched.was_watched_at(event.time_ns)) =>
+            {
+                self.list.remove(pid);
+                tracing::debug!(pid, "exited");
+            }
             _ => {}
         }
     }
@@ -461,7 +501,7 @@ impl Monitor {
             let scanner = &mut self.scanner;
             match self
                 .list
-                .update(pid, |watched| scanner.refresh(watched, now))
+                .update(pid, |watched| scanner.refresh(watched, now, &Some))
             {
                 Some(Ok(())) => self.follow(pid, now),
                 _ => self.unwatch(pid),
@@ -513,7 +553,7 @@ impl Monitor {
 
     fn unwatch(&mut self, pid: i32) {
         if let Some(gone) = self.list.remove(pid) {
-            tracing::debug!(pid, name = %gone.comm(), "no longer watched (renamed)");
+            tracing::debug!(pid, name = %gone.comm(), "no longer watched");
         }
         if let Some(kernel) = self.kernel.as_mut() {
             kernel.forget(pid);
@@ -597,16 +637,12 @@ impl Monitor {
     }
 
     /// Acts on what changed under the monitor since the last look (see [`crate::changes`]).
-    fn on_changes(&mut self, now: Instant, service: &Service) {
+    fn on_changes(&mut self, now: Instant) {
         let Some(changed) = self.changes.as_mut().map(Changes::take) else {
             return;
         };
         if changed.rules_file {
-            tracing::info!(
-                event = "rules_file_changed",
-                "the rules file changed; reading it again"
-            );
-            self.reload(now, service);
+            self.reload_at = Some(now + RULES_FILE_SETTLE);
         }
         if changed.cgroups {
             self.cgroups_changed(now);
@@ -620,56 +656,85 @@ impl Monitor {
     /// it again, or no longer, in the kernel side too (which holds each rule's cgroup open, so a
     /// cgroup made again under the same name must be opened again).
     fn cgroups_changed(&mut self, now: Instant) {
-        let changed = self.scanner.rules_mut().recheck_cgroups();
-        let rules = self.scanner.rules();
-        for (index, present) in changed {
-            let rule = rules.get(index);
-            let cgroup = rule
-                .selector
-                .cgroup
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            match present {
-                true => {
-                    tracing::info!(event = "cgroup_appeared", rule = %rule.name, "cgroup {cgroup} exists now; its processes are watched")
-                }
-                false => {
-                    tracing::warn!(event = "cgroup_missing", rule = %rule.name, "cgroup {cgroup} was removed; the rule matches nothing until it exists again")
+        self.follow_cgroups();
+        let _ = self.cycle(now);
+    }
+
+    /// Follows the rules' cgroups, then looks whether they exist (in this order, so that one
+    /// made in between is seen either way), until what is followed is what exists; says which
+    /// appeared or went, and has the kernel side open them again (one made again under the
+    /// same name is another cgroup).
+    fn follow_cgroups(&mut self) {
+        let Some(changes) = self.changes.as_mut() else {
+            return;
+        };
+        // Each round follows one level deeper (a cgroup's parent made, then the cgroup).
+        for _ in 0..16 {
+            changes.follow_cgroups(self.scanner.rules().cgroups());
+            let changed = self.scanner.rules_mut().recheck_cgroups();
+            if changed.is_empty() {
+                break;
+            }
+            let rules = self.scanner.rules();
+            for (index, present) in changed {
+                let rule = rules.get(index);
+                let cgroup = rule
+                    .selector
+                    .cgroup
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                match present {
+                    true => {
+                        tracing::info!(event = "cgroup_appeared", rule = %rule.name, "cgroup {cgroup} exists now; its processes are watched")
+                    }
+                    false => {
+                        tracing::warn!(event = "cgroup_missing", rule = %rule.name, "cgroup {cgroup} was removed; the rule matches nothing until it exists again")
+                    }
                 }
             }
         }
         if let Some(kernel) = self.kernel.as_mut()
-            && let Err(error) = kernel.set_rules(rules)
+            && let Err(error) = kernel.set_rules(self.scanner.rules())
         {
             tracing::warn!(
                 event = "cgroup_missing",
                 "the kernel side cannot follow the rules' cgroups: {error}"
             );
         }
-        if let Some(changes) = self.changes.as_mut() {
-            changes.follow_cgroups(rules.cgroups());
-        }
-        let _ = self.cycle(now);
     }
 
     /// A followed cgroup limit was written: limits given as a share of one are worked out
-    /// again, then every process is judged (and the kernel side re-seeded) under them.
+    /// again, and the processes whose limit changed are followed (on the kernel side) and
+    /// judged under their new one at once.
     fn limits_changed(&mut self, now: Instant) {
-        let scanner = &self.scanner;
+        let Monitor {
+            scanner,
+            list,
+            kernel,
+            ..
+        } = self;
         let (rules, proc) = (scanner.rules(), scanner.proc());
-        self.list.retain_mut(|watched| {
+        list.retain_mut(|watched| {
             let rule = watched.rule();
-            if rules.get(rule).limit.is_per_process() {
-                let limit = rules.limit_of(rule, proc, watched.pid());
-                if limit != watched.limit() {
-                    tracing::debug!(event = "limit_changed", pid = watched.pid(), name = %watched.comm(), limit = %Bytes(limit), "limit changed");
-                    watched.reassign(rule, limit, now);
+            if !rules.get(rule).limit.is_per_process() {
+                return true;
+            }
+            let limit = rules.limit_of(rule, proc, watched.pid());
+            if limit != watched.limit() {
+                tracing::debug!(event = "limit_changed", pid = watched.pid(), name = %watched.comm(), limit = %Bytes(limit), "limit changed");
+                watched.set_limit(limit);
+                watched.recheck = Some(now);
+                if let Some(kernel) = kernel.as_mut() {
+                    let parts = scanner.resident_parts(watched.pid());
+                    let _ = kernel.watch(watched.pid(), parts, target_of(rules, watched));
                 }
             }
             true
         });
-        let _ = self.cycle(now);
+        self.check_watched(now, None, |_, watched| {
+            watched.recheck.is_some_and(|due| due <= now)
+        });
     }
 
     /// eBPF mode: checks the processes whose repeat, kill or held-back report is due at `now`.
@@ -834,14 +899,24 @@ impl Monitor {
             }
         }
         self.metrics.put_in_force(&rules, &self.actions.metrics);
+        // Where each rule in force is among the new ones, by name.
+        let moved: Vec<Option<usize>> = self
+            .scanner
+            .rules()
+            .rules()
+            .iter()
+            .map(|old| rules.rules().iter().position(|new| new.name == old.name))
+            .collect();
         self.config.rules = rules.clone();
         self.scanner.set_rules(rules);
         self.actions = actions;
         // Every watched process falls under the rule that selects it now (by its name now),
-        // with the limit it gives; its breach episode carries on.
+        // with the limit it gives; its breach episode carries on. A rule is the same rule by
+        // its name, wherever it is in the file now.
         let (scanner, kernel) = (&mut self.scanner, &mut self.kernel);
+        let renumbered = |old: usize| moved.get(old).copied().flatten();
         self.list.retain_mut(|watched| {
-            if scanner.refresh(watched, now).is_ok() {
+            if scanner.refresh(watched, now, &renumbered).is_ok() {
                 return true;
             }
             if let Some(kernel) = kernel.as_mut() {
@@ -850,9 +925,7 @@ impl Monitor {
             false
         });
         self.list.recount();
-        if let Some(changes) = self.changes.as_mut() {
-            changes.follow_cgroups(self.scanner.rules().cgroups());
-        }
+        self.follow_cgroups();
         self.metrics.reloaded(true);
         tracing::info!(event = "reload", file = %file.display(), rules = self.config.rules.rules().len(), "rules reloaded");
         self.log_rules();
@@ -875,6 +948,9 @@ impl Monitor {
                 any_over: report.over > 0,
             });
         }
+        // The rules' cgroups, followed from now on (one made while the programs loaded is
+        // seen here).
+        self.follow_cgroups();
         // The first look at /proc (which also seeds the kernel side: from now on it reports
         // whatever starts) ends start-up.
         let first = tokio::time::Instant::now();
@@ -958,7 +1034,15 @@ impl Monitor {
                 }
                 ready = changed(&waits.changes) => {
                     ready.map_err(Error::Events)?;
-                    self.on_changes(Instant::now(), waits.service);
+                    self.on_changes(Instant::now());
+                }
+                () = at(self.reload_at) => {
+                    self.reload_at = None;
+                    tracing::info!(
+                        event = "rules_file_changed",
+                        "the rules file changed; reading it again"
+                    );
+                    self.reload(Instant::now(), waits.service);
                 }
                 () = waits.service.watchdog_due() => waits.service.ping(),
                 request = waits.shutdown.next() => match request {
@@ -996,7 +1080,15 @@ impl Monitor {
                 }
                 ready = changed(&waits.changes) => {
                     ready.map_err(Error::Events)?;
-                    self.on_changes(Instant::now(), waits.service);
+                    self.on_changes(Instant::now());
+                }
+                () = at(self.reload_at) => {
+                    self.reload_at = None;
+                    tracing::info!(
+                        event = "rules_file_changed",
+                        "the rules file changed; reading it again"
+                    );
+                    self.reload(Instant::now(), waits.service);
                 }
                 () = waits.service.watchdog_due() => waits.service.ping(),
                 request = waits.shutdown.next() => match request {
@@ -1018,6 +1110,14 @@ struct Waits<'a> {
     service: &'a mut Service,
     shutdown: &'a mut Shutdown,
     changes: Option<AsyncFd<OwnedFd>>,
+}
+
+/// Until `deadline` (never, without one).
+async fn at(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Until something followed changed (never, when nothing is followed).
@@ -1153,7 +1253,6 @@ fn follow_changes(config: &Config) -> Option<Changes> {
             return None;
         }
     };
-    changes.follow_cgroups(rules.cgroups());
     if let (true, Some(file)) = (config.source.watch, &config.source.file)
         && let Err(error) = changes.follow_rules_file(file)
     {
@@ -1313,6 +1412,9 @@ fn check(
     );
     if verdict == Verdict::Breach {
         metrics.breaches.inc();
+        // Its name now, for the breach's line and hook (a rename under the same rule is not
+        // reported by the kernel side).
+        watched.reread_name(proc);
     }
     // Before the signal: the process may exit on it and take its memory with it.
     let profiler = measure.actions.profilers[rule_index].as_ref();

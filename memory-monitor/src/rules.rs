@@ -235,6 +235,13 @@ impl RuleSet {
             .filter_map(|rule| rule.selector.cgroup.as_ref())
     }
 
+    /// Whether what rule `index` makes of a process depends on its cgroup: it selects by
+    /// cgroup, or its limit is a share of the cgroup's.
+    pub fn depends_on_cgroups(&self, index: usize) -> bool {
+        let rule = &self.rules[index];
+        rule.selector.cgroup.is_some() || rule.limit.is_per_process()
+    }
+
     /// Whether any rule's limit is a share of the process's cgroup's limit.
     pub fn limits_per_process(&self) -> bool {
         self.rules.iter().any(|rule| rule.limit.is_per_process())

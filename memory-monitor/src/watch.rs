@@ -38,6 +38,12 @@ pub struct Watched {
     /// Whether the cgroup limit files its limit comes from are followed (see `changes`); false
     /// again whenever its rule or cgroup may have changed.
     pub limit_followed: bool,
+    /// A fingerprint of its `/proc/PID/cgroup` when its rule depends on its cgroup (0 when it
+    /// does not), so that a scan can tell it moved.
+    cgroup_print: u64,
+    /// `CLOCK_MONOTONIC` (ns) when it was admitted: a kernel event sent before then is about
+    /// an earlier process with its PID.
+    admitted_ns: u64,
     /// Where the process stands against the limit.
     pub episode: Episode,
     /// eBPF mode: when to look again at a process near its limit whose kernel-side reports are
@@ -110,6 +116,8 @@ impl Watched {
             limit: rules.limit_of(rule, proc, pid),
             seen: 0,
             limit_followed: false,
+            cgroup_print: cgroup_print(proc, pid, rules, rule),
+            admitted_ns: monotonic_ns(),
             episode: Episode::Under,
             recheck: None,
         };
@@ -142,9 +150,34 @@ impl Watched {
         self.pid
     }
 
-    /// The process name when it was admitted.
+    /// The process name, as of its admission or its last look (see [`Watched::refresh`],
+    /// [`Watched::reread_name`]).
     pub fn comm(&self) -> &Comm {
         &self.comm
+    }
+
+    /// Reads its name again (for a breach's log line and hook: a rename that kept its rule
+    /// is not reported by the kernel side). Kept as it was if it cannot be read.
+    pub fn reread_name(&mut self, proc: &ProcRoot) {
+        let mut buf = [0u8; 64];
+        if let Ok(comm) = proc.read_file(self.pid, "comm", &mut buf) {
+            let comm = Comm::new(procfs::parse_comm(comm));
+            if !self.has_exited() {
+                self.comm = comm;
+            }
+        }
+    }
+
+    /// Whether a kernel event sent at `time_ns` (`bpf_ktime_get_ns`, `CLOCK_MONOTONIC`) can be
+    /// about this process: it was admitted before it was sent.
+    pub fn was_watched_at(&self, time_ns: u64) -> bool {
+        self.admitted_ns <= time_ns
+    }
+
+    /// Whether it moved to another cgroup since it was last looked at, when its rule depends
+    /// on its cgroup (poll mode has no event for a move). Allocates nothing.
+    pub fn moved_cgroup(&self, proc: &ProcRoot) -> bool {
+        self.cgroup_print != 0 && read_cgroup_print(proc, self.pid) != self.cgroup_print
     }
 
     /// Whether it is watched by PID rather than by name.
@@ -162,20 +195,18 @@ impl Watched {
         self.limit
     }
 
-    /// Moves it under rule `rule` with limit `limit` at `now` (see [`Episode::rule_changed`]).
-    pub fn reassign(&mut self, rule: usize, limit: u64, now: Instant) {
-        if rule != self.rule {
-            self.episode.rule_changed(now);
-        }
-        self.rule = rule;
+    /// Sets its limit (its cgroup's limit, of which its own is a share, was rewritten).
+    pub fn set_limit(&mut self, limit: u64) {
         self.limit = limit;
     }
 
-    /// Looks at the process again after it exec'd, renamed itself or moved to another cgroup:
-    /// reads its name anew and puts it under the rule that selects it now, with that rule's
-    /// limit, at `now`. It is the same process (the pidfd says so), so its breach episode
-    /// carries on: one exec that the kernel reports twice (as a rename, then as the exec), or
-    /// a rename under a rule that matches both names, is not a second breach.
+    /// Looks at the process again after it exec'd, renamed itself or moved to another cgroup,
+    /// or after the rules were read again: reads its name anew and puts it under the rule that
+    /// selects it now, with that rule's limit, at `now`. It is the same process (the pidfd says
+    /// so), so its breach episode carries on: one exec that the kernel reports twice (as a
+    /// rename, then as the exec), or a rename under a rule that matches both names, is not a
+    /// second breach. Under another rule than before — `renumbered` gives where the rule it
+    /// was under is in `rules` now, if it still is — see [`Episode::rule_changed`].
     /// `Err(AdmitError::Gone)`: it exited, or no rule selects it any more.
     pub fn refresh(
         &mut self,
@@ -183,6 +214,7 @@ impl Watched {
         rules: &RuleSet,
         cmdline_buf: &mut [u8],
         now: Instant,
+        renumbered: &dyn Fn(usize) -> Option<usize>,
     ) -> Result<(), AdmitError> {
         let mut stat_buf = [0u8; 1024];
         let stat = proc
@@ -194,14 +226,20 @@ impl Watched {
             .select(proc, self.pid, comm.as_bytes(), cmdline_buf)
             .ok_or(AdmitError::Gone)?;
         let limit = rules.limit_of(rule, proc, self.pid);
+        let print = cgroup_print(proc, self.pid, rules, rule);
         // Read by PID: all of it was this process's only if it still lives.
         if self.has_exited() {
             return Err(AdmitError::Gone);
         }
+        if renumbered(self.rule) != Some(rule) {
+            self.episode.rule_changed(now);
+        }
         self.comm = comm;
         self.pinned = pinned;
+        self.rule = rule;
+        self.limit = limit;
+        self.cgroup_print = print;
         self.limit_followed = false;
-        self.reassign(rule, limit, now);
         Ok(())
     }
 
@@ -254,6 +292,33 @@ impl Watched {
 pub fn has_exited(pidfd: impl AsFd) -> bool {
     let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
     matches!(rustix::event::poll(&mut fds, Some(&rustix::time::Timespec::default())), Ok(n) if n > 0)
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds (the clock of kernel events' times).
+fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The fingerprint of process `pid`'s cgroups, when rule `rule` of `rules` depends on them
+/// (0 when it does not, or they cannot be read).
+fn cgroup_print(proc: &ProcRoot, pid: i32, rules: &RuleSet, rule: usize) -> u64 {
+    match rules.depends_on_cgroups(rule) {
+        true => read_cgroup_print(proc, pid),
+        false => 0,
+    }
+}
+
+/// A hash of `/proc/PID/cgroup` (never 0; 0 when it cannot be read).
+fn read_cgroup_print(proc: &ProcRoot, pid: i32) -> u64 {
+    use std::hash::Hasher as _;
+    let mut buf = [0u8; 4096];
+    let Ok(text) = proc.read_file(pid, "cgroup", &mut buf) else {
+        return 0;
+    };
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(text);
+    hasher.finish().max(1)
 }
 
 fn io_gone(error: io::Error) -> AdmitError {

@@ -54,7 +54,15 @@ pub fn unique_name(prefix: &str) -> String {
 /// A directory for links named after targets, readable by every user (the unprivileged tests
 /// run targets as `nobody`).
 fn link_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mm-tests-{}", std::process::id()));
+    // The PID namespace too: test programs run as PID 1 of namespaces of their own, side by side.
+    let namespace = std::fs::read_link("/proc/self/ns/pid")
+        .map(|link| {
+            link.to_string_lossy()
+                .trim_matches(|c: char| !c.is_ascii_digit())
+                .to_string()
+        })
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("mm-tests-{}-{namespace}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create link dir");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");

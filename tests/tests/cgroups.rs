@@ -282,3 +282,63 @@ fn in_a_cgroup_namespace_of_its_own_rules_name_cgroups_as_the_host_does() {
         assert!(monitor.stop().success());
     }
 }
+
+#[test]
+fn a_rules_cgroup_whose_parent_is_removed_and_made_again_selects_its_processes() {
+    if !root_or_skip("a_rules_cgroup_whose_parent_is_removed_and_made_again") {
+        return;
+    }
+    let root = v2_mount().expect("a cgroup v2 hierarchy");
+    for mode in ["poll", "ebpf"] {
+        // A service's own cgroup, and one it delegates below it (`Delegate=yes`): restarting
+        // the service removes both and makes them again.
+        let parent_name = unique_name("mmc-pp");
+        let path = format!("/{parent_name}/worker");
+        let rules = RulesFile::new(
+            "mmc-pp",
+            &format!(
+                "[[rule]]\ncgroup = \"{path}\"\nmax-memory = \"32M\"\nsignal = \"USR1\"\nrepeat = \"never\"\n"
+            ),
+        );
+        let parent = Cgroup::create(root, &parent_name);
+        let child = Cgroup::create(parent.dir(), "worker");
+        let mut monitor = Monitor::start_rules(mode, rules.path(), &[]);
+        drop(child);
+        drop(parent);
+        monitor.expect_log(&["cgroup_missing", &path]);
+        let parent = Cgroup::create(root, &parent_name);
+        let child = Cgroup::create(parent.dir(), "worker");
+        monitor.expect_log(&["cgroup_appeared", &path]);
+        let mut target = spawn_inside(&unique_name("mmc-pw"), &child);
+        target.grow(48);
+        assert!(target.wait_signal(USR1), "{mode}: {}", monitor.log_text());
+        target.exit();
+        assert!(monitor.stop().success());
+        drop(child);
+    }
+}
+
+#[test]
+fn a_process_moved_to_a_cgroup_with_another_limit_is_judged_by_it() {
+    if !root_or_skip("a_process_moved_to_a_cgroup_with_another_limit_is_judged_by_it") {
+        return;
+    }
+    let (root, limit_file) = memory_hierarchy().expect("a memory controller");
+    for mode in ["poll", "ebpf"] {
+        let roomy = Cgroup::create(&root, &unique_name("mmc-ro"));
+        roomy.set(limit_file, &(256u64 << 20).to_string());
+        let tight = Cgroup::create(&root, &unique_name("mmc-ti"));
+        tight.set(limit_file, &(96u64 << 20).to_string());
+        let name = unique_name("mmc-mo");
+        let mut target = Target::spawn(&name);
+        roomy.add(target.pid());
+        let mut monitor = start(mode, &["-m", "50% of cgroup", &name]);
+        // 60 MiB: under half of 256 MiB, over half of 96 MiB.
+        target.grow(56);
+        tight.add(target.pid());
+        assert!(target.wait_signal(USR1), "{mode}: {}", monitor.log_text());
+        let breach = monitor.expect_log(&["over the limit", &format!("pid={}", target.pid())]);
+        assert!(breach.contains("limit=48.0MiB"), "{mode}: {breach}");
+        assert!(monitor.stop().success());
+    }
+}

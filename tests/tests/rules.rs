@@ -138,6 +138,29 @@ fn with_watch_config_a_changed_file_is_read_again_as_an_editor_or_a_config_map_c
         let mut late = Target::spawn(&format!("{name}l"));
         late.grow(48);
         assert!(late.wait_signal(USR1), "{mode}: {}", monitor.log_text());
+
+        // Rewritten in place in two steps, the first leaving it incomplete: read once, whole.
+        let refused = monitor.count(&["rules not reloaded"]);
+        let whole = rule("app", &format!("prefix = \"{name}\""), "32M", "USR1");
+        let (first, rest) = whole.split_at(whole.find("max-memory").unwrap());
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, first).unwrap();
+        // A moment between the steps, as a script writing it would take (well under the
+        // 300 ms the monitor waits for a file to settle).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut appended = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        std::io::Write::write_all(&mut appended, rest.as_bytes()).unwrap();
+        drop(appended);
+        monitor.expect_count(&["rules reloaded"], 3);
+        assert_eq!(
+            monitor.count(&["rules not reloaded"]),
+            refused,
+            "{mode}: {}",
+            monitor.log_text()
+        );
         assert!(monitor.stop().success());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -133,13 +133,17 @@ impl Scanner {
                 return;
             };
             match list.get(pid) {
-                Some(watched) if watched.rule() == rule && watched.comm().as_bytes() == comm => {
+                Some(watched)
+                    if watched.rule() == rule
+                        && watched.comm().as_bytes() == comm
+                        && !watched.moved_cgroup(proc) =>
+                {
                     list.mark_seen(pid);
                     return;
                 }
                 Some(_) => {
                     let refreshed = list.update(pid, |watched| {
-                        watched.refresh(proc, rules, cmdline_buf, now)
+                        watched.refresh(proc, rules, cmdline_buf, now, &Some)
                     });
                     if let Some(Ok(())) = refreshed {
                         list.mark_seen(pid);
@@ -165,9 +169,21 @@ impl Scanner {
         Ok(report)
     }
 
-    /// Looks at `watched` again under the rules in force (see [`Watched::refresh`]).
-    pub fn refresh(&mut self, watched: &mut Watched, now: Instant) -> Result<(), AdmitError> {
-        watched.refresh(&self.proc, &self.rules, &mut self.cmdline_buf, now)
+    /// Looks at `watched` again under the rules in force (see [`Watched::refresh`]; the rule
+    /// it was watched under is at `renumbered` in them).
+    pub fn refresh(
+        &mut self,
+        watched: &mut Watched,
+        now: Instant,
+        renumbered: &dyn Fn(usize) -> Option<usize>,
+    ) -> Result<(), AdmitError> {
+        watched.refresh(
+            &self.proc,
+            &self.rules,
+            &mut self.cmdline_buf,
+            now,
+            renumbered,
+        )
     }
 
     /// Opens `pid` if it is one to watch: a rule selects it now.
