@@ -344,13 +344,13 @@ struct Cli {
     profile_to: Option<SinkSpec>,
 
     /// The longest a breach's signal waits for the profile to be captured; past it the signal
-    /// goes first.
+    /// goes first. [default: 50ms]
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     profile_budget: Option<Duration>,
 
     /// eBPF mode: once a process is above this share of its limit, sample the code paths
     /// that grow its memory (one stack per 256 KiB grown), so its profile names the code that
-    /// grew it: 80%, 50%, 0% (from the start).
+    /// grew it: 80%, 50%, 0% (from the start). [default: 80%]
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     profile_at: Option<u32>,
 
@@ -746,7 +746,7 @@ pub fn describe_rules(rules: &RuleSet) -> String {
     }
     for rule in rules.missing_cgroups() {
         text += &format!(
-            "warning: rule '{}': its cgroup does not exist (yet); the rule matches nothing until it does and the rules are read again\n",
+            "warning: rule '{}': its cgroup does not exist (yet); the rule matches nothing until it does\n",
             rule.name
         );
     }
@@ -756,6 +756,16 @@ pub fn describe_rules(rules: &RuleSet) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_gives_the_profile_defaults_in_force() {
+        use clap::CommandFactory as _;
+        let help = Cli::command().render_long_help().to_string();
+        let budget = format!("[default: {}]", units::Period(DEFAULT_PROFILE_BUDGET));
+        assert!(help.contains(&budget), "{budget} in {help}");
+        let at = format!("[default: {DEFAULT_PROFILE_AT_PERCENT}%]");
+        assert!(help.contains(&at), "{at} in {help}");
+    }
 
     fn settings(args: &[&str]) -> Settings {
         let argv = std::iter::once("memory-monitor").chain(args.iter().copied());

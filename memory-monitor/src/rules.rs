@@ -782,78 +782,18 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_the_line_and_the_field() {
-        let cases = [
-            (
-                "[[rule]]\nprefix = \"a\"\nmax-memory = \"5X\"\n",
-                "rules.toml:3: rule 'rule-1': max-memory: '5X': unknown unit",
-            ),
-            (
-                "[[rule]]\nname = \"w\"\nprefix = \"a\"\nmax-memory = \"1G\"\nsignal = \"FOO\"\n",
-                "rules.toml:5: rule 'w': signal: 'FOO': unknown signal",
-            ),
-            (
-                "[[rule]]\nprefix = \"a\"\nmax-memroy = \"1G\"\n",
-                "rules.toml:3: max-memroy: unknown field `max-memroy`",
-            ),
-            (
-                "[[rule]]\nprefix = 5\nmax-memory = \"1G\"\n",
-                "rules.toml:2: prefix: invalid type: integer `5`",
-            ),
-            (
-                "[[rule]]\nprefix = \"a\"\nmax-memory = \"1G\"\nkill-after = \"soon\"\n",
-                "rules.toml:4: rule 'rule-1': kill-after: 'soon'",
-            ),
-            (
-                "[[rule]]\nprefix = \"a\"\nexact = \"b\"\nmax-memory = \"1G\"\n",
-                "rules.toml:3: rule 'rule-1': exact: a rule matches names one way",
-            ),
-            (
-                "[[rule]]\nregex = \"a(\"\nmax-memory = \"1G\"\n",
-                "rules.toml:2: rule 'rule-1': regex: invalid value 'a('",
-            ),
-            (
-                "\n[[rule]]\nprefix = \"a\"\n",
-                "rules.toml:2: rule 'rule-1': max-memory is missing",
-            ),
-            (
-                "[[rule]]\nmax-memory = \"1G\"\n",
-                "rules.toml:1: rule 'rule-1': selects nothing",
-            ),
-            ("", "rules.toml:1: no [[rule]] tables"),
-            (
-                "[[rule]]\nprefix = \"a\"\nmax-memory = \"1G\"\nprofile-to = \"ftp://x\"\n",
-                "rules.toml:4: rule 'rule-1': profile-to:",
-            ),
-            (
-                "[[rule]]\nprefix = \"a\"\nmax-memory = \"1G\"\nexec-timeout = \"1s\"\n",
-                "rules.toml:4: rule 'rule-1': exec-timeout: needs exec",
-            ),
-            ("[[rule]\n", "rules.toml:1: "),
-            (
-                "[[rule]]\ncgroup = \"/a/../b\"\nmax-memory = \"1G\"\n",
-                "rules.toml:2: rule 'rule-1': cgroup: '/a/../b' is not a cgroup path",
-            ),
-            (
-                "[[rule]]\nname = \"a\"\nprefix = \"a\"\nmax-memory = \"1G\"\n\
-                 [[rule]]\nname = \"a\"\nprefix = \"b\"\nmax-memory = \"1G\"\n",
-                "rules.toml:6: name: a rule before this one is named 'a' too",
-            ),
-            (
-                "[[rule]]\nname = \"command-line\"\nprefix = \"a\"\nmax-memory = \"1G\"\n",
-                "rules.toml:2: name: 'command-line' names the command line's rule",
-            ),
-        ];
-        let many = "[[rule]]\nprefix = \"a\"\nmax-memory = \"1G\"\n".repeat(MAX_RULES + 1);
-        let too_many = error(&many);
-        assert!(
-            too_many.starts_with("rules.toml:97: 33 rules; at most 32"),
-            "{too_many}"
-        );
-        for (text, expected) in cases {
-            let message = error(text);
+        // The table of bad files (which the end-to-end tests also run through the binary).
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/bad-rules");
+        let table = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+        let cases: Vec<(&str, &str)> = table.lines().filter_map(|l| l.split_once('\t')).collect();
+        assert!(cases.len() >= 17, "{} cases", cases.len());
+        for (name, after_path) in cases {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            let message = error(&text);
+            let expected = format!("rules.toml{after_path}");
             assert!(
-                message.starts_with(expected),
-                "{text:?}\n  gave {message}\n  not {expected}"
+                message.starts_with(&expected),
+                "{name}\n  gave {message}\n  not {expected}"
             );
         }
     }

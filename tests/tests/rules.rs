@@ -285,3 +285,22 @@ fn the_command_line_rule_goes_first() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_bad_rules_file_is_exit_2_with_one_line_naming_file_line_and_key() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/bad-rules");
+    let table = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+    let cases: Vec<(&str, &str)> = table.lines().filter_map(|l| l.split_once('\t')).collect();
+    assert!(cases.len() >= 17, "{} cases", cases.len());
+    for (name, after_path) in cases {
+        let file = dir.join(name);
+        let (status, stderr) = run_monitor(&["--config", file.to_str().unwrap(), "--check-config"]);
+        assert_eq!(status.code(), Some(2), "{name}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{name}: one line: {stderr}");
+        let expected = format!("memory-monitor: {}{after_path}", file.display());
+        assert!(
+            stderr.starts_with(&expected),
+            "{name}: {stderr}\n  not {expected}"
+        );
+    }
+}

@@ -125,7 +125,10 @@ fn shown(command: &Command) -> String {
 /// Everything: what the build needs and what the tests use.
 fn setup() -> Result<()> {
     setup_build()?;
-    ensure_go_pprof()?;
+    // The profile tests read the monitor's profiles with an independent reader, `go tool
+    // pprof`; the service tests check the units with `systemd-analyze verify`.
+    ensure_debian_package("go", "version", "golang-go")?;
+    ensure_debian_package("systemd-analyze", "--version", "systemd")?;
     ensure_promtool()?;
     ensure_moto_server()
 }
@@ -136,16 +139,12 @@ fn setup_build() -> Result<()> {
     ensure_bpf_linker()
 }
 
-/// The profile tests read the monitor's profiles with an independent reader, `go tool pprof`
-/// (Debian's golang-go).
-fn ensure_go_pprof() -> Result<()> {
-    if output_of(Command::new("go").arg("version")).is_some() {
+/// Installs Debian's `package` unless `command argument` already runs.
+fn ensure_debian_package(command: &str, argument: &str, package: &str) -> Result<()> {
+    if output_of(Command::new(command).arg(argument)).is_some() {
         return Ok(());
     }
-    apt_get(
-        &["install", "-y", "--no-install-recommends", "golang-go"],
-        None,
-    )
+    apt_get(&["install", "-y", "--no-install-recommends", package], None)
 }
 
 /// The metrics test checks the exposition with Prometheus's own checker, `promtool`, taken
