@@ -5,6 +5,7 @@
 
 use std::process::{Command, Stdio};
 
+use memory_monitor_tests::scrape::{get, sample, served_at};
 use memory_monitor_tests::{
     Monitor, Target, bin, bpf_objects_of, root_or_skip, the_one_error, unique_name, usr1_over_32m,
 };
@@ -110,9 +111,11 @@ fn an_overflowing_ring_buffer_is_said_and_everything_rechecked() {
     }
     let prefix = unique_name("mmf-r");
     let mut target = Target::spawn(&format!("{prefix}t"));
-    let mut monitor = Monitor::start_with(&usr1_over_32m("ebpf", &["-v", &prefix]), |command| {
+    let args = ["-v", "--metrics-addr", "127.0.0.1:0", &prefix];
+    let mut monitor = Monitor::start_with(&usr1_over_32m("ebpf", &args), |command| {
         command.env(INJECT, "small-ring");
     });
+    let address = served_at(&mut monitor);
     monitor.expect_log(&["start-up done"]);
     // While the monitor is stopped, a burst of matching processes (each an exec and an exit
     // event) overflows a one-page ring buffer; meanwhile the target goes over its limit.
@@ -131,5 +134,9 @@ fn an_overflowing_ring_buffer_is_said_and_everything_rechecked() {
     assert!(lost.contains("event=\"lost_events\""), "{lost}");
     // The re-check (or the target's own later events) still catches the breach.
     assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
+    // And the loss is counted where an alert would look.
+    let text = get(&address, "/metrics").1;
+    let lost = sample(&text, "memory_monitor_lost_kernel_events_total").unwrap_or(0.0);
+    assert!(lost > 0.0, "{text}");
     assert!(monitor.stop().success());
 }

@@ -1,57 +1,17 @@
 //! `--metrics-addr`: Prometheus metrics over HTTP, scraped as Prometheus would and checked by
 //! Prometheus's own `promtool check metrics`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use memory_monitor_tests::scrape::{get, get_accepting, sample, served_at};
 use memory_monitor_tests::{
-    Monitor, PATIENCE, Target, root_or_skip, unique_name, usr1_over_32m, wait_until,
+    Monitor, RulesFile, Target, root_or_skip, unique_name, usr1_over_32m, wait_until,
 };
-
-/// `GET path` from the monitor's metrics server, as Prometheus's older scrapers (and curl)
-/// ask: status line and body.
-fn get(address: &str, path: &str) -> (String, String) {
-    get_accepting(address, path, "*/*")
-}
-
-/// `GET path`, accepting `accept`.
-fn get_accepting(address: &str, path: &str, accept: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(address).expect("connect to the metrics server");
-    // Bounded: a scrape that never ends fails the test instead of hanging it.
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: {accept}\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("the whole answer, before the patience runs out");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    (head.lines().next().unwrap().to_string(), body.to_string())
-}
-
-/// The metrics server's address, from the monitor's log line saying where it serves.
-fn served_at(monitor: &mut Monitor) -> String {
-    let line = monitor.expect_log(&["serving metrics on"]);
-    line.split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("the address in the log")
-        .to_string()
-}
-
-/// The value of the sample `series` (name and labels, as written) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.split(' ').next()?.parse().ok())
-}
 
 /// `promtool check metrics` on `text`: its verdict and what it said.
 fn promtool_check(text: &str) -> (bool, String) {
@@ -253,4 +213,71 @@ fn a_port_in_use_is_a_clear_error_at_start() {
         log.contains(&format!("cannot serve metrics on {address}")) && log.contains("in use"),
         "{log}"
     );
+}
+
+#[test]
+fn every_rule_has_its_own_series_and_profile_writes_are_counted() {
+    let (small, large) = (unique_name("mmm-sm"), unique_name("mmm-lg"));
+    let dir = std::env::temp_dir().join(unique_name("mmm-prof"));
+    let rules = RulesFile::new(
+        "mmm-rules",
+        &format!(
+            "[[rule]]\nname = \"small\"\nprefix = \"{small}\"\nmax-memory = \"32M\"\nsignal = \"USR1\"\nrepeat = \"never\"\nprofile-dir = \"{}\"\n\n\
+             [[rule]]\nname = \"large\"\nprefix = \"{large}\"\nmax-memory = \"1G\"\nsignal = \"USR2\"\n",
+            dir.display()
+        ),
+    );
+    let mut small_target = Target::spawn(&small);
+    let _large_target = Target::spawn(&large);
+    let mut monitor = Monitor::start(&[
+        "--mode",
+        "poll",
+        "-i",
+        "100ms",
+        "--config",
+        rules.path(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let address = served_at(&mut monitor);
+    small_target.grow(48);
+    assert!(
+        small_target.wait_signal(libc::SIGUSR1),
+        "{}",
+        monitor.log_text()
+    );
+    monitor.expect_log(&["profile written"]);
+    let written = r#"memory_monitor_profile_writes_total{rule="small",result="written"}"#;
+    assert!(wait_until(
+        || sample(&get(&address, "/metrics").1, written) == Some(1.0)
+    ));
+    let text = get(&address, "/metrics").1;
+    for (series, value) in [
+        (r#"memory_monitor_watched_processes{rule="small"}"#, 1.0),
+        (r#"memory_monitor_watched_processes{rule="large"}"#, 1.0),
+        (r#"memory_monitor_breaches_total{rule="small"}"#, 1.0),
+        (r#"memory_monitor_breaches_total{rule="large"}"#, 0.0),
+        (
+            r#"memory_monitor_limit_bytes{rule="large"}"#,
+            (1u64 << 30) as f64,
+        ),
+        (
+            r#"memory_monitor_signals_total{rule="small",signal="SIGUSR1",result="sent"}"#,
+            1.0,
+        ),
+        (
+            r#"memory_monitor_signals_total{rule="large",signal="SIGUSR2",result="sent"}"#,
+            0.0,
+        ),
+        (
+            r#"memory_monitor_profile_writes_total{rule="small",result="failed"}"#,
+            0.0,
+        ),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series}:\n{text}");
+    }
+    let (valid, said) = promtool_check(&text);
+    assert!(valid, "promtool: {said}\n{text}");
+    assert!(monitor.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
 }
