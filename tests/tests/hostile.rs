@@ -46,3 +46,63 @@ fn a_hostile_name_is_matched_signalled_and_logged_on_one_line() {
         assert!(monitor.stop().success());
     }
 }
+
+#[test]
+fn a_command_line_with_hostile_arguments_is_matched_and_a_long_name_by_all_its_bytes() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut modes = vec!["poll"];
+    if root_or_skip("hostile command lines in eBPF mode") {
+        modes.push("ebpf");
+    }
+    for (index, mode) in modes.into_iter().enumerate() {
+        let tag = format!("{}{index}", std::process::id() % 10_000);
+        // Arguments with a newline, a byte that is not UTF-8, quotes and `=`: `--match
+        // cmdline` sees them joined by spaces, as `ps` shows them.
+        let marker = format!("--port {tag}");
+        let mut hostile = Target::spawn_with(&unique_name("mmx-c"), |command| {
+            command
+                .arg("line\nbreak")
+                .arg(std::ffi::OsStr::from_bytes(b"\xff\xfe"))
+                .args(["--port", &tag])
+                .arg("name=\"quoted\"");
+        });
+        // A name longer than the 15 bytes the kernel keeps: matched by all of it (from the
+        // command line); one that shares its first 15 bytes is not.
+        let long = format!("mmx-l{tag}-abcdefghij");
+        let mut long_target = Target::spawn(&long);
+        let mut twin = Target::spawn(&format!("{}-other", &long[..15]));
+        let mut monitor = Monitor::start(&usr1_over_32m(
+            mode,
+            &["-v", "--match", "cmdline", "--", &marker],
+        ));
+        let mut by_name = Monitor::start(&usr1_over_32m(mode, &["-v", "--match", "exact", &long]));
+        monitor.expect_log(&["start-up done"]);
+        by_name.expect_log(&["start-up done"]);
+        hostile.grow(48);
+        twin.grow(48);
+        long_target.grow(48);
+        assert!(hostile.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
+        assert!(
+            long_target.wait_signal(libc::SIGUSR1),
+            "{}",
+            by_name.log_text()
+        );
+        by_name.expect_log(&["over the limit", &format!("pid={}", long_target.pid())]);
+        // Every line the hostile arguments could have reached is a whole line of its own.
+        for line in monitor.log_text().lines() {
+            assert!(
+                line.starts_with("20"),
+                "a line starts with its time: {line:?}"
+            );
+        }
+        assert!(twin.signals().is_empty(), "{}", by_name.log_text());
+        assert_eq!(
+            by_name.count(&["over the limit"]),
+            1,
+            "{}",
+            by_name.log_text()
+        );
+        assert!(monitor.stop().success());
+        assert!(by_name.stop().success());
+    }
+}

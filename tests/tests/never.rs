@@ -153,3 +153,36 @@ fn in_ebpf_mode_its_parent_is_never_named_even_when_it_execs_into_a_matching_nam
         "the monitor's parent ({parent_pid}) was named: {log}"
     );
 }
+
+#[test]
+fn in_a_pid_namespace_of_its_own_ebpf_mode_is_refused_and_auto_mode_polls() {
+    if !root_or_skip("in_a_pid_namespace_of_its_own_ebpf_mode_is_refused (unshare needs root)") {
+        return;
+    }
+    // The kernel side sees the host's PIDs; in a PID namespace of its own the monitor could
+    // not tell which process they are.
+    let in_namespace = |args: &[&str]| {
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let monitor = bin("memory-monitor");
+    let monitor = monitor.to_str().unwrap();
+    let output = in_namespace(&[monitor, "--mode", "ebpf", "-m", "32", "anything"]);
+    the_one_error(
+        &output,
+        &["eBPF mode is unavailable", "a PID namespace of its own"],
+    );
+    // Auto mode polls, saying why on its start line (stopped after a moment by SIGINT).
+    let stop = ["timeout", "--preserve-status", "-s", "INT", "2"];
+    let output = in_namespace(&[&stop[..], &[monitor, "-m", "32", "anything"]].concat());
+    let log = String::from_utf8_lossy(&output.stderr);
+    let start = log.lines().next().unwrap_or_default();
+    assert!(
+        start.contains("mode=poll") && start.contains("a PID namespace of its own"),
+        "{log}"
+    );
+    assert!(output.status.success(), "{log}");
+}
