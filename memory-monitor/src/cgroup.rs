@@ -275,6 +275,11 @@ impl Hierarchy {
     }
 }
 
+/// Finds the hierarchies now (at start-up: finding them allocates, and is done once).
+pub fn find_hierarchies() {
+    let _ = (v2(), v1_memory());
+}
+
 /// The cgroup v2 hierarchy (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts),
 /// found once.
 pub fn v2() -> Option<&'static Hierarchy> {

@@ -207,6 +207,12 @@ impl RuleSet {
                 twice.name
             )));
         }
+        if rules
+            .iter()
+            .any(|rule| rule.selector.cgroup.is_some() || rule.limit.is_per_process())
+        {
+            cgroup::find_hierarchies();
+        }
         let cgroup_present = rules.iter().map(cgroup_exists).collect();
         Ok(RuleSet {
             rules,

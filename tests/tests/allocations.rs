@@ -184,6 +184,44 @@ fn thousands_of_kernel_events_allocate_nothing() {
     );
 }
 
+#[test]
+fn admitting_processes_under_a_share_of_their_cgroup_limit_allocates_nothing() {
+    // A limit worked out per process (its cgroup's files read, and followed for changes) and
+    // processes that come and go: what a DaemonSet's rules do all day.
+    let name = unique_name("mma-cg");
+    let mut rule = Rule::new(
+        "test",
+        Selector::name(Matcher::new(MatchMode::Prefix, &name).unwrap()),
+        SizeSpec::PercentOfCgroup(50.0),
+    );
+    rule.repeat = None;
+    let mut config = Config::new(RuleSet::new(vec![rule]).unwrap());
+    config.mode = Mode::Poll;
+    let mut monitor = Monitor::new(config).unwrap();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // One look at /proc, with nothing to admit yet, warms the scan up.
+    let start = Instant::now();
+    monitor.cycle(start).unwrap();
+    assert_eq!(monitor.watched().len(), 0);
+    let mut measured = 0;
+    for round in 1..=5u64 {
+        // Made here (which allocates, in this thread), then admitted by the cycle alone.
+        let targets: Vec<Target> = (0..4).map(|_| Target::spawn(&name)).collect();
+        let before = allocations();
+        let report = monitor.cycle(start + Duration::from_secs(round)).unwrap();
+        measured += allocations() - before;
+        assert_eq!(
+            report.watched,
+            targets.len(),
+            "the new ones, the gone ones dropped"
+        );
+    }
+    assert_eq!(measured, 0, "{measured} allocations admitting 20 processes");
+}
+
 /// One rule: processes named `name*` over `limit` bytes get `signal`, again every `repeat`.
 fn config_for(name: &str, signal: Signal, repeat: Option<Duration>, limit: u64) -> Config {
     let matcher = Matcher::new(MatchMode::Prefix, name).unwrap();

@@ -481,10 +481,12 @@ pub fn trigger_for(limit: u64) -> u64 {
 }
 
 /// Writes `rules` into the kernel side's `RULES` and `CGROUPS` maps, in order, ending the list
-/// after the last. Everything that can fail (opening the rules' cgroups) is done before the
-/// first write, so a refused set leaves the kernel side's rules as they were. (A program may
-/// read the table while it is written; whatever it concludes then, userspace decides again on
-/// its event under the rules in force, and re-reads `/proc` after writing.)
+/// after the last. What can be refused (opening the rules' cgroups) is done before the first
+/// write, so a set that cannot be used leaves the kernel side's rules as they were; only a
+/// map write failing partway (the kernel refusing a write like those it just took) would leave
+/// a mix, until the next set. A program may read the table while it is written; whatever it
+/// concludes then, userspace decides again on its event under the rules in force, and re-reads
+/// `/proc` after writing.
 fn write_rules(
     table: &mut Array<MapData, Rule>,
     cgroups: &mut CgroupArray<MapData>,
