@@ -14,7 +14,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -100,7 +100,47 @@ pub struct Metrics {
     /// Matching processes not watched at the last look at every process (the watch table was
     /// full, or out of descriptors): a level, since the same ones are met again on every look.
     pub skipped: Gauge,
+    /// Whether the monitor's loop answers (`/healthz`).
+    pub liveness: Liveness,
 }
+
+/// A liveness check that asks the monitor's own loop (`GET /healthz`): a server thread that
+/// answers while the loop is stuck would keep a monitor that protects nothing alive. The loop
+/// is woken by the question, so an idle monitor still never wakes up by itself.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    asked: tokio::sync::Notify,
+    answered: AtomicU64,
+}
+
+impl Liveness {
+    /// Until the loop is asked (its `select!` waits on this).
+    pub async fn asked(&self) {
+        self.asked.notified().await;
+    }
+
+    /// The loop's answer.
+    pub fn answer(&self) {
+        self.answered.fetch_add(1, Ordering::Release);
+    }
+
+    /// Asks the loop and waits at most `patience` for its answer.
+    fn check(&self, patience: Duration) -> bool {
+        let before = self.answered.load(Ordering::Acquire);
+        self.asked.notify_one();
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if self.answered.load(Ordering::Acquire) != before {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+}
+
+/// How long `/healthz` waits for the loop to answer.
+const LIVENESS_PATIENCE: Duration = Duration::from_secs(2);
 
 /// One rule's series, as handles.
 #[derive(Debug, Clone)]
@@ -149,6 +189,7 @@ impl Metrics {
             lost_events: Counter::default(),
             poll_cycle: Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
             skipped: Gauge::default(),
+            liveness: Liveness::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -490,7 +531,17 @@ fn answer(mut stream: TcpStream, metrics: &Metrics, request_time: Duration) -> i
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
     let (status, body) = match (method, path) {
         (b"GET" | b"HEAD", b"/metrics" | b"/") => ("200 OK", metrics.encode(!open_metrics)),
-        (b"GET" | b"HEAD", _) => ("404 Not Found", "not found: try /metrics\n".to_string()),
+        (b"GET" | b"HEAD", b"/healthz") => match metrics.liveness.check(LIVENESS_PATIENCE) {
+            true => ("200 OK", "ok\n".to_string()),
+            false => (
+                "503 Service Unavailable",
+                format!("the monitor's loop did not answer within {LIVENESS_PATIENCE:?}\n"),
+            ),
+        },
+        (b"GET" | b"HEAD", _) => (
+            "404 Not Found",
+            "not found: try /metrics or /healthz\n".to_string(),
+        ),
         _ => ("405 Method Not Allowed", "only GET\n".to_string()),
     };
     let content_type = match open_metrics {
@@ -519,6 +570,26 @@ mod tests {
         let matcher = Matcher::new(MatchMode::Prefix, "app").unwrap();
         let rule = Rule::new(name, Selector::name(matcher), SizeSpec::Bytes(limit));
         RuleSet::new(vec![rule]).unwrap()
+    }
+
+    #[test]
+    fn liveness_is_the_loop_answering() {
+        let liveness = Arc::new(Liveness::default());
+        assert!(!liveness.check(Duration::from_millis(50)), "nobody answers");
+        let answering = Arc::clone(&liveness);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                loop {
+                    answering.asked().await;
+                    answering.answer();
+                }
+            });
+        });
+        assert!(liveness.check(Duration::from_secs(20)), "the loop answers");
+        assert!(liveness.check(Duration::from_secs(20)), "and again");
     }
 
     #[test]

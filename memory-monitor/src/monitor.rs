@@ -995,6 +995,7 @@ impl Monitor {
             service: &mut service,
             shutdown: &mut shutdown,
             changes,
+            metrics: Arc::clone(&self.metrics),
         };
         let outcome = match clock {
             Clock::Ticks(ticker) => self.run_poll(ticker, &mut waits).await?,
@@ -1045,6 +1046,7 @@ impl Monitor {
                     self.reload(Instant::now(), waits.service);
                 }
                 () = waits.service.watchdog_due() => waits.service.ping(),
+                () = waits.metrics.liveness.asked() => waits.metrics.liveness.answer(),
                 request = waits.shutdown.next() => match request {
                     Request::Stop => return Ok(Outcome::Stopped),
                     Request::Reload => self.reload(Instant::now(), waits.service),
@@ -1091,6 +1093,7 @@ impl Monitor {
                     self.reload(Instant::now(), waits.service);
                 }
                 () = waits.service.watchdog_due() => waits.service.ping(),
+                () = waits.metrics.liveness.asked() => waits.metrics.liveness.answer(),
                 request = waits.shutdown.next() => match request {
                     Request::Stop => return Ok(Outcome::Stopped),
                     Request::Reload => self.reload(Instant::now(), waits.service),
@@ -1105,11 +1108,13 @@ impl Monitor {
 }
 
 /// What the loops wait on besides their own source: the service manager's watchdog, the
-/// signals asking to stop or reload, and the changes followed.
+/// signals asking to stop or reload, the changes followed, and liveness questions.
 struct Waits<'a> {
     service: &'a mut Service,
     shutdown: &'a mut Shutdown,
     changes: Option<AsyncFd<OwnedFd>>,
+    /// `/healthz` asks the loop itself whether it runs.
+    metrics: Arc<Metrics>,
 }
 
 /// Until `deadline` (never, without one).

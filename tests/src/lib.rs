@@ -42,14 +42,17 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A process name no other test (or run) uses: `prefix` plus a counter and this test
-/// process's PID, cut to fit the kernel's 15-byte `comm`.
+/// A process name no other test (or run) uses: `prefix` plus this test process's PID and a
+/// counter, the prefix cut short where the whole would not fit the kernel's 15-byte `comm`
+/// (what makes the name unique is its end).
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let name = format!("{prefix}{}x{n}", std::process::id() % 100_000);
-    assert!(name.len() <= 15, "{name} does not fit in comm");
-    name
+    let unique = format!("{}x{n}", std::process::id() % 100_000);
+    let room = 15usize.saturating_sub(unique.len());
+    assert!(room >= 3, "{unique} leaves no room for a prefix");
+    let prefix = &prefix[..prefix.len().min(room)];
+    format!("{prefix}{unique}")
 }
 
 /// A directory for links named after targets, readable by every user (the unprivileged tests

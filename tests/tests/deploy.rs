@@ -195,6 +195,19 @@ fn the_daemonset_runs_at_its_own_priority_with_room_to_start_and_explicit_probes
         .as_i64()
         .expect("failureThreshold");
     assert!(0 < timeout && timeout < period && failures > 1, "{probe:?}");
+    // The probe asks the monitor's loop itself, on the metrics port, and gives it the time it
+    // is given to answer (2 s).
+    assert_eq!(
+        probe["httpGet"]["path"].as_str(),
+        Some("/healthz"),
+        "{probe:?}"
+    );
+    assert_eq!(
+        probe["httpGet"]["port"].as_str(),
+        Some("metrics"),
+        "{probe:?}"
+    );
+    assert!(timeout > 2, "{probe:?}");
     assert_eq!(
         container["securityContext"]["seccompProfile"]["type"].as_str(),
         Some("RuntimeDefault"),

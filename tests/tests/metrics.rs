@@ -103,6 +103,11 @@ fn metrics_count_what_the_monitor_does_and_promtool_accepts_them() {
         assert!(open_metrics.contains("# TYPE memory_monitor_breaches counter\n"));
 
         assert_eq!(get(&address, "/nothing").0, "HTTP/1.1 404 Not Found");
+        // The loop itself answers the liveness check.
+        assert_eq!(
+            get(&address, "/healthz"),
+            ("HTTP/1.1 200 OK".to_string(), "ok\n".to_string())
+        );
         assert!(monitor.stop().success());
     }
 }
@@ -218,9 +223,9 @@ fn a_port_in_use_is_a_clear_error_at_start() {
 #[test]
 fn every_rule_has_its_own_series_and_profile_writes_are_counted() {
     let (small, large) = (unique_name("mmm-sm"), unique_name("mmm-lg"));
-    let dir = std::env::temp_dir().join(unique_name("mmm-prof"));
+    let dir = std::env::temp_dir().join(unique_name("mmm-pd"));
     let rules = RulesFile::new(
-        "mmm-rules",
+        "mmm-rf",
         &format!(
             "[[rule]]\nname = \"small\"\nprefix = \"{small}\"\nmax-memory = \"32M\"\nsignal = \"USR1\"\nrepeat = \"never\"\nprofile-dir = \"{}\"\n\n\
              [[rule]]\nname = \"large\"\nprefix = \"{large}\"\nmax-memory = \"1G\"\nsignal = \"USR2\"\n",
