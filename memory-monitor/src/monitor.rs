@@ -26,7 +26,7 @@ use crate::metrics::{Metrics, RuleMetrics};
 use crate::policy::{Policy, Verdict};
 use crate::procfs::{ProcRoot, page_size};
 use crate::profile::{ProfileCounts, Profiler};
-use crate::rules::RuleSet;
+use crate::rules::{Rule, RuleSet};
 use crate::service::Service;
 use crate::signal::Signal;
 use crate::sink;
@@ -1033,24 +1033,11 @@ impl Monitor {
                         return Ok(Outcome::NothingLeft);
                     }
                 }
-                ready = changed(&waits.changes) => {
-                    ready.map_err(Error::Events)?;
-                    self.on_changes(Instant::now());
+                wake = waits.next(self.reload_at) => {
+                    if let Some(outcome) = self.on_wake(wake, waits)? {
+                        return Ok(outcome);
+                    }
                 }
-                () = at(self.reload_at) => {
-                    self.reload_at = None;
-                    tracing::info!(
-                        event = "rules_file_changed",
-                        "the rules file changed; reading it again"
-                    );
-                    self.reload(Instant::now(), waits.service);
-                }
-                () = waits.service.watchdog_due() => waits.service.ping(),
-                () = waits.metrics.liveness.asked() => waits.metrics.liveness.answer(),
-                request = waits.shutdown.next() => match request {
-                    Request::Stop => return Ok(Outcome::Stopped),
-                    Request::Reload => self.reload(Instant::now(), waits.service),
-                },
             }
         }
     }
@@ -1080,26 +1067,36 @@ impl Monitor {
                     expired.map_err(Error::Events)?;
                     self.handle_due(Instant::now());
                 }
-                ready = changed(&waits.changes) => {
-                    ready.map_err(Error::Events)?;
-                    self.on_changes(Instant::now());
+                wake = waits.next(self.reload_at) => {
+                    if let Some(outcome) = self.on_wake(wake, waits)? {
+                        return Ok(outcome);
+                    }
                 }
-                () = at(self.reload_at) => {
-                    self.reload_at = None;
-                    tracing::info!(
-                        event = "rules_file_changed",
-                        "the rules file changed; reading it again"
-                    );
-                    self.reload(Instant::now(), waits.service);
-                }
-                () = waits.service.watchdog_due() => waits.service.ping(),
-                () = waits.metrics.liveness.asked() => waits.metrics.liveness.answer(),
-                request = waits.shutdown.next() => match request {
-                    Request::Stop => return Ok(Outcome::Stopped),
-                    Request::Reload => self.reload(Instant::now(), waits.service),
-                },
             }
         }
+    }
+
+    /// Acts on what woke either loop besides its own source; `Some` when the run ends.
+    fn on_wake(&mut self, wake: Wake, waits: &mut Waits<'_>) -> Result<Option<Outcome>, Error> {
+        match wake {
+            Wake::Changed(ready) => {
+                ready.map_err(Error::Events)?;
+                self.on_changes(Instant::now());
+            }
+            Wake::RulesFileSettled => {
+                self.reload_at = None;
+                tracing::info!(
+                    event = "rules_file_changed",
+                    "the rules file changed; reading it again"
+                );
+                self.reload(Instant::now(), waits.service);
+            }
+            Wake::Watchdog => waits.service.ping(),
+            Wake::Liveness => waits.metrics.liveness.answer(),
+            Wake::Request(Request::Stop) => return Ok(Some(Outcome::Stopped)),
+            Wake::Request(Request::Reload) => self.reload(Instant::now(), waits.service),
+        }
+        Ok(None)
     }
 
     fn nothing_left(&self) -> bool {
@@ -1115,6 +1112,33 @@ struct Waits<'a> {
     changes: Option<AsyncFd<OwnedFd>>,
     /// `/healthz` asks the loop itself whether it runs.
     metrics: Arc<Metrics>,
+}
+
+/// What woke a loop besides its own source (see [`Waits::next`]).
+enum Wake {
+    /// Something followed changed.
+    Changed(std::io::Result<()>),
+    /// The changed rules file has settled: time to read it.
+    RulesFileSettled,
+    /// The service manager's watchdog wants its ping.
+    Watchdog,
+    /// `/healthz` asks whether the loop runs.
+    Liveness,
+    /// A signal asks to stop or reload.
+    Request(Request),
+}
+
+impl Waits<'_> {
+    /// Until one of them wakes the loop (`reload_at`: when a changed rules file is read).
+    async fn next(&mut self, reload_at: Option<Instant>) -> Wake {
+        tokio::select! {
+            ready = changed(&self.changes) => Wake::Changed(ready),
+            () = at(reload_at) => Wake::RulesFileSettled,
+            () = self.service.watchdog_due() => Wake::Watchdog,
+            () = self.metrics.liveness.asked() => Wake::Liveness,
+            request = self.shutdown.next() => Wake::Request(request),
+        }
+    }
 }
 
 /// Until `deadline` (never, without one).
@@ -1244,7 +1268,7 @@ fn target_of(rules: &RuleSet, watched: &Watched) -> Target {
 /// cgroups after a reload, so with one there is always something to follow.
 fn follow_changes(config: &Config) -> Option<Changes> {
     let rules = &config.rules;
-    let wanted = rules.uses_cgroups() || rules.limits_per_process() || config.source.file.is_some();
+    let wanted = rules.rules().iter().any(Rule::depends_on_cgroups) || config.source.file.is_some();
     if !wanted || config.once {
         return None;
     }

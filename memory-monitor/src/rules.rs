@@ -136,6 +136,12 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether what it makes of a process depends on the process's cgroup: it selects by
+    /// cgroup, or its limit is a share of the cgroup's.
+    pub fn depends_on_cgroups(&self) -> bool {
+        self.selector.cgroup.is_some() || self.limit.is_per_process()
+    }
+
     /// A rule named `name` with the seed's defaults: SIGTERM, re-signalled every 2 s while over.
     pub fn new(name: &str, selector: Selector, limit: SizeSpec) -> Rule {
         Rule {
@@ -207,10 +213,7 @@ impl RuleSet {
                 twice.name
             )));
         }
-        if rules
-            .iter()
-            .any(|rule| rule.selector.cgroup.is_some() || rule.limit.is_per_process())
-        {
+        if rules.iter().any(Rule::depends_on_cgroups) {
             cgroup::find_hierarchies();
         }
         let cgroup_present = rules.iter().map(cgroup_exists).collect();
@@ -239,13 +242,6 @@ impl RuleSet {
         self.rules
             .iter()
             .filter_map(|rule| rule.selector.cgroup.as_ref())
-    }
-
-    /// Whether what rule `index` makes of a process depends on its cgroup: it selects by
-    /// cgroup, or its limit is a share of the cgroup's.
-    pub fn depends_on_cgroups(&self, index: usize) -> bool {
-        let rule = &self.rules[index];
-        rule.selector.cgroup.is_some() || rule.limit.is_per_process()
     }
 
     /// Whether any rule's limit is a share of the process's cgroup's limit.
@@ -283,11 +279,6 @@ impl RuleSet {
         self.rules
             .iter()
             .any(|rule| rule.selector.selects_by_kind())
-    }
-
-    /// Whether any rule names a cgroup.
-    pub fn uses_cgroups(&self) -> bool {
-        self.rules.iter().any(|rule| rule.selector.cgroup.is_some())
     }
 
     /// The first rule that selects process `pid` named `comm`, and whether it selects it by

@@ -94,29 +94,18 @@ impl Watched {
             true => Some(proc.open_file(pid, "statm").map_err(io_gone)?),
             false => None,
         };
-        let mut stat_buf = [0u8; 1024];
-        let stat = proc
-            .read_file(pid, "stat", &mut stat_buf)
-            .map_err(io_gone)?;
-        let stat = procfs::parse_stat(stat).map_err(|_| AdmitError::Gone)?;
-        if stat.is_kernel_thread() {
-            return Err(AdmitError::Gone);
-        }
-        let comm = Comm::new(stat.comm);
-        let (rule, pinned) = rules
-            .select(proc, pid, comm.as_bytes(), cmdline_buf)
-            .ok_or(AdmitError::Gone)?;
+        let standing = Standing::read(proc, pid, rules, cmdline_buf)?;
         let watched = Watched {
             pid,
-            comm,
+            comm: standing.comm,
             pidfd,
             statm,
-            pinned,
-            rule,
-            limit: rules.limit_of(rule, proc, pid),
+            pinned: standing.pinned,
+            rule: standing.rule,
+            limit: standing.limit,
             seen: 0,
             limit_followed: false,
-            cgroup_print: cgroup_print(proc, pid, rules, rule),
+            cgroup_print: standing.cgroup_print,
             admitted_ns: monotonic_ns(),
             episode: Episode::Under,
             recheck: None,
@@ -216,29 +205,19 @@ impl Watched {
         now: Instant,
         renumbered: &dyn Fn(usize) -> Option<usize>,
     ) -> Result<(), AdmitError> {
-        let mut stat_buf = [0u8; 1024];
-        let stat = proc
-            .read_file(self.pid, "stat", &mut stat_buf)
-            .map_err(io_gone)?;
-        let stat = procfs::parse_stat(stat).map_err(|_| AdmitError::Gone)?;
-        let comm = Comm::new(stat.comm);
-        let (rule, pinned) = rules
-            .select(proc, self.pid, comm.as_bytes(), cmdline_buf)
-            .ok_or(AdmitError::Gone)?;
-        let limit = rules.limit_of(rule, proc, self.pid);
-        let print = cgroup_print(proc, self.pid, rules, rule);
+        let standing = Standing::read(proc, self.pid, rules, cmdline_buf)?;
         // Read by PID: all of it was this process's only if it still lives.
         if self.has_exited() {
             return Err(AdmitError::Gone);
         }
-        if renumbered(self.rule) != Some(rule) {
+        if renumbered(self.rule) != Some(standing.rule) {
             self.episode.rule_changed(now);
         }
-        self.comm = comm;
-        self.pinned = pinned;
-        self.rule = rule;
-        self.limit = limit;
-        self.cgroup_print = print;
+        self.comm = standing.comm;
+        self.pinned = standing.pinned;
+        self.rule = standing.rule;
+        self.limit = standing.limit;
+        self.cgroup_print = standing.cgroup_print;
         self.limit_followed = false;
         Ok(())
     }
@@ -300,10 +279,51 @@ fn monotonic_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
+/// What the rules make of a process now: its name, the rule that selects it and that rule's
+/// limit for it. Read by PID, so it is the process's own only while its pidfd says it lives.
+struct Standing {
+    comm: Comm,
+    rule: usize,
+    pinned: bool,
+    limit: u64,
+    cgroup_print: u64,
+}
+
+impl Standing {
+    /// Reads it for `pid`; `Err(AdmitError::Gone)` if it exited, is a kernel thread, or no
+    /// rule selects it.
+    fn read(
+        proc: &ProcRoot,
+        pid: i32,
+        rules: &RuleSet,
+        cmdline_buf: &mut [u8],
+    ) -> Result<Standing, AdmitError> {
+        let mut stat_buf = [0u8; 1024];
+        let stat = proc
+            .read_file(pid, "stat", &mut stat_buf)
+            .map_err(io_gone)?;
+        let stat = procfs::parse_stat(stat).map_err(|_| AdmitError::Gone)?;
+        if stat.is_kernel_thread() {
+            return Err(AdmitError::Gone);
+        }
+        let comm = Comm::new(stat.comm);
+        let (rule, pinned) = rules
+            .select(proc, pid, comm.as_bytes(), cmdline_buf)
+            .ok_or(AdmitError::Gone)?;
+        Ok(Standing {
+            comm,
+            rule,
+            pinned,
+            limit: rules.limit_of(rule, proc, pid),
+            cgroup_print: cgroup_print(proc, pid, rules, rule),
+        })
+    }
+}
+
 /// The fingerprint of process `pid`'s cgroups, when rule `rule` of `rules` depends on them
 /// (0 when it does not, or they cannot be read).
 fn cgroup_print(proc: &ProcRoot, pid: i32, rules: &RuleSet, rule: usize) -> u64 {
-    match rules.depends_on_cgroups(rule) {
+    match rules.get(rule).depends_on_cgroups() {
         true => read_cgroup_print(proc, pid),
         false => 0,
     }

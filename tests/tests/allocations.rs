@@ -63,15 +63,16 @@ fn steady_poll_cycles_allocate_nothing() {
 
     // Realtime signals queue, so every signal sent is counted exactly once by the target.
     let signal: Signal = "RTMIN+1".parse().unwrap();
-    let mut config = config_for(&name, signal, Some(Duration::from_secs(1)), 32 << 20);
+    let mut config = config_for(
+        &name,
+        signal,
+        Some(Duration::from_secs(1)),
+        SizeSpec::Bytes(32 << 20),
+    );
     config.mode = Mode::Poll;
     let mut monitor = Monitor::new(config).unwrap();
 
-    // Log as the binary does (into a sink), so formatting the breach lines is measured too.
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(std::io::sink)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = log_as_the_binary_does();
 
     let start = Instant::now();
     let warm_up = 3;
@@ -120,7 +121,7 @@ fn thousands_of_kernel_events_allocate_nothing() {
     let target_pid = target.pid();
 
     let signal: Signal = "RTMIN+2".parse().unwrap();
-    let mut config = config_for(&name, signal, None, limit);
+    let mut config = config_for(&name, signal, None, SizeSpec::Bytes(limit));
     config.mode = Mode::Ebpf;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -132,10 +133,7 @@ fn thousands_of_kernel_events_allocate_nothing() {
     monitor.cycle(Instant::now()).unwrap();
     assert_eq!(monitor.watched().len(), 1);
 
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(std::io::sink)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = log_as_the_binary_does();
 
     // Another thread swings the target across the limit and back, over and over.
     let done = Arc::new(AtomicBool::new(false));
@@ -189,19 +187,10 @@ fn admitting_processes_under_a_share_of_their_cgroup_limit_allocates_nothing() {
     // A limit worked out per process (its cgroup's files read, and followed for changes) and
     // processes that come and go: what a DaemonSet's rules do all day.
     let name = unique_name("mma-cg");
-    let mut rule = Rule::new(
-        "test",
-        Selector::name(Matcher::new(MatchMode::Prefix, &name).unwrap()),
-        SizeSpec::PercentOfCgroup(50.0),
-    );
-    rule.repeat = None;
-    let mut config = Config::new(RuleSet::new(vec![rule]).unwrap());
+    let mut config = config_for(&name, Signal::TERM, None, SizeSpec::PercentOfCgroup(50.0));
     config.mode = Mode::Poll;
     let mut monitor = Monitor::new(config).unwrap();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(std::io::sink)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = log_as_the_binary_does();
     // One look at /proc, with nothing to admit yet, warms the scan up.
     let start = Instant::now();
     monitor.cycle(start).unwrap();
@@ -222,10 +211,18 @@ fn admitting_processes_under_a_share_of_their_cgroup_limit_allocates_nothing() {
     assert_eq!(measured, 0, "{measured} allocations admitting 20 processes");
 }
 
-/// One rule: processes named `name*` over `limit` bytes get `signal`, again every `repeat`.
-fn config_for(name: &str, signal: Signal, repeat: Option<Duration>, limit: u64) -> Config {
+/// Logs as the binary does (into a sink), so formatting the event lines is measured too.
+fn log_as_the_binary_does() -> tracing::subscriber::DefaultGuard {
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::set_default(subscriber)
+}
+
+/// One rule: processes named `name*` over `limit` get `signal`, again every `repeat`.
+fn config_for(name: &str, signal: Signal, repeat: Option<Duration>, limit: SizeSpec) -> Config {
     let matcher = Matcher::new(MatchMode::Prefix, name).unwrap();
-    let mut rule = Rule::new("test", Selector::name(matcher), SizeSpec::Bytes(limit));
+    let mut rule = Rule::new("test", Selector::name(matcher), limit);
     rule.signal = signal;
     rule.repeat = repeat;
     Config::new(RuleSet::new(vec![rule]).unwrap())
