@@ -196,6 +196,9 @@ pub struct Target {
     children: Vec<i32>,
     /// Lines of `out.seen` already consumed as command answers.
     answered: usize,
+    /// A command was sent without waiting for its answer (see [`Target::start_growing`]):
+    /// its answer, if it ever comes, would be taken for the next command's.
+    unanswered: bool,
 }
 
 impl Target {
@@ -226,6 +229,7 @@ impl Target {
             pid,
             children: Vec::new(),
             answered: index + 1,
+            unanswered: false,
         }
     }
 
@@ -235,14 +239,37 @@ impl Target {
     }
 
     fn command(&mut self, command: &str, answer: &str) -> String {
-        writeln!(self.stdin, "{command}").expect("write command");
-        self.stdin.flush().expect("flush");
+        self.send(command);
         let (index, line) = self
             .out
             .wait_from(self.answered, |l| l.starts_with(answer))
             .unwrap_or_else(|| panic!("no answer to {command:?}"));
         self.answered = index + 1;
         line
+    }
+
+    fn send(&mut self, command: &str) {
+        assert!(
+            !self.unanswered,
+            "{command:?} sent after a command whose answer was not waited for"
+        );
+        writeln!(self.stdin, "{command}").expect("write command");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// Starts growing resident memory by `mib` MiB and returns at once, without waiting for
+    /// the target's answer: for a growth past a limit whose signal ends the target (SIGTERM,
+    /// or a kill after it), which may then never answer. The test waits for what the monitor
+    /// does instead (the signal, the exit, the profile, the log line). No command may follow.
+    pub fn start_growing(&mut self, mib: usize) {
+        self.send(&format!("grow {mib}"));
+        self.unanswered = true;
+    }
+
+    /// [`Target::start_growing`], with memory of a memfd (see [`Target::grow_memfd`]).
+    pub fn start_growing_memfd(&mut self, mib: usize) {
+        self.send(&format!("memfd {mib}"));
+        self.unanswered = true;
     }
 
     /// Grows resident memory by `mib` MiB; returns the RSS reported after.

@@ -136,6 +136,8 @@ fn an_exec_while_over_the_limit_is_one_breach() {
     target.exec(&name);
     assert!(target.wait_signal(signal), "{}", monitor.log_text());
     let pid = format!("pid={}", target.pid());
+    // The exec's own reports precede the breach's line: once it is in, they are counted.
+    monitor.expect_log(&["over the limit", &pid]);
     // A rename away from the name: the kernel reports it after the exec, so once its report
     // has come in, everything the exec caused has been handled.
     let renames = ["kernel event", pid.as_str(), "kind=rename"];
@@ -217,6 +219,8 @@ fn one_event_per_crossing_and_freeing_memory_rearms() {
 
         target.grow(48);
         assert!(target.wait_signal(USR1));
+        // The report came before the breach's line: once that line is in, so is the report.
+        monitor.expect_log(&["over the limit", &pid]);
         let near_before = monitor.count(&["kernel event", &pid, "kind=near"]);
         assert!(
             near_before >= 1,
@@ -253,6 +257,8 @@ fn one_event_per_crossing_and_freeing_memory_rearms() {
             [USR1; 3],
             "exactly one signal per crossing"
         );
+        // The third breach's line is logged after its signal is sent: wait for it.
+        monitor.expect_count(&["over the limit", &pid], 3);
         assert_eq!(monitor.count(&["over the limit", &pid]), 3);
         assert!(monitor.stop().success());
     }
@@ -285,10 +291,30 @@ fn repeats_and_kill_after_run_on_timers() {
     if !root_or_skip("repeats_and_kill_after_run_on_timers") {
         return;
     }
+    // Repeats: a real-time signal, so that each one sent is one received, however late the
+    // target takes them.
     let name = unique_name("mme-tm");
     let mut target = Target::spawn(&name);
+    let signal = libc::SIGRTMIN() + 1;
+    let repeats = [
+        "--mode", "ebpf", "-m", "32", "-s", "RTMIN+1", "--repeat", "100ms", "-v", &name,
+    ];
+    let mut monitor = start(&repeats);
+    target.grow(48);
+    assert!(
+        target.wait_signals(signal, 3),
+        "repeated; log:\n{}",
+        monitor.log_text()
+    );
+    assert_never_polled(&mut monitor);
+    assert!(monitor.stop().success());
+
+    // Kill after: the SIGTERMs are ignored, then SIGKILL, which may come before the target
+    // has said it grew or reported a SIGTERM: what is awaited is its death by SIGKILL.
+    let name = unique_name("mme-tk");
+    let mut target = Target::spawn(&name);
     target.ignore_term();
-    let args = [
+    let kill = [
         "--mode",
         "ebpf",
         "-m",
@@ -300,17 +326,25 @@ fn repeats_and_kill_after_run_on_timers() {
         "-v",
         &name,
     ];
-    let mut monitor = start(&args);
-    target.grow(48);
-    assert!(
-        target.wait_signals(libc::SIGTERM, 3),
-        "repeated; log:\n{}",
-        monitor.log_text()
-    );
+    let mut monitor = start(&kill);
+    target.start_growing(48);
     let status = target.wait_exit().expect("killed");
     use std::os::unix::process::ExitStatusExt as _;
-    assert_eq!(status.signal(), Some(libc::SIGKILL));
-    monitor.expect_log(&["after --kill-after", "signal=SIGKILL", "result=sent"]);
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "{}",
+        monitor.log_text()
+    );
+    let pid = format!("pid={}", target.pid());
+    monitor.expect_log(&["after --kill-after", &pid, "signal=SIGKILL", "result=sent"]);
+    // The kill came after the breach's own signal, which was sent.
+    assert_eq!(
+        monitor.count(&[r#"event="breach""#, &pid, "signal=SIGTERM", "result=sent"]),
+        1,
+        "{}",
+        monitor.log_text()
+    );
     assert_never_polled(&mut monitor);
     assert!(monitor.stop().success());
 }

@@ -14,14 +14,27 @@ fn args<'a>(rest: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// The files in `dir` whose names start with `prefix`.
+fn files_starting(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|path: &std::path::PathBuf| {
+        path.file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with(prefix))
+    });
+    files
+}
+
 #[test]
 fn exec_runs_once_per_breach_with_the_breach_in_its_environment() {
-    let out = std::env::temp_dir().join(format!("mm-exec-{}", std::process::id()));
-    let profiles = std::env::temp_dir().join(format!("mm-exec-profiles-{}", std::process::id()));
-    let _ = std::fs::remove_file(&out);
+    let dir = std::env::temp_dir().join(unique_name("mmh-exec"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let profiles = dir.join("profiles");
+    // Each run writes a file of its own aside and renames it into place: complete once there.
     let command = format!(
-        "echo \"$MM_PID $MM_NAME $MM_RSS_BYTES $MM_LIMIT_BYTES $MM_SIGNAL $MM_PROFILE $MM_RULE\" >> {}",
-        out.display()
+        "echo \"$MM_PID $MM_NAME $MM_RSS_BYTES $MM_LIMIT_BYTES $MM_SIGNAL $MM_PROFILE $MM_RULE\" > {0}/.run.$$ && mv {0}/.run.$$ {0}/run.$$",
+        dir.display()
     );
     let name = unique_name("mmh-exec");
     let mut target = Target::spawn(&name);
@@ -37,13 +50,17 @@ fn exec_runs_once_per_breach_with_the_breach_in_its_environment() {
         &name,
     ]));
     assert!(target.wait_signal(USR1), "{}", monitor.log_text());
-    assert!(wait_until(|| out.exists()), "{}", monitor.log_text());
+    assert!(
+        wait_until(|| !files_starting(&dir, "run.").is_empty()),
+        "{}",
+        monitor.log_text()
+    );
     // Repeats are not new breaches: still one run.
     monitor.expect_count(&["still over the limit"], 3);
-    let text = std::fs::read_to_string(&out).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 1, "{text}");
-    let fields: Vec<&str> = lines[0].split(' ').collect();
+    let runs = files_starting(&dir, "run.");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let text = std::fs::read_to_string(&runs[0]).unwrap();
+    let fields: Vec<&str> = text.trim_end().split(' ').collect();
     assert_eq!(fields[0], target.pid().to_string());
     assert_eq!(fields[1], name);
     assert!(fields[2].parse::<u64>().unwrap() > 32 << 20, "{text}");
@@ -55,8 +72,7 @@ fn exec_runs_once_per_breach_with_the_breach_in_its_environment() {
     );
     assert_eq!(fields[6], "command-line");
     assert!(monitor.stop().success());
-    std::fs::remove_file(&out).unwrap();
-    let _ = std::fs::remove_dir_all(&profiles);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -255,13 +271,7 @@ fn at_most_four_hooks_run_at_once_and_the_rest_wait_their_turn() {
         assert!(target.wait_signal(USR1), "{}", monitor.log_text());
     }
     monitor.expect_count(&["over the limit"], 6);
-    let count = |prefix: &str| {
-        std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
-            .count()
-    };
+    let count = |prefix: &str| files_starting(&dir, prefix).len();
     assert!(
         wait_until(|| count("started.") == 4),
         "{}",

@@ -59,19 +59,29 @@ fn under_limit_and_non_matching_processes_get_nothing() {
 
 #[test]
 fn repeats_every_interval_while_over_like_the_seed_and_stops_when_back_under() {
+    // A real-time signal: each one sent is one received, however late the target takes them
+    // (pending SIGUSR1s would merge into one).
+    let signal = libc::SIGRTMIN() + 1;
     let name = unique_name("mmp-rp");
     let mut target = Target::spawn(&name);
     target.grow(48);
-    let mut monitor = Monitor::start(&poll_args("32", &["-s", "USR1", &name]));
+    let mut monitor = Monitor::start(&poll_args("32", &["-s", "RTMIN+1", &name]));
     monitor.expect_more("still over the limit, signalled again", 3);
     target.shrink(40);
-    monitor.expect_log(&["back under the limit", &format!("pid={}", target.pid())]);
-    let count = target.signals().len();
-    assert!(count >= 4, "first signal and three repeats, got {count}");
+    let pid = format!("pid={}", target.pid());
+    monitor.expect_log(&["back under the limit", &pid]);
+    // Every signal the monitor sent was logged before it saw the process back under.
+    let sent = monitor.count(&[&pid, "result=sent"]);
+    assert!(sent >= 4, "first signal and three repeats, got {sent}");
+    assert!(
+        target.wait_signals(signal, sent),
+        "{sent} signals sent; log:\n{}",
+        monitor.log_text()
+    );
     monitor.expect_more("checked", 5);
     assert_eq!(
         target.signals().len(),
-        count,
+        sent,
         "no signal once under the limit"
     );
     target.grow(40);
@@ -149,14 +159,23 @@ fn kill_after_escalates_to_sigkill() {
     target.ignore_term();
     target.grow(48);
     let mut monitor = Monitor::start(&poll_args("32", &["--kill-after", "300ms", &name]));
-    assert!(
-        target.wait_signal(libc::SIGTERM),
-        "log:\n{}",
+    // The SIGKILL may come before the target has reported the SIGTERM it ignored: what is
+    // awaited is its death, then what the monitor says it sent.
+    let status = target.wait_exit().expect("the target is killed");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "{}",
         monitor.log_text()
     );
-    let status = target.wait_exit().expect("the target is killed");
-    assert_eq!(status.signal(), Some(libc::SIGKILL));
-    monitor.expect_log(&["after --kill-after", "signal=SIGKILL", "result=sent"]);
+    let pid = format!("pid={}", target.pid());
+    monitor.expect_log(&["after --kill-after", &pid, "signal=SIGKILL", "result=sent"]);
+    assert_eq!(
+        monitor.count(&[r#"event="breach""#, &pid, "signal=SIGTERM", "result=sent"]),
+        1,
+        "{}",
+        monitor.log_text()
+    );
     assert!(monitor.stop().success());
 }
 

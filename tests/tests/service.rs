@@ -102,11 +102,15 @@ fn under_systemd_it_says_ready_pings_the_watchdog_and_says_stopping() {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let name = unique_name("mms-svc");
-        let monitor = Monitor::start_with(&["--mode", mode, "-m", "1G", &name], |command| {
-            command
-                .env("NOTIFY_SOCKET", &path)
-                .env("WATCHDOG_USEC", "200000");
-        });
+        let mut monitor =
+            Monitor::start_with(&["--mode", mode, "-v", "-m", "1G", &name], |command| {
+                command
+                    .env("NOTIFY_SOCKET", &path)
+                    .env("WATCHDOG_USEC", "200000");
+            });
+        // READY=1 is sent just before start-up's end is logged: wait for the monitor to get
+        // there, however long a busy machine makes start-up take.
+        monitor.expect_log(&["start-up done"]);
         let ready = next(&socket).expect("no READY=1");
         assert_eq!(
             ready,
@@ -157,20 +161,26 @@ fn a_reload_says_reloading_then_ready_again_even_when_the_file_is_bad() {
         std::fs::write(&rules, &good).unwrap();
         let config = rules.display().to_string();
         // No watchdog: nothing but the notifications under test.
-        let monitor = Monitor::start_with(&["--mode", mode, "--config", &config], |command| {
-            command.env("NOTIFY_SOCKET", &path);
-        });
+        let mut monitor =
+            Monitor::start_with(&["--mode", mode, "-v", "--config", &config], |command| {
+                command.env("NOTIFY_SOCKET", &path);
+            });
+        // Sent just before start-up's end is logged (see above).
+        monitor.expect_log(&["start-up done"]);
         let ready = format!("READY=1\nSTATUS=watching 0 processes ({mode} mode)");
         assert_eq!(next(&socket).as_deref(), Some(ready.as_str()), "{mode}");
 
-        for file in [
+        let files = [
             good.as_str(),
             "[[rule]]\nname = \"app\"\nmax-memory = \"1G\"\n",
-        ] {
+        ];
+        for (reloads, file) in (1..).zip(files) {
             std::fs::write(&rules, file).unwrap();
             let before = monotonic_usec();
             // SAFETY: kill has no memory-safety preconditions.
             unsafe { libc::kill(monitor.pid(), libc::SIGHUP) };
+            // RELOADING=1 is sent before the reload, READY=1 right after its line is logged.
+            monitor.expect_count(&[r#"event="reload"#], reloads);
             let reloading = next(&socket).expect("no RELOADING=1");
             let after = monotonic_usec();
             let usec: u64 = reloading

@@ -5,6 +5,8 @@
 //!   Prometheus's promtool to check the metrics, moto's S3 server). Idempotent, and quick once done.
 //! - `run -- <args>`: set up, build the monitor (release) and run it with `<args>`.
 //! - `test`: set up, check formatting and lints, build, and run every test.
+//! - `test --stress N`: set up, build, and run the whole suite N times under CPU and memory
+//!   load (see `stress.rs`); not part of `test`.
 //! - `bench [--quick] [--step SIZE] [--pause DURATION]`: measure (see `bench.rs`); not a test.
 //! - `fuzz [--seconds N]`: fuzz the parsers of untrusted input (see `fuzz.rs`); not a test.
 //! - `dist`: build the release binary and write it, its man page, shell completions and the
@@ -12,6 +14,7 @@
 
 mod bench;
 mod fuzz;
+mod stress;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
@@ -49,7 +52,15 @@ fn xtask() -> Result<()> {
     match command.as_str() {
         "setup" => setup(),
         "run" => run(&rest),
-        "test" => test(),
+        "test" => match rest.as_slice() {
+            [] => test(),
+            [flag, value] if flag == "--stress" => {
+                let runs = stress::runs(value)?;
+                setup()?;
+                stress::run(runs)
+            }
+            _ => bail!("usage: cargo xtask test [--stress N]"),
+        },
         "dist" => dist(),
         "fuzz" => {
             let seconds = fuzz::seconds(&rest)?;
@@ -65,7 +76,7 @@ fn xtask() -> Result<()> {
             "usage: cargo xtask <setup | run -- <monitor args> | test | bench | dist | fuzz>\n\
              \n  setup   install nightly rust-src, bpf-linker, and the tests' go pprof, promtool and moto (idempotent)\
              \n  run     build the monitor (release) and run it, e.g. cargo xtask run -- -m 500 my-app\
-             \n  test    setup, fmt, clippy, build, and every test\
+             \n  test    setup, fmt, clippy, build, and every test; --stress N: the suite N times under load\
              \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)\
              \n  dist    release binary, man page, shell completions and service files in target/dist\
              \n  fuzz    fuzz the parsers of untrusted input, --seconds N each (default 60; not a test)"
@@ -129,6 +140,8 @@ fn setup() -> Result<()> {
     // pprof`; the service tests check the units with `systemd-analyze verify`.
     ensure_debian_package("go", "version", "golang-go")?;
     ensure_debian_package("systemd-analyze", "--version", "systemd")?;
+    // `test --stress` loads the machine with it.
+    ensure_debian_package("stress-ng", "--version", "stress-ng")?;
     ensure_promtool()?;
     ensure_moto_server()
 }

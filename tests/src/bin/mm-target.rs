@@ -97,14 +97,17 @@ fn main() {
             }
             (Some("thread"), Some(name)) => {
                 let name = std::ffi::CString::new(name).expect("name");
+                let (named, renamed) = std::sync::mpsc::channel();
                 std::thread::spawn(move || {
                     // SAFETY: PR_SET_NAME reads a NUL-terminated string; it names this thread.
                     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+                    let _ = named.send(());
                     loop {
                         std::thread::park();
                     }
                 });
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                // Answered once the thread has its name.
+                renamed.recv().expect("the thread names itself");
                 say(&format!("ok rss={}", rss()));
             }
             (Some("fork"), None) => fork_child(),
