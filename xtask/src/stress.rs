@@ -184,18 +184,30 @@ fn why(text: &str, name: &str) -> String {
         .unwrap_or_else(|| "no panic line".to_string())
 }
 
-/// The load: `stress-ng` in a process group of its own, ended with it when dropped.
+/// The load: `stress-ng`, asked to stop (it stops its workers) when dropped, and told to stop
+/// by the kernel should this process die first. It stays in this process's group, so a
+/// Ctrl-C reaches it too.
 struct Load(Child);
 
 impl Load {
     fn start() -> Result<Load> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let child = Command::new("stress-ng")
+        let mut command = Command::new("stress-ng");
+        command
             .args(["--cpu", &cores.to_string(), "--vm", "1"])
             .args(["--vm-bytes", CHURNED_MEMORY, "--quiet"])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .process_group(0)
+            .stdout(Stdio::null());
+        // SAFETY: between fork and exec: one system call, async-signal-safe.
+        unsafe {
+            command.pre_exec(
+                || match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                },
+            );
+        }
+        let child = command
             .spawn()
             .context("cannot start stress-ng (cargo xtask setup installs it)")?;
         eprintln!(
@@ -208,8 +220,8 @@ impl Load {
 
 impl Drop for Load {
     fn drop(&mut self) {
-        // SAFETY: kill has no memory-safety preconditions; the group is the load's own.
-        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        // SAFETY: kill has no memory-safety preconditions; the PID is our unreaped child's.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let _ = self.0.wait();
     }
 }
