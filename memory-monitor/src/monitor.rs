@@ -481,7 +481,12 @@ impl Monitor {
                     .get(pid)
                     .is_some_and(|watched| watched.was_watched_at(event.time_ns)) =>
             {
+                // Forgotten on both sides: the kernel side's exit program dropped its watch,
+                // but the slot count, the growth samples and the list are userspace's.
                 self.list.remove(pid);
+                if let Some(kernel) = self.kernel.as_mut() {
+                    kernel.forget(pid);
+                }
                 tracing::debug!(pid, "exited");
             }
             _ => {}

@@ -20,6 +20,10 @@ pub const COMM_LEN: usize = 15;
 /// and must never be signalled.
 const PF_KTHREAD: u32 = 0x0020_0000;
 
+/// `PF_EXITING`: the task has begun to exit (set before anything else of `do_exit`, so before
+/// the kernel reports the process's end).
+const PF_EXITING: u32 = 0x0000_0004;
+
 /// A `/proc` file that did not have the expected layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("malformed /proc/PID/{file}: {what}")]
@@ -71,6 +75,12 @@ impl Stat<'_> {
     /// Whether this is a kernel thread.
     pub fn is_kernel_thread(&self) -> bool {
         self.flags & PF_KTHREAD != 0
+    }
+
+    /// Whether the task has begun to exit. Of a process's leader: the process is ending, or
+    /// its leader has ended before its other threads (then it reads as a zombie, also gone).
+    pub fn is_exiting(&self) -> bool {
+        self.flags & PF_EXITING != 0
     }
 }
 
@@ -392,6 +402,18 @@ mod tests {
         let line = b"2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 2 0 0 \
                      18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 0 0 0 0\n";
         assert!(parse_stat(line).unwrap().is_kernel_thread());
+    }
+
+    #[test]
+    fn stat_flags_an_exiting_task() {
+        // 0x400104: PF_EXITING (0x4) among a user task's usual flags.
+        let exiting = b"77 (true) R 1 77 77 0 -1 4194564 0 0 0 0 0 0 0 0 20 0 1 0 9 0 0
+";
+        let running = b"77 (true) R 1 77 77 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 9 0 0
+";
+        assert!(parse_stat(exiting).unwrap().is_exiting());
+        assert!(!parse_stat(running).unwrap().is_exiting());
+        assert!(!parse_stat(running).unwrap().is_kernel_thread());
     }
 
     #[test]

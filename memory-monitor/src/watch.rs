@@ -86,6 +86,8 @@ impl Watched {
         cmdline_buf: &mut [u8],
         hold_statm: bool,
     ) -> Result<Watched, AdmitError> {
+        // Before anything is read: a process not yet exiting when read ends after this.
+        let admitted_ns = monotonic_ns();
         let pidfd = rustix::process::pidfd_open(
             Pid::from_raw(pid).ok_or(AdmitError::Gone)?,
             PidfdFlags::empty(),
@@ -106,7 +108,7 @@ impl Watched {
             seen: 0,
             limit_followed: false,
             cgroup_print: standing.cgroup_print,
-            admitted_ns: monotonic_ns(),
+            admitted_ns,
             episode: Episode::Under,
             recheck: None,
         };
@@ -303,7 +305,10 @@ impl Standing {
             .read_file(pid, "stat", &mut stat_buf)
             .map_err(io_gone)?;
         let stat = procfs::parse_stat(stat).map_err(|_| AdmitError::Gone)?;
-        if stat.is_kernel_thread() {
+        // An exiting process is gone already: the kernel side may have reported its end
+        // before this read (its leader is marked exiting first), and a record made now would
+        // outlive that report.
+        if stat.is_kernel_thread() || stat.is_exiting() {
             return Err(AdmitError::Gone);
         }
         let comm = Comm::new(stat.comm);

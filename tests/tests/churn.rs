@@ -107,3 +107,98 @@ fn churn_in_ebpf_mode() {
         run("ebpf");
     }
 }
+
+/// The kernel side's counts of watched processes per slot (`WATCH_SLOTS`), read from the map
+/// the monitor `pid` holds: (slot, count) for every slot that counts one.
+fn counted_slots(pid: i32) -> Vec<(u32, u32)> {
+    let id = memory_monitor_tests::bpf_objects_of(pid)
+        .into_iter()
+        .filter(|(kind, _)| kind == "map_id")
+        .find(|(_, id)| {
+            aya::maps::MapInfo::from_id(*id)
+                .is_ok_and(|info| info.name_as_str() == Some("WATCH_SLOTS"))
+        })
+        .map(|(_, id)| id)
+        .expect("the monitor holds WATCH_SLOTS");
+    let map = aya::maps::MapData::from_id(id).expect("open WATCH_SLOTS");
+    let slots = aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(map)).unwrap();
+    slots
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, count)| {
+            let count = count.expect("read a slot");
+            (count != 0).then_some((slot as u32, count))
+        })
+        .collect()
+}
+
+#[test]
+fn in_ebpf_mode_watched_processes_that_exit_are_forgotten_on_both_sides() {
+    if !root_or_skip("in_ebpf_mode_watched_processes_that_exit_are_forgotten_on_both_sides") {
+        return;
+    }
+    // 100,000 processes named like the rule come and go (each exec'd, admitted when the
+    // monitor gets to it, and gone); small tables, so that anything not forgotten overflows.
+    const EXITS: u64 = 100_000;
+    let prefix = unique_name("mmz-");
+    let mut monitor = Monitor::start(&[
+        "--mode",
+        "ebpf",
+        "-m",
+        "32M",
+        "-s",
+        "USR1",
+        "--repeat",
+        "never",
+        "--max-processes",
+        "64",
+        &prefix,
+    ]);
+    monitor.expect_log(&["watching", "mode=ebpf"]);
+    let before = anonymous_kib(monitor.pid());
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicU64::new(0));
+    let churners: Vec<_> = (0..2)
+        .map(|n| {
+            let (stop, started, name) = (stop.clone(), started.clone(), format!("{prefix}{n}"));
+            std::thread::spawn(move || churn(name, stop, started))
+        })
+        .collect();
+    while started.load(Ordering::Relaxed) < EXITS {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for churner in churners {
+        churner.join().unwrap();
+    }
+    // A real breach after them all: its exec is reported after every exit before it, so once
+    // it is signalled, they have all been handled.
+    let mut target = Target::spawn(&format!("{prefix}t"));
+    target.grow(48);
+    assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
+    let counted = counted_slots(monitor.pid());
+    let slot_mask = 4095; // 64 processes: the smallest table, 4096 slots
+    let total: u32 = counted.iter().map(|(_, count)| count).sum();
+    assert!(
+        counted == [(target.pid() as u32 & slot_mask, 1)],
+        "only the live target is to be counted on the kernel side, not {total} processes in {} slots: {:?}…",
+        counted.len(),
+        &counted[..counted.len().min(8)]
+    );
+    let after = anonymous_kib(monitor.pid());
+    assert!(
+        after <= before + 512,
+        "anonymous RSS {before} KiB -> {after} KiB"
+    );
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(monitor.pid(), libc::SIGTERM) };
+    assert!(monitor.wait().success(), "the monitor survived");
+    let stopped = monitor.expect_log(&[r#"event="stop""#]);
+    assert!(stopped.contains(" allocations=0 "), "{stopped}");
+    assert_eq!(
+        monitor.count(&["WARN"]),
+        1,
+        "only the breach: nothing skipped or lost; {}",
+        monitor.log_text()
+    );
+}
