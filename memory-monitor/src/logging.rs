@@ -18,7 +18,42 @@ use tracing_subscriber::fmt::format::{self, DefaultVisitor, FormatEvent, FormatF
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::{LogFormat, LogSettings};
+use crate::choice::{self, Choice};
+
+/// Log verbosity and format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    /// 0 = info (start line and breaches), +1 per `-v`, -1 per `-q`.
+    pub verbosity: i8,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines with key=value fields.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Choice for LogFormat {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            LogFormat::Text,
+            "text",
+            "Human-readable lines with key=value fields",
+        ),
+        (LogFormat::Json, "json", "One JSON object per line"),
+    ];
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        choice::write_name(*self, f)
+    }
+}
 
 /// Installs the global subscriber for `settings`.
 pub fn init(settings: LogSettings) {

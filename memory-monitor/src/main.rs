@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use memory_monitor::Outcome;
-use memory_monitor::config::{self, Parsed};
+use memory_monitor::cli::{self, Parsed};
 
 /// Counting lets the monitor say, when it stops, how many heap allocations it made after
 /// start-up (none is the aim).
@@ -15,7 +15,7 @@ static ALLOCATOR: memory_monitor::footprint::CountingAllocator =
 const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let settings = match config::parse_args(std::env::args_os()) {
+    let settings = match cli::parse_args(std::env::args_os()) {
         Ok(Parsed::Run(settings)) => settings,
         Ok(Parsed::Print(text)) => {
             print!("{text}");

@@ -7,13 +7,12 @@
 
 use std::fmt;
 
-use clap::ValueEnum;
 use regex::bytes::Regex;
 
 use crate::procfs::{COMM_LEN, Escaped, argv0_basename};
 
 /// How NAME is compared with processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatchMode {
     /// The process name starts with NAME (the seed's behaviour).
     Prefix,
@@ -23,6 +22,27 @@ pub enum MatchMode {
     Regex,
     /// NAME appears in the full command line (arguments joined by spaces).
     Cmdline,
+}
+
+impl crate::choice::Choice for MatchMode {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            MatchMode::Prefix,
+            "prefix",
+            "The process name starts with NAME (the seed's behaviour)",
+        ),
+        (MatchMode::Exact, "exact", "The process name is NAME"),
+        (
+            MatchMode::Regex,
+            "regex",
+            "The process name matches the regular expression NAME",
+        ),
+        (
+            MatchMode::Cmdline,
+            "cmdline",
+            "NAME appears in the full command line (arguments joined by spaces)",
+        ),
+    ];
 }
 
 /// A name that cannot select anything.

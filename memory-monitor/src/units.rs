@@ -178,6 +178,15 @@ impl fmt::Display for Period {
     }
 }
 
+/// A percentage from 0% to 100% (the `%` optional).
+pub fn parse_percent(text: &str) -> Result<u32, String> {
+    let number = text.trim().trim_end_matches('%').trim();
+    match number.parse::<u32>() {
+        Ok(percent @ 0..=100) => Ok(percent),
+        _ => Err(format!("'{text}' is not a percentage from 0% to 100%")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

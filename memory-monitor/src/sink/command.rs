@@ -39,7 +39,7 @@ impl CommandWriter {
                 ("MM_LIMIT_BYTES", about.limit.to_string()),
             ]);
         }
-        crate::hook::run_shell(&self.command, &env, profile, TIMEOUT).map_err(Into::into)
+        crate::shell::run_shell(&self.command, &env, profile, TIMEOUT).map_err(Into::into)
     }
 }
 

@@ -42,7 +42,7 @@ const DISCOVERY: [(&str, &str, &str); 5] = [
 ];
 
 /// How the RSS program attaches to `kmem:rss_stat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attach {
     /// tp-btf where the kernel's BTF describes what it reads (the cheaper: no tracepoint
     /// record is filled in), else tracepoint.
@@ -54,11 +54,29 @@ pub enum Attach {
     TpBtf,
 }
 
+impl crate::choice::Choice for Attach {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            Attach::Auto,
+            "auto",
+            "tp-btf where the kernel's BTF describes what it reads (the cheaper: no tracepoint record is filled in), else tracepoint",
+        ),
+        (
+            Attach::Tracepoint,
+            "tracepoint",
+            "A classic tracepoint: the kernel fills in the tracepoint's record, the program reads it",
+        ),
+        (
+            Attach::TpBtf,
+            "tp-btf",
+            "A BTF-typed raw tracepoint (`tp_btf`): the program gets the tracepoint's arguments and reads the counter itself, at offsets found in the kernel's BTF",
+        ),
+    ];
+}
+
 impl std::fmt::Display for Attach {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use clap::ValueEnum as _;
-        let value = self.to_possible_value().expect("no skipped values");
-        f.write_str(value.get_name())
+        crate::choice::write_name(*self, f)
     }
 }
 

@@ -1,0 +1,841 @@
+//! The command line: the one part of the library that knows clap. It parses the options into
+//! a [`RuleSpec`] (built and checked by the rules, as a rules file's are) and a [`Config`].
+//!
+//! Every invocation the seed (mnutt/memory-monitor) accepts means the same here: `-m 500` is
+//! 500 MiB, `-i 3` is three seconds, `-s SIGUSR1` a signal, `<name>` a prefix of the process
+//! name, and a process still over its limit is signalled again every interval.
+
+mod manual;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::{ArgAction, CommandFactory as _, Parser};
+
+use crate::cgroup::CgroupPath;
+use crate::choice::Choice;
+use crate::config::{Config, DEFAULT_MAX_PROCESSES, Hardening, Mode, RulesSource};
+use crate::logging::{LogFormat, LogSettings};
+use crate::matcher::{MatchMode, Matcher};
+use crate::rules::{COMMAND_LINE_RULE, Defaults, Pinned, Repeat, Rule, RuleSet, RuleSpec};
+use crate::signal::Signal;
+use crate::sink::SinkSpec;
+use crate::source::ebpf::Attach;
+use crate::units::{self, SizeSpec};
+
+/// A command line or setting that cannot work, with one line saying why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// What `--help` and `--version` print instead of running.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Run with these settings.
+    Run(Box<Settings>),
+    /// Print this (help or version text) on stdout and exit 0.
+    Print(String),
+}
+
+/// Everything the command line asks for: the monitor's [`Config`] and how to log.
+#[derive(Debug)]
+pub struct Settings {
+    /// What to watch and what to do.
+    pub config: Config,
+    /// How to log.
+    pub log: LogSettings,
+    /// `--check-config`: only check, print the rules and exit.
+    pub check_only: bool,
+}
+
+const ABOUT: &str = "Signal processes before the kernel's OOM killer has to: watch the resident memory (RSS) \
+of every process whose name matches, and send a signal (SIGTERM by default) to any that goes over \
+its limit so it can restart gracefully.";
+
+/// Command lines and what they do, for `--help` and the man page.
+const EXAMPLES: [(&str, &str); 4] = [
+    (
+        "memory-monitor -m 500 my-app",
+        "SIGTERM any my-app* process over 500 MiB",
+    ),
+    (
+        "memory-monitor -m 2G -s USR1 -i 250ms worker",
+        "SIGUSR1, checked 4 times a second",
+    ),
+    (
+        "memory-monitor -m 10% --kill-after 30s api",
+        "SIGTERM at 10% of RAM, SIGKILL 30 s later",
+    ),
+    (
+        "memory-monitor -m 1G --pid 4242 --once",
+        "check one process once; exit 1 if over",
+    ),
+];
+
+/// What `--help` says after the options: the examples, then the notes (the man page has
+/// sections of its own for the same).
+fn after_help() -> String {
+    let mut text = String::from("Examples:\n");
+    for (command, what) in EXAMPLES {
+        text += &format!("  {command:<45} {what}\n");
+    }
+    text + "
+Sizes are binary: 1M = 1 MiB. A bare number is MiB and a bare duration is seconds, as in the
+original memory-monitor, whose every command line means the same here.
+
+Exit status: 0 stopped by SIGINT/SIGTERM (or --once found nothing over), 1 runtime failure (or
+--once found a process over its limit), 2 bad command line."
+}
+
+/// The command line (see `memory-monitor --help`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "memory-monitor",
+    version,
+    about = ABOUT,
+    after_help = after_help(),
+    max_term_width = 100
+)]
+struct Cli {
+    /// Process name to watch: every process whose name (the kernel's 15-byte `comm`) starts
+    /// with NAME, unless --match says otherwise. Names longer than 15 bytes are compared with
+    /// the program name in the process's command line.
+    #[arg(value_name = "NAME", required_unless_present_any = ["pids", "generate", "cgroup", "config"])]
+    name: Option<String>,
+
+    /// Memory limit: 500 (MiB), 512K, 500M, 2G, 1.5GiB, 25% of total RAM, or "90% of cgroup"
+    /// (of the memory limit of each process's cgroup). A process whose RSS goes over it is
+    /// signalled.
+    #[arg(short = 'm', long, value_name = "SIZE", value_parser = units::parse_size, required_unless_present_any = ["generate", "config"])]
+    max_memory: Option<SizeSpec>,
+
+    /// How often to check in poll mode: 2 (seconds), 0.5, 250ms, 1m.
+    #[arg(short, long, value_name = "DURATION", default_value = "2", value_parser = units::parse_duration)]
+    interval: Duration,
+
+    /// Signal to send: a name with or without SIG in any case (TERM, sigusr1, RTMIN+3) or a
+    /// number. Default: SIGTERM.
+    #[arg(short, long, value_name = "SIG", value_parser = SignalParser, hide_possible_values = true)]
+    signal: Option<Signal>,
+
+    /// How NAME selects processes: prefix (of the name, as the original tool), exact (the
+    /// whole name), regex (a regular expression on the name), cmdline (NAME appears anywhere in
+    /// the full command line).
+    #[arg(long = "match", value_name = "HOW", value_parser = ChoiceParser::<MatchMode>::new(), default_value = "prefix")]
+    match_mode: MatchMode,
+
+    /// Also watch this process, whatever its name (repeatable). NAME is optional with --pid.
+    #[arg(long = "pid", value_name = "PID", value_parser = parse_pid, action = ArgAction::Append)]
+    pids: Vec<i32>,
+
+    /// Watch the processes of this cgroup (v2) and the cgroups below it: a systemd unit
+    /// (/system.slice/nginx.service) or a container. With NAME, only those of its processes
+    /// whose name matches. The path is as /proc/PID/cgroup shows it, or the directory under
+    /// the cgroup mount.
+    #[arg(long, value_name = "PATH", value_parser = parse_cgroup)]
+    cgroup: Option<CgroupPath>,
+
+    /// Read rules from this TOML file: several rules, each with its own match, limit, signal
+    /// and actions; the first rule that matches a process applies. The command line's NAME,
+    /// --pid or --cgroup make one more rule, checked first. SIGHUP reads the file again (a bad
+    /// file keeps the rules in force). See the README for the format.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Read the rules file again whenever it changes (an editor saving it, a Kubernetes
+    /// ConfigMap updated), as on SIGHUP: a file that cannot be used keeps the rules in force.
+    #[arg(long, requires = "config")]
+    watch_config: bool,
+
+    /// Check the command line and the rules file, print the rules, and exit: 0 if they are
+    /// good, 2 (with the reason) if not.
+    #[arg(long)]
+    check_config: bool,
+
+    /// Serve Prometheus metrics over HTTP at this address, on /metrics: 127.0.0.1:9477,
+    /// [::]:9477, or :9477 (every interface).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_address)]
+    metrics_addr: Option<SocketAddr>,
+
+    /// Signal a process that stays over the limit again this long after the last signal, or
+    /// `never`. Default: the interval.
+    #[arg(long, value_name = "DURATION|never", value_parser = Repeat::parse, conflicts_with = "once")]
+    repeat: Option<Repeat>,
+
+    /// Send SIGKILL to a process still over the limit this long after its first signal.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, conflicts_with = "once")]
+    kill_after: Option<Duration>,
+
+    /// Log what would be signalled, but send nothing.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Check once and exit: 0 if no process was over its limit, 1 if one was.
+    #[arg(long)]
+    once: bool,
+
+    /// How RSS changes are learned: auto (eBPF when the host allows it — root, or CAP_BPF and
+    /// CAP_PERFMON — else polling, with the reason logged once), ebpf (fail if it cannot run),
+    /// poll (read /proc every interval).
+    #[arg(long, value_name = "MODE", value_parser = ChoiceParser::<Mode>::new(), default_value = "auto")]
+    mode: Mode,
+
+    /// eBPF mode: the kernel sends the signal itself, in the process's own context, the moment
+    /// its RSS (by the kernel's approximate counters) passes the limit, so the signal is
+    /// pending before the process allocates further. Userspace still confirms, logs, repeats
+    /// and escalates.
+    #[arg(long, conflicts_with = "dry_run")]
+    kernel_signal: bool,
+
+    /// eBPF mode: how the RSS program attaches to kmem:rss_stat: tp-btf (a BTF-typed raw
+    /// tracepoint, the cheaper; needs the kernel's BTF), tracepoint (a classic tracepoint), or
+    /// auto (tp-btf where possible)
+    #[arg(long, value_name = "HOW", value_parser = ChoiceParser::<Attach>::new(), default_value = "auto")]
+    attach: Attach,
+
+    /// On breach, write a memory profile (pprof, gzip: which mappings hold the memory) of the
+    /// process into this directory, before the signal. Short for --profile-to dir:PATH.
+    #[arg(long, value_name = "PATH")]
+    profile_dir: Option<std::path::PathBuf>,
+
+    /// On breach, hand a memory profile to: dir:PATH (a file), cmd:COMMAND (run with the
+    /// profile on stdin and MM_PROFILE_NAME, MM_PID, MM_NAME, MM_RSS_BYTES, MM_LIMIT_BYTES in
+    /// its environment), http(s)://HOST/PATH (PUT to the URL plus the name), or
+    /// s3://BUCKET/PREFIX (credentials, region and endpoint from the AWS_* environment).
+    #[arg(long, value_name = "DEST")]
+    profile_to: Option<SinkSpec>,
+
+    /// The longest a breach's signal waits for the profile to be captured; past it the signal
+    /// goes first. [default: 50ms]
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    profile_budget: Option<Duration>,
+
+    /// eBPF mode: once a process is above this share of its limit, sample the code paths
+    /// that grow its memory (one stack per 256 KiB grown), so its profile names the code that
+    /// grew it: 80%, 50%, 0% (from the start). [default: 80%]
+    #[arg(long, value_name = "PERCENT", value_parser = units::parse_percent)]
+    profile_at: Option<u32>,
+
+    /// Run this shell command on each breach, after the signal, with MM_PID, MM_NAME,
+    /// MM_RSS_BYTES, MM_LIMIT_BYTES, MM_SIGNAL, MM_PROFILE (the profile's name, if any) and
+    /// MM_RULE (the rule's name) in its environment. At most 4 run at once; none holds up the
+    /// monitor.
+    #[arg(long, value_name = "COMMAND")]
+    exec: Option<String>,
+
+    /// Kill an --exec command still running after this long. [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    exec_timeout: Option<Duration>,
+
+    /// The monitor's own OOM score adjustment (-1000 to 1000): the OOM killer should take the
+    /// monitor last, yet still be able to take a monitor gone wrong.
+    #[arg(long, value_name = "N", default_value_t = crate::harden::DEFAULT_OOM_SCORE_ADJ, value_parser = clap::value_parser!(i32).range(-1000..=1000), allow_negative_numbers = true)]
+    oom_score_adj: i32,
+
+    /// Most processes to watch at once; beyond it new matches are skipped (with one warning).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROCESSES, value_parser = parse_capacity)]
+    max_processes: usize,
+
+    /// Log more: -v each check, -vv everything.
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Log less: -q warnings and errors only, -qq errors only.
+    #[arg(short, long, action = ArgAction::Count)]
+    quiet: u8,
+
+    /// Print documentation generated from this command line: a man page (man) or shell
+    /// completions (bash, zsh, fish). Used by `cargo xtask dist`.
+    #[arg(long, value_name = "WHAT", value_enum, hide = true, exclusive = true)]
+    generate: Option<Generate>,
+
+    /// Log line format on stderr.
+    #[arg(long, value_name = "FORMAT", value_parser = ChoiceParser::<LogFormat>::new(), default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// `--generate`: what to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Generate {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Generate {
+    /// The man page or completion script for the command line.
+    fn text(self) -> String {
+        let mut command = Cli::command();
+        let mut out = Vec::new();
+        let shell = match self {
+            Generate::Man => return manual::render(command, &EXAMPLES),
+            Generate::Bash => clap_complete::Shell::Bash,
+            Generate::Zsh => clap_complete::Shell::Zsh,
+            Generate::Fish => clap_complete::Shell::Fish,
+        };
+        clap_complete::generate(shell, &mut command, "memory-monitor", &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// A setting with named values ([`Choice`]), parsed by name, with each value and what it
+/// means offered to the help, the man page and shell completion.
+#[derive(Debug, Clone, Copy)]
+struct ChoiceParser<T>(std::marker::PhantomData<T>);
+
+impl<T> ChoiceParser<T> {
+    fn new() -> Self {
+        ChoiceParser(std::marker::PhantomData)
+    }
+}
+
+impl<T: Choice + Send + Sync + Clone> TypedValueParser for ChoiceParser<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let names: Vec<&str> = T::ALL.iter().map(|(_, name, _)| *name).collect();
+        clap::builder::PossibleValuesParser::new(names)
+            .map(|name| T::parse(&name).expect("one of its names"))
+            .parse_ref(command, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(T::ALL.iter().map(|(_, name, help)| {
+            PossibleValue::new(*name).help(*help)
+        })))
+    }
+}
+
+/// `--signal`: parsed as [`Signal`] parses (any name, any case, a number, `RTMIN+3`), with
+/// the names offered to shell completion; offering them restricts nothing.
+#[derive(Debug, Clone, Copy)]
+struct SignalParser;
+
+impl TypedValueParser for SignalParser {
+    type Value = Signal;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Signal, clap::Error> {
+        clap::builder::StringValueParser::new()
+            .try_map(|text| text.parse::<Signal>())
+            .parse_ref(command, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(crate::signal::names().map(PossibleValue::new)))
+    }
+}
+
+fn parse_cgroup(text: &str) -> Result<CgroupPath, String> {
+    let path = CgroupPath::parse(text).map_err(|e| e.to_string())?;
+    match path.directory() {
+        Ok(dir) if dir.is_dir() => Ok(path),
+        Ok(dir) => Err(format!("no such cgroup ({} does not exist)", dir.display())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let full = match text.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => text.to_string(),
+    };
+    full.parse()
+        .map_err(|_| format!("'{text}' is not an address and port (like 127.0.0.1:9477 or :9477)"))
+}
+
+fn parse_capacity(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n @ 1..=1_000_000) => Ok(n),
+        _ => Err(format!("'{text}' is not a number from 1 to 1000000")),
+    }
+}
+
+fn parse_pid(text: &str) -> Result<i32, String> {
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a process ID"))?;
+    if pid <= 0 {
+        return Err(format!("'{text}' is not a process ID"));
+    }
+    if pid == 1 {
+        return Err("PID 1 (init) is never signalled".to_string());
+    }
+    if pid == std::process::id() as i32 {
+        return Err(format!("{pid} is this monitor itself"));
+    }
+    if rustix::process::getppid().is_some_and(|parent| parent.as_raw_nonzero().get() == pid) {
+        return Err(format!(
+            "{pid} is this monitor's parent, which is never signalled"
+        ));
+    }
+    Ok(pid)
+}
+
+/// Parses a command line (`args[0]` is the program name).
+pub fn parse_args<I, T>(args: I) -> Result<Parsed, UsageError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            return Ok(Parsed::Print(error.render().to_string()));
+        }
+        Err(error) => return Err(UsageError(one_line(&error.render().to_string()))),
+    };
+    if let Some(generate) = cli.generate {
+        return Ok(Parsed::Print(generate.text()));
+    }
+    let settings = cli.into_settings()?;
+    if settings.check_only {
+        return Ok(Parsed::Print(describe_rules(&settings.config.rules)));
+    }
+    Ok(Parsed::Run(Box::new(settings)))
+}
+
+/// clap explains an error in paragraphs (the problem, tips, usage); the first paragraph is the
+/// problem, joined here onto one line without its `error: ` tag.
+fn one_line(rendered: &str) -> String {
+    let first = rendered.split("\n\n").next().unwrap_or(rendered);
+    let joined = first.split_whitespace().collect::<Vec<_>>().join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
+impl Cli {
+    fn into_settings(self) -> Result<Settings, UsageError> {
+        let usage = |message: &str| UsageError(message.to_string());
+        let command_line = self.command_line_rule()?;
+        let source = RulesSource {
+            command_line,
+            file: self.config.clone(),
+            defaults: Some(self.defaults()),
+            watch: self.watch_config,
+        };
+        let rules = source.load().map_err(|e| UsageError(e.to_string()))?;
+        if self.kernel_signal && self.mode == Mode::Poll {
+            return Err(usage("--kernel-signal needs eBPF mode, not --mode poll"));
+        }
+        let verbosity = self.verbose.min(2) as i8 - self.quiet.min(2) as i8;
+        Ok(Settings {
+            config: Config {
+                rules,
+                source,
+                interval: self.interval,
+                dry_run: self.dry_run,
+                once: self.once,
+                max_processes: self.max_processes,
+                mode: self.mode,
+                kernel_signal: self.kernel_signal,
+                attach: self.attach,
+                metrics_addr: self.metrics_addr,
+                harden: Some(Hardening {
+                    oom_score_adj: self.oom_score_adj,
+                }),
+            },
+            log: LogSettings {
+                verbosity,
+                format: self.log_format,
+            },
+            check_only: self.check_config,
+        })
+    }
+
+    /// The rule NAME, --pid and --cgroup make with the options that shape a rule; none when
+    /// they are not given (then a rules file must be).
+    fn command_line_rule(&self) -> Result<Option<Rule>, UsageError> {
+        let selects = self.name.is_some() || !self.pids.is_empty() || self.cgroup.is_some();
+        if !selects {
+            let rule_options = [
+                ("--max-memory", self.max_memory.is_some()),
+                ("--signal", self.signal.is_some()),
+                ("--repeat", self.repeat.is_some()),
+                ("--kill-after", self.kill_after.is_some()),
+                ("--exec", self.exec.is_some()),
+                ("--exec-timeout", self.exec_timeout.is_some()),
+                ("--profile-dir", self.profile_dir.is_some()),
+                ("--profile-to", self.profile_to.is_some()),
+                ("--profile-budget", self.profile_budget.is_some()),
+                ("--profile-at", self.profile_at.is_some()),
+            ];
+            if let Some((option, _)) = rule_options.iter().find(|(_, given)| *given) {
+                return Err(UsageError(format!(
+                    "{option} shapes the command line's rule, which needs NAME, --pid or --cgroup; with --config alone, set it in the rules file"
+                )));
+            }
+            return Ok(None);
+        }
+        let matcher = match &self.name {
+            Some(name) => {
+                Some(Matcher::new(self.match_mode, name).map_err(|e| UsageError(e.to_string()))?)
+            }
+            None => None,
+        };
+        let spec = RuleSpec {
+            name: COMMAND_LINE_RULE.to_string(),
+            matcher,
+            cgroup: self.cgroup.clone(),
+            pids: self.pinned()?,
+            max_memory: self.max_memory,
+            signal: self.signal,
+            repeat: self.repeat,
+            kill_after: self.kill_after,
+            exec: self.exec.clone(),
+            exec_timeout: self.exec_timeout,
+            profile_dir: self.profile_dir.clone(),
+            profile_to: self.profile_to.clone(),
+            profile_budget: self.profile_budget,
+            profile_at: self.profile_at,
+        };
+        spec.build(self.defaults())
+            .map(Some)
+            .map_err(|e| UsageError(e.as_options()))
+    }
+
+    /// What the rules take from the command line when they do not say.
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            repeat: Some(self.interval),
+        }
+    }
+
+    /// The `--pid` processes, each known from now on by its PID and start time.
+    fn pinned(&self) -> Result<Vec<Pinned>, UsageError> {
+        if self.pids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let proc = crate::procfs::ProcRoot::open()
+            .map_err(|e| UsageError(format!("--pid: cannot read /proc: {e}")))?;
+        let mut pids = self
+            .pids
+            .iter()
+            .map(|&pid| {
+                Pinned::now(&proc, pid).ok_or_else(|| {
+                    UsageError(format!(
+                        "invalid value '{pid}' for '--pid <PID>': no such process"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        pids.sort_unstable_by_key(|p| p.pid);
+        pids.dedup();
+        Ok(pids)
+    }
+}
+
+/// What `--check-config` prints: the rules in force, one paragraph each.
+pub fn describe_rules(rules: &RuleSet) -> String {
+    let mut text = String::new();
+    for rule in rules.rules() {
+        text += &format!(
+            "rule '{}': {}
+",
+            rule.name, rule.selector
+        );
+        text += &format!(
+            "  limit: {}
+",
+            rule.limit
+        );
+        let mut action = rule.signal.to_string();
+        match rule.repeat {
+            Some(period) => {
+                action += &format!(", again every {} while over", units::Period(period))
+            }
+            None => action += ", once per breach",
+        }
+        if let Some(kill_after) = rule.kill_after {
+            action += &format!(", SIGKILL {} after the first", units::Period(kill_after));
+        }
+        text += &format!(
+            "  action: {action}
+"
+        );
+        if let Some(exec) = &rule.exec {
+            text += &format!(
+                "  exec: {} (timeout {})
+",
+                exec.command,
+                units::Period(exec.timeout)
+            );
+        }
+        if let Some(profile) = &rule.profile {
+            text += &format!(
+                "  profile: to {}
+",
+                profile.sink
+            );
+        }
+    }
+    for rule in rules.missing_cgroups() {
+        text += &format!(
+            "warning: rule '{}': its cgroup does not exist (yet); the rule matches nothing until it does\n",
+            rule.name
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{DEFAULT_PROFILE_AT_PERCENT, DEFAULT_PROFILE_BUDGET};
+
+    #[test]
+    fn help_gives_the_profile_defaults_in_force() {
+        use clap::CommandFactory as _;
+        let help = Cli::command().render_long_help().to_string();
+        let budget = format!("[default: {}]", units::Period(DEFAULT_PROFILE_BUDGET));
+        assert!(help.contains(&budget), "{budget} in {help}");
+        let at = format!("[default: {DEFAULT_PROFILE_AT_PERCENT}%]");
+        assert!(help.contains(&at), "{at} in {help}");
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        let argv = std::iter::once("memory-monitor").chain(args.iter().copied());
+        match parse_args(argv) {
+            Ok(Parsed::Run(settings)) => *settings,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    /// The command line's rule.
+    fn rule(s: &Settings) -> &Rule {
+        s.config.rules.get(0)
+    }
+
+    fn limit(s: &Settings) -> u64 {
+        s.config.rules.fixed_limit(0).unwrap()
+    }
+
+    fn error(args: &[&str]) -> String {
+        let argv = std::iter::once("memory-monitor").chain(args.iter().copied());
+        match parse_args(argv) {
+            Err(UsageError(message)) => message,
+            other => panic!("{args:?} should fail: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_man_page_and_completions_cover_every_option() {
+        let man = match parse_args(["memory-monitor", "--generate", "man"]) {
+            Ok(Parsed::Print(text)) => text,
+            other => panic!("{other:?}"),
+        };
+        let bash = Generate::Bash.text();
+        let command = Cli::command();
+        let options = command
+            .get_arguments()
+            .filter(|arg| !arg.is_hide_set())
+            .filter_map(|arg| arg.get_long());
+        for long in options {
+            // roff escapes every dash.
+            let escaped = format!("--{long}").replace('-', "\\-");
+            assert!(man.contains(&escaped), "man page lacks --{long}");
+            assert!(
+                bash.contains(&format!("--{long}")),
+                "bash completion lacks --{long}"
+            );
+        }
+        assert!(
+            !man.contains("generate"),
+            "the hidden --generate is not documented"
+        );
+        // What a command line cannot say, in sections of their own.
+        for section in [
+            ".SH \"RULES FILE\"",
+            ".SH \"EXIT STATUS\"",
+            ".SH SIGNALS",
+            ".SH ENVIRONMENT",
+            ".SH FILES",
+            ".SH EXAMPLES",
+        ] {
+            assert!(man.contains(section), "man page lacks {section}");
+        }
+        for word in [
+            "SIGHUP",
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "JOURNAL_STREAM",
+            "AWS_",
+        ] {
+            assert!(man.contains(word), "man page lacks {word}");
+        }
+        // Every section header once: the sections are not rendered twice.
+        let headers: Vec<&str> = man.lines().filter(|l| l.starts_with(".SH")).collect();
+        let mut unique = headers.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(headers.len(), unique.len(), "{headers:?}");
+    }
+
+    #[test]
+    fn signal_names_complete_without_restricting_what_is_accepted() {
+        for shell in [Generate::Bash, Generate::Zsh, Generate::Fish] {
+            let script = shell.text();
+            for name in ["TERM", "USR1", "KILL", "RTMIN"] {
+                assert!(script.contains(name), "{shell:?} completion lacks {name}");
+            }
+        }
+        for signal in ["RTMIN+3", "15", "sigusr2", "SIGTERM"] {
+            let s = settings(&["-m", "1", "-s", signal, "x"]);
+            assert_eq!(rule(&s).signal, signal.parse::<Signal>().unwrap());
+        }
+        // Help lists no possible values for it.
+        let help = match parse_args(["memory-monitor", "--help"]) {
+            Ok(Parsed::Print(text)) => text,
+            other => panic!("{other:?}"),
+        };
+        assert!(!help.contains("HUP, INT"), "{help}");
+        assert!(error(&["-m", "1", "-s", "FOO", "a"]).contains("unknown signal 'FOO'"));
+    }
+
+    #[test]
+    fn exec_help_names_every_variable_a_hook_gets() {
+        let command = Cli::command();
+        let exec = command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some("exec"))
+            .unwrap();
+        let help = exec.get_help().unwrap().to_string();
+        // As hook.rs's runner sets them.
+        let variables = [
+            "MM_PID",
+            "MM_NAME",
+            "MM_RSS_BYTES",
+            "MM_LIMIT_BYTES",
+            "MM_SIGNAL",
+            "MM_PROFILE",
+            "MM_RULE",
+        ];
+        for variable in variables {
+            assert!(help.contains(variable), "--exec help lacks {variable}");
+        }
+    }
+
+    #[test]
+    fn seed_command_lines_mean_the_same() {
+        let s = settings(&["-m", "500", "-i", "3", "-s", "SIGUSR1", "example-process"]);
+        assert_eq!(limit(&s), 500 << 20);
+        assert_eq!(s.config.interval, Duration::from_secs(3));
+        assert_eq!(rule(&s).signal.number(), libc::SIGUSR1);
+        assert_eq!(rule(&s).repeat, Some(Duration::from_secs(3)));
+        assert_eq!(
+            rule(&s).selector.to_string(),
+            "processes whose name starts with 'example-process'"
+        );
+
+        let s = settings(&["--max-memory", "100", "my-app"]);
+        assert_eq!(limit(&s), 100 << 20);
+        assert_eq!(s.config.interval, Duration::from_secs(2));
+        assert_eq!(rule(&s).signal, Signal::TERM);
+        assert!(!s.config.dry_run && !s.config.once);
+        assert_eq!(rule(&s).kill_after, None);
+        assert_eq!(rule(&s).name, COMMAND_LINE_RULE);
+        assert_eq!(
+            s.log,
+            LogSettings {
+                verbosity: 0,
+                format: LogFormat::Text
+            }
+        );
+    }
+
+    #[test]
+    fn extended_options() {
+        let s = settings(&[
+            "-m",
+            "1.5GiB",
+            "-i",
+            "250ms",
+            "--repeat",
+            "never",
+            "--kill-after",
+            "30s",
+            "--match",
+            "exact",
+            "--pid",
+            "2",
+            "--pid",
+            "3",
+            "-vv",
+            "--log-format",
+            "json",
+            "--dry-run",
+            "--max-processes",
+            "10",
+            "app",
+        ]);
+        assert_eq!(limit(&s), 3 << 29);
+        assert_eq!(s.config.interval, Duration::from_millis(250));
+        assert_eq!(rule(&s).repeat, None);
+        assert_eq!(rule(&s).kill_after, Some(Duration::from_secs(30)));
+        let pids: Vec<i32> = rule(&s).selector.pids.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [2, 3]);
+        assert!(s.config.dry_run);
+        assert_eq!(s.config.max_processes, 10);
+        assert_eq!(
+            s.log,
+            LogSettings {
+                verbosity: 2,
+                format: LogFormat::Json
+            }
+        );
+        assert_eq!(settings(&["-m", "1", "-qq", "x"]).log.verbosity, -2);
+    }
+
+    #[test]
+    fn pid_alone_needs_no_name() {
+        let s = settings(&["-m", "1", "--pid", "2"]);
+        assert!(rule(&s).selector.matcher.is_none());
+        assert_eq!(rule(&s).selector.to_string(), "PID 2");
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        let message = error(&["my-app"]);
+        assert_eq!(
+            message,
+            "the following required arguments were not provided: --max-memory <SIZE>"
+        );
+        let message = error(&["-m", "5X", "app"]);
+        assert!(
+            message.contains("'5X'") && message.contains("unknown unit"),
+            "{message}"
+        );
+        assert!(!error(&["--bogus", "-m", "1", "a"]).contains('\n'));
+        assert!(error(&["-m", "1", "-s", "FOO", "a"]).contains("unknown signal 'FOO'"));
+        assert!(error(&["-m", "1", "--pid", "1"]).contains("PID 1"));
+        assert!(error(&["-m", "1", "  "]).contains("empty"));
+    }
+
+    #[test]
+    fn help_is_printed_not_an_error() {
+        let argv = ["memory-monitor", "--help"];
+        match parse_args(argv) {
+            Ok(Parsed::Print(text)) => {
+                assert!(text.contains("--max-memory") && text.contains("Examples:"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

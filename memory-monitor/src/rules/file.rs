@@ -1,0 +1,429 @@
+//! Rules files (`--config rules.toml`): TOML, one `[[rule]]` table per rule, each key the name
+//! of the command-line option that means the same. A mistake is said in one line naming the
+//! file, the line and the key.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::spec::{Repeat, RuleSpec};
+use super::{COMMAND_LINE_RULE, Defaults, MAX_RULES, Rule, RulesError};
+use crate::cgroup::CgroupPath;
+use crate::matcher::{MatchMode, Matcher};
+use crate::signal::Signal;
+use crate::sink::SinkSpec;
+use crate::units;
+
+/// A string or a number: sizes, durations, signals and percentages may be written either way
+/// (`max-memory = 500` is 500 MiB, as `-m 500`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::Text(text) => text.clone(),
+            Scalar::Integer(n) => n.to_string(),
+            Scalar::Float(x) => x.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRule {
+    name: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    exact: Option<Spanned<String>>,
+    regex: Option<Spanned<String>>,
+    cmdline: Option<Spanned<String>>,
+    cgroup: Option<Spanned<String>>,
+    max_memory: Option<Spanned<Scalar>>,
+    signal: Option<Spanned<Scalar>>,
+    repeat: Option<Spanned<Scalar>>,
+    kill_after: Option<Spanned<Scalar>>,
+    exec: Option<Spanned<String>>,
+    exec_timeout: Option<Spanned<Scalar>>,
+    profile_dir: Option<Spanned<String>>,
+    profile_to: Option<Spanned<String>>,
+    profile_budget: Option<Spanned<Scalar>>,
+    profile_at: Option<Spanned<Scalar>>,
+}
+
+/// Reads the rules in the file at `path`.
+pub fn load_file(path: &Path, defaults: Defaults) -> Result<Vec<Rule>, RulesError> {
+    let text = std::fs::read_to_string(path).map_err(|e| RulesError::Read {
+        file: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    parse_file(path, &text, defaults)
+}
+
+/// Parses the text of rules file `path`.
+pub fn parse_file(path: &Path, text: &str, defaults: Defaults) -> Result<Vec<Rule>, RulesError> {
+    let file = FileText { path, text };
+    let raw: RawFile = toml::from_str(text).map_err(|e| file.toml_error(&e))?;
+    if raw.rule.is_empty() {
+        return Err(file.error(
+            0..0,
+            None,
+            "no [[rule]] tables: nothing to watch".to_string(),
+        ));
+    }
+    if let Some(extra) = raw.rule.get(MAX_RULES) {
+        return Err(file.error(
+            extra.span(),
+            None,
+            format!(
+                "{} rules; at most {MAX_RULES} are supported",
+                raw.rule.len()
+            ),
+        ));
+    }
+    let rules = raw
+        .rule
+        .iter()
+        .enumerate()
+        .map(|(index, raw)| file.rule(index, raw, defaults))
+        .collect::<Result<Vec<Rule>, _>>()?;
+    for (index, rule) in rules.iter().enumerate() {
+        let raw = &raw.rule[index];
+        let span = raw
+            .get_ref()
+            .name
+            .as_ref()
+            .map_or_else(|| raw.span(), Spanned::span);
+        if rule.name == COMMAND_LINE_RULE {
+            return Err(file.error(
+                span,
+                Some("name"),
+                format!("'{COMMAND_LINE_RULE}' names the command line's rule; choose another"),
+            ));
+        }
+        if rules[..index]
+            .iter()
+            .any(|earlier| earlier.name == rule.name)
+        {
+            return Err(file.error(
+                span,
+                Some("name"),
+                format!(
+                    "a rule before this one is named '{}' too; names label logs and metrics, so they must differ",
+                    rule.name
+                ),
+            ));
+        }
+    }
+    Ok(rules)
+}
+
+/// A rules file being read, for errors that point into it.
+struct FileText<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl FileText<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text[..offset].matches('\n').count() + 1
+    }
+
+    fn error(&self, span: Range<usize>, field: Option<&str>, message: String) -> RulesError {
+        RulesError::File {
+            file: self.path.to_path_buf(),
+            line: self.line_of(span.start),
+            field: field.map(str::to_string),
+            message,
+        }
+    }
+
+    /// A TOML error on one line: names the key written at the start of that line, if any.
+    fn toml_error(&self, error: &toml::de::Error) -> RulesError {
+        let span = error.span().unwrap_or(0..0);
+        let line = self.line_of(span.start);
+        let key = self
+            .text
+            .lines()
+            .nth(line - 1)
+            .and_then(|text| text.split_once('='))
+            .map(|(key, _)| key.trim().trim_matches('"').to_string())
+            .filter(|key| !key.is_empty() && !key.contains([' ', '[']));
+        let message = error.message().trim().replace('\n', " ");
+        self.error(span, key.as_deref(), message)
+    }
+
+    /// Rule `index` of the file (`raw`), checked and completed by [`RuleSpec::build`].
+    fn rule(
+        &self,
+        index: usize,
+        raw: &Spanned<RawRule>,
+        defaults: Defaults,
+    ) -> Result<Rule, RulesError> {
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let name = match &raw.name {
+            Some(name) => name.get_ref().trim().to_string(),
+            None => format!("rule-{}", index + 1),
+        };
+        let fail = |span: Range<usize>, key: &str, message: String| {
+            self.error(span, Some(&format!("rule '{name}': {key}")), message)
+        };
+        let duration = |value: &Option<Spanned<Scalar>>, key: &str| {
+            value
+                .as_ref()
+                .map(|value| {
+                    parse_scalar(value, |t| {
+                        units::parse_duration(t).map_err(|e| e.to_string())
+                    })
+                    .map_err(|(span, why)| fail(span, key, why))
+                })
+                .transpose()
+        };
+        let spec = RuleSpec {
+            name: name.clone(),
+            matcher: self.matcher(raw, &fail)?,
+            cgroup: match &raw.cgroup {
+                Some(value) => Some(
+                    CgroupPath::parse(value.get_ref())
+                        .map_err(|e| fail(value.span(), "cgroup", e.to_string()))?,
+                ),
+                None => None,
+            },
+            pids: Vec::new(),
+            max_memory: match &raw.max_memory {
+                Some(value) => Some(
+                    parse_scalar(value, |t| units::parse_size(t).map_err(|e| e.to_string()))
+                        .map_err(|(span, why)| fail(span, "max-memory", why))?,
+                ),
+                None => None,
+            },
+            signal: match &raw.signal {
+                Some(value) => Some(
+                    parse_scalar(value, |t| t.parse::<Signal>().map_err(|e| e.to_string()))
+                        .map_err(|(span, why)| fail(span, "signal", why))?,
+                ),
+                None => None,
+            },
+            repeat: match &raw.repeat {
+                Some(value) => Some(
+                    parse_scalar(value, |t| Repeat::parse(t).map_err(|e| e.to_string()))
+                        .map_err(|(span, why)| fail(span, "repeat", why))?,
+                ),
+                None => None,
+            },
+            kill_after: duration(&raw.kill_after, "kill-after")?,
+            exec: raw.exec.as_ref().map(|command| command.get_ref().clone()),
+            exec_timeout: duration(&raw.exec_timeout, "exec-timeout")?,
+            profile_dir: raw
+                .profile_dir
+                .as_ref()
+                .map(|dir| PathBuf::from(dir.get_ref())),
+            profile_to: match &raw.profile_to {
+                Some(to) => Some(
+                    to.get_ref()
+                        .parse::<SinkSpec>()
+                        .map_err(|e| fail(to.span(), "profile-to", e.to_string()))?,
+                ),
+                None => None,
+            },
+            profile_budget: duration(&raw.profile_budget, "profile-budget")?,
+            profile_at: match &raw.profile_at {
+                Some(value) => Some(
+                    parse_scalar(value, units::parse_percent)
+                        .map_err(|(span, why)| fail(span, "profile-at", why))?,
+                ),
+                None => None,
+            },
+        };
+        spec.build(defaults).map_err(|error| {
+            // At the key it is about, or at the rule.
+            let at = error.setting().and_then(|key| raw.span_of(key));
+            match at {
+                Some(at) => fail(at, error.setting().unwrap_or_default(), error.to_string()),
+                None => self.error(span, Some(&format!("rule '{name}'")), error.to_string()),
+            }
+        })
+    }
+
+    /// The rule's name match: at most one of `prefix`, `exact`, `regex` and `cmdline`.
+    fn matcher(
+        &self,
+        raw: &RawRule,
+        fail: &dyn Fn(Range<usize>, &str, String) -> RulesError,
+    ) -> Result<Option<Matcher>, RulesError> {
+        let matches = [
+            ("prefix", MatchMode::Prefix, &raw.prefix),
+            ("exact", MatchMode::Exact, &raw.exact),
+            ("regex", MatchMode::Regex, &raw.regex),
+            ("cmdline", MatchMode::Cmdline, &raw.cmdline),
+        ];
+        let mut given = matches.iter().filter(|(_, _, value)| value.is_some());
+        match (given.next(), given.next()) {
+            (Some((a, _, _)), Some((b, _, value))) => {
+                let span = value.as_ref().expect("given").span();
+                Err(fail(
+                    span,
+                    b,
+                    format!("a rule matches names one way: '{a}' or '{b}', not both"),
+                ))
+            }
+            (Some((key, mode, value)), None) => {
+                let value = value.as_ref().expect("given");
+                Matcher::new(*mode, value.get_ref())
+                    .map(Some)
+                    .map_err(|e| fail(value.span(), key, e.to_string()))
+            }
+            (None, _) => Ok(None),
+        }
+    }
+}
+
+impl RawRule {
+    /// Where the value of `key` is written, when it is.
+    fn span_of(&self, key: &str) -> Option<Range<usize>> {
+        let text = |value: &Option<Spanned<String>>| value.as_ref().map(Spanned::span);
+        let scalar = |value: &Option<Spanned<Scalar>>| value.as_ref().map(Spanned::span);
+        match key {
+            "name" => text(&self.name),
+            "max-memory" => scalar(&self.max_memory),
+            "repeat" => scalar(&self.repeat),
+            "exec" => text(&self.exec),
+            "exec-timeout" => scalar(&self.exec_timeout),
+            "profile-dir" => text(&self.profile_dir),
+            "profile-to" => text(&self.profile_to),
+            "profile-budget" => scalar(&self.profile_budget),
+            "profile-at" => scalar(&self.profile_at),
+            _ => None,
+        }
+    }
+}
+
+/// Parses a scalar value with `parse`; on failure, where it is and why.
+fn parse_scalar<T, E: fmt::Display>(
+    value: &Spanned<Scalar>,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<T, (Range<usize>, String)> {
+    let text = value.get_ref().text();
+    parse(&text).map_err(|why| (value.span(), format!("'{text}': {why}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::rules::{DEFAULT_PROFILE_BUDGET, Exec};
+    use crate::units::SizeSpec;
+
+    const DEFAULTS: Defaults = Defaults {
+        repeat: Some(Duration::from_secs(2)),
+    };
+
+    fn parse(text: &str) -> Result<Vec<Rule>, RulesError> {
+        parse_file(Path::new("rules.toml"), text, DEFAULTS)
+    }
+
+    fn error(text: &str) -> String {
+        let error = parse(text).unwrap_err().to_string();
+        assert!(!error.contains('\n'), "one line: {error}");
+        error
+    }
+
+    #[test]
+    fn a_full_rule() {
+        let rules = parse(
+            r#"
+            # the web tier
+            [[rule]]
+            name = "web"
+            prefix = "my-app"
+            max-memory = "500M"
+            signal = "USR1"
+            repeat = "never"
+            kill-after = "30s"
+            exec = "echo $MM_PID"
+            exec-timeout = 5
+            profile-to = "dir:/tmp/profiles"
+            profile-at = "50%"
+
+            [[rule]]
+            cmdline = "app.jar"
+            max-memory = 100
+            "#,
+        )
+        .unwrap();
+        let web = &rules[0];
+        assert_eq!(web.name, "web");
+        assert_eq!(
+            web.selector.to_string(),
+            "processes whose name starts with 'my-app'"
+        );
+        assert_eq!(web.limit, SizeSpec::Bytes(500 << 20));
+        assert_eq!(web.signal.number(), libc::SIGUSR1);
+        assert_eq!(web.repeat, None);
+        assert_eq!(web.kill_after, Some(Duration::from_secs(30)));
+        assert_eq!(
+            web.exec,
+            Some(Exec {
+                command: "echo $MM_PID".to_string(),
+                timeout: Duration::from_secs(5)
+            })
+        );
+        let profile = web.profile.as_ref().unwrap();
+        assert_eq!(profile.growth_at_percent, 50);
+        assert_eq!(profile.budget, DEFAULT_PROFILE_BUDGET);
+        let second = &rules[1];
+        assert_eq!(second.name, "rule-2");
+        assert_eq!(second.limit, SizeSpec::Bytes(100 << 20));
+        assert_eq!(second.signal, Signal::TERM);
+        assert_eq!(second.repeat, DEFAULTS.repeat);
+    }
+
+    #[test]
+    fn cgroup_rules() {
+        let rules = parse(
+            "[[rule]]\ncgroup = \"/system.slice/web.service\"\nmax-memory = \"90% of cgroup\"\n",
+        )
+        .unwrap();
+        let rule = &rules[0];
+        assert_eq!(
+            rule.selector.to_string(),
+            "processes in cgroup /system.slice/web.service"
+        );
+        assert!(rule.limit.is_per_process());
+    }
+
+    #[test]
+    fn errors_name_the_file_the_line_and_the_field() {
+        // The table of bad files (which the end-to-end tests also run through the binary).
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/bad-rules");
+        let table = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+        let cases: Vec<(&str, &str)> = table.lines().filter_map(|l| l.split_once('\t')).collect();
+        assert!(cases.len() >= 17, "{} cases", cases.len());
+        for (name, after_path) in cases {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            let message = error(&text);
+            let expected = format!("rules.toml{after_path}");
+            assert!(
+                message.starts_with(&expected),
+                "{name}\n  gave {message}\n  not {expected}"
+            );
+        }
+    }
+}

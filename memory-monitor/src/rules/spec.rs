@@ -1,0 +1,342 @@
+//! One rule as it is given, on the command line or in a rules file, and the one place where
+//! it is checked and completed: [`RuleSpec::build`]. Each front end parses the values its own
+//! way (clap's parsers, the file's scalars) and says a mistake its own way (an option; a line
+//! and a key), but what makes a rule whole is decided here, once.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{
+    DEFAULT_EXEC_TIMEOUT, DEFAULT_PROFILE_AT_PERCENT, DEFAULT_PROFILE_BUDGET, Defaults, Exec,
+    Pinned, ProfileSettings, Rule, Selector,
+};
+use crate::cgroup::CgroupPath;
+use crate::matcher::Matcher;
+use crate::signal::Signal;
+use crate::sink::SinkSpec;
+use crate::units::{self, SizeSpec};
+
+/// `repeat`: a period, or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// Again this long after the last signal.
+    Every(Duration),
+    /// Once per breach.
+    Never,
+}
+
+impl Repeat {
+    /// `never` (any case), or a duration.
+    pub fn parse(text: &str) -> Result<Repeat, units::UnitError> {
+        if text.trim().eq_ignore_ascii_case("never") {
+            return Ok(Repeat::Never);
+        }
+        units::parse_duration(text).map(Repeat::Every)
+    }
+}
+
+/// One rule as given: every value parsed, nothing combined or defaulted yet. Each field is
+/// the setting of the same name: the rules file's key, the command line's option.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSpec {
+    /// `name`: its label in logs and metrics.
+    pub name: String,
+    /// `prefix`, `exact`, `regex` or `cmdline` (NAME and `--match`).
+    pub matcher: Option<Matcher>,
+    /// `cgroup`.
+    pub cgroup: Option<CgroupPath>,
+    /// `--pid` (the command line only).
+    pub pids: Vec<Pinned>,
+    /// `max-memory`.
+    pub max_memory: Option<SizeSpec>,
+    /// `signal`.
+    pub signal: Option<Signal>,
+    /// `repeat`.
+    pub repeat: Option<Repeat>,
+    /// `kill-after`.
+    pub kill_after: Option<Duration>,
+    /// `exec`.
+    pub exec: Option<String>,
+    /// `exec-timeout`.
+    pub exec_timeout: Option<Duration>,
+    /// `profile-dir`.
+    pub profile_dir: Option<PathBuf>,
+    /// `profile-to`.
+    pub profile_to: Option<SinkSpec>,
+    /// `profile-budget`.
+    pub profile_budget: Option<Duration>,
+    /// `profile-at`.
+    pub profile_at: Option<u32>,
+}
+
+/// Why a spec makes no rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpecError {
+    /// It selects no process: no name match, no cgroup, no PID.
+    SelectsNothing,
+    /// A setting every rule needs is missing.
+    Missing(&'static str),
+    /// A setting that works only with one of `needs` was given without any.
+    Needs {
+        /// The setting given.
+        setting: &'static str,
+        /// The settings it needs one of.
+        needs: &'static [&'static str],
+    },
+    /// Two settings that exclude each other were both given.
+    Conflict(&'static str, &'static str),
+    /// A setting's value cannot work.
+    Invalid {
+        /// The setting.
+        setting: &'static str,
+        /// Why.
+        why: String,
+    },
+}
+
+impl SpecError {
+    /// The setting the mistake is about (where a rules file points), if one is.
+    pub fn setting(&self) -> Option<&'static str> {
+        match self {
+            SpecError::SelectsNothing | SpecError::Missing(_) => None,
+            SpecError::Needs { setting, .. } | SpecError::Invalid { setting, .. } => Some(setting),
+            SpecError::Conflict(_, second) => Some(second),
+        }
+    }
+
+    /// The same mistake in the command line's words: its options with their dashes.
+    pub fn as_options(&self) -> String {
+        match self {
+            SpecError::SelectsNothing => {
+                "the command line's rule selects nothing: give NAME, --pid or --cgroup".to_string()
+            }
+            SpecError::Missing(setting) => {
+                format!("the command line's rule (NAME, --pid or --cgroup) needs --{setting}")
+            }
+            SpecError::Needs { setting, needs } => {
+                let needs: Vec<String> = needs.iter().map(|n| format!("--{n}")).collect();
+                format!("--{setting} needs {}", needs.join(" or "))
+            }
+            SpecError::Conflict(first, second) => {
+                format!("give --{first} or --{second}, not both")
+            }
+            SpecError::Invalid { setting, why } => format!("--{setting} {why}"),
+        }
+    }
+}
+
+/// In a rules file's words: what follows the key it is about (see [`SpecError::setting`]),
+/// or the rule.
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpecError::SelectsNothing => {
+                f.write_str("selects nothing: give prefix, exact, regex, cmdline or cgroup")
+            }
+            SpecError::Missing(setting) => write!(f, "{setting} is missing"),
+            SpecError::Needs { needs, .. } => write!(f, "needs {}", needs.join(" or ")),
+            SpecError::Conflict(first, second) => write!(f, "give {first} or {second}, not both"),
+            SpecError::Invalid { why, .. } => f.write_str(why),
+        }
+    }
+}
+
+/// Where profiles go: either setting, one of them.
+const PROFILE_DESTINATIONS: &[&str] = &["profile-dir", "profile-to"];
+
+impl RuleSpec {
+    /// Checks the spec and completes it with the defaults: SIGTERM, repeats every
+    /// `defaults.repeat`, hooks killed after 30 s, profiles captured within 50 ms and growth
+    /// sampled from 80 % of the limit.
+    pub fn build(self, defaults: Defaults) -> Result<Rule, SpecError> {
+        if self.name.trim().is_empty() {
+            return Err(SpecError::Invalid {
+                setting: "name",
+                why: "is empty".to_string(),
+            });
+        }
+        if self.matcher.is_none() && self.cgroup.is_none() && self.pids.is_empty() {
+            return Err(SpecError::SelectsNothing);
+        }
+        let limit = self.max_memory.ok_or(SpecError::Missing("max-memory"))?;
+        if limit.resolve(crate::procfs::total_ram(), None) == 0 {
+            return Err(SpecError::Invalid {
+                setting: "max-memory",
+                why: "resolves to 0 bytes on this machine".to_string(),
+            });
+        }
+        let repeat = match self.repeat {
+            Some(Repeat::Every(period)) => Some(period),
+            Some(Repeat::Never) => None,
+            None => defaults.repeat,
+        };
+        let exec = match (self.exec, self.exec_timeout) {
+            (Some(command), _) if command.trim().is_empty() => {
+                return Err(SpecError::Invalid {
+                    setting: "exec",
+                    why: "is empty".to_string(),
+                });
+            }
+            (Some(command), timeout) => Some(Exec {
+                command,
+                timeout: timeout.unwrap_or(DEFAULT_EXEC_TIMEOUT),
+            }),
+            (None, Some(_)) => {
+                return Err(SpecError::Needs {
+                    setting: "exec-timeout",
+                    needs: &["exec"],
+                });
+            }
+            (None, None) => None,
+        };
+        let sink = match (self.profile_dir, self.profile_to) {
+            (Some(_), Some(_)) => return Err(SpecError::Conflict("profile-dir", "profile-to")),
+            (Some(dir), None) => Some(SinkSpec::Dir(dir)),
+            (None, to) => to,
+        };
+        let profile = match (sink, self.profile_budget, self.profile_at) {
+            (Some(sink), budget, at) => Some(ProfileSettings {
+                sink,
+                budget: budget.unwrap_or(DEFAULT_PROFILE_BUDGET),
+                growth_at_percent: at.unwrap_or(DEFAULT_PROFILE_AT_PERCENT),
+            }),
+            (None, Some(_), _) => {
+                return Err(SpecError::Needs {
+                    setting: "profile-budget",
+                    needs: PROFILE_DESTINATIONS,
+                });
+            }
+            (None, _, Some(_)) => {
+                return Err(SpecError::Needs {
+                    setting: "profile-at",
+                    needs: PROFILE_DESTINATIONS,
+                });
+            }
+            (None, None, None) => None,
+        };
+        Ok(Rule {
+            name: self.name.trim().to_string(),
+            selector: Selector {
+                matcher: self.matcher,
+                cgroup: self.cgroup,
+                pids: self.pids,
+            },
+            limit,
+            signal: self.signal.unwrap_or(Signal::TERM),
+            repeat,
+            kill_after: self.kill_after,
+            exec,
+            profile,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matcher::MatchMode;
+
+    const DEFAULTS: Defaults = Defaults {
+        repeat: Some(Duration::from_secs(2)),
+    };
+
+    fn spec() -> RuleSpec {
+        RuleSpec {
+            name: "web".to_string(),
+            matcher: Some(Matcher::new(MatchMode::Prefix, "my-app").unwrap()),
+            max_memory: Some(SizeSpec::Bytes(500 << 20)),
+            ..RuleSpec::default()
+        }
+    }
+
+    #[test]
+    fn the_defaults_complete_a_rule() {
+        let rule = spec().build(DEFAULTS).unwrap();
+        assert_eq!(rule.signal, Signal::TERM);
+        assert_eq!(rule.repeat, DEFAULTS.repeat);
+        assert_eq!(rule.kill_after, None);
+        assert!(rule.exec.is_none() && rule.profile.is_none());
+        let never = RuleSpec {
+            repeat: Some(Repeat::Never),
+            exec: Some("true".to_string()),
+            profile_dir: Some(PathBuf::from("/tmp/p")),
+            ..spec()
+        };
+        let rule = never.build(DEFAULTS).unwrap();
+        assert_eq!(rule.repeat, None);
+        assert_eq!(rule.exec.unwrap().timeout, DEFAULT_EXEC_TIMEOUT);
+        let profile = rule.profile.unwrap();
+        assert_eq!(profile.sink, SinkSpec::Dir(PathBuf::from("/tmp/p")));
+        assert_eq!(profile.budget, DEFAULT_PROFILE_BUDGET);
+        assert_eq!(profile.growth_at_percent, DEFAULT_PROFILE_AT_PERCENT);
+    }
+
+    #[test]
+    fn what_makes_no_rule_is_said_in_the_words_of_each_front_end() {
+        let cases = [
+            (
+                RuleSpec {
+                    matcher: None,
+                    ..spec()
+                },
+                "selects nothing: give prefix, exact, regex, cmdline or cgroup",
+                "the command line's rule selects nothing: give NAME, --pid or --cgroup",
+            ),
+            (
+                RuleSpec {
+                    max_memory: None,
+                    ..spec()
+                },
+                "max-memory is missing",
+                "the command line's rule (NAME, --pid or --cgroup) needs --max-memory",
+            ),
+            (
+                RuleSpec {
+                    exec_timeout: Some(Duration::from_secs(1)),
+                    ..spec()
+                },
+                "needs exec",
+                "--exec-timeout needs --exec",
+            ),
+            (
+                RuleSpec {
+                    profile_at: Some(50),
+                    ..spec()
+                },
+                "needs profile-dir or profile-to",
+                "--profile-at needs --profile-dir or --profile-to",
+            ),
+            (
+                RuleSpec {
+                    profile_dir: Some(PathBuf::from("/a")),
+                    profile_to: Some(SinkSpec::Dir(PathBuf::from("/b"))),
+                    ..spec()
+                },
+                "give profile-dir or profile-to, not both",
+                "give --profile-dir or --profile-to, not both",
+            ),
+            (
+                RuleSpec {
+                    exec: Some("  ".to_string()),
+                    ..spec()
+                },
+                "is empty",
+                "--exec is empty",
+            ),
+            (
+                RuleSpec {
+                    max_memory: Some(SizeSpec::Bytes(0)),
+                    ..spec()
+                },
+                "resolves to 0 bytes on this machine",
+                "--max-memory resolves to 0 bytes on this machine",
+            ),
+        ];
+        for (spec, in_file, on_command_line) in cases {
+            let error = spec.build(DEFAULTS).unwrap_err();
+            assert_eq!(error.to_string(), in_file);
+            assert_eq!(error.as_options(), on_command_line);
+        }
+    }
+}
