@@ -509,6 +509,13 @@ impl Monitor {
                 .update(pid, |watched| scanner.refresh(watched, now, &Some))
             {
                 Some(Ok(())) => self.follow(pid, now),
+                Some(Err(AdmitError::Exited)) => {
+                    self.list.remove(pid);
+                    if let Some(kernel) = self.kernel.as_mut() {
+                        kernel.forget(pid);
+                    }
+                    tracing::debug!(pid, "exited");
+                }
                 _ => self.unwatch(pid),
             }
             return;

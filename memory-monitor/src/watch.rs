@@ -57,6 +57,9 @@ pub enum AdmitError {
     /// It exited, is a kernel thread, or no longer matches: nothing to watch, nothing to report.
     #[error("process is gone or no longer matches")]
     Gone,
+    /// It has exited, or has begun to (its end may already have been reported).
+    #[error("process has exited")]
+    Exited,
     /// Opening its handles failed for another reason (out of file descriptors, permission).
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -113,7 +116,7 @@ impl Watched {
             recheck: None,
         };
         if watched.has_exited() {
-            return Err(AdmitError::Gone);
+            return Err(AdmitError::Exited);
         }
         Ok(watched)
     }
@@ -198,7 +201,8 @@ impl Watched {
     /// rename, then as the exec), or a rename under a rule that matches both names, is not a
     /// second breach. Under another rule than before — `renumbered` gives where the rule it
     /// was under is in `rules` now, if it still is — see [`Episode::rule_changed`].
-    /// `Err(AdmitError::Gone)`: it exited, or no rule selects it any more.
+    /// `Err(AdmitError::Exited)`: it exited or is exiting; `Err(AdmitError::Gone)`: no rule
+    /// selects it any more.
     pub fn refresh(
         &mut self,
         proc: &ProcRoot,
@@ -210,7 +214,7 @@ impl Watched {
         let standing = Standing::read(proc, self.pid, rules, cmdline_buf)?;
         // Read by PID: all of it was this process's only if it still lives.
         if self.has_exited() {
-            return Err(AdmitError::Gone);
+            return Err(AdmitError::Exited);
         }
         if renumbered(self.rule) != Some(standing.rule) {
             self.episode.rule_changed(now);
@@ -308,7 +312,10 @@ impl Standing {
         // An exiting process is gone already: the kernel side may have reported its end
         // before this read (its leader is marked exiting first), and a record made now would
         // outlive that report.
-        if stat.is_kernel_thread() || stat.is_exiting() {
+        if stat.is_exiting() {
+            return Err(AdmitError::Exited);
+        }
+        if stat.is_kernel_thread() {
             return Err(AdmitError::Gone);
         }
         let comm = Comm::new(stat.comm);

@@ -157,7 +157,7 @@ impl Scanner {
                     Ok(()) => return,
                     Err(full) => SkipReason::Full(full.0),
                 },
-                Err(AdmitError::Gone) => return,
+                Err(AdmitError::Gone | AdmitError::Exited) => return,
                 Err(AdmitError::Io(error)) => {
                     SkipReason::Open(Errno::from_io_error(&error).unwrap_or(Errno::IO))
                 }
