@@ -132,12 +132,21 @@ pub struct KernelSettings<'a> {
     pub debug_log: bool,
 }
 
-/// The loaded and attached programs and the maps userspace uses. Dropping it detaches
-/// everything: nothing is pinned, so nothing outlives the monitor.
-pub struct KernelWatch {
-    // Declared first so the maps below are closed before it; it owns the programs and links.
+/// The loaded and attached programs, and what they report: the ring buffer of events and the
+/// count of those lost. Dropping it detaches everything: nothing is pinned, so nothing
+/// outlives the monitor.
+pub struct KernelEvents {
+    // It owns the programs and their links.
     _ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
+    lost_flag: Array<MapData, u64>,
+    attach: Attach,
+}
+
+/// The maps through which userspace tells the kernel side what to watch: the watched
+/// processes, the rules, re-arm requests and signal claims, and the growth profile's samples.
+pub struct KernelWatch {
     watched: HashMap<MapData, u32, Watch>,
     rearm: HashMap<MapData, u32, u64>,
     claims: HashMap<MapData, u32, u32>,
@@ -148,11 +157,8 @@ pub struct KernelWatch {
     slot_counts: Box<[u32]>,
     counted: Vec<i32>,
     kernel_signal: bool,
-    lost: PerCpuArray<MapData, u64>,
-    lost_flag: Array<MapData, u64>,
     rules: Array<MapData, Rule>,
     cgroups: CgroupArray<MapData>,
-    attach: Attach,
     /// The growth profile's stacks and samples, when it is on.
     growth: Option<(StackTraceMap<MapData>, HashMap<MapData, u64, u64>)>,
 }
@@ -165,155 +171,161 @@ const GROWTH_SAMPLE_BYTES: u32 = 256 * 1024;
 /// Growth profile: distinct stacks and (process, stack) pairs kept.
 const GROWTH_STACKS: u32 = 2048;
 
-impl std::fmt::Debug for KernelWatch {
+impl std::fmt::Debug for KernelEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KernelWatch")
+        f.debug_struct("KernelEvents")
             .field("attach", &self.attach)
             .finish_non_exhaustive()
     }
 }
 
-impl KernelWatch {
-    /// Checks this host, loads the programs and attaches them; or says why it cannot.
-    /// Must run inside a tokio runtime (the ring buffer is registered with it).
-    pub fn load(settings: &KernelSettings<'_>) -> Result<KernelWatch, Unavailable> {
-        check_privileges()?;
-        check_pid_namespace()?;
-        let tracefs = tracefs::ensure_mounted().map_err(Unavailable)?;
-        let (attach, offsets) = match settings.attach {
-            Attach::Tracepoint => (Attach::Tracepoint, None),
-            Attach::TpBtf => (
-                Attach::TpBtf,
-                Some(btf::kernel_offsets().map_err(Unavailable)?),
-            ),
-            Attach::Auto => match btf::kernel_offsets() {
-                Ok(offsets) => (Attach::TpBtf, Some(offsets)),
-                Err(why) => {
-                    tracing::debug!("attaching as a classic tracepoint: {why}");
-                    (Attach::Tracepoint, None)
-                }
-            },
-        };
-        // The classic RSS program reads kmem:rss_stat's record; tp_btf reads kernel structures.
-        let fields: Vec<_> = layout::ALL
-            .into_iter()
-            .filter(|f| attach == Attach::Tracepoint || f.tracepoint != "kmem/rss_stat")
-            .collect();
-        tracefs::check_layout(&tracefs, &fields).map_err(Unavailable)?;
-        raise_memlock_limit();
-
-        let me = std::process::id();
-        let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
-        let log_level = if settings.debug_log {
-            aya_log::Level::Debug
-        } else {
-            aya_log::Level::Warn
-        } as u8;
-        let capacity = u32::try_from(settings.max_processes).unwrap_or(u32::MAX);
-        // Four slots per watchable process keep collisions (and so hash lookups for processes
-        // that are not watched) rare.
-        let slot_count = capacity
-            .saturating_mul(4)
-            .next_power_of_two()
-            .clamp(4096, 1 << 22);
-        let slot_mask = slot_count - 1;
-        let task_mm = offsets.map_or(0, |o| o.task_mm);
-        let rss_counts = offsets.map_or([0; member::COUNT], |o| o.rss_counts);
-        let page_size = crate::procfs::page_size() as i64;
-        let profiling = settings
-            .rules
-            .rules()
-            .iter()
-            .any(|rule| rule.profile.is_some());
-        let growth_entries = if profiling { GROWTH_STACKS } else { 1 };
-        let fault = Fault::injected();
-        let ring_bytes = match fault {
-            Some(Fault::SmallRing) => crate::procfs::page_size() as u32,
-            _ => RING_BYTES,
-        };
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("EVENTS", ring_bytes)
-            .override_global("MONITOR_TGID", &me, true)
-            .override_global("MONITOR_PARENT_TGID", &parent, true)
-            .override_global("TASK_MM_OFFSET", &task_mm, true)
-            .override_global("RSS_COUNT_OFFSETS", &rss_counts, true)
-            .override_global("PAGE_SIZE", &page_size, true)
-            .override_global("SLOT_MASK", &slot_mask, true)
-            .override_global("SAMPLE_BYTES", &GROWTH_SAMPLE_BYTES, true)
-            .map_max_entries("STACKS", growth_entries)
-            .map_max_entries("GROWTH", growth_entries)
-            .override_global(aya_log::LEVEL, &log_level, false)
-            .map_max_entries("WATCHED", capacity)
-            .map_max_entries("MM_OWNER", capacity)
-            .map_max_entries("REARM", capacity)
-            .map_max_entries("SIGNAL_CLAIMS", capacity)
-            .map_max_entries("WATCH_SLOTS", slot_count)
-            .load(PROGRAMS)
-            .map_err(|e| {
-                Unavailable(format!("loading the BPF programs failed: {}", one_line(&e)))
-            })?;
-        if settings.debug_log {
-            start_program_logs(&mut ebpf);
-        }
-        let take = |ebpf: &mut Ebpf, name: &str| {
-            ebpf.take_map(name)
-                .ok_or_else(|| Unavailable(format!("the BPF object has no map {name}")))
-        };
-        let map_error =
-            |e: aya::maps::MapError| Unavailable(format!("opening a BPF map failed: {e}"));
-        // The rules go in before the discovery programs look at them.
-        let mut rules = Array::try_from(take(&mut ebpf, "RULES")?).map_err(map_error)?;
-        let mut cgroups = CgroupArray::try_from(take(&mut ebpf, "CGROUPS")?).map_err(map_error)?;
-        write_rules(
-            &mut rules,
-            &mut cgroups,
-            settings.rules,
-            settings.kernel_signal,
-        )
-        .map_err(|e| Unavailable(format!("writing the rules to the kernel side failed: {e}")))?;
-        for (program, category, name) in DISCOVERY {
-            attach_tracepoint(&mut ebpf, program, category, name)?;
-        }
-        match (attach, fault) {
-            (_, Some(Fault::Verifier)) => {
-                attach_tracepoint(&mut ebpf, "refused", "kmem", "rss_stat")?
-            }
-            (_, Some(Fault::Attach)) => {
-                attach_tracepoint(&mut ebpf, "rss_stat", "kmem", "no_such_tracepoint")?
-            }
-            (Attach::TpBtf, _) => attach_btf_tracepoint(&mut ebpf, "rss_stat_btf", "rss_stat")?,
-            _ => attach_tracepoint(&mut ebpf, "rss_stat", "kmem", "rss_stat")?,
-        }
-        let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_error)?;
-        let events = readable_fd(events)
-            .map_err(|e| Unavailable(format!("cannot wait on the ring buffer: {e}")))?;
-        let growth = match profiling {
-            true => Some((
-                StackTraceMap::try_from(take(&mut ebpf, "STACKS")?).map_err(map_error)?,
-                HashMap::try_from(take(&mut ebpf, "GROWTH")?).map_err(map_error)?,
-            )),
-            false => None,
-        };
-        Ok(KernelWatch {
-            growth,
-            watched: HashMap::try_from(take(&mut ebpf, "WATCHED")?).map_err(map_error)?,
-            rearm: HashMap::try_from(take(&mut ebpf, "REARM")?).map_err(map_error)?,
-            claims: HashMap::try_from(take(&mut ebpf, "SIGNAL_CLAIMS")?).map_err(map_error)?,
-            slots: Array::try_from(take(&mut ebpf, "WATCH_SLOTS")?).map_err(map_error)?,
-            slot_mask,
-            slot_counts: vec![0; slot_count as usize].into_boxed_slice(),
-            counted: Vec::with_capacity(settings.max_processes),
-            kernel_signal: settings.kernel_signal,
-            lost: PerCpuArray::try_from(take(&mut ebpf, "LOST")?).map_err(map_error)?,
-            lost_flag: Array::try_from(take(&mut ebpf, "LOST_FLAG")?).map_err(map_error)?,
-            events,
-            rules,
-            cgroups,
-            attach,
-            _ebpf: ebpf,
-        })
+impl std::fmt::Debug for KernelWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelWatch")
+            .field("watching", &self.counted.len())
+            .finish_non_exhaustive()
     }
+}
 
+/// Checks this host, loads the programs and attaches them; or says why it cannot. Must run
+/// inside a tokio runtime (the ring buffer is registered with it).
+pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch), Unavailable> {
+    check_privileges()?;
+    check_pid_namespace()?;
+    let tracefs = tracefs::ensure_mounted().map_err(Unavailable)?;
+    let (attach, offsets) = match settings.attach {
+        Attach::Tracepoint => (Attach::Tracepoint, None),
+        Attach::TpBtf => (
+            Attach::TpBtf,
+            Some(btf::kernel_offsets().map_err(Unavailable)?),
+        ),
+        Attach::Auto => match btf::kernel_offsets() {
+            Ok(offsets) => (Attach::TpBtf, Some(offsets)),
+            Err(why) => {
+                tracing::debug!("attaching as a classic tracepoint: {why}");
+                (Attach::Tracepoint, None)
+            }
+        },
+    };
+    // The classic RSS program reads kmem:rss_stat's record; tp_btf reads kernel structures.
+    let fields: Vec<_> = layout::ALL
+        .into_iter()
+        .filter(|f| attach == Attach::Tracepoint || f.tracepoint != "kmem/rss_stat")
+        .collect();
+    tracefs::check_layout(&tracefs, &fields).map_err(Unavailable)?;
+    raise_memlock_limit();
+
+    let me = std::process::id();
+    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+    let log_level = if settings.debug_log {
+        aya_log::Level::Debug
+    } else {
+        aya_log::Level::Warn
+    } as u8;
+    let capacity = u32::try_from(settings.max_processes).unwrap_or(u32::MAX);
+    // Four slots per watchable process keep collisions (and so hash lookups for processes
+    // that are not watched) rare.
+    let slot_count = capacity
+        .saturating_mul(4)
+        .next_power_of_two()
+        .clamp(4096, 1 << 22);
+    let slot_mask = slot_count - 1;
+    let task_mm = offsets.map_or(0, |o| o.task_mm);
+    let rss_counts = offsets.map_or([0; member::COUNT], |o| o.rss_counts);
+    let page_size = crate::procfs::page_size() as i64;
+    let profiling = settings
+        .rules
+        .rules()
+        .iter()
+        .any(|rule| rule.profile.is_some());
+    let growth_entries = if profiling { GROWTH_STACKS } else { 1 };
+    let fault = Fault::injected();
+    let ring_bytes = match fault {
+        Some(Fault::SmallRing) => crate::procfs::page_size() as u32,
+        _ => RING_BYTES,
+    };
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("EVENTS", ring_bytes)
+        .override_global("MONITOR_TGID", &me, true)
+        .override_global("MONITOR_PARENT_TGID", &parent, true)
+        .override_global("TASK_MM_OFFSET", &task_mm, true)
+        .override_global("RSS_COUNT_OFFSETS", &rss_counts, true)
+        .override_global("PAGE_SIZE", &page_size, true)
+        .override_global("SLOT_MASK", &slot_mask, true)
+        .override_global("SAMPLE_BYTES", &GROWTH_SAMPLE_BYTES, true)
+        .map_max_entries("STACKS", growth_entries)
+        .map_max_entries("GROWTH", growth_entries)
+        .override_global(aya_log::LEVEL, &log_level, false)
+        .map_max_entries("WATCHED", capacity)
+        .map_max_entries("MM_OWNER", capacity)
+        .map_max_entries("REARM", capacity)
+        .map_max_entries("SIGNAL_CLAIMS", capacity)
+        .map_max_entries("WATCH_SLOTS", slot_count)
+        .load(PROGRAMS)
+        .map_err(|e| Unavailable(format!("loading the BPF programs failed: {}", one_line(&e))))?;
+    if settings.debug_log {
+        start_program_logs(&mut ebpf);
+    }
+    let take = |ebpf: &mut Ebpf, name: &str| {
+        ebpf.take_map(name)
+            .ok_or_else(|| Unavailable(format!("the BPF object has no map {name}")))
+    };
+    let map_error = |e: aya::maps::MapError| Unavailable(format!("opening a BPF map failed: {e}"));
+    // The rules go in before the discovery programs look at them.
+    let mut rules = Array::try_from(take(&mut ebpf, "RULES")?).map_err(map_error)?;
+    let mut cgroups = CgroupArray::try_from(take(&mut ebpf, "CGROUPS")?).map_err(map_error)?;
+    write_rules(
+        &mut rules,
+        &mut cgroups,
+        settings.rules,
+        settings.kernel_signal,
+    )
+    .map_err(|e| Unavailable(format!("writing the rules to the kernel side failed: {e}")))?;
+    for (program, category, name) in DISCOVERY {
+        attach_tracepoint(&mut ebpf, program, category, name)?;
+    }
+    match (attach, fault) {
+        (_, Some(Fault::Verifier)) => attach_tracepoint(&mut ebpf, "refused", "kmem", "rss_stat")?,
+        (_, Some(Fault::Attach)) => {
+            attach_tracepoint(&mut ebpf, "rss_stat", "kmem", "no_such_tracepoint")?
+        }
+        (Attach::TpBtf, _) => attach_btf_tracepoint(&mut ebpf, "rss_stat_btf", "rss_stat")?,
+        _ => attach_tracepoint(&mut ebpf, "rss_stat", "kmem", "rss_stat")?,
+    }
+    let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_error)?;
+    let events = readable_fd(events)
+        .map_err(|e| Unavailable(format!("cannot wait on the ring buffer: {e}")))?;
+    let growth = match profiling {
+        true => Some((
+            StackTraceMap::try_from(take(&mut ebpf, "STACKS")?).map_err(map_error)?,
+            HashMap::try_from(take(&mut ebpf, "GROWTH")?).map_err(map_error)?,
+        )),
+        false => None,
+    };
+    let watch = KernelWatch {
+        growth,
+        watched: HashMap::try_from(take(&mut ebpf, "WATCHED")?).map_err(map_error)?,
+        rearm: HashMap::try_from(take(&mut ebpf, "REARM")?).map_err(map_error)?,
+        claims: HashMap::try_from(take(&mut ebpf, "SIGNAL_CLAIMS")?).map_err(map_error)?,
+        slots: Array::try_from(take(&mut ebpf, "WATCH_SLOTS")?).map_err(map_error)?,
+        slot_mask,
+        slot_counts: vec![0; slot_count as usize].into_boxed_slice(),
+        counted: Vec::with_capacity(settings.max_processes),
+        kernel_signal: settings.kernel_signal,
+        rules,
+        cgroups,
+    };
+    let events = KernelEvents {
+        lost: PerCpuArray::try_from(take(&mut ebpf, "LOST")?).map_err(map_error)?,
+        lost_flag: Array::try_from(take(&mut ebpf, "LOST_FLAG")?).map_err(map_error)?,
+        events,
+        attach,
+        _ebpf: ebpf,
+    };
+    Ok((events, watch))
+}
+
+impl KernelWatch {
     /// Applies `rules` from now on to processes that exec or are renamed (those watched
     /// already are re-watched by the caller).
     pub fn set_rules(&mut self, rules: &RuleSet) -> io::Result<()> {
@@ -328,11 +340,6 @@ impl KernelWatch {
     /// Whether growth profiles can be taken (their maps were made at start-up).
     pub fn can_profile_growth(&self) -> bool {
         self.growth.is_some()
-    }
-
-    /// How the RSS program is attached (never [`Attach::Auto`]).
-    pub fn attach(&self) -> Attach {
-        self.attach
     }
 
     /// Starts (or restarts) following `tgid` from its exact resident split `parts`, as
@@ -437,6 +444,13 @@ impl KernelWatch {
     /// Withdraws a re-arm request (the process turned out to be over the limit).
     pub fn cancel_rearm(&mut self, tgid: i32) {
         let _ = self.rearm.remove(&(tgid as u32));
+    }
+}
+
+impl KernelEvents {
+    /// How the RSS program is attached (never [`Attach::Auto`]).
+    pub fn attach(&self) -> Attach {
+        self.attach
     }
 
     /// Waits until events may be waiting.

@@ -63,37 +63,20 @@ pub struct Scanner {
     proc: ProcRoot,
     dir_buf: DirBuffer,
     cmdline_buf: Box<[u8]>,
-    rules: RuleSet,
     /// Whether watched processes keep their `statm` open (see [`Watched`]).
     hold_statm: bool,
 }
 
 impl Scanner {
-    /// A scanner for the processes `rules` select, whose records hold `statm` open when
-    /// `hold_statm` (measurements every cycle).
-    pub fn new(rules: RuleSet, hold_statm: bool) -> io::Result<Scanner> {
+    /// A scanner whose records hold `statm` open when `hold_statm` (measurements every
+    /// cycle).
+    pub fn new(hold_statm: bool) -> io::Result<Scanner> {
         Ok(Scanner {
             proc: ProcRoot::open()?,
             dir_buf: ProcRoot::dir_buffer(),
             cmdline_buf: vec![0; CMDLINE_MAX].into_boxed_slice(),
-            rules,
             hold_statm,
         })
-    }
-
-    /// The rules it applies.
-    pub fn rules(&self) -> &RuleSet {
-        &self.rules
-    }
-
-    /// The rules it applies, for updating (see [`RuleSet::recheck_cgroups`]).
-    pub fn rules_mut(&mut self) -> &mut RuleSet {
-        &mut self.rules
-    }
-
-    /// Applies `rules` from now on.
-    pub fn set_rules(&mut self, rules: RuleSet) {
-        self.rules = rules;
     }
 
     /// The `/proc` this scanner reads.
@@ -101,11 +84,12 @@ impl Scanner {
         &self.proc
     }
 
-    /// Brings `list` up to date with `/proc` at `now`: admits new matches, moves a watched
-    /// process that was renamed or moved to another cgroup under the rule that selects it now,
-    /// and drops what exited or stopped matching (calling `gone` for each).
+    /// Brings `list` up to date with `/proc` at `now` under `rules`: admits new matches, moves
+    /// a watched process that was renamed or moved to another cgroup under the rule that
+    /// selects it now, and drops what exited or stopped matching (calling `gone` for each).
     pub fn scan(
         &mut self,
+        rules: &RuleSet,
         list: &mut Watchlist,
         now: Instant,
         gone: impl FnMut(&Watched),
@@ -117,7 +101,6 @@ impl Scanner {
             proc,
             dir_buf,
             cmdline_buf,
-            rules,
             hold_statm,
         } = self;
         proc.for_each_pid(dir_buf, |pid| {
@@ -169,32 +152,27 @@ impl Scanner {
         Ok(report)
     }
 
-    /// Looks at `watched` again under the rules in force (see [`Watched::refresh`]; the rule
-    /// it was watched under is at `renumbered` in them).
+    /// Looks at `watched` again under `rules` (see [`Watched::refresh`]; the rule it was
+    /// watched under is at `renumbered` in them).
     pub fn refresh(
         &mut self,
+        rules: &RuleSet,
         watched: &mut Watched,
         now: Instant,
         renumbered: &dyn Fn(usize) -> Option<usize>,
     ) -> Result<(), AdmitError> {
-        watched.refresh(
-            &self.proc,
-            &self.rules,
-            &mut self.cmdline_buf,
-            now,
-            renumbered,
-        )
+        watched.refresh(&self.proc, rules, &mut self.cmdline_buf, now, renumbered)
     }
 
-    /// Opens `pid` if it is one to watch: a rule selects it now.
-    pub fn open(&mut self, pid: i32) -> Result<Watched, AdmitError> {
+    /// Opens `pid` if it is one to watch: one of `rules` selects it now.
+    pub fn open(&mut self, rules: &RuleSet, pid: i32) -> Result<Watched, AdmitError> {
         if Exclusions::now().excludes(pid) {
             return Err(AdmitError::Gone);
         }
         Watched::open(
             &self.proc,
             pid,
-            &self.rules,
+            rules,
             &mut self.cmdline_buf,
             self.hold_statm,
         )

@@ -1,0 +1,350 @@
+//! One look at one watched process: measure its exact RSS, judge it by its rule's policy, and
+//! act on the verdict (profile, signal, log, count, hook).
+
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+
+use super::actions::Actions;
+use super::watching::KernelLink;
+use crate::action::{self, Delivery, Dispatch};
+use crate::hook::Breach;
+use crate::policy::{Policy, Verdict};
+use crate::procfs::ProcRoot;
+use crate::rules::RuleSet;
+use crate::signal::Signal;
+use crate::source::poll::Exclusions;
+use crate::units::Bytes;
+use crate::watch::Watched;
+
+/// When and how a check measures.
+#[derive(Debug, Clone, Copy)]
+pub struct Look {
+    /// Now.
+    pub now: Instant,
+    /// The kernel side is waiting to be re-armed for the process, after this gap (eBPF mode,
+    /// after a report).
+    pub rearm: Option<Duration>,
+}
+
+/// The policy `watched` is judged by: its rule's, at its own limit.
+pub fn policy_of(rules: &RuleSet, watched: &Watched) -> Policy {
+    let rule = rules.get(watched.rule());
+    Policy {
+        limit: watched.limit(),
+        signal: rule.signal,
+        repeat: rule.repeat,
+        kill_after: rule.kill_after,
+    }
+}
+
+/// When `watched` next needs a look: a repeat or kill falling due, or a held-back report.
+pub fn due_at(rules: &RuleSet, watched: &Watched) -> Option<Instant> {
+    earliest(
+        policy_of(rules, watched).deadline(&watched.episode),
+        watched.recheck,
+    )
+}
+
+/// The earlier of two deadlines, either of which may be absent.
+pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Measures `watched`, judges it and acts; returns the verdict and the exact RSS, or `None`
+/// once the process is gone. With a kernel side waiting for it, a process found under the
+/// limit is re-armed there before a second, deciding reading, so that no growth between the
+/// two can go unreported.
+pub fn check(
+    watched: &mut Watched,
+    rules: &RuleSet,
+    proc: &ProcRoot,
+    actions: &Actions,
+    look: Look,
+    mut kernel: Option<&mut dyn KernelLink>,
+) -> Option<(Verdict, u64)> {
+    let policy = policy_of(rules, watched);
+    let page_size = crate::procfs::page_size();
+    let mut statm_buf = [0u8; 128];
+    let mut rss = watched.rss(proc, &mut statm_buf, page_size);
+    watched.recheck = None;
+    if let (Ok(under), Some(kernel), Some(gap)) = (rss, kernel.as_deref_mut(), look.rearm)
+        && under <= policy.limit
+    {
+        kernel.rearm(watched.pid(), gap);
+        rss = watched.rss(proc, &mut statm_buf, page_size);
+        match rss {
+            // Still under: the kernel side stays quiet for the gap, so look again after it.
+            Ok(rss) if rss <= policy.limit => {
+                watched.recheck = (!gap.is_zero()).then(|| look.now + gap);
+            }
+            // Over after all: no report is wanted while it stays over.
+            _ => kernel.cancel_rearm(watched.pid()),
+        }
+    }
+    let rss = match rss {
+        Ok(rss) => rss,
+        Err(Errno::SRCH) => {
+            tracing::debug!(pid = watched.pid(), name = %watched.comm(), "exited");
+            return None;
+        }
+        Err(errno) => {
+            tracing::warn!(event = "unreadable", pid = watched.pid(), name = %watched.comm(), "cannot read its memory ({errno}); no longer watched");
+            return None;
+        }
+    };
+    let verdict = policy.judge(&mut watched.episode, rss, look.now);
+    // Checked again before a signal: the monitor's parent may have changed since admission
+    // (re-parented to a subreaper that a rule matches).
+    if verdict.signals() && Exclusions::now().excludes(watched.pid()) {
+        return None;
+    }
+    tracing::trace!(pid = watched.pid(), name = %watched.comm(), rss = %Bytes(rss), "measured");
+    act(watched, rules, proc, actions, &policy, verdict, rss, kernel);
+    Some((verdict, rss))
+}
+
+/// Carries out `verdict` for `watched`, measured at `rss`: a breach is profiled first (the
+/// process may exit on its signal and take its memory with it), then signalled (unless the
+/// kernel side claimed the signal), logged, counted, and handed to the rule's hook.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one process's whole situation, each part read here"
+)]
+fn act(
+    watched: &mut Watched,
+    rules: &RuleSet,
+    proc: &ProcRoot,
+    actions: &Actions,
+    policy: &Policy,
+    verdict: Verdict,
+    rss: u64,
+    mut kernel: Option<&mut dyn KernelLink>,
+) {
+    let index = watched.rule();
+    let (rule, metrics) = (rules.get(index), &actions.rules.metrics[index]);
+    if verdict == Verdict::Breach {
+        metrics.breaches.inc();
+        // Its name now, for the breach's line and hook (a rename under the same rule is not
+        // reported by the kernel side).
+        watched.reread_name(proc);
+    }
+    let profile = match (verdict, actions.rules.profilers[index].as_ref()) {
+        (Verdict::Breach, Some(profiler)) => {
+            let name = watched.comm().to_string();
+            let growth = kernel
+                .as_deref_mut()
+                .map(|kernel| kernel.take_growth(watched.pid()))
+                .unwrap_or_default();
+            profiler.profile(
+                watched.pid(),
+                watched.pidfd(),
+                &name,
+                rss,
+                policy.limit,
+                growth,
+            )
+        }
+        _ => None,
+    };
+    let dispatch = match (verdict, kernel) {
+        (Verdict::Breach, Some(kernel)) => match kernel.claim_signal(watched.pid()) {
+            true => actions.dispatch,
+            false => Dispatch::SentByKernel,
+        },
+        (Verdict::Recovered, Some(kernel)) => {
+            kernel.release_claim(watched.pid());
+            actions.dispatch
+        }
+        _ => actions.dispatch,
+    };
+    let Some(delivery) = action::act(&rule.name, policy, verdict, watched, rss, dispatch) else {
+        return;
+    };
+    let signal = match verdict {
+        Verdict::Kill => Signal::KILL,
+        _ => policy.signal,
+    };
+    metrics.signalled(signal, delivery);
+    if let (Verdict::Breach, Some(hook), Some(exec)) = (verdict, &actions.hook, &rule.exec) {
+        hook.fire(Breach {
+            exec: exec.clone(),
+            rule: rule.name.clone(),
+            pid: watched.pid(),
+            name: watched.comm().to_string(),
+            rss,
+            limit: policy.limit,
+            signal: match delivery {
+                Delivery::Sent | Delivery::SentByKernel => policy.signal.to_string(),
+                other => other.to_string(),
+            },
+            profile: profile.unwrap_or_default(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Child, Command, Stdio};
+
+    use super::*;
+    use crate::matcher::{MatchMode, Matcher};
+    use crate::metrics::Metrics;
+    use crate::profile::growth::RawStacks;
+    use crate::rules::{Rule, Selector};
+    use crate::units::SizeSpec;
+
+    /// A kernel side that keeps what it is asked, for the check to be judged by.
+    #[derive(Default)]
+    struct FakeKernel {
+        calls: Vec<String>,
+        /// Whether the kernel side already sent the breach's signal (`--kernel-signal`).
+        claimed: bool,
+    }
+
+    impl KernelLink for FakeKernel {
+        fn rearm(&mut self, _: i32, after: Duration) {
+            self.calls.push(format!("rearm after {after:?}"));
+        }
+        fn cancel_rearm(&mut self, _: i32) {
+            self.calls.push("cancel rearm".to_string());
+        }
+        fn claim_signal(&mut self, _: i32) -> bool {
+            self.calls.push("claim".to_string());
+            !std::mem::replace(&mut self.claimed, true)
+        }
+        fn release_claim(&mut self, _: i32) {
+            self.calls.push("release".to_string());
+            self.claimed = false;
+        }
+        fn take_growth(&mut self, _: i32) -> RawStacks {
+            RawStacks::new()
+        }
+    }
+
+    /// A real process to watch: a `sleep` named by this test, killed when dropped.
+    struct Sleeper(Child);
+
+    impl Sleeper {
+        fn start() -> Sleeper {
+            let child = Command::new("sleep")
+                .arg("60")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("sleep");
+            Sleeper(child)
+        }
+        fn pid(&self) -> i32 {
+            self.0.id() as i32
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Rules watching `sleep` at `limit` bytes with SIGCONT (harmless to a sleeping process),
+    /// once per breach; the process watched; and what acting needs, in a dry run.
+    fn watched_sleeper(sleeper: &Sleeper, limit: u64) -> (RuleSet, ProcRoot, Watched, Actions) {
+        let matcher = Matcher::new(MatchMode::Exact, "sleep").unwrap();
+        let mut rule = Rule::new("sleepers", Selector::name(matcher), SizeSpec::Bytes(limit));
+        rule.signal = "CONT".parse().unwrap();
+        rule.repeat = None;
+        let rules = RuleSet::new(vec![rule]).unwrap();
+        let proc = ProcRoot::open().unwrap();
+        let mut buf = vec![0; 4096];
+        let watched = Watched::open(&proc, sleeper.pid(), &rules, &mut buf, false).unwrap();
+        let actions = Actions::start(&rules, Metrics::new(), true).unwrap();
+        (rules, proc, watched, actions)
+    }
+
+    fn look(rearm: Option<Duration>) -> Look {
+        Look {
+            now: Instant::now(),
+            rearm,
+        }
+    }
+
+    #[test]
+    fn under_the_limit_after_a_report_it_is_rearmed_before_the_deciding_read() {
+        let sleeper = Sleeper::start();
+        let (rules, proc, mut watched, actions) = watched_sleeper(&sleeper, 1 << 40);
+        let mut kernel = FakeKernel::default();
+        let gap = Duration::from_micros(250);
+        let look = look(Some(gap));
+        let (verdict, _) = check(
+            &mut watched,
+            &rules,
+            &proc,
+            &actions,
+            look,
+            Some(&mut kernel),
+        )
+        .unwrap();
+        assert_eq!(verdict, Verdict::Quiet);
+        assert_eq!(kernel.calls, ["rearm after 250µs"]);
+        // Held back for the gap: looked at again once it ends.
+        assert_eq!(watched.recheck, Some(look.now + gap));
+        // Without a report to answer, nothing is asked of the kernel side.
+        let mut kernel = FakeKernel::default();
+        check(
+            &mut watched,
+            &rules,
+            &proc,
+            &actions,
+            super::tests::look(None),
+            Some(&mut kernel),
+        );
+        assert!(kernel.calls.is_empty(), "{:?}", kernel.calls);
+        assert_eq!(watched.recheck, None);
+    }
+
+    #[test]
+    fn over_the_limit_no_rearm_is_left_and_the_signal_is_claimed_once() {
+        let sleeper = Sleeper::start();
+        // Any process is over one byte.
+        let (rules, proc, mut watched, actions) = watched_sleeper(&sleeper, 1);
+        let mut kernel = FakeKernel::default();
+        let (verdict, rss) = check(
+            &mut watched,
+            &rules,
+            &proc,
+            &actions,
+            look(Some(Duration::from_micros(250))),
+            Some(&mut kernel),
+        )
+        .unwrap();
+        assert_eq!(verdict, Verdict::Breach);
+        assert!(rss > 1);
+        assert_eq!(kernel.calls, ["claim"], "no re-arm over the limit");
+        assert!(watched.episode.is_over());
+        // Still over: no new breach, nothing claimed again.
+        let (verdict, _) = check(
+            &mut watched,
+            &rules,
+            &proc,
+            &actions,
+            look(None),
+            Some(&mut kernel),
+        )
+        .unwrap();
+        assert_eq!(verdict, Verdict::Quiet);
+        assert_eq!(kernel.calls, ["claim"]);
+    }
+
+    #[test]
+    fn a_process_gone_is_reported_gone() {
+        let mut sleeper = Sleeper::start();
+        let (rules, proc, mut watched, actions) = watched_sleeper(&sleeper, 1 << 40);
+        sleeper.0.kill().unwrap();
+        sleeper.0.wait().unwrap();
+        let checked = check(&mut watched, &rules, &proc, &actions, look(None), None);
+        assert_eq!(checked, None);
+    }
+}

@@ -1,0 +1,110 @@
+//! eBPF mode's source: the kernel side's ring buffer, drained into records allocated once, and
+//! what a loss of events calls for (a full re-check, said once a minute at most).
+
+use std::time::{Duration, Instant};
+
+use memory_monitor_ebpf::Event;
+
+use crate::metrics::Metrics;
+use crate::source::ebpf::KernelEvents;
+
+/// Events taken from the ring buffer per batch; records are reused, never allocated.
+const EVENT_BATCH: usize = 256;
+
+/// How often a sustained loss of kernel events is logged (each loss is counted in metrics).
+const LOST_EVENTS_SAID_EVERY: Duration = Duration::from_secs(60);
+
+/// While kernel events keep coming faster than they are handled, the re-check that a loss
+/// calls for is made at most this often.
+const RESYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// The kernel side's events, as the loop takes them.
+#[derive(Debug)]
+pub struct EventSource {
+    kernel: KernelEvents,
+    batch: Box<[Event]>,
+    /// Events handled so far.
+    handled: u64,
+    /// Events lost so far (the kernel side's count).
+    lost: u64,
+    /// When lost events were last said.
+    lost_said: Option<Instant>,
+    /// Whether lost events call for a re-check of every process, and when the last was made.
+    resync_due: bool,
+    resynced: Option<Instant>,
+}
+
+impl EventSource {
+    /// Takes events from `kernel`.
+    pub fn new(kernel: KernelEvents) -> EventSource {
+        EventSource {
+            kernel,
+            batch: vec![Event::default(); EVENT_BATCH].into_boxed_slice(),
+            handled: 0,
+            lost: 0,
+            lost_said: None,
+            resync_due: false,
+            resynced: None,
+        }
+    }
+
+    /// The programs and how the RSS program is attached.
+    pub fn kernel(&self) -> &KernelEvents {
+        &self.kernel
+    }
+
+    /// Events handled so far.
+    pub fn handled(&self) -> u64 {
+        self.handled
+    }
+
+    /// Takes the next batch of waiting events; returns how many (0 when none wait), each then
+    /// read with [`EventSource::event`], and counted as handled.
+    pub fn take_batch(&mut self, metrics: &Metrics) -> usize {
+        let count = self.kernel.drain(&mut self.batch);
+        self.handled += count as u64;
+        metrics.events.inc_by(count as u64);
+        count
+    }
+
+    /// Event `index` of the batch last taken.
+    pub fn event(&self, index: usize) -> Event {
+        self.batch[index]
+    }
+
+    /// After a turn of batches (`more` if events may be left): whether every process is to
+    /// be looked at again now because events were lost. The re-check waits until the ring
+    /// buffer is drained (what is left in it is handled anyway), or comes once a second while
+    /// it never is: a full look at every process per turn would fall ever further behind.
+    pub fn resync_now(&mut self, more: bool, metrics: &Metrics) -> bool {
+        if let Some(lost) = self.kernel.take_lost() {
+            metrics.lost_events.inc_by(lost.saturating_sub(self.lost));
+            self.lost = lost;
+            let now = Instant::now();
+            // A sustained overflow is said once a minute, with the total, not once per drain.
+            if self
+                .lost_said
+                .is_none_or(|said| now.duration_since(said) >= LOST_EVENTS_SAID_EVERY)
+            {
+                self.lost_said = Some(now);
+                tracing::warn!(
+                    event = "lost_events",
+                    lost,
+                    "kernel events were lost (ring buffer full; {lost} so far); re-checking every process"
+                );
+            }
+            self.resync_due = true;
+        }
+        let now = Instant::now();
+        let due = self.resync_due
+            && (!more
+                || self
+                    .resynced
+                    .is_none_or(|at| now.duration_since(at) >= RESYNC_EVERY));
+        if due {
+            self.resync_due = false;
+            self.resynced = Some(now);
+        }
+        due
+    }
+}

@@ -1,0 +1,643 @@
+//! The monitor: a source says when to look and at which processes, a check measures and
+//! judges each, and acts on what is due.
+//!
+//! In poll mode a timer drives everything: every interval, every process is looked at. In eBPF
+//! mode kernel events do: a crossing report is confirmed against the exact RSS, discovery
+//! events admit or drop processes, and a timer runs only while a repeat or a kill is pending,
+//! so an idle monitor never wakes up. SIGHUP reads the rules again.
+//!
+//! The parts: [`watching`] owns what is watched, on both sides; [`check`] looks at one
+//! process; [`actions`] are what acting needs; [`events`] is eBPF mode's source; [`reload`]
+//! puts new rules in force; [`start`] and [`waits`] are start-up and what else wakes the loop.
+
+mod actions;
+mod check;
+mod events;
+mod reload;
+mod start;
+mod waits;
+mod watching;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memory_monitor_ebpf::{Event, event_kind};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::time::MissedTickBehavior;
+
+use self::actions::Actions;
+use self::check::{Look, check, due_at, earliest};
+use self::events::EventSource;
+use self::start::Note;
+use self::waits::{Waits, Wake};
+use self::watching::{Discovered, KernelSide, Watching};
+use crate::Error;
+use crate::changes::Changes;
+use crate::config::{Config, RulesSource};
+use crate::metrics::Metrics;
+use crate::service::Service;
+use crate::source::poll::SkipReason;
+use crate::timer::DeadlineTimer;
+use crate::units::Bytes;
+use crate::watch::Watchlist;
+
+pub use self::waits::{Request, Shutdown};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped by SIGINT or SIGTERM.
+    Stopped,
+    /// Only `--pid` processes were watched and all of them exited.
+    NothingLeft,
+    /// `--once` finished its pass.
+    Checked {
+        /// Whether a process was over its limit.
+        any_over: bool,
+    },
+}
+
+/// Counts from one look at every watched process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    /// Processes watched after the look.
+    pub watched: usize,
+    /// Processes over the limit.
+    pub over: usize,
+    /// Signals due (sent, or not sent in a dry run).
+    pub signals: usize,
+    /// Matching processes that could not be watched.
+    pub skipped: usize,
+}
+
+/// Batches handled before the loop serves its timers, watchdog and signals again.
+const EVENT_BATCHES_PER_TURN: usize = 16;
+
+/// A changed rules file is read once it has not changed for this long (`--watch-config`): a
+/// file written in several steps is read once, whole.
+const RULES_FILE_SETTLE: Duration = Duration::from_millis(300);
+
+/// eBPF mode: after a report whose exact figure is still under the limit, the kernel side
+/// holds back the next report about that process this long, and userspace looks again itself
+/// when it ends. A process moving through the counters' margin of error is then reported about
+/// once per gap, not on every page it touches, and still never missed.
+const REPORT_GAP: Duration = Duration::from_micros(250);
+
+/// Where the monitor learns of changes.
+#[derive(Debug)]
+enum Source {
+    /// The kernel side's events (eBPF mode). Boxed: the monitor holds one source for its life.
+    Events(Box<EventSource>),
+    /// Looking at `/proc` every interval, and why.
+    Poll { why: String },
+}
+
+/// The settings the loop reads once started (the rules in force are the watch's).
+#[derive(Debug)]
+struct Settings {
+    interval: Duration,
+    dry_run: bool,
+    once: bool,
+    kernel_signal: bool,
+    harden: bool,
+    /// Where the rules come from, to read them again.
+    rules: RulesSource,
+}
+
+/// A memory monitor built from a [`Config`].
+#[derive(Debug)]
+pub struct Monitor {
+    settings: Settings,
+    source: Source,
+    watching: Watching,
+    actions: Actions,
+    /// Follows cgroup limits, rules' cgroups and the rules file (see [`crate::changes`]).
+    changes: Option<Changes>,
+    /// When to read the changed rules file (`--watch-config`), once it has settled.
+    reload_at: Option<Instant>,
+    /// No repeat or kill falls due before this (eBPF mode); may be early, never late.
+    next_deadline: Option<Instant>,
+    /// Whether the one warning about skipped processes has been given.
+    warned_skip: bool,
+    /// Hardening the host did not allow, said after the start line.
+    hardening: Vec<Note>,
+}
+
+impl Monitor {
+    /// Prepares a monitor: chooses the source (loading the BPF programs when it can), opens
+    /// `/proc` and allocates everything the loop will need. Outside `--mode poll` and
+    /// `--once` it must be called inside a tokio runtime.
+    pub fn new(config: Config) -> Result<Monitor, Error> {
+        crate::footprint::reserve_descriptors(config.max_processes);
+        let (source, kernel) = match start::choose_source(&config)? {
+            Ok((events, kernel)) => (
+                Source::Events(Box::new(EventSource::new(events))),
+                Some(Box::new(kernel) as Box<dyn KernelSide>),
+            ),
+            Err(why) => (Source::Poll { why }, None),
+        };
+        // With the programs attached and before any thread starts (threads inherit them).
+        let hardening = config.harden.map(start::harden_start).unwrap_or_default();
+        let metrics = Metrics::new();
+        metrics.set_mode(kernel.is_some());
+        let actions = Actions::start(&config.rules, Arc::clone(&metrics), config.dry_run)?;
+        if let Some(address) = config.metrics_addr {
+            let bound = crate::metrics::serve(address, Arc::clone(&metrics))
+                .map_err(|e| Error::Metrics(address, e))?;
+            tracing::info!(event = "metrics", address = %bound, "serving metrics on http://{bound}/metrics");
+        }
+        let changes = start::follow_changes(&config);
+        let Config {
+            rules,
+            source: rules_source,
+            interval,
+            dry_run,
+            once,
+            max_processes,
+            kernel_signal,
+            harden,
+            ..
+        } = config;
+        let watching = Watching::new(rules, max_processes, kernel).map_err(Error::Proc)?;
+        Ok(Monitor {
+            settings: Settings {
+                interval,
+                dry_run,
+                once,
+                kernel_signal: kernel_signal && watching.is_event_driven(),
+                harden: harden.is_some(),
+                rules: rules_source,
+            },
+            source,
+            watching,
+            actions,
+            changes,
+            reload_at: None,
+            next_deadline: None,
+            warned_skip: false,
+            hardening,
+        })
+    }
+
+    /// The metrics (what `--metrics-addr` serves).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.actions.metrics
+    }
+
+    /// Whether the eBPF source is in use.
+    pub fn is_event_driven(&self) -> bool {
+        matches!(self.source, Source::Events(_))
+    }
+
+    /// Kernel events handled so far (eBPF mode).
+    pub fn events_handled(&self) -> u64 {
+        match &self.source {
+            Source::Events(events) => events.handled(),
+            Source::Poll { .. } => 0,
+        }
+    }
+
+    /// The processes watched now.
+    pub fn watched(&self) -> &Watchlist {
+        self.watching.list()
+    }
+
+    /// One look at every process at time `now`: the watch brought up to date from `/proc`
+    /// (in eBPF mode the kernel side is followed afresh: at start-up, after lost events, after
+    /// a reload), then every watched process checked. Poll mode's cycle. Allocates nothing
+    /// once warmed up.
+    pub fn cycle(&mut self, now: Instant) -> Result<CycleReport, Error> {
+        let started = Instant::now();
+        let scan = self.watching.scan(now).map_err(Error::Proc)?;
+        if let Some(reason) = scan.skip_reason {
+            self.warn_skipped_once(reason, scan.skipped);
+        }
+        self.actions.metrics.skipped.set(scan.skipped as i64);
+        if let Some(changes) = self.changes.as_mut() {
+            self.watching.follow_limits(changes, None);
+        }
+        let report = CycleReport {
+            skipped: scan.skipped,
+            // Freshly followed, the kernel side is armed: nothing to re-arm.
+            ..self.check_watched(now, None, |_, _| true)
+        };
+        tracing::debug!(
+            watched = report.watched,
+            over = report.over,
+            signals = report.signals,
+            skipped = report.skipped,
+            "checked"
+        );
+        self.actions
+            .metrics
+            .poll_cycle
+            .observe(started.elapsed().as_secs_f64());
+        self.actions.publish(self.watching.list().per_rule());
+        Ok(report)
+    }
+
+    /// eBPF mode: takes waiting events from the kernel side, at most `EVENT_BATCHES_PER_TURN`
+    /// (16) batches, and acts on them; after lost events, looks at every process again.
+    /// Returns whether events may be left: then call it again once timers, the watchdog and
+    /// signals have had their turn (a flood of events must not hold them up). Allocates
+    /// nothing once warmed up.
+    pub fn handle_events(&mut self) -> bool {
+        let mut more = true;
+        for _ in 0..EVENT_BATCHES_PER_TURN {
+            let Source::Events(events) = &mut self.source else {
+                return false;
+            };
+            let count = events.take_batch(&self.actions.metrics);
+            if count == 0 {
+                more = false;
+                break;
+            }
+            for index in 0..count {
+                let Source::Events(events) = &self.source else {
+                    return false;
+                };
+                let event = events.event(index);
+                self.on_event(&event, Instant::now());
+            }
+        }
+        if let Source::Events(events) = &mut self.source
+            && events.resync_now(more, &self.actions.metrics)
+        {
+            let _ = self.cycle(Instant::now());
+        }
+        self.actions.publish(self.watching.list().per_rule());
+        more
+    }
+
+    /// What one kernel event means.
+    fn on_event(&mut self, event: &Event, now: Instant) {
+        let pid = event.tgid as i32;
+        tracing::trace!(pid, kind = %event_kind::name(event.kind), rss = %Bytes(event.rss), "kernel event");
+        match event.kind {
+            // Near its limit: confirmed on the exact figure (and, being read again soon, its
+            // statm kept open meanwhile).
+            event_kind::NEAR => {
+                self.watching.hold_statm(pid);
+                self.look_at(pid, now, Some(REPORT_GAP));
+            }
+            event_kind::UNDER => {
+                self.look_at(pid, now, None);
+                self.watching.release_statm(pid);
+            }
+            event_kind::KERNEL_SIGNAL => {
+                let rss = self.look_at(pid, now, Some(REPORT_GAP));
+                let limit = self.watching.list().get(pid).map(|w| w.limit());
+                if let (Some(rss), Some(limit)) = (rss, limit)
+                    && rss <= limit
+                {
+                    tracing::warn!(event = "kernel_signal_under_limit", pid, rss = %Bytes(rss), limit = %Bytes(limit),
+                        "the kernel signalled on its approximate count; the exact RSS is under the limit");
+                }
+            }
+            // Whatever the kernel side concluded (under the rules it had then, which a reload
+            // may have replaced since), userspace decides under the rules in force now.
+            event_kind::EXEC | event_kind::RENAME | event_kind::FORK | event_kind::MIGRATE
+                if self.discover(pid) =>
+            {
+                self.look_at(pid, now, None);
+            }
+            event_kind::EXIT => self.watching.exited(pid, event.time_ns),
+            _ => {}
+        }
+    }
+
+    /// Has the watch decide on `pid` (admit it, look at it again, or let it go); whether it
+    /// is watched after.
+    fn discover(&mut self, pid: i32) -> bool {
+        let discovered = self.watching.discover(pid, Instant::now());
+        match discovered {
+            Discovered::Watched => {
+                if let Some(changes) = self.changes.as_mut() {
+                    self.watching.follow_limits(changes, Some(pid));
+                }
+                true
+            }
+            Discovered::NotWatched => false,
+            Discovered::Skipped(reason) => {
+                self.warn_skipped_once(reason, 1);
+                false
+            }
+        }
+    }
+
+    /// Checks `pid` at `now` (admitting it first if its discovery event is still on its way,
+    /// or was lost); returns its exact RSS. With `rearm`, the kernel side is waiting to be
+    /// told to report again (after that gap), which it is when the process is under the limit.
+    fn look_at(&mut self, pid: i32, now: Instant, rearm: Option<Duration>) -> Option<u64> {
+        if self.watching.list().get(pid).is_none() && !self.discover(pid) {
+            return None;
+        }
+        let actions = &self.actions;
+        let mut judged = None;
+        self.watching
+            .retain_one(pid, |watched, rules, proc, kernel| {
+                judged = check(watched, rules, proc, actions, Look { now, rearm }, kernel)
+                    .map(|(_, rss)| (rss, due_at(rules, watched)));
+                judged.is_some()
+            });
+        let (rss, due) = judged?;
+        self.next_deadline = earliest(self.next_deadline, due);
+        Some(rss)
+    }
+
+    /// Checks the watched processes `due` selects, at `now`, forgetting those gone. With
+    /// `rearm`, the kernel side may wait to be re-armed for them.
+    fn check_watched(
+        &mut self,
+        now: Instant,
+        rearm: Option<Duration>,
+        due: impl Fn(&crate::rules::RuleSet, &crate::watch::Watched) -> bool,
+    ) -> CycleReport {
+        let actions = &self.actions;
+        let mut report = CycleReport::default();
+        let mut next_deadline = None;
+        self.watching.retain(|watched, rules, proc, kernel| {
+            if due(rules, watched) {
+                let Some((verdict, _)) =
+                    check(watched, rules, proc, actions, Look { now, rearm }, kernel)
+                else {
+                    return false;
+                };
+                report.signals += usize::from(verdict.signals());
+            }
+            report.over += usize::from(watched.episode.is_over());
+            next_deadline = earliest(next_deadline, due_at(rules, watched));
+            true
+        });
+        self.next_deadline = next_deadline;
+        report.watched = self.watching.list().len();
+        report
+    }
+
+    /// eBPF mode: checks the processes whose repeat, kill or held-back report is due at `now`.
+    pub fn handle_due(&mut self, now: Instant) {
+        self.check_watched(now, Some(Duration::ZERO), |rules, watched| {
+            due_at(rules, watched).is_some_and(|due| due <= now)
+        });
+    }
+
+    /// When the next repeat or kill may fall due (eBPF mode); `None`: nothing pending.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.next_deadline
+    }
+
+    /// Says, the first time only, that `skipped` matching processes could not be watched.
+    fn warn_skipped_once(&mut self, reason: SkipReason, skipped: usize) {
+        if std::mem::replace(&mut self.warned_skip, true) {
+            return;
+        }
+        match reason {
+            SkipReason::Full(capacity) => tracing::warn!(
+                event = "skipped",
+                skipped,
+                "watching the maximum of {capacity} processes; further matches are skipped (raise --max-processes)"
+            ),
+            SkipReason::Open(errno) => tracing::warn!(
+                event = "skipped",
+                skipped,
+                "cannot open matching processes ({errno}); they are skipped (raise the open-files limit?)"
+            ),
+        }
+    }
+
+    /// Acts on what changed under the monitor since the last look (see [`crate::changes`]):
+    /// a rules file that changed is read once it settles; a rule's cgroup made or removed
+    /// matches again or no longer (a look at every process follows); a rewritten cgroup limit
+    /// changes the limits given as a share of it, and those processes are judged at once.
+    fn on_changes(&mut self, now: Instant) {
+        let Some(changed) = self.changes.as_mut().map(Changes::take) else {
+            return;
+        };
+        if changed.rules_file {
+            self.reload_at = Some(now + RULES_FILE_SETTLE);
+        }
+        if changed.cgroups {
+            self.follow_cgroups();
+            let _ = self.cycle(now);
+        }
+        if changed.limits {
+            self.watching.limits_changed(now);
+            self.check_watched(now, None, |_, watched| {
+                watched.recheck.is_some_and(|due| due <= now)
+            });
+        }
+    }
+
+    /// Follows the rules' cgroups and says which appeared or went.
+    fn follow_cgroups(&mut self) {
+        let Some(changes) = self.changes.as_mut() else {
+            return;
+        };
+        let changed = match self.watching.recheck_cgroups(changes) {
+            Ok(changed) => changed,
+            Err(error) => {
+                tracing::warn!(
+                    event = "cgroup_missing",
+                    "the kernel side cannot follow the rules' cgroups: {error}"
+                );
+                return;
+            }
+        };
+        let rules = self.watching.rules();
+        for (index, present) in changed {
+            let rule = rules.get(index);
+            let cgroup = rule
+                .selector
+                .cgroup
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            match present {
+                true => {
+                    tracing::info!(event = "cgroup_appeared", rule = %rule.name, "cgroup {cgroup} exists now; its processes are watched")
+                }
+                false => {
+                    tracing::warn!(event = "cgroup_missing", rule = %rule.name, "cgroup {cgroup} was removed; the rule matches nothing until it exists again")
+                }
+            }
+        }
+    }
+
+    /// How the monitor runs, for the start line and the rules' lines.
+    fn running(&self) -> start::Running<'_> {
+        start::Running {
+            source: match &self.source {
+                Source::Events(events) => Ok(events.kernel().attach()),
+                Source::Poll { why } => Err((why.as_str(), self.settings.interval)),
+            },
+            dry_run: self.settings.dry_run,
+            kernel_signal: self.settings.kernel_signal,
+        }
+    }
+
+    /// Runs until `shutdown` fires (or, with `--once`, for one cycle).
+    pub async fn run(mut self, mut shutdown: Shutdown) -> Result<Outcome, Error> {
+        start::log_start(self.watching.rules(), self.running(), &self.hardening);
+        if self.settings.once {
+            let report = self.cycle(Instant::now())?;
+            return Ok(Outcome::Checked {
+                any_over: report.over > 0,
+            });
+        }
+        // The rules' cgroups, followed from now on (one made while the programs loaded is
+        // seen here).
+        self.follow_cgroups();
+        // The first look at /proc (which also has the kernel side follow what it finds: from
+        // now on it reports whatever starts) ends start-up.
+        let first = tokio::time::Instant::now();
+        self.cycle(first.into_std())?;
+        // The timer, and the changes followed, registered with the runtime before trimming
+        // and counting (registering allocates).
+        let clock = match self.source {
+            Source::Events(_) => Clock::Deadlines(DeadlineTimer::new().map_err(Error::Events)?),
+            Source::Poll { .. } => {
+                let interval = self.settings.interval;
+                let mut ticker = tokio::time::interval_at(first + interval, interval);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                Clock::Ticks(ticker)
+            }
+        };
+        let changes = self
+            .changes
+            .as_ref()
+            .map(|changes| {
+                let fd = changes.waitable()?;
+                // SAFETY: the AsyncFd owns the descriptor, which stays open and the same for
+                // as long as it lives.
+                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                    .map_err(std::io::Error::from)
+            })
+            .transpose()
+            .map_err(Error::Events)?;
+        let mut service = Service::connect();
+        service.ready(self.watching.list().len(), self.is_event_driven());
+        crate::footprint::trim();
+        // After trimming: freed heap pages cannot be given back once locked.
+        if self.settings.harden {
+            start::lock_memory();
+        }
+        tracing::debug!(event = "ready", "start-up done");
+        let allocations = crate::footprint::allocations();
+        let mut waits = Waits {
+            service: &mut service,
+            shutdown: &mut shutdown,
+            changes,
+            metrics: Arc::clone(&self.actions.metrics),
+        };
+        let outcome = match clock {
+            Clock::Ticks(ticker) => self.run_poll(ticker, &mut waits).await?,
+            Clock::Deadlines(timer) => self.run_events(timer, &mut waits).await?,
+        };
+        service.stopping();
+        let allocations = crate::footprint::allocations() - allocations;
+        let events = self.events_handled();
+        match outcome {
+            Outcome::Stopped => {
+                tracing::info!(event = "stop", allocations, events, "stopping on signal")
+            }
+            _ => tracing::info!(
+                event = "stop",
+                allocations,
+                events,
+                "every watched process has exited; stopping"
+            ),
+        }
+        Ok(outcome)
+    }
+
+    /// Poll mode: a look at every process each tick.
+    async fn run_poll(
+        &mut self,
+        mut ticker: tokio::time::Interval,
+        waits: &mut Waits<'_>,
+    ) -> Result<Outcome, Error> {
+        loop {
+            tokio::select! {
+                // The tick's scheduled time, not the time it ran: repeats due every interval
+                // then fall due on every tick instead of drifting past one.
+                tick = ticker.tick() => {
+                    self.cycle(tick.into_std())?;
+                    if self.watching.nothing_left() {
+                        return Ok(Outcome::NothingLeft);
+                    }
+                }
+                wake = waits.next(self.reload_at) => {
+                    if let Some(outcome) = self.on_wake(wake, waits)? {
+                        return Ok(outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    /// eBPF mode: kernel events as they come, and the deadlines of repeats, kills and
+    /// held-back reports.
+    async fn run_events(
+        &mut self,
+        mut timer: DeadlineTimer,
+        waits: &mut Waits<'_>,
+    ) -> Result<Outcome, Error> {
+        // Events left in the ring buffer after a turn (see `handle_events`).
+        let mut pending = false;
+        loop {
+            if self.watching.nothing_left() {
+                return Ok(Outcome::NothingLeft);
+            }
+            timer.set(self.next_deadline).map_err(Error::Events)?;
+            let Source::Events(events) = &self.source else {
+                return Ok(Outcome::Stopped);
+            };
+            tokio::select! {
+                ready = events.kernel().readable() => {
+                    ready.map_err(Error::Events)?;
+                    pending = self.handle_events();
+                }
+                () = std::future::ready(()), if pending => pending = self.handle_events(),
+                expired = timer.expired() => {
+                    expired.map_err(Error::Events)?;
+                    self.handle_due(Instant::now());
+                }
+                wake = waits.next(self.reload_at) => {
+                    if let Some(outcome) = self.on_wake(wake, waits)? {
+                        return Ok(outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acts on what woke either loop besides its own source; `Some` when the run ends.
+    fn on_wake(&mut self, wake: Wake, waits: &mut Waits<'_>) -> Result<Option<Outcome>, Error> {
+        match wake {
+            Wake::Changed(ready) => {
+                ready.map_err(Error::Events)?;
+                self.on_changes(Instant::now());
+            }
+            Wake::RulesFileSettled => {
+                self.reload_at = None;
+                tracing::info!(
+                    event = "rules_file_changed",
+                    "the rules file changed; reading it again"
+                );
+                self.reload(Instant::now(), waits.service);
+            }
+            Wake::Watchdog => waits.service.ping(),
+            Wake::Liveness => waits.metrics.liveness.answer(),
+            Wake::Request(Request::Stop) => return Ok(Some(Outcome::Stopped)),
+            Wake::Request(Request::Reload) => self.reload(Instant::now(), waits.service),
+        }
+        Ok(None)
+    }
+}
+
+/// What times the loop: poll mode's ticks, or eBPF mode's deadlines.
+enum Clock {
+    Ticks(tokio::time::Interval),
+    Deadlines(DeadlineTimer),
+}

@@ -1,0 +1,89 @@
+//! Putting new rules in force (SIGHUP, or a changed rules file with `--watch-config`), all at
+//! once or not at all: a rules file that cannot be used leaves the rules in force as they are.
+
+use std::time::Instant;
+
+use super::Monitor;
+use super::actions::RuleActions;
+use super::start;
+use crate::service::Service;
+
+impl Monitor {
+    /// Tells systemd a reload is under way, reloads, and says it is ready again (with what is
+    /// watched now) whatever came of it.
+    pub(super) fn reload(&mut self, now: Instant, service: &Service) {
+        service.reloading();
+        self.reload_rules(now);
+        service.ready(self.watching.list().len(), self.is_event_driven());
+    }
+
+    /// Reads the rules again and applies them to every watched process.
+    fn reload_rules(&mut self, now: Instant) {
+        let metrics = &self.actions.metrics;
+        let Some(file) = self.settings.rules.file.clone() else {
+            tracing::warn!(
+                event = "reload_failed",
+                "SIGHUP: there is no rules file (--config) to read again"
+            );
+            return;
+        };
+        let prepared = self
+            .settings
+            .rules
+            .load()
+            .map_err(|e| e.to_string())
+            .and_then(|rules| {
+                RuleActions::start(&rules, metrics)
+                    .map(|actions| (rules, actions))
+                    .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+            });
+        let (rules, actions) = match prepared {
+            Ok(prepared) => prepared,
+            Err(why) => {
+                metrics.reloaded(false);
+                tracing::error!(event = "reload_failed", file = %file.display(), "rules not reloaded (the rules in force stay): {why}");
+                return;
+            }
+        };
+        // Where each rule in force is among the new ones, by name: a rule is the same rule by
+        // its name, wherever it is in the file now.
+        let moved: Vec<Option<usize>> = self
+            .watching
+            .rules()
+            .rules()
+            .iter()
+            .map(|old| rules.rules().iter().position(|new| new.name == old.name))
+            .collect();
+        let profiles = rules.rules().iter().any(|r| r.profile.is_some());
+        let renumbered = |old: usize| moved.get(old).copied().flatten();
+        if let Err(error) = self.watching.set_rules(rules, now, &renumbered) {
+            metrics.retire(&actions.metrics, self.watching.rules());
+            metrics.reloaded(false);
+            tracing::error!(
+                event = "reload_failed",
+                "rules not reloaded: the kernel side refused them: {error}"
+            );
+            return;
+        }
+        if self.is_event_driven() && profiles && !self.watching.can_profile_growth() {
+            tracing::warn!(
+                event = "growth_profile_needs_restart",
+                "growth profiles need a restart (their kernel maps are made at start-up); mapping profiles are taken meanwhile"
+            );
+        }
+        self.actions.replace(self.watching.rules(), actions);
+        self.follow_cgroups();
+        self.actions.metrics.reloaded(true);
+        let count = self.watching.rules().rules().len();
+        tracing::info!(event = "reload", file = %file.display(), rules = count, "rules reloaded");
+        start::log_rules(self.watching.rules(), self.settings.kernel_signal);
+        // Admits what the new rules select, and (eBPF mode) has the kernel side follow anew.
+        if let Err(error) = self.cycle(now) {
+            tracing::error!(
+                event = "reload_failed",
+                "after reloading the rules: {:#}",
+                anyhow::Error::new(error)
+            );
+        }
+    }
+}

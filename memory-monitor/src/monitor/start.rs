@@ -1,0 +1,226 @@
+//! Start-up: which source the host allows, what is followed of the file system, how the
+//! monitor hardens itself, and the lines that say what it watches and how.
+
+use crate::Error;
+use crate::action;
+use crate::changes::Changes;
+use crate::config::{Config, Mode};
+use crate::policy::Policy;
+use crate::rules::{Rule, RuleSet};
+use crate::source::ebpf::{self, KernelEvents, KernelSettings, KernelWatch};
+use crate::units::{Bytes, Period};
+
+/// The kernel side when it loads, else why the monitor polls.
+pub fn choose_source(
+    config: &Config,
+) -> Result<Result<(KernelEvents, KernelWatch), String>, Error> {
+    let settings = KernelSettings {
+        rules: &config.rules,
+        max_processes: config.max_processes,
+        kernel_signal: config.kernel_signal,
+        attach: config.attach,
+        debug_log: tracing::enabled!(tracing::Level::DEBUG),
+    };
+    match config.mode {
+        Mode::Poll => Ok(Err("--mode poll".to_string())),
+        _ if config.once => Ok(Err("--once".to_string())),
+        Mode::Ebpf => ebpf::load(&settings).map(Ok).map_err(Error::Ebpf),
+        Mode::Auto => {
+            Ok(ebpf::load(&settings).map_err(|reason| format!("eBPF unavailable: {reason}")))
+        }
+    }
+}
+
+/// How the monitor runs, for its start line.
+#[derive(Debug, Clone, Copy)]
+pub struct Running<'a> {
+    /// How the RSS program is attached (eBPF mode), or why it polls and how often.
+    pub source: Result<ebpf::Attach, (&'a str, std::time::Duration)>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--kernel-signal` in eBPF mode.
+    pub kernel_signal: bool,
+}
+
+/// The start line (what is watched, the limit, the action, the mode), the hardening the host
+/// did not allow, and a line per rule when there are several.
+pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
+    let target = match rules.rules() {
+        [only] => only.selector.to_string(),
+        all => format!("with {} rules", all.len()),
+    };
+    let dry_run = if running.dry_run {
+        " (dry run: nothing will be sent)"
+    } else {
+        ""
+    };
+    let (limit, action) = match rules.rules().len() {
+        1 => summary(rules, 0, running.kernel_signal),
+        _ => (String::new(), String::new()),
+    };
+    match running.source {
+        Ok(attach) => tracing::info!(event = "start",
+            limit = %limit,
+            action = %action,
+            mode = %"ebpf",
+            attach = %attach,
+            margin = %Bytes(ebpf::counter_error()),
+            "watching {target}{dry_run}"
+        ),
+        Err((why, interval)) => tracing::info!(event = "start",
+            limit = %limit,
+            action = %action,
+            mode = %"poll",
+            interval = %Period(interval),
+            why = why,
+            "watching {target}{dry_run}"
+        ),
+    }
+    for note in hardening {
+        note.say();
+    }
+    log_rules(rules, running.kernel_signal);
+}
+
+/// One line per rule when there are several, and a warning for each rule whose cgroup does
+/// not exist.
+pub fn log_rules(rules: &RuleSet, kernel_signal: bool) {
+    if rules.rules().len() > 1 {
+        for (index, rule) in rules.rules().iter().enumerate() {
+            let (limit, action) = summary(rules, index, kernel_signal);
+            tracing::info!(event = "rule", rule = %rule.name, limit = %limit, action = %action, "rule: {}", rule.selector);
+        }
+    }
+    for rule in rules.missing_cgroups() {
+        tracing::warn!(event = "cgroup_missing",
+            rule = %rule.name,
+            "cgroup {} does not exist (yet); the rule matches nothing until it does",
+            rule.selector.cgroup.as_ref().map(ToString::to_string).unwrap_or_default()
+        );
+    }
+}
+
+/// A rule's limit and what it does on breach, for the log.
+fn summary(rules: &RuleSet, index: usize, kernel_signal: bool) -> (String, String) {
+    let rule = rules.get(index);
+    let limit = match rules.fixed_limit(index) {
+        Some(limit) => Bytes(limit).to_string(),
+        None => rule.limit.to_string(),
+    };
+    let policy = Policy {
+        limit: 0,
+        signal: rule.signal,
+        repeat: rule.repeat,
+        kill_after: rule.kill_after,
+    };
+    let mut action = action::describe(&policy, kernel_signal);
+    if let Some(profile) = &rule.profile {
+        action = format!("profile to {}, then {action}", profile.sink);
+    }
+    if let Some(exec) = &rule.exec {
+        action = format!("{action}; on breach run '{}'", exec.command);
+    }
+    (limit, action)
+}
+
+/// What to follow of the file system's changes for `config` (see [`crate::changes`]): the
+/// rules' cgroups and limits, and with `--watch-config` the rules file. A rules file may name
+/// cgroups after a reload, so with one there is always something to follow.
+pub fn follow_changes(config: &Config) -> Option<Changes> {
+    let rules = &config.rules;
+    let wanted = rules.rules().iter().any(Rule::depends_on_cgroups) || config.source.file.is_some();
+    if !wanted || config.once {
+        return None;
+    }
+    let mut changes = match Changes::new() {
+        Ok(changes) => changes,
+        Err(error) => {
+            tracing::warn!(
+                event = "changes_unfollowed",
+                "cannot follow changes of cgroups and the rules file ({error}); they are seen on reload"
+            );
+            return None;
+        }
+    };
+    if let (true, Some(file)) = (config.source.watch, &config.source.file)
+        && let Err(error) = changes.follow_rules_file(file)
+    {
+        tracing::warn!(event = "changes_unfollowed", file = %file.display(), "cannot follow changes of the rules file ({error}); SIGHUP reads it again");
+    }
+    Some(changes)
+}
+
+/// Start-up hardening (see [`crate::harden`]): the OOM score, the memlock limit, then the
+/// capabilities no longer needed and `no_new_privs`. Each that cannot be done is said once and
+/// the monitor goes on.
+pub fn harden_start(hardening: crate::config::Hardening) -> Vec<Note> {
+    use crate::harden;
+    let mut notes = Vec::new();
+    // Lowering the score needs CAP_SYS_RESOURCE, which roots in containers often lack: said
+    // once, not a warning; the score stays what the service manager set.
+    if let Err(error) = harden::set_oom_score_adj(hardening.oom_score_adj) {
+        notes.push(Note::info(format!(
+            "cannot set the OOM score adjustment to {} ({error})",
+            hardening.oom_score_adj
+        )));
+    }
+    let _ = harden::lift_memlock_limit();
+    match harden::drop_capabilities() {
+        Ok(true) => {}
+        // Said once, like the OOM score: no_new_privs (below) covers what the set still holds.
+        Ok(false) => notes.push(Note::info(
+            "capability bounding set not reduced (that needs CAP_SETPCAP); no_new_privs keeps execs from gaining what it holds".to_string(),
+        )),
+        Err(error) => notes.push(Note::warning(format!("cannot drop capabilities ({error})"))),
+    }
+    if let Err(error) = harden::forbid_new_privileges() {
+        notes.push(Note::warning(format!("cannot set no_new_privs ({error})")));
+    }
+    notes
+}
+
+/// A hardening step the host did not allow, said after the start line (which says first what
+/// the monitor watches and how).
+#[derive(Debug)]
+pub struct Note {
+    warning: bool,
+    text: String,
+}
+
+impl Note {
+    fn info(text: String) -> Note {
+        Note {
+            warning: false,
+            text,
+        }
+    }
+
+    fn warning(text: String) -> Note {
+        Note {
+            warning: true,
+            text,
+        }
+    }
+
+    pub fn say(&self) {
+        match self.warning {
+            true => tracing::warn!(event = "harden", "{}", self.text),
+            false => tracing::info!(event = "harden", "{}", self.text),
+        }
+    }
+}
+
+/// Locks the monitor's memory, when that can never make an allocation fail.
+pub fn lock_memory() {
+    if !crate::harden::can_lock_memory() {
+        // Said once, like the OOM score: the host decides, the monitor goes on.
+        tracing::info!(
+            event = "harden",
+            "memory not locked: RLIMIT_MEMLOCK is limited and CAP_IPC_LOCK is missing (locking could make the monitor's own allocations fail)"
+        );
+        return;
+    }
+    if let Err(error) = crate::harden::lock_memory() {
+        tracing::warn!(event = "harden", "cannot lock memory ({error})");
+    }
+}
