@@ -18,6 +18,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::MissedTickBehavior;
 
 use crate::Error;
+use crate::accounting::Accounting;
 use crate::action::{self, Delivery, Dispatch};
 use crate::changes::Changes;
 use crate::config::{Config, Mode};
@@ -30,7 +31,7 @@ use crate::rules::{Rule, RuleSet};
 use crate::service::Service;
 use crate::signal::Signal;
 use crate::sink;
-use crate::source::ebpf::{self, KernelSettings, KernelWatch, Target};
+use crate::source::ebpf::{KernelSettings, KernelWatch, Target};
 use crate::source::poll::{Exclusions, Scanner, SkipReason};
 use crate::timer::DeadlineTimer;
 use crate::units::{Bytes, Period};
@@ -242,6 +243,13 @@ impl Monitor {
         &self.list
     }
 
+    /// How this kernel counts RSS, as the kernel side found from BTF; not known when polling.
+    fn accounting(&self) -> Accounting {
+        self.kernel
+            .as_ref()
+            .map_or(Accounting::Unknown, KernelWatch::accounting)
+    }
+
     fn dispatch(&self) -> Dispatch {
         if self.config.dry_run {
             Dispatch::DryRun
@@ -316,6 +324,7 @@ impl Monitor {
         due: impl Fn(&Policy, &Watched) -> bool,
     ) -> CycleReport {
         let (dispatch, page_size) = (self.dispatch(), self.page_size);
+        let accounting = self.accounting();
         let (proc, rules, actions, hook) = (
             self.scanner.proc(),
             self.scanner.rules(),
@@ -334,6 +343,7 @@ impl Monitor {
                 let measure = Measure {
                     proc,
                     page_size,
+                    accounting,
                     now,
                     dispatch,
                     rules,
@@ -564,7 +574,7 @@ impl Monitor {
     /// the kernel side is waiting to be told to report again (after that gap), which it is
     /// when the process is under the limit.
     fn confirm(&mut self, pid: i32, now: Instant, rearm: Option<Duration>) -> Option<u64> {
-        let dispatch = self.dispatch();
+        let (dispatch, accounting) = (self.dispatch(), self.accounting());
         let Some(watched) = self.list.get_mut(pid) else {
             // Its discovery event is still on its way (or was lost): admit it now.
             self.discover(pid, now);
@@ -578,6 +588,7 @@ impl Monitor {
         let measure = Measure {
             proc: self.scanner.proc(),
             page_size: self.page_size,
+            accounting,
             now,
             dispatch,
             rules,
@@ -795,7 +806,8 @@ impl Monitor {
                 action = %action,
                 mode = %"ebpf",
                 attach = %kernel.attach(),
-                margin = %Bytes(ebpf::counter_error()),
+                decides = %kernel.accounting().deciding_figure(),
+                margin = %kernel.margin(),
                 "watching {target}{dry_run}"
             ),
             (None, reason) => tracing::info!(event = "start",
@@ -1378,6 +1390,8 @@ fn start_hook(rules: &RuleSet) -> Result<Option<ExecHook>, Error> {
 struct Measure<'a> {
     proc: &'a ProcRoot,
     page_size: u64,
+    /// How this kernel counts RSS: which figure is exact.
+    accounting: Accounting,
     now: Instant,
     dispatch: Dispatch,
     /// The rules in force.
@@ -1400,14 +1414,17 @@ fn check(
 ) -> Option<(Verdict, u64)> {
     let (proc, page_size) = (measure.proc, measure.page_size);
     let mut statm_buf = [0u8; 128];
-    let mut rss = watched.rss(proc, &mut statm_buf, page_size);
+    let exact = |watched: &Watched, buf: &mut [u8]| {
+        watched.exact_rss(proc, buf, page_size, policy.limit, measure.accounting)
+    };
+    let mut rss = exact(watched, &mut statm_buf);
     watched.recheck = None;
     if let (Ok(under), Some(link)) = (rss, kernel.as_mut())
         && let Some(gap) = link.rearm
         && under <= policy.limit
     {
         link.kernel.rearm(watched.pid(), gap);
-        rss = watched.rss(proc, &mut statm_buf, page_size);
+        rss = exact(watched, &mut statm_buf);
         match rss {
             // Still under: the kernel side stays quiet for the gap, so look again after it.
             Ok(rss) if rss <= policy.limit => {

@@ -5,6 +5,7 @@
 //! did or did not happen, never because it took a certain time.
 
 pub mod cgroup;
+pub mod exact;
 pub mod scrape;
 pub mod servers;
 

@@ -190,10 +190,11 @@ fn a_process_stopping_just_past_its_limit_is_caught() {
             let mut target = Target::spawn(&name);
             let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
             monitor.expect_log(&["checked", "watched=1"]);
-            target.grow(24);
-            let short = (LIMIT - target.rss()) as usize / 1024;
-            target.grow_kib(short + 64);
-            assert!(target.rss() > LIMIT, "the target did stop past the limit");
+            grow_to(&mut target, LIMIT + (64 << 10));
+            assert!(
+                exact_rss(&target) > LIMIT,
+                "the target did stop past the limit"
+            );
             assert!(
                 target.wait_signal(USR1),
                 "{attach}: log:\n{}",
@@ -202,6 +203,59 @@ fn a_process_stopping_just_past_its_limit_is_caught() {
             assert!(monitor.stop().success());
         }
     }
+}
+
+#[test]
+fn a_process_stopping_just_under_its_limit_is_not_signalled() {
+    if !root_or_skip("a_process_stopping_just_under_its_limit_is_not_signalled") {
+        return;
+    }
+    // Within the kernel counters' error of the limit the kernel side reports the process; the
+    // exact figure, 64 KiB under the limit, decides: no signal.
+    const LIMIT: u64 = 32 << 20;
+    for attach in ATTACH {
+        let name = unique_name("mme-ju");
+        let mut target = Target::spawn(&name);
+        let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
+        monitor.expect_log(&["checked", "watched=1"]);
+        grow_to(&mut target, LIMIT - (64 << 10));
+        assert!(
+            exact_rss(&target) <= LIMIT,
+            "the target did stop under the limit"
+        );
+        let pid = format!("pid={}", target.pid());
+        // The kernel side saw it near the limit, so it was the exact figure that decided.
+        monitor.expect_log(&["kernel event", &pid, "kind=near"]);
+        target.exit();
+        monitor.expect_log(&["exited", &pid]);
+        assert_eq!(
+            monitor.count(&["over the limit"]),
+            0,
+            "{attach}: log:\n{}",
+            monitor.log_text()
+        );
+        assert!(monitor.stop().success());
+    }
+}
+
+/// The target's exact resident memory (`smaps_rollup`): `statm` lags or approximates on many
+/// kernels.
+fn exact_rss(target: &Target) -> u64 {
+    memory_monitor_tests::exact::resident_bytes(&target.pid().to_string())
+}
+
+/// Grows `target` to `bytes` of exact resident memory: most of the way in MiB steps, the rest
+/// in one.
+fn grow_to(target: &mut Target, bytes: u64) {
+    let start = exact_rss(target);
+    assert!(
+        start + (1 << 20) < bytes,
+        "the target starts at {start} bytes already"
+    );
+    let short = bytes - start;
+    target.grow((short >> 20).saturating_sub(8) as usize);
+    let short = bytes - exact_rss(target);
+    target.grow_kib((short >> 10) as usize);
 }
 
 #[test]
@@ -251,7 +305,8 @@ fn one_event_per_crossing_and_freeing_memory_rearms() {
         assert_eq!(
             target.signals(),
             [USR1; 3],
-            "exactly one signal per crossing"
+            "exactly one signal per crossing; log:\n{}",
+            monitor.log_text()
         );
         assert_eq!(monitor.count(&["over the limit", &pid]), 3);
         assert!(monitor.stop().success());

@@ -7,11 +7,14 @@
 //! - `test`: set up, check formatting and lints, build, and run every test.
 //! - `bench [--quick] [--step SIZE] [--pause DURATION]`: measure (see `bench.rs`); not a test.
 //! - `fuzz [--seconds N]`: fuzz the parsers of untrusted input (see `fuzz.rs`); not a test.
+//! - `vmtest [KERNEL…]`: the eBPF-facing tests in qemu guests of Debian's kernels (see
+//!   `vmtest.rs`); `test` runs them too.
 //! - `dist`: build the release binary and write it, its man page, shell completions and the
 //!   service files into `target/dist/`.
 
 mod bench;
 mod fuzz;
+mod vmtest;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
@@ -51,6 +54,11 @@ fn xtask() -> Result<()> {
         "run" => run(&rest),
         "test" => test(),
         "dist" => dist(),
+        "vmtest" => {
+            let selection = vmtest::selection(&rest)?;
+            setup()?;
+            vmtest::run(&selection)
+        }
         "fuzz" => {
             let seconds = fuzz::seconds(&rest)?;
             setup_build()?;
@@ -62,10 +70,11 @@ fn xtask() -> Result<()> {
             bench::run(&options)
         }
         _ => bail!(
-            "usage: cargo xtask <setup | run -- <monitor args> | test | bench | dist | fuzz>\n\
+            "usage: cargo xtask <setup | run -- <monitor args> | test | vmtest [--only TEST] [KERNEL…] | bench | dist | fuzz>\n\
              \n  setup   install nightly rust-src, bpf-linker, and the tests' go pprof, promtool and moto (idempotent)\
              \n  run     build the monitor (release) and run it, e.g. cargo xtask run -- -m 500 my-app\
-             \n  test    setup, fmt, clippy, build, and every test\
+             \n  test    setup, fmt, clippy, build, and every test, on this kernel and in the vmtest matrix\
+             \n  vmtest  the eBPF tests in qemu guests of Debian's kernels 5.10, 6.1, 6.12 (or those named; --only: tests whose name holds TEST)\
              \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)\
              \n  dist    release binary, man page, shell completions and service files in target/dist\
              \n  fuzz    fuzz the parsers of untrusted input, --seconds N each (default 60; not a test)"
@@ -130,7 +139,9 @@ fn setup() -> Result<()> {
     ensure_debian_package("go", "version", "golang-go")?;
     ensure_debian_package("systemd-analyze", "--version", "systemd")?;
     ensure_promtool()?;
-    ensure_moto_server()
+    ensure_moto_server()?;
+    // vmtest's guests: qemu, and a static busybox for their initramfs.
+    vmtest::setup()
 }
 
 /// What building the monitor needs (for `run`, `bench`, `dist`: no test tools, no root).
@@ -405,5 +416,8 @@ fn test() -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     run_step(cargo().args(["build", "--workspace", "--bins"]))?;
-    run_step(cargo().args(["test", "--workspace", "--no-fail-fast"]))
+    let host = run_step(cargo().args(["test", "--workspace", "--no-fail-fast"]));
+    // The eBPF tests again on the kernels users run, whatever this kernel said.
+    let matrix = vmtest::run(&vmtest::selection(&[])?);
+    host.and(matrix)
 }
