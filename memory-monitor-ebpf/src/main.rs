@@ -469,7 +469,8 @@ fn fresh(model: &Watch, flags: u32) -> Watch {
 }
 
 /// A fresh watch under rule `index`.
-fn new_watch(rule: &Rule, index: u32, flags: u32) -> Watch {
+fn new_watch(index: u32, flags: u32) -> Watch {
+    let rule = RULES.get(index).copied().unwrap_or_default();
     let model = Watch {
         trigger: rule.trigger,
         limit: rule.limit,
@@ -481,14 +482,16 @@ fn new_watch(rule: &Rule, index: u32, flags: u32) -> Watch {
     fresh(&model, flags)
 }
 
-/// The first rule (and its index) that `comm` may match, and the verdict: `in_context` when
-/// the task concerned is the current one, so its cgroup can be checked here.
+/// The verdict and the index of the first rule that `comm` may match: `in_context` when the
+/// task concerned is the current one, so its cgroup can be checked here. Only the index comes
+/// out of the loop (the rule is looked up again by [`new_watch`]): the less each round keeps,
+/// the sooner the verifier finds rounds alike, and the fewer instructions it walks.
 #[inline(always)]
-fn choose_rule(comm: &[u8; 16], in_context: bool) -> (u32, Rule, u32) {
+fn choose_rule(comm: &[u8; 16], in_context: bool) -> (u32, u32) {
     let comm = comm_words(comm);
     let mut index = 0;
     while index < MAX_RULES as u32 {
-        let Some(rule) = RULES.get(index).copied() else {
+        let Some(rule) = RULES.get(index) else {
             break;
         };
         if rule.mode == RULE_NONE {
@@ -497,18 +500,18 @@ fn choose_rule(comm: &[u8; 16], in_context: bool) -> (u32, Rule, u32) {
         let found = rule.check(&comm);
         if found != verdict::NO {
             if rule.cgroup & CGROUP_MEMBER == 0 {
-                return (found, rule, index);
+                return (found, index);
             }
             if !in_context {
-                return (verdict::ASK, rule, index);
+                return (verdict::ASK, index);
             }
             if CGROUPS.current_task_under_cgroup(index) == Ok(true) {
-                return (found, rule, index);
+                return (found, index);
             }
         }
         index += 1;
     }
-    (verdict::NO, Rule::default(), 0)
+    (verdict::NO, 0)
 }
 
 /// How the rules depend on cgroups: every rule's `CGROUP_*` flags together.
@@ -534,7 +537,7 @@ pub fn exec(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let comm = bpf_get_current_comm().unwrap_or_default();
-    let (found, rule, index) = choose_rule(&comm, true);
+    let (found, index) = choose_rule(&comm, true);
     // SAFETY: copied out at once.
     let existing = unsafe { WATCHED.get(tgid) }.copied();
     let reported = match (existing, found) {
@@ -547,7 +550,7 @@ pub fn exec(ctx: TracePointContext) -> u32 {
         // Still matching: counted afresh, under the rule it matches now.
         (Some(watch), verdict::YES) => {
             forget_mm(&watch);
-            watch_new(&ctx, tgid, &new_watch(&rule, index, WATCH_BY_NAME));
+            watch_new(&ctx, tgid, &new_watch(index, WATCH_BY_NAME));
             verdict::YES
         }
         (Some(watch), verdict::NO) => {
@@ -555,7 +558,7 @@ pub fn exec(ctx: TracePointContext) -> u32 {
             verdict::NO
         }
         (None, verdict::YES) => {
-            watch_new(&ctx, tgid, &new_watch(&rule, index, WATCH_BY_NAME));
+            watch_new(&ctx, tgid, &new_watch(index, WATCH_BY_NAME));
             verdict::YES
         }
         (_, verdict::ASK) => verdict::ASK,
@@ -635,7 +638,7 @@ pub fn rename(ctx: TracePointContext) -> u32 {
     // A task may rename itself (then its cgroup can be checked here) or be renamed by another
     // through /proc/PID/comm.
     let own = bpf_get_current_pid_tgid() as u32 == pid;
-    let (found, rule, index) = choose_rule(&comm, own);
+    let (found, index) = choose_rule(&comm, own);
     // SAFETY: copied out at once.
     let existing = unsafe { WATCHED.get(pid) }.copied();
     match (existing, found) {
@@ -648,7 +651,7 @@ pub fn rename(ctx: TracePointContext) -> u32 {
             emit(event_kind::RENAME, pid, 0, 0, verdict::YES, comm);
         }
         (None, verdict::YES) => {
-            watch_new(&ctx, pid, &new_watch(&rule, index, WATCH_BY_NAME));
+            watch_new(&ctx, pid, &new_watch(index, WATCH_BY_NAME));
             emit(event_kind::RENAME, pid, 0, 0, verdict::YES, comm);
         }
         (_, verdict::ASK) => emit(event_kind::RENAME, pid, 0, 0, verdict::ASK, comm),

@@ -815,6 +815,7 @@ impl Monitor {
                 action = %action,
                 mode = %"poll",
                 interval = %Period(self.config.interval),
+                decides = %self.accounting().deciding_figure(),
                 why = reason.as_deref().unwrap_or_default(),
                 "watching {target}{dry_run}"
             ),

@@ -286,6 +286,7 @@ impl Watched {
         if self.has_exited() {
             return Err(Errno::SRCH);
         }
+        tracing::trace!(pid = self.pid, statm, threads, rollup = rss, "exact");
         Ok(rss)
     }
 

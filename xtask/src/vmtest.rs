@@ -195,6 +195,7 @@ pub fn run(selection: &Selection) -> Result<()> {
     let cache = cache_dir()?;
     let out = crate::workspace().join("target/vmtest");
     std::fs::create_dir_all(&out)?;
+    let shim = build_verifier_stats(&out)?;
     let mut reports = Vec::new();
     let tests: Vec<(&str, &str)> = TESTS
         .into_iter()
@@ -209,7 +210,15 @@ pub fn run(selection: &Selection) -> Result<()> {
     for name in &selection.kernels {
         let kernel = KERNELS.iter().find(|k| k.name == *name).expect("checked");
         let report = fetch(kernel, &cache)
-            .and_then(|files| boot(kernel, &files, &binaries, &tests, &out))
+            .and_then(|files| {
+                boot(
+                    kernel,
+                    &files,
+                    &plan(&binaries, &tests, &shim),
+                    &tests,
+                    &out,
+                )
+            })
             .unwrap_or_else(|error| Report::failed(kernel.name, format!("{error:#}")));
         reports.push(report);
     }
@@ -837,8 +846,23 @@ echo "@@ done"
 poweroff -f
 "#;
 
-/// The guest's test plan: each test alone, between markers the report is read from.
-fn plan(binaries: &BTreeMap<String, PathBuf>, tests: &[(&str, &str)]) -> String {
+/// Builds the verifier-statistics library (`xtask/shim/verifier_stats.rs`) that the kernel
+/// tests' monitors preload, for kernels whose program info has no `verified_insns`.
+fn build_verifier_stats(out: &Path) -> Result<PathBuf> {
+    let source = crate::workspace().join("xtask/shim/verifier_stats.rs");
+    let library = out.join("libmm_verifier_stats.so");
+    run_step(
+        Command::new("rustc")
+            .args(["--edition", "2024", "--crate-type", "cdylib", "-O", "-o"])
+            .arg(&library)
+            .arg(&source),
+    )?;
+    Ok(library)
+}
+
+/// The guest's test plan: each test alone, between markers the report is read from; the
+/// kernel tests with the verifier-statistics library `shim` preloaded.
+fn plan(binaries: &BTreeMap<String, PathBuf>, tests: &[(&str, &str)], shim: &Path) -> String {
     let mut plan = String::from(
         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
          export HOME=/tmp TMPDIR=/tmp RUST_BACKTRACE=1 MEMORY_MONITOR_VMTEST=1\n\
@@ -846,9 +870,13 @@ fn plan(binaries: &BTreeMap<String, PathBuf>, tests: &[(&str, &str)]) -> String 
     );
     for (binary, test) in tests {
         let path = binaries[*binary].display();
+        let preload = match *binary {
+            "kernel" => format!("LD_PRELOAD='{}' ", shim.display()),
+            _ => String::new(),
+        };
         plan.push_str(&format!(
             "echo '@@ begin {binary}::{test}'\n\
-             '{path}' --exact '{test}' --test-threads=1 --nocapture 2>&1\n\
+             {preload}'{path}' --exact '{test}' --test-threads=1 --nocapture 2>&1\n\
              echo \"@@ end {binary}::{test} $?\"\n"
         ));
     }
@@ -1014,12 +1042,12 @@ impl Report {
 fn boot(
     kernel: &Kernel,
     files: &KernelFiles,
-    binaries: &BTreeMap<String, PathBuf>,
+    plan: &str,
     tests: &[(&str, &str)],
     out: &Path,
 ) -> Result<Report> {
     let initrd = out.join(format!("initramfs-{}.cpio", kernel.name));
-    std::fs::write(&initrd, initramfs(files, &plan(binaries, tests))?)?;
+    std::fs::write(&initrd, initramfs(files, plan)?)?;
     let console_path = out.join(format!("console-{}.log", kernel.name));
     let console = std::fs::File::create(&console_path)?;
     let mut qemu = Command::new("qemu-system-x86_64");
