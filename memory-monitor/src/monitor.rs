@@ -18,6 +18,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::MissedTickBehavior;
 
 use crate::Error;
+use rustix::thread::CapabilitySet;
+
 use crate::accounting::Accounting;
 use crate::action::{self, Delivery, Dispatch};
 use crate::changes::Changes;
@@ -182,7 +184,14 @@ impl Monitor {
         crate::footprint::reserve_descriptors(config.max_processes);
         let (kernel, poll_reason) = choose_source(&config)?;
         // With the programs attached and before any thread starts (threads inherit them).
-        let hardening = config.harden.map(harden_start).unwrap_or_default();
+        // Some kernels check CAP_BPF on every map access, not only when programs load.
+        let keep_for_maps = kernel
+            .as_ref()
+            .map_or(CapabilitySet::empty(), KernelWatch::capabilities_for_maps);
+        let hardening = config
+            .harden
+            .map(|hardening| harden_start(hardening, keep_for_maps))
+            .unwrap_or_default();
         let metrics = Metrics::new();
         metrics.set_mode(kernel.is_some());
         let actions = RuleActions::start(&config.rules, &metrics)?;
@@ -1306,7 +1315,7 @@ fn follow_changes(config: &Config) -> Option<Changes> {
 /// Start-up hardening (see [`crate::harden`]): the OOM score, the memlock limit, then the
 /// capabilities no longer needed and `no_new_privs`. Each that cannot be done is said once and
 /// the monitor goes on.
-fn harden_start(hardening: crate::config::Hardening) -> Vec<Note> {
+fn harden_start(hardening: crate::config::Hardening, keep_for_maps: CapabilitySet) -> Vec<Note> {
     use crate::harden;
     let mut notes = Vec::new();
     // Lowering the score needs CAP_SYS_RESOURCE, which roots in containers often lack: said
@@ -1318,7 +1327,12 @@ fn harden_start(hardening: crate::config::Hardening) -> Vec<Note> {
         )));
     }
     let _ = harden::lift_memlock_limit();
-    match harden::drop_capabilities() {
+    if !keep_for_maps.is_empty() {
+        notes.push(Note::info(
+            "keeping CAP_BPF: this kernel asks for it on every BPF map access, not only at load (kernel.unprivileged_bpf_disabled)".to_string(),
+        ));
+    }
+    match harden::drop_capabilities(keep_for_maps) {
         Ok(true) => {}
         // Said once, like the OOM score: no_new_privs (below) covers what the set still holds.
         Ok(false) => notes.push(Note::info(

@@ -185,7 +185,7 @@ fn a_process_stopping_just_past_its_limit_is_caught() {
     // stops 64 KiB over its limit is still over it, and must be signalled.
     const LIMIT: u64 = 32 << 20;
     for attach in ATTACH {
-        for _ in 0..4 {
+        for _ in 0..2 {
             let name = unique_name("mme-jp");
             let mut target = Target::spawn(&name);
             let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));

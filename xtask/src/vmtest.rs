@@ -356,6 +356,9 @@ fn find_package(kernel: &Kernel, cache: &Path) -> Result<(String, Apt)> {
     bail!("no package matches in {}", tried.join("; then "))
 }
 
+/// A machine suite's name in the private configuration, if it has one there.
+type SuiteRename = dyn Fn(&str) -> Option<String>;
+
 /// Runs apt with this machine's configuration, or with a private one under the cache.
 struct Apt {
     /// The private configuration's directory, if any.
@@ -368,7 +371,7 @@ impl Apt {
     fn for_suite(suite: Suite, cache: &Path) -> Result<Apt> {
         let stanzas = machine_sources()?;
         let release = machine_codename(&stanzas)?;
-        let (label, rename): (String, Box<dyn Fn(&str) -> Option<String>>) = match suite {
+        let (label, rename): (String, Box<SuiteRename>) = match suite {
             Suite::Machine => {
                 let suites = stanzas.iter().flat_map(|s| s.suites.clone()).collect();
                 return Ok(Apt {

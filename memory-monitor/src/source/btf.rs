@@ -59,7 +59,8 @@ pub fn kernel_btf() -> Result<KernelBtf, String> {
 fn parse_kernel_btf() -> Result<Btf, String> {
     let bytes = std::fs::read(VMLINUX_BTF)
         .map_err(|e| format!("cannot read the kernel's BTF ({VMLINUX_BTF}): {e}"))?;
-    Btf::from_bytes(&bytes).map_err(|e| format!("cannot parse the kernel's BTF ({VMLINUX_BTF}): {e}"))
+    Btf::from_bytes(&bytes)
+        .map_err(|e| format!("cannot parse the kernel's BTF ({VMLINUX_BTF}): {e}"))
 }
 
 fn read(btf: &Btf) -> Result<KernelBtf, String> {

@@ -171,6 +171,8 @@ impl KernelWatch {
     pub fn load(settings: &KernelSettings<'_>) -> Result<KernelWatch, Unavailable> {
         check_privileges()?;
         check_pid_namespace()?;
+        raise_memlock_limit();
+        check_ring_buffers()?;
         let tracefs = tracefs::ensure_mounted().map_err(Unavailable)?;
         let kernel_btf = btf::kernel_btf();
         let tp_btf = |kernel_btf: &Result<KernelBtf, String>| {
@@ -221,7 +223,6 @@ impl KernelWatch {
         let group = group.ok();
         // Per-thread margins need the thread count, which only BTF locates.
         let thread_lag = group.map_or(0, |_| accounting.thread_lag());
-        raise_memlock_limit();
 
         let me = std::process::id();
         let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
@@ -375,6 +376,41 @@ impl KernelWatch {
     /// How the RSS program is attached (never [`Attach::Auto`]).
     pub fn attach(&self) -> Attach {
         self.attach
+    }
+
+    /// The capabilities userspace must keep to use the kernel side's maps after start-up:
+    /// none where the kernel checks privileges only when programs and maps are made, `CAP_BPF`
+    /// where it checks every map access (older kernels with unprivileged BPF disabled). Found
+    /// by trying: a thread of its own drops `CAP_BPF`, `CAP_PERFMON` and `CAP_SYS_ADMIN` (only
+    /// that thread's) and reads a map.
+    pub fn capabilities_for_maps(&self) -> rustix::thread::CapabilitySet {
+        use rustix::thread::{CapabilitySet, CapabilitySets};
+        let lost_flag = &self.lost_flag;
+        let needed = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let Ok(current) = rustix::thread::capabilities(None) else {
+                        return true;
+                    };
+                    let privileged =
+                        CapabilitySet::BPF | CapabilitySet::PERFMON | CapabilitySet::SYS_ADMIN;
+                    let dropped = rustix::thread::set_capabilities(
+                        None,
+                        CapabilitySets {
+                            effective: current.effective - privileged,
+                            permitted: current.permitted,
+                            inheritable: current.inheritable,
+                        },
+                    );
+                    dropped.is_err() || lost_flag.get(&0, 0).is_err()
+                })
+                .join()
+                .unwrap_or(true)
+        });
+        match needed {
+            true => CapabilitySet::BPF,
+            false => CapabilitySet::empty(),
+        }
     }
 
     /// How this kernel counts RSS, as its BTF says (not known without BTF).
@@ -673,6 +709,20 @@ fn check_privileges() -> Result<(), Unavailable> {
     Err(Unavailable(format!(
         "not privileged (uid {uid}): eBPF mode needs root, or CAP_BPF and CAP_PERFMON"
     )))
+}
+
+/// The events come through a BPF ring buffer, which kernels have from 5.8 on: asked of the
+/// kernel itself (a map created and dropped), not read from its version.
+fn check_ring_buffers() -> Result<(), Unavailable> {
+    match aya::sys::is_map_supported(aya::maps::MapType::RingBuf) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Unavailable(
+            "the kernel has no BPF ring buffers (they came with Linux 5.8)".to_string(),
+        )),
+        Err(e) => Err(Unavailable(format!(
+            "cannot ask the kernel whether it has BPF ring buffers: {e}"
+        ))),
+    }
 }
 
 fn check_pid_namespace() -> Result<(), Unavailable> {
