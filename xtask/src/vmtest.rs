@@ -652,23 +652,9 @@ fn unpack(deb: &Path, dir: &Path) -> Result<()> {
 
 /// The paths in `deb`'s data, without their leading `./`.
 fn list_deb(deb: &Path) -> Result<Vec<String>> {
-    let mut dpkg = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(deb)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot run dpkg-deb")?;
-    let output = Command::new("tar")
-        .arg("-t")
-        .stdin(dpkg.stdout.take().expect("piped"))
-        .output()
-        .context("cannot run tar")?;
-    ensure!(
-        dpkg.wait()?.success() && output.status.success(),
-        "cannot list {}",
-        deb.display()
-    );
-    Ok(String::from_utf8_lossy(&output.stdout)
+    let listing = data_tar(deb, Command::new("tar").arg("-t"))
+        .with_context(|| format!("cannot list {}", deb.display()))?;
+    Ok(String::from_utf8_lossy(&listing)
         .lines()
         .map(|line| line.trim_start_matches("./").to_string())
         .collect())
@@ -676,27 +662,32 @@ fn list_deb(deb: &Path) -> Result<Vec<String>> {
 
 /// Extracts `paths` of `deb`'s data into `dir`.
 fn extract(deb: &Path, dir: &Path, paths: &[String]) -> Result<()> {
+    data_tar(
+        deb,
+        Command::new("tar").arg("-x").arg("-C").arg(dir).args(paths),
+    )
+    .with_context(|| format!("cannot unpack {} from {}", paths.join(" "), deb.display()))?;
+    Ok(())
+}
+
+/// Runs `tar` on `deb`'s data (`dpkg-deb --fsys-tarfile`); what it printed.
+fn data_tar(deb: &Path, tar: &mut Command) -> Result<Vec<u8>> {
     let mut dpkg = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
         .arg(deb)
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot run dpkg-deb")?;
-    let status = Command::new("tar")
-        .arg("-x")
-        .arg("-C")
-        .arg(dir)
-        .args(paths)
+    let output = tar
         .stdin(dpkg.stdout.take().expect("piped"))
-        .status()
+        .stderr(Stdio::inherit())
+        .output()
         .context("cannot run tar")?;
     ensure!(
-        dpkg.wait()?.success() && status.success(),
-        "cannot unpack {} from {}",
-        paths.join(" "),
-        deb.display()
+        dpkg.wait()?.success() && output.status.success(),
+        "dpkg-deb or tar failed"
     );
-    Ok(())
+    Ok(output.stdout)
 }
 
 /// The modules a module needs loaded first: its `.modinfo` entry `depends=a,b`.
