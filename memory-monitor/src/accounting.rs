@@ -94,9 +94,16 @@ impl fmt::Display for Accounting {
     }
 }
 
-/// The CPUs a per-CPU counter has parts on: every possible one.
+/// The CPUs a per-CPU counter has parts on: every possible one. Counted once (reading the
+/// count allocates), at start-up: see [`count_cpus`].
 fn cpus() -> u64 {
-    aya::util::nr_cpus().unwrap_or(1).max(1) as u64
+    static CPUS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| aya::util::nr_cpus().unwrap_or(1).max(1) as u64)
+}
+
+/// Counts the CPUs now, so that judging a process later allocates nothing.
+pub fn count_cpus() {
+    cpus();
 }
 
 #[cfg(test)]

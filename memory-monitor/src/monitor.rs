@@ -183,6 +183,7 @@ impl Monitor {
     pub fn new(config: Config) -> Result<Monitor, Error> {
         crate::footprint::reserve_descriptors(config.max_processes);
         let (kernel, poll_reason) = choose_source(&config)?;
+        crate::accounting::count_cpus();
         // With the programs attached and before any thread starts (threads inherit them).
         // Some kernels check CAP_BPF on every map access, not only when programs load.
         let keep_for_maps = kernel
