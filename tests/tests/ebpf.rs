@@ -434,8 +434,10 @@ fn nothing_is_left_in_the_kernel_after_exit_or_kill() {
         let monitor = start(&ebpf_args(&[&unique_name("mme-lb")]));
         let held = bpf_objects_of(monitor.pid());
         let kinds = |kind: &str| held.iter().filter(|(k, _)| k == kind).count();
+        // Links only where the kernel makes tracepoint attachments links (5.15 on; before,
+        // they are perf events, which go with the process's descriptors all the same).
         assert!(
-            kinds("prog_id") >= 5 && kinds("link_id") >= 5 && kinds("map_id") >= 5,
+            kinds("prog_id") >= 5 && kinds("link_id") >= 1 && kinds("map_id") >= 5,
             "{held:?}"
         );
         // SAFETY: kill has no memory-safety preconditions.
