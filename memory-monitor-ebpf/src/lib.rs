@@ -45,6 +45,13 @@ pub struct Watch {
     pub flags: u32,
     /// Growth profile (`--profile-at`): bytes grown since the last stack sample.
     pub grown: u32,
+    /// Its thread count as last seen (by userspace at the start, then by the RSS program in
+    /// the process's own context): on kernels whose threads cache their RSS changes, each
+    /// thread may hold back up to a batch of them, so the trigger comes down by that much per
+    /// thread.
+    pub threads: u32,
+    /// Unused (keeps the record free of padding).
+    pub spare: u32,
     /// Growth profile: sample the stacks that grow the process from this approximate RSS on
     /// (`u64::MAX`: never).
     pub profile_from: u64,
@@ -76,6 +83,17 @@ impl Watch {
     pub fn approximate_rss(&self) -> u64 {
         let resident = |m: usize| self.members[m].max(0) as u64;
         resident(member::FILE) + resident(member::ANON) + resident(member::SHMEM)
+    }
+
+    /// The approximate RSS at or above which the process is reported: [`Watch::trigger`],
+    /// less `thread_lag` bytes for each of its threads (0 where threads cache nothing).
+    #[inline(always)]
+    pub fn trigger_with(&self, thread_lag: u64) -> u64 {
+        // Clamped so the product cannot overflow (a saturating multiply needs 128-bit
+        // arithmetic, which BPF has not): more threads than a kernel allows, a lag of 4 GiB.
+        let threads = u64::from(self.threads.clamp(1, 1 << 22));
+        self.trigger
+            .saturating_sub(threads.wrapping_mul(thread_lag.min(1 << 32)))
     }
 }
 
@@ -154,19 +172,27 @@ pub const MAX_RULES: usize = 32;
 /// order userspace matches them (the first that matches wins). `prefix` and `exact` names it
 /// decides itself; everything else it asks userspace about. A rule that also names a cgroup
 /// matches only tasks under the cgroup at the same index of the `CGROUPS` array.
+///
+/// The name is compared as two 64-bit words under masks worked out once by [`Rule::named`],
+/// not byte by byte: a handful of instructions without a branch or a variable index, which
+/// every verifier accepts at a small cost even in a loop over all the rules.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rule {
     /// A `RULE_*` mode; `RULE_NONE` ends the list.
     pub mode: u32,
-    /// Bytes of `name` that count (at most 15).
-    pub len: u32,
-    /// The name, NUL-padded.
-    pub name: [u8; 16],
     /// `CGROUP_*` flags: how the rule depends on the task's cgroup.
     pub cgroup: u32,
+    /// The name (at most 15 bytes), NUL-padded, as two little-endian words.
+    pub name: [u64; 2],
+    /// 0xff in each byte of `name` that counts.
+    pub name_mask: [u64; 2],
+    /// 0xff in the byte just after the name, which a `comm` equal to the name has NUL.
+    pub end_mask: [u64; 2],
     /// `--kernel-signal`: the signal to send at the limit (0: none).
     pub signal: u32,
+    /// Unused (keeps the record free of padding).
+    pub spare: u32,
     /// [`Watch::trigger`] for processes this rule admits (`u64::MAX` while userspace has to
     /// work the limit out per process).
     pub trigger: u64,
@@ -197,20 +223,41 @@ pub const RULE_ANY: u32 = 5;
 /// No name (a rule that selects only by PID, or whose cgroup does not exist).
 pub const RULE_NEVER: u32 = 6;
 
+/// A process name (`comm`, NUL-padded) as two little-endian words, as [`Rule::check`] reads it.
+pub fn comm_words(comm: &[u8; 16]) -> [u64; 2] {
+    let mut low = [0; 8];
+    let mut high = [0; 8];
+    low.copy_from_slice(&comm[..8]);
+    high.copy_from_slice(&comm[8..]);
+    [u64::from_le_bytes(low), u64::from_le_bytes(high)]
+}
+
 impl Rule {
-    /// What the rule's name says about `comm` (NUL-padded, as the kernel gives it).
-    #[inline(always)]
-    pub fn check(&self, comm: &[u8; 16]) -> u32 {
-        let len = (self.len as usize).min(15);
-        let mut same = true;
-        let mut i = 0;
-        while i < 15 {
-            if i < len && comm[i] != self.name[i] {
-                same = false;
-            }
-            i += 1;
+    /// A rule of `mode` on `name` (its first 15 bytes count), the masks worked out.
+    pub fn named(mode: u32, name: &[u8]) -> Rule {
+        let len = name.len().min(15);
+        let mut bytes = [0u8; 16];
+        bytes[..len].copy_from_slice(&name[..len]);
+        let mut mask = [0u8; 16];
+        mask[..len].fill(0xff);
+        let mut end = [0u8; 16];
+        end[len] = 0xff;
+        Rule {
+            mode,
+            name: comm_words(&bytes),
+            name_mask: comm_words(&mask),
+            end_mask: comm_words(&end),
+            ..Rule::default()
         }
-        let ends_here = comm[len] == 0;
+    }
+
+    /// What the rule's name says about `comm` (as [`comm_words`]).
+    #[inline(always)]
+    pub fn check(&self, comm: &[u64; 2]) -> u32 {
+        let differs = ((comm[0] ^ self.name[0]) & self.name_mask[0])
+            | ((comm[1] ^ self.name[1]) & self.name_mask[1]);
+        let same = differs == 0;
+        let ends_here = (comm[0] & self.end_mask[0]) | (comm[1] & self.end_mask[1]) == 0;
         match self.mode {
             RULE_PREFIX if same => verdict::YES,
             RULE_EXACT if same && ends_here => verdict::YES,
@@ -271,15 +318,16 @@ pub mod layout {
     pub const RENAME_PID: Field = field("task/task_rename", "pid", 8, 4);
     /// `task:task_rename` `newcomm`.
     pub const RENAME_NEWCOMM: Field = field("task/task_rename", "newcomm", 28, 16);
-    /// `sched:sched_process_exit` `group_dead`: the last thread of the process is exiting.
+    /// `sched:sched_process_exit` `group_dead`: the last thread of the process is exiting
+    /// (6.16 on; where it is missing, the exit program reads the thread group's live count).
     pub const EXIT_GROUP_DEAD: Field = field("sched/sched_process_exit", "group_dead", 32, 1);
     /// `cgroup:cgroup_attach_task` `dst_root`: the hierarchy (0: cgroup v2).
     pub const ATTACH_ROOT: Field = field("cgroup/cgroup_attach_task", "dst_root", 8, 4);
     /// `cgroup:cgroup_attach_task` `pid`: the task moved.
     pub const ATTACH_PID: Field = field("cgroup/cgroup_attach_task", "pid", 24, 4);
 
-    /// Every field above.
-    pub const ALL: [Field; 11] = [
+    /// Every field the programs always read (`EXIT_GROUP_DEAD` is read where present).
+    pub const ALL: [Field; 10] = [
         RSS_MM_ID,
         RSS_CURR,
         RSS_MEMBER,
@@ -288,7 +336,6 @@ pub mod layout {
         NEWTASK_CLONE_FLAGS,
         RENAME_PID,
         RENAME_NEWCOMM,
-        EXIT_GROUP_DEAD,
         ATTACH_ROOT,
         ATTACH_PID,
     ];
@@ -304,9 +351,9 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Rule {}
 
-    const _: () = assert!(core::mem::size_of::<super::Watch>() == 88);
+    const _: () = assert!(core::mem::size_of::<super::Watch>() == 96);
     const _: () = assert!(core::mem::size_of::<super::Event>() == 48);
-    const _: () = assert!(core::mem::size_of::<super::Rule>() == 56);
+    const _: () = assert!(core::mem::size_of::<super::Rule>() == 88);
 }
 
 #[cfg(test)]
@@ -320,36 +367,60 @@ mod tests {
     }
 
     fn rule(mode: u32, name: &[u8]) -> Rule {
-        Rule {
-            mode,
-            len: name.len() as u32,
-            name: comm(name),
-            ..Rule::default()
-        }
+        Rule::named(mode, name)
+    }
+
+    fn check(rule: &Rule, name: &[u8]) -> u32 {
+        rule.check(&comm_words(&comm(name)))
     }
 
     #[test]
     fn prefix_and_exact_rules_decide_in_the_kernel() {
         let prefix = rule(RULE_PREFIX, b"my-app");
-        assert_eq!(prefix.check(&comm(b"my-app")), verdict::YES);
-        assert_eq!(prefix.check(&comm(b"my-app-worker")), verdict::YES);
-        assert_eq!(prefix.check(&comm(b"my-ap")), verdict::NO);
-        assert_eq!(prefix.check(&comm(b"other")), verdict::NO);
+        assert_eq!(check(&prefix, b"my-app"), verdict::YES);
+        assert_eq!(check(&prefix, b"my-app-worker"), verdict::YES);
+        assert_eq!(check(&prefix, b"my-ap"), verdict::NO);
+        assert_eq!(check(&prefix, b"other"), verdict::NO);
         let exact = rule(RULE_EXACT, b"my-app");
-        assert_eq!(exact.check(&comm(b"my-app")), verdict::YES);
-        assert_eq!(exact.check(&comm(b"my-app2")), verdict::NO);
+        assert_eq!(check(&exact, b"my-app"), verdict::YES);
+        assert_eq!(check(&exact, b"my-app2"), verdict::NO);
+        assert_eq!(check(&exact, b"my-ap"), verdict::NO);
         let full = rule(RULE_EXACT, b"exactly15bytes!");
-        assert_eq!(full.check(&comm(b"exactly15bytes!")), verdict::YES);
+        assert_eq!(check(&full, b"exactly15bytes!"), verdict::YES);
+        assert_eq!(check(&full, b"exactly15bytes?"), verdict::NO);
+        // Both words count: a difference past the eighth byte is a difference.
+        let long = rule(RULE_PREFIX, b"mm-target-123");
+        assert_eq!(check(&long, b"mm-target-124"), verdict::NO);
+        assert_eq!(check(&long, b"mm-target-1234"), verdict::YES);
+        let empty = rule(RULE_PREFIX, b"");
+        assert_eq!(check(&empty, b"anything"), verdict::YES);
     }
 
     #[test]
     fn other_rules_ask_userspace() {
-        assert_eq!(rule(RULE_ASK, b"").check(&comm(b"anything")), verdict::ASK);
+        assert_eq!(check(&rule(RULE_ASK, b""), b"anything"), verdict::ASK);
         let long = rule(RULE_ASK_IF_EQUAL, b"my-application-");
-        assert_eq!(long.check(&comm(b"my-application-")), verdict::ASK);
-        assert_eq!(long.check(&comm(b"my-application")), verdict::NO);
-        assert_eq!(rule(RULE_NONE, b"").check(&comm(b"x")), verdict::NO);
-        assert_eq!(rule(RULE_ANY, b"").check(&comm(b"x")), verdict::YES);
+        assert_eq!(check(&long, b"my-application-"), verdict::ASK);
+        assert_eq!(check(&long, b"my-application"), verdict::NO);
+        assert_eq!(check(&Rule::default(), b"x"), verdict::NO);
+        assert_eq!(check(&rule(RULE_ANY, b""), b"x"), verdict::YES);
+    }
+
+    #[test]
+    fn the_trigger_comes_down_by_the_lag_of_every_thread() {
+        let watch = Watch {
+            trigger: 1000,
+            threads: 3,
+            ..Watch::default()
+        };
+        assert_eq!(watch.trigger_with(0), 1000);
+        assert_eq!(watch.trigger_with(100), 700);
+        assert_eq!(watch.trigger_with(400), 0);
+        let unknown = Watch {
+            trigger: 1000,
+            ..Watch::default()
+        };
+        assert_eq!(unknown.trigger_with(100), 900, "at least one thread");
     }
 
     #[test]

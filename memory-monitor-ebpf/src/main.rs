@@ -33,7 +33,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, Event, Field, MAX_RULES, RULE_NONE, Rule, WATCH_ARMED,
-    WATCH_BY_NAME, WATCH_KERNEL_SIGNALLED, Watch, event_kind, growth_key, layout, member, verdict,
+    WATCH_BY_NAME, WATCH_KERNEL_SIGNALLED, Watch, comm_words, event_kind, growth_key, layout,
+    member, verdict,
 };
 
 /// Capacity placeholder; the loader sets the real one (`--max-processes`). The growth
@@ -109,14 +110,33 @@ static MONITOR_PARENT_TGID: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static SLOT_MASK: Global<u32> = Global::new(MAX_SLOTS - 1);
 
-/// `tp_btf` only: where `mm_struct.rss_stat[member].count` is for each member, and
-/// `task_struct.mm`, as the loader found in the kernel's BTF; and the page size.
+/// `tp_btf` only: where `mm_struct.rss_stat[member].count` is for each member (kernels whose
+/// tracepoint does not pass the count), and `task_struct.mm`, as the loader found in the
+/// kernel's BTF; and the page size.
 #[unsafe(no_mangle)]
 static RSS_COUNT_OFFSETS: Global<[u64; member::COUNT]> = Global::new([0; member::COUNT]);
 #[unsafe(no_mangle)]
 static TASK_MM_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static PAGE_SIZE: Global<i64> = Global::new(4096);
+
+/// Whether `sched_process_exit`'s record has `group_dead` (6.16 on); where it does not, the
+/// exit program reads `current->signal->live`, the count of the thread group's live threads,
+/// at the offsets the loader found in BTF (`do_exit` decrements it before the tracepoint).
+#[unsafe(no_mangle)]
+static EXIT_HAS_GROUP_DEAD: Global<u32> = Global::new(1);
+/// `task_struct.signal`, and in `signal_struct` `live` and `nr_threads`, from BTF.
+#[unsafe(no_mangle)]
+static TASK_SIGNAL_OFFSET: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static SIGNAL_LIVE_OFFSET: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static SIGNAL_THREADS_OFFSET: Global<u64> = Global::new(0);
+
+/// How far each thread's cached RSS changes can keep the kernel's counters behind (bytes; 0
+/// on kernels whose threads cache nothing): the trigger comes down by this per thread.
+#[unsafe(no_mangle)]
+static THREAD_LAG: Global<u64> = Global::new(0);
 
 /// Growth profile: one stack sample per this many bytes grown.
 #[unsafe(no_mangle)]
@@ -204,7 +224,8 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
 }
 
 /// `kmem:rss_stat` as a BTF tracepoint (`tp_btf`): the same change, seen through the
-/// tracepoint's arguments (`mm`, `member`) without the tracepoint's record being filled in.
+/// tracepoint's arguments (`mm`, `member`) without the tracepoint's record being filled in;
+/// the counter is read from the mm (`percpu_counter`s, 6.2 on).
 #[btf_tracepoint(function = "rss_stat")]
 pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
     let mm: u64 = ctx.arg(0);
@@ -212,6 +233,33 @@ pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
     let Some(slot) = resident_slot(member as u32) else {
         return 0;
     };
+    on_btf_change(&ctx, mm, slot, || {
+        read_kernel::<i64>(mm + RSS_COUNT_OFFSETS.load()[slot])
+    })
+}
+
+/// `kmem:rss_stat` as a BTF tracepoint on kernels whose tracepoint passes the counter's new
+/// value (`mm`, `member`, `count` in pages: up to 6.1, where the counters are atomics).
+#[btf_tracepoint(function = "rss_stat")]
+pub fn rss_stat_btf_count(ctx: BtfTracePointContext) -> i32 {
+    let mm: u64 = ctx.arg(0);
+    let member: i32 = ctx.arg(1);
+    let Some(slot) = resident_slot(member as u32) else {
+        return 0;
+    };
+    let count: i64 = ctx.arg(2);
+    on_btf_change(&ctx, mm, slot, || count)
+}
+
+/// A change of counter `slot` of memory map `mm`, seen by a BTF tracepoint; `pages` reads the
+/// counter's new value, in pages.
+#[inline(always)]
+fn on_btf_change(
+    ctx: &BtfTracePointContext,
+    mm: u64,
+    slot: usize,
+    pages: impl FnOnce() -> i64,
+) -> i32 {
     let tgid = current_tgid();
     let own = match maybe_watched(tgid)
         .then(|| WATCHED.get_ptr_mut(tgid))
@@ -226,11 +274,11 @@ pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
         None => owner_of(mm).map(|(tgid, watch)| (tgid, watch, false)),
     };
     if let Some((tgid, watch, own)) = found {
-        let pages = read_kernel::<i64>(mm + RSS_COUNT_OFFSETS.load()[slot]).max(0);
+        let pages = pages().max(0);
         // SAFETY: a live map value (see `update`).
         let watch = unsafe { &mut *watch };
         if update(watch, tgid, mm, own, slot, pages * PAGE_SIZE.load()) {
-            sample_growth(&ctx, tgid);
+            sample_growth(ctx, tgid);
         }
     }
     0
@@ -273,6 +321,20 @@ fn current_mm() -> u64 {
     read_kernel::<u64>(task + TASK_MM_OFFSET.load())
 }
 
+/// The current task's `signal_struct` (shared by its thread group), by BTF offsets.
+#[inline(always)]
+fn current_signal() -> u64 {
+    // SAFETY: no preconditions; the result is only read through probe_read.
+    let task = unsafe { bpf_get_current_task() };
+    read_kernel::<u64>(task + TASK_SIGNAL_OFFSET.load())
+}
+
+/// How many threads the current process has (`signal->nr_threads`).
+#[inline(always)]
+fn current_threads() -> u32 {
+    read_kernel::<i32>(current_signal() + SIGNAL_THREADS_OFFSET.load()).max(0) as u32
+}
+
 #[inline(always)]
 fn read_kernel<T: Copy + Default>(address: u64) -> T {
     // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
@@ -290,6 +352,9 @@ fn read_kernel<T: Copy + Default>(address: u64) -> T {
 fn update(watch: &mut Watch, tgid: u32, mm: u64, own: bool, slot: usize, size: i64) -> bool {
     if own && watch.mm != mm {
         learn_mm(watch, tgid, mm);
+    }
+    if own && THREAD_LAG.load() != 0 {
+        watch.threads = current_threads().max(1);
     }
     let grew = size - watch.members[slot];
     watch.members[slot] = size;
@@ -347,7 +412,7 @@ fn learn_mm(watch: &mut Watch, tgid: u32, mm: u64) {
 #[inline(always)]
 fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
     let rss = watch.approximate_rss();
-    if rss < watch.trigger {
+    if rss < watch.trigger_with(THREAD_LAG.load()) {
         if watch.flags & (WATCH_ARMED | WATCH_KERNEL_SIGNALLED) != WATCH_ARMED {
             watch.flags = (watch.flags | WATCH_ARMED) & !WATCH_KERNEL_SIGNALLED;
             let _ = REARM.remove(tgid);
@@ -397,12 +462,15 @@ fn fresh(model: &Watch, flags: u32) -> Watch {
         mm: 0,
         flags: flags | WATCH_ARMED,
         grown: 0,
+        // After an exec, as after a fork, the process has one thread.
+        threads: 1,
         ..*model
     }
 }
 
 /// A fresh watch under rule `index`.
-fn new_watch(rule: &Rule, index: u32, flags: u32) -> Watch {
+fn new_watch(index: u32, flags: u32) -> Watch {
+    let rule = RULES.get(index).copied().unwrap_or_default();
     let model = Watch {
         trigger: rule.trigger,
         limit: rule.limit,
@@ -414,33 +482,36 @@ fn new_watch(rule: &Rule, index: u32, flags: u32) -> Watch {
     fresh(&model, flags)
 }
 
-/// The first rule (and its index) that `comm` may match, and the verdict: `in_context` when
-/// the task concerned is the current one, so its cgroup can be checked here.
+/// The verdict and the index of the first rule that `comm` may match: `in_context` when the
+/// task concerned is the current one, so its cgroup can be checked here. Only the index comes
+/// out of the loop (the rule is looked up again by [`new_watch`]): the less each round keeps,
+/// the sooner the verifier finds rounds alike, and the fewer instructions it walks.
 #[inline(always)]
-fn choose_rule(comm: &[u8; 16], in_context: bool) -> (u32, Rule, u32) {
+fn choose_rule(comm: &[u8; 16], in_context: bool) -> (u32, u32) {
+    let comm = comm_words(comm);
     let mut index = 0;
     while index < MAX_RULES as u32 {
-        let Some(rule) = RULES.get(index).copied() else {
+        let Some(rule) = RULES.get(index) else {
             break;
         };
         if rule.mode == RULE_NONE {
             break;
         }
-        let found = rule.check(comm);
+        let found = rule.check(&comm);
         if found != verdict::NO {
             if rule.cgroup & CGROUP_MEMBER == 0 {
-                return (found, rule, index);
+                return (found, index);
             }
             if !in_context {
-                return (verdict::ASK, rule, index);
+                return (verdict::ASK, index);
             }
             if CGROUPS.current_task_under_cgroup(index) == Ok(true) {
-                return (found, rule, index);
+                return (found, index);
             }
         }
         index += 1;
     }
-    (verdict::NO, Rule::default(), 0)
+    (verdict::NO, 0)
 }
 
 /// How the rules depend on cgroups: every rule's `CGROUP_*` flags together.
@@ -466,7 +537,7 @@ pub fn exec(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let comm = bpf_get_current_comm().unwrap_or_default();
-    let (found, rule, index) = choose_rule(&comm, true);
+    let (found, index) = choose_rule(&comm, true);
     // SAFETY: copied out at once.
     let existing = unsafe { WATCHED.get(tgid) }.copied();
     let reported = match (existing, found) {
@@ -479,7 +550,7 @@ pub fn exec(ctx: TracePointContext) -> u32 {
         // Still matching: counted afresh, under the rule it matches now.
         (Some(watch), verdict::YES) => {
             forget_mm(&watch);
-            watch_new(&ctx, tgid, &new_watch(&rule, index, WATCH_BY_NAME));
+            watch_new(&ctx, tgid, &new_watch(index, WATCH_BY_NAME));
             verdict::YES
         }
         (Some(watch), verdict::NO) => {
@@ -487,7 +558,7 @@ pub fn exec(ctx: TracePointContext) -> u32 {
             verdict::NO
         }
         (None, verdict::YES) => {
-            watch_new(&ctx, tgid, &new_watch(&rule, index, WATCH_BY_NAME));
+            watch_new(&ctx, tgid, &new_watch(index, WATCH_BY_NAME));
             verdict::YES
         }
         (_, verdict::ASK) => verdict::ASK,
@@ -567,7 +638,7 @@ pub fn rename(ctx: TracePointContext) -> u32 {
     // A task may rename itself (then its cgroup can be checked here) or be renamed by another
     // through /proc/PID/comm.
     let own = bpf_get_current_pid_tgid() as u32 == pid;
-    let (found, rule, index) = choose_rule(&comm, own);
+    let (found, index) = choose_rule(&comm, own);
     // SAFETY: copied out at once.
     let existing = unsafe { WATCHED.get(pid) }.copied();
     match (existing, found) {
@@ -580,7 +651,7 @@ pub fn rename(ctx: TracePointContext) -> u32 {
             emit(event_kind::RENAME, pid, 0, 0, verdict::YES, comm);
         }
         (None, verdict::YES) => {
-            watch_new(&ctx, pid, &new_watch(&rule, index, WATCH_BY_NAME));
+            watch_new(&ctx, pid, &new_watch(index, WATCH_BY_NAME));
             emit(event_kind::RENAME, pid, 0, 0, verdict::YES, comm);
         }
         (_, verdict::ASK) => emit(event_kind::RENAME, pid, 0, 0, verdict::ASK, comm),
@@ -610,11 +681,20 @@ pub fn migrate(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `sched:sched_process_exit`: a task ends; with `group_dead`, the last of its process.
+/// `sched:sched_process_exit`: a task ends; with `group_dead` (or no live thread left in its
+/// group), the last of its process.
 #[tracepoint]
 pub fn exit(ctx: TracePointContext) -> u32 {
-    let group_dead: u8 = field(&ctx, layout::EXIT_GROUP_DEAD);
-    if group_dead == 0 {
+    let group_dead = if EXIT_HAS_GROUP_DEAD.load() != 0 {
+        field::<u8>(&ctx, layout::EXIT_GROUP_DEAD) != 0
+    } else {
+        // SAFETY: bpf_probe_read_kernel checks the address; a failed read is not a death.
+        let live = unsafe {
+            bpf_probe_read_kernel((current_signal() + SIGNAL_LIVE_OFFSET.load()) as *const i32)
+        };
+        live == Ok(0)
+    };
+    if !group_dead {
         return 0;
     }
     let tgid = current_tgid();

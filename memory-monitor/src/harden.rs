@@ -29,16 +29,16 @@ pub fn kept_capabilities() -> CapabilitySet {
         | CapabilitySet::IPC_LOCK
 }
 
-/// Drops every capability but [`kept_capabilities`] from the calling thread's effective,
+/// Drops every capability but [`kept_capabilities`] and `also` from the calling thread's effective,
 /// permitted and inheritable sets, its ambient set and (when it may) its bounding set. Threads
 /// started afterwards inherit the result, so call it before starting any. Returns whether the
 /// bounding set now holds no more than what is kept: reducing it needs `CAP_SETPCAP`, which a
 /// service manager may withhold (then [`forbid_new_privileges`] is what keeps an exec from
 /// gaining the rest back).
-pub fn drop_capabilities() -> io::Result<bool> {
+pub fn drop_capabilities(also: CapabilitySet) -> io::Result<bool> {
     use rustix::thread::{capability_is_in_bounding_set, remove_capability_from_bounding_set};
     let current = rustix::thread::capabilities(None)?;
-    let keep = kept_capabilities() & current.permitted;
+    let keep = (kept_capabilities() | also) & current.permitted;
     // The bounding set first: removing from it needs CAP_SETPCAP, about to be dropped. A
     // capability this kernel does not know is in no set.
     let mut bounded = true;

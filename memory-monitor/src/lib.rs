@@ -33,6 +33,7 @@
 //! let outcome = memory_monitor::run(Config::new(RuleSet::new(vec![rule]).unwrap())).unwrap();
 //! ```
 
+pub mod accounting;
 pub mod action;
 pub mod cgroup;
 pub mod changes;

@@ -58,6 +58,27 @@ pub fn parse_statm(buf: &[u8]) -> Result<Statm, ParseError> {
     })
 }
 
+/// Parses the `Rss:` line of `/proc/PID/smaps_rollup` (in kB) into bytes: the exact resident
+/// size, which the kernel counts from the process's page tables when the file is read (where
+/// `statm` sums counters that lag or are approximate, see [`crate::accounting`]).
+pub fn parse_rollup_rss(buf: &[u8]) -> Result<u64, ParseError> {
+    let bad = |what| ParseError {
+        file: "smaps_rollup",
+        what,
+    };
+    let line = buf
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"Rss:"))
+        .ok_or(bad("no Rss line"))?;
+    let kib = line
+        .trim_ascii()
+        .strip_suffix(b"kB")
+        .map(<[u8]>::trim_ascii)
+        .and_then(parse_u64)
+        .ok_or(bad("Rss is not a number of kB"))?;
+    kib.checked_mul(1024).ok_or(bad("Rss out of range"))
+}
+
 /// The fields of `/proc/PID/stat` that matter here. (Its RSS field is not one of them: it
 /// comes from the kernel's per-CPU counters and can be a few hundred KiB off; `statm` is exact.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,16 +148,24 @@ pub struct ResidentParts {
     pub anon: u64,
     /// Shared memory (`RssShmem`).
     pub shmem: u64,
+    /// Its threads (`Threads`): on kernels whose threads cache RSS changes, the kernel side's
+    /// margin grows with them.
+    pub threads: u32,
 }
 
-/// Parses the `RssAnon`, `RssFile` and `RssShmem` lines of `/proc/PID/status` (in kB). A
-/// process without memory (a zombie) has none of them and reads as all zeros.
+/// Parses the `RssAnon`, `RssFile` and `RssShmem` lines of `/proc/PID/status` (in kB), and
+/// `Threads`. A process without memory (a zombie) has none of the first and reads as zeros.
 pub fn parse_status_rss(buf: &[u8]) -> ResidentParts {
     let mut parts = ResidentParts::default();
     for line in buf.split(|&b| b == b'\n') {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
+        if &line[..colon] == b"Threads" {
+            let threads = parse_u64(line[colon + 1..].trim_ascii()).unwrap_or(1);
+            parts.threads = u32::try_from(threads).unwrap_or(u32::MAX);
+            continue;
+        }
         let slot = match &line[..colon] {
             b"RssAnon" => &mut parts.anon,
             b"RssFile" => &mut parts.file,
@@ -320,6 +349,17 @@ impl ProcRoot {
         )?)
     }
 
+    /// How many threads process `pid` has: `/proc/PID/task` links one directory per thread
+    /// besides its own two (read with one `stat`, no allocation).
+    pub fn threads(&self, pid: i32) -> io::Result<u64> {
+        let mut path = [0u8; 32];
+        let mut cursor = &mut path[..];
+        write!(cursor, "{pid}/task\0")?;
+        let path = CStr::from_bytes_until_nul(&path).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let stat = rustix::fs::statat(&self.dir, path, rustix::fs::AtFlags::empty())?;
+        Ok((stat.st_nlink as u64).saturating_sub(2))
+    }
+
     /// Opens `/proc/PID/<file>`, reads it into `buf` and returns what was read.
     pub fn read_file<'b>(&self, pid: i32, file: &str, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
         let fd = self.open_file(pid, file)?;
@@ -433,13 +473,15 @@ mod tests {
     #[test]
     fn status_gives_the_resident_split() {
         let status = b"Name:\tmy app\nVmRSS:\t   65432 kB\nRssAnon:\t   61440 kB\n\
-                       RssFile:\t    3968 kB\nRssShmem:\t      24 kB\nVmSwap:\t0 kB\n";
+                       RssFile:\t    3968 kB\nRssShmem:\t      24 kB\nVmSwap:\t0 kB\n\
+                       Threads:\t7\n";
         assert_eq!(
             parse_status_rss(status),
             ResidentParts {
                 file: 3968 * 1024,
                 anon: 61440 * 1024,
-                shmem: 24 * 1024
+                shmem: 24 * 1024,
+                threads: 7
             }
         );
         assert_eq!(
@@ -447,6 +489,20 @@ mod tests {
             ResidentParts::default()
         );
         assert_eq!(parse_status_rss(b"RssAnon:\tlots kB\n").anon, 0);
+    }
+
+    #[test]
+    fn smaps_rollup_gives_the_exact_rss() {
+        let rollup = b"55d0c5a8a000-7ffd2b5f9000 ---p 00000000 00:00 0                  [rollup]\n\
+                       Rss:               50268 kB\nPss:               50100 kB\n\
+                       Pss_Anon:          49000 kB\n";
+        assert_eq!(parse_rollup_rss(rollup), Ok(50268 * 1024));
+        // The Rss line, not the first line with a number, nor Pss.
+        assert_eq!(parse_rollup_rss(b"Pss: 1 kB\nRss: 2 kB\n"), Ok(2048));
+        assert!(parse_rollup_rss(b"").is_err());
+        assert!(parse_rollup_rss(b"Rss: 12\n").is_err());
+        assert!(parse_rollup_rss(b"Rss: x kB\n").is_err());
+        assert!(parse_rollup_rss(b"Rss: 18446744073709551615 kB\n").is_err());
     }
 
     #[test]
@@ -498,6 +554,9 @@ mod tests {
         let mut buf = [0u8; 4096];
         let statm = parse_statm(proc.read_file(me, "statm", &mut buf).unwrap()).unwrap();
         assert!(statm.resident_pages > 0);
+        let rollup = parse_rollup_rss(proc.read_file(me, "smaps_rollup", &mut buf).unwrap());
+        assert!(rollup.unwrap() > 0);
+        assert!(proc.threads(me).unwrap() >= 1);
         let stat = proc.read_file(me, "stat", &mut buf).unwrap().to_vec();
         let stat = parse_stat(&stat).unwrap();
         assert!(!stat.is_kernel_thread());

@@ -13,6 +13,7 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags};
 
+use crate::accounting::Accounting;
 use crate::policy::Episode;
 use crate::procfs::{self, Comm, ProcRoot};
 use crate::rules::{MAX_RULES, RuleSet};
@@ -254,6 +255,45 @@ impl Watched {
             return Err(Errno::SRCH);
         }
         Ok(statm.resident_pages * page_size)
+    }
+
+    /// Resident memory in bytes, exact wherever it could decide against `limit`: `statm` (one
+    /// read) when this kernel's `statm` is exact or too far under the limit for its error to
+    /// matter, else `smaps_rollup`, which walks the page tables (see [`Accounting`]).
+    /// `Err(Errno::SRCH)` once the process has exited. Allocates nothing.
+    pub fn exact_rss(
+        &self,
+        proc: &ProcRoot,
+        buf: &mut [u8],
+        page_size: u64,
+        limit: u64,
+        accounting: Accounting,
+    ) -> Result<u64, Errno> {
+        let statm = self.rss(proc, buf, page_size)?;
+        if accounting.statm_is_exact() {
+            return Ok(statm);
+        }
+        // Threads count only where each caches changes; unknown, assume many.
+        let threads = match accounting.thread_lag() {
+            0 => 1,
+            _ => proc.threads(self.pid).unwrap_or(u64::MAX),
+        };
+        if statm.saturating_add(accounting.statm_error(threads)) <= limit {
+            return Ok(statm);
+        }
+        let mut rollup = [0u8; 512];
+        let read = match proc.read_file(self.pid, "smaps_rollup", &mut rollup) {
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Errno::SRCH),
+            Err(e) => return Err(Errno::from_io_error(&e).unwrap_or(Errno::IO)),
+        };
+        // Read by PID: it was this process's only if the process still lives now.
+        let rss = procfs::parse_rollup_rss(read).map_err(|_| Errno::SRCH)?;
+        if self.has_exited() {
+            return Err(Errno::SRCH);
+        }
+        tracing::trace!(pid = self.pid, statm, threads, rollup = rss, "exact");
+        Ok(rss)
     }
 
     /// Sends `signal` through the pidfd.

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use crate::{Monitor, PATIENCE};
+use crate::{Monitor, patience};
 
 /// `GET path` from the monitor's metrics server, as Prometheus's older scrapers (and curl)
 /// ask: status line and body.
@@ -16,7 +16,7 @@ pub fn get(address: &str, path: &str) -> (String, String) {
 pub fn get_accepting(address: &str, path: &str, accept: &str) -> (String, String) {
     let mut stream = TcpStream::connect(address).expect("connect to the metrics server");
     // Bounded: a scrape that never ends fails the test instead of hanging it.
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_read_timeout(Some(patience())).unwrap();
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: {accept}\r\n\r\n"

@@ -9,12 +9,15 @@
 //!   load (see `stress.rs`); not part of `test`.
 //! - `bench [--quick] [--step SIZE] [--pause DURATION]`: measure (see `bench.rs`); not a test.
 //! - `fuzz [--seconds N]`: fuzz the parsers of untrusted input (see `fuzz.rs`); not a test.
+//! - `vmtest [KERNEL…]`: the eBPF-facing tests in qemu guests of Debian's kernels (see
+//!   `vmtest.rs`); `test` runs them too.
 //! - `dist`: build the release binary and write it, its man page, shell completions and the
 //!   service files into `target/dist/`.
 
 mod bench;
 mod fuzz;
 mod stress;
+mod vmtest;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
@@ -62,6 +65,11 @@ fn xtask() -> Result<()> {
             _ => bail!("usage: cargo xtask test [--stress N]"),
         },
         "dist" => dist(),
+        "vmtest" => {
+            let selection = vmtest::selection(&rest)?;
+            setup()?;
+            vmtest::run(&selection)
+        }
         "fuzz" => {
             let seconds = fuzz::seconds(&rest)?;
             setup_build()?;
@@ -73,10 +81,11 @@ fn xtask() -> Result<()> {
             bench::run(&options)
         }
         _ => bail!(
-            "usage: cargo xtask <setup | run -- <monitor args> | test | bench | dist | fuzz>\n\
+            "usage: cargo xtask <setup | run -- <monitor args> | test | vmtest [--only TEST] [KERNEL…] | bench | dist | fuzz>\n\
              \n  setup   install nightly rust-src, bpf-linker, and the tests' go pprof, promtool and moto (idempotent)\
              \n  run     build the monitor (release) and run it, e.g. cargo xtask run -- -m 500 my-app\
-             \n  test    setup, fmt, clippy, build, and every test; --stress N: the suite N times under load\
+             \n  test    setup, fmt, clippy, build, and every test, on this kernel and in the vmtest matrix; --stress N: the suite N times under load\
+             \n  vmtest  the eBPF tests in qemu guests of Debian's kernels 5.10, 6.1, 6.12 (or those named; --only: tests whose name holds TEST)\
              \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)\
              \n  dist    release binary, man page, shell completions and service files in target/dist\
              \n  fuzz    fuzz the parsers of untrusted input, --seconds N each (default 60; not a test)"
@@ -143,7 +152,9 @@ fn setup() -> Result<()> {
     // `test --stress` loads the machine with it.
     ensure_debian_package("stress-ng", "--version", "stress-ng")?;
     ensure_promtool()?;
-    ensure_moto_server()
+    ensure_moto_server()?;
+    // vmtest's guests: qemu, and a static busybox for their initramfs.
+    vmtest::setup()
 }
 
 /// What building the monitor needs (for `run`, `bench`, `dist`: no test tools, no root).
@@ -418,5 +429,8 @@ fn test() -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     run_step(cargo().args(["build", "--workspace", "--bins"]))?;
-    run_step(cargo().args(["test", "--workspace", "--no-fail-fast"]))
+    let host = run_step(cargo().args(["test", "--workspace", "--no-fail-fast"]));
+    // The eBPF tests again on the kernels users run, whatever this kernel said.
+    let matrix = vmtest::run(&vmtest::selection(&[])?);
+    host.and(matrix)
 }

@@ -7,6 +7,7 @@ use rustix::io::Errno;
 
 use super::actions::Actions;
 use super::watching::KernelLink;
+use crate::accounting::Accounting;
 use crate::action::{self, Delivery, Dispatch};
 use crate::hook::Breach;
 use crate::policy::{Policy, Verdict};
@@ -22,6 +23,8 @@ use crate::watch::Watched;
 pub struct Look {
     /// Now.
     pub now: Instant,
+    /// How this kernel counts RSS: which figure is exact, and near the limit read how.
+    pub accounting: Accounting,
     /// The kernel side is waiting to be re-armed for the process, after this gap (eBPF mode,
     /// after a report).
     pub rearm: Option<Duration>,
@@ -69,13 +72,16 @@ pub fn check(
     let policy = policy_of(rules, watched);
     let page_size = crate::procfs::page_size();
     let mut statm_buf = [0u8; 128];
-    let mut rss = watched.rss(proc, &mut statm_buf, page_size);
+    let exact = |watched: &Watched, buf: &mut [u8]| {
+        watched.exact_rss(proc, buf, page_size, policy.limit, look.accounting)
+    };
+    let mut rss = exact(watched, &mut statm_buf);
     watched.recheck = None;
     if let (Ok(under), Some(kernel), Some(gap)) = (rss, kernel.as_deref_mut(), look.rearm)
         && under <= policy.limit
     {
         kernel.rearm(watched.pid(), gap);
-        rss = watched.rss(proc, &mut statm_buf, page_size);
+        rss = exact(watched, &mut statm_buf);
         match rss {
             // Still under: the kernel side stays quiet for the gap, so look again after it.
             Ok(rss) if rss <= policy.limit => {
@@ -267,6 +273,7 @@ mod tests {
     fn look(rearm: Option<Duration>) -> Look {
         Look {
             now: Instant::now(),
+            accounting: Accounting::Unknown,
             rearm,
         }
     }

@@ -33,6 +33,7 @@ use self::start::Note;
 use self::waits::{Waits, Wake};
 use self::watching::{Discovered, KernelSide, Watching};
 use crate::Error;
+use crate::accounting::Accounting;
 use crate::changes::Changes;
 use crate::config::{Config, RulesSource};
 use crate::metrics::Metrics;
@@ -137,8 +138,17 @@ impl Monitor {
             ),
             Err(why) => (Source::Poll { why }, None),
         };
+        crate::accounting::count_cpus();
         // With the programs attached and before any thread starts (threads inherit them).
-        let hardening = config.harden.map(start::harden_start).unwrap_or_default();
+        // Some kernels check CAP_BPF on every map access, not only when programs load.
+        let keep_for_maps = match &source {
+            Source::Events(events) => events.kernel().capabilities_for_maps(),
+            Source::Poll { .. } => rustix::thread::CapabilitySet::empty(),
+        };
+        let hardening = config
+            .harden
+            .map(|hardening| start::harden_start(hardening, keep_for_maps))
+            .unwrap_or_default();
         let metrics = Metrics::new();
         metrics.set_mode(kernel.is_some());
         let actions = Actions::start(&config.rules, Arc::clone(&metrics), config.dry_run)?;
@@ -195,6 +205,14 @@ impl Monitor {
         match &self.source {
             Source::Events(events) => events.handled(),
             Source::Poll { .. } => 0,
+        }
+    }
+
+    /// How this kernel counts RSS, as the kernel side found from BTF; not known when polling.
+    fn accounting(&self) -> Accounting {
+        match &self.source {
+            Source::Events(events) => events.kernel().accounting(),
+            Source::Poll { .. } => Accounting::Unknown,
         }
     }
 
@@ -333,11 +351,16 @@ impl Monitor {
         if self.watching.list().get(pid).is_none() && !self.discover(pid) {
             return None;
         }
-        let actions = &self.actions;
+        let (actions, accounting) = (&self.actions, self.accounting());
+        let look = Look {
+            now,
+            accounting,
+            rearm,
+        };
         let mut judged = None;
         self.watching
             .retain_one(pid, |watched, rules, proc, kernel| {
-                judged = check(watched, rules, proc, actions, Look { now, rearm }, kernel)
+                judged = check(watched, rules, proc, actions, look, kernel)
                     .map(|(_, rss)| (rss, due_at(rules, watched)));
                 judged.is_some()
             });
@@ -354,14 +377,17 @@ impl Monitor {
         rearm: Option<Duration>,
         due: impl Fn(&crate::rules::RuleSet, &crate::watch::Watched) -> bool,
     ) -> CycleReport {
-        let actions = &self.actions;
+        let (actions, accounting) = (&self.actions, self.accounting());
+        let look = Look {
+            now,
+            accounting,
+            rearm,
+        };
         let mut report = CycleReport::default();
         let mut next_deadline = None;
         self.watching.retain(|watched, rules, proc, kernel| {
             if due(rules, watched) {
-                let Some((verdict, _)) =
-                    check(watched, rules, proc, actions, Look { now, rearm }, kernel)
-                else {
+                let Some((verdict, _)) = check(watched, rules, proc, actions, look, kernel) else {
                     return false;
                 };
                 report.signals += usize::from(verdict.signals());
@@ -468,7 +494,7 @@ impl Monitor {
     fn running(&self) -> start::Running<'_> {
         start::Running {
             source: match &self.source {
-                Source::Events(events) => Ok(events.kernel().attach()),
+                Source::Events(events) => Ok(events.kernel()),
                 Source::Poll { why } => Err((why.as_str(), self.settings.interval)),
             },
             dry_run: self.settings.dry_run,

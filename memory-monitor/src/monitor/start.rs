@@ -1,7 +1,10 @@
 //! Start-up: which source the host allows, what is followed of the file system, how the
 //! monitor hardens itself, and the lines that say what it watches and how.
 
+use rustix::thread::CapabilitySet;
+
 use crate::Error;
+use crate::accounting::Accounting;
 use crate::action;
 use crate::changes::Changes;
 use crate::config::{Config, Mode};
@@ -34,8 +37,8 @@ pub fn choose_source(
 /// How the monitor runs, for its start line.
 #[derive(Debug, Clone, Copy)]
 pub struct Running<'a> {
-    /// How the RSS program is attached (eBPF mode), or why it polls and how often.
-    pub source: Result<ebpf::Attach, (&'a str, std::time::Duration)>,
+    /// The kernel side (eBPF mode), or why it polls and how often.
+    pub source: Result<&'a KernelEvents, (&'a str, std::time::Duration)>,
     /// `--dry-run`.
     pub dry_run: bool,
     /// `--kernel-signal` in eBPF mode.
@@ -59,12 +62,13 @@ pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
         _ => (String::new(), String::new()),
     };
     match running.source {
-        Ok(attach) => tracing::info!(event = "start",
+        Ok(kernel) => tracing::info!(event = "start",
             limit = %limit,
             action = %action,
             mode = %"ebpf",
-            attach = %attach,
-            margin = %Bytes(ebpf::counter_error()),
+            attach = %kernel.attach(),
+            decides = %kernel.accounting().deciding_figure(),
+            margin = %kernel.margin(),
             "watching {target}{dry_run}"
         ),
         Err((why, interval)) => tracing::info!(event = "start",
@@ -72,6 +76,7 @@ pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
             action = %action,
             mode = %"poll",
             interval = %Period(interval),
+            decides = %Accounting::Unknown.deciding_figure(),
             why = why,
             "watching {target}{dry_run}"
         ),
@@ -153,7 +158,10 @@ pub fn follow_changes(config: &Config) -> Option<Changes> {
 /// Start-up hardening (see [`crate::harden`]): the OOM score, the memlock limit, then the
 /// capabilities no longer needed and `no_new_privs`. Each that cannot be done is said once and
 /// the monitor goes on.
-pub fn harden_start(hardening: crate::config::Hardening) -> Vec<Note> {
+pub fn harden_start(
+    hardening: crate::config::Hardening,
+    keep_for_maps: CapabilitySet,
+) -> Vec<Note> {
     use crate::harden;
     let mut notes = Vec::new();
     // Lowering the score needs CAP_SYS_RESOURCE, which roots in containers often lack: said
@@ -165,7 +173,12 @@ pub fn harden_start(hardening: crate::config::Hardening) -> Vec<Note> {
         )));
     }
     let _ = harden::lift_memlock_limit();
-    match harden::drop_capabilities() {
+    if !keep_for_maps.is_empty() {
+        notes.push(Note::info(
+            "keeping CAP_BPF: this kernel asks for it on every BPF map access, not only at load (kernel.unprivileged_bpf_disabled)".to_string(),
+        ));
+    }
+    match harden::drop_capabilities(keep_for_maps) {
         Ok(true) => {}
         // Said once, like the OOM score: no_new_privs (below) covers what the set still holds.
         Ok(false) => notes.push(Note::info(

@@ -1,34 +1,99 @@
-//! Kernel structure offsets from the kernel's own type information (BTF), for the `tp_btf`
-//! RSS program: it reads `current->mm` and `mm->rss_stat[member].count` itself, at offsets
-//! that differ between kernels and configurations.
+//! What the kernel's own type information (BTF) says about the structures the programs read,
+//! at offsets that differ between kernels and configurations: `current->mm` and the mm's RSS
+//! counters for the `tp_btf` RSS program, the thread group's live and thread counts for the
+//! exit and RSS programs, and how the kernel counts RSS at all ([`Accounting`]). Every
+//! decision here is by what the types are, never by a version number, so distribution kernels
+//! with backports are read as they are.
 
 use btf_rs::{Btf, Struct, Type};
 use memory_monitor_ebpf::member;
 
-/// Where the kernel keeps what the `tp_btf` RSS program reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KernelOffsets {
+use crate::accounting::Accounting;
+
+/// What the kernel's BTF says, for the loader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelBtf {
     /// `offsetof(struct task_struct, mm)`.
     pub task_mm: u64,
-    /// `offsetof(struct mm_struct, rss_stat[m].count)` for each counter `m`.
-    pub rss_counts: [u64; member::COUNT],
+    /// How the `tp_btf` RSS program reads a counter, or why it cannot.
+    pub rss: Result<RssRead, String>,
+    /// Where the thread group's counts are, or why they cannot be found.
+    pub group: Result<GroupOffsets, String>,
+    /// How this kernel counts RSS.
+    pub accounting: Accounting,
+}
+
+/// How the `tp_btf` RSS program gets a counter's new value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RssRead {
+    /// The tracepoint passes it (`rss_stat(mm, member, count)`: up to 6.1, where
+    /// `mm->rss_stat` is a `struct mm_rss_stat` of atomics).
+    CountArgument,
+    /// It reads `mm->rss_stat[member].count` (a `percpu_counter` each, 6.2 on) at these
+    /// offsets in `mm_struct`.
+    PercpuCounters([u64; member::COUNT]),
+}
+
+/// Where a task's thread group keeps its counts: `task_struct.signal`, and in
+/// `signal_struct`, `live` (threads not yet exiting) and `nr_threads`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupOffsets {
+    /// `offsetof(struct task_struct, signal)`.
+    pub task_signal: u64,
+    /// `offsetof(struct signal_struct, live)` (an `atomic_t`: its counter is at its start).
+    pub live: u64,
+    /// `offsetof(struct signal_struct, nr_threads)`.
+    pub nr_threads: u64,
 }
 
 /// The kernel's BTF.
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Reads the offsets from the running kernel's BTF.
-pub fn kernel_offsets() -> Result<KernelOffsets, String> {
-    let btf = Btf::from_file(VMLINUX_BTF)
-        .map_err(|e| format!("cannot read the kernel's BTF ({VMLINUX_BTF}): {e}"))?;
-    offsets(&btf)
+/// Reads the running kernel's BTF.
+pub fn kernel_btf() -> Result<KernelBtf, String> {
+    read(&parse_kernel_btf()?)
 }
 
-fn offsets(btf: &Btf) -> Result<KernelOffsets, String> {
+/// Parses the kernel's BTF, read whole first: parsed from the file, it would be read a few
+/// bytes at a time with a seek each (over 100,000 system calls, seconds in a slow VM).
+fn parse_kernel_btf() -> Result<Btf, String> {
+    let bytes = std::fs::read(VMLINUX_BTF)
+        .map_err(|e| format!("cannot read the kernel's BTF ({VMLINUX_BTF}): {e}"))?;
+    Btf::from_bytes(&bytes)
+        .map_err(|e| format!("cannot parse the kernel's BTF ({VMLINUX_BTF}): {e}"))
+}
+
+fn read(btf: &Btf) -> Result<KernelBtf, String> {
     let (task_mm, _) = member_of(btf, "task_struct", "mm")?;
     let (rss_stat, rss_type) = member_of(btf, "mm_struct", "rss_stat")?;
+    let rss = rss_read(btf, rss_stat, &rss_type);
+    let per_thread = member_of(btf, "task_struct", "rss_stat").is_ok();
+    let accounting = match (&rss_type, per_thread) {
+        // SPLIT_RSS_COUNTING: each thread caches its changes (`task->rss_stat`).
+        (_, true) => Accounting::PerThread,
+        (Type::Array(_), false) => Accounting::PerCpu,
+        (_, false) => Accounting::Atomic,
+    };
+    let group = group_offsets(btf);
+    Ok(KernelBtf {
+        task_mm,
+        rss,
+        group,
+        accounting,
+    })
+}
+
+/// How the `tp_btf` program can read `mm->rss_stat` (of type `rss_type`, at `rss_stat`): by
+/// the tracepoint's prototype first (a `count` argument), else from `percpu_counter`s.
+fn rss_read(btf: &Btf, rss_stat: u64, rss_type: &Type) -> Result<RssRead, String> {
+    if tracepoint_arguments(btf, "rss_stat")? >= 3 {
+        return Ok(RssRead::CountArgument);
+    }
     let Type::Array(counters) = rss_type else {
-        return Err("the kernel's mm_struct.rss_stat is not an array".to_string());
+        return Err(
+            "the kernel's rss_stat tracepoint passes no count and mm_struct.rss_stat is not an array"
+                .to_string(),
+        );
     };
     if counters.len() < member::COUNT {
         return Err(format!(
@@ -37,19 +102,50 @@ fn offsets(btf: &Btf) -> Result<KernelOffsets, String> {
             member::COUNT
         ));
     }
-    let Ok(Type::Struct(counter)) = btf.resolve_chained_type(&counters) else {
+    let Ok(Type::Struct(counter)) = btf.resolve_chained_type(counters) else {
         return Err("the kernel's mm_struct.rss_stat does not hold structs".to_string());
     };
     let (count, _) = find(btf, &counter, "count", 0)
         .ok_or("the kernel's percpu_counter has no field 'count'")?;
     let element = counter.size() as u64;
-    let mut rss_counts = [0; member::COUNT];
-    for (m, offset) in rss_counts.iter_mut().enumerate() {
+    let mut offsets = [0; member::COUNT];
+    for (m, offset) in offsets.iter_mut().enumerate() {
         *offset = rss_stat + m as u64 * element + count;
     }
-    Ok(KernelOffsets {
-        task_mm,
-        rss_counts,
+    Ok(RssRead::PercpuCounters(offsets))
+}
+
+/// How many arguments the BTF tracepoint `name` passes (`btf_trace_<name>`'s prototype, less
+/// its leading `void *` of tracepoint data).
+fn tracepoint_arguments(btf: &Btf, name: &str) -> Result<usize, String> {
+    let typedef = format!("btf_trace_{name}");
+    let missing = || format!("the kernel's BTF has no {typedef}");
+    let types = btf.resolve_types_by_name(&typedef).map_err(|_| missing())?;
+    let Some(Type::Typedef(typedef_type)) = types.into_iter().next() else {
+        return Err(missing());
+    };
+    let mut resolved = btf
+        .resolve_chained_type(&typedef_type)
+        .map_err(|_| missing())?;
+    if let Type::Ptr(pointer) = &resolved {
+        resolved = btf.resolve_chained_type(pointer).map_err(|_| missing())?;
+    }
+    match resolved {
+        Type::FuncProto(prototype) => Ok(prototype.parameters.len().saturating_sub(1)),
+        _ => Err(format!(
+            "the kernel's {typedef} is not a function prototype"
+        )),
+    }
+}
+
+fn group_offsets(btf: &Btf) -> Result<GroupOffsets, String> {
+    let (task_signal, _) = member_of(btf, "task_struct", "signal")?;
+    let (live, _) = member_of(btf, "signal_struct", "live")?;
+    let (nr_threads, _) = member_of(btf, "signal_struct", "nr_threads")?;
+    Ok(GroupOffsets {
+        task_signal,
+        live,
+        nr_threads,
     })
 }
 
@@ -90,16 +186,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_offsets_in_this_kernel() {
-        let Ok(btf) = Btf::from_file(VMLINUX_BTF) else {
+    fn reads_this_kernel() {
+        let Ok(btf) = parse_kernel_btf() else {
             eprintln!("skipping: no {VMLINUX_BTF} here");
             return;
         };
-        let offsets = offsets(&btf).expect("offsets");
-        assert!(offsets.task_mm > 0);
-        let step = offsets.rss_counts[1] - offsets.rss_counts[0];
-        assert!(step >= 8, "one percpu_counter apart");
-        assert_eq!(offsets.rss_counts[3] - offsets.rss_counts[2], step);
+        let read = read(&btf).expect("the kernel's BTF");
+        assert!(read.task_mm > 0);
+        let group = read.group.expect("signal_struct's counts");
+        assert!(group.task_signal > 0 && group.live != group.nr_threads);
+        // Checked against the BTF itself: the prototype's arguments and the counters' type
+        // decide together, one way or the other.
+        match read.rss.expect("a way to read the counters") {
+            RssRead::PercpuCounters(offsets) => {
+                let step = offsets[1] - offsets[0];
+                assert!(step >= 8, "one percpu_counter apart");
+                assert_eq!(offsets[3] - offsets[2], step);
+                assert_eq!(tracepoint_arguments(&btf, "rss_stat"), Ok(2));
+                assert_eq!(read.accounting, Accounting::PerCpu);
+            }
+            RssRead::CountArgument => {
+                assert_eq!(tracepoint_arguments(&btf, "rss_stat"), Ok(3));
+                assert_eq!(read.accounting, Accounting::PerThread);
+            }
+        }
         assert!(member_of(&btf, "mm_struct", "no_such_field").is_err());
+        assert!(tracepoint_arguments(&btf, "no_such_tracepoint").is_err());
     }
 }

@@ -1,11 +1,16 @@
 //! The event-driven source: BPF programs on kernel tracepoints report RSS crossings and
 //! process births, renames and deaths through a ring buffer; nothing polls.
 //!
-//! The kernel's RSS counters are per-CPU and the figure the tracepoint gives can be off by a
-//! few hundred KiB either way, so the kernel side reports a process once it comes within that
-//! error of the limit ([`counter_error`]) and userspace decides on the exact figure from
-//! `statm`. After a report the watch is disarmed until userspace re-arms it (having seen the
-//! exact RSS under the limit) or the RSS falls clearly back: one event per crossing.
+//! The kernel's RSS counters lag or approximate the truth (per-thread caches up to 6.1,
+//! per-CPU counters from 6.2: see [`Accounting`]), so the kernel side reports a process once
+//! it comes within that error of the limit and userspace decides on the exact figure. After a
+//! report the watch is disarmed until userspace re-arms it (having seen the exact RSS under
+//! the limit) or the RSS falls clearly back: one event per crossing.
+//!
+//! What differs between kernels is decided by what their BTF and tracefs say ([`btf`],
+//! [`tracefs`]), never by a version: how the `tp_btf` program reads a counter, how the exit
+//! program tells a process's last thread (`group_dead`, or the group's live count), how far
+//! each thread can hold the counters back.
 
 use std::io;
 use std::time::Duration;
@@ -20,12 +25,15 @@ use memory_monitor_ebpf::{
 };
 use tokio::io::unix::AsyncFd;
 
+use crate::accounting::Accounting;
 use crate::logging::one_line;
 use crate::matcher::{MatchMode, Matcher};
 use crate::procfs::{COMM_LEN, ResidentParts};
 use crate::profile::growth::RawStacks;
 use crate::rules::RuleSet;
+use crate::source::btf::{KernelBtf, RssRead};
 use crate::source::{btf, tracefs};
+use crate::units::Bytes;
 
 /// The programs, embedded: the binary needs nothing else at run time.
 static PROGRAMS: &[u8] =
@@ -142,6 +150,8 @@ pub struct KernelEvents {
     lost: PerCpuArray<MapData, u64>,
     lost_flag: Array<MapData, u64>,
     attach: Attach,
+    /// How this kernel counts RSS (from BTF).
+    accounting: Accounting,
 }
 
 /// The maps through which userspace tells the kernel side what to watch: the watched
@@ -159,6 +169,8 @@ pub struct KernelWatch {
     kernel_signal: bool,
     rules: Array<MapData, Rule>,
     cgroups: CgroupArray<MapData>,
+    /// How this kernel counts RSS (from BTF): the margin of each process's trigger.
+    accounting: Accounting,
     /// The growth profile's stacks and samples, when it is on.
     growth: Option<(StackTraceMap<MapData>, HashMap<MapData, u64, u64>)>,
 }
@@ -192,15 +204,22 @@ impl std::fmt::Debug for KernelWatch {
 pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch), Unavailable> {
     check_privileges()?;
     check_pid_namespace()?;
+    raise_memlock_limit();
+    check_ring_buffers()?;
     let tracefs = tracefs::ensure_mounted().map_err(Unavailable)?;
-    let (attach, offsets) = match settings.attach {
+    let kernel_btf = btf::kernel_btf();
+    let tp_btf = |kernel_btf: &Result<KernelBtf, String>| {
+        let kernel_btf = kernel_btf.as_ref().map_err(Clone::clone)?;
+        kernel_btf.rss.clone().map(|rss| (kernel_btf.task_mm, rss))
+    };
+    let (attach, btf_read) = match settings.attach {
         Attach::Tracepoint => (Attach::Tracepoint, None),
         Attach::TpBtf => (
             Attach::TpBtf,
-            Some(btf::kernel_offsets().map_err(Unavailable)?),
+            Some(tp_btf(&kernel_btf).map_err(Unavailable)?),
         ),
-        Attach::Auto => match btf::kernel_offsets() {
-            Ok(offsets) => (Attach::TpBtf, Some(offsets)),
+        Attach::Auto => match tp_btf(&kernel_btf) {
+            Ok(read) => (Attach::TpBtf, Some(read)),
             Err(why) => {
                 tracing::debug!("attaching as a classic tracepoint: {why}");
                 (Attach::Tracepoint, None)
@@ -213,7 +232,30 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         .filter(|f| attach == Attach::Tracepoint || f.tracepoint != "kmem/rss_stat")
         .collect();
     tracefs::check_layout(&tracefs, &fields).map_err(Unavailable)?;
-    raise_memlock_limit();
+    // The exit program tells a process's last thread by `group_dead` where the record has
+    // it (6.16 on), else by the thread group's live count, found in BTF.
+    let group = kernel_btf
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|k| k.group.clone());
+    let has_group_dead =
+        tracefs::check_layout(&tracefs, &[layout::EXIT_GROUP_DEAD]).map_err(|why| {
+            let how = group.as_ref().err().cloned().unwrap_or_default();
+            (why, how)
+        });
+    if let Err((why, how)) = &has_group_dead
+        && group.is_err()
+    {
+        return Err(Unavailable(format!(
+            "{why}, and the thread group's live count cannot be read instead: {how}"
+        )));
+    }
+    let accounting = kernel_btf
+        .as_ref()
+        .map_or(Accounting::Unknown, |k| k.accounting);
+    let group = group.ok();
+    // Per-thread margins need the thread count, which only BTF locates.
+    let thread_lag = group.map_or(0, |_| accounting.thread_lag());
 
     let me = std::process::id();
     let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
@@ -230,8 +272,15 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         .next_power_of_two()
         .clamp(4096, 1 << 22);
     let slot_mask = slot_count - 1;
-    let task_mm = offsets.map_or(0, |o| o.task_mm);
-    let rss_counts = offsets.map_or([0; member::COUNT], |o| o.rss_counts);
+    let task_mm = btf_read.map_or(0, |(task_mm, _)| task_mm);
+    let rss_counts = match btf_read {
+        Some((_, RssRead::PercpuCounters(offsets))) => offsets,
+        _ => [0; member::COUNT],
+    };
+    let exit_has_group_dead = u32::from(has_group_dead.is_ok());
+    let task_signal = group.map_or(0, |g| g.task_signal);
+    let signal_live = group.map_or(0, |g| g.live);
+    let signal_threads = group.map_or(0, |g| g.nr_threads);
     let page_size = crate::procfs::page_size() as i64;
     let profiling = settings
         .rules
@@ -251,6 +300,11 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         .override_global("TASK_MM_OFFSET", &task_mm, true)
         .override_global("RSS_COUNT_OFFSETS", &rss_counts, true)
         .override_global("PAGE_SIZE", &page_size, true)
+        .override_global("EXIT_HAS_GROUP_DEAD", &exit_has_group_dead, true)
+        .override_global("TASK_SIGNAL_OFFSET", &task_signal, true)
+        .override_global("SIGNAL_LIVE_OFFSET", &signal_live, true)
+        .override_global("SIGNAL_THREADS_OFFSET", &signal_threads, true)
+        .override_global("THREAD_LAG", &thread_lag, true)
         .override_global("SLOT_MASK", &slot_mask, true)
         .override_global("SAMPLE_BYTES", &GROWTH_SAMPLE_BYTES, true)
         .map_max_entries("STACKS", growth_entries)
@@ -279,6 +333,7 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         &mut cgroups,
         settings.rules,
         settings.kernel_signal,
+        accounting,
     )
     .map_err(|e| Unavailable(format!("writing the rules to the kernel side failed: {e}")))?;
     for (program, category, name) in DISCOVERY {
@@ -289,7 +344,13 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         (_, Some(Fault::Attach)) => {
             attach_tracepoint(&mut ebpf, "rss_stat", "kmem", "no_such_tracepoint")?
         }
-        (Attach::TpBtf, _) => attach_btf_tracepoint(&mut ebpf, "rss_stat_btf", "rss_stat")?,
+        (Attach::TpBtf, _) => {
+            let program = match btf_read {
+                Some((_, RssRead::CountArgument)) => "rss_stat_btf_count",
+                _ => "rss_stat_btf",
+            };
+            attach_btf_tracepoint(&mut ebpf, program, "rss_stat")?
+        }
         _ => attach_tracepoint(&mut ebpf, "rss_stat", "kmem", "rss_stat")?,
     }
     let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_error)?;
@@ -314,12 +375,14 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         kernel_signal: settings.kernel_signal,
         rules,
         cgroups,
+        accounting,
     };
     let events = KernelEvents {
         lost: PerCpuArray::try_from(take(&mut ebpf, "LOST")?).map_err(map_error)?,
         lost_flag: Array::try_from(take(&mut ebpf, "LOST_FLAG")?).map_err(map_error)?,
         events,
         attach,
+        accounting,
         _ebpf: ebpf,
     };
     Ok((events, watch))
@@ -334,6 +397,7 @@ impl KernelWatch {
             &mut self.cgroups,
             rules,
             self.kernel_signal,
+            self.accounting,
         )
     }
 
@@ -350,13 +414,15 @@ impl KernelWatch {
         members[member::ANON] = parts.anon as i64;
         members[member::SHMEM] = parts.shmem as i64;
         let record = Watch {
-            trigger: trigger_for(target.limit),
+            trigger: trigger_for(target.limit, self.accounting),
             limit: target.limit,
             members,
             last_event_ns: 0,
             mm: 0,
             flags: WATCH_ARMED | if target.by_name { WATCH_BY_NAME } else { 0 },
             grown: 0,
+            threads: parts.threads.max(1),
+            spare: 0,
             profile_from: target.profile_from.unwrap_or(u64::MAX),
             signal: if self.kernel_signal { target.signal } else { 0 },
             rule: target.rule as u32,
@@ -453,6 +519,60 @@ impl KernelEvents {
         self.attach
     }
 
+    /// The capabilities userspace must keep to use the kernel side's maps after start-up:
+    /// none where the kernel checks privileges only when programs and maps are made, `CAP_BPF`
+    /// where it checks every map access (older kernels with unprivileged BPF disabled). Found
+    /// by trying: a thread of its own drops `CAP_BPF`, `CAP_PERFMON` and `CAP_SYS_ADMIN` (only
+    /// that thread's) and reads a map.
+    pub fn capabilities_for_maps(&self) -> rustix::thread::CapabilitySet {
+        use rustix::thread::{CapabilitySet, CapabilitySets};
+        let lost_flag = &self.lost_flag;
+        let needed = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let Ok(current) = rustix::thread::capabilities(None) else {
+                        return true;
+                    };
+                    let privileged =
+                        CapabilitySet::BPF | CapabilitySet::PERFMON | CapabilitySet::SYS_ADMIN;
+                    let dropped = rustix::thread::set_capabilities(
+                        None,
+                        CapabilitySets {
+                            effective: current.effective - privileged,
+                            permitted: current.permitted,
+                            inheritable: current.inheritable,
+                        },
+                    );
+                    dropped.is_err() || lost_flag.get(&0, 0).is_err()
+                })
+                .join()
+                .unwrap_or(true)
+        });
+        match needed {
+            true => CapabilitySet::BPF,
+            false => CapabilitySet::empty(),
+        }
+    }
+
+    /// How this kernel counts RSS, as its BTF says (not known without BTF).
+    pub fn accounting(&self) -> Accounting {
+        self.accounting
+    }
+
+    /// The kernel side's margin under the limit, for the start line: the counters' error,
+    /// and how much more per thread where threads cache their changes.
+    pub fn margin(&self) -> String {
+        let (error, lag) = (
+            self.accounting.counter_error(),
+            self.accounting.thread_lag(),
+        );
+        match (error, lag) {
+            (_, 0) => Bytes(error).to_string(),
+            (0, _) => format!("{}/thread", Bytes(lag)),
+            _ => format!("{}+{}/thread", Bytes(error), Bytes(lag)),
+        }
+    }
+
     /// Waits until events may be waiting.
     pub async fn readable(&self) -> io::Result<()> {
         let mut guard = self.events.readable().await?;
@@ -507,9 +627,9 @@ pub struct Target {
 }
 
 /// The approximate RSS at which a process with `limit` is reported: within the counters'
-/// error of it.
-pub fn trigger_for(limit: u64) -> u64 {
-    limit.saturating_sub(counter_error())
+/// error of it (the kernel side takes each thread's lag off that, where there is one).
+fn trigger_for(limit: u64, accounting: Accounting) -> u64 {
+    limit.saturating_sub(accounting.counter_error())
 }
 
 /// Writes `rules` into the kernel side's `RULES` and `CGROUPS` maps, in order, ending the list
@@ -524,10 +644,11 @@ fn write_rules(
     cgroups: &mut CgroupArray<MapData>,
     rules: &RuleSet,
     kernel_signal: bool,
+    accounting: Accounting,
 ) -> io::Result<()> {
     let error = |e: aya::maps::MapError| io::Error::other(e.to_string());
     let prepared = (0..rules.rules().len())
-        .map(|index| kernel_rule(rules, index, kernel_signal))
+        .map(|index| kernel_rule(rules, index, kernel_signal, accounting))
         .collect::<io::Result<Vec<_>>>()?;
     for (slot, (kernel_rule, cgroup)) in (0u32..).zip(prepared) {
         match cgroup {
@@ -552,6 +673,7 @@ fn kernel_rule(
     rules: &RuleSet,
     index: usize,
     kernel_signal: bool,
+    accounting: Accounting,
 ) -> io::Result<(Rule, Option<std::fs::File>)> {
     let rule = rules.get(index);
     let selector = &rule.selector;
@@ -580,7 +702,7 @@ fn kernel_rule(
     }
     let limit = rules.fixed_limit(index);
     kernel_rule.limit = limit.unwrap_or(u64::MAX);
-    kernel_rule.trigger = limit.map_or(u64::MAX, trigger_for);
+    kernel_rule.trigger = limit.map_or(u64::MAX, |limit| trigger_for(limit, accounting));
     kernel_rule.profile_from = match (&rule.profile, limit) {
         (Some(profile), Some(limit)) => profile.growth_from(limit),
         _ => u64::MAX,
@@ -593,24 +715,12 @@ fn kernel_rule(
     Ok((kernel_rule, cgroup))
 }
 
-/// The most the kernel's RSS counters can be off from the exact figure, in bytes: each of the
-/// three resident counters is a per-CPU counter whose CPUs may each hold up to one batch
-/// (`max(32, 2 × CPUs)` pages) not yet folded into the total.
-pub fn counter_error() -> u64 {
-    let cpus = aya::util::nr_cpus().unwrap_or(1).max(1) as u64;
-    let batch = (2 * cpus).max(32);
-    3 * cpus * batch * crate::procfs::page_size()
-}
-
 /// The kernel side's view of a name match.
 fn name_rule(matcher: Option<&Matcher>) -> Rule {
     let Some(matcher) = matcher else {
         return Rule::default();
     };
     let name = matcher.name();
-    let len = name.len().min(COMM_LEN);
-    let mut bytes = [0u8; 16];
-    bytes[..len].copy_from_slice(&name[..len]);
     let mode = match matcher.mode() {
         MatchMode::Prefix | MatchMode::Exact if name.len() > COMM_LEN => RULE_ASK_IF_EQUAL,
         MatchMode::Prefix => RULE_PREFIX,
@@ -618,12 +728,7 @@ fn name_rule(matcher: Option<&Matcher>) -> Rule {
         MatchMode::Regex | MatchMode::Cmdline => RULE_ASK,
     };
     debug_assert_ne!(mode, RULE_NONE);
-    Rule {
-        mode,
-        len: len as u32,
-        name: bytes,
-        ..Rule::default()
-    }
+    Rule::named(mode, &name[..name.len().min(COMM_LEN)])
 }
 
 fn check_privileges() -> Result<(), Unavailable> {
@@ -639,6 +744,20 @@ fn check_privileges() -> Result<(), Unavailable> {
     Err(Unavailable(format!(
         "not privileged (uid {uid}): eBPF mode needs root, or CAP_BPF and CAP_PERFMON"
     )))
+}
+
+/// The events come through a BPF ring buffer, which kernels have from 5.8 on: asked of the
+/// kernel itself (a map created and dropped), not read from its version.
+fn check_ring_buffers() -> Result<(), Unavailable> {
+    match aya::sys::is_map_supported(aya::maps::MapType::RingBuf) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Unavailable(
+            "the kernel has no BPF ring buffers (they came with Linux 5.8)".to_string(),
+        )),
+        Err(e) => Err(Unavailable(format!(
+            "cannot ask the kernel whether it has BPF ring buffers: {e}"
+        ))),
+    }
 }
 
 fn check_pid_namespace() -> Result<(), Unavailable> {
@@ -785,13 +904,18 @@ mod tests {
     #[test]
     fn name_rules_mirror_the_matcher() {
         let rule = |mode, name: &str| name_rule(Some(&Matcher::new(mode, name).unwrap()));
-        assert_eq!(rule(MatchMode::Prefix, "my-app").mode, RULE_PREFIX);
-        assert_eq!(rule(MatchMode::Prefix, "my-app").len, 6);
-        assert_eq!(&rule(MatchMode::Exact, "my-app").name[..7], b"my-app\0");
+        assert_eq!(
+            rule(MatchMode::Prefix, "my-app"),
+            Rule::named(RULE_PREFIX, b"my-app")
+        );
+        assert_eq!(
+            rule(MatchMode::Exact, "my-app"),
+            Rule::named(RULE_EXACT, b"my-app")
+        );
         assert_eq!(rule(MatchMode::Regex, "^a").mode, RULE_ASK);
         assert_eq!(rule(MatchMode::Cmdline, "--port").mode, RULE_ASK);
         let long = rule(MatchMode::Prefix, "my-application-server");
-        assert_eq!((long.mode, long.len), (RULE_ASK_IF_EQUAL, 15));
+        assert_eq!(long, Rule::named(RULE_ASK_IF_EQUAL, b"my-application-"));
         assert_eq!(name_rule(None).mode, RULE_NONE);
     }
 
@@ -806,13 +930,5 @@ mod tests {
             "dereference of modified ctx ptr R1 off=28 disallowed"
         );
         assert_eq!(verifier_complaint(""), "(no verifier log)");
-    }
-
-    #[test]
-    fn counter_error_covers_three_counters_of_every_cpu() {
-        let cpus = aya::util::nr_cpus().unwrap() as u64;
-        let error = counter_error();
-        assert!(error >= 3 * cpus * 32 * crate::procfs::page_size());
-        assert_eq!(error % crate::procfs::page_size(), 0);
     }
 }

@@ -1,0 +1,141 @@
+//! How the running kernel counts a process's RSS, and so which figure is exact and how far
+//! the others can be off. Kernels differ:
+//!
+//! - **Per thread** (up to 6.1, `SPLIT_RSS_COUNTING`): each thread caches its own faults'
+//!   changes (`task->rss_stat`) and folds them into the mm's counters every
+//!   `TASK_RSS_EVENTS_THRESH` (64) faults, and at exec and exit. The mm's counters — and so
+//!   `statm`, `status` and `kmem:rss_stat` — lag the truth by up to 64 faults' worth per
+//!   thread, indefinitely for a thread that stops faulting.
+//! - **Per CPU** (6.2 on): the counters are `percpu_counter`s; `statm` reads them without
+//!   their per-CPU parts up to 6.15 (off by up to CPUs × batch pages per counter) and sums
+//!   them exactly from 6.16 (and some stable backports).
+//! - **Atomic** (neither): the counters are exact, and so is `statm`.
+//!
+//! Which one is known from BTF ([`crate::source::btf`]), not from a version. That `statm` sums
+//! exactly on a per-CPU kernel is a change inside a function, which BTF cannot show, so a
+//! per-CPU kernel's `statm` is never taken as exact: near the limit the monitor reads
+//! `smaps_rollup`, which walks the page tables and is exact on every kernel.
+
+use std::fmt;
+
+/// How the running kernel counts RSS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accounting {
+    /// Each thread caches its changes (`task_struct.rss_stat` exists).
+    PerThread,
+    /// `mm_struct.rss_stat` is an array of `percpu_counter`s.
+    PerCpu,
+    /// Plain atomic counters, no per-thread caches: `statm` is exact.
+    Atomic,
+    /// Not known (no BTF read, as in poll mode): assume every kind of error.
+    Unknown,
+}
+
+/// `TASK_RSS_EVENTS_THRESH`: faults a thread may take before its cache is folded in (the
+/// fold comes at the fault after the 64th, so a cache can hold 65 faults' changes).
+const FAULTS_CACHED_PER_THREAD: u64 = 64 + 1;
+/// Pages one fault can map and count at once: file faults map their neighbours too
+/// (`fault_around_bytes`, 64 KiB by default); anonymous faults, one page.
+const PAGES_PER_FAULT: u64 = 16;
+
+impl Accounting {
+    /// The most the kernel's counters of one process can be off from the truth because of
+    /// per-CPU parts not yet folded in, in bytes: each of the three resident counters may
+    /// have up to one batch (`max(32, 2 × CPUs)` pages) on each CPU.
+    pub fn counter_error(self) -> u64 {
+        match self {
+            Accounting::PerCpu | Accounting::Unknown => {
+                let cpus = cpus();
+                let batch = (2 * cpus).max(32);
+                3 * cpus * batch * crate::procfs::page_size()
+            }
+            Accounting::PerThread | Accounting::Atomic => 0,
+        }
+    }
+
+    /// The most each thread's own cache can hold back from the counters, in bytes.
+    pub fn thread_lag(self) -> u64 {
+        match self {
+            Accounting::PerThread | Accounting::Unknown => {
+                FAULTS_CACHED_PER_THREAD * PAGES_PER_FAULT * crate::procfs::page_size()
+            }
+            Accounting::PerCpu | Accounting::Atomic => 0,
+        }
+    }
+
+    /// Whether `statm` is exact on this kernel.
+    pub fn statm_is_exact(self) -> bool {
+        self == Accounting::Atomic
+    }
+
+    /// The most `statm` can be off for a process of `threads` threads, in bytes.
+    pub fn statm_error(self, threads: u64) -> u64 {
+        self.counter_error()
+            .saturating_add(threads.max(1).saturating_mul(self.thread_lag()))
+    }
+
+    /// The figure that decides whether a process is over its limit, for the start line.
+    pub fn deciding_figure(self) -> &'static str {
+        match self.statm_is_exact() {
+            true => "statm",
+            false => "smaps_rollup",
+        }
+    }
+}
+
+impl fmt::Display for Accounting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accounting::PerThread => "per-thread",
+            Accounting::PerCpu => "per-cpu",
+            Accounting::Atomic => "atomic",
+            Accounting::Unknown => "unknown",
+        })
+    }
+}
+
+/// The CPUs a per-CPU counter has parts on: every possible one. Counted once (reading the
+/// count allocates), at start-up: see [`count_cpus`].
+fn cpus() -> u64 {
+    static CPUS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| aya::util::nr_cpus().unwrap_or(1).max(1) as u64)
+}
+
+/// Counts the CPUs now, so that judging a process later allocates nothing.
+pub fn count_cpus() {
+    cpus();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_counting_has_its_own_error() {
+        let page = crate::procfs::page_size();
+        assert_eq!(Accounting::Atomic.statm_error(100), 0);
+        assert!(Accounting::Atomic.statm_is_exact());
+        // Per thread: 65 faults of up to 16 pages each, for every thread.
+        assert_eq!(Accounting::PerThread.statm_error(1), 65 * 16 * page);
+        assert_eq!(Accounting::PerThread.statm_error(10), 10 * 65 * 16 * page);
+        assert_eq!(Accounting::PerThread.counter_error(), 0);
+        // Per CPU: three counters, a batch of at least 32 pages on each CPU, whatever the
+        // threads.
+        let per_cpu = Accounting::PerCpu.statm_error(1);
+        assert!(per_cpu >= 3 * 32 * page);
+        assert_eq!(Accounting::PerCpu.statm_error(50), per_cpu);
+        // Not known: both.
+        assert_eq!(
+            Accounting::Unknown.statm_error(2),
+            per_cpu + 2 * 65 * 16 * page
+        );
+        for kind in [
+            Accounting::PerThread,
+            Accounting::PerCpu,
+            Accounting::Unknown,
+        ] {
+            assert!(!kind.statm_is_exact(), "{kind}");
+            assert_eq!(kind.deciding_figure(), "smaps_rollup");
+        }
+    }
+}
