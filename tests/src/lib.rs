@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod scrape;
 pub mod servers;
+pub mod shipped;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
