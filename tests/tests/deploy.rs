@@ -366,7 +366,8 @@ fn the_alerts_are_prometheus_rules_promtool_accepts() {
         .nth(1)
         .expect("the README's alerts");
     let section = &section[..section.find("\n\n").unwrap_or(section.len())];
-    for alert in section.split('`').skip(1).step_by(2) {
+    let alerts = section.split('`').skip(1).step_by(2);
+    for alert in alerts.filter(|quoted| quoted.contains("memory_monitor_")) {
         assert!(
             expressions.iter().any(|expr| expr == alert),
             "{alert} is not a rule: {expressions:?}"

@@ -69,7 +69,7 @@ fn unprivileged_it_polls_says_why_first_and_signals_a_process_in_its_container()
     // The target is the tests' own (glibc) program, run inside the container: the host's
     // libraries are lent to it read-only, which the monitor itself does not need.
     let link = link_to(bin("mm-target"), &name);
-    let mut mounts = mounted(&[&bin_dir(), link.parent().unwrap(), Path::new("/usr")]);
+    let mut mounts = mounted(&[&bin_dir(), link.parent().unwrap()]);
     for (host, inside) in [("/usr/lib", "/lib"), ("/usr/lib64", "/lib64")] {
         mounts.extend(["--volume".to_string(), format!("{host}:{inside}:ro")]);
     }
