@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
             "bpf-linker is not on PATH: it builds memory-monitor's BPF programs. Run `cargo xtask setup` (or use `cargo xtask run`/`cargo xtask test`, which do)."
         );
     }
+    share_programs_build()?;
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "memory-monitor-ebpf",
@@ -29,6 +30,33 @@ fn main() -> anyhow::Result<()> {
         }],
         toolchain,
     )
+}
+
+/// aya-build compiles the programs (and `core`, for the BPF target) under this build script's
+/// own `OUT_DIR`, so every build of the monitor — each profile, feature set and target: the
+/// tests', clippy's, the static release's — would compile the same programs again. Its target
+/// directory there is pointed at one in the workspace's target directory instead, which every
+/// build shares; cargo's lock on it keeps builds running at once from writing it together.
+fn share_programs_build() -> anyhow::Result<()> {
+    let out_dir =
+        std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    // The target directory is the first above OUT_DIR that cargo marked as one.
+    let Some(target_dir) = out_dir
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+    else {
+        return Ok(());
+    };
+    let shared = target_dir.join("bpf-programs");
+    let private = out_dir.join("aya-build/target/memory-monitor-ebpf");
+    std::fs::create_dir_all(&shared)?;
+    std::fs::create_dir_all(private.parent().expect("a parent"))?;
+    if std::fs::read_link(&private).ok().as_deref() != Some(shared.as_path()) {
+        let _ = std::fs::remove_dir_all(&private);
+        let _ = std::fs::remove_file(&private);
+        std::os::unix::fs::symlink(&shared, &private)?;
+    }
+    Ok(())
 }
 
 fn which_bpf_linker() -> Option<std::path::PathBuf> {

@@ -48,10 +48,20 @@ pub fn allocations() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)
 }
 
+/// Gives the C allocator's free memory back to the kernel. glibc's keeps freed memory for
+/// reuse until asked; musl's (the static binary's) returns whole free chunks by itself and has
+/// nothing to ask.
+pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Returns start-up's memory to the kernel. Call once the steady loop is about to start.
 pub fn trim() {
-    // SAFETY: malloc_trim only releases free memory held by the allocator.
-    unsafe { libc::malloc_trim(0) };
+    release_free_heap();
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };

@@ -187,8 +187,7 @@ fn own_rss() -> Option<u64> {
 
 /// Returns freed heap memory to the system, as far as the allocator can.
 fn give_memory_back() {
-    // SAFETY: malloc_trim only releases free memory held by the allocator.
-    unsafe { libc::malloc_trim(0) };
+    crate::footprint::release_free_heap();
     #[cfg(feature = "jemalloc")]
     // SAFETY: `arena.<MALLCTL_ARENAS_ALL>.purge` takes and returns nothing.
     unsafe {

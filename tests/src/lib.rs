@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod exact;
 pub mod scrape;
 pub mod servers;
+pub mod shipped;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -62,6 +62,15 @@ fn bad_input_exits_2_with_one_line_naming_it() {
             &["-m", "1", "--profile-to", "ftp://host/x", "x"],
             "ftp://host/x",
         ),
+        // The tests' build is without the HTTP and S3 writers (the release binary has them).
+        (
+            &["-m", "1", "--profile-to", "s3://bucket/p", "x"],
+            "--features object-store",
+        ),
+        (
+            &["-m", "1", "--profile-to", "https://host/p", "x"],
+            "--features object-store",
+        ),
         (&["-m", "1", "--exec-timeout", "5s", "x"], "--exec"),
         (
             &["-m", "1", "--kernel-signal", "--mode", "poll", "x"],

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use memory_monitor_tests::servers::{PutServer, S3Server};
+use memory_monitor_tests::shipped::released;
 use memory_monitor_tests::{
     Monitor, Target, pprof_top, pprof_top_entry as top_entry, root_or_skip, unique_name,
 };
@@ -126,7 +127,11 @@ fn a_failing_writer_is_logged_once_per_breach_and_the_signal_still_goes() {
         let name = unique_name("mmp-fail");
         let mut target = Target::spawn(&name);
         target.grow(48);
-        let mut monitor = Monitor::start(&args("poll", &["--profile-to", &destination, &name]));
+        // The HTTP writer is the release build's (the object-store feature).
+        let mut monitor = Monitor::start_with(
+            &args("poll", &["--profile-to", &destination, &name]),
+            released,
+        );
         assert!(
             target.wait_signal(USR1),
             "{destination}: {}",
@@ -153,7 +158,8 @@ fn profiles_are_put_over_http() {
     let mut target = Target::spawn(&name);
     target.grow_memfd(48);
     let url = format!("{}/profiles", server.url());
-    let mut monitor = Monitor::start(&args("poll", &["--profile-to", &url, &name]));
+    // The HTTP writer is the release build's (the object-store feature).
+    let mut monitor = Monitor::start_with(&args("poll", &["--profile-to", &url, &name]), released);
     assert!(target.wait_signal(USR1), "{}", monitor.log_text());
     monitor.expect_log(&["profile written", &format!("pid={}", target.pid())]);
     let received = server.received();
@@ -180,7 +186,9 @@ fn profiles_go_to_s3_and_a_stopped_server_is_a_logged_failure() {
     let env = server.env();
     let mut monitor = Monitor::start_with(
         &args("poll", &["--profile-to", "s3://profiles/breaches", &name]),
+        // The S3 writer is the release build's (the object-store feature).
         |command| {
+            released(command);
             command.envs(env);
         },
     );

@@ -62,11 +62,13 @@ fn a_process_over_its_limit_gets_one_profile_through_its_writer_and_none_before(
 fn on_jemalloc_the_profile_is_the_allocation_profile_naming_the_allocating_code() {
     let dir = std::env::temp_dir().join(format!("mm-self-jemalloc-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let output = std::process::Command::new(memory_monitor_tests::bin("mm-self-jemalloc"))
-        .arg(&dir)
-        .arg("48")
-        .output()
-        .unwrap();
+    // The library's example, built with its `jemalloc` feature by `cargo xtask test`.
+    let output =
+        std::process::Command::new(memory_monitor_tests::bin("examples/self_monitor_jemalloc"))
+            .arg(&dir)
+            .arg("48")
+            .output()
+            .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         "profiles=1",

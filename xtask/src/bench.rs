@@ -32,6 +32,8 @@ pub struct Options {
     pub step: u64,
     /// Pause between steps.
     pub pause: Duration,
+    /// The monitor measured: by default the static release binary (what ships).
+    pub monitor: Option<PathBuf>,
 }
 
 impl Options {
@@ -127,15 +129,19 @@ fn field(line: &str, key: &str) -> Option<u64> {
         .find_map(|f| f.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
 
-/// Where the release binaries are.
+/// The monitor measured, and where the release builds of the helper programs are.
 struct Binaries {
+    monitor: PathBuf,
     dir: PathBuf,
     links: PathBuf,
 }
 
 impl Binaries {
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        match name {
+            "memory-monitor" => self.monitor.clone(),
+            _ => self.dir.join(name),
+        }
     }
 
     /// A link to binary `to` named `name`: the process's name (`comm`) is the link's.
@@ -154,9 +160,13 @@ pub fn run(options: &Options) -> Result<()> {
         unsafe { libc::geteuid() } == 0,
         "the benchmark needs root (eBPF mode, all of it)"
     );
-    run_step(cargo().args(["build", "--release", "--package", "memory-monitor"]))?;
+    let monitor = match &options.monitor {
+        Some(monitor) => monitor.clone(),
+        None => crate::dist::static_binary()?,
+    };
     run_step(cargo().args([
         "build",
+        "--locked",
         "--release",
         "--package",
         "memory-monitor-tests",
@@ -166,6 +176,7 @@ pub fn run(options: &Options) -> Result<()> {
     let links = out.join("links");
     std::fs::create_dir_all(&links)?;
     let bins = Binaries {
+        monitor,
         dir: workspace().join("target/release"),
         links,
     };
@@ -892,6 +903,7 @@ pub fn options(args: &[std::ffi::OsString]) -> Result<Options> {
         quick: false,
         step: 64 << 10,
         pause: Duration::from_millis(1),
+        monitor: None,
     };
     let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
     while let Some(arg) = args.next() {
@@ -923,8 +935,16 @@ pub fn options(args: &[std::ffi::OsString]) -> Result<Options> {
                 };
                 options.pause = Duration::from_micros(micros);
             }
+            "--monitor" => {
+                let path = args
+                    .next()
+                    .context("--monitor needs the path of a monitor binary")?;
+                options.monitor = Some(PathBuf::from(path));
+            }
             other => {
-                bail!("bench: unknown option {other:?} (--quick, --step SIZE, --pause DURATION)")
+                bail!(
+                    "bench: unknown option {other:?} (--quick, --step SIZE, --pause DURATION, --monitor PATH)"
+                )
             }
         }
     }

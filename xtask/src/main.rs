@@ -3,19 +3,25 @@
 //! - `setup`: install what building the BPF programs needs (nightly `rust-src`, `bpf-linker`)
 //!   and what the tests use besides the project's own programs (Go's `pprof` to read profiles,
 //!   Prometheus's promtool to check the metrics, moto's S3 server). Idempotent, and quick once done.
-//! - `run -- <args>`: set up, build the monitor (release) and run it with `<args>`.
-//! - `test`: set up, check formatting and lints, build, and run every test.
+//! - `run -- <args>`: set up, build the monitor (the dev profile, the build the tests use too)
+//!   and run it with `<args>`.
+//! - `test`: set up, check formatting and lints, build (the static release binary, its .deb
+//!   and image too), and run every test: on this kernel, and in the vmtest matrix.
 //! - `test --stress N`: set up, build, and run the whole suite N times under CPU and memory
 //!   load (see `stress.rs`); not part of `test`.
-//! - `bench [--quick] [--step SIZE] [--pause DURATION]`: measure (see `bench.rs`); not a test.
+//! - `bench [--quick] [--step SIZE] [--pause DURATION] [--monitor PATH]`: measure the static
+//!   release binary, or another (see `bench.rs`); not a test.
 //! - `fuzz [--seconds N]`: fuzz the parsers of untrusted input (see `fuzz.rs`); not a test.
-//! - `vmtest [KERNEL…]`: the eBPF-facing tests in qemu guests of Debian's kernels (see
-//!   `vmtest.rs`); `test` runs them too.
-//! - `dist`: build the release binary and write it, its man page, shell completions and the
-//!   service files into `target/dist/`.
+//! - `vmtest [--only TEST] [KERNEL…]`: the eBPF-facing tests in qemu guests of Debian's
+//!   kernels (see `vmtest.rs`); `test` runs them too.
+//! - `dist`: the static release binary, its man page, shell completions, the service files and
+//!   the .deb, in `target/dist/` (see `dist.rs`).
+//! - `image`: `dist`, then the container image (see `image.rs`).
 
 mod bench;
+mod dist;
 mod fuzz;
+mod image;
 mod stress;
 mod vmtest;
 
@@ -64,7 +70,16 @@ fn xtask() -> Result<()> {
             }
             _ => bail!("usage: cargo xtask test [--stress N]"),
         },
-        "dist" => dist(),
+        "dist" => {
+            setup_dist()?;
+            dist::run().map(drop)
+        }
+        "image" => {
+            setup_dist()?;
+            ensure_podman()?;
+            dist::run()?;
+            image::build().map(drop)
+        }
         "vmtest" => {
             let selection = vmtest::selection(&rest)?;
             setup()?;
@@ -77,17 +92,18 @@ fn xtask() -> Result<()> {
         }
         "bench" => {
             let options = bench::options(&rest)?;
-            setup_build()?;
+            setup_dist()?;
             bench::run(&options)
         }
         _ => bail!(
-            "usage: cargo xtask <setup | run -- <monitor args> | test | vmtest [--only TEST] [KERNEL…] | bench | dist | fuzz>\n\
-             \n  setup   install nightly rust-src, bpf-linker, and the tests' go pprof, promtool and moto (idempotent)\
-             \n  run     build the monitor (release) and run it, e.g. cargo xtask run -- -m 500 my-app\
+            "usage: cargo xtask <setup | run -- <monitor args> | test [--stress N] | vmtest [--only TEST] [KERNEL…] | bench | dist | image | fuzz>\n\
+             \n  setup   install what the builds and the tests need (idempotent)\
+             \n  run     build the monitor and run it, e.g. cargo xtask run -- -m 500 my-app\
              \n  test    setup, fmt, clippy, build, and every test, on this kernel and in the vmtest matrix; --stress N: the suite N times under load\
              \n  vmtest  the eBPF tests in qemu guests of Debian's kernels 5.10, 6.1, 6.12 (or those named; --only: tests whose name holds TEST)\
              \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)\
-             \n  dist    release binary, man page, shell completions and service files in target/dist\
+             \n  dist    static release binary, man page, completions, service files and .deb in target/dist\
+             \n  image   dist, then the container image (Podman, from scratch)\
              \n  fuzz    fuzz the parsers of untrusted input, --seconds N each (default 60; not a test)"
         ),
     }
@@ -142,9 +158,9 @@ fn shown(command: &Command) -> String {
     text
 }
 
-/// Everything: what the build needs and what the tests use.
+/// Everything: what the builds need and what the tests use.
 fn setup() -> Result<()> {
-    setup_build()?;
+    setup_dist()?;
     // The profile tests read the monitor's profiles with an independent reader, `go tool
     // pprof`; the service tests check the units with `systemd-analyze verify`.
     ensure_debian_package("go", "version", "golang-go")?;
@@ -153,14 +169,55 @@ fn setup() -> Result<()> {
     ensure_debian_package("stress-ng", "--version", "stress-ng")?;
     ensure_promtool()?;
     ensure_moto_server()?;
+    ensure_podman()?;
+    ensure_kubernetes_validate()?;
     // vmtest's guests: qemu, and a static busybox for their initramfs.
     vmtest::setup()
 }
 
-/// What building the monitor needs (for `run`, `bench`, `dist`: no test tools, no root).
+/// What building the monitor needs (for `run`, `bench`: no test tools, no root).
 fn setup_build() -> Result<()> {
     ensure_nightly_components()?;
     ensure_bpf_linker()
+}
+
+/// What `dist` needs besides: the static target's standard library, and lintian, which checks
+/// the .deb.
+fn setup_dist() -> Result<()> {
+    setup_build()?;
+    ensure_musl_target()?;
+    ensure_debian_package("lintian", "--version", "lintian")
+}
+
+/// The musl target's standard library, for the static binary.
+fn ensure_musl_target() -> Result<()> {
+    let libdir =
+        output_of(Command::new("rustc").args(["--print", "target-libdir", "--target", dist::MUSL]));
+    if libdir.is_some_and(|dir| Path::new(&dir).join("self-contained").is_dir()) {
+        return Ok(());
+    }
+    run_step(Command::new("rustup").args(["target", "add", dist::MUSL]))
+}
+
+/// Podman builds and runs the image (Debian's, with Debian's runc: see `xtask/containers.conf`).
+fn ensure_podman() -> Result<()> {
+    ensure_debian_package("podman", "--version", "podman")?;
+    ensure_debian_package("runc", "--version", "runc")
+}
+
+/// The deploy test checks every manifest against the Kubernetes API's schemas with
+/// kubernetes-validate (PyPI), which carries them.
+fn ensure_kubernetes_validate() -> Result<()> {
+    if output_of(Command::new("kubernetes-validate").arg("--version")).is_some() {
+        return Ok(());
+    }
+    run_step(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "kubernetes-validate",
+    ]))
 }
 
 /// Installs Debian's `package` unless `command argument` already runs.
@@ -354,61 +411,33 @@ fn ensure_bpf_linker() -> Result<()> {
 
 fn run(args: &[OsString]) -> Result<()> {
     setup_build()?;
-    run_step(cargo().args(["build", "--release", "--package", "memory-monitor"]))?;
-    let binary = workspace().join("target/release/memory-monitor");
+    // The dev profile: the build `test` makes too, and the quickest from scratch (the release
+    // profile's whole-program optimization is for what ships: `cargo xtask dist`).
+    run_step(cargo().args(["build", "--locked", "--package", "memory-monitor"]))?;
+    let binary = workspace().join("target/debug/memory-monitor");
     // exec: the monitor takes this process's place, so Ctrl-C and its exit status are its own.
     let error = Command::new(&binary).args(args).exec();
     Err(error).with_context(|| format!("cannot run {}", binary.display()))
 }
 
-/// What `dist` puts next to the binary: file name, and what the binary generates for it.
-const GENERATED: [(&str, &str); 4] = [
-    ("memory-monitor.1", "man"),
-    ("completions/memory-monitor.bash", "bash"),
-    ("completions/_memory-monitor", "zsh"),
-    ("completions/memory-monitor.fish", "fish"),
-];
-
-fn dist() -> Result<()> {
-    setup_build()?;
-    run_step(cargo().args(["build", "--release", "--package", "memory-monitor"]))?;
-    let root = workspace();
-    let binary = root.join("target/release/memory-monitor");
-    let dist = root.join("target/dist");
-    std::fs::create_dir_all(dist.join("completions"))?;
-    std::fs::copy(&binary, dist.join("memory-monitor"))?;
-    for (file, what) in GENERATED {
-        let output = Command::new(&binary).args(["--generate", what]).output()?;
-        ensure!(
-            output.status.success(),
-            "memory-monitor --generate {what} failed"
-        );
-        std::fs::write(dist.join(file), output.stdout)?;
-    }
-    let packaging = root.join("packaging");
-    if packaging.is_dir() {
-        for entry in std::fs::read_dir(&packaging)? {
-            let entry = entry?;
-            std::fs::copy(entry.path(), dist.join(entry.file_name()))?;
-        }
-    }
-    eprintln!("dist: {}", dist.display());
-    Ok(())
-}
-
 fn test() -> Result<()> {
     setup()?;
     run_step(cargo().args(["fmt", "--all", "--check"]))?;
+    // Linted and documented with the HTTP and S3 writers, which only the release build has.
     run_step(cargo().args([
         "clippy",
+        "--locked",
         "--workspace",
         "--all-targets",
+        "--features",
+        "memory-monitor/object-store",
         "--",
         "-D",
         "warnings",
     ]))?;
     run_step(nightly_cargo().args([
         "clippy",
+        "--locked",
         "--package",
         "memory-monitor-ebpf",
         "--target",
@@ -425,11 +454,34 @@ fn test() -> Result<()> {
     // The library's documentation builds without a broken or private link.
     run_step(
         cargo()
-            .args(["doc", "--package", "memory-monitor", "--no-deps"])
+            .args([
+                "doc",
+                "--locked",
+                "--package",
+                "memory-monitor",
+                "--no-deps",
+                "--features",
+                "object-store",
+            ])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
-    run_step(cargo().args(["build", "--workspace", "--bins"]))?;
-    let host = run_step(cargo().args(["test", "--workspace", "--no-fail-fast"]));
+    run_step(cargo().args(["build", "--locked", "--workspace", "--bins"]))?;
+    // The self-monitoring example on jemalloc: the library with its `jemalloc` feature, built
+    // apart so that the workspace's build keeps the binary's features.
+    run_step(cargo().args([
+        "build",
+        "--locked",
+        "--package",
+        "memory-monitor",
+        "--example",
+        "self_monitor_jemalloc",
+        "--features",
+        "jemalloc",
+    ]))?;
+    // What ships, which the tests of the static binary, the .deb and the image run.
+    dist::run()?;
+    image::build()?;
+    let host = run_step(cargo().args(["test", "--locked", "--workspace", "--no-fail-fast"]));
     // The eBPF tests again on the kernels users run, whatever this kernel said.
     let matrix = vmtest::run(&vmtest::selection(&[])?);
     host.and(matrix)

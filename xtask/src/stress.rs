@@ -45,8 +45,8 @@ struct Failure {
 /// test failed in any run.
 pub fn run(runs: usize) -> Result<()> {
     // Built before the load starts: the runs measure the tests, not the compiler.
-    run_step(cargo().args(["build", "--workspace", "--bins"]))?;
-    run_step(cargo().args(["test", "--workspace", "--no-run"]))?;
+    run_step(cargo().args(["build", "--locked", "--workspace", "--bins"]))?;
+    run_step(cargo().args(["test", "--locked", "--workspace", "--no-run"]))?;
     let logs = workspace().join("target/stress");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let load = Load::start()?;
@@ -104,7 +104,7 @@ fn suite(log: &Path) -> Result<Run> {
     // Both streams into one file, in the order written: the test binary's name (stderr)
     // stands before its tests' results (stdout).
     let status = cargo()
-        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(["test", "--locked", "--workspace", "--no-fail-fast"])
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file)

@@ -255,7 +255,7 @@ const LIBRARY_TESTS: &str = "memory_monitor";
 
 /// Builds the test binaries the guests run and returns their paths by binary name.
 fn test_binaries() -> Result<BTreeMap<String, PathBuf>> {
-    run_step(cargo().args(["build", "--workspace", "--bins"]))?;
+    run_step(cargo().args(["build", "--locked", "--workspace", "--bins"]))?;
     let mut wanted: Vec<&str> = TESTS.iter().map(|(binary, _)| *binary).collect();
     wanted.sort();
     wanted.dedup();
@@ -280,6 +280,7 @@ fn built(args: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
     command
         .args([
             "test",
+            "--locked",
             "--no-run",
             "--message-format=json-render-diagnostics",
         ])

@@ -7,9 +7,14 @@
 //!   the name;
 //! - `s3://bucket/prefix` ([`object::ObjectWriter::s3`]): an object in S3 or an S3-compatible
 //!   store.
+//!
+//! The HTTP and S3 writers are the `object-store` feature's (object_store and its HTTP, TLS and
+//! signing stack are most of what a build compiles); a build without it refuses their
+//! destinations when it parses them, saying how to build with it.
 
 pub mod command;
 pub mod dir;
+#[cfg(feature = "object-store")]
 pub mod object;
 
 use std::error::Error as StdError;
@@ -88,18 +93,26 @@ pub enum SinkSpec {
     },
 }
 
-/// A `--profile-to` value that names no writer.
+/// A `--profile-to` value that names no writer this build has.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "'{0}' is not a profile destination: use dir:PATH, cmd:COMMAND, http(s)://HOST/PATH or s3://BUCKET/PREFIX"
-)]
-pub struct BadSink(pub String);
+pub enum BadSink {
+    /// Not a destination at all.
+    #[error(
+        "'{0}' is not a profile destination: use dir:PATH, cmd:COMMAND, http(s)://HOST/PATH or s3://BUCKET/PREFIX"
+    )]
+    Unknown(String),
+    /// An HTTP or S3 destination, in a build without the `object-store` feature.
+    #[error(
+        "'{0}': this memory-monitor was built without HTTP and S3 profile writers; use the release binary or package, or build with `cargo build --release --features object-store`"
+    )]
+    NotBuiltIn(String),
+}
 
 impl FromStr for SinkSpec {
     type Err = BadSink;
 
     fn from_str(text: &str) -> Result<SinkSpec, BadSink> {
-        let bad = || BadSink(text.to_owned());
+        let bad = || BadSink::Unknown(text.to_owned());
         if let Some(path) = text.strip_prefix("dir:") {
             return (!path.is_empty())
                 .then(|| SinkSpec::Dir(path.into()))
@@ -109,6 +122,12 @@ impl FromStr for SinkSpec {
             return (!command.trim().is_empty())
                 .then(|| SinkSpec::Command(command.to_owned()))
                 .ok_or_else(bad);
+        }
+        let object = text.starts_with("s3://")
+            || text.starts_with("http://")
+            || text.starts_with("https://");
+        if object && !cfg!(feature = "object-store") {
+            return Err(BadSink::NotBuiltIn(text.to_owned()));
         }
         if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -147,8 +166,16 @@ pub fn open(spec: &SinkSpec) -> Result<Box<dyn ProfileWriter>, WriteError> {
     Ok(match spec {
         SinkSpec::Dir(path) => Box::new(dir::DirWriter::new(path)),
         SinkSpec::Command(command) => Box::new(command::CommandWriter::new(command)),
+        #[cfg(feature = "object-store")]
         SinkSpec::Http(url) => Box::new(object::ObjectWriter::http(url)?),
+        #[cfg(feature = "object-store")]
         SinkSpec::S3 { bucket, prefix } => Box::new(object::ObjectWriter::s3(bucket, prefix)?),
+        // Never parsed in such a build (`SinkSpec::from_str` refuses them); made by hand, the
+        // same refusal.
+        #[cfg(not(feature = "object-store"))]
+        SinkSpec::Http(_) | SinkSpec::S3 { .. } => {
+            return Err(BadSink::NotBuiltIn(spec.to_string()).into());
+        }
     })
 }
 
@@ -163,6 +190,14 @@ mod tests {
             "cmd:cat > /dev/null".parse(),
             Ok(SinkSpec::Command("cat > /dev/null".into()))
         );
+        for bad in ["", "dir:", "cmd: ", "ftp://x", "/tmp"] {
+            assert!(bad.parse::<SinkSpec>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[cfg(feature = "object-store")]
+    #[test]
+    fn object_destinations_are_parsed() {
         assert_eq!(
             "s3://bucket/a/b/".parse(),
             Ok(SinkSpec::S3 {
@@ -174,8 +209,19 @@ mod tests {
             "http://127.0.0.1:9/p".parse(),
             Ok(SinkSpec::Http("http://127.0.0.1:9/p".into()))
         );
-        for bad in ["", "dir:", "cmd: ", "s3://", "ftp://x", "/tmp"] {
-            assert!(bad.parse::<SinkSpec>().is_err(), "{bad:?} accepted");
+        assert!("s3://".parse::<SinkSpec>().is_err());
+    }
+
+    #[cfg(not(feature = "object-store"))]
+    #[test]
+    fn object_destinations_are_refused_saying_how_to_build_them() {
+        for url in ["s3://bucket/a", "http://127.0.0.1:9/p", "https://host/p"] {
+            let error = url.parse::<SinkSpec>().unwrap_err();
+            assert_eq!(error, BadSink::NotBuiltIn(url.to_owned()));
+            assert!(
+                error.to_string().contains("--features object-store"),
+                "{error}"
+            );
         }
     }
 }

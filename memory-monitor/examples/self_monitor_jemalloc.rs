@@ -1,7 +1,9 @@
 //! A program that watches its own memory with `SelfMonitor` while running on jemalloc with
-//! profiling on, so the profile it writes is jemalloc's allocation profile.
+//! profiling on, so the profile it writes is jemalloc's allocation profile (the `jemalloc`
+//! feature: `cargo run --example self_monitor_jemalloc --features jemalloc -- DIR LIMIT_MIB`).
+//! The tests run it (`tests/tests/self_monitor.rs`).
 //!
-//! `mm-self-jemalloc DIR LIMIT_MIB`: grows its heap past LIMIT_MIB in `grow_the_heap_here`,
+//! `self_monitor_jemalloc DIR LIMIT_MIB`: grows its heap past LIMIT_MIB in `grow_the_heap_here`,
 //! waits for the profile to be written into DIR, and prints `profiles=<count>`.
 
 use std::time::{Duration, Instant};
@@ -27,7 +29,7 @@ fn grow_the_heap_here(mib: usize) -> Vec<Vec<u8>> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [dir, limit_mib] = &args[..] else {
-        panic!("usage: mm-self-jemalloc DIR LIMIT_MIB");
+        panic!("usage: self_monitor_jemalloc DIR LIMIT_MIB");
     };
     let limit_mib: u64 = limit_mib.parse().expect("LIMIT_MIB");
     let monitor = SelfMonitor::new(DirWriter::new(dir.as_ref()))
