@@ -105,11 +105,12 @@ pub mod event_kind {
     pub const UNDER: u32 = 2;
     /// `--kernel-signal` sent the signal from the process's own context.
     pub const KERNEL_SIGNAL: u32 = 3;
-    /// The process called exec; `verdict` says whether its new name matches.
+    /// The process called exec, and its new name may matter: userspace decides on it anew.
     pub const EXEC: u32 = 4;
-    /// A watched process forked a new process (`tgid`; `parent` is the watched one).
+    /// A watched process forked a new process (`tgid`), watched under the parent's rule.
     pub const FORK: u32 = 5;
-    /// The process (or a thread: `tgid` is then a thread id) was renamed; see `verdict`.
+    /// The process (or a thread: `tgid` is then a thread id) was renamed, and its new name
+    /// may matter: userspace decides on it anew.
     pub const RENAME: u32 = 6;
     /// A watched process ended (its last thread exited).
     pub const EXIT: u32 = 7;
@@ -132,10 +133,8 @@ pub mod event_kind {
     }
 }
 
-/// Whether a name matches, as far as the kernel side can tell.
+/// Whether a name matches, as far as the kernel side can tell ([`Rule::check`]).
 pub mod verdict {
-    /// Not a question for this event.
-    pub const NONE: u32 = 0;
     /// It matches; the kernel side now watches it.
     pub const YES: u32 = 1;
     /// It does not match; the kernel side stopped watching it if it did by name.
@@ -157,12 +156,6 @@ pub struct Event {
     pub rss: u64,
     /// `bpf_ktime_get_ns()` when the event was sent.
     pub time_ns: u64,
-    /// For [`event_kind::FORK`], the watched parent's tgid.
-    pub parent: u32,
-    /// For exec and rename, a [`verdict`].
-    pub verdict: u32,
-    /// The process name (`comm`) for discovery events, NUL-padded.
-    pub comm: [u8; 16],
 }
 
 /// Most rules a configuration may have (the kernel side checks them in a bounded loop).
@@ -352,7 +345,7 @@ mod user {
     unsafe impl aya::Pod for super::Rule {}
 
     const _: () = assert!(core::mem::size_of::<super::Watch>() == 96);
-    const _: () = assert!(core::mem::size_of::<super::Event>() == 48);
+    const _: () = assert!(core::mem::size_of::<super::Event>() == 24);
     const _: () = assert!(core::mem::size_of::<super::Rule>() == 88);
 }
 

@@ -176,15 +176,12 @@ fn excluded(tgid: u32) -> bool {
 
 /// Sends an event to userspace; a full ring buffer is counted, never fatal.
 #[inline(always)]
-fn emit(kind: u32, tgid: u32, rss: u64, parent: u32, verdict: u32, comm: [u8; 16]) {
+fn emit(kind: u32, tgid: u32, rss: u64) {
     let event = Event {
         kind,
         tgid,
         rss,
         time_ns: now_ns(),
-        parent,
-        verdict,
-        comm,
     };
     if EVENTS.output::<Event>(&event, 0).is_err() {
         if let Some(lost) = LOST.get_ptr_mut(0) {
@@ -418,7 +415,7 @@ fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
             let _ = REARM.remove(tgid);
             let _ = SIGNAL_CLAIMS.remove(tgid);
             watch.last_event_ns = now_ns();
-            emit(event_kind::UNDER, tgid, rss, 0, verdict::NONE, [0; 16]);
+            emit(event_kind::UNDER, tgid, rss);
         }
         return;
     }
@@ -432,14 +429,7 @@ fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
         if SIGNAL_CLAIMS.insert(tgid, 1, BPF_NOEXIST).is_ok() {
             // SAFETY: signals the current process, which is the one over the limit.
             unsafe { bpf_send_signal(signal) };
-            emit(
-                event_kind::KERNEL_SIGNAL,
-                tgid,
-                rss,
-                0,
-                verdict::NONE,
-                [0; 16],
-            );
+            emit(event_kind::KERNEL_SIGNAL, tgid, rss);
         }
     }
     // SAFETY: a plain value copied out at once.
@@ -450,7 +440,7 @@ fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
         // Takes the request just honoured, or a stale one from before the last re-arm.
         let _ = REARM.remove(tgid);
         watch.last_event_ns = now_ns();
-        emit(event_kind::NEAR, tgid, rss, 0, verdict::NONE, [0; 16]);
+        emit(event_kind::NEAR, tgid, rss);
     }
 }
 
@@ -540,31 +530,24 @@ pub fn exec(ctx: TracePointContext) -> u32 {
     let (found, index) = choose_rule(&comm, true);
     // SAFETY: copied out at once.
     let existing = unsafe { WATCHED.get(tgid) }.copied();
-    let reported = match (existing, found) {
+    match (existing, found) {
         // Watched by PID: the same process with a new mm, counted afresh.
         (Some(watch), _) if watch.flags & WATCH_BY_NAME == 0 => {
             forget_mm(&watch);
             watch_new(&ctx, tgid, &fresh(&watch, 0));
-            verdict::YES
         }
         // Still matching: counted afresh, under the rule it matches now.
         (Some(watch), verdict::YES) => {
             forget_mm(&watch);
             watch_new(&ctx, tgid, &new_watch(index, WATCH_BY_NAME));
-            verdict::YES
         }
-        (Some(watch), verdict::NO) => {
-            forget(tgid, &watch);
-            verdict::NO
-        }
-        (None, verdict::YES) => {
-            watch_new(&ctx, tgid, &new_watch(index, WATCH_BY_NAME));
-            verdict::YES
-        }
-        (_, verdict::ASK) => verdict::ASK,
+        (Some(watch), verdict::NO) => forget(tgid, &watch),
+        (None, verdict::YES) => watch_new(&ctx, tgid, &new_watch(index, WATCH_BY_NAME)),
+        // Only userspace can tell.
+        (_, verdict::ASK) => {}
         _ => return 0,
-    };
-    emit(event_kind::EXEC, tgid, 0, 0, reported, comm);
+    }
+    emit(event_kind::EXEC, tgid, 0);
     0
 }
 
@@ -615,14 +598,7 @@ pub fn newtask(ctx: TracePointContext) -> u32 {
     let mut watch = fresh(&parent_watch, WATCH_BY_NAME);
     watch.members = parent_watch.members;
     watch_new(&ctx, child, &watch);
-    emit(
-        event_kind::FORK,
-        child,
-        watch.approximate_rss(),
-        parent,
-        verdict::YES,
-        [0; 16],
-    );
+    emit(event_kind::FORK, child, watch.approximate_rss());
     0
 }
 
@@ -644,17 +620,17 @@ pub fn rename(ctx: TracePointContext) -> u32 {
     match (existing, found) {
         (Some(watch), verdict::NO) if watch.flags & WATCH_BY_NAME != 0 => {
             forget(pid, &watch);
-            emit(event_kind::RENAME, pid, 0, 0, verdict::NO, comm);
+            emit(event_kind::RENAME, pid, 0);
         }
         // Now under another rule: userspace moves it there (limit, signal).
         (Some(watch), verdict::YES) if watch.flags & WATCH_BY_NAME != 0 && watch.rule != index => {
-            emit(event_kind::RENAME, pid, 0, 0, verdict::YES, comm);
+            emit(event_kind::RENAME, pid, 0);
         }
         (None, verdict::YES) => {
             watch_new(&ctx, pid, &new_watch(index, WATCH_BY_NAME));
-            emit(event_kind::RENAME, pid, 0, 0, verdict::YES, comm);
+            emit(event_kind::RENAME, pid, 0);
         }
-        (_, verdict::ASK) => emit(event_kind::RENAME, pid, 0, 0, verdict::ASK, comm),
+        (_, verdict::ASK) => emit(event_kind::RENAME, pid, 0),
         _ => {}
     }
     0
@@ -677,7 +653,7 @@ pub fn migrate(ctx: TracePointContext) -> u32 {
     if (root != 0 && dependence & CGROUP_LIMIT == 0) || excluded(pid as u32) {
         return 0;
     }
-    emit(event_kind::MIGRATE, pid as u32, 0, 0, verdict::ASK, [0; 16]);
+    emit(event_kind::MIGRATE, pid as u32, 0);
     0
 }
 
@@ -701,7 +677,7 @@ pub fn exit(ctx: TracePointContext) -> u32 {
     // SAFETY: copied out at once.
     if let Some(watch) = unsafe { WATCHED.get(tgid) }.copied() {
         forget(tgid, &watch);
-        emit(event_kind::EXIT, tgid, 0, 0, verdict::NONE, [0; 16]);
+        emit(event_kind::EXIT, tgid, 0);
     }
     0
 }

@@ -6,14 +6,17 @@
 //! events admit or drop processes, and a timer runs only while a repeat or a kill is pending,
 //! so an idle monitor never wakes up. SIGHUP reads the rules again.
 //!
-//! The parts: [`watching`] owns what is watched, on both sides; [`check`] looks at one
-//! process; [`actions`] are what acting needs; [`events`] is eBPF mode's source; [`reload`]
-//! puts new rules in force; [`start`] and [`waits`] are start-up and what else wakes the loop.
+//! The parts: `watching` owns what is watched, on both sides; `check` looks at one process;
+//! `actions` are what acting needs; `events` is eBPF mode's source; `run` drives the loops,
+//! `waits` is what else wakes them, `follow` the changes followed and `reload` puts new rules
+//! in force; `start` is start-up.
 
 mod actions;
 mod check;
 mod events;
+mod follow;
 mod reload;
+mod run;
 mod start;
 mod waits;
 mod watching;
@@ -22,24 +25,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memory_monitor_ebpf::{Event, event_kind};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-use tokio::time::MissedTickBehavior;
 
 use self::actions::Actions;
 use self::check::{Look, check, due_at, earliest};
 use self::events::EventSource;
 use self::start::Note;
-use self::waits::{Waits, Wake};
 use self::watching::{Discovered, KernelSide, Watching};
 use crate::Error;
 use crate::accounting::Accounting;
 use crate::changes::Changes;
 use crate::config::{Config, RulesSource};
 use crate::metrics::Metrics;
-use crate::service::Service;
 use crate::source::poll::SkipReason;
-use crate::timer::DeadlineTimer;
 use crate::units::Bytes;
 use crate::watch::Watchlist;
 
@@ -431,239 +428,4 @@ impl Monitor {
             ),
         }
     }
-
-    /// Acts on what changed under the monitor since the last look (see [`crate::changes`]):
-    /// a rules file that changed is read once it settles; a rule's cgroup made or removed
-    /// matches again or no longer (a look at every process follows); a rewritten cgroup limit
-    /// changes the limits given as a share of it, and those processes are judged at once.
-    fn on_changes(&mut self, now: Instant) {
-        let Some(changed) = self.changes.as_mut().map(Changes::take) else {
-            return;
-        };
-        if changed.rules_file {
-            self.reload_at = Some(now + RULES_FILE_SETTLE);
-        }
-        if changed.cgroups {
-            self.follow_cgroups();
-            let _ = self.cycle(now);
-        }
-        if changed.limits {
-            self.watching.limits_changed(now);
-            self.check_watched(now, None, |_, watched| {
-                watched.recheck.is_some_and(|due| due <= now)
-            });
-        }
-    }
-
-    /// Follows the rules' cgroups and says which appeared or went.
-    fn follow_cgroups(&mut self) {
-        let Some(changes) = self.changes.as_mut() else {
-            return;
-        };
-        let changed = match self.watching.recheck_cgroups(changes) {
-            Ok(changed) => changed,
-            Err(error) => {
-                tracing::warn!(
-                    event = "cgroup_missing",
-                    "the kernel side cannot follow the rules' cgroups: {error}"
-                );
-                return;
-            }
-        };
-        let rules = self.watching.rules();
-        for (index, present) in changed {
-            let rule = rules.get(index);
-            let cgroup = rule
-                .selector
-                .cgroup
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            match present {
-                true => {
-                    tracing::info!(event = "cgroup_appeared", rule = %rule.name, "cgroup {cgroup} exists now; its processes are watched")
-                }
-                false => {
-                    tracing::warn!(event = "cgroup_missing", rule = %rule.name, "cgroup {cgroup} was removed; the rule matches nothing until it exists again")
-                }
-            }
-        }
-    }
-
-    /// How the monitor runs, for the start line and the rules' lines.
-    fn running(&self) -> start::Running<'_> {
-        start::Running {
-            source: match &self.source {
-                Source::Events(events) => Ok(events.kernel()),
-                Source::Poll { why } => Err((why.as_str(), self.settings.interval)),
-            },
-            dry_run: self.settings.dry_run,
-            kernel_signal: self.settings.kernel_signal,
-        }
-    }
-
-    /// Runs until `shutdown` fires (or, with `--once`, for one cycle).
-    pub async fn run(mut self, mut shutdown: Shutdown) -> Result<Outcome, Error> {
-        start::log_start(self.watching.rules(), self.running(), &self.hardening);
-        if self.settings.once {
-            let report = self.cycle(Instant::now())?;
-            return Ok(Outcome::Checked {
-                any_over: report.over > 0,
-            });
-        }
-        // The rules' cgroups, followed from now on (one made while the programs loaded is
-        // seen here).
-        self.follow_cgroups();
-        // The first look at /proc (which also has the kernel side follow what it finds: from
-        // now on it reports whatever starts) ends start-up.
-        let first = tokio::time::Instant::now();
-        self.cycle(first.into_std())?;
-        // The timer, and the changes followed, registered with the runtime before trimming
-        // and counting (registering allocates).
-        let clock = match self.source {
-            Source::Events(_) => Clock::Deadlines(DeadlineTimer::new().map_err(Error::Events)?),
-            Source::Poll { .. } => {
-                let interval = self.settings.interval;
-                let mut ticker = tokio::time::interval_at(first + interval, interval);
-                ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                Clock::Ticks(ticker)
-            }
-        };
-        let changes = self
-            .changes
-            .as_ref()
-            .map(|changes| {
-                let fd = changes.waitable()?;
-                // SAFETY: the AsyncFd owns the descriptor, which stays open and the same for
-                // as long as it lives.
-                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-                    .map_err(std::io::Error::from)
-            })
-            .transpose()
-            .map_err(Error::Events)?;
-        let mut service = Service::connect();
-        service.ready(self.watching.list().len(), self.is_event_driven());
-        crate::footprint::trim();
-        // After trimming: freed heap pages cannot be given back once locked.
-        if self.settings.harden {
-            start::lock_memory();
-        }
-        tracing::debug!(event = "ready", "start-up done");
-        let allocations = crate::footprint::allocations();
-        let mut waits = Waits {
-            service: &mut service,
-            shutdown: &mut shutdown,
-            changes,
-            metrics: Arc::clone(&self.actions.metrics),
-        };
-        let outcome = match clock {
-            Clock::Ticks(ticker) => self.run_poll(ticker, &mut waits).await?,
-            Clock::Deadlines(timer) => self.run_events(timer, &mut waits).await?,
-        };
-        service.stopping();
-        let allocations = crate::footprint::allocations() - allocations;
-        let events = self.events_handled();
-        match outcome {
-            Outcome::Stopped => {
-                tracing::info!(event = "stop", allocations, events, "stopping on signal")
-            }
-            _ => tracing::info!(
-                event = "stop",
-                allocations,
-                events,
-                "every watched process has exited; stopping"
-            ),
-        }
-        Ok(outcome)
-    }
-
-    /// Poll mode: a look at every process each tick.
-    async fn run_poll(
-        &mut self,
-        mut ticker: tokio::time::Interval,
-        waits: &mut Waits<'_>,
-    ) -> Result<Outcome, Error> {
-        loop {
-            tokio::select! {
-                // The tick's scheduled time, not the time it ran: repeats due every interval
-                // then fall due on every tick instead of drifting past one.
-                tick = ticker.tick() => {
-                    self.cycle(tick.into_std())?;
-                    if self.watching.nothing_left() {
-                        return Ok(Outcome::NothingLeft);
-                    }
-                }
-                wake = waits.next(self.reload_at) => {
-                    if let Some(outcome) = self.on_wake(wake, waits)? {
-                        return Ok(outcome);
-                    }
-                }
-            }
-        }
-    }
-
-    /// eBPF mode: kernel events as they come, and the deadlines of repeats, kills and
-    /// held-back reports.
-    async fn run_events(
-        &mut self,
-        mut timer: DeadlineTimer,
-        waits: &mut Waits<'_>,
-    ) -> Result<Outcome, Error> {
-        // Events left in the ring buffer after a turn (see `handle_events`).
-        let mut pending = false;
-        loop {
-            if self.watching.nothing_left() {
-                return Ok(Outcome::NothingLeft);
-            }
-            timer.set(self.next_deadline).map_err(Error::Events)?;
-            let Source::Events(events) = &self.source else {
-                return Ok(Outcome::Stopped);
-            };
-            tokio::select! {
-                ready = events.kernel().readable() => {
-                    ready.map_err(Error::Events)?;
-                    pending = self.handle_events();
-                }
-                () = std::future::ready(()), if pending => pending = self.handle_events(),
-                expired = timer.expired() => {
-                    expired.map_err(Error::Events)?;
-                    self.handle_due(Instant::now());
-                }
-                wake = waits.next(self.reload_at) => {
-                    if let Some(outcome) = self.on_wake(wake, waits)? {
-                        return Ok(outcome);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Acts on what woke either loop besides its own source; `Some` when the run ends.
-    fn on_wake(&mut self, wake: Wake, waits: &mut Waits<'_>) -> Result<Option<Outcome>, Error> {
-        match wake {
-            Wake::Changed(ready) => {
-                ready.map_err(Error::Events)?;
-                self.on_changes(Instant::now());
-            }
-            Wake::RulesFileSettled => {
-                self.reload_at = None;
-                tracing::info!(
-                    event = "rules_file_changed",
-                    "the rules file changed; reading it again"
-                );
-                self.reload(Instant::now(), waits.service);
-            }
-            Wake::Watchdog => waits.service.ping(),
-            Wake::Liveness => waits.metrics.liveness.answer(),
-            Wake::Request(Request::Stop) => return Ok(Some(Outcome::Stopped)),
-            Wake::Request(Request::Reload) => self.reload(Instant::now(), waits.service),
-        }
-        Ok(None)
-    }
-}
-
-/// What times the loop: poll mode's ticks, or eBPF mode's deadlines.
-enum Clock {
-    Ticks(tokio::time::Interval),
-    Deadlines(DeadlineTimer),
 }
