@@ -465,3 +465,175 @@ fn target_of(rules: &RuleSet, watched: &Watched) -> Target {
         by_name: !watched.is_pinned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::process::{Child, Command, Stdio};
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::matcher::{MatchMode, Matcher};
+    use crate::rules::{Rule, Selector};
+    use crate::units::SizeSpec;
+
+    /// A kernel side that records what it is told; `full` makes its table refuse watches.
+    #[derive(Clone, Default)]
+    struct FakeKernel {
+        told: Rc<RefCell<Vec<String>>>,
+        full: bool,
+    }
+
+    impl KernelLink for FakeKernel {
+        fn rearm(&mut self, _: i32, _: Duration) {}
+        fn cancel_rearm(&mut self, _: i32) {}
+        fn claim_signal(&mut self, _: i32) -> bool {
+            true
+        }
+        fn release_claim(&mut self, _: i32) {}
+        fn take_growth(&mut self, _: i32) -> RawStacks {
+            RawStacks::new()
+        }
+    }
+
+    impl KernelSide for FakeKernel {
+        fn watch(&mut self, pid: i32, _: ResidentParts, _: Target) -> io::Result<()> {
+            match self.full {
+                true => Err(io::Error::other("full")),
+                false => {
+                    self.told.borrow_mut().push(format!("watch {pid}"));
+                    Ok(())
+                }
+            }
+        }
+        fn forget(&mut self, pid: i32) {
+            self.told.borrow_mut().push(format!("forget {pid}"));
+        }
+        fn set_rules(&mut self, _: &RuleSet) -> io::Result<()> {
+            Ok(())
+        }
+        fn can_profile_growth(&self) -> bool {
+            false
+        }
+    }
+
+    /// A `sleep` to watch, under a name of its own (no other process on the machine has it),
+    /// killed when dropped.
+    struct Sleeper(Child, String);
+
+    impl Sleeper {
+        fn start() -> Sleeper {
+            static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("mmw{}x{n}", std::process::id() % 100_000);
+            let link = std::env::temp_dir().join(&name);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+            let child = Command::new(&link)
+                .arg("60")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap();
+            let _ = std::fs::remove_file(&link);
+            Sleeper(child, name)
+        }
+        fn name(&self) -> &str {
+            &self.1
+        }
+        fn pid(&self) -> i32 {
+            self.0.id() as i32
+        }
+        fn end(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            self.end();
+        }
+    }
+
+    /// Watching processes named `name`, followed on `kernel`.
+    fn watching(name: &str, kernel: &FakeKernel) -> Watching {
+        let matcher = Matcher::new(MatchMode::Exact, name).unwrap();
+        let rule = Rule::new("test", Selector::name(matcher), SizeSpec::Bytes(1 << 40));
+        let rules = RuleSet::new(vec![rule]).unwrap();
+        Watching::new(rules, 16, Some(Box::new(kernel.clone()))).unwrap()
+    }
+
+    fn monotonic_ns() -> u64 {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+    }
+
+    fn told(kernel: &FakeKernel) -> Vec<String> {
+        kernel.told.borrow().clone()
+    }
+
+    #[test]
+    fn a_process_admitted_is_followed_and_its_end_forgets_it_on_both_sides() {
+        let kernel = FakeKernel::default();
+        let sleeper = Sleeper::start();
+        let mut watching = watching(sleeper.name(), &kernel);
+        let pid = sleeper.pid();
+        let before_admission = monotonic_ns();
+        assert_eq!(watching.discover(pid, Instant::now()), Discovered::Watched);
+        assert!(watching.list().get(pid).is_some());
+        assert_eq!(told(&kernel).last().unwrap(), &format!("watch {pid}"));
+        // An end reported from before it was admitted is another process's, with its PID.
+        watching.exited(pid, before_admission);
+        assert!(watching.list().get(pid).is_some());
+        watching.exited(pid, monotonic_ns());
+        assert!(watching.list().get(pid).is_none());
+        assert_eq!(told(&kernel).last().unwrap(), &format!("forget {pid}"));
+    }
+
+    #[test]
+    fn a_process_no_rule_selects_is_never_followed() {
+        let kernel = FakeKernel::default();
+        let mut watching = watching("not-sleep", &kernel);
+        let sleeper = Sleeper::start();
+        let pid = sleeper.pid();
+        assert_eq!(
+            watching.discover(pid, Instant::now()),
+            Discovered::NotWatched
+        );
+        assert!(watching.list().is_empty());
+        assert!(!told(&kernel).iter().any(|t| t.starts_with("watch")));
+    }
+
+    #[test]
+    fn a_process_the_kernel_side_has_no_room_for_is_not_watched_either() {
+        let kernel = FakeKernel {
+            full: true,
+            ..FakeKernel::default()
+        };
+        let sleeper = Sleeper::start();
+        let mut watching = watching(sleeper.name(), &kernel);
+        assert_eq!(
+            watching.discover(sleeper.pid(), Instant::now()),
+            Discovered::Skipped(SkipReason::Full(16))
+        );
+        assert!(
+            watching.list().is_empty(),
+            "no record the kernel side lacks"
+        );
+    }
+
+    #[test]
+    fn a_scan_forgets_on_both_sides_what_has_gone() {
+        let kernel = FakeKernel::default();
+        let mut sleeper = Sleeper::start();
+        let mut watching = watching(sleeper.name(), &kernel);
+        let pid = sleeper.pid();
+        watching.scan(Instant::now()).unwrap();
+        assert!(watching.list().get(pid).is_some());
+        assert!(told(&kernel).contains(&format!("watch {pid}")));
+        sleeper.end();
+        watching.scan(Instant::now()).unwrap();
+        assert!(watching.list().get(pid).is_none());
+        assert_eq!(told(&kernel).last().unwrap(), &format!("forget {pid}"));
+    }
+}
