@@ -1,7 +1,7 @@
 //! `--exec` (and each rule's `exec`): a command run on each breach, after the signal, on
 //! threads of its own: a slow or stuck hook never holds up the monitor or a signal. At most
 //! [`CONCURRENCY`] run at once, whatever rule they come from; each is killed, with whatever it
-//! started, after its timeout (see [`crate::shell`], which runs them).
+//! started, after its timeout (the crate's `shell` module runs them).
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};

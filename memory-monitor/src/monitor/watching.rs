@@ -284,6 +284,23 @@ impl Watching {
         &mut self,
         mut check: impl FnMut(&mut Watched, &RuleSet, &ProcRoot, Option<&mut dyn KernelLink>) -> bool,
     ) {
+        self.retain_with(|watched, rules, scanner, kernel| {
+            let link = kernel.map(|k| k as &mut dyn KernelLink);
+            check(watched, rules, scanner.proc(), link)
+        });
+    }
+
+    /// Visits every record with what looking at it needs (the rules, the scanner, the kernel
+    /// side), forgetting on both sides those for which `keep` returns false.
+    fn retain_with(
+        &mut self,
+        mut keep: impl FnMut(
+            &mut Watched,
+            &RuleSet,
+            &mut Scanner,
+            Option<&mut (dyn KernelSide + 'static)>,
+        ) -> bool,
+    ) {
         let Watching {
             rules,
             scanner,
@@ -291,10 +308,8 @@ impl Watching {
             kernel,
             ..
         } = self;
-        let proc = scanner.proc();
         list.retain_mut(|watched| {
-            let link = kernel.as_deref_mut().map(|k| k as &mut dyn KernelLink);
-            if check(watched, rules, proc, link) {
+            if keep(watched, rules, scanner, kernel.as_deref_mut()) {
                 return true;
             }
             if let Some(kernel) = kernel.as_mut() {
@@ -342,21 +357,8 @@ impl Watching {
             kernel.set_rules(&rules)?;
         }
         self.rules = rules;
-        let Watching {
-            rules,
-            scanner,
-            list,
-            kernel,
-            ..
-        } = self;
-        list.retain_mut(|watched| {
-            if scanner.refresh(rules, watched, now, renumbered).is_ok() {
-                return true;
-            }
-            if let Some(kernel) = kernel.as_mut() {
-                kernel.forget(watched.pid());
-            }
-            false
+        self.retain_with(|watched, rules, scanner, _| {
+            scanner.refresh(rules, watched, now, renumbered).is_ok()
         });
         self.list.recount();
         Ok(())
@@ -417,25 +419,17 @@ impl Watching {
     /// one, has the kernel side follow the processes whose limit changed at their new one,
     /// and marks them to be judged at `now`.
     pub fn limits_changed(&mut self, now: Instant) {
-        let Watching {
-            rules,
-            scanner,
-            list,
-            kernel,
-            ..
-        } = self;
-        let proc = scanner.proc();
-        list.retain_mut(|watched| {
+        self.retain_with(|watched, rules, scanner, kernel| {
             let rule = watched.rule();
             if !rules.get(rule).limit.is_per_process() {
                 return true;
             }
-            let limit = rules.limit_of(rule, proc, watched.pid());
+            let limit = rules.limit_of(rule, scanner.proc(), watched.pid());
             if limit != watched.limit() {
                 tracing::debug!(event = "limit_changed", pid = watched.pid(), name = %watched.comm(), limit = %crate::units::Bytes(limit), "limit changed");
                 watched.set_limit(limit);
                 watched.recheck = Some(now);
-                if let Some(kernel) = kernel.as_mut() {
+                if let Some(kernel) = kernel {
                     let parts = scanner.resident_parts(watched.pid());
                     let _ = kernel.watch(watched.pid(), parts, target_of(rules, watched));
                 }
