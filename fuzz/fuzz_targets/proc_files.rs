@@ -5,9 +5,8 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use memory_monitor::cgroup::Frame;
+use memory_monitor::fuzzing::{self, Escaped, Frame};
 use memory_monitor::matcher::{MatchMode, Matcher};
-use memory_monitor::procfs::{self, Escaped};
 
 /// One matcher of each way names are compared (made once: compiling a regex per input would
 /// starve the fuzzer).
@@ -38,15 +37,15 @@ static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(stat) = procfs::parse_stat(data) {
+    if let Ok(stat) = fuzzing::parse_stat(data) {
         let _ = stat.is_kernel_thread();
         let _ = Escaped(stat.comm).to_string();
     }
-    let _ = procfs::parse_statm(data);
-    let _ = procfs::parse_status_rss(data);
-    let comm = procfs::parse_comm(data);
-    let _ = procfs::argv0_basename(data);
-    let _ = memory_monitor::cgroup::v2_path_of(data);
+    let _ = fuzzing::parse_statm(data);
+    let _ = fuzzing::parse_status_rss(data);
+    let comm = fuzzing::parse_comm(data);
+    let _ = fuzzing::argv0_basename(data);
+    let _ = fuzzing::v2_path_of(data);
     for frame in FRAMES.iter() {
         let mut buf = [0u8; 256];
         let _ = frame.place(data, &mut buf);

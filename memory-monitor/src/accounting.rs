@@ -11,7 +11,7 @@
 //!   them exactly from 6.16 (and some stable backports).
 //! - **Atomic** (neither): the counters are exact, and so is `statm`.
 //!
-//! Which one is known from BTF ([`crate::source::btf`]), not from a version. That `statm` sums
+//! Which one is known from the kernel's BTF, not from a version. That `statm` sums
 //! exactly on a per-CPU kernel is a change inside a function, which BTF cannot show, so a
 //! per-CPU kernel's `statm` is never taken as exact: near the limit the monitor reads
 //! `smaps_rollup`, which walks the page tables and is exact on every kernel.
@@ -39,6 +39,12 @@ const FAULTS_CACHED_PER_THREAD: u64 = 64 + 1;
 const PAGES_PER_FAULT: u64 = 16;
 
 impl Accounting {
+    /// How the running kernel counts RSS, from its BTF; [`Unknown`](Self::Unknown) when the
+    /// BTF cannot be read.
+    pub fn of_this_kernel() -> Accounting {
+        crate::source::btf::kernel_btf().map_or(Accounting::Unknown, |btf| btf.accounting)
+    }
+
     /// The most the kernel's counters of one process can be off from the truth because of
     /// per-CPU parts not yet folded in, in bytes: each of the three resident counters may
     /// have up to one batch (`max(32, 2 × CPUs)` pages) on each CPU.

@@ -76,8 +76,8 @@ impl CgroupPath {
         &self.0
     }
 
-    /// Whether a process in the cgroup at `path` (a path in the hierarchy, as
-    /// [`cgroup_of`] gives it) is in this cgroup or one below it.
+    /// Whether a process in the cgroup at `path` (a path in the hierarchy, as `cgroup_of`
+    /// gives it) is in this cgroup or one below it.
     pub fn contains(&self, path: &[u8]) -> bool {
         let own = self.0.as_bytes();
         if own == b"/" {
@@ -246,11 +246,6 @@ impl Hierarchy {
     /// Where it is mounted.
     pub fn mount(&self) -> &Path {
         &self.mount
-    }
-
-    /// How the paths processes show lie in it.
-    pub fn frame(&self) -> &Frame {
-        &self.frame
     }
 
     /// Finds the first mount that `wanted(fstype, super options)` accepts and places it, for

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::choice::{self, Choice};
 use crate::rules::{self, Defaults, Rule, RuleSet, RulesError};
-use crate::source::ebpf::Attach;
+pub use crate::source::ebpf::Attach;
 
 /// A validated monitor configuration; build one with [`Config::new`] or from a command line.
 #[derive(Debug, Clone)]
@@ -34,12 +34,12 @@ pub struct Config {
     /// Serve Prometheus metrics here.
     pub metrics_addr: Option<SocketAddr>,
     /// Harden the process once started: drop the capabilities no longer needed, lock its
-    /// memory, set its OOM score adjustment to this (see [`crate::harden`]). For the
+    /// memory, set its OOM score adjustment to this. For the
     /// `memory-monitor` program; a library user's process is left as it is (`None`).
     pub harden: Option<Hardening>,
 }
 
-/// How the monitor's own process is hardened once started (see [`crate::harden`]).
+/// How the monitor's own process is hardened once started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hardening {
     /// `/proc/self/oom_score_adj`.

@@ -1,26 +1,23 @@
 //! memory-monitor: signal processes whose resident memory goes over a limit, before the
 //! kernel's OOM killer has to.
 //!
-//! The library is the whole tool; the `memory-monitor` binary only parses the command line,
-//! sets up logging and calls [`run`]. The parts, in the order data flows through them:
+//! The library is the whole tool; the `memory-monitor` binary only parses the command line
+//! ([`cli`]), sets up logging ([`logging`]) and calls [`run`]. What a program that embeds the
+//! monitor uses:
 //!
-//! - [`config`]: the command line and the validated [`Config`]; [`rules`]: what to watch and
-//!   what to do, from the command line or a rules file.
-//! - [`matcher`]: which processes a name selects; [`cgroup`]: which a cgroup does, and its
-//!   memory limit.
-//! - [`procfs`]: allocation-free reading of `/proc`.
-//! - [`source`]: how processes are discovered and when they are measured.
-//! - [`watch`]: the watched processes, each held by a pidfd and an open `statm`.
-//! - [`policy`]: the per-process breach state machine.
-//! - [`action`]: signalling, and the log line for each event; [`hook`]: `--exec` commands.
-//! - [`profile`]: a memory profile of a breaching process, before its signal; [`sink`]: where
-//!   profiles go (the [`ProfileWriter`](sink::ProfileWriter) trait and built-in writers).
-//! - [`self_monitor`]: [`SelfMonitor`], profiles of the calling process itself.
-//! - [`service`]: running under systemd (readiness, watchdog); [`metrics`]: Prometheus metrics.
-//! - [`monitor`]: the loop tying them together; [`timer`]: its precise deadlines.
-//! - [`footprint`]: keeping the monitor's own memory small; [`harden`]: locked memory, a low
-//!   OOM score and only the capabilities still needed; [`limits`]: the resource limits it
-//!   started with, which the commands it runs get back.
+//! - [`Config`] (and [`config`]): what to watch and how; [`rules`]: each rule's selection,
+//!   limit and actions, built from the command line or a rules file; [`matcher`]: which
+//!   names a rule selects; [`units`] and [`signal`]: sizes and signals as users write them.
+//! - [`run`], or [`Monitor`] to drive it step by step; [`Outcome`] and [`Error`]: how it
+//!   stopped.
+//! - [`sink`]: where breach profiles go (the [`ProfileWriter`](sink::ProfileWriter) trait and
+//!   the built-in writers); [`SelfMonitor`]: profiles of the calling process itself.
+//! - [`accounting`]: how exact this kernel's RSS figures are; [`footprint`]: the counting
+//!   allocator that keeps the monitor's own heap measured.
+//!
+//! The rest (discovery in `/proc` and by eBPF, the per-process breach state machine,
+//! signalling, profiling, hooks, hardening, metrics) is private: the README's "Layout" section
+//! walks through it in the order data flows.
 //!
 //! ```no_run
 //! use memory_monitor::Config;
@@ -34,39 +31,53 @@
 //! ```
 
 pub mod accounting;
-pub mod action;
-pub mod cgroup;
-pub mod changes;
+mod action;
+mod cgroup;
+mod changes;
 mod choice;
 pub mod cli;
 pub mod config;
 pub mod footprint;
-pub mod harden;
-pub mod hook;
-pub mod limits;
+mod harden;
+mod hook;
+mod limits;
 pub mod logging;
 pub mod matcher;
-pub mod metrics;
-pub mod monitor;
-pub mod policy;
-pub mod procfs;
-pub mod profile;
+mod metrics;
+mod monitor;
+mod policy;
+mod procfs;
+mod profile;
 pub mod rules;
 pub mod self_monitor;
-pub mod service;
+mod service;
 mod shell;
 pub mod signal;
 pub mod sink;
-pub mod source;
-pub mod timer;
+mod source;
+#[cfg(test)]
+mod testing;
+mod timer;
 pub mod units;
-pub mod watch;
+mod watch;
 
 use std::io;
 
 pub use config::Config;
-pub use monitor::{Monitor, Outcome, Shutdown};
+pub use monitor::{CycleReport, Monitor, Outcome, Shutdown};
 pub use self_monitor::{SelfMonitor, SelfMonitorHandle};
+pub use source::ebpf::Unavailable;
+
+/// The parsers of untrusted input, for the fuzz targets in `fuzz/` only (`cargo fuzz` builds
+/// with `--cfg fuzzing`): not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::cgroup::{Frame, v2_path_of};
+    pub use crate::procfs::{
+        Escaped, argv0_basename, parse_comm, parse_stat, parse_statm, parse_status_rss,
+    };
+}
 
 /// A failure that stops the monitor.
 #[derive(Debug, thiserror::Error)]

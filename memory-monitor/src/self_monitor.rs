@@ -8,8 +8,8 @@
 //!
 //! The profile is jemalloc's own allocation profile (which code allocated what is live) when
 //! the `jemalloc` feature is on and the program runs on jemalloc with profiling active
-//! (`prof:true,prof_active:true` in its `malloc_conf`); otherwise the mapping profile (see
-//! [`profile`](mod@crate::profile)).
+//! (`prof:true,prof_active:true` in its `malloc_conf`); otherwise the mapping profile (each
+//! mapping's resident memory, by file).
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -464,11 +464,6 @@ impl Watchlist {
         self.position(pid).ok().map(|i| &mut self.entries[i])
     }
 
-    /// Whether `pid` is watched.
-    pub fn contains(&self, pid: i32) -> bool {
-        self.position(pid).is_ok()
-    }
-
     fn position(&self, pid: i32) -> Result<usize, usize> {
         self.entries.binary_search_by_key(&pid, |w| w.pid)
     }
@@ -551,5 +546,118 @@ impl Watchlist {
             }
             kept
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A watched process may exit at any moment, between any two steps of a cycle: every
+    //! handle the monitor holds then says so plainly, and nothing reaches another process.
+
+    use super::*;
+    use crate::action::{Delivery, Dispatch, deliver};
+    use crate::matcher::{MatchMode, Matcher};
+    use crate::procfs::page_size;
+    use crate::rules::{Pinned, Rule, Selector};
+    use crate::signal::Signal;
+    use crate::testing::Sleeper;
+    use crate::units::SizeSpec;
+
+    /// One rule selecting with `selector`, at 1 GiB.
+    fn rules(selector: Selector) -> RuleSet {
+        RuleSet::new(vec![Rule::new("test", selector, SizeSpec::Bytes(1 << 30))]).unwrap()
+    }
+
+    fn named(name: &str) -> RuleSet {
+        rules(Selector::name(
+            Matcher::new(MatchMode::Exact, name).unwrap(),
+        ))
+    }
+
+    fn pinned(proc: &ProcRoot, pid: i32) -> RuleSet {
+        rules(Selector {
+            pids: vec![Pinned::now(proc, pid).unwrap()],
+            ..Selector::default()
+        })
+    }
+
+    #[test]
+    fn a_watched_process_that_exits_reads_as_gone_and_is_not_signalled() {
+        // With statm held open (poll mode) and read by PID on demand (eBPF mode).
+        for hold_statm in [true, false] {
+            let mut sleeper = Sleeper::start();
+            let proc = ProcRoot::open().unwrap();
+            let mut cmdline = vec![0; 4096];
+            let watched = Watched::open(
+                &proc,
+                sleeper.pid(),
+                &named(sleeper.name()),
+                &mut cmdline,
+                hold_statm,
+            )
+            .expect("the sleeper is admitted");
+            let mut buf = [0u8; 128];
+            assert!(
+                watched
+                    .rss(&proc, &mut buf, page_size())
+                    .is_ok_and(|rss| rss > 0)
+            );
+            assert!(!watched.has_exited());
+
+            sleeper.end(); // exited and reaped: its PID is free for reuse
+            assert!(watched.has_exited());
+            assert_eq!(watched.rss(&proc, &mut buf, page_size()), Err(Errno::SRCH));
+            assert_eq!(
+                deliver(&watched, Signal::TERM, Dispatch::Send),
+                Delivery::Exited
+            );
+        }
+    }
+
+    #[test]
+    fn a_process_that_does_not_match_is_not_admitted() {
+        let sleeper = Sleeper::start();
+        let pid = sleeper.pid();
+        let proc = ProcRoot::open().unwrap();
+        let mut cmdline = vec![0; 4096];
+        let other = named("something-else");
+        assert!(Watched::open(&proc, pid, &other, &mut cmdline, true).is_err());
+        let watched = Watched::open(&proc, pid, &pinned(&proc, pid), &mut cmdline, true).unwrap();
+        assert!(watched.is_pinned());
+        // The same PID with another start time is another process: not the one named.
+        let mut elsewhere = Pinned::now(&proc, pid).unwrap();
+        elsewhere.start_time += 1;
+        let elsewhere = rules(Selector {
+            pids: vec![elsewhere],
+            ..Selector::default()
+        });
+        assert!(Watched::open(&proc, pid, &elsewhere, &mut cmdline, true).is_err());
+    }
+
+    #[test]
+    fn a_process_that_exited_but_is_not_reaped_reads_as_gone_not_as_empty() {
+        let mut sleeper = Sleeper::start();
+        let pid = sleeper.pid();
+        let proc = ProcRoot::open().unwrap();
+        let mut cmdline = vec![0; 4096];
+        let watched = Watched::open(&proc, pid, &pinned(&proc, pid), &mut cmdline, true).unwrap();
+        let mut buf = [0u8; 128];
+        assert!(
+            watched
+                .rss(&proc, &mut buf, page_size())
+                .is_ok_and(|rss| rss > 0)
+        );
+        // Killed and not yet reaped by this test, its parent: a zombie until waited for.
+        sleeper.kill();
+        let is_zombie = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, state)| state.starts_with('Z'))
+            })
+        };
+        while !is_zombie() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(watched.rss(&proc, &mut buf, page_size()), Err(Errno::SRCH));
     }
 }

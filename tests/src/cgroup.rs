@@ -2,8 +2,7 @@
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
-
-use memory_monitor::cgroup::v2_mount;
+use std::sync::OnceLock;
 
 /// A cgroup made for a test, removed (its processes moved back to the root first) when dropped.
 pub struct Cgroup {
@@ -68,14 +67,30 @@ pub fn memory_hierarchy() -> Option<(PathBuf, &'static str)> {
         let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+memory");
         return Some((v2.to_path_buf(), "memory.max"));
     }
+    let v1 = find_mount(|fstype, options| {
+        fstype == "cgroup" && options.split(',').any(|o| o == "memory")
+    })?;
+    Some((v1, "memory.limit_in_bytes"))
+}
+
+/// Where the cgroup v2 hierarchy is mounted (found once).
+pub fn v2_mount() -> Option<&'static Path> {
+    static V2: OnceLock<Option<PathBuf>> = OnceLock::new();
+    V2.get_or_init(|| find_mount(|fstype, _| fstype == "cgroup2"))
+        .as_deref()
+}
+
+/// The mount point of the first mount in `/proc/self/mountinfo` that `wanted(fstype, super
+/// options)` accepts.
+fn find_mount(wanted: impl Fn(&str, &str) -> bool) -> Option<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     mountinfo.lines().find_map(|line| {
+        // `id parent major:minor root mountpoint options [optional...] - fstype source super`
         let (before, after) = line.split_once(" - ")?;
         let mut after = after.split(' ');
         let fstype = after.next()?;
-        let options = after.nth(1)?;
+        let options = after.nth(1).unwrap_or_default();
         let mount_point = before.split(' ').nth(4)?;
-        let memory = fstype == "cgroup" && options.split(',').any(|o| o == "memory");
-        memory.then(|| (PathBuf::from(mount_point), "memory.limit_in_bytes"))
+        wanted(fstype, options).then(|| PathBuf::from(mount_point))
     })
 }

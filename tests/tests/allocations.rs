@@ -82,7 +82,7 @@ fn steady_poll_cycles_allocate_nothing() {
         monitor.cycle(start + Duration::from_secs(second)).unwrap();
     }
     assert_eq!(
-        monitor.watched().len(),
+        monitor.watched(),
         5,
         "the five matching targets are watched"
     );
@@ -116,8 +116,7 @@ const MEASURED: u64 = 2000;
 /// How far under its limit the kernel side reports process `pid`, on this kernel (by its BTF:
 /// per-CPU error, or each thread's cached changes).
 fn kernel_margin(pid: i32) -> u64 {
-    let accounting =
-        memory_monitor::source::btf::kernel_btf().map_or(Accounting::Unknown, |btf| btf.accounting);
+    let accounting = Accounting::of_this_kernel();
     let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(1, |t| t.count() as u64);
     accounting.statm_error(threads)
 }
@@ -148,7 +147,7 @@ fn thousands_of_kernel_events_allocate_nothing() {
     let mut monitor = Monitor::new(config).unwrap();
     assert!(monitor.is_event_driven());
     monitor.cycle(Instant::now()).unwrap();
-    assert_eq!(monitor.watched().len(), 1);
+    assert_eq!(monitor.watched(), 1);
 
     let _guard = log_as_the_binary_does();
 
@@ -219,7 +218,7 @@ fn admitting_processes_under_a_share_of_their_cgroup_limit_allocates_nothing() {
     // One look at /proc, with nothing to admit yet, warms the scan up.
     let start = Instant::now();
     monitor.cycle(start).unwrap();
-    assert_eq!(monitor.watched().len(), 0);
+    assert_eq!(monitor.watched(), 0);
     let mut measured = 0;
     for round in 1..=5u64 {
         // Made here (which allocates, in this thread), then admitted by the cycle alone.

@@ -4,8 +4,7 @@
 
 use std::os::unix::process::CommandExt as _;
 
-use memory_monitor::cgroup::v2_mount;
-use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy};
+use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy, v2_mount};
 use memory_monitor_tests::{Monitor, RulesFile, Target, root_or_skip, unique_name};
 
 const USR1: i32 = libc::SIGUSR1;

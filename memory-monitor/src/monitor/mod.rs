@@ -38,9 +38,8 @@ use crate::config::{Config, RulesSource};
 use crate::metrics::Metrics;
 use crate::source::poll::SkipReason;
 use crate::units::Bytes;
-use crate::watch::Watchlist;
 
-pub use self::waits::{Request, Shutdown};
+pub use self::waits::Shutdown;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,11 +186,6 @@ impl Monitor {
         })
     }
 
-    /// The metrics (what `--metrics-addr` serves).
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.actions.metrics
-    }
-
     /// Whether the eBPF source is in use.
     pub fn is_event_driven(&self) -> bool {
         matches!(self.source, Source::Events(_))
@@ -213,9 +207,9 @@ impl Monitor {
         }
     }
 
-    /// The processes watched now.
-    pub fn watched(&self) -> &Watchlist {
-        self.watching.list()
+    /// How many processes are watched now.
+    pub fn watched(&self) -> usize {
+        self.watching.list().len()
     }
 
     /// One look at every process at time `now`: the watch brought up to date from `/proc`

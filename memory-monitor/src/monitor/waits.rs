@@ -99,7 +99,7 @@ impl Shutdown {
     }
 
     /// The next request: a stop (SIGINT, SIGTERM) or a reload (SIGHUP).
-    pub async fn next(&mut self) -> Request {
+    pub(crate) async fn next(&mut self) -> Request {
         tokio::select! {
             _ = self.interrupt.recv() => Request::Stop,
             _ = self.terminate.recv() => Request::Stop,

@@ -463,12 +463,12 @@ fn target_of(rules: &RuleSet, watched: &Watched) -> Target {
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
-    use std::process::{Child, Command, Stdio};
     use std::rc::Rc;
 
     use super::*;
     use crate::matcher::{MatchMode, Matcher};
     use crate::rules::{Rule, Selector};
+    use crate::testing::Sleeper;
     use crate::units::SizeSpec;
 
     /// A kernel side that records what it is told; `full` makes its table refuse watches.
@@ -508,44 +508,6 @@ mod tests {
         }
         fn can_profile_growth(&self) -> bool {
             false
-        }
-    }
-
-    /// A `sleep` to watch, under a name of its own (no other process on the machine has it),
-    /// killed when dropped.
-    struct Sleeper(Child, String);
-
-    impl Sleeper {
-        fn start() -> Sleeper {
-            static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let name = format!("mmw{}x{n}", std::process::id() % 100_000);
-            let link = std::env::temp_dir().join(&name);
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
-            let child = Command::new(&link)
-                .arg("60")
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap();
-            let _ = std::fs::remove_file(&link);
-            Sleeper(child, name)
-        }
-        fn name(&self) -> &str {
-            &self.1
-        }
-        fn pid(&self) -> i32 {
-            self.0.id() as i32
-        }
-        fn end(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    impl Drop for Sleeper {
-        fn drop(&mut self) {
-            self.end();
         }
     }
 

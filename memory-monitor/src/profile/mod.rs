@@ -155,11 +155,6 @@ impl Profiler {
         })
     }
 
-    /// What the profiler has done so far.
-    pub fn counts(&self) -> &ProfileCounts {
-        &self.counts
-    }
-
     /// Profiles `pid` (held by `pidfd`, named `name`, at `rss` over `limit`, with the growth
     /// samples `growth`): returns once what needs the live process has been read, or when the
     /// budget is spent, whichever is first. Returns the profile's name, once it is on its way.

@@ -25,7 +25,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cgroup::{self, CgroupPath};
+use crate::cgroup;
+pub use crate::cgroup::{CgroupError, CgroupPath};
 use crate::matcher::{CommVerdict, Matcher};
 use crate::procfs::{self, ProcRoot};
 use crate::signal::Signal;
@@ -58,7 +59,7 @@ pub struct ProfileSettings {
 
 impl ProfileSettings {
     /// The approximate RSS from which the growth profile samples, for a process with `limit`.
-    pub fn growth_from(&self, limit: u64) -> u64 {
+    pub(crate) fn growth_from(&self, limit: u64) -> u64 {
         (u128::from(limit) * u128::from(self.growth_at_percent) / 100) as u64
     }
 }
@@ -90,7 +91,7 @@ pub struct Pinned {
 
 impl Pinned {
     /// The process now at `pid`; `None` if there is none.
-    pub fn now(proc: &ProcRoot, pid: i32) -> Option<Pinned> {
+    pub(crate) fn now(proc: &ProcRoot, pid: i32) -> Option<Pinned> {
         let mut buf = [0u8; 1024];
         let stat = proc.read_file(pid, "stat", &mut buf).ok()?;
         let start_time = procfs::parse_stat(stat).ok()?.start_time;
@@ -108,7 +109,7 @@ impl Selector {
     }
 
     /// Whether it selects processes by what they are (name or cgroup), not only by PID.
-    pub fn selects_by_kind(&self) -> bool {
+    pub(crate) fn selects_by_kind(&self) -> bool {
         self.matcher.is_some() || self.cgroup.is_some()
     }
 }
@@ -163,7 +164,7 @@ pub struct Rule {
 impl Rule {
     /// Whether what it makes of a process depends on the process's cgroup: it selects by
     /// cgroup, or its limit is a share of the cgroup's.
-    pub fn depends_on_cgroups(&self) -> bool {
+    pub(crate) fn depends_on_cgroups(&self) -> bool {
         self.selector.cgroup.is_some() || self.limit.is_per_process()
     }
 
@@ -251,7 +252,7 @@ impl RuleSet {
 
     /// Looks again whether each rule's cgroup exists; returns the rules whose cgroup appeared
     /// (`true`) or went (`false`) since the last look.
-    pub fn recheck_cgroups(&mut self) -> Vec<(usize, bool)> {
+    pub(crate) fn recheck_cgroups(&mut self) -> Vec<(usize, bool)> {
         let mut changed = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
             let present = cgroup_exists(rule);
@@ -263,14 +264,14 @@ impl RuleSet {
     }
 
     /// The cgroups the rules name.
-    pub fn cgroups(&self) -> impl Iterator<Item = &CgroupPath> {
+    pub(crate) fn cgroups(&self) -> impl Iterator<Item = &CgroupPath> {
         self.rules
             .iter()
             .filter_map(|rule| rule.selector.cgroup.as_ref())
     }
 
     /// Whether any rule's limit is a share of the process's cgroup's limit.
-    pub fn limits_per_process(&self) -> bool {
+    pub(crate) fn limits_per_process(&self) -> bool {
         self.rules.iter().any(|rule| rule.limit.is_per_process())
     }
 
@@ -280,13 +281,13 @@ impl RuleSet {
     }
 
     /// Rule `index`.
-    pub fn get(&self, index: usize) -> &Rule {
+    pub(crate) fn get(&self, index: usize) -> &Rule {
         &self.rules[index]
     }
 
     /// The rules whose cgroup does not exist (they match nothing until it does and the rules
     /// are loaded again).
-    pub fn missing_cgroups(&self) -> impl Iterator<Item = &Rule> {
+    pub(crate) fn missing_cgroups(&self) -> impl Iterator<Item = &Rule> {
         self.rules
             .iter()
             .zip(&self.cgroup_present)
@@ -295,12 +296,12 @@ impl RuleSet {
     }
 
     /// Whether rule `index`'s cgroup exists (or it names none).
-    pub fn cgroup_present(&self, index: usize) -> bool {
+    pub(crate) fn cgroup_present(&self, index: usize) -> bool {
         self.cgroup_present[index]
     }
 
     /// Whether any rule selects processes by name or cgroup (not only by PID).
-    pub fn selects_by_kind(&self) -> bool {
+    pub(crate) fn selects_by_kind(&self) -> bool {
         self.rules
             .iter()
             .any(|rule| rule.selector.selects_by_kind())
@@ -309,7 +310,7 @@ impl RuleSet {
     /// The first rule that selects process `pid` named `comm`, and whether it selects it by
     /// PID. Reads `/proc/PID/cmdline` and `/proc/PID/cgroup` only when a rule needs them
     /// (`buf` holds them).
-    pub fn select(
+    pub(crate) fn select(
         &self,
         proc: &ProcRoot,
         pid: i32,
@@ -365,7 +366,7 @@ impl RuleSet {
 
     /// The limit in bytes of process `pid` under rule `index` (reading its cgroup's limit when
     /// the rule's limit is a share of it).
-    pub fn limit_of(&self, index: usize, proc: &ProcRoot, pid: i32) -> u64 {
+    pub(crate) fn limit_of(&self, index: usize, proc: &ProcRoot, pid: i32) -> u64 {
         let spec = self.rules[index].limit;
         let cgroup_limit = spec.is_per_process().then(|| {
             let mut buf = [0u8; 4096];
@@ -377,7 +378,7 @@ impl RuleSet {
     }
 
     /// The limit of rule `index` when it is the same for every process.
-    pub fn fixed_limit(&self, index: usize) -> Option<u64> {
+    pub(crate) fn fixed_limit(&self, index: usize) -> Option<u64> {
         let spec = self.rules[index].limit;
         (!spec.is_per_process()).then(|| spec.resolve(self.total_ram, None))
     }
