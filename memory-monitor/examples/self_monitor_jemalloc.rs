@@ -1,7 +1,7 @@
 //! A program that watches its own memory with `SelfMonitor` while running on jemalloc with
 //! profiling on, so the profile it writes is jemalloc's allocation profile (the `jemalloc`
 //! feature: `cargo run --example self_monitor_jemalloc --features jemalloc -- DIR LIMIT_MIB`).
-//! The tests run it (`tests/tests/self_monitor.rs`).
+//! The tests run it (`tests/tests/library/self_monitor.rs`).
 //!
 //! `self_monitor_jemalloc DIR LIMIT_MIB`: grows its heap past LIMIT_MIB in `grow_the_heap_here`,
 //! waits for the profile to be written into DIR, and prints `profiles=<count>`.

@@ -608,19 +608,6 @@ pub fn usr1_over_32m<'a>(mode: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
-/// Whether this test runs as root, which eBPF mode needs. When not, the caller skips, saying so:
-/// CI runs as root, so there the eBPF tests always run.
-pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!(
-            "skipping {test}: eBPF mode needs root (CI runs as root; the fallback has its own test)"
-        );
-    }
-    root
-}
-
 /// The BPF objects (program, link and map IDs) a process holds open, from its fdinfo.
 pub fn bpf_objects_of(pid: i32) -> Vec<(String, u32)> {
     let mut objects = Vec::new();

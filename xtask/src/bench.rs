@@ -155,9 +155,8 @@ impl Binaries {
 }
 
 pub fn run(options: &Options) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
     ensure!(
-        unsafe { libc::geteuid() } == 0,
+        crate::is_root(),
         "the benchmark needs root (eBPF mode, all of it)"
     );
     let monitor = match &options.monitor {

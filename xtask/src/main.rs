@@ -130,6 +130,24 @@ fn cargo() -> Command {
     command
 }
 
+/// Whether xtask runs as root.
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `cargo test` of the whole workspace, every test run whatever fails. As root, the tests that
+/// need root too (they are `#[ignore = "needs root"]`, so that a run without root shows them
+/// as ignored, never as passed).
+fn test_suite() -> Command {
+    let mut command = cargo();
+    command.args(["test", "--locked", "--workspace", "--no-fail-fast"]);
+    if is_root() {
+        command.args(["--", "--include-ignored"]);
+    }
+    command
+}
+
 /// Runs `command`, echoing it first; fails if it fails.
 fn run_step(command: &mut Command) -> Result<()> {
     eprintln!("==> {}", shown(command));
@@ -481,7 +499,7 @@ fn test() -> Result<()> {
     // What ships, which the tests of the static binary, the .deb and the image run.
     dist::run()?;
     image::build()?;
-    let host = run_step(cargo().args(["test", "--locked", "--workspace", "--no-fail-fast"]));
+    let host = run_step(&mut test_suite());
     // The eBPF tests again on the kernels users run, whatever this kernel said.
     let matrix = vmtest::run(&vmtest::selection(&[])?);
     host.and(matrix)

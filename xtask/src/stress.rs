@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use crate::{cargo, run_step, workspace};
+use crate::{cargo, run_step, test_suite, workspace};
 
 /// The share of the machine's memory the load keeps churning.
 const CHURNED_MEMORY: &str = "10%";
@@ -103,8 +103,7 @@ fn suite(log: &Path) -> Result<Run> {
     let started = Instant::now();
     // Both streams into one file, in the order written: the test binary's name (stderr)
     // stands before its tests' results (stdout).
-    let status = cargo()
-        .args(["test", "--locked", "--workspace", "--no-fail-fast"])
+    let status = test_suite()
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file)

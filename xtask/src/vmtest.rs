@@ -103,33 +103,48 @@ fn version_key(package: &str) -> Vec<u64> {
 const TESTS: [(&str, &str); 12] = [
     (LIBRARY_TESTS, "source::btf::tests::reads_this_kernel"),
     (
-        "kernel",
-        "every_program_loads_well_within_the_verifier_budget",
-    ),
-    ("ebpf", "a_crossing_is_signalled_and_nothing_else_is"),
-    (
-        "ebpf",
-        "processes_are_discovered_at_exec_fork_and_rename_without_polling",
-    ),
-    ("ebpf", "one_event_per_crossing_and_freeing_memory_rearms"),
-    ("ebpf", "a_process_stopping_just_past_its_limit_is_caught"),
-    (
-        "ebpf",
-        "a_process_stopping_just_under_its_limit_is_not_signalled",
+        "sources",
+        "kernel::every_program_loads_well_within_the_verifier_budget",
     ),
     (
-        "ebpf",
-        "kernel_signal_is_sent_from_the_kernel_once_per_crossing",
+        "sources",
+        "ebpf::a_crossing_is_signalled_and_nothing_else_is",
     ),
-    ("ebpf", "nothing_is_left_in_the_kernel_after_exit_or_kill"),
     (
-        "profile",
-        "in_ebpf_mode_the_profile_names_the_code_that_grew_the_process",
+        "sources",
+        "ebpf::processes_are_discovered_at_exec_fork_and_rename_without_polling",
     ),
-    ("allocations", "thousands_of_kernel_events_allocate_nothing"),
+    (
+        "sources",
+        "ebpf::one_event_per_crossing_and_freeing_memory_rearms",
+    ),
+    (
+        "sources",
+        "ebpf::a_process_stopping_just_past_its_limit_is_caught",
+    ),
+    (
+        "sources",
+        "ebpf::a_process_stopping_just_under_its_limit_is_not_signalled",
+    ),
+    (
+        "sources",
+        "ebpf::kernel_signal_is_sent_from_the_kernel_once_per_crossing",
+    ),
+    (
+        "sources",
+        "ebpf::nothing_is_left_in_the_kernel_after_exit_or_kill",
+    ),
+    (
+        "actions",
+        "profile::in_ebpf_mode_the_profile_names_the_code_that_grew_the_process",
+    ),
+    (
+        "library",
+        "allocations::thousands_of_kernel_events_allocate_nothing",
+    ),
     // Last: it enables and disables a trace event, which under TCG can hang a guest whose
     // other vCPU the host is starving; every other result is in by then.
-    ("kernel", "rss_stat_reports_a_growing_process"),
+    ("sources", "kernel::rss_stat_reports_a_growing_process"),
 ];
 
 /// The longest one guest may run: its boot and all its tests (a whole run takes a few
@@ -867,13 +882,13 @@ fn plan(binaries: &BTreeMap<String, PathBuf>, tests: &[(&str, &str)], shim: &Pat
     );
     for (binary, test) in tests {
         let path = binaries[*binary].display();
-        let preload = match *binary {
-            "kernel" => format!("LD_PRELOAD='{}' ", shim.display()),
-            _ => String::new(),
+        let preload = match test.starts_with("kernel::") {
+            true => format!("LD_PRELOAD='{}' ", shim.display()),
+            false => String::new(),
         };
         plan.push_str(&format!(
             "echo '@@ begin {binary}::{test}'\n\
-             {preload}'{path}' --exact '{test}' --test-threads=1 --nocapture 2>&1\n\
+             {preload}'{path}' --exact '{test}' --include-ignored --test-threads=1 --nocapture 2>&1\n\
              echo \"@@ end {binary}::{test} $?\"\n"
         ));
     }

@@ -6,20 +6,9 @@ use std::path::{Path, PathBuf};
 
 use memory_monitor_tests::servers::{PutServer, S3Server};
 use memory_monitor_tests::shipped::released;
-use memory_monitor_tests::{
-    Monitor, Target, pprof_top, pprof_top_entry as top_entry, root_or_skip, unique_name,
-};
+use memory_monitor_tests::{Monitor, Target, pprof_top, pprof_top_entry as top_entry, unique_name};
 
 const USR1: i32 = libc::SIGUSR1;
-
-/// The modes to test in: poll always, eBPF when root (always in CI).
-fn modes(test: &str) -> Vec<&'static str> {
-    let mut modes = vec!["poll"];
-    if root_or_skip(test) {
-        modes.push("ebpf");
-    }
-    modes
-}
 
 /// Monitor arguments: a 32 MiB limit, SIGUSR1, repeated every 150 ms while over, `rest`.
 fn args<'a>(mode: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
@@ -46,75 +35,90 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn a_process_that_exits_on_its_signal_still_has_its_profile() {
-    // The usual case: SIGTERM, and the process ends (mm-target does, as a service would). In
-    // eBPF mode its growth stacks are being named while it goes.
-    for mode in modes("a_process_that_exits_on_its_signal_still_has_its_profile") {
-        let dir = empty_dir(&format!("exits-{mode}"));
-        let name = unique_name("mmp-ex");
-        let mut target = Target::spawn(&name);
-        let dir_arg = dir.display().to_string();
-        let mut monitor = Monitor::start(&[
-            "--mode",
-            mode,
-            "-i",
-            "100ms",
-            "-m",
-            "32M",
-            "--profile-dir",
-            &dir_arg,
-            &name,
-        ]);
-        monitor.expect_log(&["watching"]);
-        let pid = format!("pid={}", target.pid());
-        // The signal may end it before it can say it grew: what is awaited is the profile.
-        target.start_growing_memfd(48);
-        monitor.expect_log(&["profile written", &pid]);
-        let status = target.wait_exit().expect("the target exits on its SIGTERM");
-        assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{mode}: {status}");
-        let files = files_in(&dir);
-        assert_eq!(files.len(), 1, "{mode}: {files:?}");
-        assert!(
-            top_entry(&files[0]).contains("/memfd:mm-target-block"),
-            "{mode}: {}",
-            monitor.log_text()
-        );
-        assert!(monitor.stop().success());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+fn a_process_that_exits_on_its_signal_still_has_its_profile_in_poll_mode() {
+    a_process_that_exits_on_its_signal_still_has_its_profile("poll");
 }
 
 #[test]
-fn a_breach_yields_one_profile_naming_the_largest_mapping() {
-    for mode in modes("a_breach_yields_one_profile_naming_the_largest_mapping") {
-        let dir = empty_dir(&format!("largest-{mode}"));
-        let name = unique_name("mmp-prof");
-        let mut target = Target::spawn(&name);
-        target.grow_memfd(48);
-        let dir_arg = dir.display().to_string();
-        let mut monitor = Monitor::start(&args(mode, &["--profile-dir", &dir_arg, &name]));
-        assert!(target.wait_signal(USR1), "{mode}: {}", monitor.log_text());
-        let pid = format!("pid={}", target.pid());
-        monitor.expect_log(&["profile written", &pid]);
-        // Repeats while the process stays over: still one breach, so still one profile.
-        monitor.expect_count(&["still over the limit", &pid], 3);
-        let files = files_in(&dir);
-        assert_eq!(files.len(), 1, "{mode}: {files:?}");
-        let file_name = files[0].file_name().unwrap().to_string_lossy().to_string();
-        assert!(
-            file_name.contains(&format!("_{name}_{}_", target.pid()))
-                && file_name.ends_with(".pb.gz"),
-            "{file_name}"
-        );
-        let top = top_entry(&files[0]);
-        assert!(
-            top.contains("/memfd:mm-target-block"),
-            "{mode}: top entry: {top}"
-        );
-        assert_eq!(monitor.count(&["profile written"]), 1);
-        assert!(monitor.stop().success());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+#[ignore = "needs root"]
+fn a_process_that_exits_on_its_signal_still_has_its_profile_in_ebpf_mode() {
+    a_process_that_exits_on_its_signal_still_has_its_profile("ebpf");
+}
+
+fn a_process_that_exits_on_its_signal_still_has_its_profile(mode: &str) {
+    // The usual case: SIGTERM, and the process ends (mm-target does, as a service would). In
+    // eBPF mode its growth stacks are being named while it goes.
+    let dir = empty_dir(&format!("exits-{mode}"));
+    let name = unique_name("mmp-ex");
+    let mut target = Target::spawn(&name);
+    let dir_arg = dir.display().to_string();
+    let mut monitor = Monitor::start(&[
+        "--mode",
+        mode,
+        "-i",
+        "100ms",
+        "-m",
+        "32M",
+        "--profile-dir",
+        &dir_arg,
+        &name,
+    ]);
+    monitor.expect_log(&["watching"]);
+    let pid = format!("pid={}", target.pid());
+    // The signal may end it before it can say it grew: what is awaited is the profile.
+    target.start_growing_memfd(48);
+    monitor.expect_log(&["profile written", &pid]);
+    let status = target.wait_exit().expect("the target exits on its SIGTERM");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{mode}: {status}");
+    let files = files_in(&dir);
+    assert_eq!(files.len(), 1, "{mode}: {files:?}");
+    assert!(
+        top_entry(&files[0]).contains("/memfd:mm-target-block"),
+        "{mode}: {}",
+        monitor.log_text()
+    );
+    assert!(monitor.stop().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_breach_yields_one_profile_naming_the_largest_mapping_in_poll_mode() {
+    a_breach_yields_one_profile_naming_the_largest_mapping("poll");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_breach_yields_one_profile_naming_the_largest_mapping_in_ebpf_mode() {
+    a_breach_yields_one_profile_naming_the_largest_mapping("ebpf");
+}
+
+fn a_breach_yields_one_profile_naming_the_largest_mapping(mode: &str) {
+    let dir = empty_dir(&format!("largest-{mode}"));
+    let name = unique_name("mmp-prof");
+    let mut target = Target::spawn(&name);
+    target.grow_memfd(48);
+    let dir_arg = dir.display().to_string();
+    let mut monitor = Monitor::start(&args(mode, &["--profile-dir", &dir_arg, &name]));
+    assert!(target.wait_signal(USR1), "{mode}: {}", monitor.log_text());
+    let pid = format!("pid={}", target.pid());
+    monitor.expect_log(&["profile written", &pid]);
+    // Repeats while the process stays over: still one breach, so still one profile.
+    monitor.expect_count(&["still over the limit", &pid], 3);
+    let files = files_in(&dir);
+    assert_eq!(files.len(), 1, "{mode}: {files:?}");
+    let file_name = files[0].file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        file_name.contains(&format!("_{name}_{}_", target.pid())) && file_name.ends_with(".pb.gz"),
+        "{file_name}"
+    );
+    let top = top_entry(&files[0]);
+    assert!(
+        top.contains("/memfd:mm-target-block"),
+        "{mode}: top entry: {top}"
+    );
+    assert_eq!(monitor.count(&["profile written"]), 1);
+    assert!(monitor.stop().success());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -216,10 +220,8 @@ fn profiles_go_to_s3_and_a_stopped_server_is_a_logged_failure() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn in_ebpf_mode_the_profile_names_the_code_that_grew_the_process() {
-    if !root_or_skip("in_ebpf_mode_the_profile_names_the_code_that_grew_the_process") {
-        return;
-    }
     for attach in ["tracepoint", "tp-btf"] {
         let dir = empty_dir(&format!("growth-{attach}"));
         let name = unique_name("mmp-grow");

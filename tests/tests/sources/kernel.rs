@@ -3,16 +3,14 @@
 //! Each prints `vmtest:` lines (start line, verified instructions, events per MiB) that
 //! `cargo xtask vmtest` collects into its per-kernel table. These need root.
 
-use memory_monitor_tests::{Monitor, bpf_objects_of, root_or_skip, unique_name};
+use memory_monitor_tests::{Monitor, bpf_objects_of, unique_name};
 
 /// The verifier's budget: instructions it explores per program before giving up.
 const VERIFIER_LIMIT: u32 = 1_000_000;
 
 #[test]
+#[ignore = "needs root"]
 fn every_program_loads_well_within_the_verifier_budget() {
-    if !root_or_skip("every_program_loads_well_within_the_verifier_budget") {
-        return;
-    }
     for attach in ["tracepoint", "tp-btf"] {
         let name = unique_name("mmk-vb");
         let mut monitor =
@@ -79,10 +77,8 @@ fn logged_insns(monitor: &mut Monitor, program: &str) -> Option<u32> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn rss_stat_reports_a_growing_process() {
-    if !root_or_skip("rss_stat_reports_a_growing_process") {
-        return;
-    }
     // In a tracefs instance of its own (its own buffer and PID filter), so nothing else that
     // traces on this machine is disturbed.
     let tracing = tracefs();

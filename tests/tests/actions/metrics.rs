@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use memory_monitor_tests::scrape::{get, get_accepting, sample, served_at};
-use memory_monitor_tests::{
-    Monitor, RulesFile, Target, root_or_skip, unique_name, usr1_over_32m, wait_until,
-};
+use memory_monitor_tests::{Monitor, RulesFile, Target, unique_name, usr1_over_32m, wait_until};
 
 /// `promtool check metrics` on `text`: its verdict and what it said.
 fn promtool_check(text: &str) -> (bool, String) {
@@ -35,81 +33,84 @@ fn promtool_check(text: &str) -> (bool, String) {
 }
 
 #[test]
-fn metrics_count_what_the_monitor_does_and_promtool_accepts_them() {
-    let mut modes = vec!["poll"];
-    if root_or_skip("metrics in eBPF mode") {
-        modes.push("ebpf");
-    }
-    for mode in modes {
-        let name = unique_name("mmm-met");
-        let mut target = Target::spawn(&name);
-        let mut monitor = Monitor::start(&usr1_over_32m(
-            mode,
-            &["--metrics-addr", "127.0.0.1:0", &name],
-        ));
-        let address = served_at(&mut monitor);
-        monitor.expect_log(&["watching", &format!("mode={mode}")]);
-        let rule = r#"rule="command-line""#;
-        let watched = format!("memory_monitor_watched_processes{{{rule}}}");
-        assert!(
-            wait_until(|| sample(&get(&address, "/metrics").1, &watched) == Some(1.0)),
-            "{}",
-            get(&address, "/metrics").1
-        );
+fn metrics_count_what_the_monitor_does_and_promtool_accepts_them_in_poll_mode() {
+    metrics_count_what_the_monitor_does_and_promtool_accepts_them("poll");
+}
 
-        target.grow(48);
-        assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
-        let sent =
-            format!(r#"memory_monitor_signals_total{{{rule},signal="SIGUSR1",result="sent"}}"#);
-        assert!(wait_until(
-            || sample(&get(&address, "/metrics").1, &sent) == Some(1.0)
-        ));
-        let (status, text) = get(&address, "/metrics");
-        assert_eq!(status, "HTTP/1.1 200 OK");
-        assert_eq!(
-            sample(&text, &format!("memory_monitor_breaches_total{{{rule}}}")),
-            Some(1.0),
-            "{text}"
-        );
-        assert_eq!(
-            sample(&text, &format!("memory_monitor_limit_bytes{{{rule}}}")),
-            Some((32u64 << 20) as f64),
-            "{text}"
-        );
-        assert_eq!(
-            sample(&text, &format!(r#"memory_monitor_mode{{mode="{mode}"}}"#)),
-            Some(1.0),
-            "{text}"
-        );
-        let failed =
-            format!(r#"memory_monitor_signals_total{{{rule},signal="SIGKILL",result="failed"}}"#);
-        assert_eq!(sample(&text, &failed), Some(0.0), "{text}");
-        match mode {
-            "ebpf" => {
-                let events = sample(&text, "memory_monitor_kernel_events_total").unwrap();
-                assert!(events > 0.0, "{text}");
-            }
-            _ => {
-                let cycles = sample(&text, "memory_monitor_poll_cycle_seconds_count").unwrap();
-                assert!(cycles > 0.0, "{text}");
-            }
+#[test]
+#[ignore = "needs root"]
+fn metrics_count_what_the_monitor_does_and_promtool_accepts_them_in_ebpf_mode() {
+    metrics_count_what_the_monitor_does_and_promtool_accepts_them("ebpf");
+}
+
+fn metrics_count_what_the_monitor_does_and_promtool_accepts_them(mode: &str) {
+    let name = unique_name("mmm-met");
+    let mut target = Target::spawn(&name);
+    let mut monitor = Monitor::start(&usr1_over_32m(
+        mode,
+        &["--metrics-addr", "127.0.0.1:0", &name],
+    ));
+    let address = served_at(&mut monitor);
+    monitor.expect_log(&["watching", &format!("mode={mode}")]);
+    let rule = r#"rule="command-line""#;
+    let watched = format!("memory_monitor_watched_processes{{{rule}}}");
+    assert!(
+        wait_until(|| sample(&get(&address, "/metrics").1, &watched) == Some(1.0)),
+        "{}",
+        get(&address, "/metrics").1
+    );
+
+    target.grow(48);
+    assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
+    let sent = format!(r#"memory_monitor_signals_total{{{rule},signal="SIGUSR1",result="sent"}}"#);
+    assert!(wait_until(
+        || sample(&get(&address, "/metrics").1, &sent) == Some(1.0)
+    ));
+    let (status, text) = get(&address, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(
+        sample(&text, &format!("memory_monitor_breaches_total{{{rule}}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("memory_monitor_limit_bytes{{{rule}}}")),
+        Some((32u64 << 20) as f64),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!(r#"memory_monitor_mode{{mode="{mode}"}}"#)),
+        Some(1.0),
+        "{text}"
+    );
+    let failed =
+        format!(r#"memory_monitor_signals_total{{{rule},signal="SIGKILL",result="failed"}}"#);
+    assert_eq!(sample(&text, &failed), Some(0.0), "{text}");
+    match mode {
+        "ebpf" => {
+            let events = sample(&text, "memory_monitor_kernel_events_total").unwrap();
+            assert!(events > 0.0, "{text}");
         }
-        let (valid, said) = promtool_check(&text);
-        assert!(valid, "promtool: {said}\n{text}");
-        // Prometheus itself asks for OpenMetrics, and gets it.
-        let accept = "application/openmetrics-text;version=1.0.0,text/plain;q=0.5";
-        let open_metrics = get_accepting(&address, "/metrics", accept).1;
-        assert!(open_metrics.ends_with("# EOF\n"), "{open_metrics}");
-        assert!(open_metrics.contains("# TYPE memory_monitor_breaches counter\n"));
-
-        assert_eq!(get(&address, "/nothing").0, "HTTP/1.1 404 Not Found");
-        // The loop itself answers the liveness check.
-        assert_eq!(
-            get(&address, "/healthz"),
-            ("HTTP/1.1 200 OK".to_string(), "ok\n".to_string())
-        );
-        assert!(monitor.stop().success());
+        _ => {
+            let cycles = sample(&text, "memory_monitor_poll_cycle_seconds_count").unwrap();
+            assert!(cycles > 0.0, "{text}");
+        }
     }
+    let (valid, said) = promtool_check(&text);
+    assert!(valid, "promtool: {said}\n{text}");
+    // Prometheus itself asks for OpenMetrics, and gets it.
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;q=0.5";
+    let open_metrics = get_accepting(&address, "/metrics", accept).1;
+    assert!(open_metrics.ends_with("# EOF\n"), "{open_metrics}");
+    assert!(open_metrics.contains("# TYPE memory_monitor_breaches counter\n"));
+
+    assert_eq!(get(&address, "/nothing").0, "HTTP/1.1 404 Not Found");
+    // The loop itself answers the liveness check.
+    assert_eq!(
+        get(&address, "/healthz"),
+        ("HTTP/1.1 200 OK".to_string(), "ok\n".to_string())
+    );
+    assert!(monitor.stop().success());
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use memory_monitor_tests::{Monitor, Target, root_or_skip, unique_name};
+use memory_monitor_tests::{Monitor, Target, unique_name};
 
 /// How long the churn lasts.
 const CHURN: Duration = Duration::from_secs(30);
@@ -102,10 +102,9 @@ fn churn_in_poll_mode() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn churn_in_ebpf_mode() {
-    if root_or_skip("churn_in_ebpf_mode") {
-        run("ebpf");
-    }
+    run("ebpf");
 }
 
 /// The kernel side's counts of watched processes per slot (`WATCH_SLOTS`), read from the map
@@ -133,10 +132,8 @@ fn counted_slots(pid: i32) -> Vec<(u32, u32)> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn in_ebpf_mode_watched_processes_that_exit_are_forgotten_on_both_sides() {
-    if !root_or_skip("in_ebpf_mode_watched_processes_that_exit_are_forgotten_on_both_sides") {
-        return;
-    }
     // 100,000 processes named like the rule come and go (each exec'd, admitted when the
     // monitor gets to it, and gone); small tables, so that anything not forgotten overflows.
     const EXITS: u64 = 100_000;

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use memory_monitor_tests::{bin, link_to, root_or_skip, the_one_error, unique_name, wait_until};
+use memory_monitor_tests::{bin, link_to, the_one_error, unique_name, wait_until};
 
 const EVERYTHING: [&str; 8] = [
     "--once",
@@ -68,10 +68,8 @@ fn pid_1_itself_its_parent_and_kernel_threads_are_never_named() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn processes_outside_its_pid_namespace_are_never_named() {
-    if !root_or_skip("processes_outside_its_pid_namespace_are_never_named (unshare needs root)") {
-        return;
-    }
     // In a new PID namespace: the monitor (its first process, via exec) and one `sleep`.
     let script = format!(
         "sleep 30 & exec {} {} .",
@@ -92,10 +90,8 @@ fn processes_outside_its_pid_namespace_are_never_named() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_proc_of_another_pid_namespace_is_refused() {
-    if !root_or_skip("a_proc_of_another_pid_namespace_is_refused (unshare needs root)") {
-        return;
-    }
     // A new PID namespace that still sees the host's /proc: its PIDs are not the monitor's.
     let output = Command::new("unshare")
         .args(["--pid", "--fork"])
@@ -107,10 +103,8 @@ fn a_proc_of_another_pid_namespace_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn in_ebpf_mode_its_parent_is_never_named_even_when_it_execs_into_a_matching_name() {
-    if !root_or_skip("in_ebpf_mode_its_parent_is_never_named (eBPF needs root)") {
-        return;
-    }
     // The monitor's parent, a shell, waits until the monitor is running, then starts a child
     // that execs a matching program (the control: it must be named) and execs one itself (it
     // must not be: the kernel side sees the exec of the monitor's parent).
@@ -155,10 +149,8 @@ fn in_ebpf_mode_its_parent_is_never_named_even_when_it_execs_into_a_matching_nam
 }
 
 #[test]
+#[ignore = "needs root"]
 fn in_a_pid_namespace_of_its_own_ebpf_mode_is_refused_and_auto_mode_polls() {
-    if !root_or_skip("in_a_pid_namespace_of_its_own_ebpf_mode_is_refused (unshare needs root)") {
-        return;
-    }
     // The kernel side sees the host's PIDs; in a PID namespace of its own the monitor could
     // not tell which process they are.
     let in_namespace = |args: &[&str]| {

@@ -5,7 +5,7 @@
 
 use std::os::unix::process::CommandExt as _;
 
-use memory_monitor_tests::{Monitor, Target, root_or_skip, unique_name, wait_until};
+use memory_monitor_tests::{Monitor, Target, unique_name, wait_until};
 
 /// CAP_DAC_READ_SEARCH (2), CAP_KILL (5), CAP_IPC_LOCK (14), CAP_SYS_PTRACE (19).
 const KEPT: u64 = (1 << 2) | (1 << 5) | (1 << 14) | (1 << 19);
@@ -24,10 +24,8 @@ fn capabilities(status: &str, set: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn after_start_up_only_the_needed_capabilities_remain_and_all_still_works() {
-    if !root_or_skip("after_start_up_only_the_needed_capabilities_remain") {
-        return;
-    }
     let profiles = std::env::temp_dir().join(unique_name("mmh-prof"));
     let name = unique_name("mmh-cap");
     // Another user's process: signalling it needs CAP_KILL, profiling it CAP_SYS_PTRACE.
@@ -142,10 +140,8 @@ fn unit_bounding_set(without: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn under_the_service_capabilities_no_hook_regains_a_dropped_one() {
-    if !root_or_skip("under_the_service_capabilities_no_hook_regains_a_dropped_one") {
-        return;
-    }
     // The unit's bounding set as shipped, and without CAP_SETPCAP (a container given only the
     // rest): then the monitor cannot reduce its bounding set, and a root process's exec would
     // be given all of it, BPF and PERFMON included, but for no_new_privs.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use memory_monitor_tests::shipped::{deb, released, static_binary, workspace};
-use memory_monitor_tests::{Monitor, Target, root_or_skip, unique_name, usr1_over_32m};
+use memory_monitor_tests::{Monitor, Target, unique_name, usr1_over_32m};
 
 /// `readelf ARGS binary`'s output.
 fn readelf(args: &[&str], binary: &Path) -> String {
@@ -60,10 +60,8 @@ fn the_static_binary_needs_no_loader_nor_library_and_runs() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_static_binary_signals_a_crossing_in_ebpf_mode() {
-    if !root_or_skip("the_static_binary_signals_a_crossing_in_ebpf_mode") {
-        return;
-    }
     let name = unique_name("mmx-static");
     let mut target = Target::spawn(&name);
     let mut monitor = Monitor::start_with(&usr1_over_32m("ebpf", &[&name]), released);
@@ -175,10 +173,8 @@ fn package_paths(deb: &Path) -> Vec<String> {
 const RULES: &str = "/etc/memory-monitor/rules.toml";
 
 #[test]
+#[ignore = "needs root"]
 fn the_deb_installs_runs_and_leaves_only_its_conffile_until_purged() {
-    if !root_or_skip("the_deb_installs_runs_and_leaves_only_its_conffile_until_purged") {
-        return;
-    }
     let deb = deb();
     let paths = package_paths(&deb);
     for expected in [

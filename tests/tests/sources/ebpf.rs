@@ -4,7 +4,7 @@
 use std::os::unix::process::CommandExt as _;
 use std::process::Command;
 
-use memory_monitor_tests::{Monitor, Target, bpf_objects_of, patience, root_or_skip, unique_name};
+use memory_monitor_tests::{Monitor, Target, bpf_objects_of, patience, unique_name};
 
 const USR1: i32 = libc::SIGUSR1;
 
@@ -43,11 +43,9 @@ fn assert_never_polled(monitor: &mut Monitor) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_crossing_is_signalled_and_nothing_else_is() {
     for attach in ATTACH {
-        if !root_or_skip("a_crossing_is_signalled_and_nothing_else_is") {
-            return;
-        }
         let name = unique_name("mme-cr");
         let mut target = Target::spawn(&name);
         let mut under = Target::spawn(&format!("{name}u"));
@@ -77,11 +75,9 @@ fn a_crossing_is_signalled_and_nothing_else_is() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn processes_are_discovered_at_exec_fork_and_rename_without_polling() {
     for attach in ATTACH {
-        if !root_or_skip("processes_are_discovered_at_exec_fork_and_rename_without_polling") {
-            return;
-        }
         let name = unique_name("mme-dc");
         let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
 
@@ -119,10 +115,8 @@ fn processes_are_discovered_at_exec_fork_and_rename_without_polling() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_exec_while_over_the_limit_is_one_breach() {
-    if !root_or_skip("an_exec_while_over_the_limit_is_one_breach") {
-        return;
-    }
     // A real-time signal: two sent are two received (a second SIGUSR1 sent while the first is
     // pending would merge into it and hide a double signal).
     let signal = libc::SIGRTMIN() + 1;
@@ -151,10 +145,8 @@ fn an_exec_while_over_the_limit_is_one_breach() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_thread_taking_a_matching_name_is_not_a_process_to_watch() {
-    if !root_or_skip("a_thread_taking_a_matching_name_is_not_a_process_to_watch") {
-        return;
-    }
     let name = unique_name("mme-th");
     let mut target = Target::spawn(&unique_name("mme-tp"));
     target.grow(48);
@@ -179,10 +171,8 @@ fn a_thread_taking_a_matching_name_is_not_a_process_to_watch() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_process_stopping_just_past_its_limit_is_caught() {
-    if !root_or_skip("a_process_stopping_just_past_its_limit_is_caught") {
-        return;
-    }
     // The kernel's counters can be a few hundred KiB off the exact figure; a process that
     // stops 64 KiB over its limit is still over it, and must be signalled.
     const LIMIT: u64 = 32 << 20;
@@ -208,10 +198,8 @@ fn a_process_stopping_just_past_its_limit_is_caught() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_process_stopping_just_under_its_limit_is_not_signalled() {
-    if !root_or_skip("a_process_stopping_just_under_its_limit_is_not_signalled") {
-        return;
-    }
     // Within the kernel counters' error of the limit the kernel side reports the process; the
     // exact figure, 64 KiB under the limit, decides: no signal.
     const LIMIT: u64 = 32 << 20;
@@ -261,11 +249,9 @@ fn grow_to(target: &mut Target, bytes: u64) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn one_event_per_crossing_and_freeing_memory_rearms() {
     for attach in ATTACH {
-        if !root_or_skip("one_event_per_crossing_and_freeing_memory_rearms") {
-            return;
-        }
         let name = unique_name("mme-oc");
         let mut target = Target::spawn(&name);
         let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
@@ -320,11 +306,9 @@ fn one_event_per_crossing_and_freeing_memory_rearms() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn growth_caused_from_another_process_is_seen() {
     for attach in ATTACH {
-        if !root_or_skip("growth_caused_from_another_process_is_seen") {
-            return;
-        }
         let name = unique_name("mme-vm");
         let mut target = Target::spawn(&name);
         let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
@@ -342,10 +326,8 @@ fn growth_caused_from_another_process_is_seen() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn repeats_and_kill_after_run_on_timers() {
-    if !root_or_skip("repeats_and_kill_after_run_on_timers") {
-        return;
-    }
     // Repeats: a real-time signal, so that each one sent is one received, however late the
     // target takes them.
     let name = unique_name("mme-tm");
@@ -405,10 +387,8 @@ fn repeats_and_kill_after_run_on_timers() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn kernel_signal_is_sent_from_the_kernel_once_per_crossing() {
-    if !root_or_skip("kernel_signal_is_sent_from_the_kernel_once_per_crossing") {
-        return;
-    }
     for attach in ATTACH {
         let name = unique_name("mme-ks");
         let mut target = Target::spawn(&name);
@@ -434,10 +414,8 @@ fn kernel_signal_is_sent_from_the_kernel_once_per_crossing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn with_kernel_signal_a_breach_is_still_signalled_exactly_once() {
-    if !root_or_skip("with_kernel_signal_a_breach_is_still_signalled_exactly_once") {
-        return;
-    }
     // Kernel and userspace race to the first signal; whoever wins, it is sent once.
     let name = unique_name("mme-k1");
     let mut target = Target::spawn(&name);
@@ -458,10 +436,8 @@ fn with_kernel_signal_a_breach_is_still_signalled_exactly_once() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn nothing_is_left_in_the_kernel_after_exit_or_kill() {
-    if !root_or_skip("nothing_is_left_in_the_kernel_after_exit_or_kill") {
-        return;
-    }
     // bpffs mounted, so a pin would be possible and seen (a host may pin things of its own).
     let pinned_before = pinned();
     for how in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL] {
@@ -623,10 +599,8 @@ fn context_switches(pid: i32) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_idle_monitor_never_wakes_up() {
-    if !root_or_skip("an_idle_monitor_never_wakes_up") {
-        return;
-    }
     let name = unique_name("mme-id");
     let mut target = Target::spawn(&name);
     target.grow(8);

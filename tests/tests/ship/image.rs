@@ -7,9 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use memory_monitor_tests::shipped::{Container, podman, workspace};
-use memory_monitor_tests::{
-    Monitor, Target, bin, bin_dir, link_to, root_or_skip, unique_name, usr1_over_32m,
-};
+use memory_monitor_tests::{Monitor, Target, bin, bin_dir, link_to, unique_name, usr1_over_32m};
 use yaml_rust2::YamlLoader;
 
 /// The image the DaemonSet runs.
@@ -59,11 +57,8 @@ fn mounted(paths: &[&Path]) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn unprivileged_it_polls_says_why_first_and_signals_a_process_in_its_container() {
-    if !root_or_skip("unprivileged_it_polls_says_why_first_and_signals_a_process_in_its_container")
-    {
-        return;
-    }
     let name = unique_name("mmi-pod");
     let container = Container(format!("mm-test-{name}"));
     // The target is the tests' own (glibc) program, run inside the container: the host's
@@ -102,10 +97,8 @@ fn unprivileged_it_polls_says_why_first_and_signals_a_process_in_its_container()
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_with_the_host_pids_it_signals_a_host_process_in_ebpf_mode() {
-    if !root_or_skip("privileged_with_the_host_pids_it_signals_a_host_process_in_ebpf_mode") {
-        return;
-    }
     let name = unique_name("mmi-host");
     let container = Container(format!("mm-test-{name}"));
     let mut target = Target::spawn(&name);

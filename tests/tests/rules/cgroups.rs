@@ -5,7 +5,7 @@
 use std::os::unix::process::CommandExt as _;
 
 use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy, v2_mount};
-use memory_monitor_tests::{Monitor, RulesFile, Target, root_or_skip, unique_name};
+use memory_monitor_tests::{Monitor, RulesFile, Target, unique_name};
 
 const USR1: i32 = libc::SIGUSR1;
 
@@ -44,10 +44,8 @@ fn start(mode: &str, args: &[&str]) -> Monitor {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_cgroup_selects_its_processes_however_they_got_there() {
-    if !root_or_skip("a_cgroup_selects_its_processes_however_they_got_there") {
-        return;
-    }
     let root = v2_mount().expect("a cgroup v2 hierarchy");
     for mode in ["poll", "ebpf"] {
         let cgroup = Cgroup::create(root, &unique_name("mmc-cg"));
@@ -81,10 +79,8 @@ fn a_cgroup_selects_its_processes_however_they_got_there() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_name_and_a_cgroup_must_both_match() {
-    if !root_or_skip("a_name_and_a_cgroup_must_both_match") {
-        return;
-    }
     let root = v2_mount().expect("a cgroup v2 hierarchy");
     for mode in ["poll", "ebpf"] {
         let cgroup = Cgroup::create(root, &unique_name("mmc-nc"));
@@ -104,10 +100,8 @@ fn a_name_and_a_cgroup_must_both_match() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_limit_can_be_a_share_of_the_cgroup_memory_limit() {
-    if !root_or_skip("a_limit_can_be_a_share_of_the_cgroup_memory_limit") {
-        return;
-    }
     let (root, limit_file) = memory_hierarchy().expect("a memory controller");
     for mode in ["poll", "ebpf"] {
         let cgroup = Cgroup::create(&root, &unique_name("mmc-mem"));
@@ -138,10 +132,8 @@ fn a_limit_can_be_a_share_of_the_cgroup_memory_limit() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_cgroup_limit_rewritten_later_is_followed() {
-    if !root_or_skip("a_cgroup_limit_rewritten_later_is_followed") {
-        return;
-    }
     let (root, limit_file) = memory_hierarchy().expect("a memory controller");
     for mode in ["poll", "ebpf"] {
         let cgroup = Cgroup::create(&root, &unique_name("mmc-rw"));
@@ -172,10 +164,8 @@ fn a_cgroup_limit_rewritten_later_is_followed() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_rules_cgroup_made_later_or_made_again_selects_its_processes() {
-    if !root_or_skip("a_rules_cgroup_made_later_or_made_again_selects_its_processes") {
-        return;
-    }
     let root = v2_mount().expect("a cgroup v2 hierarchy");
     for mode in ["poll", "ebpf"] {
         let name = unique_name("mmc-ag");
@@ -211,10 +201,8 @@ fn a_rules_cgroup_made_later_or_made_again_selects_its_processes() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn in_a_cgroup_namespace_of_its_own_rules_name_cgroups_as_the_host_does() {
-    if !root_or_skip("in_a_cgroup_namespace_of_its_own") {
-        return;
-    }
     let v2 = v2_mount().expect("a cgroup v2 hierarchy");
     let (memory, limit_file) = memory_hierarchy().expect("a memory controller");
     for mode in ["poll", "ebpf"] {
@@ -283,10 +271,8 @@ fn in_a_cgroup_namespace_of_its_own_rules_name_cgroups_as_the_host_does() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_rules_cgroup_whose_parent_is_removed_and_made_again_selects_its_processes() {
-    if !root_or_skip("a_rules_cgroup_whose_parent_is_removed_and_made_again") {
-        return;
-    }
     let root = v2_mount().expect("a cgroup v2 hierarchy");
     for mode in ["poll", "ebpf"] {
         // A service's own cgroup, and one it delegates below it (`Delegate=yes`): restarting
@@ -318,10 +304,8 @@ fn a_rules_cgroup_whose_parent_is_removed_and_made_again_selects_its_processes()
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_process_moved_to_a_cgroup_with_another_limit_is_judged_by_it() {
-    if !root_or_skip("a_process_moved_to_a_cgroup_with_another_limit_is_judged_by_it") {
-        return;
-    }
     let (root, limit_file) = memory_hierarchy().expect("a memory controller");
     for mode in ["poll", "ebpf"] {
         let roomy = Cgroup::create(&root, &unique_name("mmc-ro"));

@@ -1,0 +1,11 @@
+//! What a breach brings about and what the monitor says: hooks, profiles, logs and metrics,
+//! and signals that still go out under memory pressure.
+//!
+//! Tests that need root are ignored without it; `cargo xtask test` runs them (as root, with
+//! `--include-ignored`).
+
+mod hooks;
+mod logs;
+mod metrics;
+mod pressure;
+mod profile;

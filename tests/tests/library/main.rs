@@ -1,0 +1,8 @@
+//! The library in this test process: the monitor driven step by step allocates nothing once
+//! warmed up, and `SelfMonitor` watches the process it runs in.
+//!
+//! Tests that need root are ignored without it; `cargo xtask test` runs them (as root, with
+//! `--include-ignored`).
+
+mod allocations;
+mod self_monitor;
