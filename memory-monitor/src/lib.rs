@@ -44,6 +44,7 @@ pub mod footprint;
 pub mod harden;
 pub mod hook;
 pub mod limits;
+pub mod list;
 pub mod logging;
 pub mod matcher;
 pub mod metrics;
@@ -60,6 +61,7 @@ pub mod sink;
 pub mod source;
 pub mod timer;
 pub mod units;
+pub mod users;
 pub mod watch;
 
 use std::io;
