@@ -7,10 +7,19 @@
 //! A process left out is made to go over its limit *before* the one the rule selects, so the
 //! signal the selected one gets proves the monitor looked at both.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use memory_monitor::cgroup::v2_mount;
+use memory_monitor::cgroup::{CgroupPath, v2_mount};
+use memory_monitor::config::Mode;
+use memory_monitor::matcher::{MatchMode, Matcher};
+use memory_monitor::rules::{Exclude, Rule, RuleSet, Selector};
+use memory_monitor::signal::Signal;
+use memory_monitor::units::SizeSpec;
+use memory_monitor::{Config, Monitor as InProcess};
 use memory_monitor_tests::cgroup::Cgroup;
 use memory_monitor_tests::{Monitor, RulesFile, Target, bin, unique_name, wait_until};
 
@@ -45,6 +54,37 @@ fn nobody_name() -> String {
         .expect("a user with uid 65534 in /etc/passwd")
         .to_string()
 }
+
+/// Counts the allocations of the current thread (as `allocations.rs` does), for the steady
+/// cycles of a monitor run in this process.
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: defers to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 /// Runs `memory-monitor args` to its end.
 fn run(args: &[&str]) -> Output {
@@ -343,4 +383,69 @@ fn bad_users_exclusions_and_regexes_are_refused_with_one_line() {
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn steady_cycles_under_a_rule_by_user_with_exclusions_allocate_nothing() {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let name = unique_name("mms-al");
+    let mut quiet: Vec<Target> = (0..3).map(|_| Target::spawn(&name)).collect();
+    for target in &mut quiet {
+        target.grow(4);
+    }
+    let mut over = Target::spawn(&name);
+    over.grow(48);
+    let mut left_out = Target::spawn(&format!("{name}x"));
+    left_out.grow(48);
+
+    let exclude = Exclude {
+        names: vec![Matcher::new(MatchMode::Exact, &format!("{name}x")).unwrap()],
+        regexes: vec![Matcher::new(MatchMode::Regex, "^never-this-[0-9]+$").unwrap()],
+        users: vec![uid.wrapping_add(1)],
+        cgroups: vec![CgroupPath::parse("/mms-no-such.slice").unwrap()],
+    };
+    let selector = Selector {
+        matcher: Some(Matcher::new(MatchMode::Prefix, &name).unwrap()),
+        users: vec![uid],
+        exclude,
+        ..Selector::default()
+    };
+    let mut rule = Rule::new("by-user", selector, SizeSpec::Bytes(32 << 20));
+    // Realtime signals queue: every signal sent is counted once. A repeat every cycle: each
+    // cycle logs a line with the uid and the user.
+    let signal: Signal = "RTMIN+1".parse().unwrap();
+    rule.signal = signal;
+    rule.repeat = Some(Duration::from_secs(1));
+    let mut config = Config::new(RuleSet::new(vec![rule]).unwrap());
+    config.mode = Mode::Poll;
+    let mut monitor = InProcess::new(config).unwrap();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let start = Instant::now();
+    let (warm_up, measured) = (3, 200);
+    for second in 0..warm_up {
+        monitor.cycle(start + Duration::from_secs(second)).unwrap();
+    }
+    assert_eq!(
+        monitor.watched().len(),
+        4,
+        "the four selected, not the one left out"
+    );
+    let before = ALLOCATIONS.with(Cell::get);
+    for second in warm_up..warm_up + measured {
+        let report = monitor.cycle(start + Duration::from_secs(second)).unwrap();
+        assert_eq!((report.watched, report.over, report.signals), (4, 1, 1));
+    }
+    let allocated = ALLOCATIONS.with(Cell::get) - before;
+    assert_eq!(
+        allocated, 0,
+        "{allocated} allocations in {measured} steady cycles"
+    );
+    let expected = (warm_up + measured) as usize;
+    assert!(over.wait_signals(signal.number(), expected));
+    assert!(left_out.signals().is_empty());
 }
