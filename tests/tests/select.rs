@@ -449,3 +449,50 @@ fn steady_cycles_under_a_rule_by_user_with_exclusions_allocate_nothing() {
     assert!(over.wait_signals(signal.number(), expected));
     assert!(left_out.signals().is_empty());
 }
+
+/// The processes the kernel side's `WATCHED` map holds, read from the map the monitor `pid`
+/// holds.
+fn kernel_watched(pid: i32) -> Vec<u32> {
+    let id = memory_monitor_tests::bpf_objects_of(pid)
+        .into_iter()
+        .filter(|(kind, _)| kind == "map_id")
+        .find(|(_, id)| {
+            aya::maps::MapInfo::from_id(*id).is_ok_and(|info| info.name_as_str() == Some("WATCHED"))
+        })
+        .map(|(_, id)| id)
+        .expect("the monitor holds WATCHED");
+    let map = aya::maps::MapData::from_id(id).expect("open WATCHED");
+    // The record's 96 bytes, unread: only the keys matter here.
+    let watched =
+        aya::maps::HashMap::<_, u32, [u8; 96]>::try_from(aya::maps::Map::HashMap(map)).unwrap();
+    watched.keys().map(|key| key.expect("read a key")).collect()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn the_kernel_side_never_follows_a_process_a_rule_leaves_out() {
+    // With the monitor stopped, only the kernel side acts: a rule with nothing left out
+    // watches a matching exec at once; one with exclusions only asks, so the process it
+    // leaves out is never in the kernel side's table, not even before userspace has judged.
+    let plain = unique_name("mms-kp");
+    let prefix = unique_name("mms-kx");
+    let file = RulesFile::new(
+        "mms-k",
+        &format!(
+            "[[rule]]\nname = \"plain\"\nprefix = \"{plain}\"\nmax-memory = \"1G\"\n\n\
+             [[rule]]\nname = \"left\"\nprefix = \"{prefix}\"\nexclude-name = \"{prefix}n\"\nmax-memory = \"1G\"\n"
+        ),
+    );
+    let mut monitor = Monitor::start_rules("ebpf", file.path(), &[]);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(monitor.pid(), libc::SIGSTOP) };
+    let decided = Target::spawn(&format!("{plain}a"));
+    let left_out = Target::spawn(&format!("{prefix}n"));
+    let watched = kernel_watched(monitor.pid());
+    // SAFETY: as above.
+    unsafe { libc::kill(monitor.pid(), libc::SIGCONT) };
+    assert!(watched.contains(&(decided.pid() as u32)), "{watched:?}");
+    assert!(!watched.contains(&(left_out.pid() as u32)), "{watched:?}");
+    let log = monitor.log_text();
+    assert!(monitor.stop().success(), "{log}");
+}
