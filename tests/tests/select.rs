@@ -7,11 +7,9 @@
 //! A process left out is made to go over its limit *before* the one the rule selects, so the
 //! signal the selected one gets proves the monitor looked at both.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use memory_monitor::cgroup::{CgroupPath, v2_mount};
 use memory_monitor::config::Mode;
@@ -21,6 +19,7 @@ use memory_monitor::signal::Signal;
 use memory_monitor::units::SizeSpec;
 use memory_monitor::{Config, Monitor as InProcess};
 use memory_monitor_tests::cgroup::Cgroup;
+use memory_monitor_tests::counting::{Counting, allocations_in_steady_cycles};
 use memory_monitor_tests::{Monitor, RulesFile, Target, bin, unique_name, wait_until};
 
 const USR1: i32 = libc::SIGUSR1;
@@ -55,34 +54,7 @@ fn nobody_name() -> String {
         .to_string()
 }
 
-/// Counts the allocations of the current thread (as `allocations.rs` does), for the steady
-/// cycles of a monitor run in this process.
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: defers to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+/// Counts allocations, for the steady cycles of a monitor run in this process.
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
@@ -425,22 +397,11 @@ fn steady_cycles_under_a_rule_by_user_with_exclusions_allocate_nothing() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let start = Instant::now();
     let (warm_up, measured) = (3, 200);
-    for second in 0..warm_up {
-        monitor.cycle(start + Duration::from_secs(second)).unwrap();
-    }
-    assert_eq!(
-        monitor.watched().len(),
-        4,
-        "the four selected, not the one left out"
-    );
-    let before = ALLOCATIONS.with(Cell::get);
-    for second in warm_up..warm_up + measured {
-        let report = monitor.cycle(start + Duration::from_secs(second)).unwrap();
+    // The four selected are watched, not the one left out; one is over, and signalled.
+    let allocated = allocations_in_steady_cycles(&mut monitor, warm_up, measured, |report| {
         assert_eq!((report.watched, report.over, report.signals), (4, 1, 1));
-    }
-    let allocated = ALLOCATIONS.with(Cell::get) - before;
+    });
     assert_eq!(
         allocated, 0,
         "{allocated} allocations in {measured} steady cycles"
@@ -453,15 +414,7 @@ fn steady_cycles_under_a_rule_by_user_with_exclusions_allocate_nothing() {
 /// The processes the kernel side's `WATCHED` map holds, read from the map the monitor `pid`
 /// holds.
 fn kernel_watched(pid: i32) -> Vec<u32> {
-    let id = memory_monitor_tests::bpf_objects_of(pid)
-        .into_iter()
-        .filter(|(kind, _)| kind == "map_id")
-        .find(|(_, id)| {
-            aya::maps::MapInfo::from_id(*id).is_ok_and(|info| info.name_as_str() == Some("WATCHED"))
-        })
-        .map(|(_, id)| id)
-        .expect("the monitor holds WATCHED");
-    let map = aya::maps::MapData::from_id(id).expect("open WATCHED");
+    let map = memory_monitor_tests::bpf_map_of(pid, "WATCHED");
     // The record's 96 bytes, unread: only the keys matter here.
     let watched =
         aya::maps::HashMap::<_, u32, [u8; 96]>::try_from(aya::maps::Map::HashMap(map)).unwrap();
