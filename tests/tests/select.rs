@@ -200,20 +200,26 @@ fn a_process_that_execs_into_a_left_out_name_is_no_longer_watched() {
 fn cmdline_regex_selects_by_the_whole_command_line() {
     for mode in ["poll", "ebpf"] {
         let name = unique_name("mms-c");
-        // Both have the same name; only the arguments tell them apart.
-        let spawn = |args: &'static [&'static str]| {
+        // All have the same name; only the arguments tell them apart.
+        let spawn = |args: &[&str]| {
             Target::spawn_with(&name, |command| {
                 command.args(args);
             })
         };
         let mut other = spawn(&["-jar", "app-x.jar", "--port", "80"]);
         let mut selected = spawn(&["-jar", "app-12.jar", "--port", "80"]);
-        let pattern = format!("{name} -jar app-[0-9]+\\.jar --port 80$");
+        // Its match ends past 100 KiB of arguments: within the 128 KiB read.
+        let pad = "p".repeat(100 << 10);
+        let mut far = spawn(&["--pad", &pad, "-jar", "app-7.jar", "--port", "80"]);
+        let pattern = format!("{name} (--pad p+ )?-jar app-[0-9]+\\.jar --port 80$");
         let mut monitor = start(mode, &["--match", "cmdline-regex", &pattern]);
         other.grow(48);
         selected.grow(48);
+        far.grow(48);
         assert!(selected.wait_signal(USR1), "{}", monitor.log_text());
+        assert!(far.wait_signal(USR1), "{}", monitor.log_text());
         monitor.expect_log(&[&format!("pid={}", selected.pid()), "over the limit"]);
+        monitor.expect_log(&[&format!("pid={}", far.pid()), "over the limit"]);
         assert!(other.signals().is_empty(), "{}", monitor.log_text());
         assert!(monitor.stop().success());
     }
