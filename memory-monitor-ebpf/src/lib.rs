@@ -184,8 +184,10 @@ pub struct Rule {
     pub end_mask: [u64; 2],
     /// `--kernel-signal`: the signal to send at the limit (0: none).
     pub signal: u32,
-    /// Unused (keeps the record free of padding).
-    pub spare: u32,
+    /// 1 when a matching name only means userspace is asked ([`verdict::ASK`], never
+    /// [`verdict::YES`]): the rule also selects by user or leaves processes out, which
+    /// userspace judges, so the kernel side never watches a process it might refuse.
+    pub defer: u32,
     /// [`Watch::trigger`] for processes this rule admits (`u64::MAX` while userspace has to
     /// work the limit out per process).
     pub trigger: u64,
@@ -251,12 +253,14 @@ impl Rule {
             | ((comm[1] ^ self.name[1]) & self.name_mask[1]);
         let same = differs == 0;
         let ends_here = (comm[0] & self.end_mask[0]) | (comm[1] & self.end_mask[1]) == 0;
+        // YES, or ASK when deferred: arithmetic, not a branch (cheaper for the verifier).
+        let yes = verdict::YES + (self.defer & 1) * (verdict::ASK - verdict::YES);
         match self.mode {
-            RULE_PREFIX if same => verdict::YES,
-            RULE_EXACT if same && ends_here => verdict::YES,
+            RULE_PREFIX if same => yes,
+            RULE_EXACT if same && ends_here => yes,
             RULE_ASK => verdict::ASK,
             RULE_ASK_IF_EQUAL if same && ends_here => verdict::ASK,
-            RULE_ANY => verdict::YES,
+            RULE_ANY => yes,
             _ => verdict::NO,
         }
     }
@@ -397,6 +401,31 @@ mod tests {
         assert_eq!(check(&long, b"my-application"), verdict::NO);
         assert_eq!(check(&Rule::default(), b"x"), verdict::NO);
         assert_eq!(check(&rule(RULE_ANY, b""), b"x"), verdict::YES);
+    }
+
+    #[test]
+    fn a_deferred_rule_asks_where_it_would_decide() {
+        let deferred = |mode, name: &[u8]| Rule {
+            defer: 1,
+            ..rule(mode, name)
+        };
+        assert_eq!(
+            check(&deferred(RULE_PREFIX, b"my-app"), b"my-app-1"),
+            verdict::ASK
+        );
+        assert_eq!(
+            check(&deferred(RULE_PREFIX, b"my-app"), b"other"),
+            verdict::NO
+        );
+        assert_eq!(
+            check(&deferred(RULE_EXACT, b"my-app"), b"my-app"),
+            verdict::ASK
+        );
+        assert_eq!(
+            check(&deferred(RULE_EXACT, b"my-app"), b"my-app2"),
+            verdict::NO
+        );
+        assert_eq!(check(&deferred(RULE_ANY, b""), b"x"), verdict::ASK);
     }
 
     #[test]

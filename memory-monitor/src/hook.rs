@@ -24,6 +24,10 @@ pub struct Breach {
     pub pid: i32,
     /// `MM_NAME`.
     pub name: String,
+    /// `MM_UID`: the user it runs as (effective uid).
+    pub uid: u32,
+    /// `MM_USER`: that user's name (the uid where it has none).
+    pub user: String,
     /// `MM_RSS_BYTES`.
     pub rss: u64,
     /// `MM_LIMIT_BYTES`.
@@ -72,6 +76,8 @@ fn run(queue: &Mutex<Receiver<Breach>>) {
         let env = [
             ("MM_PID", breach.pid.to_string()),
             ("MM_NAME", breach.name.clone()),
+            ("MM_UID", breach.uid.to_string()),
+            ("MM_USER", breach.user.clone()),
             ("MM_RSS_BYTES", breach.rss.to_string()),
             ("MM_LIMIT_BYTES", breach.limit.to_string()),
             ("MM_SIGNAL", breach.signal.clone()),

@@ -41,6 +41,7 @@ pub mod footprint;
 mod harden;
 mod hook;
 mod limits;
+mod list;
 pub mod logging;
 pub mod matcher;
 mod metrics;
@@ -59,11 +60,13 @@ mod source;
 mod testing;
 mod timer;
 pub mod units;
+mod users;
 mod watch;
 
 use std::io;
 
 pub use config::Config;
+pub use list::list;
 pub use monitor::{CycleReport, Monitor, Outcome, Shutdown};
 pub use self_monitor::{SelfMonitor, SelfMonitorHandle};
 pub use source::ebpf::Unavailable;

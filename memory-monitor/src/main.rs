@@ -26,6 +26,9 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
+    if settings.list {
+        return list(&settings);
+    }
     memory_monitor::logging::init(settings.log);
     match memory_monitor::run(settings.config) {
         Ok(Outcome::Stopped | Outcome::NothingLeft | Outcome::Checked { any_over: false }) => {
@@ -34,6 +37,20 @@ fn main() -> ExitCode {
         Ok(Outcome::Checked { any_over: true }) => ExitCode::FAILURE,
         Err(error) => {
             tracing::error!(event = "fatal", "{:#}", anyhow::Error::new(error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--list`: what the rules select now, on stdout; exit 0 (1 if `/proc` cannot be read).
+fn list(settings: &cli::Settings) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let listed = memory_monitor::list(&settings.config.rules, settings.log.format, &mut out)
+        .and_then(|()| std::io::Write::flush(&mut out));
+    match listed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("memory-monitor: cannot list the processes: {error}");
             ExitCode::FAILURE
         }
     }

@@ -22,6 +22,8 @@ pub enum MatchMode {
     Regex,
     /// NAME appears in the full command line (arguments joined by spaces).
     Cmdline,
+    /// The full command line (arguments joined by spaces) matches the regular expression NAME.
+    CmdlineRegex,
 }
 
 impl crate::choice::Choice for MatchMode {
@@ -41,6 +43,11 @@ impl crate::choice::Choice for MatchMode {
             MatchMode::Cmdline,
             "cmdline",
             "NAME appears in the full command line (arguments joined by spaces)",
+        ),
+        (
+            MatchMode::CmdlineRegex,
+            "cmdline-regex",
+            "The full command line (arguments joined by spaces) matches the regular expression NAME",
         ),
     ];
 }
@@ -77,7 +84,7 @@ pub enum CommVerdict {
 pub struct Matcher {
     mode: MatchMode,
     name: Box<[u8]>,
-    /// For regex mode, the pattern; for cmdline mode, the literal NAME.
+    /// For the regex modes, the pattern; for cmdline mode, the literal NAME.
     regex: Option<Regex>,
 }
 
@@ -88,7 +95,7 @@ impl Matcher {
             return Err(MatcherError::Empty);
         }
         let pattern = match mode {
-            MatchMode::Regex => Some(name.to_string()),
+            MatchMode::Regex | MatchMode::CmdlineRegex => Some(name.to_string()),
             MatchMode::Cmdline => Some(regex::escape(name)),
             MatchMode::Prefix | MatchMode::Exact => None,
         };
@@ -138,7 +145,7 @@ impl Matcher {
             MatchMode::Prefix => yes_no(comm.starts_with(&self.name)),
             MatchMode::Exact => yes_no(comm == &*self.name),
             MatchMode::Regex => yes_no(self.regex.as_ref().is_some_and(|r| r.is_match(comm))),
-            MatchMode::Cmdline => CommVerdict::AskCmdline,
+            MatchMode::Cmdline | MatchMode::CmdlineRegex => CommVerdict::AskCmdline,
         }
     }
 
@@ -149,7 +156,7 @@ impl Matcher {
             MatchMode::Prefix => argv0_basename(cmdline).starts_with(&self.name),
             MatchMode::Exact => argv0_basename(cmdline) == &*self.name,
             MatchMode::Regex => false,
-            MatchMode::Cmdline => {
+            MatchMode::Cmdline | MatchMode::CmdlineRegex => {
                 let cmdline = match cmdline.strip_suffix(b"\0") {
                     Some(_) => {
                         let len = cmdline.len() - 1;
@@ -175,6 +182,7 @@ impl fmt::Display for Matcher {
             MatchMode::Exact => write!(f, "processes named '{name}'"),
             MatchMode::Regex => write!(f, "processes whose name matches /{name}/"),
             MatchMode::Cmdline => write!(f, "processes whose command line contains '{name}'"),
+            MatchMode::CmdlineRegex => write!(f, "processes whose command line matches /{name}/"),
         }
     }
 }
@@ -233,6 +241,22 @@ mod tests {
         assert!(m.matches_cmdline(&mut b"java\0-jar\0app.jar\0--port\08080\0".to_vec()));
         assert!(!m.matches_cmdline(&mut b"java\0-jar\0appXjar\0--port\0".to_vec()));
         assert!(!m.matches_cmdline(&mut Vec::new()));
+    }
+
+    #[test]
+    fn cmdline_regex_matches_the_arguments_joined_by_spaces() {
+        let m = matcher(
+            MatchMode::CmdlineRegex,
+            "^java .*-jar app-[0-9]+\\.jar --port 80$",
+        );
+        assert_eq!(m.check_comm(b"java"), AskCmdline);
+        assert!(m.matches_cmdline(&mut b"java\0-Xmx1g\0-jar\0app-12.jar\0--port\080\0".to_vec()));
+        assert!(!m.matches_cmdline(&mut b"java\0-jar\0app-x.jar\0--port\080\0".to_vec()));
+        assert!(!m.matches_cmdline(&mut b"java\0-jar\0app-1.jar\0--port\08080\0".to_vec()));
+        let err = Matcher::new(MatchMode::CmdlineRegex, "a[")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid value 'a['"), "{err}");
     }
 
     #[test]

@@ -183,6 +183,19 @@ pub fn parse_status_rss(buf: &[u8]) -> ResidentParts {
     parts
 }
 
+/// The effective user ID in `/proc/PID/status` (the second figure of its `Uid:` line: the
+/// user whose rights the process acts with, as `ps` shows it); `None` when the line is missing.
+pub fn parse_status_uid(buf: &[u8]) -> Option<u32> {
+    let line = buf
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"Uid:"))?;
+    let effective = line
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty())
+        .nth(1)?;
+    parse_u64(effective).and_then(|uid| u32::try_from(uid).ok())
+}
+
 /// The name in `/proc/PID/comm`: the kernel appends exactly one newline, which is removed; a
 /// newline inside the name stays.
 pub fn parse_comm(buf: &[u8]) -> &[u8] {
@@ -510,6 +523,16 @@ mod tests {
         let huge = b"RssAnon:\t18446744073709551615 kB\nRssFile:\t18014398509481984 kB\n";
         let parts = parse_status_rss(huge);
         assert_eq!((parts.anon, parts.file), (u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn status_gives_the_effective_uid() {
+        let status =
+            b"Name:\tpasswd\nPPid:\t1\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(parse_status_uid(status), Some(0));
+        assert_eq!(parse_status_uid(b"Uid:\t33\t33\t33\t33\n"), Some(33));
+        assert_eq!(parse_status_uid(b"Name:\tx\n"), None);
+        assert_eq!(parse_status_uid(b"Uid:\t1\t99999999999\n"), None);
     }
 
     #[test]

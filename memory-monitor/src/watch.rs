@@ -24,6 +24,8 @@ use crate::signal::Signal;
 pub struct Watched {
     pid: i32,
     comm: Comm,
+    /// The user it runs as (effective uid), read at admission and again at each breach.
+    uid: u32,
     pidfd: OwnedFd,
     /// Held open when measurements are frequent; else opened for each (one descriptor per
     /// process instead of two lets many more processes be watched).
@@ -104,6 +106,7 @@ impl Watched {
         let watched = Watched {
             pid,
             comm: standing.comm,
+            uid: standing.uid,
             pidfd,
             statm,
             pinned: standing.pinned,
@@ -146,20 +149,29 @@ impl Watched {
     }
 
     /// The process name, as of its admission or its last look (see [`Watched::refresh`],
-    /// [`Watched::reread_name`]).
+    /// [`Watched::reread_identity`]).
     pub fn comm(&self) -> &Comm {
         &self.comm
     }
 
-    /// Reads its name again (for a breach's log line and hook: a rename that kept its rule
-    /// is not reported by the kernel side). Kept as it was if it cannot be read.
-    pub fn reread_name(&mut self, proc: &ProcRoot) {
+    /// The user it runs as (effective uid).
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    /// Reads its name and user again (for a breach's log line and hook: a rename that kept
+    /// its rule is not reported by the kernel side, nor is a change of user). Each is kept as
+    /// it was if it cannot be read.
+    pub fn reread_identity(&mut self, proc: &ProcRoot) {
         let mut buf = [0u8; 64];
-        if let Ok(comm) = proc.read_file(self.pid, "comm", &mut buf) {
-            let comm = Comm::new(procfs::parse_comm(comm));
-            if !self.has_exited() {
-                self.comm = comm;
-            }
+        let comm = proc
+            .read_file(self.pid, "comm", &mut buf)
+            .ok()
+            .map(|comm| Comm::new(procfs::parse_comm(comm)));
+        let uid = crate::rules::read_uid(proc, self.pid);
+        if !self.has_exited() {
+            self.comm = comm.unwrap_or(self.comm);
+            self.uid = uid.unwrap_or(self.uid);
         }
     }
 
@@ -221,6 +233,7 @@ impl Watched {
             self.episode.rule_changed(now);
         }
         self.comm = standing.comm;
+        self.uid = standing.uid;
         self.pinned = standing.pinned;
         self.rule = standing.rule;
         self.limit = standing.limit;
@@ -329,6 +342,7 @@ fn monotonic_ns() -> u64 {
 /// limit for it. Read by PID, so it is the process's own only while its pidfd says it lives.
 struct Standing {
     comm: Comm,
+    uid: u32,
     rule: usize,
     pinned: bool,
     limit: u64,
@@ -364,6 +378,7 @@ impl Standing {
             .ok_or(AdmitError::Gone)?;
         Ok(Standing {
             comm,
+            uid: crate::rules::read_uid(proc, pid).ok_or(AdmitError::Gone)?,
             rule,
             pinned,
             limit: rules.limit_of(rule, proc, pid),

@@ -5,6 +5,7 @@
 //! did or did not happen, never because it took a certain time.
 
 pub mod cgroup;
+pub mod counting;
 pub mod exact;
 pub mod scrape;
 pub mod servers;
@@ -606,6 +607,19 @@ pub fn usr1_over_32m<'a>(mode: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     ];
     args.extend_from_slice(rest);
     args
+}
+
+/// The BPF map named `name` that process `pid` holds open, opened by its ID.
+pub fn bpf_map_of(pid: i32, name: &str) -> aya::maps::MapData {
+    let id = bpf_objects_of(pid)
+        .into_iter()
+        .filter(|(kind, _)| kind == "map_id")
+        .find(|(_, id)| {
+            aya::maps::MapInfo::from_id(*id).is_ok_and(|info| info.name_as_str() == Some(name))
+        })
+        .map(|(_, id)| id)
+        .unwrap_or_else(|| panic!("process {pid} holds no map {name}"));
+    aya::maps::MapData::from_id(id).unwrap_or_else(|e| panic!("open {name}: {e}"))
 }
 
 /// The BPF objects (program, link and map IDs) a process holds open, from its fdinfo.

@@ -99,7 +99,7 @@ priority (\fB<4>\fR) instead of a timestamp and a level.
 Credentials, region and endpoint of the \fBs3://\fR profile writer (\fBAWS_ENDPOINT_URL\fR and
 \fBAWS_ALLOW_HTTP=true\fR for a local S3\-compatible store).
 .PP
-\fB\-\-exec\fR commands get \fBMM_PID\fR, \fBMM_NAME\fR, \fBMM_RSS_BYTES\fR,
+\fB\-\-exec\fR commands get \fBMM_PID\fR, \fBMM_NAME\fR, \fBMM_UID\fR, \fBMM_USER\fR, \fBMM_RSS_BYTES\fR,
 \fBMM_LIMIT_BYTES\fR, \fBMM_SIGNAL\fR, \fBMM_PROFILE\fR and \fBMM_RULE\fR; \fBcmd:\fR profile
 writers \fBMM_PROFILE_NAME\fR, \fBMM_PID\fR, \fBMM_NAME\fR, \fBMM_RSS_BYTES\fR and
 \fBMM_LIMIT_BYTES\fR.

@@ -20,7 +20,7 @@ use crate::choice::Choice;
 use crate::config::{Config, DEFAULT_MAX_PROCESSES, Hardening, Mode, RulesSource};
 use crate::logging::{LogFormat, LogSettings};
 use crate::matcher::{MatchMode, Matcher};
-use crate::rules::{COMMAND_LINE_RULE, Defaults, Pinned, Repeat, Rule, RuleSet, RuleSpec};
+use crate::rules::{COMMAND_LINE_RULE, Defaults, Exclude, Pinned, Repeat, Rule, RuleSet, RuleSpec};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::source::ebpf::Attach;
@@ -49,6 +49,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// `--check-config`: only check, print the rules and exit.
     pub check_only: bool,
+    /// `--list`: print what the rules select now and exit.
+    pub list: bool,
 }
 
 const ABOUT: &str = "Signal processes before the kernel's OOM killer has to: watch the resident memory (RSS) \
@@ -103,7 +105,7 @@ struct Cli {
     /// Process name to watch: every process whose name (the kernel's 15-byte `comm`) starts
     /// with NAME, unless --match says otherwise. Names longer than 15 bytes are compared with
     /// the program name in the process's command line.
-    #[arg(value_name = "NAME", required_unless_present_any = ["pids", "generate", "cgroup", "config"])]
+    #[arg(value_name = "NAME", required_unless_present_any = ["pids", "generate", "cgroup", "users", "config"])]
     name: Option<String>,
 
     /// Memory limit: 500 (MiB), 512K, 500M, 2G, 1.5GiB, 25% of total RAM, or "90% of cgroup"
@@ -123,7 +125,7 @@ struct Cli {
 
     /// How NAME selects processes: prefix (of the name, as the original tool), exact (the
     /// whole name), regex (a regular expression on the name), cmdline (NAME appears anywhere in
-    /// the full command line).
+    /// the full command line), cmdline-regex (a regular expression on the full command line).
     #[arg(long = "match", value_name = "HOW", value_parser = ChoiceParser::<MatchMode>::new(), default_value = "prefix")]
     match_mode: MatchMode,
 
@@ -137,6 +139,33 @@ struct Cli {
     /// the cgroup mount.
     #[arg(long, value_name = "PATH", value_parser = parse_cgroup)]
     cgroup: Option<CgroupPath>,
+
+    /// Watch the processes of this user (a name or a uid; repeatable: any of them), by the
+    /// user they run as (effective uid). With NAME or --cgroup, only those that match too.
+    #[arg(long = "user", value_name = "USER", value_parser = parse_user, action = ArgAction::Append)]
+    users: Vec<u32>,
+
+    /// Leave out processes with this exact name, however else they match (repeatable).
+    #[arg(long = "exclude-name", value_name = "NAME", value_parser = parse_named(MatchMode::Exact), action = ArgAction::Append)]
+    exclude_names: Vec<Matcher>,
+
+    /// Leave out processes whose name matches this regular expression (repeatable).
+    #[arg(long = "exclude-regex", value_name = "REGEX", value_parser = parse_named(MatchMode::Regex), action = ArgAction::Append)]
+    exclude_regexes: Vec<Matcher>,
+
+    /// Leave out processes of this user, a name or a uid (repeatable).
+    #[arg(long = "exclude-user", value_name = "USER", value_parser = parse_user, action = ArgAction::Append)]
+    exclude_users: Vec<u32>,
+
+    /// Leave out processes of this cgroup (v2) and of those below it (repeatable).
+    #[arg(long = "exclude-cgroup", value_name = "PATH", value_parser = |t: &str| CgroupPath::parse(t).map_err(|e| e.to_string()), action = ArgAction::Append)]
+    exclude_cgroups: Vec<CgroupPath>,
+
+    /// Print every process each rule selects now, with its RSS, limit, share of the limit
+    /// and user, once, and exit 0: a table, or one JSON object per line with --log-format
+    /// json. Nothing is signalled.
+    #[arg(long, conflicts_with_all = ["check_config", "once", "watch_config"])]
+    list: bool,
 
     /// Read rules from this TOML file: several rules, each with its own match, limit, signal
     /// and actions; the first rule that matches a process applies. The command line's NAME,
@@ -220,7 +249,8 @@ struct Cli {
     profile_at: Option<u32>,
 
     /// Run this shell command on each breach, after the signal, with MM_PID, MM_NAME,
-    /// MM_RSS_BYTES, MM_LIMIT_BYTES, MM_SIGNAL, MM_PROFILE (the profile's name, if any) and
+    /// MM_UID, MM_USER (the user it runs as), MM_RSS_BYTES, MM_LIMIT_BYTES, MM_SIGNAL,
+    /// MM_PROFILE (the profile's name, if any) and
     /// MM_RULE (the rule's name) in its environment. At most 4 run at once; none holds up the
     /// monitor.
     #[arg(long, value_name = "COMMAND")]
@@ -348,6 +378,15 @@ fn parse_cgroup(text: &str) -> Result<CgroupPath, String> {
     }
 }
 
+fn parse_user(text: &str) -> Result<u32, String> {
+    crate::users::parse_user(text).map_err(|e| e.to_string())
+}
+
+/// A parser of names compared the `mode` way (`--exclude-name`, `--exclude-regex`).
+fn parse_named(mode: MatchMode) -> impl Fn(&str) -> Result<Matcher, String> + Clone {
+    move |text| Matcher::new(mode, text).map_err(|e| e.to_string())
+}
+
 fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
     let text = text.trim();
     let full = match text.strip_prefix(':') {
@@ -457,15 +496,23 @@ impl Cli {
                 format: self.log_format,
             },
             check_only: self.check_config,
+            list: self.list,
         })
     }
 
     /// The rule NAME, --pid and --cgroup make with the options that shape a rule; none when
     /// they are not given (then a rules file must be).
     fn command_line_rule(&self) -> Result<Option<Rule>, UsageError> {
-        let selects = self.name.is_some() || !self.pids.is_empty() || self.cgroup.is_some();
+        let selects = self.name.is_some()
+            || !self.pids.is_empty()
+            || self.cgroup.is_some()
+            || !self.users.is_empty();
         if !selects {
             let rule_options = [
+                ("--exclude-name", !self.exclude_names.is_empty()),
+                ("--exclude-regex", !self.exclude_regexes.is_empty()),
+                ("--exclude-user", !self.exclude_users.is_empty()),
+                ("--exclude-cgroup", !self.exclude_cgroups.is_empty()),
                 ("--max-memory", self.max_memory.is_some()),
                 ("--signal", self.signal.is_some()),
                 ("--repeat", self.repeat.is_some()),
@@ -479,7 +526,7 @@ impl Cli {
             ];
             if let Some((option, _)) = rule_options.iter().find(|(_, given)| *given) {
                 return Err(UsageError(format!(
-                    "{option} shapes the command line's rule, which needs NAME, --pid or --cgroup; with --config alone, set it in the rules file"
+                    "{option} shapes the command line's rule, which needs NAME, --user, --pid or --cgroup; with --config alone, set it in the rules file"
                 )));
             }
             return Ok(None);
@@ -494,7 +541,14 @@ impl Cli {
             name: COMMAND_LINE_RULE.to_string(),
             matcher,
             cgroup: self.cgroup.clone(),
+            users: self.users.clone(),
             pids: self.pinned()?,
+            exclude: Exclude {
+                names: self.exclude_names.clone(),
+                regexes: self.exclude_regexes.clone(),
+                users: self.exclude_users.clone(),
+                cgroups: self.exclude_cgroups.clone(),
+            },
             max_memory: self.max_memory,
             signal: self.signal,
             repeat: self.repeat,
@@ -721,6 +775,8 @@ mod tests {
         let variables = [
             "MM_PID",
             "MM_NAME",
+            "MM_UID",
+            "MM_USER",
             "MM_RSS_BYTES",
             "MM_LIMIT_BYTES",
             "MM_SIGNAL",

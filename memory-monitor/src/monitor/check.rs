@@ -134,9 +134,9 @@ fn act(
     let (rule, metrics) = (rules.get(index), &actions.rules.metrics[index]);
     if verdict == Verdict::Breach {
         metrics.breaches.inc();
-        // Its name now, for the breach's line and hook (a rename under the same rule is not
+        // Its name and user now, for the breach's line and hook (a rename under the same rule is not
         // reported by the kernel side).
-        watched.reread_name(proc);
+        watched.reread_identity(proc);
     }
     let profile = match (verdict, actions.rules.profilers[index].as_ref()) {
         (Verdict::Breach, Some(profiler)) => {
@@ -181,6 +181,8 @@ fn act(
             rule: rule.name.clone(),
             pid: watched.pid(),
             name: watched.comm().to_string(),
+            uid: watched.uid(),
+            user: crate::users::UserName(watched.uid()).to_string(),
             rss,
             limit: policy.limit,
             signal: match delivery {

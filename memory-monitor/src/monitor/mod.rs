@@ -135,6 +135,8 @@ impl Monitor {
             Err(why) => (Source::Poll { why }, None),
         };
         crate::accounting::count_cpus();
+        // Users' names are read now, so that naming a breaching process's user reads nothing.
+        crate::users::load_names();
         // With the programs attached and before any thread starts (threads inherit them).
         // Some kernels check CAP_BPF on every map access, not only when programs load.
         let keep_for_maps = match &source {

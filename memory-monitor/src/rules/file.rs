@@ -10,12 +10,13 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::spec::{Repeat, RuleSpec};
-use super::{COMMAND_LINE_RULE, Defaults, MAX_RULES, Rule, RulesError};
+use super::{COMMAND_LINE_RULE, Defaults, Exclude, MAX_RULES, Rule, RulesError};
 use crate::cgroup::CgroupPath;
 use crate::matcher::{MatchMode, Matcher};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::units;
+use crate::users;
 
 /// A string or a number: sizes, durations, signals and percentages may be written either way
 /// (`max-memory = 500` is 500 MiB, as `-m 500`).
@@ -37,6 +38,23 @@ impl Scalar {
     }
 }
 
+/// One value or a list of them (`user = "www-data"`, `user = ["www-data", 33]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scalars {
+    One(Scalar),
+    Many(Vec<Scalar>),
+}
+
+impl Scalars {
+    fn texts(&self) -> Vec<String> {
+        match self {
+            Scalars::One(one) => vec![one.text()],
+            Scalars::Many(many) => many.iter().map(Scalar::text).collect(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
@@ -52,7 +70,13 @@ struct RawRule {
     exact: Option<Spanned<String>>,
     regex: Option<Spanned<String>>,
     cmdline: Option<Spanned<String>>,
+    cmdline_regex: Option<Spanned<String>>,
     cgroup: Option<Spanned<String>>,
+    user: Option<Spanned<Scalars>>,
+    exclude_name: Option<Spanned<Scalars>>,
+    exclude_regex: Option<Spanned<Scalars>>,
+    exclude_user: Option<Spanned<Scalars>>,
+    exclude_cgroup: Option<Spanned<Scalars>>,
     max_memory: Option<Spanned<Scalar>>,
     signal: Option<Spanned<Scalar>>,
     repeat: Option<Spanned<Scalar>>,
@@ -195,9 +219,29 @@ impl FileText<'_> {
                 })
                 .transpose()
         };
+        let user = |text: &str| users::parse_user(text).map_err(|e| format!("'{text}': {e}"));
+        let named = |mode| move |text: &str| Matcher::new(mode, text).map_err(|e| e.to_string());
+        let cgroup = |text: &str| CgroupPath::parse(text).map_err(|e| e.to_string());
         let spec = RuleSpec {
             name: name.clone(),
             matcher: self.matcher(raw, &fail)?,
+            users: each(&raw.user, "user", &fail, user)?,
+            exclude: Exclude {
+                names: each(
+                    &raw.exclude_name,
+                    "exclude-name",
+                    &fail,
+                    named(MatchMode::Exact),
+                )?,
+                regexes: each(
+                    &raw.exclude_regex,
+                    "exclude-regex",
+                    &fail,
+                    named(MatchMode::Regex),
+                )?,
+                users: each(&raw.exclude_user, "exclude-user", &fail, user)?,
+                cgroups: each(&raw.exclude_cgroup, "exclude-cgroup", &fail, cgroup)?,
+            },
             cgroup: match &raw.cgroup {
                 Some(value) => Some(
                     CgroupPath::parse(value.get_ref())
@@ -261,7 +305,8 @@ impl FileText<'_> {
         })
     }
 
-    /// The rule's name match: at most one of `prefix`, `exact`, `regex` and `cmdline`.
+    /// The rule's name match: at most one of `prefix`, `exact`, `regex`, `cmdline` and
+    /// `cmdline-regex`.
     fn matcher(
         &self,
         raw: &RawRule,
@@ -272,6 +317,7 @@ impl FileText<'_> {
             ("exact", MatchMode::Exact, &raw.exact),
             ("regex", MatchMode::Regex, &raw.regex),
             ("cmdline", MatchMode::Cmdline, &raw.cmdline),
+            ("cmdline-regex", MatchMode::CmdlineRegex, &raw.cmdline_regex),
         ];
         let mut given = matches.iter().filter(|(_, _, value)| value.is_some());
         match (given.next(), given.next()) {
@@ -300,6 +346,7 @@ impl RawRule {
         let text = |value: &Option<Spanned<String>>| value.as_ref().map(Spanned::span);
         let scalar = |value: &Option<Spanned<Scalar>>| value.as_ref().map(Spanned::span);
         match key {
+            "exclude-user" => self.exclude_user.as_ref().map(Spanned::span),
             "name" => text(&self.name),
             "max-memory" => scalar(&self.max_memory),
             "repeat" => scalar(&self.repeat),
@@ -312,6 +359,25 @@ impl RawRule {
             _ => None,
         }
     }
+}
+
+/// Each value of list key `key` (one value or an array), parsed by `parse`; a mistake is
+/// said by `fail` at the key.
+fn each<T>(
+    value: &Option<Spanned<Scalars>>,
+    key: &str,
+    fail: &dyn Fn(Range<usize>, &str, String) -> RulesError,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, RulesError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .get_ref()
+        .texts()
+        .iter()
+        .map(|text| parse(text).map_err(|why| fail(value.span(), key, why)))
+        .collect()
 }
 
 /// Parses a scalar value with `parse`; on failure, where it is and why.
@@ -407,6 +473,101 @@ mod tests {
             "processes in cgroup /system.slice/web.service"
         );
         assert!(rule.limit.is_per_process());
+    }
+
+    #[test]
+    fn users_exclusions_and_command_line_regexes() {
+        let rules = parse(
+            r#"
+            [[rule]]
+            name = "web"
+            prefix = "my-app"
+            user = ["root", 4242]
+            exclude-name = "my-app-cron"
+            exclude-regex = ["^my-app-t[0-9]+$"]
+            exclude-user = 4243
+            exclude-cgroup = ["/system.slice/backup.service"]
+            max-memory = "500M"
+
+            [[rule]]
+            user = "root"
+            max-memory = 100
+
+            [[rule]]
+            cmdline-regex = "java .*-jar app-[0-9]+[.]jar"
+            max-memory = 100
+            "#,
+        )
+        .unwrap();
+        let web = &rules[0].selector;
+        assert_eq!(web.users, [0, 4242]);
+        assert_eq!(web.exclude.names.len(), 1);
+        assert_eq!(web.exclude.regexes.len(), 1);
+        assert_eq!(web.exclude.users, [4243]);
+        assert_eq!(web.exclude.cgroups.len(), 1);
+        assert_eq!(
+            web.to_string(),
+            "processes whose name starts with 'my-app' of user root, 4242, except processes named 'my-app-cron', processes whose name matches /^my-app-t[0-9]+$/, processes of user 4243, processes in cgroup /system.slice/backup.service"
+        );
+        assert_eq!(rules[1].selector.to_string(), "processes of user root");
+        assert_eq!(
+            rules[2].selector.to_string(),
+            "processes whose command line matches /java .*-jar app-[0-9]+[.]jar/"
+        );
+    }
+
+    #[test]
+    fn bad_users_exclusions_and_regexes_name_the_line_and_the_key() {
+        let rule = |line: &str| {
+            format!("[[rule]]\nname = \"r\"\nprefix = \"a\"\n{line}\nmax-memory = 100\n")
+        };
+        let cases = [
+            (
+                "user = \"no-such-user-here\"",
+                "rules.toml:4: rule 'r': user: 'no-such-user-here': no such user in /etc/passwd",
+            ),
+            (
+                "user = [\"root\", \"\"]",
+                "rules.toml:4: rule 'r': user: '': is empty; give a user name or a uid",
+            ),
+            (
+                "exclude-user = [\"no-such-user-here\"]",
+                "rules.toml:4: rule 'r': exclude-user: 'no-such-user-here': no such user in /etc/passwd",
+            ),
+            (
+                "exclude-regex = \"a(\"",
+                "rules.toml:4: rule 'r': exclude-regex: invalid value 'a('",
+            ),
+            (
+                "exclude-name = \" \"",
+                "rules.toml:4: rule 'r': exclude-name: NAME is empty",
+            ),
+            (
+                "exclude-cgroup = \"/a/../b\"",
+                "rules.toml:4: rule 'r': exclude-cgroup: ",
+            ),
+            (
+                "user = 0\nexclude-user = \"root\"",
+                "rules.toml:5: rule 'r': exclude-user: leaves out uid 0, which the rule selects by user",
+            ),
+            (
+                "cmdline-regex = \"x(\"",
+                "rules.toml:4: rule 'r': cmdline-regex: a rule matches names one way: 'prefix' or 'cmdline-regex', not both",
+            ),
+            ("user = { name = 1 }", "rules.toml:4: user: "),
+        ];
+        for (line, expected) in cases {
+            let message = error(&rule(line));
+            assert!(
+                message.starts_with(expected),
+                "{line}\n  gave {message}\n  not {expected}"
+            );
+        }
+        let only = error("[[rule]]\ncmdline-regex = \"x(\"\nmax-memory = 1\n");
+        assert!(
+            only.starts_with("rules.toml:2: rule 'rule-1': cmdline-regex: invalid value 'x('"),
+            "{only}"
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //!
 //! Every key is the name of the command-line option that means the same.
 
+mod exclude;
+mod facts;
 mod file;
 mod spec;
 
@@ -27,12 +29,15 @@ use std::time::Duration;
 
 use crate::cgroup;
 pub use crate::cgroup::{CgroupError, CgroupPath};
-use crate::matcher::{CommVerdict, Matcher};
+use crate::matcher::Matcher;
 use crate::procfs::{self, ProcRoot};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::units::SizeSpec;
+use crate::users::UserName;
 
+pub use exclude::Exclude;
+pub(crate) use facts::{Facts, read_uid};
 pub use file::{load_file, parse_file};
 pub use memory_monitor_ebpf::MAX_RULES;
 pub use spec::{Repeat, RuleSpec, SpecError};
@@ -67,16 +72,20 @@ impl ProfileSettings {
 /// Default for `exec-timeout`.
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which processes a rule selects: by name, by cgroup (both must hold when both are given), or
-/// by PID.
+/// Which processes a rule selects: by name, by user, by cgroup (all that are given must
+/// hold), or by PID; less those it leaves out.
 #[derive(Debug, Clone, Default)]
 pub struct Selector {
     /// The process name.
     pub matcher: Option<Matcher>,
     /// The cgroup (v2) the process must be in, or below.
     pub cgroup: Option<CgroupPath>,
-    /// Processes watched by PID, whatever their name or cgroup (sorted by PID).
+    /// The uids one of which the process must run as (its effective uid; sorted).
+    pub users: Vec<u32>,
+    /// Processes watched by PID, whatever their name, user or cgroup (sorted by PID).
     pub pids: Vec<Pinned>,
+    /// What the rule leaves out, whichever way the rest selected it.
+    pub exclude: Exclude,
 }
 
 /// A process named by PID (`--pid`): the PID and the process's start time, taken when it was
@@ -108,26 +117,54 @@ impl Selector {
         }
     }
 
-    /// Whether it selects processes by what they are (name or cgroup), not only by PID.
+    /// Whether it selects processes by what they are (name, user or cgroup), not only by PID.
     pub(crate) fn selects_by_kind(&self) -> bool {
-        self.matcher.is_some() || self.cgroup.is_some()
+        self.matcher.is_some() || self.cgroup.is_some() || !self.users.is_empty()
+    }
+
+    /// Whether it selects `process` by what it is (not by PID): name, user and cgroup
+    /// match, and nothing leaves it out.
+    fn selects(&self, process: &mut Facts<'_>) -> bool {
+        self.matcher.as_ref().is_none_or(|m| process.named(m))
+            && (self.users.is_empty()
+                || process
+                    .uid()
+                    .is_some_and(|uid| self.users.binary_search(&uid).is_ok()))
+            && self.cgroup.as_ref().is_none_or(|c| process.in_cgroup(c))
+            && !self.exclude.leaves_out(process)
     }
 }
 
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
-        match (&self.matcher, &self.cgroup) {
-            (Some(matcher), Some(cgroup)) => parts.push(format!("{matcher} in cgroup {cgroup}")),
-            (Some(matcher), None) => parts.push(matcher.to_string()),
-            (None, Some(cgroup)) => parts.push(format!("processes in cgroup {cgroup}")),
-            (None, None) => {}
+        if self.selects_by_kind() {
+            let mut kind = match &self.matcher {
+                Some(matcher) => matcher.to_string(),
+                None => "processes".to_string(),
+            };
+            if !self.users.is_empty() {
+                let users: Vec<String> = self
+                    .users
+                    .iter()
+                    .map(|&u| UserName(u).to_string())
+                    .collect();
+                kind += &format!(" of user {}", users.join(", "));
+            }
+            if let Some(cgroup) = &self.cgroup {
+                kind += &format!(" in cgroup {cgroup}");
+            }
+            parts.push(kind);
         }
         if !self.pids.is_empty() {
             let pids: Vec<String> = self.pids.iter().map(|p| p.pid.to_string()).collect();
             parts.push(format!("PID {}", pids.join(", ")));
         }
-        f.write_str(&parts.join(" and "))
+        f.write_str(&parts.join(" and "))?;
+        if !self.exclude.is_empty() {
+            write!(f, ", {}", self.exclude)?;
+        }
+        Ok(())
     }
 }
 
@@ -308,8 +345,8 @@ impl RuleSet {
     }
 
     /// The first rule that selects process `pid` named `comm`, and whether it selects it by
-    /// PID. Reads `/proc/PID/cmdline` and `/proc/PID/cgroup` only when a rule needs them
-    /// (`buf` holds them).
+    /// PID. Reads `/proc/PID/cmdline`, `status` and `cgroup` only when a rule needs them, each
+    /// once at most (`buf` holds the command line).
     pub(crate) fn select(
         &self,
         proc: &ProcRoot,
@@ -317,49 +354,21 @@ impl RuleSet {
         comm: &[u8],
         buf: &mut [u8],
     ) -> Option<(usize, bool)> {
-        let mut cgroup_buf = [0u8; 4096];
-        // `/proc/PID/cgroup`, read once when a rule needs it: its length, or none if unreadable.
-        let mut cgroup_len: Option<Option<usize>> = None;
+        let mut process = Facts::new(proc, pid, comm, buf);
         for (index, rule) in self.rules.iter().enumerate() {
             let selector = &rule.selector;
             if let Ok(at) = selector.pids.binary_search_by_key(&pid, |p| p.pid)
                 && Pinned::now(proc, pid) == Some(selector.pids[at])
+                && !selector.exclude.leaves_out(&mut process)
             {
                 return Some((index, true));
             }
-            if !selector.selects_by_kind() || !self.cgroup_present[index] {
-                continue;
+            if selector.selects_by_kind()
+                && self.cgroup_present[index]
+                && selector.selects(&mut process)
+            {
+                return Some((index, false));
             }
-            let name_matches = match &selector.matcher {
-                None => true,
-                Some(matcher) => match matcher.check_comm(comm) {
-                    CommVerdict::Yes => true,
-                    CommVerdict::No => false,
-                    CommVerdict::AskCmdline => match proc.read_file(pid, "cmdline", buf) {
-                        Ok(cmdline) => {
-                            let len = cmdline.len();
-                            matcher.matches_cmdline(&mut buf[..len])
-                        }
-                        Err(_) => false,
-                    },
-                },
-            };
-            if !name_matches {
-                continue;
-            }
-            if let Some(cgroup) = &selector.cgroup {
-                let len = *cgroup_len.get_or_insert_with(|| {
-                    proc.read_file(pid, "cgroup", &mut cgroup_buf)
-                        .ok()
-                        .map(<[u8]>::len)
-                });
-                let mut placed = [0u8; 4096];
-                let path = len.and_then(|len| cgroup::cgroup_of(&cgroup_buf[..len], &mut placed));
-                if !path.is_some_and(|path| cgroup.contains(path)) {
-                    continue;
-                }
-            }
-            return Some((index, false));
         }
         None
     }

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
-    DEFAULT_EXEC_TIMEOUT, DEFAULT_PROFILE_AT_PERCENT, DEFAULT_PROFILE_BUDGET, Defaults, Exec,
-    Pinned, ProfileSettings, Rule, Selector,
+    DEFAULT_EXEC_TIMEOUT, DEFAULT_PROFILE_AT_PERCENT, DEFAULT_PROFILE_BUDGET, Defaults, Exclude,
+    Exec, Pinned, ProfileSettings, Rule, Selector,
 };
 use crate::cgroup::CgroupPath;
 use crate::matcher::Matcher;
@@ -46,8 +46,12 @@ pub struct RuleSpec {
     pub matcher: Option<Matcher>,
     /// `cgroup`.
     pub cgroup: Option<CgroupPath>,
+    /// `user`: uids, in any order.
+    pub users: Vec<u32>,
     /// `--pid` (the command line only).
     pub pids: Vec<Pinned>,
+    /// `exclude-name`, `exclude-regex`, `exclude-user`, `exclude-cgroup`.
+    pub exclude: Exclude,
     /// `max-memory`.
     pub max_memory: Option<SizeSpec>,
     /// `signal`.
@@ -73,7 +77,7 @@ pub struct RuleSpec {
 /// Why a spec makes no rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpecError {
-    /// It selects no process: no name match, no cgroup, no PID.
+    /// It selects no process: no name match, no user, no cgroup, no PID.
     SelectsNothing,
     /// A setting every rule needs is missing.
     Missing(&'static str),
@@ -109,10 +113,13 @@ impl SpecError {
     pub fn as_options(&self) -> String {
         match self {
             SpecError::SelectsNothing => {
-                "the command line's rule selects nothing: give NAME, --pid or --cgroup".to_string()
+                "the command line's rule selects nothing: give NAME, --user, --pid or --cgroup"
+                    .to_string()
             }
             SpecError::Missing(setting) => {
-                format!("the command line's rule (NAME, --pid or --cgroup) needs --{setting}")
+                format!(
+                    "the command line's rule (NAME, --user, --pid or --cgroup) needs --{setting}"
+                )
             }
             SpecError::Needs { setting, needs } => {
                 let needs: Vec<String> = needs.iter().map(|n| format!("--{n}")).collect();
@@ -132,7 +139,7 @@ impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SpecError::SelectsNothing => {
-                f.write_str("selects nothing: give prefix, exact, regex, cmdline or cgroup")
+                f.write_str("selects nothing: give prefix, exact, regex, cmdline, cmdline-regex, user or cgroup")
             }
             SpecError::Missing(setting) => write!(f, "{setting} is missing"),
             SpecError::Needs { needs, .. } => write!(f, "needs {}", needs.join(" or ")),
@@ -156,7 +163,11 @@ impl RuleSpec {
                 why: "is empty".to_string(),
             });
         }
-        if self.matcher.is_none() && self.cgroup.is_none() && self.pids.is_empty() {
+        if self.matcher.is_none()
+            && self.cgroup.is_none()
+            && self.users.is_empty()
+            && self.pids.is_empty()
+        {
             return Err(SpecError::SelectsNothing);
         }
         let limit = self.max_memory.ok_or(SpecError::Missing("max-memory"))?;
@@ -215,12 +226,28 @@ impl RuleSpec {
             }
             (None, None, None) => None,
         };
+        let (mut users, mut exclude) = (self.users, self.exclude);
+        for uids in [&mut users, &mut exclude.users] {
+            uids.sort_unstable();
+            uids.dedup();
+        }
+        if let Some(uid) = users
+            .iter()
+            .find(|uid| exclude.users.binary_search(uid).is_ok())
+        {
+            return Err(SpecError::Invalid {
+                setting: "exclude-user",
+                why: format!("leaves out uid {uid}, which the rule selects by user"),
+            });
+        }
         Ok(Rule {
             name: self.name.trim().to_string(),
             selector: Selector {
                 matcher: self.matcher,
                 cgroup: self.cgroup,
+                users,
                 pids: self.pids,
+                exclude,
             },
             limit,
             signal: self.signal.unwrap_or(Signal::TERM),
@@ -280,8 +307,8 @@ mod tests {
                     matcher: None,
                     ..spec()
                 },
-                "selects nothing: give prefix, exact, regex, cmdline or cgroup",
-                "the command line's rule selects nothing: give NAME, --pid or --cgroup",
+                "selects nothing: give prefix, exact, regex, cmdline, cmdline-regex, user or cgroup",
+                "the command line's rule selects nothing: give NAME, --user, --pid or --cgroup",
             ),
             (
                 RuleSpec {
@@ -289,7 +316,7 @@ mod tests {
                     ..spec()
                 },
                 "max-memory is missing",
-                "the command line's rule (NAME, --pid or --cgroup) needs --max-memory",
+                "the command line's rule (NAME, --user, --pid or --cgroup) needs --max-memory",
             ),
             (
                 RuleSpec {
@@ -331,6 +358,18 @@ mod tests {
                 },
                 "resolves to 0 bytes on this machine",
                 "--max-memory resolves to 0 bytes on this machine",
+            ),
+            (
+                RuleSpec {
+                    users: vec![33, 0],
+                    exclude: Exclude {
+                        users: vec![33],
+                        ..Exclude::default()
+                    },
+                    ..spec()
+                },
+                "leaves out uid 33, which the rule selects by user",
+                "--exclude-user leaves out uid 33, which the rule selects by user",
             ),
         ];
         for (spec, in_file, on_command_line) in cases {

@@ -678,9 +678,15 @@ fn kernel_rule(
     let rule = rules.get(index);
     let selector = &rule.selector;
     let mut kernel_rule = name_rule(selector.matcher.as_ref());
+    // Users and exclusions are judged by userspace: where such a rule's name (or cgroup)
+    // matches, the kernel side asks instead of watching, so it never follows a process the
+    // rule leaves out; a rule by user alone asks about every exec.
+    kernel_rule.defer = u32::from(!selector.users.is_empty() || !selector.exclude.is_empty());
     if selector.matcher.is_none() {
         kernel_rule.mode = if selector.cgroup.is_some() {
             RULE_ANY
+        } else if !selector.users.is_empty() {
+            RULE_ASK
         } else {
             RULE_NEVER
         };
@@ -725,7 +731,7 @@ fn name_rule(matcher: Option<&Matcher>) -> Rule {
         MatchMode::Prefix | MatchMode::Exact if name.len() > COMM_LEN => RULE_ASK_IF_EQUAL,
         MatchMode::Prefix => RULE_PREFIX,
         MatchMode::Exact => RULE_EXACT,
-        MatchMode::Regex | MatchMode::Cmdline => RULE_ASK,
+        MatchMode::Regex | MatchMode::Cmdline | MatchMode::CmdlineRegex => RULE_ASK,
     };
     debug_assert_ne!(mode, RULE_NONE);
     Rule::named(mode, &name[..name.len().min(COMM_LEN)])
@@ -914,6 +920,10 @@ mod tests {
         );
         assert_eq!(rule(MatchMode::Regex, "^a").mode, RULE_ASK);
         assert_eq!(rule(MatchMode::Cmdline, "--port").mode, RULE_ASK);
+        assert_eq!(
+            rule(MatchMode::CmdlineRegex, "--port=[0-9]+").mode,
+            RULE_ASK
+        );
         let long = rule(MatchMode::Prefix, "my-application-server");
         assert_eq!(long, Rule::named(RULE_ASK_IF_EQUAL, b"my-application-"));
         assert_eq!(name_rule(None).mode, RULE_NONE);

@@ -243,6 +243,8 @@ fn a_hook_gets_a_clean_environment_and_none_of_the_monitors_protections() {
             "MM_RSS_BYTES",
             "MM_RULE",
             "MM_SIGNAL",
+            "MM_UID",
+            "MM_USER",
             "PATH"
         ],
         "{text}"

@@ -1,8 +1,6 @@
 //! A counting allocator proves that a steady poll cycle allocates nothing: the monitor keeps
 //! working when the machine is out of memory, which is exactly when it is needed.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,46 +8,12 @@ use std::time::{Duration, Instant};
 use memory_monitor::accounting::Accounting;
 use memory_monitor::config::Mode;
 use memory_monitor::matcher::{MatchMode, Matcher};
-use memory_monitor::rules::{Rule, RuleSet, Selector};
+use memory_monitor::rules::{CgroupPath, Exclude, Rule, RuleSet, Selector};
 use memory_monitor::signal::Signal;
 use memory_monitor::units::SizeSpec;
 use memory_monitor::{Config, Monitor};
+use memory_monitor_tests::counting::{allocations, allocations_in_steady_cycles};
 use memory_monitor_tests::{Target, unique_name};
-
-/// Counts allocations made by the current thread only, so the test harness's other threads
-/// (and the targets' readers) do not blur the figure.
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: defers to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
 
 #[test]
 fn steady_poll_cycles_allocate_nothing() {
@@ -75,23 +39,11 @@ fn steady_poll_cycles_allocate_nothing() {
 
     let _guard = log_as_the_binary_does();
 
-    let start = Instant::now();
-    let warm_up = 3;
-    let measured = 200;
-    for second in 0..warm_up {
-        monitor.cycle(start + Duration::from_secs(second)).unwrap();
-    }
-    assert_eq!(
-        monitor.watched(),
-        5,
-        "the five matching targets are watched"
-    );
-    let before = allocations();
-    for second in warm_up..warm_up + measured {
-        let report = monitor.cycle(start + Duration::from_secs(second)).unwrap();
+    let (warm_up, measured) = (3, 200);
+    // The five matching targets are watched; one is over, and signalled every cycle.
+    let allocated = allocations_in_steady_cycles(&mut monitor, warm_up, measured, |report| {
         assert_eq!((report.watched, report.over, report.signals), (5, 1, 1));
-    }
-    let allocated = allocations() - before;
+    });
     assert_eq!(
         allocated, 0,
         "{allocated} allocations in {measured} steady cycles"
@@ -248,4 +200,55 @@ fn config_for(name: &str, signal: Signal, repeat: Option<Duration>, limit: SizeS
     rule.signal = signal;
     rule.repeat = repeat;
     Config::new(RuleSet::new(vec![rule]).unwrap())
+}
+
+#[test]
+fn steady_cycles_under_a_rule_by_user_with_exclusions_allocate_nothing() {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let name = unique_name("mms-al");
+    let mut quiet: Vec<Target> = (0..3).map(|_| Target::spawn(&name)).collect();
+    for target in &mut quiet {
+        target.grow(4);
+    }
+    let mut over = Target::spawn(&name);
+    over.grow(48);
+    let mut left_out = Target::spawn(&format!("{name}x"));
+    left_out.grow(48);
+
+    let exclude = Exclude {
+        names: vec![Matcher::new(MatchMode::Exact, &format!("{name}x")).unwrap()],
+        regexes: vec![Matcher::new(MatchMode::Regex, "^never-this-[0-9]+$").unwrap()],
+        users: vec![uid.wrapping_add(1)],
+        cgroups: vec![CgroupPath::parse("/mms-no-such.slice").unwrap()],
+    };
+    let selector = Selector {
+        matcher: Some(Matcher::new(MatchMode::Prefix, &name).unwrap()),
+        users: vec![uid],
+        exclude,
+        ..Selector::default()
+    };
+    let mut rule = Rule::new("by-user", selector, SizeSpec::Bytes(32 << 20));
+    // Realtime signals queue: every signal sent is counted once. A repeat every cycle: each
+    // cycle logs a line with the uid and the user.
+    let signal: Signal = "RTMIN+1".parse().unwrap();
+    rule.signal = signal;
+    rule.repeat = Some(Duration::from_secs(1));
+    let mut config = Config::new(RuleSet::new(vec![rule]).unwrap());
+    config.mode = Mode::Poll;
+    let mut monitor = Monitor::new(config).unwrap();
+    let _guard = log_as_the_binary_does();
+
+    let (warm_up, measured) = (3, 200);
+    // The four selected are watched, not the one left out; one is over, and signalled.
+    let allocated = allocations_in_steady_cycles(&mut monitor, warm_up, measured, |report| {
+        assert_eq!((report.watched, report.over, report.signals), (4, 1, 1));
+    });
+    assert_eq!(
+        allocated, 0,
+        "{allocated} allocations in {measured} steady cycles"
+    );
+    let expected = (warm_up + measured) as usize;
+    assert!(over.wait_signals(signal.number(), expected));
+    assert!(left_out.signals().is_empty());
 }

@@ -5,4 +5,10 @@
 //! `--include-ignored`).
 
 mod allocations;
+
+/// Counts each thread's allocations, for the steady cycles of a monitor run in this process.
+#[global_allocator]
+static ALLOCATOR: memory_monitor_tests::counting::Counting =
+    memory_monitor_tests::counting::Counting;
+
 mod self_monitor;

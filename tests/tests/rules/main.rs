@@ -9,3 +9,4 @@ mod cli;
 mod files;
 mod hostile;
 mod never;
+mod select;
