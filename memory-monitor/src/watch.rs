@@ -19,6 +19,9 @@ use crate::procfs::{self, Comm, ProcRoot};
 use crate::rules::{MAX_RULES, RuleSet};
 use crate::signal::Signal;
 
+/// How many times a torn `smaps_rollup` walk is read again before the counters decide.
+const ROLLUP_TRIES: usize = 3;
+
 /// One watched process.
 #[derive(Debug)]
 pub struct Watched {
@@ -291,9 +294,30 @@ impl Watched {
             0 => 1,
             _ => proc.threads(self.pid).unwrap_or(u64::MAX),
         };
-        if statm.saturating_add(accounting.statm_error(threads)) <= limit {
+        let error = accounting.statm_error(threads);
+        if statm.saturating_add(error) <= limit {
             return Ok(statm);
         }
+        let mut before = statm;
+        for _ in 0..ROLLUP_TRIES {
+            let rollup = self.rollup(proc)?;
+            let after = self.rss(proc, buf, page_size)?;
+            tracing::trace!(pid = self.pid, statm = after, threads, rollup, "exact");
+            // Below both counter readings by more than the counters' error: a walk torn by
+            // the process's own mapping changes (the kernel drops the mmap lock when it is
+            // contended and resumes, and on some kernels skips mappings), not the truth.
+            // Taken for the truth, it would end a breach that has not ended.
+            if rollup.saturating_add(error) >= before.min(after) {
+                return Ok(rollup);
+            }
+            before = after;
+        }
+        // Torn every time: the counters, within their error, are the best figure there is.
+        Ok(before)
+    }
+
+    /// `Rss:` of `smaps_rollup`, a walk of the process's page tables. Allocates nothing.
+    fn rollup(&self, proc: &ProcRoot) -> Result<u64, Errno> {
         let mut rollup = [0u8; 512];
         let read = match proc.read_file(self.pid, "smaps_rollup", &mut rollup) {
             Ok(read) => read,
@@ -305,7 +329,6 @@ impl Watched {
         if self.has_exited() {
             return Err(Errno::SRCH);
         }
-        tracing::trace!(pid = self.pid, statm, threads, rollup = rss, "exact");
         Ok(rss)
     }
 

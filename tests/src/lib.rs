@@ -730,3 +730,25 @@ pub fn wait_until(mut done: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// `target`, which ignores SIGTERM, is killed by `monitor`'s `--kill-after`, after the
+/// breach's SIGTERM was sent, once. The SIGKILL may come before the target has reported the
+/// SIGTERM it ignored: what is awaited is its death, then what the monitor says it sent.
+pub fn assert_killed_after_its_term(target: &mut Target, monitor: &mut Monitor) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let status = target.wait_exit().expect("the target is killed");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "{}",
+        monitor.log_text()
+    );
+    let pid = format!("pid={}", target.pid());
+    monitor.expect_log(&["after --kill-after", &pid, "signal=SIGKILL", "result=sent"]);
+    assert_eq!(
+        monitor.count(&[r#"event="breach""#, &pid, "signal=SIGTERM", "result=sent"]),
+        1,
+        "{}",
+        monitor.log_text()
+    );
+}

@@ -4,7 +4,9 @@
 use std::os::unix::process::CommandExt as _;
 use std::process::Command;
 
-use memory_monitor_tests::{Monitor, Target, bpf_objects_of, patience, unique_name};
+use memory_monitor_tests::{
+    Monitor, Target, assert_killed_after_its_term, bpf_objects_of, patience, unique_name,
+};
 
 const USR1: i32 = libc::SIGUSR1;
 
@@ -216,7 +218,10 @@ fn a_process_stopping_just_under_its_limit_is_not_signalled() {
         let pid = format!("pid={}", target.pid());
         // The kernel side saw it near the limit, so it was the exact figure that decided.
         monitor.expect_log(&["kernel event", &pid, "kind=near"]);
-        target.exit();
+        // Killed, not told to exit: an exit runs code the target never ran before, whose
+        // pages fault in (with their neighbours) and can take it past its limit for real, as
+        // seen on 5.10, where the counters are folded in at exit and so report it then.
+        drop(target);
         monitor.expect_log(&["exited", &pid]);
         assert_eq!(
             monitor.count(&["over the limit"]),
@@ -365,23 +370,7 @@ fn repeats_and_kill_after_run_on_timers() {
     ];
     let mut monitor = start(&kill);
     target.start_growing(48);
-    let status = target.wait_exit().expect("killed");
-    use std::os::unix::process::ExitStatusExt as _;
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGKILL),
-        "{}",
-        monitor.log_text()
-    );
-    let pid = format!("pid={}", target.pid());
-    monitor.expect_log(&["after --kill-after", &pid, "signal=SIGKILL", "result=sent"]);
-    // The kill came after the breach's own signal, which was sent.
-    assert_eq!(
-        monitor.count(&[r#"event="breach""#, &pid, "signal=SIGTERM", "result=sent"]),
-        1,
-        "{}",
-        monitor.log_text()
-    );
+    assert_killed_after_its_term(&mut target, &mut monitor);
     assert_never_polled(&mut monitor);
     assert!(monitor.stop().success());
 }

@@ -1,8 +1,8 @@
 //! Poll mode end to end: the real binary, real processes, real signals.
 
-use std::os::unix::process::ExitStatusExt as _;
-
-use memory_monitor_tests::{Monitor, Target, run_monitor, unique_name};
+use memory_monitor_tests::{
+    Monitor, Target, assert_killed_after_its_term, run_monitor, unique_name,
+};
 
 const USR1: i32 = libc::SIGUSR1;
 
@@ -159,23 +159,7 @@ fn kill_after_escalates_to_sigkill() {
     target.ignore_term();
     target.grow(48);
     let mut monitor = Monitor::start(&poll_args("32", &["--kill-after", "300ms", &name]));
-    // The SIGKILL may come before the target has reported the SIGTERM it ignored: what is
-    // awaited is its death, then what the monitor says it sent.
-    let status = target.wait_exit().expect("the target is killed");
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGKILL),
-        "{}",
-        monitor.log_text()
-    );
-    let pid = format!("pid={}", target.pid());
-    monitor.expect_log(&["after --kill-after", &pid, "signal=SIGKILL", "result=sent"]);
-    assert_eq!(
-        monitor.count(&[r#"event="breach""#, &pid, "signal=SIGTERM", "result=sent"]),
-        1,
-        "{}",
-        monitor.log_text()
-    );
+    assert_killed_after_its_term(&mut target, &mut monitor);
     assert!(monitor.stop().success());
 }
 
