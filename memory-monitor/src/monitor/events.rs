@@ -1,12 +1,16 @@
-//! eBPF mode's source: the kernel side's ring buffer, drained into records allocated once, and
-//! what a loss of events calls for (a full re-check, said once a minute at most).
+//! eBPF mode's source: the kernel side's ring buffer, drained into records allocated once,
+//! what each event means to the monitor, and what a loss of events calls for (a full
+//! re-check, said once a minute at most).
 
 use std::time::{Duration, Instant};
 
-use memory_monitor_ebpf::Event;
+use memory_monitor_ebpf::{Event, event_kind};
 
+use super::watching::Discovered;
+use super::{EVENT_BATCHES_PER_TURN, Monitor, REPORT_GAP, Source};
 use crate::metrics::Metrics;
 use crate::source::ebpf::KernelEvents;
+use crate::units::Bytes;
 
 /// Events taken from the ring buffer per batch; records are reused, never allocated.
 const EVENT_BATCH: usize = 256;
@@ -106,5 +110,96 @@ impl EventSource {
             self.resynced = Some(now);
         }
         due
+    }
+}
+
+impl Monitor {
+    /// eBPF mode: takes waiting events from the kernel side, at most `EVENT_BATCHES_PER_TURN`
+    /// (16) batches, and acts on them; after lost events, looks at every process again.
+    /// Returns whether events may be left: then call it again once timers, the watchdog and
+    /// signals have had their turn (a flood of events must not hold them up). Allocates
+    /// nothing once warmed up.
+    pub fn handle_events(&mut self) -> bool {
+        let mut more = true;
+        for _ in 0..EVENT_BATCHES_PER_TURN {
+            let Source::Events(events) = &mut self.source else {
+                return false;
+            };
+            let count = events.take_batch(&self.actions.metrics);
+            if count == 0 {
+                more = false;
+                break;
+            }
+            for index in 0..count {
+                let Source::Events(events) = &self.source else {
+                    return false;
+                };
+                let event = events.event(index);
+                self.on_event(&event, Instant::now());
+            }
+        }
+        if let Source::Events(events) = &mut self.source
+            && events.resync_now(more, &self.actions.metrics)
+        {
+            let _ = self.cycle(Instant::now());
+        }
+        self.actions.publish(self.watching.list().per_rule());
+        more
+    }
+
+    /// What one kernel event means.
+    fn on_event(&mut self, event: &Event, now: Instant) {
+        let pid = event.tgid as i32;
+        tracing::trace!(pid, kind = %event_kind::name(event.kind), rss = %Bytes(event.rss), "kernel event");
+        match event.kind {
+            // Near its limit: confirmed on the exact figure (and, being read again soon, its
+            // statm kept open meanwhile).
+            event_kind::NEAR => {
+                self.watching.hold_statm(pid);
+                self.look_at(pid, now, Some(REPORT_GAP));
+            }
+            event_kind::UNDER => {
+                self.look_at(pid, now, None);
+                self.watching.release_statm(pid);
+            }
+            event_kind::KERNEL_SIGNAL => {
+                let rss = self.look_at(pid, now, Some(REPORT_GAP));
+                let limit = self.watching.list().get(pid).map(|w| w.limit());
+                if let (Some(rss), Some(limit)) = (rss, limit)
+                    && rss <= limit
+                {
+                    tracing::warn!(event = "kernel_signal_under_limit", pid, rss = %Bytes(rss), limit = %Bytes(limit),
+                        "the kernel signalled on its approximate count; the exact RSS is under the limit");
+                }
+            }
+            // Whatever the kernel side concluded (under the rules it had then, which a reload
+            // may have replaced since), userspace decides under the rules in force now.
+            event_kind::EXEC | event_kind::RENAME | event_kind::FORK | event_kind::MIGRATE
+                if self.discover(pid) =>
+            {
+                self.look_at(pid, now, None);
+            }
+            event_kind::EXIT => self.watching.exited(pid, event.time_ns),
+            _ => {}
+        }
+    }
+
+    /// Has the watch decide on `pid` (admit it, look at it again, or let it go); whether it
+    /// is watched after.
+    pub(super) fn discover(&mut self, pid: i32) -> bool {
+        let discovered = self.watching.discover(pid, Instant::now());
+        match discovered {
+            Discovered::Watched => {
+                if let Some(changes) = self.changes.as_mut() {
+                    self.watching.follow_limits(changes, Some(pid));
+                }
+                true
+            }
+            Discovered::NotWatched => false,
+            Discovered::Skipped(reason) => {
+                self.warn_skipped_once(reason, 1);
+                false
+            }
+        }
     }
 }

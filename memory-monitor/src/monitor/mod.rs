@@ -7,9 +7,9 @@
 //! so an idle monitor never wakes up. SIGHUP reads the rules again.
 //!
 //! The parts: `watching` owns what is watched, on both sides; `check` looks at one process;
-//! `actions` are what acting needs; `events` is eBPF mode's source; `run` drives the loops,
-//! `waits` is what else wakes them, `follow` the changes followed and `reload` puts new rules
-//! in force; `start` is start-up.
+//! `actions` are what acting needs; `events` is eBPF mode's source and what each event means;
+//! `run` drives the loops, `waits` is what else wakes them, `follow` the changes followed and
+//! `reload` puts new rules in force; `start` is start-up.
 
 mod actions;
 mod check;
@@ -24,20 +24,17 @@ mod watching;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memory_monitor_ebpf::{Event, event_kind};
-
 use self::actions::Actions;
 use self::check::{Look, check, due_at, earliest};
 use self::events::EventSource;
 use self::start::Note;
-use self::watching::{Discovered, KernelSide, Watching};
+use self::watching::{KernelSide, Watching};
 use crate::Error;
 use crate::accounting::Accounting;
 use crate::changes::Changes;
 use crate::config::{Config, RulesSource};
 use crate::metrics::Metrics;
 use crate::source::poll::SkipReason;
-use crate::units::Bytes;
 
 pub use self::waits::Shutdown;
 
@@ -246,95 +243,6 @@ impl Monitor {
             .observe(started.elapsed().as_secs_f64());
         self.actions.publish(self.watching.list().per_rule());
         Ok(report)
-    }
-
-    /// eBPF mode: takes waiting events from the kernel side, at most `EVENT_BATCHES_PER_TURN`
-    /// (16) batches, and acts on them; after lost events, looks at every process again.
-    /// Returns whether events may be left: then call it again once timers, the watchdog and
-    /// signals have had their turn (a flood of events must not hold them up). Allocates
-    /// nothing once warmed up.
-    pub fn handle_events(&mut self) -> bool {
-        let mut more = true;
-        for _ in 0..EVENT_BATCHES_PER_TURN {
-            let Source::Events(events) = &mut self.source else {
-                return false;
-            };
-            let count = events.take_batch(&self.actions.metrics);
-            if count == 0 {
-                more = false;
-                break;
-            }
-            for index in 0..count {
-                let Source::Events(events) = &self.source else {
-                    return false;
-                };
-                let event = events.event(index);
-                self.on_event(&event, Instant::now());
-            }
-        }
-        if let Source::Events(events) = &mut self.source
-            && events.resync_now(more, &self.actions.metrics)
-        {
-            let _ = self.cycle(Instant::now());
-        }
-        self.actions.publish(self.watching.list().per_rule());
-        more
-    }
-
-    /// What one kernel event means.
-    fn on_event(&mut self, event: &Event, now: Instant) {
-        let pid = event.tgid as i32;
-        tracing::trace!(pid, kind = %event_kind::name(event.kind), rss = %Bytes(event.rss), "kernel event");
-        match event.kind {
-            // Near its limit: confirmed on the exact figure (and, being read again soon, its
-            // statm kept open meanwhile).
-            event_kind::NEAR => {
-                self.watching.hold_statm(pid);
-                self.look_at(pid, now, Some(REPORT_GAP));
-            }
-            event_kind::UNDER => {
-                self.look_at(pid, now, None);
-                self.watching.release_statm(pid);
-            }
-            event_kind::KERNEL_SIGNAL => {
-                let rss = self.look_at(pid, now, Some(REPORT_GAP));
-                let limit = self.watching.list().get(pid).map(|w| w.limit());
-                if let (Some(rss), Some(limit)) = (rss, limit)
-                    && rss <= limit
-                {
-                    tracing::warn!(event = "kernel_signal_under_limit", pid, rss = %Bytes(rss), limit = %Bytes(limit),
-                        "the kernel signalled on its approximate count; the exact RSS is under the limit");
-                }
-            }
-            // Whatever the kernel side concluded (under the rules it had then, which a reload
-            // may have replaced since), userspace decides under the rules in force now.
-            event_kind::EXEC | event_kind::RENAME | event_kind::FORK | event_kind::MIGRATE
-                if self.discover(pid) =>
-            {
-                self.look_at(pid, now, None);
-            }
-            event_kind::EXIT => self.watching.exited(pid, event.time_ns),
-            _ => {}
-        }
-    }
-
-    /// Has the watch decide on `pid` (admit it, look at it again, or let it go); whether it
-    /// is watched after.
-    fn discover(&mut self, pid: i32) -> bool {
-        let discovered = self.watching.discover(pid, Instant::now());
-        match discovered {
-            Discovered::Watched => {
-                if let Some(changes) = self.changes.as_mut() {
-                    self.watching.follow_limits(changes, Some(pid));
-                }
-                true
-            }
-            Discovered::NotWatched => false,
-            Discovered::Skipped(reason) => {
-                self.warn_skipped_once(reason, 1);
-                false
-            }
-        }
     }
 
     /// Checks `pid` at `now` (admitting it first if its discovery event is still on its way,
