@@ -63,19 +63,10 @@ pub fn released(command: &mut Command) {
     *command = released;
 }
 
-/// `podman` as `cargo xtask image` runs it: the project's configuration
-/// (`xtask/containers.conf`) and the workspace's own store, where the image is.
+/// `podman` as `cargo xtask image` runs it, with the workspace's own store, where the image
+/// is (the script `cargo xtask image` writes).
 pub fn podman() -> Command {
-    let store = target_dir().join("podman");
-    let mut command = Command::new("podman");
-    command
-        .env("CONTAINERS_CONF", workspace().join("xtask/containers.conf"))
-        .arg("--root")
-        .arg(store.join("storage"))
-        .arg("--runroot")
-        .arg(store.join("run"))
-        .args(["--storage-driver", "vfs"]);
-    command
+    Command::new(target_dir().join("podman/podman"))
 }
 
 /// A container that is removed, whatever became of it, when this is dropped.

@@ -7,26 +7,33 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::Result;
+use std::os::unix::fs::PermissionsExt as _;
+
+use anyhow::{Context as _, Result};
 
 use crate::{dist, run_step, workspace};
 
 /// The image's name, without its tag: the DaemonSet's (`deploy/memory-monitor.yaml`).
 const REPOSITORY: &str = "ghcr.io/memory-monitor/memory-monitor";
 
-/// `podman` with the project's configuration (`xtask/containers.conf`) and its own store.
-pub fn podman() -> Command {
+/// `podman` with the project's configuration (`xtask/containers.conf`) and its own store:
+/// `target/podman/podman`, a script written here, which the image's tests run too.
+pub fn podman() -> Result<Command> {
     let root = workspace();
     let store = root.join("target/podman");
-    let mut command = Command::new("podman");
-    command
-        .env("CONTAINERS_CONF", root.join("xtask/containers.conf"))
-        .arg("--root")
-        .arg(store.join("storage"))
-        .arg("--runroot")
-        .arg(store.join("run"))
-        .args(["--storage-driver", "vfs"]);
-    command
+    std::fs::create_dir_all(&store)
+        .with_context(|| format!("cannot create {}", store.display()))?;
+    let script = store.join("podman");
+    let text = format!(
+        "#!/bin/sh\n# Written by `cargo xtask image`: podman with this workspace's own store.\n\
+         CONTAINERS_CONF='{conf}' exec podman --root '{store}/storage' --runroot '{store}/run' \
+         --storage-driver vfs \"$@\"\n",
+        conf = root.join("xtask/containers.conf").display(),
+        store = store.display(),
+    );
+    std::fs::write(&script, text).with_context(|| format!("cannot write {}", script.display()))?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    Ok(Command::new(script))
 }
 
 /// Builds the image from what `dist` wrote into `target/dist/`; returns the OCI archive.
@@ -34,7 +41,7 @@ pub fn build() -> Result<PathBuf> {
     let root = workspace();
     let reference = format!("{REPOSITORY}:{}", dist::version()?);
     run_step(
-        podman()
+        podman()?
             .args(["build", "--quiet", "--pull=never", "--file"])
             .arg(root.join("deploy/Containerfile"))
             .args(["--tag", &reference])
@@ -43,7 +50,7 @@ pub fn build() -> Result<PathBuf> {
     let archive = dist::dir().join(format!("memory-monitor-{}.oci.tar", dist::version()?));
     let _ = std::fs::remove_file(&archive);
     run_step(
-        podman()
+        podman()?
             .args(["save", "--quiet", "--format", "oci-archive", "--output"])
             .arg(&archive)
             .arg(&reference),
