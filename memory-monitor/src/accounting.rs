@@ -39,12 +39,6 @@ const FAULTS_CACHED_PER_THREAD: u64 = 64 + 1;
 const PAGES_PER_FAULT: u64 = 16;
 
 impl Accounting {
-    /// How the running kernel counts RSS, from its BTF; [`Unknown`](Self::Unknown) when the
-    /// BTF cannot be read.
-    pub fn of_this_kernel() -> Accounting {
-        crate::source::btf::kernel_btf().map_or(Accounting::Unknown, |btf| btf.accounting)
-    }
-
     /// The most the kernel's counters of one process can be off from the truth because of
     /// per-CPU parts not yet folded in, in bytes: each of the three resident counters may
     /// have up to one batch (`max(32, 2 × CPUs)` pages) on each CPU.

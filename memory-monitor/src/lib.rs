@@ -108,6 +108,12 @@ pub enum Error {
     Metrics(std::net::SocketAddr, #[source] io::Error),
 }
 
+/// How the running kernel counts RSS, from its BTF (as eBPF mode reads it at start-up);
+/// [`Unknown`](accounting::Accounting::Unknown) when the BTF cannot be read.
+pub fn kernel_accounting() -> accounting::Accounting {
+    source::btf::kernel_btf().map_or(accounting::Accounting::Unknown, |btf| btf.accounting)
+}
+
 /// Runs a monitor for `config` on a runtime of its own until it stops.
 pub fn run(config: Config) -> Result<Outcome, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use memory_monitor::accounting::Accounting;
 use memory_monitor::config::Mode;
 use memory_monitor::matcher::{MatchMode, Matcher};
 use memory_monitor::rules::{CgroupPath, Exclude, Rule, RuleSet, Selector};
@@ -68,7 +67,7 @@ const MEASURED: u64 = 2000;
 /// How far under its limit the kernel side reports process `pid`, on this kernel (by its BTF:
 /// per-CPU error, or each thread's cached changes).
 fn kernel_margin(pid: i32) -> u64 {
-    let accounting = Accounting::of_this_kernel();
+    let accounting = memory_monitor::kernel_accounting();
     let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(1, |t| t.count() as u64);
     accounting.statm_error(threads)
 }
