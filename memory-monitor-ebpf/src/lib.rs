@@ -14,7 +14,7 @@ pub mod member {
     pub const FILE: usize = 0;
     /// Anonymous pages.
     pub const ANON: usize = 1;
-    /// Swap entries: not resident, so not part of RSS.
+    /// Swap entries: not resident, so not part of RSS; counted for rules that count swap.
     pub const SWAPENTS: usize = 2;
     /// Shared-memory (shmem/tmpfs) pages.
     pub const SHMEM: usize = 3;
@@ -77,12 +77,19 @@ pub const WATCH_ARMED: u32 = 1;
 pub const WATCH_BY_NAME: u32 = 2;
 /// `--kernel-signal` has signalled this process in this episode.
 pub const WATCH_KERNEL_SIGNALLED: u32 = 4;
+/// Its rule counts swap (`--count rss+swap`): swap entries count toward the trigger and limit.
+pub const WATCH_COUNT_SWAP: u32 = 8;
 
 impl Watch {
-    /// Resident bytes by the kernel's approximate counters: file + anon + shmem.
+    /// Bytes that count, by the kernel's approximate counters: file + anon + shmem, and swap
+    /// entries when [`WATCH_COUNT_SWAP`] says so.
     pub fn approximate_rss(&self) -> u64 {
         let resident = |m: usize| self.members[m].max(0) as u64;
-        resident(member::FILE) + resident(member::ANON) + resident(member::SHMEM)
+        let swap = match self.flags & WATCH_COUNT_SWAP {
+            0 => 0,
+            _ => resident(member::SWAPENTS),
+        };
+        resident(member::FILE) + resident(member::ANON) + resident(member::SHMEM) + swap
     }
 
     /// The approximate RSS at or above which the process is reported: [`Watch::trigger`],
@@ -184,8 +191,8 @@ pub struct Rule {
     pub end_mask: [u64; 2],
     /// `--kernel-signal`: the signal to send at the limit (0: none).
     pub signal: u32,
-    /// Unused (keeps the record free of padding).
-    pub spare: u32,
+    /// `WATCH_*` flags every watch under this rule gets ([`WATCH_COUNT_SWAP`]).
+    pub watch_flags: u32,
     /// [`Watch::trigger`] for processes this rule admits (`u64::MAX` while userspace has to
     /// work the limit out per process).
     pub trigger: u64,

@@ -40,6 +40,8 @@ pub mod changes;
 mod choice;
 pub mod cli;
 pub mod config;
+pub mod container;
+pub mod count;
 pub mod footprint;
 pub mod harden;
 pub mod hook;

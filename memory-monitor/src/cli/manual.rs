@@ -100,9 +100,10 @@ Credentials, region and endpoint of the \fBs3://\fR profile writer (\fBAWS_ENDPO
 \fBAWS_ALLOW_HTTP=true\fR for a local S3\-compatible store).
 .PP
 \fB\-\-exec\fR commands get \fBMM_PID\fR, \fBMM_NAME\fR, \fBMM_RSS_BYTES\fR,
-\fBMM_LIMIT_BYTES\fR, \fBMM_SIGNAL\fR, \fBMM_PROFILE\fR and \fBMM_RULE\fR; \fBcmd:\fR profile
-writers \fBMM_PROFILE_NAME\fR, \fBMM_PID\fR, \fBMM_NAME\fR, \fBMM_RSS_BYTES\fR and
-\fBMM_LIMIT_BYTES\fR.
+\fBMM_LIMIT_BYTES\fR, \fBMM_SIGNAL\fR, \fBMM_PROFILE\fR, \fBMM_RULE\fR, \fBMM_CONTAINER_ID\fR
+and \fBMM_POD_UID\fR; \fBcmd:\fR profile writers \fBMM_PROFILE_NAME\fR, \fBMM_PID\fR,
+\fBMM_NAME\fR, \fBMM_RSS_BYTES\fR, \fBMM_LIMIT_BYTES\fR, \fBMM_CONTAINER_ID\fR and
+\fBMM_POD_UID\fR.
 .SH FILES
 .TP
 .I /proc

@@ -457,6 +457,7 @@ fn target_of(rules: &RuleSet, watched: &Watched) -> Target {
             .as_ref()
             .map(|profile| profile.growth_from(watched.limit())),
         by_name: !watched.is_pinned(),
+        count_swap: rule.count.swap(),
     }
 }
 

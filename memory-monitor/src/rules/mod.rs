@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cgroup::{self, CgroupPath};
+use crate::count::Count;
 use crate::matcher::{CommVerdict, Matcher};
 use crate::procfs::{self, ProcRoot};
 use crate::signal::Signal;
@@ -158,6 +159,8 @@ pub struct Rule {
     pub exec: Option<Exec>,
     /// Profiles on breach.
     pub profile: Option<ProfileSettings>,
+    /// What counts toward the limit.
+    pub count: Count,
 }
 
 impl Rule {
@@ -178,6 +181,7 @@ impl Rule {
             kill_after: None,
             exec: None,
             profile: None,
+            count: Count::Rss,
         }
     }
 }
