@@ -299,7 +299,7 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
         match write_retried(writer, file, &profile, &info) {
             Ok(()) => {
                 counts.written.inc();
-                let flame_graph = drawn.is_ok().then_some(flame.as_str());
+                let flame_graph = drawn.is_ok().then_some(tracing::field::display(&flame));
                 tracing::info!(event = "profile", pid, %name, profile = %file, flame_graph, to = %writer.describe(), "profile written");
                 if let Err(error) = drawn {
                     tracing::warn!(event = "profile_failed", pid, %name, profile = %flame, to = %writer.describe(), "flame graph not written: {}", crate::logging::one_line(error.as_ref()));
