@@ -306,7 +306,8 @@ impl Watched {
         if counted.saturating_add(error) <= limit {
             return Ok(counted);
         }
-        let mut rollup = [0u8; 512];
+        // Room for every line up to `Swap:` (after some twenty others).
+        let mut rollup = [0u8; 2048];
         let read = match proc.read_file(self.pid, "smaps_rollup", &mut rollup) {
             Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Errno::SRCH),
