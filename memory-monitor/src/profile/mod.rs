@@ -390,7 +390,9 @@ mod tests {
         {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(*written.lock().unwrap(), [kept.unwrap()]);
+        // The living one's flame graph, then its profile.
+        let kept = kept.unwrap();
+        assert_eq!(*written.lock().unwrap(), [flame::file_name(&kept), kept]);
         assert_eq!(counts.failed.get(), 1);
     }
 

@@ -173,6 +173,8 @@ pub struct KernelWatch {
     accounting: Accounting,
     /// The growth profile's stacks and samples, when it is on.
     growth: Option<(StackTraceMap<MapData>, HashMap<MapData, u64, u64>)>,
+    /// Whether the kernel side follows swap entries (a rule at start-up counted swap).
+    count_swap: bool,
 }
 
 /// The ring buffer's size: room for thousands of events between two drains.
@@ -368,6 +370,7 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
     };
     let watch = KernelWatch {
         growth,
+        count_swap: count_swap != 0,
         watched: HashMap::try_from(take(&mut ebpf, "WATCHED")?).map_err(map_error)?,
         rearm: HashMap::try_from(take(&mut ebpf, "REARM")?).map_err(map_error)?,
         claims: HashMap::try_from(take(&mut ebpf, "SIGNAL_CLAIMS")?).map_err(map_error)?,
@@ -407,6 +410,11 @@ impl KernelWatch {
     /// Whether growth profiles can be taken (their maps were made at start-up).
     pub fn can_profile_growth(&self) -> bool {
         self.growth.is_some()
+    }
+
+    /// Whether swap can count (swap entries are followed when a rule at start-up counted them).
+    pub fn can_count_swap(&self) -> bool {
+        self.count_swap
     }
 
     /// Starts (or restarts) following `tgid` from its exact resident split `parts`, as
