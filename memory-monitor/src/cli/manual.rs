@@ -56,7 +56,8 @@ kill\-after = "30s"
 .fi
 .PP
 The other keys are \fBrepeat\fR, \fBexec\fR, \fBexec\-timeout\fR, \fBprofile\-dir\fR,
-\fBprofile\-to\fR, \fBprofile\-budget\fR and \fBprofile\-at\fR. NAME, \fB\-\-pid\fR or
+\fBprofile\-to\fR, \fBprofile\-budget\fR, \fBprofile\-at\fR and \fBcount\fR (\fBrss\fR or
+\fBrss+swap\fR). NAME, \fB\-\-pid\fR or
 \fB\-\-cgroup\fR on the command line make one more rule, checked first. A mistake is one line
 naming the file, the line and the key, and exit status 2; \fB\-\-check\-config\fR checks a file
 without running.
