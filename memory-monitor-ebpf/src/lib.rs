@@ -14,7 +14,7 @@ pub mod member {
     pub const FILE: usize = 0;
     /// Anonymous pages.
     pub const ANON: usize = 1;
-    /// Swap entries: not resident, so not part of RSS.
+    /// Swap entries: not resident, so not part of RSS; counted for rules that count swap.
     pub const SWAPENTS: usize = 2;
     /// Shared-memory (shmem/tmpfs) pages.
     pub const SHMEM: usize = 3;
@@ -77,12 +77,19 @@ pub const WATCH_ARMED: u32 = 1;
 pub const WATCH_BY_NAME: u32 = 2;
 /// `--kernel-signal` has signalled this process in this episode.
 pub const WATCH_KERNEL_SIGNALLED: u32 = 4;
+/// Its rule counts swap (`--count rss+swap`): swap entries count toward the trigger and limit.
+pub const WATCH_COUNT_SWAP: u32 = 8;
 
 impl Watch {
-    /// Resident bytes by the kernel's approximate counters: file + anon + shmem.
+    /// Bytes that count, by the kernel's approximate counters: file + anon + shmem, and swap
+    /// entries when [`WATCH_COUNT_SWAP`] says so.
     pub fn approximate_rss(&self) -> u64 {
         let resident = |m: usize| self.members[m].max(0) as u64;
-        resident(member::FILE) + resident(member::ANON) + resident(member::SHMEM)
+        let swap = match self.flags & WATCH_COUNT_SWAP {
+            0 => 0,
+            _ => resident(member::SWAPENTS),
+        };
+        resident(member::FILE) + resident(member::ANON) + resident(member::SHMEM) + swap
     }
 
     /// The approximate RSS at or above which the process is reported: [`Watch::trigger`],
@@ -188,6 +195,10 @@ pub struct Rule {
     /// [`verdict::YES`]): the rule also selects by user or leaves processes out, which
     /// userspace judges, so the kernel side never watches a process it might refuse.
     pub defer: u32,
+    /// `WATCH_*` flags every watch under this rule gets ([`WATCH_COUNT_SWAP`]).
+    pub watch_flags: u32,
+    /// Keeps `trigger` on its 8 bytes with no hidden padding (the record is copied whole).
+    pub reserved: u32,
     /// [`Watch::trigger`] for processes this rule admits (`u64::MAX` while userspace has to
     /// work the limit out per process).
     pub trigger: u64,
@@ -350,7 +361,7 @@ mod user {
 
     const _: () = assert!(core::mem::size_of::<super::Watch>() == 96);
     const _: () = assert!(core::mem::size_of::<super::Event>() == 24);
-    const _: () = assert!(core::mem::size_of::<super::Rule>() == 88);
+    const _: () = assert!(core::mem::size_of::<super::Rule>() == 96);
 }
 
 #[cfg(test)]

@@ -33,8 +33,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, Event, Field, MAX_RULES, RULE_NONE, Rule, WATCH_ARMED,
-    WATCH_BY_NAME, WATCH_KERNEL_SIGNALLED, Watch, comm_words, event_kind, growth_key, layout,
-    member, verdict,
+    WATCH_BY_NAME, WATCH_COUNT_SWAP, WATCH_KERNEL_SIGNALLED, Watch, comm_words, event_kind,
+    growth_key, layout, member, verdict,
 };
 
 /// Capacity placeholder; the loader sets the real one (`--max-processes`). The growth
@@ -137,6 +137,11 @@ static SIGNAL_THREADS_OFFSET: Global<u64> = Global::new(0);
 /// on kernels whose threads cache nothing): the trigger comes down by this per thread.
 #[unsafe(no_mangle)]
 static THREAD_LAG: Global<u64> = Global::new(0);
+
+/// Whether any rule counts swap (set at load): only then are swap-entry changes followed, so
+/// that without such a rule they cost nothing more than today (one compare).
+#[unsafe(no_mangle)]
+static COUNT_SWAP: Global<u32> = Global::new(0);
 
 /// Growth profile: one stack sample per this many bytes grown.
 #[unsafe(no_mangle)]
@@ -281,15 +286,16 @@ fn on_btf_change(
     0
 }
 
-/// The watch slot of a resident counter; none for swap entries (not resident) or a counter
-/// this program does not know. (Matching constants keeps each store's offset fixed, which the
-/// verifier can check.)
+/// The watch slot of a counter that can count: the resident ones, and swap entries when a
+/// rule counts them; none for a counter this program does not know. (Matching constants
+/// keeps each store's offset fixed, which the verifier can check.)
 #[inline(always)]
 fn resident_slot(member: u32) -> Option<usize> {
     match member as usize {
         member::FILE => Some(member::FILE),
         member::ANON => Some(member::ANON),
         member::SHMEM => Some(member::SHMEM),
+        member::SWAPENTS if COUNT_SWAP.load() != 0 => Some(member::SWAPENTS),
         _ => None,
     }
 }
@@ -356,7 +362,8 @@ fn update(watch: &mut Watch, tgid: u32, mm: u64, own: bool, slot: usize, size: i
     let grew = size - watch.members[slot];
     watch.members[slot] = size;
     judge(watch, tgid, own);
-    own && grew > 0 && growth_sample_due(watch, grew as u64)
+    // Pages going to swap or coming back are no growth of the process's own making.
+    own && grew > 0 && slot != member::SWAPENTS && growth_sample_due(watch, grew as u64)
 }
 
 /// Growth profile: counts `grew` bytes toward the next stack sample of a process above its
@@ -450,7 +457,8 @@ fn fresh(model: &Watch, flags: u32) -> Watch {
         members: [0; member::COUNT],
         last_event_ns: 0,
         mm: 0,
-        flags: flags | WATCH_ARMED,
+        // Whether swap counts is the rule's, kept whatever else starts afresh.
+        flags: flags | WATCH_ARMED | (model.flags & WATCH_COUNT_SWAP),
         grown: 0,
         // After an exec, as after a fork, the process has one thread.
         threads: 1,
@@ -467,6 +475,7 @@ fn new_watch(index: u32, flags: u32) -> Watch {
         profile_from: rule.profile_from,
         signal: rule.signal,
         rule: index,
+        flags: rule.watch_flags & WATCH_COUNT_SWAP,
         ..Watch::default()
     };
     fresh(&model, flags)

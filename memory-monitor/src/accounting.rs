@@ -43,11 +43,17 @@ impl Accounting {
     /// per-CPU parts not yet folded in, in bytes: each of the three resident counters may
     /// have up to one batch (`max(32, 2 × CPUs)` pages) on each CPU.
     pub fn counter_error(self) -> u64 {
+        3 * self.one_counter_error()
+    }
+
+    /// The most one of the kernel's counters of a process (the swap entries', say) can be
+    /// off because of per-CPU parts, in bytes: one batch on each CPU.
+    pub fn one_counter_error(self) -> u64 {
         match self {
             Accounting::PerCpu | Accounting::Unknown => {
                 let cpus = cpus();
                 let batch = (2 * cpus).max(32);
-                3 * cpus * batch * crate::procfs::page_size()
+                cpus * batch * crate::procfs::page_size()
             }
             Accounting::PerThread | Accounting::Atomic => 0,
         }

@@ -76,13 +76,15 @@ pub fn act(
     let pid = target.pid();
     let name = target.comm();
     let (uid, user) = (target.uid(), UserName(target.uid()));
+    // Absent, not empty, for a process in no container.
+    let (container_id, pod_uid) = (target.identity().container(), target.identity().pod());
     // Each size twice: for people (`500.1MiB`) and, exact, for programs (`rss_bytes`).
     let (rss_bytes, limit_bytes) = (rss, policy.limit);
     let (rss, limit) = (Bytes(rss_bytes), Bytes(limit_bytes));
     let signal = match verdict {
         Verdict::Quiet => return None,
         Verdict::Recovered => {
-            tracing::info!(event = "recovered", rule, pid, %name, uid, %user, %rss, rss_bytes, %limit, limit_bytes, "back under the limit");
+            tracing::info!(event = "recovered", rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, "back under the limit");
             return None;
         }
         Verdict::Breach | Verdict::Repeat => policy.signal,
@@ -101,10 +103,10 @@ pub fn act(
     };
     match result {
         Delivery::Failed(_) => {
-            tracing::error!(event, rule, pid, %name, uid, %user, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, "{message}");
+            tracing::error!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, "{message}");
         }
         _ => {
-            tracing::warn!(event, rule, pid, %name, uid, %user, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, "{message}");
+            tracing::warn!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, "{message}");
         }
     }
     Some(result)

@@ -36,6 +36,10 @@ pub struct Breach {
     pub signal: String,
     /// `MM_PROFILE`: the name of the breach's profile, empty without one.
     pub profile: String,
+    /// `MM_CONTAINER_ID`: the container runtime's ID of its container, empty outside one.
+    pub container_id: String,
+    /// `MM_POD_UID`: its pod's UID, empty outside a pod.
+    pub pod_uid: String,
 }
 
 /// Runs breach hooks.
@@ -83,6 +87,8 @@ fn run(queue: &Mutex<Receiver<Breach>>) {
             ("MM_SIGNAL", breach.signal.clone()),
             ("MM_PROFILE", breach.profile.clone()),
             ("MM_RULE", breach.rule.clone()),
+            ("MM_CONTAINER_ID", breach.container_id.clone()),
+            ("MM_POD_UID", breach.pod_uid.clone()),
         ];
         if let Err(why) = run_shell(&breach.exec.command, &env, b"", breach.exec.timeout) {
             tracing::warn!(event = "exec_failed", pid = breach.pid, name = %breach.name, rule = %breach.rule, "exec: {why}");

@@ -37,6 +37,8 @@ mod changes;
 mod choice;
 pub mod cli;
 pub mod config;
+mod container;
+mod count;
 pub mod footprint;
 mod harden;
 mod hook;

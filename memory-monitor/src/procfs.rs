@@ -62,21 +62,49 @@ pub fn parse_statm(buf: &[u8]) -> Result<Statm, ParseError> {
 /// size, which the kernel counts from the process's page tables when the file is read (where
 /// `statm` sums counters that lag or are approximate, see [`crate::accounting`]).
 pub fn parse_rollup_rss(buf: &[u8]) -> Result<u64, ParseError> {
+    rollup_bytes(
+        buf,
+        b"Rss:",
+        [
+            "no Rss line",
+            "Rss is not a number of kB",
+            "Rss out of range",
+        ],
+    )
+}
+
+/// Parses the `Swap:` line of `/proc/PID/smaps_rollup` into bytes: what the process has in
+/// swap, counted from its page tables like `Rss`.
+pub fn parse_rollup_swap(buf: &[u8]) -> Result<u64, ParseError> {
+    rollup_bytes(
+        buf,
+        b"Swap:",
+        [
+            "no Swap line",
+            "Swap is not a number of kB",
+            "Swap out of range",
+        ],
+    )
+}
+
+/// The figure of `smaps_rollup`'s line `key` in bytes; `bad` says what is wrong when it is
+/// missing, not a number, or too large.
+fn rollup_bytes(buf: &[u8], key: &[u8], bad_: [&'static str; 3]) -> Result<u64, ParseError> {
     let bad = |what| ParseError {
         file: "smaps_rollup",
         what,
     };
     let line = buf
         .split(|&b| b == b'\n')
-        .find_map(|line| line.strip_prefix(b"Rss:"))
-        .ok_or(bad("no Rss line"))?;
+        .find_map(|line| line.strip_prefix(key))
+        .ok_or(bad(bad_[0]))?;
     let kib = line
         .trim_ascii()
         .strip_suffix(b"kB")
         .map(<[u8]>::trim_ascii)
         .and_then(parse_u64)
-        .ok_or(bad("Rss is not a number of kB"))?;
-    kib.checked_mul(1024).ok_or(bad("Rss out of range"))
+        .ok_or(bad(bad_[1]))?;
+    kib.checked_mul(1024).ok_or(bad(bad_[2]))
 }
 
 /// The fields of `/proc/PID/stat` that matter here. (Its RSS field is not one of them: it
@@ -148,12 +176,14 @@ pub struct ResidentParts {
     pub anon: u64,
     /// Shared memory (`RssShmem`).
     pub shmem: u64,
+    /// In swap (`VmSwap`): not resident, but counted by rules that count swap.
+    pub swap: u64,
     /// Its threads (`Threads`): on kernels whose threads cache RSS changes, the kernel side's
     /// margin grows with them.
     pub threads: u32,
 }
 
-/// Parses the `RssAnon`, `RssFile` and `RssShmem` lines of `/proc/PID/status` (in kB), and
+/// Parses the `RssAnon`, `RssFile`, `RssShmem` and `VmSwap` lines of `/proc/PID/status` (in kB), and
 /// `Threads`. A process without memory (a zombie) has none of the first and reads as zeros.
 pub fn parse_status_rss(buf: &[u8]) -> ResidentParts {
     let mut parts = ResidentParts::default();
@@ -170,6 +200,7 @@ pub fn parse_status_rss(buf: &[u8]) -> ResidentParts {
             b"RssAnon" => &mut parts.anon,
             b"RssFile" => &mut parts.file,
             b"RssShmem" => &mut parts.shmem,
+            b"VmSwap" => &mut parts.swap,
             _ => continue,
         };
         let value = line[colon + 1..].trim_ascii();
@@ -486,7 +517,7 @@ mod tests {
     #[test]
     fn status_gives_the_resident_split() {
         let status = b"Name:\tmy app\nVmRSS:\t   65432 kB\nRssAnon:\t   61440 kB\n\
-                       RssFile:\t    3968 kB\nRssShmem:\t      24 kB\nVmSwap:\t0 kB\n\
+                       RssFile:\t    3968 kB\nRssShmem:\t      24 kB\nVmSwap:\t  512 kB\n\
                        Threads:\t7\n";
         assert_eq!(
             parse_status_rss(status),
@@ -494,6 +525,7 @@ mod tests {
                 file: 3968 * 1024,
                 anon: 61440 * 1024,
                 shmem: 24 * 1024,
+                swap: 512 * 1024,
                 threads: 7
             }
         );
@@ -508,8 +540,10 @@ mod tests {
     fn smaps_rollup_gives_the_exact_rss() {
         let rollup = b"55d0c5a8a000-7ffd2b5f9000 ---p 00000000 00:00 0                  [rollup]\n\
                        Rss:               50268 kB\nPss:               50100 kB\n\
-                       Pss_Anon:          49000 kB\n";
+                       Pss_Anon:          49000 kB\nSwap:               1024 kB\n";
         assert_eq!(parse_rollup_rss(rollup), Ok(50268 * 1024));
+        assert_eq!(parse_rollup_swap(rollup), Ok(1024 * 1024));
+        assert!(parse_rollup_swap(b"Rss: 4 kB\n").is_err());
         // The Rss line, not the first line with a number, nor Pss.
         assert_eq!(parse_rollup_rss(b"Pss: 1 kB\nRss: 2 kB\n"), Ok(2048));
         assert!(parse_rollup_rss(b"").is_err());

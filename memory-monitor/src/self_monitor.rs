@@ -116,7 +116,7 @@ impl SelfMonitor {
                         Bytes(rss),
                         Bytes(self.limit)
                     );
-                    profile::encode(&regions, &[], &about, time)
+                    profile::encode(&regions, &[], &[about], time)
                 }
                 Err(error) => {
                     tracing::warn!(

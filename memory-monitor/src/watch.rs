@@ -14,6 +14,8 @@ use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags};
 
 use crate::accounting::Accounting;
+use crate::container::Identity;
+use crate::count::Count;
 use crate::policy::Episode;
 use crate::procfs::{self, Comm, ProcRoot};
 use crate::rules::{MAX_RULES, RuleSet};
@@ -47,6 +49,8 @@ pub struct Watched {
     /// A fingerprint of its `/proc/PID/cgroup` when its rule depends on its cgroup (0 when it
     /// does not), so that a scan can tell it moved.
     cgroup_print: u64,
+    /// Its container and pod, read from its cgroup path at admission (and after a move).
+    identity: Identity,
     /// `CLOCK_MONOTONIC` (ns) when it was admitted: a kernel event sent before then is about
     /// an earlier process with its PID.
     admitted_ns: u64,
@@ -118,6 +122,7 @@ impl Watched {
             seen: 0,
             limit_followed: false,
             cgroup_print: standing.cgroup_print,
+            identity: standing.identity,
             admitted_ns,
             episode: Episode::Under,
             recheck: None,
@@ -190,6 +195,11 @@ impl Watched {
         self.cgroup_print != 0 && read_cgroup_print(proc, self.pid) != self.cgroup_print
     }
 
+    /// Its container and pod, as of its admission or its last look.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     /// Whether it is watched by PID rather than by name.
     pub fn is_pinned(&self) -> bool {
         self.pinned
@@ -241,6 +251,7 @@ impl Watched {
         self.rule = standing.rule;
         self.limit = standing.limit;
         self.cgroup_print = standing.cgroup_print;
+        self.identity = standing.identity;
         self.limit_followed = false;
         Ok(())
     }
@@ -273,9 +284,10 @@ impl Watched {
         Ok(statm.resident_pages * page_size)
     }
 
-    /// Resident memory in bytes, exact wherever it could decide against `limit`: `statm` (one
-    /// read) when this kernel's `statm` is exact or too far under the limit for its error to
-    /// matter, else `smaps_rollup`, which walks the page tables (see [`Accounting`]).
+    /// The memory that counts toward `limit` in bytes (resident, and with `count` swap too),
+    /// exact wherever it could decide against `limit`: `statm` (one read; and `status`'s
+    /// `VmSwap`) when this kernel's counters are exact or too far under the limit for their
+    /// error to matter, else `smaps_rollup`, which walks the page tables (see [`Accounting`]).
     /// `Err(Errno::SRCH)` once the process has exited. Allocates nothing.
     pub fn exact_rss(
         &self,
@@ -284,27 +296,47 @@ impl Watched {
         page_size: u64,
         limit: u64,
         accounting: Accounting,
+        count: Count,
     ) -> Result<u64, Errno> {
         let statm = self.rss(proc, buf, page_size)?;
+        let swap = match count.swap() {
+            true => self.swap(proc)?,
+            false => 0,
+        };
+        let counted = statm.saturating_add(swap);
         if accounting.statm_is_exact() {
-            return Ok(statm);
+            return Ok(counted);
         }
         // Threads count only where each caches changes; unknown, assume many.
         let threads = match accounting.thread_lag() {
             0 => 1,
             _ => proc.threads(self.pid).unwrap_or(u64::MAX),
         };
-        let error = accounting.statm_error(threads);
-        if statm.saturating_add(error) <= limit {
-            return Ok(statm);
+        let error = accounting
+            .statm_error(threads)
+            .saturating_add(if count.swap() {
+                accounting.one_counter_error()
+            } else {
+                0
+            });
+        if counted.saturating_add(error) <= limit {
+            return Ok(counted);
         }
-        let mut before = statm;
+        let mut before = counted;
         for _ in 0..ROLLUP_TRIES {
-            let rollup = self.rollup(proc)?;
-            let after = self.rss(proc, buf, page_size)?;
-            tracing::trace!(pid = self.pid, statm = after, threads, rollup, "exact");
-            if !is_torn(rollup, before, after, error) {
-                return Ok(rollup);
+            let (rollup, rollup_swap) = self.rollup(proc, count)?;
+            let after = self.rss(proc, buf, page_size)?.saturating_add(swap);
+            tracing::trace!(
+                pid = self.pid,
+                statm = after,
+                threads,
+                rollup,
+                swap = rollup_swap,
+                "exact"
+            );
+            let walked = rollup.saturating_add(rollup_swap);
+            if !is_torn(walked, before, after, error) {
+                return Ok(walked);
             }
             before = after;
         }
@@ -312,9 +344,11 @@ impl Watched {
         Ok(before)
     }
 
-    /// `Rss:` of `smaps_rollup`, a walk of the process's page tables. Allocates nothing.
-    fn rollup(&self, proc: &ProcRoot) -> Result<u64, Errno> {
-        let mut rollup = [0u8; 512];
+    /// `Rss:` of `smaps_rollup`, a walk of the process's page tables, and its `Swap:` when
+    /// `count` counts swap (else 0). Allocates nothing.
+    fn rollup(&self, proc: &ProcRoot, count: Count) -> Result<(u64, u64), Errno> {
+        // Room for every line up to `Swap:` (after some twenty others).
+        let mut rollup = [0u8; 2048];
         let read = match proc.read_file(self.pid, "smaps_rollup", &mut rollup) {
             Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Errno::SRCH),
@@ -322,10 +356,31 @@ impl Watched {
         };
         // Read by PID: it was this process's only if the process still lives now.
         let rss = procfs::parse_rollup_rss(read).map_err(|_| Errno::SRCH)?;
+        let swap = match count.swap() {
+            true => procfs::parse_rollup_swap(read).map_err(|_| Errno::SRCH)?,
+            false => 0,
+        };
         if self.has_exited() {
             return Err(Errno::SRCH);
         }
-        Ok(rss)
+        Ok((rss, swap))
+    }
+
+    /// What it has in swap in bytes (`status`'s `VmSwap`, as exact as `statm`).
+    /// `Err(Errno::SRCH)` once the process has exited. Allocates nothing.
+    fn swap(&self, proc: &ProcRoot) -> Result<u64, Errno> {
+        let mut status = [0u8; 2048];
+        let read = match proc.read_file(self.pid, "status", &mut status) {
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Errno::SRCH),
+            Err(e) => return Err(Errno::from_io_error(&e).unwrap_or(Errno::IO)),
+        };
+        let swap = procfs::parse_status_rss(read).swap;
+        // Read by PID: it was this process's only if the process still lives now.
+        if self.has_exited() {
+            return Err(Errno::SRCH);
+        }
+        Ok(swap)
     }
 
     /// Sends `signal` through the pidfd.
@@ -376,6 +431,7 @@ struct Standing {
     pinned: bool,
     limit: u64,
     cgroup_print: u64,
+    identity: Identity,
 }
 
 impl Standing {
@@ -412,6 +468,7 @@ impl Standing {
             pinned,
             limit: rules.limit_of(rule, proc, pid),
             cgroup_print: cgroup_print(proc, pid, rules, rule),
+            identity: read_identity(proc, pid),
         })
     }
 }
@@ -423,6 +480,13 @@ fn cgroup_print(proc: &ProcRoot, pid: i32, rules: &RuleSet, rule: usize) -> u64 
         true => read_cgroup_print(proc, pid),
         false => 0,
     }
+}
+
+/// The container and pod of process `pid`, from `/proc/PID/cgroup` (none when unreadable).
+fn read_identity(proc: &ProcRoot, pid: i32) -> Identity {
+    let mut buf = [0u8; 4096];
+    proc.read_file(pid, "cgroup", &mut buf)
+        .map_or_else(|_| Identity::default(), Identity::from_proc_cgroup)
 }
 
 /// A hash of `/proc/PID/cgroup` (never 0; 0 when it cannot be read).

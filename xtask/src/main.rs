@@ -204,6 +204,9 @@ fn setup_build() -> Result<()> {
 fn setup_dist() -> Result<()> {
     setup_build()?;
     ensure_musl_target()?;
+    // The release build's C dependencies (aws-lc-sys, under object_store's TLS) are compiled
+    // for musl with Debian's musl-gcc wrapper.
+    ensure_debian_package("x86_64-linux-musl-gcc", "--version", "musl-tools")?;
     ensure_debian_package("lintian", "--version", "lintian")
 }
 

@@ -56,7 +56,8 @@ kill\-after = "30s"
 .fi
 .PP
 The other keys are \fBrepeat\fR, \fBexec\fR, \fBexec\-timeout\fR, \fBprofile\-dir\fR,
-\fBprofile\-to\fR, \fBprofile\-budget\fR and \fBprofile\-at\fR. NAME, \fB\-\-pid\fR or
+\fBprofile\-to\fR, \fBprofile\-budget\fR, \fBprofile\-at\fR and \fBcount\fR (\fBrss\fR or
+\fBrss+swap\fR). NAME, \fB\-\-pid\fR or
 \fB\-\-cgroup\fR on the command line make one more rule, checked first. A mistake is one line
 naming the file, the line and the key, and exit status 2; \fB\-\-check\-config\fR checks a file
 without running.
@@ -100,9 +101,10 @@ Credentials, region and endpoint of the \fBs3://\fR profile writer (\fBAWS_ENDPO
 \fBAWS_ALLOW_HTTP=true\fR for a local S3\-compatible store).
 .PP
 \fB\-\-exec\fR commands get \fBMM_PID\fR, \fBMM_NAME\fR, \fBMM_UID\fR, \fBMM_USER\fR, \fBMM_RSS_BYTES\fR,
-\fBMM_LIMIT_BYTES\fR, \fBMM_SIGNAL\fR, \fBMM_PROFILE\fR and \fBMM_RULE\fR; \fBcmd:\fR profile
-writers \fBMM_PROFILE_NAME\fR, \fBMM_PID\fR, \fBMM_NAME\fR, \fBMM_RSS_BYTES\fR and
-\fBMM_LIMIT_BYTES\fR.
+\fBMM_LIMIT_BYTES\fR, \fBMM_SIGNAL\fR, \fBMM_PROFILE\fR, \fBMM_RULE\fR, \fBMM_CONTAINER_ID\fR
+and \fBMM_POD_UID\fR; \fBcmd:\fR profile writers \fBMM_PROFILE_NAME\fR, \fBMM_PID\fR,
+\fBMM_NAME\fR, \fBMM_RSS_BYTES\fR, \fBMM_LIMIT_BYTES\fR, \fBMM_CONTAINER_ID\fR and
+\fBMM_POD_UID\fR.
 .SH FILES
 .TP
 .I /proc

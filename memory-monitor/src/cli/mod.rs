@@ -18,6 +18,7 @@ use clap::{ArgAction, CommandFactory as _, Parser};
 use crate::cgroup::CgroupPath;
 use crate::choice::Choice;
 use crate::config::{Config, DEFAULT_MAX_PROCESSES, Hardening, Mode, RulesSource};
+use crate::count::Count;
 use crate::logging::{LogFormat, LogSettings};
 use crate::matcher::{MatchMode, Matcher};
 use crate::rules::{COMMAND_LINE_RULE, Defaults, Exclude, Pinned, Repeat, Rule, RuleSet, RuleSpec};
@@ -198,6 +199,11 @@ struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, conflicts_with = "once")]
     kill_after: Option<Duration>,
 
+    /// What counts toward the limit: rss (resident memory) or rss+swap (and what the process
+    /// has in swap: a process whose pages went to swap still uses that memory). [default: rss]
+    #[arg(long, value_name = "WHAT", value_parser = ChoiceParser::<Count>::new())]
+    count: Option<Count>,
+
     /// Log what would be signalled, but send nothing.
     #[arg(long)]
     dry_run: bool,
@@ -231,8 +237,8 @@ struct Cli {
     profile_dir: Option<std::path::PathBuf>,
 
     /// On breach, hand a memory profile to: dir:PATH (a file), cmd:COMMAND (run with the
-    /// profile on stdin and MM_PROFILE_NAME, MM_PID, MM_NAME, MM_RSS_BYTES, MM_LIMIT_BYTES in
-    /// its environment), http(s)://HOST/PATH (PUT to the URL plus the name), or
+    /// profile on stdin and MM_PROFILE_NAME, MM_PID, MM_NAME, MM_RSS_BYTES, MM_LIMIT_BYTES,
+    /// MM_CONTAINER_ID, MM_POD_UID in its environment; a flame graph, .svg, follows each .pb.gz), http(s)://HOST/PATH (PUT to the URL plus the name), or
     /// s3://BUCKET/PREFIX (credentials, region and endpoint from the AWS_* environment).
     #[arg(long, value_name = "DEST")]
     profile_to: Option<SinkSpec>,
@@ -250,9 +256,9 @@ struct Cli {
 
     /// Run this shell command on each breach, after the signal, with MM_PID, MM_NAME,
     /// MM_UID, MM_USER (the user it runs as), MM_RSS_BYTES, MM_LIMIT_BYTES, MM_SIGNAL,
-    /// MM_PROFILE (the profile's name, if any) and
-    /// MM_RULE (the rule's name) in its environment. At most 4 run at once; none holds up the
-    /// monitor.
+    /// MM_PROFILE (the profile's name, if any) and MM_RULE (the rule's name) in its
+    /// environment, and MM_CONTAINER_ID and MM_POD_UID (from its cgroup path; empty outside a
+    /// container or pod). At most 4 run at once; none holds up the monitor.
     #[arg(long, value_name = "COMMAND")]
     exec: Option<String>,
 
@@ -523,6 +529,7 @@ impl Cli {
                 ("--profile-to", self.profile_to.is_some()),
                 ("--profile-budget", self.profile_budget.is_some()),
                 ("--profile-at", self.profile_at.is_some()),
+                ("--count", self.count.is_some()),
             ];
             if let Some((option, _)) = rule_options.iter().find(|(_, given)| *given) {
                 return Err(UsageError(format!(
@@ -559,6 +566,7 @@ impl Cli {
             profile_to: self.profile_to.clone(),
             profile_budget: self.profile_budget,
             profile_at: self.profile_at,
+            count: self.count,
         };
         spec.build(self.defaults())
             .map(Some)
@@ -782,6 +790,8 @@ mod tests {
             "MM_SIGNAL",
             "MM_PROFILE",
             "MM_RULE",
+            "MM_CONTAINER_ID",
+            "MM_POD_UID",
         ];
         for variable in variables {
             assert!(help.contains(variable), "--exec help lacks {variable}");

@@ -70,10 +70,11 @@ pub fn check(
     mut kernel: Option<&mut dyn KernelLink>,
 ) -> Option<(Verdict, u64)> {
     let policy = policy_of(rules, watched);
+    let count = rules.get(watched.rule()).count;
     let page_size = crate::procfs::page_size();
     let mut statm_buf = [0u8; 128];
     let exact = |watched: &Watched, buf: &mut [u8]| {
-        watched.exact_rss(proc, buf, page_size, policy.limit, look.accounting)
+        watched.exact_rss(proc, buf, page_size, policy.limit, look.accounting, count)
     };
     let mut rss = exact(watched, &mut statm_buf);
     watched.recheck = None;
@@ -149,6 +150,7 @@ fn act(
                 watched.pid(),
                 watched.pidfd(),
                 &name,
+                *watched.identity(),
                 rss,
                 policy.limit,
                 growth,
@@ -190,6 +192,8 @@ fn act(
                 other => other.to_string(),
             },
             profile: profile.unwrap_or_default(),
+            container_id: watched.identity().container().unwrap_or("").to_owned(),
+            pod_uid: watched.identity().pod().unwrap_or("").to_owned(),
         });
     }
 }

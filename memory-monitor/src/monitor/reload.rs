@@ -55,6 +55,7 @@ impl Monitor {
             .map(|old| rules.rules().iter().position(|new| new.name == old.name))
             .collect();
         let profiles = rules.rules().iter().any(|r| r.profile.is_some());
+        let counts_swap = rules.rules().iter().any(|r| r.count.swap());
         let renumbered = |old: usize| moved.get(old).copied().flatten();
         if let Err(error) = self.watching.set_rules(rules, now, &renumbered) {
             metrics.retire(&actions.metrics, self.watching.rules());
@@ -69,6 +70,12 @@ impl Monitor {
             tracing::warn!(
                 event = "growth_profile_needs_restart",
                 "growth profiles need a restart (their kernel maps are made at start-up); mapping profiles are taken meanwhile"
+            );
+        }
+        if self.is_event_driven() && counts_swap && !self.watching.can_count_swap() {
+            tracing::warn!(
+                event = "count_swap_needs_restart",
+                "rss+swap needs a restart in eBPF mode (the kernel side follows swap entries when a rule counts them at start-up); until then swap counts only when a process is looked at for its RSS"
             );
         }
         self.actions.replace(self.watching.rules(), actions);

@@ -108,10 +108,13 @@ pub fn log_rules(rules: &RuleSet, kernel_signal: bool) {
 /// A rule's limit and what it does on breach, for the log.
 fn summary(rules: &RuleSet, index: usize, kernel_signal: bool) -> (String, String) {
     let rule = rules.get(index);
-    let limit = match rules.fixed_limit(index) {
+    let mut limit = match rules.fixed_limit(index) {
         Some(limit) => Bytes(limit).to_string(),
         None => rule.limit.to_string(),
     };
+    if rule.count.swap() {
+        limit += " of rss+swap";
+    }
     let policy = Policy {
         limit: 0,
         signal: rule.signal,

@@ -43,6 +43,8 @@ pub trait KernelSide: KernelLink {
     fn set_rules(&mut self, rules: &RuleSet) -> io::Result<()>;
     /// Whether growth profiles can be taken (their maps are made at start-up).
     fn can_profile_growth(&self) -> bool;
+    /// Whether swap can count (followed when a rule at start-up counted it).
+    fn can_count_swap(&self) -> bool;
 }
 
 impl KernelLink for KernelWatch {
@@ -75,6 +77,9 @@ impl KernelSide for KernelWatch {
     }
     fn can_profile_growth(&self) -> bool {
         KernelWatch::can_profile_growth(self)
+    }
+    fn can_count_swap(&self) -> bool {
+        KernelWatch::can_count_swap(self)
     }
 }
 
@@ -147,6 +152,11 @@ impl Watching {
     /// Whether growth profiles can be taken (eBPF mode, maps made at start-up).
     pub fn can_profile_growth(&self) -> bool {
         self.kernel.as_ref().is_some_and(|k| k.can_profile_growth())
+    }
+
+    /// Whether the kernel side follows swap (eBPF mode: when a rule at start-up counted it).
+    pub fn can_count_swap(&self) -> bool {
+        self.kernel.as_ref().is_some_and(|k| k.can_count_swap())
     }
 
     /// Brings the watch up to date with `/proc` at `now`: admits new matches, looks again at
@@ -457,6 +467,7 @@ fn target_of(rules: &RuleSet, watched: &Watched) -> Target {
             .as_ref()
             .map(|profile| profile.growth_from(watched.limit())),
         by_name: !watched.is_pinned(),
+        count_swap: rule.count.swap(),
     }
 }
 
@@ -507,6 +518,9 @@ mod tests {
             Ok(())
         }
         fn can_profile_growth(&self) -> bool {
+            false
+        }
+        fn can_count_swap(&self) -> bool {
             false
         }
     }

@@ -7,6 +7,7 @@
 //! bounded number of times; a failing writer is logged and counted, and never stops the
 //! monitor. One profile per breach episode.
 
+pub mod flame;
 pub mod growth;
 pub mod mapping;
 mod pprof;
@@ -18,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 
+use crate::container::Identity;
 use crate::sink::{ProfileInfo, ProfileWriter};
 use crate::units::Bytes;
 
@@ -57,11 +59,11 @@ pub fn file_name(time: SystemTime, name: &str, pid: i32) -> String {
 /// A breach's profile, gzip-compressed pprof: one sample per mapping with its `rss` (the
 /// default sample type), `pss`, `anon` and `swap` bytes, located at the mapping's file or
 /// kind; and, from the growth profile, one sample per stack with the bytes grown under it
-/// (`growth`). `about` becomes the profile's comment.
+/// (`growth`). Each line of `about` becomes one of the profile's comments.
 pub fn encode(
     regions: &[mapping::Region],
     growth: &[growth::GrowthStack],
-    about: &str,
+    about: &[String],
     time: SystemTime,
 ) -> Vec<u8> {
     let mut builder = pprof::Builder::new(&[
@@ -72,7 +74,9 @@ pub fn encode(
         ("growth", "bytes"),
     ]);
     builder.default_sample_type("rss");
-    builder.comment(about);
+    for line in about {
+        builder.comment(line);
+    }
     for region in regions.iter().filter(|r| r.rss + r.swap > 0) {
         let mapping = builder.mapping(region.start, region.end, region.offset, &region.path);
         let function = builder.function(&region.label());
@@ -107,6 +111,8 @@ struct Job {
     /// The process, held: what is read of it by PID is its own only while it lives.
     pidfd: OwnedFd,
     name: String,
+    /// Its container and pod, for the profile's comments and writers.
+    identity: Identity,
     rss: u64,
     limit: u64,
     /// The growth profile's samples (eBPF mode), to be named while the process lives.
@@ -155,15 +161,20 @@ impl Profiler {
         })
     }
 
-    /// Profiles `pid` (held by `pidfd`, named `name`, at `rss` over `limit`, with the growth
-    /// samples `growth`): returns once what needs the live process has been read, or when the
+    /// Profiles `pid` (held by `pidfd`, named `name`, in the container `identity` says, at
+    /// `rss` over `limit`, with the growth samples `growth`): returns once what needs the live process has been read, or when the
     /// budget is spent, whichever is first. Returns the profile's name, once it is on its way.
     /// A process that exits before it has been read gets no profile: its PID may be another's.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one breach's whole situation, each part read by the check"
+    )]
     pub fn profile(
         &self,
         pid: i32,
         pidfd: impl AsFd,
         name: &str,
+        identity: Identity,
         rss: u64,
         limit: u64,
         growth: growth::RawStacks,
@@ -183,6 +194,7 @@ impl Profiler {
             pid,
             pidfd,
             name: name.to_owned(),
+            identity,
             rss,
             limit,
             growth,
@@ -225,6 +237,25 @@ fn capture_live(
     Some(regions.map(|regions| (regions, growth)))
 }
 
+/// The profile's comments: whose it is (with its container and pod, when it is in one) and
+/// why it was taken.
+fn about(job: &Job) -> Vec<String> {
+    let mut lines = vec![format!(
+        "memory-monitor profile of {} (pid {}): rss {} over the limit {}",
+        job.name,
+        job.pid,
+        Bytes(job.rss),
+        Bytes(job.limit)
+    )];
+    if let Some(id) = job.identity.container() {
+        lines.push(format!("container_id: {id}"));
+    }
+    if let Some(uid) = job.identity.pod() {
+        lines.push(format!("pod_uid: {uid}"));
+    }
+    lines
+}
+
 /// The profiler thread: captures, then encodes and writes each profile.
 fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts) {
     while let Ok(job) = queue.recv() {
@@ -244,30 +275,30 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
                 continue;
             }
         };
-        let about = format!(
-            "memory-monitor profile of {name} (pid {pid}): rss {} over the limit {}",
-            Bytes(job.rss),
-            Bytes(job.limit)
-        );
+        let about = about(&job);
         let profile = encode(&regions, &growth, &about, time);
         let info = ProfileInfo {
             pid,
             name,
             rss: job.rss,
             limit: job.limit,
+            container_id: job.identity.container(),
+            pod_uid: job.identity.pod(),
         };
-        let mut attempt = writer.write_about(file, &profile, &info);
-        for pause in WRITE_RETRIES {
-            if attempt.is_ok() {
-                break;
-            }
-            std::thread::sleep(pause);
-            attempt = writer.write_about(file, &profile, &info);
-        }
-        match attempt {
+        // The flame graph first: once the profile is there, so is its picture.
+        let flame = flame::file_name(file);
+        let title = format!("{name} (pid {pid})");
+        let drawn = flame::svg(&regions, &growth, &title, &about.join(", "))
+            .map_err(|error| -> crate::sink::WriteError { Box::new(error) })
+            .and_then(|svg| write_retried(writer, &flame, &svg, &info));
+        match write_retried(writer, file, &profile, &info) {
             Ok(()) => {
                 counts.written.inc();
-                tracing::info!(event = "profile", pid, %name, profile = %file, to = %writer.describe(), "profile written");
+                let flame_graph = drawn.is_ok().then_some(tracing::field::display(&flame));
+                tracing::info!(event = "profile", pid, %name, profile = %file, flame_graph, to = %writer.describe(), "profile written");
+                if let Err(error) = drawn {
+                    tracing::warn!(event = "profile_failed", pid, %name, profile = %flame, to = %writer.describe(), "flame graph not written: {}", crate::logging::one_line(error.as_ref()));
+                }
             }
             Err(error) => {
                 let failed = counts.failed.inc() + 1;
@@ -284,6 +315,24 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
             }
         }
     }
+}
+
+/// Writes `bytes` as `file` through `writer`, retrying after each of [`WRITE_RETRIES`].
+fn write_retried(
+    writer: &dyn ProfileWriter,
+    file: &str,
+    bytes: &[u8],
+    info: &ProfileInfo<'_>,
+) -> Result<(), crate::sink::WriteError> {
+    let mut attempt = writer.write_about(file, bytes, info);
+    for pause in WRITE_RETRIES {
+        if attempt.is_ok() {
+            break;
+        }
+        std::thread::sleep(pause);
+        attempt = writer.write_about(file, bytes, info);
+    }
+    attempt
 }
 
 #[cfg(test)]
@@ -327,16 +376,18 @@ mod tests {
         let profiler = Profiler::start(writer, Duration::from_secs(20), counts.clone()).unwrap();
         let me = getpid().as_raw_nonzero().get();
         profiler
-            .profile(me, &gone, "gone", 2, 1, Vec::new())
+            .profile(me, &gone, "gone", Identity::default(), 2, 1, Vec::new())
             .unwrap();
-        let kept = profiler.profile(me, &alive, "alive", 2, 1, Vec::new());
+        let kept = profiler.profile(me, &alive, "alive", Identity::default(), 2, 1, Vec::new());
         // One after the other on the profiler's thread: once the second is done, both are.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while counts.written.get() + counts.failed.get() < 2 && std::time::Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(*written.lock().unwrap(), [kept.unwrap()]);
+        // The living one's flame graph, then its profile.
+        let kept = kept.unwrap();
+        assert_eq!(*written.lock().unwrap(), [flame::file_name(&kept), kept]);
         assert_eq!(counts.failed.get(), 1);
     }
 

@@ -12,6 +12,8 @@ use toml::Spanned;
 use super::spec::{Repeat, RuleSpec};
 use super::{COMMAND_LINE_RULE, Defaults, Exclude, MAX_RULES, Rule, RulesError};
 use crate::cgroup::CgroupPath;
+use crate::choice::Choice as _;
+use crate::count::Count;
 use crate::matcher::{MatchMode, Matcher};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
@@ -87,6 +89,7 @@ struct RawRule {
     profile_to: Option<Spanned<String>>,
     profile_budget: Option<Spanned<Scalar>>,
     profile_at: Option<Spanned<Scalar>>,
+    count: Option<Spanned<String>>,
 }
 
 /// Reads the rules in the file at `path`.
@@ -294,6 +297,13 @@ impl FileText<'_> {
                 ),
                 None => None,
             },
+            count: match &raw.count {
+                Some(count) => Some(
+                    Count::parse(count.get_ref())
+                        .map_err(|e| fail(count.span(), "count", e.to_string()))?,
+                ),
+                None => None,
+            },
         };
         spec.build(defaults).map_err(|error| {
             // At the key it is about, or at the rule.
@@ -356,6 +366,7 @@ impl RawRule {
             "profile-to" => text(&self.profile_to),
             "profile-budget" => scalar(&self.profile_budget),
             "profile-at" => scalar(&self.profile_at),
+            "count" => text(&self.count),
             _ => None,
         }
     }

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use crate::cgroup;
 pub use crate::cgroup::{CgroupError, CgroupPath};
+pub use crate::count::Count;
 use crate::matcher::Matcher;
 use crate::procfs::{self, ProcRoot};
 use crate::signal::Signal;
@@ -196,6 +197,8 @@ pub struct Rule {
     pub exec: Option<Exec>,
     /// Profiles on breach.
     pub profile: Option<ProfileSettings>,
+    /// What counts toward the limit.
+    pub count: Count,
 }
 
 impl Rule {
@@ -216,6 +219,7 @@ impl Rule {
             kill_after: None,
             exec: None,
             profile: None,
+            count: Count::Rss,
         }
     }
 }

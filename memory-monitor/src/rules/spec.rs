@@ -12,6 +12,7 @@ use super::{
     Exec, Pinned, ProfileSettings, Rule, Selector,
 };
 use crate::cgroup::CgroupPath;
+use crate::count::Count;
 use crate::matcher::Matcher;
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
@@ -72,6 +73,8 @@ pub struct RuleSpec {
     pub profile_budget: Option<Duration>,
     /// `profile-at`.
     pub profile_at: Option<u32>,
+    /// `count`.
+    pub count: Option<Count>,
 }
 
 /// Why a spec makes no rule.
@@ -255,6 +258,7 @@ impl RuleSpec {
             kill_after: self.kill_after,
             exec,
             profile,
+            count: self.count.unwrap_or_default(),
         })
     }
 }

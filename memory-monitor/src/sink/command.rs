@@ -37,6 +37,11 @@ impl CommandWriter {
                 ("MM_NAME", about.name.to_owned()),
                 ("MM_RSS_BYTES", about.rss.to_string()),
                 ("MM_LIMIT_BYTES", about.limit.to_string()),
+                (
+                    "MM_CONTAINER_ID",
+                    about.container_id.unwrap_or("").to_owned(),
+                ),
+                ("MM_POD_UID", about.pod_uid.unwrap_or("").to_owned()),
             ]);
         }
         crate::shell::run_shell(&self.command, &env, profile, TIMEOUT).map_err(Into::into)
@@ -70,7 +75,7 @@ mod tests {
     fn the_command_gets_the_profile_and_the_facts() {
         let out = std::env::temp_dir().join(format!("mm-cmd-writer-{}", std::process::id()));
         let writer = CommandWriter::new(&format!(
-            "cat > {0}; echo \"$MM_PROFILE_NAME $MM_PID $MM_NAME $MM_RSS_BYTES $MM_LIMIT_BYTES\" >> {0}",
+            "cat > {0}; echo \"$MM_PROFILE_NAME $MM_PID $MM_NAME $MM_RSS_BYTES $MM_LIMIT_BYTES $MM_CONTAINER_ID:$MM_POD_UID\" >> {0}",
             out.display()
         ));
         let about = ProfileInfo {
@@ -78,10 +83,12 @@ mod tests {
             name: "app",
             rss: 2048,
             limit: 1024,
+            container_id: Some("c0ffee"),
+            pod_uid: None,
         };
         writer.write_about("p.pb.gz", b"PROFILE\n", &about).unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
-        assert_eq!(text, "PROFILE\np.pb.gz 7 app 2048 1024\n");
+        assert_eq!(text, "PROFILE\np.pb.gz 7 app 2048 1024 c0ffee:\n");
         std::fs::remove_file(&out).unwrap();
         assert!(CommandWriter::new("exit 3").write("p", b"").is_err());
     }

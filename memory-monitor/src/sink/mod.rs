@@ -36,6 +36,10 @@ pub struct ProfileInfo<'a> {
     pub rss: u64,
     /// The limit it went over, bytes.
     pub limit: u64,
+    /// The container runtime's ID of its container, when it is in one.
+    pub container_id: Option<&'a str>,
+    /// Its pod's UID, when it is in one.
+    pub pod_uid: Option<&'a str>,
 }
 
 /// Somewhere to put profiles: the library's answer to go-mem-monitor's `Writer`.

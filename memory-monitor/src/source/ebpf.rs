@@ -20,8 +20,8 @@ use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, Event, MAX_RULES, RULE_ANY, RULE_ASK, RULE_ASK_IF_EQUAL,
-    RULE_EXACT, RULE_NEVER, RULE_NONE, RULE_PREFIX, Rule, WATCH_ARMED, WATCH_BY_NAME, Watch,
-    layout, member,
+    RULE_EXACT, RULE_NEVER, RULE_NONE, RULE_PREFIX, Rule, WATCH_ARMED, WATCH_BY_NAME,
+    WATCH_COUNT_SWAP, Watch, layout, member,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -173,6 +173,8 @@ pub struct KernelWatch {
     accounting: Accounting,
     /// The growth profile's stacks and samples, when it is on.
     growth: Option<(StackTraceMap<MapData>, HashMap<MapData, u64, u64>)>,
+    /// Whether the kernel side follows swap entries (a rule at start-up counted swap).
+    count_swap: bool,
 }
 
 /// The ring buffer's size: room for thousands of events between two drains.
@@ -288,6 +290,8 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         .iter()
         .any(|rule| rule.profile.is_some());
     let growth_entries = if profiling { GROWTH_STACKS } else { 1 };
+    // Swap-entry changes are followed only when a rule at start-up counts swap.
+    let count_swap = u32::from(settings.rules.rules().iter().any(|rule| rule.count.swap()));
     let fault = Fault::injected();
     let ring_bytes = match fault {
         Some(Fault::SmallRing) => crate::procfs::page_size() as u32,
@@ -307,6 +311,7 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         .override_global("THREAD_LAG", &thread_lag, true)
         .override_global("SLOT_MASK", &slot_mask, true)
         .override_global("SAMPLE_BYTES", &GROWTH_SAMPLE_BYTES, true)
+        .override_global("COUNT_SWAP", &count_swap, true)
         .map_max_entries("STACKS", growth_entries)
         .map_max_entries("GROWTH", growth_entries)
         .override_global(aya_log::LEVEL, &log_level, false)
@@ -365,6 +370,7 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
     };
     let watch = KernelWatch {
         growth,
+        count_swap: count_swap != 0,
         watched: HashMap::try_from(take(&mut ebpf, "WATCHED")?).map_err(map_error)?,
         rearm: HashMap::try_from(take(&mut ebpf, "REARM")?).map_err(map_error)?,
         claims: HashMap::try_from(take(&mut ebpf, "SIGNAL_CLAIMS")?).map_err(map_error)?,
@@ -406,6 +412,11 @@ impl KernelWatch {
         self.growth.is_some()
     }
 
+    /// Whether swap can count (swap entries are followed when a rule at start-up counted them).
+    pub fn can_count_swap(&self) -> bool {
+        self.count_swap
+    }
+
     /// Starts (or restarts) following `tgid` from its exact resident split `parts`, as
     /// `target` says.
     pub fn watch(&mut self, tgid: i32, parts: ResidentParts, target: Target) -> io::Result<()> {
@@ -413,13 +424,20 @@ impl KernelWatch {
         members[member::FILE] = parts.file as i64;
         members[member::ANON] = parts.anon as i64;
         members[member::SHMEM] = parts.shmem as i64;
+        members[member::SWAPENTS] = parts.swap as i64;
         let record = Watch {
-            trigger: trigger_for(target.limit, self.accounting),
+            trigger: trigger_for(target.limit, self.accounting, target.count_swap),
             limit: target.limit,
             members,
             last_event_ns: 0,
             mm: 0,
-            flags: WATCH_ARMED | if target.by_name { WATCH_BY_NAME } else { 0 },
+            flags: WATCH_ARMED
+                | if target.by_name { WATCH_BY_NAME } else { 0 }
+                | if target.count_swap {
+                    WATCH_COUNT_SWAP
+                } else {
+                    0
+                },
             grown: 0,
             threads: parts.threads.max(1),
             spare: 0,
@@ -624,12 +642,20 @@ pub struct Target {
     pub profile_from: Option<u64>,
     /// Watched by name (a rename or exec to another name ends the watch), not by PID.
     pub by_name: bool,
+    /// Its rule counts swap.
+    pub count_swap: bool,
 }
 
 /// The approximate RSS at which a process with `limit` is reported: within the counters'
-/// error of it (the kernel side takes each thread's lag off that, where there is one).
-fn trigger_for(limit: u64, accounting: Accounting) -> u64 {
-    limit.saturating_sub(accounting.counter_error())
+/// error of it, one counter more when swap counts (the kernel side takes each thread's lag off
+/// that, where there is one).
+fn trigger_for(limit: u64, accounting: Accounting, count_swap: bool) -> u64 {
+    let swap = if count_swap {
+        accounting.one_counter_error()
+    } else {
+        0
+    };
+    limit.saturating_sub(accounting.counter_error() + swap)
 }
 
 /// Writes `rules` into the kernel side's `RULES` and `CGROUPS` maps, in order, ending the list
@@ -708,7 +734,12 @@ fn kernel_rule(
     }
     let limit = rules.fixed_limit(index);
     kernel_rule.limit = limit.unwrap_or(u64::MAX);
-    kernel_rule.trigger = limit.map_or(u64::MAX, |limit| trigger_for(limit, accounting));
+    let count_swap = rule.count.swap();
+    kernel_rule.trigger =
+        limit.map_or(u64::MAX, |limit| trigger_for(limit, accounting, count_swap));
+    if count_swap {
+        kernel_rule.watch_flags |= WATCH_COUNT_SWAP;
+    }
     kernel_rule.profile_from = match (&rule.profile, limit) {
         (Some(profile), Some(limit)) => profile.growth_from(limit),
         _ => u64::MAX,

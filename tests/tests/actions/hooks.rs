@@ -236,9 +236,11 @@ fn a_hook_gets_a_clean_environment_and_none_of_the_monitors_protections() {
     assert_eq!(
         names,
         [
+            "MM_CONTAINER_ID",
             "MM_LIMIT_BYTES",
             "MM_NAME",
             "MM_PID",
+            "MM_POD_UID",
             "MM_PROFILE",
             "MM_RSS_BYTES",
             "MM_RULE",

@@ -4,8 +4,11 @@
 //! Tests that need root are ignored without it; `cargo xtask test` runs them (as root, with
 //! `--include-ignored`).
 
+mod flame;
 mod hooks;
+mod identity;
 mod logs;
 mod metrics;
 mod pressure;
 mod profile;
+mod swap;

@@ -26,10 +26,12 @@ fn empty_dir(test: &str) -> PathBuf {
     dir
 }
 
+/// The profiles in `dir` (their flame graphs are beside them: tests/tests/flame.rs).
 fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| entries.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
+    files.retain(|path| path.to_string_lossy().ends_with(".pb.gz"));
     files.sort();
     files
 }
@@ -166,7 +168,8 @@ fn profiles_are_put_over_http() {
     let mut monitor = Monitor::start_with(&args("poll", &["--profile-to", &url, &name]), released);
     assert!(target.wait_signal(USR1), "{}", monitor.log_text());
     monitor.expect_log(&["profile written", &format!("pid={}", target.pid())]);
-    let received = server.received();
+    let mut received = server.received();
+    received.retain(|(path, _)| path.ends_with(".pb.gz"));
     assert_eq!(received.len(), 1, "{received:?}");
     let (path, body) = &received[0];
     assert!(
@@ -198,7 +201,8 @@ fn profiles_go_to_s3_and_a_stopped_server_is_a_logged_failure() {
     );
     assert!(target.wait_signal(USR1), "{}", monitor.log_text());
     monitor.expect_log(&["profile written", &format!("pid={}", target.pid())]);
-    let keys = server.list("profiles");
+    let mut keys = server.list("profiles");
+    keys.retain(|key| key.ends_with(".pb.gz"));
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(
         keys[0].starts_with("breaches/") && keys[0].contains(&name),

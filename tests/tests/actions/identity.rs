@@ -1,0 +1,235 @@
+//! Which container and pod a breaching process is in, on real cgroups named as each container
+//! runtime names them (systemd driver: containerd, CRI-O, Docker; cgroupfs driver: Kubernetes
+//! and Docker), in both modes: the breach line, the hook's environment and the profile's
+//! comments carry the container ID and the pod UID.
+
+use std::path::Path;
+
+use memory_monitor_tests::cgroup::{Cgroup, v2_mount};
+use memory_monitor_tests::{Monitor, Target, unique_name, wait_until};
+
+const USR1: i32 = libc::SIGUSR1;
+
+/// One runtime's layout: the cgroup path below the test's own directory, and the container
+/// ID and pod UID the monitor must find in it.
+struct Layout {
+    label: &'static str,
+    path: String,
+    container: String,
+    pod: Option<String>,
+}
+
+/// Every layout, with IDs unique to this run (64 hex digits; a UUID).
+fn layouts() -> Vec<Layout> {
+    let run = std::process::id();
+    let id = |n: u32| format!("{run:08x}{n:056x}");
+    let uid = |n: u32| format!("{run:08x}-0000-4000-8000-{n:012x}");
+    let systemd_pod = |n: u32| {
+        format!(
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+            uid(n).replace('-', "_")
+        )
+    };
+    vec![
+        Layout {
+            label: "containerd (systemd)",
+            path: format!("{}/cri-containerd-{}.scope", systemd_pod(1), id(1)),
+            container: id(1),
+            pod: Some(uid(1)),
+        },
+        Layout {
+            label: "CRI-O (systemd)",
+            path: format!("{}/crio-{}.scope", systemd_pod(2), id(2)),
+            container: id(2),
+            pod: Some(uid(2)),
+        },
+        Layout {
+            label: "Docker (systemd)",
+            path: format!("system.slice/docker-{}.scope", id(3)),
+            container: id(3),
+            pod: None,
+        },
+        Layout {
+            label: "Kubernetes (cgroupfs)",
+            path: format!("kubepods/burstable/pod{}/{}", uid(4), id(4)),
+            container: id(4),
+            pod: Some(uid(4)),
+        },
+        Layout {
+            label: "Docker (cgroupfs)",
+            path: format!("docker/{}", id(5)),
+            container: id(5),
+            pod: None,
+        },
+    ]
+}
+
+/// Makes every directory of `path` under `base` in `root` not made yet (outermost first);
+/// dropped innermost first. The first is the innermost: the container's.
+fn nested(root: &Path, base: &str, path: &str) -> Vec<Cgroup> {
+    let mut made = Vec::new();
+    let mut at = base.to_string();
+    for part in path.split('/') {
+        at = format!("{at}/{part}");
+        // Parents shared with an earlier layout (`kubepods.slice`) are that layout's.
+        if !root.join(&at).exists() {
+            made.push(Cgroup::create(root, &at));
+        }
+    }
+    made.reverse();
+    made
+}
+
+/// The files in `dir` whose names end with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|path| path.to_string_lossy().ends_with(suffix))
+        .collect()
+}
+
+/// `go tool pprof -comments` of `profile`.
+fn pprof_comments(profile: &Path) -> String {
+    let output = std::process::Command::new("go")
+        .args(["tool", "pprof", "-comments"])
+        .arg(profile)
+        .output()
+        .expect("go tool pprof");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn breaches_name_the_container_and_pod_in_each_runtimes_layout() {
+    let root = v2_mount().expect("a cgroup v2 hierarchy");
+    for mode in ["poll", "ebpf"] {
+        let top = unique_name("mmi-cg");
+        let _top = Cgroup::create(root, &top);
+        let layouts = layouts();
+        let mut cgroups = Vec::new();
+        let prefix = unique_name("mmi");
+        let mut targets = Vec::new();
+        for (n, layout) in layouts.iter().enumerate() {
+            let made = nested(root, &top, &layout.path);
+            let target = Target::spawn(&format!("{prefix}{n}"));
+            // In its container before the monitor first sees it.
+            made[0].add(target.pid());
+            cgroups.push(made);
+            targets.push(target);
+        }
+        // Outside any container: no container, no pod.
+        let mut bare = Target::spawn(&format!("{prefix}9"));
+        let dir = std::env::temp_dir().join(unique_name("mmi-out"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let profiles = dir.join("profiles");
+        let hook = format!(
+            "echo \"$MM_CONTAINER_ID:$MM_POD_UID\" > {0}/.$MM_PID && mv {0}/.$MM_PID {0}/$MM_PID.env",
+            dir.display()
+        );
+        let (profiles_arg, prefix_arg) = (profiles.display().to_string(), prefix.clone());
+        let mut monitor = Monitor::start(&[
+            "--mode",
+            mode,
+            "-i",
+            "100ms",
+            "-m",
+            "32M",
+            "-s",
+            "USR1",
+            "--repeat",
+            "never",
+            "--exec",
+            &hook,
+            "--profile-dir",
+            &profiles_arg,
+            &prefix_arg,
+        ]);
+        monitor.expect_log(&["watching", &format!("mode={mode}")]);
+        for (target, layout) in targets.iter_mut().zip(&layouts) {
+            target.grow(48);
+            assert!(
+                target.wait_signal(USR1),
+                "{mode} {}: {}",
+                layout.label,
+                monitor.log_text()
+            );
+            let pid = format!("pid={}", target.pid());
+            let line = monitor.expect_log(&["over the limit", &pid]);
+            let container = format!("container_id=\"{}\"", layout.container);
+            assert!(line.contains(&container), "{mode} {}: {line}", layout.label);
+            match &layout.pod {
+                Some(pod) => assert!(
+                    line.contains(&format!("pod_uid=\"{pod}\"")),
+                    "{mode} {}: {line}",
+                    layout.label
+                ),
+                None => assert!(
+                    !line.contains("pod_uid="),
+                    "{mode} {}: {line}",
+                    layout.label
+                ),
+            }
+            let env = dir.join(format!("{}.env", target.pid()));
+            assert!(
+                wait_until(|| env.exists()),
+                "{mode} {}: {}",
+                layout.label,
+                monitor.log_text()
+            );
+            let expected = format!(
+                "{}:{}\n",
+                layout.container,
+                layout.pod.clone().unwrap_or_default()
+            );
+            assert_eq!(
+                std::fs::read_to_string(&env).unwrap(),
+                expected,
+                "{mode} {}",
+                layout.label
+            );
+            monitor.expect_log(&["profile written", &pid]);
+            let profile = files_ending(&profiles, ".pb.gz")
+                .into_iter()
+                .find(|p| p.to_string_lossy().contains(&format!("_{}_", target.pid())))
+                .expect("the breach's profile");
+            let comments = pprof_comments(&profile);
+            assert!(
+                comments.contains(&format!("container_id: {}", layout.container)),
+                "{mode} {}: {comments}",
+                layout.label
+            );
+            if let Some(pod) = &layout.pod {
+                assert!(
+                    comments.contains(&format!("pod_uid: {pod}")),
+                    "{mode} {}: {comments}",
+                    layout.label
+                );
+            }
+        }
+        bare.grow(48);
+        assert!(bare.wait_signal(USR1), "{mode}: {}", monitor.log_text());
+        let line = monitor.expect_log(&["over the limit", &format!("pid={}", bare.pid())]);
+        assert!(
+            !line.contains("container_id=") && !line.contains("pod_uid="),
+            "{mode}: {line}"
+        );
+        let env = dir.join(format!("{}.env", bare.pid()));
+        assert!(
+            wait_until(|| env.exists()),
+            "{mode}: {}",
+            monitor.log_text()
+        );
+        assert_eq!(std::fs::read_to_string(&env).unwrap(), ":\n");
+        assert!(monitor.stop().success());
+        drop(targets);
+        drop(cgroups);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

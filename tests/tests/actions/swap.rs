@@ -1,0 +1,126 @@
+//! `count = "rss+swap"`: a process whose pages went to swap still uses that memory. On a real
+//! swap file (made on the root file system, `swapon`ed for the test and `swapoff`ed after), two
+//! targets each in a memory cgroup limited to 24 MiB grow to 64 MiB, so most of their pages go
+//! to swap; under a 40 MiB limit the one whose rule counts swap is signalled, the one whose
+//! rule counts RSS alone (which stays under 24 MiB) is not. Both modes.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy};
+use memory_monitor_tests::{Monitor, RulesFile, Target, unique_name};
+
+const USR1: i32 = libc::SIGUSR1;
+
+/// A swap file in use, turned off and removed when dropped.
+struct SwapFile(PathBuf);
+
+impl SwapFile {
+    fn on(mib: usize) -> SwapFile {
+        // Not on a tmpfs (swap on tmpfs is refused): the root file system's /var/tmp.
+        let path = PathBuf::from(format!("/var/tmp/mm-test-swap-{}", std::process::id()));
+        let run = |program: &str, args: &[&str]| {
+            let output = Command::new(program).args(args).output().expect(program);
+            assert!(
+                output.status.success(),
+                "{program} {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let file = path.to_str().unwrap().to_owned();
+        let file = file.as_str();
+        run(
+            "dd",
+            &[
+                "if=/dev/zero",
+                &format!("of={file}"),
+                "bs=1M",
+                &format!("count={mib}"),
+            ],
+        );
+        run("chmod", &["600", file]);
+        run("mkswap", &[file]);
+        let swap = SwapFile(path);
+        run("swapon", &[file]);
+        swap
+    }
+}
+
+impl Drop for SwapFile {
+    fn drop(&mut self) {
+        let _ = Command::new("swapoff").arg(&self.0).status();
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A memory cgroup holding at most `mib` MiB in memory.
+fn limited(mib: u64) -> Cgroup {
+    let (root, file) = memory_hierarchy().expect("a memory cgroup controller");
+    let cgroup = Cgroup::create(&root, &unique_name("mms-cg"));
+    cgroup.set(file, &(mib << 20).to_string());
+    cgroup
+}
+
+/// The swap a process has (`VmSwap`), in bytes.
+fn swap_of(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmSwap:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib << 10
+}
+
+#[test]
+#[ignore = "needs root"]
+fn swapped_out_memory_counts_only_where_a_rule_says_so() {
+    let _swap = SwapFile::on(256);
+    for mode in ["poll", "ebpf"] {
+        let (rss_only, with_swap) = (unique_name("mmsr"), unique_name("mmss"));
+        let rules = RulesFile::new(
+            "swap",
+            &format!(
+                "[[rule]]\nname = \"rss\"\nexact = \"{rss_only}\"\nmax-memory = \"40M\"\nsignal = \"USR1\"\nrepeat = \"never\"\n\n\
+                 [[rule]]\nname = \"swap\"\nexact = \"{with_swap}\"\nmax-memory = \"40M\"\ncount = \"rss+swap\"\nsignal = \"USR1\"\nrepeat = \"never\"\n"
+            ),
+        );
+        let mut monitor = Monitor::start(&[
+            "--mode",
+            mode,
+            "-i",
+            "100ms",
+            "-v",
+            "--config",
+            rules.path(),
+        ]);
+        monitor.expect_log(&["watching", &format!("mode={mode}")]);
+        monitor.expect_log(&["checked"]);
+
+        // The RSS-only one first: over 40 MiB only with its swap.
+        let cgroup_r = limited(24);
+        let mut r = Target::spawn(&rss_only);
+        cgroup_r.add(r.pid());
+        let rss = r.grow(64);
+        assert!(rss < 40 << 20, "{mode}: rss {rss}");
+        assert!(
+            swap_of(r.pid()) > 24 << 20,
+            "{mode}: swap {}",
+            swap_of(r.pid())
+        );
+
+        let cgroup_s = limited(24);
+        let mut s = Target::spawn(&with_swap);
+        cgroup_s.add(s.pid());
+        s.grow(64);
+        assert!(s.wait_signal(USR1), "{mode}: {}", monitor.log_text());
+        let line = monitor.expect_log(&["over the limit", &format!("pid={}", s.pid())]);
+        assert!(line.contains("rule=\"swap\""), "{line}");
+        // Looked at since it grew (the breach after it was judged after it), never signalled.
+        assert!(r.signals().is_empty(), "{mode}: {}", monitor.log_text());
+        assert_eq!(
+            monitor.count(&["over the limit", &format!("pid={}", r.pid())]),
+            0
+        );
+        assert!(monitor.stop().success());
+        drop((r, s));
+        drop((cgroup_r, cgroup_s));
+    }
+}
