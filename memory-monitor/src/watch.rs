@@ -324,7 +324,14 @@ impl Watched {
         }
         let mut before = counted;
         for _ in 0..ROLLUP_TRIES {
-            let (rollup, rollup_swap) = self.rollup(proc, count)?;
+            let (rollup, rollup_swap) = match self.rollup(proc, count) {
+                Ok(walked) => walked,
+                // Not ours to walk (`smaps_rollup` asks for ptrace access, which an
+                // unprivileged container's monitor lacks for its neighbours): the counters,
+                // within their error, decide, as where the walk is torn.
+                Err(Errno::ACCESS | Errno::PERM) => return Ok(before),
+                Err(errno) => return Err(errno),
+            };
             let after = self.rss(proc, buf, page_size)?.saturating_add(swap);
             tracing::trace!(
                 pid = self.pid,
