@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use memory_monitor_tests::cgroup::{Cgroup, v2_mount};
-use memory_monitor_tests::{Monitor, Target, unique_name, wait_until};
+use memory_monitor_tests::{Monitor, Target, unique_name, usr1_over_32m, wait_until};
 
 const USR1: i32 = libc::SIGUSR1;
 
@@ -134,23 +134,10 @@ fn breaches_name_the_container_and_pod_in_each_runtimes_layout() {
             dir.display()
         );
         let (profiles_arg, prefix_arg) = (profiles.display().to_string(), prefix.clone());
-        let mut monitor = Monitor::start(&[
-            "--mode",
+        let mut monitor = Monitor::start(&usr1_over_32m(
             mode,
-            "-i",
-            "100ms",
-            "-m",
-            "32M",
-            "-s",
-            "USR1",
-            "--repeat",
-            "never",
-            "--exec",
-            &hook,
-            "--profile-dir",
-            &profiles_arg,
-            &prefix_arg,
-        ]);
+            &["--exec", &hook, "--profile-dir", &profiles_arg, &prefix_arg],
+        ));
         monitor.expect_log(&["watching", &format!("mode={mode}")]);
         for (target, layout) in targets.iter_mut().zip(&layouts) {
             target.grow(48);
