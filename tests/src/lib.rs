@@ -54,16 +54,31 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A process name no other test (or run) uses: `prefix` plus this test process's PID and a
-/// counter, the prefix cut short where the whole would not fit the kernel's 15-byte `comm`
-/// (what makes the name unique is its end).
+/// counter, in base 36 so they stay short. The whole is at most 12 bytes, which leaves tests
+/// room for a suffix of up to 3 (`{name}ok`, `{name}r7`) within the kernel's 15-byte `comm`:
+/// a suffix cut off by the kernel would make two targets one name. The prefix is cut short
+/// where needed, since what makes the name unique is its end.
 pub fn unique_name(prefix: &str) -> String {
+    const MAX: usize = 12;
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let unique = format!("{}x{n}", std::process::id() % 100_000);
-    let room = 15usize.saturating_sub(unique.len());
+    let unique = format!("{}x{}", base36(std::process::id()), base36(n));
+    let room = MAX.saturating_sub(unique.len());
     assert!(room >= 3, "{unique} leaves no room for a prefix");
     let prefix = &prefix[..prefix.len().min(room)];
     format!("{prefix}{unique}")
+}
+
+fn base36(mut n: u32) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit(n % 36, 36).unwrap());
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().collect()
 }
 
 /// A directory for links named after targets, readable by every user (the unprivileged tests
@@ -751,4 +766,17 @@ pub fn assert_killed_after_its_term(target: &mut Target, monitor: &mut Monitor) 
         "{}",
         monitor.log_text()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unique_name;
+
+    #[test]
+    fn unique_names_differ_and_leave_room_for_a_suffix() {
+        let names: std::collections::HashSet<_> =
+            (0..2000).map(|_| unique_name("a-long-prefix")).collect();
+        assert_eq!(names.len(), 2000);
+        assert!(names.iter().all(|name| name.len() + 3 <= 15), "{names:?}");
+    }
 }

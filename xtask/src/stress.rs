@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use crate::{cargo, run_step, test_suite, workspace};
+use crate::{build_for_tests, cargo, run_step, test_suite, workspace};
 
 /// The share of the machine's memory the load keeps churning.
 const CHURNED_MEMORY: &str = "10%";
@@ -45,7 +45,7 @@ struct Failure {
 /// test failed in any run.
 pub fn run(runs: usize) -> Result<()> {
     // Built before the load starts: the runs measure the tests, not the compiler.
-    run_step(cargo().args(["build", "--locked", "--workspace", "--bins"]))?;
+    build_for_tests()?;
     run_step(cargo().args(["test", "--locked", "--workspace", "--no-run"]))?;
     let logs = workspace().join("target/stress");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
