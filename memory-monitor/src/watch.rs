@@ -237,11 +237,13 @@ impl Watched {
         now: Instant,
         renumbered: &dyn Fn(usize) -> Option<usize>,
     ) -> Result<(), AdmitError> {
-        let standing = Standing::read(proc, self.pid, rules, cmdline_buf)?;
-        // Read by PID: all of it was this process's only if it still lives.
+        let standing = Standing::read(proc, self.pid, rules, cmdline_buf);
+        // Read by PID: all of it was this process's only if it still lives. And one that
+        // has exited is reported as such, not as one that no longer matches.
         if self.has_exited() {
             return Err(AdmitError::Exited);
         }
+        let standing = standing?;
         if renumbered(self.rule) != Some(standing.rule) {
             self.episode.rule_changed(now);
         }
@@ -740,6 +742,28 @@ mod tests {
                 Delivery::Exited
             );
         }
+    }
+
+    #[test]
+    fn a_watched_process_looked_at_again_after_it_exited_has_exited_not_stopped_matching() {
+        // The kernel side's rename event may be handled after the process is gone.
+        let mut sleeper = Sleeper::start();
+        let proc = ProcRoot::open().unwrap();
+        let mut cmdline = vec![0; 4096];
+        let rules = named(sleeper.name());
+        let mut watched = Watched::open(&proc, sleeper.pid(), &rules, &mut cmdline, false)
+            .expect("the sleeper is admitted");
+        let now = Instant::now();
+        assert!(
+            watched
+                .refresh(&proc, &rules, &mut cmdline, now, &Some)
+                .is_ok()
+        );
+        sleeper.end();
+        assert!(matches!(
+            watched.refresh(&proc, &rules, &mut cmdline, now, &Some),
+            Err(AdmitError::Exited)
+        ));
     }
 
     #[test]

@@ -29,10 +29,11 @@ fn each_rule_applies_its_own_limit_and_signal_and_the_first_match_wins_in_ebpf_m
 
 fn each_rule_applies_its_own_limit_and_signal_and_the_first_match_wins(mode: &str) {
     let small = unique_name("mmr-sm");
-    let large = unique_name("mmr-lg");
-    // `large` also matches the second rule's prefix; the first rule, which names it
-    // exactly, applies.
-    let common = &large[..8];
+    // `large` also matches the third rule's prefix, `common` (a name of its own: a prefix
+    // other tests' names share would take their processes too); the first rule, which names
+    // it exactly, applies.
+    let common = unique_name("mmr-cm");
+    let large = format!("{common}lg");
     let file = RulesFile::new(
         "mmr-rl",
         &(rule("large", &format!("exact = \"{large}\""), "96M", "USR2")

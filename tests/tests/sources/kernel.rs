@@ -3,7 +3,7 @@
 //! Each prints `vmtest:` lines (start line, verified instructions, events per MiB) that
 //! `cargo xtask vmtest` collects into its per-kernel table. These need root.
 
-use memory_monitor_tests::{Monitor, bpf_objects_of, unique_name};
+use memory_monitor_tests::{Monitor, bpf_objects_of, unique_name, wait_until};
 
 /// The verifier's budget: instructions it explores per program before giving up.
 const VERIFIER_LIMIT: u32 = 1_000_000;
@@ -103,7 +103,15 @@ fn rss_stat_reports_a_growing_process() {
     }
     write("events/kmem/rss_stat/enable", "0");
     let trace = std::fs::read_to_string(instance.join("trace")).unwrap();
-    std::fs::remove_dir(&instance).expect("remove the tracefs instance");
+    // The kernel refuses to remove an instance while one of its files is open, and a child
+    // another test of this binary is forking holds copies of this test's descriptors until
+    // its exec closes them: wait for those to go.
+    let removed = wait_until(|| match std::fs::remove_dir(&instance) {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => false,
+        Err(e) => panic!("remove the tracefs instance: {e}"),
+    });
+    assert!(removed, "the tracefs instance stayed busy");
     let events = trace.lines().filter(|l| l.contains("rss_stat:")).count();
     println!("vmtest: events_per_mib={:.1}", events as f64 / MIB as f64);
     assert!(
