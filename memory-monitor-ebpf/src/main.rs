@@ -691,6 +691,19 @@ pub fn exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The bench's floor (`cargo xtask bench`): empty programs attached as `rss_stat` and
+/// `rss_stat_btf` are, whose cost is the kernel's own for that attach type. Everything the
+/// RSS programs cost above it is theirs. Never loaded by the monitor.
+#[tracepoint]
+pub fn floor(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[btf_tracepoint(function = "rss_stat")]
+pub fn floor_btf(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
 /// Never loaded in use: it reads memory no program may, so the verifier refuses it. The
 /// loader's fault injection (`MEMORY_MONITOR_INJECT_FAULT=verifier`) loads it in the RSS
 /// program's place to prove how a refusal is reported and survived.
