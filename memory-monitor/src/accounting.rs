@@ -80,6 +80,23 @@ impl Accounting {
             .saturating_add(threads.max(1).saturating_mul(self.thread_lag()))
     }
 
+    /// What the classic `kmem:rss_stat` tracepoint costs every process on this kernel, where
+    /// that grows with the machine: with per-CPU counters, filling in its record sums the
+    /// changed counter's part on every CPU, at every RSS change of every process (`tp_btf`
+    /// fills in no record). For the start line; none where the record is cheap.
+    pub fn tracepoint_record_cost(self) -> Option<String> {
+        match self {
+            Accounting::PerCpu => Some(format!(
+                "every RSS change of every process sums a counter over {} CPUs",
+                cpus()
+            )),
+            Accounting::Unknown => Some(
+                "on kernels with per-CPU counters (6.2 on), every RSS change of every process sums a counter over every CPU".to_string(),
+            ),
+            Accounting::PerThread | Accounting::Atomic => None,
+        }
+    }
+
     /// The figure that decides whether a process is over its limit, for the start line.
     pub fn deciding_figure(self) -> &'static str {
         match self.statm_is_exact() {

@@ -24,6 +24,8 @@ use serde::Serialize;
 
 use crate::{cargo, run_step, workspace};
 
+mod programs;
+
 /// How a bench run is sized.
 pub struct Options {
     /// Fewer trials and shorter windows (under five minutes).
@@ -34,9 +36,19 @@ pub struct Options {
     pub pause: Duration,
     /// The monitor measured: by default the static release binary (what ships).
     pub monitor: Option<PathBuf>,
+    /// `--only SECTION`: that section alone.
+    pub only: Option<String>,
 }
 
+/// The bench's sections, in the order they run.
+const SECTIONS: [&str; 5] = ["latency", "footprint", "faults", "programs", "allocations"];
+
 impl Options {
+    /// Whether `section` runs.
+    fn wants(&self, section: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == section)
+    }
+
     fn trials(&self) -> usize {
         if self.quick { 20 } else { 50 }
     }
@@ -64,7 +76,20 @@ struct Results {
     latency: Vec<Latency>,
     footprint: Vec<Footprint>,
     faults: Vec<Faults>,
+    programs: Vec<programs::Program>,
     allocations: Vec<Allocations>,
+}
+
+/// Runs a section's measurement if it is wanted; no rows if not.
+fn section<T>(
+    options: &Options,
+    name: &str,
+    measure: impl FnOnce() -> Result<Vec<T>>,
+) -> Result<Vec<T>> {
+    match options.wants(name) {
+        true => measure(),
+        false => Ok(Vec::new()),
+    }
 }
 
 #[derive(Serialize)]
@@ -110,6 +135,9 @@ struct Faults {
     /// round (paired, so slow drifts of the machine cancel out), with its interquartile range.
     overhead_percent: f64,
     overhead_percent_iqr: (f64, f64),
+    /// The same against the empty program attached the same way (eBPF conditions): what the
+    /// monitor's program costs above what the attach type costs by itself.
+    over_floor_percent: Option<f64>,
     /// The RSS program's own run time per call, from the kernel's program statistics, minus
     /// nothing: the statistics' clock reads are included (compare conditions, not absolutes).
     rss_program_ns_per_call: Option<f64>,
@@ -183,10 +211,11 @@ pub fn run(options: &Options) -> Result<()> {
         machine: machine(),
         step_bytes: options.step,
         pause_us: options.pause.as_micros() as u64,
-        latency: latency(&bins, options)?,
-        footprint: footprint(&bins, options)?,
-        faults: faults(&bins, options)?,
-        allocations: allocations(&bins, options)?,
+        latency: section(options, "latency", || latency(&bins, options))?,
+        footprint: section(options, "footprint", || footprint(&bins, options))?,
+        faults: section(options, "faults", || faults(&bins, options))?,
+        programs: section(options, "programs", || programs::run(&bins, options))?,
+        allocations: section(options, "allocations", || allocations(&bins, options))?,
     };
     let json = serde_json::to_string_pretty(&results)?;
     std::fs::write(out.join("results.json"), json + "\n")?;
@@ -618,49 +647,93 @@ fn rss_program_ns_per_call(pid: i32) -> Option<f64> {
 #[derive(Clone, Copy)]
 enum Load {
     Nothing,
-    /// The monitor, with these arguments.
-    Monitor([&'static str; 4]),
+    /// The monitor with these arguments, watching processes named `watched` (the faulting
+    /// process, or a sleeper).
+    Monitor {
+        args: [&'static str; 4],
+        watched: &'static str,
+    },
+    /// An empty program attached this way (`mm-floor`): the floor under that attach type.
+    Floor(&'static str),
     /// `perf stat` counting `kmem:rss_stat`: the tracepoint enabled without BPF.
     PerfTracepoint,
+}
+
+impl Load {
+    /// The attach type whose floor this condition is measured against.
+    fn attach(self) -> Option<&'static str> {
+        match self {
+            Load::Monitor {
+                args: ["--mode", "ebpf", "--attach", attach],
+                ..
+            } => Some(attach),
+            _ => None,
+        }
+    }
+}
+
+/// The empty programs' object, as the monitor's build leaves it (see `memory-monitor/build.rs`).
+fn bpf_object() -> Result<PathBuf> {
+    let object =
+        workspace().join("target/bpf-programs/bpfel-unknown-none/release/memory-monitor-ebpf");
+    ensure!(
+        object.is_file(),
+        "{} is missing: it is built with the monitor",
+        object.display()
+    );
+    Ok(object)
 }
 
 fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
     let (runs, seconds) = options.fault_runs();
     let faulter = bins.named("mmb-fault", &bins.path("mm-faults"))?;
+    let object = bpf_object()?;
     let mut other = Sleepers(Vec::new());
     other.grow_to(bins, 1)?;
     let cpu = (std::thread::available_parallelism().map_or(1, |n| n.get()) - 1).to_string();
+    let monitor = |attach, watched| Load::Monitor {
+        args: ["--mode", "ebpf", "--attach", attach],
+        watched,
+    };
     let mut conditions: Vec<(&str, Load)> = vec![
         ("no monitor", Load::Nothing),
         (
+            "empty classic tracepoint program (its floor)",
+            Load::Floor("tracepoint"),
+        ),
+        (
             "eBPF tracepoint, another process watched",
-            Load::Monitor(["--mode", "ebpf", "--attach", "tracepoint"]),
+            monitor("tracepoint", "mmb-sleep"),
         ),
         (
             "eBPF tracepoint, this process watched",
-            Load::Monitor(["--mode", "ebpf", "--attach", "tracepoint"]),
+            monitor("tracepoint", "mmb-fault"),
         ),
+        ("empty tp_btf program (its floor)", Load::Floor("tp-btf")),
         (
             "eBPF tp_btf, another process watched",
-            Load::Monitor(["--mode", "ebpf", "--attach", "tp-btf"]),
+            monitor("tp-btf", "mmb-sleep"),
         ),
         (
             "eBPF tp_btf, this process watched",
-            Load::Monitor(["--mode", "ebpf", "--attach", "tp-btf"]),
+            monitor("tp-btf", "mmb-fault"),
         ),
         (
             "poll, this process watched",
-            Load::Monitor(["--mode", "poll", "-i", "2"]),
+            Load::Monitor {
+                args: ["--mode", "poll", "-i", "2"],
+                watched: "mmb-fault",
+            },
         ),
     ];
-    // The floor no BPF program can go under: the kernel's own cost of an enabled tracepoint.
+    // The kernel's own cost of filling the tracepoint's record, with no program at all.
     if Command::new("perf")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
     {
         conditions.push((
-            "kmem:rss_stat enabled by perf, no BPF",
+            "kmem:rss_stat enabled by perf, no BPF (fills the record)",
             Load::PerfTracepoint,
         ));
     }
@@ -673,25 +746,21 @@ fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
         for step in 0..conditions.len() {
             let index = (step + round) % conditions.len();
             let (name, load) = conditions[index];
-            if stats && !matches!(load, Load::Monitor(_)) {
+            if stats && !matches!(load, Load::Monitor { .. } | Load::Floor(_)) {
                 continue;
             }
             eprintln!("faults: round {}/{}: {name}", round + 1, runs + 1);
-            let monitor = match load {
+            let beside = match load {
                 Load::Nothing | Load::PerfTracepoint => None,
-                Load::Monitor(mode) => {
-                    let watched = if name.contains("another") {
-                        "mmb-sleep"
-                    } else {
-                        "mmb-fault"
-                    };
-                    let mut args = mode.to_vec();
+                Load::Monitor { args, watched } => {
+                    let mut args = args.to_vec();
                     args.extend(["-m", "4G", watched]);
                     let monitor = Monitor::start(bins, &args)?;
                     // Past start-up (first /proc pass, trim) before measuring.
                     std::thread::sleep(Duration::from_millis(200));
-                    Some(monitor)
+                    Some(Beside::Monitor(monitor))
                 }
+                Load::Floor(attach) => Some(Beside::Floor(Floor::attach(bins, &object, attach)?)),
             };
             let faulter_args = [seconds.to_string(), "64".to_string(), cpu.clone()];
             let output = match load {
@@ -708,11 +777,11 @@ fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
                 .strip_prefix("faults_per_second=")
                 .and_then(|v| v.parse().ok())
                 .with_context(|| format!("mm-faults said {line:?}"))?;
-            if let Some(monitor) = monitor {
-                if let (true, Some(ns)) = (stats, rss_program_ns_per_call(monitor.pid())) {
+            if let Some(beside) = beside {
+                if let (true, Some(ns)) = (stats, rss_program_ns_per_call(beside.pid())) {
                     program_ns.entry(index).or_default().push(ns);
                 }
-                monitor.stop()?;
+                beside.stop()?;
             }
             if !stats {
                 rates.entry(index).or_default().push(rate);
@@ -723,27 +792,90 @@ fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
         values.sort_by(f64::total_cmp);
         percentile(values, 50.0)
     };
-    let baseline = rates.get(&0).context("baseline runs")?.clone();
+    // Per-round slowdowns of `index` against `base`, sorted.
+    let slowdowns = |index: usize, base: usize| -> Vec<f64> {
+        let mut slowdowns: Vec<f64> = rates[&index]
+            .iter()
+            .zip(&rates[&base])
+            .map(|(rate, base)| (1.0 - rate / base) * 100.0)
+            .collect();
+        slowdowns.sort_by(f64::total_cmp);
+        slowdowns
+    };
+    let floor_of = |attach: &str| {
+        conditions
+            .iter()
+            .position(|(_, load)| matches!(load, Load::Floor(a) if *a == attach))
+    };
     Ok(conditions
         .iter()
         .enumerate()
-        .map(|(index, (name, _))| {
-            let runs = rates.get(&index).expect("runs");
-            let mut overheads: Vec<f64> = runs
-                .iter()
-                .zip(&baseline)
-                .map(|(rate, base)| (1.0 - rate / base) * 100.0)
-                .collect();
-            overheads.sort_by(f64::total_cmp);
+        .map(|(index, (name, load))| {
+            let overheads = slowdowns(index, 0);
             Faults {
                 condition: name.to_string(),
-                faults_per_s: median(&mut runs.clone()),
+                faults_per_s: median(&mut rates[&index].clone()),
                 overhead_percent: percentile(&overheads, 50.0),
                 overhead_percent_iqr: (percentile(&overheads, 25.0), percentile(&overheads, 75.0)),
+                over_floor_percent: load
+                    .attach()
+                    .and_then(floor_of)
+                    .map(|floor| percentile(&slowdowns(index, floor), 50.0)),
                 rss_program_ns_per_call: program_ns.get_mut(&index).map(median),
             }
         })
         .collect())
+}
+
+/// What runs beside the faulting process in one measurement.
+enum Beside {
+    Monitor(Monitor),
+    Floor(Floor),
+}
+
+impl Beside {
+    fn pid(&self) -> i32 {
+        match self {
+            Beside::Monitor(monitor) => monitor.pid(),
+            Beside::Floor(floor) => floor.0.id() as i32,
+        }
+    }
+
+    fn stop(self) -> Result<()> {
+        match self {
+            Beside::Monitor(monitor) => monitor.stop().map(drop),
+            Beside::Floor(floor) => floor.stop(),
+        }
+    }
+}
+
+/// `mm-floor`, keeping an empty program attached until it is stopped.
+struct Floor(Child);
+
+impl Floor {
+    fn attach(bins: &Binaries, object: &Path, attach: &str) -> Result<Floor> {
+        let mut child = Command::new(bins.path("mm-floor"))
+            .arg(object)
+            .arg(attach)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start mm-floor")?;
+        let mut said = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut said)?;
+        ensure!(
+            said.trim() == "attached",
+            "mm-floor {attach} did not attach"
+        );
+        Ok(Floor(child))
+    }
+
+    fn stop(mut self) -> Result<()> {
+        drop(self.0.stdin.take());
+        let status = self.0.wait()?;
+        ensure!(status.success(), "mm-floor: {status}");
+        Ok(())
+    }
 }
 
 fn allocations(bins: &Binaries, options: &Options) -> Result<Vec<Allocations>> {
@@ -795,9 +927,11 @@ fn markdown(results: &Results) -> String {
         results.step_bytes / 1024,
         results.pause_us
     ));
-    line("**Breach → signal latency and overshoot**\n".to_string());
-    line("| configuration | trials | latency p50 | p99 | max | overshoot p50 | overshoot max | missed |".to_string());
-    line("| --- | --: | --: | --: | --: | --: | --: | --: |".to_string());
+    if !results.latency.is_empty() {
+        line("**Breach → signal latency and overshoot**\n".to_string());
+        line("| configuration | trials | latency p50 | p99 | max | overshoot p50 | overshoot max | missed |".to_string());
+        line("| --- | --: | --: | --: | --: | --: | --: | --: |".to_string());
+    }
     for l in &results.latency {
         line(format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -823,9 +957,11 @@ fn markdown(results: &Results) -> String {
             poll.latency_us_p50 / ebpf.latency_us_p50
         ));
     }
-    line("**Footprint** (CPU as seconds per minute of one core; load: one watched process crossing the limit and back continuously)\n".to_string());
-    line("| processes | mode | watched | steady RSS | peak RSS | idle CPU s/min | idle wake-ups/min | CPU s/min under load | breaches/s | kernel events/s |".to_string());
-    line("| --: | --- | --: | --: | --: | --: | --: | --: | --: | --: |".to_string());
+    if !results.footprint.is_empty() {
+        line("**Footprint** (CPU as seconds per minute of one core; load: one watched process crossing the limit and back continuously)\n".to_string());
+        line("| processes | mode | watched | steady RSS | peak RSS | idle CPU s/min | idle wake-ups/min | CPU s/min under load | breaches/s | kernel events/s |".to_string());
+        line("| --: | --- | --: | --: | --: | --: | --: | --: | --: | --: |".to_string());
+    }
     for f in &results.footprint {
         line(format!(
             "| {} | {} | {} | {} | {} | {:.3} | {:.0} | {:.3} | {:.0} | {:.0} |",
@@ -841,32 +977,43 @@ fn markdown(results: &Results) -> String {
             f.load_events_per_s
         ));
     }
-    line(
-        "\n**Cost to processes: page faults per CPU-second** (overhead: median of per-round \
-         slowdowns against the no-monitor run of the same round, and their interquartile range; \
-         program time per call includes the kernel statistics' own clock reads)\n"
-            .to_string(),
-    );
-    line("| condition | faults/s | overhead | IQR | RSS program per call |".to_string());
-    line("| --- | --: | --: | --: | --: |".to_string());
+    if !results.faults.is_empty() {
+        line(
+            "\n**Cost to processes: page faults per CPU-second** (overhead: median of per-round \
+             slowdowns against the no-monitor run of the same round, and their interquartile \
+             range; over its floor: the same against the empty program attached the same way; \
+             program time per call includes the kernel statistics' own clock reads)\n"
+                .to_string(),
+        );
+        line(
+            "| condition | faults/s | overhead | IQR | over its floor | RSS program per call |"
+                .to_string(),
+        );
+        line("| --- | --: | --: | --: | --: | --: |".to_string());
+    }
     for f in &results.faults {
         line(format!(
-            "| {} | {:.0} | {:+.1} % | {:+.1} … {:+.1} % | {} |",
+            "| {} | {:.0} | {:+.1} % | {:+.1} … {:+.1} % | {} | {} |",
             f.condition,
             f.faults_per_s,
             f.overhead_percent,
             f.overhead_percent_iqr.0,
             f.overhead_percent_iqr.1,
+            f.over_floor_percent
+                .map_or("–".to_string(), |p| format!("{p:+.1} %")),
             f.rss_program_ns_per_call
                 .map_or("–".to_string(), |ns| format!("{ns:.0} ns"))
         ));
     }
-    line(
-        "\n**Heap allocations after start-up** (as the monitor reports them when it stops)\n"
-            .to_string(),
-    );
-    line("| mode | breaches handled | kernel events handled | allocations |".to_string());
-    line("| --- | --: | --: | --: |".to_string());
+    programs::markdown(&results.programs, &mut line);
+    if !results.allocations.is_empty() {
+        line(
+            "\n**Heap allocations after start-up** (as the monitor reports them when it stops)\n"
+                .to_string(),
+        );
+        line("| mode | breaches handled | kernel events handled | allocations |".to_string());
+        line("| --- | --: | --: | --: |".to_string());
+    }
     for a in &results.allocations {
         line(format!(
             "| {} | {} | {} | {} |",
@@ -903,6 +1050,7 @@ pub fn options(args: &[std::ffi::OsString]) -> Result<Options> {
         step: 64 << 10,
         pause: Duration::from_millis(1),
         monitor: None,
+        only: None,
     };
     let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
     while let Some(arg) = args.next() {
@@ -940,9 +1088,18 @@ pub fn options(args: &[std::ffi::OsString]) -> Result<Options> {
                     .context("--monitor needs the path of a monitor binary")?;
                 options.monitor = Some(PathBuf::from(path));
             }
+            "--only" => {
+                let section = args.next().unwrap_or_default();
+                ensure!(
+                    SECTIONS.contains(&section.as_str()),
+                    "--only takes one of {}",
+                    SECTIONS.join(", ")
+                );
+                options.only = Some(section);
+            }
             other => {
                 bail!(
-                    "bench: unknown option {other:?} (--quick, --step SIZE, --pause DURATION, --monitor PATH)"
+                    "bench: unknown option {other:?} (--quick, --step SIZE, --pause DURATION, --monitor PATH, --only SECTION)"
                 )
             }
         }

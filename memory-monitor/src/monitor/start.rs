@@ -67,6 +67,7 @@ pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
             action = %action,
             mode = %"ebpf",
             attach = %kernel.attach(),
+            fault_cost = kernel.fault_cost().as_deref(),
             decides = %kernel.accounting().deciding_figure(),
             margin = %kernel.margin(),
             "watching {target}{dry_run}"

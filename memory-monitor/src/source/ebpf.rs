@@ -572,6 +572,15 @@ impl KernelEvents {
         }
     }
 
+    /// What the RSS program's attach type costs every process here, when it grows with the
+    /// machine (the classic tracepoint on a kernel with per-CPU counters), for the start line.
+    pub fn fault_cost(&self) -> Option<String> {
+        match self.attach {
+            Attach::Tracepoint => self.accounting.tracepoint_record_cost(),
+            _ => None,
+        }
+    }
+
     /// How this kernel counts RSS, as its BTF says (not known without BTF).
     pub fn accounting(&self) -> Accounting {
         self.accounting

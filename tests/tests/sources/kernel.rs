@@ -3,6 +3,7 @@
 //! Each prints `vmtest:` lines (start line, verified instructions, events per MiB) that
 //! `cargo xtask vmtest` collects into its per-kernel table. These need root.
 
+use memory_monitor::accounting::Accounting;
 use memory_monitor_tests::{Monitor, bpf_objects_of, unique_name, wait_until};
 
 /// The verifier's budget: instructions it explores per program before giving up.
@@ -20,6 +21,14 @@ fn every_program_loads_well_within_the_verifier_budget() {
             start.contains("mode=ebpf") && start.contains(&format!("attach={attach}")),
             "{attach}: {}",
             monitor.log_text()
+        );
+        // The classic tracepoint's record sums per-CPU counters on every fault of every
+        // process: the start line says so, where that is so.
+        let per_cpu = memory_monitor::kernel_accounting() == Accounting::PerCpu;
+        assert_eq!(
+            start.contains("fault_cost=\"every RSS change of every process sums a counter over"),
+            attach == "tracepoint" && per_cpu,
+            "{start}"
         );
         let fields: Vec<&str> = start
             .split_whitespace()
