@@ -123,6 +123,10 @@ pub mod event_kind {
     pub const EXIT: u32 = 7;
     /// A task moved to another cgroup (`tgid` is the task's id); userspace decides.
     pub const MIGRATE: u32 = 8;
+    /// A process's credentials changed (`setuid`, a setuid program's exec) and its name
+    /// matches a rule that selects by user or leaves users out, or it is watched: userspace
+    /// decides on it anew.
+    pub const CREDS: u32 = 9;
 
     /// A short name for logs.
     pub fn name(kind: u32) -> &'static str {
@@ -135,6 +139,7 @@ pub mod event_kind {
             RENAME => "rename",
             EXIT => "exit",
             MIGRATE => "migrate",
+            CREDS => "creds",
             _ => "unknown",
         }
     }

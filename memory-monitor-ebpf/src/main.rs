@@ -5,10 +5,11 @@
 //!   the limit; userspace then judges the exact figure. With `--kernel-signal` it also signals
 //!   the process itself, from the process's own context, when the approximate RSS passes the
 //!   limit.
-//! - `exec`, `newtask`, `rename`, `migrate` and `exit` keep the set of watched processes current
-//!   without polling: a process that execs or renames itself to a matching name is watched, a
-//!   watched process's fork is watched, a task moved to another cgroup is asked about (when a
-//!   rule names a cgroup), an exited one is forgotten.
+//! - `exec`, `newtask`, `rename`, `migrate`, `creds` and `exit` keep the set of watched
+//!   processes current without polling: a process that execs or renames itself to a matching
+//!   name is watched, a watched process's fork is watched, a task moved to another cgroup is
+//!   asked about (when a rule names a cgroup), as is one whose credentials changed (when a
+//!   rule selects by user), and an exited one is forgotten.
 //!
 //! Hot path: every page fault of every process on the machine passes through `rss_stat`, so an
 //! unwatched process's own change leaves after one array lookup (`WATCH_SLOTS`), and with
@@ -27,9 +28,9 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_send_signal,
     },
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{btf_tracepoint, kretprobe, map, tracepoint},
     maps::{Array, CgroupArray, HashMap, PerCpuArray, RingBuf, StackTrace},
-    programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
+    programs::{BtfTracePointContext, RetProbeContext, TracePointContext, tracing::StackIdContext},
 };
 use aya_log_ebpf::warn;
 use memory_monitor_ebpf::{
@@ -518,6 +519,44 @@ fn choose_rule(comm: &[u8; 16], in_context: bool) -> (u32, u32) {
         index += 1;
     }
     (verdict::NO, 0)
+}
+
+/// `commit_creds` returned: the current task's credentials are new (`setuid` and its kin,
+/// or the exec of a setuid program). Where a rule selects by user or leaves users out
+/// (`defer`), a process whose name it matches, or one already watched, is asked about: a
+/// worker that drops root after it started is found without an exec or a rename to find it
+/// by. A kretprobe, so the event comes once the new credentials are in place.
+#[kretprobe]
+pub fn creds(_ctx: RetProbeContext) -> u32 {
+    let tgid = current_tgid();
+    if excluded(tgid) || !any_rule_defers() {
+        return 0;
+    }
+    let comm = bpf_get_current_comm().unwrap_or_default();
+    let (found, _) = choose_rule(&comm, true);
+    // SAFETY: a presence check; nothing is read through the pointer.
+    if found != verdict::NO || unsafe { WATCHED.get(tgid) }.is_some() {
+        emit(event_kind::CREDS, tgid, 0);
+    }
+    0
+}
+
+/// Whether a rule defers to userspace (it selects by user, or leaves processes out).
+#[inline(always)]
+fn any_rule_defers() -> bool {
+    let mut index = 0;
+    while index < MAX_RULES as u32 {
+        match RULES.get(index) {
+            Some(rule) if rule.mode != RULE_NONE => {
+                if rule.defer != 0 {
+                    return true;
+                }
+            }
+            _ => break,
+        }
+        index += 1;
+    }
+    false
 }
 
 /// How the rules depend on cgroups: every rule's `CGROUP_*` flags together.

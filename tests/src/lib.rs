@@ -375,6 +375,12 @@ impl Target {
         self.command(&format!("exec {name}"), "ready");
     }
 
+    /// Has the target become user (and group) `uid` after it started, as a worker that drops
+    /// root does.
+    pub fn become_user(&mut self, uid: u32) {
+        self.command(&format!("setuid {uid}"), "ok");
+    }
+
     /// Renames the target to any bytes (the kernel keeps the first 15).
     pub fn rename_bytes(&mut self, name: &[u8]) {
         let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();

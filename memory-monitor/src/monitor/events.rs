@@ -174,7 +174,11 @@ impl Monitor {
             }
             // Whatever the kernel side concluded (under the rules it had then, which a reload
             // may have replaced since), userspace decides under the rules in force now.
-            event_kind::EXEC | event_kind::RENAME | event_kind::FORK | event_kind::MIGRATE
+            event_kind::EXEC
+            | event_kind::RENAME
+            | event_kind::FORK
+            | event_kind::MIGRATE
+            | event_kind::CREDS
                 if self.discover(pid) =>
             {
                 self.look_at(pid, now, None);

@@ -16,7 +16,7 @@ use std::io;
 use std::time::Duration;
 
 use aya::maps::{Array, CgroupArray, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
-use aya::programs::{BtfTracePoint, TracePoint};
+use aya::programs::{BtfTracePoint, KProbe, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, Event, MAX_RULES, RULE_ANY, RULE_ASK, RULE_ASK_IF_EQUAL,
@@ -343,6 +343,11 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
     .map_err(|e| Unavailable(format!("writing the rules to the kernel side failed: {e}")))?;
     for (program, category, name) in DISCOVERY {
         attach_tracepoint(&mut ebpf, program, category, name)?;
+    }
+    // Not having it costs one kind of discovery, not eBPF mode: said once, and survived.
+    if let Err(why) = attach_kretprobe(&mut ebpf, "creds", "commit_creds") {
+        tracing::warn!(event = "creds_unfollowed",
+            "credential changes are not followed ({why}): a process that becomes a rule's user after it started is watched only once it execs or is renamed");
     }
     match (attach, fault) {
         (_, Some(Fault::Verifier)) => attach_tracepoint(&mut ebpf, "refused", "kmem", "rss_stat")?,
@@ -847,6 +852,19 @@ fn attach_tracepoint(
         .load()
         .map_err(|e| load_failed(program, &target, e))?;
     tracepoint.attach(category, name).map_err(|e| {
+        Unavailable(format!(
+            "attaching {program} to {target} failed: {}",
+            one_line(&e)
+        ))
+    })?;
+    Ok(())
+}
+
+fn attach_kretprobe(ebpf: &mut Ebpf, program: &str, function: &str) -> Result<(), Unavailable> {
+    let target = format!("kretprobe/{function}");
+    let probe: &mut KProbe = program_of(ebpf, program, &target)?;
+    probe.load().map_err(|e| load_failed(program, &target, e))?;
+    probe.attach(function, 0).map_err(|e| {
         Unavailable(format!(
             "attaching {program} to {target} failed: {}",
             one_line(&e)

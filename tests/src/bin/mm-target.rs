@@ -17,6 +17,8 @@
 //! - `fork` — a child sharing the memory, `child pid=<pid>`
 //! - `exec NAME` — run this program again in place, named NAME (signals stay blocked across
 //!   the exec, so one sent meanwhile is reported by the new program); answers `ready pid=<pid>`
+//! - `setuid UID` — become user (and group) UID, every thread (`setresgid`, `setresuid`), as
+//!   a service's worker drops root after it started; answers `ok rss=<bytes>`
 //! - `ignore-term` — SIGTERM no longer ends it (it is still reported); `exit` — exit 0
 //!
 //! Every signal is reported as `signal <number> pid=<receiver>`. Until `ignore-term` is
@@ -112,6 +114,15 @@ fn main() {
             }
             (Some("fork"), None) => fork_child(),
             (Some("exec"), Some(name)) => exec_as(name),
+            (Some("setuid"), Some(id)) => {
+                let id: libc::uid_t = id.parse().expect("UID");
+                // SAFETY: plain system calls; glibc applies them to every thread.
+                let changed = unsafe {
+                    libc::setresgid(id, id, id) == 0 && libc::setresuid(id, id, id) == 0
+                };
+                assert!(changed, "setuid {id}: {}", std::io::Error::last_os_error());
+                say(&format!("ok rss={}", rss()));
+            }
             (Some("ignore-term"), None) => {
                 IGNORE_TERM.store(true, Ordering::SeqCst);
                 say(&format!("ok rss={}", rss()));

@@ -129,6 +129,45 @@ fn a_rule_by_user_signals_that_users_processes_only_and_says_whose_they_are() {
 
 #[test]
 #[ignore = "needs root"]
+fn a_process_that_becomes_the_rules_user_after_it_started_is_watched() {
+    // A service's master runs as root, which the rule does not select; its worker drops to
+    // the rule's user after it started, with no exec or rename to look at it again by.
+    for mode in ["poll", "ebpf"] {
+        let prefix = unique_name("mms-w");
+        let mut worker = Target::spawn(&format!("{prefix}w"));
+        let mut monitor = start(mode, &["--user", &NOBODY.to_string(), &prefix]);
+        worker.become_user(NOBODY);
+        worker.grow(48);
+        assert!(worker.wait_signal(USR1), "{mode}: {}", monitor.log_text());
+        monitor.expect_log(&[
+            "event=\"breach\"",
+            &format!("pid={} ", worker.pid()),
+            &format!("uid={NOBODY} "),
+        ]);
+        assert!(monitor.stop().success());
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_watched_process_that_becomes_a_left_out_user_is_no_longer_watched() {
+    for mode in ["poll", "ebpf"] {
+        let prefix = unique_name("mms-d");
+        let mut target = Target::spawn(&format!("{prefix}a"));
+        let mut monitor = start(mode, &["--exclude-user", &NOBODY.to_string(), &prefix]);
+        target.become_user(NOBODY);
+        monitor.expect_log(&["no longer watched", &format!("pid={}", target.pid())]);
+        let mut selected = Target::spawn(&format!("{prefix}b"));
+        target.grow(48);
+        selected.grow(48);
+        assert!(selected.wait_signal(USR1), "{mode}: {}", monitor.log_text());
+        assert!(target.signals().is_empty(), "{mode}: {}", monitor.log_text());
+        assert!(monitor.stop().success());
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
 fn what_a_rule_leaves_out_is_never_signalled_while_what_it_selects_is() {
     let root = v2_mount().expect("a cgroup v2 hierarchy");
     for mode in ["poll", "ebpf"] {
