@@ -28,9 +28,9 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_send_signal,
     },
-    macros::{btf_tracepoint, kretprobe, map, tracepoint},
+    macros::{btf_tracepoint, map, tracepoint},
     maps::{Array, CgroupArray, HashMap, PerCpuArray, RingBuf, StackTrace},
-    programs::{BtfTracePointContext, RetProbeContext, TracePointContext, tracing::StackIdContext},
+    programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
 };
 use aya_log_ebpf::warn;
 use memory_monitor_ebpf::{
@@ -521,13 +521,14 @@ fn choose_rule(comm: &[u8; 16], in_context: bool) -> (u32, u32) {
     (verdict::NO, 0)
 }
 
-/// `commit_creds` returned: the current task's credentials are new (`setuid` and its kin,
-/// or the exec of a setuid program). Where a rule selects by user or leaves users out
+/// `syscalls:sys_exit_setuid`, `sys_exit_setreuid`, `sys_exit_setresuid`: the current task
+/// may run as another user now. Where a rule selects by user or leaves processes out
 /// (`defer`), a process whose name it matches, or one already watched, is asked about: a
 /// worker that drops root after it started is found without an exec or a rename to find it
-/// by. A kretprobe, so the event comes once the new credentials are in place.
-#[kretprobe]
-pub fn creds(_ctx: RetProbeContext) -> u32 {
+/// by. At the call's exit, so the new credentials are in place when userspace looks (a
+/// setuid program's exec is the exec program's).
+#[tracepoint]
+pub fn creds(_ctx: TracePointContext) -> u32 {
     let tgid = current_tgid();
     if excluded(tgid) || !any_rule_defers() {
         return 0;

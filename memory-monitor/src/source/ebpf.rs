@@ -16,7 +16,7 @@ use std::io;
 use std::time::Duration;
 
 use aya::maps::{Array, CgroupArray, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
-use aya::programs::{BtfTracePoint, KProbe, TracePoint};
+use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, Event, MAX_RULES, RULE_ANY, RULE_ASK, RULE_ASK_IF_EQUAL,
@@ -48,6 +48,10 @@ const DISCOVERY: [(&str, &str, &str); 5] = [
     ("migrate", "cgroup", "cgroup_attach_task"),
     ("exit", "sched", "sched_process_exit"),
 ];
+
+/// The system calls after which a process may run as another user (the `creds` program
+/// follows each call's exit tracepoint).
+const CREDENTIAL_CALLS: [&str; 3] = ["sys_exit_setuid", "sys_exit_setreuid", "sys_exit_setresuid"];
 
 /// How the RSS program attaches to `kmem:rss_stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,10 +348,12 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
     for (program, category, name) in DISCOVERY {
         attach_tracepoint(&mut ebpf, program, category, name)?;
     }
-    // Not having it costs one kind of discovery, not eBPF mode: said once, and survived.
-    if let Err(why) = attach_kretprobe(&mut ebpf, "creds", "commit_creds") {
-        tracing::warn!(event = "creds_unfollowed",
-            "credential changes are not followed ({why}): a process that becomes a rule's user after it started is watched only once it execs or is renamed");
+    // Not having them costs one kind of discovery, not eBPF mode: said once, and survived.
+    if let Err(why) = attach_credential_calls(&mut ebpf) {
+        tracing::warn!(
+            event = "creds_unfollowed",
+            "credential changes are not followed ({why}): a process that becomes a rule's user after it started is watched only once it execs or is renamed"
+        );
     }
     match (attach, fault) {
         (_, Some(Fault::Verifier)) => attach_tracepoint(&mut ebpf, "refused", "kmem", "rss_stat")?,
@@ -860,16 +866,21 @@ fn attach_tracepoint(
     Ok(())
 }
 
-fn attach_kretprobe(ebpf: &mut Ebpf, program: &str, function: &str) -> Result<(), Unavailable> {
-    let target = format!("kretprobe/{function}");
-    let probe: &mut KProbe = program_of(ebpf, program, &target)?;
-    probe.load().map_err(|e| load_failed(program, &target, e))?;
-    probe.attach(function, 0).map_err(|e| {
-        Unavailable(format!(
-            "attaching {program} to {target} failed: {}",
-            one_line(&e)
-        ))
-    })?;
+/// Attaches the `creds` program to the exit of every call in [`CREDENTIAL_CALLS`].
+fn attach_credential_calls(ebpf: &mut Ebpf) -> Result<(), Unavailable> {
+    let target = "syscalls:sys_exit_set*uid";
+    let tracepoint: &mut TracePoint = program_of(ebpf, "creds", target)?;
+    tracepoint
+        .load()
+        .map_err(|e| load_failed("creds", target, e))?;
+    for call in CREDENTIAL_CALLS {
+        tracepoint.attach("syscalls", call).map_err(|e| {
+            Unavailable(format!(
+                "attaching creds to syscalls:{call} failed: {}",
+                one_line(&e)
+            ))
+        })?;
+    }
     Ok(())
 }
 

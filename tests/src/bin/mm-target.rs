@@ -117,9 +117,8 @@ fn main() {
             (Some("setuid"), Some(id)) => {
                 let id: libc::uid_t = id.parse().expect("UID");
                 // SAFETY: plain system calls; glibc applies them to every thread.
-                let changed = unsafe {
-                    libc::setresgid(id, id, id) == 0 && libc::setresuid(id, id, id) == 0
-                };
+                let changed =
+                    unsafe { libc::setresgid(id, id, id) == 0 && libc::setresuid(id, id, id) == 0 };
                 assert!(changed, "setuid {id}: {}", std::io::Error::last_os_error());
                 say(&format!("ok rss={}", rss()));
             }

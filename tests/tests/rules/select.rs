@@ -161,7 +161,11 @@ fn a_watched_process_that_becomes_a_left_out_user_is_no_longer_watched() {
         target.grow(48);
         selected.grow(48);
         assert!(selected.wait_signal(USR1), "{mode}: {}", monitor.log_text());
-        assert!(target.signals().is_empty(), "{mode}: {}", monitor.log_text());
+        assert!(
+            target.signals().is_empty(),
+            "{mode}: {}",
+            monitor.log_text()
+        );
         assert!(monitor.stop().success());
     }
 }
