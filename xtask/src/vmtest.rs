@@ -100,7 +100,7 @@ fn version_key(package: &str) -> Vec<u64> {
 }
 
 /// The eBPF-facing tests the guests run: (test binary, test name).
-const TESTS: [(&str, &str); 12] = [
+const TESTS: [(&str, &str); 13] = [
     (LIBRARY_TESTS, "source::btf::tests::reads_this_kernel"),
     (
         "sources",
@@ -141,6 +141,10 @@ const TESTS: [(&str, &str); 12] = [
     (
         "library",
         "allocations::thousands_of_kernel_events_allocate_nothing",
+    ),
+    (
+        "rules",
+        "select::a_process_that_becomes_the_rules_user_after_it_started_is_watched",
     ),
     // Last: it enables and disables a trace event, which under TCG can hang a guest whose
     // other vCPU the host is starving; every other result is in by then.
