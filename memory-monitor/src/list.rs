@@ -4,6 +4,7 @@
 
 use std::io::{self, Write};
 
+use crate::container::Identity;
 use crate::logging::LogFormat;
 use crate::procfs::{self, Comm, ProcRoot};
 use crate::rules::{RuleSet, read_uid};
@@ -26,6 +27,10 @@ pub struct Selected {
     pub rss: u64,
     /// Its limit under the rule, bytes.
     pub limit: u64,
+    /// The container runtime's ID of its container, if it is in one (from its cgroup path).
+    pub container_id: Option<String>,
+    /// Its pod's UID, if it is in a pod.
+    pub pod_uid: Option<String>,
 }
 
 impl Selected {
@@ -70,6 +75,11 @@ pub fn selected(rules: &RuleSet) -> io::Result<Vec<Selected>> {
         let (Some(rss), Some(uid)) = (rss, read_uid(&proc, pid)) else {
             return;
         };
+        let mut cgroup_buf = [0u8; 4096];
+        let identity = proc
+            .read_file(pid, "cgroup", &mut cgroup_buf)
+            .map(Identity::from_proc_cgroup)
+            .unwrap_or_default();
         found.push(Selected {
             rule: rules.get(index).name.clone(),
             pid,
@@ -77,6 +87,8 @@ pub fn selected(rules: &RuleSet) -> io::Result<Vec<Selected>> {
             uid,
             rss: rss.resident_pages * page_size,
             limit: rules.limit_of(index, &proc, pid),
+            container_id: identity.container().map(str::to_string),
+            pod_uid: identity.pod().map(str::to_string),
         });
     })?;
     Ok(found)
@@ -93,6 +105,10 @@ struct JsonLine<'a> {
     rss_bytes: u64,
     limit_bytes: u64,
     used_percent: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod_uid: Option<&'a str>,
 }
 
 /// `--list`: writes every process `rules` select now to `out`, as `format` says: a table
@@ -115,6 +131,8 @@ pub fn write(selected: &[Selected], format: LogFormat, out: &mut impl Write) -> 
                     rss_bytes: process.rss,
                     limit_bytes: process.limit,
                     used_percent: (process.used_percent() * 10.0).round() / 10.0,
+                    container_id: process.container_id.as_deref(),
+                    pod_uid: process.pod_uid.as_deref(),
                 };
                 serde_json::to_writer(&mut *out, &line)?;
                 writeln!(out)?;
@@ -127,14 +145,27 @@ pub fn write(selected: &[Selected], format: LogFormat, out: &mut impl Write) -> 
 
 /// The table: a header, then a row per process, each column as wide as its widest cell.
 fn write_table(selected: &[Selected], out: &mut impl Write) -> io::Result<()> {
-    const HEADER: [&str; 7] = ["RULE", "PID", "USER", "NAME", "RSS", "LIMIT", "USED"];
-    let rows: Vec<[String; 7]> = selected
+    const HEADER: [&str; 8] = [
+        "RULE",
+        "PID",
+        "USER",
+        "CONTAINER",
+        "NAME",
+        "RSS",
+        "LIMIT",
+        "USED",
+    ];
+    let rows: Vec<[String; 8]> = selected
         .iter()
         .map(|p| {
             [
                 p.rule.clone(),
                 p.pid.to_string(),
                 UserName(p.uid).to_string(),
+                // The first 12 digits, as `docker ps` and `crictl ps` show it.
+                p.container_id
+                    .as_deref()
+                    .map_or("-".to_string(), |id| id.chars().take(12).collect()),
                 p.name.to_string(),
                 Bytes(p.rss).to_string(),
                 Bytes(p.limit).to_string(),
@@ -154,7 +185,7 @@ fn write_table(selected: &[Selected], out: &mut impl Write) -> io::Result<()> {
         for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
             // Numbers to the right, words to the left.
             match column {
-                1 | 4..=6 => line += &format!("{cell:>width$}  "),
+                1 | 5..=7 => line += &format!("{cell:>width$}  "),
                 _ => line += &format!("{cell:<width$}  "),
             }
         }
@@ -175,7 +206,40 @@ mod tests {
             uid: 0,
             rss: 25 << 20,
             limit: 100 << 20,
+            container_id: None,
+            pod_uid: None,
         }
+    }
+
+    #[test]
+    fn a_process_in_a_container_shows_its_container_and_pod() {
+        let id = "0123456789abcdef".repeat(4);
+        let in_pod = Selected {
+            container_id: Some(id.clone()),
+            pod_uid: Some("11111111-2222-4333-8444-555555555555".to_string()),
+            ..one()
+        };
+        let mut out = Vec::new();
+        write(&[in_pod.clone(), one()], LogFormat::Text, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0][3], "CONTAINER", "{text}");
+        assert_eq!(rows[1][3], "0123456789ab", "{text}");
+        assert_eq!(rows[2][3], "-", "{text}");
+        let mut out = Vec::new();
+        write(&[in_pod], LogFormat::Json, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(&format!(r#""container_id":"{id}""#)),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""pod_uid":"11111111-2222-4333-8444-555555555555""#),
+            "{text}"
+        );
     }
 
     #[test]
@@ -185,8 +249,14 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
-        assert!(lines[0].starts_with("RULE  PID  USER  NAME"), "{text}");
-        assert!(lines[1].starts_with("web    42  root  my app"), "{text}");
+        assert!(
+            lines[0].starts_with("RULE  PID  USER  CONTAINER  NAME"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("web    42  root  -          my app"),
+            "{text}"
+        );
         assert!(lines[1].ends_with("25.0MiB  100.0MiB  25.0%"), "{text}");
     }
 

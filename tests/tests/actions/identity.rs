@@ -220,3 +220,52 @@ fn breaches_name_the_container_and_pod_in_each_runtimes_layout() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[test]
+#[ignore = "needs root"]
+fn list_shows_the_container_and_pod_of_each_process() {
+    let root = v2_mount().expect("a cgroup v2 hierarchy");
+    let top = unique_name("mmi-lcg");
+    let _top = Cgroup::create(root, &top);
+    let layouts = layouts();
+    let layout = &layouts[0];
+    let made = nested(root, &top, &layout.path);
+    let prefix = unique_name("mmi-l");
+    let inside = Target::spawn(&format!("{prefix}c"));
+    made[0].add(inside.pid());
+    let outside = Target::spawn(&format!("{prefix}o"));
+    let list = |format: &str| {
+        let output = std::process::Command::new(memory_monitor_tests::bin("memory-monitor"))
+            .args(["--list", "--log-format", format, "-m", "1G", &prefix])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run memory-monitor");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let table = list("text");
+    let row_of = |pid: i32| -> Vec<String> {
+        table
+            .lines()
+            .map(|line| {
+                line.split_whitespace()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .find(|row| row.get(1) == Some(&pid.to_string()))
+            .unwrap_or_else(|| panic!("no row for {pid}: {table}"))
+    };
+    assert_eq!(row_of(inside.pid())[3], layout.container[..12], "{table}");
+    assert_eq!(row_of(outside.pid())[3], "-", "{table}");
+    let json = list("json");
+    let line = json
+        .lines()
+        .find(|line| line.contains(&format!("\"pid\":{}", inside.pid())))
+        .unwrap_or_else(|| panic!("{json}"));
+    assert!(
+        line.contains(&format!("\"container_id\":\"{}\"", layout.container)),
+        "{json}"
+    );
+    let pod = layout.pod.as_deref().expect("a pod");
+    assert!(line.contains(&format!("\"pod_uid\":\"{pod}\"")), "{json}");
+}

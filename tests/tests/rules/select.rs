@@ -289,9 +289,16 @@ fn list_prints_what_each_rule_selects_now_and_exits_0() {
     let text = String::from_utf8(table.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert!(
-        lines[0]
-            .split_whitespace()
-            .eq(["RULE", "PID", "USER", "NAME", "RSS", "LIMIT", "USED"]),
+        lines[0].split_whitespace().eq([
+            "RULE",
+            "PID",
+            "USER",
+            "CONTAINER",
+            "NAME",
+            "RSS",
+            "LIMIT",
+            "USED"
+        ]),
         "{text}"
     );
     let rows: Vec<Vec<&str>> = lines[1..]
@@ -302,16 +309,17 @@ fn list_prints_what_each_rule_selects_now_and_exits_0() {
     let row = &rows[0];
     let user = user_name(uid).unwrap_or_else(|| uid.to_string());
     assert_eq!(
-        row[..4],
+        row[..5],
         [
             "command-line",
             &selected.pid().to_string(),
             &user,
+            "-",
             &format!("{prefix}a")
         ]
     );
-    assert_eq!(row[5], "64.0MiB", "{text}");
-    let used: f64 = row[6].trim_end_matches('%').parse().unwrap();
+    assert_eq!(row[6], "64.0MiB", "{text}");
+    let used: f64 = row[7].trim_end_matches('%').parse().unwrap();
     assert!(used > 30.0 && used < 100.0, "24 MiB of 64: {text}");
 
     let json = run(&[&["--list", "--log-format", "json"], &base[..]].concat());
