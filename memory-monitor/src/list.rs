@@ -4,13 +4,13 @@
 
 use std::io::{self, Write};
 
-use crate::container::Identity;
 use crate::logging::LogFormat;
 use crate::procfs::{self, Comm, ProcRoot};
 use crate::rules::{RuleSet, read_uid};
 use crate::source::poll::{CMDLINE_MAX, Exclusions};
 use crate::units::Bytes;
 use crate::users::UserName;
+use crate::watch::read_identity;
 
 /// One process a rule selects, as it is now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,11 +75,7 @@ pub fn selected(rules: &RuleSet) -> io::Result<Vec<Selected>> {
         let (Some(rss), Some(uid)) = (rss, read_uid(&proc, pid)) else {
             return;
         };
-        let mut cgroup_buf = [0u8; 4096];
-        let identity = proc
-            .read_file(pid, "cgroup", &mut cgroup_buf)
-            .map(Identity::from_proc_cgroup)
-            .unwrap_or_default();
+        let identity = read_identity(&proc, pid);
         found.push(Selected {
             rule: rules.get(index).name.clone(),
             pid,

@@ -492,7 +492,7 @@ fn cgroup_print(proc: &ProcRoot, pid: i32, rules: &RuleSet, rule: usize) -> u64 
 }
 
 /// The container and pod of process `pid`, from `/proc/PID/cgroup` (none when unreadable).
-fn read_identity(proc: &ProcRoot, pid: i32) -> Identity {
+pub(crate) fn read_identity(proc: &ProcRoot, pid: i32) -> Identity {
     let mut buf = [0u8; 4096];
     proc.read_file(pid, "cgroup", &mut buf)
         .map_or_else(|_| Identity::default(), Identity::from_proc_cgroup)
