@@ -48,16 +48,30 @@ pub struct Hardening {
 
 /// Where a configuration's rules come from: the command line's rule, a rules file, or both
 /// (the command line's first).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RulesSource {
     /// The rule the command-line options make, if they make one.
     pub command_line: Option<Rule>,
     /// The rules file (`--config`).
     pub file: Option<PathBuf>,
-    /// What the file's rules take from the command line.
-    pub defaults: Option<Defaults>,
+    /// What the file's rules take from the command line (by default, a repeat every
+    /// [`DEFAULT_INTERVAL`]).
+    pub defaults: Defaults,
     /// Read the file again whenever it changes (`--watch-config`), not only on SIGHUP.
     pub watch: bool,
+}
+
+impl Default for RulesSource {
+    fn default() -> RulesSource {
+        RulesSource {
+            command_line: None,
+            file: None,
+            defaults: Defaults {
+                repeat: Some(DEFAULT_INTERVAL),
+            },
+            watch: false,
+        }
+    }
 }
 
 impl RulesSource {
@@ -65,10 +79,7 @@ impl RulesSource {
     pub fn load(&self) -> Result<RuleSet, RulesError> {
         let mut rules: Vec<Rule> = self.command_line.iter().cloned().collect();
         if let Some(file) = &self.file {
-            let defaults = self.defaults.unwrap_or(Defaults {
-                repeat: Some(DEFAULT_INTERVAL),
-            });
-            rules.extend(rules::load_file(file, defaults)?);
+            rules.extend(rules::load_file(file, self.defaults)?);
         }
         RuleSet::new(rules)
     }

@@ -708,6 +708,34 @@ pub fn pprof_top_entry(profile: &Path) -> String {
         .to_string()
 }
 
+/// The files in `dir` whose names end with `suffix`, sorted; none when `dir` is missing.
+pub fn files_in(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|path| path.to_string_lossy().ends_with(suffix));
+    files.sort();
+    files
+}
+
+/// Every signal, as a set.
+pub fn all_signals() -> libc::sigset_t {
+    // SAFETY: sigfillset initialises the set it is given.
+    unsafe {
+        let mut set = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        set
+    }
+}
+
+/// Blocks every signal in this thread (and so in threads and children made after): the test
+/// programs take them one by one, or not at all.
+pub fn block_all_signals() {
+    let set = all_signals();
+    // SAFETY: a valid set; blocking is always allowed (SIGKILL/SIGSTOP are ignored by the call).
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
 /// A new private anonymous read-write mapping of `len` bytes, untouched (for the test
 /// programs that grow their memory).
 pub fn map_anonymous(len: usize) -> *mut u8 {

@@ -473,7 +473,7 @@ impl Cli {
         let source = RulesSource {
             command_line,
             file: self.config.clone(),
-            defaults: Some(self.defaults()),
+            defaults: self.defaults(),
             watch: self.watch_config,
         };
         let rules = source.load().map_err(|e| UsageError(e.to_string()))?;

@@ -200,71 +200,18 @@ fn act(
 
 #[cfg(test)]
 mod tests {
-    use std::process::{Child, Command, Stdio};
-
     use super::*;
     use crate::matcher::{MatchMode, Matcher};
     use crate::metrics::Metrics;
-    use crate::profile::growth::RawStacks;
+    use crate::monitor::fake_kernel::FakeKernel;
     use crate::rules::{Rule, Selector};
+    use crate::testing::Sleeper;
     use crate::units::SizeSpec;
 
-    /// A kernel side that keeps what it is asked, for the check to be judged by.
-    #[derive(Default)]
-    struct FakeKernel {
-        calls: Vec<String>,
-        /// Whether the kernel side already sent the breach's signal (`--kernel-signal`).
-        claimed: bool,
-    }
-
-    impl KernelLink for FakeKernel {
-        fn rearm(&mut self, _: i32, after: Duration) {
-            self.calls.push(format!("rearm after {after:?}"));
-        }
-        fn cancel_rearm(&mut self, _: i32) {
-            self.calls.push("cancel rearm".to_string());
-        }
-        fn claim_signal(&mut self, _: i32) -> bool {
-            self.calls.push("claim".to_string());
-            !std::mem::replace(&mut self.claimed, true)
-        }
-        fn release_claim(&mut self, _: i32) {
-            self.calls.push("release".to_string());
-            self.claimed = false;
-        }
-        fn take_growth(&mut self, _: i32) -> RawStacks {
-            RawStacks::new()
-        }
-    }
-
-    /// A real process to watch: a `sleep` named by this test, killed when dropped.
-    struct Sleeper(Child);
-
-    impl Sleeper {
-        fn start() -> Sleeper {
-            let child = Command::new("sleep")
-                .arg("60")
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("sleep");
-            Sleeper(child)
-        }
-        fn pid(&self) -> i32 {
-            self.0.id() as i32
-        }
-    }
-
-    impl Drop for Sleeper {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    /// Rules watching `sleep` at `limit` bytes with SIGCONT (harmless to a sleeping process),
+    /// Rules watching the sleeper at `limit` bytes with SIGCONT (harmless to a sleeping process),
     /// once per breach; the process watched; and what acting needs, in a dry run.
     fn watched_sleeper(sleeper: &Sleeper, limit: u64) -> (RuleSet, ProcRoot, Watched, Actions) {
-        let matcher = Matcher::new(MatchMode::Exact, "sleep").unwrap();
+        let matcher = Matcher::new(MatchMode::Exact, sleeper.name()).unwrap();
         let mut rule = Rule::new("sleepers", Selector::name(matcher), SizeSpec::Bytes(limit));
         rule.signal = "CONT".parse().unwrap();
         rule.repeat = None;
@@ -301,7 +248,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Quiet);
-        assert_eq!(kernel.calls, ["rearm after 250µs"]);
+        assert_eq!(kernel.told(), ["rearm after 250µs"]);
         // Held back for the gap: looked at again once it ends.
         assert_eq!(watched.recheck, Some(look.now + gap));
         // Without a report to answer, nothing is asked of the kernel side.
@@ -314,7 +261,7 @@ mod tests {
             super::tests::look(None),
             Some(&mut kernel),
         );
-        assert!(kernel.calls.is_empty(), "{:?}", kernel.calls);
+        assert!(kernel.told().is_empty(), "{:?}", kernel.told());
         assert_eq!(watched.recheck, None);
     }
 
@@ -335,7 +282,7 @@ mod tests {
         .unwrap();
         assert_eq!(verdict, Verdict::Breach);
         assert!(rss > 1);
-        assert_eq!(kernel.calls, ["claim"], "no re-arm over the limit");
+        assert_eq!(kernel.told(), ["claim"], "no re-arm over the limit");
         assert!(watched.episode.is_over());
         // Still over: no new breach, nothing claimed again.
         let (verdict, _) = check(
@@ -348,15 +295,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Quiet);
-        assert_eq!(kernel.calls, ["claim"]);
+        assert_eq!(kernel.told(), ["claim"]);
     }
 
     #[test]
     fn a_process_gone_is_reported_gone() {
         let mut sleeper = Sleeper::start();
         let (rules, proc, mut watched, actions) = watched_sleeper(&sleeper, 1 << 40);
-        sleeper.0.kill().unwrap();
-        sleeper.0.wait().unwrap();
+        sleeper.end();
         let checked = check(&mut watched, &rules, &proc, &actions, look(None), None);
         assert_eq!(checked, None);
     }

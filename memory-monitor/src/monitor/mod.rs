@@ -14,6 +14,8 @@
 mod actions;
 mod check;
 mod events;
+#[cfg(test)]
+mod fake_kernel;
 mod follow;
 mod reload;
 mod run;

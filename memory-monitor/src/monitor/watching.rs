@@ -473,57 +473,12 @@ fn target_of(rules: &RuleSet, watched: &Watched) -> Target {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
     use super::*;
     use crate::matcher::{MatchMode, Matcher};
+    use crate::monitor::fake_kernel::FakeKernel;
     use crate::rules::{Rule, Selector};
     use crate::testing::Sleeper;
     use crate::units::SizeSpec;
-
-    /// A kernel side that records what it is told; `full` makes its table refuse watches.
-    #[derive(Clone, Default)]
-    struct FakeKernel {
-        told: Rc<RefCell<Vec<String>>>,
-        full: bool,
-    }
-
-    impl KernelLink for FakeKernel {
-        fn rearm(&mut self, _: i32, _: Duration) {}
-        fn cancel_rearm(&mut self, _: i32) {}
-        fn claim_signal(&mut self, _: i32) -> bool {
-            true
-        }
-        fn release_claim(&mut self, _: i32) {}
-        fn take_growth(&mut self, _: i32) -> RawStacks {
-            RawStacks::new()
-        }
-    }
-
-    impl KernelSide for FakeKernel {
-        fn watch(&mut self, pid: i32, _: ResidentParts, _: Target) -> io::Result<()> {
-            match self.full {
-                true => Err(io::Error::other("full")),
-                false => {
-                    self.told.borrow_mut().push(format!("watch {pid}"));
-                    Ok(())
-                }
-            }
-        }
-        fn forget(&mut self, pid: i32) {
-            self.told.borrow_mut().push(format!("forget {pid}"));
-        }
-        fn set_rules(&mut self, _: &RuleSet) -> io::Result<()> {
-            Ok(())
-        }
-        fn can_profile_growth(&self) -> bool {
-            false
-        }
-        fn can_count_swap(&self) -> bool {
-            false
-        }
-    }
 
     /// Watching processes named `name`, followed on `kernel`.
     fn watching(name: &str, kernel: &FakeKernel) -> Watching {
@@ -538,10 +493,6 @@ mod tests {
         now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
     }
 
-    fn told(kernel: &FakeKernel) -> Vec<String> {
-        kernel.told.borrow().clone()
-    }
-
     #[test]
     fn a_process_admitted_is_followed_and_its_end_forgets_it_on_both_sides() {
         let kernel = FakeKernel::default();
@@ -551,13 +502,13 @@ mod tests {
         let before_admission = monotonic_ns();
         assert_eq!(watching.discover(pid, Instant::now()), Discovered::Watched);
         assert!(watching.list().get(pid).is_some());
-        assert_eq!(told(&kernel).last().unwrap(), &format!("watch {pid}"));
+        assert_eq!(kernel.told().last().unwrap(), &format!("watch {pid}"));
         // An end reported from before it was admitted is another process's, with its PID.
         watching.exited(pid, before_admission);
         assert!(watching.list().get(pid).is_some());
         watching.exited(pid, monotonic_ns());
         assert!(watching.list().get(pid).is_none());
-        assert_eq!(told(&kernel).last().unwrap(), &format!("forget {pid}"));
+        assert_eq!(kernel.told().last().unwrap(), &format!("forget {pid}"));
     }
 
     #[test]
@@ -571,15 +522,12 @@ mod tests {
             Discovered::NotWatched
         );
         assert!(watching.list().is_empty());
-        assert!(!told(&kernel).iter().any(|t| t.starts_with("watch")));
+        assert!(!kernel.told().iter().any(|t| t.starts_with("watch")));
     }
 
     #[test]
     fn a_process_the_kernel_side_has_no_room_for_is_not_watched_either() {
-        let kernel = FakeKernel {
-            full: true,
-            ..FakeKernel::default()
-        };
+        let kernel = FakeKernel::full();
         let sleeper = Sleeper::start();
         let mut watching = watching(sleeper.name(), &kernel);
         assert_eq!(
@@ -600,10 +548,10 @@ mod tests {
         let pid = sleeper.pid();
         watching.scan(Instant::now()).unwrap();
         assert!(watching.list().get(pid).is_some());
-        assert!(told(&kernel).contains(&format!("watch {pid}")));
+        assert!(kernel.told().contains(&format!("watch {pid}")));
         sleeper.end();
         watching.scan(Instant::now()).unwrap();
         assert!(watching.list().get(pid).is_none());
-        assert_eq!(told(&kernel).last().unwrap(), &format!("forget {pid}"));
+        assert_eq!(kernel.told().last().unwrap(), &format!("forget {pid}"));
     }
 }

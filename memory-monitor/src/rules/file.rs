@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::spec::{Repeat, RuleSpec};
-use super::{COMMAND_LINE_RULE, Defaults, Exclude, MAX_RULES, Rule, RulesError};
+use super::{COMMAND_LINE_RULE, Defaults, Exclude, MAX_RULES, Rule, RulesError, SetFault};
 use crate::cgroup::CgroupPath;
 use crate::choice::Choice as _;
 use crate::count::Count;
@@ -112,49 +112,33 @@ pub fn parse_file(path: &Path, text: &str, defaults: Defaults) -> Result<Vec<Rul
             "no [[rule]] tables: nothing to watch".to_string(),
         ));
     }
-    if let Some(extra) = raw.rule.get(MAX_RULES) {
-        return Err(file.error(
-            extra.span(),
-            None,
-            format!(
-                "{} rules; at most {MAX_RULES} are supported",
-                raw.rule.len()
-            ),
-        ));
-    }
     let rules = raw
         .rule
         .iter()
         .enumerate()
         .map(|(index, raw)| file.rule(index, raw, defaults))
         .collect::<Result<Vec<Rule>, _>>()?;
-    for (index, rule) in rules.iter().enumerate() {
+    let at = |index: usize| {
         let raw = &raw.rule[index];
-        let span = raw
-            .get_ref()
+        raw.get_ref()
             .name
             .as_ref()
-            .map_or_else(|| raw.span(), Spanned::span);
-        if rule.name == COMMAND_LINE_RULE {
-            return Err(file.error(
-                span,
-                Some("name"),
-                format!("'{COMMAND_LINE_RULE}' names the command line's rule; choose another"),
-            ));
-        }
-        if rules[..index]
-            .iter()
-            .any(|earlier| earlier.name == rule.name)
-        {
-            return Err(file.error(
-                span,
-                Some("name"),
-                format!(
-                    "a rule before this one is named '{}' too; names label logs and metrics, so they must differ",
-                    rule.name
-                ),
-            ));
-        }
+            .map_or_else(|| raw.span(), Spanned::span)
+    };
+    if let Some(index) = rules.iter().position(|rule| rule.name == COMMAND_LINE_RULE) {
+        return Err(file.error(
+            at(index),
+            Some("name"),
+            format!("'{COMMAND_LINE_RULE}' names the command line's rule; choose another"),
+        ));
+    }
+    if let Some(fault) = SetFault::of(&rules) {
+        let (span, field) = match fault {
+            SetFault::TooMany(_) => (raw.rule[MAX_RULES].span(), None),
+            SetFault::NameTwice { index, .. } => (at(index), Some("name")),
+            SetFault::Empty => (0..0, None),
+        };
+        return Err(file.error(span, field, fault.to_string()));
     }
     Ok(rules)
 }

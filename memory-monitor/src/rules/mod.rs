@@ -252,6 +252,53 @@ pub enum RulesError {
     Set(String),
 }
 
+/// Why rules cannot be in force together. Decided here only: a rules file reports the same
+/// faults at the line of the rule they are found at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SetFault {
+    /// No rule at all.
+    Empty,
+    /// More than [`MAX_RULES`]; the rule at `MAX_RULES` is the first too many.
+    TooMany(usize),
+    /// The rule at this index has the name of an earlier one.
+    NameTwice { index: usize, name: String },
+}
+
+impl SetFault {
+    /// What is wrong with `rules` as one set, if anything.
+    pub(crate) fn of(rules: &[Rule]) -> Option<SetFault> {
+        if rules.is_empty() {
+            return Some(SetFault::Empty);
+        }
+        if rules.len() > MAX_RULES {
+            return Some(SetFault::TooMany(rules.len()));
+        }
+        let mut names = HashSet::new();
+        rules
+            .iter()
+            .position(|rule| !names.insert(rule.name.as_str()))
+            .map(|index| SetFault::NameTwice {
+                index,
+                name: rules[index].name.clone(),
+            })
+    }
+}
+
+impl fmt::Display for SetFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetFault::Empty => write!(f, "no rules: nothing to watch"),
+            SetFault::TooMany(count) => {
+                write!(f, "{count} rules; at most {MAX_RULES} are supported")
+            }
+            SetFault::NameTwice { name, .. } => write!(
+                f,
+                "two rules are named '{name}'; names label logs and metrics, so they must differ"
+            ),
+        }
+    }
+}
+
 /// The rules in force, in order, with what matching them needs.
 #[derive(Debug, Clone)]
 pub struct RuleSet {
@@ -264,21 +311,8 @@ pub struct RuleSet {
 impl RuleSet {
     /// Checks and orders `rules`: at least one, at most [`MAX_RULES`], distinct names.
     pub fn new(rules: Vec<Rule>) -> Result<RuleSet, RulesError> {
-        if rules.is_empty() {
-            return Err(RulesError::Set("no rules: nothing to watch".to_string()));
-        }
-        if rules.len() > MAX_RULES {
-            return Err(RulesError::Set(format!(
-                "{} rules; at most {MAX_RULES} are supported",
-                rules.len()
-            )));
-        }
-        let mut names = HashSet::new();
-        if let Some(twice) = rules.iter().find(|rule| !names.insert(rule.name.as_str())) {
-            return Err(RulesError::Set(format!(
-                "two rules are named '{}'; names label logs and metrics, so they must differ",
-                twice.name
-            )));
+        if let Some(fault) = SetFault::of(&rules) {
+            return Err(RulesError::Set(fault.to_string()));
         }
         if rules.iter().any(Rule::depends_on_cgroups) {
             cgroup::find_hierarchies();

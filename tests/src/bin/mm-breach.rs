@@ -26,7 +26,7 @@ fn main() {
     let [limit, step, pause_us, give_up] = args[..] else {
         panic!("usage: mm-breach LIMIT STEP PAUSE_US GIVE_UP");
     };
-    block_all_signals();
+    memory_monitor_tests::block_all_signals();
     std::thread::spawn(wait_for_signal);
     let page = page_size();
     let region_len = (limit + give_up + (64 << 20)) as usize;
@@ -87,15 +87,6 @@ fn wait_for_signal() {
     RSS_AT_SIGNAL.store(statm_rss(), Ordering::SeqCst);
     SIGNAL.store(signal, Ordering::SeqCst);
     SIGNALLED.store(true, Ordering::SeqCst);
-}
-
-fn block_all_signals() {
-    // SAFETY: a valid, filled set.
-    unsafe {
-        let mut set = std::mem::zeroed();
-        libc::sigfillset(&mut set);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
 }
 
 fn now_ns() -> u64 {

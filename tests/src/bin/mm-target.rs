@@ -33,7 +33,7 @@ const MIB: usize = 1 << 20;
 static IGNORE_TERM: AtomicBool = AtomicBool::new(false);
 
 fn main() {
-    block_all_signals();
+    memory_monitor_tests::block_all_signals();
     let pid = std::process::id();
     std::thread::spawn(report_signals);
     say(&format!("ready pid={pid}"));
@@ -223,25 +223,8 @@ fn rss() -> u64 {
     memory_monitor_tests::resident_bytes("self")
 }
 
-fn all_signals() -> libc::sigset_t {
-    // SAFETY: sigfillset initialises the set it is given.
-    unsafe {
-        let mut set = std::mem::zeroed();
-        libc::sigfillset(&mut set);
-        set
-    }
-}
-
-/// Blocks every signal in this thread (and so in threads and children made after), so that
-/// they are taken one by one with `sigwaitinfo`.
-fn block_all_signals() {
-    let set = all_signals();
-    // SAFETY: a valid set; blocking is always allowed (SIGKILL/SIGSTOP are ignored by the call).
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-}
-
 fn report_signals() -> ! {
-    let set = all_signals();
+    let set = memory_monitor_tests::all_signals();
     let pid = std::process::id();
     loop {
         // SAFETY: waits on a valid set, filling a zeroed siginfo.

@@ -3,19 +3,11 @@
 //! profile does); in poll mode, without growth stacks, it draws the mappings and names the
 //! target's largest (a named memfd).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use memory_monitor_tests::{Monitor, Target, unique_name};
+use memory_monitor_tests::{Monitor, Target, files_in, unique_name};
 
 const USR1: i32 = libc::SIGUSR1;
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    files
-}
 
 /// Breaches a target in `mode` with profiles into a fresh directory; returns the profile and
 /// its flame graph, once the monitor says the profile is written.
@@ -47,7 +39,7 @@ fn breach(mode: &str, grow: impl FnOnce(&mut Target)) -> (PathBuf, String) {
     grow(&mut target);
     assert!(target.wait_signal(USR1), "{mode}: {}", monitor.log_text());
     let line = monitor.expect_log(&["profile written", &format!("pid={}", target.pid())]);
-    let files = files_in(&dir);
+    let files = files_in(&dir, "");
     assert_eq!(files.len(), 2, "{mode}: {files:?}");
     let (profile, svg) = (&files[0], &files[1]);
     assert!(profile.to_string_lossy().ends_with(".pb.gz"), "{files:?}");

@@ -2,11 +2,13 @@
 //! a local HTTP server, a local S3-compatible server), and an independent reader of the result
 //! (`go tool pprof`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use memory_monitor_tests::servers::{PutServer, S3Server};
 use memory_monitor_tests::shipped::released;
-use memory_monitor_tests::{Monitor, Target, pprof_top, pprof_top_entry as top_entry, unique_name};
+use memory_monitor_tests::{
+    Monitor, Target, files_in, pprof_top, pprof_top_entry as top_entry, unique_name,
+};
 
 const USR1: i32 = libc::SIGUSR1;
 
@@ -27,15 +29,6 @@ fn empty_dir(test: &str) -> PathBuf {
 }
 
 /// The profiles in `dir` (their flame graphs are beside them: tests/tests/flame.rs).
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.retain(|path| path.to_string_lossy().ends_with(".pb.gz"));
-    files.sort();
-    files
-}
-
 #[test]
 fn a_process_that_exits_on_its_signal_still_has_its_profile_in_poll_mode() {
     a_process_that_exits_on_its_signal_still_has_its_profile("poll");
@@ -72,7 +65,7 @@ fn a_process_that_exits_on_its_signal_still_has_its_profile(mode: &str) {
     monitor.expect_log(&["profile written", &pid]);
     let status = target.wait_exit().expect("the target exits on its SIGTERM");
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{mode}: {status}");
-    let files = files_in(&dir);
+    let files = files_in(&dir, ".pb.gz");
     assert_eq!(files.len(), 1, "{mode}: {files:?}");
     assert!(
         top_entry(&files[0]).contains("/memfd:mm-target-block"),
@@ -106,7 +99,7 @@ fn a_breach_yields_one_profile_naming_the_largest_mapping(mode: &str) {
     monitor.expect_log(&["profile written", &pid]);
     // Repeats while the process stays over: still one breach, so still one profile.
     monitor.expect_count(&["still over the limit", &pid], 3);
-    let files = files_in(&dir);
+    let files = files_in(&dir, ".pb.gz");
     assert_eq!(files.len(), 1, "{mode}: {files:?}");
     let file_name = files[0].file_name().unwrap().to_string_lossy().to_string();
     assert!(
@@ -255,7 +248,7 @@ fn in_ebpf_mode_the_profile_names_the_code_that_grew_the_process() {
         target.grow(64);
         assert!(target.wait_signal(USR1), "{attach}: {}", monitor.log_text());
         monitor.expect_log(&["profile written", &format!("pid={}", target.pid())]);
-        let files = files_in(&dir);
+        let files = files_in(&dir, ".pb.gz");
         assert_eq!(files.len(), 1, "{attach}: {files:?}");
         let top = pprof_top(&files[0], "growth");
         assert!(
