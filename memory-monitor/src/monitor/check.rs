@@ -211,10 +211,22 @@ mod tests {
     /// Rules watching the sleeper at `limit` bytes with SIGCONT (harmless to a sleeping process),
     /// once per breach; the process watched; and what acting needs, in a dry run.
     fn watched_sleeper(sleeper: &Sleeper, limit: u64) -> (RuleSet, ProcRoot, Watched, Actions) {
+        watched_sleeper_under(sleeper, limit, None, None)
+    }
+
+    /// The same, re-signalled every `repeat` and killed (in the dry run) `kill_after` the
+    /// breach, when they are given.
+    fn watched_sleeper_under(
+        sleeper: &Sleeper,
+        limit: u64,
+        repeat: Option<Duration>,
+        kill_after: Option<Duration>,
+    ) -> (RuleSet, ProcRoot, Watched, Actions) {
         let matcher = Matcher::new(MatchMode::Exact, sleeper.name()).unwrap();
         let mut rule = Rule::new("sleepers", Selector::name(matcher), SizeSpec::Bytes(limit));
         rule.signal = "CONT".parse().unwrap();
-        rule.repeat = None;
+        rule.repeat = repeat;
+        rule.kill_after = kill_after;
         let rules = RuleSet::new(vec![rule]).unwrap();
         let proc = ProcRoot::open().unwrap();
         let mut buf = vec![0; 4096];
@@ -296,6 +308,48 @@ mod tests {
         .unwrap();
         assert_eq!(verdict, Verdict::Quiet);
         assert_eq!(kernel.told(), ["claim"]);
+    }
+
+    #[test]
+    fn a_breach_falls_due_again_at_its_repeat_and_its_kill_and_each_is_acted_on_then() {
+        let sleeper = Sleeper::start();
+        let (repeat, kill_after) = (Duration::from_secs(2), Duration::from_secs(5));
+        let (rules, proc, mut watched, actions) =
+            watched_sleeper_under(&sleeper, 1, Some(repeat), Some(kill_after));
+        assert_eq!(due_at(&rules, &watched), None, "nothing pending before a breach");
+        let at = |now| Look {
+            now,
+            accounting: Accounting::Unknown,
+            rearm: None,
+        };
+        let mut judged = |now| {
+            check(&mut watched, &rules, &proc, &actions, at(now), None)
+                .unwrap()
+                .0
+        };
+        let breach = Instant::now();
+        assert_eq!(judged(breach), Verdict::Breach);
+        // Looked at before anything is due: nothing is done.
+        assert_eq!(judged(breach + repeat / 2), Verdict::Quiet);
+        assert_eq!(judged(breach + repeat), Verdict::Repeat);
+        assert_eq!(judged(breach + repeat * 2), Verdict::Repeat);
+        // The kill comes before the third repeat would, and ends what falls due.
+        assert_eq!(judged(breach + kill_after), Verdict::Kill);
+        assert_eq!(due_at(&rules, &watched), None, "nothing after the kill");
+    }
+
+    #[test]
+    fn the_next_look_is_due_at_the_earliest_of_repeat_kill_and_held_back_report() {
+        let sleeper = Sleeper::start();
+        let (repeat, kill_after) = (Duration::from_secs(2), Duration::from_secs(3));
+        let (rules, proc, mut watched, actions) =
+            watched_sleeper_under(&sleeper, 1, Some(repeat), Some(kill_after));
+        let breach_look = look(None);
+        let breach = breach_look.now;
+        check(&mut watched, &rules, &proc, &actions, breach_look, None);
+        assert_eq!(due_at(&rules, &watched), Some(breach + repeat));
+        watched.recheck = Some(breach + repeat / 4);
+        assert_eq!(due_at(&rules, &watched), Some(breach + repeat / 4));
     }
 
     #[test]
