@@ -545,34 +545,28 @@ pub fn creds(_ctx: TracePointContext) -> u32 {
 /// Whether a rule defers to userspace (it selects by user, or leaves processes out).
 #[inline(always)]
 fn any_rule_defers() -> bool {
-    let mut index = 0;
-    while index < MAX_RULES as u32 {
-        match RULES.get(index) {
-            Some(rule) if rule.mode != RULE_NONE => {
-                if rule.defer != 0 {
-                    return true;
-                }
-            }
-            _ => break,
-        }
-        index += 1;
-    }
-    false
+    fold_rules(false, |defers, rule| defers || rule.defer != 0)
 }
 
 /// How the rules depend on cgroups: every rule's `CGROUP_*` flags together.
 #[inline(always)]
 fn cgroup_dependence() -> u32 {
-    let mut flags = 0;
+    fold_rules(0, |flags, rule| flags | rule.cgroup)
+}
+
+/// Folds `step` over the rules in force, in order: the one bounded loop over `RULES`.
+#[inline(always)]
+fn fold_rules<T>(init: T, step: impl Fn(T, &Rule) -> T) -> T {
+    let mut acc = init;
     let mut index = 0;
     while index < MAX_RULES as u32 {
         match RULES.get(index) {
-            Some(rule) if rule.mode != RULE_NONE => flags |= rule.cgroup,
+            Some(rule) if rule.mode != RULE_NONE => acc = step(acc, rule),
             _ => break,
         }
         index += 1;
     }
-    flags
+    acc
 }
 
 /// `sched:sched_process_exec`: the current process now runs a new program, maybe under a new name.

@@ -316,7 +316,11 @@ mod tests {
         let (repeat, kill_after) = (Duration::from_secs(2), Duration::from_secs(5));
         let (rules, proc, mut watched, actions) =
             watched_sleeper_under(&sleeper, 1, Some(repeat), Some(kill_after));
-        assert_eq!(due_at(&rules, &watched), None, "nothing pending before a breach");
+        assert_eq!(
+            due_at(&rules, &watched),
+            None,
+            "nothing pending before a breach"
+        );
         let at = |now| Look {
             now,
             accounting: Accounting::Unknown,
