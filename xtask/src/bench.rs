@@ -110,12 +110,6 @@ struct Latency {
     latency_us_max: f64,
     overshoot_kib_p50: f64,
     overshoot_kib_max: f64,
-    /// How long the monitor's threads waited for a CPU during a trial (the kernel's
-    /// `schedstat`): the median over all trials, and over the slowest 1 %. When the slowest
-    /// trials' waits make up their latency's excess, the tail is the scheduler's, not the
-    /// monitor's own work.
-    cpu_wait_us_p50: f64,
-    cpu_wait_us_in_tail: f64,
 }
 
 #[derive(Serialize)]
@@ -409,7 +403,6 @@ fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos());
             std::thread::sleep(Duration::from_micros(u64::from(nanos % 100_000)));
-            let waited_before = cpu_wait_ns(monitor.pid());
             let trials: Vec<Child> = (0..batch)
                 .map(|_| {
                     Command::new(&link)
@@ -423,12 +416,8 @@ fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
                         .spawn()
                 })
                 .collect::<Result<_, _>>()?;
-            let outputs = trials
-                .into_iter()
-                .map(Child::wait_with_output)
-                .collect::<Result<Vec<_>, _>>()?;
-            let waited = (cpu_wait_ns(monitor.pid()) - waited_before) as f64 / 1000.0;
-            for output in outputs {
+            for trial in trials {
+                let output = trial.wait_with_output()?;
                 let line = String::from_utf8_lossy(&output.stdout).to_string();
                 let value = |key: &str| -> f64 {
                     line.split_whitespace()
@@ -441,7 +430,7 @@ fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
                     missed += 1;
                 } else {
                     let overshoot = (value("rss_at_signal") - limit as f64) / 1024.0;
-                    samples.push(((signalled - crossed) / 1000.0, overshoot, waited));
+                    samples.push(((signalled - crossed) / 1000.0, overshoot));
                 }
             }
             done += batch;
@@ -449,17 +438,8 @@ fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
         monitor.stop()?;
         let mut latencies: Vec<f64> = samples.iter().map(|s| s.0).collect();
         let mut overshoots: Vec<f64> = samples.iter().map(|s| s.1).collect();
-        let mut waits: Vec<f64> = samples.iter().map(|s| s.2).collect();
         latencies.sort_by(f64::total_cmp);
         overshoots.sort_by(f64::total_cmp);
-        waits.sort_by(f64::total_cmp);
-        let p99 = percentile(&latencies, 99.0);
-        let mut tail_waits: Vec<f64> = samples
-            .iter()
-            .filter(|s| s.0 >= p99)
-            .map(|s| s.2)
-            .collect();
-        tail_waits.sort_by(f64::total_cmp);
         results.push(Latency {
             configuration: name.to_string(),
             trials: options.trials(),
@@ -469,24 +449,9 @@ fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
             latency_us_max: percentile(&latencies, 100.0),
             overshoot_kib_p50: percentile(&overshoots, 50.0),
             overshoot_kib_max: percentile(&overshoots, 100.0),
-            cpu_wait_us_p50: percentile(&waits, 50.0),
-            cpu_wait_us_in_tail: percentile(&tail_waits, 50.0),
         });
     }
     Ok(results)
-}
-
-/// How long every thread of `pid` has waited on a run queue, in ns (`schedstat`'s second
-/// figure): time it was ready to run but had no CPU.
-fn cpu_wait_ns(pid: i32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum()
 }
 
 /// CPU time (ns) and context switches of every thread of `pid`.
@@ -964,12 +929,12 @@ fn markdown(results: &Results) -> String {
     ));
     if !results.latency.is_empty() {
         line("**Breach → signal latency and overshoot**\n".to_string());
-        line("| configuration | trials | latency p50 | p99 | max | overshoot p50 | overshoot max | missed | monitor waited for a CPU: p50 | in the slowest 1 % |".to_string());
-        line("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |".to_string());
+        line("| configuration | trials | latency p50 | p99 | max | overshoot p50 | overshoot max | missed |".to_string());
+        line("| --- | --: | --: | --: | --: | --: | --: | --: |".to_string());
     }
     for l in &results.latency {
         line(format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             l.configuration,
             l.trials,
             micros(l.latency_us_p50),
@@ -977,9 +942,7 @@ fn markdown(results: &Results) -> String {
             micros(l.latency_us_max),
             kib(l.overshoot_kib_p50),
             kib(l.overshoot_kib_max),
-            l.missed,
-            micros(l.cpu_wait_us_p50),
-            micros(l.cpu_wait_us_in_tail),
+            l.missed
         ));
     }
     if let (Some(ebpf), Some(poll)) = (
