@@ -11,6 +11,19 @@ use crate::units::{Bytes, Period};
 use crate::users::UserName;
 use crate::watch::Watched;
 
+/// The kernel report a breach was found on (eBPF mode): when the kernel side made it and when
+/// the monitor read it, `CLOCK_MONOTONIC` nanoseconds. The breach's line says how long the
+/// report waited to be read and how long until the signal went, so a slow reaction can be told
+/// apart: a report read late waited for the monitor to be scheduled; one read at once and
+/// signalled late was the monitor's own work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported {
+    /// When the kernel side wrote the report.
+    pub at_ns: u64,
+    /// When the monitor took it from the ring buffer.
+    pub read_ns: u64,
+}
+
 /// How a due signal is to be delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dispatch {
@@ -72,6 +85,7 @@ pub fn act(
     target: &Watched,
     rss: u64,
     dispatch: Dispatch,
+    reported: Option<Reported>,
 ) -> Option<Delivery> {
     let pid = target.pid();
     let name = target.comm();
@@ -91,6 +105,10 @@ pub fn act(
         Verdict::Kill => Signal::KILL,
     };
     let result = deliver(target, signal, dispatch);
+    // Only a breach is found on a report; repeats and kills fall due on the monitor's timer.
+    let reported = reported.filter(|_| verdict == Verdict::Breach);
+    let queued_us = reported.map(|r| r.read_ns.saturating_sub(r.at_ns) / 1000);
+    let reaction_us = reported.map(|r| crate::watch::monotonic_ns().saturating_sub(r.at_ns) / 1000);
     let message = match verdict {
         Verdict::Breach => "over the limit",
         Verdict::Repeat => "still over the limit, signalled again",
@@ -103,10 +121,10 @@ pub fn act(
     };
     match result {
         Delivery::Failed(_) => {
-            tracing::error!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, "{message}");
+            tracing::error!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, queued_us, reaction_us, "{message}");
         }
         _ => {
-            tracing::warn!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, "{message}");
+            tracing::warn!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, queued_us, reaction_us, "{message}");
         }
     }
     Some(result)

@@ -426,7 +426,7 @@ pub fn has_exited(pidfd: impl AsFd) -> bool {
 }
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds (the clock of kernel events' times).
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }

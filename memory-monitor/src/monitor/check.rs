@@ -8,7 +8,7 @@ use rustix::io::Errno;
 use super::actions::Actions;
 use super::watching::KernelLink;
 use crate::accounting::Accounting;
-use crate::action::{self, Delivery, Dispatch};
+use crate::action::{self, Delivery, Dispatch, Reported};
 use crate::hook::Breach;
 use crate::policy::{Policy, Verdict};
 use crate::procfs::ProcRoot;
@@ -28,6 +28,8 @@ pub struct Look {
     /// The kernel side is waiting to be re-armed for the process, after this gap (eBPF mode,
     /// after a report).
     pub rearm: Option<Duration>,
+    /// The kernel report this look answers (eBPF mode), for the breach's line.
+    pub reported: Option<Reported>,
 }
 
 /// The policy `watched` is judged by: its rule's, at its own limit.
@@ -110,7 +112,9 @@ pub fn check(
         return None;
     }
     tracing::trace!(pid = watched.pid(), name = %watched.comm(), rss = %Bytes(rss), "measured");
-    act(watched, rules, proc, actions, &policy, verdict, rss, kernel);
+    act(
+        watched, rules, proc, actions, &policy, verdict, rss, look, kernel,
+    );
     Some((verdict, rss))
 }
 
@@ -129,6 +133,7 @@ fn act(
     policy: &Policy,
     verdict: Verdict,
     rss: u64,
+    look: Look,
     mut kernel: Option<&mut dyn KernelLink>,
 ) {
     let index = watched.rule();
@@ -169,7 +174,16 @@ fn act(
         }
         _ => actions.dispatch,
     };
-    let Some(delivery) = action::act(&rule.name, policy, verdict, watched, rss, dispatch) else {
+    let delivered = action::act(
+        &rule.name,
+        policy,
+        verdict,
+        watched,
+        rss,
+        dispatch,
+        look.reported,
+    );
+    let Some(delivery) = delivered else {
         return;
     };
     let signal = match verdict {
@@ -240,6 +254,7 @@ mod tests {
             now: Instant::now(),
             accounting: Accounting::Unknown,
             rearm,
+            reported: None,
         }
     }
 
@@ -325,6 +340,7 @@ mod tests {
             now,
             accounting: Accounting::Unknown,
             rearm: None,
+            reported: None,
         };
         let mut judged = |now| {
             check(&mut watched, &rules, &proc, &actions, at(now), None)

@@ -8,6 +8,7 @@ use memory_monitor_ebpf::{Event, event_kind};
 
 use super::watching::Discovered;
 use super::{EVENT_BATCHES_PER_TURN, Monitor, REPORT_GAP, Source};
+use crate::action::Reported;
 use crate::metrics::Metrics;
 use crate::source::ebpf::KernelEvents;
 use crate::units::Bytes;
@@ -130,12 +131,13 @@ impl Monitor {
                 more = false;
                 break;
             }
+            let read_ns = crate::watch::monotonic_ns();
             for index in 0..count {
                 let Source::Events(events) = &self.source else {
                     return false;
                 };
                 let event = events.event(index);
-                self.on_event(&event, Instant::now());
+                self.on_event(&event, Instant::now(), read_ns);
             }
         }
         if let Source::Events(events) = &mut self.source
@@ -148,22 +150,26 @@ impl Monitor {
     }
 
     /// What one kernel event means.
-    fn on_event(&mut self, event: &Event, now: Instant) {
+    fn on_event(&mut self, event: &Event, now: Instant, read_ns: u64) {
         let pid = event.tgid as i32;
+        let reported = Reported {
+            at_ns: event.time_ns,
+            read_ns,
+        };
         tracing::trace!(pid, kind = %event_kind::name(event.kind), rss = %Bytes(event.rss), "kernel event");
         match event.kind {
             // Near its limit: confirmed on the exact figure (and, being read again soon, its
             // statm kept open meanwhile).
             event_kind::NEAR => {
                 self.watching.hold_statm(pid);
-                self.look_at(pid, now, Some(REPORT_GAP));
+                self.look_at(pid, now, Some(REPORT_GAP), reported);
             }
             event_kind::UNDER => {
-                self.look_at(pid, now, None);
+                self.look_at(pid, now, None, reported);
                 self.watching.release_statm(pid);
             }
             event_kind::KERNEL_SIGNAL => {
-                let rss = self.look_at(pid, now, Some(REPORT_GAP));
+                let rss = self.look_at(pid, now, Some(REPORT_GAP), reported);
                 let limit = self.watching.list().get(pid).map(|w| w.limit());
                 if let (Some(rss), Some(limit)) = (rss, limit)
                     && rss <= limit
@@ -181,7 +187,7 @@ impl Monitor {
             | event_kind::CREDS
                 if self.discover(pid) =>
             {
-                self.look_at(pid, now, None);
+                self.look_at(pid, now, None, reported);
             }
             event_kind::EXIT => self.watching.exited(pid, event.time_ns),
             _ => {}

@@ -33,6 +33,7 @@ use self::start::Note;
 use self::watching::{KernelSide, Watching};
 use crate::Error;
 use crate::accounting::Accounting;
+use crate::action::Reported;
 use crate::changes::Changes;
 use crate::config::{Config, RulesSource};
 use crate::metrics::Metrics;
@@ -250,7 +251,14 @@ impl Monitor {
     /// Checks `pid` at `now` (admitting it first if its discovery event is still on its way,
     /// or was lost); returns its exact RSS. With `rearm`, the kernel side is waiting to be
     /// told to report again (after that gap), which it is when the process is under the limit.
-    fn look_at(&mut self, pid: i32, now: Instant, rearm: Option<Duration>) -> Option<u64> {
+    /// `reported` is the kernel report that asks for the look.
+    fn look_at(
+        &mut self,
+        pid: i32,
+        now: Instant,
+        rearm: Option<Duration>,
+        reported: Reported,
+    ) -> Option<u64> {
         if self.watching.list().get(pid).is_none() && !self.discover(pid) {
             return None;
         }
@@ -259,6 +267,7 @@ impl Monitor {
             now,
             accounting,
             rearm,
+            reported: Some(reported),
         };
         let mut judged = None;
         self.watching
@@ -285,6 +294,7 @@ impl Monitor {
             now,
             accounting,
             rearm,
+            reported: None,
         };
         let mut report = CycleReport::default();
         let mut next_deadline = None;

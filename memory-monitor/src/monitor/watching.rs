@@ -479,6 +479,7 @@ mod tests {
     use crate::rules::{Rule, Selector};
     use crate::testing::Sleeper;
     use crate::units::SizeSpec;
+    use crate::watch::monotonic_ns;
 
     /// Watching processes named `name`, followed on `kernel`.
     fn watching(name: &str, kernel: &FakeKernel) -> Watching {
@@ -486,11 +487,6 @@ mod tests {
         let rule = Rule::new("test", Selector::name(matcher), SizeSpec::Bytes(1 << 40));
         let rules = RuleSet::new(vec![rule]).unwrap();
         Watching::new(rules, 16, Some(Box::new(kernel.clone()))).unwrap()
-    }
-
-    fn monotonic_ns() -> u64 {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-        now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
     }
 
     #[test]

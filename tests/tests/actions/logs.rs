@@ -52,8 +52,34 @@ fn every_json_line_is_an_object_naming_its_event() {
     let rss = breach["rss_bytes"].as_u64().expect("rss_bytes, an integer");
     assert!(rss > 32 << 20, "{breach}");
     assert_eq!(breach["level"], "WARN");
+    // No kernel report in poll mode, so no report timing.
+    assert!(breach.get("queued_us").is_none(), "{breach}");
+    assert!(breach.get("reaction_us").is_none(), "{breach}");
     let start = events.iter().find(|e| e["event"] == "start").unwrap();
     assert_eq!(start["mode"], "poll");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn in_ebpf_mode_a_breach_says_how_long_its_kernel_report_waited_and_how_long_until_the_signal() {
+    let name = unique_name("mml-took");
+    let mut target = Target::spawn(&name);
+    let mut monitor = Monitor::start(&usr1_over_32m(
+        "ebpf",
+        &["--log-format", "json", "-v", &name],
+    ));
+    // Past the first look at /proc: the breach is then found on a kernel report.
+    monitor.expect_log(&["checked"]);
+    target.grow(48);
+    assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
+    let line = monitor.expect_log(&[r#""event":"breach""#]);
+    let breach: Value = serde_json::from_str(&line).unwrap();
+    let queued = breach["queued_us"].as_u64().expect("queued_us, an integer");
+    let reaction = breach["reaction_us"]
+        .as_u64()
+        .expect("reaction_us, an integer");
+    // Read before it was acted on: the signal came after the report was read.
+    assert!(queued <= reaction, "{breach}");
 }
 
 /// The `key=value` pairs of a logfmt line, values unquoted (bare words, like the message's,
