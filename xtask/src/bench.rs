@@ -110,6 +110,21 @@ struct Latency {
     latency_us_max: f64,
     overshoot_kib_p50: f64,
     overshoot_kib_max: f64,
+    /// Where the time went (eBPF mode, from the breach line's `queued_us` and `reaction_us`):
+    /// the report waiting to be read (the monitor waking up), the monitor's own work from
+    /// reading it to sending the signal, and the rest (the kernel side's report after the
+    /// crossing page, and the target's signal thread being scheduled). Medians, and the
+    /// slowest trial's.
+    split_p50: Option<Split>,
+    split_slowest: Option<Split>,
+}
+
+/// One breach's latency in parts, µs.
+#[derive(Serialize, Clone, Copy)]
+struct Split {
+    queued_us: f64,
+    work_us: f64,
+    rest_us: f64,
 }
 
 #[derive(Serialize)]
@@ -330,6 +345,25 @@ impl Monitor {
         }
     }
 
+    /// Trial `pid`'s breach, `total` µs from crossing to signal, in parts: from its breach
+    /// line's `queued_us` (kernel report → read) and `reaction_us` (report → signal sent).
+    fn breach_split(&mut self, pid: u32, total: f64) -> Result<Option<Split>> {
+        let line = self.wait_for(&["event=breach", &format!("pid={pid} ")])?;
+        let field = |key: &str| -> Option<f64> {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
+                .parse()
+                .ok()
+        };
+        Ok(field("queued_us")
+            .zip(field("reaction_us"))
+            .map(|(queued, reaction)| Split {
+                queued_us: queued,
+                work_us: reaction - queued,
+                rest_us: total - reaction,
+            }))
+    }
+
     /// How many lines with `part` were logged so far.
     fn count(&mut self, part: &str) -> usize {
         while let Ok(line) = self.log.try_recv() {
@@ -355,7 +389,7 @@ impl Drop for Monitor {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -391,7 +425,9 @@ fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
             "never",
             "mmb-breach",
         ]);
-        let monitor = Monitor::start(bins, &args)?;
+        // With --kernel-signal the signal leaves before the monitor reads the report.
+        let split_by_monitor = mode.contains(&"ebpf") && !mode.contains(&"--kernel-signal");
+        let mut monitor = Monitor::start(bins, &args)?;
         let mut samples = Vec::new();
         let mut missed = 0;
         let mut done = 0;
@@ -417,6 +453,7 @@ fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
                 })
                 .collect::<Result<_, _>>()?;
             for trial in trials {
+                let pid = trial.id();
                 let output = trial.wait_with_output()?;
                 let line = String::from_utf8_lossy(&output.stdout).to_string();
                 let value = |key: &str| -> f64 {
@@ -430,12 +467,32 @@ fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
                     missed += 1;
                 } else {
                     let overshoot = (value("rss_at_signal") - limit as f64) / 1024.0;
-                    samples.push(((signalled - crossed) / 1000.0, overshoot));
+                    let total = (signalled - crossed) / 1000.0;
+                    let split = match split_by_monitor {
+                        true => monitor.breach_split(pid, total)?,
+                        false => None,
+                    };
+                    samples.push((total, overshoot, split));
                 }
             }
             done += batch;
         }
         monitor.stop()?;
+        let splits: Vec<Split> = samples.iter().filter_map(|s| s.2).collect();
+        let median_of = |part: fn(&Split) -> f64| {
+            let mut values: Vec<f64> = splits.iter().map(part).collect();
+            values.sort_by(f64::total_cmp);
+            percentile(&values, 50.0)
+        };
+        let split_p50 = (!splits.is_empty()).then(|| Split {
+            queued_us: median_of(|s| s.queued_us),
+            work_us: median_of(|s| s.work_us),
+            rest_us: median_of(|s| s.rest_us),
+        });
+        let split_slowest = samples
+            .iter()
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .and_then(|s| s.2);
         let mut latencies: Vec<f64> = samples.iter().map(|s| s.0).collect();
         let mut overshoots: Vec<f64> = samples.iter().map(|s| s.1).collect();
         latencies.sort_by(f64::total_cmp);
@@ -449,6 +506,8 @@ fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
             latency_us_max: percentile(&latencies, 100.0),
             overshoot_kib_p50: percentile(&overshoots, 50.0),
             overshoot_kib_max: percentile(&overshoots, 100.0),
+            split_p50,
+            split_slowest,
         });
     }
     Ok(results)
@@ -673,7 +732,7 @@ impl Load {
 }
 
 /// The empty programs' object, as the monitor's build leaves it (see `memory-monitor/build.rs`).
-fn bpf_object() -> Result<PathBuf> {
+pub(crate) fn bpf_object() -> Result<PathBuf> {
     let object =
         workspace().join("target/bpf-programs/bpfel-unknown-none/release/memory-monitor-ebpf");
     ensure!(
@@ -943,6 +1002,31 @@ fn markdown(results: &Results) -> String {
             kib(l.overshoot_kib_p50),
             kib(l.overshoot_kib_max),
             l.missed
+        ));
+    }
+    if results.latency.iter().any(|l| l.split_p50.is_some()) {
+        line("\n**Where the breach → signal time goes** (eBPF mode: the breach line's `queued_us` and `reaction_us`; queued: the kernel report waiting for the monitor to read it; work: the monitor's, from reading it to sending the signal; rest: the kernel side's report after the crossing page, and the target's signal thread being scheduled)\n".to_string());
+        line(
+            "| configuration | p50: queued | work | rest | slowest trial: queued | work | rest |"
+                .to_string(),
+        );
+        line("| --- | --: | --: | --: | --: | --: | --: |".to_string());
+    }
+    for l in results.latency.iter().filter(|l| l.split_p50.is_some()) {
+        let parts = |split: Option<Split>| match split {
+            Some(s) => format!(
+                "{} | {} | {}",
+                micros(s.queued_us),
+                micros(s.work_us),
+                micros(s.rest_us)
+            ),
+            None => "– | – | –".to_string(),
+        };
+        line(format!(
+            "| {} | {} | {} |",
+            l.configuration,
+            parts(l.split_p50),
+            parts(l.split_slowest)
         ));
     }
     if let (Some(ebpf), Some(poll)) = (

@@ -31,6 +31,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::{cargo, run_step, shown};
 
+mod faults;
+
 /// A kernel series the matrix boots.
 struct Kernel {
     /// What the command line and the report call it.
@@ -155,23 +157,33 @@ const TESTS: [(&str, &str); 13] = [
 /// minutes; a hung guest must not hold CI up for long).
 const GUEST_WALL_TIME: Duration = Duration::from_secs(15 * 60);
 /// The guest's size: 2 vCPUs (as the host), and room for the tests' processes.
-const GUEST_CPUS: &str = "2";
+const GUEST_CPUS: usize = 2;
 const GUEST_MEMORY: &str = "2G";
 
 /// The 9p modules' names, and the virtio transport's (built in on some kernels).
 const GUEST_MODULES: [&str; 3] = ["virtio_pci", "9pnet_virtio", "9p"];
 
-/// What `vmtest` is to run: which kernels, and which of the tests.
+/// What `vmtest` is to run: which kernels, and which of the tests (or, with `--faults`, the
+/// page-fault cost at each of these vCPU counts instead).
 pub struct Selection {
     kernels: Vec<&'static str>,
     /// Only the tests whose name holds this.
     only: Option<String>,
+    faults: Option<Vec<usize>>,
 }
 
-/// `vmtest`'s command line: `[--only PATTERN] [KERNEL…]` (all kernels, all tests by default).
+/// The vCPU counts `--faults` measures at unless `--cpus` says.
+const FAULT_CPUS: [usize; 3] = [2, 8, 32];
+/// The kernels `--faults` boots unless named: one whose counters are atomics, one whose are
+/// per CPU.
+const FAULT_KERNELS: [&str; 2] = ["6.1", "6.12"];
+
+/// `vmtest`'s command line: `[--only PATTERN] [KERNEL…]` (all kernels, all tests by default),
+/// or `--faults [--cpus N,N…] [KERNEL…]`.
 pub fn selection(args: &[OsString]) -> Result<Selection> {
     let mut kernels = Vec::new();
     let mut only = None;
+    let mut faults = None;
     let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
     while let Some(arg) = args.next() {
         if arg == "--only" {
@@ -181,16 +193,43 @@ pub fn selection(args: &[OsString]) -> Result<Selection> {
             );
             continue;
         }
+        if arg == "--faults" {
+            faults.get_or_insert(FAULT_CPUS.to_vec());
+            continue;
+        }
+        if arg == "--cpus" {
+            let list = args
+                .next()
+                .context("--cpus needs vCPU counts, e.g. 2,8,32")?;
+            let counts = list
+                .split(',')
+                .map(|n| n.parse::<usize>().ok().filter(|&n| n > 0))
+                .collect::<Option<Vec<_>>>()
+                .with_context(|| format!("--cpus: {list:?} is not a list of vCPU counts"))?;
+            faults = Some(counts);
+            continue;
+        }
         let kernel = KERNELS.iter().find(|k| k.name == arg).with_context(|| {
             let known: Vec<_> = KERNELS.iter().map(|k| k.name).collect();
             format!("unknown kernel {arg:?}: vmtest knows {}", known.join(", "))
         })?;
         kernels.push(kernel.name);
     }
+    ensure!(
+        faults.is_none() || only.is_none(),
+        "--only selects tests; --faults runs none"
+    );
     if kernels.is_empty() {
-        kernels = KERNELS.iter().map(|k| k.name).collect();
+        kernels = match faults {
+            Some(_) => FAULT_KERNELS.to_vec(),
+            None => KERNELS.iter().map(|k| k.name).collect(),
+        };
     }
-    Ok(Selection { kernels, only })
+    Ok(Selection {
+        kernels,
+        only,
+        faults,
+    })
 }
 
 /// Installs what the guests need: qemu and a static busybox.
@@ -210,6 +249,9 @@ pub fn setup() -> Result<()> {
 
 /// Runs the matrix as `selection` says (see [`selection`]), building the tests first.
 pub fn run(selection: &Selection) -> Result<()> {
+    if let Some(cpus) = &selection.faults {
+        return faults::run(&selection.kernels, cpus);
+    }
     let started = Instant::now();
     setup()?;
     let binaries = test_binaries()?;
@@ -1054,7 +1096,7 @@ impl Report {
     }
 }
 
-/// Boots `kernel` with the test plan and reads its report off the console.
+/// Boots `kernel` with the tests of `plan` and reads its report.
 fn boot(
     kernel: &Kernel,
     files: &KernelFiles,
@@ -1062,13 +1104,45 @@ fn boot(
     tests: &[(&str, &str)],
     out: &Path,
 ) -> Result<Report> {
+    let guest = run_guest(kernel, files, plan, GUEST_CPUS, out, |line| {
+        line.strip_prefix("@@ end ").map(str::to_string)
+    })?;
+    let mut report = read_report(kernel.name, &files.package, &guest.console, tests);
+    report.wall = guest.wall;
+    if guest.timed_out {
+        report.ending = Some(format!(
+            "the guest did not end within {:?}; its console's last lines:\n{}",
+            GUEST_WALL_TIME,
+            tail(&guest.console, 40)
+        ));
+    }
+    Ok(report)
+}
+
+/// What a guest printed, and how it ended.
+struct Guest {
+    console: String,
+    timed_out: bool,
+    wall: Duration,
+}
+
+/// Boots `kernel` with `cpus` vCPUs to run `plan`, until it powers off or its wall time is
+/// spent; `progress` picks the console lines worth showing as they come.
+fn run_guest(
+    kernel: &Kernel,
+    files: &KernelFiles,
+    plan: &str,
+    cpus: usize,
+    out: &Path,
+    progress: impl Fn(&str) -> Option<String>,
+) -> Result<Guest> {
     let initrd = out.join(format!("initramfs-{}.cpio", kernel.name));
     std::fs::write(&initrd, initramfs(files, plan)?)?;
     let console_path = out.join(format!("console-{}.log", kernel.name));
     let console = std::fs::File::create(&console_path)?;
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", "tcg,thread=multi", "-cpu", "max"])
-        .args(["-smp", GUEST_CPUS, "-m", GUEST_MEMORY])
+        .args(["-smp", &cpus.to_string(), "-m", GUEST_MEMORY])
         .args(["-nodefaults", "-no-reboot", "-display", "none"])
         .args(["-serial", "stdio", "-monitor", "none"])
         .arg("-kernel")
@@ -1089,10 +1163,9 @@ fn boot(
         .stdout(console.try_clone()?)
         .stderr(console);
     eprintln!(
-        "vmtest: {}: booting {} ({} vCPUs, {}; console in {})",
+        "vmtest: {}: booting {} ({cpus} vCPUs, {}; console in {})",
         kernel.name,
         files.package,
-        GUEST_CPUS,
         GUEST_MEMORY,
         console_path.display()
     );
@@ -1105,12 +1178,11 @@ fn boot(
     loop {
         let exited = child.try_wait()?.is_some();
         log.read_to_end(&mut partial)?;
-        // Each test's result as it comes.
         if let Some(last) = partial.iter().rposition(|&b| b == b'\n') {
             let complete: Vec<u8> = partial.drain(..=last).collect();
             for line in String::from_utf8_lossy(&complete).lines() {
-                if let Some(end) = line.trim().strip_prefix("@@ end ") {
-                    eprintln!("vmtest: {}: {end}", kernel.name);
+                if let Some(shown) = progress(line.trim()) {
+                    eprintln!("vmtest: {}: {shown}", kernel.name);
                 }
             }
         }
@@ -1128,16 +1200,11 @@ fn boot(
     log.seek(SeekFrom::Start(0))?;
     let mut console = String::new();
     log.read_to_string(&mut console)?;
-    let mut report = read_report(kernel.name, &files.package, &console, tests);
-    report.wall = started.elapsed();
-    if timed_out {
-        report.ending = Some(format!(
-            "the guest did not end within {:?}; its console's last lines:\n{}",
-            GUEST_WALL_TIME,
-            tail(&console, 40)
-        ));
-    }
-    Ok(report)
+    Ok(Guest {
+        console,
+        timed_out,
+        wall: started.elapsed(),
+    })
 }
 
 /// The last `n` lines of `text`.
