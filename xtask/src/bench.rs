@@ -110,21 +110,20 @@ struct Latency {
     latency_us_max: f64,
     overshoot_kib_p50: f64,
     overshoot_kib_max: f64,
-    /// Where the time went (eBPF mode, from the breach line's `queued_us` and `reaction_us`):
-    /// the report waiting to be read (the monitor waking up), the monitor's own work from
-    /// reading it to sending the signal, and the rest (the kernel side's report after the
-    /// crossing page, and the target's signal thread being scheduled). Medians, and the
-    /// slowest trial's.
+    /// Where the monitor's time went (eBPF mode, from the breach line's `queued_us` and
+    /// `reaction_us`): the report waiting to be read (the monitor being woken and scheduled),
+    /// and its own work from reading it to sending the signal. Medians, and the slowest
+    /// trial's. (The report the breach is found on can come before the crossing page: the
+    /// kernel side reports from within its margin below the limit.)
     split_p50: Option<Split>,
     split_slowest: Option<Split>,
 }
 
-/// One breach's latency in parts, µs.
+/// How the monitor spent one breach, µs.
 #[derive(Serialize, Clone, Copy)]
 struct Split {
     queued_us: f64,
     work_us: f64,
-    rest_us: f64,
 }
 
 #[derive(Serialize)]
@@ -345,10 +344,10 @@ impl Monitor {
         }
     }
 
-    /// Trial `pid`'s breach, `total` µs from crossing to signal, in parts: from its breach
-    /// line's `queued_us` (kernel report → read) and `reaction_us` (report → signal sent).
-    fn breach_split(&mut self, pid: u32, total: f64) -> Result<Option<Split>> {
-        let line = self.wait_for(&["event=breach", &format!("pid={pid} ")])?;
+    /// How the monitor spent trial `pid`'s breach: from its breach line's `queued_us` (kernel
+    /// report → read) and `reaction_us` (report → signal sent).
+    fn breach_split(&mut self, pid: u32) -> Result<Option<Split>> {
+        let line = self.wait_for(&["event=\"breach\"", &format!("pid={pid} ")])?;
         let field = |key: &str| -> Option<f64> {
             line.split_whitespace()
                 .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
@@ -360,7 +359,6 @@ impl Monitor {
             .map(|(queued, reaction)| Split {
                 queued_us: queued,
                 work_us: reaction - queued,
-                rest_us: total - reaction,
             }))
     }
 
@@ -469,7 +467,7 @@ fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
                     let overshoot = (value("rss_at_signal") - limit as f64) / 1024.0;
                     let total = (signalled - crossed) / 1000.0;
                     let split = match split_by_monitor {
-                        true => monitor.breach_split(pid, total)?,
+                        true => monitor.breach_split(pid)?,
                         false => None,
                     };
                     samples.push((total, overshoot, split));
@@ -487,7 +485,6 @@ fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
         let split_p50 = (!splits.is_empty()).then(|| Split {
             queued_us: median_of(|s| s.queued_us),
             work_us: median_of(|s| s.work_us),
-            rest_us: median_of(|s| s.rest_us),
         });
         let split_slowest = samples
             .iter()
@@ -1005,22 +1002,14 @@ fn markdown(results: &Results) -> String {
         ));
     }
     if results.latency.iter().any(|l| l.split_p50.is_some()) {
-        line("\n**Where the breach → signal time goes** (eBPF mode: the breach line's `queued_us` and `reaction_us`; queued: the kernel report waiting for the monitor to read it; work: the monitor's, from reading it to sending the signal; rest: the kernel side's report after the crossing page, and the target's signal thread being scheduled)\n".to_string());
-        line(
-            "| configuration | p50: queued | work | rest | slowest trial: queued | work | rest |"
-                .to_string(),
-        );
-        line("| --- | --: | --: | --: | --: | --: | --: |".to_string());
+        line("\n**Where the monitor's time goes** (eBPF mode, from the breach line's `queued_us` and `reaction_us`; queued: the kernel report waiting for the monitor to be woken and read it; work: the monitor's own, from reading the report to sending the signal, the exact reading included)\n".to_string());
+        line("| configuration | p50: queued | work | slowest trial: queued | work |".to_string());
+        line("| --- | --: | --: | --: | --: |".to_string());
     }
     for l in results.latency.iter().filter(|l| l.split_p50.is_some()) {
         let parts = |split: Option<Split>| match split {
-            Some(s) => format!(
-                "{} | {} | {}",
-                micros(s.queued_us),
-                micros(s.work_us),
-                micros(s.rest_us)
-            ),
-            None => "– | – | –".to_string(),
+            Some(s) => format!("{} | {}", micros(s.queued_us), micros(s.work_us)),
+            None => "– | –".to_string(),
         };
         line(format!(
             "| {} | {} | {} |",
