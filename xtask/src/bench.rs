@@ -205,20 +205,13 @@ pub fn run(options: &Options) -> Result<()> {
         Some(monitor) => monitor.clone(),
         None => crate::dist::static_binary()?,
     };
-    run_step(cargo().args([
-        "build",
-        "--locked",
-        "--release",
-        "--package",
-        "memory-monitor-tests",
-        "--bins",
-    ]))?;
+    let helpers = build_helpers()?;
     let out = workspace().join("target/bench");
     let links = out.join("links");
     std::fs::create_dir_all(&links)?;
     let bins = Binaries {
         monitor,
-        dir: workspace().join("target/release"),
+        dir: helpers,
         links,
     };
     let results = Results {
@@ -385,6 +378,20 @@ impl Drop for Monitor {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Builds the measuring programs (`mm-faults`, `mm-floor`, `mm-breach`, …) optimized, as
+/// measurements want them; returns where they are.
+pub(crate) fn build_helpers() -> Result<PathBuf> {
+    run_step(cargo().args([
+        "build",
+        "--locked",
+        "--release",
+        "--package",
+        "memory-monitor-tests",
+        "--bins",
+    ]))?;
+    Ok(workspace().join("target/release"))
 }
 
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -34,16 +34,9 @@ struct Scaling {
 /// Boots each of `kernels` once per vCPU count in `cpus` and prints the table.
 pub fn run(kernels: &[&'static str], cpus: &[usize]) -> Result<()> {
     super::setup()?;
+    // The monitor's build makes the BPF object the empty programs are loaded from.
     run_step(cargo().args(["build", "--locked", "--package", "memory-monitor"]))?;
-    run_step(cargo().args([
-        "build",
-        "--locked",
-        "--release",
-        "--package",
-        "memory-monitor-tests",
-        "--bins",
-    ]))?;
-    let bins = crate::workspace().join("target/release");
+    let bins = crate::bench::build_helpers()?;
     let object = crate::bench::bpf_object()?;
     let cache = cache_dir()?;
     let out = crate::workspace().join("target/vmtest");
