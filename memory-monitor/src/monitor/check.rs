@@ -74,9 +74,10 @@ pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 }
 
 /// Measures `watched`, judges it and acts; returns the verdict and the exact RSS, or `None`
-/// once the process is gone. With a kernel side waiting for it, the process is re-armed there
-/// before the one, deciding reading, so that no growth after it can go unreported; found over
-/// the limit, the re-arm is withdrawn. (The reading can be a page-table walk: it is made once.)
+/// once the process is gone. With a kernel side waiting for it, a process found under the
+/// limit is re-armed there before a second, deciding reading, so that no growth between the
+/// two can go unreported. (Re-armed before the first reading instead, a process over the limit
+/// whose reading outlasts the gap would be reported again during every reading.)
 pub fn check(
     watched: &mut Watched,
     rules: &RuleSet,
@@ -89,34 +90,29 @@ pub fn check(
     let count = rules.get(watched.rule()).count;
     let page_size = crate::procfs::page_size();
     let mut statm_buf = [0u8; 128];
-    let waiting = kernel.as_deref_mut().zip(look.rearm);
-    if let Some((kernel, asked)) = waiting {
-        kernel.rearm(watched.pid(), asked);
-    }
+    let exact = |watched: &Watched, buf: &mut [u8]| {
+        watched.exact_rss(proc, buf, page_size, policy.limit, look.accounting, count)
+    };
     let reading = Instant::now();
-    let rss = watched.exact_rss(
-        proc,
-        &mut statm_buf,
-        page_size,
-        policy.limit,
-        look.accounting,
-        count,
-    );
+    let mut rss = exact(watched, &mut statm_buf);
     let reading = reading.elapsed();
     watched.recheck = None;
-    if let Some((kernel, asked)) = kernel.as_deref_mut().zip(look.rearm) {
+    if let (Ok(under), Some(kernel), Some(asked)) = (rss, kernel.as_deref_mut(), look.rearm)
+        && under <= policy.limit
+    {
+        let gap = match asked.is_zero() {
+            true => asked,
+            false => report_gap(asked, reading),
+        };
+        kernel.rearm(watched.pid(), gap);
+        rss = exact(watched, &mut statm_buf);
         match rss {
-            // Under: the kernel side stays quiet for the gap (longer when the reading was
-            // long), so look again after it.
-            Ok(under) if under <= policy.limit && !asked.is_zero() => {
-                let gap = report_gap(asked, reading);
-                if gap != asked {
-                    kernel.rearm(watched.pid(), gap);
-                }
-                watched.recheck = Some(look.now + gap);
+            // Still under: the kernel side stays quiet for the gap (longer when the reading
+            // was long), so look again after it.
+            Ok(rss) if rss <= policy.limit => {
+                watched.recheck = (!gap.is_zero()).then(|| look.now + gap);
             }
-            Ok(under) if under <= policy.limit => {}
-            // Over (or gone): no report is wanted while it stays over.
+            // Over after all: no report is wanted while it stays over.
             _ => kernel.cancel_rearm(watched.pid()),
         }
     }
@@ -319,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn over_the_limit_the_rearm_is_withdrawn_and_the_signal_is_claimed_once() {
+    fn over_the_limit_no_rearm_is_left_and_the_signal_is_claimed_once() {
         let sleeper = Sleeper::start();
         // Any process is over one byte.
         let (rules, proc, mut watched, actions) = watched_sleeper(&sleeper, 1);
@@ -335,11 +331,7 @@ mod tests {
         .unwrap();
         assert_eq!(verdict, Verdict::Breach);
         assert!(rss > 1);
-        assert_eq!(
-            kernel.told(),
-            ["rearm after 250µs", "cancel rearm", "claim"],
-            "no re-arm left over the limit"
-        );
+        assert_eq!(kernel.told(), ["claim"], "no re-arm over the limit");
         assert!(watched.episode.is_over());
         // Still over: no new breach, nothing claimed again.
         let (verdict, _) = check(
@@ -352,10 +344,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Quiet);
-        assert_eq!(
-            kernel.told(),
-            ["rearm after 250µs", "cancel rearm", "claim"]
-        );
+        assert_eq!(kernel.told(), ["claim"]);
     }
 
     #[test]
