@@ -341,17 +341,11 @@ impl Monitor {
     /// report → read) and `reaction_us` (report → signal sent).
     fn breach_split(&mut self, pid: u32) -> Result<Option<Split>> {
         let line = self.wait_for(&["event=\"breach\"", &format!("pid={pid} ")])?;
-        let field = |key: &str| -> Option<f64> {
-            line.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
-                .parse()
-                .ok()
-        };
-        Ok(field("queued_us")
-            .zip(field("reaction_us"))
+        Ok(field(&line, "queued_us")
+            .zip(field(&line, "reaction_us"))
             .map(|(queued, reaction)| Split {
-                queued_us: queued,
-                work_us: reaction - queued,
+                queued_us: queued as f64,
+                work_us: reaction.saturating_sub(queued) as f64,
             }))
     }
 
@@ -392,6 +386,14 @@ pub(crate) fn build_helpers() -> Result<PathBuf> {
         "--bins",
     ]))?;
     Ok(workspace().join("target/release"))
+}
+
+/// The rate `mm-faults` reports (`faults_per_second=N`).
+pub(crate) fn faults_per_second(said: &str) -> Result<f64> {
+    said.trim()
+        .strip_prefix("faults_per_second=")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("mm-faults said {said:?}"))
 }
 
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -834,12 +836,7 @@ fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
                     .output()?,
                 _ => Command::new(&faulter).args(faulter_args).output()?,
             };
-            let line = String::from_utf8_lossy(&output.stdout);
-            let rate: f64 = line
-                .trim()
-                .strip_prefix("faults_per_second=")
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("mm-faults said {line:?}"))?;
+            let rate = faults_per_second(&String::from_utf8_lossy(&output.stdout))?;
             if let Some(beside) = beside {
                 if let (true, Some(ns)) = (stats, rss_program_ns_per_call(beside.pid())) {
                     program_ns.entry(index).or_default().push(ns);

@@ -272,8 +272,13 @@ mod tests {
     }
 
     fn look(rearm: Option<Duration>) -> Look {
+        look_when(Instant::now(), rearm)
+    }
+
+    /// A look at `now`, answering no kernel report.
+    fn look_when(now: Instant, rearm: Option<Duration>) -> Look {
         Look {
-            now: Instant::now(),
+            now,
             accounting: Accounting::Unknown,
             rearm,
             reported: None,
@@ -358,16 +363,17 @@ mod tests {
             None,
             "nothing pending before a breach"
         );
-        let at = |now| Look {
-            now,
-            accounting: Accounting::Unknown,
-            rearm: None,
-            reported: None,
-        };
         let mut judged = |now| {
-            check(&mut watched, &rules, &proc, &actions, at(now), None)
-                .unwrap()
-                .0
+            check(
+                &mut watched,
+                &rules,
+                &proc,
+                &actions,
+                look_when(now, None),
+                None,
+            )
+            .unwrap()
+            .0
         };
         let breach = Instant::now();
         assert_eq!(judged(breach), Verdict::Breach);

@@ -115,10 +115,7 @@ fn read(kernel: &'static str, cpus: usize, console: &str) -> Result<Scaling> {
             .iter()
             .find(|c| **c == condition)
             .with_context(|| format!("unknown condition in {line:?}"))?;
-        let rate: f64 = rate
-            .strip_prefix("faults_per_second=")
-            .and_then(|r| r.parse().ok())
-            .with_context(|| format!("mm-faults said {line:?}"))?;
+        let rate = crate::bench::faults_per_second(rate)?;
         rates.insert((condition, round.parse()?), rate);
     }
     let mut slowdowns = BTreeMap::new();
