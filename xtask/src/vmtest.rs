@@ -249,6 +249,7 @@ pub fn setup() -> Result<()> {
 
 /// Runs the matrix as `selection` says (see [`selection`]), building the tests first.
 pub fn run(selection: &Selection) -> Result<()> {
+    visible_in_guests(&crate::workspace())?;
     if let Some(cpus) = &selection.faults {
         return faults::run(&selection.kernels, cpus);
     }
@@ -297,6 +298,18 @@ pub fn run(selection: &Selection) -> Result<()> {
         .map(|r| r.kernel)
         .collect();
     ensure!(failed.is_empty(), "vmtest failed on {}", failed.join(", "));
+    Ok(())
+}
+
+/// The guests run the host's binaries from its root, shared read-only, with a tmpfs of their
+/// own on `/tmp`: a workspace under `/tmp` is hidden there, and every test would fail with
+/// "not found". Said at once instead.
+fn visible_in_guests(workspace: &Path) -> Result<()> {
+    ensure!(
+        !workspace.starts_with("/tmp"),
+        "vmtest cannot run from {}: the guests mount a /tmp of their own, which hides it; clone the project outside /tmp",
+        workspace.display()
+    );
     Ok(())
 }
 
@@ -1388,6 +1401,14 @@ mod tests {
             Some("/usr/share/keyrings/debian-archive-keyring.gpg")
         );
         assert_eq!(machine_codename(&stanzas).unwrap(), "bookworm");
+    }
+
+    #[test]
+    fn a_workspace_under_tmp_is_refused_as_the_guests_cannot_see_it() {
+        let error = visible_in_guests(Path::new("/tmp/clone")).unwrap_err();
+        assert!(error.to_string().contains("outside /tmp"), "{error}");
+        assert!(visible_in_guests(Path::new("/work/clone")).is_ok());
+        assert!(visible_in_guests(Path::new("/tmpfs-ws/clone")).is_ok());
     }
 
     #[test]
