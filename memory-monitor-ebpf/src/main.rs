@@ -12,10 +12,16 @@
 //!   rule selects by user), and an exited one is forgotten.
 //!
 //! Hot path: every page fault of every process on the machine passes through `rss_stat`, so an
-//! unwatched process's own change leaves after one array lookup (`WATCH_SLOTS`), and with
-//! `tp_btf` one read of `current->mm`; only changes made from other contexts take a hash lookup.
+//! unwatched process's own change leaves after one array lookup by its tgid (`WATCH_SLOTS`),
+//! and with `tp_btf` one more by its memory map (`MM_SLOTS`); only a change to a watched
+//! process's map made from another context takes a hash lookup.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics, asm_experimental_arch)]
+#![allow(
+    internal_features,
+    reason = "core's atomic add, for want of atomic types on BPF"
+)]
 #![allow(
     missing_docs,
     reason = "the tracepoint macro does not carry doc comments to the functions it generates"
@@ -33,6 +39,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
 };
 use aya_log_ebpf::warn;
+use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, Event, Field, MAX_RULES, RULE_NONE, Rule, WATCH_ARMED,
     WATCH_BY_NAME, WATCH_COUNT_SWAP, WATCH_KERNEL_SIGNALLED, Watch, comm_words, event_kind,
@@ -53,6 +60,13 @@ static WATCHED: HashMap<u32, Watch> = HashMap::with_max_entries(MAX_PROCESSES, 0
 /// from each watched process's own changes, to attribute the changes other contexts make.
 #[map]
 static MM_OWNER: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+/// How many of `MM_OWNER`'s maps fall in each slot (`mm_slot`): lets a change to a map no
+/// watched process owns leave after an array lookup, not a hash lookup. Written only with
+/// `MM_OWNER`, here, by atomic adds: a count goes up before its map is inserted and down after
+/// it is removed, so it is never below the maps it stands for (at worst, for an instant, above).
+#[map]
+static MM_SLOTS: Array<u32> = Array::with_max_entries(MAX_SLOTS, 0);
 
 /// How many watched processes fall in each slot (`tgid & SLOT_MASK`): the hot path's first
 /// question, and its cheapest (an array lookup the verifier inlines). Only userspace writes it,
@@ -108,7 +122,7 @@ static MONITOR_TGID: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static MONITOR_PARENT_TGID: Global<u32> = Global::new(0);
 
-/// `WATCH_SLOTS`' size minus one.
+/// `WATCH_SLOTS`' and `MM_SLOTS`' size minus one.
 #[unsafe(no_mangle)]
 static SLOT_MASK: Global<u32> = Global::new(MAX_SLOTS - 1);
 
@@ -152,6 +166,8 @@ static SAMPLE_BYTES: Global<u32> = Global::new(256 * 1024);
 const CLONE_THREAD: u64 = 0x0001_0000;
 /// `BPF_NOEXIST`: insert only if absent, atomically.
 const BPF_NOEXIST: u64 = 1;
+/// `BPF_EXIST`: update only if present.
+const BPF_EXIST: u64 = 2;
 
 /// Reads a scalar tracepoint field straight from the record: one load at a constant offset,
 /// which the verifier checks (the fields are naturally aligned).
@@ -265,20 +281,16 @@ fn on_btf_change(
     pages: impl FnOnce() -> i64,
 ) -> i32 {
     let tgid = current_tgid();
-    let own = if maybe_watched(tgid) {
-        WATCHED
+    let own = match maybe_watched(tgid) {
+        true => WATCHED
             .get_ptr_mut(tgid)
             // SAFETY: reads a live map value.
-            .filter(|&watch| unsafe { (*watch).mm } == mm || current_mm() == mm)
-    } else if current_mm() == mm {
-        // Nearly every change on the machine: an unwatched process's own. It leaves here,
-        // after the slot lookup and one read of `current->mm`, before any hash lookup.
-        return 0;
-    } else {
-        None
+            .filter(|&watch| unsafe { (*watch).mm } == mm || current_mm() == mm),
+        false => None,
     };
     // Otherwise made from another context (reclaim, a kernel thread, another process through
-    // `process_madvise`): only the mm can say whose.
+    // `process_madvise`), or (nearly every change on the machine) an unwatched process's own:
+    // only the mm can say whose.
     let found = match own {
         Some(watch) => Some((tgid, watch, true)),
         None => owner_of(mm).map(|(tgid, watch)| (tgid, watch, false)),
@@ -316,9 +328,51 @@ fn maybe_watched(tgid: u32) -> bool {
         .is_some_and(|&count| count != 0)
 }
 
-/// The watched process whose memory map is `mm`, as learned from its own changes.
+/// Whether a watched process may own memory map `mm`: false settles it for nearly every map
+/// on the machine.
+#[inline(always)]
+fn mm_maybe_owned(mm: u64) -> bool {
+    MM_SLOTS.get(mm_slot(mm)).is_some_and(|&count| count != 0)
+}
+
+/// `mm`'s slot in `MM_SLOTS`. Map ids and pointers are not spread evenly in their low bits (a
+/// pointer's are its alignment), so they are mixed first (Fibonacci hashing).
+#[inline(always)]
+fn mm_slot(mm: u64) -> u32 {
+    (u64::from(low_bits(mm)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32 & SLOT_MASK.load()
+}
+
+/// The low 32 bits of `value`, as a plain number even where the verifier knows it for a
+/// pointer (`tp_btf`'s `mm`), on which it allows no arithmetic but a 32-bit subtraction,
+/// whose result it takes for a number (for programs loaded with `CAP_PERFMON`, as these are).
+#[inline(always)]
+fn low_bits(value: u64) -> u32 {
+    let low: u64;
+    // SAFETY: one register-only instruction, no memory touched.
+    unsafe {
+        core::arch::asm!("w0 -= 0", inout("r0") value => low, options(pure, nomem, nostack));
+    }
+    low as u32
+}
+
+/// Adds `delta` (wrapping: `u32::MAX` takes one away) to `mm`'s count in `MM_SLOTS`.
+#[inline(always)]
+fn count_mm(mm: u64, delta: u32) {
+    if let Some(count) = MM_SLOTS.get_ptr_mut(mm_slot(mm)) {
+        // SAFETY: a live array value, which stays for the map's life; every writer adds
+        // atomically (the BPF target has atomic adds but no compare-and-swap, so no
+        // `AtomicU32`).
+        unsafe { atomic_xadd::<u32, u32, { Relaxed }>(count, delta) };
+    }
+}
+
+/// The watched process whose memory map is `mm`, as learned from its own changes. A map no
+/// watched process owns is settled by an array lookup.
 #[inline(always)]
 fn owner_of(mm: u64) -> Option<(u32, *mut Watch)> {
+    if !mm_maybe_owned(mm) {
+        return None;
+    }
     // SAFETY: a plain value copied out of the map at once.
     let tgid = *unsafe { MM_OWNER.get(mm) }?;
     WATCHED.get_ptr_mut(tgid).map(|watch| (tgid, watch))
@@ -408,14 +462,18 @@ fn sample_growth<C: StackIdContext>(ctx: &C, tgid: u32) {
     }
 }
 
-/// Records which mm is `tgid`'s (it changes at exec).
+/// Records which mm is `tgid`'s (it changes at exec). A map two processes share (a `vfork`
+/// child's, until it execs) is its latest learner's, counted once.
 #[inline(always)]
 fn learn_mm(watch: &mut Watch, tgid: u32, mm: u64) {
-    if watch.mm != 0 {
-        let _ = MM_OWNER.remove(watch.mm);
-    }
+    forget_mm(watch);
     watch.mm = mm;
-    if MM_OWNER.insert(mm, tgid, 0).is_err() {
+    count_mm(mm, 1);
+    if MM_OWNER.insert(mm, tgid, BPF_NOEXIST).is_ok() {
+        return;
+    }
+    count_mm(mm, u32::MAX);
+    if MM_OWNER.insert(mm, tgid, BPF_EXIST).is_err() {
         watch.mm = 0;
     }
 }
@@ -601,9 +659,10 @@ pub fn exec(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Forgets which mm is the watch's.
 fn forget_mm(watch: &Watch) {
-    if watch.mm != 0 {
-        let _ = MM_OWNER.remove(watch.mm);
+    if watch.mm != 0 && MM_OWNER.remove(watch.mm).is_ok() {
+        count_mm(watch.mm, u32::MAX);
     }
 }
 

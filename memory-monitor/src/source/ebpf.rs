@@ -324,6 +324,7 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         .map_max_entries("REARM", capacity)
         .map_max_entries("SIGNAL_CLAIMS", capacity)
         .map_max_entries("WATCH_SLOTS", slot_count)
+        .map_max_entries("MM_SLOTS", slot_count)
         .load(PROGRAMS)
         .map_err(|e| Unavailable(format!("loading the BPF programs failed: {}", one_line(&e))))?;
     if settings.debug_log {

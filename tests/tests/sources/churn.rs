@@ -107,19 +107,19 @@ fn churn_in_ebpf_mode() {
     run("ebpf");
 }
 
-/// The kernel side's counts of watched processes per slot (`WATCH_SLOTS`), read from the map
-/// the monitor `pid` holds: (slot, count) for every slot that counts one.
-fn counted_slots(pid: i32) -> Vec<(u32, u32)> {
+/// The kernel side's counts per slot in its map `name` (`WATCH_SLOTS`: watched processes by
+/// tgid; `MM_SLOTS`: their memory maps), read from the map the monitor `pid` holds: (slot,
+/// count) for every slot that counts one.
+fn counted_slots(pid: i32, name: &str) -> Vec<(u32, u32)> {
     let id = memory_monitor_tests::bpf_objects_of(pid)
         .into_iter()
         .filter(|(kind, _)| kind == "map_id")
         .find(|(_, id)| {
-            aya::maps::MapInfo::from_id(*id)
-                .is_ok_and(|info| info.name_as_str() == Some("WATCH_SLOTS"))
+            aya::maps::MapInfo::from_id(*id).is_ok_and(|info| info.name_as_str() == Some(name))
         })
         .map(|(_, id)| id)
-        .expect("the monitor holds WATCH_SLOTS");
-    let map = aya::maps::MapData::from_id(id).expect("open WATCH_SLOTS");
+        .unwrap_or_else(|| panic!("the monitor holds {name}"));
+    let map = aya::maps::MapData::from_id(id).unwrap_or_else(|e| panic!("open {name}: {e}"));
     let slots = aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(map)).unwrap();
     slots
         .iter()
@@ -173,7 +173,7 @@ fn in_ebpf_mode_watched_processes_that_exit_are_forgotten_on_both_sides() {
     let mut target = Target::spawn(&format!("{prefix}t"));
     target.grow(48);
     assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
-    let counted = counted_slots(monitor.pid());
+    let counted = counted_slots(monitor.pid(), "WATCH_SLOTS");
     let slot_mask = 4095; // 64 processes: the smallest table, 4096 slots
     let total: u32 = counted.iter().map(|(_, count)| count).sum();
     assert!(
@@ -181,6 +181,16 @@ fn in_ebpf_mode_watched_processes_that_exit_are_forgotten_on_both_sides() {
         "only the live target is to be counted on the kernel side, not {total} processes in {} slots: {:?}…",
         counted.len(),
         &counted[..counted.len().min(8)]
+    );
+    // The memory maps the kernel side learned: the target's alone (it grew, so its map is
+    // known), wherever it hashes to.
+    let maps = counted_slots(monitor.pid(), "MM_SLOTS");
+    assert!(
+        maps.len() == 1 && maps[0].1 == 1,
+        "only the live target's memory map is to be counted, not {} in {} slots: {:?}…",
+        maps.iter().map(|(_, count)| count).sum::<u32>(),
+        maps.len(),
+        &maps[..maps.len().min(8)]
     );
     let after = anonymous_kib(monitor.pid());
     assert!(
