@@ -254,7 +254,10 @@ pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     on_btf_change(&ctx, mm, slot, || {
-        read_kernel::<i64>(mm + RSS_COUNT_OFFSETS.load()[slot])
+        // A plain load, not a probe read: the verifier knows `mm` for the tracepoint's
+        // `struct mm_struct *`, and the offset (read-only data) for a counter's `count` in it.
+        // SAFETY: the kernel checks the load against the type, and the JIT guards it.
+        unsafe { core::ptr::read_volatile((mm + RSS_COUNT_OFFSETS.load()[slot]) as *const i64) }
     })
 }
 
