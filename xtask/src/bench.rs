@@ -150,8 +150,10 @@ struct Faults {
     overhead_percent: f64,
     overhead_percent_iqr: (f64, f64),
     /// The same against the empty program attached the same way (eBPF conditions): what the
-    /// monitor's program costs above what the attach type costs by itself.
+    /// monitor's program costs above what the attach type costs by itself; with its
+    /// interquartile range, since both sides of that pair vary from round to round.
     over_floor_percent: Option<f64>,
+    over_floor_percent_iqr: Option<(f64, f64)>,
     /// The RSS program's own run time per call, from the kernel's program statistics, minus
     /// nothing: the statistics' clock reads are included (compare conditions, not absolutes).
     rss_program_ns_per_call: Option<f64>,
@@ -872,15 +874,19 @@ fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
         .enumerate()
         .map(|(index, (name, load))| {
             let overheads = slowdowns(index, 0);
+            let over_floor = load
+                .attach()
+                .and_then(floor_of)
+                .map(|floor| slowdowns(index, floor));
             Faults {
                 condition: name.to_string(),
                 faults_per_s: median(&mut rates[&index].clone()),
                 overhead_percent: percentile(&overheads, 50.0),
                 overhead_percent_iqr: (percentile(&overheads, 25.0), percentile(&overheads, 75.0)),
-                over_floor_percent: load
-                    .attach()
-                    .and_then(floor_of)
-                    .map(|floor| percentile(&slowdowns(index, floor), 50.0)),
+                over_floor_percent: over_floor.as_ref().map(|s| percentile(s, 50.0)),
+                over_floor_percent_iqr: over_floor
+                    .as_ref()
+                    .map(|s| (percentile(s, 25.0), percentile(s, 75.0))),
                 rss_program_ns_per_call: program_ns.get_mut(&index).map(median),
             }
         })
@@ -1058,19 +1064,20 @@ fn markdown(results: &Results) -> String {
         line(
             "\n**Cost to processes: page faults per CPU-second** (overhead: median of per-round \
              slowdowns against the no-monitor run of the same round, and their interquartile \
-             range; over its floor: the same against the empty program attached the same way; \
+             range; over its floor: the same against the empty program attached the same way, \
+             and its interquartile range; \
              program time per call includes the kernel statistics' own clock reads)\n"
                 .to_string(),
         );
         line(
-            "| condition | faults/s | overhead | IQR | over its floor | RSS program per call |"
+            "| condition | faults/s | overhead | IQR | over its floor | IQR | RSS program per call |"
                 .to_string(),
         );
-        line("| --- | --: | --: | --: | --: | --: |".to_string());
+        line("| --- | --: | --: | --: | --: | --: | --: |".to_string());
     }
     for f in &results.faults {
         line(format!(
-            "| {} | {:.0} | {:+.1} % | {:+.1} … {:+.1} % | {} | {} |",
+            "| {} | {:.0} | {:+.1} % | {:+.1} … {:+.1} % | {} | {} | {} |",
             f.condition,
             f.faults_per_s,
             f.overhead_percent,
@@ -1078,6 +1085,8 @@ fn markdown(results: &Results) -> String {
             f.overhead_percent_iqr.1,
             f.over_floor_percent
                 .map_or("–".to_string(), |p| format!("{p:+.1} %")),
+            f.over_floor_percent_iqr
+                .map_or("–".to_string(), |(q1, q3)| format!("{q1:+.1} … {q3:+.1} %")),
             f.rss_program_ns_per_call
                 .map_or("–".to_string(), |ns| format!("{ns:.0} ns"))
         ));
