@@ -240,12 +240,12 @@ pub fn run(options: &Options) -> Result<()> {
 
 /// `kernel.bpf_stats_enabled` set while this lives (programs' run time and count cost two clock
 /// reads per run, so it is on only where those figures are taken), as it was after.
-struct BpfStats(Option<String>);
+pub(crate) struct BpfStats(Option<String>);
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
-    fn set(on: bool) -> BpfStats {
+    pub(crate) fn set(on: bool) -> BpfStats {
         let before = std::fs::read_to_string(BPF_STATS).ok();
         let _ = std::fs::write(BPF_STATS, if on { "1" } else { "0" });
         BpfStats(before)
@@ -689,9 +689,17 @@ fn footprint(bins: &Binaries, options: &Options) -> Result<Vec<Footprint>> {
     Ok(results)
 }
 
-/// The RSS program's average run time per call, from the monitor's own program descriptors
-/// (`run_time_ns`/`run_cnt` with `kernel.bpf_stats_enabled`): the program called most.
+/// The RSS program's average run time per call (see `rss_program_stats`).
 fn rss_program_ns_per_call(pid: i32) -> Option<f64> {
+    rss_program_stats(pid)
+        .filter(|&(_, count)| count > 0)
+        .map(|(time, count)| time as f64 / count as f64)
+}
+
+/// The RSS program's run time (ns) and calls so far, from the monitor's own program
+/// descriptors (`run_time_ns`/`run_cnt`, counted while `kernel.bpf_stats_enabled` is set): the
+/// program called most.
+pub(crate) fn rss_program_stats(pid: i32) -> Option<(u64, u64)> {
     let entries = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?;
     let mut best: Option<(u64, u64)> = None;
     for entry in entries.flatten() {
@@ -706,8 +714,7 @@ fn rss_program_ns_per_call(pid: i32) -> Option<f64> {
             best = Some((time, count));
         }
     }
-    best.filter(|&(_, count)| count > 0)
-        .map(|(time, count)| time as f64 / count as f64)
+    best
 }
 
 /// What runs beside the page-fault benchmark.
@@ -1086,7 +1093,9 @@ fn markdown(results: &Results) -> String {
             f.over_floor_percent
                 .map_or("–".to_string(), |p| format!("{p:+.1} %")),
             f.over_floor_percent_iqr
-                .map_or("–".to_string(), |(q1, q3)| format!("{q1:+.1} … {q3:+.1} %")),
+                .map_or("–".to_string(), |(q1, q3)| format!(
+                    "{q1:+.1} … {q3:+.1} %"
+                )),
             f.rss_program_ns_per_call
                 .map_or("–".to_string(), |ns| format!("{ns:.0} ns"))
         ));

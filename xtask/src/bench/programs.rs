@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, Result, ensure};
 use serde::Serialize;
 
-use super::{Binaries, Monitor, Options, percentile};
+use super::{Binaries, BpfStats, Monitor, Options, percentile, rss_program_stats};
 use crate::workspace;
 
 /// One program under one condition: its slowdowns over the rounds.
@@ -23,6 +23,10 @@ pub struct Program {
     cpu_s: f64,
     /// Per-round slowdowns against the no-monitor run of the same round (percent), sorted.
     slowdown_percent: Vec<f64>,
+    /// The RSS program's calls, and their time (seconds), in one more run with
+    /// `kernel.bpf_stats_enabled` (eBPF conditions): what the program cost, measured by the
+    /// kernel, however noisy the CPU times are.
+    rss_program: Option<(u64, f64)>,
 }
 
 /// A program the bench runs, and the name its memory-hungry process has (`comm`).
@@ -141,16 +145,34 @@ pub(super) fn run(bins: &Binaries, options: &Options) -> Result<Vec<Program>> {
                     workload.program,
                     CONDITIONS[condition]
                 );
-                let monitor = match condition {
-                    0 => None,
-                    // A name no process has: everything runs unwatched.
-                    1 => Some(Monitor::start(bins, &watching("mmb-nobody"))?),
-                    _ => Some(Monitor::start(bins, &watching(workload.watch))?),
-                };
+                let monitor = monitor_for(bins, workload, condition)?;
                 seconds[w][condition].push(cpu_seconds((workload.command)(&inputs))?);
                 if let Some(monitor) = monitor {
                     monitor.stop()?;
                 }
+            }
+        }
+    }
+    // The program's own time, in runs of their own (the statistics' clock reads slow it).
+    let mut program = vec![vec![None; CONDITIONS.len()]; WORKLOADS.len()];
+    {
+        let _stats = BpfStats::set(true);
+        for (w, workload) in WORKLOADS.iter().enumerate() {
+            for condition in 1..CONDITIONS.len() {
+                eprintln!(
+                    "programs: the RSS program's time: {} {}",
+                    workload.program, CONDITIONS[condition]
+                );
+                let Some(monitor) = monitor_for(bins, workload, condition)? else {
+                    continue;
+                };
+                let before = rss_program_stats(monitor.pid());
+                cpu_seconds((workload.command)(&inputs))?;
+                let after = rss_program_stats(monitor.pid());
+                monitor.stop()?;
+                program[w][condition] = before.zip(after).map(|((t0, n0), (t1, n1))| {
+                    (n1.saturating_sub(n0), t1.saturating_sub(t0) as f64 / 1e9)
+                });
             }
         }
     }
@@ -171,10 +193,21 @@ pub(super) fn run(bins: &Binaries, options: &Options) -> Result<Vec<Program>> {
                 condition: name.to_string(),
                 cpu_s: percentile(&sorted, 50.0),
                 slowdown_percent: slowdowns,
+                rss_program: program[w][condition],
             });
         }
     }
     Ok(results)
+}
+
+/// The monitor beside `workload` under `condition`: none, watching a name no process has (so
+/// that everything runs unwatched), or watching the workload by name.
+fn monitor_for(bins: &Binaries, workload: &Workload, condition: usize) -> Result<Option<Monitor>> {
+    Ok(match condition {
+        0 => None,
+        1 => Some(Monitor::start(bins, &watching("mmb-nobody"))?),
+        _ => Some(Monitor::start(bins, &watching(workload.watch))?),
+    })
 }
 
 /// The monitor's arguments: eBPF mode, a limit nothing reaches, processes named `name`.
@@ -213,11 +246,17 @@ pub(super) fn markdown(programs: &[Program], line: &mut impl FnMut(String)) {
     line(
         "\n**Cost to real programs** (CPU time, user + system, of the program and its children; \
          slowdown: median of per-round ratios against the no-monitor run of the same round, \
-         with the lowest and highest; eBPF mode, `--attach auto`)\n"
+         with the lowest and highest; eBPF mode, `--attach auto`; the RSS program's calls and \
+         time over one more run, from the kernel's program statistics, whose own clock reads \
+         are included, and that time as a share of the program's CPU time: every process's \
+         calls while it ran, the program's among them)\n"
             .to_string(),
     );
-    line("| program | condition | CPU s | slowdown | spread |".to_string());
-    line("| --- | --- | --: | --: | --: |".to_string());
+    line(
+        "| program | condition | CPU s | slowdown | spread | RSS program calls | its time | share |"
+            .to_string(),
+    );
+    line("| --- | --- | --: | --: | --: | --: | --: | --: |".to_string());
     for p in programs {
         let (slowdown, spread) = match p.condition.as_str() {
             "no monitor" => ("–".to_string(), "–".to_string()),
@@ -230,8 +269,16 @@ pub(super) fn markdown(programs: &[Program], line: &mut impl FnMut(String)) {
                 ),
             ),
         };
+        let (calls, time, share) = match p.rss_program {
+            Some((calls, seconds)) => (
+                calls.to_string(),
+                format!("{:.1} ms", seconds * 1e3),
+                format!("{:.2} %", seconds / p.cpu_s * 100.0),
+            ),
+            None => ("–".to_string(), "–".to_string(), "–".to_string()),
+        };
         line(format!(
-            "| {} | {} | {:.2} | {slowdown} | {spread} |",
+            "| {} | {} | {:.2} | {slowdown} | {spread} | {calls} | {time} | {share} |",
             p.program, p.condition, p.cpu_s
         ));
     }
