@@ -96,7 +96,15 @@ pub fn check(
     let reading = Instant::now();
     let mut rss = exact(watched, &mut statm_buf);
     let reading = reading.elapsed();
-    watched.recheck = None;
+    // A held-back report's re-arm request is still waiting on the kernel side for the gap's end.
+    let rearm_pending = watched.recheck.take().is_some();
+    if let (Ok(over), true, Some(kernel)) = (rss, rearm_pending, kernel.as_deref_mut())
+        && over > policy.limit
+    {
+        // Over at the gap's end (found before the kernel side's own next report): nothing more
+        // is to be reported while it stays over.
+        kernel.cancel_rearm(watched.pid());
+    }
     if let (Ok(under), Some(kernel), Some(asked)) = (rss, kernel.as_deref_mut(), look.rearm)
         && under <= policy.limit
     {
@@ -350,6 +358,28 @@ mod tests {
         .unwrap();
         assert_eq!(verdict, Verdict::Quiet);
         assert_eq!(kernel.told(), ["claim"]);
+    }
+
+    #[test]
+    fn over_the_limit_at_a_held_back_reports_end_its_pending_rearm_is_withdrawn() {
+        let sleeper = Sleeper::start();
+        let (rules, proc, mut watched, actions) = watched_sleeper(&sleeper, 1);
+        let mut kernel = FakeKernel::default();
+        // A report held back earlier, its gap now over.
+        watched.recheck = Some(Instant::now());
+        // The look at the gap's end (`handle_due`'s).
+        let (verdict, _) = check(
+            &mut watched,
+            &rules,
+            &proc,
+            &actions,
+            look(Some(Duration::ZERO)),
+            Some(&mut kernel),
+        )
+        .unwrap();
+        assert_eq!(verdict, Verdict::Breach);
+        assert_eq!(kernel.told(), ["cancel rearm", "claim"]);
+        assert_eq!(watched.recheck, None);
     }
 
     #[test]
