@@ -96,15 +96,8 @@ pub fn check(
     let reading = Instant::now();
     let mut rss = exact(watched, &mut statm_buf);
     let reading = reading.elapsed();
-    // A held-back report's re-arm request is still waiting on the kernel side for the gap's end.
-    let rearm_pending = watched.recheck.take().is_some();
-    if let (Ok(over), true, Some(kernel)) = (rss, rearm_pending, kernel.as_deref_mut())
-        && over > policy.limit
-    {
-        // Over at the gap's end (found before the kernel side's own next report): nothing more
-        // is to be reported while it stays over.
-        kernel.cancel_rearm(watched.pid());
-    }
+    // A re-arm request waiting on the kernel side: a held-back report's, due at its gap's end.
+    let mut rearm_pending = watched.recheck.take().is_some();
     if let (Ok(under), Some(kernel), Some(asked)) = (rss, kernel.as_deref_mut(), look.rearm)
         && under <= policy.limit
     {
@@ -113,16 +106,22 @@ pub fn check(
             false => report_gap(asked, reading),
         };
         kernel.rearm(watched.pid(), gap);
+        rearm_pending = true;
         rss = exact(watched, &mut statm_buf);
-        match rss {
-            // Still under: the kernel side stays quiet for the gap (longer when the reading
-            // was long), so look again after it.
-            Ok(rss) if rss <= policy.limit => {
-                watched.recheck = (!gap.is_zero()).then(|| look.now + gap);
-            }
-            // Over after all: no report is wanted while it stays over.
-            _ => kernel.cancel_rearm(watched.pid()),
+        // Still under: the kernel side stays quiet for the gap (longer when the reading was
+        // long), so look again after it.
+        if let Ok(rss) = rss
+            && rss <= policy.limit
+        {
+            watched.recheck = (!gap.is_zero()).then(|| look.now + gap);
         }
+    }
+    // Not under after all, or not at a held-back report's end (found there before the kernel
+    // side's own next report): no report is wanted while it stays over.
+    if let (true, Some(kernel)) = (rearm_pending, kernel.as_deref_mut())
+        && !rss.is_ok_and(|rss| rss <= policy.limit)
+    {
+        kernel.cancel_rearm(watched.pid());
     }
     let rss = match rss {
         Ok(rss) => rss,
