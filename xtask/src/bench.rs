@@ -406,6 +406,16 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// The first and third quartiles of `sorted`: its interquartile range.
+fn quartiles(sorted: &[f64]) -> (f64, f64) {
+    (percentile(sorted, 25.0), percentile(sorted, 75.0))
+}
+
+/// A range of percentages as the tables write it: `-0.5 … +1.2 %`.
+pub(crate) fn percent_range((low, high): (f64, f64)) -> String {
+    format!("{low:+.1} … {high:+.1} %")
+}
+
 fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
     let configurations: [(&str, &[&str], usize); 5] = [
         ("eBPF", &["--mode", "ebpf"], 1),
@@ -889,11 +899,9 @@ fn faults(bins: &Binaries, options: &Options) -> Result<Vec<Faults>> {
                 condition: name.to_string(),
                 faults_per_s: median(&mut rates[&index].clone()),
                 overhead_percent: percentile(&overheads, 50.0),
-                overhead_percent_iqr: (percentile(&overheads, 25.0), percentile(&overheads, 75.0)),
+                overhead_percent_iqr: quartiles(&overheads),
                 over_floor_percent: over_floor.as_ref().map(|s| percentile(s, 50.0)),
-                over_floor_percent_iqr: over_floor
-                    .as_ref()
-                    .map(|s| (percentile(s, 25.0), percentile(s, 75.0))),
+                over_floor_percent_iqr: over_floor.as_deref().map(quartiles),
                 rss_program_ns_per_call: program_ns.get_mut(&index).map(median),
             }
         })
@@ -1084,18 +1092,15 @@ fn markdown(results: &Results) -> String {
     }
     for f in &results.faults {
         line(format!(
-            "| {} | {:.0} | {:+.1} % | {:+.1} … {:+.1} % | {} | {} | {} |",
+            "| {} | {:.0} | {:+.1} % | {} | {} | {} | {} |",
             f.condition,
             f.faults_per_s,
             f.overhead_percent,
-            f.overhead_percent_iqr.0,
-            f.overhead_percent_iqr.1,
+            percent_range(f.overhead_percent_iqr),
             f.over_floor_percent
                 .map_or("–".to_string(), |p| format!("{p:+.1} %")),
             f.over_floor_percent_iqr
-                .map_or("–".to_string(), |(q1, q3)| format!(
-                    "{q1:+.1} … {q3:+.1} %"
-                )),
+                .map_or("–".to_string(), percent_range),
             f.rss_program_ns_per_call
                 .map_or("–".to_string(), |ns| format!("{ns:.0} ns"))
         ));

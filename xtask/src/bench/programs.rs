@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, Result, ensure};
 use serde::Serialize;
 
-use super::{Binaries, BpfStats, Monitor, Options, percentile, rss_program_stats};
+use super::{Binaries, BpfStats, Monitor, Options, percent_range, percentile, rss_program_stats};
 use crate::workspace;
 
 /// One program under one condition: its slowdowns over the rounds.
@@ -262,11 +262,10 @@ pub(super) fn markdown(programs: &[Program], line: &mut impl FnMut(String)) {
             "no monitor" => ("–".to_string(), "–".to_string()),
             _ => (
                 format!("{:+.1} %", percentile(&p.slowdown_percent, 50.0)),
-                format!(
-                    "{:+.1} … {:+.1} %",
+                percent_range((
                     p.slowdown_percent.first().copied().unwrap_or(f64::NAN),
-                    p.slowdown_percent.last().copied().unwrap_or(f64::NAN)
-                ),
+                    p.slowdown_percent.last().copied().unwrap_or(f64::NAN),
+                )),
             ),
         };
         let (calls, time, share) = match p.rss_program {
