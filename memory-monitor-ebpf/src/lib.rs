@@ -52,6 +52,12 @@ pub struct Watch {
     pub threads: u32,
     /// Unused (keeps the record free of padding).
     pub spare: u32,
+    /// The process's memory map (its `struct mm_struct *`), learned from its own changes (0:
+    /// not yet), for the exact reading ([`exact`]).
+    pub mm_ptr: u64,
+    /// Its thread group's `struct signal_struct *`, learned likewise where threads cache
+    /// their changes: the list of its threads, whose caches the exact reading adds up.
+    pub group: u64,
     /// Growth profile: sample the stacks that grow the process from this approximate RSS on
     /// (`u64::MAX`: never).
     pub profile_from: u64,
@@ -79,6 +85,31 @@ pub const WATCH_BY_NAME: u32 = 2;
 pub const WATCH_KERNEL_SIGNALLED: u32 = 4;
 /// Its rule counts swap (`--count rss+swap`): swap entries count toward the trigger and limit.
 pub const WATCH_COUNT_SWAP: u32 = 8;
+/// Within its margin the kernel side sums the counters' per-CPU parts itself ([`exact`]) and
+/// reports the process only once that exact figure is over the limit: only true crossings.
+pub const WATCH_SUMS_CPUS: u32 = 16;
+
+/// The exact RSS as the kernel side reads it: the counters the kernel keeps for a memory map,
+/// plus what they do not yet hold. Which part that is depends on how the kernel counts
+/// ([`exact::SUM_CPU_PARTS`], [`exact::SUM_THREAD_CACHES`]); either is a sum over a few
+/// dozen places, never a walk of the process's page tables.
+pub mod exact {
+    /// No exact reading on this kernel side.
+    pub const SUM_NONE: u32 = 0;
+    /// Per-CPU counters (6.2 on): each counter's count plus its part on every possible CPU,
+    /// as the kernel's own `percpu_counter_sum` adds them.
+    pub const SUM_CPU_PARTS: u32 = 1;
+    /// Per-thread caches (up to 6.1): the map's counters plus what each of the process's
+    /// threads has cached and not yet folded in (`task_struct.rss_stat`).
+    pub const SUM_THREAD_CACHES: u32 = 2;
+    /// The reading program's answer when it cannot tell (the process is not watched, its map
+    /// not learned yet, or it has more threads than the reading walks).
+    pub const NOT_KNOWN: u32 = u32::MAX;
+    /// Most CPUs whose parts are summed (more possible CPUs: no per-CPU sum).
+    pub const MAX_CPUS: u32 = 1024;
+    /// Most threads whose caches are summed (more: the reading cannot tell).
+    pub const MAX_THREADS: u32 = 8192;
+}
 
 impl Watch {
     /// Bytes that count, by the kernel's approximate counters: file + anon + shmem, and swap
@@ -364,7 +395,7 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Rule {}
 
-    const _: () = assert!(core::mem::size_of::<super::Watch>() == 96);
+    const _: () = assert!(core::mem::size_of::<super::Watch>() == 112);
     const _: () = assert!(core::mem::size_of::<super::Event>() == 24);
     const _: () = assert!(core::mem::size_of::<super::Rule>() == 96);
 }

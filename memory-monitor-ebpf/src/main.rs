@@ -32,18 +32,20 @@ use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_send_signal,
+        bpf_probe_read_kernel, bpf_send_signal, generated::bpf_map_lookup_percpu_elem,
     },
     macros::{btf_tracepoint, map, tracepoint},
     maps::{Array, CgroupArray, HashMap, PerCpuArray, RingBuf, StackTrace},
-    programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
+    programs::{
+        BtfTracePointContext, RawTracePointContext, TracePointContext, tracing::StackIdContext,
+    },
 };
 use aya_log_ebpf::warn;
 use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, Event, Field, MAX_RULES, RULE_NONE, Rule, WATCH_ARMED,
-    WATCH_BY_NAME, WATCH_COUNT_SWAP, WATCH_KERNEL_SIGNALLED, Watch, comm_words, event_kind,
-    growth_key, layout, member, verdict,
+    WATCH_BY_NAME, WATCH_COUNT_SWAP, WATCH_KERNEL_SIGNALLED, WATCH_SUMS_CPUS, Watch, comm_words,
+    event_kind, exact, growth_key, layout, member, verdict,
 };
 
 /// Capacity placeholder; the loader sets the real one (`--max-processes`). The growth
@@ -95,6 +97,17 @@ static STACKS: StackTrace = StackTrace::with_max_entries(1024, 0);
 /// `SAMPLE_BYTES` grown. Userspace reads and clears a process's entries on its breach.
 #[map]
 static GROWTH: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
+
+/// Each possible CPU's per-CPU offset (`__per_cpu_offset[cpu]`: where that CPU's copy of a
+/// per-CPU variable is, relative to the variable's own address), found once at load by
+/// `cpu_offsets`, for summing per-CPU counters. Sized by the loader.
+#[map]
+static CPU_OFFSETS: Array<u64> = Array::with_max_entries(exact::MAX_CPUS, 0);
+
+/// A per-CPU value whose copies `cpu_offsets` looks up on every CPU: each copy's address less
+/// the value's own per-CPU address is that CPU's offset. Nothing is stored in it.
+#[map]
+static PER_CPU_PROBE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Events for userspace.
 #[map]
@@ -162,6 +175,32 @@ static COUNT_SWAP: Global<u32> = Global::new(0);
 /// Growth profile: one stack sample per this many bytes grown.
 #[unsafe(no_mangle)]
 static SAMPLE_BYTES: Global<u32> = Global::new(256 * 1024);
+
+/// What the exact reading adds to the map's counters (`exact::SUM_*`).
+#[unsafe(no_mangle)]
+static EXACT_SUM: Global<u32> = Global::new(exact::SUM_NONE);
+/// Per-CPU counters: where each member's `percpu_counter.counters` (its per-CPU part) is in
+/// `mm_struct`, from BTF. (Each member's count is at `RSS_COUNT_OFFSETS`.)
+#[unsafe(no_mangle)]
+static RSS_PARTS_OFFSETS: Global<[u64; member::COUNT]> = Global::new([0; member::COUNT]);
+/// How many CPUs may exist (`nr_cpu_ids`): the parts summed.
+#[unsafe(no_mangle)]
+static POSSIBLE_CPUS: Global<u32> = Global::new(1);
+/// In `struct bpf_array`, where its per-CPU values' pointers are (`pptrs`), from BTF.
+#[unsafe(no_mangle)]
+static ARRAY_PPTRS_OFFSET: Global<u64> = Global::new(0);
+/// Per-thread caches: `task_struct.rss_stat.count` (each thread's cached changes, an `int`
+/// per member), `signal_struct.thread_head` and `task_struct.thread_node` (the list of a
+/// process's threads), from BTF.
+#[unsafe(no_mangle)]
+static TASK_RSS_OFFSET: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static SIGNAL_THREAD_HEAD_OFFSET: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static TASK_THREAD_NODE_OFFSET: Global<u64> = Global::new(0);
+
+/// The `WATCH_*` flags a watch takes from its rule.
+const RULE_WATCH_FLAGS: u32 = WATCH_COUNT_SWAP | WATCH_SUMS_CPUS;
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 /// `BPF_NOEXIST`: insert only if absent, atomically.
@@ -236,7 +275,17 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
     if let Some((tgid, watch)) = found {
         // SAFETY: a live map value (see `update`).
         let watch = unsafe { &mut *watch };
-        if update(watch, tgid, mm, own, slot, field(&ctx, layout::RSS_SIZE)) {
+        // The record's size is summed over every CPU where counters are per-CPU (6.2 on), so
+        // the kernel side never sums them again here; the map's address is learned for the
+        // exact reading.
+        if update(
+            watch,
+            tgid,
+            (mm, current_mm),
+            own,
+            slot,
+            field(&ctx, layout::RSS_SIZE),
+        ) {
             sample_growth(&ctx, tgid);
         }
     }
@@ -302,7 +351,14 @@ fn on_btf_change(
         let pages = pages().max(0);
         // SAFETY: a live map value (see `update`).
         let watch = unsafe { &mut *watch };
-        if update(watch, tgid, mm, own, slot, pages * PAGE_SIZE.load()) {
+        if update(
+            watch,
+            tgid,
+            (mm, || mm),
+            own,
+            slot,
+            pages * PAGE_SIZE.load(),
+        ) {
             sample_growth(ctx, tgid);
         }
     }
@@ -410,16 +466,28 @@ fn read_kernel<T: Copy + Default>(address: u64) -> T {
 }
 
 /// A counter of watched process `tgid` is now `size` bytes; `own` when the process made the
-/// change itself (then `mm` is its map, learned for changes made from other contexts).
+/// change itself (then `mm` is its map, learned for changes made from other contexts). `mm`
+/// names the map as the program sees it, with a way to its `struct mm_struct *`.
 /// Returns whether the growth profile wants the current stack sampled.
 ///
 /// The watch is a live map value: this program and the discovery programs are its writers
 /// besides whole-record updates from userspace, which at worst leave one counter stale until
 /// its next change.
 #[inline(always)]
-fn update(watch: &mut Watch, tgid: u32, mm: u64, own: bool, slot: usize, size: i64) -> bool {
+fn update(
+    watch: &mut Watch,
+    tgid: u32,
+    (mm, mm_ptr): (u64, impl FnOnce() -> u64),
+    own: bool,
+    slot: usize,
+    size: i64,
+) -> bool {
     if own && watch.mm != mm {
         learn_mm(watch, tgid, mm);
+        watch.mm_ptr = mm_ptr();
+        if EXACT_SUM.load() == exact::SUM_THREAD_CACHES {
+            watch.group = current_signal();
+        }
     }
     if own && THREAD_LAG.load() != 0 {
         watch.threads = current_threads().max(1);
@@ -482,6 +550,9 @@ fn learn_mm(watch: &mut Watch, tgid: u32, mm: u64) {
 }
 
 /// One event per crossing of the trigger, up or down; the kernel signal when asked for.
+/// Within the margin, a watch that sums the per-CPU parts (`WATCH_SUMS_CPUS`) judges by the
+/// exact figure, read from its map: it is reported, and signalled, only once that is over the
+/// limit, so a process that stays under it is never reported at all.
 #[inline(always)]
 fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
     let rss = watch.approximate_rss();
@@ -496,11 +567,21 @@ fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
         return;
     }
     let signal = watch.signal;
-    if signal != 0
-        && in_own_context
-        && rss > watch.limit
-        && watch.flags & WATCH_KERNEL_SIGNALLED == 0
-    {
+    let signal_due = signal != 0 && in_own_context && watch.flags & WATCH_KERNEL_SIGNALLED == 0;
+    // SAFETY: a plain value copied out at once.
+    let requested = watch.flags & WATCH_ARMED == 0
+        && unsafe { REARM.get(tgid) }.is_some_and(|&from| now_ns() >= from);
+    let report_due = watch.flags & WATCH_ARMED != 0 || requested;
+    if !signal_due && !report_due {
+        return;
+    }
+    let sums = watch.flags & WATCH_SUMS_CPUS != 0;
+    let rss = match sums {
+        true => summed_pages(watch.mm_ptr, watch.flags & WATCH_COUNT_SWAP != 0)
+            .wrapping_mul(PAGE_SIZE.load() as u64),
+        false => rss,
+    };
+    if signal_due && rss > watch.limit {
         watch.flags |= WATCH_KERNEL_SIGNALLED;
         if SIGNAL_CLAIMS.insert(tgid, 1, BPF_NOEXIST).is_ok() {
             // SAFETY: signals the current process, which is the one over the limit.
@@ -508,16 +589,22 @@ fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
             emit(event_kind::KERNEL_SIGNAL, tgid, rss);
         }
     }
-    // SAFETY: a plain value copied out at once.
-    let requested = watch.flags & WATCH_ARMED == 0
-        && unsafe { REARM.get(tgid) }.is_some_and(|&from| now_ns() >= from);
-    if watch.flags & WATCH_ARMED != 0 || requested {
-        watch.flags &= !WATCH_ARMED;
-        // Takes the request just honoured, or a stale one from before the last re-arm.
-        let _ = REARM.remove(tgid);
-        watch.last_event_ns = now_ns();
-        emit(event_kind::NEAR, tgid, rss);
+    if !report_due {
+        return;
     }
+    if sums && rss <= watch.limit {
+        // Exactly under: nothing to report; a request honoured arms the watch again.
+        if requested {
+            let _ = REARM.remove(tgid);
+            watch.flags |= WATCH_ARMED;
+        }
+        return;
+    }
+    // Takes the request just honoured, or a stale one from before the last re-arm.
+    let _ = REARM.remove(tgid);
+    watch.flags &= !WATCH_ARMED;
+    watch.last_event_ns = now_ns();
+    emit(event_kind::NEAR, tgid, rss);
 }
 
 /// A fresh watch with `model`'s settings: nothing counted yet, armed.
@@ -526,13 +613,190 @@ fn fresh(model: &Watch, flags: u32) -> Watch {
         members: [0; member::COUNT],
         last_event_ns: 0,
         mm: 0,
-        // Whether swap counts is the rule's, kept whatever else starts afresh.
-        flags: flags | WATCH_ARMED | (model.flags & WATCH_COUNT_SWAP),
+        mm_ptr: 0,
+        group: 0,
+        // Whether swap counts, and how the margin is judged, are the rule's: kept whatever
+        // else starts afresh.
+        flags: flags | WATCH_ARMED | (model.flags & RULE_WATCH_FLAGS),
         grown: 0,
         // After an exec, as after a fork, the process has one thread.
         threads: 1,
         ..*model
     }
+}
+
+/// Whether member `m` counts toward the limit: the resident ones, and swap entries when the
+/// rule counts swap.
+#[inline(always)]
+fn counts_toward_limit(m: usize, count_swap: bool) -> bool {
+    m != member::SWAPENTS || count_swap
+}
+
+/// The exact resident pages from each member's exact sum: each clamped at 0, as the kernel
+/// clamps what it shows, and only those that count.
+#[inline(always)]
+fn resident_pages(sums: &[i64; member::COUNT], count_swap: bool) -> u64 {
+    let mut pages = 0;
+    for (m, &sum) in sums.iter().enumerate() {
+        if counts_toward_limit(m, count_swap) {
+            pages += sum.max(0) as u64;
+        }
+    }
+    pages
+}
+
+/// Each member's count in the map at `mm_ptr`, as the kernel keeps it (the folded count of
+/// a per-CPU counter; an atomic counter's value).
+#[inline(always)]
+fn map_counts(mm_ptr: u64, count_swap: bool) -> [i64; member::COUNT] {
+    let offsets = RSS_COUNT_OFFSETS.load();
+    let mut counts = [0; member::COUNT];
+    for (m, count) in counts.iter_mut().enumerate() {
+        if counts_toward_limit(m, count_swap) {
+            *count = read_kernel::<i64>(mm_ptr + offsets[m]);
+        }
+    }
+    counts
+}
+
+/// Per-CPU counters: adds each member's part on every possible CPU to `sums`, as the kernel's
+/// `percpu_counter_sum` does. O(CPUs): one read per CPU and member.
+#[inline(always)]
+fn add_cpu_parts(mm_ptr: u64, count_swap: bool, sums: &mut [i64; member::COUNT]) {
+    let offsets = RSS_PARTS_OFFSETS.load();
+    let mut parts = [0u64; member::COUNT];
+    for (m, part) in parts.iter_mut().enumerate() {
+        if counts_toward_limit(m, count_swap) {
+            *part = read_kernel::<u64>(mm_ptr + offsets[m]);
+        }
+    }
+    let cpus = POSSIBLE_CPUS.load().min(exact::MAX_CPUS);
+    let mut cpu = 0;
+    while cpu < cpus {
+        let Some(&offset) = CPU_OFFSETS.get(cpu) else {
+            break;
+        };
+        for (m, sum) in sums.iter_mut().enumerate() {
+            if counts_toward_limit(m, count_swap) {
+                *sum += i64::from(read_kernel::<i32>(parts[m].wrapping_add(offset)));
+            }
+        }
+        cpu += 1;
+    }
+}
+
+/// Per-thread caches: adds what each thread of the group at `group` has cached to `sums`,
+/// walking its list of threads. O(threads); false when it has more than the walk follows.
+#[inline(always)]
+fn add_thread_caches(group: u64, count_swap: bool, sums: &mut [i64; member::COUNT]) -> bool {
+    let head = group + SIGNAL_THREAD_HEAD_OFFSET.load();
+    let (node_offset, cache_offset) = (TASK_THREAD_NODE_OFFSET.load(), TASK_RSS_OFFSET.load());
+    let mut node = read_kernel::<u64>(head);
+    let mut threads = 0;
+    while threads < exact::MAX_THREADS {
+        if node == head {
+            return true;
+        }
+        if node == 0 {
+            return false;
+        }
+        let task = node.wrapping_sub(node_offset);
+        let cached = read_kernel::<[i32; member::COUNT]>(task + cache_offset);
+        for (m, sum) in sums.iter_mut().enumerate() {
+            if counts_toward_limit(m, count_swap) {
+                *sum += i64::from(cached[m]);
+            }
+        }
+        node = read_kernel::<u64>(node);
+        threads += 1;
+    }
+    false
+}
+
+/// The exact resident pages of the map at `mm_ptr`, on a kernel with per-CPU counters.
+#[inline(always)]
+fn summed_pages(mm_ptr: u64, count_swap: bool) -> u64 {
+    let mut sums = map_counts(mm_ptr, count_swap);
+    add_cpu_parts(mm_ptr, count_swap, &mut sums);
+    resident_pages(&sums, count_swap)
+}
+
+/// The exact reading, on demand: never attached, userspace runs it (`BPF_PROG_TEST_RUN`) with
+/// a watched process's tgid as its one argument. It returns the process's exact resident
+/// pages, swap entries included where its rule counts them, or `exact::NOT_KNOWN`. Written
+/// without the `raw_tracepoint` macro, whose programs return 0 whatever their function does.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "raw_tp")]
+pub fn exact_rss(ctx: *mut core::ffi::c_void) -> u32 {
+    let tgid: u64 = RawTracePointContext::new(ctx).arg(0);
+    // SAFETY: copied out at once.
+    let Some(watch) = unsafe { WATCHED.get(tgid as u32) }.copied() else {
+        return exact::NOT_KNOWN;
+    };
+    if watch.mm_ptr == 0 {
+        return exact::NOT_KNOWN;
+    }
+    let count_swap = watch.flags & WATCH_COUNT_SWAP != 0;
+    let mut sums = map_counts(watch.mm_ptr, count_swap);
+    match EXACT_SUM.load() {
+        exact::SUM_CPU_PARTS => add_cpu_parts(watch.mm_ptr, count_swap, &mut sums),
+        exact::SUM_THREAD_CACHES
+            if watch.group != 0 && add_thread_caches(watch.group, count_swap, &mut sums) => {}
+        _ => return exact::NOT_KNOWN,
+    }
+    resident_pages(&sums, count_swap).min(u64::from(exact::NOT_KNOWN - 1)) as u32
+}
+
+/// Finds every possible CPU's per-CPU offset, once, at load (userspace runs it, as
+/// `exact_rss`), into `CPU_OFFSETS`: there is no helper that gives it, and `__per_cpu_offset`
+/// is not always among the kernel's symbols. A per-CPU array's value has a per-CPU address
+/// (the array's `pptrs[0]`) and a copy on each CPU (`bpf_map_lookup_percpu_elem`); the
+/// distance between the two is that CPU's offset. Reading the array's own fields needs its
+/// address as a number: stored into a map value and read back (`CAP_PERFMON` allows it).
+/// Returns 0 when every offset is in.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "raw_tp")]
+pub fn cpu_offsets(_ctx: *mut core::ffi::c_void) -> u32 {
+    let Some(scratch) = CPU_OFFSETS.get_ptr_mut(0) else {
+        return 1;
+    };
+    let probe = core::ptr::addr_of!(PER_CPU_PROBE);
+    // SAFETY: a live array value; the address goes in and comes back out as a number.
+    let array = unsafe {
+        core::ptr::write_volatile(scratch, probe as u64);
+        core::ptr::read_volatile(scratch)
+    };
+    let values = read_kernel::<u64>(array + ARRAY_PPTRS_OFFSET.load());
+    if values == 0 {
+        return 2;
+    }
+    let key = 0u32;
+    let cpus = POSSIBLE_CPUS.load().min(exact::MAX_CPUS);
+    let mut cpu = 0;
+    while cpu < cpus {
+        // SAFETY: a map and a key on the stack, as the helper expects.
+        let copy = unsafe {
+            bpf_map_lookup_percpu_elem(
+                probe as *mut core::ffi::c_void,
+                core::ptr::addr_of!(key).cast(),
+                cpu,
+            )
+        };
+        let Some(slot) = CPU_OFFSETS.get_ptr_mut(cpu) else {
+            return 3;
+        };
+        if copy.is_null() {
+            return 4;
+        }
+        // SAFETY: as above: the copy's address, as a number.
+        unsafe {
+            core::ptr::write_volatile(slot, copy as u64);
+            let address = core::ptr::read_volatile(slot);
+            core::ptr::write_volatile(slot, address.wrapping_sub(values));
+        }
+        cpu += 1;
+    }
+    0
 }
 
 /// A fresh watch under rule `index`.
@@ -544,7 +808,7 @@ fn new_watch(index: u32, flags: u32) -> Watch {
         profile_from: rule.profile_from,
         signal: rule.signal,
         rule: index,
-        flags: rule.watch_flags & WATCH_COUNT_SWAP,
+        flags: rule.watch_flags & RULE_WATCH_FLAGS,
         ..Watch::default()
     };
     fresh(&model, flags)

@@ -12,11 +12,16 @@
 //! - **Atomic** (neither): the counters are exact, and so is `statm`.
 //!
 //! Which one is known from the kernel's BTF, not from a version. That `statm` sums
-//! exactly on a per-CPU kernel is a change inside a function, which BTF cannot show, so a
-//! per-CPU kernel's `statm` is never taken as exact: near the limit the monitor reads
-//! `smaps_rollup`, which walks the page tables and is exact on every kernel.
+//! exactly on a per-CPU kernel is a change inside a function, which BTF cannot show: it is
+//! found by trying ([`statm_sums_exactly`]).
+//!
+//! Near the limit the monitor decides on an exact figure ([`Exact`]): `statm` where it sums
+//! exactly; else, in eBPF mode, the kernel side's own sum of what the counters do not hold
+//! (each CPU's part, or each thread's cache); else `smaps_rollup`, which walks the page tables
+//! and is exact on every kernel, but costs milliseconds per GiB.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 /// How the running kernel counts RSS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,14 +101,117 @@ impl Accounting {
             Accounting::PerThread | Accounting::Atomic => None,
         }
     }
+}
 
-    /// The figure that decides whether a process is over its limit, for the start line.
-    pub fn deciding_figure(self) -> &'static str {
-        match self.statm_is_exact() {
-            true => "statm",
-            false => "smaps_rollup",
+/// Which exact figure decides whether a process is over its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exact {
+    /// `/proc/PID/statm`: this kernel sums its counters when `statm` is read. One read.
+    Statm,
+    /// The kernel side adds each counter's per-CPU parts to its count (per-CPU counters,
+    /// where `statm` does not): one reading per CPU.
+    CpuParts,
+    /// The kernel side adds each thread's cached changes to the counters (per-thread
+    /// caches): one reading per thread.
+    ThreadCaches,
+    /// `/proc/PID/smaps_rollup`: a walk of the process's page tables, under its mmap lock,
+    /// milliseconds per GiB. Where nothing cheaper can run.
+    SmapsRollup,
+}
+
+impl Exact {
+    /// The figure that decides here: `statm` where it sums exactly, else the kernel side's
+    /// reading where there is one, else `smaps_rollup`.
+    pub fn choose(kernel: Option<Exact>) -> Exact {
+        match statm_sums_exactly() {
+            true => Exact::Statm,
+            false => kernel.unwrap_or(Exact::SmapsRollup),
         }
     }
+
+    /// Whether this figure is the kernel side's exact reading.
+    pub fn is_kernel_reading(self) -> bool {
+        matches!(self, Exact::CpuParts | Exact::ThreadCaches)
+    }
+}
+
+impl fmt::Display for Exact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Exact::Statm => "statm",
+            Exact::CpuParts => "per-cpu-sum",
+            Exact::ThreadCaches => "thread-sum",
+            Exact::SmapsRollup => "smaps_rollup",
+        })
+    }
+}
+
+/// Whether reading `statm` sums the kernel's counters exactly here: on kernels that count
+/// atomically, and on per-CPU kernels from 6.16 (and stable kernels with that change), but
+/// not where per-CPU parts or per-thread caches are left out. BTF cannot show it (a change
+/// inside a function, not to a type), so it is found by trying, once: this thread maps a few
+/// pages and touches them one at a time, reading its own `statm` after each. An exact `statm`
+/// shows each page at once; one that leaves parts or caches out shows none of them until a
+/// batch of at least 32 is folded in, which a few pages cannot fill. Anything unexpected (a
+/// failed call, another thread's pages landing between two reads) says "not exact", which
+/// costs only speed.
+pub fn statm_sums_exactly() -> bool {
+    static EXACT: OnceLock<bool> = OnceLock::new();
+    *EXACT.get_or_init(|| {
+        crate::fault::Fault::injected() != Some(crate::fault::Fault::StatmInexact)
+            && (0..3).any(|_| probe_statm().unwrap_or(false))
+    })
+}
+
+/// Why polling decides on `smaps_rollup` where `statm` does not sum exactly.
+pub const POLLING_WALKS: &str =
+    "polling reads only /proc, where this kernel's statm leaves out counts it has not yet added up";
+
+/// Pages the probe touches: well under the smallest per-CPU batch (32) and per-thread cache
+/// (64 faults).
+const PROBE_PAGES: usize = 8;
+
+/// One try of [`statm_sums_exactly`].
+fn probe_statm() -> rustix::io::Result<bool> {
+    use rustix::mm::{Advice, MapFlags, ProtFlags, madvise, mmap_anonymous, munmap};
+    let page = crate::procfs::page_size() as usize;
+    let statm = rustix::fs::open(
+        "/proc/self/statm",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let resident = || -> rustix::io::Result<u64> {
+        let mut buf = [0u8; 128];
+        let read = rustix::io::pread(&statm, &mut buf, 0)?;
+        crate::procfs::parse_statm(&buf[..read])
+            .map(|statm| statm.resident_pages)
+            .map_err(|_| rustix::io::Errno::INVAL)
+    };
+    let length = PROBE_PAGES * page;
+    // SAFETY: a fresh private anonymous mapping, used only here and unmapped below.
+    let region = unsafe {
+        mmap_anonymous(
+            std::ptr::null_mut(),
+            length,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE,
+        )?
+    };
+    // A first touch must map one page, not a huge page (transparent huge pages "always").
+    // SAFETY: the mapping just made.
+    let _ = unsafe { madvise(region, length, Advice::LinuxNoHugepage) };
+    let mut exact = true;
+    let mut before = resident()?;
+    for index in 0..PROBE_PAGES {
+        // SAFETY: within the mapping, which is writable.
+        unsafe { region.cast::<u8>().add(index * page).write_volatile(1) };
+        let now = resident()?;
+        exact &= now == before + 1;
+        before = now;
+    }
+    // SAFETY: the mapping made above, no longer used.
+    unsafe { munmap(region, length)? };
+    Ok(exact)
 }
 
 impl fmt::Display for Accounting {
@@ -120,13 +228,21 @@ impl fmt::Display for Accounting {
 /// The CPUs a per-CPU counter has parts on: every possible one. Counted once (reading the
 /// count allocates), at start-up: see [`count_cpus`].
 fn cpus() -> u64 {
-    static CPUS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static CPUS: OnceLock<u64> = OnceLock::new();
     *CPUS.get_or_init(|| aya::util::nr_cpus().unwrap_or(1).max(1) as u64)
 }
 
-/// Counts the CPUs now, so that judging a process later allocates nothing.
+/// How many CPUs may exist here (each per-CPU counter has a part for each).
+pub fn possible_cpus() -> u32 {
+    u32::try_from(cpus()).unwrap_or(u32::MAX)
+}
+
+/// Counts the CPUs, and tries whether `statm` sums exactly, now: judging a process later
+/// then allocates nothing, and the probe's pages come and go before the monitor locks its
+/// memory.
 pub fn count_cpus() {
     cpus();
+    statm_sums_exactly();
 }
 
 #[cfg(test)]
@@ -158,7 +274,6 @@ mod tests {
             Accounting::Unknown,
         ] {
             assert!(!kind.statm_is_exact(), "{kind}");
-            assert_eq!(kind.deciding_figure(), "smaps_rollup");
         }
     }
 }

@@ -39,6 +39,7 @@ pub mod cli;
 pub mod config;
 mod container;
 mod count;
+mod fault;
 pub mod footprint;
 mod harden;
 mod hook;

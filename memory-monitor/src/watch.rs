@@ -13,7 +13,7 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags};
 
-use crate::accounting::Accounting;
+use crate::accounting::{Accounting, Exact};
 use crate::container::Identity;
 use crate::count::Count;
 use crate::policy::Episode;
@@ -288,8 +288,9 @@ impl Watched {
 
     /// The memory that counts toward `limit` in bytes (resident, and with `count` swap too),
     /// exact wherever it could decide against `limit`: `statm` (one read; and `status`'s
-    /// `VmSwap`) when this kernel's counters are exact or too far under the limit for their
-    /// error to matter, else `smaps_rollup`, which walks the page tables (see [`Accounting`]).
+    /// `VmSwap`) when `exact` says it sums exactly, or this kernel's counters are exact, or
+    /// too far under the limit for their error to matter; else `smaps_rollup`, which walks the
+    /// page tables (see [`Accounting`]).
     /// `Err(Errno::SRCH)` once the process has exited. Allocates nothing.
     pub fn exact_rss(
         &self,
@@ -297,7 +298,7 @@ impl Watched {
         buf: &mut [u8],
         page_size: u64,
         limit: u64,
-        accounting: Accounting,
+        (accounting, exact): (Accounting, Exact),
         count: Count,
     ) -> Result<u64, Errno> {
         let statm = self.rss(proc, buf, page_size)?;
@@ -306,7 +307,7 @@ impl Watched {
             false => 0,
         };
         let counted = statm.saturating_add(swap);
-        if accounting.statm_is_exact() {
+        if exact == Exact::Statm || accounting.statm_is_exact() {
             return Ok(counted);
         }
         // Threads count only where each caches changes; unknown, assume many.

@@ -7,7 +7,7 @@ use rustix::io::Errno;
 
 use super::actions::Actions;
 use super::watching::KernelLink;
-use crate::accounting::Accounting;
+use crate::accounting::{Accounting, Exact};
 use crate::action::{self, Delivery, Dispatch, Reported};
 use crate::hook::Breach;
 use crate::policy::{Policy, Verdict};
@@ -23,8 +23,10 @@ use crate::watch::Watched;
 pub struct Look {
     /// Now.
     pub now: Instant,
-    /// How this kernel counts RSS: which figure is exact, and near the limit read how.
+    /// How this kernel counts RSS: how far `statm` can be off.
     pub accounting: Accounting,
+    /// Which exact figure decides.
+    pub exact: Exact,
     /// The kernel side is waiting to be re-armed for the process, after this gap (eBPF mode,
     /// after a report).
     pub rearm: Option<Duration>,
@@ -88,13 +90,15 @@ pub fn check(
 ) -> Option<(Verdict, u64)> {
     let policy = policy_of(rules, watched);
     let count = rules.get(watched.rule()).count;
-    let page_size = crate::procfs::page_size();
-    let mut statm_buf = [0u8; 128];
-    let exact = |watched: &Watched, buf: &mut [u8]| {
-        watched.exact_rss(proc, buf, page_size, policy.limit, look.accounting, count)
-    };
     let reading = Instant::now();
-    let mut rss = exact(watched, &mut statm_buf);
+    let mut rss = measure(
+        watched,
+        proc,
+        policy.limit,
+        count,
+        look,
+        kernel.as_deref_mut(),
+    );
     let reading = reading.elapsed();
     // A re-arm request waiting on the kernel side: a held-back report's, due at its gap's end.
     let mut rearm_pending = watched.recheck.take().is_some();
@@ -107,7 +111,7 @@ pub fn check(
         };
         kernel.rearm(watched.pid(), gap);
         rearm_pending = true;
-        rss = exact(watched, &mut statm_buf);
+        rss = measure(watched, proc, policy.limit, count, look, Some(kernel));
         // Still under: the kernel side stays quiet for the gap (longer when the reading was
         // long), so look again after it.
         if let Ok(rss) = rss
@@ -145,6 +149,34 @@ pub fn check(
         watched, rules, proc, actions, &policy, verdict, rss, look, kernel,
     );
     Some((verdict, rss))
+}
+
+/// `watched`'s exact RSS against `limit` (see [`Watched::exact_rss`]), counted as `count`
+/// says: by the kernel side's reading where that decides (`look.exact`) and it can tell, else
+/// from `/proc`. `Err(Errno::SRCH)` once the process has exited. Allocates nothing.
+fn measure<'k>(
+    watched: &Watched,
+    proc: &ProcRoot,
+    limit: u64,
+    count: crate::count::Count,
+    look: Look,
+    kernel: Option<&mut (dyn KernelLink + 'k)>,
+) -> Result<u64, Errno> {
+    let read = kernel
+        .filter(|_| look.exact.is_kernel_reading())
+        .and_then(|kernel| kernel.exact_rss(watched.pid()));
+    match read {
+        Some(_) if watched.has_exited() => Err(Errno::SRCH),
+        Some(bytes) => Ok(bytes),
+        None => watched.exact_rss(
+            proc,
+            &mut [0u8; 128],
+            crate::procfs::page_size(),
+            limit,
+            (look.accounting, look.exact),
+            count,
+        ),
+    }
 }
 
 /// Carries out `verdict` for `watched`, measured at `rss`: a breach is profiled first (the
@@ -287,6 +319,7 @@ mod tests {
         Look {
             now,
             accounting: Accounting::Unknown,
+            exact: Exact::SmapsRollup,
             rearm,
             reported: None,
         }
@@ -441,6 +474,52 @@ mod tests {
             report_gap(gap, Duration::from_millis(6)),
             Duration::from_millis(48)
         );
+    }
+
+    #[test]
+    fn where_the_kernel_sides_reading_decides_its_figure_is_judged() {
+        let sleeper = Sleeper::start();
+        let (rules, proc, mut watched, actions) = watched_sleeper(&sleeper, 1 << 30);
+        let deciding = |exact| Look {
+            exact,
+            ..look(None)
+        };
+        // The reading says 2 GiB: over, where it decides.
+        let mut kernel = FakeKernel::reading(2 << 30);
+        let (verdict, rss) = check(
+            &mut watched,
+            &rules,
+            &proc,
+            &actions,
+            deciding(Exact::CpuParts),
+            Some(&mut kernel),
+        )
+        .unwrap();
+        assert_eq!((verdict, rss), (Verdict::Breach, 2 << 30));
+        // Where /proc's figure decides, the reading is not asked: the sleeper is far under.
+        let (rules, proc, mut watched, actions) = watched_sleeper(&sleeper, 1 << 30);
+        let (verdict, rss) = check(
+            &mut watched,
+            &rules,
+            &proc,
+            &actions,
+            deciding(Exact::Statm),
+            Some(&mut kernel),
+        )
+        .unwrap();
+        assert_eq!(verdict, Verdict::Quiet);
+        assert!(rss < 1 << 30);
+        // A reading that cannot tell leaves it to /proc.
+        let (verdict, _) = check(
+            &mut watched,
+            &rules,
+            &proc,
+            &actions,
+            deciding(Exact::ThreadCaches),
+            Some(&mut FakeKernel::default()),
+        )
+        .unwrap();
+        assert_eq!(verdict, Verdict::Quiet);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct FakeKernel {
     full: bool,
     /// It already sent the breach's signal (`--kernel-signal`).
     claimed: bool,
+    /// What its exact reading says of every process (`None`: it cannot tell).
+    exact: Option<u64>,
 }
 
 impl FakeKernel {
@@ -27,6 +29,14 @@ impl FakeKernel {
     pub fn full() -> FakeKernel {
         FakeKernel {
             full: true,
+            ..FakeKernel::default()
+        }
+    }
+
+    /// One whose exact reading says `bytes` of every process.
+    pub fn reading(bytes: u64) -> FakeKernel {
+        FakeKernel {
+            exact: Some(bytes),
             ..FakeKernel::default()
         }
     }
@@ -58,6 +68,9 @@ impl KernelLink for FakeKernel {
     }
     fn take_growth(&mut self, _: i32) -> RawStacks {
         RawStacks::new()
+    }
+    fn exact_rss(&mut self, _: i32) -> Option<u64> {
+        self.exact
     }
 }
 

@@ -32,7 +32,7 @@ use self::events::EventSource;
 use self::start::Note;
 use self::watching::{KernelSide, Watching};
 use crate::Error;
-use crate::accounting::Accounting;
+use crate::accounting::{Accounting, Exact};
 use crate::action::Reported;
 use crate::changes::Changes;
 use crate::config::{Config, RulesSource};
@@ -209,6 +209,22 @@ impl Monitor {
         }
     }
 
+    /// Which exact figure decides, and why `smaps_rollup` when it does.
+    fn exact(&self) -> (Exact, Option<&str>) {
+        match &self.source {
+            Source::Events(events) => events.kernel().exact(),
+            Source::Poll { .. } => match Exact::choose(None) {
+                Exact::SmapsRollup => (Exact::SmapsRollup, Some(crate::accounting::POLLING_WALKS)),
+                exact => (exact, None),
+            },
+        }
+    }
+
+    /// How a look measures: how the kernel counts, and which figure decides.
+    fn reading(&self) -> (Accounting, Exact) {
+        (self.accounting(), self.exact().0)
+    }
+
     /// How many processes are watched now.
     pub fn watched(&self) -> usize {
         self.watching.list().len()
@@ -262,10 +278,11 @@ impl Monitor {
         if self.watching.list().get(pid).is_none() && !self.discover(pid) {
             return None;
         }
-        let (actions, accounting) = (&self.actions, self.accounting());
+        let (actions, (accounting, exact)) = (&self.actions, self.reading());
         let look = Look {
             now,
             accounting,
+            exact,
             rearm,
             reported: Some(reported),
         };
@@ -289,10 +306,11 @@ impl Monitor {
         rearm: Option<Duration>,
         due: impl Fn(&crate::rules::RuleSet, &crate::watch::Watched) -> bool,
     ) -> CycleReport {
-        let (actions, accounting) = (&self.actions, self.accounting());
+        let (actions, (accounting, exact)) = (&self.actions, self.reading());
         let look = Look {
             now,
             accounting,
+            exact,
             rearm,
             reported: None,
         };

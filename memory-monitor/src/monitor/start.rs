@@ -4,7 +4,7 @@
 use rustix::thread::CapabilitySet;
 
 use crate::Error;
-use crate::accounting::Accounting;
+use crate::accounting::{Exact, POLLING_WALKS};
 use crate::action;
 use crate::changes::Changes;
 use crate::config::{Config, Mode};
@@ -68,8 +68,10 @@ pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
             mode = %"ebpf",
             attach = %kernel.attach(),
             fault_cost = kernel.fault_cost().as_deref(),
-            decides = %kernel.accounting().deciding_figure(),
+            decides = %kernel.exact().0,
+            decides_why = kernel.exact().1,
             margin = %kernel.margin(),
+            sums_in_kernel = kernel.sums_in_kernel(),
             "watching {target}{dry_run}"
         ),
         Err((why, interval)) => tracing::info!(event = "start",
@@ -77,7 +79,8 @@ pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
             action = %action,
             mode = %"poll",
             interval = %Period(interval),
-            decides = %Accounting::Unknown.deciding_figure(),
+            decides = %Exact::choose(None),
+            decides_why = (Exact::choose(None) == Exact::SmapsRollup).then_some(POLLING_WALKS),
             why = why,
             "watching {target}{dry_run}"
         ),

@@ -30,6 +30,8 @@ pub trait KernelLink {
     fn release_claim(&mut self, pid: i32);
     /// The growth profile's stacks sampled for it, taken.
     fn take_growth(&mut self, pid: i32) -> RawStacks;
+    /// Its exact RSS in bytes, by the kernel side's own reading; `None` when it cannot tell.
+    fn exact_rss(&mut self, pid: i32) -> Option<u64>;
 }
 
 /// The kernel side as the watch state's owner uses it: what to follow, and under which rules.
@@ -62,6 +64,9 @@ impl KernelLink for KernelWatch {
     }
     fn take_growth(&mut self, pid: i32) -> RawStacks {
         KernelWatch::take_growth(self, pid)
+    }
+    fn exact_rss(&mut self, pid: i32) -> Option<u64> {
+        KernelWatch::exact_rss(self, pid)
     }
 }
 

@@ -21,6 +21,39 @@ pub struct KernelBtf {
     pub group: Result<GroupOffsets, String>,
     /// How this kernel counts RSS.
     pub accounting: Accounting,
+    /// How the kernel side can sum a process's exact RSS, or why it cannot.
+    pub exact: Result<ExactRead, String>,
+}
+
+/// Where the kernel side finds what it adds up for a process's exact RSS: the counters the
+/// kernel keeps for its map, and what they do not hold yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExactRead {
+    /// Per-CPU counters (6.2 on): in `mm_struct`, each member's count and the pointer to its
+    /// per-CPU parts (`percpu_counter.count`, `.counters`); and, in `struct bpf_array`, where a
+    /// per-CPU array keeps its values' per-CPU pointers (`pptrs`), from which the kernel side
+    /// learns each CPU's per-CPU offset.
+    CpuParts {
+        /// `mm_struct.rss_stat[member].count`, for each member.
+        counts: [u64; member::COUNT],
+        /// `mm_struct.rss_stat[member].counters`, for each member.
+        parts: [u64; member::COUNT],
+        /// `bpf_array.pptrs`.
+        array_pptrs: u64,
+    },
+    /// Per-thread caches (up to 6.1): in `mm_struct`, each member's atomic count; in
+    /// `task_struct`, each thread's cache (`rss_stat.count`) and its place in its process's
+    /// list of threads (`thread_node`), whose head is `signal_struct.thread_head`.
+    ThreadCaches {
+        /// `mm_struct.rss_stat.count[member]`, for each member.
+        counts: [u64; member::COUNT],
+        /// `task_struct.rss_stat.count`.
+        task_cache: u64,
+        /// `signal_struct.thread_head`.
+        thread_head: u64,
+        /// `task_struct.thread_node`.
+        thread_node: u64,
+    },
 }
 
 /// How the `tp_btf` RSS program gets a counter's new value.
@@ -75,25 +108,81 @@ fn read(btf: &Btf) -> Result<KernelBtf, String> {
         (_, false) => Accounting::Atomic,
     };
     let group = group_offsets(btf);
+    let exact = exact_read(btf, rss_stat, &rss_type, accounting);
     Ok(KernelBtf {
         task_mm,
         rss,
         group,
         accounting,
+        exact,
     })
 }
 
-/// How the `tp_btf` program can read `mm->rss_stat` (of type `rss_type`, at `rss_stat`): by
-/// the tracepoint's prototype first (a `count` argument), else from `percpu_counter`s.
-fn rss_read(btf: &Btf, rss_stat: u64, rss_type: &Type) -> Result<RssRead, String> {
-    if tracepoint_arguments(btf, "rss_stat")? >= 3 {
-        return Ok(RssRead::CountArgument);
+/// Where the kernel side finds a process's exact RSS on a kernel that counts as `accounting`
+/// says (`mm_struct.rss_stat`, of type `rss_type`, at `rss_stat`).
+fn exact_read(
+    btf: &Btf,
+    rss_stat: u64,
+    rss_type: &Type,
+    accounting: Accounting,
+) -> Result<ExactRead, String> {
+    match accounting {
+        Accounting::PerCpu => {
+            let (counts, element) = counter_array(btf, rss_stat, rss_type, "count")?;
+            let (parts, _) = counter_array(btf, rss_stat, rss_type, "counters")?;
+            debug_assert!(element > 0);
+            let (array_pptrs, _) = member_of(btf, "bpf_array", "pptrs")?;
+            Ok(ExactRead::CpuParts {
+                counts,
+                parts,
+                array_pptrs,
+            })
+        }
+        Accounting::PerThread => {
+            let Type::Struct(stat) = rss_type else {
+                return Err("the kernel's mm_struct.rss_stat is not a struct".to_string());
+            };
+            let (count, count_type) = find(btf, stat, "count", 0)
+                .ok_or("the kernel's mm_struct.rss_stat has no field 'count'")?;
+            let step = array_step(btf, &count_type)?;
+            let mut counts = [0; member::COUNT];
+            for (m, offset) in counts.iter_mut().enumerate() {
+                *offset = rss_stat + count + m as u64 * step;
+            }
+            let (task_rss, task_rss_type) = member_of(btf, "task_struct", "rss_stat")?;
+            let Type::Struct(cache) = task_rss_type else {
+                return Err("the kernel's task_struct.rss_stat is not a struct".to_string());
+            };
+            let (cache_count, cache_type) = find(btf, &cache, "count", 0)
+                .ok_or("the kernel's task_struct.rss_stat has no field 'count'")?;
+            if array_step(btf, &cache_type)? != 4 {
+                return Err("the kernel's threads do not cache their changes as ints".to_string());
+            }
+            let (thread_head, _) = member_of(btf, "signal_struct", "thread_head")?;
+            let (thread_node, _) = member_of(btf, "task_struct", "thread_node")?;
+            Ok(ExactRead::ThreadCaches {
+                counts,
+                task_cache: task_rss + cache_count,
+                thread_head,
+                thread_node,
+            })
+        }
+        Accounting::Atomic | Accounting::Unknown => Err(format!(
+            "the kernel counts RSS {accounting}, with no parts to add"
+        )),
     }
+}
+
+/// In an array of `percpu_counter`s (`mm_struct.rss_stat`, of type `rss_type`, at `rss_stat`),
+/// where each member's field `field` is; and the counters' size.
+fn counter_array(
+    btf: &Btf,
+    rss_stat: u64,
+    rss_type: &Type,
+    field: &str,
+) -> Result<([u64; member::COUNT], u64), String> {
     let Type::Array(counters) = rss_type else {
-        return Err(
-            "the kernel's rss_stat tracepoint passes no count and mm_struct.rss_stat is not an array"
-                .to_string(),
-        );
+        return Err("the kernel's mm_struct.rss_stat is not an array".to_string());
     };
     if counters.len() < member::COUNT {
         return Err(format!(
@@ -105,13 +194,63 @@ fn rss_read(btf: &Btf, rss_stat: u64, rss_type: &Type) -> Result<RssRead, String
     let Ok(Type::Struct(counter)) = btf.resolve_chained_type(counters) else {
         return Err("the kernel's mm_struct.rss_stat does not hold structs".to_string());
     };
-    let (count, _) = find(btf, &counter, "count", 0)
-        .ok_or("the kernel's percpu_counter has no field 'count'")?;
+    let (at, _) = find(btf, &counter, field, 0)
+        .ok_or_else(|| format!("the kernel's percpu_counter has no field '{field}'"))?;
     let element = counter.size() as u64;
     let mut offsets = [0; member::COUNT];
     for (m, offset) in offsets.iter_mut().enumerate() {
-        *offset = rss_stat + m as u64 * element + count;
+        *offset = rss_stat + m as u64 * element + at;
     }
+    Ok((offsets, element))
+}
+
+/// The size of one element of the array type `array`, which holds at least every member.
+fn array_step(btf: &Btf, array: &Type) -> Result<u64, String> {
+    let Type::Array(array) = array else {
+        return Err("the kernel's RSS counts are not an array".to_string());
+    };
+    if array.len() < member::COUNT {
+        return Err(format!(
+            "the kernel keeps {} RSS counts, not {}",
+            array.len(),
+            member::COUNT
+        ));
+    }
+    let element = btf
+        .resolve_chained_type(array)
+        .map_err(|e| format!("the kernel's RSS counts have no type ({e})"))?;
+    type_size(btf, &element)
+}
+
+/// The size of `ty` in bytes, through typedefs and qualifiers.
+fn type_size(btf: &Btf, ty: &Type) -> Result<u64, String> {
+    match ty {
+        Type::Int(int) => Ok(int.size() as u64),
+        Type::Struct(s) | Type::Union(s) => Ok(s.size() as u64),
+        Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) => {
+            let inner = ty
+                .as_btf_type()
+                .and_then(|of| btf.resolve_chained_type(of).ok())
+                .ok_or("an untyped RSS count")?;
+            type_size(btf, &inner)
+        }
+        _ => Err("the kernel's RSS counts are of an unexpected type".to_string()),
+    }
+}
+
+/// How the `tp_btf` program can read `mm->rss_stat` (of type `rss_type`, at `rss_stat`): by
+/// the tracepoint's prototype first (a `count` argument), else from `percpu_counter`s.
+fn rss_read(btf: &Btf, rss_stat: u64, rss_type: &Type) -> Result<RssRead, String> {
+    if tracepoint_arguments(btf, "rss_stat")? >= 3 {
+        return Ok(RssRead::CountArgument);
+    }
+    if !matches!(rss_type, Type::Array(_)) {
+        return Err(
+            "the kernel's rss_stat tracepoint passes no count and mm_struct.rss_stat is not an array"
+                .to_string(),
+        );
+    }
+    let (offsets, _) = counter_array(btf, rss_stat, rss_type, "count")?;
     Ok(RssRead::PercpuCounters(offsets))
 }
 

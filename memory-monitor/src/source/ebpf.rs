@@ -21,17 +21,19 @@ use aya::{Ebpf, EbpfLoader};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, Event, MAX_RULES, RULE_ANY, RULE_ASK, RULE_ASK_IF_EQUAL,
     RULE_EXACT, RULE_NEVER, RULE_NONE, RULE_PREFIX, Rule, WATCH_ARMED, WATCH_BY_NAME,
-    WATCH_COUNT_SWAP, Watch, layout, member,
+    WATCH_COUNT_SWAP, WATCH_SUMS_CPUS, Watch, layout, member,
 };
 use tokio::io::unix::AsyncFd;
 
-use crate::accounting::Accounting;
+use crate::accounting::{Accounting, Exact};
+use crate::fault::Fault;
 use crate::logging::one_line;
 use crate::matcher::{MatchMode, Matcher};
 use crate::procfs::{COMM_LEN, ResidentParts};
 use crate::profile::growth::RawStacks;
 use crate::rules::RuleSet;
-use crate::source::btf::{KernelBtf, RssRead};
+use crate::source::btf::{ExactRead, KernelBtf, RssRead};
+use crate::source::exact_reading::{self, ExactGlobals};
 use crate::source::{btf, tracefs};
 use crate::units::Bytes;
 
@@ -92,33 +94,6 @@ impl std::fmt::Display for Attach {
     }
 }
 
-/// Fault injection for the tests (`MEMORY_MONITOR_INJECT_FAULT`, honoured by debug builds
-/// only, which the tests run): each makes one real failure happen, through the same paths as
-/// in the field, to prove it is reported clearly and survived (in auto mode, by polling).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    /// Load a program the verifier refuses in the RSS program's place.
-    Verifier,
-    /// Attach the RSS program to a tracepoint that does not exist.
-    Attach,
-    /// A one-page ring buffer, which a burst of events overflows.
-    SmallRing,
-}
-
-impl Fault {
-    fn injected() -> Option<Fault> {
-        if !cfg!(debug_assertions) {
-            return None;
-        }
-        match std::env::var("MEMORY_MONITOR_INJECT_FAULT").ok()?.as_str() {
-            "verifier" => Some(Fault::Verifier),
-            "attach" => Some(Fault::Attach),
-            "small-ring" => Some(Fault::SmallRing),
-            _ => None,
-        }
-    }
-}
-
 /// The inode of the initial PID namespace (`PROC_PID_INIT_INO`): BPF sees host PIDs, so the
 /// monitor must see them too.
 const HOST_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
@@ -144,23 +119,29 @@ pub struct KernelSettings<'a> {
     pub debug_log: bool,
 }
 
-/// The loaded and attached programs, and what they report: the ring buffer of events and the
-/// count of those lost. Dropping it detaches everything: nothing is pinned, so nothing
-/// outlives the monitor.
+/// What the attached programs report: the ring buffer of events and the count of those lost.
 pub struct KernelEvents {
-    // It owns the programs and their links.
-    _ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     lost_flag: Array<MapData, u64>,
     attach: Attach,
     /// How this kernel counts RSS (from BTF).
     accounting: Accounting,
+    /// Which exact figure decides, here, in eBPF mode, and why `smaps_rollup` when it does.
+    exact: Exact,
+    exact_why: Option<String>,
+    /// Whether the RSS program sums the per-CPU parts within the margin.
+    sums_cpus: bool,
 }
 
 /// The maps through which userspace tells the kernel side what to watch: the watched
-/// processes, the rules, re-arm requests and signal claims, and the growth profile's samples.
+/// processes, the rules, re-arm requests and signal claims, and the growth profile's samples;
+/// and the exact reading. It owns the programs and their links: dropping it detaches
+/// everything (nothing is pinned, so nothing outlives the monitor).
 pub struct KernelWatch {
+    ebpf: Ebpf,
+    /// Whether the `exact_rss` program can read processes' exact RSS here.
+    reads_exact: bool,
     watched: HashMap<MapData, u32, Watch>,
     rearm: HashMap<MapData, u32, u64>,
     claims: HashMap<MapData, u32, u32>,
@@ -173,8 +154,8 @@ pub struct KernelWatch {
     kernel_signal: bool,
     rules: Array<MapData, Rule>,
     cgroups: CgroupArray<MapData>,
-    /// How this kernel counts RSS (from BTF): the margin of each process's trigger.
-    accounting: Accounting,
+    /// How the kernel side judges a process near its limit.
+    judging: Judging,
     /// The growth profile's stacks and samples, when it is on.
     growth: Option<(StackTraceMap<MapData>, HashMap<MapData, u64, u64>)>,
     /// Whether the kernel side follows swap entries (a rule at start-up counted swap).
@@ -278,9 +259,23 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         .next_power_of_two()
         .clamp(4096, 1 << 22);
     let slot_mask = slot_count - 1;
-    let task_mm = btf_read.map_or(0, |(task_mm, _)| task_mm);
-    let rss_counts = match btf_read {
-        Some((_, RssRead::PercpuCounters(offsets))) => offsets,
+    // Learned from every watched process's own changes, whichever way the program attaches.
+    let task_mm = kernel_btf.as_ref().map_or(0, |k| k.task_mm);
+    // The exact reading needs the group's pointer where threads cache changes.
+    let exact_read = kernel_btf
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|k| k.exact.clone())
+        .and_then(|read| match (read, group) {
+            (ExactRead::ThreadCaches { .. }, None) => {
+                Err("the thread group cannot be found in BTF".to_string())
+            }
+            _ => Ok(read),
+        });
+    let exact = ExactGlobals::of(exact_read.as_ref().ok(), crate::accounting::possible_cpus());
+    let rss_counts = match (btf_read, exact_read.as_ref()) {
+        (Some((_, RssRead::PercpuCounters(offsets))), _) => offsets,
+        (_, Ok(read)) => read.counts(),
         _ => [0; member::COUNT],
     };
     let exit_has_group_dead = u32::from(has_group_dead.is_ok());
@@ -316,6 +311,14 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         .override_global("SLOT_MASK", &slot_mask, true)
         .override_global("SAMPLE_BYTES", &GROWTH_SAMPLE_BYTES, true)
         .override_global("COUNT_SWAP", &count_swap, true)
+        .override_global("EXACT_SUM", &exact.sum, true)
+        .override_global("RSS_PARTS_OFFSETS", &exact.parts, true)
+        .override_global("POSSIBLE_CPUS", &exact.cpus, true)
+        .override_global("ARRAY_PPTRS_OFFSET", &exact.array_pptrs, true)
+        .override_global("TASK_RSS_OFFSET", &exact.task_cache, true)
+        .override_global("SIGNAL_THREAD_HEAD_OFFSET", &exact.thread_head, true)
+        .override_global("TASK_THREAD_NODE_OFFSET", &exact.thread_node, true)
+        .map_max_entries("CPU_OFFSETS", exact.cpus.max(1))
         .map_max_entries("STACKS", growth_entries)
         .map_max_entries("GROWTH", growth_entries)
         .override_global(aya_log::LEVEL, &log_level, false)
@@ -330,6 +333,15 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
     if settings.debug_log {
         start_program_logs(&mut ebpf);
     }
+    // Made ready before the rules go in: whether watches sum per-CPU parts is in them.
+    let reading =
+        exact_read.and_then(|read| exact_reading::prepare(&mut ebpf, &exact).map(|()| read));
+    let judging = Judging {
+        accounting,
+        sums_cpus: attach == Attach::TpBtf && matches!(reading, Ok(ExactRead::CpuParts { .. })),
+    };
+    let exact = Exact::choose(reading.as_ref().ok().map(ExactRead::exact));
+    let exact_why = reading.as_ref().err().cloned();
     let take = |ebpf: &mut Ebpf, name: &str| {
         ebpf.take_map(name)
             .ok_or_else(|| Unavailable(format!("the BPF object has no map {name}")))
@@ -343,7 +355,7 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         &mut cgroups,
         settings.rules,
         settings.kernel_signal,
-        accounting,
+        judging,
     )
     .map_err(|e| Unavailable(format!("writing the rules to the kernel side failed: {e}")))?;
     for (program, category, name) in DISCOVERY {
@@ -373,6 +385,16 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
     let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_error)?;
     let events = readable_fd(events)
         .map_err(|e| Unavailable(format!("cannot wait on the ring buffer: {e}")))?;
+    let events = KernelEvents {
+        lost: PerCpuArray::try_from(take(&mut ebpf, "LOST")?).map_err(map_error)?,
+        lost_flag: Array::try_from(take(&mut ebpf, "LOST_FLAG")?).map_err(map_error)?,
+        events,
+        attach,
+        accounting,
+        exact,
+        exact_why,
+        sums_cpus: judging.sums_cpus,
+    };
     let growth = match profiling {
         true => Some((
             StackTraceMap::try_from(take(&mut ebpf, "STACKS")?).map_err(map_error)?,
@@ -393,15 +415,9 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         kernel_signal: settings.kernel_signal,
         rules,
         cgroups,
-        accounting,
-    };
-    let events = KernelEvents {
-        lost: PerCpuArray::try_from(take(&mut ebpf, "LOST")?).map_err(map_error)?,
-        lost_flag: Array::try_from(take(&mut ebpf, "LOST_FLAG")?).map_err(map_error)?,
-        events,
-        attach,
-        accounting,
-        _ebpf: ebpf,
+        judging,
+        reads_exact: reading.is_ok(),
+        ebpf,
     };
     Ok((events, watch))
 }
@@ -415,7 +431,7 @@ impl KernelWatch {
             &mut self.cgroups,
             rules,
             self.kernel_signal,
-            self.accounting,
+            self.judging,
         )
     }
 
@@ -438,21 +454,19 @@ impl KernelWatch {
         members[member::SHMEM] = parts.shmem as i64;
         members[member::SWAPENTS] = parts.swap as i64;
         let record = Watch {
-            trigger: trigger_for(target.limit, self.accounting, target.count_swap),
+            trigger: self.judging.trigger(target.limit, target.count_swap),
             limit: target.limit,
             members,
             last_event_ns: 0,
             mm: 0,
             flags: WATCH_ARMED
                 | if target.by_name { WATCH_BY_NAME } else { 0 }
-                | if target.count_swap {
-                    WATCH_COUNT_SWAP
-                } else {
-                    0
-                },
+                | self.judging.watch_flags(target.count_swap),
             grown: 0,
             threads: parts.threads.max(1),
             spare: 0,
+            mm_ptr: 0,
+            group: 0,
             profile_from: target.profile_from.unwrap_or(u64::MAX),
             signal: if self.kernel_signal { target.signal } else { 0 },
             rule: target.rule as u32,
@@ -541,6 +555,16 @@ impl KernelWatch {
     pub fn cancel_rearm(&mut self, tgid: i32) {
         let _ = self.rearm.remove(&(tgid as u32));
     }
+
+    /// `tgid`'s exact RSS in bytes by the kernel side's reading (see [`exact_reading`]);
+    /// `None` where there is none or it cannot tell.
+    pub fn exact_rss(&self, tgid: i32) -> Option<u64> {
+        let pages = match self.reads_exact {
+            true => exact_reading::read(&self.ebpf, tgid)?,
+            false => return None,
+        };
+        Some(pages * crate::procfs::page_size())
+    }
 }
 
 impl KernelEvents {
@@ -598,6 +622,15 @@ impl KernelEvents {
         self.accounting
     }
 
+    /// Which exact figure decides here, and why `smaps_rollup` when it does.
+    pub fn exact(&self) -> (Exact, Option<&str>) {
+        let why = match self.exact {
+            Exact::SmapsRollup => self.exact_why.as_deref(),
+            _ => None,
+        };
+        (self.exact, why)
+    }
+
     /// The kernel side's margin under the limit, for the start line: the counters' error,
     /// and how much more per thread where threads cache their changes.
     pub fn margin(&self) -> String {
@@ -610,6 +643,12 @@ impl KernelEvents {
             (0, _) => format!("{}/thread", Bytes(lag)),
             _ => format!("{}+{}/thread", Bytes(error), Bytes(lag)),
         }
+    }
+
+    /// Whether, within the margin, the RSS program sums the per-CPU parts itself and reports
+    /// only an exact figure over the limit.
+    pub fn sums_in_kernel(&self) -> bool {
+        self.sums_cpus
     }
 
     /// Waits until events may be waiting.
@@ -667,16 +706,37 @@ pub struct Target {
     pub count_swap: bool,
 }
 
-/// The approximate RSS at which a process with `limit` is reported: within the counters'
-/// error of it, one counter more when swap counts (the kernel side takes each thread's lag off
-/// that, where there is one).
-fn trigger_for(limit: u64, accounting: Accounting, count_swap: bool) -> u64 {
-    let swap = if count_swap {
-        accounting.one_counter_error()
-    } else {
-        0
-    };
-    limit.saturating_sub(accounting.counter_error() + swap)
+/// How the kernel side judges a watched process near its limit.
+#[derive(Debug, Clone, Copy)]
+struct Judging {
+    /// How the kernel counts RSS: how far under the limit its counters may show a process
+    /// that is over it.
+    accounting: Accounting,
+    /// Whether, within that margin, the RSS program sums the per-CPU parts itself and reports
+    /// only an exact figure over the limit (`WATCH_SUMS_CPUS`).
+    sums_cpus: bool,
+}
+
+impl Judging {
+    /// The approximate RSS at which a process with `limit` is reported (or, summing per-CPU
+    /// parts, at which summing starts): within the counters' error of it, one counter more
+    /// when swap counts (the kernel side takes each thread's lag off that, where there is
+    /// one).
+    fn trigger(self, limit: u64, count_swap: bool) -> u64 {
+        let swap = if count_swap {
+            self.accounting.one_counter_error()
+        } else {
+            0
+        };
+        limit.saturating_sub(self.accounting.counter_error() + swap)
+    }
+
+    /// The `WATCH_*` flags of a watch under a rule that counts swap or not.
+    fn watch_flags(self, count_swap: bool) -> u32 {
+        let swap = if count_swap { WATCH_COUNT_SWAP } else { 0 };
+        let sums = if self.sums_cpus { WATCH_SUMS_CPUS } else { 0 };
+        swap | sums
+    }
 }
 
 /// Writes `rules` into the kernel side's `RULES` and `CGROUPS` maps, in order, ending the list
@@ -691,11 +751,11 @@ fn write_rules(
     cgroups: &mut CgroupArray<MapData>,
     rules: &RuleSet,
     kernel_signal: bool,
-    accounting: Accounting,
+    judging: Judging,
 ) -> io::Result<()> {
     let error = |e: aya::maps::MapError| io::Error::other(e.to_string());
     let prepared = (0..rules.rules().len())
-        .map(|index| kernel_rule(rules, index, kernel_signal, accounting))
+        .map(|index| kernel_rule(rules, index, kernel_signal, judging))
         .collect::<io::Result<Vec<_>>>()?;
     for (slot, (kernel_rule, cgroup)) in (0u32..).zip(prepared) {
         match cgroup {
@@ -720,7 +780,7 @@ fn kernel_rule(
     rules: &RuleSet,
     index: usize,
     kernel_signal: bool,
-    accounting: Accounting,
+    judging: Judging,
 ) -> io::Result<(Rule, Option<std::fs::File>)> {
     let rule = rules.get(index);
     let selector = &rule.selector;
@@ -756,11 +816,8 @@ fn kernel_rule(
     let limit = rules.fixed_limit(index);
     kernel_rule.limit = limit.unwrap_or(u64::MAX);
     let count_swap = rule.count.swap();
-    kernel_rule.trigger =
-        limit.map_or(u64::MAX, |limit| trigger_for(limit, accounting, count_swap));
-    if count_swap {
-        kernel_rule.watch_flags |= WATCH_COUNT_SWAP;
-    }
+    kernel_rule.trigger = limit.map_or(u64::MAX, |limit| judging.trigger(limit, count_swap));
+    kernel_rule.watch_flags |= judging.watch_flags(count_swap);
     kernel_rule.profile_from = match (&rule.profile, limit) {
         (Some(profile), Some(limit)) => profile.growth_from(limit),
         _ => u64::MAX,

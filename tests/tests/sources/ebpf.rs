@@ -10,8 +10,35 @@ use memory_monitor_tests::{
 
 const USR1: i32 = libc::SIGUSR1;
 
-/// The ways the RSS program can attach; behaviour must not depend on it.
-const ATTACH: [&str; 2] = ["tracepoint", "tp-btf"];
+/// A way the kernel side can judge a crossing here; behaviour must not depend on it.
+#[derive(Debug, Clone, Copy)]
+struct Way {
+    /// How the RSS program attaches.
+    attach: &'static str,
+    /// With `statm` taken for inexact (fault injection), as on kernels before 6.16: the kernel
+    /// side's own exact reading decides, where this kernel can run it.
+    statm_inexact: bool,
+}
+
+/// Each attach type, with `statm` as this kernel keeps it, and again taken for inexact.
+const WAYS: [Way; 4] = [
+    Way {
+        attach: "tracepoint",
+        statm_inexact: false,
+    },
+    Way {
+        attach: "tp-btf",
+        statm_inexact: false,
+    },
+    Way {
+        attach: "tracepoint",
+        statm_inexact: true,
+    },
+    Way {
+        attach: "tp-btf",
+        statm_inexact: true,
+    },
+];
 
 /// Arguments for eBPF mode (failing rather than falling back), `-vv` so kernel events and
 /// their kinds are logged.
@@ -33,6 +60,21 @@ fn start(args: &[&str]) -> Monitor {
     monitor
 }
 
+/// Starts the monitor as [`start`] does, judging crossings `way`, with `rest` of the arguments
+/// after [`ebpf_args`].
+fn start_way(way: Way, rest: &[&str]) -> Monitor {
+    let mut args = ebpf_args(&["--attach", way.attach]);
+    args.extend_from_slice(rest);
+    let mut monitor = Monitor::start_with(&args, |command| {
+        if way.statm_inexact {
+            command.env("MEMORY_MONITOR_INJECT_FAULT", "statm-inexact");
+        }
+    });
+    monitor.expect_log(&["watching", "mode=ebpf"]);
+    monitor.expect_log(&["checked"]);
+    monitor
+}
+
 /// The monitor looked at `/proc` once, to seed the kernel side, and never polled after.
 fn assert_never_polled(monitor: &mut Monitor) {
     let scans = monitor.count(&["checked"]);
@@ -47,12 +89,12 @@ fn assert_never_polled(monitor: &mut Monitor) {
 #[test]
 #[ignore = "needs root"]
 fn a_crossing_is_signalled_and_nothing_else_is() {
-    for attach in ATTACH {
+    for way in WAYS {
         let name = unique_name("mme-cr");
         let mut target = Target::spawn(&name);
         let mut under = Target::spawn(&format!("{name}u"));
         let mut other = Target::spawn(&unique_name("mme-ot"));
-        let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
+        let mut monitor = start_way(way, &[&name]);
         under.grow(8);
         other.grow(48);
         target.grow(48);
@@ -79,9 +121,9 @@ fn a_crossing_is_signalled_and_nothing_else_is() {
 #[test]
 #[ignore = "needs root"]
 fn processes_are_discovered_at_exec_fork_and_rename_without_polling() {
-    for attach in ATTACH {
+    for way in WAYS {
         let name = unique_name("mme-dc");
-        let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
+        let mut monitor = start_way(way, &[&name]);
 
         // exec: started after the monitor, under a matching name.
         let mut execed = Target::spawn(&name);
@@ -178,11 +220,11 @@ fn a_process_stopping_just_past_its_limit_is_caught() {
     // The kernel's counters can be a few hundred KiB off the exact figure; a process that
     // stops 64 KiB over its limit is still over it, and must be signalled.
     const LIMIT: u64 = 32 << 20;
-    for attach in ATTACH {
+    for way in WAYS {
         for _ in 0..2 {
             let name = unique_name("mme-jp");
             let mut target = Target::spawn(&name);
-            let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
+            let mut monitor = start_way(way, &[&name]);
             monitor.expect_log(&["checked", "watched=1"]);
             grow_to(&mut target, LIMIT + (64 << 10));
             assert!(
@@ -191,7 +233,7 @@ fn a_process_stopping_just_past_its_limit_is_caught() {
             );
             assert!(
                 target.wait_signal(USR1),
-                "{attach}: log:\n{}",
+                "{way:?}: log:\n{}",
                 monitor.log_text()
             );
             assert!(monitor.stop().success());
@@ -202,13 +244,13 @@ fn a_process_stopping_just_past_its_limit_is_caught() {
 #[test]
 #[ignore = "needs root"]
 fn a_process_stopping_just_under_its_limit_is_not_signalled() {
-    // Within the kernel counters' error of the limit the kernel side reports the process; the
-    // exact figure, 64 KiB under the limit, decides: no signal.
+    // Within the kernel counters' error of the limit an exact figure, 64 KiB under the limit,
+    // decides: no signal.
     const LIMIT: u64 = 32 << 20;
-    for attach in ATTACH {
+    for way in WAYS {
         let name = unique_name("mme-ju");
         let mut target = Target::spawn(&name);
-        let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
+        let mut monitor = start_way(way, &[&name]);
         monitor.expect_log(&["checked", "watched=1"]);
         grow_to(&mut target, LIMIT - (64 << 10));
         assert!(
@@ -216,8 +258,12 @@ fn a_process_stopping_just_under_its_limit_is_not_signalled() {
             "the target did stop under the limit"
         );
         let pid = format!("pid={}", target.pid());
-        // The kernel side saw it near the limit, so it was the exact figure that decided.
-        monitor.expect_log(&["kernel event", &pid, "kind=near"]);
+        // It is within the kernel side's margin, so an exact figure decided: userspace's, on
+        // the kernel side's report; or the kernel side's own sum, which reports nothing under
+        // the limit.
+        if !monitor.log_text().contains("sums_in_kernel=true") {
+            monitor.expect_log(&["kernel event", &pid, "kind=near"]);
+        }
         // Killed, not told to exit: an exit runs code the target never ran before, whose
         // pages fault in (with their neighbours) and can take it past its limit for real, as
         // seen on 5.10, where the counters are folded in at exit and so report it then.
@@ -226,7 +272,7 @@ fn a_process_stopping_just_under_its_limit_is_not_signalled() {
         assert_eq!(
             monitor.count(&["over the limit"]),
             0,
-            "{attach}: log:\n{}",
+            "{way:?}: log:\n{}",
             monitor.log_text()
         );
         assert!(monitor.stop().success());
@@ -256,10 +302,10 @@ fn grow_to(target: &mut Target, bytes: u64) {
 #[test]
 #[ignore = "needs root"]
 fn one_event_per_crossing_and_freeing_memory_rearms() {
-    for attach in ATTACH {
+    for way in WAYS {
         let name = unique_name("mme-oc");
         let mut target = Target::spawn(&name);
-        let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
+        let mut monitor = start_way(way, &[&name]);
         let pid = format!("pid={}", target.pid());
 
         target.grow(48);
@@ -313,10 +359,10 @@ fn one_event_per_crossing_and_freeing_memory_rearms() {
 #[test]
 #[ignore = "needs root"]
 fn growth_caused_from_another_process_is_seen() {
-    for attach in ATTACH {
+    for way in WAYS {
         let name = unique_name("mme-vm");
         let mut target = Target::spawn(&name);
-        let mut monitor = start(&ebpf_args(&["--attach", attach, &name]));
+        let mut monitor = start_way(way, &[&name]);
         // The target's own change teaches the kernel side which memory map is the target's.
         target.grow(8);
         let addr = target.reserve(40);
@@ -378,10 +424,10 @@ fn repeats_and_kill_after_run_on_timers() {
 #[test]
 #[ignore = "needs root"]
 fn kernel_signal_is_sent_from_the_kernel_once_per_crossing() {
-    for attach in ATTACH {
+    for way in WAYS {
         let name = unique_name("mme-ks");
         let mut target = Target::spawn(&name);
-        let mut monitor = start(&ebpf_args(&["--attach", attach, "--kernel-signal", &name]));
+        let mut monitor = start_way(way, &["--kernel-signal", &name]);
         monitor.expect_log(&["checked", "watched=1"]);
         // With the monitor's userspace frozen, only the kernel side can signal.
         // SAFETY: kill has no memory-safety preconditions.
@@ -390,11 +436,11 @@ fn kernel_signal_is_sent_from_the_kernel_once_per_crossing() {
         let signalled = target.wait_signal(USR1);
         // SAFETY: as above.
         unsafe { libc::kill(monitor.pid(), libc::SIGCONT) };
-        assert!(signalled, "{attach}: log:\n{}", monitor.log_text());
+        assert!(signalled, "{way:?}: log:\n{}", monitor.log_text());
         monitor.expect_log(&["over the limit", r#"result="sent by the kernel""#]);
         monitor.expect_log(&["kernel event", "kind=kernel-signal"]);
         target.grow(16);
-        assert_eq!(target.signals(), [USR1], "{attach}: exactly once");
+        assert_eq!(target.signals(), [USR1], "{way:?}: exactly once");
         target.exit();
         monitor.expect_log(&["exited"]);
         assert_eq!(monitor.count(&["over the limit"]), 1);

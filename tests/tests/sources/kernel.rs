@@ -4,7 +4,9 @@
 //! `cargo xtask vmtest` collects into its per-kernel table. These need root.
 
 use memory_monitor::accounting::Accounting;
-use memory_monitor_tests::{Monitor, bpf_objects_of, unique_name, wait_until};
+use memory_monitor_tests::{
+    Monitor, Target, bpf_objects_of, exact, resident_bytes, run_monitor, unique_name, wait_until,
+};
 
 /// The verifier's budget: instructions it explores per program before giving up.
 const VERIFIER_LIMIT: u32 = 1_000_000;
@@ -33,7 +35,7 @@ fn every_program_loads_well_within_the_verifier_budget() {
         let fields: Vec<&str> = start
             .split_whitespace()
             .filter(|f| {
-                ["attach=", "decides=", "margin="]
+                ["attach=", "decides=", "margin=", "sums_in_kernel="]
                     .iter()
                     .any(|k| f.starts_with(k))
             })
@@ -83,6 +85,37 @@ fn logged_insns(monitor: &mut Monitor, program: &str) -> Option<u32> {
     log.lines()
         .find_map(|line| line.trim().strip_prefix(prefix.as_str()))
         .and_then(|n| n.parse().ok())
+}
+
+/// Whether `statm` sums the kernel's counters exactly here, as the monitor's start-up probe
+/// finds (its start line's `decides=statm`), agrees with what another process sees: a target
+/// touches one page at a time, far fewer than a per-CPU batch or a thread's cache holds, and
+/// after each its `statm` is compared with the count of its page tables (`smaps_rollup`).
+/// Where `statm` sums exactly the two always agree; where it leaves per-CPU parts or
+/// per-thread caches out they part within a few pages. Needs no root.
+#[test]
+fn the_monitors_statm_probe_agrees_with_the_page_tables() {
+    let name = unique_name("mmk-sp");
+    let mut target = Target::spawn(&name);
+    let pid = target.pid().to_string();
+    let mut parted = 0;
+    for _ in 0..16 {
+        target.grow_kib(4);
+        parted += usize::from(resident_bytes(&pid) != exact::resident_bytes(&pid));
+    }
+    let (status, log) = run_monitor(&["--mode", "poll", "--once", "-m", "1G", &name]);
+    assert!(status.success(), "{log}");
+    let start = log
+        .lines()
+        .find(|line| line.contains("event=\"start\""))
+        .unwrap_or_else(|| panic!("no start line:\n{log}"));
+    let probed = start.contains("decides=statm");
+    println!("vmtest: statm_exact={probed} parted={parted}/16");
+    assert_eq!(
+        probed,
+        parted == 0,
+        "statm and the page tables parted {parted} times in 16; {start}"
+    );
 }
 
 #[test]
