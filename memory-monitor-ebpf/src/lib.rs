@@ -107,8 +107,26 @@ pub mod exact {
     pub const NOT_KNOWN: u32 = u32::MAX;
     /// Most CPUs whose parts are summed (more possible CPUs: no per-CPU sum).
     pub const MAX_CPUS: u32 = 1024;
-    /// Most threads whose caches are summed (more: the reading cannot tell).
-    pub const MAX_THREADS: u32 = 8192;
+    /// Threads whose caches one round of the walk sums: the reading program runs a round,
+    /// then tail-calls itself for the next, up to the kernel's 33 tail calls (so up to 2,176
+    /// threads; more: the reading cannot tell). Short, as verifiers walk every round of a
+    /// loop, and kernels before 5.17 have no `bpf_loop` to spare them.
+    pub const THREADS_A_ROUND: u32 = 64;
+}
+
+/// Where the exact reading's walk of a process's threads stands between two of its rounds, in
+/// the `THREAD_WALK` map (kernel side only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadWalk {
+    /// The reading it belongs to (userspace numbers each one).
+    pub reading: u64,
+    /// The head of the process's list of threads (`signal_struct.thread_head`).
+    pub head: u64,
+    /// The next thread's place in that list (`task_struct.thread_node`).
+    pub node: u64,
+    /// Each member's sum so far, in pages: the map's counts, plus the caches walked.
+    pub sums: [i64; member::COUNT],
 }
 
 impl Watch {

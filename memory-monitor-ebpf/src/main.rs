@@ -35,7 +35,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_send_signal, generated::bpf_map_lookup_percpu_elem,
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{Array, CgroupArray, HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, CgroupArray, HashMap, PerCpuArray, ProgramArray, RingBuf, StackTrace},
     programs::{
         BtfTracePointContext, RawTracePointContext, TracePointContext, tracing::StackIdContext,
     },
@@ -43,7 +43,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
 use memory_monitor_ebpf::{
-    CGROUP_LIMIT, CGROUP_MEMBER, Event, Field, MAX_RULES, RULE_NONE, Rule, WATCH_ARMED,
+    CGROUP_LIMIT, CGROUP_MEMBER, Event, Field, MAX_RULES, RULE_NONE, Rule, ThreadWalk, WATCH_ARMED,
     WATCH_BY_NAME, WATCH_COUNT_SWAP, WATCH_KERNEL_SIGNALLED, WATCH_SUMS_CPUS, Watch, comm_words,
     event_kind, exact, growth_key, layout, member, verdict,
 };
@@ -108,6 +108,15 @@ static CPU_OFFSETS: Array<u64> = Array::with_max_entries(exact::MAX_CPUS, 0);
 /// the value's own per-CPU address is that CPU's offset. Nothing is stored in it.
 #[map]
 static PER_CPU_PROBE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-thread caches: where a reading's walk of a process's threads stands between its rounds
+/// (`exact_rss` tail-calls itself for each next round, all within one run).
+#[map]
+static THREAD_WALK: Array<ThreadWalk> = Array::with_max_entries(1, 0);
+
+/// `exact_rss` itself (set by the loader), for its walk's next round.
+#[map]
+static WALK_ROUNDS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Events for userspace.
 #[map]
@@ -459,6 +468,21 @@ fn current_threads() -> u32 {
     read_kernel::<i32>(current_signal() + SIGNAL_THREADS_OFFSET.load()).max(0) as u32
 }
 
+/// Reads kernel memory at `address` into `into`, which a failed read leaves zeroed: no branch
+/// on the outcome, for loops the verifier walks round by round.
+#[inline(always)]
+fn read_unchecked<T>(into: &mut T, address: u64) {
+    // SAFETY: the helper checks the address, writes at most `size_of::<T>()` bytes into
+    // `into`, and zeroes them when the read fails.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (into as *mut T).cast(),
+            core::mem::size_of::<T>() as u32,
+            address as *const core::ffi::c_void,
+        )
+    };
+}
+
 #[inline(always)]
 fn read_kernel<T: Copy + Default>(address: u64) -> T {
     // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
@@ -575,7 +599,8 @@ fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
     if !signal_due && !report_due {
         return;
     }
-    let sums = watch.flags & WATCH_SUMS_CPUS != 0;
+    // A constant where the loader did not set the sum up, so the verifier leaves it out.
+    let sums = EXACT_SUM.load() == exact::SUM_CPU_PARTS && watch.flags & WATCH_SUMS_CPUS != 0;
     let rss = match sums {
         true => summed_pages(watch.mm_ptr, watch.flags & WATCH_COUNT_SWAP != 0)
             .wrapping_mul(PAGE_SIZE.load() as u64),
@@ -633,16 +658,16 @@ fn counts_toward_limit(m: usize, count_swap: bool) -> bool {
 }
 
 /// The exact resident pages from each member's exact sum: each clamped at 0, as the kernel
-/// clamps what it shows, and only those that count.
+/// clamps what it shows, and only those that count. Without a branch (a sign mask clamps, a
+/// multiplication leaves swap out): a verifier that walks every way out of a loop walks this
+/// once a way.
 #[inline(always)]
 fn resident_pages(sums: &[i64; member::COUNT], count_swap: bool) -> u64 {
-    let mut pages = 0;
-    for (m, &sum) in sums.iter().enumerate() {
-        if counts_toward_limit(m, count_swap) {
-            pages += sum.max(0) as u64;
-        }
-    }
-    pages
+    let clamped = |m: usize| (sums[m] & !(sums[m] >> 63)) as u64;
+    clamped(member::FILE)
+        + clamped(member::ANON)
+        + clamped(member::SHMEM)
+        + clamped(member::SWAPENTS) * u64::from(count_swap)
 }
 
 /// Each member's count in the map at `mm_ptr`, as the kernel keeps it (the folded count of
@@ -685,32 +710,30 @@ fn add_cpu_parts(mm_ptr: u64, count_swap: bool, sums: &mut [i64; member::COUNT])
     }
 }
 
-/// Per-thread caches: adds what each thread of the group at `group` has cached to `sums`,
-/// walking its list of threads. O(threads); false when it has more than the walk follows.
+/// Per-thread caches: one round of the walk of a process's threads, from where `walk`
+/// stands, adding what each thread has cached to its sums. A round is short, as every round of
+/// a loop is walked by the verifier (5.10's takes some 1,200 instructions for each).
 #[inline(always)]
-fn add_thread_caches(group: u64, count_swap: bool, sums: &mut [i64; member::COUNT]) -> bool {
-    let head = group + SIGNAL_THREAD_HEAD_OFFSET.load();
+fn walk_threads(walk: &mut ThreadWalk) {
     let (node_offset, cache_offset) = (TASK_THREAD_NODE_OFFSET.load(), TASK_RSS_OFFSET.load());
-    let mut node = read_kernel::<u64>(head);
-    let mut threads = 0;
-    while threads < exact::MAX_THREADS {
-        if node == head {
-            return true;
+    let mut round = 0;
+    while round < exact::THREADS_A_ROUND {
+        let node = walk.node;
+        if node == walk.head || node == 0 {
+            break;
         }
-        if node == 0 {
-            return false;
+        // The cache's four `int`s as two words (zeroing an array of four would be a call).
+        let mut cached = [0u64; 2];
+        read_unchecked(&mut cached, node.wrapping_sub(node_offset) + cache_offset);
+        // Every member, with no branch (`resident_pages` leaves out what does not count).
+        for (m, sum) in walk.sums.iter_mut().enumerate() {
+            *sum += i64::from((cached[m / 2] >> (32 * (m % 2))) as u32 as i32);
         }
-        let task = node.wrapping_sub(node_offset);
-        let cached = read_kernel::<[i32; member::COUNT]>(task + cache_offset);
-        for (m, sum) in sums.iter_mut().enumerate() {
-            if counts_toward_limit(m, count_swap) {
-                *sum += i64::from(cached[m]);
-            }
-        }
-        node = read_kernel::<u64>(node);
-        threads += 1;
+        let mut next = 0u64;
+        read_unchecked(&mut next, node);
+        walk.node = next;
+        round += 1;
     }
-    false
 }
 
 /// The exact resident pages of the map at `mm_ptr`, on a kernel with per-CPU counters.
@@ -722,13 +745,18 @@ fn summed_pages(mm_ptr: u64, count_swap: bool) -> u64 {
 }
 
 /// The exact reading, on demand: never attached, userspace runs it (`BPF_PROG_TEST_RUN`) with
-/// a watched process's tgid as its one argument. It returns the process's exact resident
-/// pages, swap entries included where its rule counts them, or `exact::NOT_KNOWN`. Written
-/// without the `raw_tracepoint` macro, whose programs return 0 whatever their function does.
+/// a watched process's tgid and a number new for each reading as its arguments. It returns
+/// the process's exact resident pages, swap entries included where its rule counts them, or
+/// `exact::NOT_KNOWN`. Per-thread caches are summed in rounds, the program tail-calling itself
+/// for each next one (the reading's number tells a first round from the next): all in one
+/// run, under the RCU read lock that keeps every thread it walks from being freed meanwhile.
+/// Written without the `raw_tracepoint` macro, whose programs return 0 whatever their
+/// function does.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "raw_tp")]
 pub fn exact_rss(ctx: *mut core::ffi::c_void) -> u32 {
-    let tgid: u64 = RawTracePointContext::new(ctx).arg(0);
+    let ctx = RawTracePointContext::new(ctx);
+    let tgid: u64 = ctx.arg(0);
     // SAFETY: copied out at once.
     let Some(watch) = unsafe { WATCHED.get(tgid as u32) }.copied() else {
         return exact::NOT_KNOWN;
@@ -737,13 +765,42 @@ pub fn exact_rss(ctx: *mut core::ffi::c_void) -> u32 {
         return exact::NOT_KNOWN;
     }
     let count_swap = watch.flags & WATCH_COUNT_SWAP != 0;
-    let mut sums = map_counts(watch.mm_ptr, count_swap);
-    match EXACT_SUM.load() {
-        exact::SUM_CPU_PARTS => add_cpu_parts(watch.mm_ptr, count_swap, &mut sums),
-        exact::SUM_THREAD_CACHES
-            if watch.group != 0 && add_thread_caches(watch.group, count_swap, &mut sums) => {}
+    let sums = match EXACT_SUM.load() {
+        exact::SUM_CPU_PARTS => {
+            let mut sums = map_counts(watch.mm_ptr, count_swap);
+            add_cpu_parts(watch.mm_ptr, count_swap, &mut sums);
+            sums
+        }
+        exact::SUM_THREAD_CACHES if watch.group != 0 => {
+            let Some(walk) = THREAD_WALK.get_ptr_mut(0) else {
+                return exact::NOT_KNOWN;
+            };
+            // SAFETY: a live array value, used by this program only.
+            let walk = unsafe { &mut *walk };
+            let reading: u64 = ctx.arg(1);
+            if walk.reading != reading {
+                let head = watch.group + SIGNAL_THREAD_HEAD_OFFSET.load();
+                *walk = ThreadWalk {
+                    reading,
+                    head,
+                    node: read_kernel(head),
+                    sums: map_counts(watch.mm_ptr, count_swap),
+                };
+            }
+            walk_threads(walk);
+            if walk.node == 0 {
+                return exact::NOT_KNOWN;
+            }
+            if walk.node != walk.head {
+                // SAFETY: the next round, in this same run; a failure (past the kernel's
+                // limit on tail calls) falls through: the walk is cut short.
+                unsafe { WALK_ROUNDS.tail_call(&ctx, 0) };
+                return exact::NOT_KNOWN;
+            }
+            walk.sums
+        }
         _ => return exact::NOT_KNOWN,
-    }
+    };
     resident_pages(&sums, count_swap).min(u64::from(exact::NOT_KNOWN - 1)) as u32
 }
 

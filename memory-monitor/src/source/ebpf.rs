@@ -142,6 +142,8 @@ pub struct KernelWatch {
     ebpf: Ebpf,
     /// Whether the `exact_rss` program can read processes' exact RSS here.
     reads_exact: bool,
+    /// Exact readings so far (each is numbered).
+    readings: u64,
     watched: HashMap<MapData, u32, Watch>,
     rearm: HashMap<MapData, u32, u64>,
     claims: HashMap<MapData, u32, u32>,
@@ -417,6 +419,7 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
         cgroups,
         judging,
         reads_exact: reading.is_ok(),
+        readings: 0,
         ebpf,
     };
     Ok((events, watch))
@@ -558,9 +561,10 @@ impl KernelWatch {
 
     /// `tgid`'s exact RSS in bytes by the kernel side's reading (see [`exact_reading`]);
     /// `None` where there is none or it cannot tell.
-    pub fn exact_rss(&self, tgid: i32) -> Option<u64> {
+    pub fn exact_rss(&mut self, tgid: i32) -> Option<u64> {
+        self.readings += 1;
         let pages = match self.reads_exact {
-            true => exact_reading::read(&self.ebpf, tgid)?,
+            true => exact_reading::read(&self.ebpf, tgid, self.readings)?,
             false => return None,
         };
         Some(pages * crate::procfs::page_size())

@@ -9,6 +9,7 @@
 //! limit (`WATCH_SUMS_CPUS`): it reports only true crossings.
 
 use aya::Ebpf;
+use aya::maps::ProgramArray;
 use aya::programs::{Program, RawTracePoint, RawTracePointRunOptions, TestRun};
 use memory_monitor_ebpf::{exact, member};
 
@@ -19,6 +20,8 @@ use crate::source::btf::ExactRead;
 const READER: &str = "exact_rss";
 /// The program that finds each CPU's per-CPU offset, run once at load.
 const CPU_OFFSETS: &str = "cpu_offsets";
+/// The reading program's table of itself, for the rounds of its walk of a process's threads.
+const WALK_ROUNDS: &str = "WALK_ROUNDS";
 
 /// What the programs are told, at load, of where to find what they add up.
 #[derive(Debug, Clone, Copy, Default)]
@@ -111,7 +114,18 @@ pub fn prepare(ebpf: &mut Ebpf, globals: &ExactGlobals) -> Result<(), String> {
             ));
         }
     }
-    load(ebpf, READER)?;
+    let reader = load(ebpf, READER)?
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .map_err(|e| format!("{READER}: {e}"))?;
+    if globals.sum == exact::SUM_THREAD_CACHES {
+        let rounds = ebpf
+            .map_mut(WALK_ROUNDS)
+            .ok_or_else(|| format!("the BPF object has no map {WALK_ROUNDS}"))?;
+        ProgramArray::try_from(rounds)
+            .and_then(|mut rounds| rounds.set(0, &reader, 0))
+            .map_err(|e| format!("{WALK_ROUNDS}: {e}"))?;
+    }
     Ok(())
 }
 
@@ -130,14 +144,15 @@ fn load<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut RawTracePoint, Str
 
 /// Process `tgid`'s exact resident pages (with its swap entries where its rule counts them),
 /// by running the reading program; `None` when it cannot tell (the process not watched, or
-/// not yet seen changing its own memory, or more threads than the program walks). One system
-/// call; allocates nothing.
-pub fn read(ebpf: &Ebpf, tgid: i32) -> Option<u64> {
+/// not yet seen changing its own memory, or more threads than the program walks). `reading`
+/// must differ from the last reading's. One system call; allocates nothing.
+pub fn read(ebpf: &Ebpf, tgid: i32, reading: u64) -> Option<u64> {
     let Some(Program::RawTracePoint(reader)) = ebpf.program(READER) else {
         return None;
     };
     let mut options = RawTracePointRunOptions::new();
     options.args[0] = u64::from(tgid as u32);
+    options.args[1] = reading;
     match reader.test_run(options).ok()?.return_value {
         exact::NOT_KNOWN => None,
         pages => Some(u64::from(pages)),
