@@ -24,7 +24,9 @@ use serde::Serialize;
 
 use crate::{cargo, run_step, workspace};
 
+mod churn;
 mod programs;
+mod reaction;
 
 /// How a bench run is sized.
 pub struct Options {
@@ -41,7 +43,15 @@ pub struct Options {
 }
 
 /// The bench's sections, in the order they run.
-const SECTIONS: [&str; 5] = ["latency", "footprint", "faults", "programs", "allocations"];
+const SECTIONS: [&str; 7] = [
+    "latency",
+    "reaction",
+    "churn",
+    "footprint",
+    "faults",
+    "programs",
+    "allocations",
+];
 
 impl Options {
     /// Whether `section` runs.
@@ -73,7 +83,9 @@ struct Results {
     machine: Machine,
     step_bytes: u64,
     pause_us: u64,
-    latency: Vec<Latency>,
+    latency: Vec<reaction::Configuration>,
+    reaction: Vec<reaction::Sized>,
+    churn: Vec<churn::Churn>,
     footprint: Vec<Footprint>,
     faults: Vec<Faults>,
     programs: Vec<programs::Program>,
@@ -98,32 +110,6 @@ struct Machine {
     cpu: String,
     cores: usize,
     memory_gib: f64,
-}
-
-#[derive(Serialize)]
-struct Latency {
-    configuration: String,
-    trials: usize,
-    missed: usize,
-    latency_us_p50: f64,
-    latency_us_p99: f64,
-    latency_us_max: f64,
-    overshoot_kib_p50: f64,
-    overshoot_kib_max: f64,
-    /// Where the monitor's time went (eBPF mode, from the breach line's `queued_us` and
-    /// `reaction_us`): the report waiting to be read (the monitor being woken and scheduled),
-    /// and its own work from reading it to sending the signal. Medians, and the slowest
-    /// trial's. (The report the breach is found on can come before the crossing page: the
-    /// kernel side reports from within its margin below the limit.)
-    split_p50: Option<Split>,
-    split_slowest: Option<Split>,
-}
-
-/// How the monitor spent one breach, µs.
-#[derive(Serialize, Clone, Copy)]
-struct Split {
-    queued_us: f64,
-    work_us: f64,
 }
 
 #[derive(Serialize)]
@@ -220,7 +206,11 @@ pub fn run(options: &Options) -> Result<()> {
         machine: machine(),
         step_bytes: options.step,
         pause_us: options.pause.as_micros() as u64,
-        latency: section(options, "latency", || latency(&bins, options))?,
+        latency: section(options, "latency", || {
+            reaction::configurations(&bins, options, LIMIT_MIB)
+        })?,
+        reaction: section(options, "reaction", || reaction::by_size(&bins, options))?,
+        churn: section(options, "churn", || churn::run(&bins, options))?,
         footprint: section(options, "footprint", || footprint(&bins, options))?,
         faults: section(options, "faults", || faults(&bins, options))?,
         programs: section(options, "programs", || programs::run(&bins, options))?,
@@ -339,18 +329,6 @@ impl Monitor {
         }
     }
 
-    /// How the monitor spent trial `pid`'s breach: from its breach line's `queued_us` (kernel
-    /// report → read) and `reaction_us` (report → signal sent).
-    fn breach_split(&mut self, pid: u32) -> Result<Option<Split>> {
-        let line = self.wait_for(&["event=\"breach\"", &format!("pid={pid} ")])?;
-        Ok(field(&line, "queued_us")
-            .zip(field(&line, "reaction_us"))
-            .map(|(queued, reaction)| Split {
-                queued_us: queued as f64,
-                work_us: reaction.saturating_sub(queued) as f64,
-            }))
-    }
-
     /// How many lines with `part` were logged so far.
     fn count(&mut self, part: &str) -> usize {
         while let Ok(line) = self.log.try_recv() {
@@ -407,7 +385,7 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// The first and third quartiles of `sorted`: its interquartile range.
-fn quartiles(sorted: &[f64]) -> (f64, f64) {
+pub(crate) fn quartiles(sorted: &[f64]) -> (f64, f64) {
     (percentile(sorted, 25.0), percentile(sorted, 75.0))
 }
 
@@ -416,123 +394,8 @@ pub(crate) fn percent_range((low, high): (f64, f64)) -> String {
     format!("{low:+.1} … {high:+.1} %")
 }
 
-fn latency(bins: &Binaries, options: &Options) -> Result<Vec<Latency>> {
-    let configurations: [(&str, &[&str], usize); 5] = [
-        ("eBPF", &["--mode", "ebpf"], 1),
-        ("eBPF, tp_btf", &["--mode", "ebpf", "--attach", "tp-btf"], 1),
-        (
-            "eBPF --kernel-signal",
-            &["--mode", "ebpf", "--kernel-signal"],
-            1,
-        ),
-        ("poll -i 100ms", &["--mode", "poll", "-i", "100ms"], 1),
-        ("poll -i 1", &["--mode", "poll", "-i", "1"], 5),
-    ];
-    let limit = LIMIT_MIB << 20;
-    let link = bins.named("mmb-breach", &bins.path("mm-breach"))?;
-    let mut results = Vec::new();
-    for (name, mode, parallel) in configurations {
-        eprintln!("latency: {name}");
-        let limit_arg = format!("{LIMIT_MIB}M");
-        let mut args = mode.to_vec();
-        args.extend([
-            "-m",
-            &limit_arg,
-            "-s",
-            "USR1",
-            "--repeat",
-            "never",
-            "mmb-breach",
-        ]);
-        // With --kernel-signal the signal leaves before the monitor reads the report.
-        let split_by_monitor = mode.contains(&"ebpf") && !mode.contains(&"--kernel-signal");
-        let mut monitor = Monitor::start(bins, &args)?;
-        let mut samples = Vec::new();
-        let mut missed = 0;
-        let mut done = 0;
-        while done < options.trials() {
-            let batch = parallel.min(options.trials() - done);
-            // A pause of varying length first, so trials do not fall into step with poll
-            // mode's ticks (which would make its latency look better or worse than it is).
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            std::thread::sleep(Duration::from_micros(u64::from(nanos % 100_000)));
-            let trials: Vec<Child> = (0..batch)
-                .map(|_| {
-                    Command::new(&link)
-                        .args([
-                            limit.to_string(),
-                            options.step.to_string(),
-                            options.pause.as_micros().to_string(),
-                            (256u64 << 20).to_string(),
-                        ])
-                        .stdout(Stdio::piped())
-                        .spawn()
-                })
-                .collect::<Result<_, _>>()?;
-            for trial in trials {
-                let pid = trial.id();
-                let output = trial.wait_with_output()?;
-                let line = String::from_utf8_lossy(&output.stdout).to_string();
-                let value = |key: &str| -> f64 {
-                    line.split_whitespace()
-                        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0.0)
-                };
-                let (crossed, signalled) = (value("crossed_ns"), value("signalled_ns"));
-                if crossed == 0.0 || signalled == 0.0 {
-                    missed += 1;
-                } else {
-                    let overshoot = (value("rss_at_signal") - limit as f64) / 1024.0;
-                    let total = (signalled - crossed) / 1000.0;
-                    let split = match split_by_monitor {
-                        true => monitor.breach_split(pid)?,
-                        false => None,
-                    };
-                    samples.push((total, overshoot, split));
-                }
-            }
-            done += batch;
-        }
-        monitor.stop()?;
-        let splits: Vec<Split> = samples.iter().filter_map(|s| s.2).collect();
-        let median_of = |part: fn(&Split) -> f64| {
-            let mut values: Vec<f64> = splits.iter().map(part).collect();
-            values.sort_by(f64::total_cmp);
-            percentile(&values, 50.0)
-        };
-        let split_p50 = (!splits.is_empty()).then(|| Split {
-            queued_us: median_of(|s| s.queued_us),
-            work_us: median_of(|s| s.work_us),
-        });
-        let split_slowest = samples
-            .iter()
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .and_then(|s| s.2);
-        let mut latencies: Vec<f64> = samples.iter().map(|s| s.0).collect();
-        let mut overshoots: Vec<f64> = samples.iter().map(|s| s.1).collect();
-        latencies.sort_by(f64::total_cmp);
-        overshoots.sort_by(f64::total_cmp);
-        results.push(Latency {
-            configuration: name.to_string(),
-            trials: options.trials(),
-            missed,
-            latency_us_p50: percentile(&latencies, 50.0),
-            latency_us_p99: percentile(&latencies, 99.0),
-            latency_us_max: percentile(&latencies, 100.0),
-            overshoot_kib_p50: percentile(&overshoots, 50.0),
-            overshoot_kib_max: percentile(&overshoots, 100.0),
-            split_p50,
-            split_slowest,
-        });
-    }
-    Ok(results)
-}
-
 /// CPU time (ns) and context switches of every thread of `pid`.
-fn cpu_and_switches(pid: i32) -> (u64, u64) {
+pub(crate) fn cpu_and_switches(pid: i32) -> (u64, u64) {
     let mut cpu = 0;
     let mut switches = 0;
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -1008,53 +871,8 @@ fn markdown(results: &Results) -> String {
         results.step_bytes / 1024,
         results.pause_us
     ));
-    if !results.latency.is_empty() {
-        line("**Breach → signal latency and overshoot**\n".to_string());
-        line("| configuration | trials | latency p50 | p99 | max | overshoot p50 | overshoot max | missed |".to_string());
-        line("| --- | --: | --: | --: | --: | --: | --: | --: |".to_string());
-    }
-    for l in &results.latency {
-        line(format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            l.configuration,
-            l.trials,
-            micros(l.latency_us_p50),
-            micros(l.latency_us_p99),
-            micros(l.latency_us_max),
-            kib(l.overshoot_kib_p50),
-            kib(l.overshoot_kib_max),
-            l.missed
-        ));
-    }
-    if results.latency.iter().any(|l| l.split_p50.is_some()) {
-        line("\n**Where the monitor's time goes** (eBPF mode, from the breach line's `queued_us` and `reaction_us`; queued: the kernel report waiting for the monitor to be woken and read it; work: the monitor's own, from reading the report to sending the signal, the exact reading included)\n".to_string());
-        line("| configuration | p50: queued | work | slowest trial: queued | work |".to_string());
-        line("| --- | --: | --: | --: | --: |".to_string());
-    }
-    for l in results.latency.iter().filter(|l| l.split_p50.is_some()) {
-        let parts = |split: Option<Split>| match split {
-            Some(s) => format!("{} | {}", micros(s.queued_us), micros(s.work_us)),
-            None => "– | –".to_string(),
-        };
-        line(format!(
-            "| {} | {} | {} |",
-            l.configuration,
-            parts(l.split_p50),
-            parts(l.split_slowest)
-        ));
-    }
-    if let (Some(ebpf), Some(poll)) = (
-        results.latency.iter().find(|l| l.configuration == "eBPF"),
-        results
-            .latency
-            .iter()
-            .find(|l| l.configuration == "poll -i 100ms"),
-    ) {
-        line(format!(
-            "\neBPF reacts {:.0}× faster than polling every 100 ms (p50).\n",
-            poll.latency_us_p50 / ebpf.latency_us_p50
-        ));
-    }
+    reaction::markdown(&results.latency, &results.reaction, &mut line);
+    churn::markdown(&results.churn, &mut line);
     if !results.footprint.is_empty() {
         line("**Footprint** (CPU as seconds per minute of one core; load: one watched process crossing the limit and back continuously)\n".to_string());
         line("| processes | mode | watched | steady RSS | peak RSS | idle CPU s/min | idle wake-ups/min | CPU s/min under load | breaches/s | kernel events/s |".to_string());
@@ -1123,7 +941,7 @@ fn markdown(results: &Results) -> String {
     out
 }
 
-fn micros(us: f64) -> String {
+pub(crate) fn micros(us: f64) -> String {
     if us.is_nan() {
         "–".to_string()
     } else if us.abs() >= 1000.0 {
@@ -1133,7 +951,7 @@ fn micros(us: f64) -> String {
     }
 }
 
-fn kib(kib: f64) -> String {
+pub(crate) fn kib(kib: f64) -> String {
     if kib.is_nan() {
         "–".to_string()
     } else if kib.abs() >= 1024.0 {

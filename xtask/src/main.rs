@@ -14,7 +14,8 @@
 //! - `fuzz [--seconds N]`: fuzz the parsers of untrusted input (see `fuzz.rs`); not a test.
 //! - `vmtest [--only TEST] [KERNEL…]`: the eBPF-facing tests in qemu guests of Debian's
 //!   kernels (see `vmtest.rs`); `test` runs them too. `vmtest --faults [--cpus 2,8,32]`: the
-//!   page-fault cost of each attach type's empty program as the guest's vCPUs grow.
+//!   page-fault cost of each attach type's empty program as the guest's vCPUs grow;
+//!   `vmtest --reaction`: breach → signal at 100 MiB and 1 GiB in each guest.
 //! - `dist`: the static release binary, its man page, shell completions, the service files and
 //!   the .deb, in `target/dist/` (see `dist.rs`).
 //! - `image`: `dist`, then the container image (see `image.rs`).
@@ -97,11 +98,11 @@ fn xtask() -> Result<()> {
             bench::run(&options)
         }
         _ => bail!(
-            "usage: cargo xtask <setup | run -- <monitor args> | test [--stress N] | vmtest [--only TEST | --faults [--cpus N,N…]] [KERNEL…] | bench | dist | image | fuzz>\n\
+            "usage: cargo xtask <setup | run -- <monitor args> | test [--stress N] | vmtest [--only TEST | --faults [--cpus N,N…] | --reaction] [KERNEL…] | bench | dist | image | fuzz>\n\
              \n  setup   install what the builds and the tests need (idempotent)\
              \n  run     build the monitor and run it, e.g. cargo xtask run -- -m 500 my-app\
              \n  test    setup, fmt, clippy, build, and every test, on this kernel and in the vmtest matrix; --stress N: the suite N times under load\
-             \n  vmtest  the eBPF tests in qemu guests of Debian's kernels 5.10, 6.1, 6.12 (or those named; --only: tests whose name holds TEST; --faults: what attaching costs page faults at 2, 8 and 32 vCPUs, on 6.1 and 6.12 unless named)\
+             \n  vmtest  the eBPF tests in qemu guests of Debian's kernels 5.10, 6.1, 6.12 (or those named; --only: tests whose name holds TEST; --faults: what attaching costs page faults at 2, 8 and 32 vCPUs, on 6.1 and 6.12 unless named; --reaction: breach → signal at 100 MiB and 1 GiB)\
              \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)\
              \n  dist    static release binary, man page, completions, service files and .deb in target/dist\
              \n  image   dist, then the container image (Podman, from scratch)\

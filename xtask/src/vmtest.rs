@@ -32,6 +32,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use crate::{cargo, run_step, shown};
 
 mod faults;
+mod reaction;
 
 /// A kernel series the matrix boots.
 struct Kernel {
@@ -168,12 +169,14 @@ const GUEST_MEMORY: &str = "2G";
 const GUEST_MODULES: [&str; 3] = ["virtio_pci", "9pnet_virtio", "9p"];
 
 /// What `vmtest` is to run: which kernels, and which of the tests (or, with `--faults`, the
-/// page-fault cost at each of these vCPU counts instead).
+/// page-fault cost at each of these vCPU counts instead; with `--reaction`, breach → signal
+/// by size).
 pub struct Selection {
     kernels: Vec<&'static str>,
     /// Only the tests whose name holds this.
     only: Option<String>,
     faults: Option<Vec<usize>>,
+    reaction: bool,
 }
 
 /// The vCPU counts `--faults` measures at unless `--cpus` says.
@@ -183,11 +186,12 @@ const FAULT_CPUS: [usize; 3] = [2, 8, 32];
 const FAULT_KERNELS: [&str; 2] = ["6.1", "6.12"];
 
 /// `vmtest`'s command line: `[--only PATTERN] [KERNEL…]` (all kernels, all tests by default),
-/// or `--faults [--cpus N,N…] [KERNEL…]`.
+/// `--faults [--cpus N,N…] [KERNEL…]`, or `--reaction [KERNEL…]`.
 pub fn selection(args: &[OsString]) -> Result<Selection> {
     let mut kernels = Vec::new();
     let mut only = None;
     let mut faults = None;
+    let mut reaction = false;
     let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
     while let Some(arg) = args.next() {
         if arg == "--only" {
@@ -199,6 +203,10 @@ pub fn selection(args: &[OsString]) -> Result<Selection> {
         }
         if arg == "--faults" {
             faults.get_or_insert(FAULT_CPUS.to_vec());
+            continue;
+        }
+        if arg == "--reaction" {
+            reaction = true;
             continue;
         }
         if arg == "--cpus" {
@@ -220,8 +228,12 @@ pub fn selection(args: &[OsString]) -> Result<Selection> {
         kernels.push(kernel.name);
     }
     ensure!(
-        faults.is_none() || only.is_none(),
-        "--only selects tests; --faults runs none"
+        (faults.is_none() && !reaction) || only.is_none(),
+        "--only selects tests; --faults and --reaction run none"
+    );
+    ensure!(
+        faults.is_none() || !reaction,
+        "--faults and --reaction are measurements of their own: one at a time"
     );
     if kernels.is_empty() {
         kernels = match faults {
@@ -233,6 +245,7 @@ pub fn selection(args: &[OsString]) -> Result<Selection> {
         kernels,
         only,
         faults,
+        reaction,
     })
 }
 
@@ -256,6 +269,9 @@ pub fn run(selection: &Selection) -> Result<()> {
     visible_in_guests(&crate::workspace())?;
     if let Some(cpus) = &selection.faults {
         return faults::run(&selection.kernels, cpus);
+    }
+    if selection.reaction {
+        return reaction::run(&selection.kernels);
     }
     let started = Instant::now();
     setup()?;
