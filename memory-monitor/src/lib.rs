@@ -48,6 +48,7 @@ pub mod logging;
 pub mod matcher;
 mod metrics;
 mod monitor;
+mod peers;
 mod policy;
 mod procfs;
 mod profile;

@@ -287,3 +287,29 @@ fn every_rule_has_its_own_series_and_profile_writes_are_counted() {
     assert!(monitor.stop().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn root_serves_metrics_on_a_privileged_port() {
+    // A port under 1024 that nothing listens on now.
+    let port = (900..1000)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port under 1024");
+    let address = format!("127.0.0.1:{port}");
+    let name = unique_name("mmm-priv");
+    let mut monitor = Monitor::start(&[
+        "--mode",
+        "poll",
+        "-m",
+        "1G",
+        "--metrics-addr",
+        &address,
+        &name,
+    ]);
+    // Bound before the monitor dropped CAP_NET_BIND_SERVICE.
+    assert_eq!(served_at(&mut monitor), address, "{}", monitor.log_text());
+    let (status, body) = get(&address, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("memory_monitor_"), "{body}");
+    assert!(monitor.stop().success());
+}
