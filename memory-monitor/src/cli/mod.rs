@@ -8,25 +8,31 @@
 //! Each flag's doc comment is its help: the first paragraph, one line, is what `-h` shows; the
 //! whole is what `--help` and the man page show.
 
+mod describe;
 mod help;
 mod manual;
+mod parsers;
+
+pub use self::describe::describe_rules;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{ArgAction, CommandFactory as _, FromArgMatches as _, Parser};
 
 use self::help::{ADVANCED, EXAMPLES};
+use self::parsers::{
+    ChoiceParser, SignalParser, parse_capacity, parse_cgroup, parse_listen_address, parse_named,
+    parse_pid, parse_user,
+};
 use crate::cgroup::CgroupPath;
-use crate::choice::Choice;
 use crate::config::{Config, DEFAULT_MAX_PROCESSES, Hardening, Mode, RulesSource};
 use crate::count::Count;
 use crate::logging::{LogFormat, LogSettings};
 use crate::matcher::{MatchMode, Matcher};
-use crate::rules::{COMMAND_LINE_RULE, Defaults, Exclude, Pinned, Repeat, Rule, RuleSet, RuleSpec};
+use crate::rules::{COMMAND_LINE_RULE, Defaults, Exclude, Pinned, Repeat, Rule, RuleSpec};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::source::ebpf::Attach;
@@ -360,117 +366,6 @@ impl Generate {
     }
 }
 
-/// A setting with named values ([`Choice`]), parsed by name, with each value and what it
-/// means offered to the help, the man page and shell completion.
-#[derive(Debug, Clone, Copy)]
-struct ChoiceParser<T>(std::marker::PhantomData<T>);
-
-impl<T> ChoiceParser<T> {
-    fn new() -> Self {
-        ChoiceParser(std::marker::PhantomData)
-    }
-}
-
-impl<T: Choice + Send + Sync + Clone> TypedValueParser for ChoiceParser<T> {
-    type Value = T;
-
-    fn parse_ref(
-        &self,
-        command: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<T, clap::Error> {
-        let names: Vec<&str> = T::ALL.iter().map(|(_, name, _)| *name).collect();
-        clap::builder::PossibleValuesParser::new(names)
-            .map(|name| T::parse(&name).expect("one of its names"))
-            .parse_ref(command, arg, value)
-    }
-
-    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        Some(Box::new(T::ALL.iter().map(|(_, name, help)| {
-            PossibleValue::new(*name).help(*help)
-        })))
-    }
-}
-
-/// `--signal`: parsed as [`Signal`] parses (any name, any case, a number, `RTMIN+3`), with
-/// the names offered to shell completion; offering them restricts nothing.
-#[derive(Debug, Clone, Copy)]
-struct SignalParser;
-
-impl TypedValueParser for SignalParser {
-    type Value = Signal;
-
-    fn parse_ref(
-        &self,
-        command: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<Signal, clap::Error> {
-        clap::builder::StringValueParser::new()
-            .try_map(|text| text.parse::<Signal>())
-            .parse_ref(command, arg, value)
-    }
-
-    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        Some(Box::new(crate::signal::names().map(PossibleValue::new)))
-    }
-}
-
-/// A cgroup path; one that does not exist yet is waited for, as a rules file's is (the start
-/// and `--check-config` say so).
-fn parse_cgroup(text: &str) -> Result<CgroupPath, String> {
-    CgroupPath::parse(text).map_err(|e| e.to_string())
-}
-
-fn parse_user(text: &str) -> Result<u32, String> {
-    crate::users::parse_user(text).map_err(|e| e.to_string())
-}
-
-/// A parser of names compared the `mode` way (`--exclude-name`, `--exclude-regex`).
-fn parse_named(mode: MatchMode) -> impl Fn(&str) -> Result<Matcher, String> + Clone {
-    move |text| Matcher::new(mode, text).map_err(|e| e.to_string())
-}
-
-fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
-    let text = text.trim();
-    let full = match text.strip_prefix(':') {
-        Some(port) => format!("0.0.0.0:{port}"),
-        None => text.to_string(),
-    };
-    full.parse()
-        .map_err(|_| format!("'{text}' is not an address and port (like 127.0.0.1:9477 or :9477)"))
-}
-
-fn parse_capacity(text: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(n @ 1..=1_000_000) => Ok(n),
-        _ => Err(format!("'{text}' is not a number from 1 to 1000000")),
-    }
-}
-
-fn parse_pid(text: &str) -> Result<i32, String> {
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{text}' is not a process ID"))?;
-    if pid <= 0 {
-        return Err(format!("'{text}' is not a process ID"));
-    }
-    if pid == 1 {
-        return Err("PID 1 (init) is never signalled".to_string());
-    }
-    if pid == std::process::id() as i32 {
-        return Err(format!("{pid} is this monitor itself"));
-    }
-    if rustix::process::getppid().is_some_and(|parent| parent.as_raw_nonzero().get() == pid) {
-        return Err(format!(
-            "{pid} is this monitor's parent, which is never signalled"
-        ));
-    }
-    Ok(pid)
-}
-
 /// Parses a command line (`args[0]` is the program name).
 pub fn parse_args<I, T>(args: I) -> Result<Parsed, UsageError>
 where
@@ -650,64 +545,6 @@ impl Cli {
         pids.dedup();
         Ok(pids)
     }
-}
-
-/// What `--check-config` prints: the rules in force, one paragraph each.
-pub fn describe_rules(rules: &RuleSet) -> String {
-    let mut text = String::new();
-    for rule in rules.rules() {
-        text += &format!(
-            "rule '{}': {}
-",
-            rule.name, rule.selector
-        );
-        text += &format!(
-            "  limit: {}
-",
-            rule.limit
-        );
-        let mut action = rule.signal.to_string();
-        match rule.repeat {
-            Some(period) => {
-                action += &format!(", again every {} while over", units::Period(period))
-            }
-            None => action += ", once per breach",
-        }
-        if let Some(kill_after) = rule.kill_after {
-            action += &format!(", SIGKILL {} after the first", units::Period(kill_after));
-        }
-        text += &format!(
-            "  action: {action}
-"
-        );
-        if let Some(exec) = &rule.exec {
-            text += &format!(
-                "  exec: {} (timeout {})
-",
-                exec.command,
-                units::Period(exec.timeout)
-            );
-        }
-        if let Some(profile) = &rule.profile {
-            text += &format!(
-                "  profile: to {}
-",
-                profile.sink
-            );
-        }
-    }
-    for rule in rules.missing_cgroups() {
-        text += &format!(
-            "warning: rule '{}': its cgroup does not exist (yet); the monitor waits for it, and the rule selects nothing until it is made\n",
-            rule.name
-        );
-    }
-    for rule in rules.rules() {
-        for caution in &rule.cautions {
-            text += &format!("warning: rule '{}': {caution}\n", rule.name);
-        }
-    }
-    text
 }
 
 #[cfg(test)]
@@ -1074,26 +911,22 @@ mod tests {
 
     #[test]
     fn check_config_warns_of_doubtful_values() {
-        let text = printed(&["--check-config", "-m", "500MB", "x"]);
-        assert!(
-            text.contains("warning: rule 'command-line': max-memory: 'MB'"),
-            "{text}"
-        );
-        let text = printed(&["--check-config", "-m", "0.0001", "x"]);
-        assert!(text.contains("less than nearly any process"), "{text}");
-        let text = printed(&["--check-config", "-m", "1G", "-s", "KILL", "x"]);
-        assert!(text.contains("SIGKILL again every 2s"), "{text}");
-        let text = printed(&[
-            "--check-config",
-            "-m",
-            "1G",
-            "-i",
-            "1ms",
-            "--mode",
-            "poll",
-            "x",
-        ]);
-        assert!(text.contains("warning: --interval 1ms"), "{text}");
+        let table: [(&[&str], &str); 4] = [
+            (
+                &["-m", "500MB"],
+                "warning: rule 'command-line': max-memory: 'MB'",
+            ),
+            (&["-m", "0.0001"], "less than nearly any process"),
+            (&["-m", "1G", "-s", "KILL"], "SIGKILL again every 2s"),
+            (
+                &["-m", "1G", "-i", "1ms", "--mode", "poll"],
+                "warning: --interval 1ms",
+            ),
+        ];
+        for (args, said) in table {
+            let text = printed(&[&["--check-config", "x"][..], args].concat());
+            assert!(text.contains(said), "{args:?}: {text}");
+        }
         let quiet = printed(&[
             "--check-config",
             "-m",

@@ -17,17 +17,8 @@ fn every_json_line_is_an_object_naming_its_event() {
     let mut monitor = Monitor::start(&usr1_over_32m("poll", &["--log-format", "json", &name]));
     assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
     monitor.expect_log(&[r#""event":"breach""#]);
-    let log = {
-        let mut monitor = monitor;
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(monitor.pid(), libc::SIGTERM) };
-        assert!(monitor.wait().success());
-        monitor.log_text()
-    };
-    let events: Vec<Value> = log
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect();
+    let log = stopped_log(monitor);
+    let events = json_events(&log);
     for event in &events {
         for field in ["timestamp", "level", "message", "event"] {
             assert!(event.get(field).is_some(), "no {field} in {event}");
@@ -147,6 +138,14 @@ fn readme_row(event: &str) -> String {
         .to_string()
 }
 
+/// Everything `monitor` logged, once stopped by SIGTERM (it must exit 0).
+fn stopped_log(mut monitor: Monitor) -> String {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(monitor.pid(), libc::SIGTERM) };
+    assert!(monitor.wait().success());
+    monitor.log_text()
+}
+
 /// The lines of a JSON log, each with its event.
 fn json_events(log: &str) -> Vec<Value> {
     log.lines()
@@ -165,13 +164,7 @@ fn start_and_stop_lines_carry_only_documented_fields_and_no_counters_by_default(
         }
         let mut monitor = Monitor::start(&args);
         monitor.expect_log(&[r#""event":"start""#]);
-        let log = {
-            let mut monitor = monitor;
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(monitor.pid(), libc::SIGTERM) };
-            assert!(monitor.wait().success());
-            monitor.log_text()
-        };
+        let log = stopped_log(monitor);
         let events = json_events(&log);
         for kind in ["start", "stop"] {
             let line = events

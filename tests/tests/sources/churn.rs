@@ -138,9 +138,11 @@ fn in_ebpf_mode_watched_processes_that_exit_are_forgotten_on_both_sides() {
     // monitor gets to it, and gone); small tables, so that anything not forgotten overflows.
     const EXITS: u64 = 100_000;
     let prefix = unique_name("mmz-");
+    // -v: the stop line's counters (allocations) are for whoever debugs the monitor.
     let mut monitor = Monitor::start(&[
         "--mode",
         "ebpf",
+        "-v",
         "-m",
         "32M",
         "-s",
@@ -202,8 +204,9 @@ fn in_ebpf_mode_watched_processes_that_exit_are_forgotten_on_both_sides() {
     assert!(monitor.wait().success(), "the monitor survived");
     let stopped = monitor.expect_log(&[r#"event="stop""#]);
     assert!(stopped.contains(" allocations=0 "), "{stopped}");
+    // (The rule selects nothing at start: its targets come later, which is said.)
     assert_eq!(
-        monitor.count(&["WARN"]),
+        monitor.count(&["WARN"]) - monitor.count(&[r#"event="no_match""#]),
         1,
         "only the breach: nothing skipped or lost; {}",
         monitor.log_text()
