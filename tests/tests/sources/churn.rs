@@ -138,11 +138,9 @@ fn in_ebpf_mode_watched_processes_that_exit_are_forgotten_on_both_sides() {
     // monitor gets to it, and gone); small tables, so that anything not forgotten overflows.
     const EXITS: u64 = 100_000;
     let prefix = unique_name("mmz-");
-    // -v: the stop line's counters (allocations) are for whoever debugs the monitor.
     let mut monitor = Monitor::start(&[
         "--mode",
         "ebpf",
-        "-v",
         "-m",
         "32M",
         "-s",
@@ -202,8 +200,7 @@ fn in_ebpf_mode_watched_processes_that_exit_are_forgotten_on_both_sides() {
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(monitor.pid(), libc::SIGTERM) };
     assert!(monitor.wait().success(), "the monitor survived");
-    let stopped = monitor.expect_log(&[r#"event="stop""#]);
-    assert!(stopped.contains(" allocations=0 "), "{stopped}");
+    monitor.expect_log(&[r#"event="stop""#]);
     // (The rule selects nothing at start: its targets come later, which is said.)
     assert_eq!(
         monitor.count(&["WARN"]) - monitor.count(&[r#"event="no_match""#]),
