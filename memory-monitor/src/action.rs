@@ -109,9 +109,12 @@ pub fn act(
     let reported = reported.filter(|_| verdict == Verdict::Breach);
     let queued_us = reported.map(|r| r.read_ns.saturating_sub(r.at_ns) / 1000);
     let reaction_us = reported.map(|r| crate::watch::monotonic_ns().saturating_sub(r.at_ns) / 1000);
-    let message = match verdict {
-        Verdict::Breach => "over the limit",
-        Verdict::Repeat => "still over the limit, signalled again",
+    let message = match (verdict, dispatch) {
+        (Verdict::Breach, Dispatch::DryRun) => "over the limit; would signal (dry run)",
+        (Verdict::Breach, _) => "over the limit",
+        (Verdict::Repeat, Dispatch::DryRun) => "still over the limit; would signal again (dry run)",
+        (Verdict::Repeat, _) => "still over the limit, signalled again",
+        (_, Dispatch::DryRun) => "still over the limit after --kill-after; would kill (dry run)",
         _ => "still over the limit after --kill-after, killed",
     };
     let event = match verdict {

@@ -102,6 +102,24 @@ pub fn lock_memory() -> io::Result<()> {
         .map_err(Into::into)
 }
 
+/// Says why the OOM score adjustment could not be set to `asked` (`error`), naming what is
+/// missing and what it costs: lowering it needs `CAP_SYS_RESOURCE`, which a root in a
+/// container often lacks.
+pub fn oom_score_refused(asked: i32, error: &io::Error) -> String {
+    let now = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .map(|text| text.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string());
+    let has_resource = rustix::thread::capabilities(None)
+        .is_ok_and(|sets| sets.effective.contains(CapabilitySet::SYS_RESOURCE));
+    let why = match has_resource {
+        false => "lowering it needs CAP_SYS_RESOURCE, which this process lacks".to_string(),
+        true => error.to_string(),
+    };
+    format!(
+        "OOM score adjustment left at {now}, not {asked}: {why}; under memory pressure the OOM killer may take the monitor as soon as the processes it watches (grant CAP_SYS_RESOURCE, or set OOMScoreAdjust= in the unit)"
+    )
+}
+
 /// Sets this process's OOM score adjustment (-1000 to 1000).
 pub fn set_oom_score_adj(adj: i32) -> io::Result<()> {
     std::fs::write("/proc/self/oom_score_adj", adj.to_string())

@@ -49,6 +49,7 @@ pub mod logging;
 pub mod matcher;
 mod metrics;
 mod monitor;
+mod peers;
 mod policy;
 mod procfs;
 mod profile;

@@ -21,8 +21,9 @@ fn main() -> ExitCode {
             print!("{text}");
             return ExitCode::SUCCESS;
         }
+        Ok(Parsed::Manual(page)) => return manual(&page),
         Err(error) => {
-            eprintln!("memory-monitor: {error}");
+            eprintln!("memory-monitor: {error}; see 'memory-monitor --help'");
             return ExitCode::from(USAGE);
         }
     };
@@ -54,4 +55,32 @@ fn list(settings: &cli::Settings) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--manual`: the man page through `man` when a person reads it on a terminal (as `git help`
+/// does), so that users of a binary with no installed page (`cargo xtask run`) read it too;
+/// otherwise, or without `man`, its roff source, for `man -l -` or a file.
+fn manual(page: &str) -> ExitCode {
+    use std::io::{IsTerminal as _, Write as _};
+    use std::process::{Command, Stdio};
+    if std::io::stdout().is_terminal() {
+        let shown = Command::new("man")
+            .args(["-l", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut man| {
+                let written = man
+                    .stdin
+                    .take()
+                    .map(|mut stdin| stdin.write_all(page.as_bytes()));
+                let status = man.wait()?;
+                written.transpose()?;
+                Ok(status.success())
+            });
+        if let Ok(true) = shown {
+            return ExitCode::SUCCESS;
+        }
+    }
+    print!("{page}");
+    ExitCode::SUCCESS
 }

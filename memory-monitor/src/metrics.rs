@@ -417,10 +417,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection's thread needs little: the request's buffer and the encoder's frames.
 const CONNECTION_STACK: usize = 256 << 10;
 
-/// Serves `metrics` on `address` from a thread of its own. Binding happens here, so a busy
-/// port is an error at start-up, not a silent absence.
-pub fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> io::Result<SocketAddr> {
-    serve_with(TcpListener::bind(address)?, metrics, LIMITS)
+/// Serves `metrics` on `listener` from a thread of its own. The caller binds it at start-up,
+/// so a busy port is an error then, not a silent absence, and before the monitor drops the
+/// capabilities a privileged port needs.
+pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> io::Result<SocketAddr> {
+    serve_with(listener, metrics, LIMITS)
 }
 
 fn serve_with(

@@ -71,6 +71,13 @@ impl Signal {
     /// SIGKILL: what `--kill-after` escalates to.
     pub const KILL: Signal = Signal(libc::SIGKILL);
 
+    /// Whether the signal stops the process instead of asking it to end (SIGSTOP, SIGTSTP,
+    /// SIGTTIN, SIGTTOU): a stopped process keeps all its memory, so sending one on a breach
+    /// only freezes the problem in place.
+    pub fn stops(self) -> bool {
+        [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&self.0)
+    }
+
     /// The signal's number.
     pub fn number(self) -> i32 {
         self.0

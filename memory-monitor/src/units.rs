@@ -106,12 +106,26 @@ pub fn parse_size(text: &str) -> Result<SizeSpec, UnitError> {
     Ok(SizeSpec::Bytes(bytes.round() as u64))
 }
 
+/// The decimal unit a size was written with (`MB`, `gb`: `KB`, `MB`, `GB`, `TB` in any case),
+/// if it was: [`parse_size`] reads it as binary, as the original tool did, which a caution says.
+pub fn decimal_unit(text: &str) -> Option<String> {
+    let unit = text
+        .trim()
+        .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+    let unit = unit.trim_start();
+    let decimal = ["kb", "mb", "gb", "tb"].contains(&unit.to_ascii_lowercase().as_str());
+    decimal.then(|| unit.to_string())
+}
+
 /// A finite, non-negative decimal (`12`, `1.5`); `whole` names the full value in errors.
 fn parse_decimal(number: &str, whole: &str) -> Result<f64, UnitError> {
     let ok = !number.is_empty()
         && number.bytes().all(|b| b.is_ascii_digit() || b == b'.')
         && number.bytes().filter(|&b| b == b'.').count() <= 1
         && number != ".";
+    if whole.starts_with('-') {
+        return Err(err(format!("'{whole}' is negative; it must be above zero")));
+    }
     if !ok {
         return Err(err(format!("'{whole}' does not start with a number")));
     }
@@ -125,11 +139,12 @@ fn parse_decimal(number: &str, whole: &str) -> Result<f64, UnitError> {
 /// period or a delay that must pass.
 pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let text = text.trim();
-    let duration = if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') && !text.is_empty() {
+    let number = text.bytes().all(|b| b.is_ascii_digit() || b == b'.') && !text.is_empty();
+    let duration = if number || text.starts_with('-') {
         let seconds = parse_decimal(text, text)?;
         Duration::try_from_secs_f64(seconds).map_err(|_| err("the duration is too long"))?
     } else {
-        humantime::parse_duration(text).map_err(|e| err(humantime_reason(e)))?
+        humantime::parse_duration(text).map_err(|e| err(humantime_reason(text, e)))?
     };
     if duration < Duration::from_millis(1) {
         return Err(err("the duration must be at least 1ms"));
@@ -137,14 +152,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     Ok(duration)
 }
 
-fn humantime_reason(error: humantime::DurationError) -> String {
+/// Why humantime refused `text`, in words that need no knowledge of its parser.
+fn humantime_reason(text: &str, error: humantime::DurationError) -> String {
     match error {
         humantime::DurationError::UnknownUnit { unit, .. } => {
             format!("unknown unit '{unit}' (use ms, s, m, h, or a bare number of seconds)")
         }
         humantime::DurationError::NumberOverflow => "the duration is too long".to_string(),
         humantime::DurationError::Empty => "the duration is empty".to_string(),
-        other => format!("{other} (examples: 2, 250ms, 1m30s)"),
+        _ => format!("'{text}' is not a duration (examples: 2, 250ms, 1m30s)"),
     }
 }
 

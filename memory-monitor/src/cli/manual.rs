@@ -41,26 +41,67 @@ fn roff(text: &str) -> String {
 /// What the command line's definition cannot say.
 const SECTIONS: &str = r#".SH "RULES FILE"
 \fB\-\-config\fR \fIFILE\fR reads rules from a TOML file, one \fB[[rule]]\fR table each (at
-most 32). A process is watched under the \fBfirst\fR rule that selects it. Every key is the name
-of the long option that means the same:
+most 32). A process is watched under the \fBfirst\fR rule that selects it, so put specific
+rules first. NAME, \fB\-\-pid\fR, \fB\-\-user\fR or \fB\-\-cgroup\fR on the command line make
+one more rule, checked first.
 .PP
 .nf
 .RS 4
+# JVMs: SIGTERM at 90% of their container's limit, SIGKILL 30 s later.
 [[rule]]
 name = "java\-apps"             # in logs and metrics (default: rule\-N)
-cmdline = "\-jar app.jar"       # or prefix =, exact =, regex =; and/or cgroup =
+cmdline = "\-jar app.jar"       # how it selects: see below
 max\-memory = "90% of cgroup"
 signal = "TERM"
 kill\-after = "30s"
+
+# Everything nginx.service runs, but its cache loader.
+[[rule]]
+name = "nginx"
+cgroup = "/system.slice/nginx.service"
+exclude\-name = "cache\-loader"
+max\-memory = "2G"
+repeat = "never"
 .RE
 .fi
 .PP
-The other keys are \fBrepeat\fR, \fBexec\fR, \fBexec\-timeout\fR, \fBprofile\-dir\fR,
-\fBprofile\-to\fR, \fBprofile\-budget\fR, \fBprofile\-at\fR and \fBcount\fR (\fBrss\fR or
-\fBrss+swap\fR). NAME, \fB\-\-pid\fR or
-\fB\-\-cgroup\fR on the command line make one more rule, checked first. A mistake is one line
-naming the file, the line and the key, and exit status 2; \fB\-\-check\-config\fR checks a file
-without running.
+A rule selects by at most one of these name keys, and/or by user, and/or by cgroup (all
+that are given must hold), less what its exclude keys leave out:
+.TP
+\fBprefix\fR, \fBexact\fR, \fBregex\fR, \fBcmdline\fR, \fBcmdline\-regex\fR
+A string, matched as \fB\-\-match\fR says: the start of the name, the whole name, a regular
+expression on the name, a string anywhere in the command line, a regular expression on the
+command line.
+.TP
+\fBuser\fR
+A user name or uid, or a list of them: processes running as one of them (effective uid).
+.TP
+\fBcgroup\fR
+A cgroup path: processes of that cgroup and those below it. One that does not exist yet is
+waited for: the rule selects nothing until it is made (\fBevent=cgroup_missing\fR, then
+\fBevent=cgroup_appeared\fR).
+.TP
+\fBexclude\-name\fR, \fBexclude\-regex\fR, \fBexclude\-user\fR, \fBexclude\-cgroup\fR
+One value or a list: processes left out by exact name, by a regular expression on the name,
+by user, by cgroup, however else they match.
+.PP
+Every other key is the long option that means the same, with the same values:
+\fBname\fR (the rule's label), \fBmax\-memory\fR (required), \fBsignal\fR, \fBrepeat\fR
+(default: every \fB\-\-interval\fR), \fBkill\-after\fR, \fBexec\fR, \fBexec\-timeout\fR,
+\fBprofile\-dir\fR, \fBprofile\-to\fR, \fBprofile\-budget\fR, \fBprofile\-at\fR and
+\fBcount\fR (\fBrss\fR or \fBrss+swap\fR). Sizes, durations and signals may be strings or
+numbers (\fBmax\-memory = 500\fR is 500 MiB).
+.PP
+A mistake is one line naming the file, the line and the key (an unknown key with the known
+one nearest to it), and exit status 2; \fB\-\-check\-config\fR checks a file without running,
+and prints the warnings too. \fBSIGHUP\fR (or \fB\-\-watch\-config\fR) reads the file again.
+.SH DIAGNOSTICS
+Warnings that the monitor runs as asked anyway, at start and from \fB\-\-check\-config\fR:
+a limit under 4 MiB, which nearly every process is over; SIGKILL repeated; a size in decimal
+units (\fBMB\fR is read as MiB); polling more often than every 100ms. A rule that selects no
+process is said at start, and again if none appears within 30 intervals
+(\fBevent=no_match\fR). Another monitor with the same rules on this host is named at start
+(\fBevent=other_monitor\fR): each would signal the processes both select.
 .SH "EXIT STATUS"
 .TP
 .B 0
@@ -129,6 +170,10 @@ The arguments of the instance \fBmemory\-monitor@NAME.service\fR.
 .TP
 .I /var/lib/memory\-monitor
 The units' state directory, where profiles go when asked to.
+.TP
+.I /run/memory\-monitor
+A lock per set of rules, held by the monitor that runs them (root's only), so that a second
+monitor with the same rules is noticed.
 "#;
 
 const SEE_ALSO: &str = r#".SH "SEE ALSO"

@@ -1,27 +1,38 @@
 //! The command line: the one part of the library that knows clap. It parses the options into
 //! a [`RuleSpec`] (built and checked by the rules, as a rules file's are) and a [`Config`].
 //!
-//! Every invocation the seed (mnutt/memory-monitor) accepts means the same here: `-m 500` is
-//! 500 MiB, `-i 3` is three seconds, `-s SIGUSR1` a signal, `<name>` a prefix of the process
-//! name, and a process still over its limit is signalled again every interval.
+//! Every invocation the original tool (mnutt/memory-monitor) accepts means the same here:
+//! `-m 500` is 500 MiB, `-i 3` is three seconds, `-s SIGUSR1` a signal, `<name>` a prefix of
+//! the process name, and a process still over its limit is signalled again every interval.
+//!
+//! Each flag's doc comment is its help: the first paragraph, one line, is what `-h` shows; the
+//! whole is what `--help` and the man page show.
 
+mod describe;
+mod help;
 mod manual;
+mod parsers;
+
+pub use self::describe::describe_rules;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::{PossibleValue, TypedValueParser};
-use clap::{ArgAction, CommandFactory as _, Parser};
+use clap::{ArgAction, CommandFactory as _, FromArgMatches as _, Parser};
 
+use self::help::{ADVANCED, EXAMPLES};
+use self::parsers::{
+    ChoiceParser, SignalParser, parse_capacity, parse_cgroup, parse_listen_address, parse_named,
+    parse_pid, parse_user,
+};
 use crate::cgroup::CgroupPath;
-use crate::choice::Choice;
 use crate::config::{Config, DEFAULT_MAX_PROCESSES, Hardening, Mode, RulesSource};
 use crate::count::Count;
 use crate::logging::{LogFormat, LogSettings};
 use crate::matcher::{MatchMode, Matcher};
-use crate::rules::{COMMAND_LINE_RULE, Defaults, Exclude, Pinned, Repeat, Rule, RuleSet, RuleSpec};
+use crate::rules::{COMMAND_LINE_RULE, Defaults, Exclude, Pinned, Repeat, Rule, RuleSpec};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::source::ebpf::Attach;
@@ -32,13 +43,15 @@ use crate::units::{self, SizeSpec};
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// What `--help` and `--version` print instead of running.
+/// What `--help`, `--version` and `--manual` print instead of running.
 #[derive(Debug)]
 pub enum Parsed {
     /// Run with these settings.
     Run(Box<Settings>),
     /// Print this (help or version text) on stdout and exit 0.
     Print(String),
+    /// `--manual`: show this man page (roff), through `man` on a terminal, and exit 0.
+    Manual(String),
 }
 
 /// Everything the command line asks for: the monitor's [`Config`] and how to log.
@@ -54,103 +67,90 @@ pub struct Settings {
     pub list: bool,
 }
 
-const ABOUT: &str = "Signal processes before the kernel's OOM killer has to: watch the resident memory (RSS) \
-of every process whose name matches, and send a signal (SIGTERM by default) to any that goes over \
-its limit so it can restart gracefully.";
-
-/// Command lines and what they do, for `--help` and the man page.
-const EXAMPLES: [(&str, &str); 4] = [
-    (
-        "memory-monitor -m 500 my-app",
-        "SIGTERM any my-app* process over 500 MiB",
-    ),
-    (
-        "memory-monitor -m 2G -s USR1 -i 250ms worker",
-        "SIGUSR1, checked 4 times a second",
-    ),
-    (
-        "memory-monitor -m 10% --kill-after 30s api",
-        "SIGTERM at 10% of RAM, SIGKILL 30 s later",
-    ),
-    (
-        "memory-monitor -m 1G --pid 4242 --once",
-        "check one process once; exit 1 if over",
-    ),
-];
-
-/// What `--help` says after the options: the examples, then the notes (the man page has
-/// sections of its own for the same).
-fn after_help() -> String {
-    let mut text = String::from("Examples:\n");
-    for (command, what) in EXAMPLES {
-        text += &format!("  {command:<45} {what}\n");
-    }
-    text + "
-Sizes are binary: 1M = 1 MiB. A bare number is MiB and a bare duration is seconds, as in the
-original memory-monitor, whose every command line means the same here.
-
-Exit status: 0 stopped by SIGINT/SIGTERM (or --once found nothing over), 1 runtime failure (or
---once found a process over its limit), 2 bad command line."
-}
-
 /// The command line (see `memory-monitor --help`).
 #[derive(Debug, Parser)]
 #[command(
     name = "memory-monitor",
     version,
-    about = ABOUT,
-    after_help = after_help(),
+    about = help::ABOUT,
+    after_help = help::AFTER_SHORT_HELP,
+    before_long_help = help::before_long_help(),
+    after_long_help = help::AFTER_LONG_HELP,
     max_term_width = 100
 )]
 struct Cli {
-    /// Process name to watch: every process whose name (the kernel's 15-byte `comm`) starts
-    /// with NAME, unless --match says otherwise. Names longer than 15 bytes are compared with
-    /// the program name in the process's command line.
-    #[arg(value_name = "NAME", required_unless_present_any = ["pids", "generate", "cgroup", "users", "config"])]
+    /// Process name to watch (a prefix, unless --match says otherwise).
+    ///
+    /// Every process whose name (the kernel's 15-byte `comm`) starts with NAME, unless --match
+    /// says otherwise. Names longer than 15 bytes are compared with the program name in the
+    /// process's command line. One NAME only: for several, use --match regex 'one|two', or a
+    /// rules file (--config).
+    #[arg(value_name = "NAME", required_unless_present_any = ["pids", "generate", "manual", "cgroup", "users", "config"])]
     name: Option<String>,
 
-    /// Memory limit: 500 (MiB), 512K, 500M, 2G, 1.5GiB, 25% of total RAM, or "90% of cgroup"
-    /// (of the memory limit of each process's cgroup). A process whose RSS goes over it is
-    /// signalled.
-    #[arg(short = 'm', long, value_name = "SIZE", value_parser = units::parse_size, required_unless_present_any = ["generate", "config"])]
+    /// Memory limit: 500 (MiB), 2G, 25% (of RAM), "90% of cgroup".
+    ///
+    /// A process whose RSS goes over it is signalled. Sizes are binary (1M = 1 MiB; MB is
+    /// read as MiB too, with a warning); "90% of cgroup" is of the memory limit of each
+    /// process's cgroup. A limit under 4 MiB is warned about: nearly every process is over
+    /// it. Optional with --list, whose USED column is then the share of RAM.
+    #[arg(short = 'm', long, value_name = "SIZE", value_parser = units::parse_size, allow_hyphen_values = true, required_unless_present_any = ["generate", "manual", "config", "list"])]
     max_memory: Option<SizeSpec>,
 
-    /// How often to check in poll mode: 2 (seconds), 0.5, 250ms, 1m.
-    #[arg(short, long, value_name = "DURATION", default_value = "2", value_parser = units::parse_duration)]
-    interval: Duration,
-
-    /// Signal to send: a name with or without SIG in any case (TERM, sigusr1, RTMIN+3) or a
-    /// number. Default: SIGTERM.
+    /// Signal to send on breach: TERM, USR1, 15, … [default: TERM]
+    ///
+    /// A name with or without SIG, in any case (TERM, sigusr1, RTMIN+3), or a number. Signals
+    /// that stop a process (STOP, TSTP, TTIN, TTOU) are refused: a stopped process keeps all
+    /// its memory. Repeating KILL is warned about (a second SIGKILL does nothing more).
     #[arg(short, long, value_name = "SIG", value_parser = SignalParser, hide_possible_values = true)]
     signal: Option<Signal>,
 
-    /// How NAME selects processes: prefix (of the name, as the original tool), exact (the
-    /// whole name), regex (a regular expression on the name), cmdline (NAME appears anywhere in
-    /// the full command line), cmdline-regex (a regular expression on the full command line).
-    #[arg(long = "match", value_name = "HOW", value_parser = ChoiceParser::<MatchMode>::new(), default_value = "prefix")]
+    /// How often poll mode checks: 2 (seconds), 250ms, 1m.
+    ///
+    /// Polling more often than every 100ms is warned about: it keeps a CPU busy. In eBPF
+    /// mode nothing is periodic, but a process still over its limit is signalled again this
+    /// often (see --repeat).
+    #[arg(short, long, value_name = "DURATION", default_value = "2", value_parser = units::parse_duration, allow_hyphen_values = true)]
+    interval: Duration,
+
+    /// Match NAME as: prefix (default), exact, regex, cmdline[-regex].
+    ///
+    /// prefix (the start of the name), exact (the whole name), regex (a regular expression on
+    /// the name), cmdline (NAME appears anywhere in the full command line), cmdline-regex (a
+    /// regular expression on the full command line).
+    #[arg(long = "match", value_name = "HOW", value_parser = ChoiceParser::<MatchMode>::new(), default_value = "prefix", hide_default_value = true, hide_possible_values = true)]
     match_mode: MatchMode,
 
-    /// Also watch this process, whatever its name (repeatable). NAME is optional with --pid.
-    #[arg(long = "pid", value_name = "PID", value_parser = parse_pid, action = ArgAction::Append)]
+    /// Also watch this process, whatever its name (repeatable).
+    ///
+    /// NAME is optional with --pid. The process is known by its PID and start time: another
+    /// process given the PID after it exits is not watched in its place.
+    #[arg(long = "pid", value_name = "PID", value_parser = parse_pid, allow_hyphen_values = true, action = ArgAction::Append)]
     pids: Vec<i32>,
 
-    /// Watch the processes of this cgroup (v2) and the cgroups below it: a systemd unit
-    /// (/system.slice/nginx.service) or a container. With NAME, only those of its processes
-    /// whose name matches. The path is as /proc/PID/cgroup shows it, or the directory under
-    /// the cgroup mount.
+    /// Watch the processes of this cgroup (v2) and those below it.
+    ///
+    /// A systemd unit (/system.slice/nginx.service) or a container, as /proc/PID/cgroup shows
+    /// it, or its directory under the cgroup mount. With NAME, only those of its processes
+    /// whose name matches. A cgroup that does not exist yet is waited for, as in a rules
+    /// file: the monitor says so, and watches its processes from the moment it is made.
     #[arg(long, value_name = "PATH", value_parser = parse_cgroup)]
     cgroup: Option<CgroupPath>,
 
-    /// Watch the processes of this user (a name or a uid; repeatable: any of them), by the
-    /// user they run as (effective uid). With NAME or --cgroup, only those that match too.
+    /// Watch the processes of this user, a name or a uid (repeatable).
+    ///
+    /// By the user they run as (effective uid); several: any of them. With NAME or --cgroup,
+    /// only those that match too.
     #[arg(long = "user", value_name = "USER", value_parser = parse_user, action = ArgAction::Append)]
     users: Vec<u32>,
 
-    /// Leave out processes with this exact name, however else they match (repeatable).
+    /// Leave out processes with this exact name (repeatable).
+    ///
+    /// However else they match.
     #[arg(long = "exclude-name", value_name = "NAME", value_parser = parse_named(MatchMode::Exact), action = ArgAction::Append)]
     exclude_names: Vec<Matcher>,
 
-    /// Leave out processes whose name matches this regular expression (repeatable).
+    /// Leave out processes whose name matches REGEX (repeatable).
     #[arg(long = "exclude-regex", value_name = "REGEX", value_parser = parse_named(MatchMode::Regex), action = ArgAction::Append)]
     exclude_regexes: Vec<Matcher>,
 
@@ -158,124 +158,69 @@ struct Cli {
     #[arg(long = "exclude-user", value_name = "USER", value_parser = parse_user, action = ArgAction::Append)]
     exclude_users: Vec<u32>,
 
-    /// Leave out processes of this cgroup (v2) and of those below it (repeatable).
+    /// Leave out processes of this cgroup and below it (repeatable).
     #[arg(long = "exclude-cgroup", value_name = "PATH", value_parser = |t: &str| CgroupPath::parse(t).map_err(|e| e.to_string()), action = ArgAction::Append)]
     exclude_cgroups: Vec<CgroupPath>,
 
-    /// Print every process each rule selects now, with its RSS, limit, share of the limit
-    /// and user, once, and exit 0: a table, or one JSON object per line with --log-format
-    /// json. Nothing is signalled.
-    #[arg(long, conflicts_with_all = ["check_config", "once", "watch_config"])]
-    list: bool,
-
-    /// Read rules from this TOML file: several rules, each with its own match, limit, signal
-    /// and actions; the first rule that matches a process applies. The command line's NAME,
-    /// --pid or --cgroup make one more rule, checked first. SIGHUP reads the file again (a bad
-    /// file keeps the rules in force). See the README for the format.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    /// Read the rules file again whenever it changes (an editor saving it, a Kubernetes
-    /// ConfigMap updated), as on SIGHUP: a file that cannot be used keeps the rules in force.
-    #[arg(long, requires = "config")]
-    watch_config: bool,
-
-    /// Check the command line and the rules file, print the rules, and exit: 0 if they are
-    /// good, 2 (with the reason) if not.
-    #[arg(long)]
-    check_config: bool,
-
-    /// Serve Prometheus metrics over HTTP at this address, on /metrics: 127.0.0.1:9477,
-    /// [::]:9477, or :9477 (every interface).
-    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_address)]
-    metrics_addr: Option<SocketAddr>,
-
-    /// Signal a process that stays over the limit again this long after the last signal, or
-    /// `never`. Default: the interval.
-    #[arg(long, value_name = "DURATION|never", value_parser = Repeat::parse, conflicts_with = "once")]
+    /// Signal again this often while over, or never [default: --interval]
+    ///
+    /// Counted from the last signal.
+    #[arg(long, value_name = "DURATION|never", value_parser = Repeat::parse, allow_hyphen_values = true, conflicts_with = "once")]
     repeat: Option<Repeat>,
 
-    /// Send SIGKILL to a process still over the limit this long after its first signal.
-    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, conflicts_with = "once")]
+    /// SIGKILL a process still over this long after its first signal.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, allow_hyphen_values = true, conflicts_with = "once")]
     kill_after: Option<Duration>,
 
-    /// What counts toward the limit: rss (resident memory) or rss+swap (and what the process
-    /// has in swap: a process whose pages went to swap still uses that memory). [default: rss]
-    #[arg(long, value_name = "WHAT", value_parser = ChoiceParser::<Count>::new())]
-    count: Option<Count>,
-
-    /// Log what would be signalled, but send nothing.
-    #[arg(long)]
-    dry_run: bool,
-
-    /// Check once and exit: 0 if no process was over its limit, 1 if one was.
-    #[arg(long)]
-    once: bool,
-
-    /// How RSS changes are learned: auto (eBPF when the host allows it — root, or CAP_BPF and
-    /// CAP_PERFMON — else polling, with the reason logged once), ebpf (fail if it cannot run),
-    /// poll (read /proc every interval).
-    #[arg(long, value_name = "MODE", value_parser = ChoiceParser::<Mode>::new(), default_value = "auto")]
-    mode: Mode,
-
-    /// eBPF mode: the kernel sends the signal itself, in the process's own context, the moment
-    /// its RSS (by the kernel's approximate counters) passes the limit, so the signal is
-    /// pending before the process allocates further. Userspace still confirms, logs, repeats
-    /// and escalates.
-    #[arg(long, conflicts_with = "dry_run")]
-    kernel_signal: bool,
-
-    /// eBPF mode: how the RSS program attaches to kmem:rss_stat: tp-btf (a BTF-typed raw
-    /// tracepoint, the cheaper; needs the kernel's BTF), tracepoint (a classic tracepoint), or
-    /// auto (tp-btf where possible)
-    #[arg(long, value_name = "HOW", value_parser = ChoiceParser::<Attach>::new(), default_value = "auto")]
-    attach: Attach,
-
-    /// On breach, write a memory profile (pprof, gzip: which mappings hold the memory) of the
-    /// process into this directory, before the signal. Short for --profile-to dir:PATH.
-    #[arg(long, value_name = "PATH")]
-    profile_dir: Option<std::path::PathBuf>,
-
-    /// On breach, hand a memory profile to: dir:PATH (a file), cmd:COMMAND (run with the
-    /// profile on stdin and MM_PROFILE_NAME, MM_PID, MM_NAME, MM_RSS_BYTES, MM_LIMIT_BYTES,
-    /// MM_CONTAINER_ID, MM_POD_UID in its environment; a flame graph, .svg, follows each .pb.gz), http(s)://HOST/PATH (PUT to the URL plus the name), or
-    /// s3://BUCKET/PREFIX (credentials, region and endpoint from the AWS_* environment).
-    #[arg(long, value_name = "DEST")]
-    profile_to: Option<SinkSpec>,
-
-    /// The longest a breach's signal waits for the profile to be captured; past it the signal
-    /// goes first. [default: 50ms]
-    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
-    profile_budget: Option<Duration>,
-
-    /// eBPF mode: once a process is above this share of its limit, sample the code paths
-    /// that grow its memory (one stack per 256 KiB grown), so its profile names the code that
-    /// grew it: 80%, 50%, 0% (from the start). [default: 80%]
-    #[arg(long, value_name = "PERCENT", value_parser = units::parse_percent)]
-    profile_at: Option<u32>,
-
-    /// Run this shell command on each breach, after the signal, with MM_PID, MM_NAME,
-    /// MM_UID, MM_USER (the user it runs as), MM_RSS_BYTES, MM_LIMIT_BYTES, MM_SIGNAL,
-    /// MM_PROFILE (the profile's name, if any) and MM_RULE (the rule's name) in its
-    /// environment, and MM_CONTAINER_ID and MM_POD_UID (from its cgroup path; empty outside a
-    /// container or pod). At most 4 run at once; none holds up the monitor.
+    /// Run this shell command on each breach, after the signal.
+    ///
+    /// Its environment holds MM_PID, MM_NAME, MM_UID, MM_USER (the user it runs as),
+    /// MM_RSS_BYTES, MM_LIMIT_BYTES, MM_SIGNAL, MM_PROFILE (the profile's name, if any) and
+    /// MM_RULE (the rule's name), and MM_CONTAINER_ID and MM_POD_UID (from its cgroup path;
+    /// empty outside a container or pod). At most 4 run at once; none holds up the monitor.
+    /// Not run in a dry run (--dry-run, --once).
     #[arg(long, value_name = "COMMAND")]
     exec: Option<String>,
 
-    /// Kill an --exec command still running after this long. [default: 30s]
-    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
-    exec_timeout: Option<Duration>,
+    /// Print what each rule selects now (RSS, limit, share used) and exit.
+    ///
+    /// Every process each rule selects now, with its RSS, limit, share of the limit and user,
+    /// once: a table, or one JSON object per line with --log-format json. Nothing is
+    /// signalled, and --max-memory is optional.
+    #[arg(long, conflicts_with_all = ["check_config", "once", "watch_config"])]
+    list: bool,
 
-    /// The monitor's own OOM score adjustment (-1000 to 1000): the OOM killer should take the
-    /// monitor last, yet still be able to take a monitor gone wrong.
-    #[arg(long, value_name = "N", default_value_t = crate::harden::DEFAULT_OOM_SCORE_ADJ, value_parser = clap::value_parser!(i32).range(-1000..=1000), allow_negative_numbers = true)]
-    oom_score_adj: i32,
+    /// Log what would be signalled; signal nothing, run nothing.
+    ///
+    /// Each breach is logged as "would signal" (result="not sent (dry run)"); no signal is
+    /// sent, no --exec command is run and no profile is written.
+    #[arg(long)]
+    dry_run: bool,
 
-    /// Most processes to watch at once; beyond it new matches are skipped (with one warning).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROCESSES, value_parser = parse_capacity)]
-    max_processes: usize,
+    /// Check once, signal nothing; exit 1 if a process is over, else 0.
+    ///
+    /// One look at every process, for a monitoring check or a script: a process over its
+    /// limit is logged, as with --dry-run, and never signalled; no --exec command is run and
+    /// no profile is written.
+    #[arg(long)]
+    once: bool,
 
-    /// Log more: -v each check, -vv everything.
+    /// Read rules from this TOML file (see --manual for its format).
+    ///
+    /// Several rules, each with its own match, limit, signal and actions; the first rule that
+    /// selects a process applies. The command line's NAME, --pid or --cgroup make one more
+    /// rule, checked first. SIGHUP reads the file again (a bad file keeps the rules in force).
+    /// The format is in the man page (memory-monitor --manual), section RULES FILE.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Check the command line and rules file, print them, and exit.
+    ///
+    /// Exit status 0 if they are good (warnings included), 2 with the reason if not.
+    #[arg(long)]
+    check_config: bool,
+
+    /// Log more: -v each check and internal counters, -vv everything.
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     verbose: u8,
 
@@ -283,14 +228,117 @@ struct Cli {
     #[arg(short, long, action = ArgAction::Count)]
     quiet: u8,
 
+    /// Show the manual: every flag, the rules file format, signals.
+    ///
+    /// Through man(1) on a terminal; otherwise its roff source, for `man -l -`.
+    #[arg(long, exclusive = true)]
+    manual: bool,
+
+    /// How RSS changes are learned: auto, ebpf, poll [default: auto]
+    ///
+    /// auto: eBPF when the host allows it (root, or CAP_BPF and CAP_PERFMON), else polling,
+    /// with the reason logged once; ebpf: fail if it cannot run; poll: read /proc every
+    /// interval.
+    #[arg(long, value_name = "MODE", value_parser = ChoiceParser::<Mode>::new(), default_value = "auto", hide_default_value = true, hide_possible_values = true, help_heading = ADVANCED)]
+    mode: Mode,
+
+    /// eBPF mode: the kernel sends the signal itself, at the crossing.
+    ///
+    /// In the process's own context, the moment its RSS (by the kernel's approximate
+    /// counters) passes the limit, so the signal is pending before the process allocates
+    /// further. Userspace still confirms, logs, repeats and escalates.
+    #[arg(long, conflicts_with = "dry_run", help_heading = ADVANCED)]
+    kernel_signal: bool,
+
+    /// eBPF mode: attach as tp-btf, tracepoint, or auto (the default).
+    ///
+    /// To kmem:rss_stat: tp-btf (a BTF-typed raw tracepoint, the cheaper; needs the kernel's
+    /// BTF), tracepoint (a classic tracepoint), or auto (tp-btf where possible).
+    #[arg(long, value_name = "HOW", value_parser = ChoiceParser::<Attach>::new(), default_value = "auto", hide_default_value = true, hide_possible_values = true, help_heading = ADVANCED)]
+    attach: Attach,
+
+    /// What counts toward the limit: rss or rss+swap [default: rss]
+    ///
+    /// rss is resident memory; rss+swap adds what the process has in swap (a process whose
+    /// pages went to swap still uses that memory).
+    #[arg(long, value_name = "WHAT", value_parser = ChoiceParser::<Count>::new(), hide_possible_values = true, help_heading = ADVANCED)]
+    count: Option<Count>,
+
+    /// On breach, write a memory profile into this directory first.
+    ///
+    /// A pprof profile (gzip: which mappings hold the memory) of the process, before the
+    /// signal. Short for --profile-to dir:PATH.
+    #[arg(long, value_name = "PATH", help_heading = ADVANCED)]
+    profile_dir: Option<std::path::PathBuf>,
+
+    /// On breach, hand a profile to dir:, cmd:, http(s):// or s3://.
+    ///
+    /// dir:PATH (a file), cmd:COMMAND (run with the profile on stdin and MM_PROFILE_NAME,
+    /// MM_PID, MM_NAME, MM_RSS_BYTES, MM_LIMIT_BYTES, MM_CONTAINER_ID, MM_POD_UID in its
+    /// environment; a flame graph, .svg, follows each .pb.gz), http(s)://HOST/PATH (PUT to
+    /// the URL plus the name), or s3://BUCKET/PREFIX (credentials, region and endpoint from
+    /// the AWS_* environment).
+    #[arg(long, value_name = "DEST", help_heading = ADVANCED)]
+    profile_to: Option<SinkSpec>,
+
+    /// Longest a signal waits for its profile [default: 50ms]
+    ///
+    /// The longest a breach's signal waits for the profile to be captured; past it the
+    /// signal goes first.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, allow_hyphen_values = true, help_heading = ADVANCED)]
+    profile_budget: Option<Duration>,
+
+    /// eBPF mode: sample growth past this share of limit [default: 80%]
+    ///
+    /// Once a process is above this share of its limit, the code paths that grow its memory
+    /// are sampled (one stack per 256 KiB grown), so its profile names the code that grew it:
+    /// 80%, 50%, 0% (from the start).
+    #[arg(long, value_name = "PERCENT", value_parser = units::parse_percent, help_heading = ADVANCED)]
+    profile_at: Option<u32>,
+
+    /// Kill an --exec command still running after this [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, allow_hyphen_values = true, help_heading = ADVANCED)]
+    exec_timeout: Option<Duration>,
+
+    /// Serve Prometheus metrics at this address (:9477, 127.0.0.1:9477)
+    ///
+    /// On /metrics. [::]:9477 or :9477 listen on every interface. The port is bound before the monitor
+    /// drops its capabilities, so root may use a port under 1024.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_address, help_heading = ADVANCED)]
+    metrics_addr: Option<SocketAddr>,
+
+    /// Read the rules file again whenever it changes, as on SIGHUP.
+    ///
+    /// An editor saving it, a Kubernetes ConfigMap updated: a file that cannot be used keeps
+    /// the rules in force.
+    #[arg(long, requires = "config", help_heading = ADVANCED)]
+    watch_config: bool,
+
+    /// The monitor's OOM score adjustment (-1000..1000)
+    ///
+    /// The OOM killer should take the monitor last, yet still be able to take a monitor gone
+    /// wrong. Lowering it needs CAP_SYS_RESOURCE; without it the monitor says so once.
+    #[arg(long, value_name = "N", default_value_t = crate::harden::DEFAULT_OOM_SCORE_ADJ, value_parser = clap::value_parser!(i32).range(-1000..=1000), allow_negative_numbers = true, help_heading = ADVANCED)]
+    oom_score_adj: i32,
+
+    /// Most processes watched at once
+    ///
+    /// Further matches are skipped, with one warning.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROCESSES, value_parser = parse_capacity, allow_hyphen_values = true, help_heading = ADVANCED)]
+    max_processes: usize,
+
+    /// Log line format on stderr: text or json [default: text]
+    #[arg(long, value_name = "FORMAT", value_parser = ChoiceParser::<LogFormat>::new(), default_value = "text", hide_default_value = true, hide_possible_values = true, help_heading = ADVANCED)]
+    log_format: LogFormat,
+
     /// Print documentation generated from this command line: a man page (man) or shell
     /// completions (bash, zsh, fish). Used by `cargo xtask dist`.
     #[arg(long, value_name = "WHAT", value_enum, hide = true, exclusive = true)]
     generate: Option<Generate>,
 
-    /// Log line format on stderr.
-    #[arg(long, value_name = "FORMAT", value_parser = ChoiceParser::<LogFormat>::new(), default_value = "text")]
-    log_format: LogFormat,
+    /// The decimal unit --max-memory was written with (`MB`), for its caution.
+    #[arg(skip)]
+    decimal_unit: Option<String>,
 }
 
 /// `--generate`: what to generate.
@@ -318,152 +366,42 @@ impl Generate {
     }
 }
 
-/// A setting with named values ([`Choice`]), parsed by name, with each value and what it
-/// means offered to the help, the man page and shell completion.
-#[derive(Debug, Clone, Copy)]
-struct ChoiceParser<T>(std::marker::PhantomData<T>);
-
-impl<T> ChoiceParser<T> {
-    fn new() -> Self {
-        ChoiceParser(std::marker::PhantomData)
-    }
-}
-
-impl<T: Choice + Send + Sync + Clone> TypedValueParser for ChoiceParser<T> {
-    type Value = T;
-
-    fn parse_ref(
-        &self,
-        command: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<T, clap::Error> {
-        let names: Vec<&str> = T::ALL.iter().map(|(_, name, _)| *name).collect();
-        clap::builder::PossibleValuesParser::new(names)
-            .map(|name| T::parse(&name).expect("one of its names"))
-            .parse_ref(command, arg, value)
-    }
-
-    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        Some(Box::new(T::ALL.iter().map(|(_, name, help)| {
-            PossibleValue::new(*name).help(*help)
-        })))
-    }
-}
-
-/// `--signal`: parsed as [`Signal`] parses (any name, any case, a number, `RTMIN+3`), with
-/// the names offered to shell completion; offering them restricts nothing.
-#[derive(Debug, Clone, Copy)]
-struct SignalParser;
-
-impl TypedValueParser for SignalParser {
-    type Value = Signal;
-
-    fn parse_ref(
-        &self,
-        command: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<Signal, clap::Error> {
-        clap::builder::StringValueParser::new()
-            .try_map(|text| text.parse::<Signal>())
-            .parse_ref(command, arg, value)
-    }
-
-    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        Some(Box::new(crate::signal::names().map(PossibleValue::new)))
-    }
-}
-
-fn parse_cgroup(text: &str) -> Result<CgroupPath, String> {
-    let path = CgroupPath::parse(text).map_err(|e| e.to_string())?;
-    match path.directory() {
-        Ok(dir) if dir.is_dir() => Ok(path),
-        Ok(dir) => Err(format!("no such cgroup ({} does not exist)", dir.display())),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn parse_user(text: &str) -> Result<u32, String> {
-    crate::users::parse_user(text).map_err(|e| e.to_string())
-}
-
-/// A parser of names compared the `mode` way (`--exclude-name`, `--exclude-regex`).
-fn parse_named(mode: MatchMode) -> impl Fn(&str) -> Result<Matcher, String> + Clone {
-    move |text| Matcher::new(mode, text).map_err(|e| e.to_string())
-}
-
-fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
-    let text = text.trim();
-    let full = match text.strip_prefix(':') {
-        Some(port) => format!("0.0.0.0:{port}"),
-        None => text.to_string(),
-    };
-    full.parse()
-        .map_err(|_| format!("'{text}' is not an address and port (like 127.0.0.1:9477 or :9477)"))
-}
-
-fn parse_capacity(text: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(n @ 1..=1_000_000) => Ok(n),
-        _ => Err(format!("'{text}' is not a number from 1 to 1000000")),
-    }
-}
-
-fn parse_pid(text: &str) -> Result<i32, String> {
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{text}' is not a process ID"))?;
-    if pid <= 0 {
-        return Err(format!("'{text}' is not a process ID"));
-    }
-    if pid == 1 {
-        return Err("PID 1 (init) is never signalled".to_string());
-    }
-    if pid == std::process::id() as i32 {
-        return Err(format!("{pid} is this monitor itself"));
-    }
-    if rustix::process::getppid().is_some_and(|parent| parent.as_raw_nonzero().get() == pid) {
-        return Err(format!(
-            "{pid} is this monitor's parent, which is never signalled"
-        ));
-    }
-    Ok(pid)
-}
-
 /// Parses a command line (`args[0]` is the program name).
 pub fn parse_args<I, T>(args: I) -> Result<Parsed, UsageError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (mut cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(error) if !error.use_stderr() => {
             return Ok(Parsed::Print(error.render().to_string()));
         }
-        Err(error) => return Err(UsageError(one_line(&error.render().to_string()))),
+        Err(error) => return Err(help::one_line(&error)),
     };
     if let Some(generate) = cli.generate {
         return Ok(Parsed::Print(generate.text()));
     }
+    if cli.manual {
+        return Ok(Parsed::Manual(Generate::Man.text()));
+    }
+    cli.decimal_unit = matches
+        .get_raw("max_memory")
+        .and_then(|mut raw| raw.next())
+        .and_then(|raw| units::decimal_unit(&raw.to_string_lossy()));
     let settings = cli.into_settings()?;
     if settings.check_only {
-        return Ok(Parsed::Print(describe_rules(&settings.config.rules)));
+        let mut text = describe_rules(&settings.config.rules);
+        let interval = crate::rules::caution::of_interval(settings.config.interval);
+        if let (Mode::Poll, Some(caution)) = (settings.config.mode, interval) {
+            text += &format!("warning: {caution}\n");
+        }
+        return Ok(Parsed::Print(text));
     }
     Ok(Parsed::Run(Box::new(settings)))
-}
-
-/// clap explains an error in paragraphs (the problem, tips, usage); the first paragraph is the
-/// problem, joined here onto one line without its `error: ` tag.
-fn one_line(rendered: &str) -> String {
-    let first = rendered.split("\n\n").next().unwrap_or(rendered);
-    let joined = first.split_whitespace().collect::<Vec<_>>().join(" ");
-    joined
-        .strip_prefix("error: ")
-        .unwrap_or(&joined)
-        .to_string()
 }
 
 impl Cli {
@@ -556,7 +494,11 @@ impl Cli {
                 users: self.exclude_users.clone(),
                 cgroups: self.exclude_cgroups.clone(),
             },
-            max_memory: self.max_memory,
+            // --list needs no limit: its USED column is then the share of RAM.
+            max_memory: match (self.max_memory, self.list) {
+                (None, true) => Some(SizeSpec::PercentOfRam(100.0)),
+                (limit, _) => limit,
+            },
             signal: self.signal,
             repeat: self.repeat,
             kill_after: self.kill_after,
@@ -567,6 +509,7 @@ impl Cli {
             profile_budget: self.profile_budget,
             profile_at: self.profile_at,
             count: self.count,
+            decimal_unit: self.decimal_unit.clone(),
         };
         spec.build(self.defaults())
             .map(Some)
@@ -602,59 +545,6 @@ impl Cli {
         pids.dedup();
         Ok(pids)
     }
-}
-
-/// What `--check-config` prints: the rules in force, one paragraph each.
-pub fn describe_rules(rules: &RuleSet) -> String {
-    let mut text = String::new();
-    for rule in rules.rules() {
-        text += &format!(
-            "rule '{}': {}
-",
-            rule.name, rule.selector
-        );
-        text += &format!(
-            "  limit: {}
-",
-            rule.limit
-        );
-        let mut action = rule.signal.to_string();
-        match rule.repeat {
-            Some(period) => {
-                action += &format!(", again every {} while over", units::Period(period))
-            }
-            None => action += ", once per breach",
-        }
-        if let Some(kill_after) = rule.kill_after {
-            action += &format!(", SIGKILL {} after the first", units::Period(kill_after));
-        }
-        text += &format!(
-            "  action: {action}
-"
-        );
-        if let Some(exec) = &rule.exec {
-            text += &format!(
-                "  exec: {} (timeout {})
-",
-                exec.command,
-                units::Period(exec.timeout)
-            );
-        }
-        if let Some(profile) = &rule.profile {
-            text += &format!(
-                "  profile: to {}
-",
-                profile.sink
-            );
-        }
-    }
-    for rule in rules.missing_cgroups() {
-        text += &format!(
-            "warning: rule '{}': its cgroup does not exist (yet); the rule matches nothing until it does\n",
-            rule.name
-        );
-    }
-    text
 }
 
 #[cfg(test)]
@@ -778,7 +668,7 @@ mod tests {
             .get_arguments()
             .find(|arg| arg.get_long() == Some("exec"))
             .unwrap();
-        let help = exec.get_help().unwrap().to_string();
+        let help = exec.get_long_help().unwrap().to_string();
         // As hook.rs's runner sets them.
         let variables = [
             "MM_PID",
@@ -892,6 +782,177 @@ mod tests {
         assert!(error(&["-m", "1", "-s", "FOO", "a"]).contains("unknown signal 'FOO'"));
         assert!(error(&["-m", "1", "--pid", "1"]).contains("PID 1"));
         assert!(error(&["-m", "1", "  "]).contains("empty"));
+    }
+
+    fn printed(args: &[&str]) -> String {
+        let argv = std::iter::once("memory-monitor").chain(args.iter().copied());
+        match parse_args(argv) {
+            Ok(Parsed::Print(text)) => text,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn short_help_is_one_line_a_flag_with_the_advanced_ones_apart() {
+        let short = printed(&["-h"]);
+        let command = Cli::command();
+        let shown: Vec<_> = command
+            .get_arguments()
+            .filter(|a| !a.is_hide_set())
+            .collect();
+        // The about, the usage, the headings and the footer, and one line a flag.
+        assert!(short.lines().count() <= shown.len() + 16, "{short}");
+        for arg in &shown {
+            let Some(long) = arg.get_long() else { continue };
+            let line = short
+                .lines()
+                .find(|l| {
+                    let flag = format!("--{long}");
+                    l.split_whitespace()
+                        .nth(usize::from(
+                            l.trim_start().starts_with("-") && !l.trim_start().starts_with("--"),
+                        ))
+                        .is_some_and(|word| word.trim_end_matches('.') == flag)
+                })
+                .unwrap_or_else(|| panic!("-h lacks --{long}"));
+            let at = short.find(line).unwrap() + line.len() + 1;
+            let next = short[at..].lines().next().unwrap_or("");
+            // A continuation is indented past the flags' column.
+            assert!(
+                !next.starts_with("                 "),
+                "--{long} wraps:\n{line}\n{next}"
+            );
+        }
+        let advanced = short
+            .find(ADVANCED)
+            .expect("a heading for the advanced flags");
+        for everyday in ["--max-memory", "--signal", "--dry-run", "--once", "--list"] {
+            assert!(short.find(everyday).unwrap() < advanced, "{everyday} first");
+        }
+        for rare in [
+            "--attach",
+            "--kernel-signal",
+            "--profile-at",
+            "--oom-score-adj",
+        ] {
+            assert!(
+                short.find(rare).unwrap() > advanced,
+                "{rare} under the heading"
+            );
+        }
+    }
+
+    #[test]
+    fn full_help_gives_the_examples_first_and_no_word_a_user_cannot_look_up() {
+        let full = printed(&["--help"]);
+        let examples = full.find("Examples:").expect("examples");
+        assert!(examples < full.find("--max-memory").unwrap(), "{full}");
+        for (command, _) in EXAMPLES {
+            assert!(full.contains(command), "{command}");
+        }
+        for jargon in ["seed", "original tool", "the README"] {
+            assert!(!full.contains(jargon), "--help says {jargon:?}");
+        }
+        assert!(full.contains("--manual"), "--help names the manual");
+    }
+
+    #[test]
+    fn the_manual_has_every_rules_file_key() {
+        let page = match parse_args(["memory-monitor", "--manual"]) {
+            Ok(Parsed::Manual(page)) => page,
+            other => panic!("{other:?}"),
+        };
+        for key in crate::rules::file_keys() {
+            let escaped = format!("\\fB{}\\fR", key.replace('-', "\\-"));
+            assert!(page.contains(&escaped), "the man page lacks the key {key}");
+        }
+    }
+
+    #[test]
+    fn usage_errors_keep_the_hints() {
+        let typo = error(&["-m", "1", "--dryrun", "x"]);
+        assert!(typo.contains("'--dry-run'"), "{typo}");
+        let second = error(&["-m", "500", "my-app", "extra"]);
+        assert!(
+            second.contains("only one NAME") && second.contains("--match regex"),
+            "{second}"
+        );
+        // Negative values reach the value's own parser, which says what is wrong.
+        for (args, said) in [
+            (&["-m", "-5", "x"][..], "'-5' is negative"),
+            (&["--repeat", "-1s", "-m", "1", "x"], "'-1s' is negative"),
+            (&["--repeat=-1s", "-m", "1", "x"], "'-1s' is negative"),
+            (&["-i", "-2", "-m", "1", "x"], "'-2' is negative"),
+        ] {
+            let message = error(args);
+            assert!(message.contains(said), "{args:?}: {message}");
+        }
+        let jargon = error(&["--repeat", "1x2", "-m", "1", "x"]);
+        assert!(!jargon.contains("expected"), "{jargon}");
+    }
+
+    #[test]
+    fn list_needs_no_limit() {
+        let s = settings(&["--list", "my-app"]);
+        assert!(s.list);
+        assert_eq!(rule(&s).limit, SizeSpec::PercentOfRam(100.0));
+    }
+
+    #[test]
+    fn signals_that_stop_a_process_are_refused() {
+        for signal in ["STOP", "TSTP", "TTIN", "sigttou", "19"] {
+            let message = error(&["-m", "1", "-s", signal, "x"]);
+            assert!(
+                message.contains("keeps all its memory"),
+                "{signal}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn check_config_warns_of_doubtful_values() {
+        let table: [(&[&str], &str); 4] = [
+            (
+                &["-m", "500MB"],
+                "warning: rule 'command-line': max-memory: 'MB'",
+            ),
+            (&["-m", "0.0001"], "less than nearly any process"),
+            (&["-m", "1G", "-s", "KILL"], "SIGKILL again every 2s"),
+            (
+                &["-m", "1G", "-i", "1ms", "--mode", "poll"],
+                "warning: --interval 1ms",
+            ),
+        ];
+        for (args, said) in table {
+            let text = printed(&[&["--check-config", "x"][..], args].concat());
+            assert!(text.contains(said), "{args:?}: {text}");
+        }
+        let quiet = printed(&[
+            "--check-config",
+            "-m",
+            "1G",
+            "-s",
+            "KILL",
+            "--repeat",
+            "never",
+            "x",
+        ]);
+        assert!(!quiet.contains("warning"), "{quiet}");
+    }
+
+    #[test]
+    fn a_missing_cgroup_is_waited_for_as_in_a_rules_file() {
+        let text = printed(&[
+            "--check-config",
+            "-m",
+            "1G",
+            "--cgroup",
+            "/no-such-cgroup-here",
+        ]);
+        assert!(
+            text.contains("does not exist (yet); the monitor waits for it"),
+            "{text}"
+        );
     }
 
     #[test]

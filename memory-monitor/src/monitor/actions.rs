@@ -1,6 +1,7 @@
 //! What acting on a breach needs, per rule: its profiler (which profiles a breaching process
-//! before its signal) and its metrics; and the hook runners, and whether signals go out at all
-//! (`--dry-run`).
+//! before its signal) and its metrics; and the hook runners, and whether signals go out at all.
+//! A dry run (`--dry-run`, `--once`) acts on nothing: no signal, no hook, no profile, so that
+//! trying a rule out can never touch the processes it selects.
 
 use std::sync::Arc;
 
@@ -22,10 +23,11 @@ pub struct RuleActions {
 }
 
 impl RuleActions {
-    /// Starts what `rules` need: a profiler per profiling rule, and their metrics (to be put
-    /// in force, or retired, by the caller). The profile destinations are opened first: one
-    /// that cannot be used refuses the rules before anything else is made for them.
-    pub fn start(rules: &RuleSet, metrics: &Metrics) -> Result<RuleActions, Error> {
+    /// Starts what `rules` need: a profiler per profiling rule (none in a dry run), and their
+    /// metrics (to be put in force, or retired, by the caller). The profile destinations are
+    /// opened first, in a dry run too: one that cannot be used refuses the rules before
+    /// anything else is made for them.
+    pub fn start(rules: &RuleSet, metrics: &Metrics, dry_run: bool) -> Result<RuleActions, Error> {
         let writers = rules
             .rules()
             .iter()
@@ -44,7 +46,7 @@ impl RuleActions {
             .into_iter()
             .zip(&rule_metrics)
             .map(|(writer, counts)| {
-                let Some((writer, budget)) = writer else {
+                let Some((writer, budget)) = writer.filter(|_| !dry_run) else {
                     return Ok(None);
                 };
                 let counts = ProfileCounts {
@@ -68,7 +70,7 @@ impl RuleActions {
 pub struct Actions {
     /// Per rule.
     pub rules: RuleActions,
-    /// Runs hooks (`exec`) on breaches; started once a rule has one.
+    /// Runs hooks (`exec`) on breaches; started once a rule has one, never in a dry run.
     pub hook: Option<ExecHook>,
     /// Whether signals are sent (`--dry-run` says not).
     pub dispatch: Dispatch,
@@ -77,13 +79,16 @@ pub struct Actions {
 }
 
 impl Actions {
-    /// What `rules` need, counted in `metrics`.
+    /// What `rules` need, counted in `metrics`; in a dry run, nothing that acts.
     pub fn start(rules: &RuleSet, metrics: Arc<Metrics>, dry_run: bool) -> Result<Actions, Error> {
-        let per_rule = RuleActions::start(rules, &metrics)?;
+        let per_rule = RuleActions::start(rules, &metrics, dry_run)?;
         metrics.put_in_force(rules, &[]);
         Ok(Actions {
             rules: per_rule,
-            hook: start_hook(rules)?,
+            hook: match dry_run {
+                true => None,
+                false => start_hook(rules)?,
+            },
             dispatch: match dry_run {
                 true => Dispatch::DryRun,
                 false => Dispatch::Send,
@@ -97,7 +102,7 @@ impl Actions {
     pub fn replace(&mut self, rules: &RuleSet, actions: RuleActions) {
         self.metrics.put_in_force(rules, &self.rules.metrics);
         self.rules = actions;
-        if self.hook.is_none() {
+        if self.hook.is_none() && !self.dry_run() {
             match start_hook(rules) {
                 Ok(hook) => self.hook = hook,
                 Err(error) => {
@@ -109,6 +114,11 @@ impl Actions {
                 }
             }
         }
+    }
+
+    /// Whether nothing is acted on (`--dry-run`, `--once`).
+    pub fn dry_run(&self) -> bool {
+        self.dispatch == Dispatch::DryRun
     }
 
     /// Brings the per-rule watched gauges up to date (a few atomic stores).

@@ -9,7 +9,8 @@
 //! The parts: `watching` owns what is watched, on both sides; `check` looks at one process;
 //! `actions` are what acting needs; `events` is eBPF mode's source and what each event means;
 //! `run` drives the loops, `waits` is what else wakes them, `follow` the changes followed and
-//! `reload` puts new rules in force; `start` is start-up.
+//! `reload` puts new rules in force; `start` is start-up, and `unmatched` says which rules
+//! select nothing.
 
 mod actions;
 mod check;
@@ -20,6 +21,7 @@ mod follow;
 mod reload;
 mod run;
 mod start;
+mod unmatched;
 mod waits;
 mod watching;
 
@@ -113,12 +115,18 @@ pub struct Monitor {
     changes: Option<Changes>,
     /// When to read the changed rules file (`--watch-config`), once it has settled.
     reload_at: Option<Instant>,
+    /// When to say which rules still select no process (see [`unmatched`]).
+    unmatched_at: Option<Instant>,
     /// No repeat or kill falls due before this (eBPF mode); may be early, never late.
     next_deadline: Option<Instant>,
     /// Whether the one warning about skipped processes has been given.
     warned_skip: bool,
-    /// Hardening the host did not allow, said after the start line.
-    hardening: Vec<Note>,
+    /// Hardening the host did not allow, and another monitor with the same rules, said after
+    /// the start line.
+    notes: Vec<Note>,
+    /// The lock that tells other monitors with the same rules of this one (see
+    /// [`crate::peers`]).
+    _peer_lock: Option<crate::peers::Lock>,
 }
 
 impl Monitor {
@@ -134,6 +142,14 @@ impl Monitor {
             ),
             Err(why) => (Source::Poll { why }, None),
         };
+        // Bound before the capabilities are dropped (below): a port under 1024 needs
+        // CAP_NET_BIND_SERVICE, which the monitor does not keep.
+        let listener = config
+            .metrics_addr
+            .map(|address| {
+                std::net::TcpListener::bind(address).map_err(|e| Error::Metrics(address, e))
+            })
+            .transpose()?;
         crate::accounting::count_cpus();
         // Users' names are read now, so that naming a breaching process's user reads nothing.
         crate::users::load_names();
@@ -143,15 +159,23 @@ impl Monitor {
             Source::Events(events) => events.kernel().capabilities_for_maps(),
             Source::Poll { .. } => rustix::thread::CapabilitySet::empty(),
         };
-        let hardening = config
+        // A check (`--once`) is a dry run: it reports, and acts on nothing.
+        let dry_run = config.dry_run || config.once;
+        // Before the capabilities are dropped.
+        let (peer_lock, peer_note) = match (config.harden, dry_run) {
+            (Some(_), false) => start::notice_peers(&config.rules),
+            _ => (None, None),
+        };
+        let mut notes = config
             .harden
             .map(|hardening| start::harden_start(hardening, keep_for_maps))
             .unwrap_or_default();
+        notes.extend(peer_note);
         let metrics = Metrics::new();
         metrics.set_mode(kernel.is_some());
-        let actions = Actions::start(&config.rules, Arc::clone(&metrics), config.dry_run)?;
-        if let Some(address) = config.metrics_addr {
-            let bound = crate::metrics::serve(address, Arc::clone(&metrics))
+        let actions = Actions::start(&config.rules, Arc::clone(&metrics), dry_run)?;
+        if let (Some(listener), Some(address)) = (listener, config.metrics_addr) {
+            let bound = crate::metrics::serve(listener, Arc::clone(&metrics))
                 .map_err(|e| Error::Metrics(address, e))?;
             tracing::info!(event = "metrics", address = %bound, "serving metrics on http://{bound}/metrics");
         }
@@ -160,7 +184,6 @@ impl Monitor {
             rules,
             source: rules_source,
             interval,
-            dry_run,
             once,
             max_processes,
             kernel_signal,
@@ -182,9 +205,11 @@ impl Monitor {
             actions,
             changes,
             reload_at: None,
+            unmatched_at: None,
             next_deadline: None,
             warned_skip: false,
-            hardening,
+            notes,
+            _peer_lock: peer_lock,
         })
     }
 
@@ -236,6 +261,13 @@ impl Monitor {
     /// once warmed up.
     pub fn cycle(&mut self, now: Instant) -> Result<CycleReport, Error> {
         let started = Instant::now();
+        let skipped = self.find_processes(now)?;
+        Ok(self.check_found(now, skipped, started))
+    }
+
+    /// A cycle's first half: the watch brought up to date from `/proc`; how many matching
+    /// processes could not be watched.
+    fn find_processes(&mut self, now: Instant) -> Result<usize, Error> {
         let scan = self.watching.scan(now).map_err(Error::Proc)?;
         if let Some(reason) = scan.skip_reason {
             self.warn_skipped_once(reason, scan.skipped);
@@ -244,8 +276,13 @@ impl Monitor {
         if let Some(changes) = self.changes.as_mut() {
             self.watching.follow_limits(changes, None);
         }
+        Ok(scan.skipped)
+    }
+
+    /// A cycle's second half, begun at `started`: every watched process checked at `now`.
+    fn check_found(&mut self, now: Instant, skipped: usize, started: Instant) -> CycleReport {
         let report = CycleReport {
-            skipped: scan.skipped,
+            skipped,
             // Freshly followed, the kernel side is armed: nothing to re-arm.
             ..self.check_watched(now, None, |_, _| true)
         };
@@ -261,7 +298,7 @@ impl Monitor {
             .poll_cycle
             .observe(started.elapsed().as_secs_f64());
         self.actions.publish(self.watching.list().per_rule());
-        Ok(report)
+        report
     }
 
     /// Checks `pid` at `now` (admitting it first if its discovery event is still on its way,

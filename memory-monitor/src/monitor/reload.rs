@@ -33,7 +33,7 @@ impl Monitor {
             .load()
             .map_err(|e| e.to_string())
             .and_then(|rules| {
-                RuleActions::start(&rules, metrics)
+                RuleActions::start(&rules, metrics, self.actions.dry_run())
                     .map(|actions| (rules, actions))
                     .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
             });
@@ -83,7 +83,6 @@ impl Monitor {
         self.actions.metrics.reloaded(true);
         let count = self.watching.rules().rules().len();
         tracing::info!(event = "reload", file = %file.display(), rules = count, "rules reloaded");
-        start::log_rules(self.watching.rules(), self.settings.kernel_signal);
         // Admits what the new rules select, and (eBPF mode) has the kernel side follow anew.
         if let Err(error) = self.cycle(now) {
             tracing::error!(
@@ -92,5 +91,6 @@ impl Monitor {
                 anyhow::Error::new(error)
             );
         }
+        start::log_rules(self.watching.rules(), self.running());
     }
 }

@@ -9,40 +9,53 @@ use tokio::io::unix::AsyncFd;
 use tokio::time::MissedTickBehavior;
 
 use super::waits::{Request, Shutdown, Waits, Wake};
-use super::{Monitor, Outcome, Source, start};
+use super::{Monitor, Outcome, Source, start, unmatched};
 use crate::Error;
 use crate::service::Service;
 use crate::timer::DeadlineTimer;
 
 impl Monitor {
     /// How the monitor runs, for the start line and the rules' lines.
-    fn running(&self) -> start::Running<'_> {
+    pub(super) fn running(&self) -> start::Running<'_> {
         start::Running {
             source: match &self.source {
                 Source::Events(events) => Ok(events.kernel()),
                 Source::Poll { why } => Err((why.as_str(), self.settings.interval)),
             },
             dry_run: self.settings.dry_run,
+            once: self.settings.once,
             kernel_signal: self.settings.kernel_signal,
+            matched: &self.watching.list().per_rule()[..self.watching.rules().rules().len()],
         }
     }
 
     /// Runs until `shutdown` fires (or, with `--once`, for one cycle).
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<Outcome, Error> {
-        start::log_start(self.watching.rules(), self.running(), &self.hardening);
+        // The rules' cgroups, followed from now on (one made while the programs loaded is
+        // seen here).
+        if !self.settings.once {
+            self.follow_cgroups();
+        }
+        // The first look at /proc (which also has the kernel side follow what it finds: from
+        // now on it reports whatever starts) ends start-up; the start line says what it found
+        // before any process found is judged.
+        let first = tokio::time::Instant::now();
+        let started = Instant::now();
+        let skipped = self.find_processes(first.into_std())?;
+        start::log_start(self.watching.rules(), self.running(), &self.notes);
+        self.unmatched_at = unmatched::at_start(
+            self.watching.rules(),
+            self.running().matched,
+            self.settings.interval,
+            first.into_std(),
+        )
+        .filter(|_| !self.settings.once);
+        let report = self.check_found(first.into_std(), skipped, started);
         if self.settings.once {
-            let report = self.cycle(Instant::now())?;
             return Ok(Outcome::Checked {
                 any_over: report.over > 0,
             });
         }
-        // The rules' cgroups, followed from now on (one made while the programs loaded is
-        // seen here).
-        self.follow_cgroups();
-        // The first look at /proc (which also has the kernel side follow what it finds: from
-        // now on it reports whatever starts) ends start-up.
-        let first = tokio::time::Instant::now();
-        self.cycle(first.into_std())?;
         // The timer, and the changes followed, registered with the runtime before trimming
         // and counting (registering allocates).
         let clock = match self.source {
@@ -87,7 +100,11 @@ impl Monitor {
         };
         service.stopping();
         let allocations = crate::footprint::allocations() - allocations;
-        let events = self.events_handled();
+        // The monitor's own counters are for whoever debugs it (-v): at the default level a
+        // count of allocations would read like an alarm.
+        let verbose = tracing::enabled!(tracing::Level::DEBUG);
+        let allocations = verbose.then_some(allocations);
+        let events = verbose.then(|| self.events_handled());
         match outcome {
             Outcome::Stopped => {
                 tracing::info!(event = "stop", allocations, events, "stopping on signal")
@@ -118,7 +135,7 @@ impl Monitor {
                         return Ok(Outcome::NothingLeft);
                     }
                 }
-                wake = waits.next(self.reload_at) => {
+                wake = waits.next(self.reload_at, self.unmatched_at) => {
                     if let Some(outcome) = self.on_wake(wake, waits)? {
                         return Ok(outcome);
                     }
@@ -154,7 +171,7 @@ impl Monitor {
                     expired.map_err(Error::Events)?;
                     self.handle_due(Instant::now());
                 }
-                wake = waits.next(self.reload_at) => {
+                wake = waits.next(self.reload_at, self.unmatched_at) => {
                     if let Some(outcome) = self.on_wake(wake, waits)? {
                         return Ok(outcome);
                     }
@@ -177,6 +194,11 @@ impl Monitor {
                     "the rules file changed; reading it again"
                 );
                 self.reload(Instant::now(), waits.service);
+            }
+            Wake::Unmatched => {
+                self.unmatched_at = None;
+                let matched = self.running().matched;
+                unmatched::later(self.watching.rules(), matched, self.settings.interval);
             }
             Wake::Watchdog => waits.service.ping(),
             Wake::Liveness => waits.metrics.liveness.answer(),

@@ -39,32 +39,56 @@ pub fn choose_source(
 pub struct Running<'a> {
     /// The kernel side (eBPF mode), or why it polls and how often.
     pub source: Result<&'a KernelEvents, (&'a str, std::time::Duration)>,
-    /// `--dry-run`.
+    /// Nothing is acted on: `--dry-run`, or `--once`.
     pub dry_run: bool,
+    /// `--once`: one check, then exit.
+    pub once: bool,
     /// `--kernel-signal` in eBPF mode.
     pub kernel_signal: bool,
+    /// How many processes each rule selects now, in the rules' order.
+    pub matched: &'a [u32],
 }
 
-/// The start line (what is watched, the limit, the action, the mode), the hardening the host
-/// did not allow, and a line per rule when there are several.
+impl Running<'_> {
+    /// What the start line adds to "watching …": how many processes now, and what is not done.
+    fn note(&self) -> String {
+        let matched: u32 = self.matched.iter().sum();
+        let processes = match matched {
+            1 => "1 process now".to_string(),
+            n => format!("{n} processes now"),
+        };
+        let acting = match (self.once, self.dry_run) {
+            (true, _) => "; one check: nothing is signalled or run",
+            (false, true) => "; dry run: nothing is signalled or run",
+            (false, false) => "",
+        };
+        format!(" ({processes}{acting})")
+    }
+}
+
+/// The start line (what is watched and how many processes that is now, the limit, the action,
+/// the mode), the hardening the host did not allow, and a line per rule when there are
+/// several.
 pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
     let target = match rules.rules() {
         [only] => only.selector.to_string(),
-        all => format!("with {} rules", all.len()),
+        all => format!("{} rules", all.len()),
     };
-    let dry_run = if running.dry_run {
-        " (dry run: nothing will be sent)"
-    } else {
-        ""
-    };
+    let note = running.note();
+    let matched: u32 = running.matched.iter().sum();
+    // Several rules each have a line of their own, with their limit and action.
     let (limit, action) = match rules.rules().len() {
-        1 => summary(rules, 0, running.kernel_signal),
-        _ => (String::new(), String::new()),
+        1 => {
+            let (limit, action) = summary(rules, 0, running);
+            (Some(limit), Some(action))
+        }
+        _ => (None, None),
     };
     match running.source {
         Ok(kernel) => tracing::info!(event = "start",
-            limit = %limit,
-            action = %action,
+            matched,
+            limit = limit.as_deref(),
+            action = action.as_deref(),
             mode = %"ebpf",
             attach = %kernel.attach(),
             fault_cost = kernel.fault_cost().as_deref(),
@@ -72,45 +96,57 @@ pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
             decides_why = kernel.exact().1,
             margin = %kernel.margin(),
             sums_in_kernel = kernel.sums_in_kernel(),
-            "watching {target}{dry_run}"
+            "watching {target}{note}"
         ),
         Err((why, interval)) => tracing::info!(event = "start",
-            limit = %limit,
-            action = %action,
+            matched,
+            limit = limit.as_deref(),
+            action = action.as_deref(),
             mode = %"poll",
             interval = %Period(interval),
             decides = %Exact::choose(None),
             decides_why = (Exact::choose(None) == Exact::SmapsRollup).then_some(POLLING_WALKS),
             why = why,
-            "watching {target}{dry_run}"
+            "watching {target}{note}"
         ),
+    }
+    if let Err((_, interval)) = running.source
+        && let Some(caution) = crate::rules::caution::of_interval(interval)
+    {
+        tracing::warn!(event = "caution", "{caution}");
     }
     for note in hardening {
         note.say();
     }
-    log_rules(rules, running.kernel_signal);
+    log_rules(rules, running);
 }
 
-/// One line per rule when there are several, and a warning for each rule whose cgroup does
-/// not exist.
-pub fn log_rules(rules: &RuleSet, kernel_signal: bool) {
+/// One line per rule when there are several, and a warning for each caution about a rule's
+/// values and for each rule whose cgroup does not exist.
+pub fn log_rules(rules: &RuleSet, running: Running<'_>) {
     if rules.rules().len() > 1 {
         for (index, rule) in rules.rules().iter().enumerate() {
-            let (limit, action) = summary(rules, index, kernel_signal);
-            tracing::info!(event = "rule", rule = %rule.name, limit = %limit, action = %action, "rule: {}", rule.selector);
+            let (limit, action) = summary(rules, index, running);
+            let matched = running.matched.get(index).copied().unwrap_or(0);
+            tracing::info!(event = "rule", rule = %rule.name, matched, limit = %limit, action = %action, "rule: {}", rule.selector);
+        }
+    }
+    for rule in rules.rules() {
+        for caution in &rule.cautions {
+            tracing::warn!(event = "caution", rule = %rule.name, "rule '{}': {caution}", rule.name);
         }
     }
     for rule in rules.missing_cgroups() {
         tracing::warn!(event = "cgroup_missing",
             rule = %rule.name,
-            "cgroup {} does not exist (yet); the rule matches nothing until it does",
+            "cgroup {} does not exist (yet): it is waited for, and its processes are watched from the moment it is made",
             rule.selector.cgroup.as_ref().map(ToString::to_string).unwrap_or_default()
         );
     }
 }
 
 /// A rule's limit and what it does on breach, for the log.
-fn summary(rules: &RuleSet, index: usize, kernel_signal: bool) -> (String, String) {
+fn summary(rules: &RuleSet, index: usize, running: Running<'_>) -> (String, String) {
     let rule = rules.get(index);
     let mut limit = match rules.fixed_limit(index) {
         Some(limit) => Bytes(limit).to_string(),
@@ -125,12 +161,18 @@ fn summary(rules: &RuleSet, index: usize, kernel_signal: bool) -> (String, Strin
         repeat: rule.repeat,
         kill_after: rule.kill_after,
     };
-    let mut action = action::describe(&policy, kernel_signal);
+    if running.once {
+        return (limit, "none: --once only checks".to_string());
+    }
+    let mut action = action::describe(&policy, running.kernel_signal);
     if let Some(profile) = &rule.profile {
         action = format!("profile to {}, then {action}", profile.sink);
     }
     if let Some(exec) = &rule.exec {
         action = format!("{action}; on breach run '{}'", exec.command);
+    }
+    if running.dry_run {
+        action = format!("none (dry run); would be: {action}");
     }
     (limit, action)
 }
@@ -162,6 +204,19 @@ pub fn follow_changes(config: &Config) -> Option<Changes> {
     Some(changes)
 }
 
+/// Another monitor with the same rules (see [`crate::peers`]): the lock that tells the next
+/// one of this monitor, or the warning naming the one that holds it. Only a monitor that acts
+/// takes it: a dry run or a check may run beside one with its rules.
+pub fn notice_peers(rules: &RuleSet) -> (Option<crate::peers::Lock>, Option<Note>) {
+    use crate::peers::{self, Found};
+    let text = crate::cli::describe_rules(rules);
+    match peers::take(std::path::Path::new(peers::DIR), &text) {
+        Found::Taken(lock) => (Some(lock), None),
+        Found::Held(said) => (None, Some(Note::warning_of("other_monitor", said))),
+        Found::Unknown => (None, None),
+    }
+}
+
 /// Start-up hardening (see [`crate::harden`]): the OOM score, the memlock limit, then the
 /// capabilities no longer needed and `no_new_privs`. Each that cannot be done is said once and
 /// the monitor goes on.
@@ -174,9 +229,9 @@ pub fn harden_start(
     // Lowering the score needs CAP_SYS_RESOURCE, which roots in containers often lack: said
     // once, not a warning; the score stays what the service manager set.
     if let Err(error) = harden::set_oom_score_adj(hardening.oom_score_adj) {
-        notes.push(Note::info(format!(
-            "cannot set the OOM score adjustment to {} ({error})",
-            hardening.oom_score_adj
+        notes.push(Note::info(harden::oom_score_refused(
+            hardening.oom_score_adj,
+            &error,
         )));
     }
     let _ = harden::lift_memlock_limit();
@@ -203,6 +258,7 @@ pub fn harden_start(
 /// the monitor watches and how).
 #[derive(Debug)]
 pub struct Note {
+    event: &'static str,
     warning: bool,
     text: String,
 }
@@ -210,6 +266,7 @@ pub struct Note {
 impl Note {
     fn info(text: String) -> Note {
         Note {
+            event: "harden",
             warning: false,
             text,
         }
@@ -217,15 +274,26 @@ impl Note {
 
     fn warning(text: String) -> Note {
         Note {
+            event: "harden",
+            warning: true,
+            text,
+        }
+    }
+
+    /// A warning of another kind than hardening's, said after the start line too.
+    pub fn warning_of(event: &'static str, text: String) -> Note {
+        Note {
+            event,
             warning: true,
             text,
         }
     }
 
     pub fn say(&self) {
+        let (event, text) = (self.event, &self.text);
         match self.warning {
-            true => tracing::warn!(event = "harden", "{}", self.text),
-            false => tracing::info!(event = "harden", "{}", self.text),
+            true => tracing::warn!(event, "{text}"),
+            false => tracing::info!(event, "{text}"),
         }
     }
 }

@@ -32,6 +32,8 @@ pub enum Wake {
     Changed(std::io::Result<()>),
     /// The changed rules file has settled: time to read it.
     RulesFileSettled,
+    /// Time to say which rules still select no process.
+    Unmatched,
     /// The service manager's watchdog wants its ping.
     Watchdog,
     /// `/healthz` asks whether the loop runs.
@@ -41,11 +43,17 @@ pub enum Wake {
 }
 
 impl Waits<'_> {
-    /// Until one of them wakes the loop (`reload_at`: when a changed rules file is read).
-    pub async fn next(&mut self, reload_at: Option<Instant>) -> Wake {
+    /// Until one of them wakes the loop (`reload_at`: when a changed rules file is read;
+    /// `unmatched_at`: when the rules that select nothing are named again).
+    pub async fn next(
+        &mut self,
+        reload_at: Option<Instant>,
+        unmatched_at: Option<Instant>,
+    ) -> Wake {
         tokio::select! {
             ready = changed(&self.changes) => Wake::Changed(ready),
             () = at(reload_at) => Wake::RulesFileSettled,
+            () = at(unmatched_at) => Wake::Unmatched,
             () = self.service.watchdog_due() => Wake::Watchdog,
             () = self.metrics.liveness.asked() => Wake::Liveness,
             request = self.shutdown.next() => Wake::Request(request),

@@ -143,6 +143,36 @@ pub fn parse_file(path: &Path, text: &str, defaults: Defaults) -> Result<Vec<Rul
     Ok(rules)
 }
 
+/// serde's "unknown field `maxmemory`, expected one of `name`, …" (every key: over 400
+/// characters) in words a person reads at a glance: the key, and the known one nearest to it.
+fn unknown_key(message: &str) -> Option<String> {
+    let (key, rest) = message.strip_prefix("unknown field `")?.split_once('`')?;
+    let nearest = quoted(rest)
+        .map(|known| (strsim::jaro_winkler(key, known), known))
+        .filter(|(likeness, _)| *likeness >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let every = "every key is in the man page's RULES FILE section (memory-monitor --manual)";
+    Some(match nearest {
+        Some((_, known)) => format!("unknown key '{key}': did you mean '{known}'? ({every})"),
+        None => format!("unknown key '{key}' ({every})"),
+    })
+}
+
+/// The names serde quotes in `text` (`name`, `prefix`, …).
+fn quoted(text: &str) -> impl Iterator<Item = &str> {
+    text.split('`').skip(1).step_by(2)
+}
+
+/// Every key a rule may have, as the reader knows them: serde names them all when it meets a
+/// key it does not know.
+#[cfg(test)]
+pub(crate) fn keys() -> Vec<String> {
+    let error = toml::from_str::<RawFile>("[[rule]]\n\"?\" = 0\n").expect_err("no key is '?'");
+    let message = error.message().to_string();
+    let (_, known) = message.split_once("expected one of").expect("the keys");
+    quoted(known).map(str::to_string).collect()
+}
+
 /// A rules file being read, for errors that point into it.
 struct FileText<'a> {
     path: &'a Path,
@@ -176,6 +206,7 @@ impl FileText<'_> {
             .map(|(key, _)| key.trim().trim_matches('"').to_string())
             .filter(|key| !key.is_empty() && !key.contains([' ', '[']));
         let message = error.message().trim().replace('\n', " ");
+        let message = unknown_key(&message).unwrap_or(message);
         self.error(span, key.as_deref(), message)
     }
 
@@ -288,6 +319,10 @@ impl FileText<'_> {
                 ),
                 None => None,
             },
+            decimal_unit: raw
+                .max_memory
+                .as_ref()
+                .and_then(|value| units::decimal_unit(&value.get_ref().text())),
         };
         spec.build(defaults).map_err(|error| {
             // At the key it is about, or at the rule.
@@ -343,6 +378,7 @@ impl RawRule {
             "exclude-user" => self.exclude_user.as_ref().map(Spanned::span),
             "name" => text(&self.name),
             "max-memory" => scalar(&self.max_memory),
+            "signal" => scalar(&self.signal),
             "repeat" => scalar(&self.repeat),
             "exec" => text(&self.exec),
             "exec-timeout" => scalar(&self.exec_timeout),

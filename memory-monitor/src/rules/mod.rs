@@ -17,6 +17,7 @@
 //!
 //! Every key is the name of the command-line option that means the same.
 
+pub mod caution;
 mod exclude;
 mod facts;
 mod file;
@@ -39,6 +40,8 @@ use crate::users::UserName;
 
 pub use exclude::Exclude;
 pub(crate) use facts::{Facts, read_uid};
+#[cfg(test)]
+pub(crate) use file::keys as file_keys;
 pub use file::{load_file, parse_file};
 pub use memory_monitor_ebpf::MAX_RULES;
 pub use spec::{Repeat, RuleSpec, SpecError};
@@ -199,6 +202,9 @@ pub struct Rule {
     pub profile: Option<ProfileSettings>,
     /// What counts toward the limit.
     pub count: Count,
+    /// Values it holds that are seldom what was meant (see [`caution`]): said at start and by
+    /// `--check-config`, not refused.
+    pub cautions: Vec<String>,
 }
 
 impl Rule {
@@ -220,6 +226,7 @@ impl Rule {
             exec: None,
             profile: None,
             count: Count::Rss,
+            cautions: Vec::new(),
         }
     }
 }

@@ -75,6 +75,9 @@ pub struct RuleSpec {
     pub profile_at: Option<u32>,
     /// `count`.
     pub count: Option<Count>,
+    /// The decimal unit `max-memory` was written with (`MB`), which is read as binary: said
+    /// as a caution (see [`crate::units::decimal_unit`]).
+    pub decimal_unit: Option<String>,
 }
 
 /// Why a spec makes no rule.
@@ -180,6 +183,15 @@ impl RuleSpec {
                 why: "resolves to 0 bytes on this machine".to_string(),
             });
         }
+        let signal = self.signal.unwrap_or(Signal::TERM);
+        if signal.stops() {
+            return Err(SpecError::Invalid {
+                setting: "signal",
+                why: format!(
+                    "{signal} stops the process, which keeps all its memory: choose one that ends it (TERM, INT, KILL) or one the program handles"
+                ),
+            });
+        }
         let repeat = match self.repeat {
             Some(Repeat::Every(period)) => Some(period),
             Some(Repeat::Never) => None,
@@ -243,6 +255,7 @@ impl RuleSpec {
                 why: format!("leaves out uid {uid}, which the rule selects by user"),
             });
         }
+        let cautions = super::caution::of(limit, self.decimal_unit.as_deref(), signal, repeat);
         Ok(Rule {
             name: self.name.trim().to_string(),
             selector: Selector {
@@ -253,12 +266,13 @@ impl RuleSpec {
                 exclude,
             },
             limit,
-            signal: self.signal.unwrap_or(Signal::TERM),
+            signal,
             repeat,
             kill_after: self.kill_after,
             exec,
             profile,
             count: self.count.unwrap_or_default(),
+            cautions,
         })
     }
 }

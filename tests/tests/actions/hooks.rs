@@ -76,6 +76,46 @@ fn exec_runs_once_per_breach_with_the_breach_in_its_environment() {
 }
 
 #[test]
+fn a_dry_run_or_a_check_runs_no_hook_writes_no_profile_and_says_would_signal() {
+    let dir = std::env::temp_dir().join(unique_name("mmh-dry"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let profile_dir = dir.join("profiles").display().to_string();
+    let command = format!("touch {}/ran.$$", dir.display());
+    let name = unique_name("mmh-dry");
+    let mut target = Target::spawn(&name);
+    target.grow(48);
+    let acts = ["--profile-dir", &profile_dir, "--exec", &command];
+    let mut dry = args(&["-v", "--repeat", "150ms", "--dry-run"]);
+    dry.extend_from_slice(&acts);
+    dry.push(&name);
+    let mut monitor = Monitor::start(&dry);
+    let start = monitor.expect_log(&[r#"event="start""#]);
+    assert!(
+        start.contains("dry run: nothing is signalled or run"),
+        "{start}"
+    );
+    monitor.expect_log(&["over the limit; would signal (dry run)"]);
+    monitor.expect_log(&["still over the limit; would signal again (dry run)"]);
+    // Hooks run on threads of their own: give one time to show itself, in checks.
+    monitor.expect_more("checked", 10);
+    let (status, log) = memory_monitor_tests::run_monitor(&{
+        let mut once = args(&["--once"]);
+        once.extend_from_slice(&acts);
+        once.push(&name);
+        once
+    });
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(monitor.stop().success());
+    assert!(files_starting(&dir, "ran.").is_empty(), "a hook ran");
+    assert!(
+        files_starting(&dir.join("profiles"), "").is_empty(),
+        "a profile was written"
+    );
+    assert!(target.signals().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_stuck_hook_is_killed_and_holds_up_no_signal() {
     let name = unique_name("mmh-hang");
     let mut first = Target::spawn(&name);

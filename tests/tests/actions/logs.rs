@@ -17,17 +17,8 @@ fn every_json_line_is_an_object_naming_its_event() {
     let mut monitor = Monitor::start(&usr1_over_32m("poll", &["--log-format", "json", &name]));
     assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
     monitor.expect_log(&[r#""event":"breach""#]);
-    let log = {
-        let mut monitor = monitor;
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(monitor.pid(), libc::SIGTERM) };
-        assert!(monitor.wait().success());
-        monitor.log_text()
-    };
-    let events: Vec<Value> = log
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect();
+    let log = stopped_log(monitor);
+    let events = json_events(&log);
     for event in &events {
         for field in ["timestamp", "level", "message", "event"] {
             assert!(event.get(field).is_some(), "no {field} in {event}");
@@ -136,6 +127,88 @@ fn logfmt(line: &str) -> Vec<(String, String)> {
     pairs
 }
 
+/// The README's row of the field table for `event`.
+fn readme_row(event: &str) -> String {
+    let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let text = std::fs::read_to_string(readme).unwrap();
+    let head = format!("| `{event}` |");
+    text.lines()
+        .find(|line| line.starts_with(&head))
+        .unwrap_or_else(|| panic!("no {head} row in the README"))
+        .to_string()
+}
+
+/// Everything `monitor` logged, once stopped by SIGTERM (it must exit 0).
+fn stopped_log(mut monitor: Monitor) -> String {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(monitor.pid(), libc::SIGTERM) };
+    assert!(monitor.wait().success());
+    monitor.log_text()
+}
+
+/// The lines of a JSON log, each with its event.
+fn json_events(log: &str) -> Vec<Value> {
+    log.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+#[test]
+fn start_and_stop_lines_carry_only_documented_fields_and_no_counters_by_default() {
+    let name = unique_name("mml-ss");
+    let _target = Target::spawn(&name);
+    for (mode, verbose) in [("poll", false), ("poll", true), ("auto", false)] {
+        let mut args = vec!["--log-format", "json", "--mode", mode, "-m", "1G", &name];
+        if verbose {
+            args.push("-v");
+        }
+        let mut monitor = Monitor::start(&args);
+        monitor.expect_log(&[r#""event":"start""#]);
+        let log = stopped_log(monitor);
+        let events = json_events(&log);
+        for kind in ["start", "stop"] {
+            let line = events
+                .iter()
+                .find(|e| e["event"] == kind)
+                .unwrap_or_else(|| panic!("no {kind}: {log}"));
+            let row = readme_row(kind);
+            for (field, _) in line.as_object().unwrap() {
+                if ["timestamp", "level", "message", "event", "target"].contains(&field.as_str()) {
+                    continue;
+                }
+                assert!(
+                    row.contains(&format!("`{field}`")),
+                    "{kind}'s {field} is not in {row}"
+                );
+            }
+        }
+        let stop = events.iter().find(|e| e["event"] == "stop").unwrap();
+        assert_eq!(stop.get("allocations").is_some(), verbose, "{stop}");
+        let start = events.iter().find(|e| e["event"] == "start").unwrap();
+        assert_eq!(start["matched"], 1, "{start}");
+    }
+}
+
+#[test]
+fn with_several_rules_the_start_line_has_no_empty_limit_or_action() {
+    let rules = memory_monitor_tests::RulesFile::new(
+        "mml-two",
+        "[[rule]]\nname = \"a\"\nprefix = \"mml-a-none\"\nmax-memory = \"1G\"\n\n[[rule]]\nname = \"b\"\nprefix = \"mml-b-none\"\nmax-memory = \"2G\"\n",
+    );
+    let mut monitor = Monitor::start(&["--mode", "poll", "--config", rules.path()]);
+    let start = monitor.expect_log(&[r#"event="start""#]);
+    assert!(
+        !start.contains("limit=") && !start.contains("action="),
+        "{start}"
+    );
+    let rule = monitor.expect_log(&[r#"event="rule""#, "rule=b "]);
+    assert!(
+        rule.contains("2.0GiB") && rule.contains("matched=0"),
+        "{rule}"
+    );
+    assert!(monitor.stop().success());
+}
+
 #[test]
 fn a_name_that_looks_like_fields_stays_one_value_in_text_lines() {
     // A name made to forge fields: a PID of 1, and a field of its own.
@@ -162,7 +235,8 @@ fn a_name_that_looks_like_fields_stays_one_value_in_text_lines() {
     assert_eq!(values("pid"), [pid.as_str()], "{breach}");
     assert_eq!(values("name"), [name.as_str()], "{breach}");
     assert!(values("r").is_empty(), "{breach}");
-    assert_eq!(values("result"), ["sent"], "{breach}");
+    // A check signals nothing.
+    assert_eq!(values("result"), ["not sent (dry run)"], "{breach}");
 }
 
 /// Runs one `--once` check of `name` with stderr into a file; `journal` says whether
@@ -205,7 +279,7 @@ fn text_to_the_journal_carries_each_line_priority_and_no_timestamp() {
         "info, message first:\n{log}"
     );
     assert!(
-        breach.is_some_and(|l| l.starts_with("<4>over the limit ")),
+        breach.is_some_and(|l| l.starts_with("<4>over the limit")),
         "warning, message first:\n{log}"
     );
     assert!(
@@ -217,7 +291,7 @@ fn text_to_the_journal_carries_each_line_priority_and_no_timestamp() {
     let log = once_into_file(&name, false);
     let breach = log.lines().find(|l| l.contains(r#"event="breach""#));
     assert!(
-        breach.is_some_and(|l| !l.starts_with('<') && l.contains(" WARN over the limit ")),
+        breach.is_some_and(|l| !l.starts_with('<') && l.contains(" WARN over the limit")),
         "{log}"
     );
 }

@@ -205,15 +205,7 @@ fn skipped_processes_are_a_level_not_counted_again_each_cycle() {
 fn a_port_in_use_is_a_clear_error_at_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
-    let (status, log) = memory_monitor_tests::run_monitor(&[
-        "--mode",
-        "poll",
-        "-m",
-        "1G",
-        "--metrics-addr",
-        &address,
-        "some-name",
-    ]);
+    let (status, log) = memory_monitor_tests::run_monitor(&serving_at(&address, "some-name"));
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(
         log.contains(&format!("cannot serve metrics on {address}")) && log.contains("in use"),
@@ -286,4 +278,35 @@ fn every_rule_has_its_own_series_and_profile_writes_are_counted() {
     assert!(valid, "promtool: {said}\n{text}");
     assert!(monitor.stop().success());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn root_serves_metrics_on_a_privileged_port() {
+    // A port under 1024 that nothing listens on now.
+    let port = (900..1000)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port under 1024");
+    let address = format!("127.0.0.1:{port}");
+    let name = unique_name("mmm-priv");
+    let mut monitor = Monitor::start(&serving_at(&address, &name));
+    // Bound before the monitor dropped CAP_NET_BIND_SERVICE.
+    assert_eq!(served_at(&mut monitor), address, "{}", monitor.log_text());
+    let (status, body) = get(&address, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("memory_monitor_"), "{body}");
+    assert!(monitor.stop().success());
+}
+
+/// A poll-mode monitor of `name` at 1G, serving metrics at `address`.
+fn serving_at<'a>(address: &'a str, name: &'a str) -> [&'a str; 7] {
+    [
+        "--mode",
+        "poll",
+        "-m",
+        "1G",
+        "--metrics-addr",
+        address,
+        name,
+    ]
 }

@@ -165,20 +165,28 @@ fn a_cgroup_limit_rewritten_later_is_followed() {
 
 #[test]
 #[ignore = "needs root"]
-fn a_rules_cgroup_made_later_or_made_again_selects_its_processes() {
+fn a_cgroup_made_later_or_made_again_selects_its_processes_from_a_file_or_the_command_line() {
     let root = v2_mount().expect("a cgroup v2 hierarchy");
-    for mode in ["poll", "ebpf"] {
+    for (mode, from_file) in [
+        ("poll", true),
+        ("ebpf", true),
+        ("poll", false),
+        ("ebpf", false),
+    ] {
         let name = unique_name("mmc-ag");
         let path = format!("/{name}");
-        // A rules file may name a cgroup that does not exist yet (the command line may not).
+        // A cgroup that does not exist yet is waited for, wherever the rule comes from.
         let rules = RulesFile::new(
             "mmc-ag",
             &format!(
                 "[[rule]]\ncgroup = \"{path}\"\nmax-memory = \"32M\"\nsignal = \"USR1\"\nrepeat = \"never\"\n"
             ),
         );
-        let mut monitor = Monitor::start_rules(mode, rules.path(), &[]);
-        monitor.expect_log(&["cgroup_missing", &path]);
+        let mut monitor = match from_file {
+            true => Monitor::start_rules(mode, rules.path(), &[]),
+            false => start(mode, &["-m", "32M", "--cgroup", &path]),
+        };
+        monitor.expect_log(&["cgroup_missing", &path, "waited for"]);
 
         // Made after the monitor started (a service started): watched without a reload.
         let cgroup = Cgroup::create(root, &name);

@@ -1,6 +1,6 @@
 //! The command line: bad input exits 2 with one line naming what is wrong; help teaches.
 
-use memory_monitor_tests::run_monitor;
+use memory_monitor_tests::{Monitor, Target, run_monitor, unique_name};
 
 #[test]
 fn bad_input_exits_2_with_one_line_naming_it() {
@@ -39,9 +39,14 @@ fn bad_input_exits_2_with_one_line_naming_it() {
         (&["-m", "90% of disk", "x"], "90% of disk"),
         (&["-m", "0% of cgroup", "x"], "0% of cgroup"),
         (
-            &["-m", "1", "--cgroup", "/no-such-cgroup-here"],
-            "no such cgroup",
+            &["-m", "1", "--dryrun", "x"],
+            "a similar argument exists: '--dry-run'",
         ),
+        (&["-m", "500", "my-app", "extra"], "only one NAME"),
+        (&["-m", "1", "--repeat=-1s", "x"], "'-1s' is negative"),
+        (&["-m", "1", "--repeat", "-1s", "x"], "'-1s' is negative"),
+        (&["-m", "1", "-s", "STOP", "x"], "keeps all its memory"),
+        (&["-m", "1", "-s", "TSTP", "x"], "keeps all its memory"),
         (&["-m", "1", "--cgroup", "/a/../b"], "not a cgroup path"),
         (&["-m", "1", "--metrics-addr", "nowhere", "x"], "nowhere"),
         (&["-m", "1", "--metrics-addr", ":99999", "x"], ":99999"),
@@ -89,6 +94,109 @@ fn bad_input_exits_2_with_one_line_naming_it() {
             "{args:?}: {:?} should name {fragment:?}",
             lines[0]
         );
+        // Every usage error says where to learn more.
+        assert!(
+            lines[0].ends_with("; see 'memory-monitor --help'"),
+            "{args:?}: {:?}",
+            lines[0]
+        );
+    }
+}
+
+/// Runs the monitor to completion with `args`: exit status, stdout and stderr.
+fn run_output(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = std::process::Command::new(memory_monitor_tests::bin("memory-monitor"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn list_needs_no_limit() {
+    let name = unique_name("mmcli-ls");
+    let target = Target::spawn(&name);
+    let (status, out, err) = run_output(&["--list", &name]);
+    assert_eq!(status, Some(0), "{err}");
+    assert!(out.contains(&target.pid().to_string()), "{out}");
+}
+
+#[test]
+fn check_config_says_doubtful_values_and_still_exits_0() {
+    let (status, out, err) = run_output(&[
+        "--check-config",
+        "-m",
+        "500MB",
+        "-s",
+        "KILL",
+        "-i",
+        "1ms",
+        "--mode",
+        "poll",
+        "x",
+    ]);
+    assert_eq!(status, Some(0), "{err}");
+    for said in [
+        "'MB' is read as binary",
+        "SIGKILL again every 1ms",
+        "--interval 1ms",
+    ] {
+        assert!(out.contains(said), "{said}: {out}");
+    }
+    // And at start, as warnings.
+    let name = unique_name("mmcli-cau");
+    let (status, _, err) = run_output(&[
+        "--once", "-m", "0.0001", "--mode", "poll", "-i", "1ms", &name,
+    ]);
+    assert_eq!(status, Some(0), "{err}");
+    assert!(
+        err.contains(r#"event="caution""#) && err.contains("105B"),
+        "{err}"
+    );
+    assert!(err.contains("--interval 1ms"), "{err}");
+}
+
+#[test]
+fn the_manual_is_there_without_an_installed_page() {
+    // Not a terminal: the page's source, for `man -l -`.
+    let (status, page, err) = run_output(&["--manual"]);
+    assert_eq!(status, Some(0), "{err}");
+    for section in [
+        ".SH \"RULES FILE\"",
+        ".SH \"EXIT STATUS\"",
+        "exclude\\-cgroup",
+        "max\\-memory",
+    ] {
+        assert!(page.contains(section), "the manual lacks {section}");
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_second_monitor_with_the_same_rules_is_noticed_and_named() {
+    let name = unique_name("mmcli-2m");
+    let args = ["--mode", "poll", "-v", "-m", "1G", &name];
+    let mut first = Monitor::start(&args);
+    first.expect_log(&["checked"]);
+    let mut second = Monitor::start(&args);
+    let line = second.expect_log(&[r#"event="other_monitor""#]);
+    assert!(line.contains(&format!("PID {}", first.pid())), "{line}");
+    // The first was alone when it started, and other rules are another lock.
+    let mut other = Monitor::start(&["--mode", "poll", "-v", "-m", "2G", &name]);
+    other.expect_log(&["checked"]);
+    assert_eq!(first.count(&["other_monitor"]), 0, "{}", first.log_text());
+    assert_eq!(other.count(&["other_monitor"]), 0, "{}", other.log_text());
+    // A dry run may run beside it, unnamed.
+    let mut dry = Monitor::start(&["--mode", "poll", "-v", "-m", "1G", "--dry-run", &name]);
+    dry.expect_log(&["checked"]);
+    assert_eq!(dry.count(&["other_monitor"]), 0, "{}", dry.log_text());
+    for monitor in [first, second, other, dry] {
+        assert!(monitor.stop().success());
     }
 }
 
@@ -148,4 +256,34 @@ fn help_teaches_and_exits_0() {
     }
     let (status, _) = run_monitor(&["--version"]);
     assert!(status.success());
+}
+
+#[test]
+fn the_readme_command_line_section_has_every_flag_of_help() {
+    let (_, help, _) = run_output(&["--help"]);
+    let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(readme).unwrap();
+    let section = readme
+        .split("\n## Command line\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README's command-line section");
+    // Each flag as --help lists it: a line of its own, indented at most six spaces.
+    let flags = help
+        .lines()
+        .filter(|line| {
+            let flag = line.trim_start();
+            flag.starts_with('-') && line.len() - flag.len() <= 6
+        })
+        .filter_map(|line| line.split([' ', ',']).find(|w| w.starts_with("--")))
+        .map(|word| word.trim_end_matches('.').to_string());
+    let mut checked = 0;
+    for flag in flags {
+        assert!(
+            section.contains(&format!("`{flag}")) || section.contains(&format!(", {flag}")),
+            "the README's command line lacks {flag}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 35, "{checked} flags read from --help");
 }

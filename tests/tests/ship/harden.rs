@@ -109,8 +109,14 @@ fn the_default_oom_score_is_applied_or_its_refusal_said() {
             println!(
                 "this process lacks CAP_SYS_RESOURCE: the monitor must say it cannot lower its score"
             );
-            let line = monitor.expect_log(&["cannot set the OOM score adjustment to -900"]);
+            // What is missing, and what it costs.
+            let line = monitor.expect_log(&["OOM score adjustment left at", "not -900"]);
             assert!(line.contains("event=\"harden\""), "{line}");
+            assert!(line.contains("needs CAP_SYS_RESOURCE"), "{line}");
+            assert!(
+                line.contains("the OOM killer may take the monitor"),
+                "{line}"
+            );
         }
     }
     assert!(wait_until(|| monitor.count(&["checked"]) > 0));

@@ -116,16 +116,20 @@ fn targets_exiting_at_any_moment_do_not_disturb_the_monitor() {
         !log.contains("ERROR"),
         "no error for vanished processes:\n{log}"
     );
+    // (Polling every 10ms is cautioned about, on purpose here; the targets come after the
+    // start, which says the rule selects nothing yet.)
     assert!(
-        !log.lines()
-            .any(|l| l.contains("WARN") && !l.contains("over the limit")),
+        !log.lines().any(|l| l.contains("WARN")
+            && !l.contains("over the limit")
+            && !l.contains(r#"event="caution""#)
+            && !l.contains(r#"event="no_match""#)),
         "no warning but breaches:\n{log}"
     );
     assert!(monitor.stop().success(), "still running and stops cleanly");
 }
 
 #[test]
-fn once_exits_1_when_something_is_over_and_0_when_not() {
+fn once_exits_1_when_something_is_over_and_0_when_not_and_never_signals() {
     let name = unique_name("mmp-on");
     let mut target = Target::spawn(&name);
     target.grow(8);
@@ -135,7 +139,20 @@ fn once_exits_1_when_something_is_over_and_0_when_not() {
     target.grow(40);
     let (status, log) = run_monitor(&["-m", "32", "--once", "-s", "USR1", &name]);
     assert_eq!(status.code(), Some(1), "{log}");
-    assert!(target.wait_signal(USR1), "--once still signals");
+    let pid = format!("pid={}", target.pid());
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&pid) && l.contains("would signal (dry run)")),
+        "{log}"
+    );
+    // Even the default SIGTERM: a check kills nothing.
+    let (status, log) = run_monitor(&["-m", "32", "--once", &name]);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(r#"action="none: --once only checks""#),
+        "{log}"
+    );
+    assert!(target.signals().is_empty(), "--once signalled:\n{log}");
     let (status, log) = run_monitor(&["-m", "32", "--once", &unique_name("mmp-none")]);
     assert_eq!(status.code(), Some(0), "nothing matching: {log}");
 }
@@ -149,6 +166,39 @@ fn dry_run_sends_nothing() {
     monitor.expect_log(&["over the limit", r#"result="not sent (dry run)""#]);
     monitor.expect_more("checked", 5);
     assert!(target.signals().is_empty());
+    assert!(monitor.stop().success());
+}
+
+#[test]
+fn a_rule_that_selects_nothing_is_said_at_start_and_once_more_later() {
+    // A name mistyped: the start line counts no process, and a warning says so.
+    let typo = unique_name("mmp-nm");
+    let mut monitor = Monitor::start(&poll_args("100", &[&typo]));
+    let start = monitor.expect_log(&[r#"event="start""#]);
+    assert!(start.contains("matched=0"), "{start}");
+    monitor.expect_log(&[r#"event="no_match""#, "selects no process now", &typo]);
+    // 30 intervals (3 s at 100ms) later, once more; then never again, whatever the cycles.
+    monitor.expect_log(&[r#"event="no_match""#, "3s after start"]);
+    monitor.expect_more("checked", 40);
+    assert_eq!(
+        monitor.count(&[r#"event="no_match""#]),
+        2,
+        "{}",
+        monitor.log_text()
+    );
+    assert!(monitor.stop().success());
+
+    // A rule that selects a process counts it, and says nothing more.
+    let name = unique_name("mmp-m1");
+    let _target = Target::spawn(&name);
+    let mut monitor = Monitor::start(&poll_args("100", &[&name]));
+    let start = monitor.expect_log(&[r#"event="start""#]);
+    assert!(
+        start.contains("matched=1") && start.contains("(1 process now)"),
+        "{start}"
+    );
+    monitor.expect_more("checked", 5);
+    assert_eq!(monitor.count(&["no_match"]), 0, "{}", monitor.log_text());
     assert!(monitor.stop().success());
 }
 
@@ -185,7 +235,7 @@ fn names_longer_than_comm_match_on_the_command_line() {
     target.grow(48);
     let (status, log) = run_monitor(&["-m", "32", "--once", "-s", "USR1", &long]);
     assert_eq!(status.code(), Some(1), "{log}");
-    assert!(target.wait_signal(USR1));
+    assert!(log.contains(&format!("pid={}", target.pid())), "{log}");
     let (status, log) = run_monitor(&["-m", "32", "--once", &format!("{long}-other")]);
     assert_eq!(status.code(), Some(0), "{log}");
 }
