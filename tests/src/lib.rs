@@ -329,6 +329,12 @@ impl Target {
         parse_rss(&self.command(&format!("memfd {mib}"), "ok"))
     }
 
+    /// Maps the first page of the file `path` `n` times, each a mapping of its own holding
+    /// that page; returns the RSS reported after.
+    pub fn map_file(&mut self, n: usize, path: &Path) -> u64 {
+        parse_rss(&self.command(&format!("mapfile {n} {}", path.display()), "ok"))
+    }
+
     /// Fills `mib` MiB of page cache charged to the target's cgroup (clean, reclaimable).
     pub fn cache(&mut self, mib: usize) {
         self.command(&format!("cache {mib}"), "ok");

@@ -261,3 +261,90 @@ fn in_ebpf_mode_the_profile_names_the_code_that_grew_the_process() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// The most the monitor's resident memory may reach while it profiles a process, whatever
+/// that process maps: the DaemonSet's 128 MiB limit holds it with room.
+const PROFILING_BUDGET: u64 = 64 << 20;
+
+/// A file at a path of about 3.8 KiB (15 directories of 250 characters), under `dir`.
+fn long_path_file(dir: &std::path::Path) -> PathBuf {
+    let mut path = dir.to_owned();
+    for _ in 0..15 {
+        path.push("d".repeat(250));
+    }
+    std::fs::create_dir_all(&path).unwrap();
+    path.push("f");
+    std::fs::write(&path, [1u8; 4096]).unwrap();
+    path
+}
+
+/// The peak of a process's resident memory since it was last reset (`VmHWM`), in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib << 10
+}
+
+/// The attack: a process with 65,000 mappings of one 3.8 KiB path (a `smaps` of ~300 MB) goes
+/// over its limit. It is signalled and profiled, its long path cut and said to be, while the
+/// monitor's peak RSS, from just before the breach, stays within [`PROFILING_BUDGET`].
+#[test]
+fn a_process_with_very_many_long_mappings_is_profiled_within_the_monitor_budget() {
+    let dir = empty_dir("many-mappings");
+    let files = std::env::temp_dir().join(unique_name("mm-long"));
+    let long = long_path_file(&files);
+    let name = unique_name("mmp-many");
+    let mut target = Target::spawn(&name);
+    let dir_arg = dir.display().to_string();
+    let mut monitor = Monitor::start(&[
+        "--mode",
+        "poll",
+        "-i",
+        "100ms",
+        "-m",
+        "320M",
+        "-s",
+        "USR1",
+        "--repeat",
+        "never",
+        "--profile-dir",
+        &dir_arg,
+        &name,
+    ]);
+    monitor.expect_log(&["watching"]);
+    // 65,000 pages of the file held through as many mappings: 254 MiB, under the limit.
+    target.map_file(65_000, &long);
+    // The peak counts from here (5 resets it).
+    std::fs::write(format!("/proc/{}/clear_refs", monitor.pid()), "5").unwrap();
+    target.start_growing(96);
+    assert!(target.wait_signal(USR1), "{}", monitor.log_text());
+    monitor.expect_log(&["profile written", &format!("pid={}", target.pid())]);
+    let peak = peak_rss(monitor.pid());
+    println!("the monitor's peak RSS while profiling: {} MiB", peak >> 20);
+    let profiles = files_in(&dir, ".pb.gz");
+    assert_eq!(profiles.len(), 1, "{profiles:?}");
+    let top = top_entry(&profiles[0]);
+    assert!(top.contains(&"d".repeat(200)), "top entry: {top}");
+    // The profile's comments are among its strings.
+    let raw = std::process::Command::new("gzip")
+        .arg("-dc")
+        .arg(&profiles[0])
+        .output()
+        .unwrap()
+        .stdout;
+    let note = b"65000 mappings' paths cut to 256 bytes";
+    assert!(
+        raw.windows(note.len()).any(|w| w == note),
+        "no note of the cut paths"
+    );
+    assert!(monitor.stop().success());
+    assert!(
+        peak <= PROFILING_BUDGET,
+        "the monitor's RSS reached {} MiB profiling the process (budget {} MiB)",
+        peak >> 20,
+        PROFILING_BUDGET >> 20
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&files).unwrap();
+}
