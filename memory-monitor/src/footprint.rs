@@ -76,14 +76,16 @@ pub fn trim() {
     }
 }
 
-/// Each watched process holds two descriptors (pidfd and statm): raises the open-files limit
-/// so that `max_processes` can be watched — the hard limit too when privileged (it may be
+/// Each watched process holds two descriptors (pidfd and statm), and each connection to the
+/// metrics server one: raises the open-files limit so that `max_processes` can be watched
+/// while the server holds its most connections — the hard limit too when privileged (it may be
 /// lower than that), else up to the hard limit.
 pub fn reserve_descriptors(max_processes: usize) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     // Remembered before raising: the commands the monitor runs get the original.
     crate::limits::at_start();
-    let wanted = (2 * max_processes as u64).saturating_add(64);
+    let spare = 64 + crate::metrics::MAX_CONNECTIONS as u64;
+    let wanted = (2 * max_processes as u64).saturating_add(spare);
     let limit = getrlimit(Resource::Nofile);
     if limit.current.is_none_or(|soft| soft >= wanted) {
         return;
