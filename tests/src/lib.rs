@@ -235,7 +235,12 @@ impl Target {
 
     /// Starts a target named `name`, letting `setup` adjust the command (e.g. another user).
     pub fn spawn_with(name: &str, setup: impl FnOnce(&mut Command)) -> Target {
-        let mut command = Command::new(link_to(bin("mm-target"), name));
+        Target::spawn_from(&bin("mm-target"), name, setup)
+    }
+
+    /// [`Target::spawn_with`], running `program` (a copy of `mm-target` somewhere else).
+    pub fn spawn_from(program: &Path, name: &str, setup: impl FnOnce(&mut Command)) -> Target {
+        let mut command = Command::new(link_to(program, name));
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

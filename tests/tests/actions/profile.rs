@@ -262,6 +262,123 @@ fn in_ebpf_mode_the_profile_names_the_code_that_grew_the_process() {
     }
 }
 
+/// Mounts a tmpfs on `dir` (in this process's mount namespace), unmounted when dropped.
+struct Tmpfs(std::ffi::CString);
+
+impl Tmpfs {
+    fn on(dir: &std::path::Path) -> Tmpfs {
+        let dir = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        // SAFETY: NUL-terminated strings; a fresh tmpfs on a directory of the test's.
+        let mounted = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                dir.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(mounted, 0, "{}", std::io::Error::last_os_error());
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // SAFETY: unmounting what `on` mounted.
+        unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// A FIFO at `path`, as the watched user can make one.
+fn fifo_at(path: &std::path::Path) {
+    let path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o666) }, 0);
+}
+
+/// The attack on the symbolizer: the watched process's binary is, in the monitor's mount
+/// namespace, a FIFO at the same path (the process runs in a mount namespace of its own, as in
+/// a container), and its perf map is a FIFO too. Opened as before (blocking, in the monitor's
+/// namespace), either held the profiler for good. Both breaches are signalled and profiled,
+/// and the growth stacks are named from the process's own binary, through its own root.
+#[test]
+#[ignore = "needs root"]
+fn fifos_in_place_of_a_process_files_hold_up_no_profile() {
+    let base = std::env::temp_dir().join(unique_name("mmp-fifo"));
+    let bin_dir = base.join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let program = bin_dir.join("mm-target-copy");
+    std::fs::copy(memory_monitor_tests::bin("mm-target"), &program).unwrap();
+    let dir = empty_dir("fifos");
+    let name = unique_name("mmp-fifo");
+    let mut target = Target::spawn_from(&program, &name, |command| {
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: between fork and exec: system calls only.
+        unsafe {
+            command.pre_exec(|| {
+                let private = libc::MS_REC | libc::MS_PRIVATE;
+                let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                    && libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        private,
+                        std::ptr::null(),
+                    ) == 0;
+                match ok {
+                    true => Ok(()),
+                    false => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+    });
+    // In the monitor's namespace only: the binary's path is now a FIFO.
+    let hidden = Tmpfs::on(&bin_dir);
+    fifo_at(&program);
+    let perf_map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", target.pid()));
+    let _ = std::fs::remove_file(&perf_map);
+    fifo_at(&perf_map);
+    target.grow(16);
+    let dir_arg = dir.display().to_string();
+    let mut monitor = Monitor::start(&[
+        "--mode",
+        "ebpf",
+        "-m",
+        "64M",
+        "-s",
+        "USR1",
+        "--repeat",
+        "never",
+        "--profile-dir",
+        &dir_arg,
+        "-v",
+        &name,
+    ]);
+    monitor.expect_log(&["watching", "mode=ebpf"]);
+    monitor.expect_log(&["checked"]);
+    let pid = format!("pid={}", target.pid());
+    for breach in 1..=2 {
+        target.grow(64);
+        let signalled = target.wait_signals(USR1, breach);
+        assert!(signalled, "breach {breach}: {}", monitor.log_text());
+        monitor.expect_count(&["profile written", &pid], breach);
+        target.shrink(64);
+    }
+    let files = files_in(&dir, ".pb.gz");
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in &files {
+        let top = pprof_top(file, "growth");
+        assert!(top.contains("touch_every_page"), "growth profile:\n{top}");
+    }
+    assert!(monitor.stop().success());
+    drop(target);
+    std::fs::remove_file(&perf_map).unwrap();
+    drop(hidden);
+    std::fs::remove_dir_all(&base).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The most the monitor's resident memory may reach while it profiles a process, whatever
 /// that process maps: the DaemonSet's 128 MiB limit holds it with room.
 const PROFILING_BUDGET: u64 = 64 << 20;
