@@ -176,6 +176,66 @@ fn profiles_are_put_over_http() {
     assert!(monitor.stop().success());
 }
 
+/// The attack on secrets in URLs: credentials and a token in an HTTP destination are in no
+/// log line (start, profile, failure) and not in `--check-config`'s output; a token kept in
+/// the token file reaches the server as a bearer token.
+#[test]
+fn secrets_of_a_destination_url_are_never_logged_and_a_token_file_is_sent() {
+    let server = PutServer::start();
+    let name = unique_name("mmp-secret");
+    let mut target = Target::spawn(&name);
+    target.grow_memfd(48);
+    let url = server.url().replace("http://", "http://user:p4ss@") + "/profiles";
+    let token = std::env::temp_dir().join(unique_name("mmp-token"));
+    std::fs::write(&token, "t0ken\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}/p?token=s3cret", closed.local_addr().unwrap());
+    drop(closed);
+    let mut logs = String::new();
+    for (destination, pid) in [(&url, target.pid()), (&dead, 0)] {
+        let check = Monitor::start_with(
+            &args(
+                "poll",
+                &["--profile-to", destination, "--check-config", &name],
+            ),
+            released,
+        )
+        .log_text();
+        logs += &check;
+        let mut monitor = Monitor::start_with(
+            &args("poll", &["--profile-to", destination, &name]),
+            |command| {
+                released(command);
+                command.env("MEMORY_MONITOR_PROFILE_TOKEN_FILE", &token);
+            },
+        );
+        match pid {
+            0 => {
+                let mut other = Target::spawn(&format!("{name}d"));
+                other.grow(48);
+                let pid = format!("pid={}", other.pid());
+                monitor.expect_log(&["profile not written", &pid]);
+            }
+            pid => {
+                monitor.expect_log(&["profile written", &format!("pid={pid}")]);
+            }
+        }
+        logs += &monitor.log_text();
+        assert!(monitor.stop().success());
+    }
+    for secret in ["p4ss", "s3cret"] {
+        assert!(!logs.contains(secret), "{secret} in:\n{logs}");
+    }
+    assert!(logs.contains("user:") || logs.contains("***@"), "{logs}");
+    let authorizations = server.authorizations();
+    assert!(!authorizations.is_empty());
+    for authorization in authorizations {
+        assert_eq!(authorization.as_deref(), Some("Bearer t0ken"));
+    }
+    std::fs::remove_file(&token).unwrap();
+}
+
 #[test]
 fn profiles_go_to_s3_and_a_stopped_server_is_a_logged_failure() {
     let mut server = S3Server::start();
