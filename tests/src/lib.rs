@@ -641,6 +641,26 @@ pub fn usr1_over_32m<'a>(mode: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// A field of a `/proc/.../status` (or `smaps`) text: what follows `name:`, trimmed.
+pub fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
+}
+
+/// A capability set (`CapEff`, `CapBnd`, …) of a `/proc/.../status` text.
+pub fn capability_set(status: &str, set: &str) -> u64 {
+    u64::from_str_radix(status_field(status, set), 16).unwrap()
+}
+
+/// A `N kB` field of a `/proc/.../status` or `smaps` text, in bytes.
+pub fn kib_field(text: &str, name: &str) -> u64 {
+    let kib = status_field(text, name).trim_end_matches(" kB");
+    kib.parse::<u64>().unwrap() << 10
+}
+
 /// The BPF map named `name` that process `pid` holds open, opened by its ID.
 pub fn bpf_map_of(pid: i32, name: &str) -> aya::maps::MapData {
     let id = bpf_objects_of(pid)

@@ -3,7 +3,9 @@
 
 use std::os::unix::process::CommandExt as _;
 
-use memory_monitor_tests::{Monitor, Target, unique_name, wait_until};
+use memory_monitor_tests::{
+    Monitor, Target, capability_set, unique_name, usr1_over_32m, wait_until,
+};
 
 const USR1: i32 = libc::SIGUSR1;
 
@@ -311,15 +313,6 @@ fn what_a_failing_hook_says_is_one_escaped_field_of_one_log_line() {
     }
 }
 
-/// A capability set of a `/proc/.../status` text.
-fn capability_set(status: &str, set: &str) -> u64 {
-    let hex = status
-        .lines()
-        .find_map(|line| line.strip_prefix(set)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {set} in {status}"));
-    u64::from_str_radix(hex.trim(), 16).unwrap()
-}
-
 /// A hook and a `cmd:` writer run by a root monitor in eBPF mode (which keeps `CAP_KILL`,
 /// `CAP_SYS_PTRACE`, `CAP_DAC_READ_SEARCH` for itself) hold no capability at all, not even in
 /// their bounding sets: with those three, a process could open another root process's memory.
@@ -340,21 +333,10 @@ fn what_the_monitor_runs_holds_no_capability() {
     let mut target = Target::spawn(&name);
     target.grow(48);
     let hook = save(&hook_out);
-    let mut monitor = Monitor::start(&[
-        "--mode",
+    let mut monitor = Monitor::start(&usr1_over_32m(
         "ebpf",
-        "-m",
-        "32M",
-        "-s",
-        "USR1",
-        "--repeat",
-        "never",
-        "--exec",
-        &hook,
-        "--profile-to",
-        &writer,
-        &name,
-    ]);
+        &["--exec", &hook, "--profile-to", &writer, &name],
+    ));
     assert!(target.wait_signal(USR1), "{}", monitor.log_text());
     for out in [&hook_out, &writer_out] {
         assert!(wait_until(|| out.exists()), "{}", monitor.log_text());

@@ -113,8 +113,9 @@ fn metrics_count_what_the_monitor_does_and_promtool_accepts_them(mode: &str) {
     assert!(monitor.stop().success());
 }
 
-#[test]
-fn idle_and_slow_clients_do_not_hold_up_a_scrape_and_reloads_are_counted_from_zero() {
+/// A monitor in poll mode watching `name` (over 1G) with metrics on a port of loopback's,
+/// and that port's address.
+fn serving(name: &str) -> (Monitor, String) {
     let mut monitor = Monitor::start(&[
         "--mode",
         "poll",
@@ -122,9 +123,15 @@ fn idle_and_slow_clients_do_not_hold_up_a_scrape_and_reloads_are_counted_from_ze
         "1G",
         "--metrics-addr",
         "127.0.0.1:0",
-        &unique_name("mmm-idle"),
+        name,
     ]);
     let address = served_at(&mut monitor);
+    (monitor, address)
+}
+
+#[test]
+fn idle_and_slow_clients_do_not_hold_up_a_scrape_and_reloads_are_counted_from_zero() {
+    let (monitor, address) = serving(&unique_name("mmm-idle"));
     // Clients that connect and never send a request...
     let idle: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(&address).unwrap())
@@ -169,16 +176,7 @@ fn idle_and_slow_clients_do_not_hold_up_a_scrape_and_reloads_are_counted_from_ze
 /// loop, within the probe's one-second timeout, and so are scrapes.
 #[test]
 fn healthz_answers_within_a_second_while_64_idle_connections_are_held() {
-    let mut monitor = Monitor::start(&[
-        "--mode",
-        "poll",
-        "-m",
-        "1G",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        &unique_name("mmm-held"),
-    ]);
-    let address = served_at(&mut monitor);
+    let (monitor, address) = serving(&unique_name("mmm-held"));
     let mut held: Vec<TcpStream> = (0..64)
         .map(|_| TcpStream::connect(&address).unwrap())
         .collect();

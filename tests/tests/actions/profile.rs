@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use memory_monitor_tests::servers::{PutServer, S3Server};
 use memory_monitor_tests::shipped::released;
 use memory_monitor_tests::{
-    Monitor, Target, files_in, pprof_top, pprof_top_entry as top_entry, unique_name,
+    Monitor, Target, files_in, kib_field, pprof_top, pprof_top_entry as top_entry, unique_name,
 };
 
 const USR1: i32 = libc::SIGUSR1;
@@ -276,6 +276,31 @@ fn profiles_go_to_s3_and_a_stopped_server_is_a_logged_failure() {
     assert!(monitor.stop().success());
 }
 
+/// The monitor in eBPF mode, attached as `attach` says, over 64 MiB (SIGUSR1, once), with
+/// profiles in `dir`, for processes named `name`: attached, and told by its first look at
+/// /proc to follow them.
+fn growth_monitor(attach: &str, dir: &str, name: &str) -> Monitor {
+    let mut monitor = Monitor::start(&[
+        "--mode",
+        "ebpf",
+        "--attach",
+        attach,
+        "-m",
+        "64M",
+        "-s",
+        "USR1",
+        "--repeat",
+        "never",
+        "--profile-dir",
+        dir,
+        "-v",
+        name,
+    ]);
+    monitor.expect_log(&["watching", "mode=ebpf"]);
+    monitor.expect_log(&["checked"]);
+    monitor
+}
+
 #[test]
 #[ignore = "needs root"]
 fn in_ebpf_mode_the_profile_names_the_code_that_grew_the_process() {
@@ -285,25 +310,7 @@ fn in_ebpf_mode_the_profile_names_the_code_that_grew_the_process() {
         let mut target = Target::spawn(&name);
         target.grow(16);
         let dir_arg = dir.display().to_string();
-        let mut monitor = Monitor::start(&[
-            "--mode",
-            "ebpf",
-            "--attach",
-            attach,
-            "-m",
-            "64M",
-            "-s",
-            "USR1",
-            "--repeat",
-            "never",
-            "--profile-dir",
-            &dir_arg,
-            "-v",
-            &name,
-        ]);
-        // Attached, and told by the first look at /proc to follow the target.
-        monitor.expect_log(&["watching", "mode=ebpf"]);
-        monitor.expect_log(&["checked"]);
+        let mut monitor = growth_monitor(attach, &dir_arg, &name);
         // Through --profile-at (80 %: 51.2 MiB) and the limit, in mm-target's page toucher.
         target.grow(64);
         assert!(target.wait_signal(USR1), "{attach}: {}", monitor.log_text());
@@ -401,22 +408,7 @@ fn fifos_in_place_of_a_process_files_hold_up_no_profile() {
     fifo_at(&perf_map);
     target.grow(16);
     let dir_arg = dir.display().to_string();
-    let mut monitor = Monitor::start(&[
-        "--mode",
-        "ebpf",
-        "-m",
-        "64M",
-        "-s",
-        "USR1",
-        "--repeat",
-        "never",
-        "--profile-dir",
-        &dir_arg,
-        "-v",
-        &name,
-    ]);
-    monitor.expect_log(&["watching", "mode=ebpf"]);
-    monitor.expect_log(&["checked"]);
+    let mut monitor = growth_monitor("tracepoint", &dir_arg, &name);
     let pid = format!("pid={}", target.pid());
     for breach in 1..=2 {
         target.grow(64);
@@ -458,9 +450,7 @@ fn long_path_file(dir: &std::path::Path) -> PathBuf {
 /// The peak of a process's resident memory since it was last reset (`VmHWM`), in bytes.
 fn peak_rss(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib << 10
+    kib_field(&status, "VmHWM")
 }
 
 /// The attack: a process with 65,000 mappings of one 3.8 KiB path (a `smaps` of ~300 MB) goes

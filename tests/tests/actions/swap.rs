@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy};
-use memory_monitor_tests::{Monitor, RulesFile, Target, unique_name};
+use memory_monitor_tests::{Monitor, RulesFile, Target, kib_field, unique_name};
 
 const USR1: i32 = libc::SIGUSR1;
 
@@ -67,9 +67,7 @@ fn limited(mib: u64) -> Cgroup {
 /// The swap a process has (`VmSwap`), in bytes.
 fn swap_of(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmSwap:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib << 10
+    kib_field(&status, "VmSwap")
 }
 
 #[test]
@@ -133,9 +131,7 @@ fn own_swap_at(start: usize) -> u64 {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
     let header = format!("{start:x}-");
     let block = smaps.split_once(&header).expect("the mapping").1;
-    let line = block.lines().find(|l| l.starts_with("Swap:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib << 10
+    kib_field(block, "Swap")
 }
 
 /// The attack on a host with swap: a private copy in a read-only file mapping (as the dynamic

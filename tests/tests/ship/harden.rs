@@ -5,7 +5,9 @@
 
 use std::os::unix::process::CommandExt as _;
 
-use memory_monitor_tests::{Monitor, Target, unique_name, wait_until};
+use memory_monitor_tests::{
+    Monitor, Target, capability_set as capabilities, status_field as field, unique_name, wait_until,
+};
 
 /// CAP_DAC_READ_SEARCH (2), CAP_KILL (5), CAP_IPC_LOCK (14), CAP_SYS_PTRACE (19).
 const KEPT: u64 = (1 << 2) | (1 << 5) | (1 << 14) | (1 << 19);
@@ -13,19 +15,6 @@ const KEPT: u64 = (1 << 2) | (1 << 5) | (1 << 14) | (1 << 19);
 /// CAP_SETPCAP (8): kept permitted, never effective, for the commands the monitor runs to
 /// empty their bounding sets with.
 const SETPCAP: u64 = 1 << 8;
-
-/// A field of a `/proc/.../status` text.
-fn field<'a>(status: &'a str, name: &str) -> &'a str {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("no {name} in {status}"))
-}
-
-fn capabilities(status: &str, set: &str) -> u64 {
-    u64::from_str_radix(field(status, set), 16).unwrap()
-}
 
 #[test]
 #[ignore = "needs root"]
