@@ -975,8 +975,10 @@ pub fn exec(ctx: TracePointContext) -> u32 {
         }
         (Some(watch), verdict::NO) => forget(tgid, &watch),
         (None, verdict::YES) => watch_new(&ctx, tgid, &new_watch(index, WATCH_BY_NAME)),
-        // Only userspace can tell.
-        (_, verdict::ASK) => {}
+        // Only userspace can tell. Until it has, the new program (a setuid one, say) is not
+        // signalled by the kernel on the old program's decision (`--kernel-signal`).
+        (Some(watch), verdict::ASK) => watch_new(&ctx, tgid, &Watch { signal: 0, ..watch }),
+        (None, verdict::ASK) => {}
         _ => return 0,
     }
     emit(event_kind::EXEC, tgid, 0);

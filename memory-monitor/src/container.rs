@@ -10,6 +10,12 @@
 //!   slice names for nesting);
 //! - cgroupfs driver: `/kubepods/burstable/pod<uid>/<id>`, `/docker/<id>`, `…/crio-<id>`.
 //!
+//! Only cgroups where the runtimes put them count: a container right under its pod under the
+//! kubelet's root (`kubepods`), or right under the root's `docker`, `system.slice` (Docker) or
+//! `machine.slice` (Podman). A user given a subtree of their own (`user@UID.service`, systemd
+//! in a container) can name a cgroup in it after anyone's container, so names elsewhere, and
+//! any below a container's own cgroup, are not taken for one.
+//!
 //! Read once per process, when it is admitted (or looked at again after a move), into
 //! fixed-size records: judging and logging it later allocate nothing.
 
@@ -48,18 +54,55 @@ impl Identity {
         identity
     }
 
-    /// Reads them from a cgroup path: the innermost component naming a container, and the
-    /// innermost naming a pod.
+    /// Reads them from a cgroup path, where the runtimes put their cgroups (see above). A path
+    /// that starts with `..` (a cgroup outside the monitor's own cgroup namespace, as a pod
+    /// sees other pods') is read from the first component after the dots, which may also be a
+    /// pod's or its QoS class's, under the kubelet's root.
     pub fn from_path(path: &[u8]) -> Identity {
-        let mut identity = Identity::default();
-        for part in path.split(|&b| b == b'/') {
-            if let Some(pod) = pod_uid(part) {
-                identity.pod = pod;
-            } else if let Some(id) = container_id(part) {
-                identity.container = id;
-            }
+        let mut components = path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .peekable();
+        let relative = components.peek() == Some(&&b".."[..]);
+        let mut parts = [&b""[..]; 4];
+        for (part, component) in parts.iter_mut().zip(components.skip_while(|c| *c == b"..")) {
+            *part = component;
         }
-        identity
+        match parts[0] {
+            b"kubepods.slice" | b"kubepods" => Identity::in_pods(&parts[1..]),
+            b"docker" | b"system.slice" | b"machine.slice" => Identity {
+                container: container_id(parts[1]).unwrap_or_default(),
+                pod: Text::default(),
+            },
+            _ if relative => Identity::in_pods(&parts),
+            _ => Identity::default(),
+        }
+    }
+
+    /// Reads them from the components under the kubelet's root: a QoS class (absent for a
+    /// guaranteed pod), the pod, its container.
+    fn in_pods(parts: &[&[u8]]) -> Identity {
+        let class = |part: &[u8]| {
+            matches!(part, b"besteffort" | b"burstable")
+                || matches!(
+                    part,
+                    b"kubepods-besteffort.slice" | b"kubepods-burstable.slice"
+                )
+        };
+        let parts = match parts.first() {
+            Some(first) if class(first) => &parts[1..],
+            _ => parts,
+        };
+        let Some(pod) = parts.first().and_then(|part| pod_uid(part)) else {
+            return Identity::default();
+        };
+        Identity {
+            container: parts
+                .get(1)
+                .and_then(|part| container_id(part))
+                .unwrap_or_default(),
+            pod,
+        }
     }
 
     /// The container runtime's ID of its container.
@@ -248,6 +291,35 @@ mod tests {
         }
         // Upper case is no ID: runtimes write lower-case hex.
         assert_eq!(of(&format!("/docker/{}", ID.to_uppercase())), (None, None));
+    }
+
+    #[test]
+    fn names_outside_the_runtimes_roots_or_below_a_container_are_no_container() {
+        let other = format!("cri-containerd-{ID}.scope");
+        let pod = format!("kubepods-pod{}.slice", UID.replace('-', "_"));
+        // A user's delegated subtree, named after someone else's container and pod.
+        for spoof in [
+            format!("/user.slice/user-1000.slice/user@1000.service/app.slice/{other}"),
+            format!("/user.slice/user-1000.slice/user@1000.service/{pod}/{other}"),
+            format!("/user.slice/user-1000.slice/user@1000.service/kubepods/pod{UID}/{ID}"),
+            format!("/system.slice/app.service/docker/{ID}"),
+        ] {
+            assert_eq!(of(&spoof), (None, None), "{spoof}");
+        }
+        // A container's own subtree (systemd inside it): the container is its own, not the
+        // one it names below itself.
+        let mine = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let mine_uid = "00000000-1111-4222-8333-444444444444";
+        let nested = format!(
+            "/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{mine}.scope/{pod}/{other}",
+            mine_uid.replace('-', "_")
+        );
+        assert_eq!(
+            of(&nested),
+            (Some(mine.to_owned()), Some(mine_uid.to_owned()))
+        );
+        let nested = format!("/docker/{mine}/docker/{ID}");
+        assert_eq!(of(&nested), (Some(mine.to_owned()), None));
     }
 
     #[test]

@@ -62,24 +62,30 @@ pub fn release_free_heap() {
 /// Returns start-up's memory to the kernel. Call once the steady loop is about to start.
 pub fn trim() {
     release_free_heap();
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+    let Ok(smaps) = std::fs::File::open("/proc/self/smaps") else {
         return;
     };
-    for (start, end) in clean_file_mappings(&smaps) {
-        // SAFETY: a private, read-only mapping of a file holding no page of its own: dropping
-        // its pages loses nothing, the next access reads them again from the page cache.
+    let Ok(clean) = clean_file_mappings(std::io::BufReader::new(smaps)) else {
+        return;
+    };
+    for (start, end) in clean {
+        // SAFETY: a private, read-only mapping of a file whose every page is the file's own
+        // (none private, none swapped out): dropping them loses nothing, the next access reads
+        // them again from the page cache.
         unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }
 
-/// Each watched process holds two descriptors (pidfd and statm): raises the open-files limit
-/// so that `max_processes` can be watched — the hard limit too when privileged (it may be
+/// Each watched process holds two descriptors (pidfd and statm), and each connection to the
+/// metrics server one: raises the open-files limit so that `max_processes` can be watched
+/// while the server holds its most connections — the hard limit too when privileged (it may be
 /// lower than that), else up to the hard limit.
 pub fn reserve_descriptors(max_processes: usize) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     // Remembered before raising: the commands the monitor runs get the original.
     crate::limits::at_start();
-    let wanted = (2 * max_processes as u64).saturating_add(64);
+    let spare = 64 + crate::metrics::MAX_CONNECTIONS as u64;
+    let wanted = (2 * max_processes as u64).saturating_add(spare);
     let limit = getrlimit(Resource::Nofile);
     if limit.current.is_none_or(|soft| soft >= wanted) {
         return;
@@ -101,73 +107,63 @@ pub fn reserve_descriptors(max_processes: usize) {
     }
 }
 
-/// The private, read-only file mappings in a `/proc/self/smaps` text that hold only file
-/// pages. A read-only mapping can hold private copies all the same: the dynamic linker writes
-/// relocations into RELRO pages before making them read-only, and those must stay.
-fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
+/// The private, read-only file mappings in a `/proc/self/smaps` text that hold only clean
+/// file pages. A read-only mapping can hold private copies all the same: the dynamic linker
+/// writes relocations into RELRO pages before making them read-only, and those must stay,
+/// resident (`Anonymous`) or swapped out (`Swap`: read again from the file, it would come back
+/// without its relocations). A block that does not say both is kept.
+fn clean_file_mappings(smaps: impl std::io::BufRead) -> std::io::Result<Vec<(usize, usize)>> {
     let mut clean = Vec::new();
-    let mut current = None;
-    for line in smaps.lines() {
-        if let Some(kib) = line.strip_prefix("Anonymous:") {
-            let copied = kib.trim().trim_end_matches(" kB").trim() != "0";
-            if let (Some(range), false) = (current.take(), copied) {
-                clean.push(range);
-            }
-        } else if let Some(header) = mapping_line(line) {
-            current = clean_file_mapping(header);
+    crate::profile::mapping::for_each_block(smaps, |block| {
+        let private_pages = block.anon.zip(block.swap).map(|(anon, swap)| anon + swap);
+        let read_only_private = block.perms.first() == Some(&b'r')
+            && block.perms.get(1) == Some(&b'-')
+            && block.perms.last() == Some(&b'p');
+        if private_pages == Some(0)
+            && read_only_private
+            && block.path.starts_with(b"/")
+            && block.end > block.start
+        {
+            clean.push((block.start as usize, block.end as usize));
         }
-    }
-    clean
-}
-
-/// A mapping's header line (`start-end perms offset dev inode [path]`), if `line` is one.
-fn mapping_line(line: &str) -> Option<&str> {
-    let range = line.split_whitespace().next()?;
-    let (start, end) = range.split_once('-')?;
-    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex(start) && hex(end)).then_some(line)
-}
-
-/// The range of a mapping header that maps a file privately and read-only (code and constants
-/// of the binary and its libraries); none for anything else.
-fn clean_file_mapping(line: &str) -> Option<(usize, usize)> {
-    let mut fields = line.split_whitespace();
-    let range = fields.next()?;
-    let perms = fields.next()?;
-    let path = fields.nth(3)?;
-    if !perms.starts_with('r') || perms.as_bytes().get(1) != Some(&b'-') || !perms.ends_with('p') {
-        return None;
-    }
-    if !path.starts_with('/') {
-        return None;
-    }
-    let (start, end) = range.split_once('-')?;
-    let start = usize::from_str_radix(start, 16).ok()?;
-    let end = usize::from_str_radix(end, 16).ok()?;
-    (end > start).then_some((start, end))
+    })?;
+    Ok(clean)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn clean(smaps: &str) -> Vec<(usize, usize)> {
+        clean_file_mappings(smaps.as_bytes()).unwrap()
+    }
+
     #[test]
-    fn mappings_holding_private_copies_are_kept() {
+    fn mappings_holding_private_copies_resident_or_swapped_out_are_kept() {
         let smaps = "\
 55d0c0000000-55d0c0200000 r-xp 00001000 fd:01 1234 /usr/bin/memory-monitor
 Size:               2048 kB
 Rss:                1024 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 7f0000000000-7f0000004000 r--p 001d5000 fd:01 99 /usr/lib/libc.so.6
 Size:                 16 kB
 Anonymous:            16 kB
+Swap:                  0 kB
 7f0000004000-7f0000006000 rw-p 001d9000 fd:01 99 /usr/lib/libc.so.6
 Anonymous:             8 kB
+Swap:                  0 kB
 7f0000006000-7f0000008000 r--p 00000000 fd:01 98 /usr/lib/ld.so
+Anonymous:             0 kB
+Swap:                  0 kB
+7f0000008000-7f000000a000 r--p 00002000 fd:01 98 /usr/lib/ld.so
+Anonymous:             0 kB
+Swap:                  8 kB
+7f000000a000-7f000000c000 r--p 00004000 fd:01 98 /usr/lib/ld.so
 Anonymous:             0 kB
 ";
         assert_eq!(
-            clean_file_mappings(smaps),
+            clean(smaps),
             [
                 (0x55d0_c000_0000, 0x55d0_c020_0000),
                 (0x7f00_0000_6000, 0x7f00_0000_8000)
@@ -177,13 +173,11 @@ Anonymous:             0 kB
 
     #[test]
     fn only_private_read_only_file_mappings_are_trimmed() {
+        let block = |header: &str| format!("{header}\nAnonymous: 0 kB\nSwap: 0 kB\n");
         let code = "55d0c0000000-55d0c0200000 r-xp 00001000 fd:01 1234 /usr/bin/memory-monitor";
-        assert_eq!(
-            clean_file_mapping(code),
-            Some((0x55d0_c000_0000, 0x55d0_c020_0000))
-        );
+        assert_eq!(clean(&block(code)), [(0x55d0_c000_0000, 0x55d0_c020_0000)]);
         let constants = "7f0000000000-7f0000001000 r--p 00000000 fd:01 99 /usr/lib/libc.so.6";
-        assert!(clean_file_mapping(constants).is_some());
+        assert_eq!(clean(&block(constants)).len(), 1);
         for kept in [
             "7f0000001000-7f0000002000 rw-p 00001000 fd:01 99 /usr/lib/libc.so.6",
             "7f0000002000-7f0000003000 r--s 00000000 00:0e 7 anon_inode:bpf-map",
@@ -193,7 +187,7 @@ Anonymous:             0 kB
             "55d0c1000000-55d0c1021000 rw-p 00000000 00:00 0 [heap]",
             "7f0000005000-7f0000006000 ---p 00000000 00:00 0",
         ] {
-            assert_eq!(clean_file_mapping(kept), None, "{kept}");
+            assert_eq!(clean(&block(kept)), [], "{kept}");
         }
     }
 }

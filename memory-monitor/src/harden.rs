@@ -35,6 +35,11 @@ pub fn kept_capabilities() -> CapabilitySet {
 /// bounding set now holds no more than what is kept: reducing it needs `CAP_SETPCAP`, which a
 /// service manager may withhold (then [`forbid_new_privileges`] is what keeps an exec from
 /// gaining the rest back).
+///
+/// `CAP_SETPCAP`, when held, stays in the permitted set only, never effective: it is what lets
+/// a command the monitor runs empty its own bounding set ([`drop_every_capability`]) before
+/// its exec. Held that way it gives the monitor nothing: under `no_new_privs` no exec gains
+/// what the permitted set lacks, and what else it allows only takes capabilities away.
 pub fn drop_capabilities(also: CapabilitySet) -> io::Result<bool> {
     use rustix::thread::{capability_is_in_bounding_set, remove_capability_from_bounding_set};
     let current = rustix::thread::capabilities(None)?;
@@ -52,11 +57,31 @@ pub fn drop_capabilities(also: CapabilitySet) -> io::Result<bool> {
         None,
         CapabilitySets {
             effective: keep,
-            permitted: keep,
+            permitted: keep | (current.permitted & CapabilitySet::SETPCAP),
             inheritable: CapabilitySet::empty(),
         },
     )?;
     Ok(bounded)
+}
+
+/// Empties every capability set of the calling process, the bounding set too where
+/// `CAP_SETPCAP` is permitted: for a command the monitor runs, between fork and exec, so that
+/// it holds nothing of the monitor's (`no_new_privs` then keeps its exec from gaining
+/// anything back). System calls only; nothing allocated.
+pub fn drop_every_capability() -> io::Result<()> {
+    use rustix::thread::{clear_ambient_capability_set, remove_capability_from_bounding_set};
+    let only = |set: CapabilitySet| CapabilitySets {
+        effective: set,
+        permitted: set,
+        inheritable: CapabilitySet::empty(),
+    };
+    if rustix::thread::set_capabilities(None, only(CapabilitySet::SETPCAP)).is_ok() {
+        for capability in CapabilitySet::all().iter() {
+            let _ = remove_capability_from_bounding_set(capability);
+        }
+    }
+    let _ = clear_ambient_capability_set();
+    rustix::thread::set_capabilities(None, only(CapabilitySet::empty())).map_err(Into::into)
 }
 
 /// Sets `no_new_privs`: from now on no exec by the monitor or by anything it starts (hooks,

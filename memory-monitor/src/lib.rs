@@ -63,6 +63,7 @@ mod source;
 #[cfg(test)]
 mod testing;
 mod timer;
+mod trust;
 pub mod units;
 mod users;
 mod watch;

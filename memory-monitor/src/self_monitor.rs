@@ -110,13 +110,14 @@ impl SelfMonitor {
         let bytes = match allocation_profile() {
             Some(bytes) => bytes,
             None => match profile::capture(pid) {
-                Ok(regions) => {
-                    let about = format!(
+                Ok(mappings) => {
+                    let mut about = vec![format!(
                         "memory-monitor self profile of {name} (pid {pid}): rss {} over the limit {}",
                         Bytes(rss),
                         Bytes(self.limit)
-                    );
-                    profile::encode(&regions, &[], &[about], time)
+                    )];
+                    about.extend(mappings.notes());
+                    profile::encode(&mappings.regions, &[], &about, time)
                 }
                 Err(error) => {
                     tracing::warn!(

@@ -19,7 +19,8 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// event per line): standard output is discarded, and the last line of standard error is told
 /// in the error when the command fails.
 ///
-/// The command gets none of what the monitor holds for itself: its environment is `PATH` (the
+/// The command gets none of what the monitor holds for itself: no capability in any set (the
+/// bounding set emptied too, where the monitor may), its environment is `PATH` (the
 /// monitor's, or a default) and `env` only (no credentials of the monitor's, such as `AWS_*`),
 /// its OOM score adjustment is 0, and its locked-memory and open-files limits are those the
 /// monitor started with. It runs in a process group of its own, so the timeout kills its
@@ -47,7 +48,8 @@ pub fn run_shell(
     unsafe {
         shell.pre_exec(move || {
             reset_oom_score();
-            limits.restore().map_err(Into::into)
+            limits.restore()?;
+            crate::harden::drop_every_capability()
         });
     }
     let mut child = shell

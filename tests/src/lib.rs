@@ -235,7 +235,12 @@ impl Target {
 
     /// Starts a target named `name`, letting `setup` adjust the command (e.g. another user).
     pub fn spawn_with(name: &str, setup: impl FnOnce(&mut Command)) -> Target {
-        let mut command = Command::new(link_to(bin("mm-target"), name));
+        Target::spawn_from(&bin("mm-target"), name, setup)
+    }
+
+    /// [`Target::spawn_with`], running `program` (a copy of `mm-target` somewhere else).
+    pub fn spawn_from(program: &Path, name: &str, setup: impl FnOnce(&mut Command)) -> Target {
+        let mut command = Command::new(link_to(program, name));
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -327,6 +332,12 @@ impl Target {
     /// `/memfd:mm-target-block`; returns the RSS reported after.
     pub fn grow_memfd(&mut self, mib: usize) -> u64 {
         parse_rss(&self.command(&format!("memfd {mib}"), "ok"))
+    }
+
+    /// Maps the first page of the file `path` `n` times, each a mapping of its own holding
+    /// that page; returns the RSS reported after.
+    pub fn map_file(&mut self, n: usize, path: &Path) -> u64 {
+        parse_rss(&self.command(&format!("mapfile {n} {}", path.display()), "ok"))
     }
 
     /// Fills `mib` MiB of page cache charged to the target's cgroup (clean, reclaimable).
@@ -628,6 +639,26 @@ pub fn usr1_over_32m<'a>(mode: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     ];
     args.extend_from_slice(rest);
     args
+}
+
+/// A field of a `/proc/.../status` (or `smaps`) text: what follows `name:`, trimmed.
+pub fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
+}
+
+/// A capability set (`CapEff`, `CapBnd`, …) of a `/proc/.../status` text.
+pub fn capability_set(status: &str, set: &str) -> u64 {
+    u64::from_str_radix(status_field(status, set), 16).unwrap()
+}
+
+/// A `N kB` field of a `/proc/.../status` or `smaps` text, in bytes.
+pub fn kib_field(text: &str, name: &str) -> u64 {
+    let kib = status_field(text, name).trim_end_matches(" kB");
+    kib.parse::<u64>().unwrap() << 10
 }
 
 /// The BPF map named `name` that process `pid` holds open, opened by its ID.

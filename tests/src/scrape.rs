@@ -12,14 +12,15 @@ pub fn get(address: &str, path: &str) -> (String, String) {
     get_accepting(address, path, "*/*")
 }
 
-/// `GET path`, accepting `accept`.
+/// `GET path`, accepting `accept`, over a connection of its own that the server closes once
+/// it has answered (`Connection: close`).
 pub fn get_accepting(address: &str, path: &str, accept: &str) -> (String, String) {
     let mut stream = TcpStream::connect(address).expect("connect to the metrics server");
     // Bounded: a scrape that never ends fails the test instead of hanging it.
     stream.set_read_timeout(Some(patience())).unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: {accept}\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();

@@ -230,8 +230,8 @@ impl Drop for S3Server {
     }
 }
 
-/// Requests kept by a [`PutServer`]: path and body.
-type Kept = Mutex<Vec<(String, Vec<u8>)>>;
+/// Requests kept by a [`PutServer`]: path, body and `Authorization` header.
+type Kept = Mutex<Vec<(String, Vec<u8>, Option<String>)>>;
 
 /// An HTTP server on a loopback port that takes `PUT`s (201) and keeps them.
 pub struct PutServer {
@@ -262,7 +262,18 @@ impl PutServer {
 
     /// The `PUT`s received so far: path and body.
     pub fn received(&self) -> Vec<(String, Vec<u8>)> {
-        self.received.lock().expect("not poisoned").clone()
+        let kept = self.received.lock().expect("not poisoned");
+        kept.iter()
+            .map(|(path, body, _)| (path.clone(), body.clone()))
+            .collect()
+    }
+
+    /// The `Authorization` header of each `PUT` received so far.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        let kept = self.received.lock().expect("not poisoned");
+        kept.iter()
+            .map(|(_, _, authorization)| authorization.clone())
+            .collect()
     }
 }
 
@@ -301,7 +312,10 @@ fn serve(stream: TcpStream, kept: &Kept) {
         };
         let status = match method.as_str() {
             "PUT" => {
-                kept.lock().expect("not poisoned").push((path, body));
+                let authorization = header(&headers, "authorization").map(str::to_owned);
+                kept.lock()
+                    .expect("not poisoned")
+                    .push((path, body, authorization));
                 "201 Created"
             }
             "GET" | "HEAD" => "404 Not Found",

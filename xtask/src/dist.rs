@@ -156,10 +156,12 @@ fn deb(dist: &Path) -> Result<PathBuf> {
             0o644,
         )?;
     }
+    // Readable by root only: its `exec` commands and profile destinations may hold secrets
+    // (lintian warns of the mode; warnings do not fail the build).
     put(
         RULES,
         &std::fs::read(root.join("packaging/rules.toml"))?,
-        0o644,
+        0o600,
     )?;
     // A static-pie executable has no dynamic section with the prerequisites lintian looks for in
     // what it takes for a shared library.

@@ -98,11 +98,14 @@ pub fn encode(
     builder.finish(time)
 }
 
+/// How much of `smaps` is read at a time.
+const SMAPS_BUFFER: usize = 64 << 10;
+
 /// Takes the mapping profile of `pid` now: reads its `smaps` (the part that must happen while
-/// the process still holds its memory) and returns the regions.
-pub fn capture(pid: i32) -> std::io::Result<Vec<mapping::Region>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
-    Ok(mapping::parse_smaps(&text))
+/// the process still holds its memory), a buffer at a time, into bounded regions.
+pub fn capture(pid: i32) -> std::io::Result<mapping::Mappings> {
+    let smaps = std::fs::File::open(format!("/proc/{pid}/smaps"))?;
+    mapping::read_smaps(std::io::BufReader::with_capacity(SMAPS_BUFFER, smaps))
 }
 
 /// One breach to profile.
@@ -224,8 +227,8 @@ impl Profiler {
 /// the growth stacks.
 fn capture_live(
     job: &Job,
-) -> Option<std::io::Result<(Vec<mapping::Region>, Vec<growth::GrowthStack>)>> {
-    let regions = capture(job.pid);
+) -> Option<std::io::Result<(mapping::Mappings, Vec<growth::GrowthStack>)>> {
+    let mappings = capture(job.pid);
     if crate::watch::has_exited(&job.pidfd) {
         return None;
     }
@@ -234,12 +237,12 @@ fn capture_live(
         tracing::debug!(pid = job.pid, name = %job.name, "the process exited while its growth stacks were named; the profile goes without them");
         growth.clear();
     }
-    Some(regions.map(|regions| (regions, growth)))
+    Some(mappings.map(|mappings| (mappings, growth)))
 }
 
-/// The profile's comments: whose it is (with its container and pod, when it is in one) and
-/// why it was taken.
-fn about(job: &Job) -> Vec<String> {
+/// The profile's comments: whose it is (with its container and pod, when it is in one), why
+/// it was taken, and what was cut of its mappings.
+fn about(job: &Job, mappings: &mapping::Mappings) -> Vec<String> {
     let mut lines = vec![format!(
         "memory-monitor profile of {} (pid {}): rss {} over the limit {}",
         job.name,
@@ -253,6 +256,7 @@ fn about(job: &Job) -> Vec<String> {
     if let Some(uid) = job.identity.pod() {
         lines.push(format!("pod_uid: {uid}"));
     }
+    lines.extend(mappings.notes());
     lines
 }
 
@@ -262,7 +266,7 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
         let captured = capture_live(&job);
         let _ = job.captured.try_send(());
         let (pid, name, time, file) = (job.pid, job.name.as_str(), job.time, &job.file);
-        let (regions, growth) = match captured {
+        let (mappings, growth) = match captured {
             Some(Ok(captured)) => captured,
             None => {
                 counts.failed.inc();
@@ -275,8 +279,9 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
                 continue;
             }
         };
-        let about = about(&job);
-        let profile = encode(&regions, &growth, &about, time);
+        let about = about(&job, &mappings);
+        let regions = &mappings.regions;
+        let profile = encode(regions, &growth, &about, time);
         let info = ProfileInfo {
             pid,
             name,
@@ -288,7 +293,7 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
         // The flame graph first: once the profile is there, so is its picture.
         let flame = flame::file_name(file);
         let title = format!("{name} (pid {pid})");
-        let drawn = flame::svg(&regions, &growth, &title, &about.join(", "))
+        let drawn = flame::svg(regions, &growth, &title, &about.join(", "))
             .map_err(|error| -> crate::sink::WriteError { Box::new(error) })
             .and_then(|svg| write_retried(writer, &flame, &svg, &info));
         match write_retried(writer, file, &profile, &info) {
@@ -393,7 +398,7 @@ mod tests {
 
     #[test]
     fn capture_reads_this_process_map() {
-        let regions = capture(std::process::id() as i32).unwrap();
+        let regions = capture(std::process::id() as i32).unwrap().regions;
         assert!(regions.iter().any(|r| r.path == "[stack]"));
         assert!(regions.iter().map(|r| r.rss).sum::<u64>() > 0);
     }

@@ -92,12 +92,16 @@ struct RawRule {
     count: Option<Spanned<String>>,
 }
 
-/// Reads the rules in the file at `path`.
+/// Reads the rules in the file at `path`, once it is trusted: its `exec` entries run as the
+/// monitor's user, so a file someone else may change is refused (see [`crate::trust`]).
 pub fn load_file(path: &Path, defaults: Defaults) -> Result<Vec<Rule>, RulesError> {
-    let text = std::fs::read_to_string(path).map_err(|e| RulesError::Read {
+    let read = |reason: String| RulesError::Read {
         file: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let mut file = crate::trust::open_trusted_file(path).map_err(|e| read(e.to_string()))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(|e| read(e.to_string()))?;
     parse_file(path, &text, defaults)
 }
 

@@ -116,7 +116,7 @@ impl FromStr for SinkSpec {
     type Err = BadSink;
 
     fn from_str(text: &str) -> Result<SinkSpec, BadSink> {
-        let bad = || BadSink::Unknown(text.to_owned());
+        let bad = || BadSink::Unknown(redacted(text));
         if let Some(path) = text.strip_prefix("dir:") {
             return (!path.is_empty())
                 .then(|| SinkSpec::Dir(path.into()))
@@ -131,7 +131,7 @@ impl FromStr for SinkSpec {
             || text.starts_with("http://")
             || text.starts_with("https://");
         if object && !cfg!(feature = "object-store") {
-            return Err(BadSink::NotBuiltIn(text.to_owned()));
+            return Err(BadSink::NotBuiltIn(redacted(text)));
         }
         if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -159,10 +159,42 @@ impl fmt::Display for SinkSpec {
         match self {
             SinkSpec::Dir(path) => write!(f, "dir:{}", path.display()),
             SinkSpec::Command(command) => write!(f, "cmd:{command}"),
-            SinkSpec::Http(url) => f.write_str(url),
+            SinkSpec::Http(url) => f.write_str(&redacted(url)),
             SinkSpec::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
         }
     }
+}
+
+/// What of an HTTP destination URL is secret: its user information (`user:password@`) and the
+/// values of its query (`?token=…`). Never logged, nor printed by `--check-config`.
+fn secrets(url: &str) -> Vec<&str> {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let user = authority.rsplit_once('@').map(|(user, _)| user);
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    let query = query.split('#').next().unwrap_or_default();
+    let values = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').map(|(_, v)| v));
+    user.into_iter()
+        .chain(values)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// `text` with every secret of `url` (see [`secrets`]) written as `***`.
+fn scrub(text: &str, url: &str) -> String {
+    secrets(url)
+        .into_iter()
+        .fold(text.to_owned(), |text, secret| text.replace(secret, "***"))
+}
+
+/// `url` with its secrets written as `***`: how it is shown.
+fn redacted(url: &str) -> String {
+    scrub(url, url)
 }
 
 /// Opens the writer `spec` names.
@@ -214,6 +246,18 @@ mod tests {
             Ok(SinkSpec::Http("http://127.0.0.1:9/p".into()))
         );
         assert!("s3://".parse::<SinkSpec>().is_err());
+    }
+
+    #[test]
+    fn a_url_is_shown_without_its_credentials_or_query_values() {
+        let url = "https://user:p4ss@example.com:8443/up?token=s3cret&x=1#frag";
+        assert_eq!(
+            redacted(url),
+            "https://***@example.com:8443/up?token=***&x=***#frag"
+        );
+        assert_eq!(redacted("http://127.0.0.1:9/p"), "http://127.0.0.1:9/p");
+        let said = format!("error sending request for url ({url}): refused");
+        assert!(!scrub(&said, url).contains("p4ss") && !scrub(&said, url).contains("s3cret"));
     }
 
     #[cfg(not(feature = "object-store"))]

@@ -10,7 +10,13 @@ use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use tokio::runtime::Runtime;
 
-use super::{ProfileWriter, WriteError};
+use super::{ProfileWriter, WriteError, redacted, scrub};
+
+/// The environment variable naming a file whose content is sent as a bearer token with each
+/// HTTP `PUT` (`Authorization: Bearer …`): a token kept out of the URL, so out of the
+/// command line that every user can read. The file must be trusted ([`crate::trust`]) and
+/// readable by its owner only.
+pub const TOKEN_FILE_VARIABLE: &str = "MEMORY_MONITOR_PROFILE_TOKEN_FILE";
 
 /// How long one request may take; the profiler's own retries bound the rest.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,19 +31,28 @@ pub struct ObjectWriter {
     /// `Option` only so that dropping can shut it down without blocking, wherever that is.)
     runtime: Option<Runtime>,
     description: String,
+    /// The URL as given (HTTP), whose secrets are scrubbed from error messages.
+    url: String,
 }
 
 impl ObjectWriter {
-    /// `PUT`s each profile to `url` + `/` + its name.
+    /// `PUT`s each profile to `url` + `/` + its name, with the bearer token of the file
+    /// [`TOKEN_FILE_VARIABLE`] names, if it is set.
     pub fn http(url: &str) -> Result<ObjectWriter, WriteError> {
         // A plain http:// URL is a deliberate choice here, not a downgrade.
-        let options = client_options().with_allow_http(url.starts_with("http://"));
+        let mut options = client_options().with_allow_http(url.starts_with("http://"));
+        if let Some(file) = std::env::var_os(TOKEN_FILE_VARIABLE) {
+            options = options.with_default_headers(bearer(std::path::Path::new(&file))?);
+        }
         let store = HttpBuilder::new()
             .with_url(url)
             .with_client_options(options)
             .with_retry(no_retries())
-            .build()?;
-        ObjectWriter::new(Arc::new(store), "", url.to_owned())
+            .build()
+            .map_err(|error| scrub(&error.to_string(), url))?;
+        let mut writer = ObjectWriter::new(Arc::new(store), "", redacted(url))?;
+        writer.url = url.to_owned();
+        Ok(writer)
     }
 
     /// Puts each profile in `bucket` under `prefix/`. Credentials, region and endpoint come
@@ -66,8 +81,27 @@ impl ObjectWriter {
             prefix: prefix.trim_matches('/').to_owned(),
             runtime: Some(runtime),
             description,
+            url: String::new(),
         })
     }
+}
+
+/// The `Authorization` header of the token in `file`: trusted, readable by its owner only.
+fn bearer(file: &std::path::Path) -> Result<hyper::header::HeaderMap, WriteError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let mut opened = crate::trust::open_trusted_file(file)?;
+    if opened.metadata()?.mode() & 0o077 != 0 {
+        let why = "must be readable by its owner only (chmod 600)";
+        return Err(format!("{TOKEN_FILE_VARIABLE}: {}: {why}", file.display()).into());
+    }
+    let mut token = String::new();
+    opened.read_to_string(&mut token)?;
+    let mut value = hyper::header::HeaderValue::try_from(format!("Bearer {}", token.trim()))?;
+    value.set_sensitive(true);
+    let mut headers = hyper::header::HeaderMap::new();
+    headers.insert(hyper::header::AUTHORIZATION, value);
+    Ok(headers)
 }
 
 /// The environment's settings (e.g. `AWS_ALLOW_HTTP`) with a bound on each request.
@@ -95,8 +129,19 @@ impl ProfileWriter for ObjectWriter {
         };
         let payload = PutPayload::from(profile.to_vec());
         let runtime = self.runtime.as_ref().expect("present until dropped");
-        runtime.block_on(self.store.put(&key, payload))?;
-        Ok(())
+        match runtime.block_on(self.store.put(&key, payload)) {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                // The whole chain as one message, which may quote the URL.
+                let mut said = error.to_string();
+                let mut source = std::error::Error::source(&error);
+                while let Some(cause) = source {
+                    said = format!("{said}: {cause}");
+                    source = cause.source();
+                }
+                Err(scrub(&said, &self.url).into())
+            }
+        }
     }
 
     fn describe(&self) -> String {

@@ -11,6 +11,9 @@
 //!   shows by that name in `smaps`); answers `ok rss=<bytes>`
 //! - `cache N` — write N MiB to a file of its own (unlinked, kept open) and sync it: clean page
 //!   cache charged to its cgroup, which the kernel reclaims under pressure; answers `ok rss=<bytes>`
+//! - `mapfile N PATH` — map the first page of the file PATH N times, each a mapping of its own
+//!   (the file's page read through each, so each holds it), as a process with very many
+//!   mappings of one long path does; answers `ok rss=<bytes>`
 //! - `reserve N` — map N MiB without touching it, for another process to fill
 //!   (`process_vm_writev`); answers `reserved addr=<address>`
 //! - `rename NAME` — `prctl(PR_SET_NAME)` (`rename 0x<hex>` for any bytes); `thread NAME` — start a thread that names itself NAME
@@ -77,6 +80,11 @@ fn main() {
                 caches.push(cache_file(n.parse().expect("cache N")));
                 say(&format!("ok rss={}", rss()));
             }
+            (Some("mapfile"), Some(n)) => {
+                let path = words.next().expect("mapfile N PATH");
+                map_file(n.parse().expect("mapfile N"), path);
+                say(&format!("ok rss={}", rss()));
+            }
             (Some("reserve"), Some(n)) => {
                 let chunk = Chunk::untouched(n.parse::<usize>().expect("reserve N") * MIB);
                 say(&format!("reserved addr={}", chunk.ptr as usize));
@@ -129,6 +137,34 @@ fn main() {
             (Some("exit"), None) => std::process::exit(0),
             _ => say(&format!("error unknown command {line:?}")),
         }
+    }
+}
+
+/// Maps the first page of `path` `n` times, read-only and private, and reads it through each
+/// mapping. Each starts at offset 0, so no two can merge into one; they stay until exit.
+fn map_file(n: usize, path: &str) {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::File::open(path).expect("mapfile PATH");
+    for _ in 0..n {
+        // SAFETY: a fresh read-only mapping of one page of a file this process opened.
+        let page = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(
+            page,
+            libc::MAP_FAILED,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: the page was just mapped readable.
+        unsafe { page.cast::<u8>().read_volatile() };
     }
 }
 

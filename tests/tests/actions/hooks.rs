@@ -3,7 +3,9 @@
 
 use std::os::unix::process::CommandExt as _;
 
-use memory_monitor_tests::{Monitor, Target, unique_name, wait_until};
+use memory_monitor_tests::{
+    Monitor, Target, capability_set, unique_name, usr1_over_32m, wait_until,
+};
 
 const USR1: i32 = libc::SIGUSR1;
 
@@ -349,4 +351,48 @@ fn what_a_failing_hook_says_is_one_escaped_field_of_one_log_line() {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(event.get("forged").is_none(), "{line}");
     }
+}
+
+/// A hook and a `cmd:` writer run by a root monitor in eBPF mode (which keeps `CAP_KILL`,
+/// `CAP_SYS_PTRACE`, `CAP_DAC_READ_SEARCH` for itself) hold no capability at all, not even in
+/// their bounding sets: with those three, a process could open another root process's memory.
+#[test]
+#[ignore = "needs root"]
+fn what_the_monitor_runs_holds_no_capability() {
+    let name = unique_name("mmh-cap0");
+    let hook_out = std::env::temp_dir().join(format!("{name}.hook"));
+    let writer_out = std::env::temp_dir().join(format!("{name}.writer"));
+    // Written aside and renamed: the file is complete once it exists.
+    let save = |out: &std::path::Path| {
+        format!(
+            "cat /proc/self/status > {0}.tmp && mv {0}.tmp {0}",
+            out.display()
+        )
+    };
+    let writer = format!("cmd:cat > /dev/null; {}", save(&writer_out));
+    let mut target = Target::spawn(&name);
+    target.grow(48);
+    let hook = save(&hook_out);
+    let mut monitor = Monitor::start(&usr1_over_32m(
+        "ebpf",
+        &["--exec", &hook, "--profile-to", &writer, &name],
+    ));
+    assert!(target.wait_signal(USR1), "{}", monitor.log_text());
+    for out in [&hook_out, &writer_out] {
+        assert!(wait_until(|| out.exists()), "{}", monitor.log_text());
+        let status = std::fs::read_to_string(out).unwrap();
+        for set in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
+            assert_eq!(
+                capability_set(&status, set),
+                0,
+                "{set} of {}: {status}",
+                out.display()
+            );
+        }
+        std::fs::remove_file(out).unwrap();
+    }
+    // The monitor itself still holds what it signals with (CAP_KILL, 5).
+    let own = std::fs::read_to_string(format!("/proc/{}/status", monitor.pid())).unwrap();
+    assert_ne!(capability_set(&own, "CapEff") & (1 << 5), 0);
+    assert!(monitor.stop().success());
 }

@@ -2,8 +2,15 @@
 //! runtime names them (systemd driver: containerd, CRI-O, Docker; cgroupfs driver: Kubernetes
 //! and Docker), in both modes: the breach line, the hook's environment and the profile's
 //! comments carry the container ID and the pod UID.
+//!
+//! The runtimes' cgroups are made under a cgroup of the test's own, and the monitor runs in a
+//! cgroup namespace rooted there: it sees them where the runtimes put them (`/kubepods.slice`,
+//! `/docker`, …), as it would on a node. Cgroups a user could make in a subtree of their own,
+//! named after someone else's container, must name no container.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
+use std::process::Command;
 
 use memory_monitor_tests::cgroup::{Cgroup, v2_mount};
 use memory_monitor_tests::{Monitor, Target, unique_name, usr1_over_32m, wait_until};
@@ -64,6 +71,28 @@ fn layouts() -> Vec<Layout> {
     ]
 }
 
+/// Lets a command (the monitor) start in `top`, in a cgroup namespace rooted there.
+fn in_namespace_of(top: &Cgroup) -> impl FnOnce(&mut Command) {
+    let procs = top.procs();
+    move |command| {
+        // SAFETY: between fork and exec: system calls only, on a path made beforehand.
+        unsafe {
+            command.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                // "0": the writing process itself.
+                let moved = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                match moved && libc::unshare(libc::CLONE_NEWCGROUP) == 0 {
+                    true => Ok(()),
+                    false => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+    }
+}
+
 /// Makes every directory of `path` under `base` in `root` not made yet (outermost first);
 /// dropped innermost first. The first is the innermost: the container's.
 fn nested(root: &Path, base: &str, path: &str) -> Vec<Cgroup> {
@@ -111,7 +140,7 @@ fn breaches_name_the_container_and_pod_in_each_runtimes_layout() {
     let root = v2_mount().expect("a cgroup v2 hierarchy");
     for mode in ["poll", "ebpf"] {
         let top = unique_name("mmi-cg");
-        let _top = Cgroup::create(root, &top);
+        let top_cgroup = Cgroup::create(root, &top);
         let layouts = layouts();
         let mut cgroups = Vec::new();
         let prefix = unique_name("mmi");
@@ -134,10 +163,13 @@ fn breaches_name_the_container_and_pod_in_each_runtimes_layout() {
             dir.display()
         );
         let (profiles_arg, prefix_arg) = (profiles.display().to_string(), prefix.clone());
-        let mut monitor = Monitor::start(&usr1_over_32m(
-            mode,
-            &["--exec", &hook, "--profile-dir", &profiles_arg, &prefix_arg],
-        ));
+        let mut monitor = Monitor::start_with(
+            &usr1_over_32m(
+                mode,
+                &["--exec", &hook, "--profile-dir", &profiles_arg, &prefix_arg],
+            ),
+            in_namespace_of(&top_cgroup),
+        );
         monitor.expect_log(&["watching", &format!("mode={mode}")]);
         for (target, layout) in targets.iter_mut().zip(&layouts) {
             target.grow(48);
@@ -217,8 +249,74 @@ fn breaches_name_the_container_and_pod_in_each_runtimes_layout() {
         assert!(monitor.stop().success());
         drop(targets);
         drop(cgroups);
+        drop(top_cgroup);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// The attack: a user with a subtree of their own (`user@UID.service`) names cgroups in it
+/// after someone else's container and pod, and a container names one below its own after
+/// another. No breach in them is taken for the other workload's.
+#[test]
+#[ignore = "needs root"]
+fn cgroups_named_after_other_containers_outside_the_runtimes_roots_name_none() {
+    let root = v2_mount().expect("a cgroup v2 hierarchy");
+    let run = std::process::id();
+    let victim = format!("{run:08x}{:056x}", 7);
+    let victim_pod = format!("{run:08x}-0000-4000-8000-{:012x}", 7);
+    let own = format!("{run:08x}{:056x}", 8);
+    let user = "user.slice/user-1000.slice/user@1000.service";
+    let spoofs = [
+        (
+            format!("{user}/app.slice/cri-containerd-{victim}.scope"),
+            None,
+        ),
+        (
+            format!(
+                "{user}/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{victim}.scope",
+                victim_pod.replace('-', "_")
+            ),
+            None,
+        ),
+        (format!("{user}/docker/{victim}"), None),
+        // Below a container's own cgroup: it is still that container.
+        (
+            format!("system.slice/docker-{own}.scope/docker-{victim}.scope"),
+            Some(own.clone()),
+        ),
+    ];
+    let top = unique_name("mmi-spoof");
+    let top_cgroup = Cgroup::create(root, &top);
+    let prefix = unique_name("mmi-s");
+    let mut made = Vec::new();
+    let mut targets = Vec::new();
+    for (n, (path, _)) in spoofs.iter().enumerate() {
+        let cgroups = nested(root, &top, path);
+        let target = Target::spawn(&format!("{prefix}{n}"));
+        cgroups[0].add(target.pid());
+        made.push(cgroups);
+        targets.push(target);
+    }
+    let mut monitor = Monitor::start_with(
+        &usr1_over_32m("poll", &[&prefix]),
+        in_namespace_of(&top_cgroup),
+    );
+    monitor.expect_log(&["watching"]);
+    for (target, (path, container)) in targets.iter_mut().zip(&spoofs) {
+        target.grow(48);
+        assert!(target.wait_signal(USR1), "{path}: {}", monitor.log_text());
+        let line = monitor.expect_log(&["over the limit", &format!("pid={}", target.pid())]);
+        assert!(!line.contains(&victim), "{path}: {line}");
+        assert!(!line.contains("pod_uid="), "{path}: {line}");
+        match container {
+            Some(own) => assert!(line.contains(&format!("container_id=\"{own}\"")), "{line}"),
+            None => assert!(!line.contains("container_id="), "{path}: {line}"),
+        }
+    }
+    assert!(monitor.stop().success());
+    drop(targets);
+    drop(made);
+    drop(top_cgroup);
 }
 
 #[test]
@@ -226,7 +324,7 @@ fn breaches_name_the_container_and_pod_in_each_runtimes_layout() {
 fn list_shows_the_container_and_pod_of_each_process() {
     let root = v2_mount().expect("a cgroup v2 hierarchy");
     let top = unique_name("mmi-lcg");
-    let _top = Cgroup::create(root, &top);
+    let top_cgroup = Cgroup::create(root, &top);
     let layouts = layouts();
     let layout = &layouts[0];
     let made = nested(root, &top, &layout.path);
@@ -235,11 +333,12 @@ fn list_shows_the_container_and_pod_of_each_process() {
     made[0].add(inside.pid());
     let outside = Target::spawn(&format!("{prefix}o"));
     let list = |format: &str| {
-        let output = std::process::Command::new(memory_monitor_tests::bin("memory-monitor"))
+        let mut command = Command::new(memory_monitor_tests::bin("memory-monitor"));
+        command
             .args(["--list", "--log-format", format, "-m", "1G", &prefix])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run memory-monitor");
+            .stdin(std::process::Stdio::null());
+        in_namespace_of(&top_cgroup)(&mut command);
+        let output = command.output().expect("run memory-monitor");
         assert!(output.status.success(), "{output:?}");
         String::from_utf8(output.stdout).unwrap()
     };

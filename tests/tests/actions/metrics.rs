@@ -1,7 +1,7 @@
 //! `--metrics-addr`: Prometheus metrics over HTTP, scraped as Prometheus would and checked by
 //! Prometheus's own `promtool check metrics`.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -113,8 +113,9 @@ fn metrics_count_what_the_monitor_does_and_promtool_accepts_them(mode: &str) {
     assert!(monitor.stop().success());
 }
 
-#[test]
-fn idle_and_slow_clients_do_not_hold_up_a_scrape_and_reloads_are_counted_from_zero() {
+/// A monitor in poll mode watching `name` (over 1G) with metrics on a port of loopback's,
+/// and that port's address.
+fn serving(name: &str) -> (Monitor, String) {
     let mut monitor = Monitor::start(&[
         "--mode",
         "poll",
@@ -122,9 +123,15 @@ fn idle_and_slow_clients_do_not_hold_up_a_scrape_and_reloads_are_counted_from_ze
         "1G",
         "--metrics-addr",
         "127.0.0.1:0",
-        &unique_name("mmm-idle"),
+        name,
     ]);
     let address = served_at(&mut monitor);
+    (monitor, address)
+}
+
+#[test]
+fn idle_and_slow_clients_do_not_hold_up_a_scrape_and_reloads_are_counted_from_zero() {
+    let (monitor, address) = serving(&unique_name("mmm-idle"));
     // Clients that connect and never send a request...
     let idle: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(&address).unwrap())
@@ -161,6 +168,40 @@ fn idle_and_slow_clients_do_not_hold_up_a_scrape_and_reloads_are_counted_from_ze
         client.join().unwrap();
     }
     drop(idle);
+    assert!(monitor.stop().success());
+}
+
+/// The liveness probe's attack: whoever reaches the port holds 64 connections open without
+/// sending anything (and opens more as they are closed). `/healthz` is still answered, by the
+/// loop, within the probe's one-second timeout, and so are scrapes.
+#[test]
+fn healthz_answers_within_a_second_while_64_idle_connections_are_held() {
+    let (monitor, address) = serving(&unique_name("mmm-held"));
+    let mut held: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    for round in 0..3 {
+        // The kubelet's probe: a fresh connection, one second to answer.
+        let mut probe = TcpStream::connect(&address).unwrap();
+        probe
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        write!(
+            probe,
+            "GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let read = probe.read_to_string(&mut answer);
+        assert!(
+            read.is_ok() && answer.starts_with("HTTP/1.1 200 OK"),
+            "round {round}: {read:?} {answer:?}"
+        );
+        assert_eq!(get(&address, "/metrics").0, "HTTP/1.1 200 OK");
+        // The attacker opens as many again.
+        held.extend((0..64).map(|_| TcpStream::connect(&address).unwrap()));
+    }
+    drop(held);
     assert!(monitor.stop().success());
 }
 

@@ -1,3 +1,6 @@
+//! Swap and the monitor's own memory: `footprint::trim` must not drop a private copy that
+//! went to swap.
+//!
 //! `count = "rss+swap"`: a process whose pages went to swap still uses that memory. On a real
 //! swap file (made on the root file system, `swapon`ed for the test and `swapoff`ed after), two
 //! targets each in a memory cgroup limited to 24 MiB grow to 64 MiB, so most of their pages go
@@ -8,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy};
-use memory_monitor_tests::{Monitor, RulesFile, Target, unique_name};
+use memory_monitor_tests::{Monitor, RulesFile, Target, kib_field, unique_name};
 
 const USR1: i32 = libc::SIGUSR1;
 
@@ -64,9 +67,7 @@ fn limited(mib: u64) -> Cgroup {
 /// The swap a process has (`VmSwap`), in bytes.
 fn swap_of(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmSwap:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib << 10
+    kib_field(&status, "VmSwap")
 }
 
 #[test]
@@ -123,4 +124,59 @@ fn swapped_out_memory_counts_only_where_a_rule_says_so() {
         drop((r, s));
         drop((cgroup_r, cgroup_s));
     }
+}
+
+/// The swap `smaps` shows for the mapping that starts at `start` in this process, in bytes.
+fn own_swap_at(start: usize) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let header = format!("{start:x}-");
+    let block = smaps.split_once(&header).expect("the mapping").1;
+    kib_field(block, "Swap")
+}
+
+/// The attack on a host with swap: a private copy in a read-only file mapping (as the dynamic
+/// linker's relocations are), swapped out (`Anonymous: 0`, `Swap: 4 kB`), must survive the
+/// monitor's trim of its start-up pages.
+#[test]
+#[ignore = "needs root"]
+fn a_swapped_out_private_copy_survives_a_trim() {
+    use std::os::fd::AsRawFd as _;
+    let _swap = SwapFile::on(16);
+    let path = std::env::temp_dir().join(unique_name("mm-trim"));
+    std::fs::write(&path, vec![b'f'; 4096]).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    // SAFETY: a fresh private mapping of one page of a file this test owns.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(page, libc::MAP_FAILED);
+    // SAFETY: the page is mapped writable and private: the write makes a private copy, which
+    // then becomes read-only (as RELRO does) and is paged out to swap.
+    unsafe {
+        page.cast::<u8>().write_volatile(b'r');
+        assert_eq!(libc::mprotect(page, 4096, libc::PROT_READ), 0);
+        assert_eq!(libc::madvise(page, 4096, libc::MADV_PAGEOUT), 0);
+    }
+    assert_eq!(
+        own_swap_at(page as usize),
+        4096,
+        "the private copy is in swap"
+    );
+    memory_monitor::footprint::trim();
+    // SAFETY: still mapped, readable.
+    let first = unsafe { page.cast::<u8>().read_volatile() };
+    // SAFETY: unmapping what this test mapped.
+    unsafe { libc::munmap(page, 4096) };
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        first, b'r',
+        "the private copy was dropped and read again from the file"
+    );
 }

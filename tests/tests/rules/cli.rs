@@ -56,7 +56,11 @@ fn bad_input_exits_2_with_one_line_naming_it() {
             &["--config", "/no/such/rules.toml"],
             "cannot read /no/such/rules.toml",
         ),
-        (&["--config", "/dev/null"], "no [[rule]] tables"),
+        // A device is no rules file (an empty one: tests/data/bad-rules/empty.toml).
+        (
+            &["--config", "/dev/null"],
+            "a CharacterDevice, not a RegularFile",
+        ),
         (&["--config", "/dev/null", "x"], "needs --max-memory"),
         (&["--config", "/dev/null", "-s", "USR1"], "--signal shapes"),
         (

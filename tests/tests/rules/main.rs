@@ -10,3 +10,4 @@ mod files;
 mod hostile;
 mod never;
 mod select;
+mod trusted;

@@ -330,6 +330,37 @@ fn every_manifest_passes_the_kubernetes_api_schemas() {
     }
 }
 
+/// The metrics port is unauthenticated: a NetworkPolicy lets only the metrics port of the
+/// DaemonSet's pods be reached, and only from a selected source (Prometheus), not every pod.
+#[test]
+fn only_prometheus_may_reach_the_metrics_port() {
+    let documents = documents();
+    let policy = of_kind(&documents, "NetworkPolicy");
+    let daemonset = of_kind(&documents, "DaemonSet");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        daemonset["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        policy["metadata"]["namespace"],
+        daemonset["metadata"]["namespace"]
+    );
+    assert_eq!(strings(&policy["spec"]["policyTypes"]), ["Ingress"]);
+    let ingress = policy["spec"]["ingress"].as_vec().expect("ingress rules");
+    assert_eq!(ingress.len(), 1);
+    let ports = ingress[0]["ports"].as_vec().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0]["port"].as_str(), Some("metrics"));
+    let sources = ingress[0]["from"].as_vec().expect("a source, not everyone");
+    for source in sources {
+        assert!(
+            !source["namespaceSelector"]["matchLabels"].is_badvalue()
+                && !source["podSelector"]["matchLabels"].is_badvalue(),
+            "each source names a namespace and its pods: {source:?}"
+        );
+    }
+}
+
 /// The PrometheusRule's groups, as a Prometheus rule file.
 fn rule_file(documents: &[Yaml]) -> String {
     let rule = of_kind(documents, "PrometheusRule");

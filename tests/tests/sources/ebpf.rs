@@ -449,6 +449,44 @@ fn kernel_signal_is_sent_from_the_kernel_once_per_crossing() {
     }
 }
 
+/// The attack on `--kernel-signal` and exec: a watched process, under a rule only userspace
+/// can decide (it leaves a user out), execs a program (a setuid one could be anyone's) and
+/// grows over its limit before the monitor has decided about it (its userspace frozen). The
+/// kernel does not signal it on the old program's decision: the signal comes from userspace,
+/// once it has decided.
+#[test]
+#[ignore = "needs root"]
+fn after_an_exec_the_kernel_signals_nothing_until_userspace_decides() {
+    let name = unique_name("mme-kx");
+    let mut target = Target::spawn(&name);
+    let mut monitor = start(&ebpf_args(&[
+        "--kernel-signal",
+        "--exclude-user",
+        "65534",
+        &name,
+    ]));
+    monitor.expect_log(&["checked", "watched=1"]);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(monitor.pid(), libc::SIGSTOP) };
+    target.exec(&name);
+    target.grow(48);
+    // SAFETY: as above.
+    unsafe { libc::kill(monitor.pid(), libc::SIGCONT) };
+    assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
+    let line = monitor.expect_log(&["over the limit", &format!("pid={}", target.pid())]);
+    assert!(
+        line.contains("result=sent") && !line.contains("by the kernel"),
+        "{line}"
+    );
+    assert_eq!(
+        monitor.count(&["kind=kernel-signal"]),
+        0,
+        "{}",
+        monitor.log_text()
+    );
+    assert!(monitor.stop().success());
+}
+
 #[test]
 #[ignore = "needs root"]
 fn with_kernel_signal_a_breach_is_still_signalled_exactly_once() {

@@ -4,18 +4,16 @@
 //!
 //! Every series the monitor's loop updates is created when the rules are loaded and kept as a
 //! handle, so counting an event is one atomic add: no lookup, no lock, no allocation. Only a
-//! scrape allocates (the text it sends, the thread that answers it), away from the loop.
-//!
-//! Each connection is answered on a short-lived thread of its own, given a second to send its
-//! request, and only a few at once: a client that connects and sends nothing (or trickles its
-//! request) holds up no one else's scrape, and many of them cannot make the monitor start
-//! threads without end.
+//! scrape allocates (the text it sends, the server that answers it), away from the loop. The
+//! server is [`server`]'s.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod server;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use server::{MAX_CONNECTIONS, serve};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -125,17 +123,15 @@ impl Liveness {
     }
 
     /// Asks the loop and waits at most `patience` for its answer.
-    fn check(&self, patience: Duration) -> bool {
+    async fn check(&self, patience: Duration) -> bool {
         let before = self.answered.load(Ordering::Acquire);
         self.asked.notify_one();
-        let deadline = Instant::now() + patience;
-        while Instant::now() < deadline {
-            if self.answered.load(Ordering::Acquire) != before {
-                return true;
+        let answered = async {
+            while self.answered.load(Ordering::Acquire) == before {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        false
+        };
+        tokio::time::timeout(patience, answered).await.is_ok()
     }
 }
 
@@ -396,170 +392,6 @@ fn classic_text(open_metrics: &str) -> String {
     text
 }
 
-/// How many connections the server answers at once, and how long each may take to send its
-/// request.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    connections: usize,
-    request_time: Duration,
-}
-
-/// A scraper sends its request as soon as it connects, and Prometheus scrapes a target over
-/// one connection at a time; a few more leave room for a second Prometheus and a probe.
-const LIMITS: Limits = Limits {
-    connections: 8,
-    request_time: Duration::from_secs(1),
-};
-
-/// How long a scraper may take to read the answer.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A connection's thread needs little: the request's buffer and the encoder's frames.
-const CONNECTION_STACK: usize = 256 << 10;
-
-/// Serves `metrics` on `listener` from a thread of its own. The caller binds it at start-up,
-/// so a busy port is an error then, not a silent absence, and before the monitor drops the
-/// capabilities a privileged port needs.
-pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> io::Result<SocketAddr> {
-    serve_with(listener, metrics, LIMITS)
-}
-
-fn serve_with(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    limits: Limits,
-) -> io::Result<SocketAddr> {
-    let bound = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("mm-metrics".into())
-        .spawn(move || accept(&listener, &metrics, limits))?;
-    Ok(bound)
-}
-
-/// Hands each connection to a thread of its own, or refuses it when `limits.connections` are
-/// being answered already.
-fn accept(listener: &TcpListener, metrics: &Arc<Metrics>, limits: Limits) {
-    let busy = Arc::new(AtomicUsize::new(0));
-    loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                // Out of descriptors, most likely: let the connections in progress end first
-                // rather than spin.
-                tracing::debug!("metrics: cannot accept a connection: {error}");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        };
-        let Some(slot) = Slot::take(&busy, limits.connections) else {
-            refuse(stream);
-            continue;
-        };
-        let metrics = Arc::clone(metrics);
-        let spawned = std::thread::Builder::new()
-            .name("mm-metrics-conn".into())
-            .stack_size(CONNECTION_STACK)
-            .spawn(move || {
-                let _slot = slot;
-                if let Err(error) = answer(stream, &metrics, limits.request_time) {
-                    tracing::debug!("metrics request failed: {error}");
-                }
-            });
-        if let Err(error) = spawned {
-            tracing::debug!("metrics: cannot start a thread for a connection: {error}");
-        }
-    }
-}
-
-/// One of the connections answered at once; given back when dropped.
-struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    fn take(busy: &Arc<AtomicUsize>, most: usize) -> Option<Slot> {
-        busy.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < most).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| Slot(Arc::clone(busy)))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Says 503 to a connection beyond the limit, without waiting for it: a fresh socket's send
-/// buffer takes the few bytes at once, or they are dropped.
-fn refuse(stream: TcpStream) {
-    let _ = stream.set_nonblocking(true);
-    let _ = (&stream).write_all(
-        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    );
-}
-
-/// Answers one HTTP/1.x request, which must arrive whole within `request_time`: `GET /metrics`
-/// (or `/`) with the text, anything else 404.
-fn answer(mut stream: TcpStream, metrics: &Metrics, request_time: Duration) -> io::Result<()> {
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let deadline = Instant::now() + request_time;
-    let mut request = [0u8; 8192];
-    let mut len = 0;
-    while !request[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < request.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        stream.set_read_timeout(Some(left))?;
-        let read = stream.read(&mut request[len..])?;
-        if read == 0 {
-            break;
-        }
-        len += read;
-    }
-    let request = &request[..len];
-    let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
-    // Prometheus asks for OpenMetrics in its Accept header; anything else gets the older format.
-    let open_metrics = request
-        .windows(b"application/openmetrics-text".len())
-        .any(|w| w.eq_ignore_ascii_case(b"application/openmetrics-text"));
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
-    let (status, body) = match (method, path) {
-        (b"GET" | b"HEAD", b"/metrics" | b"/") => ("200 OK", metrics.encode(!open_metrics)),
-        (b"GET" | b"HEAD", b"/healthz") => match metrics.liveness.check(LIVENESS_PATIENCE) {
-            true => ("200 OK", "ok\n".to_string()),
-            false => (
-                "503 Service Unavailable",
-                format!("the monitor's loop did not answer within {LIVENESS_PATIENCE:?}\n"),
-            ),
-        },
-        (b"GET" | b"HEAD", _) => (
-            "404 Not Found",
-            "not found: try /metrics or /healthz\n".to_string(),
-        ),
-        _ => ("405 Method Not Allowed", "only GET\n".to_string()),
-    };
-    let content_type = match open_metrics {
-        true => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        false => "text/plain; version=0.0.4; charset=utf-8",
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    if method != b"HEAD" {
-        stream.write_all(body.as_bytes())?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,10 +405,22 @@ mod tests {
         RuleSet::new(vec![rule]).unwrap()
     }
 
+    /// Checks `liveness` from a runtime of its own, as the server does.
+    fn check(liveness: &Liveness, patience: Duration) -> bool {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(liveness.check(patience))
+    }
+
     #[test]
     fn liveness_is_the_loop_answering() {
         let liveness = Arc::new(Liveness::default());
-        assert!(!liveness.check(Duration::from_millis(50)), "nobody answers");
+        assert!(
+            !check(&liveness, Duration::from_millis(50)),
+            "nobody answers"
+        );
         let answering = Arc::clone(&liveness);
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -589,8 +433,11 @@ mod tests {
                 }
             });
         });
-        assert!(liveness.check(Duration::from_secs(20)), "the loop answers");
-        assert!(liveness.check(Duration::from_secs(20)), "and again");
+        assert!(
+            check(&liveness, Duration::from_secs(20)),
+            "the loop answers"
+        );
+        assert!(check(&liveness, Duration::from_secs(20)), "and again");
     }
 
     #[test]
@@ -626,41 +473,6 @@ mod tests {
             "{text}"
         );
         assert_eq!(prepared.len(), 1);
-    }
-
-    /// The first line of what the server on `address` answers to `request`.
-    fn answer_to(address: SocketAddr, request: &[u8]) -> String {
-        let mut stream = TcpStream::connect(address).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        // A refused connection may be reset before the request is written.
-        let _ = stream.write_all(request);
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response);
-        let response = String::from_utf8_lossy(&response);
-        response.lines().next().unwrap_or_default().to_string()
-    }
-
-    #[test]
-    fn connections_beyond_the_limit_are_refused_until_one_ends() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let limits = Limits {
-            connections: 1,
-            request_time: Duration::from_secs(3600),
-        };
-        let address = serve_with(listener, Metrics::new(), limits).unwrap();
-        // Accepted first, it holds the only slot while it sends nothing.
-        let held = TcpStream::connect(address).unwrap();
-        // (Nothing sent: a request left unread would make the refusal a reset.)
-        assert_eq!(answer_to(address, b""), "HTTP/1.1 503 Service Unavailable");
-        drop(held);
-        // Its thread sees the end and gives the slot back.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while answer_to(address, b"GET /metrics HTTP/1.1\r\n\r\n") != "HTTP/1.1 200 OK" {
-            assert!(Instant::now() < deadline, "the slot was never given back");
-            std::thread::sleep(Duration::from_millis(10));
-        }
     }
 
     #[test]
