@@ -58,6 +58,10 @@ pub struct Watch {
     /// Its thread group's `struct signal_struct *`, learned likewise where threads cache
     /// their changes: the list of its threads, whose caches the exact reading adds up.
     pub group: u64,
+    /// Per-CPU counters: where its counters' per-CPU parts are, learned likewise, when they
+    /// lie side by side (one `s32` per member, as the kernel allocates them from 6.7), so
+    /// that one read a CPU gets them all; 0 otherwise.
+    pub parts: u64,
     /// Growth profile: sample the stacks that grow the process from this approximate RSS on
     /// (`u64::MAX`: never).
     pub profile_from: u64,
@@ -413,7 +417,7 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Rule {}
 
-    const _: () = assert!(core::mem::size_of::<super::Watch>() == 112);
+    const _: () = assert!(core::mem::size_of::<super::Watch>() == 120);
     const _: () = assert!(core::mem::size_of::<super::Event>() == 24);
     const _: () = assert!(core::mem::size_of::<super::Rule>() == 96);
 }

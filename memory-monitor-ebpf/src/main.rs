@@ -509,8 +509,10 @@ fn update(
     if own && watch.mm != mm {
         learn_mm(watch, tgid, mm);
         watch.mm_ptr = mm_ptr();
-        if EXACT_SUM.load() == exact::SUM_THREAD_CACHES {
-            watch.group = current_signal();
+        match EXACT_SUM.load() {
+            exact::SUM_THREAD_CACHES => watch.group = current_signal(),
+            exact::SUM_CPU_PARTS => watch.parts = side_by_side_parts(watch.mm_ptr),
+            _ => {}
         }
     }
     if own && THREAD_LAG.load() != 0 {
@@ -602,8 +604,7 @@ fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
     // A constant where the loader did not set the sum up, so the verifier leaves it out.
     let sums = EXACT_SUM.load() == exact::SUM_CPU_PARTS && watch.flags & WATCH_SUMS_CPUS != 0;
     let rss = match sums {
-        true => summed_pages(watch.mm_ptr, watch.flags & WATCH_COUNT_SWAP != 0)
-            .wrapping_mul(PAGE_SIZE.load() as u64),
+        true => summed_bytes(watch),
         false => rss,
     };
     if signal_due && rss > watch.limit {
@@ -640,6 +641,7 @@ fn fresh(model: &Watch, flags: u32) -> Watch {
         mm: 0,
         mm_ptr: 0,
         group: 0,
+        parts: 0,
         // Whether swap counts, and how the margin is judged, are the rule's: kept whatever
         // else starts afresh.
         flags: flags | WATCH_ARMED | (model.flags & RULE_WATCH_FLAGS),
@@ -657,8 +659,9 @@ fn counts_toward_limit(m: usize, count_swap: bool) -> bool {
     m != member::SWAPENTS || count_swap
 }
 
-/// The exact resident pages from each member's exact sum: each clamped at 0, as the kernel
-/// clamps what it shows, and only those that count. Without a branch (a sign mask clamps, a
+/// The exact resident memory from each member's exact sum (pages, or bytes: whichever the
+/// sums are in): each clamped at 0, as the kernel clamps what it shows, and only those that
+/// count. Without a branch (a sign mask clamps, a
 /// multiplication leaves swap out): a verifier that walks every way out of a loop walks this
 /// once a way.
 #[inline(always)]
@@ -736,11 +739,47 @@ fn walk_threads(walk: &mut ThreadWalk) {
     }
 }
 
-/// The exact resident pages of the map at `mm_ptr`, on a kernel with per-CPU counters.
+/// Per-CPU counters: where the map at `mm_ptr` keeps its counters' per-CPU parts, when they
+/// lie side by side, one `s32` per member (else 0).
 #[inline(always)]
-fn summed_pages(mm_ptr: u64, count_swap: bool) -> u64 {
-    let mut sums = map_counts(mm_ptr, count_swap);
-    add_cpu_parts(mm_ptr, count_swap, &mut sums);
+fn side_by_side_parts(mm_ptr: u64) -> u64 {
+    let offsets = RSS_PARTS_OFFSETS.load();
+    let first = read_kernel::<u64>(mm_ptr + offsets[0]);
+    let mut together = first != 0;
+    for (m, &offset) in offsets.iter().enumerate().skip(1) {
+        together &= read_kernel::<u64>(mm_ptr + offset) == first + 4 * m as u64;
+    }
+    if together { first } else { 0 }
+}
+
+/// The exact RSS of `watch`'s process (bytes) on a kernel with per-CPU counters, at a change
+/// of its counters: each member's count as the RSS program last read it (it reads the member
+/// that changes at every change), plus its parts, read at one go a CPU where they lie side by
+/// side (else as the reading program reads them).
+#[inline(always)]
+fn summed_bytes(watch: &Watch) -> u64 {
+    let count_swap = watch.flags & WATCH_COUNT_SWAP != 0;
+    let page = PAGE_SIZE.load();
+    if watch.parts == 0 {
+        let mut sums = map_counts(watch.mm_ptr, count_swap);
+        add_cpu_parts(watch.mm_ptr, count_swap, &mut sums);
+        return resident_pages(&sums, count_swap).wrapping_mul(page as u64);
+    }
+    let mut sums = watch.members;
+    let cpus = POSSIBLE_CPUS.load().min(exact::MAX_CPUS);
+    let mut cpu = 0;
+    while cpu < cpus {
+        let Some(&offset) = CPU_OFFSETS.get(cpu) else {
+            break;
+        };
+        // The four `s32` parts as two words (zeroing an array of four would be a call).
+        let mut parts = [0u64; 2];
+        read_unchecked(&mut parts, watch.parts.wrapping_add(offset));
+        for (m, sum) in sums.iter_mut().enumerate() {
+            *sum += i64::from((parts[m / 2] >> (32 * (m % 2))) as u32 as i32).wrapping_mul(page);
+        }
+        cpu += 1;
+    }
     resident_pages(&sums, count_swap)
 }
 

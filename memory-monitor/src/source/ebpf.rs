@@ -470,6 +470,7 @@ impl KernelWatch {
             spare: 0,
             mm_ptr: 0,
             group: 0,
+            parts: 0,
             profile_from: target.profile_from.unwrap_or(u64::MAX),
             signal: if self.kernel_signal { target.signal } else { 0 },
             rule: target.rule as u32,
