@@ -20,7 +20,7 @@ const SIZES_MIB: [u64; 2] = [100, 1024];
 /// Growth rates: bytes per step, with 1 ms between steps.
 const STEPS: [(&str, u64); 2] = [("64 KiB/ms", 64 << 10), ("1 MiB/ms", 1 << 20)];
 /// Trials per size and rate.
-const TRIALS: usize = 5;
+const TRIALS: usize = 11;
 
 /// One kernel's medians by (size, rate): µs from the crossing page to the signal, and the
 /// monitor's own work (breach lines' `reaction_us` less `queued_us`); and what decided.
