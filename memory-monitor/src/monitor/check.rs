@@ -42,6 +42,30 @@ pub struct Look {
 /// inside the gap is still caught, by the look at its end.
 const GAP_PER_READING: u32 = 8;
 
+/// Where threads cache their RSS changes (up to 6.1), how often a process found under its
+/// limit, but close enough for its threads' caches to hold a crossing, is read again. The
+/// kernel side sees a cache only when its thread folds it in, every 65 faults: a process that
+/// crosses inside a cache and then stops faulting would otherwise go unseen until it faults
+/// again, seconds or hours later. A reading sums the caches (`thread-sum`): some 10 µs.
+const CACHED_RECHECK: Duration = Duration::from_millis(2);
+
+/// Whether `watched`, exactly `rss` against `limit`, is close enough to it that changes its
+/// threads hold in their caches, unseen by the kernel side, could take it over. Only where
+/// the kernel side's exact reading sums those caches, so that reading it again is cheap.
+fn cached_changes_could_cross(
+    watched: &Watched,
+    proc: &ProcRoot,
+    rss: u64,
+    limit: u64,
+    look: Look,
+) -> bool {
+    if look.exact != Exact::ThreadCaches {
+        return false;
+    }
+    let threads = proc.threads(watched.pid()).unwrap_or(1);
+    rss.saturating_add(threads.saturating_mul(look.accounting.thread_lag())) > limit
+}
+
 /// The gap to hold a process's next report back for: `asked`, or longer when its exact reading
 /// took `reading`.
 pub fn report_gap(asked: Duration, reading: Duration) -> Duration {
@@ -113,11 +137,15 @@ pub fn check(
         rearm_pending = true;
         rss = measure(watched, proc, policy.limit, count, look, Some(kernel));
         // Still under: the kernel side stays quiet for the gap (longer when the reading was
-        // long), so look again after it.
+        // long), so look again after it; and, where threads hide changes in their caches, as
+        // long as those could hold a crossing.
         if let Ok(rss) = rss
             && rss <= policy.limit
         {
             watched.recheck = (!gap.is_zero()).then(|| look.now + gap);
+            if cached_changes_could_cross(watched, proc, rss, policy.limit, look) {
+                watched.recheck = earliest(watched.recheck, Some(look.now + CACHED_RECHECK));
+            }
         }
     }
     // Not under after all, or not at a held-back report's end (found there before the kernel
@@ -520,6 +548,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Quiet);
+    }
+
+    #[test]
+    fn where_thread_caches_could_hold_a_crossing_the_process_is_looked_at_again() {
+        let sleeper = Sleeper::start();
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", sleeper.pid())).unwrap();
+        let pages: u64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
+        let rss = pages * crate::procfs::page_size();
+        let thread_caches = |exact| Look {
+            accounting: Accounting::PerThread,
+            exact,
+            ..look(Some(Duration::ZERO))
+        };
+        let rechecked = |limit, exact| {
+            let (rules, proc, mut watched, actions) = watched_sleeper(&sleeper, limit);
+            let look = thread_caches(exact);
+            // The kernel side's reading: the sleeper's statm.
+            let kernel = &mut FakeKernel::reading(rss);
+            let (verdict, _) =
+                check(&mut watched, &rules, &proc, &actions, look, Some(kernel)).unwrap();
+            assert_eq!(verdict, Verdict::Quiet);
+            watched.recheck.map(|at| at - look.now)
+        };
+        // Within one thread's cache (4.1 MiB) of its limit: looked at again soon, though no
+        // gap was asked for (the look at a held-back report's end).
+        assert_eq!(
+            rechecked(rss + (1 << 20), Exact::ThreadCaches),
+            Some(CACHED_RECHECK)
+        );
+        // Far under it, or where statm decides: not.
+        assert_eq!(rechecked(rss + (1 << 30), Exact::ThreadCaches), None);
+        assert_eq!(rechecked(rss + (1 << 20), Exact::Statm), None);
     }
 
     #[test]
