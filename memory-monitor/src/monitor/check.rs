@@ -46,8 +46,11 @@ const GAP_PER_READING: u32 = 8;
 /// limit, but close enough for its threads' caches to hold a crossing, is read again. The
 /// kernel side sees a cache only when its thread folds it in, every 65 faults: a process that
 /// crosses inside a cache and then stops faulting would otherwise go unseen until it faults
-/// again, seconds or hours later. A reading sums the caches (`thread-sum`): some 10 µs.
-const CACHED_RECHECK: Duration = Duration::from_millis(2);
+/// again, seconds or hours later. (One that goes on faulting folds within 65 faults and is
+/// reported then.) A reading sums the caches (`thread-sum`, some 10 µs): every 20 ms is
+/// 0.05 % of a core. Every 2 ms was tried: under the guests' emulation, where a reading takes
+/// a millisecond, it slowed the monitor's reports (medians 4–30 ms against 0.4–14 ms).
+const CACHED_RECHECK: Duration = Duration::from_millis(20);
 
 /// Whether `watched`, exactly `rss` against `limit`, is close enough to it that changes its
 /// threads hold in their caches, unseen by the kernel side, could take it over. Only where
