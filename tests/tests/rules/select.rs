@@ -415,9 +415,11 @@ fn bad_users_exclusions_and_regexes_are_refused_with_one_line() {
 /// holds.
 fn kernel_watched(pid: i32) -> Vec<u32> {
     let map = memory_monitor_tests::bpf_map_of(pid, "WATCHED");
-    // The record's 96 bytes, unread: only the keys matter here.
-    let watched =
-        aya::maps::HashMap::<_, u32, [u8; 96]>::try_from(aya::maps::Map::HashMap(map)).unwrap();
+    // Only the keys matter here.
+    let watched = aya::maps::HashMap::<_, u32, memory_monitor_ebpf::Watch>::try_from(
+        aya::maps::Map::HashMap(map),
+    )
+    .unwrap();
     watched.keys().map(|key| key.expect("read a key")).collect()
 }
 
