@@ -321,6 +321,40 @@ pub fn run(selection: &Selection) -> Result<()> {
     Ok(())
 }
 
+/// A measurement in guests (`--faults`, `--reaction`): `plan` run in a guest of each of
+/// `kernels`, once per vCPU count in `cpus`, the console's lines that start with `marker`
+/// shown as they come, and each guest's console read into a result by `read` (kernel, vCPUs,
+/// console).
+fn measure<T>(
+    kernels: &[&'static str],
+    cpus: &[usize],
+    plan: &str,
+    marker: &str,
+    read: impl Fn(&'static str, usize, &str) -> Result<T>,
+) -> Result<Vec<T>> {
+    let cache = cache_dir()?;
+    let out = crate::workspace().join("target/vmtest");
+    std::fs::create_dir_all(&out)?;
+    let mut results = Vec::new();
+    for name in kernels {
+        let kernel = KERNELS.iter().find(|k| k.name == *name).expect("checked");
+        let files = fetch(kernel, &cache)?;
+        for &count in cpus {
+            let guest = run_guest(kernel, &files, plan, count, &out, |line| {
+                line.strip_prefix(marker).map(str::to_string)
+            })?;
+            ensure!(
+                !guest.timed_out,
+                "{} with {count} vCPUs did not end within its wall time:\n{}",
+                kernel.name,
+                tail(&guest.console, 30)
+            );
+            results.push(read(kernel.name, count, &guest.console)?);
+        }
+    }
+    Ok(results)
+}
+
 /// The guests run the host's binaries from its root, shared read-only, with a tmpfs of their
 /// own on `/tmp`: a workspace under `/tmp` is hidden there, and every test would fail with
 /// "not found". Said at once instead.

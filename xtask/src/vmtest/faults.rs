@@ -14,7 +14,6 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use super::{KERNELS, cache_dir, fetch, run_guest};
 use crate::{cargo, run_step};
 
 /// The conditions, as `mm-floor` names the attach types (`none`: nothing attached).
@@ -38,26 +37,7 @@ pub fn run(kernels: &[&'static str], cpus: &[usize]) -> Result<()> {
     run_step(cargo().args(["build", "--locked", "--package", "memory-monitor"]))?;
     let bins = crate::bench::build_helpers()?;
     let object = crate::bench::bpf_object()?;
-    let cache = cache_dir()?;
-    let out = crate::workspace().join("target/vmtest");
-    std::fs::create_dir_all(&out)?;
-    let mut results = Vec::new();
-    for name in kernels {
-        let kernel = KERNELS.iter().find(|k| k.name == *name).expect("checked");
-        let files = fetch(kernel, &cache)?;
-        for &count in cpus {
-            let guest = run_guest(kernel, &files, &plan(&bins, &object), count, &out, |line| {
-                line.strip_prefix("@@ faults ").map(str::to_string)
-            })?;
-            ensure!(
-                !guest.timed_out,
-                "{} with {count} vCPUs did not end within its wall time:\n{}",
-                kernel.name,
-                super::tail(&guest.console, 30)
-            );
-            results.push(read(kernel.name, count, &guest.console)?);
-        }
-    }
+    let results = super::measure(kernels, cpus, &plan(&bins, &object), "@@ faults ", read)?;
     print!("{}", table(&results));
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail, ensure};
 
-use super::{GUEST_CPUS, KERNELS, cache_dir, fetch, run_guest};
+use super::GUEST_CPUS;
 use crate::bench::percentile;
 
 /// The sizes measured (MiB): the guests have 2 GiB.
@@ -36,25 +36,14 @@ pub fn run(kernels: &[&'static str]) -> Result<()> {
     super::setup()?;
     let monitor = crate::dist::static_binary()?;
     let bins = crate::bench::build_helpers()?;
-    let cache = cache_dir()?;
-    let out = crate::workspace().join("target/vmtest");
-    std::fs::create_dir_all(&out)?;
-    let mut results = Vec::new();
-    for name in kernels {
-        let kernel = KERNELS.iter().find(|k| k.name == *name).expect("checked");
-        let files = fetch(kernel, &cache)?;
-        let plan = plan(&monitor, &bins.join("mm-breach"));
-        let guest = run_guest(kernel, &files, &plan, GUEST_CPUS, &out, |line| {
-            line.strip_prefix("@@ reaction ").map(str::to_string)
-        })?;
-        ensure!(
-            !guest.timed_out,
-            "{} did not end within its wall time:\n{}",
-            kernel.name,
-            super::tail(&guest.console, 30)
-        );
-        results.push(read(kernel.name, &guest.console)?);
-    }
+    let plan = plan(&monitor, &bins.join("mm-breach"));
+    let results = super::measure(
+        kernels,
+        &[GUEST_CPUS],
+        &plan,
+        "@@ reaction ",
+        |kernel, _, console| read(kernel, console),
+    )?;
     print!("{}", table(&results));
     Ok(())
 }
