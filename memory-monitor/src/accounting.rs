@@ -58,7 +58,7 @@ impl Accounting {
             Accounting::PerCpu | Accounting::Unknown => {
                 let cpus = cpus();
                 let batch = (2 * cpus).max(32);
-                cpus * batch * crate::procfs::page_size()
+                cpus * batch * crate::system::procfs::page_size()
             }
             Accounting::PerThread | Accounting::Atomic => 0,
         }
@@ -68,7 +68,7 @@ impl Accounting {
     pub fn thread_lag(self) -> u64 {
         match self {
             Accounting::PerThread | Accounting::Unknown => {
-                FAULTS_CACHED_PER_THREAD * PAGES_PER_FAULT * crate::procfs::page_size()
+                FAULTS_CACHED_PER_THREAD * PAGES_PER_FAULT * crate::system::procfs::page_size()
             }
             Accounting::PerCpu | Accounting::Atomic => 0,
         }
@@ -158,7 +158,7 @@ impl fmt::Display for Exact {
 pub fn statm_sums_exactly() -> bool {
     static EXACT: OnceLock<bool> = OnceLock::new();
     *EXACT.get_or_init(|| {
-        crate::fault::Fault::injected() != Some(crate::fault::Fault::StatmInexact)
+        crate::kernel::fault::Fault::injected() != Some(crate::kernel::fault::Fault::StatmInexact)
             && (0..3).any(|_| probe_statm().unwrap_or(false))
     })
 }
@@ -174,7 +174,7 @@ const PROBE_PAGES: usize = 8;
 /// One try of [`statm_sums_exactly`].
 fn probe_statm() -> rustix::io::Result<bool> {
     use rustix::mm::{Advice, MapFlags, ProtFlags, madvise, mmap_anonymous, munmap};
-    let page = crate::procfs::page_size() as usize;
+    let page = crate::system::procfs::page_size() as usize;
     let statm = rustix::fs::open(
         "/proc/self/statm",
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
@@ -183,7 +183,7 @@ fn probe_statm() -> rustix::io::Result<bool> {
     let resident = || -> rustix::io::Result<u64> {
         let mut buf = [0u8; 128];
         let read = rustix::io::pread(&statm, &mut buf, 0)?;
-        crate::procfs::parse_statm(&buf[..read])
+        crate::system::procfs::parse_statm(&buf[..read])
             .map(|statm| statm.resident_pages)
             .map_err(|_| rustix::io::Errno::INVAL)
     };
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn each_kind_of_counting_has_its_own_error() {
-        let page = crate::procfs::page_size();
+        let page = crate::system::procfs::page_size();
         assert_eq!(Accounting::Atomic.statm_error(100), 0);
         assert!(Accounting::Atomic.statm_is_exact());
         // Per thread: 65 faults of up to 16 pages each, for every thread.

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::choice::{self, Choice};
+pub use crate::kernel::load::Attach;
 use crate::rules::{self, Defaults, Rule, RuleSet, RulesError};
-pub use crate::source::ebpf::Attach;
 
 /// A validated monitor configuration; build one with [`Config::new`] or from a command line.
 #[derive(Debug, Clone)]

@@ -31,58 +31,42 @@
 //! ```
 
 pub mod accounting;
-mod action;
-mod cgroup;
-mod changes;
+mod act;
 mod choice;
 pub mod cli;
 pub mod config;
-mod container;
-mod count;
-mod fault;
 pub mod footprint;
-mod harden;
-mod hook;
-mod limits;
+mod host;
+mod kernel;
 mod list;
-pub mod logging;
 pub mod matcher;
-mod metrics;
 mod monitor;
-mod peers;
-mod policy;
-mod procfs;
-mod profile;
 pub mod rules;
 pub mod self_monitor;
-mod service;
-mod shell;
 pub mod signal;
-pub mod sink;
-mod source;
+mod system;
 #[cfg(test)]
 mod testing;
-mod timer;
-mod trust;
 pub mod units;
-mod users;
 mod watch;
 
+pub use act::sink;
+pub use host::logging;
 use std::io;
 
 pub use config::Config;
+pub use kernel::load::Unavailable;
 pub use list::list;
 pub use monitor::{CycleReport, Monitor, Outcome, Shutdown};
 pub use self_monitor::{SelfMonitor, SelfMonitorHandle};
-pub use source::ebpf::Unavailable;
 
 /// The parsers of untrusted input, for the fuzz targets in `fuzz/` only (`cargo fuzz` builds
 /// with `--cfg fuzzing`): not part of the API.
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::cgroup::{Frame, v2_path_of};
-    pub use crate::procfs::{
+    pub use crate::system::cgroup::{Frame, v2_path_of};
+    pub use crate::system::procfs::{
         Escaped, argv0_basename, parse_comm, parse_stat, parse_statm, parse_status_rss,
     };
 }
@@ -101,7 +85,7 @@ pub enum Error {
     Runtime(#[source] io::Error),
     /// `--mode ebpf` was asked for and cannot run here.
     #[error("eBPF mode is unavailable")]
-    Ebpf(#[source] source::ebpf::Unavailable),
+    Ebpf(#[source] kernel::load::Unavailable),
     /// Waiting for kernel events failed.
     #[error("cannot wait for kernel events")]
     Events(#[source] io::Error),
@@ -116,7 +100,7 @@ pub enum Error {
 /// How the running kernel counts RSS, from its BTF (as eBPF mode reads it at start-up);
 /// [`Unknown`](accounting::Accounting::Unknown) when the BTF cannot be read.
 pub fn kernel_accounting() -> accounting::Accounting {
-    source::btf::kernel_btf().map_or(accounting::Accounting::Unknown, |btf| btf.accounting)
+    kernel::btf::kernel_btf().map_or(accounting::Accounting::Unknown, |btf| btf.accounting)
 }
 
 /// Runs a monitor for `config` on a runtime of its own until it stops.

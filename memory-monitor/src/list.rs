@@ -4,13 +4,13 @@
 
 use std::io::{self, Write};
 
-use crate::logging::LogFormat;
-use crate::procfs::{self, Comm, ProcRoot};
+use crate::host::logging::LogFormat;
 use crate::rules::{RuleSet, read_uid};
-use crate::source::poll::{CMDLINE_MAX, Exclusions};
+use crate::system::procfs::{self, Comm, ProcRoot};
+use crate::system::users::UserName;
 use crate::units::Bytes;
-use crate::users::UserName;
-use crate::watch::read_identity;
+use crate::watch::process::read_identity;
+use crate::watch::scan::{CMDLINE_MAX, Exclusions};
 
 /// One process a rule selects, as it is now.
 #[derive(Debug, Clone, PartialEq, Eq)]

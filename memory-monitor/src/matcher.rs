@@ -9,7 +9,7 @@ use std::fmt;
 
 use regex::bytes::Regex;
 
-use crate::procfs::{COMM_LEN, Escaped, argv0_basename};
+use crate::system::procfs::{COMM_LEN, Escaped, argv0_basename};
 
 /// How NAME is compared with processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

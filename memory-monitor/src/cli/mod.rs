@@ -8,12 +8,11 @@
 //! Each flag's doc comment is its help: the first paragraph, one line, is what `-h` shows; the
 //! whole is what `--help` and the man page show.
 
-mod describe;
 mod help;
 mod manual;
 mod parsers;
 
-pub use self::describe::describe_rules;
+pub use crate::rules::describe::describe_rules;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -27,15 +26,15 @@ use self::parsers::{
     ChoiceParser, SignalParser, parse_capacity, parse_cgroup, parse_listen_address, parse_named,
     parse_pid, parse_user,
 };
-use crate::cgroup::CgroupPath;
+use crate::act::sink::SinkSpec;
 use crate::config::{Config, DEFAULT_MAX_PROCESSES, Hardening, Mode, RulesSource};
-use crate::count::Count;
-use crate::logging::{LogFormat, LogSettings};
+use crate::host::logging::{LogFormat, LogSettings};
+use crate::kernel::load::Attach;
 use crate::matcher::{MatchMode, Matcher};
+use crate::rules::count::Count;
 use crate::rules::{COMMAND_LINE_RULE, Defaults, Exclude, Pinned, Repeat, Rule, RuleSpec};
 use crate::signal::Signal;
-use crate::sink::SinkSpec;
-use crate::source::ebpf::Attach;
+use crate::system::cgroup::CgroupPath;
 use crate::units::{self, SizeSpec};
 
 /// A command line or setting that cannot work, with one line saying why.
@@ -318,7 +317,7 @@ struct Cli {
     ///
     /// The OOM killer should take the monitor last, yet still be able to take a monitor gone
     /// wrong. Lowering it needs CAP_SYS_RESOURCE; without it the monitor says so once.
-    #[arg(long, value_name = "N", default_value_t = crate::harden::DEFAULT_OOM_SCORE_ADJ, value_parser = clap::value_parser!(i32).range(-1000..=1000), allow_negative_numbers = true, help_heading = ADVANCED)]
+    #[arg(long, value_name = "N", default_value_t = crate::host::harden::DEFAULT_OOM_SCORE_ADJ, value_parser = clap::value_parser!(i32).range(-1000..=1000), allow_negative_numbers = true, help_heading = ADVANCED)]
     oom_score_adj: i32,
 
     /// Most processes watched at once
@@ -528,7 +527,7 @@ impl Cli {
         if self.pids.is_empty() {
             return Ok(Vec::new());
         }
-        let proc = crate::procfs::ProcRoot::open()
+        let proc = crate::system::procfs::ProcRoot::open()
             .map_err(|e| UsageError(format!("--pid: cannot read /proc: {e}")))?;
         let mut pids = self
             .pids

@@ -6,17 +6,17 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 
 use super::actions::Actions;
-use super::watching::KernelLink;
 use crate::accounting::{Accounting, Exact};
-use crate::action::{self, Delivery, Dispatch, Reported};
-use crate::hook::Breach;
-use crate::policy::{Policy, Verdict};
-use crate::procfs::ProcRoot;
+use crate::act::deliver::{self, Delivery, Dispatch, Reported};
+use crate::act::hook::Breach;
+use crate::monitor::policy::{Policy, Verdict};
 use crate::rules::RuleSet;
 use crate::signal::Signal;
-use crate::source::poll::Exclusions;
+use crate::system::procfs::ProcRoot;
 use crate::units::Bytes;
-use crate::watch::Watched;
+use crate::watch::KernelLink;
+use crate::watch::process::Watched;
+use crate::watch::scan::Exclusions;
 
 /// When and how a check measures.
 #[derive(Debug, Clone, Copy)]
@@ -158,7 +158,7 @@ fn measure<'k>(
     watched: &Watched,
     proc: &ProcRoot,
     limit: u64,
-    count: crate::count::Count,
+    count: crate::rules::count::Count,
     look: Look,
     kernel: Option<&mut (dyn KernelLink + 'k)>,
 ) -> Result<u64, Errno> {
@@ -171,7 +171,7 @@ fn measure<'k>(
         None => watched.exact_rss(
             proc,
             &mut [0u8; 128],
-            crate::procfs::page_size(),
+            crate::system::procfs::page_size(),
             limit,
             (look.accounting, look.exact),
             count,
@@ -235,7 +235,7 @@ fn act(
         }
         _ => actions.dispatch,
     };
-    let delivered = action::act(
+    let delivered = deliver::act(
         &rule.name,
         policy,
         verdict,
@@ -259,7 +259,7 @@ fn act(
             pid: watched.pid(),
             name: watched.comm().to_string(),
             uid: watched.uid(),
-            user: crate::users::UserName(watched.uid()).to_string(),
+            user: crate::system::users::UserName(watched.uid()).to_string(),
             rss,
             limit: policy.limit,
             signal: match delivery {
@@ -276,9 +276,9 @@ fn act(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::act::metrics::Metrics;
+    use crate::kernel::fake::FakeKernel;
     use crate::matcher::{MatchMode, Matcher};
-    use crate::metrics::Metrics;
-    use crate::monitor::fake_kernel::FakeKernel;
     use crate::rules::{Rule, Selector};
     use crate::testing::Sleeper;
     use crate::units::SizeSpec;

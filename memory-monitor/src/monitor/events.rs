@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use memory_monitor_ebpf::{Event, event_kind};
 
-use super::watching::Discovered;
 use super::{EVENT_BATCHES_PER_TURN, Monitor, REPORT_GAP, Source};
-use crate::action::Reported;
-use crate::metrics::Metrics;
-use crate::source::ebpf::KernelEvents;
+use crate::act::deliver::Reported;
+use crate::act::metrics::Metrics;
+use crate::kernel::load::KernelEvents;
 use crate::units::Bytes;
+use crate::watch::Discovered;
 
 /// Events taken from the ring buffer per batch; records are reused, never allocated.
 const EVENT_BATCH: usize = 256;
@@ -131,7 +131,7 @@ impl Monitor {
                 more = false;
                 break;
             }
-            let read_ns = crate::watch::monotonic_ns();
+            let read_ns = crate::watch::process::monotonic_ns();
             for index in 0..count {
                 let Source::Events(events) = &self.source else {
                     return false;

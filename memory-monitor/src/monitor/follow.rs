@@ -1,14 +1,14 @@
-//! Following what changes under the monitor (see [`crate::changes`]): a rules file that
+//! Following what changes under the monitor (see [`crate::system::inotify`]): a rules file that
 //! changed is read once it settles; a rule's cgroup made or removed matches again, or no
 //! longer; a rewritten cgroup limit changes the limits given as a share of it.
 
 use std::time::Instant;
 
 use super::{Monitor, RULES_FILE_SETTLE};
-use crate::changes::Changes;
+use crate::system::inotify::Changes;
 
 impl Monitor {
-    /// Acts on what changed under the monitor since the last look (see [`crate::changes`]):
+    /// Acts on what changed under the monitor since the last look (see [`crate::system::inotify`]):
     /// a rules file that changed is read once it settles; a rule's cgroup made or removed
     /// matches again or no longer (a look at every process follows); a rewritten cgroup limit
     /// changes the limits given as a share of it, and those processes are judged at once.

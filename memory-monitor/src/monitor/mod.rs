@@ -15,15 +15,14 @@
 mod actions;
 mod check;
 mod events;
-#[cfg(test)]
-mod fake_kernel;
 mod follow;
+pub mod policy;
 mod reload;
 mod run;
 mod start;
+pub mod timer;
 mod unmatched;
 mod waits;
-mod watching;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,14 +31,14 @@ use self::actions::Actions;
 use self::check::{Look, check, due_at, earliest};
 use self::events::EventSource;
 use self::start::Note;
-use self::watching::{KernelSide, Watching};
 use crate::Error;
 use crate::accounting::{Accounting, Exact};
-use crate::action::Reported;
-use crate::changes::Changes;
+use crate::act::deliver::Reported;
+use crate::act::metrics::Metrics;
 use crate::config::{Config, RulesSource};
-use crate::metrics::Metrics;
-use crate::source::poll::SkipReason;
+use crate::system::inotify::Changes;
+use crate::watch::scan::SkipReason;
+use crate::watch::{KernelSide, Watching};
 
 pub use self::waits::Shutdown;
 
@@ -111,7 +110,7 @@ pub struct Monitor {
     source: Source,
     watching: Watching,
     actions: Actions,
-    /// Follows cgroup limits, rules' cgroups and the rules file (see [`crate::changes`]).
+    /// Follows cgroup limits, rules' cgroups and the rules file (see [`crate::system::inotify`]).
     changes: Option<Changes>,
     /// When to read the changed rules file (`--watch-config`), once it has settled.
     reload_at: Option<Instant>,
@@ -125,8 +124,8 @@ pub struct Monitor {
     /// the start line.
     notes: Vec<Note>,
     /// The lock that tells other monitors with the same rules of this one (see
-    /// [`crate::peers`]).
-    _peer_lock: Option<crate::peers::Lock>,
+    /// [`crate::host::peers`]).
+    _peer_lock: Option<crate::host::peers::Lock>,
 }
 
 impl Monitor {
@@ -152,7 +151,7 @@ impl Monitor {
             .transpose()?;
         crate::accounting::count_cpus();
         // Users' names are read now, so that naming a breaching process's user reads nothing.
-        crate::users::load_names();
+        crate::system::users::load_names();
         // With the programs attached and before any thread starts (threads inherit them).
         // Some kernels check CAP_BPF on every map access, not only when programs load.
         let keep_for_maps = match &source {
@@ -175,7 +174,7 @@ impl Monitor {
         metrics.set_mode(kernel.is_some());
         let actions = Actions::start(&config.rules, Arc::clone(&metrics), dry_run)?;
         if let (Some(listener), Some(address)) = (listener, config.metrics_addr) {
-            let bound = crate::metrics::serve(listener, Arc::clone(&metrics))
+            let bound = crate::act::metrics::serve(listener, Arc::clone(&metrics))
                 .map_err(|e| Error::Metrics(address, e))?;
             tracing::info!(event = "metrics", address = %bound, "serving metrics on http://{bound}/metrics");
         }
@@ -341,7 +340,7 @@ impl Monitor {
         &mut self,
         now: Instant,
         rearm: Option<Duration>,
-        due: impl Fn(&crate::rules::RuleSet, &crate::watch::Watched) -> bool,
+        due: impl Fn(&crate::rules::RuleSet, &crate::watch::process::Watched) -> bool,
     ) -> CycleReport {
         let (actions, (accounting, exact)) = (&self.actions, self.reading());
         let look = Look {

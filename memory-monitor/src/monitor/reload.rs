@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::Monitor;
 use super::actions::RuleActions;
 use super::start;
-use crate::service::Service;
+use crate::host::systemd::Service;
 
 impl Monitor {
     /// Tells systemd a reload is under way, reloads, and says it is ready again (with what is

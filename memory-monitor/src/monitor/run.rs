@@ -11,8 +11,8 @@ use tokio::time::MissedTickBehavior;
 use super::waits::{Request, Shutdown, Waits, Wake};
 use super::{Monitor, Outcome, Source, start, unmatched};
 use crate::Error;
-use crate::service::Service;
-use crate::timer::DeadlineTimer;
+use crate::host::systemd::Service;
+use crate::monitor::timer::DeadlineTimer;
 
 impl Monitor {
     /// How the monitor runs, for the start line and the rules' lines.

@@ -5,12 +5,12 @@ use rustix::thread::CapabilitySet;
 
 use crate::Error;
 use crate::accounting::{Exact, POLLING_WALKS};
-use crate::action;
-use crate::changes::Changes;
+use crate::act::deliver;
 use crate::config::{Config, Mode};
-use crate::policy::Policy;
+use crate::kernel::load::{self, KernelEvents, KernelSettings, KernelWatch};
+use crate::monitor::policy::Policy;
 use crate::rules::{Rule, RuleSet};
-use crate::source::ebpf::{self, KernelEvents, KernelSettings, KernelWatch};
+use crate::system::inotify::Changes;
 use crate::units::{Bytes, Period};
 
 /// The kernel side when it loads, else why the monitor polls.
@@ -27,9 +27,9 @@ pub fn choose_source(
     match config.mode {
         Mode::Poll => Ok(Err("--mode poll".to_string())),
         _ if config.once => Ok(Err("--once".to_string())),
-        Mode::Ebpf => ebpf::load(&settings).map(Ok).map_err(Error::Ebpf),
+        Mode::Ebpf => load::load(&settings).map(Ok).map_err(Error::Ebpf),
         Mode::Auto => {
-            Ok(ebpf::load(&settings).map_err(|reason| format!("eBPF unavailable: {reason}")))
+            Ok(load::load(&settings).map_err(|reason| format!("eBPF unavailable: {reason}")))
         }
     }
 }
@@ -164,7 +164,7 @@ fn summary(rules: &RuleSet, index: usize, running: Running<'_>) -> (String, Stri
     if running.once {
         return (limit, "none: --once only checks".to_string());
     }
-    let mut action = action::describe(&policy, running.kernel_signal);
+    let mut action = deliver::describe(&policy, running.kernel_signal);
     if let Some(profile) = &rule.profile {
         action = format!("profile to {}, then {action}", profile.sink);
     }
@@ -177,7 +177,7 @@ fn summary(rules: &RuleSet, index: usize, running: Running<'_>) -> (String, Stri
     (limit, action)
 }
 
-/// What to follow of the file system's changes for `config` (see [`crate::changes`]): the
+/// What to follow of the file system's changes for `config` (see [`crate::system::inotify`]): the
 /// rules' cgroups and limits, and with `--watch-config` the rules file. A rules file may name
 /// cgroups after a reload, so with one there is always something to follow.
 pub fn follow_changes(config: &Config) -> Option<Changes> {
@@ -204,12 +204,12 @@ pub fn follow_changes(config: &Config) -> Option<Changes> {
     Some(changes)
 }
 
-/// Another monitor with the same rules (see [`crate::peers`]): the lock that tells the next
+/// Another monitor with the same rules (see [`crate::host::peers`]): the lock that tells the next
 /// one of this monitor, or the warning naming the one that holds it. Only a monitor that acts
 /// takes it: a dry run or a check may run beside one with its rules.
-pub fn notice_peers(rules: &RuleSet) -> (Option<crate::peers::Lock>, Option<Note>) {
-    use crate::peers::{self, Found};
-    let text = crate::cli::describe_rules(rules);
+pub fn notice_peers(rules: &RuleSet) -> (Option<crate::host::peers::Lock>, Option<Note>) {
+    use crate::host::peers::{self, Found};
+    let text = crate::rules::describe::describe_rules(rules);
     match peers::take(std::path::Path::new(peers::DIR), &text) {
         Found::Taken(lock) => (Some(lock), None),
         Found::Held(said) => (None, Some(Note::warning_of("other_monitor", said))),
@@ -217,14 +217,14 @@ pub fn notice_peers(rules: &RuleSet) -> (Option<crate::peers::Lock>, Option<Note
     }
 }
 
-/// Start-up hardening (see [`crate::harden`]): the OOM score, the memlock limit, then the
+/// Start-up hardening (see [`crate::host::harden`]): the OOM score, the memlock limit, then the
 /// capabilities no longer needed and `no_new_privs`. Each that cannot be done is said once and
 /// the monitor goes on.
 pub fn harden_start(
     hardening: crate::config::Hardening,
     keep_for_maps: CapabilitySet,
 ) -> Vec<Note> {
-    use crate::harden;
+    use crate::host::harden;
     let mut notes = Vec::new();
     // Lowering the score needs CAP_SYS_RESOURCE, which roots in containers often lack: said
     // once, not a warning; the score stays what the service manager set.
@@ -300,7 +300,7 @@ impl Note {
 
 /// Locks the monitor's memory, when that can never make an allocation fail.
 pub fn lock_memory() {
-    if !crate::harden::can_lock_memory() {
+    if !crate::host::harden::can_lock_memory() {
         // Said once, like the OOM score: the host decides, the monitor goes on.
         tracing::info!(
             event = "harden",
@@ -308,7 +308,7 @@ pub fn lock_memory() {
         );
         return;
     }
-    if let Err(error) = crate::harden::lock_memory() {
+    if let Err(error) = crate::host::harden::lock_memory() {
         tracing::warn!(event = "harden", "cannot lock memory ({error})");
     }
 }

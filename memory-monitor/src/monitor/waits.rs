@@ -10,8 +10,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::Error;
-use crate::metrics::Metrics;
-use crate::service::Service;
+use crate::act::metrics::Metrics;
+use crate::host::systemd::Service;
 
 /// What the loops wait on besides their own source: the service manager's watchdog, the
 /// signals asking to stop or reload, the changes followed, and liveness questions.
@@ -20,7 +20,7 @@ pub struct Waits<'a> {
     pub service: &'a mut Service,
     /// SIGINT, SIGTERM and SIGHUP.
     pub shutdown: &'a mut Shutdown,
-    /// Readiness of the changes followed ([`crate::changes`]).
+    /// Readiness of the changes followed ([`crate::system::inotify`]).
     pub changes: Option<AsyncFd<OwnedFd>>,
     /// `/healthz` asks the loop itself whether it runs.
     pub metrics: Arc<Metrics>,

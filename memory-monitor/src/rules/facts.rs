@@ -2,9 +2,9 @@
 //! read from `/proc` only when a rule asks, and at most once per look (stack buffers: a
 //! look allocates nothing).
 
-use crate::cgroup::{self, CgroupPath};
 use crate::matcher::{CommVerdict, Matcher};
-use crate::procfs::{self, ProcRoot};
+use crate::system::cgroup::{self, CgroupPath};
+use crate::system::procfs::{self, ProcRoot};
 
 /// One process being looked at under the rules.
 pub struct Facts<'a> {

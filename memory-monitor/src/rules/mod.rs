@@ -18,6 +18,8 @@
 //! Every key is the name of the command-line option that means the same.
 
 pub mod caution;
+pub mod count;
+pub mod describe;
 mod exclude;
 mod facts;
 mod file;
@@ -28,15 +30,15 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cgroup;
-pub use crate::cgroup::{CgroupError, CgroupPath};
-pub use crate::count::Count;
+use crate::act::sink::SinkSpec;
 use crate::matcher::Matcher;
-use crate::procfs::{self, ProcRoot};
+pub use crate::rules::count::Count;
 use crate::signal::Signal;
-use crate::sink::SinkSpec;
+use crate::system::cgroup;
+pub use crate::system::cgroup::{CgroupError, CgroupPath};
+use crate::system::procfs::{self, ProcRoot};
+use crate::system::users::UserName;
 use crate::units::SizeSpec;
-use crate::users::UserName;
 
 pub use exclude::Exclude;
 pub(crate) use facts::{Facts, read_uid};

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 use rustix::io::Errno;
 
-use crate::cgroup::CgroupPath;
+use crate::system::cgroup::CgroupPath;
 
 /// What a ConfigMap's mounted directory swaps when its contents change.
 const CONFIG_MAP_DATA: &str = "..data";

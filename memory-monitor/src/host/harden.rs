@@ -98,7 +98,7 @@ pub fn forbid_new_privileges() -> io::Result<()> {
 pub fn lift_memlock_limit() -> bool {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     // Remembered before raising: the commands the monitor runs get the original.
-    crate::limits::at_start();
+    crate::host::rlimits::at_start();
     let unlimited = Rlimit {
         current: None,
         maximum: None,

@@ -4,18 +4,21 @@
 //! process the list no longer holds is never counted by the kernel side's pre-filter, and
 //! one the kernel side follows is always in the list.
 
+pub mod process;
+pub mod scan;
+
 use std::io;
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 
-use crate::changes::Changes;
-use crate::procfs::{ProcRoot, ResidentParts};
-use crate::profile::growth::RawStacks;
+use crate::act::profile::growth::RawStacks;
+use crate::kernel::load::{KernelWatch, Target};
 use crate::rules::RuleSet;
-use crate::source::ebpf::{KernelWatch, Target};
-use crate::source::poll::{ScanReport, Scanner, SkipReason};
-use crate::watch::{AdmitError, Watched, Watchlist};
+use crate::system::inotify::Changes;
+use crate::system::procfs::{ProcRoot, ResidentParts};
+use crate::watch::process::{AdmitError, Watched, Watchlist};
+use crate::watch::scan::{ScanReport, Scanner, SkipReason};
 
 /// What a check asks of the kernel side about one process (eBPF mode).
 pub trait KernelLink {
@@ -413,7 +416,7 @@ impl Watching {
             }
             let mut buf = [0u8; 4096];
             if let Ok(text) = proc.read_file(watched.pid(), "cgroup", &mut buf) {
-                crate::cgroup::memory_limit(text, |file| changes.follow_limit(file));
+                crate::system::cgroup::memory_limit(text, |file| changes.follow_limit(file));
             }
             watched.limit_followed = true;
         };
@@ -479,12 +482,12 @@ fn target_of(rules: &RuleSet, watched: &Watched) -> Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::fake::FakeKernel;
     use crate::matcher::{MatchMode, Matcher};
-    use crate::monitor::fake_kernel::FakeKernel;
     use crate::rules::{Rule, Selector};
     use crate::testing::Sleeper;
     use crate::units::SizeSpec;
-    use crate::watch::monotonic_ns;
+    use crate::watch::process::monotonic_ns;
 
     /// Watching processes named `name`, followed on `kernel`.
     fn watching(name: &str, kernel: &FakeKernel) -> Watching {

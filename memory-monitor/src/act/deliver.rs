@@ -5,11 +5,11 @@ use std::fmt;
 
 use rustix::io::Errno;
 
-use crate::policy::{Policy, Verdict};
+use crate::monitor::policy::{Policy, Verdict};
 use crate::signal::Signal;
+use crate::system::users::UserName;
 use crate::units::{Bytes, Period};
-use crate::users::UserName;
-use crate::watch::Watched;
+use crate::watch::process::Watched;
 
 /// The kernel report a breach was found on (eBPF mode): when the kernel side made it and when
 /// the monitor read it, `CLOCK_MONOTONIC` nanoseconds. The breach's line says how long the
@@ -108,7 +108,8 @@ pub fn act(
     // Only a breach is found on a report; repeats and kills fall due on the monitor's timer.
     let reported = reported.filter(|_| verdict == Verdict::Breach);
     let queued_us = reported.map(|r| r.read_ns.saturating_sub(r.at_ns) / 1000);
-    let reaction_us = reported.map(|r| crate::watch::monotonic_ns().saturating_sub(r.at_ns) / 1000);
+    let reaction_us =
+        reported.map(|r| crate::watch::process::monotonic_ns().saturating_sub(r.at_ns) / 1000);
     let message = match (verdict, dispatch) {
         (Verdict::Breach, Dispatch::DryRun) => "over the limit; would signal (dry run)",
         (Verdict::Breach, _) => "over the limit",

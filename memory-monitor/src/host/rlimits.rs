@@ -1,5 +1,5 @@
 //! The resource limits the monitor started with. It raises two for itself (locked memory in
-//! [`crate::harden`], open files in [`crate::footprint`]); the commands it runs get the
+//! [`crate::host::harden`], open files in [`crate::footprint`]); the commands it runs get the
 //! originals back, so a hook neither locks unbounded memory nor inherits the monitor's
 //! descriptor budget.
 

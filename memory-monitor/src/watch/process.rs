@@ -14,12 +14,12 @@ use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags};
 
 use crate::accounting::{Accounting, Exact};
-use crate::container::Identity;
-use crate::count::Count;
-use crate::policy::Episode;
-use crate::procfs::{self, Comm, ProcRoot};
+use crate::monitor::policy::Episode;
+use crate::rules::count::Count;
 use crate::rules::{MAX_RULES, RuleSet};
 use crate::signal::Signal;
+use crate::system::container::Identity;
+use crate::system::procfs::{self, Comm, ProcRoot};
 
 /// How many times a torn `smaps_rollup` walk is read again before the counters decide.
 const ROLLUP_TRIES: usize = 3;
@@ -673,11 +673,11 @@ mod tests {
     //! handle the monitor holds then says so plainly, and nothing reaches another process.
 
     use super::*;
-    use crate::action::{Delivery, Dispatch, deliver};
+    use crate::act::deliver::{Delivery, Dispatch, deliver};
     use crate::matcher::{MatchMode, Matcher};
-    use crate::procfs::page_size;
     use crate::rules::{Pinned, Rule, Selector};
     use crate::signal::Signal;
+    use crate::system::procfs::page_size;
     use crate::testing::Sleeper;
     use crate::units::SizeSpec;
 

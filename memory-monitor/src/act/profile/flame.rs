@@ -92,7 +92,7 @@ fn frame_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::growth::Frame;
+    use crate::act::profile::growth::Frame;
 
     fn frame(function: &str) -> Frame {
         Frame {

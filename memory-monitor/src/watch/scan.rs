@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use rustix::io::Errno;
 
-use crate::procfs::{self, DirBuffer, ProcRoot, ResidentParts};
 use crate::rules::RuleSet;
-use crate::watch::{AdmitError, Watched, Watchlist};
+use crate::system::procfs::{self, DirBuffer, ProcRoot, ResidentParts};
+use crate::watch::process::{AdmitError, Watched, Watchlist};
 
 /// Bytes of a command line that `--match cmdline` (and long names) look at: enough for long
 /// Java class paths (one argument may be at most 128 KiB). Only what a read fills is touched.

@@ -159,7 +159,7 @@ fn name(pid: i32, addresses: &[u64]) -> Vec<Option<String>> {
         let file = match open_own_file(pid, &path) {
             Ok(file) => file,
             Err(error) => {
-                let path = crate::procfs::Escaped(&path);
+                let path = crate::system::procfs::Escaped(&path);
                 tracing::debug!(pid, "growth stacks: not reading {path}: {error}");
                 continue;
             }

@@ -14,7 +14,7 @@ use aya::programs::{Program, RawTracePoint, RawTracePointRunOptions, TestRun};
 use memory_monitor_ebpf::{exact, member};
 
 use crate::accounting::Exact;
-use crate::source::btf::ExactRead;
+use crate::kernel::btf::ExactRead;
 
 /// The reading program's name in the BPF object.
 const READER: &str = "exact_rss";
@@ -136,9 +136,12 @@ fn load<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut RawTracePoint, Str
         .ok_or_else(|| format!("the BPF object has no program {name}"))?
         .try_into()
         .map_err(|e| format!("program {name}: {e}"))?;
-    program
-        .load()
-        .map_err(|e| format!("loading {name} failed: {}", crate::logging::one_line(&e)))?;
+    program.load().map_err(|e| {
+        format!(
+            "loading {name} failed: {}",
+            crate::host::logging::one_line(&e)
+        )
+    })?;
     Ok(program)
 }
 

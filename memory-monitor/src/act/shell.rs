@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process_group};
 
-use crate::procfs::Escaped;
+use crate::system::procfs::Escaped;
 
 /// `PATH` for a command when the monitor has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -32,7 +32,7 @@ pub fn run_shell(
     timeout: Duration,
 ) -> Result<(), String> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
-    let limits = crate::limits::at_start();
+    let limits = crate::host::rlimits::at_start();
     let mut shell = Command::new("/bin/sh");
     shell
         .args(["-c", command])
@@ -49,7 +49,7 @@ pub fn run_shell(
         shell.pre_exec(move || {
             reset_oom_score();
             limits.restore()?;
-            crate::harden::drop_every_capability()
+            crate::host::harden::drop_every_capability()
         });
     }
     let mut child = shell

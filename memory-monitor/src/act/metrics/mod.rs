@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::action::Delivery;
+use crate::act::deliver::Delivery;
 use crate::rules::RuleSet;
 use crate::signal::Signal;
 

@@ -26,15 +26,15 @@ use memory_monitor_ebpf::{
 use tokio::io::unix::AsyncFd;
 
 use crate::accounting::{Accounting, Exact};
-use crate::fault::Fault;
-use crate::logging::one_line;
+use crate::act::profile::growth::RawStacks;
+use crate::host::logging::one_line;
+use crate::kernel::btf::{ExactRead, KernelBtf, RssRead};
+use crate::kernel::exact_reading::{self, ExactGlobals};
+use crate::kernel::fault::Fault;
+use crate::kernel::{btf, tracefs};
 use crate::matcher::{MatchMode, Matcher};
-use crate::procfs::{COMM_LEN, ResidentParts};
-use crate::profile::growth::RawStacks;
 use crate::rules::RuleSet;
-use crate::source::btf::{ExactRead, KernelBtf, RssRead};
-use crate::source::exact_reading::{self, ExactGlobals};
-use crate::source::{btf, tracefs};
+use crate::system::procfs::{COMM_LEN, ResidentParts};
 use crate::units::Bytes;
 
 /// The programs, embedded: the binary needs nothing else at run time.
@@ -284,7 +284,7 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
     let task_signal = group.map_or(0, |g| g.task_signal);
     let signal_live = group.map_or(0, |g| g.live);
     let signal_threads = group.map_or(0, |g| g.nr_threads);
-    let page_size = crate::procfs::page_size() as i64;
+    let page_size = crate::system::procfs::page_size() as i64;
     let profiling = settings
         .rules
         .rules()
@@ -295,7 +295,7 @@ pub fn load(settings: &KernelSettings<'_>) -> Result<(KernelEvents, KernelWatch)
     let count_swap = u32::from(settings.rules.rules().iter().any(|rule| rule.count.swap()));
     let fault = Fault::injected();
     let ring_bytes = match fault {
-        Some(Fault::SmallRing) => crate::procfs::page_size() as u32,
+        Some(Fault::SmallRing) => crate::system::procfs::page_size() as u32,
         _ => RING_BYTES,
     };
     let mut ebpf = EbpfLoader::new()
@@ -568,7 +568,7 @@ impl KernelWatch {
             true => exact_reading::read(&self.ebpf, tgid, self.readings)?,
             false => return None,
         };
-        Some(pages * crate::procfs::page_size())
+        Some(pages * crate::system::procfs::page_size())
     }
 }
 

@@ -6,8 +6,8 @@
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
+use crate::act::shell::run_shell;
 use crate::rules::Exec;
-use crate::shell::run_shell;
 
 /// Hooks running at once, at most.
 pub const CONCURRENCY: usize = 4;

@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 
-use crate::container::Identity;
-use crate::sink::{ProfileInfo, ProfileWriter};
+use crate::act::sink::{ProfileInfo, ProfileWriter};
+use crate::system::container::Identity;
 use crate::units::Bytes;
 
 /// Attempts at writing one profile, and the pause before each retry.
@@ -229,11 +229,11 @@ fn capture_live(
     job: &Job,
 ) -> Option<std::io::Result<(mapping::Mappings, Vec<growth::GrowthStack>)>> {
     let mappings = capture(job.pid);
-    if crate::watch::has_exited(&job.pidfd) {
+    if crate::watch::process::has_exited(&job.pidfd) {
         return None;
     }
     let mut growth = growth::symbolize(job.pid, &job.growth);
-    if crate::watch::has_exited(&job.pidfd) {
+    if crate::watch::process::has_exited(&job.pidfd) {
         tracing::debug!(pid = job.pid, name = %job.name, "the process exited while its growth stacks were named; the profile goes without them");
         growth.clear();
     }
@@ -294,7 +294,7 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
         let flame = flame::file_name(file);
         let title = format!("{name} (pid {pid})");
         let drawn = flame::svg(regions, &growth, &title, &about.join(", "))
-            .map_err(|error| -> crate::sink::WriteError { Box::new(error) })
+            .map_err(|error| -> crate::act::sink::WriteError { Box::new(error) })
             .and_then(|svg| write_retried(writer, &flame, &svg, &info));
         match write_retried(writer, file, &profile, &info) {
             Ok(()) => {
@@ -302,7 +302,7 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
                 let flame_graph = drawn.is_ok().then_some(tracing::field::display(&flame));
                 tracing::info!(event = "profile", pid, %name, profile = %file, flame_graph, to = %writer.describe(), "profile written");
                 if let Err(error) = drawn {
-                    tracing::warn!(event = "profile_failed", pid, %name, profile = %flame, to = %writer.describe(), "flame graph not written: {}", crate::logging::one_line(error.as_ref()));
+                    tracing::warn!(event = "profile_failed", pid, %name, profile = %flame, to = %writer.describe(), "flame graph not written: {}", crate::host::logging::one_line(error.as_ref()));
                 }
             }
             Err(error) => {
@@ -315,7 +315,7 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
                     attempts = WRITE_RETRIES.len() + 1,
                     failed,
                     "profile not written: {}",
-                    crate::logging::one_line(error.as_ref())
+                    crate::host::logging::one_line(error.as_ref())
                 );
             }
         }
@@ -328,7 +328,7 @@ fn write_retried(
     file: &str,
     bytes: &[u8],
     info: &ProfileInfo<'_>,
-) -> Result<(), crate::sink::WriteError> {
+) -> Result<(), crate::act::sink::WriteError> {
     let mut attempt = writer.write_about(file, bytes, info);
     for pause in WRITE_RETRIES {
         if attempt.is_ok() {
@@ -360,7 +360,7 @@ mod tests {
     struct Names(Arc<Mutex<Vec<String>>>);
 
     impl ProfileWriter for Names {
-        fn write(&self, name: &str, _profile: &[u8]) -> Result<(), crate::sink::WriteError> {
+        fn write(&self, name: &str, _profile: &[u8]) -> Result<(), crate::act::sink::WriteError> {
             self.0.lock().unwrap().push(name.to_owned());
             Ok(())
         }

@@ -6,11 +6,11 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::watching::{KernelLink, KernelSide};
-use crate::procfs::ResidentParts;
-use crate::profile::growth::RawStacks;
+use crate::act::profile::growth::RawStacks;
+use crate::kernel::load::Target;
 use crate::rules::RuleSet;
-use crate::source::ebpf::Target;
+use crate::system::procfs::ResidentParts;
+use crate::watch::{KernelLink, KernelSide};
 
 /// Clones share what they were told, so a test keeps one while the watch owns another.
 #[derive(Clone, Default)]
