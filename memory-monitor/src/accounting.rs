@@ -158,7 +158,7 @@ impl fmt::Display for Exact {
 pub fn statm_sums_exactly() -> bool {
     static EXACT: OnceLock<bool> = OnceLock::new();
     *EXACT.get_or_init(|| {
-        crate::kernel::fault::Fault::injected() != Some(crate::kernel::fault::Fault::StatmInexact)
+        crate::fault::Fault::injected() != Some(crate::fault::Fault::StatmInexact)
             && (0..3).any(|_| probe_statm().unwrap_or(false))
     })
 }

@@ -35,28 +35,29 @@ mod act;
 mod choice;
 pub mod cli;
 pub mod config;
+mod fault;
 pub mod footprint;
 mod host;
 mod kernel;
-mod list;
 pub mod matcher;
 mod monitor;
+mod policy;
 pub mod rules;
 pub mod self_monitor;
 pub mod signal;
+pub mod sink;
 mod system;
 #[cfg(test)]
 mod testing;
 pub mod units;
 mod watch;
 
-pub use act::sink;
 pub use host::logging;
 use std::io;
 
+pub use cli::list::list;
 pub use config::Config;
 pub use kernel::load::Unavailable;
-pub use list::list;
 pub use monitor::{CycleReport, Monitor, Outcome, Shutdown};
 pub use self_monitor::{SelfMonitor, SelfMonitorHandle};
 

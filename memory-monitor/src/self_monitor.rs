@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use crate::act::profile;
-use crate::act::sink::ProfileWriter;
+use crate::sink::ProfileWriter;
 use crate::units::Bytes;
 
 /// go-mem-monitor's default limit: 5 MiB.

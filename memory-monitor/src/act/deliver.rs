@@ -5,7 +5,7 @@ use std::fmt;
 
 use rustix::io::Errno;
 
-use crate::monitor::policy::{Policy, Verdict};
+use crate::policy::{Policy, Verdict};
 use crate::signal::Signal;
 use crate::system::users::UserName;
 use crate::units::{Bytes, Period};
@@ -109,7 +109,7 @@ pub fn act(
     let reported = reported.filter(|_| verdict == Verdict::Breach);
     let queued_us = reported.map(|r| r.read_ns.saturating_sub(r.at_ns) / 1000);
     let reaction_us =
-        reported.map(|r| crate::watch::process::monotonic_ns().saturating_sub(r.at_ns) / 1000);
+        reported.map(|r| crate::system::procfs::monotonic_ns().saturating_sub(r.at_ns) / 1000);
     let message = match (verdict, dispatch) {
         (Verdict::Breach, Dispatch::DryRun) => "over the limit; would signal (dry run)",
         (Verdict::Breach, _) => "over the limit",

@@ -6,7 +6,7 @@
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use crate::act::shell::run_shell;
+use crate::host::shell::run_shell;
 use crate::rules::Exec;
 
 /// Hooks running at once, at most.

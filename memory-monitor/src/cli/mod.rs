@@ -9,6 +9,7 @@
 //! whole is what `--help` and the man page show.
 
 mod help;
+pub mod list;
 mod manual;
 mod parsers;
 
@@ -26,7 +27,6 @@ use self::parsers::{
     ChoiceParser, SignalParser, parse_capacity, parse_cgroup, parse_listen_address, parse_named,
     parse_pid, parse_user,
 };
-use crate::act::sink::SinkSpec;
 use crate::config::{Config, DEFAULT_MAX_PROCESSES, Hardening, Mode, RulesSource};
 use crate::host::logging::{LogFormat, LogSettings};
 use crate::kernel::load::Attach;
@@ -34,6 +34,7 @@ use crate::matcher::{MatchMode, Matcher};
 use crate::rules::count::Count;
 use crate::rules::{COMMAND_LINE_RULE, Defaults, Exclude, Pinned, Repeat, Rule, RuleSpec};
 use crate::signal::Signal;
+use crate::sink::SinkSpec;
 use crate::system::cgroup::CgroupPath;
 use crate::units::{self, SizeSpec};
 

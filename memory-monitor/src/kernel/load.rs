@@ -27,10 +27,10 @@ use tokio::io::unix::AsyncFd;
 
 use crate::accounting::{Accounting, Exact};
 use crate::act::profile::growth::RawStacks;
+use crate::fault::Fault;
 use crate::host::logging::one_line;
 use crate::kernel::btf::{ExactRead, KernelBtf, RssRead};
 use crate::kernel::exact_reading::{self, ExactGlobals};
-use crate::kernel::fault::Fault;
 use crate::kernel::{btf, tracefs};
 use crate::matcher::{MatchMode, Matcher};
 use crate::rules::RuleSet;

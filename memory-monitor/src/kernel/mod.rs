@@ -8,6 +8,5 @@ pub mod btf;
 pub mod exact_reading;
 #[cfg(test)]
 pub mod fake;
-pub mod fault;
 pub mod load;
 pub mod tracefs;

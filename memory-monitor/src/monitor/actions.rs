@@ -10,8 +10,8 @@ use crate::act::deliver::Dispatch;
 use crate::act::hook::ExecHook;
 use crate::act::metrics::{Metrics, RuleMetrics};
 use crate::act::profile::{ProfileCounts, Profiler};
-use crate::act::sink;
 use crate::rules::RuleSet;
+use crate::sink;
 
 /// Per rule, in the rules' order: the profiler (when the rule profiles) and the metrics.
 #[derive(Debug, Default)]

@@ -9,7 +9,7 @@ use super::actions::Actions;
 use crate::accounting::{Accounting, Exact};
 use crate::act::deliver::{self, Delivery, Dispatch, Reported};
 use crate::act::hook::Breach;
-use crate::monitor::policy::{Policy, Verdict};
+use crate::policy::{Policy, Verdict};
 use crate::rules::RuleSet;
 use crate::signal::Signal;
 use crate::system::procfs::ProcRoot;

@@ -131,7 +131,7 @@ impl Monitor {
                 more = false;
                 break;
             }
-            let read_ns = crate::watch::process::monotonic_ns();
+            let read_ns = crate::system::procfs::monotonic_ns();
             for index in 0..count {
                 let Source::Events(events) = &self.source else {
                     return false;

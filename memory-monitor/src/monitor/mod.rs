@@ -16,7 +16,6 @@ mod actions;
 mod check;
 mod events;
 mod follow;
-pub mod policy;
 mod reload;
 mod run;
 mod start;

@@ -8,7 +8,7 @@ use crate::accounting::{Exact, POLLING_WALKS};
 use crate::act::deliver;
 use crate::config::{Config, Mode};
 use crate::kernel::load::{self, KernelEvents, KernelSettings, KernelWatch};
-use crate::monitor::policy::Policy;
+use crate::policy::Policy;
 use crate::rules::{Rule, RuleSet};
 use crate::system::inotify::Changes;
 use crate::units::{Bytes, Period};

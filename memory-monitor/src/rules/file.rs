@@ -11,11 +11,11 @@ use toml::Spanned;
 
 use super::spec::{Repeat, RuleSpec};
 use super::{COMMAND_LINE_RULE, Defaults, Exclude, MAX_RULES, Rule, RulesError, SetFault};
-use crate::act::sink::SinkSpec;
 use crate::choice::Choice as _;
 use crate::matcher::{MatchMode, Matcher};
 use crate::rules::count::Count;
 use crate::signal::Signal;
+use crate::sink::SinkSpec;
 use crate::system::cgroup::CgroupPath;
 use crate::system::users;
 use crate::units;

@@ -30,10 +30,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::act::sink::SinkSpec;
 use crate::matcher::Matcher;
 pub use crate::rules::count::Count;
 use crate::signal::Signal;
+use crate::sink::SinkSpec;
 use crate::system::cgroup;
 pub use crate::system::cgroup::{CgroupError, CgroupPath};
 use crate::system::procfs::{self, ProcRoot};

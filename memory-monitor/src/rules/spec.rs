@@ -11,10 +11,10 @@ use super::{
     DEFAULT_EXEC_TIMEOUT, DEFAULT_PROFILE_AT_PERCENT, DEFAULT_PROFILE_BUDGET, Defaults, Exclude,
     Exec, Pinned, ProfileSettings, Rule, Selector,
 };
-use crate::act::sink::SinkSpec;
 use crate::matcher::Matcher;
 use crate::rules::count::Count;
 use crate::signal::Signal;
+use crate::sink::SinkSpec;
 use crate::system::cgroup::CgroupPath;
 use crate::units::{self, SizeSpec};
 

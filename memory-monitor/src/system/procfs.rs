@@ -429,6 +429,20 @@ pub fn total_ram() -> u64 {
     info.totalram as u64 * u64::from(info.mem_unit.max(1))
 }
 
+/// Whether the process `pidfd` refers to has exited (a pidfd polls readable then). Until it
+/// has, its PID is its own: whatever was read by PID in the meantime was this process's.
+pub fn has_exited(pidfd: impl std::os::fd::AsFd) -> bool {
+    use rustix::event::{PollFd, PollFlags};
+    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+    matches!(rustix::event::poll(&mut fds, Some(&rustix::time::Timespec::default())), Ok(n) if n > 0)
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds (the clock of kernel events' times).
+pub(crate) fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

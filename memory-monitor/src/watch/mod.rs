@@ -485,9 +485,9 @@ mod tests {
     use crate::kernel::fake::FakeKernel;
     use crate::matcher::{MatchMode, Matcher};
     use crate::rules::{Rule, Selector};
+    use crate::system::procfs::monotonic_ns;
     use crate::testing::Sleeper;
     use crate::units::SizeSpec;
-    use crate::watch::process::monotonic_ns;
 
     /// Watching processes named `name`, followed on `kernel`.
     fn watching(name: &str, kernel: &FakeKernel) -> Watching {

@@ -9,17 +9,16 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
-use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags};
 
 use crate::accounting::{Accounting, Exact};
-use crate::monitor::policy::Episode;
+use crate::policy::Episode;
 use crate::rules::count::Count;
 use crate::rules::{MAX_RULES, RuleSet};
 use crate::signal::Signal;
 use crate::system::container::Identity;
-use crate::system::procfs::{self, Comm, ProcRoot};
+use crate::system::procfs::{self, Comm, ProcRoot, has_exited, monotonic_ns};
 
 /// How many times a torn `smaps_rollup` walk is read again before the counters decide.
 const ROLLUP_TRIES: usize = 3;
@@ -417,19 +416,6 @@ impl Watched {
 /// the counters after, too.
 fn is_torn(rollup: u64, before: u64, after: u64, error: u64) -> bool {
     rollup.saturating_add(error) < before.min(after)
-}
-
-/// Whether the process `pidfd` refers to has exited (a pidfd polls readable then). Until it
-/// has, its PID is its own: whatever was read by PID in the meantime was this process's.
-pub fn has_exited(pidfd: impl AsFd) -> bool {
-    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
-    matches!(rustix::event::poll(&mut fds, Some(&rustix::time::Timespec::default())), Ok(n) if n > 0)
-}
-
-/// `CLOCK_MONOTONIC` now, in nanoseconds (the clock of kernel events' times).
-pub(crate) fn monotonic_ns() -> u64 {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// What the rules make of a process now: its name, the rule that selects it and that rule's

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 
-use crate::act::sink::{ProfileInfo, ProfileWriter};
+use crate::sink::{ProfileInfo, ProfileWriter};
 use crate::system::container::Identity;
 use crate::units::Bytes;
 
@@ -229,11 +229,11 @@ fn capture_live(
     job: &Job,
 ) -> Option<std::io::Result<(mapping::Mappings, Vec<growth::GrowthStack>)>> {
     let mappings = capture(job.pid);
-    if crate::watch::process::has_exited(&job.pidfd) {
+    if crate::system::procfs::has_exited(&job.pidfd) {
         return None;
     }
     let mut growth = growth::symbolize(job.pid, &job.growth);
-    if crate::watch::process::has_exited(&job.pidfd) {
+    if crate::system::procfs::has_exited(&job.pidfd) {
         tracing::debug!(pid = job.pid, name = %job.name, "the process exited while its growth stacks were named; the profile goes without them");
         growth.clear();
     }
@@ -294,7 +294,7 @@ fn work(queue: Receiver<Job>, writer: &dyn ProfileWriter, counts: &ProfileCounts
         let flame = flame::file_name(file);
         let title = format!("{name} (pid {pid})");
         let drawn = flame::svg(regions, &growth, &title, &about.join(", "))
-            .map_err(|error| -> crate::act::sink::WriteError { Box::new(error) })
+            .map_err(|error| -> crate::sink::WriteError { Box::new(error) })
             .and_then(|svg| write_retried(writer, &flame, &svg, &info));
         match write_retried(writer, file, &profile, &info) {
             Ok(()) => {
@@ -328,7 +328,7 @@ fn write_retried(
     file: &str,
     bytes: &[u8],
     info: &ProfileInfo<'_>,
-) -> Result<(), crate::act::sink::WriteError> {
+) -> Result<(), crate::sink::WriteError> {
     let mut attempt = writer.write_about(file, bytes, info);
     for pause in WRITE_RETRIES {
         if attempt.is_ok() {
@@ -360,7 +360,7 @@ mod tests {
     struct Names(Arc<Mutex<Vec<String>>>);
 
     impl ProfileWriter for Names {
-        fn write(&self, name: &str, _profile: &[u8]) -> Result<(), crate::act::sink::WriteError> {
+        fn write(&self, name: &str, _profile: &[u8]) -> Result<(), crate::sink::WriteError> {
             self.0.lock().unwrap().push(name.to_owned());
             Ok(())
         }
