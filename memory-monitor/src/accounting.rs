@@ -229,7 +229,29 @@ impl fmt::Display for Accounting {
 /// count allocates), at start-up: see [`count_cpus`].
 fn cpus() -> u64 {
     static CPUS: OnceLock<u64> = OnceLock::new();
-    *CPUS.get_or_init(|| aya::util::nr_cpus().unwrap_or(1).max(1) as u64)
+    *CPUS.get_or_init(|| {
+        std::fs::read_to_string(POSSIBLE_CPUS)
+            .ok()
+            .and_then(|list| count_cpu_list(list.trim()))
+            .unwrap_or(1)
+            .max(1)
+    })
+}
+
+/// The kernel's list of the CPUs that may ever exist here.
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// How many CPUs a kernel CPU list names (`0-3,8,10-11`: 7); `None` when it is not one.
+fn count_cpu_list(list: &str) -> Option<u64> {
+    list.split(',')
+        .map(|range| match range.split_once('-') {
+            Some((first, last)) => {
+                let (first, last) = (first.parse::<u64>().ok()?, last.parse::<u64>().ok()?);
+                Some((first..=last).count() as u64)
+            }
+            None => range.parse::<u64>().ok().map(|_| 1),
+        })
+        .sum()
 }
 
 /// How many CPUs may exist here (each per-CPU counter has a part for each).
@@ -248,6 +270,15 @@ pub fn count_cpus() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cpu_list_counts_every_cpu_it_names() {
+        assert_eq!(count_cpu_list("0"), Some(1));
+        assert_eq!(count_cpu_list("0-3"), Some(4));
+        assert_eq!(count_cpu_list("0-3,8,10-11"), Some(7));
+        assert_eq!(count_cpu_list("0-x"), None);
+        assert!(possible_cpus() >= 1);
+    }
 
     #[test]
     fn each_kind_of_counting_has_its_own_error() {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::choice::{self, Choice};
-pub use crate::kernel::load::Attach;
+pub use crate::kernel::Attach;
 use crate::rules::{self, Defaults, Rule, RuleSet, RulesError};
 
 /// A validated monitor configuration; build one with [`Config::new`] or from a command line.

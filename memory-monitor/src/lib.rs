@@ -57,7 +57,7 @@ use std::io;
 
 pub use cli::list::list;
 pub use config::Config;
-pub use kernel::load::Unavailable;
+pub use kernel::Unavailable;
 pub use monitor::{CycleReport, Monitor, Outcome, Shutdown};
 pub use self_monitor::{SelfMonitor, SelfMonitorHandle};
 
@@ -86,7 +86,7 @@ pub enum Error {
     Runtime(#[source] io::Error),
     /// `--mode ebpf` was asked for and cannot run here.
     #[error("eBPF mode is unavailable")]
-    Ebpf(#[source] kernel::load::Unavailable),
+    Ebpf(#[source] kernel::Unavailable),
     /// Waiting for kernel events failed.
     #[error("cannot wait for kernel events")]
     Events(#[source] io::Error),
@@ -101,7 +101,7 @@ pub enum Error {
 /// How the running kernel counts RSS, from its BTF (as eBPF mode reads it at start-up);
 /// [`Unknown`](accounting::Accounting::Unknown) when the BTF cannot be read.
 pub fn kernel_accounting() -> accounting::Accounting {
-    kernel::btf::kernel_btf().map_or(accounting::Accounting::Unknown, |btf| btf.accounting)
+    kernel::accounting()
 }
 
 /// Runs a monitor for `config` on a runtime of its own until it stops.

@@ -29,7 +29,7 @@ use self::parsers::{
 };
 use crate::config::{Config, DEFAULT_MAX_PROCESSES, Hardening, Mode, RulesSource};
 use crate::host::logging::{LogFormat, LogSettings};
-use crate::kernel::load::Attach;
+use crate::kernel::Attach;
 use crate::matcher::{MatchMode, Matcher};
 use crate::rules::count::Count;
 use crate::rules::{COMMAND_LINE_RULE, Defaults, Exclude, Pinned, Repeat, Rule, RuleSpec};

@@ -6,11 +6,9 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::act::profile::growth::RawStacks;
-use crate::kernel::load::Target;
+use super::{KernelLink, KernelSide, RawStacks, Target};
 use crate::rules::RuleSet;
-use crate::system::procfs::ResidentParts;
-use crate::watch::{KernelLink, KernelSide};
+use crate::system::procfs::ProcRoot;
 
 /// Clones share what they were told, so a test keeps one while the watch owns another.
 #[derive(Clone, Default)]
@@ -75,7 +73,7 @@ impl KernelLink for FakeKernel {
 }
 
 impl KernelSide for FakeKernel {
-    fn watch(&mut self, pid: i32, _: ResidentParts, _: Target) -> io::Result<()> {
+    fn follow(&mut self, pid: i32, _: Target, _: &ProcRoot) -> io::Result<()> {
         if self.full {
             return Err(io::Error::other("full"));
         }

@@ -6,15 +6,16 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 
 use super::actions::Actions;
+use super::in_force::InForce;
 use crate::accounting::{Accounting, Exact};
 use crate::act::deliver::{self, Delivery, Dispatch, Reported};
 use crate::act::hook::Breach;
+use crate::kernel::KernelLink;
 use crate::policy::{Policy, Verdict};
 use crate::rules::RuleSet;
 use crate::signal::Signal;
 use crate::system::procfs::ProcRoot;
 use crate::units::Bytes;
-use crate::watch::KernelLink;
 use crate::watch::process::Watched;
 use crate::watch::scan::Exclusions;
 
@@ -82,27 +83,21 @@ pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 /// whose reading outlasts the gap would be reported again during every reading.)
 pub fn check(
     watched: &mut Watched,
-    rules: &RuleSet,
+    in_force: &InForce,
     proc: &ProcRoot,
     actions: &Actions,
     look: Look,
-    mut kernel: Option<&mut dyn KernelLink>,
+    kernel: &mut dyn KernelLink,
 ) -> Option<(Verdict, u64)> {
+    let rules = &in_force.rules;
     let policy = policy_of(rules, watched);
     let count = rules.get(watched.rule()).count;
     let reading = Instant::now();
-    let mut rss = measure(
-        watched,
-        proc,
-        policy.limit,
-        count,
-        look,
-        kernel.as_deref_mut(),
-    );
+    let mut rss = measure(watched, proc, policy.limit, count, look, kernel);
     let reading = reading.elapsed();
     // A re-arm request waiting on the kernel side: a held-back report's, due at its gap's end.
     let mut rearm_pending = watched.recheck.take().is_some();
-    if let (Ok(under), Some(kernel), Some(asked)) = (rss, kernel.as_deref_mut(), look.rearm)
+    if let (Ok(under), Some(asked)) = (rss, look.rearm)
         && under <= policy.limit
     {
         let gap = match asked.is_zero() {
@@ -111,7 +106,7 @@ pub fn check(
         };
         kernel.rearm(watched.pid(), gap);
         rearm_pending = true;
-        rss = measure(watched, proc, policy.limit, count, look, Some(kernel));
+        rss = measure(watched, proc, policy.limit, count, look, kernel);
         // Still under: the kernel side stays quiet for the gap (longer when the reading was
         // long), so look again after it.
         if let Ok(rss) = rss
@@ -122,9 +117,7 @@ pub fn check(
     }
     // Not under after all, or not at a held-back report's end (found there before the kernel
     // side's own next report): no report is wanted while it stays over.
-    if let (true, Some(kernel)) = (rearm_pending, kernel.as_deref_mut())
-        && !rss.is_ok_and(|rss| rss <= policy.limit)
-    {
+    if rearm_pending && !rss.is_ok_and(|rss| rss <= policy.limit) {
         kernel.cancel_rearm(watched.pid());
     }
     let rss = match rss {
@@ -146,7 +139,7 @@ pub fn check(
     }
     tracing::trace!(pid = watched.pid(), name = %watched.comm(), rss = %Bytes(rss), "measured");
     act(
-        watched, rules, proc, actions, &policy, verdict, rss, look, kernel,
+        watched, in_force, proc, actions, &policy, verdict, rss, look, kernel,
     );
     Some((verdict, rss))
 }
@@ -154,17 +147,18 @@ pub fn check(
 /// `watched`'s exact RSS against `limit` (see [`Watched::exact_rss`]), counted as `count`
 /// says: by the kernel side's reading where that decides (`look.exact`) and it can tell, else
 /// from `/proc`. `Err(Errno::SRCH)` once the process has exited. Allocates nothing.
-fn measure<'k>(
+fn measure(
     watched: &Watched,
     proc: &ProcRoot,
     limit: u64,
     count: crate::rules::count::Count,
     look: Look,
-    kernel: Option<&mut (dyn KernelLink + 'k)>,
+    kernel: &mut dyn KernelLink,
 ) -> Result<u64, Errno> {
-    let read = kernel
-        .filter(|_| look.exact.is_kernel_reading())
-        .and_then(|kernel| kernel.exact_rss(watched.pid()));
+    let read = match look.exact.is_kernel_reading() {
+        true => kernel.exact_rss(watched.pid()),
+        false => None,
+    };
     match read {
         Some(_) if watched.has_exited() => Err(Errno::SRCH),
         Some(bytes) => Ok(bytes),
@@ -188,30 +182,28 @@ fn measure<'k>(
 )]
 fn act(
     watched: &mut Watched,
-    rules: &RuleSet,
+    in_force: &InForce,
     proc: &ProcRoot,
     actions: &Actions,
     policy: &Policy,
     verdict: Verdict,
     rss: u64,
     look: Look,
-    mut kernel: Option<&mut dyn KernelLink>,
+    kernel: &mut dyn KernelLink,
 ) {
     let index = watched.rule();
-    let (rule, metrics) = (rules.get(index), &actions.rules.metrics[index]);
+    let (rule, rule_actions) = (in_force.rules.get(index), in_force.actions(index));
+    let metrics = &rule_actions.metrics;
     if verdict == Verdict::Breach {
         metrics.breaches.inc();
         // Its name and user now, for the breach's line and hook (a rename under the same rule is not
         // reported by the kernel side).
         watched.reread_identity(proc);
     }
-    let profile = match (verdict, actions.rules.profilers[index].as_ref()) {
+    let profile = match (verdict, rule_actions.profiler.as_ref()) {
         (Verdict::Breach, Some(profiler)) => {
             let name = watched.comm().to_string();
-            let growth = kernel
-                .as_deref_mut()
-                .map(|kernel| kernel.take_growth(watched.pid()))
-                .unwrap_or_default();
+            let growth = kernel.take_growth(watched.pid());
             profiler.profile(
                 watched.pid(),
                 watched.pidfd(),
@@ -224,12 +216,12 @@ fn act(
         }
         _ => None,
     };
-    let dispatch = match (verdict, kernel) {
-        (Verdict::Breach, Some(kernel)) => match kernel.claim_signal(watched.pid()) {
+    let dispatch = match verdict {
+        Verdict::Breach => match kernel.claim_signal(watched.pid()) {
             true => actions.dispatch,
             false => Dispatch::SentByKernel,
         },
-        (Verdict::Recovered, Some(kernel)) => {
+        Verdict::Recovered => {
             kernel.release_claim(watched.pid());
             actions.dispatch
         }
@@ -277,15 +269,16 @@ fn act(
 mod tests {
     use super::*;
     use crate::act::metrics::Metrics;
+    use crate::kernel::Unloaded;
     use crate::kernel::fake::FakeKernel;
     use crate::matcher::{MatchMode, Matcher};
-    use crate::rules::{Rule, Selector};
+    use crate::rules::{Rule, RuleSet, Selector};
     use crate::testing::Sleeper;
     use crate::units::SizeSpec;
 
     /// Rules watching the sleeper at `limit` bytes with SIGCONT (harmless to a sleeping process),
     /// once per breach; the process watched; and what acting needs, in a dry run.
-    fn watched_sleeper(sleeper: &Sleeper, limit: u64) -> (RuleSet, ProcRoot, Watched, Actions) {
+    fn watched_sleeper(sleeper: &Sleeper, limit: u64) -> (InForce, ProcRoot, Watched, Actions) {
         watched_sleeper_under(sleeper, limit, None, None)
     }
 
@@ -296,7 +289,7 @@ mod tests {
         limit: u64,
         repeat: Option<Duration>,
         kill_after: Option<Duration>,
-    ) -> (RuleSet, ProcRoot, Watched, Actions) {
+    ) -> (InForce, ProcRoot, Watched, Actions) {
         let matcher = Matcher::new(MatchMode::Exact, sleeper.name()).unwrap();
         let mut rule = Rule::new("sleepers", Selector::name(matcher), SizeSpec::Bytes(limit));
         rule.signal = "CONT".parse().unwrap();
@@ -306,8 +299,10 @@ mod tests {
         let proc = ProcRoot::open().unwrap();
         let mut buf = vec![0; 4096];
         let watched = Watched::open(&proc, sleeper.pid(), &rules, &mut buf, false).unwrap();
-        let actions = Actions::start(&rules, Metrics::new(), true).unwrap();
-        (rules, proc, watched, actions)
+        let metrics = Metrics::new();
+        let in_force = InForce::build(rules, &metrics, true).unwrap();
+        let actions = Actions::start(&in_force.rules, metrics, true).unwrap();
+        (in_force, proc, watched, actions)
     }
 
     fn look(rearm: Option<Duration>) -> Look {
@@ -332,15 +327,7 @@ mod tests {
         let mut kernel = FakeKernel::default();
         let gap = Duration::from_micros(250);
         let look = look(Some(gap));
-        let (verdict, _) = check(
-            &mut watched,
-            &rules,
-            &proc,
-            &actions,
-            look,
-            Some(&mut kernel),
-        )
-        .unwrap();
+        let (verdict, _) = check(&mut watched, &rules, &proc, &actions, look, &mut kernel).unwrap();
         assert_eq!(verdict, Verdict::Quiet);
         // Held back for the gap: looked at again once it ends. (At least the gap asked for:
         // longer when the reading took longer than an eighth of it, as under load.)
@@ -355,7 +342,7 @@ mod tests {
             &proc,
             &actions,
             super::tests::look(None),
-            Some(&mut kernel),
+            &mut kernel,
         );
         assert!(kernel.told().is_empty(), "{:?}", kernel.told());
         assert_eq!(watched.recheck, None);
@@ -373,7 +360,7 @@ mod tests {
             &proc,
             &actions,
             look(Some(Duration::from_micros(250))),
-            Some(&mut kernel),
+            &mut kernel,
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Breach);
@@ -387,7 +374,7 @@ mod tests {
             &proc,
             &actions,
             look(None),
-            Some(&mut kernel),
+            &mut kernel,
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Quiet);
@@ -408,7 +395,7 @@ mod tests {
             &proc,
             &actions,
             look(Some(Duration::ZERO)),
-            Some(&mut kernel),
+            &mut kernel,
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Breach);
@@ -423,7 +410,7 @@ mod tests {
         let (rules, proc, mut watched, actions) =
             watched_sleeper_under(&sleeper, 1, Some(repeat), Some(kill_after));
         assert_eq!(
-            due_at(&rules, &watched),
+            due_at(&rules.rules, &watched),
             None,
             "nothing pending before a breach"
         );
@@ -434,7 +421,7 @@ mod tests {
                 &proc,
                 &actions,
                 look_when(now, None),
-                None,
+                &mut Unloaded,
             )
             .unwrap()
             .0
@@ -447,7 +434,11 @@ mod tests {
         assert_eq!(judged(breach + repeat * 2), Verdict::Repeat);
         // The kill comes before the third repeat would, and ends what falls due.
         assert_eq!(judged(breach + kill_after), Verdict::Kill);
-        assert_eq!(due_at(&rules, &watched), None, "nothing after the kill");
+        assert_eq!(
+            due_at(&rules.rules, &watched),
+            None,
+            "nothing after the kill"
+        );
     }
 
     #[test]
@@ -458,10 +449,17 @@ mod tests {
             watched_sleeper_under(&sleeper, 1, Some(repeat), Some(kill_after));
         let breach_look = look(None);
         let breach = breach_look.now;
-        check(&mut watched, &rules, &proc, &actions, breach_look, None);
-        assert_eq!(due_at(&rules, &watched), Some(breach + repeat));
+        check(
+            &mut watched,
+            &rules,
+            &proc,
+            &actions,
+            breach_look,
+            &mut Unloaded,
+        );
+        assert_eq!(due_at(&rules.rules, &watched), Some(breach + repeat));
         watched.recheck = Some(breach + repeat / 4);
-        assert_eq!(due_at(&rules, &watched), Some(breach + repeat / 4));
+        assert_eq!(due_at(&rules.rules, &watched), Some(breach + repeat / 4));
     }
 
     #[test]
@@ -492,7 +490,7 @@ mod tests {
             &proc,
             &actions,
             deciding(Exact::CpuParts),
-            Some(&mut kernel),
+            &mut kernel,
         )
         .unwrap();
         assert_eq!((verdict, rss), (Verdict::Breach, 2 << 30));
@@ -504,7 +502,7 @@ mod tests {
             &proc,
             &actions,
             deciding(Exact::Statm),
-            Some(&mut kernel),
+            &mut kernel,
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Quiet);
@@ -516,7 +514,7 @@ mod tests {
             &proc,
             &actions,
             deciding(Exact::ThreadCaches),
-            Some(&mut FakeKernel::default()),
+            &mut FakeKernel::default(),
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Quiet);
@@ -527,7 +525,14 @@ mod tests {
         let mut sleeper = Sleeper::start();
         let (rules, proc, mut watched, actions) = watched_sleeper(&sleeper, 1 << 40);
         sleeper.end();
-        let checked = check(&mut watched, &rules, &proc, &actions, look(None), None);
+        let checked = check(
+            &mut watched,
+            &rules,
+            &proc,
+            &actions,
+            look(None),
+            &mut Unloaded,
+        );
         assert_eq!(checked, None);
     }
 }

@@ -24,7 +24,7 @@ impl Monitor {
             let _ = self.cycle(now);
         }
         if changed.limits {
-            self.watching.limits_changed(now);
+            self.watching.limits_changed(&self.in_force.rules, now);
             self.check_watched(now, None, |_, watched| {
                 watched.recheck.is_some_and(|due| due <= now)
             });
@@ -36,7 +36,10 @@ impl Monitor {
         let Some(changes) = self.changes.as_mut() else {
             return;
         };
-        let changed = match self.watching.recheck_cgroups(changes) {
+        let changed = match self
+            .watching
+            .recheck_cgroups(&mut self.in_force.rules, changes)
+        {
             Ok(changed) => changed,
             Err(error) => {
                 tracing::warn!(
@@ -46,7 +49,7 @@ impl Monitor {
                 return;
             }
         };
-        let rules = self.watching.rules();
+        let rules = &self.in_force.rules;
         for (index, present) in changed {
             let rule = rules.get(index);
             let cgroup = rule

@@ -16,6 +16,7 @@ mod actions;
 mod check;
 mod events;
 mod follow;
+mod in_force;
 mod reload;
 mod run;
 mod start;
@@ -28,16 +29,18 @@ use std::time::{Duration, Instant};
 
 use self::actions::Actions;
 use self::check::{Look, check, due_at, earliest};
-use self::events::EventSource;
+use self::events::Losses;
+use self::in_force::InForce;
 use self::start::Note;
 use crate::Error;
 use crate::accounting::{Accounting, Exact};
 use crate::act::deliver::Reported;
 use crate::act::metrics::Metrics;
 use crate::config::{Config, RulesSource};
+use crate::kernel::{KernelSide, Loaded, Ring, Setup, Unloaded};
 use crate::system::inotify::Changes;
+use crate::watch::Watching;
 use crate::watch::scan::SkipReason;
-use crate::watch::{KernelSide, Watching};
 
 pub use self::waits::Shutdown;
 
@@ -84,13 +87,13 @@ const REPORT_GAP: Duration = Duration::from_micros(250);
 /// Where the monitor learns of changes.
 #[derive(Debug)]
 enum Source {
-    /// The kernel side's events (eBPF mode). Boxed: the monitor holds one source for its life.
-    Events(Box<EventSource>),
+    /// The kernel side's events (eBPF mode), as loading set it up.
+    Events(Setup),
     /// Looking at `/proc` every interval, and why.
     Poll { why: String },
 }
 
-/// The settings the loop reads once started (the rules in force are the watch's).
+/// The settings the loop reads once started (the rules in force are [`InForce`]).
 #[derive(Debug)]
 struct Settings {
     interval: Duration,
@@ -107,6 +110,13 @@ struct Settings {
 pub struct Monitor {
     settings: Settings,
     source: Source,
+    /// What the kernel side reports (nothing, in poll mode).
+    ring: Ring,
+    /// What lost kernel events call for.
+    losses: Losses,
+    /// The rules in force, with what acting on each needs.
+    in_force: InForce,
+    /// The processes watched under them, on both sides.
     watching: Watching,
     actions: Actions,
     /// Follows cgroup limits, rules' cgroups and the rules file (see [`crate::system::inotify`]).
@@ -133,13 +143,12 @@ impl Monitor {
     /// `--once` it must be called inside a tokio runtime.
     pub fn new(config: Config) -> Result<Monitor, Error> {
         crate::footprint::reserve_descriptors(config.max_processes);
-        let (source, kernel) = match start::choose_source(&config)? {
-            Ok((events, kernel)) => (
-                Source::Events(Box::new(EventSource::new(events))),
-                Some(Box::new(kernel) as Box<dyn KernelSide>),
-            ),
-            Err(why) => (Source::Poll { why }, None),
-        };
+        let (source, ring, kernel): (_, _, Box<dyn KernelSide>) =
+            match start::choose_source(&config)? {
+                Ok(Loaded { ring, maps, setup }) => (Source::Events(setup), ring, Box::new(maps)),
+                Err(why) => (Source::Poll { why }, Ring::none(), Box::new(Unloaded)),
+            };
+        let event_driven = matches!(source, Source::Events(_));
         // Bound before the capabilities are dropped (below): a port under 1024 needs
         // CAP_NET_BIND_SERVICE, which the monitor does not keep.
         let listener = config
@@ -153,10 +162,7 @@ impl Monitor {
         crate::system::users::load_names();
         // With the programs attached and before any thread starts (threads inherit them).
         // Some kernels check CAP_BPF on every map access, not only when programs load.
-        let keep_for_maps = match &source {
-            Source::Events(events) => events.kernel().capabilities_for_maps(),
-            Source::Poll { .. } => rustix::thread::CapabilitySet::empty(),
-        };
+        let keep_for_maps = ring.capabilities_for_maps();
         // A check (`--once`) is a dry run: it reports, and acts on nothing.
         let dry_run = config.dry_run || config.once;
         // Before the capabilities are dropped.
@@ -169,15 +175,6 @@ impl Monitor {
             .map(|hardening| start::harden_start(hardening, keep_for_maps))
             .unwrap_or_default();
         notes.extend(peer_note);
-        let metrics = Metrics::new();
-        metrics.set_mode(kernel.is_some());
-        let actions = Actions::start(&config.rules, Arc::clone(&metrics), dry_run)?;
-        if let (Some(listener), Some(address)) = (listener, config.metrics_addr) {
-            let bound = crate::act::metrics::serve(listener, Arc::clone(&metrics))
-                .map_err(|e| Error::Metrics(address, e))?;
-            tracing::info!(event = "metrics", address = %bound, "serving metrics on http://{bound}/metrics");
-        }
-        let changes = start::follow_changes(&config);
         let Config {
             rules,
             source: rules_source,
@@ -186,19 +183,33 @@ impl Monitor {
             max_processes,
             kernel_signal,
             harden,
+            metrics_addr,
             ..
         } = config;
-        let watching = Watching::new(rules, max_processes, kernel).map_err(Error::Proc)?;
+        let metrics = Metrics::new();
+        metrics.set_mode(event_driven);
+        let in_force = InForce::build(rules, &metrics, dry_run)?;
+        let actions = Actions::start(&in_force.rules, Arc::clone(&metrics), dry_run)?;
+        if let (Some(listener), Some(address)) = (listener, metrics_addr) {
+            let bound = crate::act::metrics::serve(listener, Arc::clone(&metrics))
+                .map_err(|e| Error::Metrics(address, e))?;
+            tracing::info!(event = "metrics", address = %bound, "serving metrics on http://{bound}/metrics");
+        }
+        let changes = start::follow_changes(&in_force.rules, &rules_source, once);
+        let watching = Watching::new(max_processes, kernel, !event_driven).map_err(Error::Proc)?;
         Ok(Monitor {
             settings: Settings {
                 interval,
                 dry_run,
                 once,
-                kernel_signal: kernel_signal && watching.is_event_driven(),
+                kernel_signal: kernel_signal && event_driven,
                 harden: harden.is_some(),
                 rules: rules_source,
             },
             source,
+            ring,
+            losses: Losses::default(),
+            in_force,
             watching,
             actions,
             changes,
@@ -218,16 +229,13 @@ impl Monitor {
 
     /// Kernel events handled so far (eBPF mode).
     pub fn events_handled(&self) -> u64 {
-        match &self.source {
-            Source::Events(events) => events.handled(),
-            Source::Poll { .. } => 0,
-        }
+        self.ring.handled()
     }
 
     /// How this kernel counts RSS, as the kernel side found from BTF; not known when polling.
     fn accounting(&self) -> Accounting {
         match &self.source {
-            Source::Events(events) => events.kernel().accounting(),
+            Source::Events(setup) => setup.accounting(),
             Source::Poll { .. } => Accounting::Unknown,
         }
     }
@@ -235,7 +243,7 @@ impl Monitor {
     /// Which exact figure decides, and why `smaps_rollup` when it does.
     fn exact(&self) -> (Exact, Option<&str>) {
         match &self.source {
-            Source::Events(events) => events.kernel().exact(),
+            Source::Events(setup) => setup.exact(),
             Source::Poll { .. } => match Exact::choose(None) {
                 Exact::SmapsRollup => (Exact::SmapsRollup, Some(crate::accounting::POLLING_WALKS)),
                 exact => (exact, None),
@@ -266,13 +274,17 @@ impl Monitor {
     /// A cycle's first half: the watch brought up to date from `/proc`; how many matching
     /// processes could not be watched.
     fn find_processes(&mut self, now: Instant) -> Result<usize, Error> {
-        let scan = self.watching.scan(now).map_err(Error::Proc)?;
+        let scan = self
+            .watching
+            .scan(&self.in_force.rules, now)
+            .map_err(Error::Proc)?;
         if let Some(reason) = scan.skip_reason {
             self.warn_skipped_once(reason, scan.skipped);
         }
         self.actions.metrics.skipped.set(scan.skipped as i64);
         if let Some(changes) = self.changes.as_mut() {
-            self.watching.follow_limits(changes, None);
+            self.watching
+                .follow_limits(&self.in_force.rules, changes, None);
         }
         Ok(scan.skipped)
     }
@@ -295,7 +307,7 @@ impl Monitor {
             .metrics
             .poll_cycle
             .observe(started.elapsed().as_secs_f64());
-        self.actions.publish(self.watching.list().per_rule());
+        self.in_force.publish(self.watching.list().per_rule());
         report
     }
 
@@ -313,7 +325,8 @@ impl Monitor {
         if self.watching.list().get(pid).is_none() && !self.discover(pid) {
             return None;
         }
-        let (actions, (accounting, exact)) = (&self.actions, self.reading());
+        let (in_force, actions) = (&self.in_force, &self.actions);
+        let (accounting, exact) = self.reading();
         let look = Look {
             now,
             accounting,
@@ -322,12 +335,11 @@ impl Monitor {
             reported: Some(reported),
         };
         let mut judged = None;
-        self.watching
-            .retain_one(pid, |watched, rules, proc, kernel| {
-                judged = check(watched, rules, proc, actions, look, kernel)
-                    .map(|(_, rss)| (rss, due_at(rules, watched)));
-                judged.is_some()
-            });
+        self.watching.retain_one(pid, |watched, proc, kernel| {
+            judged = check(watched, in_force, proc, actions, look, kernel)
+                .map(|(_, rss)| (rss, due_at(&in_force.rules, watched)));
+            judged.is_some()
+        });
         let (rss, due) = judged?;
         self.next_deadline = earliest(self.next_deadline, due);
         Some(rss)
@@ -341,7 +353,9 @@ impl Monitor {
         rearm: Option<Duration>,
         due: impl Fn(&crate::rules::RuleSet, &crate::watch::process::Watched) -> bool,
     ) -> CycleReport {
-        let (actions, (accounting, exact)) = (&self.actions, self.reading());
+        let (in_force, actions) = (&self.in_force, &self.actions);
+        let (accounting, exact) = self.reading();
+        let rules = &in_force.rules;
         let look = Look {
             now,
             accounting,
@@ -351,9 +365,10 @@ impl Monitor {
         };
         let mut report = CycleReport::default();
         let mut next_deadline = None;
-        self.watching.retain(|watched, rules, proc, kernel| {
+        self.watching.retain(|watched, proc, kernel| {
             if due(rules, watched) {
-                let Some((verdict, _)) = check(watched, rules, proc, actions, look, kernel) else {
+                let Some((verdict, _)) = check(watched, in_force, proc, actions, look, kernel)
+                else {
                     return false;
                 };
                 report.signals += usize::from(verdict.signals());

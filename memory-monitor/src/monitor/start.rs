@@ -6,18 +6,16 @@ use rustix::thread::CapabilitySet;
 use crate::Error;
 use crate::accounting::{Exact, POLLING_WALKS};
 use crate::act::deliver;
-use crate::config::{Config, Mode};
-use crate::kernel::load::{self, KernelEvents, KernelSettings, KernelWatch};
+use crate::config::{Config, Mode, RulesSource};
+use crate::kernel::{self, Loaded, Setup};
 use crate::policy::Policy;
 use crate::rules::{Rule, RuleSet};
 use crate::system::inotify::Changes;
 use crate::units::{Bytes, Period};
 
 /// The kernel side when it loads, else why the monitor polls.
-pub fn choose_source(
-    config: &Config,
-) -> Result<Result<(KernelEvents, KernelWatch), String>, Error> {
-    let settings = KernelSettings {
+pub fn choose_source(config: &Config) -> Result<Result<Loaded, String>, Error> {
+    let settings = kernel::Settings {
         rules: &config.rules,
         max_processes: config.max_processes,
         kernel_signal: config.kernel_signal,
@@ -27,9 +25,9 @@ pub fn choose_source(
     match config.mode {
         Mode::Poll => Ok(Err("--mode poll".to_string())),
         _ if config.once => Ok(Err("--once".to_string())),
-        Mode::Ebpf => load::load(&settings).map(Ok).map_err(Error::Ebpf),
+        Mode::Ebpf => kernel::load(&settings).map(Ok).map_err(Error::Ebpf),
         Mode::Auto => {
-            Ok(load::load(&settings).map_err(|reason| format!("eBPF unavailable: {reason}")))
+            Ok(kernel::load(&settings).map_err(|reason| format!("eBPF unavailable: {reason}")))
         }
     }
 }
@@ -38,7 +36,7 @@ pub fn choose_source(
 #[derive(Debug, Clone, Copy)]
 pub struct Running<'a> {
     /// The kernel side (eBPF mode), or why it polls and how often.
-    pub source: Result<&'a KernelEvents, (&'a str, std::time::Duration)>,
+    pub source: Result<&'a Setup, (&'a str, std::time::Duration)>,
     /// Nothing is acted on: `--dry-run`, or `--once`.
     pub dry_run: bool,
     /// `--once`: one check, then exit.
@@ -177,13 +175,13 @@ fn summary(rules: &RuleSet, index: usize, running: Running<'_>) -> (String, Stri
     (limit, action)
 }
 
-/// What to follow of the file system's changes for `config` (see [`crate::system::inotify`]): the
-/// rules' cgroups and limits, and with `--watch-config` the rules file. A rules file may name
-/// cgroups after a reload, so with one there is always something to follow.
-pub fn follow_changes(config: &Config) -> Option<Changes> {
-    let rules = &config.rules;
-    let wanted = rules.rules().iter().any(Rule::depends_on_cgroups) || config.source.file.is_some();
-    if !wanted || config.once {
+/// What to follow of the file system's changes for `rules`, read from `source` (see
+/// [`crate::system::inotify`]): the rules' cgroups and limits, and with `--watch-config` the
+/// rules file; nothing for a single check (`once`). A rules file may name cgroups after a
+/// reload, so with one there is always something to follow.
+pub fn follow_changes(rules: &RuleSet, source: &RulesSource, once: bool) -> Option<Changes> {
+    let wanted = rules.rules().iter().any(Rule::depends_on_cgroups) || source.file.is_some();
+    if !wanted || once {
         return None;
     }
     let mut changes = match Changes::new() {
@@ -196,7 +194,7 @@ pub fn follow_changes(config: &Config) -> Option<Changes> {
             return None;
         }
     };
-    if let (true, Some(file)) = (config.source.watch, &config.source.file)
+    if let (true, Some(file)) = (source.watch, &source.file)
         && let Err(error) = changes.follow_rules_file(file)
     {
         tracing::warn!(event = "changes_unfollowed", file = %file.display(), "cannot follow changes of the rules file ({error}); SIGHUP reads it again");

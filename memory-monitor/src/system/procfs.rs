@@ -409,6 +409,13 @@ impl ProcRoot {
         let fd = self.open_file(pid, file)?;
         read_at_start(&fd, buf)
     }
+
+    /// `pid`'s exact resident split, from its `status` (all zeros if it cannot be read).
+    pub fn resident_parts(&self, pid: i32) -> ResidentParts {
+        let mut buf = [0u8; 4096];
+        self.read_file(pid, "status", &mut buf)
+            .map_or_else(|_| ResidentParts::default(), parse_status_rss)
+    }
 }
 
 /// Reads a `/proc` file from its start into `buf` (a fresh snapshot on every call, so an open

@@ -8,88 +8,16 @@ pub mod process;
 pub mod scan;
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rustix::io::Errno;
 
-use crate::act::profile::growth::RawStacks;
-use crate::kernel::load::{KernelWatch, Target};
+use crate::kernel::{KernelLink, KernelSide, Target};
 use crate::rules::RuleSet;
 use crate::system::inotify::Changes;
-use crate::system::procfs::{ProcRoot, ResidentParts};
+use crate::system::procfs::ProcRoot;
 use crate::watch::process::{AdmitError, Watched, Watchlist};
 use crate::watch::scan::{ScanReport, Scanner, SkipReason};
-
-/// What a check asks of the kernel side about one process (eBPF mode).
-pub trait KernelLink {
-    /// Asks for its next report, not before `after` from now (call before the deciding read).
-    fn rearm(&mut self, pid: i32, after: Duration);
-    /// Withdraws that request (it turned out to be over the limit).
-    fn cancel_rearm(&mut self, pid: i32);
-    /// With `--kernel-signal`, claims its breach's first signal: false when the kernel side
-    /// sent it first.
-    fn claim_signal(&mut self, pid: i32) -> bool;
-    /// Its breach ended: the next one may be signalled again.
-    fn release_claim(&mut self, pid: i32);
-    /// The growth profile's stacks sampled for it, taken.
-    fn take_growth(&mut self, pid: i32) -> RawStacks;
-    /// Its exact RSS in bytes, by the kernel side's own reading; `None` when it cannot tell.
-    fn exact_rss(&mut self, pid: i32) -> Option<u64>;
-}
-
-/// The kernel side as the watch state's owner uses it: what to follow, and under which rules.
-pub trait KernelSide: KernelLink {
-    /// Follows `pid` from its exact resident split, as `target` says; an error when the
-    /// kernel side's table is full.
-    fn watch(&mut self, pid: i32, parts: ResidentParts, target: Target) -> io::Result<()>;
-    /// Stops following `pid` (nothing if it was not followed).
-    fn forget(&mut self, pid: i32);
-    /// Applies `rules` to processes that exec or are renamed from now on.
-    fn set_rules(&mut self, rules: &RuleSet) -> io::Result<()>;
-    /// Whether growth profiles can be taken (their maps are made at start-up).
-    fn can_profile_growth(&self) -> bool;
-    /// Whether swap can count (followed when a rule at start-up counted it).
-    fn can_count_swap(&self) -> bool;
-}
-
-impl KernelLink for KernelWatch {
-    fn rearm(&mut self, pid: i32, after: Duration) {
-        KernelWatch::rearm(self, pid, after);
-    }
-    fn cancel_rearm(&mut self, pid: i32) {
-        KernelWatch::cancel_rearm(self, pid);
-    }
-    fn claim_signal(&mut self, pid: i32) -> bool {
-        KernelWatch::claim_signal(self, pid)
-    }
-    fn release_claim(&mut self, pid: i32) {
-        KernelWatch::release_claim(self, pid);
-    }
-    fn take_growth(&mut self, pid: i32) -> RawStacks {
-        KernelWatch::take_growth(self, pid)
-    }
-    fn exact_rss(&mut self, pid: i32) -> Option<u64> {
-        KernelWatch::exact_rss(self, pid)
-    }
-}
-
-impl KernelSide for KernelWatch {
-    fn watch(&mut self, pid: i32, parts: ResidentParts, target: Target) -> io::Result<()> {
-        KernelWatch::watch(self, pid, parts, target)
-    }
-    fn forget(&mut self, pid: i32) {
-        KernelWatch::forget(self, pid);
-    }
-    fn set_rules(&mut self, rules: &RuleSet) -> io::Result<()> {
-        KernelWatch::set_rules(self, rules)
-    }
-    fn can_profile_growth(&self) -> bool {
-        KernelWatch::can_profile_growth(self)
-    }
-    fn can_count_swap(&self) -> bool {
-        KernelWatch::can_count_swap(self)
-    }
-}
 
 /// What came of looking at a process the kernel side reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,12 +30,13 @@ pub enum Discovered {
     Skipped(SkipReason),
 }
 
-/// The watched processes and the rules in force, on both sides.
+/// The watched processes, on both sides. The rules they are watched under are the monitor's
+/// (see `monitor::in_force`), handed to each call that judges by them.
 pub struct Watching {
-    rules: RuleSet,
     scanner: Scanner,
     list: Watchlist,
-    kernel: Option<Box<dyn KernelSide>>,
+    /// The kernel side ([`crate::kernel::Unloaded`] in poll mode).
+    kernel: Box<dyn KernelSide>,
     /// `--max-processes`, for the kernel side's table being full.
     capacity: usize,
 }
@@ -116,25 +45,21 @@ impl std::fmt::Debug for Watching {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watching")
             .field("watched", &self.list.len())
-            .field("kernel_side", &self.kernel.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Watching {
-    /// Nothing watched yet under `rules`, with room for `capacity` processes; followed on
-    /// `kernel` too when there is one.
+    /// Nothing watched yet, with room for `capacity` processes, followed on `kernel`. With `hold_statm`, each watched process's `statm` stays open: poll mode reads
+    /// every process every cycle; eBPF mode reads one on a kernel report, and holding one
+    /// descriptor per process instead of two doubles how many it can watch under the same
+    /// open-files limit.
     pub fn new(
-        rules: RuleSet,
         capacity: usize,
-        kernel: Option<Box<dyn KernelSide>>,
+        kernel: Box<dyn KernelSide>,
+        hold_statm: bool,
     ) -> io::Result<Watching> {
-        // Poll mode reads every process every cycle and keeps `statm` open; eBPF mode reads one
-        // on a kernel report, and holding one descriptor per process instead of two doubles
-        // how many it can watch under the same open-files limit.
-        let hold_statm = kernel.is_none();
         Ok(Watching {
-            rules,
             scanner: Scanner::new(hold_statm)?,
             list: Watchlist::with_capacity(capacity),
             kernel,
@@ -142,70 +67,51 @@ impl Watching {
         })
     }
 
-    /// The rules in force.
-    pub fn rules(&self) -> &RuleSet {
-        &self.rules
-    }
-
     /// The processes watched.
     pub fn list(&self) -> &Watchlist {
         &self.list
     }
 
-    /// Whether a kernel side follows them.
-    pub fn is_event_driven(&self) -> bool {
-        self.kernel.is_some()
-    }
-
     /// Whether growth profiles can be taken (eBPF mode, maps made at start-up).
     pub fn can_profile_growth(&self) -> bool {
-        self.kernel.as_ref().is_some_and(|k| k.can_profile_growth())
+        self.kernel.can_profile_growth()
     }
 
     /// Whether the kernel side follows swap (eBPF mode: when a rule at start-up counted it).
     pub fn can_count_swap(&self) -> bool {
-        self.kernel.as_ref().is_some_and(|k| k.can_count_swap())
+        self.kernel.can_count_swap()
     }
 
-    /// Brings the watch up to date with `/proc` at `now`: admits new matches, looks again at
-    /// those renamed or moved, forgets the ones gone; and (eBPF mode) follows every watched
-    /// process on the kernel side afresh from its exact sizes.
-    pub fn scan(&mut self, now: Instant) -> io::Result<ScanReport> {
-        let Watching {
-            rules,
-            scanner,
-            list,
-            kernel,
-            ..
-        } = self;
-        let report = scanner.scan(rules, list, now, |gone| {
+    /// Brings the watch up to date with `/proc` at `now` under `rules`: admits new matches,
+    /// looks again at those renamed or moved, forgets the ones gone; and (eBPF mode) follows
+    /// every watched process on the kernel side afresh from its exact sizes.
+    pub fn scan(&mut self, rules: &RuleSet, now: Instant) -> io::Result<ScanReport> {
+        let report = self.scanner.scan(rules, &mut self.list, now, |gone| {
             tracing::debug!(pid = gone.pid(), name = %gone.comm(), "no longer watched (exited or renamed)");
-            if let Some(kernel) = kernel.as_mut() {
-                kernel.forget(gone.pid());
-            }
+            self.kernel.forget(gone.pid());
         })?;
-        if let Some(kernel) = self.kernel.as_mut() {
-            for watched in self.list.iter() {
-                let parts = self.scanner.resident_parts(watched.pid());
-                let _ = kernel.watch(watched.pid(), parts, target_of(&self.rules, watched));
-            }
+        for watched in self.list.iter() {
+            let target = target_of(rules, watched);
+            let _ = self
+                .kernel
+                .follow(watched.pid(), target, self.scanner.proc());
         }
         Ok(report)
     }
 
     /// A process the kernel side found or asks about (it exec'd, forked, renamed itself or
-    /// moved to another cgroup): decides under the rules in force whether and how to watch
-    /// it, and has the kernel side follow it from its exact sizes. A process already watched
-    /// is looked at again and keeps its breach episode (see [`Watched::refresh`]).
-    pub fn discover(&mut self, pid: i32, now: Instant) -> Discovered {
+    /// moved to another cgroup): decides under `rules` (those in force) whether and how to
+    /// watch it, and has the kernel side follow it from its exact sizes. A process already
+    /// watched is looked at again and keeps its breach episode (see [`Watched::refresh`]).
+    pub fn discover(&mut self, rules: &RuleSet, pid: i32, now: Instant) -> Discovered {
         let alive = self.list.get(pid).is_some_and(|w| !w.has_exited());
         if alive {
-            let (scanner, rules) = (&mut self.scanner, &self.rules);
+            let scanner = &mut self.scanner;
             let refreshed = self
                 .list
                 .update(pid, |watched| scanner.refresh(rules, watched, now, &Some));
             return match refreshed {
-                Some(Ok(())) => self.follow(pid),
+                Some(Ok(())) => self.follow(rules, pid),
                 Some(Err(AdmitError::Exited)) => {
                     self.forget(pid);
                     tracing::debug!(pid, "exited");
@@ -216,7 +122,7 @@ impl Watching {
         }
         // A record left by a process that has exited: its PID now names another.
         self.forget(pid);
-        let watched = match self.scanner.open(&self.rules, pid) {
+        let watched = match self.scanner.open(rules, pid) {
             Ok(watched) => watched,
             Err(AdmitError::Io(error)) => {
                 self.forget(pid);
@@ -230,17 +136,19 @@ impl Watching {
             self.forget(pid);
             return Discovered::Skipped(SkipReason::Full(full.0));
         }
-        self.follow(pid)
+        self.follow(rules, pid)
     }
 
-    /// Has the kernel side follow watched process `pid` as its rule says, from its exact sizes.
-    fn follow(&mut self, pid: i32) -> Discovered {
-        let (Some(kernel), Some(watched)) = (self.kernel.as_mut(), self.list.get(pid)) else {
+    /// Has the kernel side follow watched process `pid` as its rule in `rules` says, from its
+    /// exact sizes.
+    fn follow(&mut self, rules: &RuleSet, pid: i32) -> Discovered {
+        let Some(watched) = self.list.get(pid) else {
             return Discovered::Watched;
         };
-        let parts = self.scanner.resident_parts(pid);
-        if kernel
-            .watch(pid, parts, target_of(&self.rules, watched))
+        let target = target_of(rules, watched);
+        if self
+            .kernel
+            .follow(pid, target, self.scanner.proc())
             .is_err()
         {
             // The kernel side's table is full: a process it cannot follow is not watched.
@@ -275,9 +183,7 @@ impl Watching {
     /// Forgets `pid` on both sides.
     pub fn forget(&mut self, pid: i32) {
         self.list.remove(pid);
-        if let Some(kernel) = self.kernel.as_mut() {
-            kernel.forget(pid);
-        }
+        self.kernel.forget(pid);
     }
 
     /// Keeps `pid`'s `statm` open from now on: near its limit, it will be read again soon.
@@ -296,43 +202,26 @@ impl Watching {
         }
     }
 
-    /// Visits the watched processes for `check` (which gets the rules, `/proc` and the kernel
-    /// side too), forgetting on both sides those for which it returns false.
+    /// Visits the watched processes for `check` (which gets `/proc` and the kernel side too),
+    /// forgetting on both sides those for which it returns false.
     pub fn retain(
         &mut self,
-        mut check: impl FnMut(&mut Watched, &RuleSet, &ProcRoot, Option<&mut dyn KernelLink>) -> bool,
+        mut check: impl FnMut(&mut Watched, &ProcRoot, &mut dyn KernelLink) -> bool,
     ) {
-        self.retain_with(|watched, rules, scanner, kernel| {
-            let link = kernel.map(|k| k as &mut dyn KernelLink);
-            check(watched, rules, scanner.proc(), link)
-        });
+        self.retain_with(|watched, scanner, kernel| check(watched, scanner.proc(), kernel));
     }
 
-    /// Visits every record with what looking at it needs (the rules, the scanner, the kernel
-    /// side), forgetting on both sides those for which `keep` returns false.
+    /// Visits every record with what looking at it needs (the scanner, the kernel side),
+    /// forgetting on both sides those for which `keep` returns false.
     fn retain_with(
         &mut self,
-        mut keep: impl FnMut(
-            &mut Watched,
-            &RuleSet,
-            &mut Scanner,
-            Option<&mut (dyn KernelSide + 'static)>,
-        ) -> bool,
+        mut keep: impl FnMut(&mut Watched, &mut Scanner, &mut dyn KernelSide) -> bool,
     ) {
-        let Watching {
-            rules,
-            scanner,
-            list,
-            kernel,
-            ..
-        } = self;
-        list.retain_mut(|watched| {
-            if keep(watched, rules, scanner, kernel.as_deref_mut()) {
+        self.list.retain_mut(|watched| {
+            if keep(watched, &mut self.scanner, self.kernel.as_mut()) {
                 return true;
             }
-            if let Some(kernel) = kernel.as_mut() {
-                kernel.forget(watched.pid());
-            }
+            self.kernel.forget(watched.pid());
             false
         });
     }
@@ -341,72 +230,63 @@ impl Watching {
     pub fn retain_one(
         &mut self,
         pid: i32,
-        check: impl FnOnce(&mut Watched, &RuleSet, &ProcRoot, Option<&mut dyn KernelLink>) -> bool,
+        check: impl FnOnce(&mut Watched, &ProcRoot, &mut dyn KernelLink) -> bool,
     ) -> bool {
-        let Watching {
-            rules,
-            scanner,
-            list,
-            kernel,
-            ..
-        } = self;
-        let Some(watched) = list.get_mut(pid) else {
+        let Some(watched) = self.list.get_mut(pid) else {
             return false;
         };
-        let link = kernel.as_deref_mut().map(|k| k as &mut dyn KernelLink);
-        if check(watched, rules, scanner.proc(), link) {
+        if check(watched, self.scanner.proc(), self.kernel.as_mut()) {
             return true;
         }
         self.forget(pid);
         false
     }
 
-    /// Applies `rules` from now on: every watched process falls under the rule that selects
-    /// it now, with the limit it gives (its breach episode carries on; `renumbered` says where
-    /// each rule it was under is among the new ones); those no rule selects are forgotten.
-    /// Refused by the kernel side, nothing changes.
-    pub fn set_rules(
+    /// Applies `rules` from now on: the kernel side takes them, then every watched process
+    /// falls under the rule that selects it now, with the limit it gives (its breach episode
+    /// carries on; `renumbered` says where each rule it was under is among the new ones);
+    /// those no rule selects are forgotten. Refused by the kernel side, nothing changes.
+    pub fn apply_rules(
         &mut self,
-        rules: RuleSet,
+        rules: &RuleSet,
         now: Instant,
         renumbered: &dyn Fn(usize) -> Option<usize>,
     ) -> io::Result<()> {
-        if let Some(kernel) = self.kernel.as_mut() {
-            kernel.set_rules(&rules)?;
-        }
-        self.rules = rules;
-        self.retain_with(|watched, rules, scanner, _| {
+        self.kernel.set_rules(rules)?;
+        self.retain_with(|watched, scanner, _| {
             scanner.refresh(rules, watched, now, renumbered).is_ok()
         });
         self.list.recount();
         Ok(())
     }
 
-    /// Follows the rules' cgroups, then looks whether they exist (in this order, so that one
-    /// made in between is seen either way), until what is followed is what exists; returns
+    /// Follows the cgroups of `rules`, then looks whether they exist (in this order, so that
+    /// one made in between is seen either way), until what is followed is what exists; returns
     /// the rules whose cgroup appeared (`true`) or went (`false`). The kernel side opens them
     /// again (one made again under the same name is another cgroup).
-    pub fn recheck_cgroups(&mut self, changes: &mut Changes) -> io::Result<Vec<(usize, bool)>> {
+    pub fn recheck_cgroups(
+        &mut self,
+        rules: &mut RuleSet,
+        changes: &mut Changes,
+    ) -> io::Result<Vec<(usize, bool)>> {
         let mut all = Vec::new();
         // Each round follows one level deeper (a cgroup's parent made, then the cgroup).
         for _ in 0..16 {
-            changes.follow_cgroups(self.rules.cgroups());
-            let changed = self.rules.recheck_cgroups();
+            changes.follow_cgroups(rules.cgroups());
+            let changed = rules.recheck_cgroups();
             if changed.is_empty() {
                 break;
             }
             all.extend(changed);
         }
-        if let Some(kernel) = self.kernel.as_mut() {
-            kernel.set_rules(&self.rules)?;
-        }
+        self.kernel.set_rules(rules)?;
         Ok(all)
     }
 
-    /// Follows the cgroup limit files of watched processes (`only` one, or all) whose limit is
-    /// a share of their cgroup's and whose files are not followed yet.
-    pub fn follow_limits(&mut self, changes: &mut Changes, only: Option<i32>) {
-        let (rules, proc) = (&self.rules, self.scanner.proc());
+    /// Follows the cgroup limit files of watched processes (`only` one, or all) whose limit
+    /// under `rules` is a share of their cgroup's and whose files are not followed yet.
+    pub fn follow_limits(&mut self, rules: &RuleSet, changes: &mut Changes, only: Option<i32>) {
+        let proc = self.scanner.proc();
         if !rules.limits_per_process() {
             return;
         }
@@ -433,11 +313,11 @@ impl Watching {
         }
     }
 
-    /// A followed cgroup limit was written: works out again the limits given as a share of
-    /// one, has the kernel side follow the processes whose limit changed at their new one,
+    /// A followed cgroup limit was written: works out again the limits `rules` give as a share
+    /// of one, has the kernel side follow the processes whose limit changed at their new one,
     /// and marks them to be judged at `now`.
-    pub fn limits_changed(&mut self, now: Instant) {
-        self.retain_with(|watched, rules, scanner, kernel| {
+    pub fn limits_changed(&mut self, rules: &RuleSet, now: Instant) {
+        self.retain_with(|watched, scanner, kernel| {
             let rule = watched.rule();
             if !rules.get(rule).limit.is_per_process() {
                 return true;
@@ -447,19 +327,17 @@ impl Watching {
                 tracing::debug!(event = "limit_changed", pid = watched.pid(), name = %watched.comm(), limit = %crate::units::Bytes(limit), "limit changed");
                 watched.set_limit(limit);
                 watched.recheck = Some(now);
-                if let Some(kernel) = kernel {
-                    let parts = scanner.resident_parts(watched.pid());
-                    let _ = kernel.watch(watched.pid(), parts, target_of(rules, watched));
-                }
+                let target = target_of(rules, watched);
+                let _ = kernel.follow(watched.pid(), target, scanner.proc());
             }
             true
         });
     }
 
-    /// Whether it can never watch anything again: only `--pid` processes were selected, and
-    /// they are gone.
-    pub fn nothing_left(&self) -> bool {
-        !self.rules.selects_by_kind() && self.list.is_empty()
+    /// Whether it can never watch anything again: only `--pid` processes were selected by
+    /// `rules`, and they are gone.
+    pub fn nothing_left(&self, rules: &RuleSet) -> bool {
+        !rules.selects_by_kind() && self.list.is_empty()
     }
 }
 
@@ -489,22 +367,30 @@ mod tests {
     use crate::testing::Sleeper;
     use crate::units::SizeSpec;
 
-    /// Watching processes named `name`, followed on `kernel`.
-    fn watching(name: &str, kernel: &FakeKernel) -> Watching {
+    /// Rules watching processes named `name`.
+    fn rules(name: &str) -> RuleSet {
         let matcher = Matcher::new(MatchMode::Exact, name).unwrap();
         let rule = Rule::new("test", Selector::name(matcher), SizeSpec::Bytes(1 << 40));
-        let rules = RuleSet::new(vec![rule]).unwrap();
-        Watching::new(rules, 16, Some(Box::new(kernel.clone()))).unwrap()
+        RuleSet::new(vec![rule]).unwrap()
+    }
+
+    /// Nothing watched yet, followed on `kernel`.
+    fn watching(kernel: &FakeKernel) -> Watching {
+        Watching::new(16, Box::new(kernel.clone()), false).unwrap()
     }
 
     #[test]
     fn a_process_admitted_is_followed_and_its_end_forgets_it_on_both_sides() {
         let kernel = FakeKernel::default();
         let sleeper = Sleeper::start();
-        let mut watching = watching(sleeper.name(), &kernel);
+        let rules = rules(sleeper.name());
+        let mut watching = watching(&kernel);
         let pid = sleeper.pid();
         let before_admission = monotonic_ns();
-        assert_eq!(watching.discover(pid, Instant::now()), Discovered::Watched);
+        assert_eq!(
+            watching.discover(&rules, pid, Instant::now()),
+            Discovered::Watched
+        );
         assert!(watching.list().get(pid).is_some());
         assert_eq!(kernel.told().last().unwrap(), &format!("watch {pid}"));
         // An end reported from before it was admitted is another process's, with its PID.
@@ -518,11 +404,12 @@ mod tests {
     #[test]
     fn a_process_no_rule_selects_is_never_followed() {
         let kernel = FakeKernel::default();
-        let mut watching = watching("not-sleep", &kernel);
+        let rules = rules("not-sleep");
+        let mut watching = watching(&kernel);
         let sleeper = Sleeper::start();
         let pid = sleeper.pid();
         assert_eq!(
-            watching.discover(pid, Instant::now()),
+            watching.discover(&rules, pid, Instant::now()),
             Discovered::NotWatched
         );
         assert!(watching.list().is_empty());
@@ -533,9 +420,10 @@ mod tests {
     fn a_process_the_kernel_side_has_no_room_for_is_not_watched_either() {
         let kernel = FakeKernel::full();
         let sleeper = Sleeper::start();
-        let mut watching = watching(sleeper.name(), &kernel);
+        let rules = rules(sleeper.name());
+        let mut watching = watching(&kernel);
         assert_eq!(
-            watching.discover(sleeper.pid(), Instant::now()),
+            watching.discover(&rules, sleeper.pid(), Instant::now()),
             Discovered::Skipped(SkipReason::Full(16))
         );
         assert!(
@@ -548,13 +436,14 @@ mod tests {
     fn a_scan_forgets_on_both_sides_what_has_gone() {
         let kernel = FakeKernel::default();
         let mut sleeper = Sleeper::start();
-        let mut watching = watching(sleeper.name(), &kernel);
+        let rules = rules(sleeper.name());
+        let mut watching = watching(&kernel);
         let pid = sleeper.pid();
-        watching.scan(Instant::now()).unwrap();
+        watching.scan(&rules, Instant::now()).unwrap();
         assert!(watching.list().get(pid).is_some());
         assert!(kernel.told().contains(&format!("watch {pid}")));
         sleeper.end();
-        watching.scan(Instant::now()).unwrap();
+        watching.scan(&rules, Instant::now()).unwrap();
         assert!(watching.list().get(pid).is_none());
         assert_eq!(kernel.told().last().unwrap(), &format!("forget {pid}"));
     }

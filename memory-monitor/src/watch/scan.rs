@@ -10,7 +10,7 @@ use std::time::Instant;
 use rustix::io::Errno;
 
 use crate::rules::RuleSet;
-use crate::system::procfs::{self, DirBuffer, ProcRoot, ResidentParts};
+use crate::system::procfs::{self, DirBuffer, ProcRoot};
 use crate::watch::process::{AdmitError, Watched, Watchlist};
 
 /// Bytes of a command line that `--match cmdline` (and long names) look at: enough for long
@@ -176,13 +176,5 @@ impl Scanner {
             &mut self.cmdline_buf,
             self.hold_statm,
         )
-    }
-
-    /// `pid`'s exact resident split (all zeros if it cannot be read).
-    pub fn resident_parts(&self, pid: i32) -> ResidentParts {
-        let mut buf = [0u8; 4096];
-        self.proc
-            .read_file(pid, "status", &mut buf)
-            .map_or_else(|_| ResidentParts::default(), procfs::parse_status_rss)
     }
 }

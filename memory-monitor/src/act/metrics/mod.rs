@@ -312,7 +312,11 @@ impl Metrics {
 
     /// `rules` are in force now, in place of the rules `replaced` had the series of: the
     /// series of rules that are gone are dropped, and each rule's fixed limit is exported.
-    pub fn put_in_force(&self, rules: &RuleSet, replaced: &[RuleMetrics]) {
+    pub fn put_in_force<'a>(
+        &self,
+        rules: &RuleSet,
+        replaced: impl IntoIterator<Item = &'a RuleMetrics>,
+    ) {
         self.retire(replaced, rules);
         for (index, rule) in rules.rules().iter().enumerate() {
             let labels = RuleLabels {
@@ -332,9 +336,12 @@ impl Metrics {
 
     /// Drops every series of the rules in `series` that `kept` has no rule of the same name
     /// for: the rules a reload removed, or those of a reload that failed.
-    pub fn retire(&self, series: &[RuleMetrics], kept: &RuleSet) {
+    pub fn retire<'a>(&self, series: impl IntoIterator<Item = &'a RuleMetrics>, kept: &RuleSet) {
         let kept: Vec<&str> = kept.rules().iter().map(|r| r.name.as_str()).collect();
-        for gone in series.iter().filter(|s| !kept.contains(&s.name.as_str())) {
+        for gone in series
+            .into_iter()
+            .filter(|s| !kept.contains(&s.name.as_str()))
+        {
             let labels = RuleLabels {
                 rule: gone.name.clone(),
             };

@@ -25,9 +25,7 @@ const NAMING_TIME: Duration = Duration::from_secs(2);
 const PERF_MAP_BYTES: u64 = 64 << 20;
 const PERF_MAP_LINE: u64 = 4096;
 
-/// Sampled user stacks of one process: instruction pointers, innermost first, and the bytes
-/// grown under each stack.
-pub type RawStacks = Vec<(Vec<u64>, u64)>;
+use crate::kernel::RawStacks;
 
 /// One frame of a growth stack.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 
+use crate::kernel::RawStacks;
 use crate::sink::{ProfileInfo, ProfileWriter};
 use crate::system::container::Identity;
 use crate::units::Bytes;
@@ -119,7 +120,7 @@ struct Job {
     rss: u64,
     limit: u64,
     /// The growth profile's samples (eBPF mode), to be named while the process lives.
-    growth: growth::RawStacks,
+    growth: RawStacks,
     /// When the breach was profiled, and the profile's name.
     time: SystemTime,
     file: String,
@@ -180,7 +181,7 @@ impl Profiler {
         identity: Identity,
         rss: u64,
         limit: u64,
-        growth: growth::RawStacks,
+        growth: RawStacks,
     ) -> Option<String> {
         let pidfd = match pidfd.as_fd().try_clone_to_owned() {
             Ok(pidfd) => pidfd,
