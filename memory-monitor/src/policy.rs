@@ -2,7 +2,7 @@
 //!
 //! A process is *over* when its RSS is strictly greater than the limit. Crossing over starts an
 //! episode and earns the configured signal at once; while the episode lasts the signal is
-//! repeated every `repeat` (the seed re-signalled every interval) and, with `kill_after`,
+//! repeated every `repeat` (by default, every interval) and, with `kill_after`,
 //! escalated once to SIGKILL. Falling back to or under the limit ends the episode, so the next
 //! crossing is a new breach. Time is passed in, so the machine is pure and testable.
 

@@ -9,7 +9,7 @@ use crate::policy::{Policy, Verdict};
 use crate::signal::Signal;
 use crate::system::users::UserName;
 use crate::units::{Bytes, Period};
-use crate::watch::process::Watched;
+use crate::watch::process::WatchedProcess;
 
 /// The kernel report a breach was found on (eBPF mode): when the kernel side made it and when
 /// the monitor read it, `CLOCK_MONOTONIC` nanoseconds. The breach's line says how long the
@@ -63,7 +63,7 @@ impl fmt::Display for Delivery {
 }
 
 /// Sends `signal` to `target`, or not, as `dispatch` says.
-pub fn deliver(target: &Watched, signal: Signal, dispatch: Dispatch) -> Delivery {
+pub fn deliver(target: &WatchedProcess, signal: Signal, dispatch: Dispatch) -> Delivery {
     match dispatch {
         Dispatch::DryRun => return Delivery::DryRun,
         Dispatch::SentByKernel => return Delivery::SentByKernel,
@@ -82,7 +82,7 @@ pub fn act(
     rule: &str,
     policy: &Policy,
     verdict: Verdict,
-    target: &Watched,
+    target: &WatchedProcess,
     rss: u64,
     dispatch: Dispatch,
     reported: Option<Reported>,

@@ -689,7 +689,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_command_lines_mean_the_same() {
+    fn the_short_options_keep_their_meaning() {
         let s = settings(&["-m", "500", "-i", "3", "-s", "SIGUSR1", "example-process"]);
         assert_eq!(limit(&s), 500 << 20);
         assert_eq!(s.config.interval, Duration::from_secs(3));

@@ -99,7 +99,7 @@ pub fn write_rules(
     judging: Judging,
 ) -> io::Result<()> {
     let error = |e: aya::maps::MapError| io::Error::other(e.to_string());
-    let prepared = (0..rules.rules().len())
+    let prepared = (0..rules.all().len())
         .map(|index| kernel_rule(rules, index, kernel_signal, judging))
         .collect::<io::Result<Vec<_>>>()?;
     for (slot, (kernel_rule, cgroup)) in (0u32..).zip(prepared) {
@@ -111,9 +111,9 @@ pub fn write_rules(
         }
         table.set(slot, kernel_rule, 0).map_err(error)?;
     }
-    if rules.rules().len() < MAX_RULES {
+    if rules.all().len() < MAX_RULES {
         table
-            .set(rules.rules().len() as u32, Rule::default(), 0)
+            .set(rules.all().len() as u32, Rule::default(), 0)
             .map_err(error)?;
     }
     Ok(())

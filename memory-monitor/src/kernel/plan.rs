@@ -242,11 +242,11 @@ impl Plan {
         };
         let profiling = settings
             .rules
-            .rules()
+            .all()
             .iter()
             .any(|rule| rule.profile.is_some());
         // Swap-entry changes are followed only when a rule at start-up counts swap.
-        let count_swap = settings.rules.rules().iter().any(|rule| rule.count.swap());
+        let count_swap = settings.rules.all().iter().any(|rule| rule.count.swap());
         let log_level = if settings.debug_log {
             aya_log::Level::Debug
         } else {

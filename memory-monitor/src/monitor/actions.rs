@@ -70,7 +70,7 @@ impl Actions {
 
 /// The hook runners, when a rule has a hook.
 fn start_hook(rules: &RuleSet) -> Result<Option<ExecHook>, Error> {
-    if rules.rules().iter().all(|rule| rule.exec.is_none()) {
+    if rules.all().iter().all(|rule| rule.exec.is_none()) {
         return Ok(None);
     }
     ExecHook::start().map(Some).map_err(Error::Runtime)

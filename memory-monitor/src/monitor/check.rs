@@ -16,7 +16,7 @@ use crate::rules::RuleSet;
 use crate::signal::Signal;
 use crate::system::procfs::ProcRoot;
 use crate::units::Bytes;
-use crate::watch::process::Watched;
+use crate::watch::process::WatchedProcess;
 use crate::watch::scan::Exclusions;
 
 /// When and how a check measures.
@@ -50,7 +50,7 @@ pub fn report_gap(asked: Duration, reading: Duration) -> Duration {
 }
 
 /// The policy `watched` is judged by: its rule's, at its own limit.
-pub fn policy_of(rules: &RuleSet, watched: &Watched) -> Policy {
+pub fn policy_of(rules: &RuleSet, watched: &WatchedProcess) -> Policy {
     let rule = rules.get(watched.rule());
     Policy {
         limit: watched.limit(),
@@ -61,7 +61,7 @@ pub fn policy_of(rules: &RuleSet, watched: &Watched) -> Policy {
 }
 
 /// When `watched` next needs a look: a repeat or kill falling due, or a held-back report.
-pub fn due_at(rules: &RuleSet, watched: &Watched) -> Option<Instant> {
+pub fn due_at(rules: &RuleSet, watched: &WatchedProcess) -> Option<Instant> {
     earliest(
         policy_of(rules, watched).deadline(&watched.episode),
         watched.recheck,
@@ -82,7 +82,7 @@ pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 /// two can go unreported. (Re-armed before the first reading instead, a process over the limit
 /// whose reading outlasts the gap would be reported again during every reading.)
 pub fn check(
-    watched: &mut Watched,
+    watched: &mut WatchedProcess,
     in_force: &InForce,
     proc: &ProcRoot,
     actions: &Actions,
@@ -144,11 +144,11 @@ pub fn check(
     Some((verdict, rss))
 }
 
-/// `watched`'s exact RSS against `limit` (see [`Watched::exact_rss`]), counted as `count`
+/// `watched`'s exact RSS against `limit` (see [`WatchedProcess::exact_rss`]), counted as `count`
 /// says: by the kernel side's reading where that decides (`look.exact`) and it can tell, else
 /// from `/proc`. `Err(Errno::SRCH)` once the process has exited. Allocates nothing.
 fn measure(
-    watched: &Watched,
+    watched: &WatchedProcess,
     proc: &ProcRoot,
     limit: u64,
     count: crate::rules::count::Count,
@@ -181,7 +181,7 @@ fn measure(
     reason = "one process's whole situation, each part read here"
 )]
 fn act(
-    watched: &mut Watched,
+    watched: &mut WatchedProcess,
     in_force: &InForce,
     proc: &ProcRoot,
     actions: &Actions,
@@ -278,7 +278,10 @@ mod tests {
 
     /// Rules watching the sleeper at `limit` bytes with SIGCONT (harmless to a sleeping process),
     /// once per breach; the process watched; and what acting needs, in a dry run.
-    fn watched_sleeper(sleeper: &Sleeper, limit: u64) -> (InForce, ProcRoot, Watched, Actions) {
+    fn watched_sleeper(
+        sleeper: &Sleeper,
+        limit: u64,
+    ) -> (InForce, ProcRoot, WatchedProcess, Actions) {
         watched_sleeper_under(sleeper, limit, None, None)
     }
 
@@ -289,7 +292,7 @@ mod tests {
         limit: u64,
         repeat: Option<Duration>,
         kill_after: Option<Duration>,
-    ) -> (InForce, ProcRoot, Watched, Actions) {
+    ) -> (InForce, ProcRoot, WatchedProcess, Actions) {
         let matcher = Matcher::new(MatchMode::Exact, sleeper.name()).unwrap();
         let mut rule = Rule::new("sleepers", Selector::name(matcher), SizeSpec::Bytes(limit));
         rule.signal = "CONT".parse().unwrap();
@@ -298,7 +301,7 @@ mod tests {
         let rules = RuleSet::new(vec![rule]).unwrap();
         let proc = ProcRoot::open().unwrap();
         let mut buf = vec![0; 4096];
-        let watched = Watched::open(&proc, sleeper.pid(), &rules, &mut buf, false).unwrap();
+        let watched = WatchedProcess::open(&proc, sleeper.pid(), &rules, &mut buf, false).unwrap();
         let metrics = Metrics::new();
         let in_force = InForce::build(rules, &metrics, true).unwrap();
         let actions = Actions::start(&in_force.rules, metrics, true).unwrap();

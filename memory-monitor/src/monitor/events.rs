@@ -96,7 +96,7 @@ impl Monitor {
         {
             let _ = self.cycle(Instant::now());
         }
-        self.in_force.publish(self.watching.list().per_rule());
+        self.in_force.publish(self.watch.list().per_rule());
         more
     }
 
@@ -112,16 +112,16 @@ impl Monitor {
             // Near its limit: confirmed on the exact figure (and, being read again soon, its
             // statm kept open meanwhile).
             event_kind::NEAR => {
-                self.watching.hold_statm(pid);
+                self.watch.hold_statm(pid);
                 self.look_at(pid, now, Some(REPORT_GAP), reported);
             }
             event_kind::UNDER => {
                 self.look_at(pid, now, None, reported);
-                self.watching.release_statm(pid);
+                self.watch.release_statm(pid);
             }
             event_kind::KERNEL_SIGNAL => {
                 let rss = self.look_at(pid, now, Some(REPORT_GAP), reported);
-                let limit = self.watching.list().get(pid).map(|w| w.limit());
+                let limit = self.watch.list().get(pid).map(|w| w.limit());
                 if let (Some(rss), Some(limit)) = (rss, limit)
                     && rss <= limit
                 {
@@ -140,7 +140,7 @@ impl Monitor {
             {
                 self.look_at(pid, now, None, reported);
             }
-            event_kind::EXIT => self.watching.exited(pid, event.time_ns),
+            event_kind::EXIT => self.watch.exited(pid, event.time_ns),
             _ => {}
         }
     }
@@ -149,12 +149,12 @@ impl Monitor {
     /// is watched after.
     pub(super) fn discover(&mut self, pid: i32) -> bool {
         let discovered = self
-            .watching
+            .watch
             .discover(&self.in_force.rules, pid, Instant::now());
         match discovered {
             Discovered::Watched => {
                 if let Some(changes) = self.changes.as_mut() {
-                    self.watching
+                    self.watch
                         .follow_limits(&self.in_force.rules, changes, Some(pid));
                 }
                 true

@@ -24,7 +24,7 @@ impl Monitor {
             let _ = self.cycle(now);
         }
         if changed.limits {
-            self.watching.limits_changed(&self.in_force.rules, now);
+            self.watch.limits_changed(&self.in_force.rules, now);
             self.check_watched(now, None, |_, watched| {
                 watched.recheck.is_some_and(|due| due <= now)
             });
@@ -37,7 +37,7 @@ impl Monitor {
             return;
         };
         let changed = match self
-            .watching
+            .watch
             .recheck_cgroups(&mut self.in_force.rules, changes)
         {
             Ok(changed) => changed,

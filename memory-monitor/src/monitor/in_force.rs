@@ -33,7 +33,7 @@ impl InForce {
     /// rules before anything else is made for them.
     pub fn build(rules: RuleSet, metrics: &Metrics, dry_run: bool) -> Result<InForce, Error> {
         let writers = rules
-            .rules()
+            .all()
             .iter()
             .map(|rule| {
                 rule.profile

@@ -6,11 +6,13 @@
 //! events admit or drop processes, and a timer runs only while a repeat or a kill is pending,
 //! so an idle monitor never wakes up. SIGHUP reads the rules again.
 //!
-//! The parts: `watching` owns what is watched, on both sides; `check` looks at one process;
-//! `actions` are what acting needs; `events` is eBPF mode's source and what each event means;
-//! `run` drives the loops, `waits` is what else wakes them, `follow` the changes followed and
-//! `reload` puts new rules in force; `start` is start-up, and `unmatched` says which rules
-//! select nothing.
+//! The parts: `in_force` owns the rules in force with what acting on each needs, and the
+//! [`crate::watch`] what is watched under them, on both sides; `check` looks at one process
+//! and `policy` (at the crate's top, shared with the watch) judges it; `actions` are what
+//! acting needs besides each rule's own; `events` is what each kernel event means; `run`
+//! drives the loops, `waits` is what else wakes them, `timer` times eBPF mode's deadlines,
+//! `follow` acts on the changes followed and `reload` puts new rules in force; `start` is
+//! start-up, and `unmatched` says which rules select nothing.
 
 mod actions;
 mod check;
@@ -39,7 +41,7 @@ use crate::act::metrics::Metrics;
 use crate::config::{Config, RulesSource};
 use crate::kernel::{KernelSide, Loaded, Ring, Setup, Unloaded};
 use crate::system::inotify::Changes;
-use crate::watch::Watching;
+use crate::watch::Watch;
 use crate::watch::scan::SkipReason;
 
 pub use self::waits::Shutdown;
@@ -117,7 +119,7 @@ pub struct Monitor {
     /// The rules in force, with what acting on each needs.
     in_force: InForce,
     /// The processes watched under them, on both sides.
-    watching: Watching,
+    watch: Watch,
     actions: Actions,
     /// Follows cgroup limits, rules' cgroups and the rules file (see [`crate::system::inotify`]).
     changes: Option<Changes>,
@@ -196,7 +198,7 @@ impl Monitor {
             tracing::info!(event = "metrics", address = %bound, "serving metrics on http://{bound}/metrics");
         }
         let changes = start::follow_changes(&in_force.rules, &rules_source, once);
-        let watching = Watching::new(max_processes, kernel, !event_driven).map_err(Error::Proc)?;
+        let watch = Watch::new(max_processes, kernel, !event_driven).map_err(Error::Proc)?;
         Ok(Monitor {
             settings: Settings {
                 interval,
@@ -210,7 +212,7 @@ impl Monitor {
             ring,
             losses: Losses::default(),
             in_force,
-            watching,
+            watch,
             actions,
             changes,
             reload_at: None,
@@ -258,7 +260,7 @@ impl Monitor {
 
     /// How many processes are watched now.
     pub fn watched(&self) -> usize {
-        self.watching.list().len()
+        self.watch.list().len()
     }
 
     /// One look at every process at time `now`: the watch brought up to date from `/proc`
@@ -275,7 +277,7 @@ impl Monitor {
     /// processes could not be watched.
     fn find_processes(&mut self, now: Instant) -> Result<usize, Error> {
         let scan = self
-            .watching
+            .watch
             .scan(&self.in_force.rules, now)
             .map_err(Error::Proc)?;
         if let Some(reason) = scan.skip_reason {
@@ -283,7 +285,7 @@ impl Monitor {
         }
         self.actions.metrics.skipped.set(scan.skipped as i64);
         if let Some(changes) = self.changes.as_mut() {
-            self.watching
+            self.watch
                 .follow_limits(&self.in_force.rules, changes, None);
         }
         Ok(scan.skipped)
@@ -307,7 +309,7 @@ impl Monitor {
             .metrics
             .poll_cycle
             .observe(started.elapsed().as_secs_f64());
-        self.in_force.publish(self.watching.list().per_rule());
+        self.in_force.publish(self.watch.list().per_rule());
         report
     }
 
@@ -322,7 +324,7 @@ impl Monitor {
         rearm: Option<Duration>,
         reported: Reported,
     ) -> Option<u64> {
-        if self.watching.list().get(pid).is_none() && !self.discover(pid) {
+        if self.watch.list().get(pid).is_none() && !self.discover(pid) {
             return None;
         }
         let (in_force, actions) = (&self.in_force, &self.actions);
@@ -335,7 +337,7 @@ impl Monitor {
             reported: Some(reported),
         };
         let mut judged = None;
-        self.watching.retain_one(pid, |watched, proc, kernel| {
+        self.watch.retain_one(pid, |watched, proc, kernel| {
             judged = check(watched, in_force, proc, actions, look, kernel)
                 .map(|(_, rss)| (rss, due_at(&in_force.rules, watched)));
             judged.is_some()
@@ -351,7 +353,7 @@ impl Monitor {
         &mut self,
         now: Instant,
         rearm: Option<Duration>,
-        due: impl Fn(&crate::rules::RuleSet, &crate::watch::process::Watched) -> bool,
+        due: impl Fn(&crate::rules::RuleSet, &crate::watch::process::WatchedProcess) -> bool,
     ) -> CycleReport {
         let (in_force, actions) = (&self.in_force, &self.actions);
         let (accounting, exact) = self.reading();
@@ -365,7 +367,7 @@ impl Monitor {
         };
         let mut report = CycleReport::default();
         let mut next_deadline = None;
-        self.watching.retain(|watched, proc, kernel| {
+        self.watch.retain(|watched, proc, kernel| {
             if due(rules, watched) {
                 let Some((verdict, _)) = check(watched, in_force, proc, actions, look, kernel)
                 else {
@@ -378,7 +380,7 @@ impl Monitor {
             true
         });
         self.next_deadline = next_deadline;
-        report.watched = self.watching.list().len();
+        report.watched = self.watch.list().len();
         report
     }
 

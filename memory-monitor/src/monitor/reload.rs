@@ -14,7 +14,7 @@ impl Monitor {
     pub(super) fn reload(&mut self, now: Instant, service: &Service) {
         service.reloading();
         self.reload_rules(now);
-        service.ready(self.watching.list().len(), self.is_event_driven());
+        service.ready(self.watch.list().len(), self.is_event_driven());
     }
 
     /// Reads the rules again, builds the new set in force beside the old one (each rule with
@@ -51,19 +51,19 @@ impl Monitor {
         let moved: Vec<Option<usize>> = self
             .in_force
             .rules
-            .rules()
+            .all()
             .iter()
             .map(|old| {
                 new.rules
-                    .rules()
+                    .all()
                     .iter()
                     .position(|rule| rule.name == old.name)
             })
             .collect();
-        let profiles = new.rules.rules().iter().any(|r| r.profile.is_some());
-        let counts_swap = new.rules.rules().iter().any(|r| r.count.swap());
+        let profiles = new.rules.all().iter().any(|r| r.profile.is_some());
+        let counts_swap = new.rules.all().iter().any(|r| r.count.swap());
         let renumbered = |old: usize| moved.get(old).copied().flatten();
-        if let Err(error) = self.watching.apply_rules(&new.rules, now, &renumbered) {
+        if let Err(error) = self.watch.apply_rules(&new.rules, now, &renumbered) {
             metrics.retire(new.metrics(), &self.in_force.rules);
             metrics.reloaded(false);
             tracing::error!(
@@ -72,13 +72,13 @@ impl Monitor {
             );
             return;
         }
-        if self.is_event_driven() && profiles && !self.watching.can_profile_growth() {
+        if self.is_event_driven() && profiles && !self.watch.can_profile_growth() {
             tracing::warn!(
                 event = "growth_profile_needs_restart",
                 "growth profiles need a restart (their kernel maps are made at start-up); mapping profiles are taken meanwhile"
             );
         }
-        if self.is_event_driven() && counts_swap && !self.watching.can_count_swap() {
+        if self.is_event_driven() && counts_swap && !self.watch.can_count_swap() {
             tracing::warn!(
                 event = "count_swap_needs_restart",
                 "rss+swap needs a restart in eBPF mode (the kernel side follows swap entries when a rule counts them at start-up); until then swap counts only when a process is looked at for its RSS"
@@ -91,7 +91,7 @@ impl Monitor {
         drop(replaced);
         self.follow_cgroups();
         self.actions.metrics.reloaded(true);
-        let count = self.in_force.rules.rules().len();
+        let count = self.in_force.rules.all().len();
         tracing::info!(event = "reload", file = %file.display(), rules = count, "rules reloaded");
         // Admits what the new rules select, and (eBPF mode) has the kernel side follow anew.
         if let Err(error) = self.cycle(now) {

@@ -25,7 +25,7 @@ impl Monitor {
             dry_run: self.settings.dry_run,
             once: self.settings.once,
             kernel_signal: self.settings.kernel_signal,
-            matched: &self.watching.list().per_rule()[..self.in_force.rules.rules().len()],
+            matched: &self.watch.list().per_rule()[..self.in_force.rules.all().len()],
         }
     }
 
@@ -80,7 +80,7 @@ impl Monitor {
             .transpose()
             .map_err(Error::Events)?;
         let mut service = Service::connect();
-        service.ready(self.watching.list().len(), self.is_event_driven());
+        service.ready(self.watch.list().len(), self.is_event_driven());
         crate::footprint::trim();
         // After trimming: freed heap pages cannot be given back once locked.
         if self.settings.harden {
@@ -131,7 +131,7 @@ impl Monitor {
                 // then fall due on every tick instead of drifting past one.
                 tick = ticker.tick() => {
                     self.cycle(tick.into_std())?;
-                    if self.watching.nothing_left(&self.in_force.rules) {
+                    if self.watch.nothing_left(&self.in_force.rules) {
                         return Ok(Outcome::NothingLeft);
                     }
                 }
@@ -154,7 +154,7 @@ impl Monitor {
         // Events left in the ring buffer after a turn (see `handle_events`).
         let mut pending = false;
         loop {
-            if self.watching.nothing_left(&self.in_force.rules) {
+            if self.watch.nothing_left(&self.in_force.rules) {
                 return Ok(Outcome::NothingLeft);
             }
             timer.set(self.next_deadline).map_err(Error::Events)?;

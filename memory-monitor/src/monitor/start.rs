@@ -68,14 +68,14 @@ impl Running<'_> {
 /// the mode), the hardening the host did not allow, and a line per rule when there are
 /// several.
 pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
-    let target = match rules.rules() {
+    let target = match rules.all() {
         [only] => only.selector.to_string(),
         all => format!("{} rules", all.len()),
     };
     let note = running.note();
     let matched: u32 = running.matched.iter().sum();
     // Several rules each have a line of their own, with their limit and action.
-    let (limit, action) = match rules.rules().len() {
+    let (limit, action) = match rules.all().len() {
         1 => {
             let (limit, action) = summary(rules, 0, running);
             (Some(limit), Some(action))
@@ -122,14 +122,14 @@ pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
 /// One line per rule when there are several, and a warning for each caution about a rule's
 /// values and for each rule whose cgroup does not exist.
 pub fn log_rules(rules: &RuleSet, running: Running<'_>) {
-    if rules.rules().len() > 1 {
-        for (index, rule) in rules.rules().iter().enumerate() {
+    if rules.all().len() > 1 {
+        for (index, rule) in rules.all().iter().enumerate() {
             let (limit, action) = summary(rules, index, running);
             let matched = running.matched.get(index).copied().unwrap_or(0);
             tracing::info!(event = "rule", rule = %rule.name, matched, limit = %limit, action = %action, "rule: {}", rule.selector);
         }
     }
-    for rule in rules.rules() {
+    for rule in rules.all() {
         for caution in &rule.cautions {
             tracing::warn!(event = "caution", rule = %rule.name, "rule '{}': {caution}", rule.name);
         }
@@ -180,7 +180,7 @@ fn summary(rules: &RuleSet, index: usize, running: Running<'_>) -> (String, Stri
 /// rules file; nothing for a single check (`once`). A rules file may name cgroups after a
 /// reload, so with one there is always something to follow.
 pub fn follow_changes(rules: &RuleSet, source: &RulesSource, once: bool) -> Option<Changes> {
-    let wanted = rules.rules().iter().any(Rule::depends_on_cgroups) || source.file.is_some();
+    let wanted = rules.all().iter().any(Rule::depends_on_cgroups) || source.file.is_some();
     if !wanted || once {
         return None;
     }

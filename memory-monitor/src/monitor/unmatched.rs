@@ -42,7 +42,7 @@ pub fn later(rules: &RuleSet, per_rule: &[u32], interval: Duration) {
 /// own warning says why); how many.
 fn say(rules: &RuleSet, per_rule: &[u32], when: &str, again: &str) -> usize {
     let mut said = 0;
-    for (rule, watched) in rules.rules().iter().zip(per_rule) {
+    for (rule, watched) in rules.all().iter().zip(per_rule) {
         let cgroup_missing = rules.missing_cgroups().any(|r| r.name == rule.name);
         if *watched > 0 || cgroup_missing {
             continue;

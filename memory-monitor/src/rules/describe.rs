@@ -6,7 +6,7 @@ use crate::units;
 /// What `--check-config` prints: the rules in force, one paragraph each.
 pub fn describe_rules(rules: &RuleSet) -> String {
     let mut text = String::new();
-    for rule in rules.rules() {
+    for rule in rules.all() {
         text += &format!(
             "rule '{}': {}
 ",
@@ -53,7 +53,7 @@ pub fn describe_rules(rules: &RuleSet) -> String {
             rule.name
         );
     }
-    for rule in rules.rules() {
+    for rule in rules.all() {
         for caution in &rule.cautions {
             text += &format!("warning: rule '{}': {caution}\n", rule.name);
         }

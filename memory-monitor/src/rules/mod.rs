@@ -216,7 +216,7 @@ impl Rule {
         self.selector.cgroup.is_some() || self.limit.is_per_process()
     }
 
-    /// A rule named `name` with the seed's defaults: SIGTERM, re-signalled every 2 s while over.
+    /// A rule named `name` with the defaults: SIGTERM, re-signalled every 2 s while over.
     pub fn new(name: &str, selector: Selector, limit: SizeSpec) -> Rule {
         Rule {
             name: name.to_string(),
@@ -359,8 +359,8 @@ impl RuleSet {
         self.rules.iter().any(|rule| rule.limit.is_per_process())
     }
 
-    /// The rules, in order.
-    pub fn rules(&self) -> &[Rule] {
+    /// Every rule, in order.
+    pub fn all(&self) -> &[Rule] {
         &self.rules
     }
 
@@ -451,7 +451,7 @@ fn cgroup_exists(rule: &Rule) -> bool {
 /// What a rules file's rules take from the command line when they do not say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Defaults {
-    /// `repeat`: the seed re-signalled every interval.
+    /// `repeat`: how often a breach is signalled again (by default, every interval).
     pub repeat: Option<Duration>,
 }
 

@@ -16,7 +16,7 @@ use crate::kernel::{KernelLink, KernelSide, Target};
 use crate::rules::RuleSet;
 use crate::system::inotify::Changes;
 use crate::system::procfs::ProcRoot;
-use crate::watch::process::{AdmitError, Watched, Watchlist};
+use crate::watch::process::{AdmitError, ProcessTable, WatchedProcess};
 use crate::watch::scan::{ScanReport, Scanner, SkipReason};
 
 /// What came of looking at a process the kernel side reported.
@@ -32,24 +32,24 @@ pub enum Discovered {
 
 /// The watched processes, on both sides. The rules they are watched under are the monitor's
 /// (see `monitor::in_force`), handed to each call that judges by them.
-pub struct Watching {
+pub struct Watch {
     scanner: Scanner,
-    list: Watchlist,
+    list: ProcessTable,
     /// The kernel side ([`crate::kernel::Unloaded`] in poll mode).
     kernel: Box<dyn KernelSide>,
     /// `--max-processes`, for the kernel side's table being full.
     capacity: usize,
 }
 
-impl std::fmt::Debug for Watching {
+impl std::fmt::Debug for Watch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watching")
+        f.debug_struct("Watch")
             .field("watched", &self.list.len())
             .finish_non_exhaustive()
     }
 }
 
-impl Watching {
+impl Watch {
     /// Nothing watched yet, with room for `capacity` processes, followed on `kernel`. With `hold_statm`, each watched process's `statm` stays open: poll mode reads
     /// every process every cycle; eBPF mode reads one on a kernel report, and holding one
     /// descriptor per process instead of two doubles how many it can watch under the same
@@ -58,17 +58,17 @@ impl Watching {
         capacity: usize,
         kernel: Box<dyn KernelSide>,
         hold_statm: bool,
-    ) -> io::Result<Watching> {
-        Ok(Watching {
+    ) -> io::Result<Watch> {
+        Ok(Watch {
             scanner: Scanner::new(hold_statm)?,
-            list: Watchlist::with_capacity(capacity),
+            list: ProcessTable::with_capacity(capacity),
             kernel,
             capacity,
         })
     }
 
     /// The processes watched.
-    pub fn list(&self) -> &Watchlist {
+    pub fn list(&self) -> &ProcessTable {
         &self.list
     }
 
@@ -102,7 +102,7 @@ impl Watching {
     /// A process the kernel side found or asks about (it exec'd, forked, renamed itself or
     /// moved to another cgroup): decides under `rules` (those in force) whether and how to
     /// watch it, and has the kernel side follow it from its exact sizes. A process already
-    /// watched is looked at again and keeps its breach episode (see [`Watched::refresh`]).
+    /// watched is looked at again and keeps its breach episode (see [`WatchedProcess::refresh`]).
     pub fn discover(&mut self, rules: &RuleSet, pid: i32, now: Instant) -> Discovered {
         let alive = self.list.get(pid).is_some_and(|w| !w.has_exited());
         if alive {
@@ -206,7 +206,7 @@ impl Watching {
     /// forgetting on both sides those for which it returns false.
     pub fn retain(
         &mut self,
-        mut check: impl FnMut(&mut Watched, &ProcRoot, &mut dyn KernelLink) -> bool,
+        mut check: impl FnMut(&mut WatchedProcess, &ProcRoot, &mut dyn KernelLink) -> bool,
     ) {
         self.retain_with(|watched, scanner, kernel| check(watched, scanner.proc(), kernel));
     }
@@ -215,7 +215,7 @@ impl Watching {
     /// forgetting on both sides those for which `keep` returns false.
     fn retain_with(
         &mut self,
-        mut keep: impl FnMut(&mut Watched, &mut Scanner, &mut dyn KernelSide) -> bool,
+        mut keep: impl FnMut(&mut WatchedProcess, &mut Scanner, &mut dyn KernelSide) -> bool,
     ) {
         self.list.retain_mut(|watched| {
             if keep(watched, &mut self.scanner, self.kernel.as_mut()) {
@@ -226,11 +226,11 @@ impl Watching {
         });
     }
 
-    /// [`Watching::retain`] for the one process `pid`; whether it is still watched after.
+    /// [`Watch::retain`] for the one process `pid`; whether it is still watched after.
     pub fn retain_one(
         &mut self,
         pid: i32,
-        check: impl FnOnce(&mut Watched, &ProcRoot, &mut dyn KernelLink) -> bool,
+        check: impl FnOnce(&mut WatchedProcess, &ProcRoot, &mut dyn KernelLink) -> bool,
     ) -> bool {
         let Some(watched) = self.list.get_mut(pid) else {
             return false;
@@ -290,7 +290,7 @@ impl Watching {
         if !rules.limits_per_process() {
             return;
         }
-        let mut follow = |watched: &mut Watched| {
+        let mut follow = |watched: &mut WatchedProcess| {
             if watched.limit_followed || !rules.get(watched.rule()).limit.is_per_process() {
                 return;
             }
@@ -342,7 +342,7 @@ impl Watching {
 }
 
 /// How the kernel side is to follow `watched`.
-fn target_of(rules: &RuleSet, watched: &Watched) -> Target {
+fn target_of(rules: &RuleSet, watched: &WatchedProcess) -> Target {
     let rule = rules.get(watched.rule());
     Target {
         rule: watched.rule(),
@@ -375,8 +375,8 @@ mod tests {
     }
 
     /// Nothing watched yet, followed on `kernel`.
-    fn watching(kernel: &FakeKernel) -> Watching {
-        Watching::new(16, Box::new(kernel.clone()), false).unwrap()
+    fn watching(kernel: &FakeKernel) -> Watch {
+        Watch::new(16, Box::new(kernel.clone()), false).unwrap()
     }
 
     #[test]

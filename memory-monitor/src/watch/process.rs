@@ -25,7 +25,7 @@ const ROLLUP_TRIES: usize = 3;
 
 /// One watched process.
 #[derive(Debug)]
-pub struct Watched {
+pub struct WatchedProcess {
     pid: i32,
     comm: Comm,
     /// The user it runs as (effective uid), read at admission and again at each breach.
@@ -85,7 +85,7 @@ impl From<Errno> for AdmitError {
     }
 }
 
-impl Watched {
+impl WatchedProcess {
     /// Opens handles on `pid` and confirms it is a user process one of `rules` selects.
     ///
     /// The pidfd is opened first and liveness is checked last: everything read in between
@@ -97,7 +97,7 @@ impl Watched {
         rules: &RuleSet,
         cmdline_buf: &mut [u8],
         hold_statm: bool,
-    ) -> Result<Watched, AdmitError> {
+    ) -> Result<WatchedProcess, AdmitError> {
         // Before anything is read: a process not yet exiting when read ends after this.
         let admitted_ns = monotonic_ns();
         let pidfd = rustix::process::pidfd_open(
@@ -109,7 +109,7 @@ impl Watched {
             false => None,
         };
         let standing = Standing::read(proc, pid, rules, cmdline_buf)?;
-        let watched = Watched {
+        let watched = WatchedProcess {
             pid,
             comm: standing.comm,
             uid: standing.uid,
@@ -155,8 +155,8 @@ impl Watched {
         self.pid
     }
 
-    /// The process name, as of its admission or its last look (see [`Watched::refresh`],
-    /// [`Watched::reread_identity`]).
+    /// The process name, as of its admission or its last look (see [`WatchedProcess::refresh`],
+    /// [`WatchedProcess::reread_identity`]).
     pub fn comm(&self) -> &Comm {
         &self.comm
     }
@@ -506,8 +506,8 @@ fn io_gone(error: io::Error) -> AdmitError {
 
 /// The table of watched processes, sorted by PID, never growing past its capacity.
 #[derive(Debug)]
-pub struct Watchlist {
-    entries: Vec<Watched>,
+pub struct ProcessTable {
+    entries: Vec<WatchedProcess>,
     capacity: usize,
     generation: u32,
     /// How many are watched under each rule (kept as records come and go, for the metrics).
@@ -519,10 +519,10 @@ pub struct Watchlist {
 #[error("the watch list is full ({0} processes)")]
 pub struct Full(pub usize);
 
-impl Watchlist {
+impl ProcessTable {
     /// An empty table with room for `capacity` processes, allocated now.
-    pub fn with_capacity(capacity: usize) -> Watchlist {
-        Watchlist {
+    pub fn with_capacity(capacity: usize) -> ProcessTable {
+        ProcessTable {
             entries: Vec::with_capacity(capacity),
             capacity,
             generation: 0,
@@ -543,7 +543,7 @@ impl Watchlist {
         }
     }
 
-    fn count(per_rule: &mut [u32; MAX_RULES], watched: &Watched, change: i32) {
+    fn count(per_rule: &mut [u32; MAX_RULES], watched: &WatchedProcess, change: i32) {
         let count = &mut per_rule[watched.rule];
         *count = count.saturating_add_signed(change);
     }
@@ -559,12 +559,12 @@ impl Watchlist {
     }
 
     /// The record for `pid`, if watched.
-    pub fn get(&self, pid: i32) -> Option<&Watched> {
+    pub fn get(&self, pid: i32) -> Option<&WatchedProcess> {
         self.position(pid).ok().map(|i| &self.entries[i])
     }
 
     /// The record for `pid`, if watched, for updating.
-    pub fn get_mut(&mut self, pid: i32) -> Option<&mut Watched> {
+    pub fn get_mut(&mut self, pid: i32) -> Option<&mut WatchedProcess> {
         self.position(pid).ok().map(|i| &mut self.entries[i])
     }
 
@@ -573,7 +573,7 @@ impl Watchlist {
     }
 
     /// Adds a process (replacing a stale record with the same PID).
-    pub fn insert(&mut self, mut watched: Watched) -> Result<(), Full> {
+    pub fn insert(&mut self, mut watched: WatchedProcess) -> Result<(), Full> {
         watched.seen = self.generation;
         match self.position(watched.pid) {
             Ok(i) => {
@@ -591,8 +591,12 @@ impl Watchlist {
     }
 
     /// Updates the record for `pid` with `change` (which may move it to another rule, as
-    /// [`Watched::refresh`] does), keeping the per-rule counts right; `None` if not watched.
-    pub fn update<R>(&mut self, pid: i32, change: impl FnOnce(&mut Watched) -> R) -> Option<R> {
+    /// [`WatchedProcess::refresh`] does), keeping the per-rule counts right; `None` if not watched.
+    pub fn update<R>(
+        &mut self,
+        pid: i32,
+        change: impl FnOnce(&mut WatchedProcess) -> R,
+    ) -> Option<R> {
         let at = self.position(pid).ok()?;
         let watched = &mut self.entries[at];
         Self::count(&mut self.per_rule, watched, -1);
@@ -602,7 +606,7 @@ impl Watchlist {
     }
 
     /// Stops watching `pid`; returns its record.
-    pub fn remove(&mut self, pid: i32) -> Option<Watched> {
+    pub fn remove(&mut self, pid: i32) -> Option<WatchedProcess> {
         let removed = self.position(pid).ok().map(|i| self.entries.remove(i));
         if let Some(watched) = &removed {
             Self::count(&mut self.per_rule, watched, -1);
@@ -611,11 +615,11 @@ impl Watchlist {
     }
 
     /// All records, in PID order.
-    pub fn iter(&self) -> impl Iterator<Item = &Watched> {
+    pub fn iter(&self) -> impl Iterator<Item = &WatchedProcess> {
         self.entries.iter()
     }
 
-    /// Starts a scan: records not [`Watchlist::mark_seen`] before [`Watchlist::sweep`] go.
+    /// Starts a scan: records not [`ProcessTable::mark_seen`] before [`ProcessTable::sweep`] go.
     pub fn begin_scan(&mut self) {
         self.generation = self.generation.wrapping_add(1);
     }
@@ -627,7 +631,7 @@ impl Watchlist {
     }
 
     /// Ends a scan: drops every record the scan did not see, calling `gone` on each.
-    pub fn sweep(&mut self, mut gone: impl FnMut(&Watched)) {
+    pub fn sweep(&mut self, mut gone: impl FnMut(&WatchedProcess)) {
         let (generation, per_rule) = (self.generation, &mut self.per_rule);
         self.entries.retain(|w| {
             let keep = w.seen == generation;
@@ -640,8 +644,8 @@ impl Watchlist {
     }
 
     /// Visits every record for updating, keeping those for which `keep` returns true. (A
-    /// record `keep` moves to another rule is counted under it after [`Watchlist::recount`].)
-    pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut Watched) -> bool) {
+    /// record `keep` moves to another rule is counted under it after [`ProcessTable::recount`].)
+    pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut WatchedProcess) -> bool) {
         let per_rule = &mut self.per_rule;
         self.entries.retain_mut(|w| {
             let kept = keep(w);
@@ -705,7 +709,7 @@ mod tests {
             let mut sleeper = Sleeper::start();
             let proc = ProcRoot::open().unwrap();
             let mut cmdline = vec![0; 4096];
-            let watched = Watched::open(
+            let watched = WatchedProcess::open(
                 &proc,
                 sleeper.pid(),
                 &named(sleeper.name()),
@@ -738,7 +742,7 @@ mod tests {
         let proc = ProcRoot::open().unwrap();
         let mut cmdline = vec![0; 4096];
         let rules = named(sleeper.name());
-        let mut watched = Watched::open(&proc, sleeper.pid(), &rules, &mut cmdline, false)
+        let mut watched = WatchedProcess::open(&proc, sleeper.pid(), &rules, &mut cmdline, false)
             .expect("the sleeper is admitted");
         let now = Instant::now();
         assert!(
@@ -760,8 +764,9 @@ mod tests {
         let proc = ProcRoot::open().unwrap();
         let mut cmdline = vec![0; 4096];
         let other = named("something-else");
-        assert!(Watched::open(&proc, pid, &other, &mut cmdline, true).is_err());
-        let watched = Watched::open(&proc, pid, &pinned(&proc, pid), &mut cmdline, true).unwrap();
+        assert!(WatchedProcess::open(&proc, pid, &other, &mut cmdline, true).is_err());
+        let watched =
+            WatchedProcess::open(&proc, pid, &pinned(&proc, pid), &mut cmdline, true).unwrap();
         assert!(watched.is_pinned());
         // The same PID with another start time is another process: not the one named.
         let mut elsewhere = Pinned::now(&proc, pid).unwrap();
@@ -770,7 +775,7 @@ mod tests {
             pids: vec![elsewhere],
             ..Selector::default()
         });
-        assert!(Watched::open(&proc, pid, &elsewhere, &mut cmdline, true).is_err());
+        assert!(WatchedProcess::open(&proc, pid, &elsewhere, &mut cmdline, true).is_err());
     }
 
     #[test]
@@ -779,7 +784,8 @@ mod tests {
         let pid = sleeper.pid();
         let proc = ProcRoot::open().unwrap();
         let mut cmdline = vec![0; 4096];
-        let watched = Watched::open(&proc, pid, &pinned(&proc, pid), &mut cmdline, true).unwrap();
+        let watched =
+            WatchedProcess::open(&proc, pid, &pinned(&proc, pid), &mut cmdline, true).unwrap();
         let mut buf = [0u8; 128];
         assert!(
             watched

@@ -1,7 +1,7 @@
 //! Discovery by scanning `/proc`: the source that works everywhere, unprivileged included.
 //!
 //! Each scan lists every PID with `getdents64` into a buffer kept from start-up, reads the
-//! `comm` of each (a stack buffer), admits new matches into the [`Watchlist`] and sweeps out the
+//! `comm` of each (a stack buffer), admits new matches into the [`ProcessTable`] and sweeps out the
 //! processes that exited or no longer match. A steady scan allocates nothing.
 
 use std::io;
@@ -11,7 +11,7 @@ use rustix::io::Errno;
 
 use crate::rules::RuleSet;
 use crate::system::procfs::{self, DirBuffer, ProcRoot};
-use crate::watch::process::{AdmitError, Watched, Watchlist};
+use crate::watch::process::{AdmitError, ProcessTable, WatchedProcess};
 
 /// Bytes of a command line that `--match cmdline` (and long names) look at: enough for long
 /// Java class paths (one argument may be at most 128 KiB). Only what a read fills is touched.
@@ -63,7 +63,7 @@ pub struct Scanner {
     proc: ProcRoot,
     dir_buf: DirBuffer,
     cmdline_buf: Box<[u8]>,
-    /// Whether watched processes keep their `statm` open (see [`Watched`]).
+    /// Whether watched processes keep their `statm` open (see [`WatchedProcess`]).
     hold_statm: bool,
 }
 
@@ -90,9 +90,9 @@ impl Scanner {
     pub fn scan(
         &mut self,
         rules: &RuleSet,
-        list: &mut Watchlist,
+        list: &mut ProcessTable,
         now: Instant,
-        gone: impl FnMut(&Watched),
+        gone: impl FnMut(&WatchedProcess),
     ) -> io::Result<ScanReport> {
         let mut report = ScanReport::default();
         list.begin_scan();
@@ -135,7 +135,7 @@ impl Scanner {
                 }
                 None => {}
             }
-            let skip = match Watched::open(proc, pid, rules, cmdline_buf, *hold_statm) {
+            let skip = match WatchedProcess::open(proc, pid, rules, cmdline_buf, *hold_statm) {
                 Ok(watched) => match list.insert(watched) {
                     Ok(()) => return,
                     Err(full) => SkipReason::Full(full.0),
@@ -152,12 +152,12 @@ impl Scanner {
         Ok(report)
     }
 
-    /// Looks at `watched` again under `rules` (see [`Watched::refresh`]; the rule it was
+    /// Looks at `watched` again under `rules` (see [`WatchedProcess::refresh`]; the rule it was
     /// watched under is at `renumbered` in them).
     pub fn refresh(
         &mut self,
         rules: &RuleSet,
-        watched: &mut Watched,
+        watched: &mut WatchedProcess,
         now: Instant,
         renumbered: &dyn Fn(usize) -> Option<usize>,
     ) -> Result<(), AdmitError> {
@@ -165,11 +165,11 @@ impl Scanner {
     }
 
     /// Opens `pid` if it is one to watch: one of `rules` selects it now.
-    pub fn open(&mut self, rules: &RuleSet, pid: i32) -> Result<Watched, AdmitError> {
+    pub fn open(&mut self, rules: &RuleSet, pid: i32) -> Result<WatchedProcess, AdmitError> {
         if Exclusions::now().excludes(pid) {
             return Err(AdmitError::Gone);
         }
-        Watched::open(
+        WatchedProcess::open(
             &self.proc,
             pid,
             rules,

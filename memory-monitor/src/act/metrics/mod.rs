@@ -275,7 +275,7 @@ impl Metrics {
     /// follows, once the load has succeeded or failed.
     pub fn for_rules(&self, rules: &RuleSet) -> Vec<RuleMetrics> {
         rules
-            .rules()
+            .all()
             .iter()
             .map(|rule| {
                 let labels = RuleLabels {
@@ -318,7 +318,7 @@ impl Metrics {
         replaced: impl IntoIterator<Item = &'a RuleMetrics>,
     ) {
         self.retire(replaced, rules);
-        for (index, rule) in rules.rules().iter().enumerate() {
+        for (index, rule) in rules.all().iter().enumerate() {
             let labels = RuleLabels {
                 rule: rule.name.clone(),
             };
@@ -337,7 +337,7 @@ impl Metrics {
     /// Drops every series of the rules in `series` that `kept` has no rule of the same name
     /// for: the rules a reload removed, or those of a reload that failed.
     pub fn retire<'a>(&self, series: impl IntoIterator<Item = &'a RuleMetrics>, kept: &RuleSet) {
-        let kept: Vec<&str> = kept.rules().iter().map(|r| r.name.as_str()).collect();
+        let kept: Vec<&str> = kept.all().iter().map(|r| r.name.as_str()).collect();
         for gone in series
             .into_iter()
             .filter(|s| !kept.contains(&s.name.as_str()))
