@@ -1,6 +1,6 @@
-//! What a monitor is told to do: the rules and the settings that are not a rule's, checked
-//! (see [`crate::cli`] for the command line that makes one, and [`Config::new`] to make one in
-//! code).
+//! What a monitor is told to do: the rules and the settings that are not a rule's, checked.
+//! The `memory-monitor` program makes one from its command line; [`Config::new`] makes one in
+//! code.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,9 +1,8 @@
 //! memory-monitor: signal processes whose resident memory goes over a limit, before the
 //! kernel's OOM killer has to.
 //!
-//! The library is the whole tool; the `memory-monitor` binary only parses the command line
-//! ([`cli`]), sets up logging ([`logging`]) and calls [`run`]. What a program that embeds the
-//! monitor uses:
+//! The library is the whole tool; the `memory-monitor` binary's command line and logging are
+//! its own, not part of the API. What a program that embeds the monitor uses:
 //!
 //! - [`Config`] (and [`config`]): what to watch and how; [`rules`]: each rule's selection,
 //!   limit and actions, built from the command line or a rules file; [`matcher`]: which
@@ -33,7 +32,7 @@
 pub mod accounting;
 mod act;
 mod choice;
-pub mod cli;
+mod cli;
 pub mod config;
 mod fault;
 pub mod footprint;
@@ -52,14 +51,19 @@ mod testing;
 pub mod units;
 mod watch;
 
-pub use host::logging;
 use std::io;
 
-pub use cli::list::list;
 pub use config::Config;
 pub use kernel::Unavailable;
 pub use monitor::{CycleReport, Monitor, Outcome, Shutdown};
 pub use self_monitor::{SelfMonitor, SelfMonitorHandle};
+
+/// The `memory-monitor` program's `main`, for its `main.rs` alone: the command line is not
+/// part of the API.
+#[doc(hidden)]
+pub fn program() -> std::process::ExitCode {
+    cli::program::main()
+}
 
 /// The parsers of untrusted input, for the fuzz targets in `fuzz/` only (`cargo fuzz` builds
 /// with `--cfg fuzzing`): not part of the API.

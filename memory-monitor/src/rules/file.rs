@@ -93,7 +93,7 @@ struct RawRule {
 }
 
 /// Reads the rules in the file at `path`, once it is trusted: its `exec` entries run as the
-/// monitor's user, so a file someone else may change is refused (see [`crate::host::trust`]).
+/// monitor's user, so a file someone else may change is refused (see `host::trust`).
 pub fn load_file(path: &Path, defaults: Defaults) -> Result<Vec<Rule>, RulesError> {
     let read = |reason: String| RulesError::Read {
         file: path.to_path_buf(),

@@ -4,7 +4,7 @@
 //! to trust: it is made at the first profile, not at start (an unused option makes nothing),
 //! `0700`, and only its last component (a missing parent is an error, not a tree of new
 //! directories); its parents are checked and it is opened without following a symbolic link,
-//! and must be the monitor's own and writable by no one else ([`crate::host::trust`]). The files are
+//! and must be the monitor's own and writable by no one else (`host::trust`). The files are
 //! then made and renamed relative to that open directory (`openat`, `renameat`), so no path
 //! is resolved again between the check and the write.
 

@@ -14,7 +14,7 @@ use super::{ProfileWriter, WriteError, redacted, scrub};
 
 /// The environment variable naming a file whose content is sent as a bearer token with each
 /// HTTP `PUT` (`Authorization: Bearer …`): a token kept out of the URL, so out of the
-/// command line that every user can read. The file must be trusted ([`crate::host::trust`]) and
+/// command line that every user can read. The file must be trusted (`host::trust`) and
 /// readable by its owner only.
 pub const TOKEN_FILE_VARIABLE: &str = "MEMORY_MONITOR_PROFILE_TOKEN_FILE";
 
