@@ -17,16 +17,16 @@ use crate::watch::process::WatchedProcess;
 /// apart: a report read late waited for the monitor to be scheduled; one read at once and
 /// signalled late was the monitor's own work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reported {
+pub(crate) struct Reported {
     /// When the kernel side wrote the report.
-    pub at_ns: u64,
+    pub(crate) at_ns: u64,
     /// When the monitor took it from the ring buffer.
-    pub read_ns: u64,
+    pub(crate) read_ns: u64,
 }
 
 /// How a due signal is to be delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dispatch {
+pub(crate) enum Dispatch {
     /// Send it.
     Send,
     /// `--dry-run`: only say so.
@@ -37,7 +37,7 @@ pub enum Dispatch {
 
 /// What became of a signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// The kernel accepted it.
     Sent,
     /// The kernel side sent it in the process's own context (`--kernel-signal`).
@@ -63,7 +63,7 @@ impl fmt::Display for Delivery {
 }
 
 /// Sends `signal` to `target`, or not, as `dispatch` says.
-pub fn deliver(target: &WatchedProcess, signal: Signal, dispatch: Dispatch) -> Delivery {
+pub(crate) fn deliver(target: &WatchedProcess, signal: Signal, dispatch: Dispatch) -> Delivery {
     match dispatch {
         Dispatch::DryRun => return Delivery::DryRun,
         Dispatch::SentByKernel => return Delivery::SentByKernel,
@@ -78,7 +78,7 @@ pub fn deliver(target: &WatchedProcess, signal: Signal, dispatch: Dispatch) -> D
 
 /// Carries out `verdict` for `target` (whose RSS was just read as `rss`, watched under the
 /// rule named `rule`) and logs it. Returns the delivery when a signal was due.
-pub fn act(
+pub(crate) fn act(
     rule: &str,
     policy: &Policy,
     verdict: Verdict,
@@ -135,7 +135,7 @@ pub fn act(
 }
 
 /// Describes the policy for the start-up line: `SIGTERM, again every 2s while over`.
-pub fn describe(policy: &Policy, kernel_signal: bool) -> String {
+pub(crate) fn describe(policy: &Policy, kernel_signal: bool) -> String {
     let mut text = policy.signal.to_string();
     if kernel_signal {
         text += " from the kernel";

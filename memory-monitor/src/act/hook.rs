@@ -10,47 +10,47 @@ use crate::host::shell::run_shell;
 use crate::rules::Exec;
 
 /// Hooks running at once, at most.
-pub const CONCURRENCY: usize = 4;
+pub(crate) const CONCURRENCY: usize = 4;
 /// Breaches waiting for a free hook runner; beyond them a breach's hook is skipped (logged).
 const QUEUE: usize = 64;
 /// What a hook is told about a breach, as `MM_*` environment variables, and which hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Breach {
+pub(crate) struct Breach {
     /// The hook: its command and timeout.
-    pub exec: Exec,
+    pub(crate) exec: Exec,
     /// `MM_RULE`: the rule's name.
-    pub rule: String,
+    pub(crate) rule: String,
     /// `MM_PID`.
-    pub pid: i32,
+    pub(crate) pid: i32,
     /// `MM_NAME`.
-    pub name: String,
+    pub(crate) name: String,
     /// `MM_UID`: the user it runs as (effective uid).
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// `MM_USER`: that user's name (the uid where it has none).
-    pub user: String,
+    pub(crate) user: String,
     /// `MM_RSS_BYTES`.
-    pub rss: u64,
+    pub(crate) rss: u64,
     /// `MM_LIMIT_BYTES`.
-    pub limit: u64,
+    pub(crate) limit: u64,
     /// `MM_SIGNAL`: the signal sent (its name), or what became of it.
-    pub signal: String,
+    pub(crate) signal: String,
     /// `MM_PROFILE`: the name of the breach's profile, empty without one.
-    pub profile: String,
+    pub(crate) profile: String,
     /// `MM_CONTAINER_ID`: the container runtime's ID of its container, empty outside one.
-    pub container_id: String,
+    pub(crate) container_id: String,
     /// `MM_POD_UID`: its pod's UID, empty outside a pod.
-    pub pod_uid: String,
+    pub(crate) pod_uid: String,
 }
 
 /// Runs breach hooks.
 #[derive(Debug)]
-pub struct ExecHook {
+pub(crate) struct ExecHook {
     jobs: SyncSender<Breach>,
 }
 
 impl ExecHook {
     /// Starts [`CONCURRENCY`] hook runners.
-    pub fn start() -> std::io::Result<ExecHook> {
+    pub(crate) fn start() -> std::io::Result<ExecHook> {
         let (jobs, queue) = sync_channel::<Breach>(QUEUE);
         let queue = Arc::new(Mutex::new(queue));
         for runner in 0..CONCURRENCY {
@@ -63,7 +63,7 @@ impl ExecHook {
     }
 
     /// Queues the hook for `breach`; returns at once.
-    pub fn fire(&self, breach: Breach) {
+    pub(crate) fn fire(&self, breach: Breach) {
         if let Err(TrySendError::Full(breach) | TrySendError::Disconnected(breach)) =
             self.jobs.try_send(breach)
         {

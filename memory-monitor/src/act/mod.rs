@@ -2,7 +2,7 @@
 //! hooks ([`hook`]), breach profiles ([`profile`], written to a [`crate::sink`]), and the
 //! metrics ([`metrics`]).
 
-pub mod deliver;
-pub mod hook;
-pub mod metrics;
-pub mod profile;
+pub(crate) mod deliver;
+pub(crate) mod hook;
+pub(crate) mod metrics;
+pub(crate) mod profile;

@@ -14,35 +14,35 @@ use crate::watch::scan::{CMDLINE_MAX, Exclusions};
 
 /// One process a rule selects, as it is now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Selected {
+pub(crate) struct Selected {
     /// The rule's name.
-    pub rule: String,
+    pub(crate) rule: String,
     /// The process.
-    pub pid: i32,
+    pub(crate) pid: i32,
     /// Its name.
-    pub name: Comm,
+    pub(crate) name: Comm,
     /// The user it runs as (effective uid).
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// Its exact RSS, bytes.
-    pub rss: u64,
+    pub(crate) rss: u64,
     /// Its limit under the rule, bytes.
-    pub limit: u64,
+    pub(crate) limit: u64,
     /// The container runtime's ID of its container, if it is in one (from its cgroup path).
-    pub container_id: Option<String>,
+    pub(crate) container_id: Option<String>,
     /// Its pod's UID, if it is in a pod.
-    pub pod_uid: Option<String>,
+    pub(crate) pod_uid: Option<String>,
 }
 
 impl Selected {
     /// Its RSS as a percentage of its limit.
-    pub fn used_percent(&self) -> f64 {
+    pub(crate) fn used_percent(&self) -> f64 {
         self.rss as f64 * 100.0 / self.limit.max(1) as f64
     }
 }
 
 /// The processes `rules` select now, by PID, each under the first rule that selects it (as
 /// the monitor would watch them). Processes that end while being read are left out.
-pub fn selected(rules: &RuleSet) -> io::Result<Vec<Selected>> {
+pub(crate) fn selected(rules: &RuleSet) -> io::Result<Vec<Selected>> {
     let proc = ProcRoot::open()?;
     let mut dir_buf = ProcRoot::dir_buffer();
     let mut cmdline = vec![0u8; CMDLINE_MAX];
@@ -109,12 +109,16 @@ struct JsonLine<'a> {
 
 /// `--list`: writes every process `rules` select now to `out`, as `format` says: a table
 /// (text), or one JSON object per line.
-pub fn list(rules: &RuleSet, format: LogFormat, out: &mut impl Write) -> io::Result<()> {
+pub(crate) fn list(rules: &RuleSet, format: LogFormat, out: &mut impl Write) -> io::Result<()> {
     write(&selected(rules)?, format, out)
 }
 
 /// Writes `selected` to `out` as `format` says: a table (text), or JSON lines.
-pub fn write(selected: &[Selected], format: LogFormat, out: &mut impl Write) -> io::Result<()> {
+pub(crate) fn write(
+    selected: &[Selected],
+    format: LogFormat,
+    out: &mut impl Write,
+) -> io::Result<()> {
     match format {
         LogFormat::Json => {
             for process in selected {

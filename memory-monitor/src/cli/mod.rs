@@ -13,7 +13,7 @@ mod help;
 mod list;
 mod manual;
 mod parsers;
-pub mod program;
+pub(crate) mod program;
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -44,11 +44,11 @@ use crate::units::{self, SizeSpec};
 /// A command line or setting that cannot work, with one line saying why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 /// What `--help`, `--version` and `--manual` print instead of running.
 #[derive(Debug)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     /// Run with these settings.
     Run(Box<Settings>),
     /// Print this (help or version text) on stdout and exit 0.
@@ -59,15 +59,15 @@ pub enum Parsed {
 
 /// Everything the command line asks for: the monitor's [`Config`] and how to log.
 #[derive(Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// What to watch and what to do.
-    pub config: Config,
+    pub(crate) config: Config,
     /// How to log.
-    pub log: LogSettings,
+    pub(crate) log: LogSettings,
     /// `--check-config`: only check, print the rules and exit.
-    pub check_only: bool,
+    pub(crate) check_only: bool,
     /// `--list`: print what the rules select now and exit.
-    pub list: bool,
+    pub(crate) list: bool,
 }
 
 /// The command line (see `memory-monitor --help`).
@@ -370,7 +370,7 @@ impl Generate {
 }
 
 /// Parses a command line (`args[0]` is the program name).
-pub fn parse_args<I, T>(args: I) -> Result<Parsed, UsageError>
+pub(crate) fn parse_args<I, T>(args: I) -> Result<Parsed, UsageError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,

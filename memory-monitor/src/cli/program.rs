@@ -12,7 +12,7 @@ const USAGE: u8 = 2;
 /// The program's `main`: reads its arguments, runs, and says how it went in its exit status
 /// (0, 1 for a failure or a check that found a process over its limit, 2 for a bad command
 /// line).
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let settings = match super::parse_args(std::env::args_os()) {
         Ok(Parsed::Run(settings)) => settings,
         Ok(Parsed::Print(text)) => {

@@ -15,14 +15,14 @@ use rustix::thread::{CapabilitySet, CapabilitySets};
 
 /// Default for `--oom-score-adj`: the OOM killer takes the monitor last, yet can still take a
 /// monitor that has itself gone wrong (-1000 would make it unkillable).
-pub const DEFAULT_OOM_SCORE_ADJ: i32 = -900;
+pub(crate) const DEFAULT_OOM_SCORE_ADJ: i32 = -900;
 
 /// What the monitor keeps after start-up: signalling other users' processes (`KILL`), reading
 /// their `/proc` files and memory maps for profiles (`SYS_PTRACE`), reading `/proc` and cgroup
 /// files whatever their modes (`DAC_READ_SEARCH`), and keeping its memory locked as it grows
 /// (`IPC_LOCK`: without it, a locked process whose memlock limit cannot be lifted would fail
 /// to allocate past the limit).
-pub fn kept_capabilities() -> CapabilitySet {
+pub(crate) fn kept_capabilities() -> CapabilitySet {
     CapabilitySet::KILL
         | CapabilitySet::SYS_PTRACE
         | CapabilitySet::DAC_READ_SEARCH
@@ -40,7 +40,7 @@ pub fn kept_capabilities() -> CapabilitySet {
 /// a command the monitor runs empty its own bounding set ([`drop_every_capability`]) before
 /// its exec. Held that way it gives the monitor nothing: under `no_new_privs` no exec gains
 /// what the permitted set lacks, and what else it allows only takes capabilities away.
-pub fn drop_capabilities(also: CapabilitySet) -> io::Result<bool> {
+pub(crate) fn drop_capabilities(also: CapabilitySet) -> io::Result<bool> {
     use rustix::thread::{capability_is_in_bounding_set, remove_capability_from_bounding_set};
     let current = rustix::thread::capabilities(None)?;
     let keep = (kept_capabilities() | also) & current.permitted;
@@ -68,7 +68,7 @@ pub fn drop_capabilities(also: CapabilitySet) -> io::Result<bool> {
 /// `CAP_SETPCAP` is permitted: for a command the monitor runs, between fork and exec, so that
 /// it holds nothing of the monitor's (`no_new_privs` then keeps its exec from gaining
 /// anything back). System calls only; nothing allocated.
-pub fn drop_every_capability() -> io::Result<()> {
+pub(crate) fn drop_every_capability() -> io::Result<()> {
     use rustix::thread::{clear_ambient_capability_set, remove_capability_from_bounding_set};
     let only = |set: CapabilitySet| CapabilitySets {
         effective: set,
@@ -89,13 +89,13 @@ pub fn drop_every_capability() -> io::Result<()> {
 /// ignored, and a root process's exec gets no capability it does not already hold — whatever
 /// the bounding set still holds. Needs no privilege; inherited, and irreversible. Per thread,
 /// like capabilities: call it before starting any.
-pub fn forbid_new_privileges() -> io::Result<()> {
+pub(crate) fn forbid_new_privileges() -> io::Result<()> {
     rustix::thread::set_no_new_privs(true).map_err(Into::into)
 }
 
 /// Lets the monitor lock its memory whatever it grows to (kernels charge locked memory to
 /// RLIMIT_MEMLOCK); false when the limit cannot be lifted (unprivileged).
-pub fn lift_memlock_limit() -> bool {
+pub(crate) fn lift_memlock_limit() -> bool {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     // Remembered before raising: the commands the monitor runs get the original.
     crate::host::rlimits::at_start();
@@ -109,7 +109,7 @@ pub fn lift_memlock_limit() -> bool {
 
 /// Whether memory can be locked without ever making an allocation fail: the memlock limit is
 /// lifted, or the process may lock past it (`CAP_IPC_LOCK`).
-pub fn can_lock_memory() -> bool {
+pub(crate) fn can_lock_memory() -> bool {
     let unlimited = rustix::process::getrlimit(rustix::process::Resource::Memlock)
         .current
         .is_none();
@@ -121,7 +121,7 @@ pub fn can_lock_memory() -> bool {
 /// Locks the pages the monitor has touched, and those it touches later, in memory. Pages are
 /// locked as they are faulted in (`MCL_ONFAULT`): reserved but unused memory (thread stacks,
 /// buffers) stays unused.
-pub fn lock_memory() -> io::Result<()> {
+pub(crate) fn lock_memory() -> io::Result<()> {
     use rustix::mm::{MlockAllFlags, mlockall};
     mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT)
         .map_err(Into::into)
@@ -130,7 +130,7 @@ pub fn lock_memory() -> io::Result<()> {
 /// Says why the OOM score adjustment could not be set to `asked` (`error`), naming what is
 /// missing and what it costs: lowering it needs `CAP_SYS_RESOURCE`, which a root in a
 /// container often lacks.
-pub fn oom_score_refused(asked: i32, error: &io::Error) -> String {
+pub(crate) fn oom_score_refused(asked: i32, error: &io::Error) -> String {
     let now = std::fs::read_to_string("/proc/self/oom_score_adj")
         .map(|text| text.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string());
@@ -146,6 +146,6 @@ pub fn oom_score_refused(asked: i32, error: &io::Error) -> String {
 }
 
 /// Sets this process's OOM score adjustment (-1000 to 1000).
-pub fn set_oom_score_adj(adj: i32) -> io::Result<()> {
+pub(crate) fn set_oom_score_adj(adj: i32) -> io::Result<()> {
     std::fs::write("/proc/self/oom_score_adj", adj.to_string())
 }

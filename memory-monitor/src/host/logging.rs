@@ -22,16 +22,16 @@ use crate::choice::{self, Choice};
 
 /// Log verbosity and format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogSettings {
+pub(crate) struct LogSettings {
     /// 0 = info (start line and breaches), +1 per `-v`, -1 per `-q`.
-    pub verbosity: i8,
+    pub(crate) verbosity: i8,
     /// Text or JSON lines.
-    pub format: LogFormat,
+    pub(crate) format: LogFormat,
 }
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines with key=value fields.
     Text,
     /// One JSON object per line.
@@ -56,7 +56,7 @@ impl std::fmt::Display for LogFormat {
 }
 
 /// Installs the global subscriber for `settings`.
-pub fn init(settings: LogSettings) {
+pub(crate) fn init(settings: LogSettings) {
     let level = match settings.verbosity {
         ..=-2 => LevelFilter::ERROR,
         -1 => LevelFilter::WARN,
@@ -259,7 +259,7 @@ impl fmt::Write for Escaping<'_, '_> {
 }
 
 /// An error and its causes on one line (`a: b: c`), for a log line.
-pub fn one_line(error: &dyn std::error::Error) -> String {
+pub(crate) fn one_line(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -3,10 +3,10 @@
 //! other monitors with the same rules ([`peers`]), which files it trusts ([`trust`]), and
 //! how it runs a command ([`shell`]).
 
-pub mod harden;
-pub mod logging;
-pub mod peers;
-pub mod rlimits;
-pub mod shell;
-pub mod systemd;
-pub mod trust;
+pub(crate) mod harden;
+pub(crate) mod logging;
+pub(crate) mod peers;
+pub(crate) mod rlimits;
+pub(crate) mod shell;
+pub(crate) mod systemd;
+pub(crate) mod trust;

@@ -17,17 +17,17 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{FlockOperation, flock};
 
 /// Where the locks are.
-pub const DIR: &str = "/run/memory-monitor";
+pub(crate) const DIR: &str = "/run/memory-monitor";
 
 /// The lock of a set of rules, held until dropped (or the monitor exits, however it exits).
 #[derive(Debug)]
-pub struct Lock {
+pub(crate) struct Lock {
     _file: File,
 }
 
 /// What taking the lock found.
 #[derive(Debug)]
-pub enum Found {
+pub(crate) enum Found {
     /// The lock is this monitor's now.
     Taken(Lock),
     /// Another monitor holds it: what to say about it.
@@ -37,7 +37,7 @@ pub enum Found {
 }
 
 /// Takes the lock of the rules `rules_text` describes, in `dir`.
-pub fn take(dir: &Path, rules_text: &str) -> Found {
+pub(crate) fn take(dir: &Path, rules_text: &str) -> Found {
     let path = lock_path(dir, rules_text);
     let opened = std::fs::create_dir_all(dir).and_then(|()| {
         OpenOptions::new()

@@ -9,7 +9,7 @@ use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 /// `RLIMIT_MEMLOCK` and `RLIMIT_NOFILE` as they were before the monitor raised either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AtStart {
+pub(crate) struct AtStart {
     memlock: Rlimit,
     nofile: Rlimit,
 }
@@ -17,7 +17,7 @@ pub struct AtStart {
 static AT_START: OnceLock<AtStart> = OnceLock::new();
 
 /// The limits at start: read on the first call, so whatever raises one calls this first.
-pub fn at_start() -> AtStart {
+pub(crate) fn at_start() -> AtStart {
     *AT_START.get_or_init(|| AtStart {
         memlock: getrlimit(Resource::Memlock),
         nofile: getrlimit(Resource::Nofile),
@@ -28,7 +28,7 @@ impl AtStart {
     /// Puts these limits back in force. Two system calls and nothing else (no allocation, no
     /// lock), so a child may call it between fork and exec. Lowering a limit needs no
     /// privilege, and the monitor only ever raises them.
-    pub fn restore(&self) -> rustix::io::Result<()> {
+    pub(crate) fn restore(&self) -> rustix::io::Result<()> {
         setrlimit(Resource::Memlock, self.memlock)?;
         setrlimit(Resource::Nofile, self.nofile)
     }

@@ -25,7 +25,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// its OOM score adjustment is 0, and its locked-memory and open-files limits are those the
 /// monitor started with. It runs in a process group of its own, so the timeout kills its
 /// children too (else they would live on, re-parented to init).
-pub fn run_shell(
+pub(crate) fn run_shell(
     command: &str,
     env: &[(&str, String)],
     stdin: &[u8],

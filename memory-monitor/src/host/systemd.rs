@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// A connection to systemd's notification socket.
 #[derive(Debug)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     socket: UnixDatagram,
     watchdog: Option<Duration>,
 }
@@ -20,7 +20,7 @@ pub struct Notifier {
 impl Notifier {
     /// Connects to `NOTIFY_SOCKET` when systemd set it (a path, or `@name` for an abstract
     /// socket); `None` otherwise, or when it cannot be reached (logged).
-    pub fn from_env() -> Option<Notifier> {
+    pub(crate) fn from_env() -> Option<Notifier> {
         let path = std::env::var_os("NOTIFY_SOCKET")?;
         let connected = (|| {
             let address = match path.as_encoded_bytes() {
@@ -51,12 +51,12 @@ impl Notifier {
     }
 
     /// How often to ping the watchdog (half its timeout), when systemd runs one for us.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog
     }
 
     /// Start-up (or a reload) is done: `READY=1` and a status line saying what is watched.
-    pub fn ready(&self, watched: usize, event_driven: bool) {
+    pub(crate) fn ready(&self, watched: usize, event_driven: bool) {
         let mode = if event_driven { "ebpf" } else { "poll" };
         self.send_formatted(format_args!(
             "READY=1\nSTATUS=watching {watched} processes ({mode} mode)"
@@ -65,19 +65,19 @@ impl Notifier {
 
     /// Reloading the rules: `RELOADING=1` and the time it began on `CLOCK_MONOTONIC`, which
     /// systemd asks for alongside (it tells this reload from an earlier one).
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
         let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
         self.send_formatted(format_args!("RELOADING=1\nMONOTONIC_USEC={usec}"));
     }
 
     /// Still alive.
-    pub fn ping(&self) {
+    pub(crate) fn ping(&self) {
         self.send(b"WATCHDOG=1");
     }
 
     /// Shutting down.
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send(b"STOPPING=1");
     }
 
@@ -140,14 +140,14 @@ fn watchdog_interval() -> Option<Duration> {
 
 /// The monitor's side of systemd: notifications, and the watchdog's pace.
 #[derive(Debug)]
-pub struct Service {
+pub(crate) struct Service {
     notifier: Option<Notifier>,
     ticker: Option<tokio::time::Interval>,
 }
 
 impl Service {
     /// Connects when running under systemd (inside a tokio runtime, for the watchdog's timer).
-    pub fn connect() -> Service {
+    pub(crate) fn connect() -> Service {
         let notifier = Notifier::from_env();
         let ticker = notifier
             .as_ref()
@@ -157,21 +157,21 @@ impl Service {
     }
 
     /// Start-up, or a reload, is done: `watched` processes are watched now.
-    pub fn ready(&self, watched: usize, event_driven: bool) {
+    pub(crate) fn ready(&self, watched: usize, event_driven: bool) {
         if let Some(notifier) = &self.notifier {
             notifier.ready(watched, event_driven);
         }
     }
 
     /// A reload of the rules begins (end it with [`Service::ready`]).
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         if let Some(notifier) = &self.notifier {
             notifier.reloading();
         }
     }
 
     /// Resolves when the watchdog is due a ping; never without a watchdog.
-    pub async fn watchdog_due(&mut self) {
+    pub(crate) async fn watchdog_due(&mut self) {
         match &mut self.ticker {
             Some(ticker) => {
                 ticker.tick().await;
@@ -181,14 +181,14 @@ impl Service {
     }
 
     /// Pings the watchdog.
-    pub fn ping(&self) {
+    pub(crate) fn ping(&self) {
         if let Some(notifier) = &self.notifier {
             notifier.ping();
         }
     }
 
     /// Shutting down.
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         if let Some(notifier) = &self.notifier {
             notifier.stopping();
         }

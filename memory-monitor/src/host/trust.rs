@@ -20,11 +20,11 @@ const MUST: &str = "; it must be owned by root (or the monitor's user) and writa
 /// Why a file or directory is not trusted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {why}", path.display())]
-pub struct Untrusted {
+pub(crate) struct Untrusted {
     /// The file or directory at fault (the checked one, or a directory above it).
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// What is wrong with it, and what it must be.
-    pub why: String,
+    pub(crate) why: String,
 }
 
 impl Untrusted {
@@ -38,7 +38,7 @@ impl Untrusted {
 
 /// Opens the file at `path` for reading once it, and every directory above it, is trusted.
 /// The file's own checks are made on what was opened, so it cannot be swapped in between.
-pub fn open_trusted_file(path: &Path) -> Result<File, Untrusted> {
+pub(crate) fn open_trusted_file(path: &Path) -> Result<File, Untrusted> {
     let real = std::fs::canonicalize(path).map_err(|e| Untrusted::new(path, e.to_string()))?;
     let file = open(
         &real,
@@ -54,7 +54,7 @@ pub fn open_trusted_file(path: &Path) -> Result<File, Untrusted> {
 }
 
 /// Checks the directory `dir` and every one above it (`dir` must be absolute and resolved).
-pub fn check_directories(dir: &Path) -> Result<(), Untrusted> {
+pub(crate) fn check_directories(dir: &Path) -> Result<(), Untrusted> {
     for dir in dir.ancestors() {
         let fd = open(
             dir,
@@ -69,7 +69,7 @@ pub fn check_directories(dir: &Path) -> Result<(), Untrusted> {
 
 /// Checks what `fd` (opened at `path`) is: of the kind `kind`, owned by root or this process's
 /// user, and writable by no one else (unless as the module says).
-pub fn check(path: &Path, fd: impl AsFd, kind: FileType) -> Result<(), Untrusted> {
+pub(crate) fn check(path: &Path, fd: impl AsFd, kind: FileType) -> Result<(), Untrusted> {
     let stat = fstat(&fd).map_err(|e| Untrusted::new(path, e.to_string()))?;
     let found = FileType::from_raw_mode(stat.st_mode);
     if found != kind {

@@ -12,23 +12,23 @@ use crate::accounting::Accounting;
 
 /// What the kernel's BTF says, for the loader.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelBtf {
+pub(crate) struct KernelBtf {
     /// `offsetof(struct task_struct, mm)`.
-    pub task_mm: u64,
+    pub(crate) task_mm: u64,
     /// How the `tp_btf` RSS program reads a counter, or why it cannot.
-    pub rss: Result<RssRead, String>,
+    pub(crate) rss: Result<RssRead, String>,
     /// Where the thread group's counts are, or why they cannot be found.
-    pub group: Result<GroupOffsets, String>,
+    pub(crate) group: Result<GroupOffsets, String>,
     /// How this kernel counts RSS.
-    pub accounting: Accounting,
+    pub(crate) accounting: Accounting,
     /// How the kernel side can sum a process's exact RSS, or why it cannot.
-    pub exact: Result<ExactRead, String>,
+    pub(crate) exact: Result<ExactRead, String>,
 }
 
 /// Where the kernel side finds what it adds up for a process's exact RSS: the counters the
 /// kernel keeps for its map, and what they do not hold yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExactRead {
+pub(crate) enum ExactRead {
     /// Per-CPU counters (6.2 on): in `mm_struct`, each member's count and the pointer to its
     /// per-CPU parts (`percpu_counter.count`, `.counters`); and, in `struct bpf_array`, where a
     /// per-CPU array keeps its values' per-CPU pointers (`pptrs`), from which the kernel side
@@ -58,7 +58,7 @@ pub enum ExactRead {
 
 /// How the `tp_btf` RSS program gets a counter's new value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RssRead {
+pub(crate) enum RssRead {
     /// The tracepoint passes it (`rss_stat(mm, member, count)`: up to 6.1, where
     /// `mm->rss_stat` is a `struct mm_rss_stat` of atomics).
     CountArgument,
@@ -70,20 +70,20 @@ pub enum RssRead {
 /// Where a task's thread group keeps its counts: `task_struct.signal`, and in
 /// `signal_struct`, `live` (threads not yet exiting) and `nr_threads`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupOffsets {
+pub(crate) struct GroupOffsets {
     /// `offsetof(struct task_struct, signal)`.
-    pub task_signal: u64,
+    pub(crate) task_signal: u64,
     /// `offsetof(struct signal_struct, live)` (an `atomic_t`: its counter is at its start).
-    pub live: u64,
+    pub(crate) live: u64,
     /// `offsetof(struct signal_struct, nr_threads)`.
-    pub nr_threads: u64,
+    pub(crate) nr_threads: u64,
 }
 
 /// The kernel's BTF.
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Reads the running kernel's BTF.
-pub fn kernel_btf() -> Result<KernelBtf, String> {
+pub(crate) fn kernel_btf() -> Result<KernelBtf, String> {
     read(&parse_kernel_btf()?)
 }
 

@@ -19,13 +19,13 @@ use crate::system::procfs::{COMM_LEN, ResidentParts};
 
 /// How the kernel side judges a watched process near its limit.
 #[derive(Debug, Clone, Copy)]
-pub struct Judging {
+pub(crate) struct Judging {
     /// How the kernel counts RSS: how far under the limit its counters may show a process
     /// that is over it.
-    pub accounting: Accounting,
+    pub(crate) accounting: Accounting,
     /// Whether, within that margin, the RSS program sums the per-CPU parts itself and reports
     /// only an exact figure over the limit (`WATCH_SUMS_CPUS`).
-    pub sums_cpus: bool,
+    pub(crate) sums_cpus: bool,
 }
 
 impl Judging {
@@ -52,7 +52,7 @@ impl Judging {
 
 /// The record that has the kernel side follow a process as `target` says, from its exact
 /// resident split `parts`, armed; the rule's signal only with `--kernel-signal`.
-pub fn watch_record(
+pub(crate) fn watch_record(
     target: Target,
     parts: ResidentParts,
     judging: Judging,
@@ -91,7 +91,7 @@ pub fn watch_record(
 /// a mix, until the next set. A program may read the table while it is written; whatever it
 /// concludes then, userspace decides again on its event under the rules in force, and re-reads
 /// `/proc` after writing.
-pub fn write_rules(
+pub(crate) fn write_rules(
     table: &mut Array<MapData, Rule>,
     cgroups: &mut CgroupArray<MapData>,
     rules: &RuleSet,

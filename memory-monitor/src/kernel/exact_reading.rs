@@ -25,26 +25,26 @@ const WALK_ROUNDS: &str = "WALK_ROUNDS";
 
 /// What the programs are told, at load, of where to find what they add up.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ExactGlobals {
+pub(crate) struct ExactGlobals {
     /// `exact::SUM_*`.
-    pub sum: u32,
+    pub(crate) sum: u32,
     /// Per-CPU counters: each member's pointer to its parts, in `mm_struct`.
-    pub parts: [u64; member::COUNT],
+    pub(crate) parts: [u64; member::COUNT],
     /// How many CPUs may exist (the parts summed; the offsets found).
-    pub cpus: u32,
+    pub(crate) cpus: u32,
     /// `bpf_array.pptrs`.
-    pub array_pptrs: u64,
+    pub(crate) array_pptrs: u64,
     /// Per-thread caches: `task_struct.rss_stat.count`.
-    pub task_cache: u64,
+    pub(crate) task_cache: u64,
     /// `signal_struct.thread_head`.
-    pub thread_head: u64,
+    pub(crate) thread_head: u64,
     /// `task_struct.thread_node`.
-    pub thread_node: u64,
+    pub(crate) thread_node: u64,
 }
 
 impl ExactGlobals {
     /// The globals for `read` (none: no exact reading) on a machine of `cpus` possible CPUs.
-    pub fn of(read: Option<&ExactRead>, cpus: u32) -> ExactGlobals {
+    pub(crate) fn of(read: Option<&ExactRead>, cpus: u32) -> ExactGlobals {
         let cpus = cpus.max(1);
         match read {
             Some(&ExactRead::CpuParts {
@@ -79,7 +79,7 @@ impl ExactGlobals {
 
 impl ExactRead {
     /// The exact figure this reading is.
-    pub fn exact(&self) -> Exact {
+    pub(crate) fn exact(&self) -> Exact {
         match self {
             ExactRead::CpuParts { .. } => Exact::CpuParts,
             ExactRead::ThreadCaches { .. } => Exact::ThreadCaches,
@@ -87,7 +87,7 @@ impl ExactRead {
     }
 
     /// Where each member's count is in `mm_struct`.
-    pub fn counts(&self) -> [u64; member::COUNT] {
+    pub(crate) fn counts(&self) -> [u64; member::COUNT] {
         match *self {
             ExactRead::CpuParts { counts, .. } | ExactRead::ThreadCaches { counts, .. } => counts,
         }
@@ -96,7 +96,7 @@ impl ExactRead {
 
 /// Makes the exact reading ready in the loaded `ebpf`, as `globals` set it up: loads the
 /// reading program and, for per-CPU counters, finds every CPU's offset. Why not, otherwise.
-pub fn prepare(ebpf: &mut Ebpf, globals: &ExactGlobals) -> Result<(), String> {
+pub(crate) fn prepare(ebpf: &mut Ebpf, globals: &ExactGlobals) -> Result<(), String> {
     if globals.sum == exact::SUM_NONE {
         return Err(format!(
             "the kernel side cannot sum more than {} CPUs' parts",
@@ -149,7 +149,7 @@ fn load<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut RawTracePoint, Str
 /// by running the reading program; `None` when it cannot tell (the process not watched, or
 /// not yet seen changing its own memory, or more threads than the program walks). `reading`
 /// must differ from the last reading's. One system call; allocates nothing.
-pub fn read(ebpf: &Ebpf, tgid: i32, reading: u64) -> Option<u64> {
+pub(crate) fn read(ebpf: &Ebpf, tgid: i32, reading: u64) -> Option<u64> {
     let Some(Program::RawTracePoint(reader)) = ebpf.program(READER) else {
         return None;
     };

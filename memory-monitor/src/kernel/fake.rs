@@ -12,7 +12,7 @@ use crate::system::procfs::ProcRoot;
 
 /// Clones share what they were told, so a test keeps one while the watch owns another.
 #[derive(Clone, Default)]
-pub struct FakeKernel {
+pub(crate) struct FakeKernel {
     told: Rc<RefCell<Vec<String>>>,
     /// Its table refuses watches, as a full one does.
     full: bool,
@@ -24,7 +24,7 @@ pub struct FakeKernel {
 
 impl FakeKernel {
     /// One whose table is full: it refuses every watch.
-    pub fn full() -> FakeKernel {
+    pub(crate) fn full() -> FakeKernel {
         FakeKernel {
             full: true,
             ..FakeKernel::default()
@@ -32,7 +32,7 @@ impl FakeKernel {
     }
 
     /// One whose exact reading says `bytes` of every process.
-    pub fn reading(bytes: u64) -> FakeKernel {
+    pub(crate) fn reading(bytes: u64) -> FakeKernel {
         FakeKernel {
             exact: Some(bytes),
             ..FakeKernel::default()
@@ -40,7 +40,7 @@ impl FakeKernel {
     }
 
     /// What it was told so far, oldest first.
-    pub fn told(&self) -> Vec<String> {
+    pub(crate) fn told(&self) -> Vec<String> {
         self.told.borrow().clone()
     }
 

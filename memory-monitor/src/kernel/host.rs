@@ -15,26 +15,26 @@ const HOST_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
 
 /// The facts a load plan is made from.
 #[derive(Debug, Clone)]
-pub struct Host {
+pub(crate) struct Host {
     /// The kernel's BTF, or why it cannot be read.
-    pub btf: Result<KernelBtf, String>,
+    pub(crate) btf: Result<KernelBtf, String>,
     /// Each tracepoint field the programs may read (every one of [`layout::ALL`], then
     /// [`layout::EXIT_GROUP_DEAD`]), and whether this kernel has it where they expect it.
-    pub layout: Vec<(Field, Result<(), String>)>,
+    pub(crate) layout: Vec<(Field, Result<(), String>)>,
     /// This process (the kernel side never reports it).
-    pub me: u32,
+    pub(crate) me: u32,
     /// Its parent (nor that one).
-    pub parent: u32,
+    pub(crate) parent: u32,
     /// The page size in bytes.
-    pub page_size: u64,
+    pub(crate) page_size: u64,
     /// How many CPUs may exist here.
-    pub possible_cpus: u32,
+    pub(crate) possible_cpus: u32,
 }
 
 impl Host {
     /// Checks that this host can run the kernel side at all (saying why not), raises the
     /// locked-memory limit that older kernels charge maps to, and reads what a plan needs.
-    pub fn probe() -> Result<Host, Unavailable> {
+    pub(crate) fn probe() -> Result<Host, Unavailable> {
         check_privileges()?;
         check_pid_namespace()?;
         raise_memlock_limit();
@@ -58,7 +58,7 @@ impl Host {
 
     /// Whether every field `wanted` selects is where the programs expect it; the first that is
     /// not, otherwise.
-    pub fn check_layout(&self, wanted: impl Fn(&Field) -> bool) -> Result<(), String> {
+    pub(crate) fn check_layout(&self, wanted: impl Fn(&Field) -> bool) -> Result<(), String> {
         self.layout
             .iter()
             .filter(|(field, _)| wanted(field))

@@ -39,7 +39,7 @@ const DISCOVERY: [(&str, &str, &str); 5] = [
 const CREDENTIAL_CALLS: [&str; 3] = ["sys_exit_setuid", "sys_exit_setreuid", "sys_exit_setresuid"];
 
 /// Loads and attaches the programs as `plan` says, with `rules` in force.
-pub fn load(plan: &Plan, rules: &RuleSet) -> Result<Loaded, Unavailable> {
+pub(crate) fn load(plan: &Plan, rules: &RuleSet) -> Result<Loaded, Unavailable> {
     let (globals, maps) = (&plan.globals, &plan.maps);
     let exact = &globals.exact;
     let mut ebpf = EbpfLoader::new()

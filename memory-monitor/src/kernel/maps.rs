@@ -18,7 +18,7 @@ use crate::system::procfs::ProcRoot;
 
 /// The kernel side's maps. It owns the programs and their links: dropping it detaches
 /// everything (nothing is pinned, so nothing outlives the monitor).
-pub struct Maps {
+pub(crate) struct Maps {
     pub(super) ebpf: Ebpf,
     /// Whether the `exact_rss` program can read processes' exact RSS here.
     pub(super) reads_exact: bool,

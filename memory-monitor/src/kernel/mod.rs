@@ -29,7 +29,7 @@ mod btf;
 mod encode;
 mod exact_reading;
 #[cfg(test)]
-pub mod fake;
+pub(crate) mod fake;
 mod host;
 mod load;
 mod maps;
@@ -46,16 +46,17 @@ use crate::rules::RuleSet;
 use crate::system::procfs::ProcRoot;
 use crate::units::Bytes;
 
-pub use self::maps::Maps;
-pub use self::plan::{Attach, Settings};
-pub use self::ring::Ring;
+pub(crate) use self::maps::Maps;
+pub use self::plan::Attach;
+pub(crate) use self::plan::Settings;
+pub(crate) use self::ring::Ring;
 
 /// Sampled user stacks of one process (the growth profile's): instruction pointers, innermost
 /// first, and the bytes grown under each stack.
-pub type RawStacks = Vec<(Vec<u64>, u64)>;
+pub(crate) type RawStacks = Vec<(Vec<u64>, u64)>;
 
 /// What a check asks of the kernel side about one process (eBPF mode; nothing in poll mode).
-pub trait KernelLink {
+pub(crate) trait KernelLink {
     /// Asks for its next report, not before `after` from now (call before the deciding read).
     fn rearm(&mut self, pid: i32, after: Duration);
     /// Withdraws that request (it turned out to be over the limit).
@@ -72,7 +73,7 @@ pub trait KernelLink {
 }
 
 /// The kernel side as the watch's owner uses it: what to follow, and under which rules.
-pub trait KernelSide: KernelLink {
+pub(crate) trait KernelSide: KernelLink {
     /// Follows `pid` as `target` says, from its exact resident split (read from `proc`); an
     /// error when the kernel side's table is full.
     fn follow(&mut self, pid: i32, target: Target, proc: &ProcRoot) -> io::Result<()>;
@@ -88,25 +89,25 @@ pub trait KernelSide: KernelLink {
 
 /// How the kernel side is to follow one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// The rule it is watched under.
-    pub rule: usize,
+    pub(crate) rule: usize,
     /// Its limit in bytes.
-    pub limit: u64,
+    pub(crate) limit: u64,
     /// The rule's signal (sent by the kernel side with `--kernel-signal`).
-    pub signal: u32,
+    pub(crate) signal: u32,
     /// Growth profile: sample from this approximate RSS on.
-    pub profile_from: Option<u64>,
+    pub(crate) profile_from: Option<u64>,
     /// Watched by name (a rename or exec to another name ends the watch), not by PID.
-    pub by_name: bool,
+    pub(crate) by_name: bool,
     /// Its rule counts swap.
-    pub count_swap: bool,
+    pub(crate) count_swap: bool,
 }
 
 /// Poll mode's kernel side: it follows nothing, so every request is answered as a kernel side
 /// with nothing to say would (no exact reading, no growth samples, every signal userspace's).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Unloaded;
+pub(crate) struct Unloaded;
 
 impl KernelLink for Unloaded {
     fn rearm(&mut self, _: i32, _: Duration) {}
@@ -147,7 +148,7 @@ pub struct Unavailable(pub String);
 /// What loading found: how the RSS program is attached, how this kernel counts RSS, which
 /// exact figure decides. The start line says it; the checks measure by it.
 #[derive(Debug, Clone)]
-pub struct Setup {
+pub(crate) struct Setup {
     attach: Attach,
     /// How this kernel counts RSS (from BTF).
     accounting: Accounting,
@@ -160,13 +161,13 @@ pub struct Setup {
 
 impl Setup {
     /// How the RSS program is attached (never [`Attach::Auto`]).
-    pub fn attach(&self) -> Attach {
+    pub(crate) fn attach(&self) -> Attach {
         self.attach
     }
 
     /// What the RSS program's attach type costs every process here, when it grows with the
     /// machine (the classic tracepoint on a kernel with per-CPU counters), for the start line.
-    pub fn fault_cost(&self) -> Option<String> {
+    pub(crate) fn fault_cost(&self) -> Option<String> {
         match self.attach {
             Attach::Tracepoint => self.accounting.tracepoint_record_cost(),
             _ => None,
@@ -174,12 +175,12 @@ impl Setup {
     }
 
     /// How this kernel counts RSS, as its BTF says (not known without BTF).
-    pub fn accounting(&self) -> Accounting {
+    pub(crate) fn accounting(&self) -> Accounting {
         self.accounting
     }
 
     /// Which exact figure decides here, and why `smaps_rollup` when it does.
-    pub fn exact(&self) -> (Exact, Option<&str>) {
+    pub(crate) fn exact(&self) -> (Exact, Option<&str>) {
         let why = match self.exact {
             Exact::SmapsRollup => self.exact_why.as_deref(),
             _ => None,
@@ -189,7 +190,7 @@ impl Setup {
 
     /// The kernel side's margin under the limit, for the start line: the counters' error,
     /// and how much more per thread where threads cache their changes.
-    pub fn margin(&self) -> String {
+    pub(crate) fn margin(&self) -> String {
         let (error, lag) = (
             self.accounting.counter_error(),
             self.accounting.thread_lag(),
@@ -203,25 +204,25 @@ impl Setup {
 
     /// Whether, within the margin, the RSS program sums the per-CPU parts itself and reports
     /// only an exact figure over the limit.
-    pub fn sums_in_kernel(&self) -> bool {
+    pub(crate) fn sums_in_kernel(&self) -> bool {
         self.sums_cpus
     }
 }
 
 /// The kernel side, loaded and attached: its ring buffer, its maps, and what was found.
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// What the programs report.
-    pub ring: Ring,
+    pub(crate) ring: Ring,
     /// What userspace tells them.
-    pub maps: Maps,
+    pub(crate) maps: Maps,
     /// What loading found.
-    pub setup: Setup,
+    pub(crate) setup: Setup,
 }
 
 /// Checks this host, plans the load for `settings` (with the test's injected fault, if any,
 /// as an edit of the plan), loads the programs and attaches them; or says why it cannot. Must
 /// run inside a tokio runtime (the ring buffer is registered with it).
-pub fn load(settings: &Settings<'_>) -> Result<Loaded, Unavailable> {
+pub(crate) fn load(settings: &Settings<'_>) -> Result<Loaded, Unavailable> {
     let host = host::Host::probe()?;
     let mut plan = plan::Plan::new(&host, settings)?;
     if let Some(fault) = Fault::injected() {
@@ -231,6 +232,6 @@ pub fn load(settings: &Settings<'_>) -> Result<Loaded, Unavailable> {
 }
 
 /// How the running kernel counts RSS, from its BTF (as eBPF mode reads it at start-up).
-pub fn accounting() -> Accounting {
+pub(crate) fn accounting() -> Accounting {
     btf::kernel_btf().map_or(Accounting::Unknown, |btf| btf.accounting)
 }

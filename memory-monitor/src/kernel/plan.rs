@@ -18,7 +18,7 @@ use crate::rules::RuleSet;
 const RING_BYTES: u32 = 256 * 1024;
 
 /// Growth profile: one stack sample per this many bytes grown.
-pub const GROWTH_SAMPLE_BYTES: u32 = 256 * 1024;
+pub(crate) const GROWTH_SAMPLE_BYTES: u32 = 256 * 1024;
 /// Growth profile: distinct stacks and (process, stack) pairs kept.
 const GROWTH_STACKS: u32 = 2048;
 
@@ -63,23 +63,23 @@ impl std::fmt::Display for Attach {
 
 /// What the kernel side needs to know.
 #[derive(Debug, Clone, Copy)]
-pub struct Settings<'a> {
+pub(crate) struct Settings<'a> {
     /// The rules to apply on exec and rename.
-    pub rules: &'a RuleSet,
+    pub(crate) rules: &'a RuleSet,
     /// Map capacity.
-    pub max_processes: usize,
+    pub(crate) max_processes: usize,
     /// `--kernel-signal`: the kernel side sends each rule's signal itself.
-    pub kernel_signal: bool,
+    pub(crate) kernel_signal: bool,
     /// How the RSS program attaches.
-    pub attach: Attach,
+    pub(crate) attach: Attach,
     /// Whether the programs' own diagnostics (aya-log) are wanted (`-v`); otherwise their ring
     /// buffer is not even mapped.
-    pub debug_log: bool,
+    pub(crate) debug_log: bool,
 }
 
 /// Which program follows the RSS counters, and where it attaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RssProgram {
+pub(crate) enum RssProgram {
     /// `program` on the classic tracepoint `category:name`.
     Tracepoint {
         program: &'static str,
@@ -95,76 +95,76 @@ pub enum RssProgram {
 
 /// The programs' globals, each under the name the programs give it.
 #[derive(Debug, Clone, Copy)]
-pub struct Globals {
+pub(crate) struct Globals {
     /// `MONITOR_TGID`, `MONITOR_PARENT_TGID`: never reported.
-    pub monitor_tgid: u32,
-    pub monitor_parent_tgid: u32,
+    pub(crate) monitor_tgid: u32,
+    pub(crate) monitor_parent_tgid: u32,
     /// `TASK_MM_OFFSET`: `offsetof(task_struct, mm)`, 0 without BTF.
-    pub task_mm_offset: u64,
+    pub(crate) task_mm_offset: u64,
     /// `RSS_COUNT_OFFSETS`: each counter's place in `mm_struct`.
-    pub rss_count_offsets: [u64; member::COUNT],
+    pub(crate) rss_count_offsets: [u64; member::COUNT],
     /// `PAGE_SIZE`.
-    pub page_size: i64,
+    pub(crate) page_size: i64,
     /// `EXIT_HAS_GROUP_DEAD`: whether the exit record says a process's last thread ended.
-    pub exit_has_group_dead: u32,
+    pub(crate) exit_has_group_dead: u32,
     /// `TASK_SIGNAL_OFFSET`, `SIGNAL_LIVE_OFFSET`, `SIGNAL_THREADS_OFFSET`: the thread group's
     /// counts, 0 without them.
-    pub task_signal_offset: u64,
-    pub signal_live_offset: u64,
-    pub signal_threads_offset: u64,
+    pub(crate) task_signal_offset: u64,
+    pub(crate) signal_live_offset: u64,
+    pub(crate) signal_threads_offset: u64,
     /// `THREAD_LAG`: how far each thread may hold the counters back.
-    pub thread_lag: u64,
+    pub(crate) thread_lag: u64,
     /// `SLOT_MASK`: the pre-filter's slot of a process is `tgid & SLOT_MASK`.
-    pub slot_mask: u32,
+    pub(crate) slot_mask: u32,
     /// `SAMPLE_BYTES`: the growth profile's sampling step.
-    pub sample_bytes: u32,
+    pub(crate) sample_bytes: u32,
     /// `COUNT_SWAP`: whether swap-entry changes are followed.
-    pub count_swap: u32,
+    pub(crate) count_swap: u32,
     /// The exact reading's globals (`EXACT_SUM` and what it sums).
-    pub exact: ExactGlobals,
+    pub(crate) exact: ExactGlobals,
     /// aya-log's level.
-    pub log_level: u8,
+    pub(crate) log_level: u8,
 }
 
 /// The maps' sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MapSizes {
+pub(crate) struct MapSizes {
     /// `EVENTS`, the ring buffer, in bytes.
-    pub ring_bytes: u32,
+    pub(crate) ring_bytes: u32,
     /// `WATCHED`, `MM_OWNER`, `REARM`, `SIGNAL_CLAIMS`: one entry per watchable process.
-    pub capacity: u32,
+    pub(crate) capacity: u32,
     /// `WATCH_SLOTS`, `MM_SLOTS`: the pre-filter's slots.
-    pub slots: u32,
+    pub(crate) slots: u32,
     /// `STACKS`, `GROWTH`: the growth profile's (one entry when no rule profiles).
-    pub growth: u32,
+    pub(crate) growth: u32,
     /// `CPU_OFFSETS`: one per possible CPU.
-    pub cpu_offsets: u32,
+    pub(crate) cpu_offsets: u32,
 }
 
 /// Everything the loader does, decided.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// How the RSS program attaches (never [`Attach::Auto`]).
-    pub attach: Attach,
+    pub(crate) attach: Attach,
     /// Which RSS program, where.
-    pub rss_program: RssProgram,
-    pub globals: Globals,
-    pub maps: MapSizes,
+    pub(crate) rss_program: RssProgram,
+    pub(crate) globals: Globals,
+    pub(crate) maps: MapSizes,
     /// Whether the programs' log lines are forwarded.
-    pub debug_log: bool,
+    pub(crate) debug_log: bool,
     /// Whether the growth profile's maps are used (a rule at start-up profiles).
-    pub profiling: bool,
+    pub(crate) profiling: bool,
     /// `--kernel-signal`.
-    pub kernel_signal: bool,
+    pub(crate) kernel_signal: bool,
     /// How this kernel counts RSS.
-    pub accounting: Accounting,
+    pub(crate) accounting: Accounting,
     /// How the exact reading sums a process's RSS here, or why it cannot.
-    pub exact_read: Result<ExactRead, String>,
+    pub(crate) exact_read: Result<ExactRead, String>,
 }
 
 impl Plan {
     /// The plan for `settings` on `host`; why eBPF mode cannot run here, when it cannot.
-    pub fn new(host: &Host, settings: &Settings<'_>) -> Result<Plan, Unavailable> {
+    pub(crate) fn new(host: &Host, settings: &Settings<'_>) -> Result<Plan, Unavailable> {
         let kernel_btf = &host.btf;
         let tp_btf = |kernel_btf: &Result<KernelBtf, String>| {
             let kernel_btf = kernel_btf.as_ref().map_err(Clone::clone)?;
@@ -303,7 +303,7 @@ impl Plan {
     }
 
     /// Edits the plan so that loading it makes `fault` happen (the tests' fault injection).
-    pub fn inject(&mut self, fault: Fault) {
+    pub(crate) fn inject(&mut self, fault: Fault) {
         match fault {
             Fault::Verifier => {
                 self.rss_program = RssProgram::Tracepoint {

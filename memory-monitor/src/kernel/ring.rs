@@ -12,7 +12,7 @@ const EVENT_BATCH: usize = 256;
 
 /// The kernel side's events, as the loop takes them. Poll mode's ([`Ring::none`]) has no
 /// ring buffer: it never becomes readable and drains nothing.
-pub struct Ring {
+pub(crate) struct Ring {
     attached: Option<Attached>,
     batch: Box<[Event]>,
     /// Events taken so far.
@@ -37,7 +37,7 @@ impl std::fmt::Debug for Ring {
 
 impl Ring {
     /// Poll mode's: nothing is ever reported.
-    pub fn none() -> Ring {
+    pub(crate) fn none() -> Ring {
         Ring {
             attached: None,
             batch: Box::default(),
@@ -64,7 +64,7 @@ impl Ring {
     }
 
     /// Waits until events may be waiting (for ever, in poll mode).
-    pub async fn readable(&self) -> io::Result<()> {
+    pub(crate) async fn readable(&self) -> io::Result<()> {
         let Some(attached) = &self.attached else {
             return std::future::pending().await;
         };
@@ -75,7 +75,7 @@ impl Ring {
 
     /// Takes the next batch of waiting events; returns how many (0 when none wait), each then
     /// read with [`Ring::event`].
-    pub fn take_batch(&mut self) -> usize {
+    pub(crate) fn take_batch(&mut self) -> usize {
         let Some(attached) = self.attached.as_mut() else {
             return 0;
         };
@@ -95,17 +95,17 @@ impl Ring {
     }
 
     /// Event `index` of the batch last taken.
-    pub fn event(&self, index: usize) -> Event {
+    pub(crate) fn event(&self, index: usize) -> Event {
         self.batch[index]
     }
 
     /// Events taken so far.
-    pub fn handled(&self) -> u64 {
+    pub(crate) fn handled(&self) -> u64 {
         self.handled
     }
 
     /// If events were lost since the last call, how many (in total so far).
-    pub fn take_lost(&mut self) -> Option<u64> {
+    pub(crate) fn take_lost(&mut self) -> Option<u64> {
         let attached = self.attached.as_mut()?;
         match attached.lost_flag.get(&0, 0) {
             Ok(0) | Err(_) => None,
@@ -125,7 +125,7 @@ impl Ring {
     /// poll mode), `CAP_BPF` where it checks every map access (older kernels with unprivileged
     /// BPF disabled). Found by trying: a thread of its own drops `CAP_BPF`, `CAP_PERFMON` and
     /// `CAP_SYS_ADMIN` (only that thread's) and reads a map.
-    pub fn capabilities_for_maps(&self) -> rustix::thread::CapabilitySet {
+    pub(crate) fn capabilities_for_maps(&self) -> rustix::thread::CapabilitySet {
         use rustix::thread::{CapabilitySet, CapabilitySets};
         let Some(attached) = &self.attached else {
             return CapabilitySet::empty();

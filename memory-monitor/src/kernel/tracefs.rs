@@ -13,7 +13,7 @@ use memory_monitor_ebpf::Field;
 const MOUNT_POINTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// Returns where tracefs is, mounting it at `/sys/kernel/tracing` when it is nowhere.
-pub fn ensure_mounted() -> Result<PathBuf, String> {
+pub(crate) fn ensure_mounted() -> Result<PathBuf, String> {
     if let Some(mounted) = MOUNT_POINTS.iter().map(Path::new).find(|p| is_populated(p)) {
         return Ok(mounted.to_path_buf());
     }
@@ -39,7 +39,7 @@ fn is_populated(dir: &Path) -> bool {
 }
 
 /// Checks that every field in `fields` is where the programs expect it on this kernel.
-pub fn check_layout(tracefs: &Path, fields: &[Field]) -> Result<(), String> {
+pub(crate) fn check_layout(tracefs: &Path, fields: &[Field]) -> Result<(), String> {
     for field in fields {
         let path = tracefs.join("events").join(field.tracepoint).join("format");
         let name = field.tracepoint.replace('/', ":");

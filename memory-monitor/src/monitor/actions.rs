@@ -13,19 +13,23 @@ use crate::rules::RuleSet;
 
 /// Everything a check acts with.
 #[derive(Debug)]
-pub struct Actions {
+pub(crate) struct Actions {
     /// Runs hooks (`exec`) on breaches; started once a rule has one, never in a dry run.
-    pub hook: Option<ExecHook>,
+    pub(crate) hook: Option<ExecHook>,
     /// Whether signals are sent (`--dry-run` says not).
-    pub dispatch: Dispatch,
+    pub(crate) dispatch: Dispatch,
     /// The monitor's metrics, which the rules' are part of.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Actions {
     /// What `rules` (the first in force) need, counted in `metrics`; in a dry run, nothing
     /// that acts.
-    pub fn start(rules: &RuleSet, metrics: Arc<Metrics>, dry_run: bool) -> Result<Actions, Error> {
+    pub(crate) fn start(
+        rules: &RuleSet,
+        metrics: Arc<Metrics>,
+        dry_run: bool,
+    ) -> Result<Actions, Error> {
         metrics.put_in_force(rules, []);
         Ok(Actions {
             hook: match dry_run {
@@ -42,7 +46,7 @@ impl Actions {
 
     /// `rules` were put in force in place of those `replaced` measured (whose series are
     /// retired); the hook runners start the first time a rule has a hook.
-    pub fn rules_replaced<'a>(
+    pub(crate) fn rules_replaced<'a>(
         &mut self,
         rules: &RuleSet,
         replaced: impl IntoIterator<Item = &'a RuleMetrics>,
@@ -63,7 +67,7 @@ impl Actions {
     }
 
     /// Whether nothing is acted on (`--dry-run`, `--once`).
-    pub fn dry_run(&self) -> bool {
+    pub(crate) fn dry_run(&self) -> bool {
         self.dispatch == Dispatch::DryRun
     }
 }

@@ -21,18 +21,18 @@ use crate::watch::scan::Exclusions;
 
 /// When and how a check measures.
 #[derive(Debug, Clone, Copy)]
-pub struct Look {
+pub(crate) struct Look {
     /// Now.
-    pub now: Instant,
+    pub(crate) now: Instant,
     /// How this kernel counts RSS: how far `statm` can be off.
-    pub accounting: Accounting,
+    pub(crate) accounting: Accounting,
     /// Which exact figure decides.
-    pub exact: Exact,
+    pub(crate) exact: Exact,
     /// The kernel side is waiting to be re-armed for the process, after this gap (eBPF mode,
     /// after a report).
-    pub rearm: Option<Duration>,
+    pub(crate) rearm: Option<Duration>,
     /// The kernel report this look answers (eBPF mode), for the breach's line.
-    pub reported: Option<Reported>,
+    pub(crate) reported: Option<Reported>,
 }
 
 /// How many times its own exact reading a process's held-back report waits at least. Where the
@@ -45,12 +45,12 @@ const GAP_PER_READING: u32 = 8;
 
 /// The gap to hold a process's next report back for: `asked`, or longer when its exact reading
 /// took `reading`.
-pub fn report_gap(asked: Duration, reading: Duration) -> Duration {
+pub(crate) fn report_gap(asked: Duration, reading: Duration) -> Duration {
     asked.max(reading * GAP_PER_READING)
 }
 
 /// The policy `watched` is judged by: its rule's, at its own limit.
-pub fn policy_of(rules: &RuleSet, watched: &WatchedProcess) -> Policy {
+pub(crate) fn policy_of(rules: &RuleSet, watched: &WatchedProcess) -> Policy {
     let rule = rules.get(watched.rule());
     Policy {
         limit: watched.limit(),
@@ -61,7 +61,7 @@ pub fn policy_of(rules: &RuleSet, watched: &WatchedProcess) -> Policy {
 }
 
 /// When `watched` next needs a look: a repeat or kill falling due, or a held-back report.
-pub fn due_at(rules: &RuleSet, watched: &WatchedProcess) -> Option<Instant> {
+pub(crate) fn due_at(rules: &RuleSet, watched: &WatchedProcess) -> Option<Instant> {
     earliest(
         policy_of(rules, watched).deadline(&watched.episode),
         watched.recheck,
@@ -69,7 +69,7 @@ pub fn due_at(rules: &RuleSet, watched: &WatchedProcess) -> Option<Instant> {
 }
 
 /// The earlier of two deadlines, either of which may be absent.
-pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -81,7 +81,7 @@ pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 /// limit is re-armed there before a second, deciding reading, so that no growth between the
 /// two can go unreported. (Re-armed before the first reading instead, a process over the limit
 /// whose reading outlasts the gap would be reported again during every reading.)
-pub fn check(
+pub(crate) fn check(
     watched: &mut WatchedProcess,
     in_force: &InForce,
     proc: &ProcRoot,

@@ -21,7 +21,7 @@ const RESYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// What a loss of kernel events calls for: a look at every process again, and a warning.
 #[derive(Debug, Default)]
-pub struct Losses {
+pub(crate) struct Losses {
     /// Events lost so far (the kernel side's count).
     lost: u64,
     /// When lost events were last said.
@@ -36,7 +36,7 @@ impl Losses {
     /// be looked at again now because `ring` lost events. The re-check waits until the ring
     /// buffer is drained (what is left in it is handled anyway), or comes once a second while
     /// it never is: a full look at every process per turn would fall ever further behind.
-    pub fn resync_now(&mut self, ring: &mut Ring, more: bool, metrics: &Metrics) -> bool {
+    pub(crate) fn resync_now(&mut self, ring: &mut Ring, more: bool, metrics: &Metrics) -> bool {
         if let Some(lost) = ring.take_lost() {
             metrics.lost_events.inc_by(lost.saturating_sub(self.lost));
             self.lost = lost;

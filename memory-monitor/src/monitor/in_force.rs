@@ -11,18 +11,18 @@ use crate::sink;
 
 /// What acting on one rule's breaches needs.
 #[derive(Debug)]
-pub struct RuleActions {
+pub(crate) struct RuleActions {
     /// Its profiler, if it profiles (none in a dry run).
-    pub profiler: Option<Profiler>,
+    pub(crate) profiler: Option<Profiler>,
     /// Its metrics.
-    pub metrics: RuleMetrics,
+    pub(crate) metrics: RuleMetrics,
 }
 
 /// The rules in force and, for each in the same order, what acting on it needs.
 #[derive(Debug)]
-pub struct InForce {
+pub(crate) struct InForce {
     /// The rules.
-    pub rules: RuleSet,
+    pub(crate) rules: RuleSet,
     per_rule: Vec<RuleActions>,
 }
 
@@ -31,7 +31,11 @@ impl InForce {
     /// run), and their metrics (to be put in force, or retired, by the caller). The profile
     /// destinations are opened first, in a dry run too: one that cannot be used refuses the
     /// rules before anything else is made for them.
-    pub fn build(rules: RuleSet, metrics: &Metrics, dry_run: bool) -> Result<InForce, Error> {
+    pub(crate) fn build(
+        rules: RuleSet,
+        metrics: &Metrics,
+        dry_run: bool,
+    ) -> Result<InForce, Error> {
         let writers = rules
             .all()
             .iter()
@@ -68,18 +72,18 @@ impl InForce {
     }
 
     /// What acting on rule `index` needs.
-    pub fn actions(&self, index: usize) -> &RuleActions {
+    pub(crate) fn actions(&self, index: usize) -> &RuleActions {
         &self.per_rule[index]
     }
 
     /// Every rule's metrics, in the rules' order.
-    pub fn metrics(&self) -> impl Iterator<Item = &RuleMetrics> {
+    pub(crate) fn metrics(&self) -> impl Iterator<Item = &RuleMetrics> {
         self.per_rule.iter().map(|actions| &actions.metrics)
     }
 
     /// Brings the per-rule watched gauges up to date from `per_rule`, the processes watched
     /// under each rule (a few atomic stores).
-    pub fn publish(&self, per_rule: &[u32]) {
+    pub(crate) fn publish(&self, per_rule: &[u32]) {
         for (metrics, count) in self.metrics().zip(per_rule) {
             metrics.watched.set(i64::from(*count));
         }

@@ -22,7 +22,7 @@ mod in_force;
 mod reload;
 mod run;
 mod start;
-pub mod timer;
+pub(crate) mod timer;
 mod unmatched;
 mod waits;
 

@@ -14,7 +14,7 @@ use crate::system::inotify::Changes;
 use crate::units::{Bytes, Period};
 
 /// The kernel side when it loads, else why the monitor polls.
-pub fn choose_source(config: &Config) -> Result<Result<Loaded, String>, Error> {
+pub(crate) fn choose_source(config: &Config) -> Result<Result<Loaded, String>, Error> {
     let settings = kernel::Settings {
         rules: &config.rules,
         max_processes: config.max_processes,
@@ -34,17 +34,17 @@ pub fn choose_source(config: &Config) -> Result<Result<Loaded, String>, Error> {
 
 /// How the monitor runs, for its start line.
 #[derive(Debug, Clone, Copy)]
-pub struct Running<'a> {
+pub(crate) struct Running<'a> {
     /// The kernel side (eBPF mode), or why it polls and how often.
-    pub source: Result<&'a Setup, (&'a str, std::time::Duration)>,
+    pub(crate) source: Result<&'a Setup, (&'a str, std::time::Duration)>,
     /// Nothing is acted on: `--dry-run`, or `--once`.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// `--once`: one check, then exit.
-    pub once: bool,
+    pub(crate) once: bool,
     /// `--kernel-signal` in eBPF mode.
-    pub kernel_signal: bool,
+    pub(crate) kernel_signal: bool,
     /// How many processes each rule selects now, in the rules' order.
-    pub matched: &'a [u32],
+    pub(crate) matched: &'a [u32],
 }
 
 impl Running<'_> {
@@ -67,7 +67,7 @@ impl Running<'_> {
 /// The start line (what is watched and how many processes that is now, the limit, the action,
 /// the mode), the hardening the host did not allow, and a line per rule when there are
 /// several.
-pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
+pub(crate) fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
     let target = match rules.all() {
         [only] => only.selector.to_string(),
         all => format!("{} rules", all.len()),
@@ -121,7 +121,7 @@ pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
 
 /// One line per rule when there are several, and a warning for each caution about a rule's
 /// values and for each rule whose cgroup does not exist.
-pub fn log_rules(rules: &RuleSet, running: Running<'_>) {
+pub(crate) fn log_rules(rules: &RuleSet, running: Running<'_>) {
     if rules.all().len() > 1 {
         for (index, rule) in rules.all().iter().enumerate() {
             let (limit, action) = summary(rules, index, running);
@@ -179,7 +179,7 @@ fn summary(rules: &RuleSet, index: usize, running: Running<'_>) -> (String, Stri
 /// [`crate::system::inotify`]): the rules' cgroups and limits, and with `--watch-config` the
 /// rules file; nothing for a single check (`once`). A rules file may name cgroups after a
 /// reload, so with one there is always something to follow.
-pub fn follow_changes(rules: &RuleSet, source: &RulesSource, once: bool) -> Option<Changes> {
+pub(crate) fn follow_changes(rules: &RuleSet, source: &RulesSource, once: bool) -> Option<Changes> {
     let wanted = rules.all().iter().any(Rule::depends_on_cgroups) || source.file.is_some();
     if !wanted || once {
         return None;
@@ -205,7 +205,7 @@ pub fn follow_changes(rules: &RuleSet, source: &RulesSource, once: bool) -> Opti
 /// Another monitor with the same rules (see [`crate::host::peers`]): the lock that tells the next
 /// one of this monitor, or the warning naming the one that holds it. Only a monitor that acts
 /// takes it: a dry run or a check may run beside one with its rules.
-pub fn notice_peers(rules: &RuleSet) -> (Option<crate::host::peers::Lock>, Option<Note>) {
+pub(crate) fn notice_peers(rules: &RuleSet) -> (Option<crate::host::peers::Lock>, Option<Note>) {
     use crate::host::peers::{self, Found};
     let text = crate::rules::describe::describe_rules(rules);
     match peers::take(std::path::Path::new(peers::DIR), &text) {
@@ -218,7 +218,7 @@ pub fn notice_peers(rules: &RuleSet) -> (Option<crate::host::peers::Lock>, Optio
 /// Start-up hardening (see [`crate::host::harden`]): the OOM score, the memlock limit, then the
 /// capabilities no longer needed and `no_new_privs`. Each that cannot be done is said once and
 /// the monitor goes on.
-pub fn harden_start(
+pub(crate) fn harden_start(
     hardening: crate::config::Hardening,
     keep_for_maps: CapabilitySet,
 ) -> Vec<Note> {
@@ -255,7 +255,7 @@ pub fn harden_start(
 /// A hardening step the host did not allow, said after the start line (which says first what
 /// the monitor watches and how).
 #[derive(Debug)]
-pub struct Note {
+pub(crate) struct Note {
     event: &'static str,
     warning: bool,
     text: String,
@@ -279,7 +279,7 @@ impl Note {
     }
 
     /// A warning of another kind than hardening's, said after the start line too.
-    pub fn warning_of(event: &'static str, text: String) -> Note {
+    pub(crate) fn warning_of(event: &'static str, text: String) -> Note {
         Note {
             event,
             warning: true,
@@ -287,7 +287,7 @@ impl Note {
         }
     }
 
-    pub fn say(&self) {
+    pub(crate) fn say(&self) {
         let (event, text) = (self.event, &self.text);
         match self.warning {
             true => tracing::warn!(event, "{text}"),
@@ -297,7 +297,7 @@ impl Note {
 }
 
 /// Locks the monitor's memory, when that can never make an allocation fail.
-pub fn lock_memory() {
+pub(crate) fn lock_memory() {
     if !crate::host::harden::can_lock_memory() {
         // Said once, like the OOM score: the host decides, the monitor goes on.
         tracing::info!(

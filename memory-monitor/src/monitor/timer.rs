@@ -18,7 +18,7 @@ use tokio::io::unix::AsyncFd;
 
 /// A deadline timer: [`set`](Self::set) it, then await [`expired`](Self::expired).
 #[derive(Debug)]
-pub struct DeadlineTimer {
+pub(crate) struct DeadlineTimer {
     fd: AsyncFd<OwnedFd>,
     /// The deadline the timer is armed for, to skip a system call when it is unchanged.
     armed: Option<Instant>,
@@ -26,7 +26,7 @@ pub struct DeadlineTimer {
 
 impl DeadlineTimer {
     /// A disarmed timer (inside a tokio runtime).
-    pub fn new() -> io::Result<DeadlineTimer> {
+    pub(crate) fn new() -> io::Result<DeadlineTimer> {
         let fd = timerfd_create(
             TimerfdClockId::Monotonic,
             TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
@@ -38,7 +38,7 @@ impl DeadlineTimer {
     }
 
     /// Arms the timer for `deadline` (a past one fires at once), or disarms it with `None`.
-    pub fn set(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+    pub(crate) fn set(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         if deadline == self.armed {
             return Ok(());
         }
@@ -69,7 +69,7 @@ impl DeadlineTimer {
     }
 
     /// Resolves once the armed deadline has passed, and disarms; never while disarmed.
-    pub async fn expired(&mut self) -> io::Result<()> {
+    pub(crate) async fn expired(&mut self) -> io::Result<()> {
         loop {
             let mut ready = self.fd.readable().await?;
             let mut count = [0u8; 8];

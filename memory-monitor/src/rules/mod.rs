@@ -18,8 +18,8 @@
 //! Every key is the name of the command-line option that means the same.
 
 pub mod caution;
-pub mod count;
-pub mod describe;
+pub(crate) mod count;
+pub(crate) mod describe;
 mod exclude;
 mod facts;
 mod file;

@@ -112,7 +112,7 @@ impl fmt::Display for CgroupPath {
 /// How the paths in `/proc/PID/cgroup`, relative to the root of the monitor's cgroup
 /// namespace, lie in a mounted hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
+pub(crate) enum Frame {
     /// The mount shows the namespace's root or, with `root`, a cgroup below it: a path under
     /// `root` is that path without it. (A monitor in the host's namespace: `root` is empty and
     /// every path is already the mount's.)
@@ -134,7 +134,7 @@ pub enum Frame {
 impl Frame {
     /// `path` (as `/proc/PID/cgroup` shows it) as a path under the mount, written into `buf`
     /// unless it already is one; `None` when the mount does not show that cgroup.
-    pub fn place<'a>(&self, path: &'a [u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    pub(crate) fn place<'a>(&self, path: &'a [u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
         let mut parts = path
             .split(|&b| b == b'/')
             .filter(|part| !part.is_empty())
@@ -237,14 +237,14 @@ impl<'a> PathWriter<'a> {
 
 /// A mounted cgroup hierarchy: where, and how `/proc/PID/cgroup` paths lie in it.
 #[derive(Debug)]
-pub struct Hierarchy {
+pub(crate) struct Hierarchy {
     mount: PathBuf,
     frame: Frame,
 }
 
 impl Hierarchy {
     /// Where it is mounted.
-    pub fn mount(&self) -> &Path {
+    pub(crate) fn mount(&self) -> &Path {
         &self.mount
     }
 
@@ -271,20 +271,20 @@ impl Hierarchy {
 }
 
 /// Finds the hierarchies now (at start-up: finding them allocates, and is done once).
-pub fn find_hierarchies() {
+pub(crate) fn find_hierarchies() {
     let _ = (v2(), v1_memory());
 }
 
 /// The cgroup v2 hierarchy (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts),
 /// found once.
-pub fn v2() -> Option<&'static Hierarchy> {
+pub(crate) fn v2() -> Option<&'static Hierarchy> {
     static V2: OnceLock<Option<Hierarchy>> = OnceLock::new();
     V2.get_or_init(|| Hierarchy::find(|fstype, _| fstype == "cgroup2", v2_path_of))
         .as_ref()
 }
 
 /// Where the cgroup v2 hierarchy is mounted.
-pub fn v2_mount() -> Option<&'static Path> {
+pub(crate) fn v2_mount() -> Option<&'static Path> {
     v2().map(Hierarchy::mount)
 }
 
@@ -350,7 +350,7 @@ fn unescape_mount_path(text: &str) -> String {
 
 /// The v2 path in a `/proc/PID/cgroup` text (the `0::/path` line), as the reader's
 /// namespace shows it.
-pub fn v2_path_of(text: &[u8]) -> Option<&[u8]> {
+pub(crate) fn v2_path_of(text: &[u8]) -> Option<&[u8]> {
     text.split(|&b| b == b'\n')
         .find_map(|line| line.strip_prefix(b"0::"))
 }
@@ -372,7 +372,7 @@ fn v1_memory_path_of(text: &[u8]) -> Option<&[u8]> {
 /// The v2 cgroup of a process whose `/proc/PID/cgroup` reads `text`, as a path in the
 /// mounted hierarchy (written into `buf` when it has to be placed); `None` when there is none
 /// or the mount does not show it.
-pub fn cgroup_of<'a>(text: &'a [u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
+pub(crate) fn cgroup_of<'a>(text: &'a [u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
     v2()?.frame.place(v2_path_of(text)?, buf)
 }
 
@@ -380,7 +380,7 @@ pub fn cgroup_of<'a>(text: &'a [u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
 /// smallest `memory.max` from its cgroup up to the root (v2), or on hybrid hosts the v1
 /// `memory.limit_in_bytes`. `None`: no cgroup limits it. Each limit file read is shown to
 /// `read` (to follow its changes). Allocates nothing.
-pub fn memory_limit(text: &[u8], mut read: impl FnMut(&CStr)) -> Option<u64> {
+pub(crate) fn memory_limit(text: &[u8], mut read: impl FnMut(&CStr)) -> Option<u64> {
     let mut buf = [0u8; 4096];
     let v2 = v2().and_then(|v2| {
         let path = v2.frame.place(v2_path_of(text)?, &mut buf)?;

@@ -28,7 +28,7 @@ const UID_LEN: usize = 36;
 
 /// The container and pod of a process, either or both unknown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     container: Text<ID_LEN>,
     pod: Text<UID_LEN>,
 }
@@ -36,7 +36,7 @@ pub struct Identity {
 impl Identity {
     /// Reads them from the text of `/proc/PID/cgroup`: the v2 line's path (`0::…`) first,
     /// then the v1 hierarchies' (a hybrid host's runtime may make its cgroups only there).
-    pub fn from_proc_cgroup(text: &[u8]) -> Identity {
+    pub(crate) fn from_proc_cgroup(text: &[u8]) -> Identity {
         let lines = || text.split(|&b| b == b'\n').filter(|l| !l.is_empty());
         let v2 = lines().filter(|line| line.starts_with(b"0::"));
         let v1 = lines().filter(|line| !line.starts_with(b"0::"));
@@ -58,7 +58,7 @@ impl Identity {
     /// that starts with `..` (a cgroup outside the monitor's own cgroup namespace, as a pod
     /// sees other pods') is read from the first component after the dots, which may also be a
     /// pod's or its QoS class's, under the kubelet's root.
-    pub fn from_path(path: &[u8]) -> Identity {
+    pub(crate) fn from_path(path: &[u8]) -> Identity {
         let mut components = path
             .split(|&b| b == b'/')
             .filter(|c| !c.is_empty())
@@ -106,12 +106,12 @@ impl Identity {
     }
 
     /// The container runtime's ID of its container.
-    pub fn container(&self) -> Option<&str> {
+    pub(crate) fn container(&self) -> Option<&str> {
         self.container.get()
     }
 
     /// Its pod's UID, with dashes.
-    pub fn pod(&self) -> Option<&str> {
+    pub(crate) fn pod(&self) -> Option<&str> {
         self.pod.get()
     }
 }

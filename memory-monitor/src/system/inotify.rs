@@ -25,13 +25,13 @@ const CONFIG_MAP_DATA: &str = "..data";
 
 /// What changed since the last look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Changed {
+pub(crate) struct Changed {
     /// A followed limit file was written.
-    pub limits: bool,
+    pub(crate) limits: bool,
     /// A rule's cgroup (or a directory on the way to it) was made or removed.
-    pub cgroups: bool,
+    pub(crate) cgroups: bool,
     /// The rules file was replaced or rewritten.
-    pub rules_file: bool,
+    pub(crate) rules_file: bool,
 }
 
 /// What a watched directory is watched for.
@@ -45,7 +45,7 @@ enum Awaited {
 
 /// The inotify instance and what its watches are for.
 #[derive(Debug)]
-pub struct Changes {
+pub(crate) struct Changes {
     inotify: OwnedFd,
     buf: Box<[MaybeUninit<u8>]>,
     /// Directories watched, by watch descriptor, and the names awaited in them.
@@ -61,7 +61,7 @@ const MAX_LINKS: usize = 8;
 
 impl Changes {
     /// A new inotify instance, following nothing yet.
-    pub fn new() -> io::Result<Changes> {
+    pub(crate) fn new() -> io::Result<Changes> {
         Ok(Changes {
             inotify: inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC)?,
             buf: vec![MaybeUninit::uninit(); 4096].into_boxed_slice(),
@@ -73,7 +73,7 @@ impl Changes {
 
     /// A descriptor to wait on (readable when something changed): a duplicate, so that a
     /// waiter may own it.
-    pub fn waitable(&self) -> io::Result<OwnedFd> {
+    pub(crate) fn waitable(&self) -> io::Result<OwnedFd> {
         self.inotify.try_clone()
     }
 
@@ -81,7 +81,7 @@ impl Changes {
     /// each, the directory it is in when it exists, else the deepest of its ancestors that
     /// does, for the next name on the way. Follow first, then look whether they exist: a
     /// cgroup made in between is then seen either way.
-    pub fn follow_cgroups<'a>(&mut self, cgroups: impl IntoIterator<Item = &'a CgroupPath>) {
+    pub(crate) fn follow_cgroups<'a>(&mut self, cgroups: impl IntoIterator<Item = &'a CgroupPath>) {
         let before = self.watched();
         self.awaited
             .retain(|(_, awaited)| !matches!(awaited, Awaited::Cgroup(_)));
@@ -104,7 +104,7 @@ impl Changes {
     /// Follows the rules file at `path` (`--watch-config`): the directory it is in, and, when
     /// it is a link, each directory on the way to what it leads to (a ConfigMap's file is a
     /// link into its `..data` link); followed anew whenever it changes.
-    pub fn follow_rules_file(&mut self, path: &Path) -> io::Result<()> {
+    pub(crate) fn follow_rules_file(&mut self, path: &Path) -> io::Result<()> {
         self.rules_file = Some(path.to_path_buf());
         self.refollow_rules_file()
     }
@@ -155,7 +155,7 @@ impl Changes {
 
     /// Follows writes to the limit file `file`. Following a file twice is following it once;
     /// a watch goes by itself when its cgroup is removed.
-    pub fn follow_limit(&mut self, file: &CStr) {
+    pub(crate) fn follow_limit(&mut self, file: &CStr) {
         if let Err(errno) = inotify::add_watch(&self.inotify, file, WatchFlags::MODIFY) {
             self.said_failure(errno, Path::new(&*file.to_string_lossy()));
         }
@@ -208,7 +208,7 @@ impl Changes {
 
     /// What changed since the last call; never waits. A rules file that changed is followed
     /// anew (its links may lead elsewhere now).
-    pub fn take(&mut self) -> Changed {
+    pub(crate) fn take(&mut self) -> Changed {
         let changed = self.read();
         if changed.rules_file && self.refollow_rules_file().is_err() {
             tracing::warn!(

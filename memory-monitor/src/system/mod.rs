@@ -2,8 +2,8 @@
 //! ([`cgroup`]) and the containers they stand for ([`container`]), users' names ([`users`]), and
 //! the changes inotify reports under the monitor ([`inotify`]).
 
-pub mod cgroup;
-pub mod container;
-pub mod inotify;
-pub mod procfs;
-pub mod users;
+pub(crate) mod cgroup;
+pub(crate) mod container;
+pub(crate) mod inotify;
+pub(crate) mod procfs;
+pub(crate) mod users;

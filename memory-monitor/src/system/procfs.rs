@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, RawDir, SeekFrom};
 
 /// Longest process name the kernel keeps in `comm` (TASK_COMM_LEN minus the NUL).
-pub const COMM_LEN: usize = 15;
+pub(crate) const COMM_LEN: usize = 15;
 
 /// `PF_KTHREAD` in `/proc/PID/stat` flags: kernel threads have no memory of their own to judge
 /// and must never be signalled.
@@ -27,24 +27,24 @@ const PF_EXITING: u32 = 0x0000_0004;
 /// A `/proc` file that did not have the expected layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("malformed /proc/PID/{file}: {what}")]
-pub struct ParseError {
+pub(crate) struct ParseError {
     /// Which file: `stat`, `statm`.
-    pub file: &'static str,
+    pub(crate) file: &'static str,
     /// What was wrong.
-    pub what: &'static str,
+    pub(crate) what: &'static str,
 }
 
 /// The fields of `/proc/PID/statm` that matter here, in pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Statm {
+pub(crate) struct Statm {
     /// Virtual size in pages: 0 only for a process without memory (exited, not yet reaped).
-    pub size_pages: u64,
+    pub(crate) size_pages: u64,
     /// Resident set size in pages: the exact figure (`ps` RSS, `status` VmRSS).
-    pub resident_pages: u64,
+    pub(crate) resident_pages: u64,
 }
 
 /// Parses `/proc/PID/statm`: `size resident shared text lib data dt`.
-pub fn parse_statm(buf: &[u8]) -> Result<Statm, ParseError> {
+pub(crate) fn parse_statm(buf: &[u8]) -> Result<Statm, ParseError> {
     let bad = |what| ParseError {
         file: "statm",
         what,
@@ -61,7 +61,7 @@ pub fn parse_statm(buf: &[u8]) -> Result<Statm, ParseError> {
 /// Parses the `Rss:` line of `/proc/PID/smaps_rollup` (in kB) into bytes: the exact resident
 /// size, which the kernel counts from the process's page tables when the file is read (where
 /// `statm` sums counters that lag or are approximate, see [`crate::accounting`]).
-pub fn parse_rollup_rss(buf: &[u8]) -> Result<u64, ParseError> {
+pub(crate) fn parse_rollup_rss(buf: &[u8]) -> Result<u64, ParseError> {
     rollup_bytes(
         buf,
         b"Rss:",
@@ -75,7 +75,7 @@ pub fn parse_rollup_rss(buf: &[u8]) -> Result<u64, ParseError> {
 
 /// Parses the `Swap:` line of `/proc/PID/smaps_rollup` into bytes: what the process has in
 /// swap, counted from its page tables like `Rss`.
-pub fn parse_rollup_swap(buf: &[u8]) -> Result<u64, ParseError> {
+pub(crate) fn parse_rollup_swap(buf: &[u8]) -> Result<u64, ParseError> {
     rollup_bytes(
         buf,
         b"Swap:",
@@ -110,32 +110,32 @@ fn rollup_bytes(buf: &[u8], key: &[u8], bad_: [&'static str; 3]) -> Result<u64, 
 /// The fields of `/proc/PID/stat` that matter here. (Its RSS field is not one of them: it
 /// comes from the kernel's per-CPU counters and can be a few hundred KiB off; `statm` is exact.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat<'a> {
+pub(crate) struct Stat<'a> {
     /// The name between the parentheses, as stored (may itself contain `)` or spaces).
-    pub comm: &'a [u8],
+    pub(crate) comm: &'a [u8],
     /// Kernel `PF_*` flags.
-    pub flags: u32,
+    pub(crate) flags: u32,
     /// When the process started, in clock ticks after boot: with the PID, it names one process
     /// for good (a PID alone may be reused once the process exits).
-    pub start_time: u64,
+    pub(crate) start_time: u64,
 }
 
 impl Stat<'_> {
     /// Whether this is a kernel thread.
-    pub fn is_kernel_thread(&self) -> bool {
+    pub(crate) fn is_kernel_thread(&self) -> bool {
         self.flags & PF_KTHREAD != 0
     }
 
     /// Whether the task has begun to exit. Of a process's leader: the process is ending, or
     /// its leader has ended before its other threads (then it reads as a zombie, also gone).
-    pub fn is_exiting(&self) -> bool {
+    pub(crate) fn is_exiting(&self) -> bool {
         self.flags & PF_EXITING != 0
     }
 }
 
 /// Parses `/proc/PID/stat`. The name is found between the first `(` and the *last* `)`, since
 /// the name itself may contain `)`; all later fields are numbers.
-pub fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, ParseError> {
+pub(crate) fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, ParseError> {
     let bad = |what| ParseError { file: "stat", what };
     let open = buf.iter().position(|&b| b == b'(').ok_or(bad("no '('"))?;
     let close = buf.iter().rposition(|&b| b == b')').ok_or(bad("no ')'"))?;
@@ -169,23 +169,23 @@ pub fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, ParseError> {
 /// Resident bytes by kind, from `/proc/PID/status`: the exact split the kernel side starts
 /// from when it begins to follow a process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ResidentParts {
+pub(crate) struct ResidentParts {
     /// File-backed (`RssFile`).
-    pub file: u64,
+    pub(crate) file: u64,
     /// Anonymous (`RssAnon`).
-    pub anon: u64,
+    pub(crate) anon: u64,
     /// Shared memory (`RssShmem`).
-    pub shmem: u64,
+    pub(crate) shmem: u64,
     /// In swap (`VmSwap`): not resident, but counted by rules that count swap.
-    pub swap: u64,
+    pub(crate) swap: u64,
     /// Its threads (`Threads`): on kernels whose threads cache RSS changes, the kernel side's
     /// margin grows with them.
-    pub threads: u32,
+    pub(crate) threads: u32,
 }
 
 /// Parses the `RssAnon`, `RssFile`, `RssShmem` and `VmSwap` lines of `/proc/PID/status` (in kB), and
 /// `Threads`. A process without memory (a zombie) has none of the first and reads as zeros.
-pub fn parse_status_rss(buf: &[u8]) -> ResidentParts {
+pub(crate) fn parse_status_rss(buf: &[u8]) -> ResidentParts {
     let mut parts = ResidentParts::default();
     for line in buf.split(|&b| b == b'\n') {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
@@ -216,7 +216,7 @@ pub fn parse_status_rss(buf: &[u8]) -> ResidentParts {
 
 /// The effective user ID in `/proc/PID/status` (the second figure of its `Uid:` line: the
 /// user whose rights the process acts with, as `ps` shows it); `None` when the line is missing.
-pub fn parse_status_uid(buf: &[u8]) -> Option<u32> {
+pub(crate) fn parse_status_uid(buf: &[u8]) -> Option<u32> {
     let line = buf
         .split(|&b| b == b'\n')
         .find_map(|l| l.strip_prefix(b"Uid:"))?;
@@ -229,13 +229,13 @@ pub fn parse_status_uid(buf: &[u8]) -> Option<u32> {
 
 /// The name in `/proc/PID/comm`: the kernel appends exactly one newline, which is removed; a
 /// newline inside the name stays.
-pub fn parse_comm(buf: &[u8]) -> &[u8] {
+pub(crate) fn parse_comm(buf: &[u8]) -> &[u8] {
     buf.strip_suffix(b"\n").unwrap_or(buf)
 }
 
 /// The file name of `argv[0]` in `/proc/PID/cmdline` (NUL-separated arguments): the full
 /// program name when `comm` was cut at [`COMM_LEN`] bytes.
-pub fn argv0_basename(cmdline: &[u8]) -> &[u8] {
+pub(crate) fn argv0_basename(cmdline: &[u8]) -> &[u8] {
     let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
     match argv0.iter().rposition(|&b| b == b'/') {
         Some(slash) => &argv0[slash + 1..],
@@ -259,7 +259,7 @@ fn parse_u64(field: &[u8]) -> Option<u64> {
 /// control characters and invalid bytes are escaped (`\n`, `\x1b`, `\xff`). NULs between
 /// command-line arguments show as spaces.
 #[derive(Clone, Copy)]
-pub struct Escaped<'a>(pub &'a [u8]);
+pub(crate) struct Escaped<'a>(pub &'a [u8]);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -290,14 +290,14 @@ impl fmt::Debug for Escaped<'_> {
 
 /// A process name (`comm`) held inline, so watched-process records need no heap.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Comm {
+pub(crate) struct Comm {
     bytes: [u8; COMM_LEN],
     len: u8,
 }
 
 impl Comm {
     /// Keeps the first [`COMM_LEN`] bytes of `name`, as the kernel does.
-    pub fn new(name: &[u8]) -> Comm {
+    pub(crate) fn new(name: &[u8]) -> Comm {
         let len = name.len().min(COMM_LEN);
         let mut bytes = [0; COMM_LEN];
         bytes[..len].copy_from_slice(&name[..len]);
@@ -308,7 +308,7 @@ impl Comm {
     }
 
     /// The name's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
 }
@@ -328,19 +328,19 @@ impl fmt::Debug for Comm {
 /// An open `/proc` directory: lists process IDs and opens `/proc/PID/…` files relative to
 /// itself, building paths on the stack.
 #[derive(Debug)]
-pub struct ProcRoot {
+pub(crate) struct ProcRoot {
     dir: OwnedFd,
 }
 
 /// Room for one `getdents64` batch; a caller keeps one and reuses it every scan.
-pub type DirBuffer = Box<[MaybeUninit<u8>]>;
+pub(crate) type DirBuffer = Box<[MaybeUninit<u8>]>;
 
 impl ProcRoot {
     /// Opens `/proc`, which must be this process's PID namespace's own: PIDs read in a
     /// `/proc` of another namespace (after `unshare --pid` without `--mount-proc`, or a host's
     /// `/proc` mounted into a container) name other processes than the same PIDs do in the
     /// monitor's signals, so such a `/proc` is refused.
-    pub fn open() -> io::Result<ProcRoot> {
+    pub(crate) fn open() -> io::Result<ProcRoot> {
         let dir = rustix::fs::open(
             "/proc",
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -361,12 +361,16 @@ impl ProcRoot {
     }
 
     /// A buffer for [`ProcRoot::for_each_pid`], allocated once.
-    pub fn dir_buffer() -> DirBuffer {
+    pub(crate) fn dir_buffer() -> DirBuffer {
         vec![MaybeUninit::uninit(); 64 * 1024].into_boxed_slice()
     }
 
     /// Calls `visit` with every process (thread-group) ID now in `/proc`, in ascending order.
-    pub fn for_each_pid(&self, buf: &mut DirBuffer, mut visit: impl FnMut(i32)) -> io::Result<()> {
+    pub(crate) fn for_each_pid(
+        &self,
+        buf: &mut DirBuffer,
+        mut visit: impl FnMut(i32),
+    ) -> io::Result<()> {
         rustix::fs::seek(&self.dir, SeekFrom::Start(0))?;
         let mut entries = RawDir::new(&self.dir, buf);
         while let Some(entry) = entries.next() {
@@ -380,7 +384,7 @@ impl ProcRoot {
     }
 
     /// Opens `/proc/PID/<file>` read-only.
-    pub fn open_file(&self, pid: i32, file: &str) -> io::Result<OwnedFd> {
+    pub(crate) fn open_file(&self, pid: i32, file: &str) -> io::Result<OwnedFd> {
         let mut path = [0u8; 64];
         let mut cursor = &mut path[..];
         write!(cursor, "{pid}/{file}\0")?;
@@ -395,7 +399,7 @@ impl ProcRoot {
 
     /// How many threads process `pid` has: `/proc/PID/task` links one directory per thread
     /// besides its own two (read with one `stat`, no allocation).
-    pub fn threads(&self, pid: i32) -> io::Result<u64> {
+    pub(crate) fn threads(&self, pid: i32) -> io::Result<u64> {
         let mut path = [0u8; 32];
         let mut cursor = &mut path[..];
         write!(cursor, "{pid}/task\0")?;
@@ -405,13 +409,18 @@ impl ProcRoot {
     }
 
     /// Opens `/proc/PID/<file>`, reads it into `buf` and returns what was read.
-    pub fn read_file<'b>(&self, pid: i32, file: &str, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
+    pub(crate) fn read_file<'b>(
+        &self,
+        pid: i32,
+        file: &str,
+        buf: &'b mut [u8],
+    ) -> io::Result<&'b [u8]> {
         let fd = self.open_file(pid, file)?;
         read_at_start(&fd, buf)
     }
 
     /// `pid`'s exact resident split, from its `status` (all zeros if it cannot be read).
-    pub fn resident_parts(&self, pid: i32) -> ResidentParts {
+    pub(crate) fn resident_parts(&self, pid: i32) -> ResidentParts {
         let mut buf = [0u8; 4096];
         self.read_file(pid, "status", &mut buf)
             .map_or_else(|_| ResidentParts::default(), parse_status_rss)
@@ -420,25 +429,25 @@ impl ProcRoot {
 
 /// Reads a `/proc` file from its start into `buf` (a fresh snapshot on every call, so an open
 /// fd can be re-read for ever), returning what was read. Longer contents are cut at `buf`'s end.
-pub fn read_at_start(fd: impl AsFd, buf: &mut [u8]) -> io::Result<&[u8]> {
+pub(crate) fn read_at_start(fd: impl AsFd, buf: &mut [u8]) -> io::Result<&[u8]> {
     let len = rustix::io::pread(fd, &mut *buf, 0)?;
     Ok(&buf[..len])
 }
 
 /// The size of a memory page: RSS is counted in pages, and pages are not 4096 bytes everywhere.
-pub fn page_size() -> u64 {
+pub(crate) fn page_size() -> u64 {
     rustix::param::page_size() as u64
 }
 
 /// Total usable RAM in bytes, for limits given as a percentage.
-pub fn total_ram() -> u64 {
+pub(crate) fn total_ram() -> u64 {
     let info = rustix::system::sysinfo();
     info.totalram as u64 * u64::from(info.mem_unit.max(1))
 }
 
 /// Whether the process `pidfd` refers to has exited (a pidfd polls readable then). Until it
 /// has, its PID is its own: whatever was read by PID in the meantime was this process's.
-pub fn has_exited(pidfd: impl std::os::fd::AsFd) -> bool {
+pub(crate) fn has_exited(pidfd: impl std::os::fd::AsFd) -> bool {
     use rustix::event::{PollFd, PollFlags};
     let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
     matches!(rustix::event::poll(&mut fds, Some(&rustix::time::Timespec::default())), Ok(n) if n > 0)

@@ -15,7 +15,7 @@ const PASSWD: &str = "/etc/passwd";
 
 /// A user that cannot be selected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UserError {
+pub(crate) enum UserError {
     /// Empty or only white space.
     #[error("is empty; give a user name or a uid")]
     Empty,
@@ -26,7 +26,7 @@ pub enum UserError {
 
 /// The uid of user `text`: a number as it is (a uid need not have a name), a name as
 /// `/etc/passwd` has it now.
-pub fn parse_user(text: &str) -> Result<u32, UserError> {
+pub(crate) fn parse_user(text: &str) -> Result<u32, UserError> {
     let text = text.trim();
     if text.is_empty() {
         return Err(UserError::Empty);
@@ -58,7 +58,7 @@ type Names = Box<[(u32, Box<str>)]>;
 static NAMES: OnceLock<Names> = OnceLock::new();
 
 /// Reads the names shown, once (start-up calls it, so that no breach has to).
-pub fn load_names() -> &'static [(u32, Box<str>)] {
+pub(crate) fn load_names() -> &'static [(u32, Box<str>)] {
     NAMES.get_or_init(|| {
         let passwd = std::fs::read_to_string(PASSWD).unwrap_or_default();
         let mut names: Vec<(u32, Box<str>)> = entries(&passwd)
@@ -71,7 +71,7 @@ pub fn load_names() -> &'static [(u32, Box<str>)] {
 }
 
 /// The name of `uid` as read at start-up, if it has one.
-pub fn name_of(uid: u32) -> Option<&'static str> {
+pub(crate) fn name_of(uid: u32) -> Option<&'static str> {
     let names = load_names();
     names
         .binary_search_by_key(&uid, |(uid, _)| *uid)
@@ -81,7 +81,7 @@ pub fn name_of(uid: u32) -> Option<&'static str> {
 
 /// Shows a uid as its user's name, or as the number where it has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UserName(pub u32);
+pub(crate) struct UserName(pub u32);
 
 impl fmt::Display for UserName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -4,8 +4,8 @@
 //! process the list no longer holds is never counted by the kernel side's pre-filter, and
 //! one the kernel side follows is always in the list.
 
-pub mod process;
-pub mod scan;
+pub(crate) mod process;
+pub(crate) mod scan;
 
 use std::io;
 use std::time::Instant;
@@ -21,7 +21,7 @@ use crate::watch::scan::{ScanReport, Scanner, SkipReason};
 
 /// What came of looking at a process the kernel side reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Discovered {
+pub(crate) enum Discovered {
     /// It is watched (admitted, or looked at again), and followed on the kernel side.
     Watched,
     /// It is not one to watch (any more); forgotten if it was.
@@ -32,7 +32,7 @@ pub enum Discovered {
 
 /// The watched processes, on both sides. The rules they are watched under are the monitor's
 /// (see `monitor::in_force`), handed to each call that judges by them.
-pub struct Watch {
+pub(crate) struct Watch {
     scanner: Scanner,
     list: ProcessTable,
     /// The kernel side ([`crate::kernel::Unloaded`] in poll mode).
@@ -54,7 +54,7 @@ impl Watch {
     /// every process every cycle; eBPF mode reads one on a kernel report, and holding one
     /// descriptor per process instead of two doubles how many it can watch under the same
     /// open-files limit.
-    pub fn new(
+    pub(crate) fn new(
         capacity: usize,
         kernel: Box<dyn KernelSide>,
         hold_statm: bool,
@@ -68,24 +68,24 @@ impl Watch {
     }
 
     /// The processes watched.
-    pub fn list(&self) -> &ProcessTable {
+    pub(crate) fn list(&self) -> &ProcessTable {
         &self.list
     }
 
     /// Whether growth profiles can be taken (eBPF mode, maps made at start-up).
-    pub fn can_profile_growth(&self) -> bool {
+    pub(crate) fn can_profile_growth(&self) -> bool {
         self.kernel.can_profile_growth()
     }
 
     /// Whether the kernel side follows swap (eBPF mode: when a rule at start-up counted it).
-    pub fn can_count_swap(&self) -> bool {
+    pub(crate) fn can_count_swap(&self) -> bool {
         self.kernel.can_count_swap()
     }
 
     /// Brings the watch up to date with `/proc` at `now` under `rules`: admits new matches,
     /// looks again at those renamed or moved, forgets the ones gone; and (eBPF mode) follows
     /// every watched process on the kernel side afresh from its exact sizes.
-    pub fn scan(&mut self, rules: &RuleSet, now: Instant) -> io::Result<ScanReport> {
+    pub(crate) fn scan(&mut self, rules: &RuleSet, now: Instant) -> io::Result<ScanReport> {
         let report = self.scanner.scan(rules, &mut self.list, now, |gone| {
             tracing::debug!(pid = gone.pid(), name = %gone.comm(), "no longer watched (exited or renamed)");
             self.kernel.forget(gone.pid());
@@ -103,7 +103,7 @@ impl Watch {
     /// moved to another cgroup): decides under `rules` (those in force) whether and how to
     /// watch it, and has the kernel side follow it from its exact sizes. A process already
     /// watched is looked at again and keeps its breach episode (see [`WatchedProcess::refresh`]).
-    pub fn discover(&mut self, rules: &RuleSet, pid: i32, now: Instant) -> Discovered {
+    pub(crate) fn discover(&mut self, rules: &RuleSet, pid: i32, now: Instant) -> Discovered {
         let alive = self.list.get(pid).is_some_and(|w| !w.has_exited());
         if alive {
             let scanner = &mut self.scanner;
@@ -169,7 +169,7 @@ impl Watch {
 
     /// The kernel side reported that process `pid` ended at `time_ns`: forgotten, unless the
     /// record under its PID was made after that (a newcomer given the PID).
-    pub fn exited(&mut self, pid: i32, time_ns: u64) {
+    pub(crate) fn exited(&mut self, pid: i32, time_ns: u64) {
         if self
             .list
             .get(pid)
@@ -181,13 +181,13 @@ impl Watch {
     }
 
     /// Forgets `pid` on both sides.
-    pub fn forget(&mut self, pid: i32) {
+    pub(crate) fn forget(&mut self, pid: i32) {
         self.list.remove(pid);
         self.kernel.forget(pid);
     }
 
     /// Keeps `pid`'s `statm` open from now on: near its limit, it will be read again soon.
-    pub fn hold_statm(&mut self, pid: i32) {
+    pub(crate) fn hold_statm(&mut self, pid: i32) {
         if let Some(watched) = self.list.get_mut(pid) {
             watched.hold_statm(self.scanner.proc());
         }
@@ -195,7 +195,7 @@ impl Watch {
 
     /// Back under its limit: `pid`'s `statm` is opened for each read again, and no report of
     /// it is held back any more.
-    pub fn release_statm(&mut self, pid: i32) {
+    pub(crate) fn release_statm(&mut self, pid: i32) {
         if let Some(watched) = self.list.get_mut(pid) {
             watched.release_statm();
             watched.recheck = None;
@@ -204,7 +204,7 @@ impl Watch {
 
     /// Visits the watched processes for `check` (which gets `/proc` and the kernel side too),
     /// forgetting on both sides those for which it returns false.
-    pub fn retain(
+    pub(crate) fn retain(
         &mut self,
         mut check: impl FnMut(&mut WatchedProcess, &ProcRoot, &mut dyn KernelLink) -> bool,
     ) {
@@ -227,7 +227,7 @@ impl Watch {
     }
 
     /// [`Watch::retain`] for the one process `pid`; whether it is still watched after.
-    pub fn retain_one(
+    pub(crate) fn retain_one(
         &mut self,
         pid: i32,
         check: impl FnOnce(&mut WatchedProcess, &ProcRoot, &mut dyn KernelLink) -> bool,
@@ -246,7 +246,7 @@ impl Watch {
     /// falls under the rule that selects it now, with the limit it gives (its breach episode
     /// carries on; `renumbered` says where each rule it was under is among the new ones);
     /// those no rule selects are forgotten. Refused by the kernel side, nothing changes.
-    pub fn apply_rules(
+    pub(crate) fn apply_rules(
         &mut self,
         rules: &RuleSet,
         now: Instant,
@@ -264,7 +264,7 @@ impl Watch {
     /// one made in between is seen either way), until what is followed is what exists; returns
     /// the rules whose cgroup appeared (`true`) or went (`false`). The kernel side opens them
     /// again (one made again under the same name is another cgroup).
-    pub fn recheck_cgroups(
+    pub(crate) fn recheck_cgroups(
         &mut self,
         rules: &mut RuleSet,
         changes: &mut Changes,
@@ -285,7 +285,12 @@ impl Watch {
 
     /// Follows the cgroup limit files of watched processes (`only` one, or all) whose limit
     /// under `rules` is a share of their cgroup's and whose files are not followed yet.
-    pub fn follow_limits(&mut self, rules: &RuleSet, changes: &mut Changes, only: Option<i32>) {
+    pub(crate) fn follow_limits(
+        &mut self,
+        rules: &RuleSet,
+        changes: &mut Changes,
+        only: Option<i32>,
+    ) {
         let proc = self.scanner.proc();
         if !rules.limits_per_process() {
             return;
@@ -316,7 +321,7 @@ impl Watch {
     /// A followed cgroup limit was written: works out again the limits `rules` give as a share
     /// of one, has the kernel side follow the processes whose limit changed at their new one,
     /// and marks them to be judged at `now`.
-    pub fn limits_changed(&mut self, rules: &RuleSet, now: Instant) {
+    pub(crate) fn limits_changed(&mut self, rules: &RuleSet, now: Instant) {
         self.retain_with(|watched, scanner, kernel| {
             let rule = watched.rule();
             if !rules.get(rule).limit.is_per_process() {
@@ -336,7 +341,7 @@ impl Watch {
 
     /// Whether it can never watch anything again: only `--pid` processes were selected by
     /// `rules`, and they are gone.
-    pub fn nothing_left(&self, rules: &RuleSet) -> bool {
+    pub(crate) fn nothing_left(&self, rules: &RuleSet) -> bool {
         !rules.selects_by_kind() && self.list.is_empty()
     }
 }

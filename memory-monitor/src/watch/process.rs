@@ -25,7 +25,7 @@ const ROLLUP_TRIES: usize = 3;
 
 /// One watched process.
 #[derive(Debug)]
-pub struct WatchedProcess {
+pub(crate) struct WatchedProcess {
     pid: i32,
     comm: Comm,
     /// The user it runs as (effective uid), read at admission and again at each breach.
@@ -44,7 +44,7 @@ pub struct WatchedProcess {
     seen: u32,
     /// Whether the cgroup limit files its limit comes from are followed (see `changes`); false
     /// again whenever its rule or cgroup may have changed.
-    pub limit_followed: bool,
+    pub(crate) limit_followed: bool,
     /// A fingerprint of its `/proc/PID/cgroup` when its rule depends on its cgroup (0 when it
     /// does not), so that a scan can tell it moved.
     cgroup_print: u64,
@@ -54,15 +54,15 @@ pub struct WatchedProcess {
     /// an earlier process with its PID.
     admitted_ns: u64,
     /// Where the process stands against the limit.
-    pub episode: Episode,
+    pub(crate) episode: Episode,
     /// eBPF mode: when to look again at a process near its limit whose kernel-side reports are
     /// held back for a moment (see `monitor`).
-    pub recheck: Option<std::time::Instant>,
+    pub(crate) recheck: Option<std::time::Instant>,
 }
 
 /// Why a process could not be watched.
 #[derive(Debug, thiserror::Error)]
-pub enum AdmitError {
+pub(crate) enum AdmitError {
     /// It exited, is a kernel thread, or no longer matches: nothing to watch, nothing to report.
     #[error("process is gone or no longer matches")]
     Gone,
@@ -91,7 +91,7 @@ impl WatchedProcess {
     /// The pidfd is opened first and liveness is checked last: everything read in between
     /// (`stat`, `cmdline`, `cgroup`, the `statm` fd) belongs to the process the pidfd names,
     /// because its PID cannot be reused while it lives.
-    pub fn open(
+    pub(crate) fn open(
         proc: &ProcRoot,
         pid: i32,
         rules: &RuleSet,
@@ -134,7 +134,7 @@ impl WatchedProcess {
 
     /// Keeps `statm` open from now on (for a process measured often: one near its limit).
     /// Checked like at admission: opened by PID, it is this process's only if it still lives.
-    pub fn hold_statm(&mut self, proc: &ProcRoot) {
+    pub(crate) fn hold_statm(&mut self, proc: &ProcRoot) {
         if self.statm.is_some() {
             return;
         }
@@ -146,30 +146,30 @@ impl WatchedProcess {
     }
 
     /// Closes a held `statm` (the process is no longer measured often).
-    pub fn release_statm(&mut self) {
+    pub(crate) fn release_statm(&mut self) {
         self.statm = None;
     }
 
     /// The process ID.
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.pid
     }
 
     /// The process name, as of its admission or its last look (see [`WatchedProcess::refresh`],
     /// [`WatchedProcess::reread_identity`]).
-    pub fn comm(&self) -> &Comm {
+    pub(crate) fn comm(&self) -> &Comm {
         &self.comm
     }
 
     /// The user it runs as (effective uid).
-    pub fn uid(&self) -> u32 {
+    pub(crate) fn uid(&self) -> u32 {
         self.uid
     }
 
     /// Reads its name and user again (for a breach's log line and hook: a rename that kept
     /// its rule is not reported by the kernel side, nor is a change of user). Each is kept as
     /// it was if it cannot be read.
-    pub fn reread_identity(&mut self, proc: &ProcRoot) {
+    pub(crate) fn reread_identity(&mut self, proc: &ProcRoot) {
         let mut buf = [0u8; 64];
         let comm = proc
             .read_file(self.pid, "comm", &mut buf)
@@ -184,38 +184,38 @@ impl WatchedProcess {
 
     /// Whether a kernel event sent at `time_ns` (`bpf_ktime_get_ns`, `CLOCK_MONOTONIC`) can be
     /// about this process: it was admitted before it was sent.
-    pub fn was_watched_at(&self, time_ns: u64) -> bool {
+    pub(crate) fn was_watched_at(&self, time_ns: u64) -> bool {
         self.admitted_ns <= time_ns
     }
 
     /// Whether it moved to another cgroup since it was last looked at, when its rule depends
     /// on its cgroup (poll mode has no event for a move). Allocates nothing.
-    pub fn moved_cgroup(&self, proc: &ProcRoot) -> bool {
+    pub(crate) fn moved_cgroup(&self, proc: &ProcRoot) -> bool {
         self.cgroup_print != 0 && read_cgroup_print(proc, self.pid) != self.cgroup_print
     }
 
     /// Its container and pod, as of its admission or its last look.
-    pub fn identity(&self) -> &Identity {
+    pub(crate) fn identity(&self) -> &Identity {
         &self.identity
     }
 
     /// Whether it is watched by PID rather than by name.
-    pub fn is_pinned(&self) -> bool {
+    pub(crate) fn is_pinned(&self) -> bool {
         self.pinned
     }
 
     /// The index of the rule it is watched under.
-    pub fn rule(&self) -> usize {
+    pub(crate) fn rule(&self) -> usize {
         self.rule
     }
 
     /// Its limit in bytes.
-    pub fn limit(&self) -> u64 {
+    pub(crate) fn limit(&self) -> u64 {
         self.limit
     }
 
     /// Sets its limit (its cgroup's limit, of which its own is a share, was rewritten).
-    pub fn set_limit(&mut self, limit: u64) {
+    pub(crate) fn set_limit(&mut self, limit: u64) {
         self.limit = limit;
     }
 
@@ -228,7 +228,7 @@ impl WatchedProcess {
     /// was under is in `rules` now, if it still is — see [`Episode::rule_changed`].
     /// `Err(AdmitError::Exited)`: it exited or is exiting; `Err(AdmitError::Gone)`: no rule
     /// selects it any more.
-    pub fn refresh(
+    pub(crate) fn refresh(
         &mut self,
         proc: &ProcRoot,
         rules: &RuleSet,
@@ -259,7 +259,12 @@ impl WatchedProcess {
 
     /// Exact resident memory in bytes, from `statm` (`buf` needs about 100 bytes).
     /// `Err(Errno::SRCH)` once the process has exited.
-    pub fn rss(&self, proc: &ProcRoot, buf: &mut [u8], page_size: u64) -> Result<u64, Errno> {
+    pub(crate) fn rss(
+        &self,
+        proc: &ProcRoot,
+        buf: &mut [u8],
+        page_size: u64,
+    ) -> Result<u64, Errno> {
         let errno = |e: std::io::Error| Errno::from_io_error(&e).unwrap_or(Errno::IO);
         let statm = match &self.statm {
             Some(statm) => procfs::read_at_start(statm, &mut *buf).map_err(errno)?,
@@ -291,7 +296,7 @@ impl WatchedProcess {
     /// too far under the limit for their error to matter; else `smaps_rollup`, which walks the
     /// page tables (see [`Accounting`]).
     /// `Err(Errno::SRCH)` once the process has exited. Allocates nothing.
-    pub fn exact_rss(
+    pub(crate) fn exact_rss(
         &self,
         proc: &ProcRoot,
         buf: &mut [u8],
@@ -393,17 +398,17 @@ impl WatchedProcess {
     }
 
     /// Sends `signal` through the pidfd.
-    pub fn send(&self, signal: Signal) -> Result<(), Errno> {
+    pub(crate) fn send(&self, signal: Signal) -> Result<(), Errno> {
         rustix::process::pidfd_send_signal(&self.pidfd, signal.to_rustix())
     }
 
     /// Whether the process has exited.
-    pub fn has_exited(&self) -> bool {
+    pub(crate) fn has_exited(&self) -> bool {
         has_exited(&self.pidfd)
     }
 
     /// The pidfd, for waiting on the process's exit.
-    pub fn pidfd(&self) -> impl AsFd + '_ {
+    pub(crate) fn pidfd(&self) -> impl AsFd + '_ {
         &self.pidfd
     }
 }
@@ -506,7 +511,7 @@ fn io_gone(error: io::Error) -> AdmitError {
 
 /// The table of watched processes, sorted by PID, never growing past its capacity.
 #[derive(Debug)]
-pub struct ProcessTable {
+pub(crate) struct ProcessTable {
     entries: Vec<WatchedProcess>,
     capacity: usize,
     generation: u32,
@@ -517,11 +522,11 @@ pub struct ProcessTable {
 /// The table is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the watch list is full ({0} processes)")]
-pub struct Full(pub usize);
+pub(crate) struct Full(pub usize);
 
 impl ProcessTable {
     /// An empty table with room for `capacity` processes, allocated now.
-    pub fn with_capacity(capacity: usize) -> ProcessTable {
+    pub(crate) fn with_capacity(capacity: usize) -> ProcessTable {
         ProcessTable {
             entries: Vec::with_capacity(capacity),
             capacity,
@@ -531,12 +536,12 @@ impl ProcessTable {
     }
 
     /// How many processes are watched under each rule (indexed like the rules).
-    pub fn per_rule(&self) -> &[u32; MAX_RULES] {
+    pub(crate) fn per_rule(&self) -> &[u32; MAX_RULES] {
         &self.per_rule
     }
 
     /// Counts the processes per rule again (after records were moved to other rules).
-    pub fn recount(&mut self) {
+    pub(crate) fn recount(&mut self) {
         self.per_rule = [0; MAX_RULES];
         for watched in &self.entries {
             self.per_rule[watched.rule] += 1;
@@ -549,22 +554,22 @@ impl ProcessTable {
     }
 
     /// How many processes are watched.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether nothing is watched.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// The record for `pid`, if watched.
-    pub fn get(&self, pid: i32) -> Option<&WatchedProcess> {
+    pub(crate) fn get(&self, pid: i32) -> Option<&WatchedProcess> {
         self.position(pid).ok().map(|i| &self.entries[i])
     }
 
     /// The record for `pid`, if watched, for updating.
-    pub fn get_mut(&mut self, pid: i32) -> Option<&mut WatchedProcess> {
+    pub(crate) fn get_mut(&mut self, pid: i32) -> Option<&mut WatchedProcess> {
         self.position(pid).ok().map(|i| &mut self.entries[i])
     }
 
@@ -573,7 +578,7 @@ impl ProcessTable {
     }
 
     /// Adds a process (replacing a stale record with the same PID).
-    pub fn insert(&mut self, mut watched: WatchedProcess) -> Result<(), Full> {
+    pub(crate) fn insert(&mut self, mut watched: WatchedProcess) -> Result<(), Full> {
         watched.seen = self.generation;
         match self.position(watched.pid) {
             Ok(i) => {
@@ -592,7 +597,7 @@ impl ProcessTable {
 
     /// Updates the record for `pid` with `change` (which may move it to another rule, as
     /// [`WatchedProcess::refresh`] does), keeping the per-rule counts right; `None` if not watched.
-    pub fn update<R>(
+    pub(crate) fn update<R>(
         &mut self,
         pid: i32,
         change: impl FnOnce(&mut WatchedProcess) -> R,
@@ -606,7 +611,7 @@ impl ProcessTable {
     }
 
     /// Stops watching `pid`; returns its record.
-    pub fn remove(&mut self, pid: i32) -> Option<WatchedProcess> {
+    pub(crate) fn remove(&mut self, pid: i32) -> Option<WatchedProcess> {
         let removed = self.position(pid).ok().map(|i| self.entries.remove(i));
         if let Some(watched) = &removed {
             Self::count(&mut self.per_rule, watched, -1);
@@ -615,23 +620,23 @@ impl ProcessTable {
     }
 
     /// All records, in PID order.
-    pub fn iter(&self) -> impl Iterator<Item = &WatchedProcess> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &WatchedProcess> {
         self.entries.iter()
     }
 
     /// Starts a scan: records not [`ProcessTable::mark_seen`] before [`ProcessTable::sweep`] go.
-    pub fn begin_scan(&mut self) {
+    pub(crate) fn begin_scan(&mut self) {
         self.generation = self.generation.wrapping_add(1);
     }
 
     /// Marks `pid` as still present in this scan; false if it is not watched.
-    pub fn mark_seen(&mut self, pid: i32) -> bool {
+    pub(crate) fn mark_seen(&mut self, pid: i32) -> bool {
         let generation = self.generation;
         self.get_mut(pid).map(|w| w.seen = generation).is_some()
     }
 
     /// Ends a scan: drops every record the scan did not see, calling `gone` on each.
-    pub fn sweep(&mut self, mut gone: impl FnMut(&WatchedProcess)) {
+    pub(crate) fn sweep(&mut self, mut gone: impl FnMut(&WatchedProcess)) {
         let (generation, per_rule) = (self.generation, &mut self.per_rule);
         self.entries.retain(|w| {
             let keep = w.seen == generation;
@@ -645,7 +650,7 @@ impl ProcessTable {
 
     /// Visits every record for updating, keeping those for which `keep` returns true. (A
     /// record `keep` moves to another rule is counted under it after [`ProcessTable::recount`].)
-    pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut WatchedProcess) -> bool) {
+    pub(crate) fn retain_mut(&mut self, mut keep: impl FnMut(&mut WatchedProcess) -> bool) {
         let per_rule = &mut self.per_rule;
         self.entries.retain_mut(|w| {
             let kept = keep(w);

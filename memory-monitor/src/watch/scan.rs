@@ -15,18 +15,18 @@ use crate::watch::process::{AdmitError, ProcessTable, WatchedProcess};
 
 /// Bytes of a command line that `--match cmdline` (and long names) look at: enough for long
 /// Java class paths (one argument may be at most 128 KiB). Only what a read fills is touched.
-pub const CMDLINE_MAX: usize = 128 * 1024;
+pub(crate) const CMDLINE_MAX: usize = 128 * 1024;
 
 /// Processes a monitor must never watch: PID 1, itself, its parent.
 #[derive(Debug, Clone, Copy)]
-pub struct Exclusions {
+pub(crate) struct Exclusions {
     me: i32,
     parent: i32,
 }
 
 impl Exclusions {
     /// The exclusions as they stand now (the parent changes when the monitor is re-parented).
-    pub fn now() -> Exclusions {
+    pub(crate) fn now() -> Exclusions {
         Exclusions {
             me: std::process::id() as i32,
             parent: rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get()),
@@ -34,23 +34,23 @@ impl Exclusions {
     }
 
     /// Whether `pid` must be left alone.
-    pub fn excludes(&self, pid: i32) -> bool {
+    pub(crate) fn excludes(&self, pid: i32) -> bool {
         pid <= 1 || pid == self.me || pid == self.parent
     }
 }
 
 /// Counts from one scan.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScanReport {
+pub(crate) struct ScanReport {
     /// Processes that matched but could not be watched (table full, out of file descriptors).
-    pub skipped: usize,
+    pub(crate) skipped: usize,
     /// The first reason something was skipped.
-    pub skip_reason: Option<SkipReason>,
+    pub(crate) skip_reason: Option<SkipReason>,
 }
 
 /// Why a matching process was not watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SkipReason {
+pub(crate) enum SkipReason {
     /// `--max-processes` reached.
     Full(usize),
     /// Opening its pidfd or statm failed (usually EMFILE).
@@ -59,7 +59,7 @@ pub enum SkipReason {
 
 /// Finds the processes to watch by reading `/proc`.
 #[derive(Debug)]
-pub struct Scanner {
+pub(crate) struct Scanner {
     proc: ProcRoot,
     dir_buf: DirBuffer,
     cmdline_buf: Box<[u8]>,
@@ -70,7 +70,7 @@ pub struct Scanner {
 impl Scanner {
     /// A scanner whose records hold `statm` open when `hold_statm` (measurements every
     /// cycle).
-    pub fn new(hold_statm: bool) -> io::Result<Scanner> {
+    pub(crate) fn new(hold_statm: bool) -> io::Result<Scanner> {
         Ok(Scanner {
             proc: ProcRoot::open()?,
             dir_buf: ProcRoot::dir_buffer(),
@@ -80,14 +80,14 @@ impl Scanner {
     }
 
     /// The `/proc` this scanner reads.
-    pub fn proc(&self) -> &ProcRoot {
+    pub(crate) fn proc(&self) -> &ProcRoot {
         &self.proc
     }
 
     /// Brings `list` up to date with `/proc` at `now` under `rules`: admits new matches, moves
     /// a watched process that was renamed or moved to another cgroup under the rule that
     /// selects it now, and drops what exited or stopped matching (calling `gone` for each).
-    pub fn scan(
+    pub(crate) fn scan(
         &mut self,
         rules: &RuleSet,
         list: &mut ProcessTable,
@@ -154,7 +154,7 @@ impl Scanner {
 
     /// Looks at `watched` again under `rules` (see [`WatchedProcess::refresh`]; the rule it was
     /// watched under is at `renumbered` in them).
-    pub fn refresh(
+    pub(crate) fn refresh(
         &mut self,
         rules: &RuleSet,
         watched: &mut WatchedProcess,
@@ -165,7 +165,7 @@ impl Scanner {
     }
 
     /// Opens `pid` if it is one to watch: one of `rules` selects it now.
-    pub fn open(&mut self, rules: &RuleSet, pid: i32) -> Result<WatchedProcess, AdmitError> {
+    pub(crate) fn open(&mut self, rules: &RuleSet, pid: i32) -> Result<WatchedProcess, AdmitError> {
         if Exclusions::now().excludes(pid) {
             return Err(AdmitError::Gone);
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use server::{MAX_CONNECTIONS, serve};
+pub(crate) use server::{MAX_CONNECTIONS, serve};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -80,7 +80,7 @@ fn signal_result(delivery: Delivery) -> &'static str {
 
 /// Every metric the monitor exports.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     watched: Family<RuleLabels, Gauge>,
     limit: Family<RuleLabels, Gauge>,
@@ -90,35 +90,35 @@ pub struct Metrics {
     mode: Family<ModeLabels, Gauge>,
     reloads: Family<OutcomeLabels, Counter>,
     /// Kernel events handled (eBPF mode).
-    pub events: Counter,
+    pub(crate) events: Counter,
     /// Kernel events lost (the ring buffer was full).
-    pub lost_events: Counter,
+    pub(crate) lost_events: Counter,
     /// How long each poll cycle took, in seconds.
-    pub poll_cycle: Histogram,
+    pub(crate) poll_cycle: Histogram,
     /// Matching processes not watched at the last look at every process (the watch table was
     /// full, or out of descriptors): a level, since the same ones are met again on every look.
-    pub skipped: Gauge,
+    pub(crate) skipped: Gauge,
     /// Whether the monitor's loop answers (`/healthz`).
-    pub liveness: Liveness,
+    pub(crate) liveness: Liveness,
 }
 
 /// A liveness check that asks the monitor's own loop (`GET /healthz`): a server thread that
 /// answers while the loop is stuck would keep a monitor that protects nothing alive. The loop
 /// is woken by the question, so an idle monitor still never wakes up by itself.
 #[derive(Debug, Default)]
-pub struct Liveness {
+pub(crate) struct Liveness {
     asked: tokio::sync::Notify,
     answered: AtomicU64,
 }
 
 impl Liveness {
     /// Until the loop is asked (its `select!` waits on this).
-    pub async fn asked(&self) {
+    pub(crate) async fn asked(&self) {
         self.asked.notified().await;
     }
 
     /// The loop's answer.
-    pub fn answer(&self) {
+    pub(crate) fn answer(&self) {
         self.answered.fetch_add(1, Ordering::Release);
     }
 
@@ -140,24 +140,24 @@ const LIVENESS_PATIENCE: Duration = Duration::from_secs(2);
 
 /// One rule's series, as handles.
 #[derive(Debug, Clone)]
-pub struct RuleMetrics {
+pub(crate) struct RuleMetrics {
     /// The rule's name (to tell, on a reload, which rules went away).
     name: String,
     /// Processes watched under the rule now.
-    pub watched: Gauge,
+    pub(crate) watched: Gauge,
     /// Breaches (crossings of the limit).
-    pub breaches: Counter,
+    pub(crate) breaches: Counter,
     /// Profiles written.
-    pub profiles_written: Counter,
+    pub(crate) profiles_written: Counter,
     /// Profiles lost.
-    pub profiles_failed: Counter,
+    pub(crate) profiles_failed: Counter,
     /// Signals by (signal, result).
     signals: Vec<(Signal, &'static str, Counter)>,
 }
 
 impl RuleMetrics {
     /// Counts a signal and what became of it.
-    pub fn signalled(&self, signal: Signal, delivery: Delivery) {
+    pub(crate) fn signalled(&self, signal: Signal, delivery: Delivery) {
         let result = signal_result(delivery);
         if let Some((_, _, counter)) = self
             .signals
@@ -171,7 +171,7 @@ impl RuleMetrics {
 
 impl Metrics {
     /// All metrics, registered, at zero.
-    pub fn new() -> Arc<Metrics> {
+    pub(crate) fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("memory_monitor");
         let metrics = Metrics {
             watched: Family::default(),
@@ -254,7 +254,7 @@ impl Metrics {
     }
 
     /// Says which mode is in use.
-    pub fn set_mode(&self, event_driven: bool) {
+    pub(crate) fn set_mode(&self, event_driven: bool) {
         let (on, off) = match event_driven {
             true => ("ebpf", "poll"),
             false => ("poll", "ebpf"),
@@ -264,7 +264,7 @@ impl Metrics {
     }
 
     /// Counts a reload of the rules.
-    pub fn reloaded(&self, ok: bool) {
+    pub(crate) fn reloaded(&self, ok: bool) {
         let [succeeded, failed] = RELOAD_RESULTS;
         let result = if ok { succeeded } else { failed };
         self.reloads.get_or_create(&OutcomeLabels { result }).inc();
@@ -273,7 +273,7 @@ impl Metrics {
     /// The series of every rule in `rules` (created at zero if new), in the same order. Rules
     /// being loaded are not in force yet: [`Metrics::put_in_force`] or [`Metrics::retire`]
     /// follows, once the load has succeeded or failed.
-    pub fn for_rules(&self, rules: &RuleSet) -> Vec<RuleMetrics> {
+    pub(crate) fn for_rules(&self, rules: &RuleSet) -> Vec<RuleMetrics> {
         rules
             .all()
             .iter()
@@ -312,7 +312,7 @@ impl Metrics {
 
     /// `rules` are in force now, in place of the rules `replaced` had the series of: the
     /// series of rules that are gone are dropped, and each rule's fixed limit is exported.
-    pub fn put_in_force<'a>(
+    pub(crate) fn put_in_force<'a>(
         &self,
         rules: &RuleSet,
         replaced: impl IntoIterator<Item = &'a RuleMetrics>,
@@ -336,7 +336,11 @@ impl Metrics {
 
     /// Drops every series of the rules in `series` that `kept` has no rule of the same name
     /// for: the rules a reload removed, or those of a reload that failed.
-    pub fn retire<'a>(&self, series: impl IntoIterator<Item = &'a RuleMetrics>, kept: &RuleSet) {
+    pub(crate) fn retire<'a>(
+        &self,
+        series: impl IntoIterator<Item = &'a RuleMetrics>,
+        kept: &RuleSet,
+    ) {
         let kept: Vec<&str> = kept.all().iter().map(|r| r.name.as_str()).collect();
         for gone in series
             .into_iter()
@@ -363,7 +367,7 @@ impl Metrics {
 
     /// The exposition in OpenMetrics text (what Prometheus asks for), or with `classic` in
     /// Prometheus's older text format (what other scrapers and `promtool` read).
-    pub fn encode(&self, classic: bool) -> String {
+    pub(crate) fn encode(&self, classic: bool) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");

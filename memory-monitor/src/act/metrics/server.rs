@@ -26,7 +26,7 @@ use super::{LIVENESS_PATIENCE, Metrics};
 
 /// The most connections kept open at once (each holds a descriptor: the monitor reserves
 /// these beside its watches').
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 
 /// How long a client may take to send a request's head.
 const REQUEST_TIME: Duration = Duration::from_secs(5);
@@ -37,7 +37,7 @@ const MAX_REQUEST: usize = 8192;
 /// Serves `metrics` on `listener` from a thread of its own. The caller binds it at start-up,
 /// so a busy port is an error then, not a silent absence, and before the monitor drops the
 /// capabilities a privileged port needs.
-pub fn serve(
+pub(crate) fn serve(
     listener: std::net::TcpListener,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<SocketAddr> {

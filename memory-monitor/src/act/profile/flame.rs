@@ -10,13 +10,13 @@ use super::growth::GrowthStack;
 use super::mapping::Region;
 
 /// The flame graph's name beside the profile `profile` (`….pb.gz` → `….svg`).
-pub fn file_name(profile: &str) -> String {
+pub(crate) fn file_name(profile: &str) -> String {
     let stem = profile.strip_suffix(".pb.gz").unwrap_or(profile);
     format!("{stem}.svg")
 }
 
 /// Draws `growth`, or `regions` when `growth` is empty, titled `title`, with `about` under it.
-pub fn svg(
+pub(crate) fn svg(
     regions: &[Region],
     growth: &[GrowthStack],
     title: &str,

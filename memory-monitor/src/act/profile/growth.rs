@@ -29,26 +29,26 @@ use crate::kernel::RawStacks;
 
 /// One frame of a growth stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// The address in the process.
-    pub address: u64,
+    pub(crate) address: u64,
     /// The function there, or the address in hex when it cannot be named.
-    pub function: String,
+    pub(crate) function: String,
 }
 
 /// A symbolized growth stack and the bytes grown under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrowthStack {
+pub(crate) struct GrowthStack {
     /// Innermost first.
-    pub frames: Vec<Frame>,
+    pub(crate) frames: Vec<Frame>,
     /// Bytes grown.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Names the frames of `stacks` of live process `pid`. Return addresses (every frame but the
 /// innermost) are looked up one byte back, inside the call that they return from. Frames that
 /// cannot be named within [`NAMING_TIME`] are given as their addresses.
-pub fn symbolize(pid: i32, stacks: &RawStacks) -> Vec<GrowthStack> {
+pub(crate) fn symbolize(pid: i32, stacks: &RawStacks) -> Vec<GrowthStack> {
     if stacks.is_empty() {
         return Vec::new();
     }

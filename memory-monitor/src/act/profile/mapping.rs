@@ -13,42 +13,42 @@ use std::io::{self, BufRead};
 
 /// The most regions a profile keeps; mappings of further paths (or further anonymous
 /// mappings) are added up into one region, [`OTHERS`].
-pub const MAX_REGIONS: usize = 4096;
+pub(crate) const MAX_REGIONS: usize = 4096;
 
 /// The longest path kept, in bytes (a path may be 4 KiB); a longer one is cut, and mappings
 /// whose paths are the same up to there are added up.
-pub const MAX_PATH: usize = 256;
+pub(crate) const MAX_PATH: usize = 256;
 
 /// The region mappings past [`MAX_REGIONS`] are added up into.
-pub const OTHERS: &str = "[other mappings]";
+pub(crate) const OTHERS: &str = "[other mappings]";
 
 /// One region of the profile: a mapping, or every mapping of one file, and its memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Region {
+pub(crate) struct Region {
     /// First address (of its first mapping).
-    pub start: u64,
+    pub(crate) start: u64,
     /// One past the last address (of its last mapping).
-    pub end: u64,
+    pub(crate) end: u64,
     /// `rwxp`-style permissions (of its first mapping).
-    pub perms: String,
+    pub(crate) perms: String,
     /// Offset into the mapped file (of its first mapping).
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// The mapped file, or a kind such as `[heap]`; empty for anonymous memory.
-    pub path: String,
+    pub(crate) path: String,
     /// Resident bytes.
-    pub rss: u64,
+    pub(crate) rss: u64,
     /// Proportional share of the resident bytes.
-    pub pss: u64,
+    pub(crate) pss: u64,
     /// Anonymous resident bytes.
-    pub anon: u64,
+    pub(crate) anon: u64,
     /// Bytes swapped out.
-    pub swap: u64,
+    pub(crate) swap: u64,
 }
 
 impl Region {
     /// What the profile calls this region: its file or kind; anonymous memory by its range, so
     /// that the largest block stands out on its own.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         if self.path.is_empty() {
             format!("[anon {} {:x}-{:x}]", self.perms, self.start, self.end)
         } else {
@@ -59,30 +59,30 @@ impl Region {
 
 /// One mapping's block of `smaps`, as read: borrowed from the reader's buffer.
 #[derive(Debug, Clone, Copy)]
-pub struct Block<'a> {
+pub(crate) struct Block<'a> {
     /// First address.
-    pub start: u64,
+    pub(crate) start: u64,
     /// One past the last address.
-    pub end: u64,
+    pub(crate) end: u64,
     /// `rwxp`-style permissions.
-    pub perms: &'a [u8],
+    pub(crate) perms: &'a [u8],
     /// Offset into the mapped file.
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// The path as the kernel wrote it (any bytes but a newline); empty for anonymous memory.
-    pub path: &'a [u8],
+    pub(crate) path: &'a [u8],
     /// Resident bytes.
-    pub rss: u64,
+    pub(crate) rss: u64,
     /// Proportional share of the resident bytes.
-    pub pss: u64,
+    pub(crate) pss: u64,
     /// Anonymous resident bytes, when the block said (absent: unknown).
-    pub anon: Option<u64>,
+    pub(crate) anon: Option<u64>,
     /// Bytes swapped out, when the block said.
-    pub swap: Option<u64>,
+    pub(crate) swap: Option<u64>,
 }
 
 /// Calls `each` with every mapping's block of the `smaps` text `reader` gives, reading one
 /// line at a time: the memory this takes is two lines', whatever the text's length.
-pub fn for_each_block(
+pub(crate) fn for_each_block(
     mut reader: impl BufRead,
     mut each: impl FnMut(&Block<'_>),
 ) -> io::Result<()> {
@@ -181,21 +181,21 @@ fn parse_field(line: &[u8]) -> Option<(&[u8], u64)> {
 
 /// A process's regions, and what was cut to keep them bounded.
 #[derive(Debug, Clone, Default)]
-pub struct Mappings {
+pub(crate) struct Mappings {
     /// The regions holding memory (resident or swapped out).
-    pub regions: Vec<Region>,
+    pub(crate) regions: Vec<Region>,
     /// Mappings read.
-    pub mappings: u64,
+    pub(crate) mappings: u64,
     /// Mappings added up into [`OTHERS`].
-    pub others: u64,
+    pub(crate) others: u64,
     /// Mappings whose paths were cut to [`MAX_PATH`] bytes.
-    pub long_paths: u64,
+    pub(crate) long_paths: u64,
 }
 
 impl Mappings {
     /// What the profile must say about how it was made smaller, one line each (none when
     /// nothing was cut).
-    pub fn notes(&self) -> Vec<String> {
+    pub(crate) fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
         if self.others > 0 {
             notes.push(format!(
@@ -216,7 +216,7 @@ impl Mappings {
 /// Reads the `smaps` text `reader` gives into regions: mappings of one path (cut to
 /// [`MAX_PATH`]) added up, anonymous ones each a region, at most [`MAX_REGIONS`] regions.
 /// Mappings with nothing resident or swapped out are left out.
-pub fn read_smaps(reader: impl BufRead) -> io::Result<Mappings> {
+pub(crate) fn read_smaps(reader: impl BufRead) -> io::Result<Mappings> {
     let mut mappings = Mappings::default();
     let mut by_path: HashMap<String, usize> = HashMap::new();
     for_each_block(reader, |block| {

@@ -7,9 +7,9 @@
 //! bounded number of times; a failing writer is logged and counted, and never stops the
 //! monitor. One profile per breach episode.
 
-pub mod flame;
-pub mod growth;
-pub mod mapping;
+pub(crate) mod flame;
+pub(crate) mod growth;
+pub(crate) mod mapping;
 mod pprof;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -33,7 +33,7 @@ const QUEUE: usize = 16;
 /// The name of a profile: `<UTC yyyymmddThhmmss>_<name>_<pid>_<unique>.pb.gz`. The name is
 /// reduced to characters safe in a file name or URL; `unique` differs between monitors
 /// (their PID) and between profiles of one monitor (a counter).
-pub fn file_name(time: SystemTime, name: &str, pid: i32) -> String {
+pub(crate) fn file_name(time: SystemTime, name: &str, pid: i32) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let stamp: String = humantime::format_rfc3339_seconds(time)
         .to_string()
@@ -61,7 +61,7 @@ pub fn file_name(time: SystemTime, name: &str, pid: i32) -> String {
 /// default sample type), `pss`, `anon` and `swap` bytes, located at the mapping's file or
 /// kind; and, from the growth profile, one sample per stack with the bytes grown under it
 /// (`growth`). Each line of `about` becomes one of the profile's comments.
-pub fn encode(
+pub(crate) fn encode(
     regions: &[mapping::Region],
     growth: &[growth::GrowthStack],
     about: &[String],
@@ -104,7 +104,7 @@ const SMAPS_BUFFER: usize = 64 << 10;
 
 /// Takes the mapping profile of `pid` now: reads its `smaps` (the part that must happen while
 /// the process still holds its memory), a buffer at a time, into bounded regions.
-pub fn capture(pid: i32) -> std::io::Result<mapping::Mappings> {
+pub(crate) fn capture(pid: i32) -> std::io::Result<mapping::Mappings> {
     let smaps = std::fs::File::open(format!("/proc/{pid}/smaps"))?;
     mapping::read_smaps(std::io::BufReader::with_capacity(SMAPS_BUFFER, smaps))
 }
@@ -130,16 +130,16 @@ struct Job {
 
 /// Counts of what the profiler did (shared handles: the metrics read them).
 #[derive(Debug, Default, Clone)]
-pub struct ProfileCounts {
+pub(crate) struct ProfileCounts {
     /// Profiles written.
-    pub written: Counter,
+    pub(crate) written: Counter,
     /// Profiles lost: capture or every write attempt failed, or the profiler was busy.
-    pub failed: Counter,
+    pub(crate) failed: Counter,
 }
 
 /// Profiles breaching processes on a thread of its own and hands the profiles to a writer.
 #[derive(Debug)]
-pub struct Profiler {
+pub(crate) struct Profiler {
     jobs: SyncSender<Job>,
     budget: Duration,
     counts: ProfileCounts,
@@ -148,7 +148,7 @@ pub struct Profiler {
 impl Profiler {
     /// Starts the profiler thread; a breach waits at most `budget` for its capture. What
     /// becomes of each profile is counted in `counts`.
-    pub fn start(
+    pub(crate) fn start(
         writer: Box<dyn ProfileWriter>,
         budget: Duration,
         counts: ProfileCounts,
@@ -173,7 +173,7 @@ impl Profiler {
         clippy::too_many_arguments,
         reason = "one breach's whole situation, each part read by the check"
     )]
-    pub fn profile(
+    pub(crate) fn profile(
         &self,
         pid: i32,
         pidfd: impl AsFd,

@@ -14,100 +14,100 @@ use prost::Message;
 
 /// `Profile`: the whole profile; strings are indexes into `string_table` (index 0 is "").
 #[derive(Clone, PartialEq, Message)]
-pub struct Profile {
+pub(crate) struct Profile {
     #[prost(message, repeated, tag = "1")]
-    pub sample_type: Vec<ValueType>,
+    pub(crate) sample_type: Vec<ValueType>,
     #[prost(message, repeated, tag = "2")]
-    pub sample: Vec<Sample>,
+    pub(crate) sample: Vec<Sample>,
     #[prost(message, repeated, tag = "3")]
-    pub mapping: Vec<Mapping>,
+    pub(crate) mapping: Vec<Mapping>,
     #[prost(message, repeated, tag = "4")]
-    pub location: Vec<Location>,
+    pub(crate) location: Vec<Location>,
     #[prost(message, repeated, tag = "5")]
-    pub function: Vec<Function>,
+    pub(crate) function: Vec<Function>,
     #[prost(string, repeated, tag = "6")]
-    pub string_table: Vec<String>,
+    pub(crate) string_table: Vec<String>,
     #[prost(int64, tag = "9")]
-    pub time_nanos: i64,
+    pub(crate) time_nanos: i64,
     #[prost(int64, repeated, tag = "13")]
-    pub comment: Vec<i64>,
+    pub(crate) comment: Vec<i64>,
     #[prost(int64, tag = "14")]
-    pub default_sample_type: i64,
+    pub(crate) default_sample_type: i64,
 }
 
 /// `ValueType`: what a sample value counts, in which unit.
 #[derive(Clone, PartialEq, Message)]
-pub struct ValueType {
+pub(crate) struct ValueType {
     #[prost(int64, tag = "1")]
     pub r#type: i64,
     #[prost(int64, tag = "2")]
-    pub unit: i64,
+    pub(crate) unit: i64,
 }
 
 /// `Sample`: values (one per sample type) at a stack of locations, leaf first.
 #[derive(Clone, PartialEq, Message)]
-pub struct Sample {
+pub(crate) struct Sample {
     #[prost(uint64, repeated, tag = "1")]
-    pub location_id: Vec<u64>,
+    pub(crate) location_id: Vec<u64>,
     #[prost(int64, repeated, tag = "2")]
-    pub value: Vec<i64>,
+    pub(crate) value: Vec<i64>,
 }
 
 /// `Mapping`: a range of the process's address space.
 #[derive(Clone, PartialEq, Message)]
-pub struct Mapping {
+pub(crate) struct Mapping {
     #[prost(uint64, tag = "1")]
-    pub id: u64,
+    pub(crate) id: u64,
     #[prost(uint64, tag = "2")]
-    pub memory_start: u64,
+    pub(crate) memory_start: u64,
     #[prost(uint64, tag = "3")]
-    pub memory_limit: u64,
+    pub(crate) memory_limit: u64,
     #[prost(uint64, tag = "4")]
-    pub file_offset: u64,
+    pub(crate) file_offset: u64,
     #[prost(int64, tag = "5")]
-    pub filename: i64,
+    pub(crate) filename: i64,
     #[prost(bool, tag = "7")]
-    pub has_functions: bool,
+    pub(crate) has_functions: bool,
 }
 
 /// `Location`: an address, and the function(s) it is in.
 #[derive(Clone, PartialEq, Message)]
-pub struct Location {
+pub(crate) struct Location {
     #[prost(uint64, tag = "1")]
-    pub id: u64,
+    pub(crate) id: u64,
     #[prost(uint64, tag = "2")]
-    pub mapping_id: u64,
+    pub(crate) mapping_id: u64,
     #[prost(uint64, tag = "3")]
-    pub address: u64,
+    pub(crate) address: u64,
     #[prost(message, repeated, tag = "4")]
-    pub line: Vec<Line>,
+    pub(crate) line: Vec<Line>,
 }
 
 /// `Line`: a function at a location.
 #[derive(Clone, PartialEq, Message)]
-pub struct Line {
+pub(crate) struct Line {
     #[prost(uint64, tag = "1")]
-    pub function_id: u64,
+    pub(crate) function_id: u64,
     #[prost(int64, tag = "2")]
-    pub line: i64,
+    pub(crate) line: i64,
 }
 
 /// `Function`: a name.
 #[derive(Clone, PartialEq, Message)]
-pub struct Function {
+pub(crate) struct Function {
     #[prost(uint64, tag = "1")]
-    pub id: u64,
+    pub(crate) id: u64,
     #[prost(int64, tag = "2")]
-    pub name: i64,
+    pub(crate) name: i64,
     #[prost(int64, tag = "3")]
-    pub system_name: i64,
+    pub(crate) system_name: i64,
     #[prost(int64, tag = "4")]
-    pub filename: i64,
+    pub(crate) filename: i64,
 }
 
 /// Builds a [`Profile`]: interns strings and functions, numbers everything from 1.
 #[derive(Debug)]
-pub struct Builder {
+pub(crate) struct Builder {
     profile: Profile,
     strings: HashMap<String, i64>,
     functions: HashMap<i64, u64>,
@@ -115,7 +115,7 @@ pub struct Builder {
 
 impl Builder {
     /// A profile whose samples carry one value per `(type, unit)`, e.g. `("rss", "bytes")`.
-    pub fn new(sample_types: &[(&str, &str)]) -> Builder {
+    pub(crate) fn new(sample_types: &[(&str, &str)]) -> Builder {
         let mut builder = Builder {
             profile: Profile {
                 string_table: vec![String::new()],
@@ -135,7 +135,7 @@ impl Builder {
     }
 
     /// The index of `text` in the string table.
-    pub fn string(&mut self, text: &str) -> i64 {
+    pub(crate) fn string(&mut self, text: &str) -> i64 {
         if let Some(&index) = self.strings.get(text) {
             return index;
         }
@@ -146,7 +146,7 @@ impl Builder {
     }
 
     /// The id of the function named `name` (one per distinct name).
-    pub fn function(&mut self, name: &str) -> u64 {
+    pub(crate) fn function(&mut self, name: &str) -> u64 {
         let name = self.string(name);
         let next = self.profile.function.len() as u64 + 1;
         let id = *self.functions.entry(name).or_insert(next);
@@ -162,7 +162,7 @@ impl Builder {
     }
 
     /// Adds a mapping of `[start, limit)` at `file_offset` of `file`; returns its id.
-    pub fn mapping(&mut self, start: u64, limit: u64, file_offset: u64, file: &str) -> u64 {
+    pub(crate) fn mapping(&mut self, start: u64, limit: u64, file_offset: u64, file: &str) -> u64 {
         let filename = self.string(file);
         let id = self.profile.mapping.len() as u64 + 1;
         self.profile.mapping.push(Mapping {
@@ -178,7 +178,7 @@ impl Builder {
 
     /// Adds a location at `address` (in `mapping`, 0 for none) within `functions`, innermost
     /// first; returns its id.
-    pub fn location(&mut self, mapping: u64, address: u64, functions: &[u64]) -> u64 {
+    pub(crate) fn location(&mut self, mapping: u64, address: u64, functions: &[u64]) -> u64 {
         let id = self.profile.location.len() as u64 + 1;
         self.profile.location.push(Location {
             id,
@@ -196,7 +196,7 @@ impl Builder {
     }
 
     /// Adds a sample: `values` (one per sample type) at `locations`, leaf first.
-    pub fn sample(&mut self, locations: Vec<u64>, values: Vec<i64>) {
+    pub(crate) fn sample(&mut self, locations: Vec<u64>, values: Vec<i64>) {
         self.profile.sample.push(Sample {
             location_id: locations,
             value: values,
@@ -204,18 +204,18 @@ impl Builder {
     }
 
     /// Makes the sample type named `kind` the one readers show by default.
-    pub fn default_sample_type(&mut self, kind: &str) {
+    pub(crate) fn default_sample_type(&mut self, kind: &str) {
         self.profile.default_sample_type = self.string(kind);
     }
 
     /// Adds a comment line, shown by `go tool pprof -comments`.
-    pub fn comment(&mut self, text: &str) {
+    pub(crate) fn comment(&mut self, text: &str) {
         let index = self.string(text);
         self.profile.comment.push(index);
     }
 
     /// The profile, taken at `time`, encoded and gzip-compressed.
-    pub fn finish(mut self, time: SystemTime) -> Vec<u8> {
+    pub(crate) fn finish(mut self, time: SystemTime) -> Vec<u8> {
         self.profile.time_nanos = time
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
