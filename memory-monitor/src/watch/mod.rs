@@ -6,6 +6,7 @@
 
 pub(crate) mod process;
 pub(crate) mod scan;
+pub(crate) mod table;
 
 use std::io;
 use std::time::Instant;
@@ -16,8 +17,9 @@ use crate::kernel::{KernelLink, KernelSide, Target};
 use crate::rules::RuleSet;
 use crate::system::inotify::Changes;
 use crate::system::procfs::ProcRoot;
-use crate::watch::process::{AdmitError, ProcessTable, WatchedProcess};
+use crate::watch::process::{AdmitError, WatchedProcess};
 use crate::watch::scan::{ScanReport, Scanner, SkipReason};
+use crate::watch::table::ProcessTable;
 
 /// What came of looking at a process the kernel side reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

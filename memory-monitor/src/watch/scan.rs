@@ -11,7 +11,8 @@ use rustix::io::Errno;
 
 use crate::rules::RuleSet;
 use crate::system::procfs::{self, DirBuffer, ProcRoot};
-use crate::watch::process::{AdmitError, ProcessTable, WatchedProcess};
+use crate::watch::process::{AdmitError, WatchedProcess};
+use crate::watch::table::ProcessTable;
 
 /// Bytes of a command line that `--match cmdline` (and long names) look at: enough for long
 /// Java class paths (one argument may be at most 128 KiB). Only what a read fills is touched.
