@@ -77,7 +77,7 @@ impl KernelSide for FakeKernel {
         if self.full {
             return Err(io::Error::other("full"));
         }
-        self.tell(format!("watch {pid}"));
+        self.tell(format!("follow {pid}"));
         Ok(())
     }
     fn forget(&mut self, pid: i32) {
@@ -85,11 +85,5 @@ impl KernelSide for FakeKernel {
     }
     fn set_rules(&mut self, _: &RuleSet) -> io::Result<()> {
         Ok(())
-    }
-    fn can_profile_growth(&self) -> bool {
-        false
-    }
-    fn can_count_swap(&self) -> bool {
-        false
     }
 }

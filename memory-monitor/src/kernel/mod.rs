@@ -81,10 +81,16 @@ pub(crate) trait KernelSide: KernelLink {
     fn forget(&mut self, pid: i32);
     /// Applies `rules` to processes that exec or are renamed from now on.
     fn set_rules(&mut self, rules: &RuleSet) -> io::Result<()>;
-    /// Whether growth profiles can be taken (their maps are made at start-up).
-    fn can_profile_growth(&self) -> bool;
-    /// Whether swap can count (followed when a rule at start-up counted it).
-    fn can_count_swap(&self) -> bool;
+    /// Whether growth profiles can be taken (their maps are made at start-up, by a loaded
+    /// kernel side alone).
+    fn can_profile_growth(&self) -> bool {
+        false
+    }
+    /// Whether swap can count (followed when a rule at start-up counted it, by a loaded kernel
+    /// side alone).
+    fn can_count_swap(&self) -> bool {
+        false
+    }
 }
 
 /// How the kernel side is to follow one process.
@@ -131,12 +137,6 @@ impl KernelSide for Unloaded {
     fn forget(&mut self, _: i32) {}
     fn set_rules(&mut self, _: &RuleSet) -> io::Result<()> {
         Ok(())
-    }
-    fn can_profile_growth(&self) -> bool {
-        false
-    }
-    fn can_count_swap(&self) -> bool {
-        false
     }
 }
 

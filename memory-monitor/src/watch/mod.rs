@@ -47,6 +47,7 @@ impl std::fmt::Debug for Watch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watch")
             .field("watched", &self.list.len())
+            .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
 }
@@ -399,7 +400,7 @@ mod tests {
             Discovered::Watched
         );
         assert!(watching.list().get(pid).is_some());
-        assert_eq!(kernel.told().last().unwrap(), &format!("watch {pid}"));
+        assert_eq!(kernel.told().last().unwrap(), &format!("follow {pid}"));
         // An end reported from before it was admitted is another process's, with its PID.
         watching.exited(pid, before_admission);
         assert!(watching.list().get(pid).is_some());
@@ -420,7 +421,7 @@ mod tests {
             Discovered::NotWatched
         );
         assert!(watching.list().is_empty());
-        assert!(!kernel.told().iter().any(|t| t.starts_with("watch")));
+        assert!(!kernel.told().iter().any(|t| t.starts_with("follow")));
     }
 
     #[test]
@@ -448,7 +449,7 @@ mod tests {
         let pid = sleeper.pid();
         watching.scan(&rules, Instant::now()).unwrap();
         assert!(watching.list().get(pid).is_some());
-        assert!(kernel.told().contains(&format!("watch {pid}")));
+        assert!(kernel.told().contains(&format!("follow {pid}")));
         sleeper.end();
         watching.scan(&rules, Instant::now()).unwrap();
         assert!(watching.list().get(pid).is_none());
