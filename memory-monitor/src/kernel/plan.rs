@@ -96,8 +96,9 @@ pub(crate) enum RssProgram {
 /// The programs' globals, each under the name the programs give it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Globals {
-    /// `MONITOR_TGID`, `MONITOR_PARENT_TGID`: never reported.
+    /// `MONITOR_TGID`: the monitor, never reported.
     pub(crate) monitor_tgid: u32,
+    /// `MONITOR_PARENT_TGID`: its parent, never reported either.
     pub(crate) monitor_parent_tgid: u32,
     /// `TASK_MM_OFFSET`: `offsetof(task_struct, mm)`, 0 without BTF.
     pub(crate) task_mm_offset: u64,
@@ -107,10 +108,11 @@ pub(crate) struct Globals {
     pub(crate) page_size: i64,
     /// `EXIT_HAS_GROUP_DEAD`: whether the exit record says a process's last thread ended.
     pub(crate) exit_has_group_dead: u32,
-    /// `TASK_SIGNAL_OFFSET`, `SIGNAL_LIVE_OFFSET`, `SIGNAL_THREADS_OFFSET`: the thread group's
-    /// counts, 0 without them.
+    /// `TASK_SIGNAL_OFFSET`: where a task's thread group is (0 without BTF's word on it).
     pub(crate) task_signal_offset: u64,
+    /// `SIGNAL_LIVE_OFFSET`: where the group counts its threads not yet exiting.
     pub(crate) signal_live_offset: u64,
+    /// `SIGNAL_THREADS_OFFSET`: where it counts its threads.
     pub(crate) signal_threads_offset: u64,
     /// `THREAD_LAG`: how far each thread may hold the counters back.
     pub(crate) thread_lag: u64,
@@ -148,7 +150,9 @@ pub(crate) struct Plan {
     pub(crate) attach: Attach,
     /// Which RSS program, where.
     pub(crate) rss_program: RssProgram,
+    /// The programs' globals.
     pub(crate) globals: Globals,
+    /// The maps' sizes.
     pub(crate) maps: MapSizes,
     /// Whether the programs' log lines are forwarded.
     pub(crate) debug_log: bool,

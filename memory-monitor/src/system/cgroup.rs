@@ -112,7 +112,7 @@ impl fmt::Display for CgroupPath {
 /// How the paths in `/proc/PID/cgroup`, relative to the root of the monitor's cgroup
 /// namespace, lie in a mounted hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Frame {
+pub enum Frame {
     /// The mount shows the namespace's root or, with `root`, a cgroup below it: a path under
     /// `root` is that path without it. (A monitor in the host's namespace: `root` is empty and
     /// every path is already the mount's.)
@@ -134,7 +134,7 @@ pub(crate) enum Frame {
 impl Frame {
     /// `path` (as `/proc/PID/cgroup` shows it) as a path under the mount, written into `buf`
     /// unless it already is one; `None` when the mount does not show that cgroup.
-    pub(crate) fn place<'a>(&self, path: &'a [u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    pub fn place<'a>(&self, path: &'a [u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
         let mut parts = path
             .split(|&b| b == b'/')
             .filter(|part| !part.is_empty())
@@ -350,7 +350,7 @@ fn unescape_mount_path(text: &str) -> String {
 
 /// The v2 path in a `/proc/PID/cgroup` text (the `0::/path` line), as the reader's
 /// namespace shows it.
-pub(crate) fn v2_path_of(text: &[u8]) -> Option<&[u8]> {
+pub fn v2_path_of(text: &[u8]) -> Option<&[u8]> {
     text.split(|&b| b == b'\n')
         .find_map(|line| line.strip_prefix(b"0::"))
 }

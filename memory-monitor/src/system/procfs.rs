@@ -27,7 +27,7 @@ const PF_EXITING: u32 = 0x0000_0004;
 /// A `/proc` file that did not have the expected layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("malformed /proc/PID/{file}: {what}")]
-pub(crate) struct ParseError {
+pub struct ParseError {
     /// Which file: `stat`, `statm`.
     pub(crate) file: &'static str,
     /// What was wrong.
@@ -36,7 +36,7 @@ pub(crate) struct ParseError {
 
 /// The fields of `/proc/PID/statm` that matter here, in pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Statm {
+pub struct Statm {
     /// Virtual size in pages: 0 only for a process without memory (exited, not yet reaped).
     pub(crate) size_pages: u64,
     /// Resident set size in pages: the exact figure (`ps` RSS, `status` VmRSS).
@@ -44,7 +44,7 @@ pub(crate) struct Statm {
 }
 
 /// Parses `/proc/PID/statm`: `size resident shared text lib data dt`.
-pub(crate) fn parse_statm(buf: &[u8]) -> Result<Statm, ParseError> {
+pub fn parse_statm(buf: &[u8]) -> Result<Statm, ParseError> {
     let bad = |what| ParseError {
         file: "statm",
         what,
@@ -110,9 +110,9 @@ fn rollup_bytes(buf: &[u8], key: &[u8], bad_: [&'static str; 3]) -> Result<u64, 
 /// The fields of `/proc/PID/stat` that matter here. (Its RSS field is not one of them: it
 /// comes from the kernel's per-CPU counters and can be a few hundred KiB off; `statm` is exact.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stat<'a> {
+pub struct Stat<'a> {
     /// The name between the parentheses, as stored (may itself contain `)` or spaces).
-    pub(crate) comm: &'a [u8],
+    pub comm: &'a [u8],
     /// Kernel `PF_*` flags.
     pub(crate) flags: u32,
     /// When the process started, in clock ticks after boot: with the PID, it names one process
@@ -122,7 +122,7 @@ pub(crate) struct Stat<'a> {
 
 impl Stat<'_> {
     /// Whether this is a kernel thread.
-    pub(crate) fn is_kernel_thread(&self) -> bool {
+    pub fn is_kernel_thread(&self) -> bool {
         self.flags & PF_KTHREAD != 0
     }
 
@@ -135,7 +135,7 @@ impl Stat<'_> {
 
 /// Parses `/proc/PID/stat`. The name is found between the first `(` and the *last* `)`, since
 /// the name itself may contain `)`; all later fields are numbers.
-pub(crate) fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, ParseError> {
+pub fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, ParseError> {
     let bad = |what| ParseError { file: "stat", what };
     let open = buf.iter().position(|&b| b == b'(').ok_or(bad("no '('"))?;
     let close = buf.iter().rposition(|&b| b == b')').ok_or(bad("no ')'"))?;
@@ -169,7 +169,7 @@ pub(crate) fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, ParseError> {
 /// Resident bytes by kind, from `/proc/PID/status`: the exact split the kernel side starts
 /// from when it begins to follow a process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ResidentParts {
+pub struct ResidentParts {
     /// File-backed (`RssFile`).
     pub(crate) file: u64,
     /// Anonymous (`RssAnon`).
@@ -185,7 +185,7 @@ pub(crate) struct ResidentParts {
 
 /// Parses the `RssAnon`, `RssFile`, `RssShmem` and `VmSwap` lines of `/proc/PID/status` (in kB), and
 /// `Threads`. A process without memory (a zombie) has none of the first and reads as zeros.
-pub(crate) fn parse_status_rss(buf: &[u8]) -> ResidentParts {
+pub fn parse_status_rss(buf: &[u8]) -> ResidentParts {
     let mut parts = ResidentParts::default();
     for line in buf.split(|&b| b == b'\n') {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
@@ -229,13 +229,13 @@ pub(crate) fn parse_status_uid(buf: &[u8]) -> Option<u32> {
 
 /// The name in `/proc/PID/comm`: the kernel appends exactly one newline, which is removed; a
 /// newline inside the name stays.
-pub(crate) fn parse_comm(buf: &[u8]) -> &[u8] {
+pub fn parse_comm(buf: &[u8]) -> &[u8] {
     buf.strip_suffix(b"\n").unwrap_or(buf)
 }
 
 /// The file name of `argv[0]` in `/proc/PID/cmdline` (NUL-separated arguments): the full
 /// program name when `comm` was cut at [`COMM_LEN`] bytes.
-pub(crate) fn argv0_basename(cmdline: &[u8]) -> &[u8] {
+pub fn argv0_basename(cmdline: &[u8]) -> &[u8] {
     let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
     match argv0.iter().rposition(|&b| b == b'/') {
         Some(slash) => &argv0[slash + 1..],
@@ -259,7 +259,7 @@ fn parse_u64(field: &[u8]) -> Option<u64> {
 /// control characters and invalid bytes are escaped (`\n`, `\x1b`, `\xff`). NULs between
 /// command-line arguments show as spaces.
 #[derive(Clone, Copy)]
-pub(crate) struct Escaped<'a>(pub &'a [u8]);
+pub struct Escaped<'a>(pub &'a [u8]);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
