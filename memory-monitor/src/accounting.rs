@@ -58,7 +58,7 @@ impl Accounting {
             Accounting::PerCpu | Accounting::Unknown => {
                 let cpus = cpus();
                 let batch = (2 * cpus).max(32);
-                cpus * batch * crate::procfs::page_size()
+                cpus * batch * crate::system::procfs::page_size()
             }
             Accounting::PerThread | Accounting::Atomic => 0,
         }
@@ -68,7 +68,7 @@ impl Accounting {
     pub fn thread_lag(self) -> u64 {
         match self {
             Accounting::PerThread | Accounting::Unknown => {
-                FAULTS_CACHED_PER_THREAD * PAGES_PER_FAULT * crate::procfs::page_size()
+                FAULTS_CACHED_PER_THREAD * PAGES_PER_FAULT * crate::system::procfs::page_size()
             }
             Accounting::PerCpu | Accounting::Atomic => 0,
         }
@@ -174,7 +174,7 @@ const PROBE_PAGES: usize = 8;
 /// One try of [`statm_sums_exactly`].
 fn probe_statm() -> rustix::io::Result<bool> {
     use rustix::mm::{Advice, MapFlags, ProtFlags, madvise, mmap_anonymous, munmap};
-    let page = crate::procfs::page_size() as usize;
+    let page = crate::system::procfs::page_size() as usize;
     let statm = rustix::fs::open(
         "/proc/self/statm",
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
@@ -183,7 +183,7 @@ fn probe_statm() -> rustix::io::Result<bool> {
     let resident = || -> rustix::io::Result<u64> {
         let mut buf = [0u8; 128];
         let read = rustix::io::pread(&statm, &mut buf, 0)?;
-        crate::procfs::parse_statm(&buf[..read])
+        crate::system::procfs::parse_statm(&buf[..read])
             .map(|statm| statm.resident_pages)
             .map_err(|_| rustix::io::Errno::INVAL)
     };
@@ -229,7 +229,29 @@ impl fmt::Display for Accounting {
 /// count allocates), at start-up: see [`count_cpus`].
 fn cpus() -> u64 {
     static CPUS: OnceLock<u64> = OnceLock::new();
-    *CPUS.get_or_init(|| aya::util::nr_cpus().unwrap_or(1).max(1) as u64)
+    *CPUS.get_or_init(|| {
+        std::fs::read_to_string(POSSIBLE_CPUS)
+            .ok()
+            .and_then(|list| count_cpu_list(list.trim()))
+            .unwrap_or(1)
+            .max(1)
+    })
+}
+
+/// The kernel's list of the CPUs that may ever exist here.
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// How many CPUs a kernel CPU list names (`0-3,8,10-11`: 7); `None` when it is not one.
+fn count_cpu_list(list: &str) -> Option<u64> {
+    list.split(',')
+        .map(|range| match range.split_once('-') {
+            Some((first, last)) => {
+                let (first, last) = (first.parse::<u64>().ok()?, last.parse::<u64>().ok()?);
+                Some((first..=last).count() as u64)
+            }
+            None => range.parse::<u64>().ok().map(|_| 1),
+        })
+        .sum()
 }
 
 /// How many CPUs may exist here (each per-CPU counter has a part for each).
@@ -250,8 +272,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cpu_list_counts_every_cpu_it_names() {
+        assert_eq!(count_cpu_list("0"), Some(1));
+        assert_eq!(count_cpu_list("0-3"), Some(4));
+        assert_eq!(count_cpu_list("0-3,8,10-11"), Some(7));
+        assert_eq!(count_cpu_list("0-x"), None);
+        assert!(possible_cpus() >= 1);
+    }
+
+    #[test]
     fn each_kind_of_counting_has_its_own_error() {
-        let page = crate::procfs::page_size();
+        let page = crate::system::procfs::page_size();
         assert_eq!(Accounting::Atomic.statm_error(100), 0);
         assert!(Accounting::Atomic.statm_is_exact());
         // Per thread: 65 faults of up to 16 pages each, for every thread.

@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// A setting with a few named values.
-pub trait Choice: Copy + PartialEq + 'static {
+pub(crate) trait Choice: Copy + PartialEq + 'static {
     /// Every value, with its name and a sentence on what it means.
     const ALL: &'static [(Self, &'static str, &'static str)];
 
@@ -34,13 +34,13 @@ pub trait Choice: Copy + PartialEq + 'static {
 /// A name that is none of a setting's values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{given}' is not one of {}", names.join(", "))]
-pub struct Unknown {
+pub(crate) struct Unknown {
     given: String,
     names: Vec<&'static str>,
 }
 
 /// Writes `value`'s name (for `Display` implementations).
-pub fn write_name<T: Choice>(value: T, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+pub(crate) fn write_name<T: Choice>(value: T, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     f.write_str(value.name())
 }
 

@@ -1,14 +1,14 @@
-//! What a monitor is told to do: the rules and the settings that are not a rule's, checked
-//! (see [`crate::cli`] for the command line that makes one, and [`Config::new`] to make one in
-//! code).
+//! What a monitor is told to do: the rules and the settings that are not a rule's, checked.
+//! The `memory-monitor` program makes one from its command line; [`Config::new`] makes one in
+//! code.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::choice::{self, Choice};
+pub use crate::kernel::Attach;
 use crate::rules::{self, Defaults, Rule, RuleSet, RulesError};
-pub use crate::source::ebpf::Attach;
 
 /// A validated monitor configuration; build one with [`Config::new`] or from a command line.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@
 /// A fault to inject: each proves a failure is reported clearly and survived (in auto mode,
 /// by polling), or makes a path run that this kernel would not take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Load a program the verifier refuses in the RSS program's place.
     Verifier,
     /// Attach the RSS program to a tracepoint that does not exist.
@@ -19,7 +19,7 @@ pub enum Fault {
 
 impl Fault {
     /// The fault asked for, if any.
-    pub fn injected() -> Option<Fault> {
+    pub(crate) fn injected() -> Option<Fault> {
         if !cfg!(debug_assertions) {
             return None;
         }

@@ -83,8 +83,8 @@ pub fn trim() {
 pub fn reserve_descriptors(max_processes: usize) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     // Remembered before raising: the commands the monitor runs get the original.
-    crate::limits::at_start();
-    let spare = 64 + crate::metrics::MAX_CONNECTIONS as u64;
+    crate::host::rlimits::at_start();
+    let spare = 64 + crate::act::metrics::MAX_CONNECTIONS as u64;
     let wanted = (2 * max_processes as u64).saturating_add(spare);
     let limit = getrlimit(Resource::Nofile);
     if limit.current.is_none_or(|soft| soft >= wanted) {
@@ -114,7 +114,7 @@ pub fn reserve_descriptors(max_processes: usize) {
 /// without its relocations). A block that does not say both is kept.
 fn clean_file_mappings(smaps: impl std::io::BufRead) -> std::io::Result<Vec<(usize, usize)>> {
     let mut clean = Vec::new();
-    crate::profile::mapping::for_each_block(smaps, |block| {
+    crate::act::profile::mapping::for_each_block(smaps, |block| {
         let private_pages = block.anon.zip(block.swap).map(|(anon, swap)| anon + swap);
         let read_only_private = block.perms.first() == Some(&b'r')
             && block.perms.get(1) == Some(&b'-')

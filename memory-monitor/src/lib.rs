@@ -1,9 +1,8 @@
 //! memory-monitor: signal processes whose resident memory goes over a limit, before the
 //! kernel's OOM killer has to.
 //!
-//! The library is the whole tool; the `memory-monitor` binary only parses the command line
-//! ([`cli`]), sets up logging ([`logging`]) and calls [`run`]. What a program that embeds the
-//! monitor uses:
+//! The library is the whole tool; the `memory-monitor` binary's command line and logging are
+//! its own, not part of the API. What a program that embeds the monitor uses:
 //!
 //! - [`Config`] (and [`config`]): what to watch and how; [`rules`]: each rule's selection,
 //!   limit and actions, built from the command line or a rules file; [`matcher`]: which
@@ -31,58 +30,48 @@
 //! ```
 
 pub mod accounting;
-mod action;
-mod cgroup;
-mod changes;
+mod act;
 mod choice;
-pub mod cli;
+mod cli;
 pub mod config;
-mod container;
-mod count;
 mod fault;
 pub mod footprint;
-mod harden;
-mod hook;
-mod limits;
-mod list;
-pub mod logging;
+mod host;
+mod kernel;
 pub mod matcher;
-mod metrics;
 mod monitor;
-mod peers;
 mod policy;
-mod procfs;
-mod profile;
 pub mod rules;
 pub mod self_monitor;
-mod service;
-mod shell;
 pub mod signal;
 pub mod sink;
-mod source;
+mod system;
 #[cfg(test)]
 mod testing;
-mod timer;
-mod trust;
 pub mod units;
-mod users;
 mod watch;
 
 use std::io;
 
 pub use config::Config;
-pub use list::list;
+pub use kernel::Unavailable;
 pub use monitor::{CycleReport, Monitor, Outcome, Shutdown};
 pub use self_monitor::{SelfMonitor, SelfMonitorHandle};
-pub use source::ebpf::Unavailable;
+
+/// The `memory-monitor` program's `main`, for its `main.rs` alone: the command line is not
+/// part of the API.
+#[doc(hidden)]
+pub fn program() -> std::process::ExitCode {
+    cli::program::main()
+}
 
 /// The parsers of untrusted input, for the fuzz targets in `fuzz/` only (`cargo fuzz` builds
 /// with `--cfg fuzzing`): not part of the API.
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::cgroup::{Frame, v2_path_of};
-    pub use crate::procfs::{
+    pub use crate::system::cgroup::{Frame, v2_path_of};
+    pub use crate::system::procfs::{
         Escaped, argv0_basename, parse_comm, parse_stat, parse_statm, parse_status_rss,
     };
 }
@@ -101,7 +90,7 @@ pub enum Error {
     Runtime(#[source] io::Error),
     /// `--mode ebpf` was asked for and cannot run here.
     #[error("eBPF mode is unavailable")]
-    Ebpf(#[source] source::ebpf::Unavailable),
+    Ebpf(#[source] kernel::Unavailable),
     /// Waiting for kernel events failed.
     #[error("cannot wait for kernel events")]
     Events(#[source] io::Error),
@@ -116,7 +105,7 @@ pub enum Error {
 /// How the running kernel counts RSS, from its BTF (as eBPF mode reads it at start-up);
 /// [`Unknown`](accounting::Accounting::Unknown) when the BTF cannot be read.
 pub fn kernel_accounting() -> accounting::Accounting {
-    source::btf::kernel_btf().map_or(accounting::Accounting::Unknown, |btf| btf.accounting)
+    kernel::accounting()
 }
 
 /// Runs a monitor for `config` on a runtime of its own until it stops.

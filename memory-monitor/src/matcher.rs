@@ -1,7 +1,7 @@
 //! Which processes a name selects.
 //!
 //! Matching is decided on the kernel's `comm` (up to 15 bytes) whenever it can be: that is what
-//! the seed did, what the BPF side sees, and it needs one small read. Only when `comm` cannot
+//! the BPF side sees, and it needs one small read. Only when `comm` cannot
 //! decide (a NAME longer than `comm` can hold, or a command-line match) is
 //! `/proc/PID/cmdline` read.
 
@@ -9,12 +9,12 @@ use std::fmt;
 
 use regex::bytes::Regex;
 
-use crate::procfs::{COMM_LEN, Escaped, argv0_basename};
+use crate::system::procfs::{COMM_LEN, Escaped, argv0_basename};
 
 /// How NAME is compared with processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatchMode {
-    /// The process name starts with NAME (the seed's behaviour).
+    /// The process name starts with NAME (the default).
     Prefix,
     /// The process name is NAME.
     Exact,
@@ -31,7 +31,7 @@ impl crate::choice::Choice for MatchMode {
         (
             MatchMode::Prefix,
             "prefix",
-            "The process name starts with NAME (the seed's behaviour)",
+            "The process name starts with NAME (the default)",
         ),
         (MatchMode::Exact, "exact", "The process name is NAME"),
         (
@@ -197,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn prefix_is_the_seed_behaviour() {
+    fn a_prefix_selects_every_name_that_starts_with_it() {
         let m = matcher(MatchMode::Prefix, "my-app");
         assert_eq!(m.check_comm(b"my-app"), Yes);
         assert_eq!(m.check_comm(b"my-app-worker"), Yes);

@@ -2,7 +2,7 @@
 //!
 //! A process is *over* when its RSS is strictly greater than the limit. Crossing over starts an
 //! episode and earns the configured signal at once; while the episode lasts the signal is
-//! repeated every `repeat` (the seed re-signalled every interval) and, with `kill_after`,
+//! repeated every `repeat` (by default, every interval) and, with `kill_after`,
 //! escalated once to SIGKILL. Falling back to or under the limit ends the episode, so the next
 //! crossing is a new breach. Time is passed in, so the machine is pure and testable.
 
@@ -12,20 +12,20 @@ use crate::signal::Signal;
 
 /// The rules applied to every watched process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// RSS limit in bytes.
-    pub limit: u64,
+    pub(crate) limit: u64,
     /// Signal sent on breach and on repeats.
-    pub signal: Signal,
+    pub(crate) signal: Signal,
     /// Re-signal period while over; `None`: once per episode.
-    pub repeat: Option<Duration>,
+    pub(crate) repeat: Option<Duration>,
     /// SIGKILL this long after the first signal if still over.
-    pub kill_after: Option<Duration>,
+    pub(crate) kill_after: Option<Duration>,
 }
 
 /// Where one process stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Episode {
+pub(crate) enum Episode {
     /// At or under the limit.
     #[default]
     Under,
@@ -42,7 +42,7 @@ pub enum Episode {
 
 impl Episode {
     /// Whether the process is in a breach episode.
-    pub fn is_over(&self) -> bool {
+    pub(crate) fn is_over(&self) -> bool {
         matches!(self, Episode::Over { .. })
     }
 
@@ -50,7 +50,7 @@ impl Episode {
     /// itself or moved into a cgroup another rule names). A breach under way carries on (it
     /// was signalled once; the same breach is not a new one), but the new rule's `kill_after`
     /// counts from now: a rule that did not apply before cannot have been waited out already.
-    pub fn rule_changed(&mut self, now: Instant) {
+    pub(crate) fn rule_changed(&mut self, now: Instant) {
         if let Episode::Over { since, .. } = self {
             *since = now;
         }
@@ -59,7 +59,7 @@ impl Episode {
 
 /// What to do after an observation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Nothing (under, or over but nothing due).
     Quiet,
     /// Just crossed the limit: send the signal.
@@ -74,14 +74,14 @@ pub enum Verdict {
 
 impl Verdict {
     /// Whether a signal is due.
-    pub fn signals(self) -> bool {
+    pub(crate) fn signals(self) -> bool {
         matches!(self, Verdict::Breach | Verdict::Repeat | Verdict::Kill)
     }
 }
 
 impl Policy {
     /// Updates `episode` with an RSS reading taken at `now` and says what is due.
-    pub fn judge(&self, episode: &mut Episode, rss: u64, now: Instant) -> Verdict {
+    pub(crate) fn judge(&self, episode: &mut Episode, rss: u64, now: Instant) -> Verdict {
         let over = rss > self.limit;
         match episode {
             Episode::Under if over => {
@@ -119,7 +119,7 @@ impl Policy {
 
     /// When this episode next needs a look (a repeat or a kill falling due), if ever. Sources
     /// that are not woken by time (eBPF) sleep until the earliest of these.
-    pub fn deadline(&self, episode: &Episode) -> Option<Instant> {
+    pub(crate) fn deadline(&self, episode: &Episode) -> Option<Instant> {
         match *episode {
             Episode::Under | Episode::Over { killed: true, .. } => None,
             Episode::Over {

@@ -31,7 +31,7 @@ use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use crate::profile;
+use crate::act::profile;
 use crate::sink::ProfileWriter;
 use crate::units::Bytes;
 
@@ -137,7 +137,7 @@ impl SelfMonitor {
             Err(error) => tracing::warn!(event = "profile_failed",
                 profile = %file,
                 "over the memory limit; profile not written: {}",
-                crate::logging::one_line(error.as_ref())
+                crate::host::logging::one_line(error.as_ref())
             ),
         }
         true
@@ -182,8 +182,8 @@ impl Drop for SelfMonitorHandle {
 /// This process's exact RSS in bytes.
 fn own_rss() -> Option<u64> {
     let statm = std::fs::read("/proc/self/statm").ok()?;
-    let statm = crate::procfs::parse_statm(&statm).ok()?;
-    Some(statm.resident_pages * crate::procfs::page_size())
+    let statm = crate::system::procfs::parse_statm(&statm).ok()?;
+    Some(statm.resident_pages * crate::system::procfs::page_size())
 }
 
 /// Returns freed heap memory to the system, as far as the allocator can.

@@ -1,7 +1,7 @@
 //! Signals by name or number, realtime signals included.
 //!
-//! The seed knew four names and silently sent SIGTERM for anything else; here an unknown signal
-//! is an error, and every signal the kernel can deliver can be named.
+//! An unknown signal is an error, never quietly another signal, and every signal the kernel can
+//! deliver can be named.
 
 use std::fmt;
 use std::str::FromStr;

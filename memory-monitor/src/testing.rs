@@ -4,13 +4,13 @@ use std::process::{Child, Command, Stdio};
 
 /// A `sleep` under a name of its own (no other process on the machine has it), killed when
 /// dropped.
-pub struct Sleeper(Child, String);
+pub(crate) struct Sleeper(Child, String);
 
 impl Sleeper {
     /// Starts one, and returns once it bears its name: `spawn` returns once the child has
     /// begun its exec, but the kernel names it only later in the exec, and until then it
     /// bears the name of the thread that spawned it.
-    pub fn start() -> Sleeper {
+    pub(crate) fn start() -> Sleeper {
         static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("mmw{}x{n}", std::process::id() % 100_000);
@@ -31,22 +31,22 @@ impl Sleeper {
     }
 
     /// Its name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.1
     }
 
     /// Its process ID.
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.0.id() as i32
     }
 
     /// Kills it, without reaping it: it stays a zombie until [`end`](Self::end) or drop.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.0.kill();
     }
 
     /// Kills and reaps it: its PID is free for another process.
-    pub fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -1,8 +1,7 @@
 //! Memory sizes and durations as people type them on a command line, and as logs print them.
 //!
-//! Sizes are binary (1 M = 1 MiB = 1,048,576 bytes), as in the seed (`-m` was "MB" computed as
-//! `n * 1024 * 1024`) and in systemd's `MemoryMax=`. A bare number is MiB so that every seed
-//! invocation (`-m 500`) keeps its meaning.
+//! Sizes are binary (1 M = 1 MiB = 1,048,576 bytes), as in systemd's `MemoryMax=`. A bare
+//! number is MiB (`-m 500` is 500 MiB).
 
 use std::fmt;
 use std::time::Duration;
@@ -60,7 +59,7 @@ impl fmt::Display for SizeSpec {
     }
 }
 
-/// Parses a memory size: `500` (MiB, as the seed), `512K`, `500M`, `2G`, `1.5GiB`, `1T`,
+/// Parses a memory size: `500` (MiB), `512K`, `500M`, `2G`, `1.5GiB`, `1T`,
 /// `4096B`, `25%` of total RAM, or `90% of cgroup` (of each process's cgroup memory limit).
 /// Units are case-insensitive and binary.
 pub fn parse_size(text: &str) -> Result<SizeSpec, UnitError> {
@@ -134,7 +133,7 @@ fn parse_decimal(number: &str, whole: &str) -> Result<f64, UnitError> {
         .map_err(|_| err(format!("'{whole}' does not start with a number")))
 }
 
-/// Parses a duration: a bare number is seconds (`2`, `0.5`, as the seed's `-i`); otherwise
+/// Parses a duration: a bare number is seconds (`2`, `0.5`, as `-i` takes them); otherwise
 /// humantime syntax: `250ms`, `3s`, `1m30s`, `2h`. Zero is refused: every duration here is a
 /// period or a delay that must pass.
 pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
@@ -210,7 +209,7 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     #[test]
-    fn bare_numbers_are_mebibytes_like_the_seed() {
+    fn bare_numbers_are_mebibytes() {
         assert_eq!(parse_size("500"), Ok(SizeSpec::Bytes(500 * MIB)));
         assert_eq!(parse_size(" 1 "), Ok(SizeSpec::Bytes(MIB)));
         assert_eq!(parse_size("0.5"), Ok(SizeSpec::Bytes(MIB / 2)));

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 
 use clap::builder::{PossibleValue, TypedValueParser};
 
-use crate::cgroup::CgroupPath;
 use crate::choice::Choice;
 use crate::matcher::{MatchMode, Matcher};
 use crate::signal::Signal;
+use crate::system::cgroup::CgroupPath;
 
 /// A setting with named values ([`Choice`]), parsed by name, with each value and what it
 /// means offered to the help, the man page and shell completion.
@@ -75,7 +75,7 @@ pub(super) fn parse_cgroup(text: &str) -> Result<CgroupPath, String> {
 }
 
 pub(super) fn parse_user(text: &str) -> Result<u32, String> {
-    crate::users::parse_user(text).map_err(|e| e.to_string())
+    crate::system::users::parse_user(text).map_err(|e| e.to_string())
 }
 
 /// A parser of names compared the `mode` way (`--exclude-name`, `--exclude-regex`).

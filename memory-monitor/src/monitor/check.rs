@@ -6,32 +6,33 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 
 use super::actions::Actions;
-use super::watching::KernelLink;
+use super::in_force::InForce;
 use crate::accounting::{Accounting, Exact};
-use crate::action::{self, Delivery, Dispatch, Reported};
-use crate::hook::Breach;
+use crate::act::deliver::{self, Delivery, Dispatch, Reported};
+use crate::act::hook::Breach;
+use crate::kernel::KernelLink;
 use crate::policy::{Policy, Verdict};
-use crate::procfs::ProcRoot;
 use crate::rules::RuleSet;
 use crate::signal::Signal;
-use crate::source::poll::Exclusions;
+use crate::system::procfs::ProcRoot;
 use crate::units::Bytes;
-use crate::watch::Watched;
+use crate::watch::process::WatchedProcess;
+use crate::watch::scan::Exclusions;
 
 /// When and how a check measures.
 #[derive(Debug, Clone, Copy)]
-pub struct Look {
+pub(crate) struct Look {
     /// Now.
-    pub now: Instant,
+    pub(crate) now: Instant,
     /// How this kernel counts RSS: how far `statm` can be off.
-    pub accounting: Accounting,
+    pub(crate) accounting: Accounting,
     /// Which exact figure decides.
-    pub exact: Exact,
+    pub(crate) exact: Exact,
     /// The kernel side is waiting to be re-armed for the process, after this gap (eBPF mode,
     /// after a report).
-    pub rearm: Option<Duration>,
+    pub(crate) rearm: Option<Duration>,
     /// The kernel report this look answers (eBPF mode), for the breach's line.
-    pub reported: Option<Reported>,
+    pub(crate) reported: Option<Reported>,
 }
 
 /// How many times its own exact reading a process's held-back report waits at least. Where the
@@ -56,7 +57,7 @@ const CACHED_RECHECK: Duration = Duration::from_millis(20);
 /// threads hold in their caches, unseen by the kernel side, could take it over. Only where
 /// the kernel side's exact reading sums those caches, so that reading it again is cheap.
 fn cached_changes_could_cross(
-    watched: &Watched,
+    watched: &WatchedProcess,
     proc: &ProcRoot,
     rss: u64,
     limit: u64,
@@ -71,12 +72,12 @@ fn cached_changes_could_cross(
 
 /// The gap to hold a process's next report back for: `asked`, or longer when its exact reading
 /// took `reading`.
-pub fn report_gap(asked: Duration, reading: Duration) -> Duration {
+pub(crate) fn report_gap(asked: Duration, reading: Duration) -> Duration {
     asked.max(reading * GAP_PER_READING)
 }
 
 /// The policy `watched` is judged by: its rule's, at its own limit.
-pub fn policy_of(rules: &RuleSet, watched: &Watched) -> Policy {
+pub(crate) fn policy_of(rules: &RuleSet, watched: &WatchedProcess) -> Policy {
     let rule = rules.get(watched.rule());
     Policy {
         limit: watched.limit(),
@@ -87,7 +88,7 @@ pub fn policy_of(rules: &RuleSet, watched: &Watched) -> Policy {
 }
 
 /// When `watched` next needs a look: a repeat or kill falling due, or a held-back report.
-pub fn due_at(rules: &RuleSet, watched: &Watched) -> Option<Instant> {
+pub(crate) fn due_at(rules: &RuleSet, watched: &WatchedProcess) -> Option<Instant> {
     earliest(
         policy_of(rules, watched).deadline(&watched.episode),
         watched.recheck,
@@ -95,7 +96,7 @@ pub fn due_at(rules: &RuleSet, watched: &Watched) -> Option<Instant> {
 }
 
 /// The earlier of two deadlines, either of which may be absent.
-pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -107,29 +108,23 @@ pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 /// limit is re-armed there before a second, deciding reading, so that no growth between the
 /// two can go unreported. (Re-armed before the first reading instead, a process over the limit
 /// whose reading outlasts the gap would be reported again during every reading.)
-pub fn check(
-    watched: &mut Watched,
-    rules: &RuleSet,
+pub(crate) fn check(
+    watched: &mut WatchedProcess,
+    in_force: &InForce,
     proc: &ProcRoot,
     actions: &Actions,
     look: Look,
-    mut kernel: Option<&mut dyn KernelLink>,
+    kernel: &mut dyn KernelLink,
 ) -> Option<(Verdict, u64)> {
+    let rules = &in_force.rules;
     let policy = policy_of(rules, watched);
     let count = rules.get(watched.rule()).count;
     let reading = Instant::now();
-    let mut rss = measure(
-        watched,
-        proc,
-        policy.limit,
-        count,
-        look,
-        kernel.as_deref_mut(),
-    );
+    let mut rss = measure(watched, proc, policy.limit, count, look, kernel);
     let reading = reading.elapsed();
     // A re-arm request waiting on the kernel side: a held-back report's, due at its gap's end.
     let mut rearm_pending = watched.recheck.take().is_some();
-    if let (Ok(under), Some(kernel), Some(asked)) = (rss, kernel.as_deref_mut(), look.rearm)
+    if let (Ok(under), Some(asked)) = (rss, look.rearm)
         && under <= policy.limit
     {
         let gap = match asked.is_zero() {
@@ -138,7 +133,7 @@ pub fn check(
         };
         kernel.rearm(watched.pid(), gap);
         rearm_pending = true;
-        rss = measure(watched, proc, policy.limit, count, look, Some(kernel));
+        rss = measure(watched, proc, policy.limit, count, look, kernel);
         // Still under: the kernel side stays quiet for the gap (longer when the reading was
         // long), so look again after it; and, where threads hide changes in their caches, as
         // long as those could hold a crossing.
@@ -153,9 +148,7 @@ pub fn check(
     }
     // Not under after all, or not at a held-back report's end (found there before the kernel
     // side's own next report): no report is wanted while it stays over.
-    if let (true, Some(kernel)) = (rearm_pending, kernel.as_deref_mut())
-        && !rss.is_ok_and(|rss| rss <= policy.limit)
-    {
+    if rearm_pending && !rss.is_ok_and(|rss| rss <= policy.limit) {
         kernel.cancel_rearm(watched.pid());
     }
     let rss = match rss {
@@ -177,32 +170,33 @@ pub fn check(
     }
     tracing::trace!(pid = watched.pid(), name = %watched.comm(), rss = %Bytes(rss), "measured");
     act(
-        watched, rules, proc, actions, &policy, verdict, rss, look, kernel,
+        watched, in_force, proc, actions, &policy, verdict, rss, look, kernel,
     );
     Some((verdict, rss))
 }
 
-/// `watched`'s exact RSS against `limit` (see [`Watched::exact_rss`]), counted as `count`
+/// `watched`'s exact RSS against `limit` (see [`WatchedProcess::exact_rss`]), counted as `count`
 /// says: by the kernel side's reading where that decides (`look.exact`) and it can tell, else
 /// from `/proc`. `Err(Errno::SRCH)` once the process has exited. Allocates nothing.
-fn measure<'k>(
-    watched: &Watched,
+fn measure(
+    watched: &WatchedProcess,
     proc: &ProcRoot,
     limit: u64,
-    count: crate::count::Count,
+    count: crate::rules::count::Count,
     look: Look,
-    kernel: Option<&mut (dyn KernelLink + 'k)>,
+    kernel: &mut dyn KernelLink,
 ) -> Result<u64, Errno> {
-    let read = kernel
-        .filter(|_| look.exact.is_kernel_reading())
-        .and_then(|kernel| kernel.exact_rss(watched.pid()));
+    let read = match look.exact.is_kernel_reading() {
+        true => kernel.exact_rss(watched.pid()),
+        false => None,
+    };
     match read {
         Some(_) if watched.has_exited() => Err(Errno::SRCH),
         Some(bytes) => Ok(bytes),
         None => watched.exact_rss(
             proc,
             &mut [0u8; 128],
-            crate::procfs::page_size(),
+            crate::system::procfs::page_size(),
             limit,
             (look.accounting, look.exact),
             count,
@@ -218,31 +212,29 @@ fn measure<'k>(
     reason = "one process's whole situation, each part read here"
 )]
 fn act(
-    watched: &mut Watched,
-    rules: &RuleSet,
+    watched: &mut WatchedProcess,
+    in_force: &InForce,
     proc: &ProcRoot,
     actions: &Actions,
     policy: &Policy,
     verdict: Verdict,
     rss: u64,
     look: Look,
-    mut kernel: Option<&mut dyn KernelLink>,
+    kernel: &mut dyn KernelLink,
 ) {
     let index = watched.rule();
-    let (rule, metrics) = (rules.get(index), &actions.rules.metrics[index]);
+    let (rule, rule_actions) = (in_force.rules.get(index), in_force.actions(index));
+    let metrics = &rule_actions.metrics;
     if verdict == Verdict::Breach {
         metrics.breaches.inc();
         // Its name and user now, for the breach's line and hook (a rename under the same rule is not
         // reported by the kernel side).
         watched.reread_identity(proc);
     }
-    let profile = match (verdict, actions.rules.profilers[index].as_ref()) {
+    let profile = match (verdict, rule_actions.profiler.as_ref()) {
         (Verdict::Breach, Some(profiler)) => {
             let name = watched.comm().to_string();
-            let growth = kernel
-                .as_deref_mut()
-                .map(|kernel| kernel.take_growth(watched.pid()))
-                .unwrap_or_default();
+            let growth = kernel.take_growth(watched.pid());
             profiler.profile(
                 watched.pid(),
                 watched.pidfd(),
@@ -255,18 +247,18 @@ fn act(
         }
         _ => None,
     };
-    let dispatch = match (verdict, kernel) {
-        (Verdict::Breach, Some(kernel)) => match kernel.claim_signal(watched.pid()) {
+    let dispatch = match verdict {
+        Verdict::Breach => match kernel.claim_signal(watched.pid()) {
             true => actions.dispatch,
             false => Dispatch::SentByKernel,
         },
-        (Verdict::Recovered, Some(kernel)) => {
+        Verdict::Recovered => {
             kernel.release_claim(watched.pid());
             actions.dispatch
         }
         _ => actions.dispatch,
     };
-    let delivered = action::act(
+    let delivered = deliver::act(
         &rule.name,
         policy,
         verdict,
@@ -290,7 +282,7 @@ fn act(
             pid: watched.pid(),
             name: watched.comm().to_string(),
             uid: watched.uid(),
-            user: crate::users::UserName(watched.uid()).to_string(),
+            user: crate::system::users::UserName(watched.uid()).to_string(),
             rss,
             limit: policy.limit,
             signal: match delivery {
@@ -307,16 +299,20 @@ fn act(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::act::metrics::Metrics;
+    use crate::kernel::Unloaded;
+    use crate::kernel::fake::FakeKernel;
     use crate::matcher::{MatchMode, Matcher};
-    use crate::metrics::Metrics;
-    use crate::monitor::fake_kernel::FakeKernel;
-    use crate::rules::{Rule, Selector};
+    use crate::rules::{Rule, RuleSet, Selector};
     use crate::testing::Sleeper;
     use crate::units::SizeSpec;
 
     /// Rules watching the sleeper at `limit` bytes with SIGCONT (harmless to a sleeping process),
     /// once per breach; the process watched; and what acting needs, in a dry run.
-    fn watched_sleeper(sleeper: &Sleeper, limit: u64) -> (RuleSet, ProcRoot, Watched, Actions) {
+    fn watched_sleeper(
+        sleeper: &Sleeper,
+        limit: u64,
+    ) -> (InForce, ProcRoot, WatchedProcess, Actions) {
         watched_sleeper_under(sleeper, limit, None, None)
     }
 
@@ -327,7 +323,7 @@ mod tests {
         limit: u64,
         repeat: Option<Duration>,
         kill_after: Option<Duration>,
-    ) -> (RuleSet, ProcRoot, Watched, Actions) {
+    ) -> (InForce, ProcRoot, WatchedProcess, Actions) {
         let matcher = Matcher::new(MatchMode::Exact, sleeper.name()).unwrap();
         let mut rule = Rule::new("sleepers", Selector::name(matcher), SizeSpec::Bytes(limit));
         rule.signal = "CONT".parse().unwrap();
@@ -336,9 +332,11 @@ mod tests {
         let rules = RuleSet::new(vec![rule]).unwrap();
         let proc = ProcRoot::open().unwrap();
         let mut buf = vec![0; 4096];
-        let watched = Watched::open(&proc, sleeper.pid(), &rules, &mut buf, false).unwrap();
-        let actions = Actions::start(&rules, Metrics::new(), true).unwrap();
-        (rules, proc, watched, actions)
+        let watched = WatchedProcess::open(&proc, sleeper.pid(), &rules, &mut buf, false).unwrap();
+        let metrics = Metrics::new();
+        let in_force = InForce::build(rules, &metrics, true).unwrap();
+        let actions = Actions::start(&in_force.rules, metrics, true).unwrap();
+        (in_force, proc, watched, actions)
     }
 
     fn look(rearm: Option<Duration>) -> Look {
@@ -363,15 +361,7 @@ mod tests {
         let mut kernel = FakeKernel::default();
         let gap = Duration::from_micros(250);
         let look = look(Some(gap));
-        let (verdict, _) = check(
-            &mut watched,
-            &rules,
-            &proc,
-            &actions,
-            look,
-            Some(&mut kernel),
-        )
-        .unwrap();
+        let (verdict, _) = check(&mut watched, &rules, &proc, &actions, look, &mut kernel).unwrap();
         assert_eq!(verdict, Verdict::Quiet);
         // Held back for the gap: looked at again once it ends. (At least the gap asked for:
         // longer when the reading took longer than an eighth of it, as under load.)
@@ -386,7 +376,7 @@ mod tests {
             &proc,
             &actions,
             super::tests::look(None),
-            Some(&mut kernel),
+            &mut kernel,
         );
         assert!(kernel.told().is_empty(), "{:?}", kernel.told());
         assert_eq!(watched.recheck, None);
@@ -404,7 +394,7 @@ mod tests {
             &proc,
             &actions,
             look(Some(Duration::from_micros(250))),
-            Some(&mut kernel),
+            &mut kernel,
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Breach);
@@ -418,7 +408,7 @@ mod tests {
             &proc,
             &actions,
             look(None),
-            Some(&mut kernel),
+            &mut kernel,
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Quiet);
@@ -439,7 +429,7 @@ mod tests {
             &proc,
             &actions,
             look(Some(Duration::ZERO)),
-            Some(&mut kernel),
+            &mut kernel,
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Breach);
@@ -454,7 +444,7 @@ mod tests {
         let (rules, proc, mut watched, actions) =
             watched_sleeper_under(&sleeper, 1, Some(repeat), Some(kill_after));
         assert_eq!(
-            due_at(&rules, &watched),
+            due_at(&rules.rules, &watched),
             None,
             "nothing pending before a breach"
         );
@@ -465,7 +455,7 @@ mod tests {
                 &proc,
                 &actions,
                 look_when(now, None),
-                None,
+                &mut Unloaded,
             )
             .unwrap()
             .0
@@ -478,7 +468,11 @@ mod tests {
         assert_eq!(judged(breach + repeat * 2), Verdict::Repeat);
         // The kill comes before the third repeat would, and ends what falls due.
         assert_eq!(judged(breach + kill_after), Verdict::Kill);
-        assert_eq!(due_at(&rules, &watched), None, "nothing after the kill");
+        assert_eq!(
+            due_at(&rules.rules, &watched),
+            None,
+            "nothing after the kill"
+        );
     }
 
     #[test]
@@ -489,10 +483,17 @@ mod tests {
             watched_sleeper_under(&sleeper, 1, Some(repeat), Some(kill_after));
         let breach_look = look(None);
         let breach = breach_look.now;
-        check(&mut watched, &rules, &proc, &actions, breach_look, None);
-        assert_eq!(due_at(&rules, &watched), Some(breach + repeat));
+        check(
+            &mut watched,
+            &rules,
+            &proc,
+            &actions,
+            breach_look,
+            &mut Unloaded,
+        );
+        assert_eq!(due_at(&rules.rules, &watched), Some(breach + repeat));
         watched.recheck = Some(breach + repeat / 4);
-        assert_eq!(due_at(&rules, &watched), Some(breach + repeat / 4));
+        assert_eq!(due_at(&rules.rules, &watched), Some(breach + repeat / 4));
     }
 
     #[test]
@@ -523,7 +524,7 @@ mod tests {
             &proc,
             &actions,
             deciding(Exact::CpuParts),
-            Some(&mut kernel),
+            &mut kernel,
         )
         .unwrap();
         assert_eq!((verdict, rss), (Verdict::Breach, 2 << 30));
@@ -535,7 +536,7 @@ mod tests {
             &proc,
             &actions,
             deciding(Exact::Statm),
-            Some(&mut kernel),
+            &mut kernel,
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Quiet);
@@ -547,7 +548,7 @@ mod tests {
             &proc,
             &actions,
             deciding(Exact::ThreadCaches),
-            Some(&mut FakeKernel::default()),
+            &mut FakeKernel::default(),
         )
         .unwrap();
         assert_eq!(verdict, Verdict::Quiet);
@@ -556,9 +557,20 @@ mod tests {
     #[test]
     fn where_thread_caches_could_hold_a_crossing_the_process_is_looked_at_again() {
         let sleeper = Sleeper::start();
-        let statm = std::fs::read_to_string(format!("/proc/{}/statm", sleeper.pid())).unwrap();
-        let pages: u64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
-        let rss = pages * crate::procfs::page_size();
+        // Its RSS once its exec is over (the loader maps its libraries after it is named).
+        let resident = || {
+            let statm = std::fs::read_to_string(format!("/proc/{}/statm", sleeper.pid()));
+            let pages: u64 = statm.unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+            pages * crate::system::procfs::page_size()
+        };
+        let mut rss = resident();
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = resident();
+            if std::mem::replace(&mut rss, now) == now {
+                break;
+            }
+        }
         let thread_caches = |exact| Look {
             accounting: Accounting::PerThread,
             exact,
@@ -569,8 +581,7 @@ mod tests {
             let look = thread_caches(exact);
             // The kernel side's reading: the sleeper's statm.
             let kernel = &mut FakeKernel::reading(rss);
-            let (verdict, _) =
-                check(&mut watched, &rules, &proc, &actions, look, Some(kernel)).unwrap();
+            let (verdict, _) = check(&mut watched, &rules, &proc, &actions, look, kernel).unwrap();
             assert_eq!(verdict, Verdict::Quiet);
             watched.recheck.map(|at| at - look.now)
         };
@@ -590,7 +601,14 @@ mod tests {
         let mut sleeper = Sleeper::start();
         let (rules, proc, mut watched, actions) = watched_sleeper(&sleeper, 1 << 40);
         sleeper.end();
-        let checked = check(&mut watched, &rules, &proc, &actions, look(None), None);
+        let checked = check(
+            &mut watched,
+            &rules,
+            &proc,
+            &actions,
+            look(None),
+            &mut Unloaded,
+        );
         assert_eq!(checked, None);
     }
 }

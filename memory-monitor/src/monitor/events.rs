@@ -1,20 +1,16 @@
-//! eBPF mode's source: the kernel side's ring buffer, drained into records allocated once,
-//! what each event means to the monitor, and what a loss of events calls for (a full
-//! re-check, said once a minute at most).
+//! eBPF mode's events: what each one the kernel side reports means to the monitor, and what a
+//! loss of events calls for (a full re-check, said once a minute at most).
 
 use std::time::{Duration, Instant};
 
 use memory_monitor_ebpf::{Event, event_kind};
 
-use super::watching::Discovered;
-use super::{EVENT_BATCHES_PER_TURN, Monitor, REPORT_GAP, Source};
-use crate::action::Reported;
-use crate::metrics::Metrics;
-use crate::source::ebpf::KernelEvents;
+use super::{EVENT_BATCHES_PER_TURN, Monitor, REPORT_GAP};
+use crate::act::deliver::Reported;
+use crate::act::metrics::Metrics;
+use crate::kernel::Ring;
 use crate::units::Bytes;
-
-/// Events taken from the ring buffer per batch; records are reused, never allocated.
-const EVENT_BATCH: usize = 256;
+use crate::watch::Discovered;
 
 /// How often a sustained loss of kernel events is logged (each loss is counted in metrics).
 const LOST_EVENTS_SAID_EVERY: Duration = Duration::from_secs(60);
@@ -23,13 +19,9 @@ const LOST_EVENTS_SAID_EVERY: Duration = Duration::from_secs(60);
 /// calls for is made at most this often.
 const RESYNC_EVERY: Duration = Duration::from_secs(1);
 
-/// The kernel side's events, as the loop takes them.
-#[derive(Debug)]
-pub struct EventSource {
-    kernel: KernelEvents,
-    batch: Box<[Event]>,
-    /// Events handled so far.
-    handled: u64,
+/// What a loss of kernel events calls for: a look at every process again, and a warning.
+#[derive(Debug, Default)]
+pub(crate) struct Losses {
     /// Events lost so far (the kernel side's count).
     lost: u64,
     /// When lost events were last said.
@@ -39,50 +31,13 @@ pub struct EventSource {
     resynced: Option<Instant>,
 }
 
-impl EventSource {
-    /// Takes events from `kernel`.
-    pub fn new(kernel: KernelEvents) -> EventSource {
-        EventSource {
-            kernel,
-            batch: vec![Event::default(); EVENT_BATCH].into_boxed_slice(),
-            handled: 0,
-            lost: 0,
-            lost_said: None,
-            resync_due: false,
-            resynced: None,
-        }
-    }
-
-    /// The programs and how the RSS program is attached.
-    pub fn kernel(&self) -> &KernelEvents {
-        &self.kernel
-    }
-
-    /// Events handled so far.
-    pub fn handled(&self) -> u64 {
-        self.handled
-    }
-
-    /// Takes the next batch of waiting events; returns how many (0 when none wait), each then
-    /// read with [`EventSource::event`], and counted as handled.
-    pub fn take_batch(&mut self, metrics: &Metrics) -> usize {
-        let count = self.kernel.drain(&mut self.batch);
-        self.handled += count as u64;
-        metrics.events.inc_by(count as u64);
-        count
-    }
-
-    /// Event `index` of the batch last taken.
-    pub fn event(&self, index: usize) -> Event {
-        self.batch[index]
-    }
-
+impl Losses {
     /// After a turn of batches (`more` if events may be left): whether every process is to
-    /// be looked at again now because events were lost. The re-check waits until the ring
+    /// be looked at again now because `ring` lost events. The re-check waits until the ring
     /// buffer is drained (what is left in it is handled anyway), or comes once a second while
     /// it never is: a full look at every process per turn would fall ever further behind.
-    pub fn resync_now(&mut self, more: bool, metrics: &Metrics) -> bool {
-        if let Some(lost) = self.kernel.take_lost() {
+    pub(crate) fn resync_now(&mut self, ring: &mut Ring, more: bool, metrics: &Metrics) -> bool {
+        if let Some(lost) = ring.take_lost() {
             metrics.lost_events.inc_by(lost.saturating_sub(self.lost));
             self.lost = lost;
             let now = Instant::now();
@@ -123,29 +78,25 @@ impl Monitor {
     pub fn handle_events(&mut self) -> bool {
         let mut more = true;
         for _ in 0..EVENT_BATCHES_PER_TURN {
-            let Source::Events(events) = &mut self.source else {
-                return false;
-            };
-            let count = events.take_batch(&self.actions.metrics);
+            let count = self.ring.take_batch();
+            self.actions.metrics.events.inc_by(count as u64);
             if count == 0 {
                 more = false;
                 break;
             }
-            let read_ns = crate::watch::monotonic_ns();
+            let read_ns = crate::system::procfs::monotonic_ns();
             for index in 0..count {
-                let Source::Events(events) = &self.source else {
-                    return false;
-                };
-                let event = events.event(index);
+                let event = self.ring.event(index);
                 self.on_event(&event, Instant::now(), read_ns);
             }
         }
-        if let Source::Events(events) = &mut self.source
-            && events.resync_now(more, &self.actions.metrics)
+        if self
+            .losses
+            .resync_now(&mut self.ring, more, &self.actions.metrics)
         {
             let _ = self.cycle(Instant::now());
         }
-        self.actions.publish(self.watching.list().per_rule());
+        self.in_force.publish(self.watch.list().per_rule());
         more
     }
 
@@ -161,16 +112,16 @@ impl Monitor {
             // Near its limit: confirmed on the exact figure (and, being read again soon, its
             // statm kept open meanwhile).
             event_kind::NEAR => {
-                self.watching.hold_statm(pid);
+                self.watch.hold_statm(pid);
                 self.look_at(pid, now, Some(REPORT_GAP), reported);
             }
             event_kind::UNDER => {
                 self.look_at(pid, now, None, reported);
-                self.watching.release_statm(pid);
+                self.watch.release_statm(pid);
             }
             event_kind::KERNEL_SIGNAL => {
                 let rss = self.look_at(pid, now, Some(REPORT_GAP), reported);
-                let limit = self.watching.list().get(pid).map(|w| w.limit());
+                let limit = self.watch.list().get(pid).map(|w| w.limit());
                 if let (Some(rss), Some(limit)) = (rss, limit)
                     && rss <= limit
                 {
@@ -189,7 +140,7 @@ impl Monitor {
             {
                 self.look_at(pid, now, None, reported);
             }
-            event_kind::EXIT => self.watching.exited(pid, event.time_ns),
+            event_kind::EXIT => self.watch.exited(pid, event.time_ns),
             _ => {}
         }
     }
@@ -197,11 +148,14 @@ impl Monitor {
     /// Has the watch decide on `pid` (admit it, look at it again, or let it go); whether it
     /// is watched after.
     pub(super) fn discover(&mut self, pid: i32) -> bool {
-        let discovered = self.watching.discover(pid, Instant::now());
+        let discovered = self
+            .watch
+            .discover(&self.in_force.rules, pid, Instant::now());
         match discovered {
             Discovered::Watched => {
                 if let Some(changes) = self.changes.as_mut() {
-                    self.watching.follow_limits(changes, Some(pid));
+                    self.watch
+                        .follow_limits(&self.in_force.rules, changes, Some(pid));
                 }
                 true
             }

@@ -1,14 +1,14 @@
-//! Following what changes under the monitor (see [`crate::changes`]): a rules file that
+//! Following what changes under the monitor (see [`crate::system::inotify`]): a rules file that
 //! changed is read once it settles; a rule's cgroup made or removed matches again, or no
 //! longer; a rewritten cgroup limit changes the limits given as a share of it.
 
 use std::time::Instant;
 
 use super::{Monitor, RULES_FILE_SETTLE};
-use crate::changes::Changes;
+use crate::system::inotify::Changes;
 
 impl Monitor {
-    /// Acts on what changed under the monitor since the last look (see [`crate::changes`]):
+    /// Acts on what changed under the monitor since the last look (see [`crate::system::inotify`]):
     /// a rules file that changed is read once it settles; a rule's cgroup made or removed
     /// matches again or no longer (a look at every process follows); a rewritten cgroup limit
     /// changes the limits given as a share of it, and those processes are judged at once.
@@ -24,7 +24,7 @@ impl Monitor {
             let _ = self.cycle(now);
         }
         if changed.limits {
-            self.watching.limits_changed(now);
+            self.watch.limits_changed(&self.in_force.rules, now);
             self.check_watched(now, None, |_, watched| {
                 watched.recheck.is_some_and(|due| due <= now)
             });
@@ -36,7 +36,10 @@ impl Monitor {
         let Some(changes) = self.changes.as_mut() else {
             return;
         };
-        let changed = match self.watching.recheck_cgroups(changes) {
+        let changed = match self
+            .watch
+            .recheck_cgroups(&mut self.in_force.rules, changes)
+        {
             Ok(changed) => changed,
             Err(error) => {
                 tracing::warn!(
@@ -46,7 +49,7 @@ impl Monitor {
                 return;
             }
         };
-        let rules = self.watching.rules();
+        let rules = &self.in_force.rules;
         for (index, present) in changed {
             let rule = rules.get(index);
             let cgroup = rule

@@ -6,40 +6,43 @@
 //! events admit or drop processes, and a timer runs only while a repeat or a kill is pending,
 //! so an idle monitor never wakes up. SIGHUP reads the rules again.
 //!
-//! The parts: `watching` owns what is watched, on both sides; `check` looks at one process;
-//! `actions` are what acting needs; `events` is eBPF mode's source and what each event means;
-//! `run` drives the loops, `waits` is what else wakes them, `follow` the changes followed and
-//! `reload` puts new rules in force; `start` is start-up, and `unmatched` says which rules
-//! select nothing.
+//! The parts: `in_force` owns the rules in force with what acting on each needs, and the
+//! [`crate::watch`] what is watched under them, on both sides; `check` looks at one process
+//! and `policy` (at the crate's top, shared with the watch) judges it; `actions` are what
+//! acting needs besides each rule's own; `events` is what each kernel event means; `run`
+//! drives the loops, `waits` is what else wakes them, `timer` times eBPF mode's deadlines,
+//! `follow` acts on the changes followed and `reload` puts new rules in force; `start` is
+//! start-up, and `unmatched` says which rules select nothing.
 
 mod actions;
 mod check;
 mod events;
-#[cfg(test)]
-mod fake_kernel;
 mod follow;
+mod in_force;
 mod reload;
 mod run;
 mod start;
+pub(crate) mod timer;
 mod unmatched;
 mod waits;
-mod watching;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::actions::Actions;
 use self::check::{Look, check, due_at, earliest};
-use self::events::EventSource;
+use self::events::Losses;
+use self::in_force::InForce;
 use self::start::Note;
-use self::watching::{KernelSide, Watching};
 use crate::Error;
 use crate::accounting::{Accounting, Exact};
-use crate::action::Reported;
-use crate::changes::Changes;
+use crate::act::deliver::Reported;
+use crate::act::metrics::Metrics;
 use crate::config::{Config, RulesSource};
-use crate::metrics::Metrics;
-use crate::source::poll::SkipReason;
+use crate::kernel::{KernelSide, Loaded, Ring, Setup, Unloaded};
+use crate::system::inotify::Changes;
+use crate::watch::Watch;
+use crate::watch::scan::SkipReason;
 
 pub use self::waits::Shutdown;
 
@@ -86,13 +89,13 @@ const REPORT_GAP: Duration = Duration::from_micros(250);
 /// Where the monitor learns of changes.
 #[derive(Debug)]
 enum Source {
-    /// The kernel side's events (eBPF mode). Boxed: the monitor holds one source for its life.
-    Events(Box<EventSource>),
+    /// The kernel side's events (eBPF mode), as loading set it up.
+    Events(Setup),
     /// Looking at `/proc` every interval, and why.
     Poll { why: String },
 }
 
-/// The settings the loop reads once started (the rules in force are the watch's).
+/// The settings the loop reads once started (the rules in force are [`InForce`]).
 #[derive(Debug)]
 struct Settings {
     interval: Duration,
@@ -109,9 +112,16 @@ struct Settings {
 pub struct Monitor {
     settings: Settings,
     source: Source,
-    watching: Watching,
+    /// What the kernel side reports (nothing, in poll mode).
+    ring: Ring,
+    /// What lost kernel events call for.
+    losses: Losses,
+    /// The rules in force, with what acting on each needs.
+    in_force: InForce,
+    /// The processes watched under them, on both sides.
+    watch: Watch,
     actions: Actions,
-    /// Follows cgroup limits, rules' cgroups and the rules file (see [`crate::changes`]).
+    /// Follows cgroup limits, rules' cgroups and the rules file (see [`crate::system::inotify`]).
     changes: Option<Changes>,
     /// When to read the changed rules file (`--watch-config`), once it has settled.
     reload_at: Option<Instant>,
@@ -125,8 +135,8 @@ pub struct Monitor {
     /// the start line.
     notes: Vec<Note>,
     /// The lock that tells other monitors with the same rules of this one (see
-    /// [`crate::peers`]).
-    _peer_lock: Option<crate::peers::Lock>,
+    /// [`crate::host::peers`]).
+    _peer_lock: Option<crate::host::peers::Lock>,
 }
 
 impl Monitor {
@@ -135,13 +145,12 @@ impl Monitor {
     /// `--once` it must be called inside a tokio runtime.
     pub fn new(config: Config) -> Result<Monitor, Error> {
         crate::footprint::reserve_descriptors(config.max_processes);
-        let (source, kernel) = match start::choose_source(&config)? {
-            Ok((events, kernel)) => (
-                Source::Events(Box::new(EventSource::new(events))),
-                Some(Box::new(kernel) as Box<dyn KernelSide>),
-            ),
-            Err(why) => (Source::Poll { why }, None),
-        };
+        let (source, ring, kernel): (_, _, Box<dyn KernelSide>) =
+            match start::choose_source(&config)? {
+                Ok(Loaded { ring, maps, setup }) => (Source::Events(setup), ring, Box::new(maps)),
+                Err(why) => (Source::Poll { why }, Ring::none(), Box::new(Unloaded)),
+            };
+        let event_driven = matches!(source, Source::Events(_));
         // Bound before the capabilities are dropped (below): a port under 1024 needs
         // CAP_NET_BIND_SERVICE, which the monitor does not keep.
         let listener = config
@@ -152,13 +161,10 @@ impl Monitor {
             .transpose()?;
         crate::accounting::count_cpus();
         // Users' names are read now, so that naming a breaching process's user reads nothing.
-        crate::users::load_names();
+        crate::system::users::load_names();
         // With the programs attached and before any thread starts (threads inherit them).
         // Some kernels check CAP_BPF on every map access, not only when programs load.
-        let keep_for_maps = match &source {
-            Source::Events(events) => events.kernel().capabilities_for_maps(),
-            Source::Poll { .. } => rustix::thread::CapabilitySet::empty(),
-        };
+        let keep_for_maps = ring.capabilities_for_maps();
         // A check (`--once`) is a dry run: it reports, and acts on nothing.
         let dry_run = config.dry_run || config.once;
         // Before the capabilities are dropped.
@@ -171,15 +177,6 @@ impl Monitor {
             .map(|hardening| start::harden_start(hardening, keep_for_maps))
             .unwrap_or_default();
         notes.extend(peer_note);
-        let metrics = Metrics::new();
-        metrics.set_mode(kernel.is_some());
-        let actions = Actions::start(&config.rules, Arc::clone(&metrics), dry_run)?;
-        if let (Some(listener), Some(address)) = (listener, config.metrics_addr) {
-            let bound = crate::metrics::serve(listener, Arc::clone(&metrics))
-                .map_err(|e| Error::Metrics(address, e))?;
-            tracing::info!(event = "metrics", address = %bound, "serving metrics on http://{bound}/metrics");
-        }
-        let changes = start::follow_changes(&config);
         let Config {
             rules,
             source: rules_source,
@@ -188,20 +185,34 @@ impl Monitor {
             max_processes,
             kernel_signal,
             harden,
+            metrics_addr,
             ..
         } = config;
-        let watching = Watching::new(rules, max_processes, kernel).map_err(Error::Proc)?;
+        let metrics = Metrics::new();
+        metrics.set_mode(event_driven);
+        let in_force = InForce::build(rules, &metrics, dry_run)?;
+        let actions = Actions::start(&in_force.rules, Arc::clone(&metrics), dry_run)?;
+        if let (Some(listener), Some(address)) = (listener, metrics_addr) {
+            let bound = crate::act::metrics::serve(listener, Arc::clone(&metrics))
+                .map_err(|e| Error::Metrics(address, e))?;
+            tracing::info!(event = "metrics", address = %bound, "serving metrics on http://{bound}/metrics");
+        }
+        let changes = start::follow_changes(&in_force.rules, &rules_source, once);
+        let watch = Watch::new(max_processes, kernel, !event_driven).map_err(Error::Proc)?;
         Ok(Monitor {
             settings: Settings {
                 interval,
                 dry_run,
                 once,
-                kernel_signal: kernel_signal && watching.is_event_driven(),
+                kernel_signal: kernel_signal && event_driven,
                 harden: harden.is_some(),
                 rules: rules_source,
             },
             source,
-            watching,
+            ring,
+            losses: Losses::default(),
+            in_force,
+            watch,
             actions,
             changes,
             reload_at: None,
@@ -220,16 +231,13 @@ impl Monitor {
 
     /// Kernel events handled so far (eBPF mode).
     pub fn events_handled(&self) -> u64 {
-        match &self.source {
-            Source::Events(events) => events.handled(),
-            Source::Poll { .. } => 0,
-        }
+        self.ring.handled()
     }
 
     /// How this kernel counts RSS, as the kernel side found from BTF; not known when polling.
     fn accounting(&self) -> Accounting {
         match &self.source {
-            Source::Events(events) => events.kernel().accounting(),
+            Source::Events(setup) => setup.accounting(),
             Source::Poll { .. } => Accounting::Unknown,
         }
     }
@@ -237,7 +245,7 @@ impl Monitor {
     /// Which exact figure decides, and why `smaps_rollup` when it does.
     fn exact(&self) -> (Exact, Option<&str>) {
         match &self.source {
-            Source::Events(events) => events.kernel().exact(),
+            Source::Events(setup) => setup.exact(),
             Source::Poll { .. } => match Exact::choose(None) {
                 Exact::SmapsRollup => (Exact::SmapsRollup, Some(crate::accounting::POLLING_WALKS)),
                 exact => (exact, None),
@@ -252,7 +260,7 @@ impl Monitor {
 
     /// How many processes are watched now.
     pub fn watched(&self) -> usize {
-        self.watching.list().len()
+        self.watch.list().len()
     }
 
     /// One look at every process at time `now`: the watch brought up to date from `/proc`
@@ -268,13 +276,17 @@ impl Monitor {
     /// A cycle's first half: the watch brought up to date from `/proc`; how many matching
     /// processes could not be watched.
     fn find_processes(&mut self, now: Instant) -> Result<usize, Error> {
-        let scan = self.watching.scan(now).map_err(Error::Proc)?;
+        let scan = self
+            .watch
+            .scan(&self.in_force.rules, now)
+            .map_err(Error::Proc)?;
         if let Some(reason) = scan.skip_reason {
             self.warn_skipped_once(reason, scan.skipped);
         }
         self.actions.metrics.skipped.set(scan.skipped as i64);
         if let Some(changes) = self.changes.as_mut() {
-            self.watching.follow_limits(changes, None);
+            self.watch
+                .follow_limits(&self.in_force.rules, changes, None);
         }
         Ok(scan.skipped)
     }
@@ -297,7 +309,7 @@ impl Monitor {
             .metrics
             .poll_cycle
             .observe(started.elapsed().as_secs_f64());
-        self.actions.publish(self.watching.list().per_rule());
+        self.in_force.publish(self.watch.list().per_rule());
         report
     }
 
@@ -312,10 +324,11 @@ impl Monitor {
         rearm: Option<Duration>,
         reported: Reported,
     ) -> Option<u64> {
-        if self.watching.list().get(pid).is_none() && !self.discover(pid) {
+        if self.watch.list().get(pid).is_none() && !self.discover(pid) {
             return None;
         }
-        let (actions, (accounting, exact)) = (&self.actions, self.reading());
+        let (in_force, actions) = (&self.in_force, &self.actions);
+        let (accounting, exact) = self.reading();
         let look = Look {
             now,
             accounting,
@@ -324,12 +337,11 @@ impl Monitor {
             reported: Some(reported),
         };
         let mut judged = None;
-        self.watching
-            .retain_one(pid, |watched, rules, proc, kernel| {
-                judged = check(watched, rules, proc, actions, look, kernel)
-                    .map(|(_, rss)| (rss, due_at(rules, watched)));
-                judged.is_some()
-            });
+        self.watch.retain_one(pid, |watched, proc, kernel| {
+            judged = check(watched, in_force, proc, actions, look, kernel)
+                .map(|(_, rss)| (rss, due_at(&in_force.rules, watched)));
+            judged.is_some()
+        });
         let (rss, due) = judged?;
         self.next_deadline = earliest(self.next_deadline, due);
         Some(rss)
@@ -341,9 +353,11 @@ impl Monitor {
         &mut self,
         now: Instant,
         rearm: Option<Duration>,
-        due: impl Fn(&crate::rules::RuleSet, &crate::watch::Watched) -> bool,
+        due: impl Fn(&crate::rules::RuleSet, &crate::watch::process::WatchedProcess) -> bool,
     ) -> CycleReport {
-        let (actions, (accounting, exact)) = (&self.actions, self.reading());
+        let (in_force, actions) = (&self.in_force, &self.actions);
+        let (accounting, exact) = self.reading();
+        let rules = &in_force.rules;
         let look = Look {
             now,
             accounting,
@@ -353,9 +367,10 @@ impl Monitor {
         };
         let mut report = CycleReport::default();
         let mut next_deadline = None;
-        self.watching.retain(|watched, rules, proc, kernel| {
+        self.watch.retain(|watched, proc, kernel| {
             if due(rules, watched) {
-                let Some((verdict, _)) = check(watched, rules, proc, actions, look, kernel) else {
+                let Some((verdict, _)) = check(watched, in_force, proc, actions, look, kernel)
+                else {
                     return false;
                 };
                 report.signals += usize::from(verdict.signals());
@@ -365,7 +380,7 @@ impl Monitor {
             true
         });
         self.next_deadline = next_deadline;
-        report.watched = self.watching.list().len();
+        report.watched = self.watch.list().len();
         report
     }
 

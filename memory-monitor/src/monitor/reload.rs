@@ -4,9 +4,9 @@
 use std::time::Instant;
 
 use super::Monitor;
-use super::actions::RuleActions;
+use super::in_force::InForce;
 use super::start;
-use crate::service::Service;
+use crate::host::systemd::Service;
 
 impl Monitor {
     /// Tells systemd a reload is under way, reloads, and says it is ready again (with what is
@@ -14,10 +14,12 @@ impl Monitor {
     pub(super) fn reload(&mut self, now: Instant, service: &Service) {
         service.reloading();
         self.reload_rules(now);
-        service.ready(self.watching.list().len(), self.is_event_driven());
+        service.ready(self.watch.list().len(), self.is_event_driven());
     }
 
-    /// Reads the rules again and applies them to every watched process.
+    /// Reads the rules again, builds the new set in force beside the old one (each rule with
+    /// its profiler and metrics), has the watch (and so the kernel side) apply its rules, and
+    /// swaps it in.
     fn reload_rules(&mut self, now: Instant) {
         let metrics = &self.actions.metrics;
         let Some(file) = self.settings.rules.file.clone() else {
@@ -27,18 +29,17 @@ impl Monitor {
             );
             return;
         };
-        let prepared = self
+        let built = self
             .settings
             .rules
             .load()
             .map_err(|e| e.to_string())
             .and_then(|rules| {
-                RuleActions::start(&rules, metrics, self.actions.dry_run())
-                    .map(|actions| (rules, actions))
+                InForce::build(rules, metrics, self.actions.dry_run())
                     .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
             });
-        let (rules, actions) = match prepared {
-            Ok(prepared) => prepared,
+        let new = match built {
+            Ok(new) => new,
             Err(why) => {
                 metrics.reloaded(false);
                 tracing::error!(event = "reload_failed", file = %file.display(), "rules not reloaded (the rules in force stay): {why}");
@@ -48,17 +49,22 @@ impl Monitor {
         // Where each rule in force is among the new ones, by name: a rule is the same rule by
         // its name, wherever it is in the file now.
         let moved: Vec<Option<usize>> = self
-            .watching
-            .rules()
-            .rules()
+            .in_force
+            .rules
+            .all()
             .iter()
-            .map(|old| rules.rules().iter().position(|new| new.name == old.name))
+            .map(|old| {
+                new.rules
+                    .all()
+                    .iter()
+                    .position(|rule| rule.name == old.name)
+            })
             .collect();
-        let profiles = rules.rules().iter().any(|r| r.profile.is_some());
-        let counts_swap = rules.rules().iter().any(|r| r.count.swap());
+        let profiles = new.rules.all().iter().any(|r| r.profile.is_some());
+        let counts_swap = new.rules.all().iter().any(|r| r.count.swap());
         let renumbered = |old: usize| moved.get(old).copied().flatten();
-        if let Err(error) = self.watching.set_rules(rules, now, &renumbered) {
-            metrics.retire(&actions.metrics, self.watching.rules());
+        if let Err(error) = self.watch.apply_rules(&new.rules, now, &renumbered) {
+            metrics.retire(new.metrics(), &self.in_force.rules);
             metrics.reloaded(false);
             tracing::error!(
                 event = "reload_failed",
@@ -66,22 +72,26 @@ impl Monitor {
             );
             return;
         }
-        if self.is_event_driven() && profiles && !self.watching.can_profile_growth() {
+        if self.is_event_driven() && profiles && !self.watch.can_profile_growth() {
             tracing::warn!(
                 event = "growth_profile_needs_restart",
                 "growth profiles need a restart (their kernel maps are made at start-up); mapping profiles are taken meanwhile"
             );
         }
-        if self.is_event_driven() && counts_swap && !self.watching.can_count_swap() {
+        if self.is_event_driven() && counts_swap && !self.watch.can_count_swap() {
             tracing::warn!(
                 event = "count_swap_needs_restart",
                 "rss+swap needs a restart in eBPF mode (the kernel side follows swap entries when a rule counts them at start-up); until then swap counts only when a process is looked at for its RSS"
             );
         }
-        self.actions.replace(self.watching.rules(), actions);
+        let replaced = std::mem::replace(&mut self.in_force, new);
+        self.actions
+            .rules_replaced(&self.in_force.rules, replaced.metrics());
+        // The old rules' profilers stop now.
+        drop(replaced);
         self.follow_cgroups();
         self.actions.metrics.reloaded(true);
-        let count = self.watching.rules().rules().len();
+        let count = self.in_force.rules.all().len();
         tracing::info!(event = "reload", file = %file.display(), rules = count, "rules reloaded");
         // Admits what the new rules select, and (eBPF mode) has the kernel side follow anew.
         if let Err(error) = self.cycle(now) {
@@ -91,6 +101,6 @@ impl Monitor {
                 anyhow::Error::new(error)
             );
         }
-        start::log_rules(self.watching.rules(), self.running());
+        start::log_rules(&self.in_force.rules, self.running());
     }
 }

@@ -11,21 +11,21 @@ use tokio::time::MissedTickBehavior;
 use super::waits::{Request, Shutdown, Waits, Wake};
 use super::{Monitor, Outcome, Source, start, unmatched};
 use crate::Error;
-use crate::service::Service;
-use crate::timer::DeadlineTimer;
+use crate::host::systemd::Service;
+use crate::monitor::timer::DeadlineTimer;
 
 impl Monitor {
     /// How the monitor runs, for the start line and the rules' lines.
     pub(super) fn running(&self) -> start::Running<'_> {
         start::Running {
             source: match &self.source {
-                Source::Events(events) => Ok(events.kernel()),
+                Source::Events(setup) => Ok(setup),
                 Source::Poll { why } => Err((why.as_str(), self.settings.interval)),
             },
             dry_run: self.settings.dry_run,
             once: self.settings.once,
             kernel_signal: self.settings.kernel_signal,
-            matched: &self.watching.list().per_rule()[..self.watching.rules().rules().len()],
+            matched: &self.watch.list().per_rule()[..self.in_force.rules.all().len()],
         }
     }
 
@@ -42,9 +42,9 @@ impl Monitor {
         let first = tokio::time::Instant::now();
         let started = Instant::now();
         let skipped = self.find_processes(first.into_std())?;
-        start::log_start(self.watching.rules(), self.running(), &self.notes);
+        start::log_start(&self.in_force.rules, self.running(), &self.notes);
         self.unmatched_at = unmatched::at_start(
-            self.watching.rules(),
+            &self.in_force.rules,
             self.running().matched,
             self.settings.interval,
             first.into_std(),
@@ -80,7 +80,7 @@ impl Monitor {
             .transpose()
             .map_err(Error::Events)?;
         let mut service = Service::connect();
-        service.ready(self.watching.list().len(), self.is_event_driven());
+        service.ready(self.watch.list().len(), self.is_event_driven());
         crate::footprint::trim();
         // After trimming: freed heap pages cannot be given back once locked.
         if self.settings.harden {
@@ -131,7 +131,7 @@ impl Monitor {
                 // then fall due on every tick instead of drifting past one.
                 tick = ticker.tick() => {
                     self.cycle(tick.into_std())?;
-                    if self.watching.nothing_left() {
+                    if self.watch.nothing_left(&self.in_force.rules) {
                         return Ok(Outcome::NothingLeft);
                     }
                 }
@@ -154,15 +154,12 @@ impl Monitor {
         // Events left in the ring buffer after a turn (see `handle_events`).
         let mut pending = false;
         loop {
-            if self.watching.nothing_left() {
+            if self.watch.nothing_left(&self.in_force.rules) {
                 return Ok(Outcome::NothingLeft);
             }
             timer.set(self.next_deadline).map_err(Error::Events)?;
-            let Source::Events(events) = &self.source else {
-                return Ok(Outcome::Stopped);
-            };
             tokio::select! {
-                ready = events.kernel().readable() => {
+                ready = self.ring.readable() => {
                     ready.map_err(Error::Events)?;
                     pending = self.handle_events();
                 }
@@ -198,7 +195,7 @@ impl Monitor {
             Wake::Unmatched => {
                 self.unmatched_at = None;
                 let matched = self.running().matched;
-                unmatched::later(self.watching.rules(), matched, self.settings.interval);
+                unmatched::later(&self.in_force.rules, matched, self.settings.interval);
             }
             Wake::Watchdog => waits.service.ping(),
             Wake::Liveness => waits.metrics.liveness.answer(),

@@ -5,19 +5,17 @@ use rustix::thread::CapabilitySet;
 
 use crate::Error;
 use crate::accounting::{Exact, POLLING_WALKS};
-use crate::action;
-use crate::changes::Changes;
-use crate::config::{Config, Mode};
+use crate::act::deliver;
+use crate::config::{Config, Mode, RulesSource};
+use crate::kernel::{self, Loaded, Setup};
 use crate::policy::Policy;
 use crate::rules::{Rule, RuleSet};
-use crate::source::ebpf::{self, KernelEvents, KernelSettings, KernelWatch};
+use crate::system::inotify::Changes;
 use crate::units::{Bytes, Period};
 
 /// The kernel side when it loads, else why the monitor polls.
-pub fn choose_source(
-    config: &Config,
-) -> Result<Result<(KernelEvents, KernelWatch), String>, Error> {
-    let settings = KernelSettings {
+pub(crate) fn choose_source(config: &Config) -> Result<Result<Loaded, String>, Error> {
+    let settings = kernel::Settings {
         rules: &config.rules,
         max_processes: config.max_processes,
         kernel_signal: config.kernel_signal,
@@ -27,26 +25,26 @@ pub fn choose_source(
     match config.mode {
         Mode::Poll => Ok(Err("--mode poll".to_string())),
         _ if config.once => Ok(Err("--once".to_string())),
-        Mode::Ebpf => ebpf::load(&settings).map(Ok).map_err(Error::Ebpf),
+        Mode::Ebpf => kernel::load(&settings).map(Ok).map_err(Error::Ebpf),
         Mode::Auto => {
-            Ok(ebpf::load(&settings).map_err(|reason| format!("eBPF unavailable: {reason}")))
+            Ok(kernel::load(&settings).map_err(|reason| format!("eBPF unavailable: {reason}")))
         }
     }
 }
 
 /// How the monitor runs, for its start line.
 #[derive(Debug, Clone, Copy)]
-pub struct Running<'a> {
+pub(crate) struct Running<'a> {
     /// The kernel side (eBPF mode), or why it polls and how often.
-    pub source: Result<&'a KernelEvents, (&'a str, std::time::Duration)>,
+    pub(crate) source: Result<&'a Setup, (&'a str, std::time::Duration)>,
     /// Nothing is acted on: `--dry-run`, or `--once`.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// `--once`: one check, then exit.
-    pub once: bool,
+    pub(crate) once: bool,
     /// `--kernel-signal` in eBPF mode.
-    pub kernel_signal: bool,
+    pub(crate) kernel_signal: bool,
     /// How many processes each rule selects now, in the rules' order.
-    pub matched: &'a [u32],
+    pub(crate) matched: &'a [u32],
 }
 
 impl Running<'_> {
@@ -69,15 +67,15 @@ impl Running<'_> {
 /// The start line (what is watched and how many processes that is now, the limit, the action,
 /// the mode), the hardening the host did not allow, and a line per rule when there are
 /// several.
-pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
-    let target = match rules.rules() {
+pub(crate) fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
+    let target = match rules.all() {
         [only] => only.selector.to_string(),
         all => format!("{} rules", all.len()),
     };
     let note = running.note();
     let matched: u32 = running.matched.iter().sum();
     // Several rules each have a line of their own, with their limit and action.
-    let (limit, action) = match rules.rules().len() {
+    let (limit, action) = match rules.all().len() {
         1 => {
             let (limit, action) = summary(rules, 0, running);
             (Some(limit), Some(action))
@@ -123,15 +121,15 @@ pub fn log_start(rules: &RuleSet, running: Running<'_>, hardening: &[Note]) {
 
 /// One line per rule when there are several, and a warning for each caution about a rule's
 /// values and for each rule whose cgroup does not exist.
-pub fn log_rules(rules: &RuleSet, running: Running<'_>) {
-    if rules.rules().len() > 1 {
-        for (index, rule) in rules.rules().iter().enumerate() {
+pub(crate) fn log_rules(rules: &RuleSet, running: Running<'_>) {
+    if rules.all().len() > 1 {
+        for (index, rule) in rules.all().iter().enumerate() {
             let (limit, action) = summary(rules, index, running);
             let matched = running.matched.get(index).copied().unwrap_or(0);
             tracing::info!(event = "rule", rule = %rule.name, matched, limit = %limit, action = %action, "rule: {}", rule.selector);
         }
     }
-    for rule in rules.rules() {
+    for rule in rules.all() {
         for caution in &rule.cautions {
             tracing::warn!(event = "caution", rule = %rule.name, "rule '{}': {caution}", rule.name);
         }
@@ -164,7 +162,7 @@ fn summary(rules: &RuleSet, index: usize, running: Running<'_>) -> (String, Stri
     if running.once {
         return (limit, "none: --once only checks".to_string());
     }
-    let mut action = action::describe(&policy, running.kernel_signal);
+    let mut action = deliver::describe(&policy, running.kernel_signal);
     if let Some(profile) = &rule.profile {
         action = format!("profile to {}, then {action}", profile.sink);
     }
@@ -177,13 +175,13 @@ fn summary(rules: &RuleSet, index: usize, running: Running<'_>) -> (String, Stri
     (limit, action)
 }
 
-/// What to follow of the file system's changes for `config` (see [`crate::changes`]): the
-/// rules' cgroups and limits, and with `--watch-config` the rules file. A rules file may name
-/// cgroups after a reload, so with one there is always something to follow.
-pub fn follow_changes(config: &Config) -> Option<Changes> {
-    let rules = &config.rules;
-    let wanted = rules.rules().iter().any(Rule::depends_on_cgroups) || config.source.file.is_some();
-    if !wanted || config.once {
+/// What to follow of the file system's changes for `rules`, read from `source` (see
+/// [`crate::system::inotify`]): the rules' cgroups and limits, and with `--watch-config` the
+/// rules file; nothing for a single check (`once`). A rules file may name cgroups after a
+/// reload, so with one there is always something to follow.
+pub(crate) fn follow_changes(rules: &RuleSet, source: &RulesSource, once: bool) -> Option<Changes> {
+    let wanted = rules.all().iter().any(Rule::depends_on_cgroups) || source.file.is_some();
+    if !wanted || once {
         return None;
     }
     let mut changes = match Changes::new() {
@@ -196,7 +194,7 @@ pub fn follow_changes(config: &Config) -> Option<Changes> {
             return None;
         }
     };
-    if let (true, Some(file)) = (config.source.watch, &config.source.file)
+    if let (true, Some(file)) = (source.watch, &source.file)
         && let Err(error) = changes.follow_rules_file(file)
     {
         tracing::warn!(event = "changes_unfollowed", file = %file.display(), "cannot follow changes of the rules file ({error}); SIGHUP reads it again");
@@ -204,12 +202,12 @@ pub fn follow_changes(config: &Config) -> Option<Changes> {
     Some(changes)
 }
 
-/// Another monitor with the same rules (see [`crate::peers`]): the lock that tells the next
+/// Another monitor with the same rules (see [`crate::host::peers`]): the lock that tells the next
 /// one of this monitor, or the warning naming the one that holds it. Only a monitor that acts
 /// takes it: a dry run or a check may run beside one with its rules.
-pub fn notice_peers(rules: &RuleSet) -> (Option<crate::peers::Lock>, Option<Note>) {
-    use crate::peers::{self, Found};
-    let text = crate::cli::describe_rules(rules);
+pub(crate) fn notice_peers(rules: &RuleSet) -> (Option<crate::host::peers::Lock>, Option<Note>) {
+    use crate::host::peers::{self, Found};
+    let text = crate::rules::describe::describe_rules(rules);
     match peers::take(std::path::Path::new(peers::DIR), &text) {
         Found::Taken(lock) => (Some(lock), None),
         Found::Held(said) => (None, Some(Note::warning_of("other_monitor", said))),
@@ -217,14 +215,14 @@ pub fn notice_peers(rules: &RuleSet) -> (Option<crate::peers::Lock>, Option<Note
     }
 }
 
-/// Start-up hardening (see [`crate::harden`]): the OOM score, the memlock limit, then the
+/// Start-up hardening (see [`crate::host::harden`]): the OOM score, the memlock limit, then the
 /// capabilities no longer needed and `no_new_privs`. Each that cannot be done is said once and
 /// the monitor goes on.
-pub fn harden_start(
+pub(crate) fn harden_start(
     hardening: crate::config::Hardening,
     keep_for_maps: CapabilitySet,
 ) -> Vec<Note> {
-    use crate::harden;
+    use crate::host::harden;
     let mut notes = Vec::new();
     // Lowering the score needs CAP_SYS_RESOURCE, which roots in containers often lack: said
     // once, not a warning; the score stays what the service manager set.
@@ -257,7 +255,7 @@ pub fn harden_start(
 /// A hardening step the host did not allow, said after the start line (which says first what
 /// the monitor watches and how).
 #[derive(Debug)]
-pub struct Note {
+pub(crate) struct Note {
     event: &'static str,
     warning: bool,
     text: String,
@@ -281,7 +279,7 @@ impl Note {
     }
 
     /// A warning of another kind than hardening's, said after the start line too.
-    pub fn warning_of(event: &'static str, text: String) -> Note {
+    pub(crate) fn warning_of(event: &'static str, text: String) -> Note {
         Note {
             event,
             warning: true,
@@ -289,7 +287,7 @@ impl Note {
         }
     }
 
-    pub fn say(&self) {
+    pub(crate) fn say(&self) {
         let (event, text) = (self.event, &self.text);
         match self.warning {
             true => tracing::warn!(event, "{text}"),
@@ -299,8 +297,8 @@ impl Note {
 }
 
 /// Locks the monitor's memory, when that can never make an allocation fail.
-pub fn lock_memory() {
-    if !crate::harden::can_lock_memory() {
+pub(crate) fn lock_memory() {
+    if !crate::host::harden::can_lock_memory() {
         // Said once, like the OOM score: the host decides, the monitor goes on.
         tracing::info!(
             event = "harden",
@@ -308,7 +306,7 @@ pub fn lock_memory() {
         );
         return;
     }
-    if let Err(error) = crate::harden::lock_memory() {
+    if let Err(error) = crate::host::harden::lock_memory() {
         tracing::warn!(event = "harden", "cannot lock memory ({error})");
     }
 }

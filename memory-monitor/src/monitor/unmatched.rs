@@ -10,16 +10,16 @@ use crate::units::Period;
 
 /// A rule that selected nothing at start is named again if it still selects nothing after
 /// this many intervals (a minute at the default 2 s).
-pub const AFTER_INTERVALS: u32 = 30;
+pub(crate) const AFTER_INTERVALS: u32 = 30;
 
 /// How long after start the rules that selected nothing are looked at again.
-pub fn delay(interval: Duration) -> Duration {
+pub(crate) fn delay(interval: Duration) -> Duration {
     interval.saturating_mul(AFTER_INTERVALS)
 }
 
 /// Says which rules select no process now (`per_rule`: how many each watches, in the rules'
 /// order); when to look again, if one selects nothing.
-pub fn at_start(
+pub(crate) fn at_start(
     rules: &RuleSet,
     per_rule: &[u32],
     interval: Duration,
@@ -33,7 +33,7 @@ pub fn at_start(
 }
 
 /// Says which rules still select no process, `delay(interval)` after start.
-pub fn later(rules: &RuleSet, per_rule: &[u32], interval: Duration) {
+pub(crate) fn later(rules: &RuleSet, per_rule: &[u32], interval: Duration) {
     let when = format!("{} after start", Period(delay(interval)));
     say(rules, per_rule, &when, "");
 }
@@ -42,7 +42,7 @@ pub fn later(rules: &RuleSet, per_rule: &[u32], interval: Duration) {
 /// own warning says why); how many.
 fn say(rules: &RuleSet, per_rule: &[u32], when: &str, again: &str) -> usize {
     let mut said = 0;
-    for (rule, watched) in rules.rules().iter().zip(per_rule) {
+    for (rule, watched) in rules.all().iter().zip(per_rule) {
         let cgroup_missing = rules.missing_cgroups().any(|r| r.name == rule.name);
         if *watched > 0 || cgroup_missing {
             continue;

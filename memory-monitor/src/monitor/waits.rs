@@ -10,24 +10,24 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::Error;
-use crate::metrics::Metrics;
-use crate::service::Service;
+use crate::act::metrics::Metrics;
+use crate::host::systemd::Service;
 
 /// What the loops wait on besides their own source: the service manager's watchdog, the
 /// signals asking to stop or reload, the changes followed, and liveness questions.
-pub struct Waits<'a> {
+pub(crate) struct Waits<'a> {
     /// The service manager (systemd), told of readiness and reloads, and pinged.
-    pub service: &'a mut Service,
+    pub(crate) service: &'a mut Service,
     /// SIGINT, SIGTERM and SIGHUP.
-    pub shutdown: &'a mut Shutdown,
-    /// Readiness of the changes followed ([`crate::changes`]).
-    pub changes: Option<AsyncFd<OwnedFd>>,
+    pub(crate) shutdown: &'a mut Shutdown,
+    /// Readiness of the changes followed ([`crate::system::inotify`]).
+    pub(crate) changes: Option<AsyncFd<OwnedFd>>,
     /// `/healthz` asks the loop itself whether it runs.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// What woke a loop besides its own source (see [`Waits::next`]).
-pub enum Wake {
+pub(crate) enum Wake {
     /// Something followed changed.
     Changed(std::io::Result<()>),
     /// The changed rules file has settled: time to read it.
@@ -45,7 +45,7 @@ pub enum Wake {
 impl Waits<'_> {
     /// Until one of them wakes the loop (`reload_at`: when a changed rules file is read;
     /// `unmatched_at`: when the rules that select nothing are named again).
-    pub async fn next(
+    pub(crate) async fn next(
         &mut self,
         reload_at: Option<Instant>,
         unmatched_at: Option<Instant>,
@@ -79,7 +79,7 @@ async fn changed(changes: &Option<AsyncFd<OwnedFd>>) -> std::io::Result<()> {
 
 /// What a signal to the monitor asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     /// Stop (SIGINT, SIGTERM).
     Stop,
     /// Read the rules again (SIGHUP).

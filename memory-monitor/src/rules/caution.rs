@@ -31,7 +31,7 @@ pub fn of(
     }
     let bytes = match limit {
         SizeSpec::Bytes(bytes) => Some(bytes),
-        SizeSpec::PercentOfRam(_) => Some(limit.resolve(crate::procfs::total_ram(), None)),
+        SizeSpec::PercentOfRam(_) => Some(limit.resolve(crate::system::procfs::total_ram(), None)),
         SizeSpec::PercentOfCgroup(_) => None,
     };
     if let Some(bytes) = bytes.filter(|&bytes| bytes < SMALL_LIMIT) {

@@ -6,9 +6,9 @@
 use std::fmt;
 
 use super::facts::Facts;
-use crate::cgroup::CgroupPath;
 use crate::matcher::Matcher;
-use crate::users::UserName;
+use crate::system::cgroup::CgroupPath;
+use crate::system::users::UserName;
 
 /// The processes a rule leaves out.
 #[derive(Debug, Clone, Default)]

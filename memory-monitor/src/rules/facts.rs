@@ -2,12 +2,12 @@
 //! read from `/proc` only when a rule asks, and at most once per look (stack buffers: a
 //! look allocates nothing).
 
-use crate::cgroup::{self, CgroupPath};
 use crate::matcher::{CommVerdict, Matcher};
-use crate::procfs::{self, ProcRoot};
+use crate::system::cgroup::{self, CgroupPath};
+use crate::system::procfs::{self, ProcRoot};
 
 /// One process being looked at under the rules.
-pub struct Facts<'a> {
+pub(crate) struct Facts<'a> {
     proc: &'a ProcRoot,
     pid: i32,
     comm: &'a [u8],
@@ -22,7 +22,12 @@ pub struct Facts<'a> {
 
 impl<'a> Facts<'a> {
     /// Process `pid`, named `comm`; `cmdline_buf` holds its command line when one is read.
-    pub fn new(proc: &'a ProcRoot, pid: i32, comm: &'a [u8], cmdline_buf: &'a mut [u8]) -> Self {
+    pub(crate) fn new(
+        proc: &'a ProcRoot,
+        pid: i32,
+        comm: &'a [u8],
+        cmdline_buf: &'a mut [u8],
+    ) -> Self {
         Facts {
             proc,
             pid,
@@ -35,7 +40,7 @@ impl<'a> Facts<'a> {
     }
 
     /// Whether `matcher` selects it: by `comm` where that decides, else by its command line.
-    pub fn named(&mut self, matcher: &Matcher) -> bool {
+    pub(crate) fn named(&mut self, matcher: &Matcher) -> bool {
         match matcher.check_comm(self.comm) {
             CommVerdict::Yes => true,
             CommVerdict::No => false,
@@ -52,13 +57,13 @@ impl<'a> Facts<'a> {
     }
 
     /// Its effective uid, if `/proc/PID/status` can be read.
-    pub fn uid(&mut self) -> Option<u32> {
+    pub(crate) fn uid(&mut self) -> Option<u32> {
         let (proc, pid) = (self.proc, self.pid);
         *self.uid.get_or_insert_with(|| read_uid(proc, pid))
     }
 
     /// Whether its (v2) cgroup is `cgroup` or below it.
-    pub fn in_cgroup(&mut self, cgroup: &CgroupPath) -> bool {
+    pub(crate) fn in_cgroup(&mut self, cgroup: &CgroupPath) -> bool {
         let (proc, pid, buf) = (self.proc, self.pid, &mut self.cgroup_buf);
         let len = *self
             .cgroup_len
@@ -70,7 +75,7 @@ impl<'a> Facts<'a> {
 }
 
 /// Process `pid`'s effective uid, from `/proc/PID/status` (its `Uid:` line comes early).
-pub fn read_uid(proc: &ProcRoot, pid: i32) -> Option<u32> {
+pub(crate) fn read_uid(proc: &ProcRoot, pid: i32) -> Option<u32> {
     let mut buf = [0u8; 1024];
     let status = proc.read_file(pid, "status", &mut buf).ok()?;
     procfs::parse_status_uid(status)

@@ -11,14 +11,14 @@ use toml::Spanned;
 
 use super::spec::{Repeat, RuleSpec};
 use super::{COMMAND_LINE_RULE, Defaults, Exclude, MAX_RULES, Rule, RulesError, SetFault};
-use crate::cgroup::CgroupPath;
 use crate::choice::Choice as _;
-use crate::count::Count;
 use crate::matcher::{MatchMode, Matcher};
+use crate::rules::count::Count;
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
+use crate::system::cgroup::CgroupPath;
+use crate::system::users;
 use crate::units;
-use crate::users;
 
 /// A string or a number: sizes, durations, signals and percentages may be written either way
 /// (`max-memory = 500` is 500 MiB, as `-m 500`).
@@ -93,13 +93,13 @@ struct RawRule {
 }
 
 /// Reads the rules in the file at `path`, once it is trusted: its `exec` entries run as the
-/// monitor's user, so a file someone else may change is refused (see the `trust` module).
+/// monitor's user, so a file someone else may change is refused (see `host::trust`).
 pub fn load_file(path: &Path, defaults: Defaults) -> Result<Vec<Rule>, RulesError> {
     let read = |reason: String| RulesError::Read {
         file: path.to_path_buf(),
         reason,
     };
-    let mut file = crate::trust::open_trusted_file(path).map_err(|e| read(e.to_string()))?;
+    let mut file = crate::host::trust::open_trusted_file(path).map_err(|e| read(e.to_string()))?;
     let mut text = String::new();
     std::io::Read::read_to_string(&mut file, &mut text).map_err(|e| read(e.to_string()))?;
     parse_file(path, &text, defaults)

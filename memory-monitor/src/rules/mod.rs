@@ -18,6 +18,8 @@
 //! Every key is the name of the command-line option that means the same.
 
 pub mod caution;
+pub(crate) mod count;
+pub(crate) mod describe;
 mod exclude;
 mod facts;
 mod file;
@@ -28,15 +30,15 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cgroup;
-pub use crate::cgroup::{CgroupError, CgroupPath};
-pub use crate::count::Count;
 use crate::matcher::Matcher;
-use crate::procfs::{self, ProcRoot};
+pub use crate::rules::count::Count;
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
+use crate::system::cgroup;
+pub use crate::system::cgroup::{CgroupError, CgroupPath};
+use crate::system::procfs::{self, ProcRoot};
+use crate::system::users::UserName;
 use crate::units::SizeSpec;
-use crate::users::UserName;
 
 pub use exclude::Exclude;
 pub(crate) use facts::{Facts, read_uid};
@@ -214,7 +216,7 @@ impl Rule {
         self.selector.cgroup.is_some() || self.limit.is_per_process()
     }
 
-    /// A rule named `name` with the seed's defaults: SIGTERM, re-signalled every 2 s while over.
+    /// A rule named `name` with the defaults: SIGTERM, re-signalled every 2 s while over.
     pub fn new(name: &str, selector: Selector, limit: SizeSpec) -> Rule {
         Rule {
             name: name.to_string(),
@@ -357,8 +359,8 @@ impl RuleSet {
         self.rules.iter().any(|rule| rule.limit.is_per_process())
     }
 
-    /// The rules, in order.
-    pub fn rules(&self) -> &[Rule] {
+    /// Every rule, in order.
+    pub fn all(&self) -> &[Rule] {
         &self.rules
     }
 
@@ -449,7 +451,7 @@ fn cgroup_exists(rule: &Rule) -> bool {
 /// What a rules file's rules take from the command line when they do not say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Defaults {
-    /// `repeat`: the seed re-signalled every interval.
+    /// `repeat`: how often a breach is signalled again (by default, every interval).
     pub repeat: Option<Duration>,
 }
 

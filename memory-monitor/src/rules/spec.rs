@@ -11,11 +11,11 @@ use super::{
     DEFAULT_EXEC_TIMEOUT, DEFAULT_PROFILE_AT_PERCENT, DEFAULT_PROFILE_BUDGET, Defaults, Exclude,
     Exec, Pinned, ProfileSettings, Rule, Selector,
 };
-use crate::cgroup::CgroupPath;
-use crate::count::Count;
 use crate::matcher::Matcher;
+use crate::rules::count::Count;
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
+use crate::system::cgroup::CgroupPath;
 use crate::units::{self, SizeSpec};
 
 /// `repeat`: a period, or never.
@@ -177,7 +177,7 @@ impl RuleSpec {
             return Err(SpecError::SelectsNothing);
         }
         let limit = self.max_memory.ok_or(SpecError::Missing("max-memory"))?;
-        if limit.resolve(crate::procfs::total_ram(), None) == 0 {
+        if limit.resolve(crate::system::procfs::total_ram(), None) == 0 {
             return Err(SpecError::Invalid {
                 setting: "max-memory",
                 why: "resolves to 0 bytes on this machine".to_string(),

@@ -44,7 +44,7 @@ impl CommandWriter {
                 ("MM_POD_UID", about.pod_uid.unwrap_or("").to_owned()),
             ]);
         }
-        crate::shell::run_shell(&self.command, &env, profile, TIMEOUT).map_err(Into::into)
+        crate::host::shell::run_shell(&self.command, &env, profile, TIMEOUT).map_err(Into::into)
     }
 }
 

@@ -4,7 +4,7 @@
 //! to trust: it is made at the first profile, not at start (an unused option makes nothing),
 //! `0700`, and only its last component (a missing parent is an error, not a tree of new
 //! directories); its parents are checked and it is opened without following a symbolic link,
-//! and must be the monitor's own and writable by no one else (the `trust` module). The files are
+//! and must be the monitor's own and writable by no one else (`host::trust`). The files are
 //! then made and renamed relative to that open directory (`openat`, `renameat`), so no path
 //! is resolved again between the check and the write.
 
@@ -65,7 +65,8 @@ impl DirWriter {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        crate::trust::check(&self.dir, &dir, FileType::Directory).map_err(io::Error::other)?;
+        crate::host::trust::check(&self.dir, &dir, FileType::Directory)
+            .map_err(io::Error::other)?;
         Ok(dir)
     }
 }
@@ -84,7 +85,7 @@ fn absolute_parent(dir: &Path) -> io::Result<PathBuf> {
 
 /// Checks `parent` and everything above it.
 fn trusted(parent: &Path) -> io::Result<()> {
-    crate::trust::check_directories(parent).map_err(io::Error::other)
+    crate::host::trust::check_directories(parent).map_err(io::Error::other)
 }
 
 impl ProfileWriter for DirWriter {

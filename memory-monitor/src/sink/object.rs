@@ -14,7 +14,7 @@ use super::{ProfileWriter, WriteError, redacted, scrub};
 
 /// The environment variable naming a file whose content is sent as a bearer token with each
 /// HTTP `PUT` (`Authorization: Bearer …`): a token kept out of the URL, so out of the
-/// command line that every user can read. The file must be trusted (the `trust` module) and
+/// command line that every user can read. The file must be trusted (`host::trust`) and
 /// readable by its owner only.
 pub const TOKEN_FILE_VARIABLE: &str = "MEMORY_MONITOR_PROFILE_TOKEN_FILE";
 
@@ -90,7 +90,7 @@ impl ObjectWriter {
 fn bearer(file: &std::path::Path) -> Result<hyper::header::HeaderMap, WriteError> {
     use std::io::Read as _;
     use std::os::unix::fs::MetadataExt as _;
-    let mut opened = crate::trust::open_trusted_file(file)?;
+    let mut opened = crate::host::trust::open_trusted_file(file)?;
     if opened.metadata()?.mode() & 0o077 != 0 {
         let why = "must be readable by its owner only (chmod 600)";
         return Err(format!("{TOKEN_FILE_VARIABLE}: {}: {why}", file.display()).into());

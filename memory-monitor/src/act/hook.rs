@@ -1,0 +1,97 @@
+//! `--exec` (and each rule's `exec`): a command run on each breach, after the signal, on
+//! threads of its own: a slow or stuck hook never holds up the monitor or a signal. At most
+//! [`CONCURRENCY`] run at once, whatever rule they come from; each is killed, with whatever it
+//! started, after its timeout (the crate's `shell` module runs them).
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use crate::host::shell::run_shell;
+use crate::rules::Exec;
+
+/// Hooks running at once, at most.
+pub(crate) const CONCURRENCY: usize = 4;
+/// Breaches waiting for a free hook runner; beyond them a breach's hook is skipped (logged).
+const QUEUE: usize = 64;
+/// What a hook is told about a breach, as `MM_*` environment variables, and which hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Breach {
+    /// The hook: its command and timeout.
+    pub(crate) exec: Exec,
+    /// `MM_RULE`: the rule's name.
+    pub(crate) rule: String,
+    /// `MM_PID`.
+    pub(crate) pid: i32,
+    /// `MM_NAME`.
+    pub(crate) name: String,
+    /// `MM_UID`: the user it runs as (effective uid).
+    pub(crate) uid: u32,
+    /// `MM_USER`: that user's name (the uid where it has none).
+    pub(crate) user: String,
+    /// `MM_RSS_BYTES`.
+    pub(crate) rss: u64,
+    /// `MM_LIMIT_BYTES`.
+    pub(crate) limit: u64,
+    /// `MM_SIGNAL`: the signal sent (its name), or what became of it.
+    pub(crate) signal: String,
+    /// `MM_PROFILE`: the name of the breach's profile, empty without one.
+    pub(crate) profile: String,
+    /// `MM_CONTAINER_ID`: the container runtime's ID of its container, empty outside one.
+    pub(crate) container_id: String,
+    /// `MM_POD_UID`: its pod's UID, empty outside a pod.
+    pub(crate) pod_uid: String,
+}
+
+/// Runs breach hooks.
+#[derive(Debug)]
+pub(crate) struct ExecHook {
+    jobs: SyncSender<Breach>,
+}
+
+impl ExecHook {
+    /// Starts [`CONCURRENCY`] hook runners.
+    pub(crate) fn start() -> std::io::Result<ExecHook> {
+        let (jobs, queue) = sync_channel::<Breach>(QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        for runner in 0..CONCURRENCY {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("mm-exec-{runner}"))
+                .spawn(move || run(&queue))?;
+        }
+        Ok(ExecHook { jobs })
+    }
+
+    /// Queues the hook for `breach`; returns at once.
+    pub(crate) fn fire(&self, breach: Breach) {
+        if let Err(TrySendError::Full(breach) | TrySendError::Disconnected(breach)) =
+            self.jobs.try_send(breach)
+        {
+            tracing::warn!(event = "exec_skipped", pid = breach.pid, name = %breach.name, "--exec skipped: too many hooks already waiting");
+        }
+    }
+}
+
+fn run(queue: &Mutex<Receiver<Breach>>) {
+    loop {
+        let Ok(breach) = queue.lock().expect("not poisoned").recv() else {
+            return;
+        };
+        let env = [
+            ("MM_PID", breach.pid.to_string()),
+            ("MM_NAME", breach.name.clone()),
+            ("MM_UID", breach.uid.to_string()),
+            ("MM_USER", breach.user.clone()),
+            ("MM_RSS_BYTES", breach.rss.to_string()),
+            ("MM_LIMIT_BYTES", breach.limit.to_string()),
+            ("MM_SIGNAL", breach.signal.clone()),
+            ("MM_PROFILE", breach.profile.clone()),
+            ("MM_RULE", breach.rule.clone()),
+            ("MM_CONTAINER_ID", breach.container_id.clone()),
+            ("MM_POD_UID", breach.pod_uid.clone()),
+        ];
+        if let Err(why) = run_shell(&breach.exec.command, &env, b"", breach.exec.timeout) {
+            tracing::warn!(event = "exec_failed", pid = breach.pid, name = %breach.name, rule = %breach.rule, "exec: {why}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! What `--check-config` prints: the rules in words, and what is doubtful about them.
+
+use crate::rules::RuleSet;
+use crate::units;
+
+/// What `--check-config` prints: the rules in force, one paragraph each.
+pub fn describe_rules(rules: &RuleSet) -> String {
+    let mut text = String::new();
+    for rule in rules.all() {
+        text += &format!(
+            "rule '{}': {}
+",
+            rule.name, rule.selector
+        );
+        text += &format!(
+            "  limit: {}
+",
+            rule.limit
+        );
+        let mut action = rule.signal.to_string();
+        match rule.repeat {
+            Some(period) => {
+                action += &format!(", again every {} while over", units::Period(period))
+            }
+            None => action += ", once per breach",
+        }
+        if let Some(kill_after) = rule.kill_after {
+            action += &format!(", SIGKILL {} after the first", units::Period(kill_after));
+        }
+        text += &format!(
+            "  action: {action}
+"
+        );
+        if let Some(exec) = &rule.exec {
+            text += &format!(
+                "  exec: {} (timeout {})
+",
+                exec.command,
+                units::Period(exec.timeout)
+            );
+        }
+        if let Some(profile) = &rule.profile {
+            text += &format!(
+                "  profile: to {}
+",
+                profile.sink
+            );
+        }
+    }
+    for rule in rules.missing_cgroups() {
+        text += &format!(
+            "warning: rule '{}': its cgroup does not exist (yet); the monitor waits for it, and the rule selects nothing until it is made\n",
+            rule.name
+        );
+    }
+    for rule in rules.all() {
+        for caution in &rule.cautions {
+            text += &format!("warning: rule '{}': {caution}\n", rule.name);
+        }
+    }
+    text
+}

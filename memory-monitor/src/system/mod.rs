@@ -1,0 +1,9 @@
+//! What the monitor reads of the system besides the BPF programs: `/proc` ([`procfs`]), cgroups
+//! ([`cgroup`]) and the containers they stand for ([`container`]), users' names ([`users`]), and
+//! the changes inotify reports under the monitor ([`inotify`]).
+
+pub(crate) mod cgroup;
+pub(crate) mod container;
+pub(crate) mod inotify;
+pub(crate) mod procfs;
+pub(crate) mod users;
