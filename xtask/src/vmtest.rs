@@ -104,7 +104,7 @@ fn version_key(package: &str) -> Vec<u64> {
 
 /// The eBPF-facing tests the guests run: (test binary, test name).
 const TESTS: [(&str, &str); 14] = [
-    (LIBRARY_TESTS, "source::btf::tests::reads_this_kernel"),
+    (LIBRARY_TESTS, "kernel::btf::tests::reads_this_kernel"),
     (
         "sources",
         "kernel::the_monitors_statm_probe_agrees_with_the_page_tables",
