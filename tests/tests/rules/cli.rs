@@ -289,3 +289,38 @@ fn the_manual_the_binary_prints_has_every_flag_of_help() {
         assert!(page.contains(&escaped), "the man page lacks {flag}");
     }
 }
+
+#[test]
+fn the_readme_and_the_guide_name_only_flags_of_help() {
+    let flags = help_flags();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut checked = 0;
+    for doc in ["README.md", "docs/guide.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        // The monitor's own command lines: code spans that are a flag, and lines or spans
+        // that run memory-monitor (not other programs', such as setpriv's or cargo's).
+        let spans = text.split('`').skip(1).step_by(2);
+        let commands = text.lines().filter_map(|line| {
+            let line = line.trim_start_matches("$ ");
+            line.starts_with("memory-monitor ").then_some(line)
+        });
+        for command in spans.chain(commands) {
+            let words: Vec<&str> = command
+                .split(|c: char| c.is_whitespace() || c == '=')
+                .collect();
+            let named = match words[0] {
+                "memory-monitor" => &words[1..],
+                first if first.starts_with("--") => &words[..1],
+                _ => continue,
+            };
+            for word in named.iter().filter(|w| w.starts_with("--") && w.len() > 2) {
+                assert!(
+                    flags.iter().any(|flag| flag == word),
+                    "{doc} names {word}, which --help does not list"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 40, "{checked} flags named in the docs");
+}
