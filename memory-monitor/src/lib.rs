@@ -15,8 +15,8 @@
 //!   allocator that keeps the monitor's own heap measured.
 //!
 //! The rest (discovery in `/proc` and by eBPF, the per-process breach state machine,
-//! signalling, profiling, hooks, hardening, metrics) is private: the README's "Layout" section
-//! walks through it in the order data flows.
+//! signalling, profiling, hooks, hardening, metrics) is private: the "Layout" section of
+//! `docs/architecture.md` walks through it in the order data flows.
 //!
 //! ```no_run
 //! use memory_monitor::Config;

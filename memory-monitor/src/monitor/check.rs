@@ -39,8 +39,9 @@ pub(crate) struct Look {
 /// exact figure is a page-table walk (`smaps_rollup`: 6 ms at 1 GiB, 28 ms at 4 GiB), a
 /// process churning near its limit would otherwise keep the monitor walking its page tables,
 /// taking its mmap lock (which its own `munmap` then waits for), all the time. Eight readings'
-/// worth was measured best of 1, 4 and 8 (`README`: "Near the limit, a large process"); growth
-/// inside the gap is still caught, by the look at its end.
+/// worth was measured best of 1, 4 and 8 (`cargo xtask bench --only churn`; see
+/// `docs/performance.md`, "Near the limit, a large process"); growth inside the gap is still
+/// caught, by the look at its end.
 const GAP_PER_READING: u32 = 8;
 
 /// Where threads cache their RSS changes (up to 6.1), how often a process found under its

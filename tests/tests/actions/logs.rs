@@ -127,14 +127,14 @@ fn logfmt(line: &str) -> Vec<(String, String)> {
     pairs
 }
 
-/// The README's row of the field table for `event`.
-fn readme_row(event: &str) -> String {
-    let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
-    let text = std::fs::read_to_string(readme).unwrap();
+/// The guide's row of the field table for `event`.
+fn guide_row(event: &str) -> String {
+    let guide = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/guide.md");
+    let text = std::fs::read_to_string(guide).unwrap();
     let head = format!("| `{event}` |");
     text.lines()
         .find(|line| line.starts_with(&head))
-        .unwrap_or_else(|| panic!("no {head} row in the README"))
+        .unwrap_or_else(|| panic!("no {head} row in docs/guide.md"))
         .to_string()
 }
 
@@ -171,7 +171,7 @@ fn start_and_stop_lines_carry_only_documented_fields_and_no_counters_by_default(
                 .iter()
                 .find(|e| e["event"] == kind)
                 .unwrap_or_else(|| panic!("no {kind}: {log}"));
-            let row = readme_row(kind);
+            let row = guide_row(kind);
             for (field, _) in line.as_object().unwrap() {
                 if ["timestamp", "level", "message", "event", "target"].contains(&field.as_str()) {
                     continue;

@@ -262,32 +262,65 @@ fn help_teaches_and_exits_0() {
     assert!(status.success());
 }
 
-#[test]
-fn the_readme_command_line_section_has_every_flag_of_help() {
+/// The flags `--help` lists: each on a line of its own, indented at most six spaces.
+fn help_flags() -> Vec<String> {
     let (_, help, _) = run_output(&["--help"]);
-    let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
-    let readme = std::fs::read_to_string(readme).unwrap();
-    let section = readme
-        .split("\n## Command line\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("the README's command-line section");
-    // Each flag as --help lists it: a line of its own, indented at most six spaces.
-    let flags = help
+    let flags: Vec<String> = help
         .lines()
         .filter(|line| {
             let flag = line.trim_start();
             flag.starts_with('-') && line.len() - flag.len() <= 6
         })
         .filter_map(|line| line.split([' ', ',']).find(|w| w.starts_with("--")))
-        .map(|word| word.trim_end_matches('.').to_string());
-    let mut checked = 0;
-    for flag in flags {
-        assert!(
-            section.contains(&format!("`{flag}")) || section.contains(&format!(", {flag}")),
-            "the README's command line lacks {flag}"
-        );
-        checked += 1;
+        .map(|word| word.trim_end_matches('.').to_string())
+        .collect();
+    assert!(flags.len() >= 35, "{} flags read from --help", flags.len());
+    flags
+}
+
+#[test]
+fn the_manual_the_binary_prints_has_every_flag_of_help() {
+    // Not a terminal: the roff source, as `cargo xtask dist` ships it in memory-monitor.1.
+    let (status, page, _) = run_output(&["--manual"]);
+    assert_eq!(status, Some(0));
+    for flag in help_flags() {
+        // roff escapes every dash.
+        let escaped = flag.replace('-', "\\-");
+        assert!(page.contains(&escaped), "the man page lacks {flag}");
     }
-    assert!(checked >= 35, "{checked} flags read from --help");
+}
+
+#[test]
+fn the_readme_and_the_guide_name_only_flags_of_help() {
+    let flags = help_flags();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut checked = 0;
+    for doc in ["README.md", "docs/guide.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        // The monitor's own command lines: code spans that are a flag, and lines or spans
+        // that run memory-monitor (not other programs', such as setpriv's or cargo's).
+        let spans = text.split('`').skip(1).step_by(2);
+        let commands = text.lines().filter_map(|line| {
+            let line = line.trim_start_matches("$ ");
+            line.starts_with("memory-monitor ").then_some(line)
+        });
+        for command in spans.chain(commands) {
+            let words: Vec<&str> = command
+                .split(|c: char| c.is_whitespace() || c == '=')
+                .collect();
+            let named = match words[0] {
+                "memory-monitor" => &words[1..],
+                first if first.starts_with("--") => &words[..1],
+                _ => continue,
+            };
+            for word in named.iter().filter(|w| w.starts_with("--") && w.len() > 2) {
+                assert!(
+                    flags.iter().any(|flag| flag == word),
+                    "{doc} names {word}, which --help does not list"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 40, "{checked} flags named in the docs");
 }

@@ -383,8 +383,8 @@ fn the_alerts_are_prometheus_rules_promtool_accepts() {
     std::fs::remove_file(&file).unwrap();
     assert!(output.status.success(), "{output:?}");
 
-    // The README's alerts, each a rule.
-    let readme = std::fs::read_to_string(deploy_dir().join("../README.md")).unwrap();
+    // The guide's alerts, each a rule.
+    let guide = std::fs::read_to_string(deploy_dir().join("../docs/guide.md")).unwrap();
     let rules = &of_kind(&documents, "PrometheusRule")["spec"]["groups"][0]["rules"];
     let expressions: Vec<String> = rules
         .as_vec()
@@ -392,10 +392,10 @@ fn the_alerts_are_prometheus_rules_promtool_accepts() {
         .iter()
         .map(|rule| rule["expr"].as_str().unwrap().to_string())
         .collect();
-    let section = readme
+    let section = guide
         .split("A few alerts worth having")
         .nth(1)
-        .expect("the README's alerts");
+        .expect("the guide's alerts");
     let section = &section[..section.find("\n\n").unwrap_or(section.len())];
     let alerts = section.split('`').skip(1).step_by(2);
     for alert in alerts.filter(|quoted| quoted.contains("memory_monitor_")) {
