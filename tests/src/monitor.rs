@@ -6,7 +6,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 
 use crate::lines::Lines;
 use crate::waiting::wait_child;
-use crate::{Target, bin, unique_name};
+use crate::{Target, bin, unique_name, wait_until};
 
 /// A rules file in the temporary directory, removed when dropped.
 pub struct RulesFile(PathBuf);
@@ -129,6 +129,18 @@ impl Monitor {
         );
     }
 
+    /// Waits until the monitor in `mode` has handled every change made before this call, so
+    /// that "not signalled" can be read after it. In poll mode a cycle may have read a process
+    /// just before it changed: this waits for two more cycles (`-v`'s "checked" lines), the
+    /// second begun after the call. In eBPF mode the kernel's reports are handled in the order
+    /// they were made, so the breach of a process changed later, once awaited, proves the
+    /// earlier changes handled, and this waits for nothing more.
+    pub fn expect_caught_up(&mut self, mode: &str) {
+        if mode == "poll" {
+            self.expect_more("checked", 2);
+        }
+    }
+
     /// Waits until `n` lines in all (old ones included) contain every one of `parts`.
     pub fn expect_count(&mut self, parts: &[&str], n: usize) {
         let mut count = 0;
@@ -160,6 +172,36 @@ impl Monitor {
     /// The monitor's PID.
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Stops the monitor (SIGSTOP) and waits until every thread of it has stopped, so that
+    /// what the test does next happens while the monitor cannot run. [`Monitor::thaw`] lets
+    /// it go on.
+    pub fn freeze(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
+        let tasks = format!("/proc/{}/task", self.pid());
+        let stopped = wait_until(|| {
+            std::fs::read_dir(&tasks).is_ok_and(|tasks| {
+                tasks.flatten().all(|task| {
+                    std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                        stat.rsplit_once(") ")
+                            .is_some_and(|(_, rest)| rest.starts_with(['T', 't']))
+                    })
+                })
+            })
+        });
+        assert!(
+            stopped,
+            "the monitor did not stop; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Lets a monitor stopped by [`Monitor::freeze`] go on (SIGCONT).
+    pub fn thaw(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.pid(), libc::SIGCONT) };
     }
 
     /// Sends SIGTERM and waits for the monitor to exit; its exit status.

@@ -21,6 +21,9 @@ pub struct Target {
     /// A command was sent without waiting for its answer (see [`Target::start_growing`]):
     /// its answer, if it ever comes, would be taken for the next command's.
     unanswered: bool,
+    /// For each process asked for its signals (see [`Target::signals_of`]): the line after
+    /// its last marker's report, where the next marker's is looked for.
+    flushed: Vec<(i32, usize)>,
 }
 
 impl Target {
@@ -57,6 +60,7 @@ impl Target {
             children: Vec::new(),
             answered: index + 1,
             unanswered: false,
+            flushed: Vec::new(),
         }
     }
 
@@ -215,8 +219,36 @@ impl Target {
         pid
     }
 
-    /// Signal numbers received so far by `pid` (the target or one of its children).
+    /// Signal numbers received by `pid` (the target or one of its children) up to now, every
+    /// one of them: a signal sent before this call and not yet reported is waited for, so that
+    /// "no signal" is proven, not read before the report of one in flight.
+    ///
+    /// How: a marker signal goes to `pid`, and its report is awaited. The target takes its
+    /// pending signals lowest number first, and the marker is the highest, so every signal
+    /// sent before it is reported before it. A process that has already exited gets no
+    /// marker: what it reported before it died is read as it is. Markers are not listed.
     pub fn signals_of(&mut self, pid: i32) -> Vec<i32> {
+        let marker = libc::SIGRTMAX();
+        if is_alive(pid) {
+            let line = format!("signal {marker} pid={pid}");
+            let from = self
+                .flushed
+                .iter()
+                .find(|(p, _)| *p == pid)
+                .map_or(0, |f| f.1);
+            // SAFETY: kill has no memory-safety preconditions.
+            let sent = unsafe { libc::kill(pid, marker) } == 0;
+            match self.out.wait_from(from, |l| l == line) {
+                Some((index, _)) => {
+                    self.flushed.retain(|(p, _)| *p != pid);
+                    self.flushed.push((pid, index + 1));
+                }
+                None => assert!(
+                    !sent || !is_alive(pid),
+                    "process {pid} did not report the marker signal {marker}"
+                ),
+            }
+        }
         let suffix = format!(" pid={pid}");
         self.out
             .drain()
@@ -227,6 +259,7 @@ impl Target {
                     .parse()
                     .ok()
             })
+            .filter(|&signal| signal != marker)
             .collect()
     }
 
@@ -280,6 +313,15 @@ impl Drop for Target {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether `pid` can still take a signal: it exists and is no zombie (state `Z`, or `X`
+/// while it is reaped).
+fn is_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']))
+    })
 }
 
 fn parse_rss(line: &str) -> u64 {
