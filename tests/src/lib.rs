@@ -33,7 +33,7 @@ pub use monitor::{
     Monitor, RulesFile, assert_killed_after_its_term, run_monitor, the_one_error, usr1_over_32m,
 };
 pub use procfs::{capability_set, kib_field, resident_bytes, status_field};
-pub use profile::{files_in, pprof_top, pprof_top_entry};
+pub use profile::{files_in, pprof_default_top, pprof_top, pprof_top_entry};
 pub use program::{all_signals, block_all_signals, map_anonymous};
 pub use target::Target;
 pub use waiting::{patience, wait_until};

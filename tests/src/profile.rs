@@ -5,9 +5,18 @@ use std::process::Command;
 
 /// `go tool pprof -top` of `profile` by the sample type `index` (`rss`, `growth`, …).
 pub fn pprof_top(profile: &Path, index: &str) -> String {
+    top(profile, Some(index))
+}
+
+/// `go tool pprof -top` of `profile` by its default sample type: what a user sees unasked.
+pub fn pprof_default_top(profile: &Path) -> String {
+    top(profile, None)
+}
+
+fn top(profile: &Path, index: Option<&str>) -> String {
     let output = Command::new("go")
         .args(["tool", "pprof", "-top", "-symbolize=none"])
-        .arg(format!("-sample_index={index}"))
+        .args(index.map(|index| format!("-sample_index={index}")))
         .arg(profile)
         .output()
         .expect("go tool pprof (cargo xtask setup installs Debian's golang-go)");
