@@ -26,15 +26,18 @@ pub(crate) fn wait_child(child: &mut Child) -> Option<ExitStatus> {
     None
 }
 
-/// Waits until `done` holds, checking every 20 ms; false if it still does not after 20 s (a
-/// bound so that a broken build fails instead of hanging, never a timing assertion).
+/// Waits until `done` holds, checking every 20 ms; false if it still does not within
+/// [`patience`] (a bound so that a broken build fails instead of hanging, never a timing
+/// assertion).
 pub fn wait_until(mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
+    let deadline = Instant::now() + patience();
+    loop {
         if done() {
             return true;
         }
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    false
 }
