@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use memory_monitor_tests::{Monitor, Target, patience, unique_name};
+use memory_monitor_tests::{Monitor, Target, patience, unique_name, wait_until};
 
 /// How many processes the churn starts (and reaps) in all, however long that takes.
 const CHURN: u64 = 6_000;
@@ -245,4 +245,49 @@ fn in_ebpf_mode_watched_processes_that_exit_are_forgotten_on_both_sides() {
         "only the breach: nothing skipped or lost; {}",
         monitor.log_text()
     );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn in_ebpf_mode_a_process_userspace_lets_go_leaves_no_map_counted_once_it_exits() {
+    // The kernel side learns a watched process's memory map from its own changes. When
+    // userspace lets the process go (here: it becomes a user the rule leaves out) and it later
+    // exits, its map must not stay counted: the tables would fill up with such maps, one
+    // process at a time, as they did under churn.
+    let prefix = unique_name("mmz-");
+    let mut monitor = Monitor::start(&[
+        "--mode",
+        "ebpf",
+        "-m",
+        "32M",
+        "-s",
+        "USR1",
+        "--repeat",
+        "never",
+        "-v",
+        "--exclude-user",
+        "65534",
+        &prefix,
+    ]);
+    monitor.expect_log(&["start-up done"]);
+    for round in 0..3 {
+        let mut target = Target::spawn(&format!("{prefix}{round}"));
+        let pid = format!("pid={}", target.pid());
+        monitor.expect_log(&["watching", &pid]);
+        // A change of its own: the kernel side learns its map.
+        target.grow(8);
+        target.become_user(65534);
+        monitor.expect_log(&["no longer watched", &pid]);
+        // Killed: it exits unwatched, with no change of its own after.
+        drop(target);
+        let gone = wait_until(|| !std::path::Path::new(&format!("/proc/{}", &pid[4..])).exists());
+        assert!(gone, "round {round}: the target was not reaped");
+        let maps = counted_slots(monitor.pid(), "MM_SLOTS");
+        assert!(
+            maps.is_empty(),
+            "round {round}: no process is watched, yet memory maps are counted: {maps:?}; log:\n{}",
+            monitor.log_text()
+        );
+    }
+    assert!(monitor.stop().success());
 }
