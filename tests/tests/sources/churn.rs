@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use memory_monitor_tests::{Monitor, Target, patience, unique_name, wait_until};
+use memory_monitor_tests::{Monitor, Target, patience, unique_name, usr1_over_32m, wait_until};
 
 /// How many processes the churn starts (and reaps) in all, however long that takes.
 const CHURN: u64 = 6_000;
@@ -150,15 +150,7 @@ fn churn_in_ebpf_mode() {
 /// tgid; `MM_SLOTS`: their memory maps), read from the map the monitor `pid` holds: (slot,
 /// count) for every slot that counts one.
 fn counted_slots(pid: i32, name: &str) -> Vec<(u32, u32)> {
-    let id = memory_monitor_tests::bpf_objects_of(pid)
-        .into_iter()
-        .filter(|(kind, _)| kind == "map_id")
-        .find(|(_, id)| {
-            aya::maps::MapInfo::from_id(*id).is_ok_and(|info| info.name_as_str() == Some(name))
-        })
-        .map(|(_, id)| id)
-        .unwrap_or_else(|| panic!("the monitor holds {name}"));
-    let map = aya::maps::MapData::from_id(id).unwrap_or_else(|e| panic!("open {name}: {e}"));
+    let map = memory_monitor_tests::bpf_map_of(pid, name);
     let slots = aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(map)).unwrap();
     slots
         .iter()
@@ -255,20 +247,10 @@ fn in_ebpf_mode_a_process_userspace_lets_go_leaves_no_map_counted_once_it_exits(
     // exits, its map must not stay counted: the tables would fill up with such maps, one
     // process at a time, as they did under churn.
     let prefix = unique_name("mmz-");
-    let mut monitor = Monitor::start(&[
-        "--mode",
+    let mut monitor = Monitor::start(&usr1_over_32m(
         "ebpf",
-        "-m",
-        "32M",
-        "-s",
-        "USR1",
-        "--repeat",
-        "never",
-        "-v",
-        "--exclude-user",
-        "65534",
-        &prefix,
-    ]);
+        &["-v", "--exclude-user", "65534", &prefix],
+    ));
     monitor.expect_log(&["start-up done"]);
     for round in 0..3 {
         let mut target = Target::spawn(&format!("{prefix}{round}"));
