@@ -63,6 +63,14 @@ static WATCHED: HashMap<u32, Watch> = HashMap::with_max_entries(MAX_PROCESSES, 0
 #[map]
 static MM_OWNER: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
+/// The memory map each process was last learned to have, by tgid: `MM_OWNER` the other way
+/// round, written only here. Forgetting a process finds its map here, not in its watch, which
+/// userspace rewrites (with no map) or removes when it lets the process go: a map found only
+/// there would stay counted once the process is gone. Removed when the process execs or exits,
+/// watched or not.
+#[map]
+static OWNED_MM: HashMap<u32, u64> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
 /// How many of `MM_OWNER`'s maps fall in each slot (`mm_slot`): lets a change to a map no
 /// watched process owns leave after an array lookup, not a hash lookup. Written only with
 /// `MM_OWNER`, here, by atomic adds: a count goes up before its map is inserted and down after
@@ -563,7 +571,13 @@ fn sample_growth<C: StackIdContext>(ctx: &C, tgid: u32) {
 /// child's, until it execs) is its latest learner's, counted once.
 #[inline(always)]
 fn learn_mm(watch: &mut Watch, tgid: u32, mm: u64) {
-    forget_mm(watch);
+    forget_mm(tgid);
+    // Full: not learned (changes from other contexts go unattributed), and tried again at
+    // the process's next change.
+    if OWNED_MM.insert(tgid, mm, 0).is_err() {
+        watch.mm = 0;
+        return;
+    }
     watch.mm = mm;
     count_mm(mm, 1);
     if MM_OWNER.insert(mm, tgid, BPF_NOEXIST).is_ok() {
@@ -997,6 +1011,8 @@ pub fn exec(ctx: TracePointContext) -> u32 {
     if excluded(tgid) {
         return 0;
     }
+    // The old program's memory map is gone.
+    forget_mm(tgid);
     let comm = bpf_get_current_comm().unwrap_or_default();
     let (found, index) = choose_rule(&comm, true);
     // SAFETY: copied out at once.
@@ -1004,15 +1020,13 @@ pub fn exec(ctx: TracePointContext) -> u32 {
     match (existing, found) {
         // Watched by PID: the same process with a new mm, counted afresh.
         (Some(watch), _) if watch.flags & WATCH_BY_NAME == 0 => {
-            forget_mm(&watch);
             watch_new(&ctx, tgid, &fresh(&watch, 0));
         }
         // Still matching: counted afresh, under the rule it matches now.
-        (Some(watch), verdict::YES) => {
-            forget_mm(&watch);
+        (Some(_), verdict::YES) => {
             watch_new(&ctx, tgid, &new_watch(index, WATCH_BY_NAME));
         }
-        (Some(watch), verdict::NO) => forget(tgid, &watch),
+        (Some(_), verdict::NO) => forget(tgid),
         (None, verdict::YES) => watch_new(&ctx, tgid, &new_watch(index, WATCH_BY_NAME)),
         // Only userspace can tell. Until it has, the new program (a setuid one, say) is not
         // signalled by the kernel on the old program's decision (`--kernel-signal`).
@@ -1024,15 +1038,22 @@ pub fn exec(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Forgets which mm is the watch's.
-fn forget_mm(watch: &Watch) {
-    if watch.mm != 0 && MM_OWNER.remove(watch.mm).is_ok() {
-        count_mm(watch.mm, u32::MAX);
+/// Forgets which mm is `tgid`'s; its map's count with it, unless another process has learned
+/// the map since (a `vfork` child's, shared until it execs), whose it is now.
+fn forget_mm(tgid: u32) {
+    // SAFETY: copied out at once.
+    let Some(mm) = unsafe { OWNED_MM.get(tgid) }.copied() else {
+        return;
+    };
+    let _ = OWNED_MM.remove(tgid);
+    // SAFETY: as above.
+    if unsafe { MM_OWNER.get(mm) }.copied() == Some(tgid) && MM_OWNER.remove(mm).is_ok() {
+        count_mm(mm, u32::MAX);
     }
 }
 
-fn forget(tgid: u32, watch: &Watch) {
-    forget_mm(watch);
+fn forget(tgid: u32) {
+    forget_mm(tgid);
     let _ = WATCHED.remove(tgid);
     let _ = REARM.remove(tgid);
     let _ = SIGNAL_CLAIMS.remove(tgid);
@@ -1060,11 +1081,9 @@ pub fn newtask(ctx: TracePointContext) -> u32 {
         // The PID was free until now, so a watch found under it belongs to a process that has
         // gone (userspace may re-seed a watch just after the exit program dropped it): drop it
         // before it can act on the newcomer (`--kernel-signal`).
-        if maybe_watched(child)
-            // SAFETY: copied out at once.
-            && let Some(stale) = unsafe { WATCHED.get(child) }.copied()
-        {
-            forget(child, &stale);
+        // SAFETY: only whether there is one.
+        if maybe_watched(child) && unsafe { WATCHED.get(child) }.is_some() {
+            forget(child);
         }
         return 0;
     };
@@ -1093,7 +1112,7 @@ pub fn rename(ctx: TracePointContext) -> u32 {
     let existing = unsafe { WATCHED.get(pid) }.copied();
     match (existing, found) {
         (Some(watch), verdict::NO) if watch.flags & WATCH_BY_NAME != 0 => {
-            forget(pid, &watch);
+            forget(pid);
             emit(event_kind::RENAME, pid, 0);
         }
         // Now under another rule: userspace moves it there (limit, signal).
@@ -1148,10 +1167,13 @@ pub fn exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let tgid = current_tgid();
-    // SAFETY: copied out at once.
-    if let Some(watch) = unsafe { WATCHED.get(tgid) }.copied() {
-        forget(tgid, &watch);
+    // SAFETY: only whether there is one.
+    if unsafe { WATCHED.get(tgid) }.is_some() {
+        forget(tgid);
         emit(event_kind::EXIT, tgid, 0);
+    } else {
+        // Let go by userspace, maybe after its map was learned.
+        forget_mm(tgid);
     }
     0
 }

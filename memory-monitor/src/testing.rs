@@ -2,6 +2,17 @@
 
 use std::process::{Child, Command, Stdio};
 
+/// The longest a wait in the unit tests may take before the test gives up: the integration
+/// tests' patience (`memory_monitor_tests::patience`), by the same rule, 30 s, or 90 s in the
+/// emulated guests of `cargo xtask vmtest` (`MEMORY_MONITOR_VMTEST`). A bound so that a broken
+/// build fails instead of hanging, never a timing assertion.
+pub(crate) fn patience() -> std::time::Duration {
+    match std::env::var_os("MEMORY_MONITOR_VMTEST") {
+        Some(_) => std::time::Duration::from_secs(90),
+        None => std::time::Duration::from_secs(30),
+    }
+}
+
 /// A `sleep` under a name of its own (no other process on the machine has it), killed when
 /// dropped.
 pub(crate) struct Sleeper(Child, String);
@@ -24,7 +35,12 @@ impl Sleeper {
             .unwrap();
         let _ = std::fs::remove_file(&link);
         let comm = format!("/proc/{}/comm", child.id());
+        let deadline = std::time::Instant::now() + patience();
         while std::fs::read_to_string(&comm).map_or(true, |c| c.trim_end() != name) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never took its name"
+            );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         Sleeper(child, name)

@@ -17,7 +17,7 @@ fn free_port() -> u16 {
 /// One HTTP/1.1 request over a fresh connection: the status and the body.
 fn request(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(crate::patience()))?;
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -129,7 +129,7 @@ impl S3Server {
         let start = Instant::now();
         while request(port, "GET", "/", b"").is_err() {
             assert!(
-                start.elapsed() < Duration::from_secs(30),
+                start.elapsed() < crate::patience(),
                 "moto's S3 server did not answer on port {port}"
             );
             std::thread::sleep(Duration::from_millis(50));

@@ -74,6 +74,7 @@ pub(crate) fn load(plan: &Plan, rules: &RuleSet) -> Result<Loaded, Unavailable> 
         .override_global(aya_log::LEVEL, &globals.log_level, false)
         .map_max_entries("WATCHED", maps.capacity)
         .map_max_entries("MM_OWNER", maps.capacity)
+        .map_max_entries("OWNED_MM", maps.capacity)
         .map_max_entries("REARM", maps.capacity)
         .map_max_entries("SIGNAL_CLAIMS", maps.capacity)
         .map_max_entries("WATCH_SLOTS", maps.slots)

@@ -26,7 +26,8 @@
 //!
 //! Every signal is reported as `signal <number> pid=<receiver>`. Until `ignore-term` is
 //! given a SIGTERM or SIGINT also ends the process, as for a real service. All other signals
-//! are only reported, so a test can count exactly what arrived.
+//! are only reported, so a test can count exactly what arrived. They are taken one at a time,
+//! lowest number first, which the tests' marker signal (the highest) relies on.
 
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use memory_monitor_tests::servers::{PutServer, S3Server};
 use memory_monitor_tests::shipped::released;
 use memory_monitor_tests::{
-    Monitor, Target, files_in, kib_field, pprof_top, pprof_top_entry as top_entry, unique_name,
+    Monitor, Target, files_in, kib_field, pprof_default_top, pprof_top,
+    pprof_top_entry as top_entry, unique_name,
 };
 
 const USR1: i32 = libc::SIGUSR1;
@@ -322,8 +323,12 @@ fn in_ebpf_mode_the_profile_names_the_code_that_grew_the_process() {
             top.contains("touch_every_page"),
             "{attach}: growth profile:\n{top}"
         );
-        // The mapping view is still the default.
-        assert!(!top_entry(&files[0]).is_empty());
+        // The resident (mapping) view is still the default: what pprof shows unasked.
+        assert_eq!(
+            pprof_default_top(&files[0]),
+            pprof_top(&files[0], "rss"),
+            "{attach}: growth profile:\n{top}"
+        );
         assert!(monitor.stop().success());
         std::fs::remove_dir_all(&dir).unwrap();
     }

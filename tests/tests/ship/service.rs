@@ -104,7 +104,7 @@ fn under_systemd_it_says_ready_pings_the_watchdog_and_says_stopping(mode: &str) 
     let _ = std::fs::remove_file(&path);
     let socket = UnixDatagram::bind(&path).unwrap();
     socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(memory_monitor_tests::patience()))
         .unwrap();
     let name = unique_name("mms-svc");
     let mut monitor = Monitor::start_with(&["--mode", mode, "-v", "-m", "1G", &name], |command| {
@@ -159,7 +159,7 @@ fn a_reload_says_reloading_then_ready_again_even_when_the_file_is_bad(mode: &str
     let _ = std::fs::remove_file(&path);
     let socket = UnixDatagram::bind(&path).unwrap();
     socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(memory_monitor_tests::patience()))
         .unwrap();
     let rules = std::env::temp_dir().join(format!("{}.toml", unique_name("mms-rl")));
     let good = format!(

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use memory_monitor_tests::{
     Monitor, Target, assert_killed_after_its_term, bpf_objects_of, patience, unique_name,
+    wait_until,
 };
 
 const USR1: i32 = libc::SIGUSR1;
@@ -431,12 +432,10 @@ fn kernel_signal_is_sent_from_the_kernel_once_per_crossing() {
         let mut monitor = start_way(way, &["--kernel-signal", &name]);
         monitor.expect_log(&["checked", "watched=1"]);
         // With the monitor's userspace frozen, only the kernel side can signal.
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(monitor.pid(), libc::SIGSTOP) };
+        monitor.freeze();
         target.grow(48);
         let signalled = target.wait_signal(USR1);
-        // SAFETY: as above.
-        unsafe { libc::kill(monitor.pid(), libc::SIGCONT) };
+        monitor.thaw();
         assert!(signalled, "{way:?}: log:\n{}", monitor.log_text());
         monitor.expect_log(&["over the limit", r#"result="sent by the kernel""#]);
         monitor.expect_log(&["kernel event", "kind=kernel-signal"]);
@@ -466,12 +465,10 @@ fn after_an_exec_the_kernel_signals_nothing_until_userspace_decides() {
         &name,
     ]));
     monitor.expect_log(&["checked", "watched=1"]);
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(monitor.pid(), libc::SIGSTOP) };
+    monitor.freeze();
     target.exec(&name);
     target.grow(48);
-    // SAFETY: as above.
-    unsafe { libc::kill(monitor.pid(), libc::SIGCONT) };
+    monitor.thaw();
     assert!(target.wait_signal(USR1), "log:\n{}", monitor.log_text());
     let line = monitor.expect_log(&["over the limit", &format!("pid={}", target.pid())]);
     assert!(
@@ -656,20 +653,54 @@ fn unprivileged_falls_back_to_polling_and_still_signals() {
     memory_monitor_tests::the_one_error(&output, &["eBPF mode is unavailable: not privileged"]);
 }
 
-/// Context switches of every thread of `pid`: each wake-up of the process is one.
-fn context_switches(pid: i32) -> u64 {
+/// The system call that sleeps with no timeout at all, by number: `epoll_wait`'s (where the
+/// architecture has it) and `epoll_pwait`'s timeout is its fourth argument, -1 for none;
+/// `epoll_pwait2`'s and `futex`'s is a pointer there, null for none.
+fn sleeps_for_ever(syscall: &str) -> bool {
+    let mut fields = syscall.split_whitespace();
+    let Some(Ok(number)) = fields.next().map(str::parse::<i64>) else {
+        return false;
+    };
+    let Some(Ok(timeout)) = fields
+        .nth(3)
+        .map(|arg| u64::from_str_radix(arg.trim_start_matches("0x"), 16))
+    else {
+        return false;
+    };
+    #[cfg(target_arch = "x86_64")]
+    let epoll_wait = number == libc::SYS_epoll_wait;
+    #[cfg(not(target_arch = "x86_64"))]
+    let epoll_wait = false;
+    if epoll_wait || number == libc::SYS_epoll_pwait {
+        timeout as i32 == -1
+    } else {
+        (number == libc::SYS_epoll_pwait2 || number == libc::SYS_futex) && timeout == 0
+    }
+}
+
+/// What each thread of `pid` is doing (`/proc/PID/task/TID/syscall`): the system call it is
+/// blocked in and its arguments, or `running`.
+fn threads_syscalls(pid: i32) -> Vec<String> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
     tasks
         .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches"))
-                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
+        .map(|task| std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default())
+        .map(|line| line.trim().to_string())
+        .collect()
+}
+
+/// The timers (`timerfd`s) `pid` holds, as their `fdinfo` says: `it_value: (0, 0)` when
+/// disarmed.
+fn timers_of(pid: i32) -> Vec<String> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("fds");
+    fds.flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().contains("timerfd"))
         })
-        .sum()
+        .filter_map(|fd| {
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().display())).ok()
+        })
+        .collect()
 }
 
 #[test]
@@ -680,25 +711,28 @@ fn an_idle_monitor_never_wakes_up() {
     target.grow(8);
     let mut monitor = start(&ebpf_args(&[&name]));
     monitor.expect_log(&["checked", "watched=1"]);
-    // Blocking in epoll is itself a context switch: count from the moment it sleeps there.
-    let wchan = format!("/proc/{}/wchan", monitor.pid());
-    let deadline = std::time::Instant::now() + patience();
-    while !std::fs::read_to_string(&wchan).is_ok_and(|w| w.contains("epoll")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the monitor never went to sleep"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let before = context_switches(monitor.pid());
-    // Nothing the monitor watches changes for a while; it must not run at all meanwhile.
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    let after = context_switches(monitor.pid());
-    assert_eq!(
-        after,
-        before,
-        "the idle monitor woke up {} times",
-        after - before
+    monitor.expect_log(&["start-up done"]);
+    // Asleep: every thread blocked in a system call.
+    let pid = monitor.pid();
+    assert!(
+        wait_until(|| threads_syscalls(pid)
+            .iter()
+            .all(|s| !s.is_empty() && s != "running")),
+        "the monitor never went to sleep: {:?}",
+        threads_syscalls(pid)
+    );
+    // And nothing to wake it but an event: no thread sleeps with a timeout, and no timer of
+    // its own is armed. So, however long it stays idle, it never runs (a wake-up scheduled
+    // for later, however much later, would be one of these).
+    let syscalls = threads_syscalls(pid);
+    assert!(
+        syscalls.iter().all(|s| sleeps_for_ever(s)),
+        "a thread sleeps with a timeout: {syscalls:?}"
+    );
+    let timers = timers_of(pid);
+    assert!(
+        timers.iter().all(|t| t.contains("it_value: (0, 0)")),
+        "an armed timer: {timers:?}"
     );
     assert!(monitor.stop().success());
 }

@@ -113,8 +113,7 @@ fn an_overflowing_ring_buffer_is_said_and_everything_rechecked() {
     monitor.expect_log(&["start-up done"]);
     // While the monitor is stopped, a burst of matching processes (each an exec and an exit
     // event) overflows a one-page ring buffer; meanwhile the target goes over its limit.
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(monitor.pid(), libc::SIGSTOP) };
+    monitor.freeze();
     let link = std::env::temp_dir().join(format!("{prefix}b"));
     std::os::unix::fs::symlink("/bin/true", &link).unwrap();
     for _ in 0..300 {
@@ -122,8 +121,7 @@ fn an_overflowing_ring_buffer_is_said_and_everything_rechecked() {
     }
     std::fs::remove_file(&link).unwrap();
     target.grow(48);
-    // SAFETY: as above.
-    unsafe { libc::kill(monitor.pid(), libc::SIGCONT) };
+    monitor.thaw();
     let lost = monitor.expect_log(&["kernel events were lost", "re-checking every process"]);
     assert!(lost.contains("event=\"lost_events\""), "{lost}");
     // The re-check (or the target's own later events) still catches the breach.
