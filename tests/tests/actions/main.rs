@@ -11,4 +11,5 @@ mod logs;
 mod metrics;
 mod pressure;
 mod profile;
+mod signing;
 mod swap;
