@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod counting;
 pub mod exact;
+pub mod gate;
 pub mod scrape;
 pub mod servers;
 pub mod shipped;
