@@ -11,6 +11,7 @@ pub mod gate;
 pub mod scrape;
 pub mod servers;
 pub mod shipped;
+pub mod swap;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
