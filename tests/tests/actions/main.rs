@@ -12,5 +12,6 @@ mod logs;
 mod metrics;
 mod pressure;
 mod profile;
+mod profile_flags;
 mod signing;
 mod swap;
