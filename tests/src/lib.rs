@@ -13,9 +13,11 @@
 pub mod cgroup;
 pub mod counting;
 pub mod exact;
+pub mod gate;
 pub mod scrape;
 pub mod servers;
 pub mod shipped;
+pub mod swap;
 
 mod binaries;
 mod bpf;

@@ -1,6 +1,6 @@
 //! Real servers on loopback for the profile writers' tests: moto's S3-compatible server (a
-//! real S3 implementation, installed by `cargo xtask setup`), and a small HTTP server that
-//! accepts `PUT`s.
+//! real S3 implementation, installed by `cargo xtask setup`, checking every request's
+//! signature), and a small HTTP server that accepts `PUT`s.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -98,14 +98,30 @@ fn read_body(
     Ok(body)
 }
 
-/// moto's S3 server on a loopback port.
+/// moto's S3 server on a loopback port, which refuses a request that is not signed with the
+/// access key it made for its one user (allowed everything in S3, and nothing else).
 pub struct S3Server {
     child: Option<Child>,
     port: u16,
+    /// The access key's ID and secret.
+    key: (String, String),
 }
 
+/// Makes moto's user and its access key (printed: ID, then secret), while moto still takes
+/// any request.
+const MAKE_USER: &str = "iam = boto3.client('iam', endpoint_url=s3.meta.endpoint_url, \
+    aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')
+iam.create_user(UserName='mm')
+iam.put_user_policy(UserName='mm', PolicyName='s3', PolicyDocument='{\"Version\": \"2012-10-17\", \
+\"Statement\": [{\"Effect\": \"Allow\", \"Action\": \"s3:*\", \"Resource\": \"*\"}]}')
+key = iam.create_access_key(UserName='mm')['AccessKey']
+print(key['AccessKeyId'])
+print(key['SecretAccessKey'])";
+
 impl S3Server {
-    /// Starts the server and waits until it answers.
+    /// Starts the server, waits until it answers, and has it check signatures from then on:
+    /// without that, moto takes unsigned requests and any key (its `/moto-api/reset-auth`
+    /// turns its IAM checks on after that many more requests: 0).
     pub fn start() -> S3Server {
         let port = free_port();
         let child = Command::new("python3")
@@ -122,9 +138,10 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 -m moto.server (cargo xtask setup installs moto[server])");
-        let server = S3Server {
+        let mut server = S3Server {
             child: Some(child),
             port,
+            key: ("test".to_string(), "test".to_string()),
         };
         let start = Instant::now();
         while request(port, "GET", "/", b"").is_err() {
@@ -134,6 +151,14 @@ impl S3Server {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        let made = String::from_utf8(server.boto3(MAKE_USER, &[], b"")).expect("UTF-8");
+        let mut lines = made.lines().map(str::to_string);
+        server.key = (
+            lines.next().expect("access key ID"),
+            lines.next().expect("secret access key"),
+        );
+        let (status, body) = request(port, "POST", "/moto-api/reset-auth", b"0").expect("moto");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         server
     }
 
@@ -145,8 +170,8 @@ impl S3Server {
     /// The environment an S3 client needs to use it.
     pub fn env(&self) -> Vec<(String, String)> {
         [
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_ACCESS_KEY_ID", self.key.0.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", self.key.1.as_str()),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ENDPOINT_URL", &self.endpoint()),
             ("AWS_ENDPOINT", &self.endpoint()),
@@ -157,17 +182,17 @@ impl S3Server {
         .collect()
     }
 
-    /// Runs `script` with `s3`, a boto3 client of this server (boto3 comes with moto), and
-    /// `args` as `sys.argv[1:]`; returns its stdout.
+    /// Runs `script` with `s3`, a boto3 client of this server with its access key (boto3
+    /// comes with moto), and `args` as `sys.argv[1:]`; returns its stdout.
     fn boto3(&self, script: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
         let program = format!(
             "import sys, boto3\ns3 = boto3.client('s3', endpoint_url='{}', \
-             aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n\
-             {script}",
+             aws_access_key_id=sys.argv[1], aws_secret_access_key=sys.argv[2], \
+             region_name='us-east-1')\nsys.argv[1:3] = []\n{script}",
             self.endpoint()
         );
         let mut child = Command::new("python3")
-            .args(["-c", &program])
+            .args(["-c", &program, &self.key.0, &self.key.1])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -333,12 +358,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn moto_stores_and_returns_objects() {
+    fn moto_stores_and_returns_objects_and_refuses_unsigned_requests() {
         let server = S3Server::start();
         server.create_bucket("bucket");
         server.put("bucket", "dir/o.bin", b"content");
         assert_eq!(server.list("bucket"), ["dir/o.bin"]);
         assert_eq!(server.get("bucket", "dir/o.bin"), b"content");
+        let (status, _) = request(server.port, "PUT", "/bucket/unsigned", b"x").unwrap();
+        assert!(!(200..300).contains(&status), "{status}");
+        assert_eq!(server.list("bucket"), ["dir/o.bin"]);
     }
 
     #[test]

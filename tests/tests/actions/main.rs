@@ -4,6 +4,7 @@
 //! Tests that need root are ignored without it; `cargo xtask test` runs them (as root, with
 //! `--include-ignored`).
 
+mod events;
 mod flame;
 mod hooks;
 mod identity;
@@ -11,4 +12,6 @@ mod logs;
 mod metrics;
 mod pressure;
 mod profile;
+mod profile_flags;
+mod signing;
 mod swap;

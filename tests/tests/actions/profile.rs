@@ -138,11 +138,11 @@ fn a_failing_writer_is_logged_once_per_breach_and_the_signal_still_goes() {
             monitor.log_text()
         );
         let pid = format!("pid={}", target.pid());
-        monitor.expect_log(&["profile not written", &pid]);
+        monitor.expect_log(&[r#"event="profile_failed""#, &pid]);
         // The monitor goes on signalling, and the failure is not logged again for this breach.
         monitor.expect_more("still over the limit", 3);
         assert_eq!(
-            monitor.count(&["profile not written"]),
+            monitor.count(&[r#"event="profile_failed""#]),
             1,
             "{}",
             monitor.log_text()
@@ -216,7 +216,7 @@ fn secrets_of_a_destination_url_are_never_logged_and_a_token_file_is_sent() {
                 let mut other = Target::spawn(&format!("{name}d"));
                 other.grow(48);
                 let pid = format!("pid={}", other.pid());
-                monitor.expect_log(&["profile not written", &pid]);
+                monitor.expect_log(&[r#"event="profile_failed""#, &pid]);
             }
             pid => {
                 monitor.expect_log(&["profile written", &format!("pid={pid}")]);
@@ -272,7 +272,10 @@ fn profiles_go_to_s3_and_a_stopped_server_is_a_logged_failure() {
     let mut second = Target::spawn(&format!("{name}b"));
     second.grow(48);
     assert!(second.wait_signal(USR1), "{}", monitor.log_text());
-    monitor.expect_log(&["profile not written", &format!("pid={}", second.pid())]);
+    monitor.expect_log(&[
+        r#"event="profile_failed""#,
+        &format!("pid={}", second.pid()),
+    ]);
     assert_eq!(monitor.count(&["profile written"]), 1);
     assert!(monitor.stop().success());
 }

@@ -7,68 +7,10 @@
 //! to swap; under a 40 MiB limit the one whose rule counts swap is signalled, the one whose
 //! rule counts RSS alone (which stays under 24 MiB) is not. Both modes.
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy};
+use memory_monitor_tests::swap::{SwapFile, limited, swap_of};
 use memory_monitor_tests::{Monitor, RulesFile, Target, kib_field, unique_name};
 
 const USR1: i32 = libc::SIGUSR1;
-
-/// A swap file in use, turned off and removed when dropped.
-struct SwapFile(PathBuf);
-
-impl SwapFile {
-    fn on(mib: usize) -> SwapFile {
-        // Not on a tmpfs (swap on tmpfs is refused): the root file system's /var/tmp.
-        let path = PathBuf::from(format!("/var/tmp/mm-test-swap-{}", std::process::id()));
-        let run = |program: &str, args: &[&str]| {
-            let output = Command::new(program).args(args).output().expect(program);
-            assert!(
-                output.status.success(),
-                "{program} {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        let file = path.to_str().unwrap().to_owned();
-        let file = file.as_str();
-        run(
-            "dd",
-            &[
-                "if=/dev/zero",
-                &format!("of={file}"),
-                "bs=1M",
-                &format!("count={mib}"),
-            ],
-        );
-        run("chmod", &["600", file]);
-        run("mkswap", &[file]);
-        let swap = SwapFile(path);
-        run("swapon", &[file]);
-        swap
-    }
-}
-
-impl Drop for SwapFile {
-    fn drop(&mut self) {
-        let _ = Command::new("swapoff").arg(&self.0).status();
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A memory cgroup holding at most `mib` MiB in memory.
-fn limited(mib: u64) -> Cgroup {
-    let (root, file) = memory_hierarchy().expect("a memory cgroup controller");
-    let cgroup = Cgroup::create(&root, &unique_name("mms-cg"));
-    cgroup.set(file, &(mib << 20).to_string());
-    cgroup
-}
-
-/// The swap a process has (`VmSwap`), in bytes.
-fn swap_of(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    kib_field(&status, "VmSwap")
-}
 
 #[test]
 #[ignore = "needs root"]

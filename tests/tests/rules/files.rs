@@ -148,7 +148,7 @@ fn with_watch_config_a_changed_file_is_read_again_as_an_editor_or_a_config_map_c
     let aside = dir.join("rules.toml.tmp");
     std::fs::write(&aside, "[[rule]]\nprefix = \"x\"\nmax-memory = \"lots\"\n").unwrap();
     std::fs::rename(&aside, &file).unwrap();
-    monitor.expect_log(&["rules not reloaded", "max-memory: 'lots'"]);
+    monitor.expect_log(&[r#"event="reload_failed""#, "max-memory: 'lots'"]);
     // Fixed: a process started now falls under it.
     std::fs::write(
         &aside,
@@ -219,7 +219,7 @@ fn sighup_reloads_the_rules_and_a_bad_file_keeps_them(mode: &str) {
     file.rewrite("[[rule]]\nprefix = \"x\"\nmax-memory = \"lots\"\n");
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(monitor.pid(), libc::SIGHUP) };
-    let refused = monitor.expect_log(&["rules not reloaded"]);
+    let refused = monitor.expect_log(&[r#"event="reload_failed""#]);
     assert!(
         refused.contains(&format!(
             "{}:3: rule 'rule-1': max-memory: 'lots'",

@@ -7,6 +7,7 @@
 mod cgroups;
 mod cli;
 mod files;
+mod flags;
 mod hostile;
 mod never;
 mod select;

@@ -89,7 +89,7 @@ fn the_profile_directory_is_made_at_the_first_profile_alone_and_never_through_a_
                 assert_eq!(mode & 0o777, 0o700);
             }
             false => {
-                monitor.expect_log(&["profile_failed", &pid]);
+                monitor.expect_log(&[r#"event="profile_failed""#, &pid]);
             }
         }
         assert!(monitor.stop().success());

@@ -323,7 +323,7 @@ fn one_event_per_crossing_and_freeing_memory_rearms() {
         // Far over the limit the kernel side stays quiet: thousands of counter changes, no event.
         target.grow(64);
         target.madvise(104); // back to ~8 MiB, freed with madvise: the watch re-arms
-        monitor.expect_count(&["back under the limit", &pid], 1);
+        monitor.expect_count(&[r#"event="recovered""#, &pid], 1);
         assert_eq!(
             monitor.count(&["kernel event", &pid, "kind=near"]),
             near_before,
@@ -338,7 +338,7 @@ fn one_event_per_crossing_and_freeing_memory_rearms() {
             "the next crossing is caught again"
         );
         target.shrink(200); // back under, this time with munmap
-        monitor.expect_count(&["back under the limit", &pid], 2);
+        monitor.expect_count(&[r#"event="recovered""#, &pid], 2);
         target.grow(48);
         assert!(
             target.wait_signals(USR1, 3),
@@ -499,7 +499,7 @@ fn with_kernel_signal_a_breach_is_still_signalled_exactly_once() {
             monitor.log_text()
         );
         target.madvise(48);
-        monitor.expect_count(&["back under the limit"], crossing);
+        monitor.expect_count(&[r#"event="recovered""#], crossing);
     }
     assert_eq!(target.signals(), [USR1; 5]);
     assert_eq!(monitor.count(&["over the limit"]), 5);

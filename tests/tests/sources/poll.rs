@@ -69,7 +69,7 @@ fn repeats_every_interval_while_over_like_the_seed_and_stops_when_back_under() {
     monitor.expect_more("still over the limit, signalled again", 3);
     target.shrink(40);
     let pid = format!("pid={}", target.pid());
-    monitor.expect_log(&["back under the limit", &pid]);
+    monitor.expect_log(&[r#"event="recovered""#, &pid]);
     // Every signal the monitor sent was logged before it saw the process back under.
     let sent = monitor.count(&[&pid, "result=sent"]);
     assert!(sent >= 4, "first signal and three repeats, got {sent}");
