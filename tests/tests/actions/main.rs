@@ -11,4 +11,5 @@ mod logs;
 mod metrics;
 mod pressure;
 mod profile;
+mod release;
 mod swap;
