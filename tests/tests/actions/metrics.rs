@@ -351,3 +351,55 @@ fn serving_at<'a>(address: &'a str, name: &'a str) -> [&'a str; 7] {
         name,
     ]
 }
+
+#[test]
+fn the_monitor_s_own_cost_is_in_its_standard_process_metrics() {
+    let name = unique_name("mmm-own");
+    let targets: Vec<Target> = (0..20).map(|_| Target::spawn(&name)).collect();
+    let (monitor, address) = serving(&name);
+    let watched = r#"memory_monitor_watched_processes{rule="command-line"}"#;
+    assert!(wait_until(
+        || sample(&get(&address, "/metrics").1, watched) == Some(targets.len() as f64)
+    ));
+    let pid = monitor.pid();
+    let text = get(&address, "/metrics").1;
+    let own = |series| sample(&text, series).unwrap_or_else(|| panic!("{series}: {text}"));
+    // A pidfd per watched process: the descriptors are the monitor's own, give or take the
+    // scrape's connection.
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as f64;
+    let open = own("process_open_fds");
+    assert!(
+        open >= targets.len() as f64 && (open - fds).abs() <= 3.0,
+        "{open} against {fds}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let max: f64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap();
+    assert_eq!(own("process_max_fds"), max);
+    let resident = memory_monitor_tests::kib_field(
+        &std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap(),
+        "VmRSS",
+    ) as f64;
+    let said = own("process_resident_memory_bytes");
+    assert!(
+        said > resident / 2.0 && said < resident * 2.0,
+        "{said} against {resident}"
+    );
+    // CPU time: at most what the kernel says the monitor has used by now (in clock ticks).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let cpu = own("process_cpu_seconds_total");
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    assert!(
+        cpu > 0.0 && cpu <= (ticks + 2.0) / per_second,
+        "{cpu} against {ticks} ticks"
+    );
+    assert!(monitor.stop().success());
+}

@@ -7,6 +7,7 @@
 //! scrape allocates (the text it sends, the server that answers it), away from the loop. The
 //! server is [`server`]'s.
 
+mod process;
 mod server;
 
 use std::sync::Arc;
@@ -82,6 +83,8 @@ fn signal_result(delivery: Delivery) -> &'static str {
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
+    /// The standard `process_*` metrics, under their own names (no `memory_monitor_` prefix).
+    own_cost: Registry,
     watched: Family<RuleLabels, Gauge>,
     limit: Family<RuleLabels, Gauge>,
     breaches: Family<RuleLabels, Counter>,
@@ -187,7 +190,10 @@ impl Metrics {
             skipped: Gauge::default(),
             liveness: Liveness::default(),
             registry: Registry::default(),
+            own_cost: Registry::default(),
         };
+        let mut own_cost = Registry::default();
+        own_cost.register_collector(Box::new(process::OwnCost));
         registry.register(
             "watched_processes",
             "Processes watched now, by rule",
@@ -249,6 +255,7 @@ impl Metrics {
         }
         Arc::new(Metrics {
             registry,
+            own_cost,
             ..metrics
         })
     }
@@ -368,8 +375,11 @@ impl Metrics {
     /// The exposition in OpenMetrics text (what Prometheus asks for), or with `classic` in
     /// Prometheus's older text format (what other scrapers and `promtool` read).
     pub(crate) fn encode(&self, classic: bool) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+        encode_registry(&mut text, &self.registry)
+            .and_then(|()| encode_registry(&mut text, &self.own_cost))
+            .and_then(|()| encode_eof(&mut text))
             .expect("writing to a String cannot fail");
         match classic {
             true => classic_text(&text),
