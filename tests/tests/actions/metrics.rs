@@ -403,3 +403,47 @@ fn the_monitor_s_own_cost_is_in_its_standard_process_metrics() {
     );
     assert!(monitor.stop().success());
 }
+
+#[test]
+#[ignore = "needs root"]
+fn bpf_stats_count_the_rss_program_s_runs_only_when_asked() {
+    let runs = r#"memory_monitor_bpf_program_runs_total{program="rss_stat_btf"}"#;
+    let time = r#"memory_monitor_bpf_program_run_seconds_total{program="rss_stat_btf"}"#;
+    for asked in [true, false] {
+        let name = unique_name("mmm-bst");
+        let mut target = Target::spawn(&name);
+        let mut args = vec![
+            "--mode",
+            "ebpf",
+            "--attach",
+            "tp-btf",
+            "-m",
+            "1G",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ];
+        if asked {
+            args.push("--bpf-stats");
+        }
+        args.push(&name);
+        let mut monitor = Monitor::start(&args);
+        let address = served_at(&mut monitor);
+        monitor.expect_log(&["watching", "mode=ebpf"]);
+        let before = sample(&get(&address, "/metrics").1, runs);
+        target.grow(16);
+        let text = get(&address, "/metrics").1;
+        match asked {
+            true => {
+                let (before, after) = (before.unwrap(), sample(&text, runs).unwrap());
+                // 16 MiB of page faults: one run at least per batch of pages the kernel counts.
+                assert!(after > before, "{before} then {after}: {text}");
+                assert!(sample(&text, time).unwrap() > 0.0, "{text}");
+            }
+            false => {
+                assert_eq!((before, sample(&text, runs)), (None, None), "{text}");
+                assert_eq!(sample(&text, time), None, "{text}");
+            }
+        }
+        assert!(monitor.stop().success());
+    }
+}

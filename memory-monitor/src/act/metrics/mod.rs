@@ -24,6 +24,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::act::deliver::Delivery;
+use crate::kernel::ProgramStats;
 use crate::rules::RuleSet;
 use crate::signal::Signal;
 
@@ -173,8 +174,9 @@ impl RuleMetrics {
 }
 
 impl Metrics {
-    /// All metrics, registered, at zero.
-    pub(crate) fn new() -> Arc<Metrics> {
+    /// All metrics, registered, at zero; with the RSS program's runs when the kernel counts
+    /// them (`program`).
+    pub(crate) fn new(program: Option<ProgramStats>) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("memory_monitor");
         let metrics = Metrics {
             watched: Family::default(),
@@ -194,6 +196,9 @@ impl Metrics {
         };
         let mut own_cost = Registry::default();
         own_cost.register_collector(Box::new(process::OwnCost));
+        if let Some(program) = program {
+            registry.register_collector(Box::new(process::ProgramRuns(program)));
+        }
         registry.register(
             "watched_processes",
             "Processes watched now, by rule",
@@ -463,7 +468,7 @@ mod tests {
 
     #[test]
     fn a_failed_load_leaves_the_series_in_force_and_a_good_one_replaces_them() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(None);
         let old = rules("old", 1000);
         let in_force = metrics.for_rules(&old);
         metrics.put_in_force(&old, &[]);

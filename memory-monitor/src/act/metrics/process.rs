@@ -1,13 +1,14 @@
 //! The monitor's own cost, as the standard `process_*` metrics every Prometheus client exports
 //! (the same names, so the usual dashboards and alerts apply): resident memory, CPU seconds,
 //! open descriptors and their limit. Read from the kernel when scraped, so the loop does no
-//! work for them.
+//! work for them. With `--bpf-stats`, the RSS program's own runs and run time too.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use crate::kernel::ProgramStats;
 use crate::system::procfs;
 
 /// Reads the monitor's own figures at each scrape.
@@ -76,4 +77,42 @@ fn max_fds() -> u64 {
     rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(u64::MAX)
+}
+
+/// The RSS program's runs and run time, as the kernel counts them (`--bpf-stats`), read at
+/// each scrape.
+#[derive(Debug)]
+pub(super) struct ProgramRuns(pub(super) ProgramStats);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProgramLabels {
+    program: &'static str,
+}
+
+impl Collector for ProgramRuns {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some((runs, nanoseconds)) = self.0.runs() else {
+            return Ok(());
+        };
+        let labels = ProgramLabels {
+            program: self.0.name(),
+        };
+        let runs = ConstCounter::new(runs);
+        let mut family = encoder.encode_descriptor(
+            "bpf_program_runs",
+            "Runs of the RSS program since it was loaded (--bpf-stats).",
+            None,
+            runs.metric_type(),
+        )?;
+        runs.encode(family.encode_family(&labels)?)?;
+        let seconds = ConstCounter::new(nanoseconds as f64 / 1e9);
+        let mut family = encoder.encode_descriptor(
+            "bpf_program_run_seconds",
+            "Time the RSS program has run, in seconds, with the counting's own cost (--bpf-stats).",
+            None,
+            seconds.metric_type(),
+        )?;
+        seconds.encode(family.encode_family(&labels)?)?;
+        Ok(())
+    }
 }
