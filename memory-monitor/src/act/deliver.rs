@@ -144,6 +144,7 @@ fn release(pidfd: impl AsFd) -> Release {
         Errno::NOSYS => {
             if !UNSUPPORTED.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
+                    event = "mrelease_unsupported",
                     "this kernel has no process_mrelease (Linux 5.15+): a killed process's \
                      memory comes back only as it exits"
                 );
