@@ -73,6 +73,12 @@ pub fn memory_hierarchy() -> Option<(PathBuf, &'static str)> {
     Some((v1, "memory.limit_in_bytes"))
 }
 
+/// Where a cgroup v1 freezer hierarchy is mounted: the freezer that holds a process it froze
+/// even after SIGKILL, until thawed (cgroup v2's lets a killed process die).
+pub fn v1_freezer() -> Option<PathBuf> {
+    find_mount(|fstype, options| fstype == "cgroup" && options.split(',').any(|o| o == "freezer"))
+}
+
 /// Where the cgroup v2 hierarchy is mounted (found once).
 pub fn v2_mount() -> Option<&'static Path> {
     static V2: OnceLock<Option<PathBuf>> = OnceLock::new();

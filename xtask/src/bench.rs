@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::{cargo, run_step, workspace};
 
 mod churn;
+mod mrelease;
 mod programs;
 mod reaction;
 
@@ -43,7 +44,7 @@ pub struct Options {
 }
 
 /// The bench's sections, in the order they run.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "latency",
     "reaction",
     "churn",
@@ -51,6 +52,7 @@ const SECTIONS: [&str; 7] = [
     "faults",
     "programs",
     "allocations",
+    "mrelease",
 ];
 
 impl Options {
@@ -216,6 +218,7 @@ pub fn run(options: &Options) -> Result<()> {
         programs: section(options, "programs", || programs::run(&bins, options))?,
         allocations: section(options, "allocations", || allocations(&bins, options))?,
     };
+    section(options, "mrelease", || mrelease::run(&bins, options))?;
     let json = serde_json::to_string_pretty(&results)?;
     std::fs::write(out.join("results.json"), json + "\n")?;
     let markdown = markdown(&results);

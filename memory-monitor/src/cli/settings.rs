@@ -22,6 +22,9 @@ impl Cli {
         if self.kernel_signal && self.mode == Mode::Poll {
             return Err(usage("--kernel-signal needs eBPF mode, not --mode poll"));
         }
+        if self.bpf_stats && self.mode == Mode::Poll {
+            return Err(usage("--bpf-stats needs eBPF mode, not --mode poll"));
+        }
         let verbosity = self.verbose.min(2) as i8 - self.quiet.min(2) as i8;
         Ok(Settings {
             config: Config {
@@ -33,6 +36,7 @@ impl Cli {
                 max_processes: self.max_processes,
                 mode: self.mode,
                 kernel_signal: self.kernel_signal,
+                bpf_stats: self.bpf_stats,
                 attach: self.attach,
                 metrics_addr: self.metrics_addr,
                 harden: Some(Hardening {

@@ -15,7 +15,7 @@ use super::exact_reading;
 use super::maps::Maps;
 use super::plan::{Attach, Plan, RssProgram};
 use super::ring::Ring;
-use super::{Loaded, Setup, Unavailable};
+use super::{Loaded, ProgramStats, Setup, Unavailable};
 use crate::accounting::Exact;
 use crate::host::logging::one_line;
 use crate::rules::RuleSet;
@@ -128,6 +128,14 @@ pub(crate) fn load(plan: &Plan, rules: &RuleSet) -> Result<Loaded, Unavailable> 
         } => attach_tracepoint(&mut ebpf, program, category, name)?,
         RssProgram::TpBtf { program, name } => attach_btf_tracepoint(&mut ebpf, program, name)?,
     }
+    let stats = match plan.rss_program {
+        RssProgram::Tracepoint { program, .. } | RssProgram::TpBtf { program, .. }
+            if plan.bpf_stats =>
+        {
+            ProgramStats::start(&ebpf, program)
+        }
+        _ => None,
+    };
     let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(map_error)?;
     let events = readable_fd(events)
         .map_err(|e| Unavailable(format!("cannot wait on the ring buffer: {e}")))?;
@@ -168,7 +176,12 @@ pub(crate) fn load(plan: &Plan, rules: &RuleSet) -> Result<Loaded, Unavailable> 
         readings: 0,
         ebpf,
     };
-    Ok(Loaded { ring, maps, setup })
+    Ok(Loaded {
+        ring,
+        maps,
+        setup,
+        stats,
+    })
 }
 
 fn attach_tracepoint(

@@ -35,6 +35,7 @@ mod load;
 mod maps;
 mod plan;
 mod ring;
+mod stats;
 mod tracefs;
 
 use std::io;
@@ -50,6 +51,7 @@ pub(crate) use self::maps::Maps;
 pub use self::plan::Attach;
 pub(crate) use self::plan::Settings;
 pub(crate) use self::ring::Ring;
+pub(crate) use self::stats::ProgramStats;
 
 /// Sampled user stacks of one process (the growth profile's): instruction pointers, innermost
 /// first, and the bytes grown under each stack.
@@ -217,6 +219,8 @@ pub(crate) struct Loaded {
     pub(crate) maps: Maps,
     /// What loading found.
     pub(crate) setup: Setup,
+    /// The RSS program's runs, counted by the kernel (`--bpf-stats`).
+    pub(crate) stats: Option<ProgramStats>,
 }
 
 /// Checks this host, plans the load for `settings` (with the test's injected fault, if any,

@@ -75,6 +75,8 @@ pub(crate) struct Settings<'a> {
     /// Whether the programs' own diagnostics (aya-log) are wanted (`-v`); otherwise their ring
     /// buffer is not even mapped.
     pub(crate) debug_log: bool,
+    /// `--bpf-stats`: the kernel counts the RSS program's runs while the monitor runs.
+    pub(crate) bpf_stats: bool,
 }
 
 /// Which program follows the RSS counters, and where it attaches.
@@ -161,6 +163,8 @@ pub(crate) struct Plan {
     pub(crate) profiling: bool,
     /// `--kernel-signal`.
     pub(crate) kernel_signal: bool,
+    /// `--bpf-stats`.
+    pub(crate) bpf_stats: bool,
     /// How this kernel counts RSS.
     pub(crate) accounting: Accounting,
     /// How the exact reading sums a process's RSS here, or why it cannot.
@@ -302,6 +306,7 @@ impl Plan {
             debug_log: settings.debug_log,
             profiling,
             kernel_signal: settings.kernel_signal,
+            bpf_stats: settings.bpf_stats,
             accounting,
             exact_read,
         })
@@ -368,6 +373,7 @@ mod tests {
             rules,
             max_processes: 16384,
             kernel_signal: false,
+            bpf_stats: false,
             attach,
             debug_log: false,
         }

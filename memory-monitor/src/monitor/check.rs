@@ -334,7 +334,7 @@ mod tests {
         let proc = ProcRoot::open().unwrap();
         let mut buf = vec![0; 4096];
         let watched = WatchedProcess::open(&proc, sleeper.pid(), &rules, &mut buf, false).unwrap();
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(None);
         let in_force = InForce::build(rules, &metrics, true).unwrap();
         let actions = Actions::start(&in_force.rules, metrics, true).unwrap();
         (in_force, proc, watched, actions)

@@ -145,10 +145,15 @@ impl Monitor {
     /// `--once` it must be called inside a tokio runtime.
     pub fn new(config: Config) -> Result<Monitor, Error> {
         crate::footprint::reserve_descriptors(config.max_processes);
-        let (source, ring, kernel): (_, _, Box<dyn KernelSide>) =
+        let (source, ring, kernel, program_stats): (_, _, Box<dyn KernelSide>, _) =
             match start::choose_source(&config)? {
-                Ok(Loaded { ring, maps, setup }) => (Source::Events(setup), ring, Box::new(maps)),
-                Err(why) => (Source::Poll { why }, Ring::none(), Box::new(Unloaded)),
+                Ok(Loaded {
+                    ring,
+                    maps,
+                    setup,
+                    stats,
+                }) => (Source::Events(setup), ring, Box::new(maps), stats),
+                Err(why) => (Source::Poll { why }, Ring::none(), Box::new(Unloaded), None),
             };
         let event_driven = matches!(source, Source::Events(_));
         // Bound before the capabilities are dropped (below): a port under 1024 needs
@@ -188,7 +193,7 @@ impl Monitor {
             metrics_addr,
             ..
         } = config;
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(program_stats);
         metrics.set_mode(event_driven);
         let in_force = InForce::build(rules, &metrics, dry_run)?;
         let actions = Actions::start(&in_force.rules, Arc::clone(&metrics), dry_run)?;

@@ -19,6 +19,7 @@ pub(crate) fn choose_source(config: &Config) -> Result<Result<Loaded, String>, E
         rules: &config.rules,
         max_processes: config.max_processes,
         kernel_signal: config.kernel_signal,
+        bpf_stats: config.bpf_stats,
         attach: config.attach,
         debug_log: tracing::enabled!(tracing::Level::DEBUG),
     };

@@ -13,5 +13,6 @@ mod metrics;
 mod pressure;
 mod profile;
 mod profile_flags;
+mod release;
 mod signing;
 mod swap;

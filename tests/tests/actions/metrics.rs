@@ -351,3 +351,99 @@ fn serving_at<'a>(address: &'a str, name: &'a str) -> [&'a str; 7] {
         name,
     ]
 }
+
+#[test]
+fn the_monitor_s_own_cost_is_in_its_standard_process_metrics() {
+    let name = unique_name("mmm-own");
+    let targets: Vec<Target> = (0..20).map(|_| Target::spawn(&name)).collect();
+    let (monitor, address) = serving(&name);
+    let watched = r#"memory_monitor_watched_processes{rule="command-line"}"#;
+    assert!(wait_until(
+        || sample(&get(&address, "/metrics").1, watched) == Some(targets.len() as f64)
+    ));
+    let pid = monitor.pid();
+    let text = get(&address, "/metrics").1;
+    let own = |series| sample(&text, series).unwrap_or_else(|| panic!("{series}: {text}"));
+    // A pidfd per watched process: the descriptors are the monitor's own, give or take the
+    // scrape's connection.
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as f64;
+    let open = own("process_open_fds");
+    assert!(
+        open >= targets.len() as f64 && (open - fds).abs() <= 3.0,
+        "{open} against {fds}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let max: f64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap();
+    assert_eq!(own("process_max_fds"), max);
+    let resident = memory_monitor_tests::kib_field(
+        &std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap(),
+        "VmRSS",
+    ) as f64;
+    let said = own("process_resident_memory_bytes");
+    assert!(
+        said > resident / 2.0 && said < resident * 2.0,
+        "{said} against {resident}"
+    );
+    // CPU time: at most what the kernel says the monitor has used by now (in clock ticks).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let cpu = own("process_cpu_seconds_total");
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    assert!(
+        cpu > 0.0 && cpu <= (ticks + 2.0) / per_second,
+        "{cpu} against {ticks} ticks"
+    );
+    assert!(monitor.stop().success());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn bpf_stats_count_the_rss_program_s_runs_only_when_asked() {
+    let runs = r#"memory_monitor_bpf_program_runs_total{program="rss_stat_btf"}"#;
+    let time = r#"memory_monitor_bpf_program_run_seconds_total{program="rss_stat_btf"}"#;
+    for asked in [true, false] {
+        let name = unique_name("mmm-bst");
+        let mut target = Target::spawn(&name);
+        let mut args = vec![
+            "--mode",
+            "ebpf",
+            "--attach",
+            "tp-btf",
+            "-m",
+            "1G",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ];
+        if asked {
+            args.push("--bpf-stats");
+        }
+        args.push(&name);
+        let mut monitor = Monitor::start(&args);
+        let address = served_at(&mut monitor);
+        monitor.expect_log(&["watching", "mode=ebpf"]);
+        let before = sample(&get(&address, "/metrics").1, runs);
+        target.grow(16);
+        let text = get(&address, "/metrics").1;
+        match asked {
+            true => {
+                let (before, after) = (before.unwrap(), sample(&text, runs).unwrap());
+                // 16 MiB of page faults: one run at least per batch of pages the kernel counts.
+                assert!(after > before, "{before} then {after}: {text}");
+                assert!(sample(&text, time).unwrap() > 0.0, "{text}");
+            }
+            false => {
+                assert_eq!((before, sample(&text, runs)), (None, None), "{text}");
+                assert_eq!(sample(&text, time), None, "{text}");
+            }
+        }
+        assert!(monitor.stop().success());
+    }
+}

@@ -85,6 +85,10 @@ fn bad_input_exits_2_with_one_line_naming_it() {
             &["-m", "1", "--kernel-signal", "--mode", "poll", "x"],
             "--kernel-signal",
         ),
+        (
+            &["-m", "1", "--bpf-stats", "--mode", "poll", "x"],
+            "--bpf-stats",
+        ),
         (&["-m", "1", "--watch-config", "x"], "--config"),
     ];
     for (args, fragment) in table {

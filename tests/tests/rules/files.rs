@@ -164,7 +164,7 @@ fn with_watch_config_a_changed_file_is_read_again_as_an_editor_or_a_config_map_c
     // Rewritten in place in two steps, the first leaving it incomplete, both changes seen
     // together (the monitor frozen while they are made): read once, whole. (How long a
     // writer may pause between steps, the settle time, is a figure for the bench.)
-    let refused = monitor.count(&["rules not reloaded"]);
+    let refused = monitor.count(&[r#"event="reload_failed""#]);
     let whole = rule("app", &format!("prefix = \"{name}\""), "32M", "USR1");
     let (first, rest) = whole.split_at(whole.find("max-memory").unwrap());
     monitor.freeze();
@@ -185,7 +185,7 @@ fn with_watch_config_a_changed_file_is_read_again_as_an_editor_or_a_config_map_c
     assert_eq!(
         (
             monitor.count(&["rules reloaded"]),
-            monitor.count(&["rules not reloaded"])
+            monitor.count(&[r#"event="reload_failed""#])
         ),
         (3, refused),
         "{mode}: {}",

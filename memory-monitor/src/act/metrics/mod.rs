@@ -7,6 +7,7 @@
 //! scrape allocates (the text it sends, the server that answers it), away from the loop. The
 //! server is [`server`]'s.
 
+mod process;
 mod server;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::act::deliver::Delivery;
+use crate::kernel::ProgramStats;
 use crate::rules::RuleSet;
 use crate::signal::Signal;
 
@@ -82,6 +84,8 @@ fn signal_result(delivery: Delivery) -> &'static str {
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
+    /// The standard `process_*` metrics, under their own names (no `memory_monitor_` prefix).
+    own_cost: Registry,
     watched: Family<RuleLabels, Gauge>,
     limit: Family<RuleLabels, Gauge>,
     breaches: Family<RuleLabels, Counter>,
@@ -170,8 +174,9 @@ impl RuleMetrics {
 }
 
 impl Metrics {
-    /// All metrics, registered, at zero.
-    pub(crate) fn new() -> Arc<Metrics> {
+    /// All metrics, registered, at zero; with the RSS program's runs when the kernel counts
+    /// them (`program`).
+    pub(crate) fn new(program: Option<ProgramStats>) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("memory_monitor");
         let metrics = Metrics {
             watched: Family::default(),
@@ -187,7 +192,13 @@ impl Metrics {
             skipped: Gauge::default(),
             liveness: Liveness::default(),
             registry: Registry::default(),
+            own_cost: Registry::default(),
         };
+        let mut own_cost = Registry::default();
+        own_cost.register_collector(Box::new(process::OwnCost));
+        if let Some(program) = program {
+            registry.register_collector(Box::new(process::ProgramRuns(program)));
+        }
         registry.register(
             "watched_processes",
             "Processes watched now, by rule",
@@ -249,6 +260,7 @@ impl Metrics {
         }
         Arc::new(Metrics {
             registry,
+            own_cost,
             ..metrics
         })
     }
@@ -368,8 +380,11 @@ impl Metrics {
     /// The exposition in OpenMetrics text (what Prometheus asks for), or with `classic` in
     /// Prometheus's older text format (what other scrapers and `promtool` read).
     pub(crate) fn encode(&self, classic: bool) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+        encode_registry(&mut text, &self.registry)
+            .and_then(|()| encode_registry(&mut text, &self.own_cost))
+            .and_then(|()| encode_eof(&mut text))
             .expect("writing to a String cannot fail");
         match classic {
             true => classic_text(&text),
@@ -453,7 +468,7 @@ mod tests {
 
     #[test]
     fn a_failed_load_leaves_the_series_in_force_and_a_good_one_replaces_them() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(None);
         let old = rules("old", 1000);
         let in_force = metrics.for_rules(&old);
         metrics.put_in_force(&old, &[]);

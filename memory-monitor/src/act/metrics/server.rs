@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn connections_beyond_the_most_close_the_oldest_idle_one() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = serve(listener, Metrics::new()).unwrap();
+        let address = serve(listener, Metrics::new(None)).unwrap();
         let mut held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
             .map(|_| TcpStream::connect(address).unwrap())
             .collect();
