@@ -1,6 +1,13 @@
-//! `cargo xtask vmtest [KERNEL…]`: the eBPF-facing integration tests, run as root inside qemu
-//! guests of Debian's own kernels (5.10, 6.1 and 6.12 by default), one guest per kernel.
+//! `cargo xtask vmtest [--spread] [--only PATTERN] [KERNEL…]`: the eBPF-facing tests, run as
+//! root inside qemu guests of Debian's own kernels (5.10, 6.1 and 6.12 by default), one guest
+//! per kernel.
 //!
+//! - **Which tests** is a rule, not a list (see `run.rs`): in the test binaries that drive the
+//!   monitor, every test that needs root, and every test of the `kernel` modules; each binary
+//!   is asked on the host (`--list`) what the rule picks, a rule that picks nothing fails, and
+//!   a module left out of the guests is counted and said on every run. By default every guest
+//!   runs all of them; `--spread` (what `cargo xtask test` runs) keeps the kernel tests on every
+//!   kernel and deals each other test to one kernel, rotating by day.
 //! - **Kernels** come from Debian's registry by package name, through apt: the newest
 //!   `linux-image-…-amd64` of each series. Bookworm's are in this machine's own apt sources;
 //!   bullseye's come through a private apt configuration (its own sources list, state and
@@ -10,20 +17,23 @@
 //! - **The guest** boots the kernel with a busybox initramfs (Debian's busybox-static) that
 //!   loads the kernel's own 9p modules (and their dependencies, from its `modules.dep`), mounts
 //!   this machine's root read-only over 9p, mounts proc, sys, tracefs, bpffs, cgroup2 and a
-//!   tmpfs `/tmp` there, chroots into it and runs the host-built test binaries by name.
-//! - **qemu** runs with TCG (`/dev/kvm` here cannot boot a stock kernel), 2 vCPUs. Each guest
-//!   has a bounded wall time: a hang is a failure, shown with the console's last lines. Under
-//!   TCG, disabling a trace event while another vCPU is busy can soft-lock the guest, so the
-//!   guest panics (and so ends) on a soft lockup instead of hanging until the wall time.
+//!   tmpfs `/tmp` there, brings up loopback, chroots into it and runs the host-built test
+//!   binaries, each test alone.
+//! - **qemu** runs with TCG (`/dev/kvm` here cannot boot a stock kernel), 2 vCPUs. A test has
+//!   a bounded wall time, and each guest one that grows with its tests: a hang is a failure,
+//!   shown with the console's last lines. Under TCG, disabling a trace event while another
+//!   vCPU is busy can soft-lock the guest, so the guest panics (and so ends) on a soft lockup
+//!   instead of hanging until the wall time.
 //!
-//! It prints, per kernel, each test's result and each BPF program's verified instruction
-//! count, and fails if any test failed, hung or could not run, or a kernel could not be
-//! fetched.
+//! It prints, per kernel, each test's result and time, per test binary how many tests the host
+//! listed and how many ran and passed in the guest, and each BPF program's verified
+//! instruction count. It fails if any test failed, hung, could not run, or ran no test (a run
+//! that exits 0 without libtest's `1 passed` is a failure), or a kernel could not be fetched.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
 
@@ -38,7 +48,7 @@ mod run;
 use guest::{run_guest, tail};
 use kernels::{KERNELS, fetch};
 use report::{Report, print_reports};
-use run::{TESTS, boot, build_verifier_stats, plan, test_binaries};
+use run::{Test, boot, build_verifier_stats, guest_tests, plan, spread, test_binaries};
 
 /// What `vmtest` is to run: which kernels, and which of the tests (or, with `--faults`, the
 /// page-fault cost at each of these vCPU counts instead; with `--reaction`, breach → signal
@@ -47,6 +57,9 @@ pub struct Selection {
     kernels: Vec<&'static str>,
     /// Only the tests whose name holds this.
     only: Option<String>,
+    /// Each test on one kernel only, but the kernel tests on all (see [`run::spread`]): what CI
+    /// runs, to stay within its time.
+    spread: bool,
     faults: Option<Vec<usize>>,
     reaction: bool,
 }
@@ -57,11 +70,13 @@ const FAULT_CPUS: [usize; 3] = [2, 8, 32];
 /// per CPU.
 const FAULT_KERNELS: [&str; 2] = ["6.1", "6.12"];
 
-/// `vmtest`'s command line: `[--only PATTERN] [KERNEL…]` (all kernels, all tests by default),
+/// `vmtest`'s command line: `[--only PATTERN] [--spread] [KERNEL…]` (all kernels, all tests
+/// on each by default),
 /// `--faults [--cpus N,N…] [KERNEL…]`, or `--reaction [KERNEL…]`.
 pub fn selection(args: &[OsString]) -> Result<Selection> {
     let mut kernels = Vec::new();
     let mut only = None;
+    let mut spread = false;
     let mut faults = None;
     let mut reaction = false;
     let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
@@ -71,6 +86,10 @@ pub fn selection(args: &[OsString]) -> Result<Selection> {
                 args.next()
                     .context("--only needs a part of a test's name")?,
             );
+            continue;
+        }
+        if arg == "--spread" {
+            spread = true;
             continue;
         }
         if arg == "--faults" {
@@ -100,8 +119,8 @@ pub fn selection(args: &[OsString]) -> Result<Selection> {
         kernels.push(kernel.name);
     }
     ensure!(
-        (faults.is_none() && !reaction) || only.is_none(),
-        "--only selects tests; --faults and --reaction run none"
+        (faults.is_none() && !reaction) || (only.is_none() && !spread),
+        "--only and --spread select tests; --faults and --reaction run none"
     );
     ensure!(
         faults.is_none() || !reaction,
@@ -116,6 +135,7 @@ pub fn selection(args: &[OsString]) -> Result<Selection> {
     Ok(Selection {
         kernels,
         only,
+        spread,
         faults,
         reaction,
     })
@@ -153,28 +173,33 @@ pub fn run(selection: &Selection) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let shim = build_verifier_stats(&out)?;
     let mut reports = Vec::new();
-    let tests: Vec<(&str, &str)> = TESTS
+    let tests: Vec<Test> = guest_tests(&binaries)?
         .into_iter()
-        .filter(|(_, test)| {
+        .filter(|test| {
             selection
                 .only
                 .as_ref()
-                .is_none_or(|only| test.contains(only.as_str()))
+                .is_none_or(|only| test.id().contains(only.as_str()))
         })
         .collect();
     ensure!(!tests.is_empty(), "no test matches --only");
-    for name in &selection.kernels {
+    let shares = match selection.spread {
+        true => {
+            let day = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs() / 86_400);
+            let rotation = (day % selection.kernels.len() as u64) as usize;
+            eprintln!(
+                "vmtest: --spread (rotation {rotation}): the kernel tests on every kernel, each other test on one"
+            );
+            spread(&tests, selection.kernels.len(), rotation)
+        }
+        false => vec![tests; selection.kernels.len()],
+    };
+    for (name, tests) in selection.kernels.iter().zip(&shares) {
         let kernel = KERNELS.iter().find(|k| k.name == *name).expect("checked");
         let report = fetch(kernel, &cache)
-            .and_then(|files| {
-                boot(
-                    kernel,
-                    &files,
-                    &plan(&binaries, &tests, &shim),
-                    &tests,
-                    &out,
-                )
-            })
+            .and_then(|files| boot(kernel, &files, &plan(&binaries, tests, &shim), tests, &out))
             .unwrap_or_else(|error| Report::failed(kernel.name, format!("{error:#}")));
         reports.push(report);
     }
@@ -192,6 +217,9 @@ pub fn run(selection: &Selection) -> Result<()> {
     ensure!(failed.is_empty(), "vmtest failed on {}", failed.join(", "));
     Ok(())
 }
+
+/// The longest a measurement's guest may run (each takes a few minutes).
+const MEASURE_WALL_TIME: Duration = Duration::from_secs(15 * 60);
 
 /// A measurement in guests (`--faults`, `--reaction`): `plan` run in a guest of each of
 /// `kernels`, once per vCPU count in `cpus`, the console's lines that start with `marker`
@@ -212,9 +240,15 @@ fn measure<T>(
         let kernel = KERNELS.iter().find(|k| k.name == *name).expect("checked");
         let files = fetch(kernel, &cache)?;
         for &count in cpus {
-            let guest = run_guest(kernel, &files, plan, count, &out, |line| {
-                line.strip_prefix(marker).map(str::to_string)
-            })?;
+            let guest = run_guest(
+                kernel,
+                &files,
+                plan,
+                count,
+                &out,
+                MEASURE_WALL_TIME,
+                |line| line.strip_prefix(marker).map(str::to_string),
+            )?;
             ensure!(
                 !guest.timed_out,
                 "{} with {count} vCPUs did not end within its wall time:\n{}",

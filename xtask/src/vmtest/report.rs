@@ -5,6 +5,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use super::guest::tail;
+use super::run::Test;
 
 /// What one guest showed.
 pub(super) struct Report {
@@ -12,7 +13,7 @@ pub(super) struct Report {
     /// The package booted, or why none was.
     pub(super) package: Result<String, String>,
     /// Each planned test's result, in plan order.
-    pub(super) results: Vec<(String, Outcome)>,
+    pub(super) results: Vec<Ran>,
     /// The BPF programs' verified instruction counts, by attach type and program.
     pub(super) insns: BTreeMap<(String, String), String>,
     /// What the monitor's start lines said: attach type and the figure that decides.
@@ -22,6 +23,14 @@ pub(super) struct Report {
     /// The guest's end: ran through, or why not (a hang, with the console's tail).
     pub(super) ending: Option<String>,
     pub(super) wall: Duration,
+}
+
+/// One planned test in one guest.
+pub(super) struct Ran {
+    pub(super) test: Test,
+    pub(super) outcome: Outcome,
+    /// How long its run took in the guest, if it ended.
+    pub(super) took: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,36 +58,43 @@ impl Report {
         self.package.is_ok()
             && self.ending.is_none()
             && !self.results.is_empty()
-            && self.results.iter().all(|(_, o)| *o == Outcome::Passed)
+            && self.results.iter().all(|r| r.outcome == Outcome::Passed)
     }
 }
 
-/// Reads a guest's console: the markers of [`plan`] and the `vmtest:` lines the kernel
-/// tests print.
+/// Reads a guest's console: the markers of [`plan`](super::run::plan) and the `vmtest:`
+/// lines the kernel tests print. A test passed only if its run ended with status 0 *and*
+/// libtest's summary says it ran exactly one test: a name that matched nothing exits 0 too.
 pub(super) fn read_report(
     kernel: &'static str,
     package: &str,
     console: &str,
-    tests: &[(&str, &str)],
+    tests: &[Test],
 ) -> Report {
     let mut report = Report::failed(kernel, String::new());
     report.package = Ok(package.to_string());
-    let mut outputs: BTreeMap<String, (Outcome, Vec<&str>)> = BTreeMap::new();
+    let mut outputs: BTreeMap<String, (Outcome, Option<Duration>, Vec<&str>)> = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in console.lines().map(|l| l.trim_end_matches('\r')) {
         if let Some(test) = line.strip_prefix("@@ begin ") {
             current = Some(test.to_string());
-            outputs.insert(test.to_string(), (Outcome::NotRun, Vec::new()));
+            outputs.insert(test.to_string(), (Outcome::NotRun, None, Vec::new()));
             continue;
         }
         if let Some(end) = line.strip_prefix("@@ end ")
-            && let Some((test, status)) = end.rsplit_once(' ')
-            && let Some((outcome, output)) = outputs.get_mut(test)
+            && let Some((test, status, millis)) = end_marker(end)
+            && let Some((outcome, took, output)) = outputs.get_mut(test)
         {
-            *outcome = match status {
-                "0" => Outcome::Passed,
+            *outcome = match (status, ran(output)) {
+                ("0", Some(1)) => Outcome::Passed,
+                ("0", count) => Outcome::Failed(format!(
+                    "exited 0 but ran {} tests where the host listed this one; its output:\n{}",
+                    count.map_or("no count of".to_string(), |n| n.to_string()),
+                    tail(&output.join("\n"), 20)
+                )),
                 _ => Outcome::Failed(tail(&output.join("\n"), 60)),
             };
+            *took = millis.map(Duration::from_millis);
             current = None;
             continue;
         }
@@ -89,22 +105,28 @@ pub(super) fn read_report(
             read_figure(&mut report, fields);
         }
         if let Some(test) = &current
-            && let Some((_, output)) = outputs.get_mut(test)
+            && let Some((_, _, output)) = outputs.get_mut(test)
         {
             output.push(line);
         }
     }
-    for (binary, test) in tests {
-        let name = format!("{binary}::{test}");
-        let outcome = match outputs.remove(&name) {
-            Some((Outcome::NotRun, output)) => Outcome::Failed(format!(
-                "did not finish; its last output:\n{}",
-                tail(&output.join("\n"), 40)
-            )),
-            Some((outcome, _)) => outcome,
-            None => Outcome::NotRun,
+    for test in tests {
+        let (outcome, took) = match outputs.remove(&test.id()) {
+            Some((Outcome::NotRun, _, output)) => (
+                Outcome::Failed(format!(
+                    "did not finish; its last output:\n{}",
+                    tail(&output.join("\n"), 40)
+                )),
+                None,
+            ),
+            Some((outcome, took, _)) => (outcome, took),
+            None => (Outcome::NotRun, None),
         };
-        report.results.push((name, outcome));
+        report.results.push(Ran {
+            test: test.clone(),
+            outcome,
+            took,
+        });
     }
     if report.ending.is_none() && !console.contains("@@ done") {
         report.ending = Some(format!(
@@ -113,6 +135,27 @@ pub(super) fn read_report(
         ));
     }
     report
+}
+
+/// `ID STATUS MILLIS` of an end marker.
+fn end_marker(end: &str) -> Option<(&str, &str, Option<u64>)> {
+    let (rest, millis) = end.rsplit_once(' ')?;
+    let (test, status) = rest.rsplit_once(' ')?;
+    Some((test, status, millis.parse().ok()))
+}
+
+/// How many tests libtest says it ran and passed (`test result: ok. N passed; …`).
+fn ran(output: &[&str]) -> Option<usize> {
+    output.iter().rev().find_map(|line| {
+        line.trim()
+            .strip_prefix("test result: ")?
+            .split_once(". ")?
+            .1
+            .split_once(" passed")?
+            .0
+            .parse()
+            .ok()
+    })
 }
 
 /// One `vmtest: key=value …` line a kernel test printed.
@@ -155,15 +198,19 @@ pub(super) fn print_reports(reports: &[Report]) {
                 "   kmem:rss_stat events per MiB grown: {events}\n"
             ));
         }
-        text.push_str("   | test | result |\n   | --- | --- |\n");
-        for (test, outcome) in &report.results {
-            let shown = match outcome {
+        text.push_str("   | test | result | seconds |\n   | --- | --- | --: |\n");
+        for ran in &report.results {
+            let shown = match ran.outcome {
                 Outcome::Passed => "passed",
                 Outcome::Failed(_) => "FAILED",
                 Outcome::NotRun => "NOT RUN",
             };
-            text.push_str(&format!("   | {test} | {shown} |\n"));
+            let took = ran
+                .took
+                .map_or("–".to_string(), |t| format!("{:.1}", t.as_secs_f64()));
+            text.push_str(&format!("   | {} | {shown} | {took} |\n", ran.test.id()));
         }
+        text.push_str(&by_binary(&report.results));
         if !report.insns.is_empty() {
             text.push_str(
                 "   | attach | program | verified instructions |\n   | --- | --- | --: |\n",
@@ -172,11 +219,12 @@ pub(super) fn print_reports(reports: &[Report]) {
                 text.push_str(&format!("   | {attach} | {program} | {insns} |\n"));
             }
         }
-        for (test, outcome) in &report.results {
-            if let Outcome::Failed(output) = outcome {
+        for ran in &report.results {
+            if let Outcome::Failed(output) = &ran.outcome {
                 text.push_str(&format!(
-                    "\n-- {} {test} failed:\n{output}\n",
-                    report.kernel
+                    "\n-- {} {} failed:\n{output}\n",
+                    report.kernel,
+                    ran.test.id()
                 ));
             }
         }
@@ -187,18 +235,66 @@ pub(super) fn print_reports(reports: &[Report]) {
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
+/// Per test binary: how many tests the host listed, how many ran and passed in the guest,
+/// and the time they took there.
+fn by_binary(results: &[Ran]) -> String {
+    let mut binaries: BTreeMap<&str, (usize, usize, Duration)> = BTreeMap::new();
+    for ran in results {
+        let (listed, passed, took) = binaries.entry(&ran.test.binary).or_default();
+        *listed += 1;
+        *passed += usize::from(ran.outcome == Outcome::Passed);
+        *took += ran.took.unwrap_or_default();
+    }
+    let mut text = String::from(
+        "   | binary | listed | ran and passed | seconds |\n   | --- | --: | --: | --: |\n",
+    );
+    let mut total = (0, 0, Duration::ZERO);
+    for (binary, (listed, passed, took)) in binaries {
+        text.push_str(&format!(
+            "   | {binary} | {listed} | {passed} | {:.0} |\n",
+            took.as_secs_f64()
+        ));
+        total = (total.0 + listed, total.1 + passed, total.2 + took);
+    }
+    text.push_str(&format!(
+        "   | all | {} | {} | {:.0} |\n",
+        total.0,
+        total.1,
+        total.2.as_secs_f64()
+    ));
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmtest::run::TESTS;
+
+    fn test(binary: &str, name: &str) -> Test {
+        Test {
+            binary: binary.to_string(),
+            name: name.to_string(),
+        }
+    }
 
     #[test]
     fn the_console_is_read_into_a_report() {
-        let console = "@@ booted 6.1.0-57-amd64\n@@ begin ebpf::a\nrunning 1 test\n\
+        let tests = [
+            test("sources", "ebpf::a"),
+            test("sources", "ebpf::b"),
+            test("sources", "ebpf::c"),
+            test("rules", "select::d"),
+        ];
+        let console = "@@ booted 6.1.0-57-amd64\n\
+                       @@ begin sources::ebpf::a\nrunning 1 test\n\
                        vmtest: attach=tp-btf program=rss_stat_btf verified_insns=1234\n\
-                       @@ end ebpf::a 0\n@@ begin ebpf::b\nthread panicked\n@@ end ebpf::b 101\n\
+                       test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 38 filtered out; finished in 1.50s\n\
+                       @@ end sources::ebpf::a 0 1520\n\
+                       @@ begin sources::ebpf::b\nthread panicked\n@@ end sources::ebpf::b 101 300\n\
+                       @@ begin sources::ebpf::c\nrunning 0 tests\n\
+                       test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 39 filtered out; finished in 0.00s\n\
+                       @@ end sources::ebpf::c 0 10\n\
                        @@ done\n";
-        let report = read_report("6.1", "linux-image-6.1.0-57-amd64", console, &TESTS);
+        let report = read_report("6.1", "linux-image-6.1.0-57-amd64", console, &tests);
         assert_eq!(
             report
                 .insns
@@ -206,13 +302,28 @@ mod tests {
             Some(&"1234".to_string())
         );
         assert!(report.ending.is_none());
-        // Planned tests the console never mentions were not run.
-        assert!(
-            report
-                .results
-                .iter()
-                .all(|(_, outcome)| *outcome == Outcome::NotRun)
-        );
+        let outcomes: Vec<_> = report.results.iter().map(|r| &r.outcome).collect();
+        assert_eq!(outcomes[0], &Outcome::Passed);
+        assert_eq!(report.results[0].took, Some(Duration::from_millis(1520)));
+        assert!(matches!(outcomes[1], Outcome::Failed(_)));
+        // Exit status 0 with no test run (a name that matches nothing) is a failure.
+        assert!(matches!(outcomes[2], Outcome::Failed(why) if why.contains("ran 0 tests")));
+        // A planned test the console never mentions was not run.
+        assert_eq!(outcomes[3], &Outcome::NotRun);
         assert!(!report.passed());
+        let table = by_binary(&report.results);
+        assert!(table.contains("| sources | 3 | 1 | 2 |"), "{table}");
+        assert!(table.contains("| all | 4 | 1 | 2 |"), "{table}");
+    }
+
+    #[test]
+    fn a_guest_passes_only_when_every_planned_test_ran_and_passed() {
+        let tests = [test("sources", "ebpf::a")];
+        let ran = "@@ begin sources::ebpf::a\n\
+                   test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n\
+                   @@ end sources::ebpf::a 0 5\n@@ done\n";
+        assert!(read_report("6.1", "p", ran, &tests).passed());
+        assert!(!read_report("6.1", "p", "@@ done\n", &tests).passed());
+        assert!(!read_report("6.1", "p", ran, &[]).passed());
     }
 }
