@@ -30,7 +30,7 @@ mod vmtest;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail, ensure};
 
@@ -148,6 +148,43 @@ fn test_suite() -> Command {
         command.args(["--", "--include-ignored"]);
     }
     command
+}
+
+/// How many of the workspace's tests need root (`#[ignore = "needs root"]`): what a run
+/// without root leaves out.
+fn root_only_tests() -> Result<usize> {
+    let mut command = cargo();
+    command.args([
+        "test",
+        "--locked",
+        "--workspace",
+        "--",
+        "--list",
+        "--ignored",
+        "--format",
+        "terse",
+    ]);
+    eprintln!("==> {}", shown(&command));
+    let output = command.stderr(Stdio::inherit()).output()?;
+    ensure!(
+        output.status.success(),
+        "listing the tests that need root failed"
+    );
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.ends_with(": test"))
+        .count())
+}
+
+/// What a run without root says, before and after the suite, so that a green run is not read
+/// as the whole suite.
+fn without_root(count: usize) -> String {
+    format!(
+        "\n!!! NOT ROOT: {count} tests that need root were left out on this machine (eBPF mode, \
+         signals, cgroups, namespaces): they show as ignored, not passed. Only the kernel matrix \
+         (vmtest, root inside its guests) runs the eBPF ones. Run `sudo cargo xtask test` for \
+         the whole suite; CI does (.ci/run refuses to run without root).\n"
+    )
 }
 
 /// Runs `command`, echoing it first; fails if it fails.
@@ -489,9 +526,21 @@ fn test() -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     build_for_tests()?;
+    let left_out = match is_root() {
+        true => None,
+        false => Some(root_only_tests()?),
+    };
+    if let Some(count) = left_out {
+        eprintln!("{}", without_root(count));
+    }
     let host = run_step(&mut test_suite());
+    if let Some(count) = left_out {
+        eprintln!("{}", without_root(count));
+    }
     // The eBPF tests again on the kernels users run, whatever this kernel said.
-    let matrix = vmtest::run(&vmtest::selection(&[])?);
+    // Spread: every test runs on one of the kernels, the kernel tests on all (all of them on
+    // all kernels is a few times CI's time; `cargo xtask vmtest` runs that).
+    let matrix = vmtest::run(&vmtest::selection(&["--spread".into()])?);
     host.and(matrix)
 }
 

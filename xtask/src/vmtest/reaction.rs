@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail, ensure};
 
-use super::GUEST_CPUS;
+use super::guest::GUEST_CPUS;
 use crate::bench::percentile;
 
 /// The sizes measured (MiB): the guests have 2 GiB.

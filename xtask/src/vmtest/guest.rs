@@ -1,0 +1,270 @@
+//! A guest: its initramfs (busybox, `/init`, the plan, the modules) and qemu, run until it
+//! powers off or its wall time is spent.
+
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+
+use super::kernels::{Kernel, KernelFiles, module_bytes, module_name};
+
+/// The longest one guest may run: its boot, and a share of time per planned test (a test
+/// under TCG takes from a second to a few minutes on a loaded host). A hung test alone is
+/// stopped sooner, after [`TEST_WALL_TIME`]; this bounds a guest that hangs outside one.
+pub(super) fn guest_wall_time(tests: usize) -> Duration {
+    Duration::from_secs(10 * 60 + 4 * 60 * tests as u64)
+}
+/// The longest one test may run in a guest before it is stopped and counted as failed.
+pub(super) const TEST_WALL_TIME: Duration = Duration::from_secs(10 * 60);
+/// The guest's size: 2 vCPUs (as the host), and room for the tests' processes.
+pub(super) const GUEST_CPUS: usize = 2;
+const GUEST_MEMORY: &str = "2G";
+
+/// The guest's `/init`: mount what the tests need, then run `/plan.sh` in the host's root.
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for module in $(cat /modules/order); do
+    insmod "/modules/$module" || echo "@@ fatal insmod $module failed"
+done
+mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=512000,cache=loose hostroot /host \
+    || { echo "@@ fatal cannot mount the host's root over 9p"; poweroff -f; }
+mount -t proc proc /host/proc
+mount -t sysfs sys /host/sys
+mount -t devtmpfs dev /host/dev
+mount -t tmpfs -o mode=1777 tmp /host/tmp
+mount -t tmpfs run /host/run
+mount -t tracefs tracefs /host/sys/kernel/tracing
+mount -t bpf bpf /host/sys/fs/bpf
+mount -t cgroup2 cgroup2 /host/sys/fs/cgroup
+ip link set lo up
+cp /plan.sh /host/tmp/plan.sh
+echo "@@ booted $(uname -r)"
+chroot /host /bin/sh /tmp/plan.sh
+echo "@@ done"
+poweroff -f
+"#;
+
+/// Writes a `newc` cpio archive (the initramfs format the kernel unpacks) of `entries`:
+/// `(path, mode, contents)`; a directory has mode `0o040_000 | perm` and no contents, a
+/// character device `0o020_000 | perm` and its `(major, minor)` in place of contents.
+/// Hand-written: the format is a header of hex fields per file, and the guest needs only this.
+fn cpio(entries: &[CpioEntry]) -> Vec<u8> {
+    let mut archive = Vec::new();
+    let pad = |archive: &mut Vec<u8>| {
+        while !archive.len().is_multiple_of(4) {
+            archive.push(0);
+        }
+    };
+    let trailer = CpioEntry {
+        path: "TRAILER!!!".to_string(),
+        mode: 0,
+        data: Vec::new(),
+        device: (0, 0),
+    };
+    for (ino, entry) in entries.iter().chain([&trailer]).enumerate() {
+        let fields = [
+            ino as u32 + 1,
+            entry.mode,
+            0,
+            0,
+            1,
+            0,
+            entry.data.len() as u32,
+            0,
+            0,
+            entry.device.0,
+            entry.device.1,
+            entry.path.len() as u32 + 1,
+            0,
+        ];
+        archive.extend_from_slice(b"070701");
+        for field in fields {
+            archive.extend_from_slice(format!("{field:08x}").as_bytes());
+        }
+        archive.extend_from_slice(entry.path.as_bytes());
+        archive.push(0);
+        pad(&mut archive);
+        archive.extend_from_slice(&entry.data);
+        pad(&mut archive);
+    }
+    archive
+}
+
+struct CpioEntry {
+    path: String,
+    mode: u32,
+    data: Vec<u8>,
+    device: (u32, u32),
+}
+
+impl CpioEntry {
+    fn dir(path: &str) -> CpioEntry {
+        CpioEntry {
+            path: path.to_string(),
+            mode: 0o040_755,
+            data: Vec::new(),
+            device: (0, 0),
+        }
+    }
+
+    fn file(path: &str, mode: u32, data: Vec<u8>) -> CpioEntry {
+        CpioEntry {
+            path: path.to_string(),
+            mode: 0o100_000 | mode,
+            data,
+            device: (0, 0),
+        }
+    }
+}
+
+/// The initramfs for `kernel`: busybox, `/init`, the plan and the modules.
+fn initramfs(files: &KernelFiles, plan: &str) -> Result<Vec<u8>> {
+    let busybox = std::fs::read("/bin/busybox").context("no /bin/busybox (busybox-static)")?;
+    let mut entries = vec![
+        CpioEntry::dir("bin"),
+        CpioEntry::dir("dev"),
+        CpioEntry::dir("proc"),
+        CpioEntry::dir("sys"),
+        CpioEntry::dir("host"),
+        CpioEntry::dir("modules"),
+        CpioEntry {
+            path: "dev/console".to_string(),
+            mode: 0o020_600,
+            data: Vec::new(),
+            device: (5, 1),
+        },
+        CpioEntry::file("bin/busybox", 0o755, busybox),
+        CpioEntry::file("init", 0o755, INIT.as_bytes().to_vec()),
+        CpioEntry::file("plan.sh", 0o644, plan.as_bytes().to_vec()),
+    ];
+    let mut order = String::new();
+    for module in &files.modules {
+        let name = format!("{}.ko", module_name(&module.to_string_lossy()));
+        entries.push(CpioEntry::file(
+            &format!("modules/{name}"),
+            0o644,
+            module_bytes(module)?,
+        ));
+        order.push_str(&name);
+        order.push('\n');
+    }
+    entries.push(CpioEntry::file("modules/order", 0o644, order.into_bytes()));
+    Ok(cpio(&entries))
+}
+
+/// What a guest printed, and how it ended.
+pub(super) struct Guest {
+    pub(super) console: String,
+    pub(super) timed_out: bool,
+    pub(super) wall: Duration,
+}
+
+/// Boots `kernel` with `cpus` vCPUs to run `plan`, until it powers off or its wall time is
+/// spent; `progress` picks the console lines worth showing as they come.
+pub(super) fn run_guest(
+    kernel: &Kernel,
+    files: &KernelFiles,
+    plan: &str,
+    cpus: usize,
+    out: &Path,
+    wall: Duration,
+    progress: impl Fn(&str) -> Option<String>,
+) -> Result<Guest> {
+    let initrd = out.join(format!("initramfs-{}.cpio", kernel.name));
+    std::fs::write(&initrd, initramfs(files, plan)?)?;
+    let console_path = out.join(format!("console-{}.log", kernel.name));
+    let console = std::fs::File::create(&console_path)?;
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg,thread=multi", "-cpu", "max"])
+        .args(["-smp", &cpus.to_string(), "-m", GUEST_MEMORY])
+        .args(["-nodefaults", "-no-reboot", "-display", "none"])
+        .args(["-serial", "stdio", "-monitor", "none"])
+        .arg("-kernel")
+        .arg(&files.vmlinuz)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 softlockup_panic=1 random.trust_cpu=on mitigations=off quiet loglevel=4 rdinit=/init",
+        ])
+        .args([
+            "-fsdev",
+            "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+            "-device",
+            "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+        ])
+        .stdin(Stdio::null())
+        .stdout(console.try_clone()?)
+        .stderr(console);
+    eprintln!(
+        "vmtest: {}: booting {} ({cpus} vCPUs, {}; console in {})",
+        kernel.name,
+        files.package,
+        GUEST_MEMORY,
+        console_path.display()
+    );
+    let started = Instant::now();
+    let mut child = qemu.spawn().context("cannot start qemu-system-x86_64")?;
+    let mut log = std::fs::File::open(&console_path)?;
+    // The console's last line while it is incomplete.
+    let mut partial = Vec::new();
+    let mut timed_out = false;
+    loop {
+        let exited = child.try_wait()?.is_some();
+        log.read_to_end(&mut partial)?;
+        if let Some(last) = partial.iter().rposition(|&b| b == b'\n') {
+            let complete: Vec<u8> = partial.drain(..=last).collect();
+            for line in String::from_utf8_lossy(&complete).lines() {
+                if let Some(shown) = progress(line.trim()) {
+                    eprintln!("vmtest: {}: {shown}", kernel.name);
+                }
+            }
+        }
+        if exited {
+            break;
+        }
+        if started.elapsed() > wall {
+            timed_out = true;
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    log.seek(SeekFrom::Start(0))?;
+    let mut console = String::new();
+    log.read_to_string(&mut console)?;
+    Ok(Guest {
+        console,
+        timed_out,
+        wall: started.elapsed(),
+    })
+}
+
+/// The last `n` lines of `text`.
+pub(super) fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpio_entries_are_aligned_and_end_with_a_trailer() {
+        let archive = cpio(&[CpioEntry::file("init", 0o755, b"#!/bin/sh\n".to_vec())]);
+        assert!(archive.starts_with(b"070701"));
+        assert_eq!(archive.len() % 4, 0);
+        let text = String::from_utf8_lossy(&archive);
+        assert!(text.contains("init\0"));
+        assert!(text.contains("TRAILER!!!\0"));
+        // The file's size field (the 7th) is its length in hex.
+        assert_eq!(&archive[6 + 6 * 8..6 + 7 * 8], b"0000000a");
+    }
+}

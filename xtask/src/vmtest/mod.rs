@@ -1,0 +1,298 @@
+//! `cargo xtask vmtest [--spread] [--only PATTERN] [KERNEL…]`: the eBPF-facing tests, run as
+//! root inside qemu guests of Debian's own kernels (5.10, 6.1 and 6.12 by default), one guest
+//! per kernel.
+//!
+//! - **Which tests** is a rule, not a list (see `run.rs`): in the test binaries that drive the
+//!   monitor, every test that needs root, and every test of the `kernel` modules; each binary
+//!   is asked on the host (`--list`) what the rule picks, a rule that picks nothing fails, and
+//!   a module left out of the guests is counted and said on every run. By default every guest
+//!   runs all of them; `--spread` (what `cargo xtask test` runs) keeps the kernel tests on every
+//!   kernel and deals each other test to one kernel, rotating by day.
+//! - **Kernels** come from Debian's registry by package name, through apt: the newest
+//!   `linux-image-…-amd64` of each series. Bookworm's are in this machine's own apt sources;
+//!   bullseye's come through a private apt configuration (its own sources list, state and
+//!   cache under the cache directory) whose sources are this machine's, with only the suite
+//!   changed. Packages are cached under `~/.cache/memory-monitor/vmtest/` (outside the work
+//!   tree, so clones share them); delete it to fetch the newest again.
+//! - **The guest** boots the kernel with a busybox initramfs (Debian's busybox-static) that
+//!   loads the kernel's own 9p modules (and their dependencies, from its `modules.dep`), mounts
+//!   this machine's root read-only over 9p, mounts proc, sys, tracefs, bpffs, cgroup2 and a
+//!   tmpfs `/tmp` there, brings up loopback, chroots into it and runs the host-built test
+//!   binaries, each test alone.
+//! - **qemu** runs with TCG (`/dev/kvm` here cannot boot a stock kernel), 2 vCPUs. A test has
+//!   a bounded wall time, and each guest one that grows with its tests: a hang is a failure,
+//!   shown with the console's last lines. Under TCG, disabling a trace event while another
+//!   vCPU is busy can soft-lock the guest, so the guest panics (and so ends) on a soft lockup
+//!   instead of hanging until the wall time.
+//!
+//! It prints, per kernel, each test's result and time, per test binary how many tests the host
+//! listed and how many ran and passed in the guest, and each BPF program's verified
+//! instruction count. It fails if any test failed, hung, could not run, or ran no test (a run
+//! that exits 0 without libtest's `1 passed` is a failure), or a kernel could not be fetched.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
+
+mod apt;
+mod faults;
+mod guest;
+mod kernels;
+mod reaction;
+mod report;
+mod run;
+
+use guest::{run_guest, tail};
+use kernels::{KERNELS, fetch};
+use report::{Report, print_reports};
+use run::{Test, boot, build_verifier_stats, guest_tests, plan, spread, test_binaries};
+
+/// What `vmtest` is to run: which kernels, and which of the tests (or, with `--faults`, the
+/// page-fault cost at each of these vCPU counts instead; with `--reaction`, breach → signal
+/// by size).
+pub struct Selection {
+    kernels: Vec<&'static str>,
+    /// Only the tests whose name holds this.
+    only: Option<String>,
+    /// Each test on one kernel only, but the kernel tests on all (see [`run::spread`]): what CI
+    /// runs, to stay within its time.
+    spread: bool,
+    faults: Option<Vec<usize>>,
+    reaction: bool,
+}
+
+/// The vCPU counts `--faults` measures at unless `--cpus` says.
+const FAULT_CPUS: [usize; 3] = [2, 8, 32];
+/// The kernels `--faults` boots unless named: one whose counters are atomics, one whose are
+/// per CPU.
+const FAULT_KERNELS: [&str; 2] = ["6.1", "6.12"];
+
+/// `vmtest`'s command line: `[--only PATTERN] [--spread] [KERNEL…]` (all kernels, all tests
+/// on each by default),
+/// `--faults [--cpus N,N…] [KERNEL…]`, or `--reaction [KERNEL…]`.
+pub fn selection(args: &[OsString]) -> Result<Selection> {
+    let mut kernels = Vec::new();
+    let mut only = None;
+    let mut spread = false;
+    let mut faults = None;
+    let mut reaction = false;
+    let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(arg) = args.next() {
+        if arg == "--only" {
+            only = Some(
+                args.next()
+                    .context("--only needs a part of a test's name")?,
+            );
+            continue;
+        }
+        if arg == "--spread" {
+            spread = true;
+            continue;
+        }
+        if arg == "--faults" {
+            faults.get_or_insert(FAULT_CPUS.to_vec());
+            continue;
+        }
+        if arg == "--reaction" {
+            reaction = true;
+            continue;
+        }
+        if arg == "--cpus" {
+            let list = args
+                .next()
+                .context("--cpus needs vCPU counts, e.g. 2,8,32")?;
+            let counts = list
+                .split(',')
+                .map(|n| n.parse::<usize>().ok().filter(|&n| n > 0))
+                .collect::<Option<Vec<_>>>()
+                .with_context(|| format!("--cpus: {list:?} is not a list of vCPU counts"))?;
+            faults = Some(counts);
+            continue;
+        }
+        let kernel = KERNELS.iter().find(|k| k.name == arg).with_context(|| {
+            let known: Vec<_> = KERNELS.iter().map(|k| k.name).collect();
+            format!("unknown kernel {arg:?}: vmtest knows {}", known.join(", "))
+        })?;
+        kernels.push(kernel.name);
+    }
+    ensure!(
+        (faults.is_none() && !reaction) || (only.is_none() && !spread),
+        "--only and --spread select tests; --faults and --reaction run none"
+    );
+    ensure!(
+        faults.is_none() || !reaction,
+        "--faults and --reaction are measurements of their own: one at a time"
+    );
+    if kernels.is_empty() {
+        kernels = match faults {
+            Some(_) => FAULT_KERNELS.to_vec(),
+            None => KERNELS.iter().map(|k| k.name).collect(),
+        };
+    }
+    Ok(Selection {
+        kernels,
+        only,
+        spread,
+        faults,
+        reaction,
+    })
+}
+
+/// Installs what the guests need: qemu and a static busybox.
+pub fn setup() -> Result<()> {
+    crate::ensure_debian_package("qemu-system-x86_64", "--version", "qemu-system-x86")?;
+    let static_busybox =
+        crate::output_of(Command::new("dpkg-query").args(["-W", "-f=${Status}", "busybox-static"]))
+            .is_some_and(|status| status.ends_with("installed"));
+    if !static_busybox {
+        crate::apt_get(
+            &["install", "-y", "--no-install-recommends", "busybox-static"],
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs the matrix as `selection` says (see [`selection`]), building the tests first.
+pub fn run(selection: &Selection) -> Result<()> {
+    visible_in_guests(&crate::workspace())?;
+    if let Some(cpus) = &selection.faults {
+        return faults::run(&selection.kernels, cpus);
+    }
+    if selection.reaction {
+        return reaction::run(&selection.kernels);
+    }
+    let started = Instant::now();
+    setup()?;
+    let binaries = test_binaries()?;
+    let cache = cache_dir()?;
+    let out = crate::workspace().join("target/vmtest");
+    std::fs::create_dir_all(&out)?;
+    let shim = build_verifier_stats(&out)?;
+    let mut reports = Vec::new();
+    let tests: Vec<Test> = guest_tests(&binaries)?
+        .into_iter()
+        .filter(|test| {
+            selection
+                .only
+                .as_ref()
+                .is_none_or(|only| test.id().contains(only.as_str()))
+        })
+        .collect();
+    ensure!(!tests.is_empty(), "no test matches --only");
+    let shares = match selection.spread {
+        true => {
+            let day = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs() / 86_400);
+            let rotation = (day % selection.kernels.len() as u64) as usize;
+            eprintln!(
+                "vmtest: --spread (rotation {rotation}): the kernel tests on every kernel, each other test on one"
+            );
+            spread(&tests, selection.kernels.len(), rotation)
+        }
+        false => vec![tests; selection.kernels.len()],
+    };
+    for (name, tests) in selection.kernels.iter().zip(&shares) {
+        let kernel = KERNELS.iter().find(|k| k.name == *name).expect("checked");
+        let report = fetch(kernel, &cache)
+            .and_then(|files| boot(kernel, &files, &plan(&binaries, tests, &shim), tests, &out))
+            .unwrap_or_else(|error| Report::failed(kernel.name, format!("{error:#}")));
+        reports.push(report);
+    }
+    print_reports(&reports);
+    eprintln!(
+        "vmtest: {} kernel(s) in {:.0?}",
+        reports.len(),
+        started.elapsed()
+    );
+    let failed: Vec<_> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.kernel)
+        .collect();
+    ensure!(failed.is_empty(), "vmtest failed on {}", failed.join(", "));
+    Ok(())
+}
+
+/// The longest a measurement's guest may run (each takes a few minutes).
+const MEASURE_WALL_TIME: Duration = Duration::from_secs(15 * 60);
+
+/// A measurement in guests (`--faults`, `--reaction`): `plan` run in a guest of each of
+/// `kernels`, once per vCPU count in `cpus`, the console's lines that start with `marker`
+/// shown as they come, and each guest's console read into a result by `read` (kernel, vCPUs,
+/// console).
+fn measure<T>(
+    kernels: &[&'static str],
+    cpus: &[usize],
+    plan: &str,
+    marker: &str,
+    read: impl Fn(&'static str, usize, &str) -> Result<T>,
+) -> Result<Vec<T>> {
+    let cache = cache_dir()?;
+    let out = crate::workspace().join("target/vmtest");
+    std::fs::create_dir_all(&out)?;
+    let mut results = Vec::new();
+    for name in kernels {
+        let kernel = KERNELS.iter().find(|k| k.name == *name).expect("checked");
+        let files = fetch(kernel, &cache)?;
+        for &count in cpus {
+            let guest = run_guest(
+                kernel,
+                &files,
+                plan,
+                count,
+                &out,
+                MEASURE_WALL_TIME,
+                |line| line.strip_prefix(marker).map(str::to_string),
+            )?;
+            ensure!(
+                !guest.timed_out,
+                "{} with {count} vCPUs did not end within its wall time:\n{}",
+                kernel.name,
+                tail(&guest.console, 30)
+            );
+            results.push(read(kernel.name, count, &guest.console)?);
+        }
+    }
+    Ok(results)
+}
+
+/// The guests run the host's binaries from its root, shared read-only, with a tmpfs of their
+/// own on `/tmp`: a workspace under `/tmp` is hidden there, and every test would fail with
+/// "not found". Said at once instead.
+fn visible_in_guests(workspace: &Path) -> Result<()> {
+    ensure!(
+        !workspace.starts_with("/tmp"),
+        "vmtest cannot run from {}: the guests mount a /tmp of their own, which hides it; clone the project outside /tmp",
+        workspace.display()
+    );
+    Ok(())
+}
+
+/// Where fetched kernels are kept: `$XDG_CACHE_HOME` or `~/.cache`, `memory-monitor/vmtest`.
+fn cache_dir() -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .context("neither XDG_CACHE_HOME nor HOME is set")?;
+    let dir = base.join("memory-monitor/vmtest");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workspace_under_tmp_is_refused_as_the_guests_cannot_see_it() {
+        let error = visible_in_guests(Path::new("/tmp/clone")).unwrap_err();
+        assert!(error.to_string().contains("outside /tmp"), "{error}");
+        assert!(visible_in_guests(Path::new("/work/clone")).is_ok());
+        assert!(visible_in_guests(Path::new("/tmpfs-ws/clone")).is_ok());
+    }
+}

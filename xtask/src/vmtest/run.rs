@@ -1,0 +1,346 @@
+//! Which tests a guest runs, the binaries they are in, and the guest's test plan.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, ensure};
+
+use super::guest::{GUEST_CPUS, TEST_WALL_TIME, guest_wall_time, run_guest, tail};
+use super::kernels::{Kernel, KernelFiles};
+use super::report::{Report, read_report};
+use crate::{cargo, run_step, shown};
+
+/// A test a guest runs: its binary (cargo's target name) and its path in that binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Test {
+    pub(super) binary: String,
+    pub(super) name: String,
+}
+
+impl Test {
+    /// `binary::path`, as the plan's markers and the report name it.
+    pub(super) fn id(&self) -> String {
+        format!("{}::{}", self.binary, self.name)
+    }
+}
+
+/// Which of a test binary's tests a rule picks.
+#[derive(Debug, Clone, Copy)]
+enum Picks {
+    /// Every test that needs root (`#[ignore = "needs root"]`): the kernel side loads only as
+    /// root, so every test of eBPF mode is one of them.
+    NeedsRoot,
+    /// Every test whose path starts with this module path, root or not.
+    Module(&'static str),
+}
+
+/// What the guests run: a rule, not a list of names, so that a test added to these binaries or
+/// modules runs in every guest unnamed, and a renamed one cannot drop out. Each rule is asked
+/// of its binary on the host (`--list`); one that picks no test fails the run.
+const GUEST_TESTS: [(&str, Picks); 6] = [
+    (LIBRARY_TESTS, Picks::Module("kernel::")),
+    ("sources", Picks::Module("kernel::")),
+    ("sources", Picks::NeedsRoot),
+    ("actions", Picks::NeedsRoot),
+    ("rules", Picks::NeedsRoot),
+    ("library", Picks::NeedsRoot),
+];
+
+/// Modules no guest runs, though the rules pick them, and why: each is left out by the whole
+/// module, counted and said on every run, so that what is not run is never silent.
+const NOT_IN_GUESTS: [(&str, &str, &str); 6] = [
+    (
+        "sources",
+        "churn::",
+        "processes start at about 8 a second under TCG (256 in 30 s, measured on 6.12): the \
+         churn needs 3,000 in 30 s and the exit test 100,000 exits, hours in a guest",
+    ),
+    (
+        "actions",
+        "swap::",
+        "a swap file needs a disk-backed file system it can write; a guest has only a tmpfs \
+         and the host's root, read-only",
+    ),
+    (
+        "rules",
+        "flags::the_count_flag_adds_swap",
+        "a swap file needs a disk-backed file system it can write; a guest has only a tmpfs \
+         and the host's root, read-only",
+    ),
+    (
+        "actions",
+        "release::",
+        "it holds its victim in a cgroup v1 freezer; the guests mount cgroup v2 alone, whose \
+         freezer lets a killed process die",
+    ),
+    (
+        "actions",
+        "pressure::",
+        "the guest's memory cgroup OOM-kills the test's own memory hog before the target is \
+         signalled (seen on 6.1 and 6.12; cause not found yet)",
+    ),
+    (
+        "rules",
+        "cgroups::in_a_cgroup_namespace_of_its_own",
+        "making the cgroup namespace's cgroup is refused (EACCES) in the 6.1 guest; cause not \
+         found yet",
+    ),
+];
+
+/// Run last: it enables and disables a trace event, which under TCG can hang a guest whose
+/// other vCPU the host is starving; every other result is in by then.
+const LAST: &str = "kernel::rss_stat_reports_a_growing_process";
+
+/// The tests `--spread` still runs on every kernel: those of the `kernel` modules, which read
+/// each kernel's own layouts (BTF, tracefs, the verifier, `rss_stat`).
+const ON_EVERY_KERNEL: &str = "kernel::";
+
+/// The tests each of `kernels` guests runs under `--spread`: every [`ON_EVERY_KERNEL`] test on
+/// each, and each other test on one kernel, dealt in turn starting at kernel `rotation`, so
+/// that one run covers every test on some kernel and the rotation (by day) moves each test to
+/// the next kernel the next day. Plan order is kept ([`LAST`] last).
+pub(super) fn spread(tests: &[Test], kernels: usize, rotation: usize) -> Vec<Vec<Test>> {
+    let mut shares = vec![Vec::new(); kernels];
+    let mut dealt = rotation;
+    for test in tests {
+        if test.name.starts_with(ON_EVERY_KERNEL) {
+            shares.iter_mut().for_each(|share| share.push(test.clone()));
+        } else {
+            shares[dealt % kernels].push(test.clone());
+            dealt += 1;
+        }
+    }
+    shares
+}
+
+/// The library's unit tests' binary, whose kernel-facing module (BTF, tracefs, the load plan)
+/// runs against each guest's kernel.
+const LIBRARY_TESTS: &str = "memory_monitor";
+
+/// Builds the test binaries the guests run and returns their paths by binary name.
+pub(super) fn test_binaries() -> Result<BTreeMap<String, PathBuf>> {
+    run_step(cargo().args(["build", "--locked", "--workspace", "--bins"]))?;
+    let mut wanted: Vec<&str> = GUEST_TESTS.iter().map(|(binary, _)| *binary).collect();
+    wanted.sort();
+    wanted.dedup();
+    let mut binaries = built(&["--package", "memory-monitor", "--lib"])?;
+    let mut integration = vec!["--package", "memory-monitor-tests"];
+    for binary in wanted.iter().filter(|b| **b != LIBRARY_TESTS) {
+        integration.extend(["--test", binary]);
+    }
+    binaries.extend(built(&integration)?);
+    for binary in wanted {
+        ensure!(
+            binaries.contains_key(binary),
+            "cargo built no test binary {binary}"
+        );
+    }
+    Ok(binaries)
+}
+
+/// The tests [`GUEST_TESTS`] picks, as each binary lists them here, in rule order with
+/// [`LAST`] last; a rule that picks none is an error.
+pub(super) fn guest_tests(binaries: &BTreeMap<String, PathBuf>) -> Result<Vec<Test>> {
+    let mut tests: Vec<Test> = Vec::new();
+    for (binary, picks) in GUEST_TESTS {
+        let path = &binaries[binary];
+        let listed = match picks {
+            Picks::NeedsRoot => listed(path, "--ignored")?,
+            Picks::Module(module) => listed(path, "--include-ignored")?
+                .into_iter()
+                .filter(|name| name.starts_with(module))
+                .collect(),
+        };
+        ensure!(
+            !listed.is_empty(),
+            "vmtest's rule {picks:?} picks no test of {binary}: a rule that runs nothing would pass unseen"
+        );
+        let (left_out, listed): (Vec<String>, Vec<String>) = listed.into_iter().partition(|name| {
+            NOT_IN_GUESTS
+                .iter()
+                .any(|(b, module, _)| *b == binary && name.starts_with(module))
+        });
+        for (b, module, why) in NOT_IN_GUESTS.iter().filter(|(b, ..)| *b == binary) {
+            let count = left_out.iter().filter(|n| n.starts_with(module)).count();
+            if count > 0 {
+                eprintln!(
+                    "vmtest: leaving out {count} tests of {b}::{module} in the guests: {why}"
+                );
+            }
+        }
+        for name in listed {
+            let test = Test {
+                binary: binary.to_string(),
+                name,
+            };
+            if !tests.contains(&test) {
+                tests.push(test);
+            }
+        }
+    }
+    tests.sort_by_key(|test| test.name == LAST);
+    Ok(tests)
+}
+
+/// The names `binary --list ARG` prints (`path::to::test: test`).
+fn listed(binary: &Path, arg: &str) -> Result<Vec<String>> {
+    let output = Command::new(binary)
+        .args(["--list", "--format", "terse", arg])
+        .output()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    ensure!(
+        output.status.success(),
+        "{} --list failed: {}",
+        binary.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(parse_list(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The tests of a `--list` output (benchmarks and summary lines left out).
+fn parse_list(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.strip_suffix(": test"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `cargo test --no-run ARGS`: the test executables built, by target name.
+fn built(args: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
+    let mut command = cargo();
+    command
+        .args([
+            "test",
+            "--locked",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .args(args);
+    eprintln!("==> {}", shown(&command));
+    let output = command.stderr(Stdio::inherit()).output()?;
+    ensure!(output.status.success(), "building the test binaries failed");
+    let mut binaries = BTreeMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let (Some(name), Some(executable)) = (
+            message["target"]["name"].as_str(),
+            message["executable"].as_str(),
+        ) {
+            binaries.insert(name.to_string(), PathBuf::from(executable));
+        }
+    }
+    Ok(binaries)
+}
+
+/// Builds the verifier-statistics library (`xtask/shim/verifier_stats.rs`) that the kernel
+/// tests' monitors preload, for kernels whose program info has no `verified_insns`.
+pub(super) fn build_verifier_stats(out: &Path) -> Result<PathBuf> {
+    let source = crate::workspace().join("xtask/shim/verifier_stats.rs");
+    let library = out.join("libmm_verifier_stats.so");
+    run_step(
+        Command::new("rustc")
+            .args(["--edition", "2024", "--crate-type", "cdylib", "-O", "-o"])
+            .arg(&library)
+            .arg(&source),
+    )?;
+    Ok(library)
+}
+
+/// The guest's test plan: each test alone, between markers the report is read from (the end
+/// marker with the exit status and the milliseconds taken); the kernel tests with the
+/// verifier-statistics library `shim` preloaded. A test that hangs is stopped after
+/// [`TEST_WALL_TIME`], so the others still run.
+pub(super) fn plan(binaries: &BTreeMap<String, PathBuf>, tests: &[Test], shim: &Path) -> String {
+    let mut plan = String::from(
+        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+         export HOME=/tmp TMPDIR=/tmp RUST_BACKTRACE=1 MEMORY_MONITOR_VMTEST=1\n\
+         cd /tmp\n",
+    );
+    let limit = TEST_WALL_TIME.as_secs();
+    for test in tests {
+        let (id, name) = (test.id(), &test.name);
+        let path = binaries[&test.binary].display();
+        let preload = match name.starts_with("kernel::") {
+            true => format!("LD_PRELOAD='{}' ", shim.display()),
+            false => String::new(),
+        };
+        plan.push_str(&format!(
+            "echo '@@ begin {id}'\n\
+             started=$(date +%s%N)\n\
+             {preload}timeout -k 10 {limit} '{path}' --exact '{name}' --include-ignored --test-threads=1 --nocapture 2>&1\n\
+             status=$?\n\
+             echo \"@@ end {id} $status $(( ($(date +%s%N) - started) / 1000000 ))\"\n"
+        ));
+    }
+    plan
+}
+
+/// Boots `kernel` with the tests of `plan` and reads its report.
+pub(super) fn boot(
+    kernel: &Kernel,
+    files: &KernelFiles,
+    plan: &str,
+    tests: &[Test],
+    out: &Path,
+) -> Result<Report> {
+    let wall = guest_wall_time(tests.len());
+    let guest = run_guest(kernel, files, plan, GUEST_CPUS, out, wall, |line| {
+        line.strip_prefix("@@ end ").map(str::to_string)
+    })?;
+    let mut report = read_report(kernel.name, &files.package, &guest.console, tests);
+    report.wall = guest.wall;
+    if guest.timed_out {
+        report.ending = Some(format!(
+            "the guest did not end within {:?}; its console's last lines:\n{}",
+            wall,
+            tail(&guest.console, 40)
+        ));
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_runs_the_kernel_tests_everywhere_and_every_other_test_once() {
+        let test = |binary: &str, name: &str| Test {
+            binary: binary.to_string(),
+            name: name.to_string(),
+        };
+        let tests = [
+            test(LIBRARY_TESTS, "kernel::btf::tests::reads_this_kernel"),
+            test("sources", "ebpf::a"),
+            test("sources", "ebpf::b"),
+            test("rules", "select::c"),
+            test("actions", "profile::d"),
+            test("sources", LAST),
+        ];
+        let shares = spread(&tests, 3, 1);
+        for share in &shares {
+            assert_eq!(share[0], tests[0]);
+            assert_eq!(share.last(), Some(&tests[5]));
+        }
+        assert_eq!(shares[1][1], tests[1]);
+        assert_eq!(shares[2][1], tests[2]);
+        assert_eq!(shares[0][1], tests[3]);
+        assert_eq!(shares[1][2], tests[4]);
+        let mut others: Vec<&Test> = shares
+            .iter()
+            .flatten()
+            .filter(|t| !t.name.starts_with(ON_EVERY_KERNEL))
+            .collect();
+        others.sort_by_key(|t| t.id());
+        assert_eq!(others, [&tests[4], &tests[3], &tests[1], &tests[2]]);
+    }
+
+    #[test]
+    fn the_list_is_read_for_tests_only() {
+        let text = "kernel::btf::tests::reads_this_kernel: test\nbench_it: bench\n\n2 tests, 1 benchmark\n";
+        assert_eq!(parse_list(text), ["kernel::btf::tests::reads_this_kernel"]);
+    }
+}
