@@ -44,7 +44,11 @@ mount -t cgroup2 cgroup2 /host/sys/fs/cgroup
 ip link set lo up
 cp /plan.sh /host/tmp/plan.sh
 echo "@@ booted $(uname -r)"
-chroot /host /bin/sh /tmp/plan.sh
+# The host's root becomes the mount namespace's root, as in a booted system or a container
+# (whose runtime pivots into its root): a bare chroot would leave /host in every path the
+# kernel prints for a mount seen from another namespace (/proc/PID/maps). This shell stays on
+# the initramfs, where it finds its poweroff.
+cd /host && mount --move . / && chroot . /bin/sh /tmp/plan.sh
 echo "@@ done"
 poweroff -f
 "#;

@@ -17,7 +17,7 @@
 //! - **The guest** boots the kernel with a busybox initramfs (Debian's busybox-static) that
 //!   loads the kernel's own 9p modules (and their dependencies, from its `modules.dep`), mounts
 //!   this machine's root read-only over 9p, mounts proc, sys, tracefs, bpffs, cgroup2 and a
-//!   tmpfs `/tmp` there, brings up loopback, chroots into it and runs the host-built test
+//!   tmpfs `/tmp` there, brings up loopback, moves it to `/` and chroots into it, and runs the host-built test
 //!   binaries, each test alone.
 //! - **qemu** runs with TCG (`/dev/kvm` here cannot boot a stock kernel), 2 vCPUs. A test has
 //!   a bounded wall time, and each guest one that grows with its tests: a hang is a failure,
