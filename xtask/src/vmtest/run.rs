@@ -77,8 +77,8 @@ const NOT_IN_GUESTS: [(&str, &str, &str); 6] = [
     (
         "actions",
         "pressure::",
-        "the guest's memory cgroup OOM-kills the test's own memory hog before the target is \
-         signalled (seen on 6.1 and 6.12; cause not found yet)",
+        "its hog's page cache is a file in /tmp, a tmpfs in a guest: shared memory that \
+         cannot be reclaimed without swap, so the cgroup OOM-kills the hog",
     ),
     (
         "rules",
