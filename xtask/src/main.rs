@@ -170,10 +170,7 @@ fn root_only_tests() -> Result<usize> {
         output.status.success(),
         "listing the tests that need root failed"
     );
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|line| line.ends_with(": test"))
-        .count())
+    Ok(vmtest::parse_list(&String::from_utf8_lossy(&output.stdout)).len())
 }
 
 /// What a run without root says, before and after the suite, so that a green run is not read

@@ -48,6 +48,7 @@ mod run;
 use guest::{run_guest, tail};
 use kernels::{KERNELS, fetch};
 use report::{Report, print_reports};
+pub(crate) use run::parse_list;
 use run::{Test, boot, build_verifier_stats, guest_tests, plan, spread, test_binaries};
 
 /// What `vmtest` is to run: which kernels, and which of the tests (or, with `--faults`, the

@@ -47,6 +47,10 @@ const GUEST_TESTS: [(&str, Picks); 6] = [
     ("library", Picks::NeedsRoot),
 ];
 
+/// Why the swap tests stay out of the guests.
+const NO_SWAP_FILE: &str = "a swap file needs a disk-backed file system it can write; a guest \
+                            has only a tmpfs and the host's root, read-only";
+
 /// Modules no guest runs, though the rules pick them, and why: each is left out by the whole
 /// module, counted and said on every run, so that what is not run is never silent.
 const NOT_IN_GUESTS: [(&str, &str, &str); 6] = [
@@ -56,18 +60,8 @@ const NOT_IN_GUESTS: [(&str, &str, &str); 6] = [
         "processes start at about 8 a second under TCG (256 in 30 s, measured on 6.12): the \
          churn needs 3,000 in 30 s and the exit test 100,000 exits, hours in a guest",
     ),
-    (
-        "actions",
-        "swap::",
-        "a swap file needs a disk-backed file system it can write; a guest has only a tmpfs \
-         and the host's root, read-only",
-    ),
-    (
-        "rules",
-        "flags::the_count_flag_adds_swap",
-        "a swap file needs a disk-backed file system it can write; a guest has only a tmpfs \
-         and the host's root, read-only",
-    ),
+    ("actions", "swap::", NO_SWAP_FILE),
+    ("rules", "flags::the_count_flag_adds_swap", NO_SWAP_FILE),
     (
         "actions",
         "release::",
@@ -198,8 +192,8 @@ fn listed(binary: &Path, arg: &str) -> Result<Vec<String>> {
     Ok(parse_list(&String::from_utf8_lossy(&output.stdout)))
 }
 
-/// The tests of a `--list` output (benchmarks and summary lines left out).
-fn parse_list(text: &str) -> Vec<String> {
+/// The tests of a libtest `--list` output (benchmarks and summary lines left out).
+pub(crate) fn parse_list(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|line| line.strip_suffix(": test"))
         .map(str::to_string)
