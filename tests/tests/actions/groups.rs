@@ -236,7 +236,15 @@ fn sigkill_to_a_cgroup_goes_through_cgroup_kill_where_the_kernel_has_it() {
 
 #[test]
 fn act_on_cgroup_needs_a_rule_that_selects_by_cgroup() {
-    let (status, stderr) = run_monitor(&["-m", "1G", "--act-on", "cgroup", "some-name"]);
+    // --check-config: exit 0 at once were the rule taken.
+    let (status, stderr) = run_monitor(&[
+        "--check-config",
+        "-m",
+        "1G",
+        "--act-on",
+        "cgroup",
+        "some-name",
+    ]);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
@@ -244,7 +252,7 @@ fn act_on_cgroup_needs_a_rule_that_selects_by_cgroup() {
             && stderr.contains("add --cgroup PATH"),
         "{stderr}"
     );
-    let (status, stderr) = run_monitor(&["-m", "1G", "--act-on", "group", "some-name"]);
+    let (status, stderr) = run_monitor(&["--check-config", "-m", "1G", "--act-on", "group", "x"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
