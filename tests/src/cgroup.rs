@@ -1,8 +1,11 @@
-//! Cgroups made for tests, and where the memory controller is.
+//! Cgroups made for tests, targets born inside them, and where the memory controller is.
 
 use std::ffi::CString;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+use crate::Target;
 
 /// A cgroup made for a test, removed (its processes moved back to the root first) when dropped.
 pub struct Cgroup {
@@ -56,6 +59,29 @@ impl Drop for Cgroup {
         }
         let _ = std::fs::remove_dir(&self.dir);
     }
+}
+
+/// Starts a target that moves itself into `cgroup` before its program runs: it is born there,
+/// as a service's or a container's processes are.
+pub fn spawn_inside(name: &str, cgroup: &Cgroup) -> Target {
+    let procs = cgroup.procs();
+    Target::spawn_with(name, move |command| {
+        // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                match written {
+                    1 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+    })
 }
 
 /// Where the memory controller is: the v2 hierarchy when it has it, else a v1 memory

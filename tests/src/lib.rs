@@ -37,5 +37,5 @@ pub use monitor::{
 pub use procfs::{capability_set, kib_field, resident_bytes, status_field};
 pub use profile::{files_in, pprof_default_top, pprof_top, pprof_top_entry};
 pub use program::{all_signals, block_all_signals, map_anonymous};
-pub use target::Target;
+pub use target::{Target, is_alive};
 pub use waiting::{patience, wait_until};

@@ -317,7 +317,7 @@ impl Drop for Target {
 
 /// Whether `pid` can still take a signal: it exists and is no zombie (state `Z`, or `X`
 /// while it is reaped).
-fn is_alive(pid: i32) -> bool {
+pub fn is_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         stat.rsplit_once(") ")
             .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']))

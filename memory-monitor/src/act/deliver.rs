@@ -7,8 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::io::Errno;
 
+use super::group::{self, Group, Reached};
+use crate::choice::Choice as _;
 use crate::policy::{Policy, Verdict};
+use crate::rules::ActOn;
 use crate::signal::Signal;
+use crate::system::procfs::ProcRoot;
 use crate::system::users::UserName;
 use crate::units::{Bytes, Period};
 use crate::watch::process::WatchedProcess;
@@ -170,12 +174,19 @@ pub(crate) fn deliver(target: &WatchedProcess, signal: Signal, dispatch: Dispatc
 }
 
 /// Carries out `verdict` for `target` (whose RSS was just read as `rss`, watched under the
-/// rule named `rule`) and logs it. Returns the delivery when a signal was due.
+/// rule named `rule`, its signals reaching `group` too) and logs it. Returns the delivery
+/// when a signal was due.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one process's verdict and all it reaches, each part decided by the caller"
+)]
 pub(crate) fn act(
     rule: &str,
     policy: &Policy,
     verdict: Verdict,
     target: &WatchedProcess,
+    group: Option<Group<'_>>,
+    proc: &ProcRoot,
     rss: u64,
     dispatch: Dispatch,
     reported: Option<Reported>,
@@ -197,7 +208,19 @@ pub(crate) fn act(
         Verdict::Breach | Verdict::Repeat => policy.signal,
         Verdict::Kill => Signal::KILL,
     };
+    let aim = group::aim(proc, target, group);
     let result = deliver(target, signal, dispatch);
+    let reached = group::reach(proc, target.pid(), aim, signal, dispatch, result);
+    let Reached {
+        acted_on,
+        pgid,
+        cgroup,
+        members,
+        via,
+        refused: group_refused,
+    } = reached;
+    // A text field, quoted like the others.
+    let acted_on = acted_on.name();
     // Only a breach is found on a report; repeats and kills fall due on the monitor's timer.
     let reported = reported.filter(|_| verdict == Verdict::Breach);
     let queued_us = reported.map(|r| r.read_ns.saturating_sub(r.at_ns) / 1000);
@@ -218,10 +241,10 @@ pub(crate) fn act(
     };
     match result {
         Delivery::Failed(_) => {
-            tracing::error!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, queued_us, reaction_us, "{message}");
+            tracing::error!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, acted_on, pgid, cgroup, members, via, group_refused, queued_us, reaction_us, "{message}");
         }
         _ => {
-            tracing::warn!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, queued_us, reaction_us, "{message}");
+            tracing::warn!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, acted_on, pgid, cgroup, members, via, group_refused, queued_us, reaction_us, "{message}");
         }
     }
     // Once SIGKILL is on its way, nothing the process does can keep its memory.
@@ -232,8 +255,11 @@ pub(crate) fn act(
 }
 
 /// Describes the policy for the start-up line: `SIGTERM, again every 2s while over`.
-pub(crate) fn describe(policy: &Policy, kernel_signal: bool) -> String {
+pub(crate) fn describe(policy: &Policy, act_on: ActOn, kernel_signal: bool) -> String {
     let mut text = policy.signal.to_string();
+    if let Some(reach) = act_on.phrase() {
+        text += &format!(" {reach}");
+    }
     if kernel_signal {
         text += " from the kernel";
     }

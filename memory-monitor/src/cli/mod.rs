@@ -34,8 +34,8 @@ use crate::config::{Config, DEFAULT_MAX_PROCESSES, Mode};
 use crate::host::logging::{LogFormat, LogSettings};
 use crate::kernel::Attach;
 use crate::matcher::{MatchMode, Matcher};
-use crate::rules::Repeat;
 use crate::rules::count::Count;
+use crate::rules::{ActOn, Repeat};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::system::cgroup::CgroupPath;
@@ -174,6 +174,15 @@ struct Cli {
     /// SIGKILL a process still over this long after its first signal.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, allow_hyphen_values = true, conflicts_with = "once")]
     kill_after: Option<Duration>,
+
+    /// Signal the process, process-group or cgroup [default: process]
+    ///
+    /// process: the process over its limit alone. process-group: every process of its process
+    /// group too (never group 1 nor the monitor's own). cgroup: every process of the cgroup
+    /// the rule selects by (--cgroup, required) and below it, SIGKILL through its cgroup.kill
+    /// where the kernel has one. --kill-after's SIGKILL reaches the same.
+    #[arg(long, value_name = "WHAT", value_parser = ChoiceParser::<ActOn>::new(), hide_possible_values = true)]
+    act_on: Option<ActOn>,
 
     /// Run this shell command on each breach, after the signal.
     ///

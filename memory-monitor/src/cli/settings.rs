@@ -76,6 +76,7 @@ impl Cli {
                 ("--profile-budget", self.profile_budget.is_some()),
                 ("--profile-at", self.profile_at.is_some()),
                 ("--count", self.count.is_some()),
+                ("--act-on", self.act_on.is_some()),
             ];
             if let Some((option, _)) = rule_options.iter().find(|(_, given)| *given) {
                 return Err(UsageError(format!(
@@ -117,6 +118,7 @@ impl Cli {
             profile_budget: self.profile_budget,
             profile_at: self.profile_at,
             count: self.count,
+            act_on: self.act_on,
             decimal_unit: self.decimal_unit.clone(),
         };
         spec.build(self.defaults())

@@ -9,6 +9,7 @@ use super::actions::Actions;
 use super::in_force::InForce;
 use crate::accounting::{Accounting, Exact};
 use crate::act::deliver::{self, Delivery, Dispatch, Reported};
+use crate::act::group::Group;
 use crate::act::hook::Breach;
 use crate::kernel::KernelLink;
 use crate::policy::{Policy, Verdict};
@@ -264,6 +265,8 @@ fn act(
         policy,
         verdict,
         watched,
+        Group::of(rule),
+        proc,
         rss,
         dispatch,
         look.reported,

@@ -163,7 +163,7 @@ fn summary(rules: &RuleSet, index: usize, running: Running<'_>) -> (String, Stri
     if running.once {
         return (limit, "none: --once only checks".to_string());
     }
-    let mut action = deliver::describe(&policy, running.kernel_signal);
+    let mut action = deliver::describe(&policy, rule.act_on, running.kernel_signal);
     if let Some(profile) = &rule.profile {
         action = format!("profile to {}, then {action}", profile.sink);
     }

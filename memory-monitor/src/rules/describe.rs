@@ -18,6 +18,9 @@ pub fn describe_rules(rules: &RuleSet) -> String {
             rule.limit
         );
         let mut action = rule.signal.to_string();
+        if let Some(reach) = rule.act_on.phrase() {
+            action += &format!(" {reach}");
+        }
         match rule.repeat {
             Some(period) => {
                 action += &format!(", again every {} while over", units::Period(period))

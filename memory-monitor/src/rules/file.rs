@@ -13,6 +13,7 @@ use super::spec::{Repeat, RuleSpec};
 use super::{COMMAND_LINE_RULE, Defaults, Exclude, MAX_RULES, Rule, RulesError, SetFault};
 use crate::choice::Choice as _;
 use crate::matcher::{MatchMode, Matcher};
+use crate::rules::act_on::ActOn;
 use crate::rules::count::Count;
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
@@ -90,6 +91,7 @@ struct RawRule {
     profile_budget: Option<Spanned<Scalar>>,
     profile_at: Option<Spanned<Scalar>>,
     count: Option<Spanned<String>>,
+    act_on: Option<Spanned<String>>,
 }
 
 /// Reads the rules in the file at `path`, once it is trusted: its `exec` entries run as the
@@ -323,6 +325,13 @@ impl FileText<'_> {
                 ),
                 None => None,
             },
+            act_on: match &raw.act_on {
+                Some(act_on) => Some(
+                    ActOn::parse(act_on.get_ref())
+                        .map_err(|e| fail(act_on.span(), "act-on", e.to_string()))?,
+                ),
+                None => None,
+            },
             decimal_unit: raw
                 .max_memory
                 .as_ref()
@@ -391,6 +400,7 @@ impl RawRule {
             "profile-budget" => scalar(&self.profile_budget),
             "profile-at" => scalar(&self.profile_at),
             "count" => text(&self.count),
+            "act-on" => text(&self.act_on),
             _ => None,
         }
     }
@@ -462,6 +472,7 @@ mod tests {
             exec-timeout = 5
             profile-to = "dir:/tmp/profiles"
             profile-at = "50%"
+            act-on = "process-group"
 
             [[rule]]
             cmdline = "app.jar"
@@ -494,6 +505,8 @@ mod tests {
         assert_eq!(second.limit, SizeSpec::Bytes(100 << 20));
         assert_eq!(second.signal, Signal::TERM);
         assert_eq!(second.repeat, DEFAULTS.repeat);
+        assert_eq!(web.act_on, ActOn::ProcessGroup);
+        assert_eq!(second.act_on, ActOn::Process);
     }
 
     #[test]
@@ -508,6 +521,9 @@ mod tests {
             "processes in cgroup /system.slice/web.service"
         );
         assert!(rule.limit.is_per_process());
+        let whole =
+            parse("[[rule]]\ncgroup = \"/web.service\"\nmax-memory = 1\nact-on = \"cgroup\"\n");
+        assert_eq!(whole.unwrap()[0].act_on, ActOn::Cgroup);
     }
 
     #[test]

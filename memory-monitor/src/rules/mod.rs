@@ -12,11 +12,13 @@
 //! repeat = "10s"               # or "never"
 //! kill-after = "30s"
 //! exec = "logger -t oom-guard $MM_NAME"
+//! act-on = "process-group"     # or "cgroup" (with cgroup =); default "process"
 //! profile-to = "dir:/var/lib/memory-monitor/profiles"
 //! ```
 //!
 //! Every key is the name of the command-line option that means the same.
 
+pub(crate) mod act_on;
 pub mod caution;
 pub(crate) mod count;
 pub(crate) mod describe;
@@ -31,6 +33,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::matcher::Matcher;
+pub use crate::rules::act_on::ActOn;
 pub use crate::rules::count::Count;
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
@@ -204,6 +207,8 @@ pub struct Rule {
     pub profile: Option<ProfileSettings>,
     /// What counts toward the limit.
     pub count: Count,
+    /// What its signals reach: the process, its process group, or its cgroup.
+    pub act_on: ActOn,
     /// Values it holds that are seldom what was meant (see [`caution`]): said at start and by
     /// `--check-config`, not refused.
     pub cautions: Vec<String>,
@@ -228,6 +233,7 @@ impl Rule {
             exec: None,
             profile: None,
             count: Count::Rss,
+            act_on: ActOn::Process,
             cautions: Vec::new(),
         }
     }

@@ -12,6 +12,7 @@ use super::{
     Exec, Pinned, ProfileSettings, Rule, Selector,
 };
 use crate::matcher::Matcher;
+use crate::rules::act_on::ActOn;
 use crate::rules::count::Count;
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
@@ -75,6 +76,8 @@ pub struct RuleSpec {
     pub profile_at: Option<u32>,
     /// `count`.
     pub count: Option<Count>,
+    /// `act-on`.
+    pub act_on: Option<ActOn>,
     /// The decimal unit `max-memory` was written with (`MB`), which is read as binary: said
     /// as a caution (see [`crate::units::decimal_unit`]).
     pub decimal_unit: Option<String>,
@@ -96,6 +99,9 @@ pub enum SpecError {
     },
     /// Two settings that exclude each other were both given.
     Conflict(&'static str, &'static str),
+    /// `act-on = cgroup` on a rule that selects by no cgroup: the cgroup acted on is only
+    /// ever the one the rule names.
+    NoCgroupToActOn,
     /// A setting's value cannot work.
     Invalid {
         /// The setting.
@@ -110,6 +116,7 @@ impl SpecError {
     pub fn setting(&self) -> Option<&'static str> {
         match self {
             SpecError::SelectsNothing | SpecError::Missing(_) => None,
+            SpecError::NoCgroupToActOn => Some("act-on"),
             SpecError::Needs { setting, .. } | SpecError::Invalid { setting, .. } => Some(setting),
             SpecError::Conflict(_, second) => Some(second),
         }
@@ -134,6 +141,9 @@ impl SpecError {
             SpecError::Conflict(first, second) => {
                 format!("give --{first} or --{second}, not both")
             }
+            SpecError::NoCgroupToActOn => {
+                "--act-on cgroup acts on the cgroup the rule selects by, and it selects by none: add --cgroup PATH, or use --act-on process-group".to_string()
+            }
             SpecError::Invalid { setting, why } => format!("--{setting} {why}"),
         }
     }
@@ -150,6 +160,9 @@ impl fmt::Display for SpecError {
             SpecError::Missing(setting) => write!(f, "{setting} is missing"),
             SpecError::Needs { needs, .. } => write!(f, "needs {}", needs.join(" or ")),
             SpecError::Conflict(first, second) => write!(f, "give {first} or {second}, not both"),
+            SpecError::NoCgroupToActOn => f.write_str(
+                "'cgroup' acts on the cgroup the rule selects by, and it selects by none: add cgroup = \"/path\", or act-on = \"process-group\"",
+            ),
             SpecError::Invalid { why, .. } => f.write_str(why),
         }
     }
@@ -255,6 +268,29 @@ impl RuleSpec {
                 why: format!("leaves out uid {uid}, which the rule selects by user"),
             });
         }
+        let act_on = self.act_on.unwrap_or_default();
+        if act_on == ActOn::Cgroup {
+            let cgroup = self.cgroup.as_ref().ok_or(SpecError::NoCgroupToActOn)?;
+            if cgroup.split_last().is_none() {
+                return Err(SpecError::Invalid {
+                    setting: "act-on",
+                    why: "'cgroup' with the root cgroup would signal every process of the host: select by the cgroup below it that is meant".to_string(),
+                });
+            }
+            // cgroup.kill takes the whole cgroup: it cannot spare what the rule leaves out.
+            if let Some(inside) = exclude
+                .cgroups
+                .iter()
+                .find(|left_out| cgroup.contains(left_out.as_str().as_bytes()))
+            {
+                return Err(SpecError::Invalid {
+                    setting: "act-on",
+                    why: format!(
+                        "'cgroup' would reach {inside} too, which the rule leaves out: act on process-group, or stop leaving it out"
+                    ),
+                });
+            }
+        }
         let cautions = super::caution::of(limit, self.decimal_unit.as_deref(), signal, repeat);
         Ok(Rule {
             name: self.name.trim().to_string(),
@@ -272,6 +308,7 @@ impl RuleSpec {
             exec,
             profile,
             count: self.count.unwrap_or_default(),
+            act_on,
             cautions,
         })
     }
@@ -302,6 +339,7 @@ mod tests {
         assert_eq!(rule.repeat, DEFAULTS.repeat);
         assert_eq!(rule.kill_after, None);
         assert!(rule.exec.is_none() && rule.profile.is_none());
+        assert_eq!(rule.act_on, ActOn::Process);
         let never = RuleSpec {
             repeat: Some(Repeat::Never),
             exec: Some("true".to_string()),
@@ -388,6 +426,36 @@ mod tests {
                 },
                 "leaves out uid 33, which the rule selects by user",
                 "--exclude-user leaves out uid 33, which the rule selects by user",
+            ),
+            (
+                RuleSpec {
+                    act_on: Some(ActOn::Cgroup),
+                    ..spec()
+                },
+                "'cgroup' acts on the cgroup the rule selects by, and it selects by none: add cgroup = \"/path\", or act-on = \"process-group\"",
+                "--act-on cgroup acts on the cgroup the rule selects by, and it selects by none: add --cgroup PATH, or use --act-on process-group",
+            ),
+            (
+                RuleSpec {
+                    act_on: Some(ActOn::Cgroup),
+                    cgroup: Some(CgroupPath::parse("/").unwrap()),
+                    ..spec()
+                },
+                "'cgroup' with the root cgroup would signal every process of the host: select by the cgroup below it that is meant",
+                "--act-on 'cgroup' with the root cgroup would signal every process of the host: select by the cgroup below it that is meant",
+            ),
+            (
+                RuleSpec {
+                    act_on: Some(ActOn::Cgroup),
+                    cgroup: Some(CgroupPath::parse("/app").unwrap()),
+                    exclude: Exclude {
+                        cgroups: vec![CgroupPath::parse("/app/backup").unwrap()],
+                        ..Exclude::default()
+                    },
+                    ..spec()
+                },
+                "'cgroup' would reach /app/backup too, which the rule leaves out: act on process-group, or stop leaving it out",
+                "--act-on 'cgroup' would reach /app/backup too, which the rule leaves out: act on process-group, or stop leaving it out",
             ),
         ];
         for (spec, in_file, on_command_line) in cases {

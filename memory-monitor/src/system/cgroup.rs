@@ -15,6 +15,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use rustix::io::Errno;
+
+use crate::system::procfs::ProcRoot;
+
 /// A cgroup path in a hierarchy, normalised (`/a/b`; the root is `/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupPath(String);
@@ -374,6 +378,40 @@ fn v1_memory_path_of(text: &[u8]) -> Option<&[u8]> {
 /// or the mount does not show it.
 pub(crate) fn cgroup_of<'a>(text: &'a [u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
     v2()?.frame.place(v2_path_of(text)?, buf)
+}
+
+/// Whether process `pid`'s (v2) cgroup is `cgroup` or below it, as `/proc/PID/cgroup` says
+/// now. Read by PID: it is that process's answer only while the process lives. Allocates
+/// nothing.
+pub(crate) fn holds(cgroup: &CgroupPath, proc: &ProcRoot, pid: i32) -> bool {
+    let mut text = [0u8; 4096];
+    let mut placed = [0u8; 4096];
+    let Ok(text) = proc.read_file(pid, "cgroup", &mut text) else {
+        return false;
+    };
+    cgroup_of(text, &mut placed).is_some_and(|path| cgroup.contains(path))
+}
+
+/// Kills every process of `cgroup` and those below it at once, the kernel's way: `1` written
+/// to its `cgroup.kill` (Linux 5.14+). The kernel takes them all in one go, those forking
+/// meanwhile included. `Err(NOENT)` where the file does not exist (an older kernel, or the
+/// root cgroup): the caller kills them one by one. The file's name is built on the stack.
+pub(crate) fn kill(cgroup: &CgroupPath) -> Result<(), Errno> {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::unix::ffi::OsStrExt as _;
+    let mount = v2_mount().ok_or(Errno::NOENT)?.as_os_str().as_bytes();
+    let mut name = [0u8; 4096];
+    let parts: [&[u8]; 4] = [mount, cgroup.as_str().as_bytes(), b"/cgroup.kill", b"\0"];
+    let mut at = 0;
+    for part in parts {
+        name.get_mut(at..at + part.len())
+            .ok_or(Errno::NAMETOOLONG)?
+            .copy_from_slice(part);
+        at += part.len();
+    }
+    let file = CStr::from_bytes_with_nul(&name[..at]).map_err(|_| Errno::INVAL)?;
+    let fd = rustix::fs::open(file, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+    rustix::io::write(&fd, b"1").map(|_| ())
 }
 
 /// The tightest memory limit on a process whose `/proc/PID/cgroup` reads `text`: the

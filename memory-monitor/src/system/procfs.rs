@@ -113,6 +113,8 @@ fn rollup_bytes(buf: &[u8], key: &[u8], bad_: [&'static str; 3]) -> Result<u64, 
 pub struct Stat<'a> {
     /// The name between the parentheses, as stored (may itself contain `)` or spaces).
     pub comm: &'a [u8],
+    /// Its process group (0 for kernel threads).
+    pub(crate) pgrp: i32,
     /// Kernel `PF_*` flags.
     pub(crate) flags: u32,
     /// When the process started, in clock ticks after boot: with the PID, it names one process
@@ -151,8 +153,13 @@ pub fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, ParseError> {
     if !matches!(fields.next(), Some([_])) {
         return Err(bad("state is not one letter"));
     }
+    let pgrp = fields
+        .nth(1)
+        .and_then(parse_u64)
+        .and_then(|pgrp| i32::try_from(pgrp).ok())
+        .ok_or(bad("pgrp is not a number"))?;
     let flags = fields
-        .nth(5)
+        .nth(3)
         .and_then(parse_u64)
         .ok_or(bad("flags is not a number"))?;
     let start_time = fields
@@ -161,6 +168,7 @@ pub fn parse_stat(buf: &[u8]) -> Result<Stat<'_>, ParseError> {
         .ok_or(bad("starttime is not a number"))?;
     Ok(Stat {
         comm,
+        pgrp,
         flags: u32::try_from(flags).map_err(|_| bad("flags out of range"))?,
         start_time,
     })
@@ -365,10 +373,22 @@ impl ProcRoot {
         vec![MaybeUninit::uninit(); 64 * 1024].into_boxed_slice()
     }
 
+    /// The same `/proc` through a descriptor of its own, whose listing does not disturb one
+    /// under way through this one's.
+    pub(crate) fn reopen(&self) -> io::Result<ProcRoot> {
+        let dir = rustix::fs::openat(
+            &self.dir,
+            c".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(ProcRoot { dir })
+    }
+
     /// Calls `visit` with every process (thread-group) ID now in `/proc`, in ascending order.
     pub(crate) fn for_each_pid(
         &self,
-        buf: &mut DirBuffer,
+        buf: &mut [MaybeUninit<u8>],
         mut visit: impl FnMut(i32),
     ) -> io::Result<()> {
         rustix::fs::seek(&self.dir, SeekFrom::Start(0))?;
@@ -507,6 +527,7 @@ mod tests {
             assert_eq!(stat.comm, name);
             assert_eq!(stat.flags, 4194560);
             assert_eq!(stat.start_time, 555);
+            assert_eq!(stat.pgrp, 4242);
             assert!(!stat.is_kernel_thread());
         }
     }

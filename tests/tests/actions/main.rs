@@ -6,6 +6,7 @@
 
 mod events;
 mod flame;
+mod groups;
 mod hooks;
 mod identity;
 mod logs;

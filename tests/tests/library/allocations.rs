@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use memory_monitor::config::Mode;
 use memory_monitor::matcher::{MatchMode, Matcher};
-use memory_monitor::rules::{CgroupPath, Exclude, Rule, RuleSet, Selector};
+use memory_monitor::rules::{ActOn, CgroupPath, Exclude, Rule, RuleSet, Selector};
 use memory_monitor::signal::Signal;
 use memory_monitor::units::SizeSpec;
 use memory_monitor::{Config, Monitor};
@@ -250,4 +250,45 @@ fn steady_cycles_under_a_rule_by_user_with_exclusions_allocate_nothing() {
     let expected = (warm_up + measured) as usize;
     assert!(over.wait_signals(signal.number(), expected));
     assert!(left_out.signals().is_empty());
+}
+
+#[test]
+fn steady_cycles_signalling_a_whole_process_group_allocate_nothing() {
+    use std::os::unix::process::CommandExt as _;
+    let name = unique_name("mma-pg");
+    // A group of its own (the test's is the monitor's, which is never signalled), its two
+    // children forked before it grows: watched too, under the limit.
+    let mut over = Target::spawn_with(&name, |command| {
+        command.process_group(0);
+    });
+    let children = [over.fork(), over.fork()];
+    over.grow(48);
+    let signal: Signal = "RTMIN+1".parse().unwrap();
+    let mut config = config_for(
+        &name,
+        signal,
+        Some(Duration::from_secs(1)),
+        SizeSpec::Bytes(32 << 20),
+    );
+    let mut rule = config.rules.all()[0].clone();
+    rule.act_on = ActOn::ProcessGroup;
+    config.rules = RuleSet::new(vec![rule]).unwrap();
+    config.mode = Mode::Poll;
+    let mut monitor = Monitor::new(config).unwrap();
+    let _guard = log_as_the_binary_does();
+
+    let (warm_up, measured) = (3, 200);
+    // Each cycle walks /proc for the group and signals all three.
+    let allocated = allocations_in_steady_cycles(&mut monitor, warm_up, measured, |report| {
+        assert_eq!((report.watched, report.over, report.signals), (3, 1, 1));
+    });
+    assert_eq!(
+        allocated, 0,
+        "{allocated} allocations in {measured} steady cycles"
+    );
+    let expected = (warm_up + measured) as usize;
+    assert!(over.wait_signals(signal.number(), expected));
+    for child in children {
+        assert_eq!(over.signals_of(child).len(), expected, "child {child}");
+    }
 }

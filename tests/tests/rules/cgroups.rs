@@ -4,33 +4,10 @@
 
 use std::os::unix::process::CommandExt as _;
 
-use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy, v2_mount};
+use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy, spawn_inside, v2_mount};
 use memory_monitor_tests::{Monitor, RulesFile, Target, unique_name};
 
 const USR1: i32 = libc::SIGUSR1;
-
-/// Starts a target that moves itself into `cgroup` before its program runs: it is born there,
-/// as a service's or a container's processes are.
-fn spawn_inside(name: &str, cgroup: &Cgroup) -> Target {
-    let procs = cgroup.procs();
-    Target::spawn_with(name, move |command| {
-        // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                match written {
-                    1 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                }
-            });
-        }
-    })
-}
 
 fn start(mode: &str, args: &[&str]) -> Monitor {
     let mut all = vec![
