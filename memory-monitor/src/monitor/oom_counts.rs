@@ -10,8 +10,8 @@
 //! killed since: one `pread` per followed cgroup, into the stack; and at once when the kernel
 //! says a followed cgroup v2's `memory.events.local` changed (inotify: the kernel notifies
 //! every change of its events files), so a kill there is said when it happens. (cgroup v1's
-//! `memory.oom_control` says nothing to inotify.) Opening a new cgroup's count allocates (its
-//! path), as admitting a new process does; a steady poll does not.
+//! `memory.oom_control` says nothing to inotify.) The records are allocated at start-up:
+//! following a new cgroup allocates nothing, as admitting a process does not.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -28,7 +28,10 @@ use crate::watch::table::ProcessTable;
 
 /// The most memory cgroups followed at once; processes in further cgroups are counted with
 /// the machine's (said once).
-const MAX_CGROUPS: usize = 1024;
+const MAX_CGROUPS: usize = 512;
+
+/// The most of a cgroup's path kept for its log line (a longer one is cut, and says so).
+const PATH_KEPT: usize = 256;
 
 /// The counts poll mode follows.
 #[derive(Debug)]
@@ -54,8 +57,11 @@ struct Followed {
     print: u64,
     /// The rule of a process watched in it (the last one seen).
     rule: usize,
-    /// Its path, for the log line.
-    path: Box<[u8]>,
+    /// Its path, for the log line: the first `path_len` bytes (cut at [`PATH_KEPT`]).
+    path: [u8; PATH_KEPT],
+    path_len: usize,
+    /// Whether the path was longer.
+    path_cut: bool,
     identity: Identity,
     /// Its count (`None`: the kernel keeps none for it, as for the v2 root).
     count: Option<OomCount>,
@@ -139,20 +145,25 @@ impl OomCounts {
     fn open(&self, pid: i32, print: u64, rule: usize) -> Option<Followed> {
         let mut text = [0u8; 4096];
         let text = self.proc.read_file(pid, "cgroup", &mut text).ok()?;
-        let mut buf = [0u8; 4096];
-        let (file, path) = oom_count_file(text, &mut buf)?;
-        let count = OomCount::open(&file).ok();
+        let mut name = [0u8; 4096];
+        let (file, path) = oom_count_file(text, &mut name)?;
+        let count = OomCount::open(file).ok();
         // Only cgroup v2's events file tells inotify of its changes.
         let watch = match (&count, &self.notify) {
             (Some(_), Some(notify)) if file.to_bytes().ends_with(b".local") => {
-                inotify::add_watch(notify, &file, WatchFlags::MODIFY).ok()
+                inotify::add_watch(notify, file, WatchFlags::MODIFY).ok()
             }
             _ => None,
         };
+        let mut kept = [0u8; PATH_KEPT];
+        let path_len = path.len().min(PATH_KEPT);
+        kept[..path_len].copy_from_slice(&path[..path_len]);
         Some(Followed {
             print,
             rule,
-            path: path.into(),
+            path: kept,
+            path_len,
+            path_cut: path.len() > PATH_KEPT,
             identity: Identity::from_path(path),
             count,
             seen: true,
@@ -186,10 +197,18 @@ impl Monitor {
                 .metrics
                 .oom_kills
                 .inc_by(killed);
-            let cgroup_path = Escaped(&cgroup.path);
+            let cgroup_path = Escaped(&cgroup.path[..cgroup.path_len]);
+            let cut = if cgroup.path_cut { "…" } else { "" };
             let (container_id, pod_uid) = (cgroup.identity.container(), cgroup.identity.pod());
-            tracing::error!(event = "oom_kill", rule = rule.name.as_str(), cgroup = %cgroup_path, container_id, pod_uid, count = killed,
-                "the kernel's OOM killer took {killed} process(es) in the memory cgroup of processes watched under this rule (polling cannot tell which)");
+            tracing::error!(
+                event = "oom_kill",
+                rule = rule.name.as_str(),
+                cgroup = format_args!("{cgroup_path}{cut}"),
+                container_id,
+                pod_uid,
+                count = killed,
+                "the kernel's OOM killer took {killed} process(es) in the memory cgroup of processes watched under this rule (polling cannot tell which)"
+            );
         }
         if counts.machine.is_none() {
             return;

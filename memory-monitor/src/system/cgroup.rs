@@ -10,7 +10,7 @@
 //! hosts, where the memory controller still sits in a v1 hierarchy, its
 //! `memory.limit_in_bytes` is used for limits.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -407,26 +407,34 @@ pub(crate) fn memory_limit(text: &[u8], mut read: impl FnMut(&CStr)) -> Option<u
 }
 
 /// Where the kernel counts the OOM kills of the memory cgroup of a process whose
-/// `/proc/PID/cgroup` reads `text`, and that cgroup's path as `text` has it: `memory.oom_control` in the v1
-/// memory hierarchy where the memory controller is there (hybrid hosts), else
-/// `memory.events.local` in v2. `None` when the mount does not show it. (The v2 root has no
-/// such file: opening it fails.)
-pub(crate) fn oom_count_file<'a>(text: &'a [u8], buf: &'a mut [u8]) -> Option<(CString, &'a [u8])> {
+/// `/proc/PID/cgroup` reads `text`, written into `name` (NUL-terminated), and that cgroup's
+/// path as `text` has it: `memory.oom_control` in the v1 memory hierarchy where the memory
+/// controller is there (hybrid hosts), else `memory.events.local` in v2. `None` when the
+/// mount does not show it. (The v2 root has no such file: opening it fails.) Allocates
+/// nothing.
+pub(crate) fn oom_count_file<'a, 'n>(
+    text: &'a [u8],
+    name: &'n mut [u8],
+) -> Option<(&'n CStr, &'a [u8])> {
     use std::os::unix::ffi::OsStrExt as _;
     let (hierarchy, seen, file) = match v1_memory() {
         Some(v1) => (v1, v1_memory_path_of(text)?, "memory.oom_control"),
         None => (v2()?, v2_path_of(text)?, "memory.events.local"),
     };
-    let path = hierarchy.frame.place(seen, buf)?;
+    let mut buf = [0u8; 4096];
+    let path = hierarchy.frame.place(seen, &mut buf)?;
     if path.split(|&b| b == b'/').any(|part| part == b"..") {
         return None;
     }
     let dir = path.strip_suffix(b"/").unwrap_or(path);
-    let mut name = hierarchy.mount.as_os_str().as_bytes().to_vec();
-    name.extend_from_slice(dir);
-    name.push(b'/');
-    name.extend_from_slice(file.as_bytes());
-    Some((CString::new(name).ok()?, seen))
+    let mount = hierarchy.mount.as_os_str().as_bytes();
+    let parts: [&[u8]; 5] = [mount, dir, b"/", file.as_bytes(), b"\0"];
+    let mut at = 0;
+    for part in parts {
+        name.get_mut(at..at + part.len())?.copy_from_slice(part);
+        at += part.len();
+    }
+    Some((CStr::from_bytes_with_nul(&name[..at]).ok()?, seen))
 }
 
 /// The smallest limit in `file` from `mount`/`path` up to `mount`, each file's path built

@@ -51,7 +51,19 @@ fn expect_oom_kill(monitor: &mut Monitor, target: &Target, name: &str, cgroup: &
         .and_then(|rest| rest.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("rss_bytes in {line}"));
     assert!(rss > (CGROUP_MIB as u64 / 2) << 20, "{line}");
+    assert_documented(&line);
     line
+}
+
+/// Every field of an `oom_kill` line is in the guide's row for it.
+fn assert_documented(line: &str) {
+    let row = crate::logs::guide_row("oom_kill");
+    for (field, _) in crate::logs::logfmt(line) {
+        assert!(
+            field == "event" || row.contains(&format!("`{field}`")),
+            "{field} is not in {row}"
+        );
+    }
 }
 
 /// The count of OOM kills under `rule` in the monitor's metrics, once it is `n`.
@@ -179,6 +191,7 @@ fn the_kernel_killing_a_watched_process_is_counted_under_its_rule_in_poll_mode()
         "{line}"
     );
     assert!(line.contains("count=1"), "{line}");
+    assert_documented(&line);
     expect_counted(&address, "command-line", 1.0);
     assert!(monitor.stop().success());
 }
@@ -195,6 +208,7 @@ fn the_kernel_killing_an_unwatched_process_is_counted_in_poll_mode() {
     oom_kill(&mut target, &mut monitor);
     let line = monitor.expect_log(&["oom_kill", "count="]);
     assert!(!line.contains("rule="), "no rule watched it: {line}");
+    assert_documented(&line);
     expect_count(&address, "(unwatched)", |n| n >= 1.0);
     assert!(monitor.stop().success());
 }
