@@ -56,10 +56,13 @@ impl Victim {
             0 => status.as_deref().and_then(procfs::parse_status_uid),
             _ => Some(victim.uid),
         };
+        // Once it is exiting, what `/proc` shows is what its exit (or the OOM reaper) has
+        // left, not what it held at the kill.
+        let exiting = read("stat", &mut buf)
+            .is_some_and(|stat| procfs::parse_stat(&stat).is_ok_and(|stat| stat.is_exiting()));
         let rss = match victim.known & oom::KNOWS_RSS {
             0 => status
-                // A process whose memory is already gone has no `Rss` lines.
-                .filter(|text| text.windows(8).any(|w| w == b"RssAnon:"))
+                .filter(|text| !exiting && text.windows(8).any(|w| w == b"RssAnon:"))
                 .map(|text| (procfs::parse_status_rss(&text), "proc")),
             _ => {
                 let parts = ResidentParts {
@@ -71,8 +74,6 @@ impl Victim {
                 Some((parts, "kernel"))
             }
         };
-        let exiting = read("stat", &mut buf)
-            .is_some_and(|stat| procfs::parse_stat(&stat).is_ok_and(|stat| stat.is_exiting()));
         let cgroups = read("cgroup", &mut buf).unwrap_or_default();
         Victim {
             name,
