@@ -180,6 +180,9 @@ pub mod event_kind {
     /// matches a rule that selects by user or leaves users out, or it is watched: userspace
     /// decides on it anew.
     pub const CREDS: u32 = 9;
+    /// The kernel's OOM killer chose a process (`tgid`, watched or not) to kill: the record
+    /// is an [`OomReport`](super::OomReport), which starts with the event.
+    pub const OOM_KILL: u32 = 10;
 
     /// A short name for logs.
     pub fn name(kind: u32) -> &'static str {
@@ -193,6 +196,7 @@ pub mod event_kind {
             EXIT => "exit",
             MIGRATE => "migrate",
             CREDS => "creds",
+            OOM_KILL => "oom-kill",
             _ => "unknown",
         }
     }
@@ -221,6 +225,48 @@ pub struct Event {
     pub rss: u64,
     /// `bpf_ktime_get_ns()` when the event was sent.
     pub time_ns: u64,
+}
+
+/// What the kernel said of an OOM-killed process, in an [`OomReport`]: which of its fields
+/// this kernel's `oom:mark_victim` record has (5.10 and 6.1 give only the PID).
+pub mod oom {
+    /// `anon_rss`, `file_rss` and `shmem_rss` (KiB) are the kernel's.
+    pub const KNOWS_RSS: u32 = 1;
+    /// `uid` is the kernel's.
+    pub const KNOWS_UID: u32 = 2;
+    /// `comm` is the kernel's.
+    pub const KNOWS_COMM: u32 = 4;
+}
+
+/// The kernel's OOM killer chose a victim (`oom:mark_victim`): one record in the `EVENTS` ring
+/// buffer, longer than an [`Event`] and starting with one (kind [`event_kind::OOM_KILL`]), so
+/// that the ring buffer's reader takes it as an event first. The tracepoint fires in the OOM
+/// killer's context, not the victim's: everything here is the record's, never `current`'s.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomReport {
+    /// The event: `tgid` is the victim.
+    pub event: Event,
+    /// The rest of what the kernel said.
+    pub victim: OomVictim,
+}
+
+/// What `oom:mark_victim` says of the victim beyond its PID, where the kernel says it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomVictim {
+    /// [`oom`] flags: which fields below are the kernel's (the others are zero).
+    pub known: u32,
+    /// Its user (`uid`).
+    pub uid: u32,
+    /// Resident anonymous memory at the kill, KiB.
+    pub anon_kib: u64,
+    /// Resident file-backed memory, KiB.
+    pub file_kib: u64,
+    /// Resident shared memory, KiB.
+    pub shmem_kib: u64,
+    /// Its name (`comm`, NUL-padded).
+    pub comm: [u8; 16],
 }
 
 /// Most rules a configuration may have (the kernel side checks them in a bounded loop).
@@ -392,6 +438,31 @@ pub mod layout {
     /// `cgroup:cgroup_attach_task` `pid`: the task moved.
     pub const ATTACH_PID: Field = field("cgroup/cgroup_attach_task", "pid", 24, 4);
 
+    /// `oom:mark_victim` `pid`: the process the OOM killer chose (the one field every kernel
+    /// has; without it, OOM kills are not followed).
+    pub const VICTIM_PID: Field = field("oom/mark_victim", "pid", 8, 4);
+    /// `oom:mark_victim` `comm`: where its name is in the record (`__data_loc`: the low 16
+    /// bits are the offset).
+    pub const VICTIM_COMM: Field = field("oom/mark_victim", "comm", 12, 4);
+    /// `oom:mark_victim` `anon_rss` (KiB).
+    pub const VICTIM_ANON: Field = field("oom/mark_victim", "anon_rss", 24, 8);
+    /// `oom:mark_victim` `file_rss` (KiB).
+    pub const VICTIM_FILE: Field = field("oom/mark_victim", "file_rss", 32, 8);
+    /// `oom:mark_victim` `shmem_rss` (KiB).
+    pub const VICTIM_SHMEM: Field = field("oom/mark_victim", "shmem_rss", 40, 8);
+    /// `oom:mark_victim` `uid`.
+    pub const VICTIM_UID: Field = field("oom/mark_victim", "uid", 48, 4);
+
+    /// The fields of `oom:mark_victim` read where this kernel has them, each with the
+    /// [`oom`](super::oom) flag it gives (all the RSS fields for [`KNOWS_RSS`](super::oom::KNOWS_RSS)).
+    pub const VICTIM_DETAILS: [(Field, u32); 5] = [
+        (VICTIM_COMM, super::oom::KNOWS_COMM),
+        (VICTIM_ANON, super::oom::KNOWS_RSS),
+        (VICTIM_FILE, super::oom::KNOWS_RSS),
+        (VICTIM_SHMEM, super::oom::KNOWS_RSS),
+        (VICTIM_UID, super::oom::KNOWS_UID),
+    ];
+
     /// Every field the programs always read (`EXIT_GROUP_DEAD` is read where present).
     pub const ALL: [Field; 10] = [
         RSS_MM_ID,
@@ -416,10 +487,13 @@ mod user {
     unsafe impl aya::Pod for super::Event {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Rule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OomReport {}
 
     const _: () = assert!(core::mem::size_of::<super::Watch>() == 120);
     const _: () = assert!(core::mem::size_of::<super::Event>() == 24);
     const _: () = assert!(core::mem::size_of::<super::Rule>() == 96);
+    const _: () = assert!(core::mem::size_of::<super::OomReport>() == 72);
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 //!   name is watched, a watched process's fork is watched, a task moved to another cgroup is
 //!   asked about (when a rule names a cgroup), as is one whose credentials changed (when a
 //!   rule selects by user), and an exited one is forgotten.
+//! - `mark_victim` (`oom:mark_victim`, in [`oom`]) reports every process the kernel's OOM
+//!   killer chooses, watched or not.
 //!
 //! Hot path: every page fault of every process on the machine passes through `rss_stat`, so an
 //! unwatched process's own change leaves after one array lookup by its tgid (`WATCH_SLOTS`),
@@ -26,6 +28,8 @@
     missing_docs,
     reason = "the tracepoint macro does not carry doc comments to the functions it generates"
 )]
+
+mod oom;
 
 use aya_ebpf::{
     EbpfContext as _, Global,
@@ -262,7 +266,14 @@ fn emit(kind: u32, tgid: u32, rss: u64) {
         rss,
         time_ns: now_ns(),
     };
-    if EVENTS.output::<Event>(&event, 0).is_err() {
+    send(&event);
+}
+
+/// Sends a record that starts with an [`Event`] to userspace; a full ring buffer is counted,
+/// never fatal.
+#[inline(always)]
+fn send<T>(record: &T) {
+    if EVENTS.output::<T>(record, 0).is_err() {
         if let Some(lost) = LOST.get_ptr_mut(0) {
             // SAFETY: a valid per-CPU slot, touched only by this CPU.
             unsafe { *lost += 1 };

@@ -19,7 +19,8 @@ pub(crate) struct Host {
     /// The kernel's BTF, or why it cannot be read.
     pub(crate) btf: Result<KernelBtf, String>,
     /// Each tracepoint field the programs may read (every one of [`layout::ALL`], then
-    /// [`layout::EXIT_GROUP_DEAD`]), and whether this kernel has it where they expect it.
+    /// [`layout::EXIT_GROUP_DEAD`] and `oom:mark_victim`'s), and whether this kernel has it
+    /// where they expect it.
     pub(crate) layout: Vec<(Field, Result<(), String>)>,
     /// This process (the kernel side never reports it).
     pub(crate) me: u32,
@@ -41,9 +42,11 @@ impl Host {
         check_ring_buffers()?;
         let tracefs = tracefs::ensure_mounted().map_err(Unavailable)?;
         let btf = btf::kernel_btf();
+        let victim = layout::VICTIM_DETAILS.map(|(field, _)| field);
         let layout = layout::ALL
             .into_iter()
-            .chain([layout::EXIT_GROUP_DEAD])
+            .chain([layout::EXIT_GROUP_DEAD, layout::VICTIM_PID])
+            .chain(victim)
             .map(|field| (field, tracefs::check_layout(&tracefs, &[field])))
             .collect();
         Ok(Host {

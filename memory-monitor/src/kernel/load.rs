@@ -61,6 +61,7 @@ pub(crate) fn load(plan: &Plan, rules: &RuleSet) -> Result<Loaded, Unavailable> 
         .override_global("SLOT_MASK", &globals.slot_mask, true)
         .override_global("SAMPLE_BYTES", &globals.sample_bytes, true)
         .override_global("COUNT_SWAP", &globals.count_swap, true)
+        .override_global("OOM_DETAILS", &globals.oom_details, true)
         .override_global("EXACT_SUM", &exact.sum, true)
         .override_global("RSS_PARTS_OFFSETS", &exact.parts, true)
         .override_global("POSSIBLE_CPUS", &exact.cpus, true)
@@ -118,6 +119,16 @@ pub(crate) fn load(plan: &Plan, rules: &RuleSet) -> Result<Loaded, Unavailable> 
         tracing::warn!(
             event = "creds_unfollowed",
             "credential changes are not followed ({why}): a process that becomes a rule's user after it started is watched only once it execs or is renamed"
+        );
+    }
+    // Nor does a kernel that cannot name the OOM killer's victims cost eBPF mode.
+    let oom_kills = plan.oom_kills.clone().and_then(|()| {
+        attach_tracepoint(&mut ebpf, "mark_victim", "oom", "mark_victim").map_err(|e| e.0)
+    });
+    if let Err(why) = oom_kills {
+        tracing::warn!(
+            event = "oom_kills_unseen",
+            "the kernel's OOM kills are not reported ({why})"
         );
     }
     match plan.rss_program {

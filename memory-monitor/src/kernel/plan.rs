@@ -4,7 +4,7 @@
 //! without root; a test's injected fault is an edit of the plan ([`Plan::inject`]), and the
 //! loader carries out whatever plan it is given.
 
-use memory_monitor_ebpf::{layout, member};
+use memory_monitor_ebpf::{layout, member, oom};
 
 use super::Unavailable;
 use super::btf::{ExactRead, KernelBtf, RssRead};
@@ -124,6 +124,9 @@ pub(crate) struct Globals {
     pub(crate) sample_bytes: u32,
     /// `COUNT_SWAP`: whether swap-entry changes are followed.
     pub(crate) count_swap: u32,
+    /// `OOM_DETAILS`: which of the OOM victim's details this kernel's `oom:mark_victim`
+    /// record has (`oom::KNOWS_*`).
+    pub(crate) oom_details: u32,
     /// The exact reading's globals (`EXACT_SUM` and what it sums).
     pub(crate) exact: ExactGlobals,
     /// aya-log's level.
@@ -169,6 +172,9 @@ pub(crate) struct Plan {
     pub(crate) accounting: Accounting,
     /// How the exact reading sums a process's RSS here, or why it cannot.
     pub(crate) exact_read: Result<ExactRead, String>,
+    /// Whether the kernel's OOM kills can be followed (`oom:mark_victim` names its victim),
+    /// or why not.
+    pub(crate) oom_kills: Result<(), String>,
 }
 
 impl Plan {
@@ -194,11 +200,22 @@ impl Plan {
             },
         };
         // The classic RSS program reads kmem:rss_stat's record; tp_btf reads kernel structures.
+        // OOM kills are followed where the kernel allows: without them eBPF mode still runs.
         host.check_layout(|f| {
             f != &layout::EXIT_GROUP_DEAD
+                && f.tracepoint != layout::VICTIM_PID.tracepoint
                 && (attach == Attach::Tracepoint || f.tracepoint != "kmem/rss_stat")
         })
         .map_err(Unavailable)?;
+        let oom_kills = host.check_layout(|f| f == &layout::VICTIM_PID);
+        // A detail is the kernel's only where every field it takes is where it is expected.
+        let oom_details = layout::VICTIM_DETAILS.iter().fold(
+            oom::KNOWS_RSS | oom::KNOWS_UID | oom::KNOWS_COMM,
+            |known, (field, flag)| match host.check_layout(|f| f == field) {
+                Ok(()) => known,
+                Err(_) => known & !flag,
+            },
+        );
         // The exit program tells a process's last thread by `group_dead` where the record has
         // it (6.16 on), else by the thread group's live count, found in BTF.
         let group = kernel_btf
@@ -293,6 +310,7 @@ impl Plan {
                 slot_mask: slots - 1,
                 sample_bytes: GROWTH_SAMPLE_BYTES,
                 count_swap: u32::from(count_swap),
+                oom_details,
                 exact,
                 log_level,
             },
@@ -309,6 +327,7 @@ impl Plan {
             bpf_stats: settings.bpf_stats,
             accounting,
             exact_read,
+            oom_kills,
         })
     }
 
@@ -341,6 +360,7 @@ mod tests {
     use crate::matcher::{MatchMode, Matcher};
     use crate::rules::{Rule, Selector};
     use crate::units::SizeSpec;
+    use memory_monitor_ebpf::Field;
 
     /// A host without BTF whose tracepoints are all as the programs expect.
     fn host() -> Host {
@@ -348,7 +368,8 @@ mod tests {
             btf: Err("no BTF here".to_string()),
             layout: layout::ALL
                 .into_iter()
-                .chain([layout::EXIT_GROUP_DEAD])
+                .chain([layout::EXIT_GROUP_DEAD, layout::VICTIM_PID])
+                .chain(layout::VICTIM_DETAILS.map(|(field, _)| field))
                 .map(|field| (field, Ok(())))
                 .collect(),
             me: 100,
@@ -453,12 +474,49 @@ mod tests {
         assert!(refused.0.contains("mm_id"), "{refused}");
         // Without group_dead, and without BTF to find the group's live count instead.
         let mut old = host();
-        old.layout.last_mut().unwrap().1 = Err("no group_dead".to_string());
+        set_layout(&mut old, layout::EXIT_GROUP_DEAD, "no group_dead");
         let refused = Plan::new(&old, &settings(&rules, Attach::Auto)).unwrap_err();
         assert_eq!(
             refused.0,
             "no group_dead, and the thread group's live count cannot be read instead: no BTF here"
         );
+    }
+
+    /// Marks `field` as not where the programs expect it on `host`, for `why`.
+    fn set_layout(host: &mut Host, field: Field, why: &str) {
+        for (found, result) in &mut host.layout {
+            if *found == field {
+                *result = Err(why.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn oom_kills_are_followed_with_the_details_the_kernel_has() {
+        let rules = rules();
+        let settings = settings(&rules, Attach::Tracepoint);
+        let plan = Plan::new(&host(), &settings).unwrap();
+        assert_eq!(plan.oom_kills, Ok(()));
+        assert_eq!(
+            plan.globals.oom_details,
+            oom::KNOWS_RSS | oom::KNOWS_UID | oom::KNOWS_COMM
+        );
+        // 5.10 and 6.1: the victim's PID alone; one RSS field missing takes them all out.
+        let mut old = host();
+        for (field, _) in layout::VICTIM_DETAILS {
+            set_layout(&mut old, field, "no such field");
+        }
+        let plan = Plan::new(&old, &settings).unwrap();
+        assert_eq!((plan.oom_kills, plan.globals.oom_details), (Ok(()), 0));
+        let mut partial = host();
+        set_layout(&mut partial, layout::VICTIM_SHMEM, "no shmem_rss");
+        let plan = Plan::new(&partial, &settings).unwrap();
+        assert_eq!(plan.globals.oom_details, oom::KNOWS_UID | oom::KNOWS_COMM);
+        // Without the tracepoint, eBPF mode runs without them.
+        let mut none = host();
+        set_layout(&mut none, layout::VICTIM_PID, "no oom:mark_victim");
+        let plan = Plan::new(&none, &settings).unwrap();
+        assert_eq!(plan.oom_kills, Err("no oom:mark_victim".to_string()));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::io;
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use memory_monitor_ebpf::Event;
+use memory_monitor_ebpf::{Event, OomReport, OomVictim, event_kind};
 use tokio::io::unix::AsyncFd;
 
 /// Events taken from the ring buffer per batch; records are reused, never allocated.
@@ -15,6 +15,9 @@ const EVENT_BATCH: usize = 256;
 pub(crate) struct Ring {
     attached: Option<Attached>,
     batch: Box<[Event]>,
+    /// What the kernel said of each OOM kill in the batch, at its event's index (the rest of
+    /// an [`OomReport`], which is longer than an event).
+    victims: Box<[OomVictim]>,
     /// Events taken so far.
     handled: u64,
 }
@@ -41,6 +44,7 @@ impl Ring {
         Ring {
             attached: None,
             batch: Box::default(),
+            victims: Box::default(),
             handled: 0,
         }
     }
@@ -59,6 +63,7 @@ impl Ring {
                 lost_flag,
             }),
             batch: vec![Event::default(); EVENT_BATCH].into_boxed_slice(),
+            victims: vec![OomVictim::default(); EVENT_BATCH].into_boxed_slice(),
             handled: 0,
         }
     }
@@ -84,9 +89,16 @@ impl Ring {
         while count < self.batch.len() {
             let Some(item) = ring.next() else { break };
             if item.len() >= size_of::<Event>() {
-                // SAFETY: the kernel side writes whole `Event`s; read_unaligned copies one out.
-                self.batch[count] =
-                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+                // SAFETY: every record the kernel side writes starts with a whole `Event`;
+                // read_unaligned copies one out.
+                let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+                if event.kind == event_kind::OOM_KILL && item.len() >= size_of::<OomReport>() {
+                    // SAFETY: an OOM kill's record is a whole `OomReport`.
+                    let report =
+                        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<OomReport>()) };
+                    self.victims[count] = report.victim;
+                }
+                self.batch[count] = event;
                 count += 1;
             }
         }
@@ -97,6 +109,12 @@ impl Ring {
     /// Event `index` of the batch last taken.
     pub(crate) fn event(&self, index: usize) -> Event {
         self.batch[index]
+    }
+
+    /// What the kernel said of the victim of event `index` of the batch last taken, an OOM
+    /// kill.
+    pub(crate) fn victim(&self, index: usize) -> OomVictim {
+        self.victims[index]
     }
 
     /// Events taken so far.

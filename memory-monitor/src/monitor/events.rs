@@ -87,7 +87,13 @@ impl Monitor {
             let read_ns = crate::system::procfs::monotonic_ns();
             for index in 0..count {
                 let event = self.ring.event(index);
-                self.on_event(&event, Instant::now(), read_ns);
+                match event.kind {
+                    event_kind::OOM_KILL => {
+                        let victim = self.ring.victim(index);
+                        self.oom_killed(event.tgid as i32, &victim, event.time_ns);
+                    }
+                    _ => self.on_event(&event, Instant::now(), read_ns),
+                }
             }
         }
         if self

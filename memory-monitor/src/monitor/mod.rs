@@ -19,6 +19,8 @@ mod check;
 mod events;
 mod follow;
 mod in_force;
+mod oom;
+mod oom_counts;
 mod reload;
 mod run;
 mod start;
@@ -33,6 +35,7 @@ use self::actions::Actions;
 use self::check::{Look, check, due_at, earliest};
 use self::events::Losses;
 use self::in_force::InForce;
+use self::oom_counts::OomCounts;
 use self::start::Note;
 use crate::Error;
 use crate::accounting::{Accounting, Exact};
@@ -123,6 +126,8 @@ pub struct Monitor {
     actions: Actions,
     /// Follows cgroup limits, rules' cgroups and the rules file (see [`crate::system::inotify`]).
     changes: Option<Changes>,
+    /// Poll mode: the kernel's counts of its OOM kills (eBPF mode hears of each one).
+    oom_counts: Option<OomCounts>,
     /// When to read the changed rules file (`--watch-config`), once it has settled.
     reload_at: Option<Instant>,
     /// When to say which rules still select no process (see [`unmatched`]).
@@ -204,6 +209,10 @@ impl Monitor {
         }
         let changes = start::follow_changes(&in_force.rules, &rules_source, once);
         let watch = Watch::new(max_processes, kernel, !event_driven).map_err(Error::Proc)?;
+        let oom_counts = match event_driven || once {
+            true => None,
+            false => Some(OomCounts::new().map_err(Error::Proc)?),
+        };
         Ok(Monitor {
             settings: Settings {
                 interval,
@@ -220,6 +229,7 @@ impl Monitor {
             watch,
             actions,
             changes,
+            oom_counts,
             reload_at: None,
             unmatched_at: None,
             next_deadline: None,
@@ -281,6 +291,8 @@ impl Monitor {
     /// A cycle's first half: the watch brought up to date from `/proc`; how many matching
     /// processes could not be watched.
     fn find_processes(&mut self, now: Instant) -> Result<usize, Error> {
+        // Before the look that forgets the processes killed since the last.
+        self.count_oom_kills();
         let scan = self
             .watch
             .scan(&self.in_force.rules, now)
@@ -289,6 +301,9 @@ impl Monitor {
             self.warn_skipped_once(reason, scan.skipped);
         }
         self.actions.metrics.skipped.set(scan.skipped as i64);
+        if let Some(counts) = self.oom_counts.as_mut() {
+            counts.follow(self.watch.list());
+        }
         if let Some(changes) = self.changes.as_mut() {
             self.watch
                 .follow_limits(&self.in_force.rules, changes, None);

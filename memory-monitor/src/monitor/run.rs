@@ -8,6 +8,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::MissedTickBehavior;
 
+use super::oom_counts::OomCounts;
 use super::waits::{Request, Shutdown, Waits, Wake};
 use super::{Monitor, Outcome, Source, start, unmatched};
 use crate::Error;
@@ -79,6 +80,17 @@ impl Monitor {
             })
             .transpose()
             .map_err(Error::Events)?;
+        let oom_kills = self
+            .oom_counts
+            .as_ref()
+            .and_then(OomCounts::waitable)
+            .map(|fd| {
+                // SAFETY: as above.
+                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                    .map_err(std::io::Error::from)
+            })
+            .transpose()
+            .map_err(Error::Events)?;
         let mut service = Service::connect();
         service.ready(self.watch.list().len(), self.is_event_driven());
         crate::footprint::trim();
@@ -92,6 +104,7 @@ impl Monitor {
             service: &mut service,
             shutdown: &mut shutdown,
             changes,
+            oom_kills,
             metrics: Arc::clone(&self.actions.metrics),
         };
         let outcome = match clock {
@@ -183,6 +196,13 @@ impl Monitor {
             Wake::Changed(ready) => {
                 ready.map_err(Error::Events)?;
                 self.on_changes(Instant::now());
+            }
+            Wake::OomKilled(ready) => {
+                ready.map_err(Error::Events)?;
+                if let Some(counts) = &self.oom_counts {
+                    counts.drain_notices();
+                }
+                self.count_oom_kills();
             }
             Wake::RulesFileSettled => {
                 self.reload_at = None;

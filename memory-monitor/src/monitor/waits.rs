@@ -22,6 +22,8 @@ pub(crate) struct Waits<'a> {
     pub(crate) shutdown: &'a mut Shutdown,
     /// Readiness of the changes followed ([`crate::system::inotify`]).
     pub(crate) changes: Option<AsyncFd<OwnedFd>>,
+    /// Poll mode: a followed cgroup's count of OOM kills may have changed.
+    pub(crate) oom_kills: Option<AsyncFd<OwnedFd>>,
     /// `/healthz` asks the loop itself whether it runs.
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -30,6 +32,8 @@ pub(crate) struct Waits<'a> {
 pub(crate) enum Wake {
     /// Something followed changed.
     Changed(std::io::Result<()>),
+    /// A followed cgroup's count of OOM kills may have changed.
+    OomKilled(std::io::Result<()>),
     /// The changed rules file has settled: time to read it.
     RulesFileSettled,
     /// Time to say which rules still select no process.
@@ -52,6 +56,7 @@ impl Waits<'_> {
     ) -> Wake {
         tokio::select! {
             ready = changed(&self.changes) => Wake::Changed(ready),
+            ready = changed(&self.oom_kills) => Wake::OomKilled(ready),
             () = at(reload_at) => Wake::RulesFileSettled,
             () = at(unmatched_at) => Wake::Unmatched,
             () = self.service.watchdog_due() => Wake::Watchdog,

@@ -359,6 +359,18 @@ pub fn v2_path_of(text: &[u8]) -> Option<&[u8]> {
         .find_map(|line| line.strip_prefix(b"0::"))
 }
 
+/// The memory cgroup in a `/proc/PID/cgroup` text, as the reader's namespace shows it: the
+/// v1 memory hierarchy's path where there is one (hybrid hosts keep the memory controller
+/// there), else the v2 path. A process already `exiting` shows `/` in every v1 hierarchy (the
+/// kernel's choice; v2 keeps its path), so there it has none.
+pub(crate) fn memory_path_of(text: &[u8], exiting: bool) -> Option<&[u8]> {
+    match v1_memory_path_of(text) {
+        Some(_) if exiting => None,
+        Some(path) => Some(path),
+        None => v2_path_of(text),
+    }
+}
+
 /// The path in the v1 memory hierarchy in a `/proc/PID/cgroup` text (`N:memory:/path`).
 fn v1_memory_path_of(text: &[u8]) -> Option<&[u8]> {
     text.split(|&b| b == b'\n').find_map(|line| {
@@ -430,6 +442,37 @@ pub(crate) fn memory_limit(text: &[u8], mut read: impl FnMut(&CStr)) -> Option<u
         let path = v1.frame.place(v1_memory_path_of(text)?, &mut buf)?;
         tightest(&v1.mount, path, "memory.limit_in_bytes", &mut read)
     })
+}
+
+/// Where the kernel counts the OOM kills of the memory cgroup of a process whose
+/// `/proc/PID/cgroup` reads `text`, written into `name` (NUL-terminated), and that cgroup's
+/// path as `text` has it: `memory.oom_control` in the v1 memory hierarchy where the memory
+/// controller is there (hybrid hosts), else `memory.events.local` in v2. `None` when the
+/// mount does not show it. (The v2 root has no such file: opening it fails.) Allocates
+/// nothing.
+pub(crate) fn oom_count_file<'a, 'n>(
+    text: &'a [u8],
+    name: &'n mut [u8],
+) -> Option<(&'n CStr, &'a [u8])> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let (hierarchy, seen, file) = match v1_memory() {
+        Some(v1) => (v1, v1_memory_path_of(text)?, "memory.oom_control"),
+        None => (v2()?, v2_path_of(text)?, "memory.events.local"),
+    };
+    let mut buf = [0u8; 4096];
+    let path = hierarchy.frame.place(seen, &mut buf)?;
+    if path.split(|&b| b == b'/').any(|part| part == b"..") {
+        return None;
+    }
+    let dir = path.strip_suffix(b"/").unwrap_or(path);
+    let mount = hierarchy.mount.as_os_str().as_bytes();
+    let parts: [&[u8]; 5] = [mount, dir, b"/", file.as_bytes(), b"\0"];
+    let mut at = 0;
+    for part in parts {
+        name.get_mut(at..at + part.len())?.copy_from_slice(part);
+        at += part.len();
+    }
+    Some((CStr::from_bytes_with_nul(&name[..at]).ok()?, seen))
 }
 
 /// The smallest limit in `file` from `mount`/`path` up to `mount`, each file's path built

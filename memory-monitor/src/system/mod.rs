@@ -1,9 +1,11 @@
 //! What the monitor reads of the system besides the BPF programs: `/proc` ([`procfs`]), cgroups
-//! ([`cgroup`]) and the containers they stand for ([`container`]), users' names ([`users`]), and
-//! the changes inotify reports under the monitor ([`inotify`]).
+//! ([`cgroup`]) and the containers they stand for ([`container`]), users' names ([`users`]), the
+//! kernel's counts of its OOM kills ([`oom_count`]), and the changes inotify reports under the
+//! monitor ([`inotify`]).
 
 pub(crate) mod cgroup;
 pub(crate) mod container;
 pub(crate) mod inotify;
+pub(crate) mod oom_count;
 pub(crate) mod procfs;
 pub(crate) mod users;

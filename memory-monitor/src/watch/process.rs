@@ -48,6 +48,9 @@ pub(crate) struct WatchedProcess {
     cgroup_print: u64,
     /// Its container and pod, read from its cgroup path at admission (and after a move).
     identity: Identity,
+    /// A fingerprint of its memory cgroup's path, read with its identity (0: none read), by
+    /// which poll mode follows the OOM kills counted in each watched process's cgroup.
+    memory_cgroup: u64,
     /// `CLOCK_MONOTONIC` (ns) when it was admitted: a kernel event sent before then is about
     /// an earlier process with its PID.
     admitted_ns: u64,
@@ -120,6 +123,7 @@ impl WatchedProcess {
             limit_followed: false,
             cgroup_print: standing.cgroup_print,
             identity: standing.identity,
+            memory_cgroup: standing.memory_cgroup,
             admitted_ns,
             episode: Episode::Under,
             recheck: None,
@@ -197,6 +201,11 @@ impl WatchedProcess {
         &self.identity
     }
 
+    /// A fingerprint of its memory cgroup (0: unknown), as of its admission or its last look.
+    pub(crate) fn memory_cgroup(&self) -> u64 {
+        self.memory_cgroup
+    }
+
     /// Whether it is watched by PID rather than by name.
     pub(crate) fn is_pinned(&self) -> bool {
         self.pinned
@@ -251,6 +260,7 @@ impl WatchedProcess {
         self.limit = standing.limit;
         self.cgroup_print = standing.cgroup_print;
         self.identity = standing.identity;
+        self.memory_cgroup = standing.memory_cgroup;
         self.limit_followed = false;
         Ok(())
     }
@@ -431,6 +441,7 @@ struct Standing {
     limit: u64,
     cgroup_print: u64,
     identity: Identity,
+    memory_cgroup: u64,
 }
 
 impl Standing {
@@ -460,6 +471,7 @@ impl Standing {
         let (rule, pinned) = rules
             .select(proc, pid, comm.as_bytes(), cmdline_buf)
             .ok_or(AdmitError::Gone)?;
+        let (identity, memory_cgroup) = read_cgroups(proc, pid);
         Ok(Standing {
             comm,
             uid: crate::rules::read_uid(proc, pid).ok_or(AdmitError::Gone)?,
@@ -467,7 +479,8 @@ impl Standing {
             pinned,
             limit: rules.limit_of(rule, proc, pid),
             cgroup_print: cgroup_print(proc, pid, rules, rule),
-            identity: read_identity(proc, pid),
+            identity,
+            memory_cgroup,
         })
     }
 }
@@ -483,9 +496,26 @@ fn cgroup_print(proc: &ProcRoot, pid: i32, rules: &RuleSet, rule: usize) -> u64 
 
 /// The container and pod of process `pid`, from `/proc/PID/cgroup` (none when unreadable).
 pub(crate) fn read_identity(proc: &ProcRoot, pid: i32) -> Identity {
+    read_cgroups(proc, pid).0
+}
+
+/// The container and pod of process `pid`, and a fingerprint of its memory cgroup (0 when
+/// unknown), from one read of `/proc/PID/cgroup`.
+fn read_cgroups(proc: &ProcRoot, pid: i32) -> (Identity, u64) {
     let mut buf = [0u8; 4096];
-    proc.read_file(pid, "cgroup", &mut buf)
-        .map_or_else(|_| Identity::default(), Identity::from_proc_cgroup)
+    let Ok(text) = proc.read_file(pid, "cgroup", &mut buf) else {
+        return (Identity::default(), 0);
+    };
+    let memory = crate::system::cgroup::memory_path_of(text, false).map_or(0, memory_cgroup_print);
+    (Identity::from_proc_cgroup(text), memory)
+}
+
+/// A fingerprint of a memory cgroup's path (never 0).
+pub(crate) fn memory_cgroup_print(path: &[u8]) -> u64 {
+    use std::hash::Hasher as _;
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(path);
+    hasher.finish().max(1)
 }
 
 /// A hash of `/proc/PID/cgroup` (never 0; 0 when it cannot be read).

@@ -89,7 +89,7 @@ fn in_ebpf_mode_a_breach_says_how_long_its_kernel_report_waited_and_how_long_unt
 
 /// The `key=value` pairs of a logfmt line, values unquoted (bare words, like the message's,
 /// are no pairs).
-fn logfmt(line: &str) -> Vec<(String, String)> {
+pub(crate) fn logfmt(line: &str) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
     let mut chars = line.chars().peekable();
     while chars.peek().is_some() {
@@ -121,7 +121,7 @@ fn logfmt(line: &str) -> Vec<(String, String)> {
 }
 
 /// The guide's row of the field table for `event`.
-fn guide_row(event: &str) -> String {
+pub(crate) fn guide_row(event: &str) -> String {
     let guide = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/guide.md");
     let text = std::fs::read_to_string(guide).unwrap();
     let head = format!("| `{event}` |");

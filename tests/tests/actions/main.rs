@@ -11,6 +11,7 @@ mod hooks;
 mod identity;
 mod logs;
 mod metrics;
+mod oom;
 mod pressure;
 mod profile;
 mod profile_flags;

@@ -56,6 +56,10 @@ struct OutcomeLabels {
     result: &'static str,
 }
 
+/// The `rule` label of the kernel's OOM kills of processes no rule watched: in parentheses,
+/// as no rule is named (a rule named so would share its series).
+pub(crate) const UNWATCHED: &str = "(unwatched)";
+
 /// The results a signal is counted under.
 const SIGNAL_RESULTS: [&str; 5] = ["sent", "sent_by_kernel", "dry_run", "exited", "failed"];
 
@@ -89,10 +93,13 @@ pub(crate) struct Metrics {
     watched: Family<RuleLabels, Gauge>,
     limit: Family<RuleLabels, Gauge>,
     breaches: Family<RuleLabels, Counter>,
+    oom_kills: Family<RuleLabels, Counter>,
     signals: Family<SignalLabels, Counter>,
     profiles: Family<ResultLabels, Counter>,
     mode: Family<ModeLabels, Gauge>,
     reloads: Family<OutcomeLabels, Counter>,
+    /// The kernel's OOM kills of processes no rule watched.
+    pub(crate) unwatched_oom_kills: Counter,
     /// Kernel events handled (eBPF mode).
     pub(crate) events: Counter,
     /// Kernel events lost (the ring buffer was full).
@@ -151,6 +158,8 @@ pub(crate) struct RuleMetrics {
     pub(crate) watched: Gauge,
     /// Breaches (crossings of the limit).
     pub(crate) breaches: Counter,
+    /// Processes watched under the rule that the kernel's OOM killer took.
+    pub(crate) oom_kills: Counter,
     /// Profiles written.
     pub(crate) profiles_written: Counter,
     /// Profiles lost.
@@ -182,6 +191,8 @@ impl Metrics {
             watched: Family::default(),
             limit: Family::default(),
             breaches: Family::default(),
+            oom_kills: Family::default(),
+            unwatched_oom_kills: Counter::default(),
             signals: Family::default(),
             profiles: Family::default(),
             mode: Family::default(),
@@ -213,6 +224,11 @@ impl Metrics {
             "breaches",
             "Processes that went over their limit, by rule",
             metrics.breaches.clone(),
+        );
+        registry.register(
+            "oom_kills",
+            "Processes the kernel's OOM killer took, by the rule that watched them ((unwatched): none did)",
+            metrics.oom_kills.clone(),
         );
         registry.register(
             "signals",
@@ -258,9 +274,14 @@ impl Metrics {
         for result in RELOAD_RESULTS {
             drop(metrics.reloads.get_or_create(&OutcomeLabels { result }));
         }
+        let unwatched = RuleLabels {
+            rule: UNWATCHED.to_string(),
+        };
+        let unwatched_oom_kills = metrics.oom_kills.get_or_create(&unwatched).clone();
         Arc::new(Metrics {
             registry,
             own_cost,
+            unwatched_oom_kills,
             ..metrics
         })
     }
@@ -308,12 +329,14 @@ impl Metrics {
                 // One series at a time: a family's lock is held while its guard lives.
                 let watched = self.watched.get_or_create(&labels).clone();
                 let breaches = self.breaches.get_or_create(&labels).clone();
+                let oom_kills = self.oom_kills.get_or_create(&labels).clone();
                 let profiles_written = self.profiles.get_or_create(&result("written")).clone();
                 let profiles_failed = self.profiles.get_or_create(&result("failed")).clone();
                 RuleMetrics {
                     name: rule.name.clone(),
                     watched,
                     breaches,
+                    oom_kills,
                     profiles_written,
                     profiles_failed,
                     signals,
@@ -364,6 +387,7 @@ impl Metrics {
             self.watched.remove(&labels);
             self.limit.remove(&labels);
             self.breaches.remove(&labels);
+            self.oom_kills.remove(&labels);
             for result in ["written", "failed"] {
                 self.profiles.remove(&ResultLabels {
                     rule: gone.name.clone(),
