@@ -89,6 +89,7 @@ pub(crate) struct Metrics {
     watched: Family<RuleLabels, Gauge>,
     limit: Family<RuleLabels, Gauge>,
     breaches: Family<RuleLabels, Counter>,
+    warnings: Family<RuleLabels, Counter>,
     signals: Family<SignalLabels, Counter>,
     profiles: Family<ResultLabels, Counter>,
     mode: Family<ModeLabels, Gauge>,
@@ -151,6 +152,8 @@ pub(crate) struct RuleMetrics {
     pub(crate) watched: Gauge,
     /// Breaches (crossings of the limit).
     pub(crate) breaches: Counter,
+    /// Warnings (crossings of the warning level).
+    pub(crate) warnings: Counter,
     /// Profiles written.
     pub(crate) profiles_written: Counter,
     /// Profiles lost.
@@ -182,6 +185,7 @@ impl Metrics {
             watched: Family::default(),
             limit: Family::default(),
             breaches: Family::default(),
+            warnings: Family::default(),
             signals: Family::default(),
             profiles: Family::default(),
             mode: Family::default(),
@@ -213,6 +217,11 @@ impl Metrics {
             "breaches",
             "Processes that went over their limit, by rule",
             metrics.breaches.clone(),
+        );
+        registry.register(
+            "warnings",
+            "Processes that went over their rule's warning level (warn-at), by rule",
+            metrics.warnings.clone(),
         );
         registry.register(
             "signals",
@@ -308,12 +317,14 @@ impl Metrics {
                 // One series at a time: a family's lock is held while its guard lives.
                 let watched = self.watched.get_or_create(&labels).clone();
                 let breaches = self.breaches.get_or_create(&labels).clone();
+                let warnings = self.warnings.get_or_create(&labels).clone();
                 let profiles_written = self.profiles.get_or_create(&result("written")).clone();
                 let profiles_failed = self.profiles.get_or_create(&result("failed")).clone();
                 RuleMetrics {
                     name: rule.name.clone(),
                     watched,
                     breaches,
+                    warnings,
                     profiles_written,
                     profiles_failed,
                     signals,
@@ -364,6 +375,7 @@ impl Metrics {
             self.watched.remove(&labels);
             self.limit.remove(&labels);
             self.breaches.remove(&labels);
+            self.warnings.remove(&labels);
             for result in ["written", "failed"] {
                 self.profiles.remove(&ResultLabels {
                     rule: gone.name.clone(),
