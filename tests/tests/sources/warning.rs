@@ -103,8 +103,14 @@ fn a_process_past_its_warning_level_is_warned_once_and_signalled_only_at_its_lim
             "{context}: {warned}"
         );
         if way.args.contains(&"ebpf") {
-            // Found on the kernel side's report of the crossing, not by a look of its own.
-            assert!(warned.contains("reaction_us="), "{context}: {warned}");
+            // Found on the kernel side's report of the crossing (or at the end of the gap a
+            // report within the counters' error was held back for), never by a look at /proc.
+            assert_eq!(
+                monitor.count(&["checked"]),
+                1,
+                "{context}: one look at start-up only: {}",
+                monitor.log_text()
+            );
         }
         target.grow(4);
         assert!(
