@@ -65,6 +65,10 @@ pub struct Watch {
     /// Growth profile: sample the stacks that grow the process from this approximate RSS on
     /// (`u64::MAX`: never).
     pub profile_from: u64,
+    /// How far under the limit its rule's warning level is (bytes; 0: no warning level).
+    /// The warning's trigger is the same distance under `trigger`, so the two levels are
+    /// judged with the same margin from one set of figures.
+    pub warn_below: u64,
     /// `--kernel-signal`: the signal the kernel side sends at the limit (0: none).
     pub signal: u32,
     /// The index of the rule the process is watched under (for userspace's bookkeeping).
@@ -92,6 +96,22 @@ pub const WATCH_COUNT_SWAP: u32 = 8;
 /// Within its margin the kernel side sums the counters' per-CPU parts itself ([`exact`]) and
 /// reports the process only once that exact figure is over the limit: only true crossings.
 pub const WATCH_SUMS_CPUS: u32 = 16;
+/// As [`WATCH_ARMED`], for the warning level ([`Watch::warn_below`]).
+pub const WATCH_WARN_ARMED: u32 = 32;
+
+/// The levels a watch is judged against, each reported once per crossing and re-armed on its
+/// own ([`rearm_key`]).
+pub mod level {
+    /// The limit.
+    pub const LIMIT: u32 = 0;
+    /// The warning level, under the limit.
+    pub const WARNING: u32 = 1;
+}
+
+/// A re-arm request's key in the `REARM` map: the process and the [`level`] it re-arms.
+pub fn rearm_key(tgid: u32, level: u32) -> u64 {
+    (u64::from(level) << 32) | u64::from(tgid)
+}
 
 /// The exact RSS as the kernel side reads it: the counters the kernel keeps for a memory map,
 /// plus what they do not yet hold. Which part that is depends on how the kernel counts
@@ -183,6 +203,10 @@ pub mod event_kind {
     /// The kernel's OOM killer chose a process (`tgid`, watched or not) to kill: the record
     /// is an [`OomReport`](super::OomReport), which starts with the event.
     pub const OOM_KILL: u32 = 10;
+    /// As [`NEAR`], for the warning level.
+    pub const WARN_NEAR: u32 = 11;
+    /// As [`UNDER`], for the warning level.
+    pub const WARN_UNDER: u32 = 12;
 
     /// A short name for logs.
     pub fn name(kind: u32) -> &'static str {
@@ -197,6 +221,8 @@ pub mod event_kind {
             MIGRATE => "migrate",
             CREDS => "creds",
             OOM_KILL => "oom-kill",
+            WARN_NEAR => "warn-near",
+            WARN_UNDER => "warn-under",
             _ => "unknown",
         }
     }
@@ -310,6 +336,9 @@ pub struct Rule {
     pub limit: u64,
     /// [`Watch::profile_from`] for them.
     pub profile_from: u64,
+    /// [`Watch::warn_below`] for them (0 while userspace has to work the limit out per
+    /// process).
+    pub warn_below: u64,
 }
 
 /// The task must be under the rule's cgroup (same index in `CGROUPS`).
@@ -490,9 +519,9 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::OomReport {}
 
-    const _: () = assert!(core::mem::size_of::<super::Watch>() == 120);
+    const _: () = assert!(core::mem::size_of::<super::Watch>() == 128);
     const _: () = assert!(core::mem::size_of::<super::Event>() == 24);
-    const _: () = assert!(core::mem::size_of::<super::Rule>() == 96);
+    const _: () = assert!(core::mem::size_of::<super::Rule>() == 104);
     const _: () = assert!(core::mem::size_of::<super::OomReport>() == 72);
 }
 

@@ -2,9 +2,9 @@
 //!
 //! - `rss_stat` (`kmem:rss_stat`) follows every change of a watched process's RSS counters and
 //!   reports, once per crossing, when the approximate RSS comes within the counters' error of
-//!   the limit; userspace then judges the exact figure. With `--kernel-signal` it also signals
-//!   the process itself, from the process's own context, when the approximate RSS passes the
-//!   limit.
+//!   the limit, or of its rule's warning level (`crossing`); userspace then judges the exact
+//!   figure. With `--kernel-signal` it also signals the process itself, from the process's
+//!   own context, when the approximate RSS passes the limit.
 //! - `exec`, `newtask`, `rename`, `migrate`, `creds` and `exit` keep the set of watched
 //!   processes current without polling: a process that execs or renames itself to a matching
 //!   name is watched, a watched process's fork is watched, a task moved to another cgroup is
@@ -36,7 +36,7 @@ use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_send_signal, generated::bpf_map_lookup_percpu_elem,
+        bpf_probe_read_kernel, generated::bpf_map_lookup_percpu_elem,
     },
     macros::{btf_tracepoint, map, tracepoint},
     maps::{Array, CgroupArray, HashMap, PerCpuArray, ProgramArray, RingBuf, StackTrace},
@@ -48,9 +48,13 @@ use aya_log_ebpf::warn;
 use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, Event, Field, MAX_RULES, RULE_NONE, Rule, ThreadWalk, WATCH_ARMED,
-    WATCH_BY_NAME, WATCH_COUNT_SWAP, WATCH_KERNEL_SIGNALLED, WATCH_SUMS_CPUS, Watch, comm_words,
-    event_kind, exact, growth_key, layout, member, verdict,
+    WATCH_BY_NAME, WATCH_COUNT_SWAP, WATCH_SUMS_CPUS, WATCH_WARN_ARMED, Watch, comm_words,
+    event_kind, exact, growth_key, layout, level, member, rearm_key, verdict,
 };
+
+mod crossing;
+
+use crossing::judge;
 
 /// Capacity placeholder; the loader sets the real one (`--max-processes`). The growth
 /// profile's maps get theirs too (1 when it is off).
@@ -88,12 +92,12 @@ static MM_SLOTS: Array<u32> = Array::with_max_entries(MAX_SLOTS, 0);
 #[map]
 static WATCH_SLOTS: Array<u32> = Array::with_max_entries(MAX_SLOTS, 0);
 
-/// Re-arm requests from userspace (key: tgid; value: the `bpf_ktime_get_ns()` from which the
+/// Re-arm requests from userspace (key: `rearm_key`, the tgid and the level; value: the `bpf_ktime_get_ns()` from which the
 /// watch is armed again, so a process moving near its limit is reported at most once per
 /// gap; userspace checks it itself when the gap ends). Kept apart from `WATCHED` so userspace
 /// never writes a watch record back over counter values this side has just updated.
 #[map]
-static REARM: HashMap<u32, u64> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+static REARM: HashMap<u64, u64> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
 /// `--kernel-signal`: who sends an episode's first signal. Both sides insert the process with
 /// `BPF_NOEXIST` and only the one whose insert succeeds sends, so the signal goes exactly once.
@@ -600,64 +604,6 @@ fn learn_mm(watch: &mut Watch, tgid: u32, mm: u64) {
     }
 }
 
-/// One event per crossing of the trigger, up or down; the kernel signal when asked for.
-/// Within the margin, a watch that sums the per-CPU parts (`WATCH_SUMS_CPUS`) judges by the
-/// exact figure, read from its map: it is reported, and signalled, only once that is over the
-/// limit, so a process that stays under it is never reported at all.
-#[inline(always)]
-fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
-    let rss = watch.approximate_rss();
-    if rss < watch.trigger_with(THREAD_LAG.load()) {
-        if watch.flags & (WATCH_ARMED | WATCH_KERNEL_SIGNALLED) != WATCH_ARMED {
-            watch.flags = (watch.flags | WATCH_ARMED) & !WATCH_KERNEL_SIGNALLED;
-            let _ = REARM.remove(tgid);
-            let _ = SIGNAL_CLAIMS.remove(tgid);
-            watch.last_event_ns = now_ns();
-            emit(event_kind::UNDER, tgid, rss);
-        }
-        return;
-    }
-    let signal = watch.signal;
-    let signal_due = signal != 0 && in_own_context && watch.flags & WATCH_KERNEL_SIGNALLED == 0;
-    // SAFETY: a plain value copied out at once.
-    let requested = watch.flags & WATCH_ARMED == 0
-        && unsafe { REARM.get(tgid) }.is_some_and(|&from| now_ns() >= from);
-    let report_due = watch.flags & WATCH_ARMED != 0 || requested;
-    if !signal_due && !report_due {
-        return;
-    }
-    // A constant where the loader did not set the sum up, so the verifier leaves it out.
-    let sums = EXACT_SUM.load() == exact::SUM_CPU_PARTS && watch.flags & WATCH_SUMS_CPUS != 0;
-    let rss = match sums {
-        true => summed_bytes(watch),
-        false => rss,
-    };
-    if signal_due && rss > watch.limit {
-        watch.flags |= WATCH_KERNEL_SIGNALLED;
-        if SIGNAL_CLAIMS.insert(tgid, 1, BPF_NOEXIST).is_ok() {
-            // SAFETY: signals the current process, which is the one over the limit.
-            unsafe { bpf_send_signal(signal) };
-            emit(event_kind::KERNEL_SIGNAL, tgid, rss);
-        }
-    }
-    if !report_due {
-        return;
-    }
-    if sums && rss <= watch.limit {
-        // Exactly under: nothing to report; a request honoured arms the watch again.
-        if requested {
-            let _ = REARM.remove(tgid);
-            watch.flags |= WATCH_ARMED;
-        }
-        return;
-    }
-    // Takes the request just honoured, or a stale one from before the last re-arm.
-    let _ = REARM.remove(tgid);
-    watch.flags &= !WATCH_ARMED;
-    watch.last_event_ns = now_ns();
-    emit(event_kind::NEAR, tgid, rss);
-}
-
 /// A fresh watch with `model`'s settings: nothing counted yet, armed.
 fn fresh(model: &Watch, flags: u32) -> Watch {
     Watch {
@@ -669,7 +615,7 @@ fn fresh(model: &Watch, flags: u32) -> Watch {
         parts: 0,
         // Whether swap counts, and how the margin is judged, are the rule's: kept whatever
         // else starts afresh.
-        flags: flags | WATCH_ARMED | (model.flags & RULE_WATCH_FLAGS),
+        flags: flags | WATCH_ARMED | WATCH_WARN_ARMED | (model.flags & RULE_WATCH_FLAGS),
         grown: 0,
         // After an exec, as after a fork, the process has one thread.
         threads: 1,
@@ -927,6 +873,7 @@ fn new_watch(index: u32, flags: u32) -> Watch {
         trigger: rule.trigger,
         limit: rule.limit,
         profile_from: rule.profile_from,
+        warn_below: rule.warn_below,
         signal: rule.signal,
         rule: index,
         flags: rule.watch_flags & RULE_WATCH_FLAGS,
@@ -1066,7 +1013,8 @@ fn forget_mm(tgid: u32) {
 fn forget(tgid: u32) {
     forget_mm(tgid);
     let _ = WATCHED.remove(tgid);
-    let _ = REARM.remove(tgid);
+    let _ = REARM.remove(rearm_key(tgid, level::LIMIT));
+    let _ = REARM.remove(rearm_key(tgid, level::WARNING));
     let _ = SIGNAL_CLAIMS.remove(tgid);
 }
 

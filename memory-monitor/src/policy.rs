@@ -5,6 +5,11 @@
 //! repeated every `repeat` (by default, every interval) and, with `kill_after`,
 //! escalated once to SIGKILL. Falling back to or under the limit ends the episode, so the next
 //! crossing is a new breach. Time is passed in, so the machine is pure and testable.
+//!
+//! A warning level under the limit (`warn-at`) works the same way, one step lower: going over
+//! it starts a warning episode, which earns one warning and no signal; falling back to or
+//! under it ends the episode. A breach within a warning episode ends, when it does, back in
+//! that episode, not in a new one.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +20,8 @@ use crate::signal::Signal;
 pub(crate) struct Policy {
     /// RSS limit in bytes.
     pub(crate) limit: u64,
+    /// The warning level in bytes (under the limit), if any.
+    pub(crate) warn: Option<u64>,
     /// Signal sent on breach and on repeats.
     pub(crate) signal: Signal,
     /// Re-signal period while over; `None`: once per episode.
@@ -26,9 +33,11 @@ pub(crate) struct Policy {
 /// Where one process stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum Episode {
-    /// At or under the limit.
+    /// At or under the limit, and the warning level if there is one.
     #[default]
     Under,
+    /// Over the warning level, at or under the limit.
+    Warned,
     /// Over the limit since `since`.
     Over {
         /// When the breach was first seen (and first signalled).
@@ -62,6 +71,10 @@ impl Episode {
 pub(crate) enum Verdict {
     /// Nothing (under, or over but nothing due).
     Quiet,
+    /// Just crossed the warning level: warn, without a signal.
+    Warn,
+    /// Was over the warning level (not the limit), now back at or under it.
+    WarnEnded,
     /// Just crossed the limit: send the signal.
     Breach,
     /// Still over a `repeat` after the last signal: send it again.
@@ -83,8 +96,13 @@ impl Policy {
     /// Updates `episode` with an RSS reading taken at `now` and says what is due.
     pub(crate) fn judge(&self, episode: &mut Episode, rss: u64, now: Instant) -> Verdict {
         let over = rss > self.limit;
+        // Under the limit: in a warning episode or not, by the same rule, one step lower.
+        let under = match self.warn {
+            Some(warn) if rss > warn => Episode::Warned,
+            _ => Episode::Under,
+        };
         match episode {
-            Episode::Under if over => {
+            Episode::Under | Episode::Warned if over => {
                 *episode = Episode::Over {
                     since: now,
                     last_signal: now,
@@ -92,9 +110,17 @@ impl Policy {
                 };
                 Verdict::Breach
             }
-            Episode::Under => Verdict::Quiet,
+            Episode::Under | Episode::Warned => {
+                let verdict = match (*episode, under) {
+                    (Episode::Under, Episode::Warned) => Verdict::Warn,
+                    (Episode::Warned, Episode::Under) => Verdict::WarnEnded,
+                    _ => Verdict::Quiet,
+                };
+                *episode = under;
+                verdict
+            }
             Episode::Over { .. } if !over => {
-                *episode = Episode::Under;
+                *episode = under;
                 Verdict::Recovered
             }
             Episode::Over { killed: true, .. } => Verdict::Quiet,
@@ -121,7 +147,7 @@ impl Policy {
     /// that are not woken by time (eBPF) sleep until the earliest of these.
     pub(crate) fn deadline(&self, episode: &Episode) -> Option<Instant> {
         match *episode {
-            Episode::Under | Episode::Over { killed: true, .. } => None,
+            Episode::Under | Episode::Warned | Episode::Over { killed: true, .. } => None,
             Episode::Over {
                 since, last_signal, ..
             } => {
@@ -142,6 +168,7 @@ mod tests {
     fn policy(repeat: Option<u64>, kill_after: Option<u64>) -> Policy {
         Policy {
             limit: LIMIT,
+            warn: None,
             signal: Signal::TERM,
             repeat: repeat.map(Duration::from_secs),
             kill_after: kill_after.map(Duration::from_secs),
@@ -229,6 +256,42 @@ mod tests {
         let mut under = Episode::default();
         under.rule_changed(at(1));
         assert_eq!(under, Episode::Under);
+    }
+
+    #[test]
+    fn one_warning_per_episode_and_never_a_signal() {
+        let warning = Policy {
+            warn: Some(80),
+            ..policy(None, None)
+        };
+        let verdicts = run(
+            warning,
+            &[
+                (0, 50),
+                (1, 81),
+                (2, 90),
+                (3, 80),
+                (4, 85),
+                (5, 150),
+                (6, 90),
+                (7, 150),
+                (8, 20),
+                (9, 150),
+            ],
+        );
+        assert_eq!(
+            verdicts,
+            [
+                Quiet, Warn, Quiet, WarnEnded, Warn, Breach, Recovered, Breach, Recovered, Breach
+            ]
+        );
+        assert!(!Warn.signals());
+        let start = Instant::now();
+        let mut episode = Episode::default();
+        warning.judge(&mut episode, 90, start);
+        assert_eq!(episode, Episode::Warned);
+        assert_eq!(warning.deadline(&episode), None, "nothing falls due");
+        assert!(!episode.is_over());
     }
 
     #[test]

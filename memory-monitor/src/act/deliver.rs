@@ -199,10 +199,26 @@ pub(crate) fn act(
     // Each size twice: for people (`500.1MiB`) and, exact, for programs (`rss_bytes`).
     let (rss_bytes, limit_bytes) = (rss, policy.limit);
     let (rss, limit) = (Bytes(rss_bytes), Bytes(limit_bytes));
+    // Only a breach or a warning is found on a report; repeats and kills fall due on the
+    // monitor's timer.
+    let reported = reported.filter(|_| matches!(verdict, Verdict::Breach | Verdict::Warn));
+    let queued_us = reported.map(|r| r.read_ns.saturating_sub(r.at_ns) / 1000);
+    let reaction_us =
+        reported.map(|r| crate::system::procfs::monotonic_ns().saturating_sub(r.at_ns) / 1000);
     let signal = match verdict {
         Verdict::Quiet => return None,
         Verdict::Recovered => {
             tracing::info!(event = "recovered", rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, "back under the limit");
+            return None;
+        }
+        Verdict::Warn => {
+            let warn_at_bytes = policy.warn.unwrap_or(limit_bytes);
+            let warn_at = Bytes(warn_at_bytes);
+            tracing::warn!(event = "warn", rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %warn_at, warn_at_bytes, queued_us, reaction_us, "over the warning level; no signal");
+            return None;
+        }
+        Verdict::WarnEnded => {
+            tracing::debug!(event = "warn_ended", rule, pid, %name, %rss, rss_bytes, "back under the warning level");
             return None;
         }
         Verdict::Breach | Verdict::Repeat => policy.signal,
@@ -221,11 +237,6 @@ pub(crate) fn act(
     } = reached;
     // A text field, quoted like the others.
     let acted_on = acted_on.name();
-    // Only a breach is found on a report; repeats and kills fall due on the monitor's timer.
-    let reported = reported.filter(|_| verdict == Verdict::Breach);
-    let queued_us = reported.map(|r| r.read_ns.saturating_sub(r.at_ns) / 1000);
-    let reaction_us =
-        reported.map(|r| crate::system::procfs::monotonic_ns().saturating_sub(r.at_ns) / 1000);
     let message = match (verdict, dispatch) {
         (Verdict::Breach, Dispatch::DryRun) => "over the limit; would signal (dry run)",
         (Verdict::Breach, _) => "over the limit",

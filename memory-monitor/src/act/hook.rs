@@ -13,9 +13,31 @@ use crate::rules::Exec;
 pub(crate) const CONCURRENCY: usize = 4;
 /// Breaches waiting for a free hook runner; beyond them a breach's hook is skipped (logged).
 const QUEUE: usize = 64;
-/// What a hook is told about a breach, as `MM_*` environment variables, and which hook.
+/// Why a hook runs: `MM_EVENT`, the `event` of the log line it goes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HookEvent {
+    /// The process went over its limit (`breach`).
+    Breach,
+    /// The process went over its rule's warning level (`warn`): no signal was sent.
+    Warn,
+}
+
+impl HookEvent {
+    /// Its name in `MM_EVENT`.
+    fn name(self) -> &'static str {
+        match self {
+            HookEvent::Breach => "breach",
+            HookEvent::Warn => "warn",
+        }
+    }
+}
+
+/// What a hook is told about a breach or a warning, as `MM_*` environment variables, and
+/// which hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Breach {
+    /// `MM_EVENT`.
+    pub(crate) event: HookEvent,
     /// The hook: its command and timeout.
     pub(crate) exec: Exec,
     /// `MM_RULE`: the rule's name.
@@ -32,7 +54,7 @@ pub(crate) struct Breach {
     pub(crate) rss: u64,
     /// `MM_LIMIT_BYTES`.
     pub(crate) limit: u64,
-    /// `MM_SIGNAL`: the signal sent (its name), or what became of it.
+    /// `MM_SIGNAL`: the signal sent (its name), or what became of it; empty at a warning.
     pub(crate) signal: String,
     /// `MM_PROFILE`: the name of the breach's profile, empty without one.
     pub(crate) profile: String,
@@ -78,6 +100,7 @@ fn run(queue: &Mutex<Receiver<Breach>>) {
             return;
         };
         let env = [
+            ("MM_EVENT", breach.event.name().to_string()),
             ("MM_PID", breach.pid.to_string()),
             ("MM_NAME", breach.name.clone()),
             ("MM_UID", breach.uid.to_string()),

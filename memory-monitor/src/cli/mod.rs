@@ -35,7 +35,7 @@ use crate::host::logging::{LogFormat, LogSettings};
 use crate::kernel::Attach;
 use crate::matcher::{MatchMode, Matcher};
 use crate::rules::count::Count;
-use crate::rules::{ActOn, Repeat};
+use crate::rules::{ActOn, Repeat, WarnAt};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::system::cgroup::CgroupPath;
@@ -99,6 +99,15 @@ struct Cli {
     /// it. Optional with --list, whose USED column is then the share of RAM.
     #[arg(short = 'm', long, value_name = "SIZE", value_parser = units::parse_size, allow_hyphen_values = true, required_unless_present_any = ["generate", "manual", "config", "list"])]
     max_memory: Option<SizeSpec>,
+
+    /// Warn once before the limit: at this size or share of it (80%)
+    ///
+    /// A process that goes over it gets one warn line (and the rule's --exec hook, with
+    /// MM_EVENT=warn, and profile), never a signal; it is warned about again only after it
+    /// has been back under it. A percentage is of the limit (80%), a size is as for
+    /// --max-memory and must be under the limit.
+    #[arg(long, value_name = "SIZE|PERCENT", value_parser = WarnAt::parse)]
+    warn_at: Option<WarnAt>,
 
     /// Signal to send on breach: TERM, USR1, 15, … [default: TERM]
     ///
@@ -186,8 +195,9 @@ struct Cli {
 
     /// Run this shell command on each breach, after the signal.
     ///
-    /// Its environment holds MM_PID, MM_NAME, MM_UID, MM_USER (the user it runs as),
-    /// MM_RSS_BYTES, MM_LIMIT_BYTES, MM_SIGNAL, MM_PROFILE (the profile's name, if any) and
+    /// And on each warning (--warn-at). Its environment holds MM_EVENT (breach or warn),
+    /// MM_PID, MM_NAME, MM_UID, MM_USER (the user it runs as), MM_RSS_BYTES, MM_LIMIT_BYTES,
+    /// MM_SIGNAL (empty at a warning), MM_PROFILE (the profile's name, if any) and
     /// MM_RULE (the rule's name), and MM_CONTAINER_ID and MM_POD_UID (from its cgroup path;
     /// empty outside a container or pod). At most 4 run at once; none holds up the monitor.
     /// Not run in a dry run (--dry-run, --once).

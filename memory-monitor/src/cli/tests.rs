@@ -122,6 +122,7 @@ fn exec_help_names_every_variable_a_hook_gets() {
     let help = exec.get_long_help().unwrap().to_string();
     // As hook.rs's runner sets them.
     let variables = [
+        "MM_EVENT",
         "MM_PID",
         "MM_NAME",
         "MM_UID",

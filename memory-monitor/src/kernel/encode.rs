@@ -8,7 +8,7 @@ use aya::maps::{Array, CgroupArray, MapData};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, MAX_RULES, RULE_ANY, RULE_ASK, RULE_ASK_IF_EQUAL, RULE_EXACT,
     RULE_NEVER, RULE_NONE, RULE_PREFIX, Rule, WATCH_ARMED, WATCH_BY_NAME, WATCH_COUNT_SWAP,
-    WATCH_SUMS_CPUS, Watch, member,
+    WATCH_SUMS_CPUS, WATCH_WARN_ARMED, Watch, member,
 };
 
 use super::Target;
@@ -70,6 +70,7 @@ pub(crate) fn watch_record(
         last_event_ns: 0,
         mm: 0,
         flags: WATCH_ARMED
+            | WATCH_WARN_ARMED
             | if target.by_name { WATCH_BY_NAME } else { 0 }
             | judging.watch_flags(target.count_swap),
         grown: 0,
@@ -79,9 +80,16 @@ pub(crate) fn watch_record(
         group: 0,
         parts: 0,
         profile_from: target.profile_from.unwrap_or(u64::MAX),
+        warn_below: warn_below(target.limit, target.warn),
         signal: if kernel_signal { target.signal } else { 0 },
         rule: target.rule as u32,
     }
+}
+
+/// [`Watch::warn_below`] for a process at `limit` warned about at `warn`: the kernel side
+/// derives the warning's trigger from the limit's with it, so both come from one place.
+fn warn_below(limit: u64, warn: Option<u64>) -> u64 {
+    warn.map_or(0, |warn| limit.saturating_sub(warn))
 }
 
 /// Writes `rules` into the kernel side's `RULES` and `CGROUPS` maps, in order, ending the list
@@ -163,6 +171,7 @@ fn kernel_rule(
     let count_swap = rule.count.swap();
     kernel_rule.trigger = limit.map_or(u64::MAX, |limit| judging.trigger(limit, count_swap));
     kernel_rule.watch_flags |= judging.watch_flags(count_swap);
+    kernel_rule.warn_below = limit.map_or(0, |limit| warn_below(limit, rule.warn_level(limit)));
     kernel_rule.profile_from = match (&rule.profile, limit) {
         (Some(profile), Some(limit)) => profile.growth_from(limit),
         _ => u64::MAX,
@@ -194,6 +203,37 @@ fn name_rule(matcher: Option<&Matcher>) -> Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::{Rule as RuleOfSet, Selector, WarnAt};
+    use crate::units::SizeSpec;
+
+    #[test]
+    fn the_warning_level_is_written_with_the_trigger_from_the_rule() {
+        const MIB: u64 = 1 << 20;
+        let judging = Judging {
+            accounting: Accounting::Atomic,
+            sums_cpus: false,
+        };
+        let matcher = Matcher::new(MatchMode::Prefix, "app").unwrap();
+        let mut warned = RuleOfSet::new("w", Selector::name(matcher), SizeSpec::Bytes(100 * MIB));
+        warned.warn_at = Some(WarnAt::PercentOfLimit(80.0));
+        let mut per_process = warned.clone();
+        per_process.name = "p".to_string();
+        per_process.limit = SizeSpec::PercentOfCgroup(90.0);
+        let plain = RuleOfSet {
+            name: "n".to_string(),
+            warn_at: None,
+            ..warned.clone()
+        };
+        let rules = RuleSet::new(vec![warned, per_process, plain]).unwrap();
+        let (rule, _) = kernel_rule(&rules, 0, false, judging).unwrap();
+        assert_eq!(rule.warn_below, 20 * MIB);
+        assert_eq!(rule.trigger, judging.trigger(100 * MIB, false));
+        // Worked out per process, with the limit, when the process is followed.
+        let (rule, _) = kernel_rule(&rules, 1, false, judging).unwrap();
+        assert_eq!((rule.trigger, rule.warn_below), (u64::MAX, 0));
+        let (rule, _) = kernel_rule(&rules, 2, false, judging).unwrap();
+        assert_eq!(rule.warn_below, 0);
+    }
 
     #[test]
     fn name_rules_mirror_the_matcher() {

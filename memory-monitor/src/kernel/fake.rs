@@ -6,7 +6,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::{KernelLink, KernelSide, RawStacks, Target};
+use super::{KernelLink, KernelSide, Level, RawStacks, Target};
 use crate::rules::RuleSet;
 use crate::system::procfs::ProcRoot;
 
@@ -50,11 +50,17 @@ impl FakeKernel {
 }
 
 impl KernelLink for FakeKernel {
-    fn rearm(&mut self, _: i32, after: Duration) {
-        self.tell(format!("rearm after {after:?}"));
+    fn rearm(&mut self, _: i32, level: Level, after: Duration) {
+        match level {
+            Level::Limit => self.tell(format!("rearm after {after:?}")),
+            Level::Warning => self.tell(format!("rearm warning after {after:?}")),
+        }
     }
-    fn cancel_rearm(&mut self, _: i32) {
-        self.tell("cancel rearm".to_string());
+    fn cancel_rearm(&mut self, _: i32, level: Level) {
+        match level {
+            Level::Limit => self.tell("cancel rearm".to_string()),
+            Level::Warning => self.tell("cancel warning rearm".to_string()),
+        }
     }
     fn claim_signal(&mut self, _: i32) -> bool {
         self.tell("claim".to_string());

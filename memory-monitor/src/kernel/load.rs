@@ -76,7 +76,8 @@ pub(crate) fn load(plan: &Plan, rules: &RuleSet) -> Result<Loaded, Unavailable> 
         .map_max_entries("WATCHED", maps.capacity)
         .map_max_entries("MM_OWNER", maps.capacity)
         .map_max_entries("OWNED_MM", maps.capacity)
-        .map_max_entries("REARM", maps.capacity)
+        // A request per level (the limit, the warning) a process may have waiting.
+        .map_max_entries("REARM", maps.capacity.saturating_mul(2))
         .map_max_entries("SIGNAL_CLAIMS", maps.capacity)
         .map_max_entries("WATCH_SLOTS", maps.slots)
         .map_max_entries("MM_SLOTS", maps.slots)

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use aya::Ebpf;
 use aya::maps::{Array, CgroupArray, HashMap, MapData, StackTraceMap};
-use memory_monitor_ebpf::{Rule, Watch};
+use memory_monitor_ebpf::{Rule, Watch, rearm_key};
 
 use super::encode::{self, Judging};
 use super::plan::GROWTH_SAMPLE_BYTES;
-use super::{KernelLink, KernelSide, RawStacks, Target, exact_reading};
+use super::{KernelLink, KernelSide, Level, RawStacks, Target, exact_reading};
 use crate::rules::RuleSet;
 use crate::system::procfs::ProcRoot;
 
@@ -25,7 +25,7 @@ pub(crate) struct Maps {
     /// Exact readings so far (each is numbered).
     pub(super) readings: u64,
     pub(super) watched: HashMap<MapData, u32, Watch>,
-    pub(super) rearm: HashMap<MapData, u32, u64>,
+    pub(super) rearm: HashMap<MapData, u64, u64>,
     pub(super) claims: HashMap<MapData, u32, u32>,
     /// The kernel side's pre-filter: watched processes per slot (`tgid & slot_mask`).
     pub(super) slots: Array<MapData, u32>,
@@ -83,7 +83,9 @@ impl KernelSide for Maps {
     /// Stops following `tgid` (no error if it was not followed).
     fn forget(&mut self, tgid: i32) {
         let _ = self.watched.remove(&(tgid as u32));
-        let _ = self.rearm.remove(&(tgid as u32));
+        for level in [Level::Warning, Level::Limit] {
+            self.cancel_rearm(tgid, level);
+        }
         let _ = self.claims.remove(&(tgid as u32));
         if let Ok(at) = self.counted.binary_search(&tgid) {
             self.counted.remove(at);
@@ -119,13 +121,15 @@ impl KernelLink for Maps {
     /// Asks for the next report about `tgid` once userspace has judged the last one, but not
     /// before `after` from now. Call it *before* reading the exact RSS: any change after the
     /// request (and after `after`) is reported, any change before it is in the reading.
-    fn rearm(&mut self, tgid: i32, after: Duration) {
+    fn rearm(&mut self, tgid: i32, level: Level, after: Duration) {
         let from = crate::system::procfs::monotonic_ns() + after.as_nanos() as u64;
-        let _ = self.rearm.insert(tgid as u32, from, 0);
+        let _ = self
+            .rearm
+            .insert(rearm_key(tgid as u32, level.code()), from, 0);
     }
 
-    fn cancel_rearm(&mut self, tgid: i32) {
-        let _ = self.rearm.remove(&(tgid as u32));
+    fn cancel_rearm(&mut self, tgid: i32, level: Level) {
+        let _ = self.rearm.remove(&rearm_key(tgid as u32, level.code()));
     }
 
     /// With `--kernel-signal`, claims the first signal of `tgid`'s breach for userspace: false

@@ -57,12 +57,32 @@ pub(crate) use self::stats::ProgramStats;
 /// first, and the bytes grown under each stack.
 pub(crate) type RawStacks = Vec<(Vec<u64>, u64)>;
 
+/// A level the kernel side reports a process's crossings of, each re-armed on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// Its rule's warning level.
+    Warning,
+    /// Its limit.
+    Limit,
+}
+
+impl Level {
+    /// The kernel side's number for it.
+    fn code(self) -> u32 {
+        match self {
+            Level::Warning => memory_monitor_ebpf::level::WARNING,
+            Level::Limit => memory_monitor_ebpf::level::LIMIT,
+        }
+    }
+}
+
 /// What a check asks of the kernel side about one process (eBPF mode; nothing in poll mode).
 pub(crate) trait KernelLink {
-    /// Asks for its next report, not before `after` from now (call before the deciding read).
-    fn rearm(&mut self, pid: i32, after: Duration);
-    /// Withdraws that request (it turned out to be over the limit).
-    fn cancel_rearm(&mut self, pid: i32);
+    /// Asks for its next report at `level`, not before `after` from now (call before the
+    /// deciding read).
+    fn rearm(&mut self, pid: i32, level: Level, after: Duration);
+    /// Withdraws that request (it turned out to be over the level).
+    fn cancel_rearm(&mut self, pid: i32, level: Level);
     /// With `--kernel-signal`, claims its breach's first signal: false when the kernel side
     /// sent it first.
     fn claim_signal(&mut self, pid: i32) -> bool;
@@ -102,6 +122,8 @@ pub(crate) struct Target {
     pub(crate) rule: usize,
     /// Its limit in bytes.
     pub(crate) limit: u64,
+    /// Its warning level in bytes (under the limit), if its rule has one.
+    pub(crate) warn: Option<u64>,
     /// The rule's signal (sent by the kernel side with `--kernel-signal`).
     pub(crate) signal: u32,
     /// Growth profile: sample from this approximate RSS on.
@@ -118,8 +140,8 @@ pub(crate) struct Target {
 pub(crate) struct Unloaded;
 
 impl KernelLink for Unloaded {
-    fn rearm(&mut self, _: i32, _: Duration) {}
-    fn cancel_rearm(&mut self, _: i32) {}
+    fn rearm(&mut self, _: i32, _: Level, _: Duration) {}
+    fn cancel_rearm(&mut self, _: i32, _: Level) {}
     fn claim_signal(&mut self, _: i32) -> bool {
         true
     }

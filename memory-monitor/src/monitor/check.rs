@@ -10,8 +10,8 @@ use super::in_force::InForce;
 use crate::accounting::{Accounting, Exact};
 use crate::act::deliver::{self, Delivery, Dispatch, Reported};
 use crate::act::group::Group;
-use crate::act::hook::Breach;
-use crate::kernel::KernelLink;
+use crate::act::hook::{Breach, HookEvent};
+use crate::kernel::{KernelLink, Level};
 use crate::policy::{Policy, Verdict};
 use crate::rules::RuleSet;
 use crate::signal::Signal;
@@ -83,6 +83,7 @@ pub(crate) fn policy_of(rules: &RuleSet, watched: &WatchedProcess) -> Policy {
     let rule = rules.get(watched.rule());
     Policy {
         limit: watched.limit(),
+        warn: rule.warn_level(watched.limit()),
         signal: rule.signal,
         repeat: rule.repeat,
         kill_after: rule.kill_after,
@@ -105,11 +106,28 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
     }
 }
 
+/// The levels `policy` judges by, each with its size: the warning level (if any) and the
+/// limit.
+fn levels(policy: &Policy) -> impl Iterator<Item = (Level, u64)> {
+    [
+        (Level::Warning, policy.warn),
+        (Level::Limit, Some(policy.limit)),
+    ]
+    .into_iter()
+    .filter_map(|(level, at)| at.map(|at| (level, at)))
+}
+
+/// The lowest level `rss` is at or under (the next it could cross), if any.
+fn next_level(policy: &Policy, rss: u64) -> Option<u64> {
+    levels(policy).map(|(_, at)| at).find(|&at| rss <= at)
+}
+
 /// Measures `watched`, judges it and acts; returns the verdict and the exact RSS, or `None`
-/// once the process is gone. With a kernel side waiting for it, a process found under the
-/// limit is re-armed there before a second, deciding reading, so that no growth between the
-/// two can go unreported. (Re-armed before the first reading instead, a process over the limit
-/// whose reading outlasts the gap would be reported again during every reading.)
+/// once the process is gone. With a kernel side waiting for it, a process found under a
+/// level (the limit, the warning level) is re-armed there before a second, deciding reading,
+/// so that no growth between the two can go unreported. (Re-armed before the first reading
+/// instead, a process over the level whose reading outlasts the gap would be reported again
+/// during every reading.)
 pub(crate) fn check(
     watched: &mut WatchedProcess,
     in_force: &InForce,
@@ -122,36 +140,40 @@ pub(crate) fn check(
     let policy = policy_of(rules, watched);
     let count = rules.get(watched.rule()).count;
     let reading = Instant::now();
-    let mut rss = measure(watched, proc, policy.limit, count, look, kernel);
+    let mut rss = measure(watched, proc, &policy, count, look, kernel);
     let reading = reading.elapsed();
     // A re-arm request waiting on the kernel side: a held-back report's, due at its gap's end.
     let mut rearm_pending = watched.recheck.take().is_some();
-    if let (Ok(under), Some(asked)) = (rss, look.rearm)
-        && under <= policy.limit
+    if let (Ok(first), Some(asked)) = (rss, look.rearm)
+        && first <= policy.limit
     {
         let gap = match asked.is_zero() {
             true => asked,
             false => report_gap(asked, reading),
         };
-        kernel.rearm(watched.pid(), gap);
+        for (level, _) in levels(&policy).filter(|&(_, at)| first <= at) {
+            kernel.rearm(watched.pid(), level, gap);
+        }
         rearm_pending = true;
-        rss = measure(watched, proc, policy.limit, count, look, kernel);
+        rss = measure(watched, proc, &policy, count, look, kernel);
         // Still under: the kernel side stays quiet for the gap (longer when the reading was
         // long), so look again after it; and, where threads hide changes in their caches, as
-        // long as those could hold a crossing.
+        // long as those could hold a crossing of the next level.
         if let Ok(rss) = rss
-            && rss <= policy.limit
+            && let Some(next) = next_level(&policy, rss)
         {
             watched.recheck = (!gap.is_zero()).then(|| look.now + gap);
-            if cached_changes_could_cross(watched, proc, rss, policy.limit, look) {
+            if cached_changes_could_cross(watched, proc, rss, next, look) {
                 watched.recheck = earliest(watched.recheck, Some(look.now + CACHED_RECHECK));
             }
         }
     }
-    // Not under after all, or not at a held-back report's end (found there before the kernel
-    // side's own next report): no report is wanted while it stays over.
-    if rearm_pending && !rss.is_ok_and(|rss| rss <= policy.limit) {
-        kernel.cancel_rearm(watched.pid());
+    // Not under a level after all, or not at a held-back report's end (found there before the
+    // kernel side's own next report): no report of it is wanted while it stays over.
+    if rearm_pending {
+        for (level, _) in levels(&policy).filter(|&(_, at)| !rss.is_ok_and(|rss| rss <= at)) {
+            kernel.cancel_rearm(watched.pid(), level);
+        }
     }
     let rss = match rss {
         Ok(rss) => rss,
@@ -177,13 +199,14 @@ pub(crate) fn check(
     Some((verdict, rss))
 }
 
-/// `watched`'s exact RSS against `limit` (see [`WatchedProcess::exact_rss`]), counted as `count`
-/// says: by the kernel side's reading where that decides (`look.exact`) and it can tell, else
-/// from `/proc`. `Err(Errno::SRCH)` once the process has exited. Allocates nothing.
+/// `watched`'s exact RSS against `policy`'s levels (see [`WatchedProcess::exact_rss`]),
+/// counted as `count` says: by the kernel side's reading where that decides (`look.exact`) and
+/// it can tell, else from `/proc`. `Err(Errno::SRCH)` once the process has exited. Allocates
+/// nothing.
 fn measure(
     watched: &WatchedProcess,
     proc: &ProcRoot,
-    limit: u64,
+    policy: &Policy,
     count: crate::rules::count::Count,
     look: Look,
     kernel: &mut dyn KernelLink,
@@ -199,7 +222,7 @@ fn measure(
             proc,
             &mut [0u8; 128],
             crate::system::procfs::page_size(),
-            limit,
+            (policy.limit, policy.warn),
             (look.accounting, look.exact),
             count,
         ),
@@ -227,14 +250,19 @@ fn act(
     let index = watched.rule();
     let (rule, rule_actions) = (in_force.rules.get(index), in_force.actions(index));
     let metrics = &rule_actions.metrics;
-    if verdict == Verdict::Breach {
-        metrics.breaches.inc();
-        // Its name and user now, for the breach's line and hook (a rename under the same rule is not
+    let event = match verdict {
+        Verdict::Breach => Some((HookEvent::Breach, &metrics.breaches)),
+        Verdict::Warn => Some((HookEvent::Warn, &metrics.warnings)),
+        _ => None,
+    };
+    if let Some((_, counter)) = event {
+        counter.inc();
+        // Its name and user now, for the line and hook (a rename under the same rule is not
         // reported by the kernel side).
         watched.reread_identity(proc);
     }
-    let profile = match (verdict, rule_actions.profiler.as_ref()) {
-        (Verdict::Breach, Some(profiler)) => {
+    let profile = match (event, rule_actions.profiler.as_ref()) {
+        (Some(_), Some(profiler)) => {
             let name = watched.comm().to_string();
             let growth = kernel.take_growth(watched.pid());
             profiler.profile(
@@ -271,16 +299,22 @@ fn act(
         dispatch,
         look.reported,
     );
-    let Some(delivery) = delivered else {
-        return;
-    };
-    let signal = match verdict {
-        Verdict::Kill => Signal::KILL,
-        _ => policy.signal,
-    };
-    metrics.signalled(signal, delivery);
-    if let (Verdict::Breach, Some(hook), Some(exec)) = (verdict, &actions.hook, &rule.exec) {
+    if let Some(delivery) = delivered {
+        let signal = match verdict {
+            Verdict::Kill => Signal::KILL,
+            _ => policy.signal,
+        };
+        metrics.signalled(signal, delivery);
+    }
+    if let (Some((event, _)), Some(hook), Some(exec)) = (event, &actions.hook, &rule.exec) {
+        // What `MM_SIGNAL` says: nothing at a warning, where none is due.
+        let signal = match delivered {
+            None => String::new(),
+            Some(Delivery::Sent | Delivery::SentByKernel) => policy.signal.to_string(),
+            Some(other) => other.to_string(),
+        };
         hook.fire(Breach {
+            event,
             exec: exec.clone(),
             rule: rule.name.clone(),
             pid: watched.pid(),
@@ -289,10 +323,7 @@ fn act(
             user: crate::system::users::UserName(watched.uid()).to_string(),
             rss,
             limit: policy.limit,
-            signal: match delivery {
-                Delivery::Sent | Delivery::SentByKernel => policy.signal.to_string(),
-                other => other.to_string(),
-            },
+            signal,
             profile: profile.unwrap_or_default(),
             container_id: watched.identity().container().unwrap_or("").to_owned(),
             pod_uid: watched.identity().pod().unwrap_or("").to_owned(),

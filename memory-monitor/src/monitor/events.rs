@@ -115,13 +115,13 @@ impl Monitor {
         };
         tracing::trace!(pid, kind = %event_kind::name(event.kind), rss = %Bytes(event.rss), "kernel event");
         match event.kind {
-            // Near its limit: confirmed on the exact figure (and, being read again soon, its
-            // statm kept open meanwhile).
-            event_kind::NEAR => {
+            // Near its limit or its warning level: confirmed on the exact figure (and, being
+            // read again soon, its statm kept open meanwhile).
+            event_kind::NEAR | event_kind::WARN_NEAR => {
                 self.watch.hold_statm(pid);
                 self.look_at(pid, now, Some(REPORT_GAP), reported);
             }
-            event_kind::UNDER => {
+            event_kind::UNDER | event_kind::WARN_UNDER => {
                 self.look_at(pid, now, None, reported);
                 self.watch.release_statm(pid);
             }

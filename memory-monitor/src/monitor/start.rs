@@ -154,8 +154,12 @@ fn summary(rules: &RuleSet, index: usize, running: Running<'_>) -> (String, Stri
     if rule.count.swap() {
         limit += " of rss+swap";
     }
+    if let Some(warn_at) = rule.warn_at {
+        limit += &format!(", warning at {warn_at}");
+    }
     let policy = Policy {
         limit: 0,
+        warn: None,
         signal: rule.signal,
         repeat: rule.repeat,
         kill_after: rule.kill_after,

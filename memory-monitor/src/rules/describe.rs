@@ -17,6 +17,12 @@ pub fn describe_rules(rules: &RuleSet) -> String {
 ",
             rule.limit
         );
+        if let Some(warn_at) = rule.warn_at {
+            text += &format!(
+                "  warning: at {warn_at}, once per episode, no signal
+"
+            );
+        }
         let mut action = rule.signal.to_string();
         if let Some(reach) = rule.act_on.phrase() {
             action += &format!(" {reach}");

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::spec::{Repeat, RuleSpec};
-use super::{COMMAND_LINE_RULE, Defaults, Exclude, MAX_RULES, Rule, RulesError, SetFault};
+use super::{COMMAND_LINE_RULE, Defaults, Exclude, MAX_RULES, Rule, RulesError, SetFault, WarnAt};
 use crate::choice::Choice as _;
 use crate::matcher::{MatchMode, Matcher};
 use crate::rules::act_on::ActOn;
@@ -81,6 +81,7 @@ struct RawRule {
     exclude_user: Option<Spanned<Scalars>>,
     exclude_cgroup: Option<Spanned<Scalars>>,
     max_memory: Option<Spanned<Scalar>>,
+    warn_at: Option<Spanned<Scalar>>,
     signal: Option<Spanned<Scalar>>,
     repeat: Option<Spanned<Scalar>>,
     kill_after: Option<Spanned<Scalar>>,
@@ -281,6 +282,13 @@ impl FileText<'_> {
                 ),
                 None => None,
             },
+            warn_at: match &raw.warn_at {
+                Some(value) => Some(
+                    parse_scalar(value, WarnAt::parse)
+                        .map_err(|(span, why)| fail(span, "warn-at", why))?,
+                ),
+                None => None,
+            },
             signal: match &raw.signal {
                 Some(value) => Some(
                     parse_scalar(value, |t| t.parse::<Signal>().map_err(|e| e.to_string()))
@@ -391,6 +399,7 @@ impl RawRule {
             "exclude-user" => self.exclude_user.as_ref().map(Spanned::span),
             "name" => text(&self.name),
             "max-memory" => scalar(&self.max_memory),
+            "warn-at" => scalar(&self.warn_at),
             "signal" => scalar(&self.signal),
             "repeat" => scalar(&self.repeat),
             "exec" => text(&self.exec),
@@ -465,6 +474,7 @@ mod tests {
             name = "web"
             prefix = "my-app"
             max-memory = "500M"
+            warn-at = "80%"
             signal = "USR1"
             repeat = "never"
             kill-after = "30s"
@@ -487,6 +497,10 @@ mod tests {
             "processes whose name starts with 'my-app'"
         );
         assert_eq!(web.limit, SizeSpec::Bytes(500 << 20));
+        assert_eq!(
+            web.warn_at,
+            Some(crate::rules::WarnAt::PercentOfLimit(80.0))
+        );
         assert_eq!(web.signal.number(), libc::SIGUSR1);
         assert_eq!(web.repeat, None);
         assert_eq!(web.kill_after, Some(Duration::from_secs(30)));
@@ -507,6 +521,7 @@ mod tests {
         assert_eq!(second.repeat, DEFAULTS.repeat);
         assert_eq!(web.act_on, ActOn::ProcessGroup);
         assert_eq!(second.act_on, ActOn::Process);
+        assert_eq!(second.warn_at, None);
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod exclude;
 mod facts;
 mod file;
 mod spec;
+mod warn_at;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -50,6 +51,7 @@ pub(crate) use file::keys as file_keys;
 pub use file::{load_file, parse_file};
 pub use memory_monitor_ebpf::MAX_RULES;
 pub use spec::{Repeat, RuleSpec, SpecError};
+pub use warn_at::WarnAt;
 
 /// The name of the rule the command line makes, in logs and metrics.
 pub const COMMAND_LINE_RULE: &str = "command-line";
@@ -195,6 +197,8 @@ pub struct Rule {
     pub selector: Selector,
     /// The limit: a process is over when its RSS is strictly greater.
     pub limit: SizeSpec,
+    /// Where a process is warned about, once per episode, before it reaches the limit.
+    pub warn_at: Option<WarnAt>,
     /// Signal sent on breach.
     pub signal: Signal,
     /// Re-signal a process still over the limit this long after the last signal; `None`: never.
@@ -221,12 +225,19 @@ impl Rule {
         self.selector.cgroup.is_some() || self.limit.is_per_process()
     }
 
+    /// Its warning level in bytes for a process whose limit is `limit`, if it has one there:
+    /// what userspace judges by and what the kernel side's trigger is derived from alike.
+    pub(crate) fn warn_level(&self, limit: u64) -> Option<u64> {
+        self.warn_at.and_then(|warn_at| warn_at.level(limit))
+    }
+
     /// A rule named `name` with the defaults: SIGTERM, re-signalled every 2 s while over.
     pub fn new(name: &str, selector: Selector, limit: SizeSpec) -> Rule {
         Rule {
             name: name.to_string(),
             selector,
             limit,
+            warn_at: None,
             signal: Signal::TERM,
             repeat: Some(Duration::from_secs(2)),
             kill_after: None,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{
     DEFAULT_EXEC_TIMEOUT, DEFAULT_PROFILE_AT_PERCENT, DEFAULT_PROFILE_BUDGET, Defaults, Exclude,
-    Exec, Pinned, ProfileSettings, Rule, Selector,
+    Exec, Pinned, ProfileSettings, Rule, Selector, WarnAt,
 };
 use crate::matcher::Matcher;
 use crate::rules::act_on::ActOn;
@@ -56,6 +56,8 @@ pub struct RuleSpec {
     pub exclude: Exclude,
     /// `max-memory`.
     pub max_memory: Option<SizeSpec>,
+    /// `warn-at`.
+    pub warn_at: Option<WarnAt>,
     /// `signal`.
     pub signal: Option<Signal>,
     /// `repeat`.
@@ -168,6 +170,29 @@ impl fmt::Display for SpecError {
     }
 }
 
+/// Refuses a warning level that is not under the limit where the limit is known now (a size,
+/// or a share of RAM); a limit that differs from process to process is checked per process.
+fn check_warn_at(warn_at: Option<WarnAt>, limit: SizeSpec) -> Result<(), SpecError> {
+    let Some(WarnAt::Bytes(level)) = warn_at else {
+        return Ok(());
+    };
+    if limit.is_per_process() {
+        return Ok(());
+    }
+    let resolved = limit.resolve(crate::system::procfs::total_ram(), None);
+    if level < resolved {
+        return Ok(());
+    }
+    Err(SpecError::Invalid {
+        setting: "warn-at",
+        why: format!(
+            "{} is not under the limit ({}): give a smaller size, or a share of the limit such as 80%",
+            crate::units::Bytes(level),
+            crate::units::Bytes(resolved)
+        ),
+    })
+}
+
 /// Where profiles go: either setting, one of them.
 const PROFILE_DESTINATIONS: &[&str] = &["profile-dir", "profile-to"];
 
@@ -196,6 +221,7 @@ impl RuleSpec {
                 why: "resolves to 0 bytes on this machine".to_string(),
             });
         }
+        check_warn_at(self.warn_at, limit)?;
         let signal = self.signal.unwrap_or(Signal::TERM);
         if signal.stops() {
             return Err(SpecError::Invalid {
@@ -302,6 +328,7 @@ impl RuleSpec {
                 exclude,
             },
             limit,
+            warn_at: self.warn_at,
             signal,
             repeat,
             kill_after: self.kill_after,
@@ -456,6 +483,14 @@ mod tests {
                 },
                 "'cgroup' would reach /app/backup too, which the rule leaves out: act on process-group, or stop leaving it out",
                 "--act-on 'cgroup' would reach /app/backup too, which the rule leaves out: act on process-group, or stop leaving it out",
+            ),
+            (
+                RuleSpec {
+                    warn_at: Some(WarnAt::Bytes(500 << 20)),
+                    ..spec()
+                },
+                "500.0MiB is not under the limit (500.0MiB): give a smaller size, or a share of the limit such as 80%",
+                "--warn-at 500.0MiB is not under the limit (500.0MiB): give a smaller size, or a share of the limit such as 80%",
             ),
         ];
         for (spec, in_file, on_command_line) in cases {

@@ -355,6 +355,7 @@ fn target_of(rules: &RuleSet, watched: &WatchedProcess) -> Target {
     Target {
         rule: watched.rule(),
         limit: watched.limit(),
+        warn: rule.warn_level(watched.limit()),
         signal: rule.signal.number() as u32,
         profile_from: rule
             .profile

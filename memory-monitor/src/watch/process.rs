@@ -299,17 +299,17 @@ impl WatchedProcess {
     }
 
     /// The memory that counts toward `limit` in bytes (resident, and with `count` swap too),
-    /// exact wherever it could decide against `limit`: `statm` (one read; and `status`'s
-    /// `VmSwap`) when `exact` says it sums exactly, or this kernel's counters are exact, or
-    /// too far under the limit for their error to matter; else `smaps_rollup`, which walks the
-    /// page tables (see [`Accounting`]).
+    /// exact wherever it could decide against `limit` or the warning level `warn`: `statm`
+    /// (one read; and `status`'s `VmSwap`) when `exact` says it sums exactly, or this kernel's
+    /// counters are exact, or too far under the limit and from the warning level for their
+    /// error to matter; else `smaps_rollup`, which walks the page tables (see [`Accounting`]).
     /// `Err(Errno::SRCH)` once the process has exited. Allocates nothing.
     pub(crate) fn exact_rss(
         &self,
         proc: &ProcRoot,
         buf: &mut [u8],
         page_size: u64,
-        limit: u64,
+        (limit, warn): (u64, Option<u64>),
         (accounting, exact): (Accounting, Exact),
         count: Count,
     ) -> Result<u64, Errno> {
@@ -334,7 +334,8 @@ impl WatchedProcess {
             } else {
                 0
             });
-        if counted.saturating_add(error) <= limit {
+        let decides_warning = warn.is_some_and(|warn| counted.abs_diff(warn) <= error);
+        if counted.saturating_add(error) <= limit && !decides_warning {
             return Ok(counted);
         }
         let mut before = counted;

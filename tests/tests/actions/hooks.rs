@@ -279,6 +279,7 @@ fn a_hook_gets_a_clean_environment_and_none_of_the_monitors_protections() {
         names,
         [
             "MM_CONTAINER_ID",
+            "MM_EVENT",
             "MM_LIMIT_BYTES",
             "MM_NAME",
             "MM_PID",

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use memory_monitor::config::Mode;
 use memory_monitor::matcher::{MatchMode, Matcher};
-use memory_monitor::rules::{ActOn, CgroupPath, Exclude, Rule, RuleSet, Selector};
+use memory_monitor::rules::{ActOn, CgroupPath, Exclude, Rule, RuleSet, Selector, WarnAt};
 use memory_monitor::signal::Signal;
 use memory_monitor::units::SizeSpec;
 use memory_monitor::{Config, Monitor};
@@ -85,8 +85,14 @@ fn thousands_of_kernel_events_allocate_nothing() {
     let swing = (margin >> 20) as usize + 8;
     let target_pid = target.pid();
 
-    let signal: Signal = "RTMIN+2".parse().unwrap();
-    let mut config = config_for(&name, signal, None, SizeSpec::Bytes(limit));
+    let matcher = Matcher::new(MatchMode::Prefix, &name).unwrap();
+    let mut rule = Rule::new("test", Selector::name(matcher), SizeSpec::Bytes(limit));
+    rule.signal = "RTMIN+2".parse().unwrap();
+    rule.repeat = None;
+    // A warning level 2 MiB over where each swing starts: every swing crosses both levels, up
+    // and back, so warnings are handled on the steady path too.
+    rule.warn_at = Some(WarnAt::Bytes(limit - margin - (2 << 20)));
+    let mut config = Config::new(RuleSet::new(vec![rule]).unwrap());
     config.mode = Mode::Ebpf;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

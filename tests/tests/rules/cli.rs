@@ -90,6 +90,12 @@ fn bad_input_exits_2_with_one_line_naming_it() {
             "--bpf-stats",
         ),
         (&["-m", "1", "--watch-config", "x"], "--config"),
+        (&["-m", "32M", "--warn-at", "lots", "x"], "'lots'"),
+        (&["-m", "32M", "--warn-at", "100%", "x"], "under 100%"),
+        (
+            &["-m", "32M", "--warn-at", "40M", "x"],
+            "--warn-at 40.0MiB is not under the limit (32.0MiB): give a smaller size",
+        ),
     ];
     for (args, fragment) in table {
         let (status, stderr) = run_monitor(args);

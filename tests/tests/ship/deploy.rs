@@ -525,6 +525,7 @@ fn every_metric_the_dashboard_and_the_alerts_query_is_in_a_real_scrape() {
         "memory_monitor_watched_processes",
         "memory_monitor_breaches_total",
         "memory_monitor_oom_kills_total",
+        "memory_monitor_warnings_total",
         "memory_monitor_signals_total",
         "memory_monitor_lost_kernel_events_total",
         "memory_monitor_profile_writes_total",

@@ -12,3 +12,4 @@ mod kernel;
 mod pidns;
 mod poll;
 mod target;
+mod warning;

@@ -94,6 +94,7 @@ pub(crate) struct Metrics {
     limit: Family<RuleLabels, Gauge>,
     breaches: Family<RuleLabels, Counter>,
     oom_kills: Family<RuleLabels, Counter>,
+    warnings: Family<RuleLabels, Counter>,
     signals: Family<SignalLabels, Counter>,
     profiles: Family<ResultLabels, Counter>,
     mode: Family<ModeLabels, Gauge>,
@@ -160,6 +161,8 @@ pub(crate) struct RuleMetrics {
     pub(crate) breaches: Counter,
     /// Processes watched under the rule that the kernel's OOM killer took.
     pub(crate) oom_kills: Counter,
+    /// Warnings (crossings of the warning level).
+    pub(crate) warnings: Counter,
     /// Profiles written.
     pub(crate) profiles_written: Counter,
     /// Profiles lost.
@@ -193,6 +196,7 @@ impl Metrics {
             breaches: Family::default(),
             oom_kills: Family::default(),
             unwatched_oom_kills: Counter::default(),
+            warnings: Family::default(),
             signals: Family::default(),
             profiles: Family::default(),
             mode: Family::default(),
@@ -229,6 +233,9 @@ impl Metrics {
             "oom_kills",
             "Processes the kernel's OOM killer took, by the rule that watched them ((unwatched): none did)",
             metrics.oom_kills.clone(),
+            "warnings",
+            "Processes that went over their rule's warning level (warn-at), by rule",
+            metrics.warnings.clone(),
         );
         registry.register(
             "signals",
@@ -330,6 +337,7 @@ impl Metrics {
                 let watched = self.watched.get_or_create(&labels).clone();
                 let breaches = self.breaches.get_or_create(&labels).clone();
                 let oom_kills = self.oom_kills.get_or_create(&labels).clone();
+                let warnings = self.warnings.get_or_create(&labels).clone();
                 let profiles_written = self.profiles.get_or_create(&result("written")).clone();
                 let profiles_failed = self.profiles.get_or_create(&result("failed")).clone();
                 RuleMetrics {
@@ -337,6 +345,7 @@ impl Metrics {
                     watched,
                     breaches,
                     oom_kills,
+                    warnings,
                     profiles_written,
                     profiles_failed,
                     signals,
@@ -388,6 +397,7 @@ impl Metrics {
             self.limit.remove(&labels);
             self.breaches.remove(&labels);
             self.oom_kills.remove(&labels);
+            self.warnings.remove(&labels);
             for result in ["written", "failed"] {
                 self.profiles.remove(&ResultLabels {
                     rule: gone.name.clone(),
