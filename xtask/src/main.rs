@@ -15,7 +15,9 @@
 //! - `vmtest [--only TEST] [KERNEL…]`: the eBPF-facing tests in qemu guests of Debian's
 //!   kernels (see `vmtest.rs`); `test` runs them too. `vmtest --faults [--cpus 2,8,32]`: the
 //!   page-fault cost of each attach type's empty program as the guest's vCPUs grow;
-//!   `vmtest --reaction`: breach → signal at 100 MiB and 1 GiB in each guest.
+//!   `vmtest --reaction`: breach → signal at 100 MiB and 1 GiB in each guest;
+//!   `vmtest --systemd`: the packaged unit's tests in guests whose PID 1 is systemd (`test`
+//!   runs it on 6.1).
 //! - `dist`: the static release binary, its man page, shell completions, the service files and
 //!   the .deb, in `target/dist/` (see `dist.rs`).
 //! - `image`: `dist`, then the container image (see `image.rs`).
@@ -98,11 +100,11 @@ fn xtask() -> Result<()> {
             bench::run(&options)
         }
         _ => bail!(
-            "usage: cargo xtask <setup | run -- <monitor args> | test [--stress N] | vmtest [--only TEST | --faults [--cpus N,N…] | --reaction] [KERNEL…] | bench | dist | image | fuzz>\n\
+            "usage: cargo xtask <setup | run -- <monitor args> | test [--stress N] | vmtest [--only TEST | --faults [--cpus N,N…] | --reaction | --systemd] [KERNEL…] | bench | dist | image | fuzz>\n\
              \n  setup   install what the builds and the tests need (idempotent)\
              \n  run     build the monitor and run it, e.g. cargo xtask run -- -m 500 my-app\
              \n  test    setup, fmt, clippy, build, and every test, on this kernel and in the vmtest matrix; --stress N: the suite N times under load\
-             \n  vmtest  the eBPF tests in qemu guests of Debian's kernels 5.10, 6.1, 6.12 (or those named; --only: tests whose name holds TEST; --faults: what attaching costs page faults at 2, 8 and 32 vCPUs, on 6.1 and 6.12 unless named; --reaction: breach → signal at 100 MiB and 1 GiB)\
+             \n  vmtest  the eBPF tests in qemu guests of Debian's kernels 5.10, 6.1, 6.12 (or those named; --only: tests whose name holds TEST; --faults: what attaching costs page faults at 2, 8 and 32 vCPUs, on 6.1 and 6.12 unless named; --reaction: breach → signal at 100 MiB and 1 GiB; --systemd: the packaged unit run by systemd as PID 1)\
              \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)\
              \n  dist    static release binary, man page, completions, service files and .deb in target/dist\
              \n  image   dist, then the container image (Podman, from scratch)\
@@ -538,7 +540,9 @@ fn test() -> Result<()> {
     // Spread: every test runs on one of the kernels, the kernel tests on all (all of them on
     // all kernels is a few times CI's time; `cargo xtask vmtest` runs that).
     let matrix = vmtest::run(&vmtest::selection(&["--spread".into()])?);
-    host.and(matrix)
+    // The packaged unit run by systemd as PID 1, which this machine need not have: one guest.
+    let unit = vmtest::run(&vmtest::selection(&["--systemd".into(), "6.1".into()])?);
+    host.and(matrix).and(unit)
 }
 
 /// Builds everything the test suite runs: the workspace's programs, the jemalloc example, and

@@ -51,7 +51,7 @@ fn the_service_units_pass_systemd_analyze_verify() {
 }
 
 /// The value of `key=` in a unit's text.
-fn setting<'a>(unit: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn setting<'a>(unit: &'a str, key: &str) -> Option<&'a str> {
     unit.lines()
         .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
 }

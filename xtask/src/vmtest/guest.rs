@@ -22,7 +22,17 @@ pub(super) const TEST_WALL_TIME: Duration = Duration::from_secs(10 * 60);
 pub(super) const GUEST_CPUS: usize = 2;
 const GUEST_MEMORY: &str = "2G";
 
-/// The guest's `/init`: mount what the tests need, then run `/plan.sh` in the host's root.
+/// What runs the plan once the host's root is mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Init {
+    /// A shell, chrooted into the host's root; the guest powers off when the plan ends.
+    Shell,
+    /// The host's systemd as PID 1 (see [`SYSTEMD`]), which runs only the plan's service.
+    Systemd,
+}
+
+/// The guest's `/init`: mount what the tests need, then run `/plan.sh` in the host's root as
+/// `init` says (the last lines, [`SHELL`] or [`SYSTEMD`]).
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -44,13 +54,57 @@ mount -t cgroup2 cgroup2 /host/sys/fs/cgroup
 ip link set lo up
 cp /plan.sh /host/tmp/plan.sh
 echo "@@ booted $(uname -r)"
-# The host's root becomes the mount namespace's root, as in a booted system or a container
-# (whose runtime pivots into its root): a bare chroot would leave /host in every path the
-# kernel prints for a mount seen from another namespace (/proc/PID/maps). This shell stays on
-# the initramfs, where it finds its poweroff.
-cd /host && mount --move . / && chroot . /bin/sh /tmp/plan.sh
+"#;
+
+/// The end of [`INIT`] for [`Init::Shell`]. The host's root becomes the mount namespace's
+/// root, as in a booted system or a container (whose runtime pivots into its root): a bare
+/// chroot would leave /host in every path the kernel prints for a mount seen from another
+/// namespace (/proc/PID/maps). This shell stays on the initramfs, where it finds its poweroff.
+const SHELL: &str = r#"cd /host && mount --move . / && chroot . /bin/sh /tmp/plan.sh
 echo "@@ done"
 poweroff -f
+"#;
+
+/// The end of [`INIT`] for [`Init::Systemd`]: the host's own systemd becomes PID 1 in its
+/// root and starts [`TARGET`] alone (not the host's default target, so none of its services),
+/// whose service runs the plan and powers the guest off. systemd sets up the services it
+/// starts in directories it must be able to write: `StateDirectory=` in /var/lib, `PrivateTmp=`
+/// in /var/tmp, the journal in /var/log; on the read-only root these get a tmpfs each. The
+/// units go in /run/systemd/system, the runtime units' directory, before systemd reads it.
+const SYSTEMD: &str = r#"for dir in lib log tmp; do
+    mount -t tmpfs -o mode=0755 var-$dir /host/var/$dir
+done
+chmod 1777 /host/var/tmp
+mkdir -p /host/run/systemd/system
+cp /units/* /host/run/systemd/system/
+cd /host && mount --move . / && exec chroot . /lib/systemd/systemd --unit=mm-vmtest.target
+"#;
+
+/// The target [`SYSTEMD`] starts: its service only.
+const TARGET: &str = "[Unit]
+Description=vmtest: the plan alone
+Requires=mm-vmtest.service
+After=mm-vmtest.service
+AllowIsolate=yes
+";
+
+/// The plan as a service of [`TARGET`]: on the console, with no time limit of its own (the
+/// guest's wall time bounds it, and each test its `timeout`), powering the guest off when it
+/// ends, passed or failed. It needs nothing started before it; what it starts pulls in what
+/// that needs (a unit with default dependencies: `sysinit.target`, the journal).
+const PLAN_SERVICE: &str = r#"[Unit]
+Description=vmtest: the plan
+DefaultDependencies=no
+SuccessAction=poweroff-force
+FailureAction=poweroff-force
+
+[Service]
+Type=oneshot
+TimeoutStartSec=infinity
+ExecStart=/bin/sh -c '/bin/sh /tmp/plan.sh; echo "@@ done"'
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/console
 "#;
 
 /// Writes a `newc` cpio archive (the initramfs format the kernel unpacks) of `entries`:
@@ -126,9 +180,14 @@ impl CpioEntry {
     }
 }
 
-/// The initramfs for `kernel`: busybox, `/init`, the plan and the modules.
-fn initramfs(files: &KernelFiles, plan: &str) -> Result<Vec<u8>> {
+/// The initramfs for `kernel`: busybox, `/init` (ending as `init` says), the plan, the
+/// modules, and for systemd its units.
+fn initramfs(files: &KernelFiles, plan: &str, init: Init) -> Result<Vec<u8>> {
     let busybox = std::fs::read("/bin/busybox").context("no /bin/busybox (busybox-static)")?;
+    let script = match init {
+        Init::Shell => format!("{INIT}{SHELL}"),
+        Init::Systemd => format!("{INIT}{SYSTEMD}"),
+    };
     let mut entries = vec![
         CpioEntry::dir("bin"),
         CpioEntry::dir("dev"),
@@ -143,9 +202,16 @@ fn initramfs(files: &KernelFiles, plan: &str) -> Result<Vec<u8>> {
             device: (5, 1),
         },
         CpioEntry::file("bin/busybox", 0o755, busybox),
-        CpioEntry::file("init", 0o755, INIT.as_bytes().to_vec()),
+        CpioEntry::file("init", 0o755, script.into_bytes()),
         CpioEntry::file("plan.sh", 0o644, plan.as_bytes().to_vec()),
     ];
+    if init == Init::Systemd {
+        entries.extend([
+            CpioEntry::dir("units"),
+            CpioEntry::file("units/mm-vmtest.target", 0o644, TARGET.into()),
+            CpioEntry::file("units/mm-vmtest.service", 0o644, PLAN_SERVICE.into()),
+        ]);
+    }
     let mut order = String::new();
     for module in &files.modules {
         let name = format!("{}.ko", module_name(&module.to_string_lossy()));
@@ -168,8 +234,8 @@ pub(super) struct Guest {
     pub(super) wall: Duration,
 }
 
-/// Boots `kernel` with `cpus` vCPUs to run `plan`, until it powers off or its wall time is
-/// spent; `progress` picks the console lines worth showing as they come.
+/// Boots `kernel` with `cpus` vCPUs to run `plan` from a shell, until it powers off or its
+/// wall time is spent; `progress` picks the console lines worth showing as they come.
 pub(super) fn run_guest(
     kernel: &Kernel,
     files: &KernelFiles,
@@ -179,8 +245,31 @@ pub(super) fn run_guest(
     wall: Duration,
     progress: impl Fn(&str) -> Option<String>,
 ) -> Result<Guest> {
+    let guest = GuestPlan {
+        plan,
+        init: Init::Shell,
+    };
+    run_guest_with(kernel, files, &guest, cpus, out, wall, progress)
+}
+
+/// A plan, and what runs it.
+pub(super) struct GuestPlan<'a> {
+    pub(super) plan: &'a str,
+    pub(super) init: Init,
+}
+
+/// [`run_guest`], with the plan run as `guest.init` says.
+pub(super) fn run_guest_with(
+    kernel: &Kernel,
+    files: &KernelFiles,
+    guest: &GuestPlan,
+    cpus: usize,
+    out: &Path,
+    wall: Duration,
+    progress: impl Fn(&str) -> Option<String>,
+) -> Result<Guest> {
     let initrd = out.join(format!("initramfs-{}.cpio", kernel.name));
-    std::fs::write(&initrd, initramfs(files, plan)?)?;
+    std::fs::write(&initrd, initramfs(files, guest.plan, guest.init)?)?;
     let console_path = out.join(format!("console-{}.log", kernel.name));
     let console = std::fs::File::create(&console_path)?;
     let mut qemu = Command::new("qemu-system-x86_64");

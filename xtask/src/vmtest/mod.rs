@@ -1,6 +1,7 @@
 //! `cargo xtask vmtest [--spread] [--only PATTERN] [KERNEL…]`: the eBPF-facing tests, run as
 //! root inside qemu guests of Debian's own kernels (5.10, 6.1 and 6.12 by default), one guest
-//! per kernel.
+//! per kernel. `--systemd`: the packaged unit's tests, in guests whose PID 1 is systemd (see
+//! `systemd.rs`).
 //!
 //! - **Which tests** is a rule, not a list (see `run.rs`): in the test binaries that drive the
 //!   monitor, every test that needs root, and every test of the `kernel` modules; each binary
@@ -44,8 +45,9 @@ mod kernels;
 mod reaction;
 mod report;
 mod run;
+mod systemd;
 
-use guest::{run_guest, tail};
+use guest::{GuestPlan, Init, run_guest, tail};
 use kernels::{KERNELS, fetch};
 use report::{Report, print_reports};
 pub(crate) use run::parse_list;
@@ -53,7 +55,7 @@ use run::{Test, boot, build_verifier_stats, guest_tests, plan, spread, test_bina
 
 /// What `vmtest` is to run: which kernels, and which of the tests (or, with `--faults`, the
 /// page-fault cost at each of these vCPU counts instead; with `--reaction`, breach → signal
-/// by size).
+/// by size; with `--systemd`, the packaged unit's tests under systemd).
 pub struct Selection {
     kernels: Vec<&'static str>,
     /// Only the tests whose name holds this.
@@ -63,6 +65,7 @@ pub struct Selection {
     spread: bool,
     faults: Option<Vec<usize>>,
     reaction: bool,
+    systemd: bool,
 }
 
 /// The vCPU counts `--faults` measures at unless `--cpus` says.
@@ -73,13 +76,14 @@ const FAULT_KERNELS: [&str; 2] = ["6.1", "6.12"];
 
 /// `vmtest`'s command line: `[--only PATTERN] [--spread] [KERNEL…]` (all kernels, all tests
 /// on each by default),
-/// `--faults [--cpus N,N…] [KERNEL…]`, or `--reaction [KERNEL…]`.
+/// `--faults [--cpus N,N…] [KERNEL…]`, `--reaction [KERNEL…]`, or `--systemd [KERNEL…]`.
 pub fn selection(args: &[OsString]) -> Result<Selection> {
     let mut kernels = Vec::new();
     let mut only = None;
     let mut spread = false;
     let mut faults = None;
     let mut reaction = false;
+    let mut systemd = false;
     let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
     while let Some(arg) = args.next() {
         if arg == "--only" {
@@ -101,6 +105,10 @@ pub fn selection(args: &[OsString]) -> Result<Selection> {
             reaction = true;
             continue;
         }
+        if arg == "--systemd" {
+            systemd = true;
+            continue;
+        }
         if arg == "--cpus" {
             let list = args
                 .next()
@@ -119,13 +127,14 @@ pub fn selection(args: &[OsString]) -> Result<Selection> {
         })?;
         kernels.push(kernel.name);
     }
+    let own_runs = usize::from(faults.is_some()) + usize::from(reaction) + usize::from(systemd);
     ensure!(
-        (faults.is_none() && !reaction) || (only.is_none() && !spread),
-        "--only and --spread select tests; --faults and --reaction run none"
+        own_runs == 0 || (only.is_none() && !spread),
+        "--only and --spread select the matrix's tests; --faults, --reaction and --systemd run their own"
     );
     ensure!(
-        faults.is_none() || !reaction,
-        "--faults and --reaction are measurements of their own: one at a time"
+        own_runs <= 1,
+        "--faults, --reaction and --systemd are runs of their own: one at a time"
     );
     if kernels.is_empty() {
         kernels = match faults {
@@ -139,6 +148,7 @@ pub fn selection(args: &[OsString]) -> Result<Selection> {
         spread,
         faults,
         reaction,
+        systemd,
     })
 }
 
@@ -165,6 +175,9 @@ pub fn run(selection: &Selection) -> Result<()> {
     }
     if selection.reaction {
         return reaction::run(&selection.kernels);
+    }
+    if selection.systemd {
+        return systemd::run(&selection.kernels);
     }
     let started = Instant::now();
     setup()?;
@@ -199,14 +212,23 @@ pub fn run(selection: &Selection) -> Result<()> {
     };
     for (name, tests) in selection.kernels.iter().zip(&shares) {
         let kernel = KERNELS.iter().find(|k| k.name == *name).expect("checked");
+        let guest = GuestPlan {
+            plan: &plan(&binaries, tests, &shim),
+            init: Init::Shell,
+        };
         let report = fetch(kernel, &cache)
-            .and_then(|files| boot(kernel, &files, &plan(&binaries, tests, &shim), tests, &out))
+            .and_then(|files| boot(kernel, &files, &guest, tests, &out))
             .unwrap_or_else(|error| Report::failed(kernel.name, format!("{error:#}")));
         reports.push(report);
     }
-    print_reports(&reports);
+    verdict("vmtest", &reports, started)
+}
+
+/// Prints `reports` and the time since `started`; fails if a guest did not pass.
+fn verdict(run: &str, reports: &[Report], started: Instant) -> Result<()> {
+    print_reports(reports);
     eprintln!(
-        "vmtest: {} kernel(s) in {:.0?}",
+        "{run}: {} kernel(s) in {:.0?}",
         reports.len(),
         started.elapsed()
     );
@@ -215,7 +237,7 @@ pub fn run(selection: &Selection) -> Result<()> {
         .filter(|r| !r.passed())
         .map(|r| r.kernel)
         .collect();
-    ensure!(failed.is_empty(), "vmtest failed on {}", failed.join(", "));
+    ensure!(failed.is_empty(), "{run} failed on {}", failed.join(", "));
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, ensure};
 
-use super::guest::{GUEST_CPUS, TEST_WALL_TIME, guest_wall_time, run_guest, tail};
+use super::guest::{GUEST_CPUS, GuestPlan, TEST_WALL_TIME, guest_wall_time, run_guest_with, tail};
 use super::kernels::{Kernel, KernelFiles};
 use super::report::{Report, read_report};
 use crate::{cargo, run_step, shown};
@@ -178,7 +178,7 @@ pub(super) fn guest_tests(binaries: &BTreeMap<String, PathBuf>) -> Result<Vec<Te
 }
 
 /// The names `binary --list ARG` prints (`path::to::test: test`).
-fn listed(binary: &Path, arg: &str) -> Result<Vec<String>> {
+pub(super) fn listed(binary: &Path, arg: &str) -> Result<Vec<String>> {
     let output = Command::new(binary)
         .args(["--list", "--format", "terse", arg])
         .output()
@@ -201,7 +201,7 @@ pub(crate) fn parse_list(text: &str) -> Vec<String> {
 }
 
 /// `cargo test --no-run ARGS`: the test executables built, by target name.
-fn built(args: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
+pub(super) fn built(args: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
     let mut command = cargo();
     command
         .args([
@@ -272,16 +272,16 @@ pub(super) fn plan(binaries: &BTreeMap<String, PathBuf>, tests: &[Test], shim: &
     plan
 }
 
-/// Boots `kernel` with the tests of `plan` and reads its report.
+/// Boots `kernel` with the tests of `guest`'s plan and reads its report.
 pub(super) fn boot(
     kernel: &Kernel,
     files: &KernelFiles,
-    plan: &str,
+    guest: &GuestPlan,
     tests: &[Test],
     out: &Path,
 ) -> Result<Report> {
     let wall = guest_wall_time(tests.len());
-    let guest = run_guest(kernel, files, plan, GUEST_CPUS, out, wall, |line| {
+    let guest = run_guest_with(kernel, files, guest, GUEST_CPUS, out, wall, |line| {
         line.strip_prefix("@@ end ").map(str::to_string)
     })?;
     let mut report = read_report(kernel.name, &files.package, &guest.console, tests);
