@@ -1,7 +1,7 @@
 //! Memory back at once: after SIGKILL the monitor reaps the victim's memory with
 //! `process_mrelease` instead of leaving it to the victim's exit.
 
-use memory_monitor_tests::cgroup::{Cgroup, v1_freezer};
+use memory_monitor_tests::cgroup::{Cgroup, V1Freezer};
 use memory_monitor_tests::{Monitor, Target, patience, unique_name};
 
 #[test]
@@ -9,12 +9,12 @@ use memory_monitor_tests::{Monitor, Target, patience, unique_name};
 fn a_killed_process_s_memory_is_freed_before_it_exits() {
     // A process frozen by the cgroup v1 freezer stays, SIGKILL pending, until thawed: only
     // the monitor's reaping can free its memory meanwhile.
-    let root = v1_freezer().expect("a cgroup v1 freezer");
+    let freezer_v1 = V1Freezer::find_or_mount();
     for mode in ["poll", "ebpf"] {
         let name = unique_name("mma-mr");
         let mut target = Target::spawn(&name);
         target.grow(64);
-        let freezer = Cgroup::create(&root, &name);
+        let freezer = Cgroup::create(freezer_v1.root(), &name);
         freezer.add(target.pid());
         freeze(&freezer);
         let mut monitor = Monitor::start(&[
