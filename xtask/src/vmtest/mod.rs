@@ -15,10 +15,11 @@
 //!   changed. Packages are cached under `~/.cache/memory-monitor/vmtest/` (outside the work
 //!   tree, so clones share them); delete it to fetch the newest again.
 //! - **The guest** boots the kernel with a busybox initramfs (Debian's busybox-static) that
-//!   loads the kernel's own 9p modules (and their dependencies, from its `modules.dep`), mounts
-//!   this machine's root read-only over 9p, mounts proc, sys, tracefs, bpffs, cgroup2 and a
-//!   tmpfs `/tmp` there, brings up loopback, moves it to `/` and chroots into it, and runs the host-built test
-//!   binaries, each test alone.
+//!   loads the kernel's own 9p, virtio-blk and ext4 modules (and their dependencies, from its
+//!   `modules.dep`), mounts this machine's root read-only over 9p, mounts proc, sys, tracefs,
+//!   bpffs, cgroup2, a tmpfs `/tmp` and a scratch disk of its own on `/var/tmp` there (for the
+//!   tests that need a disk: a swap file, reclaimable page cache), brings up loopback, moves it
+//!   to `/` and chroots into it, and runs the host-built test binaries, each test alone.
 //! - **qemu** runs with TCG (`/dev/kvm` here cannot boot a stock kernel), 2 vCPUs. A test has
 //!   a bounded wall time, and each guest one that grows with its tests: a hang is a failure,
 //!   shown with the console's last lines. Under TCG, disabling a trace event while another
@@ -262,15 +263,21 @@ fn measure<T>(
     Ok(results)
 }
 
-/// The guests run the host's binaries from its root, shared read-only, with a tmpfs of their
-/// own on `/tmp`: a workspace under `/tmp` is hidden there, and every test would fail with
-/// "not found". Said at once instead.
+/// Where the guests mount file systems of their own over the host's root (a tmpfs, the
+/// scratch disk), hiding what the host has there.
+const GUEST_OWN_DIRS: [&str; 2] = ["/tmp", "/var/tmp"];
+
+/// The guests run the host's binaries from its root, shared read-only, with file systems of
+/// their own on [`GUEST_OWN_DIRS`]: a workspace under one is hidden there, and every test would
+/// fail with "not found". Said at once instead.
 fn visible_in_guests(workspace: &Path) -> Result<()> {
-    ensure!(
-        !workspace.starts_with("/tmp"),
-        "vmtest cannot run from {}: the guests mount a /tmp of their own, which hides it; clone the project outside /tmp",
-        workspace.display()
-    );
+    for dir in GUEST_OWN_DIRS {
+        ensure!(
+            !workspace.starts_with(dir),
+            "vmtest cannot run from {}: the guests mount a {dir} of their own, which hides it; clone the project outside {dir}",
+            workspace.display()
+        );
+    }
     Ok(())
 }
 
@@ -290,9 +297,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_workspace_under_tmp_is_refused_as_the_guests_cannot_see_it() {
+    fn a_workspace_under_a_guest_s_own_dir_is_refused_as_the_guests_cannot_see_it() {
         let error = visible_in_guests(Path::new("/tmp/clone")).unwrap_err();
         assert!(error.to_string().contains("outside /tmp"), "{error}");
+        let error = visible_in_guests(Path::new("/var/tmp/clone")).unwrap_err();
+        assert!(error.to_string().contains("outside /var/tmp"), "{error}");
         assert!(visible_in_guests(Path::new("/work/clone")).is_ok());
         assert!(visible_in_guests(Path::new("/tmpfs-ws/clone")).is_ok());
     }
