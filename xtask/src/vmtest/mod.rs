@@ -1,4 +1,4 @@
-//! `cargo xtask vmtest [--spread] [--only PATTERN] [KERNEL…]`: the eBPF-facing tests, run as
+//! `cargo xtask vmtest [--spread] [--only PATTERN]… [KERNEL…]`: the eBPF-facing tests, run as
 //! root inside qemu guests of Debian's own kernels (5.10, 6.1 and 6.12 by default), one guest
 //! per kernel.
 //!
@@ -57,8 +57,8 @@ use run::{Test, boot, build_verifier_stats, guest_tests, plan, spread, test_bina
 /// by size).
 pub struct Selection {
     kernels: Vec<&'static str>,
-    /// Only the tests whose name holds this.
-    only: Option<String>,
+    /// Only the tests whose name holds one of these (all when empty).
+    only: Vec<String>,
     /// Each test on one kernel only, but the kernel tests on all (see [`run::spread`]): what CI
     /// runs, to stay within its time.
     spread: bool,
@@ -72,19 +72,19 @@ const FAULT_CPUS: [usize; 3] = [2, 8, 32];
 /// per CPU.
 const FAULT_KERNELS: [&str; 2] = ["6.1", "6.12"];
 
-/// `vmtest`'s command line: `[--only PATTERN] [--spread] [KERNEL…]` (all kernels, all tests
-/// on each by default),
+/// `vmtest`'s command line: `[--only PATTERN]… [--spread] [KERNEL…]` (all kernels, all tests
+/// on each by default; `--only` again adds a pattern),
 /// `--faults [--cpus N,N…] [KERNEL…]`, or `--reaction [KERNEL…]`.
 pub fn selection(args: &[OsString]) -> Result<Selection> {
     let mut kernels = Vec::new();
-    let mut only = None;
+    let mut only = Vec::new();
     let mut spread = false;
     let mut faults = None;
     let mut reaction = false;
     let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
     while let Some(arg) = args.next() {
         if arg == "--only" {
-            only = Some(
+            only.push(
                 args.next()
                     .context("--only needs a part of a test's name")?,
             );
@@ -121,7 +121,7 @@ pub fn selection(args: &[OsString]) -> Result<Selection> {
         kernels.push(kernel.name);
     }
     ensure!(
-        (faults.is_none() && !reaction) || (only.is_none() && !spread),
+        (faults.is_none() && !reaction) || (only.is_empty() && !spread),
         "--only and --spread select tests; --faults and --reaction run none"
     );
     ensure!(
@@ -178,10 +178,8 @@ pub fn run(selection: &Selection) -> Result<()> {
     let tests: Vec<Test> = guest_tests(&binaries)?
         .into_iter()
         .filter(|test| {
-            selection
-                .only
-                .as_ref()
-                .is_none_or(|only| test.id().contains(only.as_str()))
+            let id = test.id();
+            selection.only.is_empty() || selection.only.iter().any(|only| id.contains(only))
         })
         .collect();
     ensure!(!tests.is_empty(), "no test matches --only");
