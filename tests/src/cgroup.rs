@@ -99,10 +99,68 @@ pub fn memory_hierarchy() -> Option<(PathBuf, &'static str)> {
     Some((v1, "memory.limit_in_bytes"))
 }
 
-/// Where a cgroup v1 freezer hierarchy is mounted: the freezer that holds a process it froze
-/// even after SIGKILL, until thawed (cgroup v2's lets a killed process die).
-pub fn v1_freezer() -> Option<PathBuf> {
-    find_mount(|fstype, options| fstype == "cgroup" && options.split(',').any(|o| o == "freezer"))
+/// A cgroup v1 freezer hierarchy: the freezer that holds a process it froze even after
+/// SIGKILL, until thawed (cgroup v2's lets a killed process die). The one mounted (hybrid
+/// systems) or, where none is, one this test mounts on a directory of its own and unmounts when
+/// dropped: v2 has no freezer controller, so v1's can be mounted beside a v2-only hierarchy.
+pub struct V1Freezer {
+    root: PathBuf,
+    /// Mounted by this test, on a directory it made: both undone when dropped.
+    mounted: bool,
+}
+
+impl V1Freezer {
+    /// The freezer hierarchy mounted on this system, or a new mount of one.
+    pub fn find_or_mount() -> V1Freezer {
+        let found = find_mount(|fstype, options| {
+            fstype == "cgroup" && options.split(',').any(|o| o == "freezer")
+        });
+        if let Some(root) = found {
+            return V1Freezer {
+                root,
+                mounted: false,
+            };
+        }
+        let root = std::env::temp_dir().join(crate::unique_name("mm-freezer"));
+        std::fs::create_dir(&root).unwrap_or_else(|e| panic!("mkdir {}: {e}", root.display()));
+        let dir = CString::new(root.to_str().unwrap()).unwrap();
+        // SAFETY: NUL-terminated strings; a cgroup v1 hierarchy with the freezer controller on a
+        // directory this test made.
+        let mounted = unsafe {
+            libc::mount(
+                c"mm-freezer".as_ptr(),
+                dir.as_ptr(),
+                c"cgroup".as_ptr(),
+                0,
+                c"freezer".as_ptr().cast(),
+            )
+        };
+        if mounted != 0 {
+            let error = std::io::Error::last_os_error();
+            let _ = std::fs::remove_dir(&root);
+            panic!("cannot mount a cgroup v1 freezer: {error}");
+        }
+        V1Freezer {
+            root,
+            mounted: true,
+        }
+    }
+
+    /// Where the hierarchy is mounted.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Drop for V1Freezer {
+    fn drop(&mut self) {
+        if self.mounted {
+            let dir = CString::new(self.root.to_str().unwrap()).unwrap();
+            // SAFETY: unmounting what `find_or_mount` mounted.
+            unsafe { libc::umount2(dir.as_ptr(), libc::MNT_DETACH) };
+            let _ = std::fs::remove_dir(&self.root);
+        }
+    }
 }
 
 /// Where the cgroup v2 hierarchy is mounted (found once).

@@ -12,6 +12,7 @@
 
 pub mod cgroup;
 pub mod counting;
+pub mod disk;
 pub mod exact;
 pub mod gate;
 pub mod scrape;

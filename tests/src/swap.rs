@@ -5,17 +5,17 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use crate::cgroup::{Cgroup, memory_hierarchy};
+use crate::disk::disk_backed_dir;
 use crate::{kib_field, unique_name};
 
-/// A swap file in use (made on the root file system, `swapon`ed), turned off and removed
+/// A swap file in use (made on a disk-backed file system, `swapon`ed), turned off and removed
 /// when dropped.
 pub struct SwapFile(PathBuf);
 
 impl SwapFile {
     /// Makes a swap file of `mib` MiB and turns it on.
     pub fn on(mib: usize) -> SwapFile {
-        // Not on a tmpfs (swap on tmpfs is refused): the root file system's /var/tmp.
-        let path = PathBuf::from(format!("/var/tmp/mm-test-swap-{}", unique_name("s")));
+        let path = disk_backed_dir().join(format!("mm-test-swap-{}", unique_name("s")));
         let run = |program: &str, args: &[&str]| {
             let output = Command::new(program).args(args).output().expect(program);
             assert!(

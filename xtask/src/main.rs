@@ -104,7 +104,7 @@ fn xtask() -> Result<()> {
              \n  setup   install what the builds and the tests need (idempotent)\
              \n  run     build the monitor and run it, e.g. cargo xtask run -- -m 500 my-app\
              \n  test    setup, fmt, clippy, build, and every test, on this kernel and in the vmtest matrix; --stress N: the suite N times under load\
-             \n  vmtest  the eBPF tests in qemu guests of Debian's kernels 5.10, 6.1, 6.12 (or those named; --only: tests whose name holds TEST; --faults: what attaching costs page faults at 2, 8 and 32 vCPUs, on 6.1 and 6.12 unless named; --reaction: breach → signal at 100 MiB and 1 GiB; --systemd: the packaged unit run by systemd as PID 1)\
+             \n  vmtest  the eBPF tests in qemu guests of Debian's kernels 5.10, 6.1, 6.12 (or those named; --only: tests whose name holds TEST, or any TEST when given again; --faults: what attaching costs page faults at 2, 8 and 32 vCPUs, on 6.1 and 6.12 unless named; --reaction: breach → signal at 100 MiB and 1 GiB; --systemd: the packaged unit run by systemd as PID 1)\
              \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)\
              \n  dist    static release binary, man page, completions, service files and .deb in target/dist\
              \n  image   dist, then the container image (Podman, from scratch)\

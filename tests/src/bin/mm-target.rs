@@ -308,10 +308,12 @@ fn exec_as(name: &str) -> ! {
 }
 
 /// A file of `mib` MiB written and synced, already unlinked: its pages stay in the page cache,
-/// clean, charged to this process's cgroup, until reclaimed or the file is closed.
+/// clean, charged to this process's cgroup, until reclaimed or the file is closed. On a disk,
+/// so that they can be reclaimed (a tmpfs file's could not, without swap).
 fn cache_file(mib: usize) -> std::fs::File {
     use std::io::Write as _;
-    let path = std::env::temp_dir().join(format!("mm-target-cache-{}", std::process::id()));
+    let path = memory_monitor_tests::disk::disk_backed_dir()
+        .join(format!("mm-target-cache-{}", std::process::id()));
     let mut file = std::fs::File::options()
         .create_new(true)
         .read(true)

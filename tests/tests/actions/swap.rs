@@ -2,10 +2,10 @@
 //! went to swap.
 //!
 //! `count = "rss+swap"`: a process whose pages went to swap still uses that memory. On a real
-//! swap file (made on the root file system, `swapon`ed for the test and `swapoff`ed after), two
-//! targets each in a memory cgroup limited to 24 MiB grow to 64 MiB, so most of their pages go
-//! to swap; under a 40 MiB limit the one whose rule counts swap is signalled, the one whose
-//! rule counts RSS alone (which stays under 24 MiB) is not. Both modes.
+//! swap file (made on a disk-backed file system, `swapon`ed for the test and `swapoff`ed
+//! after), two targets each in a memory cgroup limited to 24 MiB grow to 64 MiB, so most of
+//! their pages go to swap; under a 40 MiB limit the one whose rule counts swap is signalled,
+//! the one whose rule counts RSS alone (which stays under 24 MiB) is not. Both modes.
 
 use memory_monitor_tests::swap::{SwapFile, limited, swap_of};
 use memory_monitor_tests::{Monitor, RulesFile, Target, kib_field, unique_name};

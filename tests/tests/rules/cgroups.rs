@@ -196,14 +196,23 @@ fn in_a_cgroup_namespace_of_its_own_rules_name_cgroups_as_the_host_does() {
         let monitor_v2 = Cgroup::create(v2, &unique_name("mmc-ns"));
         let monitor_memory =
             (memory != v2).then(|| Cgroup::create(&memory, &unique_name("mmc-nm")));
+        // The target's memory limit: in a v1 memory hierarchy of its own, or, where v2 has the
+        // memory controller, on a cgroup below the one the rule names. There the parent must
+        // hand the controller down (else the child has no `memory.max`), and so may hold no
+        // process itself: the target goes into the child alone.
         let target_v2 = Cgroup::create(v2, &unique_name("mmc-nt"));
         let target_memory = match memory != v2 {
             true => Cgroup::create(&memory, &unique_name("mmc-nl")),
-            false => Cgroup::create(target_v2.dir(), "limit"),
+            false => {
+                target_v2.set("cgroup.subtree_control", "+memory");
+                Cgroup::create(target_v2.dir(), "limit")
+            }
         };
         target_memory.set(limit_file, &(64u64 << 20).to_string());
         let mut target = Target::spawn(&unique_name("mmc-nx"));
-        target_v2.add(target.pid());
+        if memory != v2 {
+            target_v2.add(target.pid());
+        }
         target_memory.add(target.pid());
 
         let joins: Vec<_> = std::iter::once(monitor_v2.procs())

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use super::kernels::{Kernel, KernelFiles, module_bytes, module_name};
+use crate::run_step;
 
 /// The longest one guest may run: its boot, and a share of time per planned test (a test
 /// under TCG takes from a second to a few minutes on a loaded host). A hung test alone is
@@ -21,6 +22,9 @@ pub(super) const TEST_WALL_TIME: Duration = Duration::from_secs(10 * 60);
 /// The guest's size: 2 vCPUs (as the host), and room for the tests' processes.
 pub(super) const GUEST_CPUS: usize = 2;
 const GUEST_MEMORY: &str = "2G";
+/// The scratch disk's size: room for a test's swap file and page cache (a few hundred MiB
+/// each), in a sparse file that takes on the host only what the guest wrote.
+const SCRATCH_DISK_BYTES: u64 = 2 << 30;
 
 /// What runs the plan once the host's root is mounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +36,9 @@ pub(super) enum Init {
 }
 
 /// The guest's `/init`: mount what the tests need, then run `/plan.sh` in the host's root as
-/// `init` says (the last lines, [`SHELL`] or [`SYSTEMD`]).
+/// `init` says (the last lines, [`SHELL`] or [`SYSTEMD`]). `/var/tmp` is the scratch disk (see
+/// [`scratch_disk`]), as on a booted system a disk-backed directory where the tests put what a
+/// tmpfs cannot hold: a swap file, page cache the kernel can reclaim.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -47,6 +53,9 @@ mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
 mount -t tmpfs -o mode=1777 tmp /host/tmp
+mount -t ext4 /dev/vda /host/var/tmp \
+    || { echo "@@ fatal cannot mount the scratch disk on /var/tmp"; poweroff -f; }
+chmod 1777 /host/var/tmp
 mount -t tmpfs run /host/run
 mount -t tracefs tracefs /host/sys/kernel/tracing
 mount -t bpf bpf /host/sys/fs/bpf
@@ -69,12 +78,12 @@ poweroff -f
 /// root and starts [`TARGET`] alone (not the host's default target, so none of its services),
 /// whose service runs the plan and powers the guest off. systemd sets up the services it
 /// starts in directories it must be able to write: `StateDirectory=` in /var/lib, `PrivateTmp=`
-/// in /var/tmp, the journal in /var/log; on the read-only root these get a tmpfs each. The
-/// units go in /run/systemd/system, the runtime units' directory, before systemd reads it.
-const SYSTEMD: &str = r#"for dir in lib log tmp; do
+/// in /var/tmp (the scratch disk already), the journal in /var/log; on the read-only root the
+/// other two get a tmpfs each. The units go in /run/systemd/system, the runtime units'
+/// directory, before systemd reads it.
+const SYSTEMD: &str = r#"for dir in lib log; do
     mount -t tmpfs -o mode=0755 var-$dir /host/var/$dir
 done
-chmod 1777 /host/var/tmp
 mkdir -p /host/run/systemd/system
 cp /units/* /host/run/systemd/system/
 cd /host && mount --move . / && exec chroot . /lib/systemd/systemd --unit=mm-vmtest.target
@@ -227,6 +236,23 @@ fn initramfs(files: &KernelFiles, plan: &str, init: Init) -> Result<Vec<u8>> {
     Ok(cpio(&entries))
 }
 
+/// Makes a fresh scratch disk at `path` for one guest: a sparse raw image of
+/// [`SCRATCH_DISK_BYTES`] with an empty file system, which the guest mounts on `/var/tmp`.
+/// Its layout is ext2's (no journal, no checksums: nothing a scratch disk needs, and no
+/// feature that a newer `mke2fs` turns on by default and an older kernel cannot mount read-write);
+/// the guest mounts it with the ext4 driver, which Debian's kernels use for ext2 too.
+fn scratch_disk(path: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    std::fs::File::create(path)
+        .and_then(|file| file.set_len(SCRATCH_DISK_BYTES))
+        .with_context(|| format!("cannot make {}", path.display()))?;
+    let mut mkfs = Command::new("mke2fs");
+    mkfs.args(["-q", "-F", "-t", "ext2", "-m", "0"])
+        .arg(path)
+        .stdout(Stdio::null());
+    run_step(&mut mkfs).context("cannot make the guest's scratch disk (mke2fs, from e2fsprogs)")
+}
+
 /// What a guest printed, and how it ended.
 pub(super) struct Guest {
     pub(super) console: String,
@@ -270,6 +296,8 @@ pub(super) fn run_guest_with(
 ) -> Result<Guest> {
     let initrd = out.join(format!("initramfs-{}.cpio", kernel.name));
     std::fs::write(&initrd, initramfs(files, guest.plan, guest.init)?)?;
+    let disk = out.join(format!("scratch-{}.img", kernel.name));
+    scratch_disk(&disk)?;
     let console_path = out.join(format!("console-{}.log", kernel.name));
     let console = std::fs::File::create(&console_path)?;
     let mut qemu = Command::new("qemu-system-x86_64");
@@ -291,6 +319,14 @@ pub(super) fn run_guest_with(
             "-device",
             "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
         ])
+        // The scratch disk, thrown away after, so never flushed (`cache=unsafe`); a comma in
+        // its path is doubled, as qemu's option syntax asks.
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=none,id=scratch,cache=unsafe",
+            disk.to_string_lossy().replace(',', ",,")
+        ))
+        .args(["-device", "virtio-blk-pci,drive=scratch"])
         .stdin(Stdio::null())
         .stdout(console.try_clone()?)
         .stderr(console);
@@ -329,6 +365,7 @@ pub(super) fn run_guest_with(
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    let _ = std::fs::remove_file(&disk);
     log.seek(SeekFrom::Start(0))?;
     let mut console = String::new();
     log.read_to_string(&mut console)?;

@@ -1,5 +1,5 @@
 //! The kernels the matrix boots: which package of each series, fetched through apt into the
-//! cache, unpacked, and the 9p modules the guest loads, in load order.
+//! cache, unpacked, and the modules the guest loads (9p, virtio-blk, ext4), in load order.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -66,8 +66,17 @@ fn version_key(package: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The 9p modules' names, and the virtio transport's (built in on some kernels).
-pub(super) const GUEST_MODULES: [&str; 3] = ["virtio_pci", "9pnet_virtio", "9p"];
+/// The modules the guest loads (those built in are left out): the virtio transport, 9p for the
+/// host's root, and the block driver and file system of its scratch disk, with the crc32c
+/// crypto driver that ext4 asks the crypto API for at mount (so it is no `depends` of ext4).
+pub(super) const GUEST_MODULES: [&str; 6] = [
+    "virtio_pci",
+    "9pnet_virtio",
+    "9p",
+    "virtio_blk",
+    "crc32c_generic",
+    "ext4",
+];
 
 /// A fetched kernel: its image and the modules the guest loads, in load order.
 pub(super) struct KernelFiles {
@@ -387,7 +396,12 @@ mod tests {
         let dep = "kernel/fs/9p/9p.ko.xz: kernel/fs/netfs/netfs.ko.xz kernel/net/9p/9pnet.ko.xz\n\
                    kernel/fs/netfs/netfs.ko.xz:\n\
                    kernel/net/9p/9pnet.ko.xz:\n\
-                   kernel/net/9p/9pnet_virtio.ko.xz: kernel/net/9p/9pnet.ko.xz\n";
+                   kernel/net/9p/9pnet_virtio.ko.xz: kernel/net/9p/9pnet.ko.xz\n\
+                   kernel/drivers/block/virtio_blk.ko.xz:\n\
+                   kernel/crypto/crc32c_generic.ko.xz:\n\
+                   kernel/fs/ext4/ext4.ko.xz: kernel/fs/jbd2/jbd2.ko.xz kernel/fs/mbcache.ko.xz\n\
+                   kernel/fs/jbd2/jbd2.ko.xz:\n\
+                   kernel/fs/mbcache.ko.xz:\n";
         let builtin = "kernel/drivers/virtio/virtio_pci.ko\n";
         let order = resolve_modules(dep, builtin, &GUEST_MODULES).unwrap();
         assert_eq!(
@@ -396,7 +410,12 @@ mod tests {
                 "kernel/net/9p/9pnet.ko.xz",
                 "kernel/net/9p/9pnet_virtio.ko.xz",
                 "kernel/fs/netfs/netfs.ko.xz",
-                "kernel/fs/9p/9p.ko.xz"
+                "kernel/fs/9p/9p.ko.xz",
+                "kernel/drivers/block/virtio_blk.ko.xz",
+                "kernel/crypto/crc32c_generic.ko.xz",
+                "kernel/fs/jbd2/jbd2.ko.xz",
+                "kernel/fs/mbcache.ko.xz",
+                "kernel/fs/ext4/ext4.ko.xz"
             ]
         );
         assert!(resolve_modules(dep, "", &GUEST_MODULES).is_err());

@@ -1,4 +1,4 @@
-//! `cargo xtask vmtest [--spread] [--only PATTERN] [KERNEL…]`: the eBPF-facing tests, run as
+//! `cargo xtask vmtest [--spread] [--only PATTERN]… [KERNEL…]`: the eBPF-facing tests, run as
 //! root inside qemu guests of Debian's own kernels (5.10, 6.1 and 6.12 by default), one guest
 //! per kernel. `--systemd`: the packaged unit's tests, in guests whose PID 1 is systemd (see
 //! `systemd.rs`).
@@ -16,10 +16,11 @@
 //!   changed. Packages are cached under `~/.cache/memory-monitor/vmtest/` (outside the work
 //!   tree, so clones share them); delete it to fetch the newest again.
 //! - **The guest** boots the kernel with a busybox initramfs (Debian's busybox-static) that
-//!   loads the kernel's own 9p modules (and their dependencies, from its `modules.dep`), mounts
-//!   this machine's root read-only over 9p, mounts proc, sys, tracefs, bpffs, cgroup2 and a
-//!   tmpfs `/tmp` there, brings up loopback, moves it to `/` and chroots into it, and runs the host-built test
-//!   binaries, each test alone.
+//!   loads the kernel's own 9p, virtio-blk and ext4 modules (and their dependencies, from its
+//!   `modules.dep`), mounts this machine's root read-only over 9p, mounts proc, sys, tracefs,
+//!   bpffs, cgroup2, a tmpfs `/tmp` and a scratch disk of its own on `/var/tmp` there (for the
+//!   tests that need a disk: a swap file, reclaimable page cache), brings up loopback, moves it
+//!   to `/` and chroots into it, and runs the host-built test binaries, each test alone.
 //! - **qemu** runs with TCG (`/dev/kvm` here cannot boot a stock kernel), 2 vCPUs. A test has
 //!   a bounded wall time, and each guest one that grows with its tests: a hang is a failure,
 //!   shown with the console's last lines. Under TCG, disabling a trace event while another
@@ -58,8 +59,8 @@ use run::{Test, boot, build_verifier_stats, guest_tests, plan, spread, test_bina
 /// by size; with `--systemd`, the packaged unit's tests under systemd).
 pub struct Selection {
     kernels: Vec<&'static str>,
-    /// Only the tests whose name holds this.
-    only: Option<String>,
+    /// Only the tests whose name holds one of these (all when empty).
+    only: Vec<String>,
     /// Each test on one kernel only, but the kernel tests on all (see [`run::spread`]): what CI
     /// runs, to stay within its time.
     spread: bool,
@@ -74,12 +75,12 @@ const FAULT_CPUS: [usize; 3] = [2, 8, 32];
 /// per CPU.
 const FAULT_KERNELS: [&str; 2] = ["6.1", "6.12"];
 
-/// `vmtest`'s command line: `[--only PATTERN] [--spread] [KERNEL…]` (all kernels, all tests
-/// on each by default),
+/// `vmtest`'s command line: `[--only PATTERN]… [--spread] [KERNEL…]` (all kernels, all tests
+/// on each by default; `--only` again adds a pattern),
 /// `--faults [--cpus N,N…] [KERNEL…]`, `--reaction [KERNEL…]`, or `--systemd [KERNEL…]`.
 pub fn selection(args: &[OsString]) -> Result<Selection> {
     let mut kernels = Vec::new();
-    let mut only = None;
+    let mut only = Vec::new();
     let mut spread = false;
     let mut faults = None;
     let mut reaction = false;
@@ -87,7 +88,7 @@ pub fn selection(args: &[OsString]) -> Result<Selection> {
     let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
     while let Some(arg) = args.next() {
         if arg == "--only" {
-            only = Some(
+            only.push(
                 args.next()
                     .context("--only needs a part of a test's name")?,
             );
@@ -129,7 +130,7 @@ pub fn selection(args: &[OsString]) -> Result<Selection> {
     }
     let own_runs = usize::from(faults.is_some()) + usize::from(reaction) + usize::from(systemd);
     ensure!(
-        own_runs == 0 || (only.is_none() && !spread),
+        own_runs == 0 || (only.is_empty() && !spread),
         "--only and --spread select the matrix's tests; --faults, --reaction and --systemd run their own"
     );
     ensure!(
@@ -190,10 +191,8 @@ pub fn run(selection: &Selection) -> Result<()> {
     let tests: Vec<Test> = guest_tests(&binaries)?
         .into_iter()
         .filter(|test| {
-            selection
-                .only
-                .as_ref()
-                .is_none_or(|only| test.id().contains(only.as_str()))
+            let id = test.id();
+            selection.only.is_empty() || selection.only.iter().any(|only| id.contains(only))
         })
         .collect();
     ensure!(!tests.is_empty(), "no test matches --only");
@@ -284,15 +283,21 @@ fn measure<T>(
     Ok(results)
 }
 
-/// The guests run the host's binaries from its root, shared read-only, with a tmpfs of their
-/// own on `/tmp`: a workspace under `/tmp` is hidden there, and every test would fail with
-/// "not found". Said at once instead.
+/// Where the guests mount file systems of their own over the host's root (a tmpfs, the
+/// scratch disk), hiding what the host has there.
+const GUEST_OWN_DIRS: [&str; 2] = ["/tmp", "/var/tmp"];
+
+/// The guests run the host's binaries from its root, shared read-only, with file systems of
+/// their own on [`GUEST_OWN_DIRS`]: a workspace under one is hidden there, and every test would
+/// fail with "not found". Said at once instead.
 fn visible_in_guests(workspace: &Path) -> Result<()> {
-    ensure!(
-        !workspace.starts_with("/tmp"),
-        "vmtest cannot run from {}: the guests mount a /tmp of their own, which hides it; clone the project outside /tmp",
-        workspace.display()
-    );
+    for dir in GUEST_OWN_DIRS {
+        ensure!(
+            !workspace.starts_with(dir),
+            "vmtest cannot run from {}: the guests mount a {dir} of their own, which hides it; clone the project outside {dir}",
+            workspace.display()
+        );
+    }
     Ok(())
 }
 
@@ -312,9 +317,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_workspace_under_tmp_is_refused_as_the_guests_cannot_see_it() {
+    fn a_workspace_under_a_guest_s_own_dir_is_refused_as_the_guests_cannot_see_it() {
         let error = visible_in_guests(Path::new("/tmp/clone")).unwrap_err();
         assert!(error.to_string().contains("outside /tmp"), "{error}");
+        let error = visible_in_guests(Path::new("/var/tmp/clone")).unwrap_err();
+        assert!(error.to_string().contains("outside /var/tmp"), "{error}");
         assert!(visible_in_guests(Path::new("/work/clone")).is_ok());
         assert!(visible_in_guests(Path::new("/tmpfs-ws/clone")).is_ok());
     }

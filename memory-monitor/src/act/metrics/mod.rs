@@ -233,6 +233,8 @@ impl Metrics {
             "oom_kills",
             "Processes the kernel's OOM killer took, by the rule that watched them ((unwatched): none did)",
             metrics.oom_kills.clone(),
+        );
+        registry.register(
             "warnings",
             "Processes that went over their rule's warning level (warn-at), by rule",
             metrics.warnings.clone(),
