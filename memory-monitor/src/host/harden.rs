@@ -8,6 +8,11 @@
 //! - After the BPF programs are loaded and attached, it keeps only the capabilities that
 //!   signalling and reading `/proc` need, in every set (the bounding set too, where it may),
 //!   and sets `no_new_privs`, so neither it nor the hooks it runs can take the others back.
+//!   What loading and attaching took goes: `CAP_BPF`, `CAP_PERFMON`, and `CAP_SYS_ADMIN`,
+//!   which `perf_event_open` (the classic tracepoints' attach) needs where
+//!   `kernel.perf_event_paranoid` is 3, the default of Debian's kernels. Nothing after
+//!   start-up attaches a program: a reload rewrites the rules map, which the loaded programs
+//!   read, and profiles read the maps the programs already fill.
 
 use std::io;
 

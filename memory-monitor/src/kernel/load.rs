@@ -207,12 +207,9 @@ fn attach_tracepoint(
     tracepoint
         .load()
         .map_err(|e| load_failed(program, &target, e))?;
-    tracepoint.attach(category, name).map_err(|e| {
-        Unavailable(format!(
-            "attaching {program} to {target} failed: {}",
-            one_line(&e)
-        ))
-    })?;
+    tracepoint
+        .attach(category, name)
+        .map_err(|e| attach_failed(program, &target, &e))?;
     Ok(())
 }
 
@@ -224,12 +221,9 @@ fn attach_credential_calls(ebpf: &mut Ebpf) -> Result<(), Unavailable> {
         .load()
         .map_err(|e| load_failed("creds", target, e))?;
     for call in CREDENTIAL_CALLS {
-        tracepoint.attach("syscalls", call).map_err(|e| {
-            Unavailable(format!(
-                "attaching creds to syscalls:{call} failed: {}",
-                one_line(&e)
-            ))
-        })?;
+        tracepoint
+            .attach("syscalls", call)
+            .map_err(|e| attach_failed("creds", &format!("syscalls:{call}"), &e))?;
     }
     Ok(())
 }
@@ -249,6 +243,41 @@ fn attach_btf_tracepoint(ebpf: &mut Ebpf, program: &str, name: &str) -> Result<(
         ))
     })?;
     Ok(())
+}
+
+/// Why attaching `program` to the classic tracepoint `target` failed: where the kernel's
+/// perf_event_paranoid refused it, that and the fix, in place of the bare system call error.
+fn attach_failed(program: &str, target: &str, error: &aya::programs::ProgramError) -> Unavailable {
+    let why = refused_by_paranoia(error).unwrap_or_else(|| one_line(error));
+    Unavailable(format!("attaching {program} to {target} failed: {why}"))
+}
+
+/// `perf_event_open` (how a classic tracepoint is attached) refused with `EACCES` to a
+/// process without `CAP_SYS_ADMIN` while `kernel.perf_event_paranoid` is above 2: Debian's
+/// kernels (3 by default) then allow it to `CAP_SYS_ADMIN` alone, whatever else is held
+/// (`CAP_PERFMON` is not enough). Said with both fixes, since the user picks one.
+fn refused_by_paranoia(error: &aya::programs::ProgramError) -> Option<String> {
+    use rustix::io::Errno;
+    use rustix::thread::CapabilitySet;
+    let aya::programs::ProgramError::SyscallError(failed) = error else {
+        return None;
+    };
+    if !failed.call.starts_with("perf_event_open")
+        || Errno::from_io_error(&failed.io_error) != Some(Errno::ACCESS)
+    {
+        return None;
+    }
+    let level = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok()?;
+    let level: i32 = level.trim().parse().ok()?;
+    let admin = rustix::thread::capabilities(None)
+        .ok()?
+        .effective
+        .contains(CapabilitySet::SYS_ADMIN);
+    (level > 2 && !admin).then(|| {
+        format!(
+            "perf_event_open refused: kernel.perf_event_paranoid is {level} (Debian's kernels default to 3), under which attaching a tracepoint needs CAP_SYS_ADMIN; give the monitor CAP_SYS_ADMIN (the packaged units do) or set kernel.perf_event_paranoid=2"
+        )
+    })
 }
 
 /// The program `name` in `ebpf`, as the program type `P`.
