@@ -235,17 +235,34 @@ pub fn usr1_over_32m<'a>(mode: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
-/// Runs the monitor to completion with `args`: exit status and stderr.
+/// Runs the monitor to completion with `args`: exit status and stderr. Meant for arguments
+/// the monitor refuses: if it runs instead, it is killed once [`patience`](crate::patience)
+/// runs out and the test fails, rather than hanging while a live monitor acts on the host.
 pub fn run_monitor(args: &[&str]) -> (ExitStatus, String) {
-    let output = Command::new(bin("memory-monitor"))
+    use std::io::Read as _;
+    let mut child = Command::new(bin("memory-monitor"))
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run memory-monitor");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    // Read on a thread, so that a monitor that keeps logging cannot fill the pipe and stall.
+    let mut pipe = child.stderr.take().expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let Some(status) = wait_child(&mut child) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let stderr = reader.join().unwrap_or_default();
+        panic!(
+            "memory-monitor {args:?} still ran after its patience, where it should have exited: {stderr}"
+        );
+    };
+    (status, reader.join().expect("stderr reader"))
 }
 
 /// `target`, which ignores SIGTERM, is killed by `monitor`'s `--kill-after`, after the
