@@ -123,7 +123,12 @@ impl Watch {
                 _ => self.unwatch(pid),
             };
         }
-        // A record left by a process that has exited: its PID now names another.
+        // A record left by a process that has exited: it ended before this event was read
+        // (renamed, then gone), so its end is said here, as its exit event will find no
+        // record; its PID may now name another process.
+        if self.list.get(pid).is_some() {
+            tracing::debug!(pid, "exited");
+        }
         self.forget(pid);
         let watched = match self.scanner.open(rules, pid) {
             Ok(watched) => watched,
