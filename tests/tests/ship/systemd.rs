@@ -186,17 +186,7 @@ fn the_packaged_unit_runs_the_monitor_hardened_and_it_signals_profiles_logs_and_
     assert_eq!(fragment.canonicalize().unwrap(), packaged);
 
     // Type=notify: `start` returns once the monitor said READY=1, or fails.
-    let start = Command::new("systemctl")
-        .args(["start", UNIT])
-        .output()
-        .unwrap();
-    let invocation = property("InvocationID");
-    assert!(
-        start.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&start.stderr),
-        journal(&invocation)
-    );
+    let invocation = start_unit();
     assert_eq!(property("StatusText"), "watching 1 processes (ebpf mode)");
     let pid = property("MainPID");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -307,17 +297,7 @@ fn without_cap_sys_admin_under_debians_default_the_unit_polls_and_says_why() {
         &format!("-m 32M {name}"),
         "CapabilityBoundingSet=~CAP_SYS_ADMIN\n",
     );
-    let start = Command::new("systemctl")
-        .args(["start", UNIT])
-        .output()
-        .unwrap();
-    let invocation = property("InvocationID");
-    assert!(
-        start.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&start.stderr),
-        journal(&invocation)
-    );
+    let invocation = start_unit();
     assert_eq!(property("StatusText"), "watching 1 processes (poll mode)");
     let logged = journal(&invocation);
     let said: Vec<&str> = logged
@@ -338,4 +318,21 @@ fn without_cap_sys_admin_under_debians_default_the_unit_polls_and_says_why() {
     }
     systemctl(&["stop", UNIT]);
     assert_eq!(property("Result"), "success");
+}
+
+/// `systemctl start`s the unit, which must succeed (its journal is shown if not): its
+/// invocation's ID, by which its journal is read.
+fn start_unit() -> String {
+    let start = Command::new("systemctl")
+        .args(["start", UNIT])
+        .output()
+        .unwrap();
+    let invocation = property("InvocationID");
+    assert!(
+        start.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&start.stderr),
+        journal(&invocation)
+    );
+    invocation
 }

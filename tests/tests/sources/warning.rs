@@ -37,6 +37,21 @@ const WAYS: [Way; 4] = [
     },
 ];
 
+impl Way {
+    /// The monitor started with `args` (this way's among them) and watching its process, and
+    /// this way's name for the assertions' messages.
+    fn start(&self, args: &[&str]) -> (Monitor, String) {
+        let mut monitor = Monitor::start_with(args, |command| {
+            if self.statm_inexact {
+                command.env("MEMORY_MONITOR_INJECT_FAULT", "statm-inexact");
+            }
+        });
+        monitor.expect_log(&["checked", "watched=1"]);
+        let context = format!("{:?} statm-inexact={}", self.args, self.statm_inexact);
+        (monitor, context)
+    }
+}
+
 /// What each hook run wrote, one file each, in the order the runs finished.
 fn hook_runs(dir: &Path) -> Vec<String> {
     let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -86,13 +101,7 @@ fn a_process_past_its_warning_level_is_warned_once_and_signalled_only_at_its_lim
             &command,
             &name,
         ]);
-        let mut monitor = Monitor::start_with(&args, |command| {
-            if way.statm_inexact {
-                command.env("MEMORY_MONITOR_INJECT_FAULT", "statm-inexact");
-            }
-        });
-        monitor.expect_log(&["checked", "watched=1"]);
-        let context = format!("{:?} statm-inexact={}", way.args, way.statm_inexact);
+        let (mut monitor, context) = way.start(&args);
 
         // Past 16 MiB, the warning level, and well under 32 MiB, the limit; then a little more,
         // still under it: one warning.
@@ -178,13 +187,7 @@ fn back_under_its_warning_level_a_process_is_warned_again_at_its_next_crossing()
             "-v",
             &name,
         ]);
-        let mut monitor = Monitor::start_with(&args, |command| {
-            if way.statm_inexact {
-                command.env("MEMORY_MONITOR_INJECT_FAULT", "statm-inexact");
-            }
-        });
-        monitor.expect_log(&["checked", "watched=1"]);
-        let context = format!("{:?} statm-inexact={}", way.args, way.statm_inexact);
+        let (mut monitor, context) = way.start(&args);
         let ended = [r#"event="warn_ended""#, pid.as_str()];
         target.grow(20);
         monitor.expect_count(&[r#"event="warn""#, &pid], 1);
