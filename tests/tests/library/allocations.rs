@@ -38,17 +38,8 @@ fn steady_poll_cycles_allocate_nothing() {
 
     let _guard = log_as_the_binary_does();
 
-    let (warm_up, measured) = (3, 200);
     // The five matching targets are watched; one is over, and signalled every cycle.
-    let allocated = allocations_in_steady_cycles(&mut monitor, warm_up, measured, |report| {
-        assert_eq!((report.watched, report.over, report.signals), (5, 1, 1));
-    });
-    assert_eq!(
-        allocated, 0,
-        "{allocated} allocations in {measured} steady cycles"
-    );
-
-    let expected = (warm_up + measured) as usize;
+    let expected = steady_cycles_allocate_nothing(&mut monitor, 5);
     assert!(over.wait_signals(signal.number(), expected));
     assert_eq!(
         over.signals().len(),
@@ -244,16 +235,8 @@ fn steady_cycles_under_a_rule_by_user_with_exclusions_allocate_nothing() {
     let mut monitor = Monitor::new(config).unwrap();
     let _guard = log_as_the_binary_does();
 
-    let (warm_up, measured) = (3, 200);
     // The four selected are watched, not the one left out; one is over, and signalled.
-    let allocated = allocations_in_steady_cycles(&mut monitor, warm_up, measured, |report| {
-        assert_eq!((report.watched, report.over, report.signals), (4, 1, 1));
-    });
-    assert_eq!(
-        allocated, 0,
-        "{allocated} allocations in {measured} steady cycles"
-    );
-    let expected = (warm_up + measured) as usize;
+    let expected = steady_cycles_allocate_nothing(&mut monitor, 4);
     assert!(over.wait_signals(signal.number(), expected));
     assert!(left_out.signals().is_empty());
 }
@@ -283,18 +266,27 @@ fn steady_cycles_signalling_a_whole_process_group_allocate_nothing() {
     let mut monitor = Monitor::new(config).unwrap();
     let _guard = log_as_the_binary_does();
 
-    let (warm_up, measured) = (3, 200);
     // Each cycle walks /proc for the group and signals all three.
-    let allocated = allocations_in_steady_cycles(&mut monitor, warm_up, measured, |report| {
-        assert_eq!((report.watched, report.over, report.signals), (3, 1, 1));
+    let expected = steady_cycles_allocate_nothing(&mut monitor, 3);
+    assert!(over.wait_signals(signal.number(), expected));
+    for child in children {
+        assert_eq!(over.signals_of(child).len(), expected, "child {child}");
+    }
+}
+
+/// 200 cycles of `monitor`, after 3 to warm up, allocate nothing, each watching `watched`
+/// processes of which one is over its limit and signalled: how many signals that one is due.
+fn steady_cycles_allocate_nothing(monitor: &mut Monitor, watched: usize) -> usize {
+    let (warm_up, measured) = (3, 200);
+    let allocated = allocations_in_steady_cycles(monitor, warm_up, measured, |report| {
+        assert_eq!(
+            (report.watched, report.over, report.signals),
+            (watched, 1, 1)
+        );
     });
     assert_eq!(
         allocated, 0,
         "{allocated} allocations in {measured} steady cycles"
     );
-    let expected = (warm_up + measured) as usize;
-    assert!(over.wait_signals(signal.number(), expected));
-    for child in children {
-        assert_eq!(over.signals_of(child).len(), expected, "child {child}");
-    }
+    (warm_up + measured) as usize
 }
