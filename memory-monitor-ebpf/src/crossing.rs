@@ -1,5 +1,5 @@
-//! When a watched process crosses one of its levels: the limit, and its rule's warning level
-//! if it has one. Both are judged the same way, from the same figures: the approximate RSS
+//! When a watched process crosses one of its levels: the limit, its rule's warning level if
+//! it has one, and its share of its rule's group budget if it has one (`budget`). Both are judged the same way, from the same figures: the approximate RSS
 //! against a trigger that lies the counters' error under the level, one report per crossing
 //! (the level's flag is cleared when the report goes, and set again by userspace's re-arm
 //! request once it has seen the exact RSS under the level, or here once the approximate RSS
@@ -7,8 +7,8 @@
 
 use aya_ebpf::helpers::bpf_send_signal;
 use memory_monitor_ebpf::{
-    WATCH_ARMED, WATCH_KERNEL_SIGNALLED, WATCH_SUMS_CPUS, WATCH_WARN_ARMED, Watch, event_kind,
-    exact, level, rearm_key,
+    Share, WATCH_ARMED, WATCH_KERNEL_SIGNALLED, WATCH_SHARE_ARMED, WATCH_SUMS_CPUS,
+    WATCH_WARN_ARMED, Watch, event_kind, exact, level, rearm_key,
 };
 
 use crate::{BPF_NOEXIST, EXACT_SUM, REARM, SIGNAL_CLAIMS, THREAD_LAG, emit, now_ns, summed_bytes};
@@ -76,6 +76,20 @@ impl Level {
         }
     }
 
+    /// Its share of its rule's group budget: its own trigger, less each thread's `lag`.
+    #[inline(always)]
+    fn share(watch: &Watch, tgid: u32, share: Share, lag: u64) -> Level {
+        Level {
+            trigger: share.trigger.saturating_sub(watch.lag_of_threads(lag)),
+            at: share.at,
+            armed: WATCH_SHARE_ARMED,
+            clears: 0,
+            near: event_kind::SHARE_NEAR,
+            under: event_kind::SHARE_UNDER,
+            key: rearm_key(tgid, level::SHARE),
+        }
+    }
+
     /// Under the trigger, re-arms the level (saying so) if it was not armed; else says what
     /// is due.
     #[inline(always)]
@@ -124,6 +138,20 @@ impl Level {
     }
 }
 
+/// Its share of its rule's group budget, if it has one, judged on the approximate figure
+/// `rss` alone (within the margin userspace decides, reading the whole group): done with
+/// before the other levels, so that the verifier, finding its state alike after it whatever
+/// the share did, walks the exact sum below no more often than it did without it.
+#[inline(always)]
+fn judge_share(watch: &mut Watch, tgid: u32, rss: u64, lag: u64) {
+    let Some(share) = crate::budget::share_of(watch, tgid) else {
+        return;
+    };
+    let level = Level::share(watch, tgid, share, lag);
+    let due = level.due(watch, tgid, rss);
+    level.report(watch, tgid, due, rss, false);
+}
+
 /// One event per crossing of each level's trigger, up or down; the kernel signal when asked
 /// for. Within the margin, a watch that sums the per-CPU parts (`WATCH_SUMS_CPUS`) judges by
 /// the exact figure, read from its map once for both levels: it is reported, and signalled,
@@ -131,7 +159,9 @@ impl Level {
 #[inline(always)]
 pub(crate) fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
     let rss = watch.approximate_rss();
-    let trigger = watch.trigger_with(THREAD_LAG.load());
+    let lag = THREAD_LAG.load();
+    judge_share(watch, tgid, rss, lag);
+    let trigger = watch.trigger_with(lag);
     let limit = Level::limit(watch, tgid, trigger);
     let warning = Level::warning(watch, tgid, trigger);
     let limit_due = limit.due(watch, tgid, rss);
