@@ -138,18 +138,32 @@ impl Level {
     }
 }
 
-/// Its share of its rule's group budget, if it has one, judged on the approximate figure
-/// `rss` alone (within the margin userspace decides, reading the whole group): done with
-/// before the other levels, so that the verifier, finding its state alike after it whatever
-/// the share did, walks the exact sum below no more often than it did without it.
-#[inline(always)]
-fn judge_share(watch: &mut Watch, tgid: u32, rss: u64, lag: u64) {
-    let Some(share) = crate::budget::share_of(watch, tgid) else {
-        return;
+/// The crossings of watched process `tgid`'s share of its rule's group budget, if its rule has
+/// one (`WATCH_GROUPED`: the RSS program calls it only then, once a change is counted and
+/// the other levels judged), judged on the approximate figure alone: within the margin
+/// userspace decides, reading the whole group. Returns 0.
+///
+/// A global function (`no_mangle`: global in the object's BTF), which the verifier checks
+/// once, on its own, with nothing known of its argument, instead of once for each state the
+/// RSS program reaches it in (a static function's body is walked anew for each, and the RSS
+/// program reaches this in many); so it takes its tgid, a number, and looks its watch up
+/// again.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn judge_share(tgid: u32) -> u32 {
+    let Some(watch) = crate::WATCHED.get_ptr_mut(tgid) else {
+        return 0;
     };
-    let level = Level::share(watch, tgid, share, lag);
+    // SAFETY: a live map value (as the RSS program's own, see `update`).
+    let watch = unsafe { &mut *watch };
+    let Some(share) = crate::budget::share_of(watch, tgid) else {
+        return 0;
+    };
+    let rss = watch.approximate_rss();
+    let level = Level::share(watch, tgid, share, THREAD_LAG.load());
     let due = level.due(watch, tgid, rss);
     level.report(watch, tgid, due, rss, false);
+    0
 }
 
 /// One event per crossing of each level's trigger, up or down; the kernel signal when asked
@@ -159,9 +173,7 @@ fn judge_share(watch: &mut Watch, tgid: u32, rss: u64, lag: u64) {
 #[inline(always)]
 pub(crate) fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
     let rss = watch.approximate_rss();
-    let lag = THREAD_LAG.load();
-    judge_share(watch, tgid, rss, lag);
-    let trigger = watch.trigger_with(lag);
+    let trigger = watch.trigger_with(THREAD_LAG.load());
     let limit = Level::limit(watch, tgid, trigger);
     let warning = Level::warning(watch, tgid, trigger);
     let limit_due = limit.due(watch, tgid, rss);

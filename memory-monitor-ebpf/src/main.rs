@@ -56,7 +56,7 @@ use memory_monitor_ebpf::{
 
 mod crossing;
 
-use crossing::judge;
+use crossing::{judge, judge_share};
 
 /// Capacity placeholder; the loader sets the real one (`--max-processes`). The growth
 /// profile's maps get theirs too (1 when it is off).
@@ -322,6 +322,9 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
         ) {
             sample_growth(&ctx, tgid);
         }
+        if watch.flags & WATCH_GROUPED != 0 {
+            judge_share(tgid);
+        }
     }
     0
 }
@@ -394,6 +397,9 @@ fn on_btf_change(
             pages * PAGE_SIZE.load(),
         ) {
             sample_growth(ctx, tgid);
+        }
+        if watch.flags & WATCH_GROUPED != 0 {
+            judge_share(tgid);
         }
     }
     0
