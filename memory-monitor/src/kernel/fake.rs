@@ -78,8 +78,8 @@ impl KernelLink for FakeKernel {
     fn exact_rss(&mut self, _: i32) -> Option<u64> {
         self.exact
     }
-    fn share(&mut self, _: i32, share: Option<u64>) {
-        self.tell(format!("share {share:?}"));
+    fn share(&mut self, _: i32, share: u64) {
+        self.tell(format!("share {share}"));
     }
 }
 

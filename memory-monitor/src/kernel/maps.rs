@@ -173,18 +173,11 @@ impl KernelLink for Maps {
         taken
     }
 
-    /// Writes (or removes) `tgid`'s share of its group's budget; a full table leaves it
-    /// unjudged by its share, as a process the kernel side cannot follow is.
-    fn share(&mut self, tgid: i32, share: Option<u64>) {
-        match share {
-            Some(at) => {
-                let share = self.judging.share(at, self.count_swap);
-                let _ = self.shares.insert(tgid as u32, share, 0);
-            }
-            None => {
-                let _ = self.shares.remove(&(tgid as u32));
-            }
-        }
+    /// Writes `tgid`'s share of its group's budget; a full table leaves it unjudged by its
+    /// share, as a process the kernel side cannot follow is.
+    fn share(&mut self, tgid: i32, at: u64) {
+        let share = self.judging.share(at, self.count_swap);
+        let _ = self.shares.insert(tgid as u32, share, 0);
     }
 
     /// `tgid`'s exact RSS in bytes by the kernel side's reading (see [`exact_reading`]);

@@ -95,9 +95,9 @@ pub(crate) trait KernelLink {
     fn take_growth(&mut self, pid: i32) -> RawStacks;
     /// Its exact RSS in bytes, by the kernel side's own reading; `None` when it cannot tell.
     fn exact_rss(&mut self, pid: i32) -> Option<u64>;
-    /// Sets its share of its rule's group budget (bytes; it is reported when it crosses it,
-    /// once armed: [`Level::Share`]), or withdraws it (`None`).
-    fn share(&mut self, pid: i32, share: Option<u64>);
+    /// Sets its share of its rule's group budget (bytes): it is reported when it crosses it,
+    /// once armed ([`Level::Share`]). The share goes when the process is forgotten.
+    fn share(&mut self, pid: i32, share: u64);
 }
 
 /// The kernel side as the watch's owner uses it: what to follow, and under which rules.
@@ -160,7 +160,7 @@ impl KernelLink for Unloaded {
     fn exact_rss(&mut self, _: i32) -> Option<u64> {
         None
     }
-    fn share(&mut self, _: i32, _: Option<u64>) {}
+    fn share(&mut self, _: i32, _: u64) {}
 }
 
 impl KernelSide for Unloaded {

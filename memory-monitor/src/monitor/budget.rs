@@ -238,7 +238,7 @@ impl Monitor {
             if watched.rule() == index
                 && let Some((rss, _)) = watched.group_reading
             {
-                kernel.share(watched.pid(), Some(share(rss, left, tally.members)));
+                kernel.share(watched.pid(), share(rss, left, tally.members));
                 kernel.rearm(watched.pid(), Level::Share, gap);
             }
             true

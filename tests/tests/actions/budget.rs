@@ -3,7 +3,7 @@
 //! the fastest-growing, and the next only after the settle time. A group just under its
 //! budget is left alone.
 
-use memory_monitor_tests::{Monitor, Target, resident_bytes, run_monitor, unique_name};
+use memory_monitor_tests::{Monitor, Target, resident_bytes, run_monitor, unique_name, wait_until};
 
 const USR1: i32 = libc::SIGUSR1;
 
@@ -160,12 +160,45 @@ fn the_next_member_is_signalled_once_the_group_has_settled() {
         let [mut small, mut large, mut third] = three(&name, [8, 24, 8]);
         // Over from the start, and staying over: a member at every settle time's end.
         let budget = (small.rss() + large.rss() + third.rss() - (4 << 20)) >> 10 << 10;
-        let mut monitor = watch_group(mode, &name, budget, 3, &["--group-settle", "200ms"]);
+        // The hook writes what it was told into a file of its own, renamed into place.
+        let dir = std::env::temp_dir().join(unique_name("mmb-hook"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hook = format!(
+            "echo \"$MM_EVENT $MM_PID $MM_RSS_BYTES $MM_LIMIT_BYTES $MM_SIGNAL\" > {0}/.run.$$ && mv {0}/.run.$$ {0}/run.$$",
+            dir.display()
+        );
+        let more = ["--group-settle", "200ms", "--exec", &hook];
+        let mut monitor = watch_group(mode, &name, budget, 3, &more);
         let breach = [r#"event="group_breach""#, &format!("pid={}", large.pid())];
         monitor.expect_count(&breach, 2);
         assert!(large.signals().len() >= 2, "{mode}: {}", monitor.log_text());
         assert_unsignalled(&mut monitor, mode, [&mut small, &mut third]);
+        let run = || {
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().starts_with("run."))
+        };
+        assert!(
+            wait_until(|| run().is_some()),
+            "{mode}: {}",
+            monitor.log_text()
+        );
+        let text = std::fs::read_to_string(run().unwrap().path()).unwrap();
+        let told: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(
+            told[..2],
+            ["group_breach", &large.pid().to_string()],
+            "{mode}: {text}"
+        );
+        assert!(told[2].parse::<u64>().unwrap() > budget, "{mode}: {text}");
+        assert_eq!(
+            told[3..],
+            [budget.to_string().as_str(), "SIGUSR1"],
+            "{mode}: {text}"
+        );
         assert!(monitor.stop().success());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
