@@ -1,5 +1,5 @@
-//! When a watched process crosses one of its levels: the limit, and its rule's warning level
-//! if it has one. Both are judged the same way, from the same figures: the approximate RSS
+//! When a watched process crosses one of its levels: the limit, its rule's warning level if
+//! it has one, and its share of its rule's group budget if it has one (`budget`). Both are judged the same way, from the same figures: the approximate RSS
 //! against a trigger that lies the counters' error under the level, one report per crossing
 //! (the level's flag is cleared when the report goes, and set again by userspace's re-arm
 //! request once it has seen the exact RSS under the level, or here once the approximate RSS
@@ -7,8 +7,8 @@
 
 use aya_ebpf::helpers::bpf_send_signal;
 use memory_monitor_ebpf::{
-    WATCH_ARMED, WATCH_KERNEL_SIGNALLED, WATCH_SUMS_CPUS, WATCH_WARN_ARMED, Watch, event_kind,
-    exact, level, rearm_key,
+    Share, WATCH_ARMED, WATCH_KERNEL_SIGNALLED, WATCH_SHARE_ARMED, WATCH_SUMS_CPUS,
+    WATCH_WARN_ARMED, Watch, event_kind, exact, level, rearm_key,
 };
 
 use crate::{BPF_NOEXIST, EXACT_SUM, REARM, SIGNAL_CLAIMS, THREAD_LAG, emit, now_ns, summed_bytes};
@@ -76,6 +76,20 @@ impl Level {
         }
     }
 
+    /// Its share of its rule's group budget: its own trigger, less each thread's `lag`.
+    #[inline(always)]
+    fn share(watch: &Watch, tgid: u32, share: Share, lag: u64) -> Level {
+        Level {
+            trigger: share.trigger.saturating_sub(watch.lag_of_threads(lag)),
+            at: share.at,
+            armed: WATCH_SHARE_ARMED,
+            clears: 0,
+            near: event_kind::SHARE_NEAR,
+            under: event_kind::SHARE_UNDER,
+            key: rearm_key(tgid, level::SHARE),
+        }
+    }
+
     /// Under the trigger, re-arms the level (saying so) if it was not armed; else says what
     /// is due.
     #[inline(always)]
@@ -122,6 +136,34 @@ impl Level {
         watch.last_event_ns = now_ns();
         emit(self.near, tgid, figure);
     }
+}
+
+/// The crossings of watched process `tgid`'s share of its rule's group budget, if its rule has
+/// one (`WATCH_GROUPED`: the RSS program calls it only then, once a change is counted and
+/// the other levels judged), judged on the approximate figure alone: within the margin
+/// userspace decides, reading the whole group. Returns 0.
+///
+/// A global function (`no_mangle`: global in the object's BTF), which the verifier checks
+/// once, on its own, with nothing known of its argument, instead of once for each state the
+/// RSS program reaches it in (a static function's body is walked anew for each, and the RSS
+/// program reaches this in many); so it takes its tgid, a number, and looks its watch up
+/// again.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn judge_share(tgid: u32) -> u32 {
+    let Some(watch) = crate::WATCHED.get_ptr_mut(tgid) else {
+        return 0;
+    };
+    // SAFETY: a live map value (as the RSS program's own, see `update`).
+    let watch = unsafe { &mut *watch };
+    let Some(share) = crate::budget::share_of(watch, tgid) else {
+        return 0;
+    };
+    let rss = watch.approximate_rss();
+    let level = Level::share(watch, tgid, share, THREAD_LAG.load());
+    let due = level.due(watch, tgid, rss);
+    level.report(watch, tgid, due, rss, false);
+    0
 }
 
 /// One event per crossing of each level's trigger, up or down; the kernel signal when asked

@@ -98,6 +98,25 @@ pub const WATCH_COUNT_SWAP: u32 = 8;
 pub const WATCH_SUMS_CPUS: u32 = 16;
 /// As [`WATCH_ARMED`], for the warning level ([`Watch::warn_below`]).
 pub const WATCH_WARN_ARMED: u32 = 32;
+/// As [`WATCH_ARMED`], for its share of its rule's group budget ([`Share`]).
+pub const WATCH_SHARE_ARMED: u32 = 64;
+/// Its rule has a group budget (`group-limit`): the process is judged against its [`Share`]
+/// of it, where userspace has written one.
+pub const WATCH_GROUPED: u32 = 128;
+
+/// A process's share of its rule's group budget, in the `GROUP_SHARES` map (key: its tgid),
+/// written by userspace only. The members' shares add up to the budget, so the group cannot
+/// go over it without one member going over its share, which is reported as a crossing
+/// ([`event_kind::SHARE_NEAR`]); userspace then reads the whole group and shares it out anew.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Share {
+    /// Approximate RSS (bytes) at or above which the process is reported, as
+    /// [`Watch::trigger`] is for the limit (less each thread's lag).
+    pub trigger: u64,
+    /// The share itself: an exact figure greater than it is over it.
+    pub at: u64,
+}
 
 /// The levels a watch is judged against, each reported once per crossing and re-armed on its
 /// own ([`rearm_key`]).
@@ -106,6 +125,8 @@ pub mod level {
     pub const LIMIT: u32 = 0;
     /// The warning level, under the limit.
     pub const WARNING: u32 = 1;
+    /// Its share of its rule's group budget.
+    pub const SHARE: u32 = 2;
 }
 
 /// A re-arm request's key in the `REARM` map: the process and the [`level`] it re-arms.
@@ -169,11 +190,16 @@ impl Watch {
     /// less `thread_lag` bytes for each of its threads (0 where threads cache nothing).
     #[inline(always)]
     pub fn trigger_with(&self, thread_lag: u64) -> u64 {
+        self.trigger.saturating_sub(self.lag_of_threads(thread_lag))
+    }
+
+    /// How far its threads' caches may hold its counters back: `thread_lag` bytes for each.
+    #[inline(always)]
+    pub fn lag_of_threads(&self, thread_lag: u64) -> u64 {
         // Clamped so the product cannot overflow (a saturating multiply needs 128-bit
         // arithmetic, which BPF has not): more threads than a kernel allows, a lag of 4 GiB.
         let threads = u64::from(self.threads.clamp(1, 1 << 22));
-        self.trigger
-            .saturating_sub(threads.wrapping_mul(thread_lag.min(1 << 32)))
+        threads.wrapping_mul(thread_lag.min(1 << 32))
     }
 }
 
@@ -207,6 +233,11 @@ pub mod event_kind {
     pub const WARN_NEAR: u32 = 11;
     /// As [`UNDER`], for the warning level.
     pub const WARN_UNDER: u32 = 12;
+    /// As [`NEAR`], for its share of its rule's group budget ([`Share`](super::Share)):
+    /// userspace reads the group.
+    pub const SHARE_NEAR: u32 = 14;
+    /// As [`UNDER`], for its share.
+    pub const SHARE_UNDER: u32 = 15;
 
     /// A short name for logs.
     pub fn name(kind: u32) -> &'static str {
@@ -223,6 +254,8 @@ pub mod event_kind {
             OOM_KILL => "oom-kill",
             WARN_NEAR => "warn-near",
             WARN_UNDER => "warn-under",
+            SHARE_NEAR => "share-near",
+            SHARE_UNDER => "share-under",
             _ => "unknown",
         }
     }
@@ -518,11 +551,14 @@ mod user {
     unsafe impl aya::Pod for super::Rule {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::OomReport {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Share {}
 
     const _: () = assert!(core::mem::size_of::<super::Watch>() == 128);
     const _: () = assert!(core::mem::size_of::<super::Event>() == 24);
     const _: () = assert!(core::mem::size_of::<super::Rule>() == 104);
     const _: () = assert!(core::mem::size_of::<super::OomReport>() == 72);
+    const _: () = assert!(core::mem::size_of::<super::Share>() == 16);
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@
     reason = "the tracepoint macro does not carry doc comments to the functions it generates"
 )]
 
+mod budget;
 mod oom;
 
 use aya_ebpf::{
@@ -48,13 +49,14 @@ use aya_log_ebpf::warn;
 use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, Event, Field, MAX_RULES, RULE_NONE, Rule, ThreadWalk, WATCH_ARMED,
-    WATCH_BY_NAME, WATCH_COUNT_SWAP, WATCH_SUMS_CPUS, WATCH_WARN_ARMED, Watch, comm_words,
-    event_kind, exact, growth_key, layout, level, member, rearm_key, verdict,
+    WATCH_BY_NAME, WATCH_COUNT_SWAP, WATCH_GROUPED, WATCH_SHARE_ARMED, WATCH_SUMS_CPUS,
+    WATCH_WARN_ARMED, Watch, comm_words, event_kind, exact, growth_key, layout, level, member,
+    rearm_key, verdict,
 };
 
 mod crossing;
 
-use crossing::judge;
+use crossing::{judge, judge_share};
 
 /// Capacity placeholder; the loader sets the real one (`--max-processes`). The growth
 /// profile's maps get theirs too (1 when it is off).
@@ -225,7 +227,7 @@ static SIGNAL_THREAD_HEAD_OFFSET: Global<u64> = Global::new(0);
 static TASK_THREAD_NODE_OFFSET: Global<u64> = Global::new(0);
 
 /// The `WATCH_*` flags a watch takes from its rule.
-const RULE_WATCH_FLAGS: u32 = WATCH_COUNT_SWAP | WATCH_SUMS_CPUS;
+const RULE_WATCH_FLAGS: u32 = WATCH_COUNT_SWAP | WATCH_SUMS_CPUS | WATCH_GROUPED;
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 /// `BPF_NOEXIST`: insert only if absent, atomically.
@@ -320,6 +322,9 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
         ) {
             sample_growth(&ctx, tgid);
         }
+        if watch.flags & WATCH_GROUPED != 0 {
+            judge_share(tgid);
+        }
     }
     0
 }
@@ -392,6 +397,9 @@ fn on_btf_change(
             pages * PAGE_SIZE.load(),
         ) {
             sample_growth(ctx, tgid);
+        }
+        if watch.flags & WATCH_GROUPED != 0 {
+            judge_share(tgid);
         }
     }
     0
@@ -615,7 +623,11 @@ fn fresh(model: &Watch, flags: u32) -> Watch {
         parts: 0,
         // Whether swap counts, and how the margin is judged, are the rule's: kept whatever
         // else starts afresh.
-        flags: flags | WATCH_ARMED | WATCH_WARN_ARMED | (model.flags & RULE_WATCH_FLAGS),
+        flags: flags
+            | WATCH_ARMED
+            | WATCH_WARN_ARMED
+            | WATCH_SHARE_ARMED
+            | (model.flags & RULE_WATCH_FLAGS),
         grown: 0,
         // After an exec, as after a fork, the process has one thread.
         threads: 1,
@@ -1015,7 +1027,9 @@ fn forget(tgid: u32) {
     let _ = WATCHED.remove(tgid);
     let _ = REARM.remove(rearm_key(tgid, level::LIMIT));
     let _ = REARM.remove(rearm_key(tgid, level::WARNING));
+    let _ = REARM.remove(rearm_key(tgid, level::SHARE));
     let _ = SIGNAL_CLAIMS.remove(tgid);
+    budget::forget(tgid);
 }
 
 fn watch_new<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, watch: &Watch) {

@@ -20,6 +20,10 @@ pub(crate) enum HookEvent {
     Breach,
     /// The process went over its rule's warning level (`warn`): no signal was sent.
     Warn,
+    /// The processes its rule watches went over the rule's `group-limit` together, and this
+    /// one was signalled (`group_breach`): `MM_RSS_BYTES` and `MM_LIMIT_BYTES` are the
+    /// group's.
+    GroupBreach,
 }
 
 impl HookEvent {
@@ -28,6 +32,7 @@ impl HookEvent {
         match self {
             HookEvent::Breach => "breach",
             HookEvent::Warn => "warn",
+            HookEvent::GroupBreach => "group_breach",
         }
     }
 }

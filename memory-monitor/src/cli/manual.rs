@@ -90,7 +90,8 @@ Every other key is the long option that means the same, with the same values:
 (default: every \fB\-\-interval\fR), \fBkill\-after\fR, \fBexec\fR, \fBexec\-timeout\fR,
 \fBprofile\-dir\fR, \fBprofile\-to\fR, \fBprofile\-budget\fR, \fBprofile\-at\fR,
 \fBcount\fR (\fBrss\fR or \fBrss+swap\fR) and \fBact\-on\fR (\fBprocess\fR,
-\fBprocess\-group\fR, or \fBcgroup\fR with a \fBcgroup\fR key). Sizes, durations and signals may be strings or
+\fBprocess\-group\fR, or \fBcgroup\fR with a \fBcgroup\fR key), \fBgroup\-limit\fR,
+\fBgroup\-pick\fR (\fBlargest\fR or \fBfastest\fR) and \fBgroup\-settle\fR. Sizes, durations and signals may be strings or
 numbers (\fBmax\-memory = 500\fR is 500 MiB).
 .PP
 A mistake is one line naming the file, the line and the key (an unknown key with the known
@@ -142,7 +143,7 @@ priority (\fB<4>\fR) instead of a timestamp and a level.
 Credentials, region and endpoint of the \fBs3://\fR profile writer (\fBAWS_ENDPOINT_URL\fR and
 \fBAWS_ALLOW_HTTP=true\fR for a local S3\-compatible store).
 .PP
-\fB\-\-exec\fR commands get \fBMM_EVENT\fR (\fBbreach\fR or \fBwarn\fR), \fBMM_PID\fR, \fBMM_NAME\fR, \fBMM_UID\fR, \fBMM_USER\fR, \fBMM_RSS_BYTES\fR,
+\fB\-\-exec\fR commands get \fBMM_EVENT\fR (\fBbreach\fR, \fBwarn\fR or \fBgroup_breach\fR), \fBMM_PID\fR, \fBMM_NAME\fR, \fBMM_UID\fR, \fBMM_USER\fR, \fBMM_RSS_BYTES\fR,
 \fBMM_LIMIT_BYTES\fR, \fBMM_SIGNAL\fR, \fBMM_PROFILE\fR, \fBMM_RULE\fR, \fBMM_CONTAINER_ID\fR
 and \fBMM_POD_UID\fR; \fBcmd:\fR profile writers \fBMM_PROFILE_NAME\fR, \fBMM_PID\fR,
 \fBMM_NAME\fR, \fBMM_RSS_BYTES\fR, \fBMM_LIMIT_BYTES\fR, \fBMM_CONTAINER_ID\fR and

@@ -35,7 +35,7 @@ use crate::host::logging::{LogFormat, LogSettings};
 use crate::kernel::Attach;
 use crate::matcher::{MatchMode, Matcher};
 use crate::rules::count::Count;
-use crate::rules::{ActOn, Repeat, WarnAt};
+use crate::rules::{ActOn, Pick, Repeat, WarnAt};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::system::cgroup::CgroupPath;
@@ -193,9 +193,33 @@ struct Cli {
     #[arg(long, value_name = "WHAT", value_parser = ChoiceParser::<ActOn>::new(), hide_possible_values = true)]
     act_on: Option<ActOn>,
 
+    /// A budget for the RSS of every process the rule watches, together
+    ///
+    /// When their RSS together goes over it (a size, or a share of RAM), one of them is
+    /// signalled (--group-pick), and the next only after --group-settle. Each process keeps
+    /// its own --max-memory too. Processes a watched one forks are watched with it; with
+    /// --cgroup the group is the cgroup's processes, with a name every match.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size, allow_hyphen_values = true)]
+    group_limit: Option<SizeSpec>,
+
+    /// Signal the largest or fastest-growing member [default: largest]
+    ///
+    /// Of a group over --group-limit, one member is signalled at a time. largest: the one
+    /// with the most resident memory. fastest: the one that grew the most per second since
+    /// the group was last read.
+    #[arg(long, value_name = "WHICH", value_parser = ChoiceParser::<Pick>::new(), hide_possible_values = true)]
+    group_pick: Option<Pick>,
+
+    /// Time between two members' signals [default: 10s]
+    ///
+    /// While the group settles, the member signalled may exit and give its memory back; if the
+    /// group is still over its --group-limit after it, the next member is signalled.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, allow_hyphen_values = true)]
+    group_settle: Option<Duration>,
+
     /// Run this shell command on each breach, after the signal.
     ///
-    /// And on each warning (--warn-at). Its environment holds MM_EVENT (breach or warn),
+    /// And on each warning (--warn-at). Its environment holds MM_EVENT (breach, warn or group_breach),
     /// MM_PID, MM_NAME, MM_UID, MM_USER (the user it runs as), MM_RSS_BYTES, MM_LIMIT_BYTES,
     /// MM_SIGNAL (empty at a warning), MM_PROFILE (the profile's name, if any) and
     /// MM_RULE (the rule's name), and MM_CONTAINER_ID and MM_POD_UID (from its cgroup path;

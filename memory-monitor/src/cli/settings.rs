@@ -78,6 +78,9 @@ impl Cli {
                 ("--profile-at", self.profile_at.is_some()),
                 ("--count", self.count.is_some()),
                 ("--act-on", self.act_on.is_some()),
+                ("--group-limit", self.group_limit.is_some()),
+                ("--group-pick", self.group_pick.is_some()),
+                ("--group-settle", self.group_settle.is_some()),
             ];
             if let Some((option, _)) = rule_options.iter().find(|(_, given)| *given) {
                 return Err(UsageError(format!(
@@ -121,6 +124,9 @@ impl Cli {
             profile_at: self.profile_at,
             count: self.count,
             act_on: self.act_on,
+            group_limit: self.group_limit,
+            group_pick: self.group_pick,
+            group_settle: self.group_settle,
             decimal_unit: self.decimal_unit.clone(),
         };
         spec.build(self.defaults())

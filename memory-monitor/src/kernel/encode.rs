@@ -7,8 +7,8 @@ use std::io;
 use aya::maps::{Array, CgroupArray, MapData};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, MAX_RULES, RULE_ANY, RULE_ASK, RULE_ASK_IF_EQUAL, RULE_EXACT,
-    RULE_NEVER, RULE_NONE, RULE_PREFIX, Rule, WATCH_ARMED, WATCH_BY_NAME, WATCH_COUNT_SWAP,
-    WATCH_SUMS_CPUS, WATCH_WARN_ARMED, Watch, member,
+    RULE_NEVER, RULE_NONE, RULE_PREFIX, Rule, Share, WATCH_ARMED, WATCH_BY_NAME, WATCH_COUNT_SWAP,
+    WATCH_GROUPED, WATCH_SHARE_ARMED, WATCH_SUMS_CPUS, WATCH_WARN_ARMED, Watch, member,
 };
 
 use super::Target;
@@ -42,11 +42,22 @@ impl Judging {
         limit.saturating_sub(self.accounting.counter_error() + swap)
     }
 
-    /// The `WATCH_*` flags of a watch under a rule that counts swap or not.
-    fn watch_flags(self, count_swap: bool) -> u32 {
+    /// The `WATCH_*` flags of a watch under a rule that counts swap or not, and has a group
+    /// budget or not.
+    fn watch_flags(self, count_swap: bool, grouped: bool) -> u32 {
         let swap = if count_swap { WATCH_COUNT_SWAP } else { 0 };
         let sums = if self.sums_cpus { WATCH_SUMS_CPUS } else { 0 };
-        swap | sums
+        let grouped = if grouped { WATCH_GROUPED } else { 0 };
+        swap | sums | grouped
+    }
+
+    /// A process's share `at` of its group's budget, as the kernel side judges it: reported
+    /// within the counters' error of it, as for a limit.
+    pub(crate) fn share(self, at: u64, count_swap: bool) -> Share {
+        Share {
+            trigger: self.trigger(at, count_swap),
+            at,
+        }
     }
 }
 
@@ -71,8 +82,9 @@ pub(crate) fn watch_record(
         mm: 0,
         flags: WATCH_ARMED
             | WATCH_WARN_ARMED
+            | WATCH_SHARE_ARMED
             | if target.by_name { WATCH_BY_NAME } else { 0 }
-            | judging.watch_flags(target.count_swap),
+            | judging.watch_flags(target.count_swap, target.grouped),
         grown: 0,
         threads: parts.threads.max(1),
         spare: 0,
@@ -170,7 +182,7 @@ fn kernel_rule(
     kernel_rule.limit = limit.unwrap_or(u64::MAX);
     let count_swap = rule.count.swap();
     kernel_rule.trigger = limit.map_or(u64::MAX, |limit| judging.trigger(limit, count_swap));
-    kernel_rule.watch_flags |= judging.watch_flags(count_swap);
+    kernel_rule.watch_flags |= judging.watch_flags(count_swap, rule.group.is_some());
     kernel_rule.warn_below = limit.map_or(0, |limit| warn_below(limit, rule.warn_level(limit)));
     kernel_rule.profile_from = match (&rule.profile, limit) {
         (Some(profile), Some(limit)) => profile.growth_from(limit),

@@ -54,12 +54,14 @@ impl KernelLink for FakeKernel {
         match level {
             Level::Limit => self.tell(format!("rearm after {after:?}")),
             Level::Warning => self.tell(format!("rearm warning after {after:?}")),
+            Level::Share => self.tell(format!("rearm share after {after:?}")),
         }
     }
     fn cancel_rearm(&mut self, _: i32, level: Level) {
         match level {
             Level::Limit => self.tell("cancel rearm".to_string()),
             Level::Warning => self.tell("cancel warning rearm".to_string()),
+            Level::Share => self.tell("cancel share rearm".to_string()),
         }
     }
     fn claim_signal(&mut self, _: i32) -> bool {
@@ -75,6 +77,9 @@ impl KernelLink for FakeKernel {
     }
     fn exact_rss(&mut self, _: i32) -> Option<u64> {
         self.exact
+    }
+    fn share(&mut self, _: i32, share: u64) {
+        self.tell(format!("share {share}"));
     }
 }
 

@@ -77,7 +77,8 @@ pub(crate) fn load(plan: &Plan, rules: &RuleSet) -> Result<Loaded, Unavailable> 
         .map_max_entries("MM_OWNER", maps.capacity)
         .map_max_entries("OWNED_MM", maps.capacity)
         // A request per level (the limit, the warning) a process may have waiting.
-        .map_max_entries("REARM", maps.capacity.saturating_mul(2))
+        .map_max_entries("REARM", maps.capacity.saturating_mul(3))
+        .map_max_entries("GROUP_SHARES", maps.capacity)
         .map_max_entries("SIGNAL_CLAIMS", maps.capacity)
         .map_max_entries("WATCH_SLOTS", maps.slots)
         .map_max_entries("MM_SLOTS", maps.slots)
@@ -176,6 +177,7 @@ pub(crate) fn load(plan: &Plan, rules: &RuleSet) -> Result<Loaded, Unavailable> 
         watched: HashMap::try_from(take(&mut ebpf, "WATCHED")?).map_err(map_error)?,
         rearm: HashMap::try_from(take(&mut ebpf, "REARM")?).map_err(map_error)?,
         claims: HashMap::try_from(take(&mut ebpf, "SIGNAL_CLAIMS")?).map_err(map_error)?,
+        shares: HashMap::try_from(take(&mut ebpf, "GROUP_SHARES")?).map_err(map_error)?,
         slots: Array::try_from(take(&mut ebpf, "WATCH_SLOTS")?).map_err(map_error)?,
         slot_mask: plan.globals.slot_mask,
         slot_counts: vec![0; plan.maps.slots as usize].into_boxed_slice(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aya::Ebpf;
 use aya::maps::{Array, CgroupArray, HashMap, MapData, StackTraceMap};
-use memory_monitor_ebpf::{Rule, Watch, rearm_key};
+use memory_monitor_ebpf::{Rule, Share, Watch, rearm_key};
 
 use super::encode::{self, Judging};
 use super::plan::GROWTH_SAMPLE_BYTES;
@@ -27,6 +27,8 @@ pub(crate) struct Maps {
     pub(super) watched: HashMap<MapData, u32, Watch>,
     pub(super) rearm: HashMap<MapData, u64, u64>,
     pub(super) claims: HashMap<MapData, u32, u32>,
+    /// Grouped processes' shares of their rules' budgets (`GROUP_SHARES`).
+    pub(super) shares: HashMap<MapData, u32, Share>,
     /// The kernel side's pre-filter: watched processes per slot (`tgid & slot_mask`).
     pub(super) slots: Array<MapData, u32>,
     pub(super) slot_mask: u32,
@@ -83,10 +85,11 @@ impl KernelSide for Maps {
     /// Stops following `tgid` (no error if it was not followed).
     fn forget(&mut self, tgid: i32) {
         let _ = self.watched.remove(&(tgid as u32));
-        for level in [Level::Warning, Level::Limit] {
+        for level in [Level::Warning, Level::Limit, Level::Share] {
             self.cancel_rearm(tgid, level);
         }
         let _ = self.claims.remove(&(tgid as u32));
+        let _ = self.shares.remove(&(tgid as u32));
         if let Ok(at) = self.counted.binary_search(&tgid) {
             self.counted.remove(at);
             self.add_to_slot(tgid, -1);
@@ -168,6 +171,13 @@ impl KernelLink for Maps {
             }
         }
         taken
+    }
+
+    /// Writes `tgid`'s share of its group's budget; a full table leaves it unjudged by its
+    /// share, as a process the kernel side cannot follow is.
+    fn share(&mut self, tgid: i32, at: u64) {
+        let share = self.judging.share(at, self.count_swap);
+        let _ = self.shares.insert(tgid as u32, share, 0);
     }
 
     /// `tgid`'s exact RSS in bytes by the kernel side's reading (see [`exact_reading`]);

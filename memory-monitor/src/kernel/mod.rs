@@ -64,6 +64,8 @@ pub(crate) enum Level {
     Warning,
     /// Its limit.
     Limit,
+    /// Its share of its rule's group budget.
+    Share,
 }
 
 impl Level {
@@ -72,6 +74,7 @@ impl Level {
         match self {
             Level::Warning => memory_monitor_ebpf::level::WARNING,
             Level::Limit => memory_monitor_ebpf::level::LIMIT,
+            Level::Share => memory_monitor_ebpf::level::SHARE,
         }
     }
 }
@@ -92,6 +95,9 @@ pub(crate) trait KernelLink {
     fn take_growth(&mut self, pid: i32) -> RawStacks;
     /// Its exact RSS in bytes, by the kernel side's own reading; `None` when it cannot tell.
     fn exact_rss(&mut self, pid: i32) -> Option<u64>;
+    /// Sets its share of its rule's group budget (bytes): it is reported when it crosses it,
+    /// once armed ([`Level::Share`]). The share goes when the process is forgotten.
+    fn share(&mut self, pid: i32, share: u64);
 }
 
 /// The kernel side as the watch's owner uses it: what to follow, and under which rules.
@@ -132,6 +138,8 @@ pub(crate) struct Target {
     pub(crate) by_name: bool,
     /// Its rule counts swap.
     pub(crate) count_swap: bool,
+    /// Its rule has a group budget: it is judged against its share too.
+    pub(crate) grouped: bool,
 }
 
 /// Poll mode's kernel side: it follows nothing, so every request is answered as a kernel side
@@ -152,6 +160,7 @@ impl KernelLink for Unloaded {
     fn exact_rss(&mut self, _: i32) -> Option<u64> {
         None
     }
+    fn share(&mut self, _: i32, _: u64) {}
 }
 
 impl KernelSide for Unloaded {

@@ -138,8 +138,8 @@ pub(crate) struct Globals {
 pub(crate) struct MapSizes {
     /// `EVENTS`, the ring buffer, in bytes.
     pub(crate) ring_bytes: u32,
-    /// `WATCHED`, `MM_OWNER`, `OWNED_MM`, `SIGNAL_CLAIMS`: one entry per watchable process
-    /// (`REARM`: two, one per level).
+    /// `WATCHED`, `MM_OWNER`, `OWNED_MM`, `SIGNAL_CLAIMS`, `GROUP_SHARES`: one entry per
+    /// watchable process (`REARM`: three, one per level).
     pub(crate) capacity: u32,
     /// `WATCH_SLOTS`, `MM_SLOTS`: the pre-filter's slots.
     pub(crate) slots: u32,

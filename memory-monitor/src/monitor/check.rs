@@ -199,6 +199,20 @@ pub(crate) fn check(
     Some((verdict, rss))
 }
 
+/// `watched`'s exact RSS as a check would read it now, by its rule's policy and count (see
+/// [`measure`]): a group's reading of its members (`group-limit`).
+pub(crate) fn read(
+    watched: &WatchedProcess,
+    rules: &RuleSet,
+    proc: &ProcRoot,
+    look: Look,
+    kernel: &mut dyn KernelLink,
+) -> Result<u64, Errno> {
+    let policy = policy_of(rules, watched);
+    let count = rules.get(watched.rule()).count;
+    measure(watched, proc, &policy, count, look, kernel)
+}
+
 /// `watched`'s exact RSS against `policy`'s levels (see [`WatchedProcess::exact_rss`]),
 /// counted as `count` says: by the kernel side's reading where that decides (`look.exact`) and
 /// it can tell, else from `/proc`. `Err(Errno::SRCH)` once the process has exited. Allocates

@@ -102,6 +102,9 @@ impl Monitor {
         {
             let _ = self.cycle(Instant::now());
         }
+        if self.budgets.reading_due() {
+            self.check_groups(Instant::now());
+        }
         self.in_force.publish(self.watch.list().per_rule());
         more
     }
@@ -137,16 +140,23 @@ impl Monitor {
             }
             // Whatever the kernel side concluded (under the rules it had then, which a reload
             // may have replaced since), userspace decides under the rules in force now.
+            // A member went over its share of its group's budget: the group is read.
+            event_kind::SHARE_NEAR => self.budgets.read_soon(true),
             event_kind::EXEC
             | event_kind::RENAME
             | event_kind::FORK
             | event_kind::MIGRATE
-            | event_kind::CREDS
-                if self.discover(pid) =>
-            {
-                self.look_at(pid, now, None, reported);
+            | event_kind::CREDS => {
+                // Groups may have gained or lost a member.
+                self.budgets.read_soon(false);
+                if self.discover(pid) {
+                    self.look_at(pid, now, None, reported);
+                }
             }
-            event_kind::EXIT => self.watch.exited(pid, event.time_ns),
+            event_kind::EXIT => {
+                self.budgets.read_soon(false);
+                self.watch.exited(pid, event.time_ns);
+            }
             _ => {}
         }
     }

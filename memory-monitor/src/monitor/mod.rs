@@ -8,13 +8,15 @@
 //!
 //! The parts: `in_force` owns the rules in force with what acting on each needs, and the
 //! [`crate::watch`] what is watched under them, on both sides; `check` looks at one process
-//! and `policy` (at the crate's top, shared with the watch) judges it; `actions` are what
+//! and `policy` (at the crate's top, shared with the watch) judges it; `budget` sums a rule's
+//! processes against its `group-limit`; `actions` are what
 //! acting needs besides each rule's own; `events` is what each kernel event means; `run`
 //! drives the loops, `waits` is what else wakes them, `timer` times eBPF mode's deadlines,
 //! `follow` acts on the changes followed and `reload` puts new rules in force; `start` is
 //! start-up, and `unmatched` says which rules select nothing.
 
 mod actions;
+mod budget;
 mod check;
 mod events;
 mod follow;
@@ -124,6 +126,8 @@ pub struct Monitor {
     /// The processes watched under them, on both sides.
     watch: Watch,
     actions: Actions,
+    /// Where each rule's group stands against its budget (`group-limit`).
+    budgets: budget::Budgets,
     /// Follows cgroup limits, rules' cgroups and the rules file (see [`crate::system::inotify`]).
     changes: Option<Changes>,
     /// Poll mode: the kernel's counts of its OOM kills (eBPF mode hears of each one).
@@ -209,6 +213,7 @@ impl Monitor {
         }
         let changes = start::follow_changes(&in_force.rules, &rules_source, once);
         let watch = Watch::new(max_processes, kernel, !event_driven).map_err(Error::Proc)?;
+        let budgets = budget::Budgets::new(&in_force.rules);
         let oom_counts = match event_driven || once {
             true => None,
             false => Some(OomCounts::new().map_err(Error::Proc)?),
@@ -228,6 +233,7 @@ impl Monitor {
             in_force,
             watch,
             actions,
+            budgets,
             changes,
             oom_counts,
             reload_at: None,
@@ -318,6 +324,7 @@ impl Monitor {
             // Freshly followed, the kernel side is armed: nothing to re-arm.
             ..self.check_watched(now, None, |_, _| true)
         };
+        self.check_groups(now);
         tracing::debug!(
             watched = report.watched,
             over = report.over,
@@ -404,16 +411,21 @@ impl Monitor {
         report
     }
 
-    /// eBPF mode: checks the processes whose repeat, kill or held-back report is due at `now`.
+    /// eBPF mode: checks the processes whose repeat, kill or held-back report is due at `now`,
+    /// and the groups when their reading is.
     pub fn handle_due(&mut self, now: Instant) {
         self.check_watched(now, Some(Duration::ZERO), |rules, watched| {
             due_at(rules, watched).is_some_and(|due| due <= now)
         });
+        if self.budgets.due().is_some_and(|due| due <= now) {
+            self.check_groups(now);
+        }
     }
 
-    /// When the next repeat or kill may fall due (eBPF mode); `None`: nothing pending.
+    /// When the next repeat, kill or group reading may fall due (eBPF mode); `None`: nothing
+    /// pending.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.next_deadline
+        earliest(self.next_deadline, self.budgets.due())
     }
 
     /// Says, the first time only, that `skipped` matching processes could not be watched.

@@ -84,6 +84,8 @@ impl Monitor {
                 "rss+swap needs a restart in eBPF mode (the kernel side follows swap entries when a rule counts them at start-up); until then swap counts only when a process is looked at for its RSS"
             );
         }
+        // Rules are renumbered and their budgets may have changed: every group starts afresh.
+        self.budgets = super::budget::Budgets::new(&new.rules);
         let replaced = std::mem::replace(&mut self.in_force, new);
         self.actions
             .rules_replaced(&self.in_force.rules, replaced.metrics());

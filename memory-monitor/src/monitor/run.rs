@@ -170,7 +170,7 @@ impl Monitor {
             if self.watch.nothing_left(&self.in_force.rules) {
                 return Ok(Outcome::NothingLeft);
             }
-            timer.set(self.next_deadline).map_err(Error::Events)?;
+            timer.set(self.next_deadline()).map_err(Error::Events)?;
             tokio::select! {
                 ready = self.ring.readable() => {
                     ready.map_err(Error::Events)?;

@@ -157,6 +157,9 @@ fn summary(rules: &RuleSet, index: usize, running: Running<'_>) -> (String, Stri
     if let Some(warn_at) = rule.warn_at {
         limit += &format!(", warning at {warn_at}");
     }
+    if let Some(group) = &rule.group {
+        limit += &format!(", {}", group.phrase());
+    }
     let policy = Policy {
         limit: 0,
         warn: None,

@@ -40,6 +40,13 @@ pub fn describe_rules(rules: &RuleSet) -> String {
             "  action: {action}
 "
         );
+        if let Some(group) = &rule.group {
+            text += &format!(
+                "  group: {}
+",
+                group.phrase()
+            );
+        }
         if let Some(exec) = &rule.exec {
             text += &format!(
                 "  exec: {} (timeout {})

@@ -14,6 +14,7 @@ use super::{COMMAND_LINE_RULE, Defaults, Exclude, MAX_RULES, Rule, RulesError, S
 use crate::choice::Choice as _;
 use crate::matcher::{MatchMode, Matcher};
 use crate::rules::act_on::ActOn;
+use crate::rules::budget::Pick;
 use crate::rules::count::Count;
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
@@ -93,6 +94,9 @@ struct RawRule {
     profile_at: Option<Spanned<Scalar>>,
     count: Option<Spanned<String>>,
     act_on: Option<Spanned<String>>,
+    group_limit: Option<Spanned<Scalar>>,
+    group_pick: Option<Spanned<String>>,
+    group_settle: Option<Spanned<Scalar>>,
 }
 
 /// Reads the rules in the file at `path`, once it is trusted: its `exec` entries run as the
@@ -340,6 +344,21 @@ impl FileText<'_> {
                 ),
                 None => None,
             },
+            group_limit: match &raw.group_limit {
+                Some(value) => Some(
+                    parse_scalar(value, |t| units::parse_size(t).map_err(|e| e.to_string()))
+                        .map_err(|(span, why)| fail(span, "group-limit", why))?,
+                ),
+                None => None,
+            },
+            group_pick: match &raw.group_pick {
+                Some(pick) => Some(
+                    Pick::parse(pick.get_ref())
+                        .map_err(|e| fail(pick.span(), "group-pick", e.to_string()))?,
+                ),
+                None => None,
+            },
+            group_settle: duration(&raw.group_settle, "group-settle")?,
             decimal_unit: raw
                 .max_memory
                 .as_ref()
@@ -410,6 +429,9 @@ impl RawRule {
             "profile-at" => scalar(&self.profile_at),
             "count" => text(&self.count),
             "act-on" => text(&self.act_on),
+            "group-limit" => scalar(&self.group_limit),
+            "group-pick" => text(&self.group_pick),
+            "group-settle" => scalar(&self.group_settle),
             _ => None,
         }
     }

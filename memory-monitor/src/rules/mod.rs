@@ -13,12 +13,14 @@
 //! kill-after = "30s"
 //! exec = "logger -t oom-guard $MM_NAME"
 //! act-on = "process-group"     # or "cgroup" (with cgroup =); default "process"
+//! group-limit = "2G"           # the sum over every process it watches; signals one member
 //! profile-to = "dir:/var/lib/memory-monitor/profiles"
 //! ```
 //!
 //! Every key is the name of the command-line option that means the same.
 
 pub(crate) mod act_on;
+pub(crate) mod budget;
 pub mod caution;
 pub(crate) mod count;
 pub(crate) mod describe;
@@ -35,6 +37,7 @@ use std::time::Duration;
 
 use crate::matcher::Matcher;
 pub use crate::rules::act_on::ActOn;
+pub use crate::rules::budget::{GroupBudget, Pick};
 pub use crate::rules::count::Count;
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
@@ -213,6 +216,8 @@ pub struct Rule {
     pub count: Count,
     /// What its signals reach: the process, its process group, or its cgroup.
     pub act_on: ActOn,
+    /// A budget over the sum of every process it watches (`group-limit`).
+    pub group: Option<GroupBudget>,
     /// Values it holds that are seldom what was meant (see [`caution`]): said at start and by
     /// `--check-config`, not refused.
     pub cautions: Vec<String>,
@@ -245,6 +250,7 @@ impl Rule {
             profile: None,
             count: Count::Rss,
             act_on: ActOn::Process,
+            group: None,
             cautions: Vec::new(),
         }
     }

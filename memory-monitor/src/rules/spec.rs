@@ -13,6 +13,7 @@ use super::{
 };
 use crate::matcher::Matcher;
 use crate::rules::act_on::ActOn;
+use crate::rules::budget::{DEFAULT_GROUP_SETTLE, GroupBudget, Pick};
 use crate::rules::count::Count;
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
@@ -80,6 +81,12 @@ pub struct RuleSpec {
     pub count: Option<Count>,
     /// `act-on`.
     pub act_on: Option<ActOn>,
+    /// `group-limit`.
+    pub group_limit: Option<SizeSpec>,
+    /// `group-pick`.
+    pub group_pick: Option<Pick>,
+    /// `group-settle`.
+    pub group_settle: Option<Duration>,
     /// The decimal unit `max-memory` was written with (`MB`), which is read as binary: said
     /// as a caution (see [`crate::units::decimal_unit`]).
     pub decimal_unit: Option<String>,
@@ -191,6 +198,54 @@ fn check_warn_at(warn_at: Option<WarnAt>, limit: SizeSpec) -> Result<(), SpecErr
             crate::units::Bytes(resolved)
         ),
     })
+}
+
+/// The group's budget, if the spec sets one: a size or a share of RAM, the same for every
+/// member (a share of each one's cgroup would differ from member to member).
+fn group_budget(
+    limit: Option<SizeSpec>,
+    pick: Option<Pick>,
+    settle: Option<Duration>,
+) -> Result<Option<GroupBudget>, SpecError> {
+    let Some(limit) = limit else {
+        return match (pick, settle) {
+            (Some(_), _) => Err(SpecError::Needs {
+                setting: "group-pick",
+                needs: &["group-limit"],
+            }),
+            (None, Some(_)) => Err(SpecError::Needs {
+                setting: "group-settle",
+                needs: &["group-limit"],
+            }),
+            (None, None) => Ok(None),
+        };
+    };
+    if limit.is_per_process() {
+        return Err(SpecError::Invalid {
+            setting: "group-limit",
+            why: "cannot be a share of each process's cgroup, which differs from member to member: give a size, or a share of RAM such as 25%".to_string(),
+        });
+    }
+    let bytes = limit.resolve(crate::system::procfs::total_ram(), None);
+    if bytes == 0 {
+        return Err(SpecError::Invalid {
+            setting: "group-limit",
+            why: "resolves to 0 bytes on this machine".to_string(),
+        });
+    }
+    let settle = settle.unwrap_or(DEFAULT_GROUP_SETTLE);
+    if settle.is_zero() {
+        return Err(SpecError::Invalid {
+            setting: "group-settle",
+            why: "is 0: give the signalled member time to give its memory back, such as 10s"
+                .to_string(),
+        });
+    }
+    Ok(Some(GroupBudget {
+        limit: bytes,
+        pick: pick.unwrap_or_default(),
+        settle,
+    }))
 }
 
 /// Where profiles go: either setting, one of them.
@@ -317,6 +372,7 @@ impl RuleSpec {
                 });
             }
         }
+        let group = group_budget(self.group_limit, self.group_pick, self.group_settle)?;
         let cautions = super::caution::of(limit, self.decimal_unit.as_deref(), signal, repeat);
         Ok(Rule {
             name: self.name.trim().to_string(),
@@ -336,6 +392,7 @@ impl RuleSpec {
             profile,
             count: self.count.unwrap_or_default(),
             act_on,
+            group,
             cautions,
         })
     }
@@ -380,6 +437,45 @@ mod tests {
         assert_eq!(profile.sink, SinkSpec::Dir(PathBuf::from("/tmp/p")));
         assert_eq!(profile.budget, DEFAULT_PROFILE_BUDGET);
         assert_eq!(profile.growth_at_percent, DEFAULT_PROFILE_AT_PERCENT);
+    }
+
+    #[test]
+    fn a_group_budget_is_completed_with_its_defaults_and_refused_when_it_cannot_work() {
+        assert_eq!(spec().build(DEFAULTS).unwrap().group, None);
+        let budget = RuleSpec {
+            group_limit: Some(SizeSpec::Bytes(2 << 30)),
+            ..spec()
+        };
+        assert_eq!(
+            budget.build(DEFAULTS).unwrap().group,
+            Some(GroupBudget {
+                limit: 2 << 30,
+                pick: Pick::Largest,
+                settle: DEFAULT_GROUP_SETTLE,
+            })
+        );
+        let refused = |spec: RuleSpec| spec.build(DEFAULTS).unwrap_err();
+        let pick_alone = refused(RuleSpec {
+            group_pick: Some(Pick::Fastest),
+            ..spec()
+        });
+        assert_eq!(pick_alone.as_options(), "--group-pick needs --group-limit");
+        let settle_alone = refused(RuleSpec {
+            group_settle: Some(Duration::from_secs(5)),
+            ..spec()
+        });
+        assert_eq!(settle_alone.to_string(), "needs group-limit");
+        let per_cgroup = refused(RuleSpec {
+            group_limit: Some(SizeSpec::PercentOfCgroup(50.0)),
+            ..spec()
+        });
+        assert_eq!(per_cgroup.setting(), Some("group-limit"));
+        let no_settle = refused(RuleSpec {
+            group_limit: Some(SizeSpec::Bytes(1 << 30)),
+            group_settle: Some(Duration::ZERO),
+            ..spec()
+        });
+        assert_eq!(no_settle.setting(), Some("group-settle"));
     }
 
     #[test]

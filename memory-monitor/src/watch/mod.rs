@@ -368,6 +368,7 @@ fn target_of(rules: &RuleSet, watched: &WatchedProcess) -> Target {
             .map(|profile| profile.growth_from(watched.limit())),
         by_name: !watched.is_pinned(),
         count_swap: rule.count.swap(),
+        grouped: rule.group.is_some(),
     }
 }
 

@@ -59,6 +59,9 @@ pub(crate) struct WatchedProcess {
     /// eBPF mode: when to look again at a process near its limit whose kernel-side reports are
     /// held back for a moment (see `monitor`).
     pub(crate) recheck: Option<std::time::Instant>,
+    /// Its rule's group budget (`group-limit`): its RSS at the group's last reading, and when,
+    /// from which the next tells how fast it grew.
+    pub(crate) group_reading: Option<(u64, Instant)>,
 }
 
 /// Why a process could not be watched.
@@ -127,6 +130,7 @@ impl WatchedProcess {
             admitted_ns,
             episode: Episode::Under,
             recheck: None,
+            group_reading: None,
         };
         if watched.has_exited() {
             return Err(AdmitError::Exited);

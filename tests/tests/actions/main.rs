@@ -4,6 +4,7 @@
 //! Tests that need root are ignored without it; `cargo xtask test` runs them (as root, with
 //! `--include-ignored`).
 
+mod budget;
 mod events;
 mod flame;
 mod groups;

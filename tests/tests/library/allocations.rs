@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use memory_monitor::config::Mode;
 use memory_monitor::matcher::{MatchMode, Matcher};
-use memory_monitor::rules::{ActOn, CgroupPath, Exclude, Rule, RuleSet, Selector, WarnAt};
+use memory_monitor::rules::{
+    ActOn, CgroupPath, Exclude, GroupBudget, Pick, Rule, RuleSet, Selector, WarnAt,
+};
 use memory_monitor::signal::Signal;
 use memory_monitor::units::SizeSpec;
 use memory_monitor::{Config, Monitor};
@@ -83,6 +85,13 @@ fn thousands_of_kernel_events_allocate_nothing() {
     // A warning level 2 MiB over where each swing starts: every swing crosses both levels, up
     // and back, so warnings are handled on the steady path too.
     rule.warn_at = Some(WarnAt::Bytes(limit - margin - (2 << 20)));
+    // A group of one, its budget the limit: every swing crosses its share too, so the group
+    // is read, signalled, and shared out again on the steady path as well.
+    rule.group = Some(GroupBudget {
+        limit,
+        pick: Pick::Largest,
+        settle: Duration::from_nanos(1),
+    });
     let mut config = Config::new(RuleSet::new(vec![rule]).unwrap());
     config.mode = Mode::Ebpf;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -271,6 +280,44 @@ fn steady_cycles_signalling_a_whole_process_group_allocate_nothing() {
     assert!(over.wait_signals(signal.number(), expected));
     for child in children {
         assert_eq!(over.signals_of(child).len(), expected, "child {child}");
+    }
+}
+
+#[test]
+fn steady_cycles_judging_a_group_over_its_budget_allocate_nothing() {
+    let name = unique_name("mma-gb");
+    let mut members: Vec<Target> = (0..3).map(|_| Target::spawn(&name)).collect();
+    for member in &mut members {
+        member.grow(8);
+    }
+    let mut largest = Target::spawn(&name);
+    largest.grow(16);
+    let signal: Signal = "RTMIN+1".parse().unwrap();
+    let mut config = config_for(&name, signal, None, SizeSpec::Bytes(1 << 30));
+    let mut rule = config.rules.all()[0].clone();
+    // Over together, each far under its own limit; settled by each next cycle (a second
+    // later), so every cycle reads the group and signals its largest member.
+    rule.group = Some(GroupBudget {
+        limit: 16 << 20,
+        pick: Pick::Largest,
+        settle: Duration::from_secs(1),
+    });
+    config.rules = RuleSet::new(vec![rule]).unwrap();
+    config.mode = Mode::Poll;
+    let mut monitor = Monitor::new(config).unwrap();
+    let _guard = log_as_the_binary_does();
+
+    let (warm_up, measured) = (3, 200);
+    let allocated = allocations_in_steady_cycles(&mut monitor, warm_up, measured, |report| {
+        assert_eq!((report.watched, report.over, report.signals), (4, 0, 0));
+    });
+    assert_eq!(
+        allocated, 0,
+        "{allocated} allocations in {measured} steady cycles"
+    );
+    assert!(largest.wait_signals(signal.number(), (warm_up + measured) as usize));
+    for member in &mut members {
+        assert!(member.signals().is_empty());
     }
 }
 

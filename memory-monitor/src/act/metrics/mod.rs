@@ -95,6 +95,7 @@ pub(crate) struct Metrics {
     breaches: Family<RuleLabels, Counter>,
     oom_kills: Family<RuleLabels, Counter>,
     warnings: Family<RuleLabels, Counter>,
+    group_breaches: Family<RuleLabels, Counter>,
     signals: Family<SignalLabels, Counter>,
     profiles: Family<ResultLabels, Counter>,
     mode: Family<ModeLabels, Gauge>,
@@ -163,6 +164,8 @@ pub(crate) struct RuleMetrics {
     pub(crate) oom_kills: Counter,
     /// Warnings (crossings of the warning level).
     pub(crate) warnings: Counter,
+    /// Members signalled because their group went over its budget (`group-limit`).
+    pub(crate) group_breaches: Counter,
     /// Profiles written.
     pub(crate) profiles_written: Counter,
     /// Profiles lost.
@@ -197,6 +200,7 @@ impl Metrics {
             oom_kills: Family::default(),
             unwatched_oom_kills: Counter::default(),
             warnings: Family::default(),
+            group_breaches: Family::default(),
             signals: Family::default(),
             profiles: Family::default(),
             mode: Family::default(),
@@ -238,6 +242,11 @@ impl Metrics {
             "warnings",
             "Processes that went over their rule's warning level (warn-at), by rule",
             metrics.warnings.clone(),
+        );
+        registry.register(
+            "group_breaches",
+            "Members signalled because the processes a rule watches went over its group-limit together, by rule",
+            metrics.group_breaches.clone(),
         );
         registry.register(
             "signals",
@@ -340,6 +349,7 @@ impl Metrics {
                 let breaches = self.breaches.get_or_create(&labels).clone();
                 let oom_kills = self.oom_kills.get_or_create(&labels).clone();
                 let warnings = self.warnings.get_or_create(&labels).clone();
+                let group_breaches = self.group_breaches.get_or_create(&labels).clone();
                 let profiles_written = self.profiles.get_or_create(&result("written")).clone();
                 let profiles_failed = self.profiles.get_or_create(&result("failed")).clone();
                 RuleMetrics {
@@ -348,6 +358,7 @@ impl Metrics {
                     breaches,
                     oom_kills,
                     warnings,
+                    group_breaches,
                     profiles_written,
                     profiles_failed,
                     signals,
@@ -400,6 +411,7 @@ impl Metrics {
             self.breaches.remove(&labels);
             self.oom_kills.remove(&labels);
             self.warnings.remove(&labels);
+            self.group_breaches.remove(&labels);
             for result in ["written", "failed"] {
                 self.profiles.remove(&ResultLabels {
                     rule: gone.name.clone(),

@@ -1,0 +1,404 @@
+//! Budgets over a group (`group-limit`): every process a rule watches counts toward one sum,
+//! and when the sum is over the budget one member is signalled, the largest or the
+//! fastest-growing (`group-pick`), then the group is left to settle (`group-settle`) before
+//! the next. oomd's `kill_by_memory_size_or_growth` and its `post_action_delay`, for a rule's
+//! processes.
+//!
+//! The sum is of the members' exact readings, taken together, the way a check reads one
+//! process. Poll mode reads the groups at every cycle. eBPF mode reads them when the kernel
+//! side says a member crossed its share: each reading of a group under its budget shares out
+//! what is left, a member's share being its RSS and an equal part of the rest, so the shares
+//! add up to the budget and the group cannot go over it without a member going over its
+//! share, which the kernel side reports as it reports a limit. The shares are written and
+//! re-armed before a second, deciding reading, so no growth between the two goes unseen. A
+//! group is read again too when its members may have changed (a fork, an exit, an exec), when
+//! its settle time ends, and at every full look (start-up, reloads, lost events). Nothing here
+//! allocates: the tallies are on the stack, each member's last reading is in its record.
+
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+
+use super::check::{self, Look, earliest};
+use super::{Monitor, REPORT_GAP};
+use crate::act::deliver::{Delivery, Dispatch};
+use crate::act::hook::{Breach, HookEvent};
+use crate::kernel::Level;
+use crate::rules::{GroupBudget, MAX_RULES, Pick, RuleSet};
+use crate::units::Bytes;
+use crate::watch::process::WatchedProcess;
+use crate::watch::scan::Exclusions;
+
+/// Where each rule's group stands between readings.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Budgets {
+    /// Whether any rule in force has a budget.
+    any: bool,
+    /// Per rule: until when its group settles after its last signal.
+    settling: [Option<Instant>; MAX_RULES],
+    /// Per rule: whether its group was over its budget at its last reading.
+    over: [bool; MAX_RULES],
+    /// eBPF mode: when the groups are read next (a settle time's end, a held-back report's).
+    next: Option<Instant>,
+    /// eBPF mode: the groups are to be read once the events at hand are handled, and whether
+    /// because a member crossed its share (then its next report is held back for a moment).
+    due_now: Option<bool>,
+}
+
+impl Budgets {
+    /// Budgets for `rules`, every group afresh.
+    pub(crate) fn new(rules: &RuleSet) -> Budgets {
+        Budgets {
+            any: rules.all().iter().any(|rule| rule.group.is_some()),
+            ..Budgets::default()
+        }
+    }
+
+    /// eBPF mode: when the groups are read next, if a reading waits on a deadline.
+    pub(crate) fn due(&self) -> Option<Instant> {
+        self.next
+    }
+
+    /// eBPF mode: whether the groups are to be read now that the events at hand are handled.
+    pub(crate) fn reading_due(&self) -> bool {
+        self.due_now.is_some()
+    }
+
+    /// eBPF mode: a member crossed its share (`reported`), or the members may have changed:
+    /// the groups are read once the events at hand are handled.
+    pub(crate) fn read_soon(&mut self, reported: bool) {
+        if self.any {
+            self.due_now = Some(self.due_now.unwrap_or(false) || reported);
+        }
+    }
+}
+
+/// One group at one reading: its sum and the member its pick would signal.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    /// The sum of its members' RSS (bytes).
+    rss: u64,
+    /// How many members were read.
+    members: u32,
+    /// The member to signal: its PID, RSS and growth (bytes per second).
+    chosen: Option<(i32, u64, u64)>,
+}
+
+impl Tally {
+    /// Counts a member at `rss`, grown `growth` bytes per second, and keeps it if `pick`
+    /// prefers it (ties go to the larger, then the one read first); a member never
+    /// signalled (`eligible` false: the monitor's parent, say) still counts.
+    fn add(&mut self, pick: Pick, pid: i32, rss: u64, growth: u64, eligible: bool) {
+        self.rss = self.rss.saturating_add(rss);
+        self.members += 1;
+        if !eligible {
+            return;
+        }
+        let better = match (self.chosen, pick) {
+            (None, _) => true,
+            (Some((_, best, _)), Pick::Largest) => rss > best,
+            (Some((_, best_rss, best)), Pick::Fastest) => {
+                growth > best || (growth == best && rss > best_rss)
+            }
+        };
+        if better {
+            self.chosen = Some((pid, rss, growth));
+        }
+    }
+}
+
+/// How fast a member grew from its last reading, `last`, to `rss` at `now`: bytes per second,
+/// 0 when it shrank or had no earlier reading.
+fn growth(last: Option<(u64, Instant)>, rss: u64, now: Instant) -> u64 {
+    let Some((before, at)) = last else {
+        return 0;
+    };
+    let grown = rss.saturating_sub(before);
+    let elapsed = now.saturating_duration_since(at).as_micros().max(1) as u64;
+    ((u128::from(grown) * 1_000_000) / u128::from(elapsed)).min(u128::from(u64::MAX)) as u64
+}
+
+/// A member's share of a budget: its `rss` and an equal part of what the group has left.
+fn share(rss: u64, left: u64, members: u32) -> u64 {
+    rss.saturating_add(left / u64::from(members.max(1)))
+}
+
+/// Which pass of a reading: the first remembers each member's figure (the next reading's
+/// growth is from it), the deciding one after the shares were written only judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    First,
+    Deciding,
+}
+
+impl Monitor {
+    /// Reads every group at `now` and acts on those over their budget: poll mode's cycles, eBPF
+    /// mode's full looks, its members' share crossings and deadlines.
+    pub(super) fn check_groups(&mut self, now: Instant) {
+        let reported = self.budgets.due_now.take().unwrap_or(false);
+        self.budgets.next = None;
+        if !self.budgets.any {
+            return;
+        }
+        let rules = self.in_force.rules.all().len();
+        let event_driven = self.is_event_driven();
+        let gap = if reported { REPORT_GAP } else { Duration::ZERO };
+        let first = self.read_groups(now, Pass::First);
+        let mut shared = [false; MAX_RULES];
+        for (index, tally) in first.iter().enumerate().take(rules) {
+            if !self.judge_group(index, tally, now) && event_driven {
+                self.share_out(index, tally, gap);
+                shared[index] = true;
+            }
+        }
+        if shared.iter().any(|&shared| shared) {
+            // Re-armed at their shares: a group found over now was over before a member's
+            // report could come, and is judged now; one that grew meanwhile is read again
+            // after the gap, as a member may have passed its share before it was re-armed.
+            let deciding = self.read_groups(now, Pass::Deciding);
+            for index in (0..rules).filter(|&index| shared[index]) {
+                let limit = self.budget(index).map_or(u64::MAX, |budget| budget.limit);
+                if deciding[index].rss > limit {
+                    self.judge_group(index, &deciding[index], now);
+                } else if deciding[index].rss > first[index].rss || reported {
+                    let again = now + gap.max(REPORT_GAP);
+                    self.budgets.next = earliest(self.budgets.next, Some(again));
+                }
+            }
+        }
+        for (index, tally) in first.iter().enumerate().take(rules) {
+            let Some(budget) = self.budget(index) else {
+                continue;
+            };
+            tracing::debug!(
+                event = "group_read",
+                rule = %self.in_force.rules.get(index).name,
+                group_rss_bytes = tally.rss,
+                group_limit_bytes = budget.limit,
+                members = tally.members,
+                "group read"
+            );
+        }
+    }
+
+    /// Rule `index`'s budget, if it has one.
+    fn budget(&self, index: usize) -> Option<GroupBudget> {
+        self.in_force.rules.get(index).group
+    }
+
+    /// Judges rule `index`'s group at `tally` at `now`, signalling a member when it is over
+    /// and not settling; whether it is over (true for a rule without a budget, which has
+    /// nothing to share out).
+    fn judge_group(&mut self, index: usize, tally: &Tally, now: Instant) -> bool {
+        let Some(budget) = self.budget(index) else {
+            return true;
+        };
+        let over = tally.rss > budget.limit;
+        let was_over = std::mem::replace(&mut self.budgets.over[index], over);
+        if !over {
+            if was_over {
+                tracing::info!(
+                    event = "group_recovered",
+                    rule = %self.in_force.rules.get(index).name,
+                    group_rss_bytes = tally.rss,
+                    group_limit_bytes = budget.limit,
+                    members = tally.members,
+                    "the rule's processes are back under their group budget"
+                );
+            }
+            self.budgets.settling[index] = None;
+            return false;
+        }
+        let until = match self.budgets.settling[index] {
+            Some(until) if now < until => until,
+            _ => {
+                let Some(chosen) = tally.chosen else {
+                    return true;
+                };
+                self.signal_member(index, budget, *tally, chosen);
+                let until = now + budget.settle;
+                self.budgets.settling[index] = Some(until);
+                until
+            }
+        };
+        if self.is_event_driven() {
+            self.budgets.next = earliest(self.budgets.next, Some(until));
+        }
+        true
+    }
+
+    /// eBPF mode: shares out what rule `index`'s group, at `tally`, has left under its budget
+    /// among its members, each re-armed at its share after `gap`.
+    fn share_out(&mut self, index: usize, tally: &Tally, gap: Duration) {
+        let Some(budget) = self.budget(index) else {
+            return;
+        };
+        let left = budget.limit.saturating_sub(tally.rss);
+        self.watch.retain(|watched, _, kernel| {
+            if watched.rule() == index
+                && let Some((rss, _)) = watched.group_reading
+            {
+                kernel.share(watched.pid(), share(rss, left, tally.members));
+                kernel.rearm(watched.pid(), Level::Share, gap);
+            }
+            true
+        });
+    }
+
+    /// Reads every member of every group at `now` (the look a check takes); the tallies, by
+    /// rule. The first pass remembers each member's reading for the next growth.
+    fn read_groups(&mut self, now: Instant, pass: Pass) -> [Tally; MAX_RULES] {
+        let (accounting, exact) = self.reading();
+        let look = Look {
+            now,
+            accounting,
+            exact,
+            rearm: None,
+            reported: None,
+        };
+        let rules = &self.in_force.rules;
+        let exclusions = Exclusions::now();
+        let mut tallies = [Tally::default(); MAX_RULES];
+        self.watch.retain(|watched, proc, kernel| {
+            let index = watched.rule();
+            let Some(budget) = rules.get(index).group else {
+                return true;
+            };
+            // One that has exited, or cannot be read, is the check's to forget.
+            let Ok(rss) = check::read(watched, rules, proc, look, kernel) else {
+                return true;
+            };
+            let grew = growth(watched.group_reading, rss, now);
+            if pass == Pass::First {
+                watched.group_reading = Some((rss, now));
+            }
+            let eligible = !exclusions.excludes(watched.pid());
+            tallies[index].add(budget.pick, watched.pid(), rss, grew, eligible);
+            true
+        });
+        tallies
+    }
+
+    /// Signals the member `chosen` (PID, RSS, growth) of rule `index`'s group, over its budget
+    /// at `tally`: through its pidfd, so a reused PID is never reached; logged, counted and
+    /// handed to the rule's hook.
+    fn signal_member(
+        &self,
+        index: usize,
+        budget: GroupBudget,
+        tally: Tally,
+        (pid, rss, grew): (i32, u64, u64),
+    ) {
+        let rules: &RuleSet = &self.in_force.rules;
+        let rule = rules.get(index);
+        let Some(member) = self.watch.list().get(pid) else {
+            return;
+        };
+        let delivery = deliver(member, rule.signal, self.actions.dispatch);
+        let metrics = &self.in_force.actions(index).metrics;
+        metrics.group_breaches.inc();
+        metrics.signalled(rule.signal, delivery);
+        tracing::warn!(
+            event = "group_breach",
+            rule = %rule.name,
+            group_rss_bytes = tally.rss,
+            group_limit_bytes = budget.limit,
+            members = tally.members,
+            pid,
+            name = %member.comm(),
+            rss_bytes = rss,
+            growth_bytes_per_s = grew,
+            pick = %budget.pick,
+            signal = %rule.signal,
+            result = %delivery,
+            settle_ms = budget.settle.as_millis() as u64,
+            "the rule's processes together are over their group budget ({} > {}): signalled its {} member",
+            Bytes(tally.rss),
+            Bytes(budget.limit),
+            budget.pick,
+        );
+        if let (Some(hook), Some(exec)) = (&self.actions.hook, &rule.exec) {
+            hook.fire(Breach {
+                event: HookEvent::GroupBreach,
+                exec: exec.clone(),
+                rule: rule.name.clone(),
+                pid,
+                name: member.comm().to_string(),
+                uid: member.uid(),
+                user: crate::system::users::UserName(member.uid()).to_string(),
+                rss: tally.rss,
+                limit: budget.limit,
+                signal: match delivery {
+                    Delivery::Sent => rule.signal.to_string(),
+                    other => other.to_string(),
+                },
+                profile: String::new(),
+                container_id: member.identity().container().unwrap_or("").to_owned(),
+                pod_uid: member.identity().pod().unwrap_or("").to_owned(),
+            });
+        }
+    }
+}
+
+/// Sends `signal` to `member` as `dispatch` says; what became of it.
+fn deliver(member: &WatchedProcess, signal: crate::signal::Signal, dispatch: Dispatch) -> Delivery {
+    match dispatch {
+        Dispatch::DryRun => Delivery::DryRun,
+        Dispatch::Send | Dispatch::SentByKernel => match member.send(signal) {
+            Ok(()) => Delivery::Sent,
+            Err(Errno::SRCH) => Delivery::Exited,
+            Err(errno) => Delivery::Failed(errno),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The tally of `members` (PID, RSS, growth, eligible), by `pick`.
+    fn tally(pick: Pick, members: &[(i32, u64, u64, bool)]) -> Tally {
+        let mut tally = Tally::default();
+        for &(pid, rss, growth, eligible) in members {
+            tally.add(pick, pid, rss, growth, eligible);
+        }
+        tally
+    }
+
+    #[test]
+    fn the_largest_member_is_picked_and_the_sum_counts_every_member() {
+        let members = [(10, 300, 0, true), (11, 500, 0, true), (12, 400, 900, true)];
+        let largest = tally(Pick::Largest, &members);
+        assert_eq!((largest.rss, largest.members), (1200, 3));
+        assert_eq!(largest.chosen, Some((11, 500, 0)));
+    }
+
+    #[test]
+    fn the_fastest_member_is_picked_by_growth_then_size() {
+        let members = [
+            (10, 900, 10, true),
+            (11, 100, 50, true),
+            (12, 200, 50, true),
+        ];
+        assert_eq!(tally(Pick::Fastest, &members).chosen, Some((12, 200, 50)));
+    }
+
+    #[test]
+    fn a_member_never_signalled_still_counts() {
+        let members = [(1, 900, 0, false), (20, 100, 0, true)];
+        let largest = tally(Pick::Largest, &members);
+        assert_eq!(largest.rss, 1000);
+        assert_eq!(largest.chosen, Some((20, 100, 0)));
+    }
+
+    #[test]
+    fn growth_is_per_second_and_never_negative() {
+        let start = Instant::now();
+        let later = start + Duration::from_millis(500);
+        assert_eq!(growth(Some((1000, start)), 2000, later), 2000);
+        assert_eq!(growth(Some((3000, start)), 2000, later), 0);
+        assert_eq!(growth(None, 2000, later), 0);
+    }
+}
