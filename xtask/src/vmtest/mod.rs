@@ -381,6 +381,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn arm64_guests_run_the_matrix_s_tests_only_and_test_runs_its_essentials_on_one_kernel() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        let arm64 = selection(&args(&["--arch", "arm64"])).unwrap();
+        assert_eq!(arm64.arch, Arch::Aarch64);
+        assert_eq!(arm64.kernels, FOREIGN_KERNELS);
+        let Err(error) = selection(&args(&["--arch", "arm64", "--systemd"])) else {
+            panic!("--systemd is taken for arm64");
+        };
+        assert!(error.to_string().contains("amd64 guests only"), "{error}");
+        assert!(selection(&args(&["--arch", "riscv64"])).is_err());
+        let in_test = arm64_in_test().unwrap();
+        assert_eq!(in_test.arch, Arch::Aarch64);
+        assert_eq!(in_test.kernels, [ARM64_IN_TEST_KERNEL]);
+        assert_eq!(in_test.only, ARM64_IN_TEST);
+        assert!(!in_test.spread);
+    }
+
+    #[test]
     fn a_workspace_under_a_guest_s_own_dir_is_refused_as_the_guests_cannot_see_it() {
         let error = visible_in_guests(Path::new("/tmp/clone")).unwrap_err();
         assert!(error.to_string().contains("outside /tmp"), "{error}");
