@@ -36,7 +36,9 @@ fn main() -> anyhow::Result<()> {
 /// own `OUT_DIR`, so every build of the monitor — each profile, feature set and target: the
 /// tests', clippy's, the static release's — would compile the same programs again. Its target
 /// directory there is pointed at one in the workspace's target directory instead, which every
-/// build shares; cargo's lock on it keeps builds running at once from writing it together.
+/// build for the same architecture shares (aya-build compiles the programs with the target's
+/// architecture as `bpf_target_arch`, so one directory for two would be rebuilt at every turn);
+/// cargo's lock on it keeps builds running at once from writing it together.
 fn share_programs_build() -> anyhow::Result<()> {
     let out_dir =
         std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -47,7 +49,8 @@ fn share_programs_build() -> anyhow::Result<()> {
     else {
         return Ok(());
     };
-    let shared = target_dir.join("bpf-programs");
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH")?;
+    let shared = target_dir.join("bpf-programs").join(arch);
     let private = out_dir.join("aya-build/target/memory-monitor-ebpf");
     std::fs::create_dir_all(&shared)?;
     std::fs::create_dir_all(private.parent().expect("a parent"))?;

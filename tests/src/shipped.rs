@@ -39,14 +39,20 @@ pub fn dist_dir() -> PathBuf {
     built(target_dir().join("dist"))
 }
 
-/// The .deb in `target/dist/`.
+/// The .deb in `target/dist/` for this machine (amd64).
 pub fn deb() -> PathBuf {
+    deb_of("amd64")
+}
+
+/// The .deb in `target/dist/` for Debian's architecture `arch` (`amd64`, `arm64`).
+pub fn deb_of(arch: &str) -> PathBuf {
+    let suffix = format!("_{arch}.deb");
     let found = std::fs::read_dir(dist_dir())
         .unwrap()
         .flatten()
         .map(|entry| entry.path())
-        .find(|path| path.extension().is_some_and(|e| e == "deb"));
-    built(found.unwrap_or_else(|| dist_dir().join("memory-monitor_VERSION_amd64.deb")))
+        .find(|path| path.to_string_lossy().ends_with(&suffix));
+    built(found.unwrap_or_else(|| dist_dir().join(format!("memory-monitor_VERSION{suffix}"))))
 }
 
 /// For `Monitor::start_with`: runs the static release binary instead of the tests' build,

@@ -12,16 +12,18 @@
 //! - `bench [--quick] [--step SIZE] [--pause DURATION] [--monitor PATH]`: measure the static
 //!   release binary, or another (see `bench.rs`); not a test.
 //! - `fuzz [--seconds N]`: fuzz the parsers of untrusted input (see `fuzz.rs`); not a test.
-//! - `vmtest [--only TEST] [KERNEL…]`: the eBPF-facing tests in qemu guests of Debian's
-//!   kernels (see `vmtest.rs`); `test` runs them too. `vmtest --faults [--cpus 2,8,32]`: the
+//! - `vmtest [--arch arm64] [--only TEST] [KERNEL…]`: the eBPF-facing tests in qemu guests of
+//!   Debian's kernels (see `vmtest.rs`), x86_64 or aarch64; `test` runs them too. `vmtest --faults [--cpus 2,8,32]`: the
 //!   page-fault cost of each attach type's empty program as the guest's vCPUs grow;
 //!   `vmtest --reaction`: breach → signal at 100 MiB and 1 GiB in each guest;
 //!   `vmtest --systemd`: the packaged unit's tests in guests whose PID 1 is systemd (`test`
 //!   runs it on 6.1).
-//! - `dist`: the static release binary, its man page, shell completions, the service files and
-//!   the .deb, in `target/dist/` (see `dist.rs`).
-//! - `image`: `dist`, then the container image (see `image.rs`).
+//! - `dist`: the static release binaries (x86_64 and aarch64), the man page, shell
+//!   completions, the service files and the .debs (amd64 and arm64), in `target/dist/` (see
+//!   `dist.rs`).
+//! - `image`: `dist`, then the container image for both (an OCI index; see `image.rs`).
 
+mod arch;
 mod bench;
 mod dist;
 mod fuzz;
@@ -100,14 +102,14 @@ fn xtask() -> Result<()> {
             bench::run(&options)
         }
         _ => bail!(
-            "usage: cargo xtask <setup | run -- <monitor args> | test [--stress N] | vmtest [--only TEST | --faults [--cpus N,N…] | --reaction | --systemd] [KERNEL…] | bench | dist | image | fuzz>\n\
+            "usage: cargo xtask <setup | run -- <monitor args> | test [--stress N] | vmtest [--arch arm64] [--only TEST | --faults [--cpus N,N…] | --reaction | --systemd] [KERNEL…] | bench | dist | image | fuzz>\n\
              \n  setup   install what the builds and the tests need (idempotent)\
              \n  run     build the monitor and run it, e.g. cargo xtask run -- -m 500 my-app\
              \n  test    setup, fmt, clippy, build, and every test, on this kernel and in the vmtest matrix; --stress N: the suite N times under load\
-             \n  vmtest  the eBPF tests in qemu guests of Debian's kernels 5.10, 6.1, 6.12 (or those named; --only: tests whose name holds TEST, or any TEST when given again; --faults: what attaching costs page faults at 2, 8 and 32 vCPUs, on 6.1 and 6.12 unless named; --reaction: breach → signal at 100 MiB and 1 GiB; --systemd: the packaged unit run by systemd as PID 1)\
+             \n  vmtest  the eBPF tests in qemu guests of Debian's kernels 5.10, 6.1, 6.12 (or those named; --only: tests whose name holds TEST, or any TEST when given again; --faults: what attaching costs page faults at 2, 8 and 32 vCPUs, on 6.1 and 6.12 unless named; --reaction: breach → signal at 100 MiB and 1 GiB; --systemd: the packaged unit run by systemd as PID 1; --arch arm64: the eBPF tests in aarch64 guests of Debian's arm64 kernels)\
              \n  bench   measure latency, footprint and overhead (root; --quick: under 5 minutes)\
-             \n  dist    static release binary, man page, completions, service files and .deb in target/dist\
-             \n  image   dist, then the container image (Podman, from scratch)\
+             \n  dist    static release binaries (x86_64, aarch64), man page, completions, service files and .debs (amd64, arm64) in target/dist\
+             \n  image   dist, then the container image for amd64 and arm64 (Podman, from scratch; one OCI index)\
              \n  fuzz    fuzz the parsers of untrusted input, --seconds N each (default 60; not a test)"
         ),
     }
@@ -237,25 +239,46 @@ fn setup_build() -> Result<()> {
     ensure_bpf_linker()
 }
 
-/// What `dist` needs besides: the static target's standard library, and lintian, which checks
-/// the .deb.
+/// What `dist` needs besides: the static targets' standard libraries, the aarch64
+/// cross-compiler, and lintian, which checks the .debs.
 fn setup_dist() -> Result<()> {
     setup_build()?;
-    ensure_musl_target()?;
+    for arch in arch::Arch::ALL {
+        ensure_musl_target(arch.musl())?;
+    }
     // The release build's C dependencies (aws-lc-sys, under object_store's TLS) are compiled
-    // for musl with Debian's musl-gcc wrapper.
+    // for musl with Debian's musl-gcc wrapper on x86_64, and with its GNU cross-compiler (which
+    // links the aarch64 binary too) for aarch64: see `arch.rs`.
     ensure_debian_package("x86_64-linux-musl-gcc", "--version", "musl-tools")?;
+    ensure_debian_package(
+        "aarch64-linux-gnu-gcc",
+        "--version",
+        "gcc-aarch64-linux-gnu",
+    )?;
+    // The C headers the aarch64 build compiles against (only a recommendation of the
+    // compiler's package).
+    ensure_installed("libc6-dev-arm64-cross")?;
     ensure_debian_package("lintian", "--version", "lintian")
 }
 
-/// The musl target's standard library, for the static binary.
-fn ensure_musl_target() -> Result<()> {
+/// Installs Debian's `package` unless dpkg has it installed: for packages with no command to
+/// try.
+fn ensure_installed(package: &str) -> Result<()> {
+    let status = output_of(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]));
+    if status.is_some_and(|status| status.ends_with(" installed")) {
+        return Ok(());
+    }
+    apt_get(&["install", "-y", "--no-install-recommends", package], None)
+}
+
+/// A musl target's standard library, for a static binary.
+fn ensure_musl_target(target: &str) -> Result<()> {
     let libdir =
-        output_of(Command::new("rustc").args(["--print", "target-libdir", "--target", dist::MUSL]));
+        output_of(Command::new("rustc").args(["--print", "target-libdir", "--target", target]));
     if libdir.is_some_and(|dir| Path::new(&dir).join("self-contained").is_dir()) {
         return Ok(());
     }
-    run_step(Command::new("rustup").args(["target", "add", dist::MUSL]))
+    run_step(Command::new("rustup").args(["target", "add", target]))
 }
 
 /// Podman builds and runs the image (Debian's, with Debian's runc: see `xtask/containers.conf`).
@@ -542,7 +565,9 @@ fn test() -> Result<()> {
     let matrix = vmtest::run(&vmtest::selection(&["--spread".into()])?);
     // The packaged unit run by systemd as PID 1, which this machine need not have: one guest.
     let unit = vmtest::run(&vmtest::selection(&["--systemd".into(), "6.1".into()])?);
-    host.and(matrix).and(unit)
+    // The aarch64 builds in an arm64 guest: eBPF mode's essentials, on one kernel.
+    let arm64 = vmtest::run(&vmtest::arm64_in_test()?);
+    host.and(matrix).and(unit).and(arm64)
 }
 
 /// Builds everything the test suite runs: the workspace's programs, the jemalloc example, and

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use memory_monitor_tests::shipped::{Container, podman, workspace};
+use memory_monitor_tests::shipped::{Container, dist_dir, podman, workspace};
 use memory_monitor_tests::{Monitor, Target, bin, bin_dir, link_to, unique_name, usr1_over_32m};
 use yaml_rust2::YamlLoader;
 
@@ -22,6 +22,99 @@ fn daemonset_image() -> String {
         .as_str()
         .expect("an image")
         .to_string()
+}
+
+/// A file of the OCI archive `cargo xtask image` wrote, read as JSON.
+fn archived(archive: &Path, file: &str) -> serde_json::Value {
+    let output = Command::new("tar")
+        .arg("--extract")
+        .arg("--to-stdout")
+        .arg("--file")
+        .arg(archive)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{file}: {output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A blob the archive holds, by its descriptor.
+fn blob(archive: &Path, descriptor: &serde_json::Value) -> serde_json::Value {
+    let digest = descriptor["digest"].as_str().unwrap();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    archived(archive, &format!("blobs/sha256/{hex}"))
+}
+
+/// A file of the image `manifest` describes (its one layer, a gzip'd tar).
+fn layer_file(archive: &Path, manifest: &serde_json::Value, file: &str) -> Vec<u8> {
+    let layers = blob(archive, manifest)["layers"].clone();
+    assert_eq!(layers.as_array().map(Vec::len), Some(1), "{layers}");
+    let hex = layers[0]["digest"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap()
+        .to_string();
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg("tar -xOf \"$1\" \"blobs/sha256/$2\" | tar -xzO \"$3\"")
+        .arg("sh")
+        .arg(archive)
+        .args([&hex, file])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{file}: {output:?}");
+    output.stdout
+}
+
+#[test]
+fn the_archive_holds_the_daemonset_s_image_for_amd64_and_arm64() {
+    let image = daemonset_image();
+    let version = image.rsplit(':').next().unwrap();
+    let archive = dist_dir().join(format!("memory-monitor-{version}.oci.tar"));
+    // One name, the DaemonSet's, for an index: a node pulls the image of its own architecture.
+    let top = archived(&archive, "index.json");
+    let named: Vec<&serde_json::Value> = top["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(&image))
+        .collect();
+    assert_eq!(named.len(), 1, "{top}");
+    assert_eq!(
+        named[0]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let index = blob(&archive, named[0]);
+    let mut platforms: Vec<String> = Vec::new();
+    for manifest in index["manifests"].as_array().unwrap() {
+        let platform = &manifest["platform"];
+        let arch = platform["architecture"].as_str().unwrap();
+        assert_eq!(platform["os"], "linux", "{index}");
+        // What the image says of itself agrees with what the index says of it.
+        let config = blob(&archive, &blob(&archive, manifest)["config"]);
+        assert_eq!(config["architecture"], arch, "{config}");
+        assert_eq!(
+            config["config"]["Entrypoint"][0], "/usr/local/bin/memory-monitor",
+            "{config}"
+        );
+        // And so does its binary: ELF's machine, at byte 18, is x86-64's (62) or AArch64's (183).
+        let machine = match arch {
+            "amd64" => 62,
+            "arm64" => 183,
+            other => panic!("an image for {other}"),
+        };
+        let binary = layer_file(&archive, manifest, "usr/local/bin/memory-monitor");
+        assert!(binary.starts_with(b"\x7fELF"), "{arch}");
+        assert_eq!(
+            u16::from_le_bytes([binary[18], binary[19]]),
+            machine,
+            "{arch}"
+        );
+        platforms.push(arch.to_string());
+    }
+    platforms.sort();
+    assert_eq!(platforms, ["amd64", "arm64"], "{index}");
 }
 
 /// For `Monitor::start_with`: the monitor as the image's entrypoint in a container named

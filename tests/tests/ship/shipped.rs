@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use memory_monitor_tests::shipped::{deb, released, static_binary, workspace};
+use memory_monitor_tests::shipped::{deb, deb_of, released, static_binary, workspace};
 use memory_monitor_tests::{Monitor, Target, unique_name, usr1_over_32m};
 
 /// `readelf ARGS binary`'s output.
@@ -167,6 +167,51 @@ fn package_paths(deb: &Path) -> Vec<String> {
         })
         .filter(|path| !path.is_empty())
         .collect()
+}
+
+/// A package's control field.
+fn control_field(deb: &Path, field: &str) -> String {
+    let output = Command::new("dpkg-deb")
+        .arg("--field")
+        .arg(deb)
+        .arg(field)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[test]
+fn the_arm64_deb_is_the_amd64_one_with_the_static_aarch64_binary() {
+    let (amd64, arm64) = (deb(), deb_of("arm64"));
+    assert_eq!(control_field(&amd64, "Architecture"), "amd64");
+    assert_eq!(control_field(&arm64, "Architecture"), "arm64");
+    assert_eq!(package_paths(&arm64), package_paths(&amd64));
+    // Its binary, taken out of the package: aarch64, and as static as the x86_64 one.
+    let dir = std::env::temp_dir().join(unique_name("mm-deb-arm64"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let unpacked = Command::new("dpkg-deb")
+        .arg("--extract")
+        .arg(&arm64)
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(unpacked.success());
+    let binary = dir.join("usr/bin/memory-monitor");
+    let header = readelf(&["--file-header"], &binary);
+    assert!(header.contains("AArch64"), "{header}");
+    let headers = readelf(&["--program-headers", "--wide"], &binary);
+    assert!(!headers.contains("INTERP"), "{headers}");
+    let dynamic = readelf(&["--dynamic", "--wide"], &binary);
+    assert!(!dynamic.contains("(NEEDED)"), "{dynamic}");
+    // The BPF programs are embedded: an ELF object for the BPF machine (`e_machine` 247, at
+    // byte 18 of its header) within the binary.
+    let contents = std::fs::read(&binary).unwrap();
+    let embedded = (1..contents.len().saturating_sub(20))
+        .filter(|&at| contents[at..].starts_with(b"\x7fELF"))
+        .any(|at| contents[at + 18..at + 20] == [247, 0]);
+    assert!(embedded, "no BPF object embedded in the aarch64 binary");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The conffile the package installs.

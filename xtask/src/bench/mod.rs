@@ -459,8 +459,10 @@ pub(crate) fn rss_program_stats(pid: i32) -> Option<(u64, u64)> {
 
 /// The empty programs' object, as the monitor's build leaves it (see `memory-monitor/build.rs`).
 pub(crate) fn bpf_object() -> Result<PathBuf> {
-    let object =
-        workspace().join("target/bpf-programs/bpfel-unknown-none/release/memory-monitor-ebpf");
+    let object = workspace()
+        .join("target/bpf-programs")
+        .join(crate::arch::Arch::host().name())
+        .join("bpfel-unknown-none/release/memory-monitor-ebpf");
     ensure!(
         object.is_file(),
         "{} is missing: it is built with the monitor",

@@ -1,5 +1,5 @@
 //! An apt client for kernel packages: this machine's apt, or a private configuration whose
-//! sources are this machine's with another suite.
+//! sources are this machine's with another suite, or another architecture.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 
+use crate::arch::Arch;
 use crate::run_step;
 
 /// Which apt sources a kernel is looked for in.
@@ -29,22 +30,33 @@ type SuiteRename = dyn Fn(&str) -> Option<String>;
 pub(super) struct Apt {
     /// The private configuration's directory, if any.
     private: Option<PathBuf>,
+    /// The architecture whose packages it lists and fetches, when not this machine's.
+    foreign: Option<Arch>,
     /// The suites of its sources, for messages.
     suites: Vec<String>,
 }
 
 impl Apt {
-    pub(super) fn for_suite(suite: Suite, cache: &Path) -> Result<Apt> {
+    /// Packages of `arch` from `suite`: another architecture's have a private configuration
+    /// of their own, even for this machine's suites (whose lists here are of its own
+    /// architecture only).
+    pub(super) fn for_suite(suite: Suite, arch: Arch, cache: &Path) -> Result<Apt> {
         let stanzas = machine_sources()?;
         let release = machine_codename(&stanzas)?;
+        let foreign = (!arch.is_host()).then_some(arch);
         let (label, rename): (String, Box<SuiteRename>) = match suite {
-            Suite::Machine => {
+            Suite::Machine if foreign.is_none() => {
                 let suites = stanzas.iter().flat_map(|s| s.suites.clone()).collect();
                 return Ok(Apt {
                     private: None,
+                    foreign,
                     suites,
                 });
             }
+            Suite::Machine => (
+                release.clone(),
+                Box::new(|suite: &str| Some(suite.to_string())),
+            ),
             Suite::Codename(codename) => {
                 let release = release.clone();
                 (
@@ -64,7 +76,10 @@ impl Apt {
                 )
             }
         };
-        let dir = cache.join("apt").join(&label);
+        let dir = match foreign {
+            None => cache.join("apt").join(&label),
+            Some(arch) => cache.join("apt").join(format!("{label}-{}", arch.debian())),
+        };
         for sub in ["lists/partial", "archives/partial"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
@@ -100,6 +115,7 @@ impl Apt {
         }
         Ok(Apt {
             private: Some(dir),
+            foreign,
             suites,
         })
     }
@@ -124,11 +140,16 @@ impl Apt {
                 command.args(["-o", &option]);
             }
         }
+        if let Some(arch) = self.foreign {
+            command
+                .args(["-o", &format!("APT::Architecture={}", arch.debian())])
+                .args(["-o", &format!("APT::Architectures::={}", arch.debian())]);
+        }
         command
     }
 
     /// The kernel image packages that `matches` accepts.
-    pub(super) fn packages(&self, matches: fn(&str) -> bool) -> Result<Vec<String>> {
+    pub(super) fn packages(&self, matches: impl Fn(&str) -> bool) -> Result<Vec<String>> {
         let output = self
             .command("apt-cache")
             .args(["pkgnames", "linux-image-"])

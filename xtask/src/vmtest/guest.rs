@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use super::kernels::{Kernel, KernelFiles, module_bytes, module_name};
+use crate::arch::Arch;
 use crate::run_step;
 
 /// The longest one guest may run: its boot, and a share of time per planned test (a test
@@ -33,14 +34,17 @@ pub(super) enum Init {
     Shell,
     /// The host's systemd as PID 1 (see [`SYSTEMD`]), which runs only the plan's service.
     Systemd,
+    /// A shell on the initramfs itself, for a guest of another architecture, which cannot run
+    /// the host's programs (see [`INITRAMFS`]); the guest powers off when the plan ends.
+    Initramfs,
 }
 
-/// The guest's `/init`: mount what the tests need, then run `/plan.sh` in the host's root as
-/// `init` says (the last lines, [`SHELL`] or [`SYSTEMD`]). `/var/tmp` is the scratch disk (see
-/// [`scratch_disk`]), as on a booted system a disk-backed directory where the tests put what a
-/// tmpfs cannot hold: a swap file, page cache the kernel can reclaim.
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
+/// The guest's `/init`, after a line setting `root` (where the plan's root is: `/host`, the
+/// host's, or empty, the initramfs): mount what the tests need there, then run `/plan.sh` as
+/// `init` says (the last lines, [`SHELL`], [`SYSTEMD`] or [`INITRAMFS`]). `/var/tmp` is the
+/// scratch disk (see [`scratch_disk`]), as on a booted system a disk-backed directory where the
+/// tests put what a tmpfs cannot hold: a swap file, page cache the kernel can reclaim.
+const INIT: &str = r#"/bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -49,20 +53,23 @@ for module in $(cat /modules/order); do
 done
 mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=512000,cache=loose hostroot /host \
     || { echo "@@ fatal cannot mount the host's root over 9p"; poweroff -f; }
-mount -t proc proc /host/proc
-mount -t sysfs sys /host/sys
-mount -t devtmpfs dev /host/dev
-mount -t tmpfs -o mode=1777 tmp /host/tmp
-mount -t ext4 /dev/vda /host/var/tmp \
+if [ -n "$root" ]; then
+    mount -t proc proc $root/proc
+    mount -t sysfs sys $root/sys
+    mount -t devtmpfs dev $root/dev
+fi
+mkdir -p $root/tmp $root/var/tmp $root/run
+mount -t tmpfs -o mode=1777 tmp $root/tmp
+mount -t ext4 /dev/vda $root/var/tmp \
     || { echo "@@ fatal cannot mount the scratch disk on /var/tmp"; poweroff -f; }
-chmod 1777 /host/var/tmp
-mount -t tmpfs run /host/run
-mount -t tracefs tracefs /host/sys/kernel/tracing
-mount -t bpf bpf /host/sys/fs/bpf
-mount -t cgroup2 cgroup2 /host/sys/fs/cgroup
+chmod 1777 $root/var/tmp
+mount -t tmpfs run $root/run
+mount -t tracefs tracefs $root/sys/kernel/tracing
+mount -t bpf bpf $root/sys/fs/bpf
+mount -t cgroup2 cgroup2 $root/sys/fs/cgroup
 ip link set lo up
-cp /plan.sh /host/tmp/plan.sh
-echo "@@ booted $(uname -r)"
+cp /plan.sh $root/tmp/plan.sh
+echo "@@ booted $(uname -r) $(uname -m)"
 "#;
 
 /// The end of [`INIT`] for [`Init::Shell`]. The host's root becomes the mount namespace's
@@ -70,6 +77,19 @@ echo "@@ booted $(uname -r)"
 /// chroot would leave /host in every path the kernel prints for a mount seen from another
 /// namespace (/proc/PID/maps). This shell stays on the initramfs, where it finds its poweroff.
 const SHELL: &str = r#"cd /host && mount --move . / && chroot . /bin/sh /tmp/plan.sh
+echo "@@ done"
+poweroff -f
+"#;
+
+/// The end of [`INIT`] for [`Init::Initramfs`]: the host's programs are of another
+/// architecture, so the plan runs here, on the initramfs's busybox (its `sh`, `mount`,
+/// `timeout`), with of the host's root only what the tests need, at the same paths: its `/etc`
+/// (users and groups) and the workspace (`@WORKSPACE@`), where the tests' static binaries of
+/// the guest's architecture are.
+const INITRAMFS: &str = r#"mkdir -p /etc '@WORKSPACE@'
+mount --bind /host/etc /etc
+mount --bind '/host@WORKSPACE@' '@WORKSPACE@'
+cd /tmp && sh /tmp/plan.sh
 echo "@@ done"
 poweroff -f
 "#;
@@ -192,10 +212,23 @@ impl CpioEntry {
 /// The initramfs for `kernel`: busybox, `/init` (ending as `init` says), the plan, the
 /// modules, and for systemd its units.
 fn initramfs(files: &KernelFiles, plan: &str, init: Init) -> Result<Vec<u8>> {
-    let busybox = std::fs::read("/bin/busybox").context("no /bin/busybox (busybox-static)")?;
+    let busybox = std::fs::read(&files.busybox)
+        .with_context(|| format!("no {} (busybox-static)", files.busybox.display()))?;
     let script = match init {
-        Init::Shell => format!("{INIT}{SHELL}"),
-        Init::Systemd => format!("{INIT}{SYSTEMD}"),
+        Init::Shell => format!("#!/bin/busybox sh\nroot=/host\n{INIT}{SHELL}"),
+        Init::Systemd => format!("#!/bin/busybox sh\nroot=/host\n{INIT}{SYSTEMD}"),
+        Init::Initramfs => {
+            let workspace = crate::workspace();
+            let workspace = workspace
+                .to_str()
+                .context("a workspace path that is UTF-8")?;
+            anyhow::ensure!(
+                !workspace.contains('\''),
+                "the guests cannot bind a workspace whose path holds a quote: {workspace}"
+            );
+            let tail = INITRAMFS.replace("@WORKSPACE@", workspace);
+            format!("#!/bin/busybox sh\nroot=\n{INIT}{tail}")
+        }
     };
     let mut entries = vec![
         CpioEntry::dir("bin"),
@@ -294,14 +327,21 @@ pub(super) fn run_guest_with(
     wall: Duration,
     progress: impl Fn(&str) -> Option<String>,
 ) -> Result<Guest> {
-    let initrd = out.join(format!("initramfs-{}.cpio", kernel.name));
+    // The files of another architecture's guest are named for it too: both can be in `out`.
+    let label = match files.arch.is_host() {
+        true => kernel.name.to_string(),
+        false => format!("{}-{}", kernel.name, files.arch.debian()),
+    };
+    let initrd = out.join(format!("initramfs-{label}.cpio"));
     std::fs::write(&initrd, initramfs(files, guest.plan, guest.init)?)?;
-    let disk = out.join(format!("scratch-{}.img", kernel.name));
+    let disk = out.join(format!("scratch-{label}.img"));
     scratch_disk(&disk)?;
-    let console_path = out.join(format!("console-{}.log", kernel.name));
+    let console_path = out.join(format!("console-{label}.log"));
     let console = std::fs::File::create(&console_path)?;
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg,thread=multi", "-cpu", "max"])
+    let machine = Machine::of(files.arch);
+    let mut qemu = Command::new(machine.qemu);
+    qemu.args(["-accel", "tcg,thread=multi"])
+        .args(machine.args)
         .args(["-smp", &cpus.to_string(), "-m", GUEST_MEMORY])
         .args(["-nodefaults", "-no-reboot", "-display", "none"])
         .args(["-serial", "stdio", "-monitor", "none"])
@@ -309,10 +349,11 @@ pub(super) fn run_guest_with(
         .arg(&files.vmlinuz)
         .arg("-initrd")
         .arg(&initrd)
-        .args([
-            "-append",
-            "console=ttyS0 panic=-1 softlockup_panic=1 random.trust_cpu=on mitigations=off quiet loglevel=4 rdinit=/init",
-        ])
+        .arg("-append")
+        .arg(format!(
+            "console={} panic=-1 softlockup_panic=1 random.trust_cpu=on mitigations=off quiet loglevel=4 rdinit=/init",
+            machine.console
+        ))
         .args([
             "-fsdev",
             "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
@@ -338,7 +379,9 @@ pub(super) fn run_guest_with(
         console_path.display()
     );
     let started = Instant::now();
-    let mut child = qemu.spawn().context("cannot start qemu-system-x86_64")?;
+    let mut child = qemu
+        .spawn()
+        .with_context(|| format!("cannot start {}", machine.qemu))?;
     let mut log = std::fs::File::open(&console_path)?;
     // The console's last line while it is incomplete.
     let mut partial = Vec::new();
@@ -374,6 +417,36 @@ pub(super) fn run_guest_with(
         timed_out,
         wall: started.elapsed(),
     })
+}
+
+/// How qemu emulates a guest of an architecture.
+struct Machine {
+    qemu: &'static str,
+    /// The machine and CPU.
+    args: &'static [&'static str],
+    /// The serial console's device in the guest.
+    console: &'static str,
+}
+
+impl Machine {
+    fn of(arch: Arch) -> Machine {
+        match arch {
+            Arch::X86_64 => Machine {
+                qemu: "qemu-system-x86_64",
+                args: &["-cpu", "max"],
+                console: "ttyS0",
+            },
+            // `virt` has PCI, so the same virtio devices serve. Pointer authentication with
+            // the architecture's own cipher is the slowest part of emulating `max` (every
+            // function's entry and return in the kernel); qemu's cheaper cipher keeps the
+            // feature at a fraction of the cost.
+            Arch::Aarch64 => Machine {
+                qemu: "qemu-system-aarch64",
+                args: &["-machine", "virt", "-cpu", "max,pauth-impdef=on"],
+                console: "ttyAMA0",
+            },
+        }
+    }
 }
 
 /// The last `n` lines of `text`.

@@ -1,5 +1,6 @@
-//! The kernels the matrix boots: which package of each series, fetched through apt into the
-//! cache, unpacked, and the modules the guest loads (9p, virtio-blk, ext4), in load order.
+//! The kernels the matrix boots: which package of each series, for each architecture, fetched
+//! through apt into the cache, unpacked, and the modules the guest loads (9p, virtio-blk, ext4),
+//! in load order; for a guest of another architecture than this machine's, its busybox too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,13 +9,15 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, Result, bail, ensure};
 
 use super::apt::{Apt, Suite};
+use crate::arch::Arch;
 use crate::run_step;
 
 /// A kernel series the matrix boots.
 pub(super) struct Kernel {
     /// What the command line and the report call it.
     pub(super) name: &'static str,
-    /// Whether a package name is one of this series' `-amd64` images.
+    /// Whether a package name, its architecture's suffix (`-amd64`, `-arm64`) taken off, is one
+    /// of this series' images.
     pub(super) matches: fn(&str) -> bool,
     /// Where to look for it, in order.
     pub(super) suites: &'static [Suite],
@@ -36,7 +39,6 @@ pub(super) const KERNELS: [Kernel; 3] = [
         name: "6.12",
         matches: |p| {
             p.strip_prefix("linux-image-6.12.")
-                .and_then(|rest| rest.strip_suffix("-amd64"))
                 .and_then(|rest| rest.split_once('+'))
                 .is_some_and(|(patch, tag)| {
                     is_number(patch) && tag.chars().all(|c| c.is_ascii_alphanumeric())
@@ -46,12 +48,17 @@ pub(super) const KERNELS: [Kernel; 3] = [
     },
 ];
 
-/// `linux-image-X.Y.0-N-amd64` (the signed, generic flavour).
+/// `linux-image-X.Y.0-N` (the signed, generic flavour, its architecture's suffix taken off).
 fn abi_image(package: &str, prefix: &str) -> bool {
+    package.strip_prefix(prefix).is_some_and(is_number)
+}
+
+/// Whether `package` is one of `kernel`'s images for `arch`.
+fn is_image(kernel: &Kernel, arch: Arch, package: &str) -> bool {
     package
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_suffix("-amd64"))
-        .is_some_and(is_number)
+        .strip_suffix(arch.debian())
+        .and_then(|rest| rest.strip_suffix('-'))
+        .is_some_and(kernel.matches)
 }
 
 fn is_number(text: &str) -> bool {
@@ -78,26 +85,35 @@ pub(super) const GUEST_MODULES: [&str; 6] = [
     "ext4",
 ];
 
-/// A fetched kernel: its image and the modules the guest loads, in load order.
+/// A fetched kernel: its architecture, image and the modules the guest loads, in load order,
+/// and the static busybox of its architecture that the guest's initramfs runs.
 pub(super) struct KernelFiles {
+    pub(super) arch: Arch,
     pub(super) package: String,
     pub(super) vmlinuz: PathBuf,
     pub(super) modules: Vec<PathBuf>,
+    pub(super) busybox: PathBuf,
 }
 
-/// Fetches `kernel` (or finds it in the cache) and unpacks what the guest needs.
-pub(super) fn fetch(kernel: &Kernel, cache: &Path) -> Result<KernelFiles> {
-    let dir = cache.join("kernels").join(kernel.name);
+/// Fetches `kernel` for `arch` (or finds it in the cache) and unpacks what the guest needs.
+pub(super) fn fetch(kernel: &Kernel, arch: Arch, cache: &Path) -> Result<KernelFiles> {
+    let busybox = busybox(arch, cache)?;
+    let dir = cache.join("kernels").join(arch.debian()).join(kernel.name);
     let chosen = dir.join("package");
     if let Ok(package) = std::fs::read_to_string(&chosen)
-        && let Ok(files) = unpacked(package.trim(), &dir)
+        && let Ok(files) = unpacked(package.trim(), &dir, arch, &busybox)
     {
         return Ok(files);
     }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let (package, apt) = find_package(kernel, cache)
-        .with_context(|| format!("cannot find Debian's {} kernel", kernel.name))?;
+    let (package, apt) = find_package(kernel, arch, cache).with_context(|| {
+        format!(
+            "cannot find Debian's {} kernel for {}",
+            kernel.name,
+            arch.debian()
+        )
+    })?;
     eprintln!("vmtest: {}: fetching {package}", kernel.name);
     let mut download = apt.command("apt-get");
     download
@@ -112,19 +128,53 @@ pub(super) fn fetch(kernel: &Kernel, cache: &Path) -> Result<KernelFiles> {
         .with_context(|| format!("apt-get download left no .deb of {package}"))?;
     unpack(&deb, &dir)?;
     std::fs::remove_file(&deb)?;
-    let files = unpacked(&package, &dir)?;
+    let files = unpacked(&package, &dir, arch, &busybox)?;
     std::fs::write(&chosen, &package)?;
     Ok(files)
 }
 
-/// Finds the newest package of `kernel`, trying its suites in order.
-fn find_package(kernel: &Kernel, cache: &Path) -> Result<(String, Apt)> {
+/// The static busybox the guest's initramfs runs: this machine's (`busybox-static`, which
+/// `setup` installs) for its own architecture; for another, the same package of that
+/// architecture, fetched through apt into the cache and unpacked.
+fn busybox(arch: Arch, cache: &Path) -> Result<PathBuf> {
+    if arch.is_host() {
+        return Ok(PathBuf::from("/bin/busybox"));
+    }
+    let dir = cache.join("busybox").join(arch.debian());
+    let busybox = dir.join("bin/busybox");
+    if busybox.is_file() {
+        return Ok(busybox);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let apt = Apt::for_suite(Suite::Machine, arch, cache)?;
+    apt.refresh()?;
+    let mut download = apt.command("apt-get");
+    download
+        .args(["download", "busybox-static"])
+        .current_dir(&dir)
+        .stdout(Stdio::null());
+    run_step(&mut download).context("cannot download busybox-static")?;
+    let deb = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb of busybox-static")?;
+    extract(&deb, &dir, &["./bin/busybox".to_string()])?;
+    std::fs::remove_file(&deb)?;
+    ensure!(busybox.is_file(), "busybox-static has no /bin/busybox");
+    Ok(busybox)
+}
+
+/// Finds the newest package of `kernel` for `arch`, trying its suites in order.
+fn find_package(kernel: &Kernel, arch: Arch, cache: &Path) -> Result<(String, Apt)> {
     let mut tried = Vec::new();
+    let matches = |package: &str| is_image(kernel, arch, package);
     for suite in kernel.suites {
-        let apt = Apt::for_suite(*suite, cache)?;
-        let mut found = apt.packages(kernel.matches)?;
+        let apt = Apt::for_suite(*suite, arch, cache)?;
+        let mut found = apt.packages(matches)?;
         if found.is_empty() && apt.refresh()? {
-            found = apt.packages(kernel.matches)?;
+            found = apt.packages(matches)?;
         }
         if let Some(newest) = found.into_iter().max_by_key(|p| version_key(p)) {
             return Ok((newest, apt));
@@ -329,8 +379,8 @@ fn resolve_modules(dep: &str, builtin: &str, wanted: &[&str]) -> Result<Vec<Stri
     Ok(order)
 }
 
-/// The files of an unpacked kernel, if all there.
-fn unpacked(package: &str, dir: &Path) -> Result<KernelFiles> {
+/// The files of an unpacked kernel of `arch`, if all there.
+fn unpacked(package: &str, dir: &Path, arch: Arch, busybox: &Path) -> Result<KernelFiles> {
     let release = release_of(dir)?;
     let root = modules_root(dir, &release);
     let modules = module_order(&root)?
@@ -341,9 +391,11 @@ fn unpacked(package: &str, dir: &Path) -> Result<KernelFiles> {
         ensure!(module.is_file(), "{} is missing", module.display());
     }
     Ok(KernelFiles {
+        arch,
         package: package.to_string(),
         vmlinuz: dir.join("boot").join(format!("vmlinuz-{release}")),
         modules,
+        busybox: busybox.to_path_buf(),
     })
 }
 
@@ -375,16 +427,27 @@ mod tests {
     #[test]
     fn kernel_packages_are_told_apart_by_name() {
         let [k510, k61, k612] = &KERNELS;
-        assert!((k510.matches)("linux-image-5.10.0-46-amd64"));
-        assert!(!(k510.matches)("linux-image-5.10.0-46-cloud-amd64"));
-        assert!(!(k510.matches)("linux-image-5.10.0-46-amd64-dbg"));
-        assert!((k61.matches)("linux-image-6.1.0-57-amd64"));
-        assert!(!(k61.matches)("linux-image-6.1.0-57-rt-amd64"));
-        assert!(!(k61.matches)("linux-image-6.1.0-57-amd64-unsigned"));
-        assert!((k612.matches)("linux-image-6.12.115+deb12-amd64"));
-        assert!((k612.matches)("linux-image-6.12.12+bpo-amd64"));
-        assert!(!(k612.matches)("linux-image-6.12.115+deb12-cloud-amd64"));
-        assert!(!(k612.matches)("linux-image-6.12-amd64"));
+        let amd64 = |kernel, package| is_image(kernel, Arch::X86_64, package);
+        assert!(amd64(k510, "linux-image-5.10.0-46-amd64"));
+        assert!(!amd64(k510, "linux-image-5.10.0-46-cloud-amd64"));
+        assert!(!amd64(k510, "linux-image-5.10.0-46-amd64-dbg"));
+        assert!(amd64(k61, "linux-image-6.1.0-57-amd64"));
+        assert!(!amd64(k61, "linux-image-6.1.0-57-rt-amd64"));
+        assert!(!amd64(k61, "linux-image-6.1.0-57-amd64-unsigned"));
+        assert!(amd64(k612, "linux-image-6.12.115+deb12-amd64"));
+        assert!(amd64(k612, "linux-image-6.12.12+bpo-amd64"));
+        assert!(!amd64(k612, "linux-image-6.12.115+deb12-cloud-amd64"));
+        assert!(!amd64(k612, "linux-image-6.12-amd64"));
+        // The same series for arm64, and never the other architecture's.
+        let arm64 = |kernel, package| is_image(kernel, Arch::Aarch64, package);
+        assert!(arm64(k61, "linux-image-6.1.0-57-arm64"));
+        assert!(!arm64(k61, "linux-image-6.1.0-57-amd64"));
+        assert!(!amd64(k61, "linux-image-6.1.0-57-arm64"));
+        assert!(!arm64(k61, "linux-image-6.1.0-57-arm64-unsigned"));
+        assert!(arm64(k612, "linux-image-6.12.118+deb12-arm64"));
+        assert!(!arm64(k612, "linux-image-6.12.118+deb12-cloud-arm64"));
+        assert!(!arm64(k612, "linux-image-6.12.118+deb12-rt-arm64"));
+        assert!(arm64(k510, "linux-image-5.10.0-46-arm64"));
         let newest = ["linux-image-6.1.0-9-amd64", "linux-image-6.1.0-57-amd64"]
             .into_iter()
             .max_by_key(|p| version_key(p));

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result, ensure};
 use super::guest::{GUEST_CPUS, GuestPlan, TEST_WALL_TIME, guest_wall_time, run_guest_with, tail};
 use super::kernels::{Kernel, KernelFiles};
 use super::report::{Report, read_report};
+use crate::arch::Arch;
 use crate::{cargo, run_step, shown};
 
 /// A test a guest runs: its binary (cargo's target name) and its path in that binary.
@@ -27,13 +28,16 @@ impl Test {
 
 /// Which of a test binary's tests a rule picks.
 #[derive(Debug, Clone, Copy)]
-enum Picks {
+pub(super) enum Picks {
     /// Every test that needs root (`#[ignore = "needs root"]`): the kernel side loads only as
     /// root, so every test of eBPF mode is one of them.
     NeedsRoot,
     /// Every test whose path starts with this module path, root or not.
     Module(&'static str),
 }
+
+/// Which tests of which test binary a guest runs.
+pub(super) type Rules = [(&'static str, Picks)];
 
 /// What the guests run: a rule, not a list of names, so that a test added to these binaries or
 /// modules runs in every guest unnamed, and a renamed one cannot drop out. Each rule is asked
@@ -47,6 +51,27 @@ const GUEST_TESTS: [(&str, Picks); 6] = [
     ("library", Picks::NeedsRoot),
 ];
 
+/// What the guests of another architecture run: the eBPF mode's tests and the kernel tests of
+/// the integration tests, in its static binaries. Those guests have busybox's tools, not the
+/// host's (a guest cannot run them), which the eBPF tests need no more of; the library's unit
+/// tests are left out, as their build compiles jemalloc's C for the target, which Debian's
+/// cross tool chain does not build for musl.
+const FOREIGN_GUEST_TESTS: [(&str, Picks); 2] = [
+    ("sources", Picks::Module("kernel::")),
+    ("sources", Picks::Module("ebpf::")),
+];
+
+/// What the guests of `arch` run.
+pub(super) fn rules(arch: Arch) -> &'static Rules {
+    match arch.is_host() {
+        true => &GUEST_TESTS,
+        false => &FOREIGN_GUEST_TESTS,
+    }
+}
+
+/// Tests the rules pick that a guest leaves out: binary, the start of their path, and why.
+type LeftOut = [(&'static str, &'static str, &'static str)];
+
 /// Modules no guest runs, though the rules pick them, and why: each is left out by the whole
 /// module, counted and said on every run, so that what is not run is never silent.
 const NOT_IN_GUESTS: [(&str, &str, &str); 1] = [(
@@ -55,6 +80,22 @@ const NOT_IN_GUESTS: [(&str, &str, &str); 1] = [(
     "processes start at about 8 a second under TCG (256 in 30 s, measured on 6.12): the \
      churn needs 3,000 in 30 s and the exit test 100,000 exits, hours in a guest",
 )];
+
+/// What [`FOREIGN_GUEST_TESTS`] pick that those guests leave out, and why, said likewise.
+const NOT_IN_FOREIGN_GUESTS: [(&str, &str, &str); 1] = [(
+    "sources",
+    "ebpf::unprivileged_falls_back_to_polling_and_still_signals",
+    "it runs the monitor as nobody with util-linux's setpriv, which busybox's cannot do (and \
+     the host's is x86_64); what it tests is poll mode's fallback, not the kernel side",
+)];
+
+/// What the guests of `arch` leave out of what [`rules`] picks.
+fn left_out(arch: Arch) -> &'static LeftOut {
+    match arch.is_host() {
+        true => &NOT_IN_GUESTS,
+        false => &NOT_IN_FOREIGN_GUESTS,
+    }
+}
 
 /// Run last: it enables and disables a trace event, which under TCG can hang a guest whose
 /// other vCPU the host is starving; every other result is in by then.
@@ -86,18 +127,42 @@ pub(super) fn spread(tests: &[Test], kernels: usize, rotation: usize) -> Vec<Vec
 /// runs against each guest's kernel.
 const LIBRARY_TESTS: &str = "memory_monitor";
 
-/// Builds the test binaries the guests run and returns their paths by binary name.
-pub(super) fn test_binaries() -> Result<BTreeMap<String, PathBuf>> {
-    run_step(cargo().args(["build", "--locked", "--workspace", "--bins"]))?;
-    let mut wanted: Vec<&str> = GUEST_TESTS.iter().map(|(binary, _)| *binary).collect();
+/// Builds for `arch` the programs the tests run and the test binaries `rules` name; returns
+/// the test binaries' paths by name.
+pub(super) fn test_binaries(arch: Arch, rules: &Rules) -> Result<BTreeMap<String, PathBuf>> {
+    let mut build = cargo();
+    build.args(["build", "--locked"]);
+    match arch.is_host() {
+        true => build.args(["--workspace", "--bins"]),
+        // The monitor and the tests' own programs, all the tests of eBPF mode run.
+        false => arch.cross(&mut build).args([
+            "--target",
+            arch.musl(),
+            "--package",
+            "memory-monitor",
+            "--package",
+            "memory-monitor-tests",
+            "--bins",
+        ]),
+    };
+    run_step(&mut build)?;
+    test_executables(arch, rules)
+}
+
+/// Builds for `arch` the test binaries `rules` name, and returns their paths by name.
+pub(super) fn test_executables(arch: Arch, rules: &Rules) -> Result<BTreeMap<String, PathBuf>> {
+    let mut wanted: Vec<&str> = rules.iter().map(|(binary, _)| *binary).collect();
     wanted.sort();
     wanted.dedup();
-    let mut binaries = built(&["--package", "memory-monitor", "--lib"])?;
+    let mut binaries = BTreeMap::new();
+    if wanted.contains(&LIBRARY_TESTS) {
+        binaries.extend(built(arch, &["--package", "memory-monitor", "--lib"])?);
+    }
     let mut integration = vec!["--package", "memory-monitor-tests"];
     for binary in wanted.iter().filter(|b| **b != LIBRARY_TESTS) {
         integration.extend(["--test", binary]);
     }
-    binaries.extend(built(&integration)?);
+    binaries.extend(built(arch, &integration)?);
     for binary in wanted {
         ensure!(
             binaries.contains_key(binary),
@@ -107,11 +172,14 @@ pub(super) fn test_binaries() -> Result<BTreeMap<String, PathBuf>> {
     Ok(binaries)
 }
 
-/// The tests [`GUEST_TESTS`] picks, as each binary lists them here, in rule order with
-/// [`LAST`] last; a rule that picks none is an error.
-pub(super) fn guest_tests(binaries: &BTreeMap<String, PathBuf>) -> Result<Vec<Test>> {
+/// The tests the [`rules`] of `arch`'s guests pick, as each binary lists them here (this
+/// machine's build of it, for a guest of another architecture: the same source), less those
+/// they leave out ([`left_out`]), in rule order with [`LAST`] last; a rule that picks none is
+/// an error.
+pub(super) fn guest_tests(binaries: &BTreeMap<String, PathBuf>, arch: Arch) -> Result<Vec<Test>> {
     let mut tests: Vec<Test> = Vec::new();
-    for (binary, picks) in GUEST_TESTS {
+    let left_out_here = left_out(arch);
+    for &(binary, picks) in rules(arch) {
         let path = &binaries[binary];
         let listed = match picks {
             Picks::NeedsRoot => listed(path, "--ignored")?,
@@ -125,11 +193,11 @@ pub(super) fn guest_tests(binaries: &BTreeMap<String, PathBuf>) -> Result<Vec<Te
             "vmtest's rule {picks:?} picks no test of {binary}: a rule that runs nothing would pass unseen"
         );
         let (left_out, listed): (Vec<String>, Vec<String>) = listed.into_iter().partition(|name| {
-            NOT_IN_GUESTS
+            left_out_here
                 .iter()
                 .any(|(b, module, _)| *b == binary && name.starts_with(module))
         });
-        for (b, module, why) in NOT_IN_GUESTS.iter().filter(|(b, ..)| *b == binary) {
+        for (b, module, why) in left_out_here.iter().filter(|(b, ..)| *b == binary) {
             let count = left_out.iter().filter(|n| n.starts_with(module)).count();
             if count > 0 {
                 eprintln!(
@@ -174,17 +242,19 @@ pub(crate) fn parse_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// `cargo test --no-run ARGS`: the test executables built, by target name.
-pub(super) fn built(args: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
+/// `cargo test --no-run ARGS` for `arch`: the test executables built, by target name.
+pub(super) fn built(arch: Arch, args: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
     let mut command = cargo();
-    command
-        .args([
-            "test",
-            "--locked",
-            "--no-run",
-            "--message-format=json-render-diagnostics",
-        ])
-        .args(args);
+    command.args([
+        "test",
+        "--locked",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if !arch.is_host() {
+        arch.cross(&mut command).args(["--target", arch.musl()]);
+    }
+    command.args(args);
     eprintln!("==> {}", shown(&command));
     let output = command.stderr(Stdio::inherit()).output()?;
     ensure!(output.status.success(), "building the test binaries failed");
@@ -218,29 +288,36 @@ pub(super) fn build_verifier_stats(out: &Path) -> Result<PathBuf> {
 }
 
 /// The guest's test plan: each test alone, between markers the report is read from (the end
-/// marker with the exit status and the milliseconds taken); the kernel tests with the
-/// verifier-statistics library `shim` preloaded. A test that hangs is stopped after
+/// marker with the exit status and the milliseconds taken, to the uptime's hundredth of a
+/// second, which busybox's `date` cannot give finer); the kernel tests with the
+/// verifier-statistics library `shim` preloaded, where there is one (the host's build: the
+/// tests of another architecture are static). A test that hangs is stopped after
 /// [`TEST_WALL_TIME`], so the others still run.
-pub(super) fn plan(binaries: &BTreeMap<String, PathBuf>, tests: &[Test], shim: &Path) -> String {
+pub(super) fn plan(
+    binaries: &BTreeMap<String, PathBuf>,
+    tests: &[Test],
+    shim: Option<&Path>,
+) -> String {
     let mut plan = String::from(
         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
          export HOME=/tmp TMPDIR=/tmp RUST_BACKTRACE=1 MEMORY_MONITOR_VMTEST=1\n\
-         cd /tmp\n",
+         cd /tmp\n\
+         millis() { read -r up rest < /proc/uptime; echo $(( ${up%.*} * 1000 + 1${up#*.} * 10 - 1000 )); }\n",
     );
     let limit = TEST_WALL_TIME.as_secs();
     for test in tests {
         let (id, name) = (test.id(), &test.name);
         let path = binaries[&test.binary].display();
-        let preload = match name.starts_with("kernel::") {
-            true => format!("LD_PRELOAD='{}' ", shim.display()),
-            false => String::new(),
+        let preload = match (name.starts_with("kernel::"), shim) {
+            (true, Some(shim)) => format!("LD_PRELOAD='{}' ", shim.display()),
+            _ => String::new(),
         };
         plan.push_str(&format!(
             "echo '@@ begin {id}'\n\
-             started=$(date +%s%N)\n\
+             started=$(millis)\n\
              {preload}timeout -k 10 {limit} '{path}' --exact '{name}' --include-ignored --test-threads=1 --nocapture 2>&1\n\
              status=$?\n\
-             echo \"@@ end {id} $status $(( ($(date +%s%N) - started) / 1000000 ))\"\n"
+             echo \"@@ end {id} $status $(( $(millis) - started ))\"\n"
         ));
     }
     plan

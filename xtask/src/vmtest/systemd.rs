@@ -13,6 +13,7 @@ use super::guest::{GuestPlan, Init};
 use super::kernels::{KERNELS, fetch};
 use super::report::Report;
 use super::run::{Test, boot, build_verifier_stats, built, listed, plan};
+use crate::arch::Arch;
 
 /// The test binary and module whose tests need systemd as PID 1: every test of the module
 /// runs, so that one added there is run unnamed.
@@ -28,7 +29,10 @@ pub fn run(kernels: &[&'static str]) -> Result<()> {
     super::setup()?;
     let started = Instant::now();
     crate::run_step(crate::cargo().args(["build", "--locked", "--workspace", "--bins"]))?;
-    let binaries = built(&["--package", "memory-monitor-tests", "--test", BINARY])?;
+    let binaries = built(
+        Arch::host(),
+        &["--package", "memory-monitor-tests", "--test", BINARY],
+    )?;
     ensure!(
         binaries.contains_key(BINARY),
         "cargo built no test binary {BINARY}"
@@ -54,7 +58,7 @@ pub fn run(kernels: &[&'static str]) -> Result<()> {
     // tracepoints' attach, needs CAP_SYS_ADMIN), which the unit as shipped must work under.
     let script = format!(
         "export {UNDER_SYSTEMD}=1\n{}",
-        plan(&binaries, &tests, &shim)
+        plan(&binaries, &tests, Some(&shim))
     );
     let guest = GuestPlan {
         plan: &script,
@@ -65,7 +69,7 @@ pub fn run(kernels: &[&'static str]) -> Result<()> {
         .iter()
         .map(|name| {
             let kernel = KERNELS.iter().find(|k| k.name == *name).expect("checked");
-            fetch(kernel, &cache)
+            fetch(kernel, Arch::host(), &cache)
                 .and_then(|files| boot(kernel, &files, &guest, &tests, &out))
                 .unwrap_or_else(|error| Report::failed(kernel.name, format!("{error:#}")))
         })
