@@ -48,11 +48,12 @@ use aya_log_ebpf::warn;
 use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, Event, Field, MAX_RULES, RULE_NONE, Rule, ThreadWalk, WATCH_ARMED,
-    WATCH_BY_NAME, WATCH_COUNT_SWAP, WATCH_SUMS_CPUS, WATCH_WARN_ARMED, Watch, comm_words,
-    event_kind, exact, growth_key, layout, level, member, rearm_key, verdict,
+    WATCH_BY_NAME, WATCH_COUNT_SWAP, WATCH_SUMS_CPUS, WATCH_WARN_ARMED, WATCH_WAYPOINTS, Watch,
+    comm_words, event_kind, exact, growth_key, layout, level, member, rearm_key, verdict,
 };
 
 mod crossing;
+mod waypoint;
 
 use crossing::judge;
 
@@ -225,7 +226,7 @@ static SIGNAL_THREAD_HEAD_OFFSET: Global<u64> = Global::new(0);
 static TASK_THREAD_NODE_OFFSET: Global<u64> = Global::new(0);
 
 /// The `WATCH_*` flags a watch takes from its rule.
-const RULE_WATCH_FLAGS: u32 = WATCH_COUNT_SWAP | WATCH_SUMS_CPUS;
+const RULE_WATCH_FLAGS: u32 = WATCH_COUNT_SWAP | WATCH_SUMS_CPUS | WATCH_WAYPOINTS;
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 /// `BPF_NOEXIST`: insert only if absent, atomically.
@@ -544,6 +545,7 @@ fn update(
     let grew = size - watch.members[slot];
     watch.members[slot] = size;
     judge(watch, tgid, own);
+    waypoint::follow(watch, tgid);
     // Pages going to swap or coming back are no growth of the process's own making.
     own && grew > 0 && slot != member::SWAPENTS && growth_sample_due(watch, grew as u64)
 }
@@ -617,6 +619,8 @@ fn fresh(model: &Watch, flags: u32) -> Watch {
         // else starts afresh.
         flags: flags | WATCH_ARMED | WATCH_WARN_ARMED | (model.flags & RULE_WATCH_FLAGS),
         grown: 0,
+        // A new program's trend starts afresh: its first change says where it is.
+        waypoint: 0,
         // After an exec, as after a fork, the process has one thread.
         threads: 1,
         ..*model

@@ -20,6 +20,9 @@ pub(crate) enum HookEvent {
     Breach,
     /// The process went over its rule's warning level (`warn`): no signal was sent.
     Warn,
+    /// Its growth trend reaches the limit within the rule's horizon (`leak_suspected`): no
+    /// signal was sent.
+    LeakSuspected,
 }
 
 impl HookEvent {
@@ -28,6 +31,7 @@ impl HookEvent {
         match self {
             HookEvent::Breach => "breach",
             HookEvent::Warn => "warn",
+            HookEvent::LeakSuspected => "leak_suspected",
         }
     }
 }

@@ -8,7 +8,7 @@ use aya::maps::{Array, CgroupArray, MapData};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, MAX_RULES, RULE_ANY, RULE_ASK, RULE_ASK_IF_EQUAL, RULE_EXACT,
     RULE_NEVER, RULE_NONE, RULE_PREFIX, Rule, WATCH_ARMED, WATCH_BY_NAME, WATCH_COUNT_SWAP,
-    WATCH_SUMS_CPUS, WATCH_WARN_ARMED, Watch, member,
+    WATCH_SUMS_CPUS, WATCH_WARN_ARMED, WATCH_WAYPOINTS, Watch, member,
 };
 
 use super::Target;
@@ -42,11 +42,13 @@ impl Judging {
         limit.saturating_sub(self.accounting.counter_error() + swap)
     }
 
-    /// The `WATCH_*` flags of a watch under a rule that counts swap or not.
-    fn watch_flags(self, count_swap: bool) -> u32 {
+    /// The `WATCH_*` flags of a watch under a rule that counts swap or not, and follows leak
+    /// trends (reports waypoints) or not.
+    fn watch_flags(self, count_swap: bool, waypoints: bool) -> u32 {
         let swap = if count_swap { WATCH_COUNT_SWAP } else { 0 };
         let sums = if self.sums_cpus { WATCH_SUMS_CPUS } else { 0 };
-        swap | sums
+        let waypoints = if waypoints { WATCH_WAYPOINTS } else { 0 };
+        swap | sums | waypoints
     }
 }
 
@@ -72,10 +74,10 @@ pub(crate) fn watch_record(
         flags: WATCH_ARMED
             | WATCH_WARN_ARMED
             | if target.by_name { WATCH_BY_NAME } else { 0 }
-            | judging.watch_flags(target.count_swap),
+            | judging.watch_flags(target.count_swap, target.waypoints),
         grown: 0,
         threads: parts.threads.max(1),
-        spare: 0,
+        waypoint: 0,
         mm_ptr: 0,
         group: 0,
         parts: 0,
@@ -170,12 +172,11 @@ fn kernel_rule(
     kernel_rule.limit = limit.unwrap_or(u64::MAX);
     let count_swap = rule.count.swap();
     kernel_rule.trigger = limit.map_or(u64::MAX, |limit| judging.trigger(limit, count_swap));
-    kernel_rule.watch_flags |= judging.watch_flags(count_swap);
+    kernel_rule.watch_flags |= judging.watch_flags(count_swap, rule.leak.is_some());
     kernel_rule.warn_below = limit.map_or(0, |limit| warn_below(limit, rule.warn_level(limit)));
-    kernel_rule.profile_from = match (&rule.profile, limit) {
-        (Some(profile), Some(limit)) => profile.growth_from(limit),
-        _ => u64::MAX,
-    };
+    kernel_rule.profile_from = limit
+        .and_then(|limit| rule.growth_from(limit))
+        .unwrap_or(u64::MAX);
     kernel_rule.signal = if kernel_signal {
         rule.signal.number() as u32
     } else {

@@ -132,6 +132,8 @@ pub(crate) struct Target {
     pub(crate) by_name: bool,
     /// Its rule counts swap.
     pub(crate) count_swap: bool,
+    /// Its rule follows leak trends: the kernel side reports its waypoints.
+    pub(crate) waypoints: bool,
 }
 
 /// Poll mode's kernel side: it follows nothing, so every request is answered as a kernel side

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use memory_monitor::config::Mode;
 use memory_monitor::matcher::{MatchMode, Matcher};
-use memory_monitor::rules::{ActOn, CgroupPath, Exclude, Rule, RuleSet, Selector, WarnAt};
+use memory_monitor::rules::{ActOn, CgroupPath, Exclude, Leak, Rule, RuleSet, Selector, WarnAt};
 use memory_monitor::signal::Signal;
 use memory_monitor::units::SizeSpec;
 use memory_monitor::{Config, Monitor};
@@ -83,6 +83,13 @@ fn thousands_of_kernel_events_allocate_nothing() {
     // A warning level 2 MiB over where each swing starts: every swing crosses both levels, up
     // and back, so warnings are handled on the steady path too.
     rule.warn_at = Some(WarnAt::Bytes(limit - margin - (2 << 20)));
+    // Leak trends: every swing crosses waypoints (a 32nd of the limit) up and down, each fed
+    // to the trend and fitted, on the steady path too.
+    rule.leak = Some(Leak {
+        horizon: Duration::from_secs(3600),
+        warmup: Duration::ZERO,
+        sustain: Duration::from_secs(1),
+    });
     let mut config = Config::new(RuleSet::new(vec![rule]).unwrap());
     config.mode = Mode::Ebpf;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -195,6 +202,12 @@ fn config_for(name: &str, signal: Signal, repeat: Option<Duration>, limit: SizeS
     let mut rule = Rule::new("test", Selector::name(matcher), limit);
     rule.signal = signal;
     rule.repeat = repeat;
+    // Leak trends on: each reading goes to the trend (poll mode's waypoints).
+    rule.leak = Some(Leak {
+        horizon: Duration::from_secs(3600),
+        warmup: Duration::ZERO,
+        sustain: Duration::from_secs(1),
+    });
     Config::new(RuleSet::new(vec![rule]).unwrap())
 }
 

@@ -95,6 +95,8 @@ pub(crate) struct Metrics {
     breaches: Family<RuleLabels, Counter>,
     oom_kills: Family<RuleLabels, Counter>,
     warnings: Family<RuleLabels, Counter>,
+    leaks: Family<RuleLabels, Counter>,
+    leak_time_to_limit: Family<RuleLabels, SecondsGauge>,
     signals: Family<SignalLabels, Counter>,
     profiles: Family<ResultLabels, Counter>,
     mode: Family<ModeLabels, Gauge>,
@@ -150,6 +152,9 @@ impl Liveness {
 /// How long `/healthz` waits for the loop to answer.
 const LIVENESS_PATIENCE: Duration = Duration::from_secs(2);
 
+/// A gauge of seconds, which may be `+Inf`.
+pub(crate) type SecondsGauge = Gauge<f64, AtomicU64>;
+
 /// One rule's series, as handles.
 #[derive(Debug, Clone)]
 pub(crate) struct RuleMetrics {
@@ -163,6 +168,10 @@ pub(crate) struct RuleMetrics {
     pub(crate) oom_kills: Counter,
     /// Warnings (crossings of the warning level).
     pub(crate) warnings: Counter,
+    /// Processes named as leaking (`leak_suspected`).
+    pub(crate) leaks: Counter,
+    /// The nearest projected time to the limit of its processes, when it follows leak trends.
+    pub(crate) leak_time_to_limit: Option<SecondsGauge>,
     /// Profiles written.
     pub(crate) profiles_written: Counter,
     /// Profiles lost.
@@ -197,6 +206,8 @@ impl Metrics {
             oom_kills: Family::default(),
             unwatched_oom_kills: Counter::default(),
             warnings: Family::default(),
+            leaks: Family::default(),
+            leak_time_to_limit: Family::default(),
             signals: Family::default(),
             profiles: Family::default(),
             mode: Family::default(),
@@ -238,6 +249,16 @@ impl Metrics {
             "warnings",
             "Processes that went over their rule's warning level (warn-at), by rule",
             metrics.warnings.clone(),
+        );
+        registry.register(
+            "leaks_suspected",
+            "Processes named as leaking (leak-horizon): their trend reached the limit within the horizon, by rule",
+            metrics.leaks.clone(),
+        );
+        registry.register(
+            "leak_time_to_limit_seconds",
+            "The nearest projected time to the limit among a rule's processes named or still projected within its leak-horizon (+Inf: none), as of each one's last waypoint",
+            metrics.leak_time_to_limit.clone(),
         );
         registry.register(
             "signals",
@@ -340,6 +361,15 @@ impl Metrics {
                 let breaches = self.breaches.get_or_create(&labels).clone();
                 let oom_kills = self.oom_kills.get_or_create(&labels).clone();
                 let warnings = self.warnings.get_or_create(&labels).clone();
+                let leaks = self.leaks.get_or_create(&labels).clone();
+                let leak_time_to_limit = rule.leak.map(|_| {
+                    let gauge = self.leak_time_to_limit.get_or_create(&labels).clone();
+                    gauge.set(f64::INFINITY);
+                    gauge
+                });
+                if rule.leak.is_none() {
+                    self.leak_time_to_limit.remove(&labels);
+                }
                 let profiles_written = self.profiles.get_or_create(&result("written")).clone();
                 let profiles_failed = self.profiles.get_or_create(&result("failed")).clone();
                 RuleMetrics {
@@ -348,6 +378,8 @@ impl Metrics {
                     breaches,
                     oom_kills,
                     warnings,
+                    leaks,
+                    leak_time_to_limit,
                     profiles_written,
                     profiles_failed,
                     signals,
@@ -400,6 +432,8 @@ impl Metrics {
             self.breaches.remove(&labels);
             self.oom_kills.remove(&labels);
             self.warnings.remove(&labels);
+            self.leaks.remove(&labels);
+            self.leak_time_to_limit.remove(&labels);
             for result in ["written", "failed"] {
                 self.profiles.remove(&ResultLabels {
                     rule: gone.name.clone(),
