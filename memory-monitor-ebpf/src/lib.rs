@@ -125,14 +125,13 @@ pub mod waypoint {
         if step == 0 {
             return None;
         }
-        let index = rss / step;
-        let index = index.min(TOP) as u32;
-        if last == 0 {
-            return Some(index);
-        }
-        let at = u64::from(last - 1);
-        match u64::from(index) > at || rss.saturating_add(step / 2) < at * step {
-            true => Some(index),
+        let index = (rss / step).min(TOP);
+        // Past the last one (every index is, when there is none yet), or half a step under it.
+        // (Few branches: the verifier walks each on every path through the RSS program.)
+        let at = u64::from(last).wrapping_sub(1);
+        let down = rss.wrapping_add(step / 2) < at.wrapping_mul(step);
+        match index >= u64::from(last) || down {
+            true => Some(index as u32),
             false => None,
         }
     }

@@ -321,6 +321,7 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
         ) {
             sample_growth(&ctx, tgid);
         }
+        waypoint::follow(watch, tgid);
     }
     0
 }
@@ -394,6 +395,7 @@ fn on_btf_change(
         ) {
             sample_growth(ctx, tgid);
         }
+        waypoint::follow(watch, tgid);
     }
     0
 }
@@ -545,7 +547,6 @@ fn update(
     let grew = size - watch.members[slot];
     watch.members[slot] = size;
     judge(watch, tgid, own);
-    waypoint::follow(watch, tgid);
     // Pages going to swap or coming back are no growth of the process's own making.
     own && grew > 0 && slot != member::SWAPENTS && growth_sample_due(watch, grew as u64)
 }
