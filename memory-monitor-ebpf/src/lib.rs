@@ -50,8 +50,10 @@ pub struct Watch {
     /// thread may hold back up to a batch of them, so the trigger comes down by that much per
     /// thread.
     pub threads: u32,
-    /// Unused (keeps the record free of padding).
-    pub spare: u32,
+    /// Leak trends ([`WATCH_WAYPOINTS`]): the last waypoint reported, as its index plus one
+    /// (0: none yet). A waypoint is a whole [`waypoint::SHARE`] of the limit; kept here only,
+    /// written by the RSS program.
+    pub waypoint: u32,
     /// The process's memory map (its `struct mm_struct *`), learned from its own changes (0:
     /// not yet), for the exact reading ([`exact`]).
     pub mm_ptr: u64,
@@ -116,6 +118,43 @@ pub struct Share {
     pub trigger: u64,
     /// The share itself: an exact figure greater than it is over it.
     pub at: u64,
+}
+
+/// Its rule follows leak trends: each crossing of another [`waypoint`] is reported.
+pub const WATCH_WAYPOINTS: u32 = 256;
+
+/// Leak trends' waypoints: the fixed shares of its limit a watched process passes on its way
+/// up or down, reported as it crosses each ([`event_kind::WAYPOINT`]), so that userspace gets a
+/// growth timeline without polling and without a wake-up while memory is flat. Coarse on
+/// purpose: judged on the kernel's approximate counters, one event per share of the limit.
+pub mod waypoint {
+    /// The limit's share between two waypoints: one 32nd (`limit >> SHIFT`).
+    pub const SHIFT: u32 = 5;
+    /// How many waypoints lie under the limit.
+    pub const SHARE: u64 = 1 << SHIFT;
+    /// The highest index reported (twice the limit); above it the process is far over.
+    pub const TOP: u64 = 2 * SHARE;
+
+    /// The waypoint to report for approximate RSS `rss` against a watch whose `last` is the
+    /// last reported one's index plus one (0: none yet) with waypoints `step` bytes apart;
+    /// `None` when there is nothing new to say. Up, each whole step crossed is one; down, the
+    /// RSS must fall half a step under the last waypoint first, so that a process hovering at
+    /// one does not report it on every page.
+    #[inline(always)]
+    pub fn due(rss: u64, last: u32, step: u64) -> Option<u32> {
+        if step == 0 {
+            return None;
+        }
+        let index = (rss / step).min(TOP);
+        // Past the last one (every index is, when there is none yet), or half a step under it.
+        // (Few branches: the verifier walks each on every path through the RSS program.)
+        let at = u64::from(last).wrapping_sub(1);
+        let down = rss.wrapping_add(step / 2) < at.wrapping_mul(step);
+        match index >= u64::from(last) || down {
+            true => Some(index as u32),
+            false => None,
+        }
+    }
 }
 
 /// The levels a watch is judged against, each reported once per crossing and re-armed on its
@@ -238,6 +277,9 @@ pub mod event_kind {
     pub const SHARE_NEAR: u32 = 14;
     /// As [`UNDER`], for its share.
     pub const SHARE_UNDER: u32 = 15;
+    /// A process whose rule follows leak trends crossed a [`waypoint`](super::waypoint), up or
+    /// down: `rss` is its approximate RSS then.
+    pub const WAYPOINT: u32 = 13;
 
     /// A short name for logs.
     pub fn name(kind: u32) -> &'static str {
@@ -256,6 +298,7 @@ pub mod event_kind {
             WARN_UNDER => "warn-under",
             SHARE_NEAR => "share-near",
             SHARE_UNDER => "share-under",
+            WAYPOINT => "waypoint",
             _ => "unknown",
         }
     }
@@ -651,6 +694,27 @@ mod tests {
             ..Watch::default()
         };
         assert_eq!(unknown.trigger_with(100), 900, "at least one thread");
+    }
+
+    #[test]
+    fn waypoints_are_reported_once_each_way_with_half_a_step_of_hysteresis() {
+        let step = 100;
+        // The first change says where the process is.
+        assert_eq!(waypoint::due(250, 0, step), Some(2));
+        // Last at waypoint 3 (300; recorded as 4): within it, or less than half a step under
+        // it, nothing.
+        assert_eq!(waypoint::due(399, 4, step), None);
+        assert_eq!(waypoint::due(260, 4, step), None);
+        // Up past the next one: reported, however many were crossed.
+        assert_eq!(waypoint::due(400, 4, step), Some(4));
+        assert_eq!(waypoint::due(720, 4, step), Some(7));
+        // Down: only half a step under it.
+        assert_eq!(waypoint::due(249, 4, step), Some(2));
+        assert_eq!(waypoint::due(149, 4, step), Some(1));
+        // Far over the limit: capped.
+        assert_eq!(waypoint::due(u64::MAX, 0, step), Some(waypoint::TOP as u32));
+        // No limit to speak of: nothing.
+        assert_eq!(waypoint::due(250, 0, 0), None);
     }
 
     #[test]

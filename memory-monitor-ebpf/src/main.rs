@@ -50,11 +50,12 @@ use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, Event, Field, MAX_RULES, RULE_NONE, Rule, ThreadWalk, WATCH_ARMED,
     WATCH_BY_NAME, WATCH_COUNT_SWAP, WATCH_GROUPED, WATCH_SHARE_ARMED, WATCH_SUMS_CPUS,
-    WATCH_WARN_ARMED, Watch, comm_words, event_kind, exact, growth_key, layout, level, member,
-    rearm_key, verdict,
+    WATCH_WARN_ARMED, WATCH_WAYPOINTS, Watch, comm_words, event_kind, exact, growth_key, layout,
+    level, member, rearm_key, verdict,
 };
 
 mod crossing;
+mod waypoint;
 
 use crossing::{judge, judge_share};
 
@@ -227,7 +228,8 @@ static SIGNAL_THREAD_HEAD_OFFSET: Global<u64> = Global::new(0);
 static TASK_THREAD_NODE_OFFSET: Global<u64> = Global::new(0);
 
 /// The `WATCH_*` flags a watch takes from its rule.
-const RULE_WATCH_FLAGS: u32 = WATCH_COUNT_SWAP | WATCH_SUMS_CPUS | WATCH_GROUPED;
+const RULE_WATCH_FLAGS: u32 =
+    WATCH_COUNT_SWAP | WATCH_SUMS_CPUS | WATCH_GROUPED | WATCH_WAYPOINTS;
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 /// `BPF_NOEXIST`: insert only if absent, atomically.
@@ -325,6 +327,7 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
         if watch.flags & WATCH_GROUPED != 0 {
             judge_share(tgid);
         }
+        waypoint::follow(watch, tgid);
     }
     0
 }
@@ -401,6 +404,7 @@ fn on_btf_change(
         if watch.flags & WATCH_GROUPED != 0 {
             judge_share(tgid);
         }
+        waypoint::follow(watch, tgid);
     }
     0
 }
@@ -629,6 +633,8 @@ fn fresh(model: &Watch, flags: u32) -> Watch {
             | WATCH_SHARE_ARMED
             | (model.flags & RULE_WATCH_FLAGS),
         grown: 0,
+        // A new program's trend starts afresh: its first change says where it is.
+        waypoint: 0,
         // After an exec, as after a fork, the process has one thread.
         threads: 1,
         ..*model

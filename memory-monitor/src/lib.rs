@@ -48,6 +48,7 @@ pub mod sink;
 mod system;
 #[cfg(test)]
 mod testing;
+mod trend;
 pub mod units;
 mod watch;
 

@@ -24,6 +24,9 @@ pub(crate) enum HookEvent {
     /// one was signalled (`group_breach`): `MM_RSS_BYTES` and `MM_LIMIT_BYTES` are the
     /// group's.
     GroupBreach,
+    /// Its growth trend reaches the limit within the rule's horizon (`leak_suspected`): no
+    /// signal was sent.
+    LeakSuspected,
 }
 
 impl HookEvent {
@@ -33,6 +36,7 @@ impl HookEvent {
             HookEvent::Breach => "breach",
             HookEvent::Warn => "warn",
             HookEvent::GroupBreach => "group_breach",
+            HookEvent::LeakSuspected => "leak_suspected",
         }
     }
 }

@@ -86,7 +86,8 @@ One value or a list: processes left out by exact name, by a regular expression o
 by user, by cgroup, however else they match.
 .PP
 Every other key is the long option that means the same, with the same values:
-\fBname\fR (the rule's label), \fBmax\-memory\fR (required), \fBwarn\-at\fR, \fBsignal\fR, \fBrepeat\fR
+\fBname\fR (the rule's label), \fBmax\-memory\fR (required), \fBwarn\-at\fR, \fBleak\-horizon\fR,
+\fBleak\-warmup\fR, \fBleak\-sustain\fR, \fBsignal\fR, \fBrepeat\fR
 (default: every \fB\-\-interval\fR), \fBkill\-after\fR, \fBexec\fR, \fBexec\-timeout\fR,
 \fBprofile\-dir\fR, \fBprofile\-to\fR, \fBprofile\-budget\fR, \fBprofile\-at\fR,
 \fBcount\fR (\fBrss\fR or \fBrss+swap\fR) and \fBact\-on\fR (\fBprocess\fR,
@@ -143,7 +144,7 @@ priority (\fB<4>\fR) instead of a timestamp and a level.
 Credentials, region and endpoint of the \fBs3://\fR profile writer (\fBAWS_ENDPOINT_URL\fR and
 \fBAWS_ALLOW_HTTP=true\fR for a local S3\-compatible store).
 .PP
-\fB\-\-exec\fR commands get \fBMM_EVENT\fR (\fBbreach\fR, \fBwarn\fR or \fBgroup_breach\fR), \fBMM_PID\fR, \fBMM_NAME\fR, \fBMM_UID\fR, \fBMM_USER\fR, \fBMM_RSS_BYTES\fR,
+\fB\-\-exec\fR commands get \fBMM_EVENT\fR (\fBbreach\fR, \fBwarn\fR, \fBleak_suspected\fR or \fBgroup_breach\fR), \fBMM_PID\fR, \fBMM_NAME\fR, \fBMM_UID\fR, \fBMM_USER\fR, \fBMM_RSS_BYTES\fR,
 \fBMM_LIMIT_BYTES\fR, \fBMM_SIGNAL\fR, \fBMM_PROFILE\fR, \fBMM_RULE\fR, \fBMM_CONTAINER_ID\fR
 and \fBMM_POD_UID\fR; \fBcmd:\fR profile writers \fBMM_PROFILE_NAME\fR, \fBMM_PID\fR,
 \fBMM_NAME\fR, \fBMM_RSS_BYTES\fR, \fBMM_LIMIT_BYTES\fR, \fBMM_CONTAINER_ID\fR and

@@ -109,6 +109,30 @@ struct Cli {
     #[arg(long, value_name = "SIZE|PERCENT", value_parser = WarnAt::parse)]
     warn_at: Option<WarnAt>,
 
+    /// Name a leak whose trend reaches the limit within this (6h)
+    ///
+    /// Off by default. The monitor fits a trend to each process's growth, as it crosses each 32nd of its
+    /// limit (no polling in eBPF mode), and logs event="leak_suspected" with the time to the
+    /// limit and the slope once per growth episode when that time is within this horizon;
+    /// the rule's profile and --exec hook (MM_EVENT=leak_suspected) go with it. Never a
+    /// signal. See --leak-warmup and --leak-sustain for what is left out.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    leak_horizon: Option<Duration>,
+
+    /// Leak trends leave out a process's first DURATION [default: 10m]
+    ///
+    /// Growth in a process's first DURATION after it started or exec'd is left out: a
+    /// program's start (loading, warming caches) is not a leak. Needs --leak-horizon.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, help_heading = ADVANCED)]
+    leak_warmup: Option<Duration>,
+
+    /// Leak trends need growth sustained this long [default: 30m]
+    ///
+    /// A process is named only once its growth has gone on this long, and still goes on: a
+    /// cache that fills and levels off within it is not named. Needs --leak-horizon.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, help_heading = ADVANCED)]
+    leak_sustain: Option<Duration>,
+
     /// Signal to send on breach: TERM, USR1, 15, … [default: TERM]
     ///
     /// A name with or without SIG, in any case (TERM, sigusr1, RTMIN+3), or a number. Signals
@@ -219,9 +243,11 @@ struct Cli {
 
     /// Run this shell command on each breach, after the signal.
     ///
-    /// And on each warning (--warn-at). Its environment holds MM_EVENT (breach, warn or group_breach),
+    /// And on each warning (--warn-at), leak named (--leak-horizon) and group member signalled
+    /// (--group-limit). Its environment holds MM_EVENT (breach, warn, leak_suspected or
+    /// group_breach),
     /// MM_PID, MM_NAME, MM_UID, MM_USER (the user it runs as), MM_RSS_BYTES, MM_LIMIT_BYTES,
-    /// MM_SIGNAL (empty at a warning), MM_PROFILE (the profile's name, if any) and
+    /// MM_SIGNAL (empty at a warning or a leak), MM_PROFILE (the profile's name, if any) and
     /// MM_RULE (the rule's name), and MM_CONTAINER_ID and MM_POD_UID (from its cgroup path;
     /// empty outside a container or pod). At most 4 run at once; none holds up the monitor.
     /// Not run in a dry run (--dry-run, --once).

@@ -8,7 +8,8 @@ use aya::maps::{Array, CgroupArray, MapData};
 use memory_monitor_ebpf::{
     CGROUP_LIMIT, CGROUP_MEMBER, MAX_RULES, RULE_ANY, RULE_ASK, RULE_ASK_IF_EQUAL, RULE_EXACT,
     RULE_NEVER, RULE_NONE, RULE_PREFIX, Rule, Share, WATCH_ARMED, WATCH_BY_NAME, WATCH_COUNT_SWAP,
-    WATCH_GROUPED, WATCH_SHARE_ARMED, WATCH_SUMS_CPUS, WATCH_WARN_ARMED, Watch, member,
+    WATCH_GROUPED, WATCH_SHARE_ARMED, WATCH_SUMS_CPUS, WATCH_WARN_ARMED, WATCH_WAYPOINTS, Watch,
+    member,
 };
 
 use super::Target;
@@ -42,13 +43,14 @@ impl Judging {
         limit.saturating_sub(self.accounting.counter_error() + swap)
     }
 
-    /// The `WATCH_*` flags of a watch under a rule that counts swap or not, and has a group
-    /// budget or not.
-    fn watch_flags(self, count_swap: bool, grouped: bool) -> u32 {
+    /// The `WATCH_*` flags of a watch under a rule that counts swap or not, has a group budget
+    /// or not, and follows leak trends (reports waypoints) or not.
+    fn watch_flags(self, count_swap: bool, grouped: bool, waypoints: bool) -> u32 {
         let swap = if count_swap { WATCH_COUNT_SWAP } else { 0 };
         let sums = if self.sums_cpus { WATCH_SUMS_CPUS } else { 0 };
         let grouped = if grouped { WATCH_GROUPED } else { 0 };
-        swap | sums | grouped
+        let waypoints = if waypoints { WATCH_WAYPOINTS } else { 0 };
+        swap | sums | grouped | waypoints
     }
 
     /// A process's share `at` of its group's budget, as the kernel side judges it: reported
@@ -84,10 +86,10 @@ pub(crate) fn watch_record(
             | WATCH_WARN_ARMED
             | WATCH_SHARE_ARMED
             | if target.by_name { WATCH_BY_NAME } else { 0 }
-            | judging.watch_flags(target.count_swap, target.grouped),
+            | judging.watch_flags(target.count_swap, target.grouped, target.waypoints),
         grown: 0,
         threads: parts.threads.max(1),
-        spare: 0,
+        waypoint: 0,
         mm_ptr: 0,
         group: 0,
         parts: 0,
@@ -182,12 +184,12 @@ fn kernel_rule(
     kernel_rule.limit = limit.unwrap_or(u64::MAX);
     let count_swap = rule.count.swap();
     kernel_rule.trigger = limit.map_or(u64::MAX, |limit| judging.trigger(limit, count_swap));
-    kernel_rule.watch_flags |= judging.watch_flags(count_swap, rule.group.is_some());
+    kernel_rule.watch_flags |=
+        judging.watch_flags(count_swap, rule.group.is_some(), rule.leak.is_some());
     kernel_rule.warn_below = limit.map_or(0, |limit| warn_below(limit, rule.warn_level(limit)));
-    kernel_rule.profile_from = match (&rule.profile, limit) {
-        (Some(profile), Some(limit)) => profile.growth_from(limit),
-        _ => u64::MAX,
-    };
+    kernel_rule.profile_from = limit
+        .and_then(|limit| rule.growth_from(limit))
+        .unwrap_or(u64::MAX);
     kernel_rule.signal = if kernel_signal {
         rule.signal.number() as u32
     } else {

@@ -140,6 +140,8 @@ pub(crate) struct Target {
     pub(crate) count_swap: bool,
     /// Its rule has a group budget: it is judged against its share too.
     pub(crate) grouped: bool,
+    /// Its rule follows leak trends: the kernel side reports its waypoints.
+    pub(crate) waypoints: bool,
 }
 
 /// Poll mode's kernel side: it follows nothing, so every request is answered as a kernel side

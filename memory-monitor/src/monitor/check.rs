@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 
 use super::actions::Actions;
-use super::in_force::InForce;
+use super::in_force::{InForce, RuleActions};
 use crate::accounting::{Accounting, Exact};
 use crate::act::deliver::{self, Delivery, Dispatch, Reported};
 use crate::act::group::Group;
 use crate::act::hook::{Breach, HookEvent};
 use crate::kernel::{KernelLink, Level};
 use crate::policy::{Policy, Verdict};
-use crate::rules::RuleSet;
+use crate::rules::{Rule, RuleSet};
 use crate::signal::Signal;
 use crate::system::procfs::ProcRoot;
 use crate::units::Bytes;
@@ -275,21 +275,9 @@ fn act(
         // reported by the kernel side).
         watched.reread_identity(proc);
     }
-    let profile = match (event, rule_actions.profiler.as_ref()) {
-        (Some(_), Some(profiler)) => {
-            let name = watched.comm().to_string();
-            let growth = kernel.take_growth(watched.pid());
-            profiler.profile(
-                watched.pid(),
-                watched.pidfd(),
-                &name,
-                *watched.identity(),
-                rss,
-                policy.limit,
-                growth,
-            )
-        }
-        _ => None,
+    let profile = match event {
+        Some(_) => take_profile(watched, rule_actions, rss, policy.limit, kernel),
+        None => None,
     };
     let dispatch = match verdict {
         Verdict::Breach => match kernel.claim_signal(watched.pid()) {
@@ -320,29 +308,70 @@ fn act(
         };
         metrics.signalled(signal, delivery);
     }
-    if let (Some((event, _)), Some(hook), Some(exec)) = (event, &actions.hook, &rule.exec) {
+    if let Some((event, _)) = event {
         // What `MM_SIGNAL` says: nothing at a warning, where none is due.
-        let signal = match delivered {
+        let signal = || match delivered {
             None => String::new(),
             Some(Delivery::Sent | Delivery::SentByKernel) => policy.signal.to_string(),
             Some(other) => other.to_string(),
         };
-        hook.fire(Breach {
-            event,
-            exec: exec.clone(),
-            rule: rule.name.clone(),
-            pid: watched.pid(),
-            name: watched.comm().to_string(),
-            uid: watched.uid(),
-            user: crate::system::users::UserName(watched.uid()).to_string(),
-            rss,
-            limit: policy.limit,
-            signal,
-            profile: profile.unwrap_or_default(),
-            container_id: watched.identity().container().unwrap_or("").to_owned(),
-            pod_uid: watched.identity().pod().unwrap_or("").to_owned(),
-        });
+        let at = (rss, policy.limit);
+        fire_hook(actions, rule, watched, event, at, signal, profile);
     }
+}
+
+/// Takes the rule's profile of `watched`, at `rss` against `limit`, with the growth stacks the
+/// kernel side sampled, if the rule profiles; the profile's name.
+pub(super) fn take_profile(
+    watched: &WatchedProcess,
+    rule_actions: &RuleActions,
+    rss: u64,
+    limit: u64,
+    kernel: &mut dyn KernelLink,
+) -> Option<String> {
+    let profiler = rule_actions.profiler.as_ref()?;
+    let name = watched.comm().to_string();
+    let growth = kernel.take_growth(watched.pid());
+    profiler.profile(
+        watched.pid(),
+        watched.pidfd(),
+        &name,
+        *watched.identity(),
+        rss,
+        limit,
+        growth,
+    )
+}
+
+/// Runs `rule`'s hook, if it has one, for `event` about `watched` at (`rss`, `limit`), with
+/// `MM_SIGNAL` from `signal` (made only then: without a hook nothing is allocated).
+pub(super) fn fire_hook(
+    actions: &Actions,
+    rule: &Rule,
+    watched: &WatchedProcess,
+    event: HookEvent,
+    (rss, limit): (u64, u64),
+    signal: impl FnOnce() -> String,
+    profile: Option<String>,
+) {
+    let (Some(hook), Some(exec)) = (&actions.hook, &rule.exec) else {
+        return;
+    };
+    hook.fire(Breach {
+        event,
+        exec: exec.clone(),
+        rule: rule.name.clone(),
+        pid: watched.pid(),
+        name: watched.comm().to_string(),
+        uid: watched.uid(),
+        user: crate::system::users::UserName(watched.uid()).to_string(),
+        rss,
+        limit,
+        signal: signal(),
+        profile: profile.unwrap_or_default(),
+        container_id: watched.identity().container().unwrap_or("").to_owned(),
+        pod_uid: watched.identity().pod().unwrap_or("").to_owned(),
+    });
 }
 
 #[cfg(test)]

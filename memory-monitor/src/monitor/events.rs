@@ -117,6 +117,10 @@ impl Monitor {
             read_ns,
         };
         tracing::trace!(pid, kind = %event_kind::name(event.kind), rss = %Bytes(event.rss), "kernel event");
+        // A new program: its growth is a new series, after a new warm-up.
+        if event.kind == event_kind::EXEC {
+            self.watch.restart_trend(pid, event.time_ns, now);
+        }
         match event.kind {
             // Near its limit or its warning level: confirmed on the exact figure (and, being
             // read again soon, its statm kept open meanwhile).
@@ -153,9 +157,18 @@ impl Monitor {
                     self.look_at(pid, now, None, reported);
                 }
             }
+            event_kind::WAYPOINT => self.on_waypoint(pid, event, now, read_ns),
             event_kind::EXIT => {
                 self.budgets.read_soon(false);
+                let projected = self
+                    .watch
+                    .list()
+                    .get(pid)
+                    .is_some_and(|watched| watched.trend.projection().is_some());
                 self.watch.exited(pid, event.time_ns);
+                if projected {
+                    self.publish_leaks();
+                }
             }
             _ => {}
         }

@@ -21,6 +21,7 @@ mod check;
 mod events;
 mod follow;
 mod in_force;
+mod leak;
 mod oom;
 mod oom_counts;
 mod reload;
@@ -337,6 +338,7 @@ impl Monitor {
             .poll_cycle
             .observe(started.elapsed().as_secs_f64());
         self.in_force.publish(self.watch.list().per_rule());
+        self.publish_leaks();
         report
     }
 
@@ -394,13 +396,18 @@ impl Monitor {
         };
         let mut report = CycleReport::default();
         let mut next_deadline = None;
+        // Poll mode's readings cross the waypoints that the kernel side reports in eBPF mode.
+        let readings_cross = !matches!(self.source, Source::Events(_));
         self.watch.retain(|watched, proc, kernel| {
             if due(rules, watched) {
-                let Some((verdict, _)) = check(watched, in_force, proc, actions, look, kernel)
+                let Some((verdict, rss)) = check(watched, in_force, proc, actions, look, kernel)
                 else {
                     return false;
                 };
                 report.signals += usize::from(verdict.signals());
+                if readings_cross {
+                    leak::reading(watched, in_force, proc, actions, (now, rss), kernel);
+                }
             }
             report.over += usize::from(watched.episode.is_over());
             next_deadline = earliest(next_deadline, due_at(rules, watched));

@@ -23,6 +23,14 @@ pub fn describe_rules(rules: &RuleSet) -> String {
 "
             );
         }
+        if let Some(leak) = rule.leak {
+            text += &format!(
+                "  leak trend: named when the limit is {} away or less, growth sustained {}, after a warm-up of {}\n",
+                units::Period(leak.horizon),
+                units::Period(leak.sustain),
+                units::Period(leak.warmup)
+            );
+        }
         let mut action = rule.signal.to_string();
         if let Some(reach) = rule.act_on.phrase() {
             action += &format!(" {reach}");

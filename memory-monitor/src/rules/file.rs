@@ -83,6 +83,9 @@ struct RawRule {
     exclude_cgroup: Option<Spanned<Scalars>>,
     max_memory: Option<Spanned<Scalar>>,
     warn_at: Option<Spanned<Scalar>>,
+    leak_horizon: Option<Spanned<Scalar>>,
+    leak_warmup: Option<Spanned<Scalar>>,
+    leak_sustain: Option<Spanned<Scalar>>,
     signal: Option<Spanned<Scalar>>,
     repeat: Option<Spanned<Scalar>>,
     kill_after: Option<Spanned<Scalar>>,
@@ -308,6 +311,9 @@ impl FileText<'_> {
                 None => None,
             },
             kill_after: duration(&raw.kill_after, "kill-after")?,
+            leak_horizon: duration(&raw.leak_horizon, "leak-horizon")?,
+            leak_warmup: duration(&raw.leak_warmup, "leak-warmup")?,
+            leak_sustain: duration(&raw.leak_sustain, "leak-sustain")?,
             exec: raw.exec.as_ref().map(|command| command.get_ref().clone()),
             exec_timeout: duration(&raw.exec_timeout, "exec-timeout")?,
             profile_dir: raw
@@ -419,6 +425,9 @@ impl RawRule {
             "name" => text(&self.name),
             "max-memory" => scalar(&self.max_memory),
             "warn-at" => scalar(&self.warn_at),
+            "leak-horizon" => scalar(&self.leak_horizon),
+            "leak-warmup" => scalar(&self.leak_warmup),
+            "leak-sustain" => scalar(&self.leak_sustain),
             "signal" => scalar(&self.signal),
             "repeat" => scalar(&self.repeat),
             "exec" => text(&self.exec),
@@ -497,6 +506,8 @@ mod tests {
             prefix = "my-app"
             max-memory = "500M"
             warn-at = "80%"
+            leak-horizon = "6h"
+            leak-sustain = "1h"
             signal = "USR1"
             repeat = "never"
             kill-after = "30s"
@@ -523,6 +534,14 @@ mod tests {
             web.warn_at,
             Some(crate::rules::WarnAt::PercentOfLimit(80.0))
         );
+        assert_eq!(
+            web.leak,
+            Some(crate::rules::Leak {
+                horizon: Duration::from_secs(6 * 3600),
+                warmup: crate::rules::DEFAULT_LEAK_WARMUP,
+                sustain: Duration::from_secs(3600),
+            })
+        );
         assert_eq!(web.signal.number(), libc::SIGUSR1);
         assert_eq!(web.repeat, None);
         assert_eq!(web.kill_after, Some(Duration::from_secs(30)));
@@ -544,6 +563,7 @@ mod tests {
         assert_eq!(web.act_on, ActOn::ProcessGroup);
         assert_eq!(second.act_on, ActOn::Process);
         assert_eq!(second.warn_at, None);
+        assert_eq!(second.leak, None);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub(crate) mod describe;
 mod exclude;
 mod facts;
 mod file;
+mod leak;
 mod spec;
 mod warn_at;
 
@@ -52,6 +53,7 @@ pub(crate) use facts::{Facts, read_uid};
 #[cfg(test)]
 pub(crate) use file::keys as file_keys;
 pub use file::{load_file, parse_file};
+pub use leak::{DEFAULT_LEAK_SUSTAIN, DEFAULT_LEAK_WARMUP, Leak};
 pub use memory_monitor_ebpf::MAX_RULES;
 pub use spec::{Repeat, RuleSpec, SpecError};
 pub use warn_at::WarnAt;
@@ -202,6 +204,8 @@ pub struct Rule {
     pub limit: SizeSpec,
     /// Where a process is warned about, once per episode, before it reaches the limit.
     pub warn_at: Option<WarnAt>,
+    /// Leak trends: when a process on its way to the limit is named, if ever.
+    pub leak: Option<Leak>,
     /// Signal sent on breach.
     pub signal: Signal,
     /// Re-signal a process still over the limit this long after the last signal; `None`: never.
@@ -236,6 +240,17 @@ impl Rule {
         self.warn_at.and_then(|warn_at| warn_at.level(limit))
     }
 
+    /// The approximate RSS from which the growth profile samples a process whose limit is
+    /// `limit`, if the rule profiles: from the start under a rule that follows leak trends,
+    /// so that the profile taken when a leak is named holds the stacks that grew it.
+    pub(crate) fn growth_from(&self, limit: u64) -> Option<u64> {
+        let profile = self.profile.as_ref()?;
+        Some(match self.leak {
+            Some(_) => 0,
+            None => profile.growth_from(limit),
+        })
+    }
+
     /// A rule named `name` with the defaults: SIGTERM, re-signalled every 2 s while over.
     pub fn new(name: &str, selector: Selector, limit: SizeSpec) -> Rule {
         Rule {
@@ -243,6 +258,7 @@ impl Rule {
             selector,
             limit,
             warn_at: None,
+            leak: None,
             signal: Signal::TERM,
             repeat: Some(Duration::from_secs(2)),
             kill_after: None,

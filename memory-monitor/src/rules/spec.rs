@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{
     DEFAULT_EXEC_TIMEOUT, DEFAULT_PROFILE_AT_PERCENT, DEFAULT_PROFILE_BUDGET, Defaults, Exclude,
-    Exec, Pinned, ProfileSettings, Rule, Selector, WarnAt,
+    Exec, Leak, Pinned, ProfileSettings, Rule, Selector, WarnAt,
 };
 use crate::matcher::Matcher;
 use crate::rules::act_on::ActOn;
@@ -59,6 +59,12 @@ pub struct RuleSpec {
     pub max_memory: Option<SizeSpec>,
     /// `warn-at`.
     pub warn_at: Option<WarnAt>,
+    /// `leak-horizon`.
+    pub leak_horizon: Option<Duration>,
+    /// `leak-warmup`.
+    pub leak_warmup: Option<Duration>,
+    /// `leak-sustain`.
+    pub leak_sustain: Option<Duration>,
     /// `signal`.
     pub signal: Option<Signal>,
     /// `repeat`.
@@ -277,6 +283,7 @@ impl RuleSpec {
             });
         }
         check_warn_at(self.warn_at, limit)?;
+        let leak = Leak::build(self.leak_horizon, self.leak_warmup, self.leak_sustain)?;
         let signal = self.signal.unwrap_or(Signal::TERM);
         if signal.stops() {
             return Err(SpecError::Invalid {
@@ -385,6 +392,7 @@ impl RuleSpec {
             },
             limit,
             warn_at: self.warn_at,
+            leak,
             signal,
             repeat,
             kill_after: self.kill_after,

@@ -188,6 +188,16 @@ impl Watch {
         }
     }
 
+    /// Process `pid` exec'd a new program at `time_ns` (`now`): its growth trend starts
+    /// afresh, unless the record under its PID was made after that.
+    pub(crate) fn restart_trend(&mut self, pid: i32, time_ns: u64, now: Instant) {
+        if let Some(watched) = self.list.get_mut(pid)
+            && watched.was_watched_at(time_ns)
+        {
+            watched.trend.restart(now);
+        }
+    }
+
     /// Forgets `pid` on both sides.
     pub(crate) fn forget(&mut self, pid: i32) {
         self.list.remove(pid);
@@ -362,13 +372,11 @@ fn target_of(rules: &RuleSet, watched: &WatchedProcess) -> Target {
         limit: watched.limit(),
         warn: rule.warn_level(watched.limit()),
         signal: rule.signal.number() as u32,
-        profile_from: rule
-            .profile
-            .as_ref()
-            .map(|profile| profile.growth_from(watched.limit())),
+        profile_from: rule.growth_from(watched.limit()),
         by_name: !watched.is_pinned(),
         count_swap: rule.count.swap(),
         grouped: rule.group.is_some(),
+        waypoints: rule.leak.is_some(),
     }
 }
 

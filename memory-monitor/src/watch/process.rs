@@ -17,6 +17,7 @@ use crate::rules::count::Count;
 use crate::signal::Signal;
 use crate::system::container::Identity;
 use crate::system::procfs::{self, Comm, ProcRoot, has_exited, monotonic_ns};
+use crate::trend::Trend;
 
 /// How many times a torn `smaps_rollup` walk is read again before the counters decide.
 const ROLLUP_TRIES: usize = 3;
@@ -62,6 +63,8 @@ pub(crate) struct WatchedProcess {
     /// Its rule's group budget (`group-limit`): its RSS at the group's last reading, and when,
     /// from which the next tells how fast it grew.
     pub(crate) group_reading: Option<(u64, Instant)>,
+    /// Its growth timeline and the fit that may name it a leak (rules with `leak-horizon`).
+    pub(crate) trend: Trend,
 }
 
 /// Why a process could not be watched.
@@ -131,6 +134,7 @@ impl WatchedProcess {
             episode: Episode::Under,
             recheck: None,
             group_reading: None,
+            trend: Trend::new(Instant::now().checked_sub(standing.age)),
         };
         if watched.has_exited() {
             return Err(AdmitError::Exited);
@@ -440,6 +444,8 @@ fn is_torn(rollup: u64, before: u64, after: u64, error: u64) -> bool {
 /// limit for it. Read by PID, so it is the process's own only while its pidfd says it lives.
 struct Standing {
     comm: Comm,
+    /// How long ago it started.
+    age: std::time::Duration,
     uid: u32,
     rule: usize,
     pinned: bool,
@@ -479,6 +485,7 @@ impl Standing {
         let (identity, memory_cgroup) = read_cgroups(proc, pid);
         Ok(Standing {
             comm,
+            age: age_of(stat.start_time),
             uid: crate::rules::read_uid(proc, pid).ok_or(AdmitError::Gone)?,
             rule,
             pinned,
@@ -488,6 +495,16 @@ impl Standing {
             memory_cgroup,
         })
     }
+}
+
+/// How long ago a process started `start_time` clock ticks after boot (zero if that cannot be
+/// told).
+fn age_of(start_time: u64) -> std::time::Duration {
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    let started = std::time::Duration::from_millis(start_time.saturating_mul(1000) / ticks);
+    let boot = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let since_boot = std::time::Duration::new(boot.tv_sec as u64, boot.tv_nsec as u32);
+    since_boot.saturating_sub(started)
 }
 
 /// The fingerprint of process `pid`'s cgroups, when rule `rule` of `rules` depends on them

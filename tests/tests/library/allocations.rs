@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use memory_monitor::config::Mode;
 use memory_monitor::matcher::{MatchMode, Matcher};
 use memory_monitor::rules::{
-    ActOn, CgroupPath, Exclude, GroupBudget, Pick, Rule, RuleSet, Selector, WarnAt,
+    ActOn, CgroupPath, Exclude, GroupBudget, Leak, Pick, Rule, RuleSet, Selector, WarnAt,
 };
 use memory_monitor::signal::Signal;
 use memory_monitor::units::SizeSpec;
@@ -91,6 +91,13 @@ fn thousands_of_kernel_events_allocate_nothing() {
         limit,
         pick: Pick::Largest,
         settle: Duration::from_nanos(1),
+    });
+    // Leak trends: every swing crosses waypoints (a 32nd of the limit) up and down, each fed
+    // to the trend and fitted, on the steady path too.
+    rule.leak = Some(Leak {
+        horizon: Duration::from_secs(3600),
+        warmup: Duration::ZERO,
+        sustain: Duration::from_secs(1),
     });
     let mut config = Config::new(RuleSet::new(vec![rule]).unwrap());
     config.mode = Mode::Ebpf;
@@ -204,6 +211,12 @@ fn config_for(name: &str, signal: Signal, repeat: Option<Duration>, limit: SizeS
     let mut rule = Rule::new("test", Selector::name(matcher), limit);
     rule.signal = signal;
     rule.repeat = repeat;
+    // Leak trends on: each reading goes to the trend (poll mode's waypoints).
+    rule.leak = Some(Leak {
+        horizon: Duration::from_secs(3600),
+        warmup: Duration::ZERO,
+        sustain: Duration::from_secs(1),
+    });
     Config::new(RuleSet::new(vec![rule]).unwrap())
 }
 

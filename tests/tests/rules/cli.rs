@@ -125,6 +125,14 @@ fn bad_input_exits_2_with_one_line_naming_it() {
         (&["-m", "1", "--watch-config", "mm-refused"], "--config"),
         (&["-m", "32M", "--warn-at", "lots", "mm-refused"], "'lots'"),
         (
+            &["-m", "32M", "--leak-warmup", "1m", "mm-refused"],
+            "--leak-warmup needs --leak-horizon",
+        ),
+        (
+            &["-m", "32M", "--leak-horizon", "500ms", "mm-refused"],
+            "--leak-horizon is under a second",
+        ),
+        (
             &["-m", "32M", "--warn-at", "100%", "mm-refused"],
             "under 100%",
         ),

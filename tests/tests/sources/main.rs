@@ -9,6 +9,7 @@ mod churn;
 mod ebpf;
 mod failures;
 mod kernel;
+mod leak;
 mod pidns;
 mod poll;
 mod target;

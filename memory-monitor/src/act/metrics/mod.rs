@@ -96,6 +96,8 @@ pub(crate) struct Metrics {
     oom_kills: Family<RuleLabels, Counter>,
     warnings: Family<RuleLabels, Counter>,
     group_breaches: Family<RuleLabels, Counter>,
+    leaks: Family<RuleLabels, Counter>,
+    leak_time_to_limit: Family<RuleLabels, SecondsGauge>,
     signals: Family<SignalLabels, Counter>,
     profiles: Family<ResultLabels, Counter>,
     mode: Family<ModeLabels, Gauge>,
@@ -151,6 +153,9 @@ impl Liveness {
 /// How long `/healthz` waits for the loop to answer.
 const LIVENESS_PATIENCE: Duration = Duration::from_secs(2);
 
+/// A gauge of seconds, which may be `+Inf`.
+pub(crate) type SecondsGauge = Gauge<f64, AtomicU64>;
+
 /// One rule's series, as handles.
 #[derive(Debug, Clone)]
 pub(crate) struct RuleMetrics {
@@ -166,6 +171,10 @@ pub(crate) struct RuleMetrics {
     pub(crate) warnings: Counter,
     /// Members signalled because their group went over its budget (`group-limit`).
     pub(crate) group_breaches: Counter,
+    /// Processes named as leaking (`leak_suspected`).
+    pub(crate) leaks: Counter,
+    /// The nearest projected time to the limit of its processes, when it follows leak trends.
+    pub(crate) leak_time_to_limit: Option<SecondsGauge>,
     /// Profiles written.
     pub(crate) profiles_written: Counter,
     /// Profiles lost.
@@ -201,6 +210,8 @@ impl Metrics {
             unwatched_oom_kills: Counter::default(),
             warnings: Family::default(),
             group_breaches: Family::default(),
+            leaks: Family::default(),
+            leak_time_to_limit: Family::default(),
             signals: Family::default(),
             profiles: Family::default(),
             mode: Family::default(),
@@ -247,6 +258,16 @@ impl Metrics {
             "group_breaches",
             "Members signalled because the processes a rule watches went over its group-limit together, by rule",
             metrics.group_breaches.clone(),
+        );
+        registry.register(
+            "leaks_suspected",
+            "Processes named as leaking (leak-horizon): their trend reached the limit within the horizon, by rule",
+            metrics.leaks.clone(),
+        );
+        registry.register(
+            "leak_time_to_limit_seconds",
+            "The nearest projected time to the limit among a rule's processes named or still projected within its leak-horizon (+Inf: none), as of each one's last waypoint",
+            metrics.leak_time_to_limit.clone(),
         );
         registry.register(
             "signals",
@@ -350,6 +371,15 @@ impl Metrics {
                 let oom_kills = self.oom_kills.get_or_create(&labels).clone();
                 let warnings = self.warnings.get_or_create(&labels).clone();
                 let group_breaches = self.group_breaches.get_or_create(&labels).clone();
+                let leaks = self.leaks.get_or_create(&labels).clone();
+                let leak_time_to_limit = rule.leak.map(|_| {
+                    let gauge = self.leak_time_to_limit.get_or_create(&labels).clone();
+                    gauge.set(f64::INFINITY);
+                    gauge
+                });
+                if rule.leak.is_none() {
+                    self.leak_time_to_limit.remove(&labels);
+                }
                 let profiles_written = self.profiles.get_or_create(&result("written")).clone();
                 let profiles_failed = self.profiles.get_or_create(&result("failed")).clone();
                 RuleMetrics {
@@ -359,6 +389,8 @@ impl Metrics {
                     oom_kills,
                     warnings,
                     group_breaches,
+                    leaks,
+                    leak_time_to_limit,
                     profiles_written,
                     profiles_failed,
                     signals,
@@ -412,6 +444,8 @@ impl Metrics {
             self.oom_kills.remove(&labels);
             self.warnings.remove(&labels);
             self.group_breaches.remove(&labels);
+            self.leaks.remove(&labels);
+            self.leak_time_to_limit.remove(&labels);
             for result in ["written", "failed"] {
                 self.profiles.remove(&ResultLabels {
                     rule: gone.name.clone(),
