@@ -20,6 +20,10 @@ pub(crate) enum HookEvent {
     Breach,
     /// The process went over its rule's warning level (`warn`): no signal was sent.
     Warn,
+    /// Memory pressure fired the rule's trigger (`pressure`).
+    Pressure,
+    /// The rule's cgroup was throttled at its `memory.high` (`high_throttled`).
+    High,
 }
 
 impl HookEvent {
@@ -28,6 +32,8 @@ impl HookEvent {
         match self {
             HookEvent::Breach => "breach",
             HookEvent::Warn => "warn",
+            HookEvent::Pressure => "pressure",
+            HookEvent::High => "high",
         }
     }
 }

@@ -78,6 +78,9 @@ impl Cli {
                 ("--profile-at", self.profile_at.is_some()),
                 ("--count", self.count.is_some()),
                 ("--act-on", self.act_on.is_some()),
+                ("--on-pressure", self.on_pressure.is_some()),
+                ("--on-high", self.on_high),
+                ("--pressure-action", self.pressure_action.is_some()),
             ];
             if let Some((option, _)) = rule_options.iter().find(|(_, given)| *given) {
                 return Err(UsageError(format!(
@@ -121,6 +124,9 @@ impl Cli {
             profile_at: self.profile_at,
             count: self.count,
             act_on: self.act_on,
+            on_pressure: self.on_pressure,
+            on_high: self.on_high,
+            pressure_action: self.pressure_action,
             decimal_unit: self.decimal_unit.clone(),
         };
         spec.build(self.defaults())

@@ -25,6 +25,7 @@ pub(crate) mod describe;
 mod exclude;
 mod facts;
 mod file;
+pub(crate) mod pressure;
 mod spec;
 mod warn_at;
 
@@ -36,6 +37,7 @@ use std::time::Duration;
 use crate::matcher::Matcher;
 pub use crate::rules::act_on::ActOn;
 pub use crate::rules::count::Count;
+pub use crate::rules::pressure::{PressureAction, PressureTrigger, Stall};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::system::cgroup;
@@ -213,6 +215,12 @@ pub struct Rule {
     pub count: Count,
     /// What its signals reach: the process, its process group, or its cgroup.
     pub act_on: ActOn,
+    /// Memory pressure (PSI) that fires it, on the host or in its cgroup.
+    pub on_pressure: Option<PressureTrigger>,
+    /// Whether its cgroup's `memory.events` `high` rising fires it.
+    pub on_high: bool,
+    /// What its pressure and `memory.high` triggers do.
+    pub pressure_action: PressureAction,
     /// Values it holds that are seldom what was meant (see [`caution`]): said at start and by
     /// `--check-config`, not refused.
     pub cautions: Vec<String>,
@@ -245,6 +253,9 @@ impl Rule {
             profile: None,
             count: Count::Rss,
             act_on: ActOn::Process,
+            on_pressure: None,
+            on_high: false,
+            pressure_action: PressureAction::Report,
             cautions: Vec::new(),
         }
     }

@@ -14,6 +14,7 @@ use super::{
 use crate::matcher::Matcher;
 use crate::rules::act_on::ActOn;
 use crate::rules::count::Count;
+use crate::rules::pressure::{PressureAction, PressureTrigger};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::system::cgroup::CgroupPath;
@@ -80,6 +81,12 @@ pub struct RuleSpec {
     pub count: Option<Count>,
     /// `act-on`.
     pub act_on: Option<ActOn>,
+    /// `on-pressure`.
+    pub on_pressure: Option<PressureTrigger>,
+    /// `on-high`.
+    pub on_high: bool,
+    /// `pressure-action`.
+    pub pressure_action: Option<PressureAction>,
     /// The decimal unit `max-memory` was written with (`MB`), which is read as binary: said
     /// as a caution (see [`crate::units::decimal_unit`]).
     pub decimal_unit: Option<String>,
@@ -317,6 +324,18 @@ impl RuleSpec {
                 });
             }
         }
+        if self.on_high && self.cgroup.is_none() {
+            return Err(SpecError::Invalid {
+                setting: "on-high",
+                why: "follows the memory.high of the cgroup the rule selects by, and it selects by none: add a cgroup".to_string(),
+            });
+        }
+        if self.pressure_action.is_some() && self.on_pressure.is_none() && !self.on_high {
+            return Err(SpecError::Needs {
+                setting: "pressure-action",
+                needs: &["on-pressure", "on-high"],
+            });
+        }
         let cautions = super::caution::of(limit, self.decimal_unit.as_deref(), signal, repeat);
         Ok(Rule {
             name: self.name.trim().to_string(),
@@ -336,6 +355,9 @@ impl RuleSpec {
             profile,
             count: self.count.unwrap_or_default(),
             act_on,
+            on_pressure: self.on_pressure,
+            on_high: self.on_high,
+            pressure_action: self.pressure_action.unwrap_or_default(),
             cautions,
         })
     }
@@ -483,6 +505,22 @@ mod tests {
                 },
                 "'cgroup' would reach /app/backup too, which the rule leaves out: act on process-group, or stop leaving it out",
                 "--act-on 'cgroup' would reach /app/backup too, which the rule leaves out: act on process-group, or stop leaving it out",
+            ),
+            (
+                RuleSpec {
+                    on_high: true,
+                    ..spec()
+                },
+                "follows the memory.high of the cgroup the rule selects by, and it selects by none: add a cgroup",
+                "--on-high follows the memory.high of the cgroup the rule selects by, and it selects by none: add a cgroup",
+            ),
+            (
+                RuleSpec {
+                    pressure_action: Some(PressureAction::SignalLargest),
+                    ..spec()
+                },
+                "needs on-pressure or on-high",
+                "--pressure-action needs --on-pressure or --on-high",
             ),
             (
                 RuleSpec {

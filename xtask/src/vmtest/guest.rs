@@ -309,9 +309,11 @@ pub(super) fn run_guest_with(
         .arg(&files.vmlinuz)
         .arg("-initrd")
         .arg(&initrd)
+        // psi=1: Debian's kernels build pressure stall information in but switch it off
+        // (CONFIG_PSI_DEFAULT_DISABLED); the pressure triggers' tests need it on.
         .args([
             "-append",
-            "console=ttyS0 panic=-1 softlockup_panic=1 random.trust_cpu=on mitigations=off quiet loglevel=4 rdinit=/init",
+            "console=ttyS0 panic=-1 softlockup_panic=1 random.trust_cpu=on mitigations=off quiet loglevel=4 psi=1 rdinit=/init",
         ])
         .args([
             "-fsdev",

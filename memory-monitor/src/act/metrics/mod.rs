@@ -47,6 +47,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    rule: String,
+    trigger: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabels {
     mode: &'static str,
 }
@@ -59,6 +65,10 @@ struct OutcomeLabels {
 /// The `rule` label of the kernel's OOM kills of processes no rule watched: in parentheses,
 /// as no rule is named (a rule named so would share its series).
 pub(crate) const UNWATCHED: &str = "(unwatched)";
+
+/// The `trigger` labels of the pressure episodes: PSI, and `memory.high`.
+const PRESSURE: &str = "pressure";
+const HIGH: &str = "high";
 
 /// The results a signal is counted under.
 const SIGNAL_RESULTS: [&str; 5] = ["sent", "sent_by_kernel", "dry_run", "exited", "failed"];
@@ -95,6 +105,7 @@ pub(crate) struct Metrics {
     breaches: Family<RuleLabels, Counter>,
     oom_kills: Family<RuleLabels, Counter>,
     warnings: Family<RuleLabels, Counter>,
+    pressure_episodes: Family<TriggerLabels, Counter>,
     signals: Family<SignalLabels, Counter>,
     profiles: Family<ResultLabels, Counter>,
     mode: Family<ModeLabels, Gauge>,
@@ -163,6 +174,10 @@ pub(crate) struct RuleMetrics {
     pub(crate) oom_kills: Counter,
     /// Warnings (crossings of the warning level).
     pub(crate) warnings: Counter,
+    /// Episodes of memory pressure (`on-pressure`), when the rule has the trigger.
+    pub(crate) pressure_episodes: Option<Counter>,
+    /// Episodes of its cgroup throttled at `memory.high` (`on-high`), when it has the trigger.
+    pub(crate) high_episodes: Option<Counter>,
     /// Profiles written.
     pub(crate) profiles_written: Counter,
     /// Profiles lost.
@@ -197,6 +212,7 @@ impl Metrics {
             oom_kills: Family::default(),
             unwatched_oom_kills: Counter::default(),
             warnings: Family::default(),
+            pressure_episodes: Family::default(),
             signals: Family::default(),
             profiles: Family::default(),
             mode: Family::default(),
@@ -238,6 +254,11 @@ impl Metrics {
             "warnings",
             "Processes that went over their rule's warning level (warn-at), by rule",
             metrics.warnings.clone(),
+        );
+        registry.register(
+            "pressure_episodes",
+            "Episodes of memory pressure (trigger=pressure) or of the rule's cgroup throttled at memory.high (trigger=high), by rule",
+            metrics.pressure_episodes.clone(),
         );
         registry.register(
             "signals",
@@ -340,6 +361,20 @@ impl Metrics {
                 let breaches = self.breaches.get_or_create(&labels).clone();
                 let oom_kills = self.oom_kills.get_or_create(&labels).clone();
                 let warnings = self.warnings.get_or_create(&labels).clone();
+                let episodes = |trigger| TriggerLabels {
+                    rule: rule.name.clone(),
+                    trigger,
+                };
+                let pressure_episodes = rule.on_pressure.map(|_| {
+                    self.pressure_episodes
+                        .get_or_create(&episodes(PRESSURE))
+                        .clone()
+                });
+                let high_episodes = rule.on_high.then(|| {
+                    self.pressure_episodes
+                        .get_or_create(&episodes(HIGH))
+                        .clone()
+                });
                 let profiles_written = self.profiles.get_or_create(&result("written")).clone();
                 let profiles_failed = self.profiles.get_or_create(&result("failed")).clone();
                 RuleMetrics {
@@ -348,6 +383,8 @@ impl Metrics {
                     breaches,
                     oom_kills,
                     warnings,
+                    pressure_episodes,
+                    high_episodes,
                     profiles_written,
                     profiles_failed,
                     signals,
@@ -400,6 +437,12 @@ impl Metrics {
             self.breaches.remove(&labels);
             self.oom_kills.remove(&labels);
             self.warnings.remove(&labels);
+            for trigger in [PRESSURE, HIGH] {
+                self.pressure_episodes.remove(&TriggerLabels {
+                    rule: gone.name.clone(),
+                    trigger,
+                });
+            }
             for result in ["written", "failed"] {
                 self.profiles.remove(&ResultLabels {
                     rule: gone.name.clone(),

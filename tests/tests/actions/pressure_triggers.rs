@@ -1,0 +1,127 @@
+//! Rules that act on memory pressure (`--on-pressure`), heard from the kernel's own PSI
+//! trigger, not polled: a hog reclaiming page cache in a small memory cgroup stalls on memory,
+//! which the host's pressure (`/proc/pressure/memory`) shows; the rule's trigger fires, the
+//! episode is said once, and with `signal-largest` the largest process the rule watches (a
+//! target of its own, outside the cgroup, so that nothing else can be signalled) gets the
+//! rule's signal. Where the memory controller is on cgroup v1 (this project's machine) only
+//! the host's pressure can be tried; a cgroup's own, and `memory.high`, need cgroup v2.
+
+use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy, spawn_inside};
+use memory_monitor_tests::{Monitor, Target, unique_name};
+
+/// The hog's cgroup: small, so that its page cache is reclaimed all the time.
+const LIMIT_MIB: u64 = 48;
+
+/// Page cache the hog writes at a time, each round reclaiming about as much.
+const CACHE_MIB: usize = 96;
+
+/// Rounds of it at most before the trigger must have fired.
+const ROUNDS: usize = 40;
+
+/// The monitor, polling, with `rest` and a rule that signals (SIGUSR1, once an episode) the
+/// largest process it watches when its trigger fires; once it has started, with every trigger
+/// armed.
+fn start_monitor(rest: &[&str]) -> Monitor {
+    let mut args = vec![
+        "--mode",
+        "poll",
+        "-v",
+        "-m",
+        "1G",
+        "-s",
+        "USR1",
+        "--repeat",
+        "never",
+        "--pressure-action",
+        "signal-largest",
+    ];
+    args.extend_from_slice(rest);
+    let mut monitor = Monitor::start(&args);
+    monitor.expect_log(&["start-up done"]);
+    assert_eq!(
+        monitor.count(&["pressure_unavailable"]),
+        0,
+        "{}",
+        monitor.log_text()
+    );
+    monitor
+}
+
+#[test]
+#[ignore = "needs root"]
+fn host_memory_pressure_fires_the_trigger_and_signals_the_largest_watched() {
+    if !std::path::Path::new("/proc/pressure/memory").exists() {
+        eprintln!("this kernel has no PSI (or it is off): nothing to try");
+        return;
+    }
+    let (root, limit_file) = memory_hierarchy().expect("a memory controller");
+    let cgroup = Cgroup::create(&root, &unique_name("mmpsi-cg"));
+    cgroup.set(limit_file, &(LIMIT_MIB << 20).to_string());
+    let name = unique_name("mmpsi-t");
+    let mut target = Target::spawn(&name);
+    target.grow(8);
+    let mut monitor = start_monitor(&["--on-pressure", "some:5ms/2s", &name]);
+    let mut hog = Target::spawn(&unique_name("mmpsi-hog"));
+    cgroup.add(hog.pid());
+    let pressure = ["event=\"pressure\"", "some:5ms/2s"];
+    for _ in 0..ROUNDS {
+        hog.cache(CACHE_MIB);
+        if monitor.count(&pressure) > 0 {
+            break;
+        }
+    }
+    let line = monitor.expect_log(&pressure);
+    println!("{line}");
+    assert!(line.contains(&format!("pid={}", target.pid())), "{line}");
+    assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
+    // However long the pressure lasts, one episode is one line: more of the hog's reclaim
+    // says nothing more (`--repeat never`: no signal again either).
+    for _ in 0..3 {
+        hog.cache(CACHE_MIB);
+    }
+    assert_eq!(monitor.count(&pressure), 1, "{}", monitor.log_text());
+    assert!(monitor.stop().success());
+    drop(hog);
+}
+
+/// A cgroup (v2) of its own with `memory.high` under what its one process grows to: the kernel
+/// throttles the process into reclaim (anonymous memory, no swap: it stays over), so the
+/// cgroup's `high` count rises and its own memory pressure builds. Both triggers of a rule
+/// selecting the cgroup fire, and the process, the largest there, is signalled. Needs the
+/// memory controller on cgroup v2: the kernel-matrix guests (this project's machine has it on
+/// v1, where a cgroup has neither `memory.high` nor its own pressure).
+#[test]
+#[ignore = "needs root"]
+fn a_cgroup_throttled_at_its_memory_high_fires_both_triggers() {
+    let (root, limit_file) = memory_hierarchy().expect("a memory controller");
+    if limit_file != "memory.max" {
+        eprintln!("the memory controller is on cgroup v1 here: no memory.high to try");
+        return;
+    }
+    let cgroup = Cgroup::create(&root, &unique_name("mmhigh-cg"));
+    cgroup.set("memory.high", &(32u64 << 20).to_string());
+    let name = unique_name("mmhigh-t");
+    let mut target = spawn_inside(&name, &cgroup);
+    let path = cgroup.path();
+    let mut monitor = start_monitor(&[
+        "--cgroup",
+        &path,
+        "--on-high",
+        "--on-pressure",
+        "some:5ms/2s",
+        &name,
+    ]);
+    // Throttled, it may never answer: the test waits for what the monitor says instead.
+    target.start_growing(64);
+    let high = monitor.expect_log(&["event=\"high_throttled\"", &path]);
+    println!("{high}");
+    let pressure = monitor.expect_log(&["event=\"pressure\"", &path]);
+    println!("{pressure}");
+    assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
+    let signalled = format!("pid={}", target.pid());
+    assert!(
+        high.contains(&signalled) || pressure.contains(&signalled),
+        "{high}\n{pressure}"
+    );
+    assert!(monitor.stop().success());
+}
