@@ -6,7 +6,7 @@
 //! rule's signal. Where the memory controller is on cgroup v1 (this project's machine) only
 //! the host's pressure can be tried; a cgroup's own, and `memory.high`, need cgroup v2.
 
-use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy, spawn_inside};
+use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy, spawn_inside, v2_mount};
 use memory_monitor_tests::{Monitor, Target, unique_name};
 
 /// The hog's cgroup: small, so that its page cache is reclaimed all the time.
@@ -87,6 +87,53 @@ fn host_memory_pressure_fires_the_trigger_and_signals_the_largest_watched() {
     assert!(monitor.wait().success());
     let stop = monitor.expect_log(&["event=\"stop\""]);
     assert!(stop.contains("allocations=0"), "{stop}");
+    drop(hog);
+}
+
+/// A rule's cgroup (v2) has a pressure of its own (`memory.pressure`), whatever hierarchy
+/// the memory controller is on: the hog reclaiming in it (within its own `memory.max` where
+/// the controller is v2, in a small v1 memory cgroup beside it on this project's machine)
+/// fires the rule's trigger, which names the cgroup, and the target in it is signalled.
+#[test]
+#[ignore = "needs root"]
+fn a_cgroups_own_memory_pressure_fires_its_trigger() {
+    let Some(v2) = v2_mount() else {
+        eprintln!("no cgroup v2 hierarchy here: no cgroup pressure to try");
+        return;
+    };
+    let scope = Cgroup::create(v2, &unique_name("mmpscope-cg"));
+    let (root, limit_file) = memory_hierarchy().expect("a memory controller");
+    let limited = match limit_file {
+        "memory.max" => {
+            scope.set(limit_file, &(LIMIT_MIB << 20).to_string());
+            None
+        }
+        _ => {
+            let v1 = Cgroup::create(&root, &unique_name("mmpscope-v1"));
+            v1.set(limit_file, &(LIMIT_MIB << 20).to_string());
+            Some(v1)
+        }
+    };
+    let name = unique_name("mmpscope-t");
+    let target = spawn_inside(&name, &scope);
+    let path = scope.path();
+    let mut monitor = start_monitor(&["--cgroup", &path, "--on-pressure", "some:5ms/2s", &name]);
+    let mut hog = Target::spawn(&unique_name("mmpscope-hog"));
+    scope.add(hog.pid());
+    if let Some(v1) = &limited {
+        v1.add(hog.pid());
+    }
+    let pressure = ["event=\"pressure\"", path.as_str()];
+    for _ in 0..ROUNDS {
+        hog.cache(CACHE_MIB);
+        if monitor.count(&pressure) > 0 {
+            break;
+        }
+    }
+    let line = monitor.expect_log(&pressure);
+    println!("{line}");
+    assert!(line.contains(&format!("pid={}", target.pid())), "{line}");
+    assert!(monitor.stop().success());
     drop(hog);
 }
 
