@@ -18,13 +18,13 @@ const CACHE_MIB: usize = 96;
 /// Rounds of it at most before the trigger must have fired.
 const ROUNDS: usize = 40;
 
-/// The monitor, polling, with `rest` and a rule that signals (SIGUSR1, once an episode) the
+/// The monitor in `mode`, with `rest` and a rule that signals (SIGUSR1, once an episode) the
 /// largest process it watches when its trigger fires; once it has started, with every trigger
 /// armed.
-fn start_monitor(rest: &[&str]) -> Monitor {
+fn start_monitor(mode: &str, rest: &[&str]) -> Monitor {
     let mut args = vec![
         "--mode",
-        "poll",
+        mode,
         "-v",
         "-m",
         "1G",
@@ -49,7 +49,17 @@ fn start_monitor(rest: &[&str]) -> Monitor {
 
 #[test]
 #[ignore = "needs root"]
-fn host_memory_pressure_fires_the_trigger_and_signals_the_largest_watched() {
+fn host_memory_pressure_fires_the_trigger_in_poll_mode() {
+    host_memory_pressure_fires_the_trigger_and_signals_the_largest_watched("poll");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn host_memory_pressure_fires_the_trigger_in_ebpf_mode() {
+    host_memory_pressure_fires_the_trigger_and_signals_the_largest_watched("ebpf");
+}
+
+fn host_memory_pressure_fires_the_trigger_and_signals_the_largest_watched(mode: &str) {
     if !std::path::Path::new("/proc/pressure/memory").exists() {
         eprintln!("this kernel has no PSI (or it is off): nothing to try");
         return;
@@ -60,7 +70,7 @@ fn host_memory_pressure_fires_the_trigger_and_signals_the_largest_watched() {
     let name = unique_name("mmpsi-t");
     let mut target = Target::spawn(&name);
     target.grow(8);
-    let mut monitor = start_monitor(&["--on-pressure", "some:5ms/2s", &name]);
+    let mut monitor = start_monitor(mode, &["--on-pressure", "some:5ms/2s", &name]);
     let mut hog = Target::spawn(&unique_name("mmpsi-hog"));
     cgroup.add(hog.pid());
     let pressure = ["event=\"pressure\"", "some:5ms/2s"];
@@ -117,7 +127,10 @@ fn a_cgroups_own_memory_pressure_fires_its_trigger() {
     let name = unique_name("mmpscope-t");
     let target = spawn_inside(&name, &scope);
     let path = scope.path();
-    let mut monitor = start_monitor(&["--cgroup", &path, "--on-pressure", "some:5ms/2s", &name]);
+    let mut monitor = start_monitor(
+        "poll",
+        &["--cgroup", &path, "--on-pressure", "some:5ms/2s", &name],
+    );
     let mut hog = Target::spawn(&unique_name("mmpscope-hog"));
     scope.add(hog.pid());
     if let Some(v1) = &limited {
@@ -156,14 +169,17 @@ fn a_cgroup_throttled_at_its_memory_high_fires_both_triggers() {
     let name = unique_name("mmhigh-t");
     let mut target = spawn_inside(&name, &cgroup);
     let path = cgroup.path();
-    let mut monitor = start_monitor(&[
-        "--cgroup",
-        &path,
-        "--on-high",
-        "--on-pressure",
-        "some:5ms/2s",
-        &name,
-    ]);
+    let mut monitor = start_monitor(
+        "poll",
+        &[
+            "--cgroup",
+            &path,
+            "--on-high",
+            "--on-pressure",
+            "some:5ms/2s",
+            &name,
+        ],
+    );
     // Throttled, it may never answer: the test waits for what the monitor says instead.
     target.start_growing(64);
     let high = monitor.expect_log(&["event=\"high_throttled\"", &path]);
