@@ -18,9 +18,8 @@ const CACHE_MIB: usize = 96;
 /// Rounds of it at most before the trigger must have fired.
 const ROUNDS: usize = 40;
 
-/// The monitor in `mode`, with `rest` and a rule that signals (SIGUSR1, once an episode) the
-/// largest process it watches when its trigger fires; once it has started, with every trigger
-/// armed.
+/// The monitor in `mode`, with `rest` and a rule that signals (SIGUSR1) the largest process
+/// it watches when its trigger fires; once it has started.
 fn start_monitor(mode: &str, rest: &[&str]) -> Monitor {
     let mut args = vec![
         "--mode",
@@ -30,21 +29,31 @@ fn start_monitor(mode: &str, rest: &[&str]) -> Monitor {
         "1G",
         "-s",
         "USR1",
-        "--repeat",
-        "never",
         "--pressure-action",
         "signal-largest",
     ];
     args.extend_from_slice(rest);
     let mut monitor = Monitor::start(&args);
     monitor.expect_log(&["start-up done"]);
-    assert_eq!(
-        monitor.count(&["pressure_unavailable"]),
-        0,
-        "{}",
-        monitor.log_text()
-    );
     monitor
+}
+
+/// How many of `monitor`'s triggers were not armed so far.
+fn unarmed(monitor: &mut Monitor) -> usize {
+    monitor.count(&["pressure_unavailable"])
+}
+
+/// The hog reclaims page cache until `monitor` has said `wanted`; the line.
+fn press(hog: &mut Target, monitor: &mut Monitor, wanted: &[&str]) -> String {
+    for _ in 0..ROUNDS {
+        hog.cache(CACHE_MIB);
+        if monitor.count(wanted) > 0 {
+            break;
+        }
+    }
+    let line = monitor.expect_log(wanted);
+    println!("{line}");
+    line
 }
 
 #[test]
@@ -70,18 +79,15 @@ fn host_memory_pressure_fires_the_trigger_and_signals_the_largest_watched(mode: 
     let name = unique_name("mmpsi-t");
     let mut target = Target::spawn(&name);
     target.grow(8);
-    let mut monitor = start_monitor(mode, &["--on-pressure", "some:5ms/2s", &name]);
+    let mut monitor = start_monitor(
+        mode,
+        &["--repeat", "never", "--on-pressure", "some:5ms/2s", &name],
+    );
+    assert_eq!(unarmed(&mut monitor), 0, "{}", monitor.log_text());
     let mut hog = Target::spawn(&unique_name("mmpsi-hog"));
     cgroup.add(hog.pid());
     let pressure = ["event=\"pressure\"", "some:5ms/2s"];
-    for _ in 0..ROUNDS {
-        hog.cache(CACHE_MIB);
-        if monitor.count(&pressure) > 0 {
-            break;
-        }
-    }
-    let line = monitor.expect_log(&pressure);
-    println!("{line}");
+    let line = press(&mut hog, &mut monitor, &pressure);
     assert!(line.contains(&format!("pid={}", target.pid())), "{line}");
     assert!(target.wait_signal(libc::SIGUSR1), "{}", monitor.log_text());
     // However long the pressure lasts, one episode is one line: more of the hog's reclaim
@@ -101,17 +107,37 @@ fn host_memory_pressure_fires_the_trigger_and_signals_the_largest_watched(mode: 
 }
 
 /// A rule's cgroup (v2) has a pressure of its own (`memory.pressure`), whatever hierarchy
-/// the memory controller is on: the hog reclaiming in it (within its own `memory.max` where
-/// the controller is v2, in a small v1 memory cgroup beside it on this project's machine)
-/// fires the rule's trigger, which names the cgroup, and the target in it is signalled.
+/// the memory controller is on. The cgroup is made after the monitor starts, which says its
+/// trigger cannot be armed yet, and arms it when the cgroup appears; the hog reclaiming in it
+/// (within its own `memory.max` where the controller is v2, in a small v1 memory cgroup
+/// beside it on this project's machine) then fires the rule's trigger, whose line names the
+/// cgroup, and the target in it is signalled.
 #[test]
 #[ignore = "needs root"]
-fn a_cgroups_own_memory_pressure_fires_its_trigger() {
+fn a_cgroups_own_memory_pressure_fires_its_trigger_once_the_cgroup_is_made() {
     let Some(v2) = v2_mount() else {
         eprintln!("no cgroup v2 hierarchy here: no cgroup pressure to try");
         return;
     };
-    let scope = Cgroup::create(v2, &unique_name("mmpscope-cg"));
+    let scope_name = unique_name("mmpscope-cg");
+    let path = format!("/{scope_name}");
+    let name = unique_name("mmpscope-t");
+    // Signalled again while the episode lasts: it may begin before the target is watched.
+    let mut monitor = start_monitor(
+        "poll",
+        &[
+            "--repeat",
+            "1s",
+            "--cgroup",
+            &path,
+            "--on-pressure",
+            "some:5ms/2s",
+            &name,
+        ],
+    );
+    assert_eq!(unarmed(&mut monitor), 1, "{}", monitor.log_text());
+    let scope = Cgroup::create(v2, &scope_name);
+    monitor.expect_log(&["event=\"cgroup_appeared\""]);
     let (root, limit_file) = memory_hierarchy().expect("a memory controller");
     let limited = match limit_file {
         "memory.max" => {
@@ -124,28 +150,25 @@ fn a_cgroups_own_memory_pressure_fires_its_trigger() {
             Some(v1)
         }
     };
-    let name = unique_name("mmpscope-t");
     let target = spawn_inside(&name, &scope);
-    let path = scope.path();
-    let mut monitor = start_monitor(
-        "poll",
-        &["--cgroup", &path, "--on-pressure", "some:5ms/2s", &name],
-    );
+    monitor.expect_log(&["checked watched=1"]);
     let mut hog = Target::spawn(&unique_name("mmpscope-hog"));
     scope.add(hog.pid());
     if let Some(v1) = &limited {
         v1.add(hog.pid());
     }
-    let pressure = ["event=\"pressure\"", path.as_str()];
-    for _ in 0..ROUNDS {
-        hog.cache(CACHE_MIB);
-        if monitor.count(&pressure) > 0 {
-            break;
-        }
-    }
-    let line = monitor.expect_log(&pressure);
-    println!("{line}");
-    assert!(line.contains(&format!("pid={}", target.pid())), "{line}");
+    let signalled = format!("pid={}", target.pid());
+    press(
+        &mut hog,
+        &mut monitor,
+        &["event=\"pressure\"", &path, &signalled],
+    );
+    assert_eq!(
+        unarmed(&mut monitor),
+        1,
+        "armed once made: {}",
+        monitor.log_text()
+    );
     assert!(monitor.stop().success());
     drop(hog);
 }
@@ -172,6 +195,8 @@ fn a_cgroup_throttled_at_its_memory_high_fires_both_triggers() {
     let mut monitor = start_monitor(
         "poll",
         &[
+            "--repeat",
+            "never",
             "--cgroup",
             &path,
             "--on-high",
@@ -180,6 +205,7 @@ fn a_cgroup_throttled_at_its_memory_high_fires_both_triggers() {
             &name,
         ],
     );
+    assert_eq!(unarmed(&mut monitor), 0, "{}", monitor.log_text());
     // Throttled, it may never answer: the test waits for what the monitor says instead.
     target.start_growing(64);
     let high = monitor.expect_log(&["event=\"high_throttled\"", &path]);
