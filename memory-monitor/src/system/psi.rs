@@ -6,8 +6,8 @@
 //! cgroup was removed).
 //!
 //! Whether this kernel can is found by trying: a kernel built without PSI has no file, and
-//! Debian's build it in but off unless booted with `psi=1` (the write then fails with
-//! `EOPNOTSUPP`).
+//! one built with it off by default (`CONFIG_PSI_DEFAULT_DISABLED`, as some distributions do)
+//! hides the files or refuses the write (`EOPNOTSUPP`) unless booted with `psi=1`.
 
 use std::ffi::CString;
 use std::fmt;
@@ -57,7 +57,8 @@ impl fmt::Display for Scope {
 /// Why a trigger could not be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
-    /// Built in but switched off (Debian's default): the write says `EOPNOTSUPP`.
+    /// Built in but switched off (`CONFIG_PSI_DEFAULT_DISABLED`, no `psi=1`): the write says
+    /// `EOPNOTSUPP`.
     Disabled,
     /// No pressure file: a kernel without PSI, or a cgroup that does not exist (yet).
     NoFile,

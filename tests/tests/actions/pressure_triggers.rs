@@ -1,10 +1,11 @@
-//! Rules that act on memory pressure (`--on-pressure`), heard from the kernel's own PSI
-//! trigger, not polled: a hog reclaiming page cache in a small memory cgroup stalls on memory,
-//! which the host's pressure (`/proc/pressure/memory`) shows; the rule's trigger fires, the
-//! episode is said once, and with `signal-largest` the largest process the rule watches (a
-//! target of its own, outside the cgroup, so that nothing else can be signalled) gets the
-//! rule's signal. Where the memory controller is on cgroup v1 (this project's machine) only
-//! the host's pressure can be tried; a cgroup's own, and `memory.high`, need cgroup v2.
+//! Rules that act on memory pressure (`--on-pressure`) or on a cgroup throttled at its
+//! `memory.high` (`--on-high`), heard from the kernel, not polled: a hog reclaiming page cache
+//! in a small memory cgroup stalls on memory, which the host's pressure
+//! (`/proc/pressure/memory`) shows, and so does its cgroup v2's own (`memory.pressure`); the
+//! rule's trigger fires, the episode is said once, and with `signal-largest` the largest
+//! process the rule watches (a target of the test's own, so that nothing else can be
+//! signalled) gets the rule's signal. `memory.high` needs the memory controller on cgroup v2:
+//! the kernel-matrix guests (this project's machine has it on v1).
 
 use memory_monitor_tests::cgroup::{Cgroup, memory_hierarchy, spawn_inside, v2_mount};
 use memory_monitor_tests::{Monitor, Target, unique_name};

@@ -309,8 +309,8 @@ pub(super) fn run_guest_with(
         .arg(&files.vmlinuz)
         .arg("-initrd")
         .arg(&initrd)
-        // psi=1: Debian's kernels build pressure stall information in but switch it off
-        // (CONFIG_PSI_DEFAULT_DISABLED); the pressure triggers' tests need it on.
+        // psi=1: pressure stall information on, whatever the kernel's build says
+        // (CONFIG_PSI_DEFAULT_DISABLED); the pressure triggers' tests need it.
         .args([
             "-append",
             "console=ttyS0 panic=-1 softlockup_panic=1 random.trust_cpu=on mitigations=off quiet loglevel=4 psi=1 rdinit=/init",
