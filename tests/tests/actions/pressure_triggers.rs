@@ -39,6 +39,19 @@ fn start_monitor(mode: &str, rest: &[&str]) -> Monitor {
     monitor
 }
 
+/// A small memory cgroup for the hog, named after `label`, where the host has PSI (its
+/// pressure file); `None`, said, where it has none to try.
+fn hog_cgroup(label: &str) -> Option<Cgroup> {
+    if !std::path::Path::new("/proc/pressure/memory").exists() {
+        eprintln!("this kernel has no PSI (or it is off): nothing to try");
+        return None;
+    }
+    let (root, limit_file) = memory_hierarchy().expect("a memory controller");
+    let cgroup = Cgroup::create(&root, &unique_name(label));
+    cgroup.set(limit_file, &(LIMIT_MIB << 20).to_string());
+    Some(cgroup)
+}
+
 /// How many of `monitor`'s triggers were not armed so far.
 fn unarmed(monitor: &mut Monitor) -> usize {
     monitor.count(&["pressure_unavailable"])
@@ -72,13 +85,9 @@ fn host_memory_pressure_fires_the_trigger_in_ebpf_mode() {
 }
 
 fn host_memory_pressure_fires_the_trigger_and_signals_the_largest_watched(mode: &str) {
-    if !std::path::Path::new("/proc/pressure/memory").exists() {
-        eprintln!("this kernel has no PSI (or it is off): nothing to try");
+    let Some(cgroup) = hog_cgroup("mmpsi-cg") else {
         return;
-    }
-    let (root, limit_file) = memory_hierarchy().expect("a memory controller");
-    let cgroup = Cgroup::create(&root, &unique_name("mmpsi-cg"));
-    cgroup.set(limit_file, &(LIMIT_MIB << 20).to_string());
+    };
     let name = unique_name("mmpsi-t");
     let mut target = Target::spawn(&name);
     target.grow(8);
@@ -233,13 +242,9 @@ fn a_cgroup_throttled_at_its_memory_high_fires_both_triggers() {
 #[test]
 #[ignore = "needs root"]
 fn a_reload_keeps_the_trigger_armed() {
-    if !std::path::Path::new("/proc/pressure/memory").exists() {
-        eprintln!("this kernel has no PSI (or it is off): nothing to try");
+    let Some(cgroup) = hog_cgroup("mmpsr-cg") else {
         return;
-    }
-    let (root, limit_file) = memory_hierarchy().expect("a memory controller");
-    let cgroup = Cgroup::create(&root, &unique_name("mmpsr-cg"));
-    cgroup.set(limit_file, &(LIMIT_MIB << 20).to_string());
+    };
     let name = unique_name("mmpsr-t");
     let _target = Target::spawn(&name);
     let rules = RulesFile::new(
