@@ -228,8 +228,7 @@ static SIGNAL_THREAD_HEAD_OFFSET: Global<u64> = Global::new(0);
 static TASK_THREAD_NODE_OFFSET: Global<u64> = Global::new(0);
 
 /// The `WATCH_*` flags a watch takes from its rule.
-const RULE_WATCH_FLAGS: u32 =
-    WATCH_COUNT_SWAP | WATCH_SUMS_CPUS | WATCH_GROUPED | WATCH_WAYPOINTS;
+const RULE_WATCH_FLAGS: u32 = WATCH_COUNT_SWAP | WATCH_SUMS_CPUS | WATCH_GROUPED | WATCH_WAYPOINTS;
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 /// `BPF_NOEXIST`: insert only if absent, atomically.

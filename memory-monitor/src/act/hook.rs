@@ -27,6 +27,10 @@ pub(crate) enum HookEvent {
     /// Its growth trend reaches the limit within the rule's horizon (`leak_suspected`): no
     /// signal was sent.
     LeakSuspected,
+    /// Memory pressure fired the rule's trigger (`pressure`).
+    Pressure,
+    /// The rule's cgroup was throttled at its `memory.high` (`high_throttled`).
+    High,
 }
 
 impl HookEvent {
@@ -37,6 +41,8 @@ impl HookEvent {
             HookEvent::Warn => "warn",
             HookEvent::GroupBreach => "group_breach",
             HookEvent::LeakSuspected => "leak_suspected",
+            HookEvent::Pressure => "pressure",
+            HookEvent::High => "high",
         }
     }
 }

@@ -90,9 +90,11 @@ Every other key is the long option that means the same, with the same values:
 \fBleak\-warmup\fR, \fBleak\-sustain\fR, \fBsignal\fR, \fBrepeat\fR
 (default: every \fB\-\-interval\fR), \fBkill\-after\fR, \fBexec\fR, \fBexec\-timeout\fR,
 \fBprofile\-dir\fR, \fBprofile\-to\fR, \fBprofile\-budget\fR, \fBprofile\-at\fR,
-\fBcount\fR (\fBrss\fR or \fBrss+swap\fR) and \fBact\-on\fR (\fBprocess\fR,
+\fBcount\fR (\fBrss\fR or \fBrss+swap\fR), \fBact\-on\fR (\fBprocess\fR,
 \fBprocess\-group\fR, or \fBcgroup\fR with a \fBcgroup\fR key), \fBgroup\-limit\fR,
-\fBgroup\-pick\fR (\fBlargest\fR or \fBfastest\fR) and \fBgroup\-settle\fR. Sizes, durations and signals may be strings or
+\fBgroup\-pick\fR (\fBlargest\fR or \fBfastest\fR), \fBgroup\-settle\fR, \fBon\-pressure\fR
+(\fB"some:150ms/1s"\fR), \fBon\-high\fR (\fBtrue\fR, with a \fBcgroup\fR key) and
+\fBpressure\-action\fR (\fBreport\fR or \fBsignal\-largest\fR). Sizes, durations and signals may be strings or
 numbers (\fBmax\-memory = 500\fR is 500 MiB).
 .PP
 A mistake is one line naming the file, the line and the key (an unknown key with the known

@@ -35,7 +35,7 @@ use crate::host::logging::{LogFormat, LogSettings};
 use crate::kernel::Attach;
 use crate::matcher::{MatchMode, Matcher};
 use crate::rules::count::Count;
-use crate::rules::{ActOn, Pick, Repeat, WarnAt};
+use crate::rules::{ActOn, Pick, PressureAction, PressureTrigger, Repeat, WarnAt};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::system::cgroup::CgroupPath;
@@ -241,11 +241,40 @@ struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, allow_hyphen_values = true)]
     group_settle: Option<Duration>,
 
+    /// Act on memory pressure (PSI): some|full:STALL/WINDOW
+    ///
+    /// Such as some:150ms/1s. The kernel's PSI trigger: fires when tasks stalled on memory
+    /// for STALL within any WINDOW (500ms to 10s; a multiple of 2s without CAP_SYS_RESOURCE,
+    /// which the monitor holds at start-up only, where granted), some of them (some) or all at
+    /// once (full). Of the rule's cgroup (its memory.pressure, cgroup v2) when it selects by one,
+    /// else of the host (/proc/pressure/memory). Nothing is polled; each episode is said once
+    /// (event pressure) and acted on as --pressure-action says. A kernel without PSI (or
+    /// booted without psi=1 where it is off by default) is said once at start.
+    #[arg(long, value_name = "TRIGGER", value_parser = PressureTrigger::parse, help_heading = ADVANCED)]
+    on_pressure: Option<PressureTrigger>,
+
+    /// Act on the rule's cgroup throttled at its memory.high
+    ///
+    /// Needs --cgroup. Whenever the high count of the cgroup's memory.events rises (followed
+    /// with inotify: no polling), its processes were throttled into reclaim at memory.high;
+    /// each episode is said once (event high_throttled) and acted on as --pressure-action says.
+    #[arg(long, help_heading = ADVANCED)]
+    on_high: bool,
+
+    /// On a trigger: report, signal-largest [default: report]
+    ///
+    /// report: the line, the metric and the --exec hook (MM_EVENT=pressure or high).
+    /// signal-largest: those, and the rule's signal to the largest process the rule watches
+    /// (in its cgroup, or anywhere for a host-wide trigger), again no sooner than --repeat
+    /// while the episode lasts.
+    #[arg(long, value_name = "ACTION", value_parser = ChoiceParser::<PressureAction>::new(), hide_possible_values = true, help_heading = ADVANCED)]
+    pressure_action: Option<PressureAction>,
+
     /// Run this shell command on each breach, after the signal.
     ///
-    /// And on each warning (--warn-at), leak named (--leak-horizon) and group member signalled
-    /// (--group-limit). Its environment holds MM_EVENT (breach, warn, leak_suspected or
-    /// group_breach),
+    /// And on each warning (--warn-at), leak named (--leak-horizon), group member signalled
+    /// (--group-limit), and each episode of --on-pressure or --on-high. Its environment holds
+    /// MM_EVENT (breach, warn, leak_suspected, group_breach, pressure or high),
     /// MM_PID, MM_NAME, MM_UID, MM_USER (the user it runs as), MM_RSS_BYTES, MM_LIMIT_BYTES,
     /// MM_SIGNAL (empty at a warning or a leak), MM_PROFILE (the profile's name, if any) and
     /// MM_RULE (the rule's name), and MM_CONTAINER_ID and MM_POD_UID (from its cgroup path;

@@ -84,6 +84,9 @@ impl Cli {
                 ("--group-limit", self.group_limit.is_some()),
                 ("--group-pick", self.group_pick.is_some()),
                 ("--group-settle", self.group_settle.is_some()),
+                ("--on-pressure", self.on_pressure.is_some()),
+                ("--on-high", self.on_high),
+                ("--pressure-action", self.pressure_action.is_some()),
             ];
             if let Some((option, _)) = rule_options.iter().find(|(_, given)| *given) {
                 return Err(UsageError(format!(
@@ -133,6 +136,9 @@ impl Cli {
             group_limit: self.group_limit,
             group_pick: self.group_pick,
             group_settle: self.group_settle,
+            on_pressure: self.on_pressure,
+            on_high: self.on_high,
+            pressure_action: self.pressure_action,
             decimal_unit: self.decimal_unit.clone(),
         };
         spec.build(self.defaults())

@@ -417,3 +417,43 @@ fn help_is_printed_not_an_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn pressure_triggers_and_their_mistakes() {
+    let s = settings(&[
+        "-m",
+        "1G",
+        "--cgroup",
+        "/batch",
+        "--on-pressure",
+        "full:100ms/2s",
+        "--on-high",
+        "--pressure-action",
+        "signal-largest",
+    ]);
+    let rule = rule(&s);
+    assert_eq!(rule.on_pressure.unwrap().to_string(), "full:100ms/2s");
+    assert!(rule.on_high);
+    assert_eq!(rule.pressure_action, PressureAction::SignalLargest);
+    for (args, said) in [
+        (
+            &["-m", "1G", "--on-high", "x"][..],
+            "--on-high follows the memory.high of the cgroup the rule selects by, and it selects by none: add a cgroup",
+        ),
+        (
+            &["-m", "1G", "--pressure-action", "report", "x"],
+            "--pressure-action needs --on-pressure or --on-high",
+        ),
+        (
+            &["-m", "1G", "--on-pressure", "some:1s/20s", "x"],
+            "the kernel takes a window from 500ms to 10s",
+        ),
+        (
+            &["--config", "/nonexistent", "--on-pressure", "some:1s/2s"],
+            "--on-pressure shapes the command line's rule",
+        ),
+    ] {
+        let error = error(args);
+        assert!(error.contains(said), "{args:?}: {error}");
+    }
+}

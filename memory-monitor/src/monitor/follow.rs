@@ -49,6 +49,9 @@ impl Monitor {
                 return;
             }
         };
+        if !changed.is_empty() {
+            self.arm_pressure();
+        }
         let rules = &self.in_force.rules;
         for (index, present) in changed {
             let rule = rules.get(index);

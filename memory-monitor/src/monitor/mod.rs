@@ -12,6 +12,7 @@
 //! processes against its `group-limit`; `actions` are what
 //! acting needs besides each rule's own; `events` is what each kernel event means; `run`
 //! drives the loops, `waits` is what else wakes them, `timer` times eBPF mode's deadlines,
+//! `pressure` acts on the rules' memory pressure and `memory.high` triggers,
 //! `follow` acts on the changes followed and `reload` puts new rules in force; `start` is
 //! start-up, and `unmatched` says which rules select nothing.
 
@@ -24,6 +25,7 @@ mod in_force;
 mod leak;
 mod oom;
 mod oom_counts;
+mod pressure;
 mod reload;
 mod run;
 mod start;
@@ -39,6 +41,7 @@ use self::check::{Look, check, due_at, earliest};
 use self::events::Losses;
 use self::in_force::InForce;
 use self::oom_counts::OomCounts;
+use self::pressure::Pressure;
 use self::start::Note;
 use crate::Error;
 use crate::accounting::{Accounting, Exact};
@@ -133,6 +136,8 @@ pub struct Monitor {
     changes: Option<Changes>,
     /// Poll mode: the kernel's counts of its OOM kills (eBPF mode hears of each one).
     oom_counts: Option<OomCounts>,
+    /// The rules' pressure and `memory.high` triggers (none with `--once`).
+    pressure: Option<Pressure>,
     /// When to read the changed rules file (`--watch-config`), once it has settled.
     reload_at: Option<Instant>,
     /// When to say which rules still select no process (see [`unmatched`]).
@@ -182,6 +187,11 @@ impl Monitor {
         let keep_for_maps = ring.capabilities_for_maps();
         // A check (`--once`) is a dry run: it reports, and acts on nothing.
         let dry_run = config.dry_run || config.once;
+        // Armed while the monitor still holds CAP_SYS_RESOURCE, which some triggers need.
+        let pressure = match config.once {
+            true => None,
+            false => Some(Pressure::new(&config.rules)),
+        };
         // Before the capabilities are dropped.
         let (peer_lock, peer_note) = match (config.harden, dry_run) {
             (Some(_), false) => start::notice_peers(&config.rules),
@@ -237,6 +247,7 @@ impl Monitor {
             budgets,
             changes,
             oom_counts,
+            pressure,
             reload_at: None,
             unmatched_at: None,
             next_deadline: None,

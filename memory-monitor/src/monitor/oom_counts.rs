@@ -22,7 +22,7 @@ use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 use super::Monitor;
 use crate::system::cgroup::oom_count_file;
 use crate::system::container::Identity;
-use crate::system::oom_count::OomCount;
+use crate::system::event_count::{EventCount, OOM_KILL};
 use crate::system::procfs::{Escaped, ProcRoot};
 use crate::watch::table::ProcessTable;
 
@@ -38,7 +38,7 @@ const PATH_KEPT: usize = 256;
 pub(crate) struct OomCounts {
     proc: ProcRoot,
     /// The machine's count (`None` before 4.13).
-    machine: Option<OomCount>,
+    machine: Option<EventCount>,
     /// The followed cgroups, by fingerprint, in order (found by binary search).
     cgroups: Vec<Followed>,
     /// The machine's kills not yet matched by a cgroup's: a kill counted by the machine just
@@ -64,7 +64,7 @@ struct Followed {
     path_cut: bool,
     identity: Identity,
     /// Its count (`None`: the kernel keeps none for it, as for the v2 root).
-    count: Option<OomCount>,
+    count: Option<EventCount>,
     /// Whether a watched process was seen in it at the last look.
     seen: bool,
     /// Its inotify watch, where its count file tells of changes.
@@ -76,7 +76,7 @@ impl OomCounts {
     pub(crate) fn new() -> io::Result<OomCounts> {
         Ok(OomCounts {
             proc: ProcRoot::open()?,
-            machine: OomCount::open(c"/proc/vmstat").ok(),
+            machine: EventCount::open(c"/proc/vmstat", OOM_KILL).ok(),
             cgroups: Vec::with_capacity(MAX_CGROUPS),
             unmatched: 0,
             warned_full: false,
@@ -147,7 +147,7 @@ impl OomCounts {
         let text = self.proc.read_file(pid, "cgroup", &mut text).ok()?;
         let mut name = [0u8; 4096];
         let (file, path) = oom_count_file(text, &mut name)?;
-        let count = OomCount::open(file).ok();
+        let count = EventCount::open(file, OOM_KILL).ok();
         // Only cgroup v2's events file tells inotify of its changes.
         let watch = match (&count, &self.notify) {
             (Some(_), Some(notify)) if file.to_bytes().ends_with(b".local") => {
@@ -179,10 +179,10 @@ impl Monitor {
             return;
         };
         // The machine's first: a kill between the two reads is then matched next time.
-        let machine = counts.machine.as_mut().map_or(0, OomCount::new_kills);
+        let machine = counts.machine.as_mut().map_or(0, EventCount::rise);
         let mut matched = 0;
         for cgroup in &mut counts.cgroups {
-            let Some(killed) = cgroup.count.as_mut().map(OomCount::new_kills) else {
+            let Some(killed) = cgroup.count.as_mut().map(EventCount::rise) else {
                 continue;
             };
             if killed == 0 {

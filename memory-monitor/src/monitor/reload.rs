@@ -92,6 +92,7 @@ impl Monitor {
         // The old rules' profilers stop now.
         drop(replaced);
         self.follow_cgroups();
+        self.arm_pressure();
         self.actions.metrics.reloaded(true);
         let count = self.in_force.rules.all().len();
         tracing::info!(event = "reload", file = %file.display(), rules = count, "rules reloaded");

@@ -1,6 +1,7 @@
 //! Driving the monitor: start-up's end, then the loop of its mode (poll mode's ticks, or eBPF
 //! mode's kernel events and deadlines) and whatever else wakes it, until it is told to stop.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +10,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::time::MissedTickBehavior;
 
 use super::oom_counts::OomCounts;
-use super::waits::{Request, Shutdown, Waits, Wake};
+use super::pressure::fired;
+use super::waits::{Request, Shutdown, Waits, Wake, register};
 use super::{Monitor, Outcome, Source, start, unmatched};
 use crate::Error;
 use crate::host::systemd::Service;
@@ -44,6 +46,9 @@ impl Monitor {
         let started = Instant::now();
         let skipped = self.find_processes(first.into_std())?;
         start::log_start(&self.in_force.rules, self.running(), &self.notes);
+        if let Some(pressure) = &self.pressure {
+            pressure.say_refused(&self.in_force.rules);
+        }
         self.unmatched_at = unmatched::at_start(
             &self.in_force.rules,
             self.running().matched,
@@ -71,26 +76,19 @@ impl Monitor {
         let changes = self
             .changes
             .as_ref()
-            .map(|changes| {
-                let fd = changes.waitable()?;
-                // SAFETY: the AsyncFd owns the descriptor, which stays open and the same for
-                // as long as it lives.
-                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-                    .map_err(std::io::Error::from)
-            })
+            .map(|changes| changes.waitable().and_then(readable))
             .transpose()
             .map_err(Error::Events)?;
         let oom_kills = self
             .oom_counts
             .as_ref()
             .and_then(OomCounts::waitable)
-            .map(|fd| {
-                // SAFETY: as above.
-                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-                    .map_err(std::io::Error::from)
-            })
+            .map(readable)
             .transpose()
             .map_err(Error::Events)?;
+        if let Some(pressure) = self.pressure.as_mut() {
+            pressure.register().map_err(Error::Events)?;
+        }
         let mut service = Service::connect();
         service.ready(self.watch.list().len(), self.is_event_driven());
         crate::footprint::trim();
@@ -148,6 +146,7 @@ impl Monitor {
                         return Ok(Outcome::NothingLeft);
                     }
                 }
+                fired = fired(self.pressure.as_ref()) => self.on_pressure(fired, Instant::now()),
                 wake = waits.next(self.reload_at, self.unmatched_at) => {
                     if let Some(outcome) = self.on_wake(wake, waits)? {
                         return Ok(outcome);
@@ -181,6 +180,7 @@ impl Monitor {
                     expired.map_err(Error::Events)?;
                     self.handle_due(Instant::now());
                 }
+                fired = fired(self.pressure.as_ref()) => self.on_pressure(fired, Instant::now()),
                 wake = waits.next(self.reload_at, self.unmatched_at) => {
                     if let Some(outcome) = self.on_wake(wake, waits)? {
                         return Ok(outcome);
@@ -224,6 +224,12 @@ impl Monitor {
         }
         Ok(None)
     }
+}
+
+/// `fd` (a duplicate, the waiter's own) registered with the runtime, to be waited on until
+/// it is readable.
+fn readable(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    register(fd, Interest::READABLE)
 }
 
 /// What times the loop: poll mode's ticks, or eBPF mode's deadlines.

@@ -6,6 +6,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -64,6 +65,13 @@ impl Waits<'_> {
             request = self.shutdown.next() => Wake::Request(request),
         }
     }
+}
+
+/// `fd` registered with the runtime for `interest`, to be waited on (the waiter owns it).
+pub(crate) fn register(fd: OwnedFd, interest: Interest) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns the descriptor, which stays open and the same for as long as
+    // it lives.
+    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(std::io::Error::from)
 }
 
 /// Until `deadline` (never, without one).

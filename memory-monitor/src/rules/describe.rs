@@ -55,6 +55,22 @@ pub fn describe_rules(rules: &RuleSet) -> String {
                 group.phrase()
             );
         }
+        if let Some(trigger) = rule.on_pressure {
+            let scope = match &rule.selector.cgroup {
+                Some(cgroup) => format!("cgroup {cgroup}"),
+                None => "the host".to_string(),
+            };
+            text += &format!(
+                "  on pressure: {trigger} of {scope}, {}\n",
+                rule.pressure_action
+            );
+        }
+        if let (true, Some(cgroup)) = (rule.on_high, &rule.selector.cgroup) {
+            text += &format!(
+                "  on memory.high: cgroup {cgroup} throttled, {}\n",
+                rule.pressure_action
+            );
+        }
         if let Some(exec) = &rule.exec {
             text += &format!(
                 "  exec: {} (timeout {})

@@ -16,6 +16,7 @@ use crate::matcher::{MatchMode, Matcher};
 use crate::rules::act_on::ActOn;
 use crate::rules::budget::Pick;
 use crate::rules::count::Count;
+use crate::rules::pressure::{PressureAction, PressureTrigger};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::system::cgroup::CgroupPath;
@@ -100,6 +101,9 @@ struct RawRule {
     group_limit: Option<Spanned<Scalar>>,
     group_pick: Option<Spanned<String>>,
     group_settle: Option<Spanned<Scalar>>,
+    on_pressure: Option<Spanned<String>>,
+    on_high: Option<Spanned<bool>>,
+    pressure_action: Option<Spanned<String>>,
 }
 
 /// Reads the rules in the file at `path`, once it is trusted: its `exec` entries run as the
@@ -365,6 +369,21 @@ impl FileText<'_> {
                 None => None,
             },
             group_settle: duration(&raw.group_settle, "group-settle")?,
+            on_pressure: match &raw.on_pressure {
+                Some(on) => Some(
+                    PressureTrigger::parse(on.get_ref())
+                        .map_err(|why| fail(on.span(), "on-pressure", why))?,
+                ),
+                None => None,
+            },
+            on_high: raw.on_high.as_ref().is_some_and(|on| *on.get_ref()),
+            pressure_action: match &raw.pressure_action {
+                Some(action) => Some(
+                    PressureAction::parse(action.get_ref())
+                        .map_err(|e| fail(action.span(), "pressure-action", e.to_string()))?,
+                ),
+                None => None,
+            },
             decimal_unit: raw
                 .max_memory
                 .as_ref()
@@ -441,6 +460,9 @@ impl RawRule {
             "group-limit" => scalar(&self.group_limit),
             "group-pick" => text(&self.group_pick),
             "group-settle" => scalar(&self.group_settle),
+            "on-pressure" => text(&self.on_pressure),
+            "on-high" => self.on_high.as_ref().map(Spanned::span),
+            "pressure-action" => text(&self.pressure_action),
             _ => None,
         }
     }
@@ -581,6 +603,43 @@ mod tests {
         let whole =
             parse("[[rule]]\ncgroup = \"/web.service\"\nmax-memory = 1\nact-on = \"cgroup\"\n");
         assert_eq!(whole.unwrap()[0].act_on, ActOn::Cgroup);
+    }
+
+    #[test]
+    fn pressure_and_memory_high_triggers() {
+        let rules = parse(
+            "[[rule]]\ncgroup = \"/batch\"\nmax-memory = 1\non-pressure = \"full:100ms/2s\"\non-high = true\npressure-action = \"signal-largest\"\n\n[[rule]]\nprefix = \"a\"\nmax-memory = 1\non-pressure = \"some:150ms/1s\"\n",
+        )
+        .unwrap();
+        let batch = &rules[0];
+        assert_eq!(batch.on_pressure.unwrap().to_string(), "full:100ms/2s");
+        assert!(batch.on_high);
+        assert_eq!(batch.pressure_action, PressureAction::SignalLargest);
+        assert!(!rules[1].on_high);
+        assert_eq!(rules[1].pressure_action, PressureAction::Report);
+        let rule = |lines: &str| {
+            format!("[[rule]]\nname = \"r\"\nprefix = \"a\"\nmax-memory = 1\n{lines}\n")
+        };
+        for (lines, said) in [
+            (
+                "on-pressure = \"some:1s/20s\"",
+                "rules.toml:5: rule 'r': on-pressure: 'some:1s/20s': the kernel takes a window from 500ms to 10s",
+            ),
+            (
+                "on-high = true",
+                "rules.toml:5: rule 'r': on-high: follows the memory.high of the cgroup the rule selects by, and it selects by none: add a cgroup",
+            ),
+            (
+                "pressure-action = \"signal-largest\"",
+                "rules.toml:5: rule 'r': pressure-action: needs on-pressure or on-high",
+            ),
+            (
+                "on-pressure = \"some:1s/2s\"\npressure-action = \"kill-all\"",
+                "rules.toml:6: rule 'r': pressure-action: 'kill-all' is not one of report, signal-largest",
+            ),
+        ] {
+            assert_eq!(error(&rule(lines)), said);
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod exclude;
 mod facts;
 mod file;
 mod leak;
+pub(crate) mod pressure;
 mod spec;
 mod warn_at;
 
@@ -40,6 +41,7 @@ use crate::matcher::Matcher;
 pub use crate::rules::act_on::ActOn;
 pub use crate::rules::budget::{GroupBudget, Pick};
 pub use crate::rules::count::Count;
+pub use crate::rules::pressure::{PressureAction, PressureTrigger, Stall};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::system::cgroup;
@@ -222,6 +224,12 @@ pub struct Rule {
     pub act_on: ActOn,
     /// A budget over the sum of every process it watches (`group-limit`).
     pub group: Option<GroupBudget>,
+    /// Memory pressure (PSI) that fires it, on the host or in its cgroup.
+    pub on_pressure: Option<PressureTrigger>,
+    /// Whether its cgroup's `memory.events` `high` rising fires it.
+    pub on_high: bool,
+    /// What its pressure and `memory.high` triggers do.
+    pub pressure_action: PressureAction,
     /// Values it holds that are seldom what was meant (see [`caution`]): said at start and by
     /// `--check-config`, not refused.
     pub cautions: Vec<String>,
@@ -267,6 +275,9 @@ impl Rule {
             count: Count::Rss,
             act_on: ActOn::Process,
             group: None,
+            on_pressure: None,
+            on_high: false,
+            pressure_action: PressureAction::Report,
             cautions: Vec::new(),
         }
     }

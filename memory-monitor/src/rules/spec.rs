@@ -15,6 +15,7 @@ use crate::matcher::Matcher;
 use crate::rules::act_on::ActOn;
 use crate::rules::budget::{DEFAULT_GROUP_SETTLE, GroupBudget, Pick};
 use crate::rules::count::Count;
+use crate::rules::pressure::{PressureAction, PressureTrigger};
 use crate::signal::Signal;
 use crate::sink::SinkSpec;
 use crate::system::cgroup::CgroupPath;
@@ -93,6 +94,12 @@ pub struct RuleSpec {
     pub group_pick: Option<Pick>,
     /// `group-settle`.
     pub group_settle: Option<Duration>,
+    /// `on-pressure`.
+    pub on_pressure: Option<PressureTrigger>,
+    /// `on-high`.
+    pub on_high: bool,
+    /// `pressure-action`.
+    pub pressure_action: Option<PressureAction>,
     /// The decimal unit `max-memory` was written with (`MB`), which is read as binary: said
     /// as a caution (see [`crate::units::decimal_unit`]).
     pub decimal_unit: Option<String>,
@@ -380,6 +387,18 @@ impl RuleSpec {
             }
         }
         let group = group_budget(self.group_limit, self.group_pick, self.group_settle)?;
+        if self.on_high && self.cgroup.is_none() {
+            return Err(SpecError::Invalid {
+                setting: "on-high",
+                why: "follows the memory.high of the cgroup the rule selects by, and it selects by none: add a cgroup".to_string(),
+            });
+        }
+        if self.pressure_action.is_some() && self.on_pressure.is_none() && !self.on_high {
+            return Err(SpecError::Needs {
+                setting: "pressure-action",
+                needs: &["on-pressure", "on-high"],
+            });
+        }
         let cautions = super::caution::of(limit, self.decimal_unit.as_deref(), signal, repeat);
         Ok(Rule {
             name: self.name.trim().to_string(),
@@ -401,6 +420,9 @@ impl RuleSpec {
             count: self.count.unwrap_or_default(),
             act_on,
             group,
+            on_pressure: self.on_pressure,
+            on_high: self.on_high,
+            pressure_action: self.pressure_action.unwrap_or_default(),
             cautions,
         })
     }
@@ -587,6 +609,22 @@ mod tests {
                 },
                 "'cgroup' would reach /app/backup too, which the rule leaves out: act on process-group, or stop leaving it out",
                 "--act-on 'cgroup' would reach /app/backup too, which the rule leaves out: act on process-group, or stop leaving it out",
+            ),
+            (
+                RuleSpec {
+                    on_high: true,
+                    ..spec()
+                },
+                "follows the memory.high of the cgroup the rule selects by, and it selects by none: add a cgroup",
+                "--on-high follows the memory.high of the cgroup the rule selects by, and it selects by none: add a cgroup",
+            ),
+            (
+                RuleSpec {
+                    pressure_action: Some(PressureAction::SignalLargest),
+                    ..spec()
+                },
+                "needs on-pressure or on-high",
+                "--pressure-action needs --on-pressure or --on-high",
             ),
             (
                 RuleSpec {

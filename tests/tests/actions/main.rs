@@ -14,6 +14,7 @@ mod logs;
 mod metrics;
 mod oom;
 mod pressure;
+mod pressure_triggers;
 mod profile;
 mod profile_flags;
 mod release;

@@ -528,6 +528,7 @@ fn every_metric_the_dashboard_and_the_alerts_query_is_in_a_real_scrape() {
         "memory_monitor_warnings_total",
         "memory_monitor_leaks_suspected_total",
         "memory_monitor_leak_time_to_limit_seconds",
+        "memory_monitor_pressure_episodes_total",
         "memory_monitor_signals_total",
         "memory_monitor_lost_kernel_events_total",
         "memory_monitor_profile_writes_total",
@@ -546,10 +547,11 @@ fn every_metric_the_dashboard_and_the_alerts_query_is_in_a_real_scrape() {
     names.sort();
     names.dedup();
 
-    // A monitor with a rule that profiles and follows leak trends, as the DaemonSet's could.
+    // A monitor with a rule that profiles, follows leak trends and acts on pressure, as the
+    // DaemonSet's could.
     let dir = std::env::temp_dir().join(unique_name("mmd-prof"));
     let rules = format!(
-        "[[rule]]\nname = \"app\"\nprefix = \"{}\"\nmax-memory = \"1G\"\nleak-horizon = \"6h\"\nprofile-dir = \"{}\"\n",
+        "[[rule]]\nname = \"app\"\nprefix = \"{}\"\nmax-memory = \"1G\"\nleak-horizon = \"6h\"\nprofile-dir = \"{}\"\non-pressure = \"some:150ms/2s\"\n",
         unique_name("mmd-app"),
         dir.display()
     );

@@ -349,9 +349,11 @@ pub(super) fn run_guest_with(
         .arg(&files.vmlinuz)
         .arg("-initrd")
         .arg(&initrd)
+        // psi=1: pressure stall information on, whatever the kernel's build says
+        // (CONFIG_PSI_DEFAULT_DISABLED); the pressure triggers' tests need it.
         .arg("-append")
         .arg(format!(
-            "console={} panic=-1 softlockup_panic=1 random.trust_cpu=on mitigations=off quiet loglevel=4 rdinit=/init",
+            "console={} panic=-1 softlockup_panic=1 random.trust_cpu=on mitigations=off quiet loglevel=4 psi=1 rdinit=/init",
             machine.console
         ))
         .args([

@@ -47,6 +47,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    rule: String,
+    trigger: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabels {
     mode: &'static str,
 }
@@ -59,6 +65,10 @@ struct OutcomeLabels {
 /// The `rule` label of the kernel's OOM kills of processes no rule watched: in parentheses,
 /// as no rule is named (a rule named so would share its series).
 pub(crate) const UNWATCHED: &str = "(unwatched)";
+
+/// The `trigger` labels of the pressure episodes: PSI, and `memory.high`.
+const PRESSURE: &str = "pressure";
+const HIGH: &str = "high";
 
 /// The results a signal is counted under.
 const SIGNAL_RESULTS: [&str; 5] = ["sent", "sent_by_kernel", "dry_run", "exited", "failed"];
@@ -98,6 +108,7 @@ pub(crate) struct Metrics {
     group_breaches: Family<RuleLabels, Counter>,
     leaks: Family<RuleLabels, Counter>,
     leak_time_to_limit: Family<RuleLabels, SecondsGauge>,
+    pressure_episodes: Family<TriggerLabels, Counter>,
     signals: Family<SignalLabels, Counter>,
     profiles: Family<ResultLabels, Counter>,
     mode: Family<ModeLabels, Gauge>,
@@ -175,6 +186,10 @@ pub(crate) struct RuleMetrics {
     pub(crate) leaks: Counter,
     /// The nearest projected time to the limit of its processes, when it follows leak trends.
     pub(crate) leak_time_to_limit: Option<SecondsGauge>,
+    /// Episodes of memory pressure (`on-pressure`), when the rule has the trigger.
+    pub(crate) pressure_episodes: Option<Counter>,
+    /// Episodes of its cgroup throttled at `memory.high` (`on-high`), when it has the trigger.
+    pub(crate) high_episodes: Option<Counter>,
     /// Profiles written.
     pub(crate) profiles_written: Counter,
     /// Profiles lost.
@@ -212,6 +227,7 @@ impl Metrics {
             group_breaches: Family::default(),
             leaks: Family::default(),
             leak_time_to_limit: Family::default(),
+            pressure_episodes: Family::default(),
             signals: Family::default(),
             profiles: Family::default(),
             mode: Family::default(),
@@ -268,6 +284,11 @@ impl Metrics {
             "leak_time_to_limit_seconds",
             "The nearest projected time to the limit among a rule's processes named or still projected within its leak-horizon (+Inf: none), as of each one's last waypoint",
             metrics.leak_time_to_limit.clone(),
+        );
+        registry.register(
+            "pressure_episodes",
+            "Episodes of memory pressure (trigger=pressure) or of the rule's cgroup throttled at memory.high (trigger=high), by rule",
+            metrics.pressure_episodes.clone(),
         );
         registry.register(
             "signals",
@@ -380,6 +401,20 @@ impl Metrics {
                 if rule.leak.is_none() {
                     self.leak_time_to_limit.remove(&labels);
                 }
+                let episodes = |trigger| TriggerLabels {
+                    rule: rule.name.clone(),
+                    trigger,
+                };
+                let pressure_episodes = rule.on_pressure.map(|_| {
+                    self.pressure_episodes
+                        .get_or_create(&episodes(PRESSURE))
+                        .clone()
+                });
+                let high_episodes = rule.on_high.then(|| {
+                    self.pressure_episodes
+                        .get_or_create(&episodes(HIGH))
+                        .clone()
+                });
                 let profiles_written = self.profiles.get_or_create(&result("written")).clone();
                 let profiles_failed = self.profiles.get_or_create(&result("failed")).clone();
                 RuleMetrics {
@@ -391,6 +426,8 @@ impl Metrics {
                     group_breaches,
                     leaks,
                     leak_time_to_limit,
+                    pressure_episodes,
+                    high_episodes,
                     profiles_written,
                     profiles_failed,
                     signals,
@@ -446,6 +483,12 @@ impl Metrics {
             self.group_breaches.remove(&labels);
             self.leaks.remove(&labels);
             self.leak_time_to_limit.remove(&labels);
+            for trigger in [PRESSURE, HIGH] {
+                self.pressure_episodes.remove(&TriggerLabels {
+                    rule: gone.name.clone(),
+                    trigger,
+                });
+            }
             for result in ["written", "failed"] {
                 self.profiles.remove(&ResultLabels {
                     rule: gone.name.clone(),
