@@ -90,12 +90,18 @@ impl Level {
         }
     }
 
+    /// Whether `rss` leaves nothing to do at this level: under the trigger, and armed.
+    #[inline(always)]
+    fn settled(&self, watch: &Watch, rss: u64) -> bool {
+        rss < self.trigger && watch.flags & (self.armed | self.clears) == self.armed
+    }
+
     /// Under the trigger, re-arms the level (saying so) if it was not armed; else says what
     /// is due.
     #[inline(always)]
     fn due(&self, watch: &mut Watch, tgid: u32, rss: u64) -> Due {
         if rss < self.trigger {
-            if watch.flags & (self.armed | self.clears) != self.armed {
+            if !self.settled(watch, rss) {
                 watch.flags = (watch.flags | self.armed) & !self.clears;
                 let _ = REARM.remove(self.key);
                 if self.clears != 0 {
@@ -166,16 +172,30 @@ pub extern "C" fn judge_share(tgid: u32) -> u32 {
     0
 }
 
-/// One event per crossing of each level's trigger, up or down; the kernel signal when asked
-/// for. Within the margin, a watch that sums the per-CPU parts (`WATCH_SUMS_CPUS`) judges by
-/// the exact figure, read from its map once for both levels: it is reported, and signalled,
-/// only once that is over the level, so a process that stays under it is never reported.
-#[inline(always)]
-pub(crate) fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
+/// The crossings of watched process `tgid`'s limit and warning level, once a change is
+/// counted (`in_own_context`: 1 when the process made it itself): one event per crossing of
+/// each level's trigger, up or down; the kernel signal when asked for. Within the margin, a
+/// watch that sums the per-CPU parts (`WATCH_SUMS_CPUS`) judges by the exact figure, read
+/// from its map once for both levels: it is reported, and signalled, only once that is over
+/// the level, so a process that stays under it is never reported. Returns 0.
+///
+/// A global function, as `judge_share` is and for the same reason: the RSS program reaches
+/// it in many states (one for each counter a change can be to, and each way a map is
+/// learned), and the verifier would walk a static function's body, with its loop over every
+/// possible CPU, again for each. The call and the second lookup are paid only where
+/// [`judge_if_due`] finds something may be due.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn judge(tgid: u32, in_own_context: u32) -> u32 {
+    let Some(watch) = crate::WATCHED.get_ptr_mut(tgid) else {
+        return 0;
+    };
+    // SAFETY: a live map value (as the RSS program's own, see `update`).
+    let watch = unsafe { &mut *watch };
+    let in_own_context = in_own_context != 0;
     let rss = watch.approximate_rss();
     let trigger = watch.trigger_with(THREAD_LAG.load());
-    let limit = Level::limit(watch, tgid, trigger);
-    let warning = Level::warning(watch, tgid, trigger);
+    let (limit, warning) = levels(watch, tgid, trigger);
     let limit_due = limit.due(watch, tgid, rss);
     let warning_due = match watch.warn_below {
         0 => Due::NOTHING,
@@ -187,7 +207,7 @@ pub(crate) fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
         && rss >= trigger
         && watch.flags & WATCH_KERNEL_SIGNALLED == 0;
     if !signal_due && !limit_due.report && !warning_due.report {
-        return;
+        return 0;
     }
     // A constant where the loader did not set the sum up, so the verifier leaves it out.
     let exact = EXACT_SUM.load() == exact::SUM_CPU_PARTS && watch.flags & WATCH_SUMS_CPUS != 0;
@@ -205,4 +225,29 @@ pub(crate) fn judge(watch: &mut Watch, tgid: u32, in_own_context: bool) {
     }
     warning.report(watch, tgid, warning_due, figure, exact);
     limit.report(watch, tgid, limit_due, figure, exact);
+    0
+}
+
+/// The limit and the warning level of `watch`, with the limit's `trigger`.
+#[inline(always)]
+fn levels(watch: &Watch, tgid: u32, trigger: u64) -> (Level, Level) {
+    (
+        Level::limit(watch, tgid, trigger),
+        Level::warning(watch, tgid, trigger),
+    )
+}
+
+/// Judges watched process `tgid`'s limit and warning level ([`judge`]) once a change is
+/// counted, unless the approximate RSS is under both triggers with both armed, which leaves
+/// nothing to do (and no kernel signal, which wants the limit's trigger reached): so nearly
+/// every change makes no call, and pays no second lookup of its watch.
+#[inline(always)]
+pub(crate) fn judge_if_due(watch: &Watch, tgid: u32, in_own_context: bool) {
+    let rss = watch.approximate_rss();
+    let (limit, warning) = levels(watch, tgid, watch.trigger_with(THREAD_LAG.load()));
+    let settled =
+        limit.settled(watch, rss) && (watch.warn_below == 0 || warning.settled(watch, rss));
+    if !settled {
+        judge(tgid, u32::from(in_own_context));
+    }
 }

@@ -57,7 +57,7 @@ use memory_monitor_ebpf::{
 mod crossing;
 mod waypoint;
 
-use crossing::{judge, judge_share};
+use crossing::{judge_if_due, judge_share};
 
 /// Capacity placeholder; the loader sets the real one (`--max-processes`). The growth
 /// profile's maps get theirs too (1 when it is off).
@@ -554,7 +554,7 @@ fn update(
     }
     let grew = size - watch.members[slot];
     watch.members[slot] = size;
-    judge(watch, tgid, own);
+    judge_if_due(watch, tgid, own);
     // Pages going to swap or coming back are no growth of the process's own making.
     own && grew > 0 && slot != member::SWAPENTS && growth_sample_due(watch, grew as u64)
 }
