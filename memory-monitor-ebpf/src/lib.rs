@@ -196,6 +196,18 @@ pub mod exact {
     /// threads; more: the reading cannot tell). Short, as verifiers walk every round of a
     /// loop, and kernels before 5.17 have no `bpf_loop` to spare them.
     pub const THREADS_A_ROUND: u32 = 64;
+    /// A thread's `rss_stat.events` from the fault that folds its cache into the map's
+    /// counters until the fold is done (`TASK_RSS_EVENTS_THRESH` + 2: the count passes the
+    /// threshold, then the fold zeroes it). The fold adds a member's cache to the map's count,
+    /// then zeroes the cache: read in between, the same pages are in both. So a folding
+    /// thread's cache is left out of the sum, which can then be short of the truth, never
+    /// over it. (The fold fires `kmem:rss_stat`, so the reading that follows a report often
+    /// lands right in it.)
+    pub const FOLDING_EVENTS: i32 = 66;
+    /// `PF_EXITING` in `task_struct.flags`: the thread is exiting, and folds its cache in at
+    /// any moment (`exit_mm`) with no sign in `events`; its cache is left out for the same
+    /// reason.
+    pub const PF_EXITING: u32 = 0x4;
 }
 
 /// Where the exact reading's walk of a process's threads stands between two of its rounds, in

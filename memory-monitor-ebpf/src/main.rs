@@ -218,10 +218,15 @@ static POSSIBLE_CPUS: Global<u32> = Global::new(1);
 #[unsafe(no_mangle)]
 static ARRAY_PPTRS_OFFSET: Global<u64> = Global::new(0);
 /// Per-thread caches: `task_struct.rss_stat.count` (each thread's cached changes, an `int`
-/// per member), `signal_struct.thread_head` and `task_struct.thread_node` (the list of a
+/// per member), `task_struct.rss_stat.events` and `task_struct.flags` (whether the cache is
+/// being folded in), `signal_struct.thread_head` and `task_struct.thread_node` (the list of a
 /// process's threads), from BTF.
 #[unsafe(no_mangle)]
 static TASK_RSS_OFFSET: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static TASK_RSS_EVENTS_OFFSET: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static TASK_FLAGS_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static SIGNAL_THREAD_HEAD_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
@@ -702,23 +707,29 @@ fn add_cpu_parts(mm_ptr: u64, count_swap: bool, sums: &mut [i64; member::COUNT])
 }
 
 /// Per-thread caches: one round of the walk of a process's threads, from where `walk`
-/// stands, adding what each thread has cached to its sums. A round is short, as every round of
-/// a loop is walked by the verifier (5.10's takes some 1,200 instructions for each).
+/// stands, adding what each thread has cached to its sums, except a cache being folded in
+/// ([`exact::FOLDING_EVENTS`]). A round is short, as every round of a loop is walked by the
+/// verifier (5.10's takes some 1,200 instructions for each).
 #[inline(always)]
 fn walk_threads(walk: &mut ThreadWalk) {
     let (node_offset, cache_offset) = (TASK_THREAD_NODE_OFFSET.load(), TASK_RSS_OFFSET.load());
+    let (events_offset, flags_offset) = (TASK_RSS_EVENTS_OFFSET.load(), TASK_FLAGS_OFFSET.load());
     let mut round = 0;
     while round < exact::THREADS_A_ROUND {
         let node = walk.node;
         if node == walk.head || node == 0 {
             break;
         }
+        let task = node.wrapping_sub(node_offset);
         // The cache's four `int`s as two words (zeroing an array of four would be a call).
         let mut cached = [0u64; 2];
-        read_unchecked(&mut cached, node.wrapping_sub(node_offset) + cache_offset);
+        read_unchecked(&mut cached, task + cache_offset);
+        let folding = read_kernel::<i32>(task + events_offset) >= exact::FOLDING_EVENTS
+            || read_kernel::<u32>(task + flags_offset) & exact::PF_EXITING != 0;
+        let counted = i64::from(!folding);
         // Every member, with no branch (`resident_pages` leaves out what does not count).
         for (m, sum) in walk.sums.iter_mut().enumerate() {
-            *sum += i64::from((cached[m / 2] >> (32 * (m % 2))) as u32 as i32);
+            *sum += counted * i64::from((cached[m / 2] >> (32 * (m % 2))) as u32 as i32);
         }
         let mut next = 0u64;
         read_unchecked(&mut next, node);

@@ -15,6 +15,7 @@ pub mod counting;
 pub mod disk;
 pub mod exact;
 pub mod gate;
+pub mod sched;
 pub mod scrape;
 pub mod servers;
 pub mod shipped;

@@ -113,6 +113,11 @@ impl Target {
         parse_rss(&self.command(&format!("growk {kib}"), "ok"))
     }
 
+    /// Maps `kib` KiB, touches and unmaps them, `times` over; returns the RSS reported after.
+    pub fn churn(&mut self, kib: usize, times: usize) -> u64 {
+        parse_rss(&self.command(&format!("churn {kib} {times}"), "ok"))
+    }
+
     /// The target's exact resident memory now (`/proc/PID/statm`).
     pub fn rss(&self) -> u64 {
         resident_bytes(&self.pid.to_string())

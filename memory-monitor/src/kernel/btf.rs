@@ -49,6 +49,10 @@ pub(crate) enum ExactRead {
         counts: [u64; member::COUNT],
         /// `task_struct.rss_stat.count`.
         task_cache: u64,
+        /// `task_struct.rss_stat.events`: faults since the cache was last folded in.
+        task_events: u64,
+        /// `task_struct.flags`.
+        task_flags: u64,
         /// `signal_struct.thread_head`.
         thread_head: u64,
         /// `task_struct.thread_node`.
@@ -158,11 +162,16 @@ fn exact_read(
             if array_step(btf, &cache_type)? != 4 {
                 return Err("the kernel's threads do not cache their changes as ints".to_string());
             }
+            let (cache_events, _) = find(btf, &cache, "events", 0)
+                .ok_or("the kernel's task_struct.rss_stat has no field 'events'")?;
+            let (task_flags, _) = member_of(btf, "task_struct", "flags")?;
             let (thread_head, _) = member_of(btf, "signal_struct", "thread_head")?;
             let (thread_node, _) = member_of(btf, "task_struct", "thread_node")?;
             Ok(ExactRead::ThreadCaches {
                 counts,
                 task_cache: task_rss + cache_count,
+                task_events: task_rss + cache_events,
+                task_flags,
                 thread_head,
                 thread_node,
             })

@@ -36,6 +36,10 @@ pub(crate) struct ExactGlobals {
     pub(crate) array_pptrs: u64,
     /// Per-thread caches: `task_struct.rss_stat.count`.
     pub(crate) task_cache: u64,
+    /// `task_struct.rss_stat.events`.
+    pub(crate) task_events: u64,
+    /// `task_struct.flags`.
+    pub(crate) task_flags: u64,
     /// `signal_struct.thread_head`.
     pub(crate) thread_head: u64,
     /// `task_struct.thread_node`.
@@ -58,6 +62,8 @@ impl ExactGlobals {
             },
             Some(&ExactRead::ThreadCaches {
                 task_cache,
+                task_events,
+                task_flags,
                 thread_head,
                 thread_node,
                 ..
@@ -65,6 +71,8 @@ impl ExactGlobals {
                 sum: exact::SUM_THREAD_CACHES,
                 cpus,
                 task_cache,
+                task_events,
+                task_flags,
                 thread_head,
                 thread_node,
                 ..ExactGlobals::default()

@@ -67,6 +67,8 @@ pub(crate) fn load(plan: &Plan, rules: &RuleSet) -> Result<Loaded, Unavailable> 
         .override_global("POSSIBLE_CPUS", &exact.cpus, true)
         .override_global("ARRAY_PPTRS_OFFSET", &exact.array_pptrs, true)
         .override_global("TASK_RSS_OFFSET", &exact.task_cache, true)
+        .override_global("TASK_RSS_EVENTS_OFFSET", &exact.task_events, true)
+        .override_global("TASK_FLAGS_OFFSET", &exact.task_flags, true)
         .override_global("SIGNAL_THREAD_HEAD_OFFSET", &exact.thread_head, true)
         .override_global("TASK_THREAD_NODE_OFFSET", &exact.thread_node, true)
         .map_max_entries("CPU_OFFSETS", maps.cpu_offsets)

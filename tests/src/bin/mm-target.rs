@@ -5,6 +5,7 @@
 //! reads commands on stdin, one per line, and answers each on stdout:
 //!
 //! - `grow N` — map and touch N more MiB (`growk N`: KiB); `shrink N` — unmap N MiB;
+//!   `churn N TIMES` — map N KiB, touch it and unmap it, TIMES over;
 //!   `madvise N` — give N MiB
 //!   back with `madvise(MADV_DONTNEED)`, keeping the mappings; each answers `ok rss=<bytes>`
 //! - `memfd N` — map and touch N MiB of a memfd named `mm-target-block` (shared memory that
@@ -57,6 +58,15 @@ fn main() {
                 let mut chunk = Chunk::untouched(n.parse::<usize>().expect("growk N") << 10);
                 chunk.touch();
                 chunks.push(chunk);
+                say(&format!("ok rss={}", rss()));
+            }
+            (Some("churn"), Some(n)) => {
+                let kib: usize = n.parse().expect("churn KIB TIMES");
+                let times: usize = words.next().and_then(|t| t.parse().ok()).expect("TIMES");
+                for _ in 0..times {
+                    // Dropped at once: unmapped.
+                    Chunk::untouched(kib << 10).touch();
+                }
                 say(&format!("ok rss={}", rss()));
             }
             (Some("shrink"), Some(n)) => {
