@@ -11,7 +11,8 @@ use memory_monitor_ebpf::{
     WATCH_WARN_ARMED, Watch, event_kind, exact, level, rearm_key,
 };
 
-use crate::{BPF_NOEXIST, EXACT_SUM, REARM, SIGNAL_CLAIMS, THREAD_LAG, emit, now_ns, summed_bytes};
+use crate::exact_reading::{EXACT_SUM, summed_bytes};
+use crate::{BPF_NOEXIST, REARM, SIGNAL_CLAIMS, THREAD_LAG, emit, now_ns};
 
 /// One level a watch is judged against.
 #[derive(Clone, Copy)]
