@@ -108,6 +108,12 @@ impl Target {
         parse_rss(&self.command(&format!("grow {mib}"), "ok"))
     }
 
+    /// Has the target become a child subreaper and run `script` (one line) with `sh`, not
+    /// waited for: a daemon the script starts and leaves becomes the target's child.
+    pub fn adopt(&mut self, script: &str) {
+        self.command(&format!("adopt {script}"), "ok");
+    }
+
     /// Grows resident memory by `kib` KiB; returns the RSS reported after.
     pub fn grow_kib(&mut self, kib: usize) -> u64 {
         parse_rss(&self.command(&format!("growk {kib}"), "ok"))

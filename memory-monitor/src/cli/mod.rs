@@ -261,12 +261,14 @@ struct Cli {
     #[arg(long, help_heading = ADVANCED)]
     on_high: bool,
 
-    /// On a trigger: report, signal-largest [default: report]
+    /// On a trigger: report, signal-largest, signal-fastest
     ///
-    /// report: the line, the metric and the --exec hook (MM_EVENT=pressure or high).
-    /// signal-largest: those, and the rule's signal to the largest process the rule watches
+    /// report (the default): the line, the metric and the --exec hook (MM_EVENT=pressure or
+    /// high). signal-largest: those, and the rule's signal to the largest process the rule watches
     /// (in its cgroup, or anywhere for a host-wide trigger), again no sooner than --repeat
-    /// while the episode lasts.
+    /// while the episode lasts. signal-fastest: the same, to the one that grew the most per
+    /// second since its last reading (poll mode reads them every interval; eBPF mode at
+    /// start-up, as processes come and go, and at each signal). Never the monitor's parent.
     #[arg(long, value_name = "ACTION", value_parser = ChoiceParser::<PressureAction>::new(), hide_possible_values = true, help_heading = ADVANCED)]
     pressure_action: Option<PressureAction>,
 

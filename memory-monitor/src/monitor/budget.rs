@@ -17,22 +17,19 @@
 
 use std::time::{Duration, Instant};
 
-use rustix::io::Errno;
-
-use super::check::{self, Look, earliest};
+use super::check::earliest;
+use super::pick::{Candidate, Choice, Reading};
 use super::{Monitor, REPORT_GAP};
-use crate::act::deliver::{Delivery, Dispatch};
+use crate::act::deliver::Delivery;
 use crate::act::hook::{Breach, HookEvent};
 use crate::kernel::Level;
-use crate::rules::{GroupBudget, MAX_RULES, Pick, RuleSet};
+use crate::rules::{GroupBudget, MAX_RULES, Pick, PressureAction, Rule, RuleSet};
 use crate::units::Bytes;
-use crate::watch::process::WatchedProcess;
-use crate::watch::scan::Exclusions;
 
 /// Where each rule's group stands between readings.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Budgets {
-    /// Whether any rule in force has a budget.
+    /// Whether any rule in force has a budget, or keeps readings for another pick.
     any: bool,
     /// Per rule: until when its group settles after its last signal.
     settling: [Option<Instant>; MAX_RULES],
@@ -49,7 +46,7 @@ impl Budgets {
     /// Budgets for `rules`, every group afresh.
     pub(crate) fn new(rules: &RuleSet) -> Budgets {
         Budgets {
-            any: rules.all().iter().any(|rule| rule.group.is_some()),
+            any: rules.all().iter().any(keeps_readings),
             ..Budgets::default()
         }
     }
@@ -80,42 +77,20 @@ struct Tally {
     rss: u64,
     /// How many members were read.
     members: u32,
-    /// The member to signal: its PID, RSS and growth (bytes per second).
-    chosen: Option<(i32, u64, u64)>,
+    /// The member to signal.
+    choice: Choice,
 }
 
 impl Tally {
-    /// Counts a member at `rss`, grown `growth` bytes per second, and keeps it if `pick`
-    /// prefers it (ties go to the larger, then the one read first); a member never
-    /// signalled (`eligible` false: the monitor's parent, say) still counts.
-    fn add(&mut self, pick: Pick, pid: i32, rss: u64, growth: u64, eligible: bool) {
-        self.rss = self.rss.saturating_add(rss);
+    /// Counts a member at `reading`, and offers it to `pick` if it may be signalled (one
+    /// never signalled, the monitor's parent say, still counts).
+    fn add(&mut self, pick: Pick, reading: Reading) {
+        self.rss = self.rss.saturating_add(reading.candidate.rss);
         self.members += 1;
-        if !eligible {
-            return;
-        }
-        let better = match (self.chosen, pick) {
-            (None, _) => true,
-            (Some((_, best, _)), Pick::Largest) => rss > best,
-            (Some((_, best_rss, best)), Pick::Fastest) => {
-                growth > best || (growth == best && rss > best_rss)
-            }
-        };
-        if better {
-            self.chosen = Some((pid, rss, growth));
+        if reading.eligible {
+            self.choice.offer(pick, reading.candidate);
         }
     }
-}
-
-/// How fast a member grew from its last reading, `last`, to `rss` at `now`: bytes per second,
-/// 0 when it shrank or had no earlier reading.
-fn growth(last: Option<(u64, Instant)>, rss: u64, now: Instant) -> u64 {
-    let Some((before, at)) = last else {
-        return 0;
-    };
-    let grown = rss.saturating_sub(before);
-    let elapsed = now.saturating_duration_since(at).as_micros().max(1) as u64;
-    ((u128::from(grown) * 1_000_000) / u128::from(elapsed)).min(u128::from(u64::MAX)) as u64
 }
 
 /// A member's share of a budget: its `rss` and an equal part of what the group has left.
@@ -212,7 +187,7 @@ impl Monitor {
         let until = match self.budgets.settling[index] {
             Some(until) if now < until => until,
             _ => {
-                let Some(chosen) = tally.chosen else {
+                let Some(chosen) = tally.choice.chosen() else {
                     return true;
                 };
                 self.signal_member(index, budget, *tally, chosen);
@@ -236,7 +211,7 @@ impl Monitor {
         let left = budget.limit.saturating_sub(tally.rss);
         self.watch.retain(|watched, _, kernel| {
             if watched.rule() == index
-                && let Some((rss, _)) = watched.group_reading
+                && let Some((rss, _)) = watched.last_reading
             {
                 kernel.share(watched.pid(), share(rss, left, tally.members));
                 kernel.rearm(watched.pid(), Level::Share, gap);
@@ -246,68 +221,48 @@ impl Monitor {
     }
 
     /// Reads every member of every group at `now` (the look a check takes); the tallies, by
-    /// rule. The first pass remembers each member's reading for the next growth.
+    /// rule. The first pass keeps each member's reading for the next growth, for the rules
+    /// that pick the fastest under pressure too.
     fn read_groups(&mut self, now: Instant, pass: Pass) -> [Tally; MAX_RULES] {
-        let (accounting, exact) = self.reading();
-        let look = Look {
-            now,
-            accounting,
-            exact,
-            rearm: None,
-            reported: None,
-        };
+        let readings = self.readings(now);
         let rules = &self.in_force.rules;
-        let exclusions = Exclusions::now();
         let mut tallies = [Tally::default(); MAX_RULES];
         self.watch.retain(|watched, proc, kernel| {
             let index = watched.rule();
-            let Some(budget) = rules.get(index).group else {
+            let rule = rules.get(index);
+            if !keeps_readings(rule) {
                 return true;
-            };
-            // One that has exited, or cannot be read, is the check's to forget.
-            let Ok(rss) = check::read(watched, rules, proc, look, kernel) else {
-                return true;
-            };
-            let grew = growth(watched.group_reading, rss, now);
-            if pass == Pass::First {
-                watched.group_reading = Some((rss, now));
             }
-            let eligible = !exclusions.excludes(watched.pid());
-            tallies[index].add(budget.pick, watched.pid(), rss, grew, eligible);
+            let keep = pass == Pass::First;
+            // One that has exited, or cannot be read, is the check's to forget.
+            if let Some(reading) = readings.read(watched, rules, proc, kernel, keep) {
+                let pick = rule.group.map_or(Pick::Largest, |budget| budget.pick);
+                tallies[index].add(pick, reading);
+            }
             true
         });
         tallies
     }
 
-    /// Signals the member `chosen` (PID, RSS, growth) of rule `index`'s group, over its budget
-    /// at `tally`: through its pidfd, so a reused PID is never reached; logged, counted and
-    /// handed to the rule's hook.
-    fn signal_member(
-        &self,
-        index: usize,
-        budget: GroupBudget,
-        tally: Tally,
-        (pid, rss, grew): (i32, u64, u64),
-    ) {
-        let rules: &RuleSet = &self.in_force.rules;
-        let rule = rules.get(index);
-        let Some(member) = self.watch.list().get(pid) else {
+    /// Signals the member `chosen` of rule `index`'s group, over its budget at `tally`;
+    /// logged, counted and handed to the rule's hook.
+    fn signal_member(&self, index: usize, budget: GroupBudget, tally: Tally, chosen: Candidate) {
+        let Some((member, delivery)) = self.signal_picked(index, chosen.pid) else {
             return;
         };
-        let delivery = deliver(member, rule.signal, self.actions.dispatch);
-        let metrics = &self.in_force.actions(index).metrics;
-        metrics.group_breaches.inc();
-        metrics.signalled(rule.signal, delivery);
+        let rules: &RuleSet = &self.in_force.rules;
+        let rule = rules.get(index);
+        self.in_force.actions(index).metrics.group_breaches.inc();
         tracing::warn!(
             event = "group_breach",
             rule = %rule.name,
             group_rss_bytes = tally.rss,
             group_limit_bytes = budget.limit,
             members = tally.members,
-            pid,
+            pid = chosen.pid,
             name = %member.comm(),
-            rss_bytes = rss,
-            growth_bytes_per_s = grew,
+            rss_bytes = chosen.rss,
+            growth_bytes_per_s = chosen.growth,
             pick = %budget.pick,
             signal = %rule.signal,
             result = %delivery,
@@ -322,7 +277,7 @@ impl Monitor {
                 event: HookEvent::GroupBreach,
                 exec: exec.clone(),
                 rule: rule.name.clone(),
-                pid,
+                pid: chosen.pid,
                 name: member.comm().to_string(),
                 uid: member.uid(),
                 user: crate::system::users::UserName(member.uid()).to_string(),
@@ -340,49 +295,38 @@ impl Monitor {
     }
 }
 
-/// Sends `signal` to `member` as `dispatch` says; what became of it.
-fn deliver(member: &WatchedProcess, signal: crate::signal::Signal, dispatch: Dispatch) -> Delivery {
-    match dispatch {
-        Dispatch::DryRun => Delivery::DryRun,
-        Dispatch::Send | Dispatch::SentByKernel => match member.send(signal) {
-            Ok(()) => Delivery::Sent,
-            Err(Errno::SRCH) => Delivery::Exited,
-            Err(errno) => Delivery::Failed(errno),
-        },
-    }
+/// Whether `rule`'s processes keep a reading at each reading of the groups: for its budget,
+/// or for the growth a pressure trigger's pick of the fastest goes by.
+pub(super) fn keeps_readings(rule: &Rule) -> bool {
+    rule.group.is_some() || rule.pressure_action == PressureAction::SignalFastest
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     /// The tally of `members` (PID, RSS, growth, eligible), by `pick`.
     fn tally(pick: Pick, members: &[(i32, u64, u64, bool)]) -> Tally {
         let mut tally = Tally::default();
         for &(pid, rss, growth, eligible) in members {
-            tally.add(pick, pid, rss, growth, eligible);
+            let candidate = Candidate { pid, rss, growth };
+            tally.add(
+                pick,
+                Reading {
+                    candidate,
+                    eligible,
+                },
+            );
         }
         tally
     }
 
     #[test]
-    fn the_largest_member_is_picked_and_the_sum_counts_every_member() {
+    fn the_sum_counts_every_member() {
         let members = [(10, 300, 0, true), (11, 500, 0, true), (12, 400, 900, true)];
         let largest = tally(Pick::Largest, &members);
         assert_eq!((largest.rss, largest.members), (1200, 3));
-        assert_eq!(largest.chosen, Some((11, 500, 0)));
-    }
-
-    #[test]
-    fn the_fastest_member_is_picked_by_growth_then_size() {
-        let members = [
-            (10, 900, 10, true),
-            (11, 100, 50, true),
-            (12, 200, 50, true),
-        ];
-        assert_eq!(tally(Pick::Fastest, &members).chosen, Some((12, 200, 50)));
+        assert_eq!(largest.choice.chosen().map(|c| c.pid), Some(11));
     }
 
     #[test]
@@ -390,15 +334,6 @@ mod tests {
         let members = [(1, 900, 0, false), (20, 100, 0, true)];
         let largest = tally(Pick::Largest, &members);
         assert_eq!(largest.rss, 1000);
-        assert_eq!(largest.chosen, Some((20, 100, 0)));
-    }
-
-    #[test]
-    fn growth_is_per_second_and_never_negative() {
-        let start = Instant::now();
-        let later = start + Duration::from_millis(500);
-        assert_eq!(growth(Some((1000, start)), 2000, later), 2000);
-        assert_eq!(growth(Some((3000, start)), 2000, later), 0);
-        assert_eq!(growth(None, 2000, later), 0);
+        assert_eq!(largest.choice.chosen().map(|c| c.pid), Some(20));
     }
 }

@@ -19,12 +19,14 @@
 mod actions;
 mod budget;
 mod check;
+mod episode;
 mod events;
 mod follow;
 mod in_force;
 mod leak;
 mod oom;
 mod oom_counts;
+mod pick;
 mod pressure;
 mod reload;
 mod run;

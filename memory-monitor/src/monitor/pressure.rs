@@ -11,14 +11,15 @@
 //! trigger for `EPOLLPRI`, which tokio reports as readable), and the loops wait on them all as
 //! one future ([`fired`]). (Not through an epoll set of their own: an epoll set nested in
 //! another polls its members to say whether it is ready, and polling a PSI trigger consumes
-//! its event, so the inner set would then have nothing to tell.) A trigger that fires starts an episode, said once
-//! (a line, a count, the hook) however often it fires while it lasts, so a flapping trigger, or
-//! a process causing pressure at will, cannot flood the log; it ends once the trigger has been
-//! quiet for [`EPISODE_QUIET`] (or two windows, if longer). With `pressure-action =
-//! "signal-largest"` the largest process the rule watches there is signalled at the episode's
-//! start, and again no sooner than the rule's `repeat` while it lasts. The records are made
-//! when the rules are put in force: a firing allocates nothing (a hook, when the rule has one,
-//! is the exception, as on a breach).
+//! its event, so the inner set would then have nothing to tell.) A trigger that fires starts an
+//! [`Episode`], said once (a line, a count, the hook) however often it fires while it lasts;
+//! it ends once the trigger has been quiet for [`EPISODE_QUIET`] (or two windows, if longer).
+//! With `pressure-action = "signal-largest"` (or `"signal-fastest"`) the process the rule
+//! watches there that [`super::pick`] prefers is signalled at the episode's start, and again no
+//! sooner than the rule's `repeat` while it lasts. The records are made when the rules are put
+//! in force, and the readings the fastest's growth goes by are kept in the processes' records:
+//! a firing allocates nothing (a hook, when the rule has one, is the exception, as on a
+//! breach).
 
 use std::ffi::CString;
 use std::mem::MaybeUninit;
@@ -32,19 +33,17 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::Monitor;
+use super::episode::{EPISODE_QUIET, Episode};
 use super::waits::register;
-use crate::act::deliver::{Delivery, deliver};
+use crate::act::deliver::Delivery;
 use crate::act::hook::{Breach, HookEvent};
 use crate::choice::Choice as _;
-use crate::rules::{MAX_RULES, PressureAction, PressureTrigger, RuleSet};
+use crate::rules::{MAX_RULES, Pick, PressureTrigger, RuleSet};
 use crate::system::cgroup::CgroupPath;
 use crate::system::event_count::{EventCount, HIGH};
 use crate::system::psi::{self, Scope};
 use crate::system::users::UserName;
 use crate::units::Bytes;
-
-/// An episode ends once its trigger has not fired for this long (or for two of its windows).
-const EPISODE_QUIET: Duration = Duration::from_secs(10);
 
 /// The triggers of the rules in force.
 #[derive(Debug)]
@@ -164,40 +163,6 @@ impl Trigger {
     /// its episode).
     fn is(&self, scope: &Scope, wanted: PressureTrigger) -> bool {
         matches!(&self.source, Source::Psi { scope: s, trigger, fd: Some(_) } if s == scope && *trigger == wanted)
-    }
-}
-
-/// A trigger's episode: from a firing after a quiet spell to the next quiet spell.
-#[derive(Debug, Clone, Copy, Default)]
-struct Episode {
-    last_fired: Option<Instant>,
-    last_signal: Option<Instant>,
-    /// Firings since it started.
-    fires: u64,
-}
-
-impl Episode {
-    /// A firing at `now`; whether it starts a new episode (`quiet`: how long without one
-    /// ended the last).
-    fn fire(&mut self, now: Instant, quiet: Duration) -> bool {
-        let new = self
-            .last_fired
-            .is_none_or(|last| now.saturating_duration_since(last) >= quiet);
-        if new {
-            *self = Episode::default();
-        }
-        self.last_fired = Some(now);
-        self.fires += 1;
-        new
-    }
-
-    /// Whether a signal is due at `now`: the episode's first, then one `repeat` after the last.
-    fn signal_due(&self, now: Instant, repeat: Option<Duration>) -> bool {
-        match (self.last_signal, repeat) {
-            (None, _) => true,
-            (Some(last), Some(period)) => now.saturating_duration_since(last) >= period,
-            (Some(_), None) => false,
-        }
     }
 }
 
@@ -501,8 +466,9 @@ impl Monitor {
     }
 
     /// `trigger` fired (`count`: how many times, as its source says), at `now`: a new
-    /// episode is said and counted, and the rule's hook run; with `signal-largest`, the
-    /// largest process the rule watches is signalled when a signal is due.
+    /// episode is said and counted, and the rule's hook run; with `signal-largest` or
+    /// `signal-fastest`, the process the rule watches that its action picks is signalled when
+    /// a signal is due.
     fn fire(&mut self, trigger: &mut Trigger, count: u64, now: Instant) {
         let index = trigger.rule;
         let Some(rule) = self.in_force.rules.all().get(index) else {
@@ -510,9 +476,11 @@ impl Monitor {
         };
         let quiet = trigger.quiet();
         let new = trigger.episode.fire(now, quiet);
-        let signal_due = rule.pressure_action == PressureAction::SignalLargest
-            && trigger.episode.signal_due(now, rule.repeat);
-        if !new && !signal_due {
+        let pick = rule
+            .pressure_action
+            .pick()
+            .filter(|_| trigger.episode.signal_due(now, rule.repeat));
+        if !new && pick.is_none() {
             return;
         }
         let metrics = &self.in_force.actions(index).metrics;
@@ -529,14 +497,11 @@ impl Monitor {
                 counter.inc();
             }
         }
-        let signalled = match signal_due {
-            true => {
-                // Tried once per repeat at most, whether a process was there or not.
-                trigger.episode.last_signal = Some(now);
-                self.signal_largest(index)
-            }
-            false => None,
-        };
+        let signalled = pick.and_then(|pick| {
+            // Tried once per repeat at most, whether a process was there or not.
+            trigger.episode.signal_tried(now);
+            self.signal_picked_one(index, pick, now)
+        });
         if !new && signalled.is_none() {
             return;
         }
@@ -544,13 +509,14 @@ impl Monitor {
         let fires = trigger.episode.fires;
         let s = signalled.as_ref();
         let (pid, name, rss_bytes) = (s.map(|s| s.pid), s.map(|s| s.name), s.map(|s| s.rss));
+        let growth_bytes_per_s = s.map(|s| s.growth);
         let rss = rss_bytes.map(|rss| tracing::field::display(Bytes(rss)));
         let name = name.map(tracing::field::display);
         let signal = s.map(|_| tracing::field::display(rule.signal));
         let result = s.map(|s| tracing::field::display(s.delivery));
         let action = rule.pressure_action.name();
-        let message = match (new, event, signal_due && s.is_none()) {
-            (false, _, _) => "still under pressure; the largest watched process signalled again",
+        let message = match (new, event, pick.is_some() && s.is_none()) {
+            (false, _, _) => "still under pressure; a watched process signalled again",
             (true, "pressure", false) => "memory pressure",
             (true, "pressure", true) => "memory pressure; no watched process to signal",
             (true, _, false) => "the cgroup is throttled at its memory.high",
@@ -560,10 +526,10 @@ impl Monitor {
         };
         match &trigger.source {
             Source::Psi { scope, trigger, .. } => {
-                tracing::warn!(event, rule = rule.name.as_str(), %scope, %trigger, fires, action, pid, name, rss, rss_bytes, signal, result, "{message}")
+                tracing::warn!(event, rule = rule.name.as_str(), %scope, %trigger, fires, action, pid, name, rss, rss_bytes, growth_bytes_per_s, signal, result, "{message}")
             }
             Source::High { cgroup, .. } => {
-                tracing::warn!(event, rule = rule.name.as_str(), %cgroup, high = count, fires, action, pid, name, rss, rss_bytes, signal, result, "{message}")
+                tracing::warn!(event, rule = rule.name.as_str(), %cgroup, high = count, fires, action, pid, name, rss, rss_bytes, growth_bytes_per_s, signal, result, "{message}")
             }
         }
         if !new {
@@ -588,43 +554,19 @@ impl Monitor {
         }
     }
 
-    /// Sends rule `index`'s signal to the largest process watched under it; who it was and
-    /// what became of the signal, when there was one.
-    fn signal_largest(&mut self, index: usize) -> Option<Signalled> {
-        let page_size = crate::system::procfs::page_size();
-        let mut buf = [0u8; 128];
-        let mut largest: Option<(i32, u64)> = None;
-        self.watch.retain(|watched, proc, _| {
-            if watched.rule() == index
-                && let Ok(rss) = watched.rss(proc, &mut buf, page_size)
-                && largest.is_none_or(|(_, most)| rss > most)
-            {
-                largest = Some((watched.pid(), rss));
-            }
-            true
-        });
-        let (pid, rss) = largest?;
-        let signal = self.in_force.rules.get(index).signal;
-        let dispatch = self.actions.dispatch;
-        let mut signalled = None;
-        self.watch.retain_one(pid, |watched, _, _| {
-            let delivery = deliver(watched, signal, dispatch);
-            signalled = Some(Signalled {
-                pid,
-                name: *watched.comm(),
-                uid: watched.uid(),
-                rss,
-                delivery,
-            });
-            true
-        });
-        if let Some(signalled) = &signalled {
-            self.in_force
-                .actions(index)
-                .metrics
-                .signalled(signal, signalled.delivery);
-        }
-        signalled
+    /// Sends rule `index`'s signal to the process watched under it that `pick` prefers, read
+    /// at `now`; who it was and what became of the signal, when there was one.
+    fn signal_picked_one(&mut self, index: usize, pick: Pick, now: Instant) -> Option<Signalled> {
+        let chosen = self.pick(index, pick, now)?;
+        let (picked, delivery) = self.signal_picked(index, chosen.pid)?;
+        Some(Signalled {
+            pid: chosen.pid,
+            name: *picked.comm(),
+            uid: picked.uid(),
+            rss: chosen.rss,
+            growth: chosen.growth,
+            delivery,
+        })
     }
 }
 
@@ -634,39 +576,7 @@ struct Signalled {
     name: crate::system::procfs::Comm,
     uid: u32,
     rss: u64,
+    /// Bytes per second since its last reading.
+    growth: u64,
     delivery: Delivery,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_episode_is_said_once_however_often_it_fires() {
-        let start = Instant::now();
-        let quiet = Duration::from_secs(10);
-        let mut episode = Episode::default();
-        assert!(episode.fire(start, quiet), "the first firing starts one");
-        for second in 1..30 {
-            let now = start + Duration::from_secs(second);
-            assert!(!episode.fire(now, quiet), "fired every second: one episode");
-        }
-        assert_eq!(episode.fires, 30);
-        let later = start + Duration::from_secs(29 + 10);
-        assert!(episode.fire(later, quiet), "after a quiet spell, a new one");
-        assert_eq!(episode.fires, 1);
-    }
-
-    #[test]
-    fn a_signal_is_due_at_the_start_and_then_each_repeat() {
-        let start = Instant::now();
-        let mut episode = Episode::default();
-        episode.fire(start, EPISODE_QUIET);
-        let repeat = Some(Duration::from_secs(2));
-        assert!(episode.signal_due(start, repeat));
-        episode.last_signal = Some(start);
-        assert!(!episode.signal_due(start + Duration::from_secs(1), repeat));
-        assert!(episode.signal_due(start + Duration::from_secs(2), repeat));
-        assert!(!episode.signal_due(start + Duration::from_secs(60), None));
-    }
 }

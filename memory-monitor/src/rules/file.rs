@@ -608,7 +608,7 @@ mod tests {
     #[test]
     fn pressure_and_memory_high_triggers() {
         let rules = parse(
-            "[[rule]]\ncgroup = \"/batch\"\nmax-memory = 1\non-pressure = \"full:100ms/2s\"\non-high = true\npressure-action = \"signal-largest\"\n\n[[rule]]\nprefix = \"a\"\nmax-memory = 1\non-pressure = \"some:150ms/1s\"\n",
+            "[[rule]]\ncgroup = \"/batch\"\nmax-memory = 1\non-pressure = \"full:100ms/2s\"\non-high = true\npressure-action = \"signal-largest\"\n\n[[rule]]\nprefix = \"a\"\nmax-memory = 1\non-pressure = \"some:150ms/1s\"\n\n[[rule]]\nprefix = \"b\"\nmax-memory = 1\non-pressure = \"some:150ms/1s\"\npressure-action = \"signal-fastest\"\n",
         )
         .unwrap();
         let batch = &rules[0];
@@ -617,6 +617,7 @@ mod tests {
         assert_eq!(batch.pressure_action, PressureAction::SignalLargest);
         assert!(!rules[1].on_high);
         assert_eq!(rules[1].pressure_action, PressureAction::Report);
+        assert_eq!(rules[2].pressure_action, PressureAction::SignalFastest);
         let rule = |lines: &str| {
             format!("[[rule]]\nname = \"r\"\nprefix = \"a\"\nmax-memory = 1\n{lines}\n")
         };
@@ -635,7 +636,7 @@ mod tests {
             ),
             (
                 "on-pressure = \"some:1s/2s\"\npressure-action = \"kill-all\"",
-                "rules.toml:6: rule 'r': pressure-action: 'kill-all' is not one of report, signal-largest",
+                "rules.toml:6: rule 'r': pressure-action: 'kill-all' is not one of report, signal-largest, signal-fastest",
             ),
         ] {
             assert_eq!(error(&rule(lines)), said);

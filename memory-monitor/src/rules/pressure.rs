@@ -7,6 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::rules::budget::Pick;
 use crate::units;
 
 /// The shortest window the kernel takes for a PSI trigger.
@@ -119,6 +120,20 @@ pub enum PressureAction {
     Report,
     /// Say it, and send the rule's signal to the largest process it watches there.
     SignalLargest,
+    /// Say it, and send the rule's signal to the process it watches there that grew the most
+    /// per second since its last reading.
+    SignalFastest,
+}
+
+impl PressureAction {
+    /// Which process it signals, if it signals one.
+    pub(crate) fn pick(self) -> Option<Pick> {
+        match self {
+            PressureAction::Report => None,
+            PressureAction::SignalLargest => Some(Pick::Largest),
+            PressureAction::SignalFastest => Some(Pick::Fastest),
+        }
+    }
 }
 
 impl crate::choice::Choice for PressureAction {
@@ -132,6 +147,11 @@ impl crate::choice::Choice for PressureAction {
             PressureAction::SignalLargest,
             "signal-largest",
             "And signal the largest process the rule watches there",
+        ),
+        (
+            PressureAction::SignalFastest,
+            "signal-fastest",
+            "And signal the fastest-growing process the rule watches there",
         ),
     ];
 }

@@ -60,9 +60,9 @@ pub(crate) struct WatchedProcess {
     /// eBPF mode: when to look again at a process near its limit whose kernel-side reports are
     /// held back for a moment (see `monitor`).
     pub(crate) recheck: Option<std::time::Instant>,
-    /// Its rule's group budget (`group-limit`): its RSS at the group's last reading, and when,
-    /// from which the next tells how fast it grew.
-    pub(crate) group_reading: Option<(u64, Instant)>,
+    /// Its RSS at its rule's last reading of its processes together (a group budget's, a
+    /// pressure trigger's pick), and when: the next tells how fast it grew.
+    pub(crate) last_reading: Option<(u64, Instant)>,
     /// Its growth timeline and the fit that may name it a leak (rules with `leak-horizon`).
     pub(crate) trend: Trend,
 }
@@ -133,7 +133,7 @@ impl WatchedProcess {
             admitted_ns,
             episode: Episode::Under,
             recheck: None,
-            group_reading: None,
+            last_reading: None,
             trend: Trend::new(Instant::now().checked_sub(standing.age)),
         };
         if watched.has_exited() {

@@ -23,6 +23,9 @@
 //!   the exec, so one sent meanwhile is reported by the new program); answers `ready pid=<pid>`
 //! - `setuid UID` — become user (and group) UID, every thread (`setresgid`, `setresuid`), as
 //!   a service's worker drops root after it started; answers `ok rss=<bytes>`
+//! - `adopt SCRIPT` — become a child subreaper and run SCRIPT (the rest of the line) with `sh`,
+//!   not waited for here: what it starts in the background and leaves is re-parented to this
+//!   process once `sh` exits; answers `ok rss=<bytes>`
 //! - `ignore-term` — SIGTERM no longer ends it (it is still reported); `exit` — exit 0
 //!
 //! Every signal is reported as `signal <number> pid=<receiver>`. Until `ignore-term` is
@@ -145,10 +148,39 @@ fn main() {
                 IGNORE_TERM.store(true, Ordering::SeqCst);
                 say(&format!("ok rss={}", rss()));
             }
+            (Some("adopt"), Some(_)) => {
+                adopt(line.trim_start()["adopt".len()..].trim());
+                say(&format!("ok rss={}", rss()));
+            }
             (Some("exit"), None) => std::process::exit(0),
             _ => say(&format!("error unknown command {line:?}")),
         }
     }
+}
+
+/// Makes this process its descendants' reaper, then runs `script` with `sh` (its output
+/// away from the answers, no signal blocked), reaped by a thread of its own.
+fn adopt(script: &str) {
+    // SAFETY: prctl with integer arguments only.
+    let made = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0;
+    assert!(made, "subreaper: {}", std::io::Error::last_os_error());
+    let mut sh = std::process::Command::new("sh");
+    sh.args(["-c", script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // SAFETY: only sigemptyset and pthread_sigmask, async-signal-safe, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut sh, || {
+            // This process blocks every signal (it takes them one at a time); the script's
+            // programs take theirs as usual.
+            let mut none = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut sh = sh.spawn().expect("sh");
+    std::thread::spawn(move || sh.wait());
 }
 
 /// Maps the first page of `path` `n` times, read-only and private, and reads it through each
