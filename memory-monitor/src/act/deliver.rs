@@ -2,12 +2,11 @@
 //! event that an operator reads.
 
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd as _};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::io::Errno;
 
 use super::group::{self, Group, Reached};
+use super::reap::Reaping;
 use crate::choice::Choice as _;
 use crate::policy::{Policy, Verdict};
 use crate::rules::ActOn;
@@ -68,97 +67,6 @@ impl fmt::Display for Delivery {
     }
 }
 
-/// What became of the memory of a process just sent SIGKILL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Release {
-    /// `process_mrelease` reaped it: the memory is free now, not when the process has
-    /// finished exiting (which a process stuck in the kernel, or frozen, may take long to do).
-    Released,
-    /// The process had already let go of its memory.
-    Exited,
-    /// This kernel has no `process_mrelease` (before 5.15): the memory comes back as the
-    /// process exits.
-    Unsupported,
-    /// The kernel refused.
-    Failed(Errno),
-}
-
-impl fmt::Display for Release {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Release::Released => f.write_str("released"),
-            Release::Exited => f.write_str("process already exited"),
-            Release::Unsupported => f.write_str("left to the exit (no process_mrelease)"),
-            Release::Failed(errno) => write!(f, "not released: {errno}"),
-        }
-    }
-}
-
-/// Reaps the memory of `target`, which has just been sent SIGKILL, with `process_mrelease`
-/// (Linux 5.15+), as the kernel's OOM reaper does, instead of waiting for its own exit to
-/// free it: under memory pressure that is the point of the kill, and a process stuck in the
-/// kernel, or frozen, may take long to exit. Freeing gigabytes takes the kernel most of a
-/// second, so it is done on a thread of its own, which logs what became of the memory: the
-/// loop goes on watching meanwhile. A kill is no steady state: the thread's allocations are
-/// the kill's.
-fn release_apart(rule: &str, target: &WatchedProcess) {
-    let pid = target.pid();
-    let (rule, name) = (rule.to_owned(), target.comm().to_string());
-    let pidfd = match target.pidfd().as_fd().try_clone_to_owned() {
-        Ok(pidfd) => pidfd,
-        Err(error) => {
-            tracing::warn!(rule, pid, %name, "memory not reaped: no descriptor left ({error})");
-            return;
-        }
-    };
-    let spawned = std::thread::Builder::new()
-        .name("mm-mrelease".into())
-        .spawn(move || {
-            let start = std::time::Instant::now();
-            let memory = release(pidfd);
-            let took_us = start.elapsed().as_micros() as u64;
-            tracing::info!(event = "released", rule, pid, %name, %memory, took_us, "killed process's memory");
-        });
-    if let Err(error) = spawned {
-        tracing::warn!(pid, "memory not reaped: no thread ({error})");
-    }
-}
-
-/// `process_mrelease` of the process `pidfd` names. Where the kernel lacks it, says so once
-/// and does not try again.
-fn release(pidfd: impl AsFd) -> Release {
-    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-    if UNSUPPORTED.load(Ordering::Relaxed) {
-        return Release::Unsupported;
-    }
-    // SAFETY: process_mrelease takes a pidfd and a flags word, both plain integers; the fd
-    // is borrowed for the call.
-    let reaped = unsafe {
-        libc::syscall(
-            libc::SYS_process_mrelease,
-            pidfd.as_fd().as_raw_fd(),
-            0 as libc::c_uint,
-        )
-    };
-    if reaped == 0 {
-        return Release::Released;
-    }
-    match Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO) {
-        Errno::SRCH => Release::Exited,
-        Errno::NOSYS => {
-            if !UNSUPPORTED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    event = "mrelease_unsupported",
-                    "this kernel has no process_mrelease (Linux 5.15+): a killed process's \
-                     memory comes back only as it exits"
-                );
-            }
-            Release::Unsupported
-        }
-        errno => Release::Failed(errno),
-    }
-}
-
 /// Sends `signal` to `target`, or not, as `dispatch` says.
 pub(crate) fn deliver(target: &WatchedProcess, signal: Signal, dispatch: Dispatch) -> Delivery {
     match dispatch {
@@ -174,8 +82,9 @@ pub(crate) fn deliver(target: &WatchedProcess, signal: Signal, dispatch: Dispatc
 }
 
 /// Carries out `verdict` for `target` (whose RSS was just read as `rss`, watched under the
-/// rule named `rule`, its signals reaching `group` too) and logs it. Returns the delivery
-/// when a signal was due.
+/// rule named `rule`, its signals reaching `group` too) and logs it. After a SIGKILL, every
+/// process it killed is reaped (see [`super::reap`]). Returns the delivery, and what it
+/// reached, when a signal was due.
 #[allow(
     clippy::too_many_arguments,
     reason = "one process's verdict and all it reaches, each part decided by the caller"
@@ -190,7 +99,7 @@ pub(crate) fn act(
     rss: u64,
     dispatch: Dispatch,
     reported: Option<Reported>,
-) -> Option<Delivery> {
+) -> Option<(Delivery, ActOn)> {
     let pid = target.pid();
     let name = target.comm();
     let (uid, user) = (target.uid(), UserName(target.uid()));
@@ -226,7 +135,14 @@ pub(crate) fn act(
     };
     let aim = group::aim(proc, target, group);
     let result = deliver(target, signal, dispatch);
-    let reached = group::reach(proc, target.pid(), aim, signal, dispatch, result);
+    // Once SIGKILL is on its way, nothing the processes do can keep their memory.
+    let kill = signal == Signal::KILL && dispatch != Dispatch::DryRun;
+    let mut reaping = Reaping::default();
+    if kill && matches!(result, Delivery::Sent | Delivery::SentByKernel) {
+        reaping.hold_target(target);
+    }
+    let reap = kill.then_some(&mut reaping);
+    let reached = group::reach(proc, target.pid(), aim, signal, dispatch, result, reap);
     let Reached {
         acted_on,
         pgid,
@@ -236,7 +152,7 @@ pub(crate) fn act(
         refused: group_refused,
     } = reached;
     // A text field, quoted like the others.
-    let acted_on = acted_on.name();
+    let acted_on_name = acted_on.name();
     let message = match (verdict, dispatch) {
         (Verdict::Breach, Dispatch::DryRun) => "over the limit; would signal (dry run)",
         (Verdict::Breach, _) => "over the limit",
@@ -252,17 +168,14 @@ pub(crate) fn act(
     };
     match result {
         Delivery::Failed(_) => {
-            tracing::error!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, acted_on, pgid, cgroup, members, via, group_refused, queued_us, reaction_us, "{message}");
+            tracing::error!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, acted_on = acted_on_name, pgid, cgroup, members, via, group_refused, queued_us, reaction_us, "{message}");
         }
         _ => {
-            tracing::warn!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, acted_on, pgid, cgroup, members, via, group_refused, queued_us, reaction_us, "{message}");
+            tracing::warn!(event, rule, pid, %name, uid, %user, container_id, pod_uid, %rss, rss_bytes, %limit, limit_bytes, %signal, %result, acted_on = acted_on_name, pgid, cgroup, members, via, group_refused, queued_us, reaction_us, "{message}");
         }
     }
-    // Once SIGKILL is on its way, nothing the process does can keep its memory.
-    if signal == Signal::KILL && matches!(result, Delivery::Sent | Delivery::SentByKernel) {
-        release_apart(rule, target);
-    }
-    Some(result)
+    reaping.start(rule);
+    Some((result, acted_on))
 }
 
 /// Describes the policy for the start-up line: `SIGTERM, again every 2s while over`.

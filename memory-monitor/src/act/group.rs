@@ -13,19 +13,22 @@
 //! monitor's own, and neither the monitor, its parent nor PID 1 is ever a member signalled.
 //!
 //! A walk of `/proc` per action, allocating nothing: a group acted on every repeat stays
-//! within the steady path's rule. A member that forks while its group is walked may leave a
-//! child unsignalled; SIGKILL to a cgroup, through `cgroup.kill`, has no such gap.
+//! within the steady path's rule (a SIGKILL's members, held for reaping, are the kill's own:
+//! [`super::reap`]). A member that forks while its group is walked may leave a child
+//! unsignalled; SIGKILL to a cgroup, through `cgroup.kill`, has no such gap.
 
 use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
 
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags};
 
 use super::deliver::{Delivery, Dispatch};
+use super::reap::{self, Reaping};
 use crate::rules::{ActOn, CgroupPath, Rule};
 use crate::signal::Signal;
 use crate::system::cgroup;
-use crate::system::procfs::{self, ProcRoot};
+use crate::system::procfs::{self, Comm, ProcRoot};
 use crate::watch::process::WatchedProcess;
 use crate::watch::scan::Exclusions;
 
@@ -124,7 +127,7 @@ pub(crate) fn aim<'a>(
 
 /// Sends `signal` on to the group `aim` names, besides `target`, the process over its limit
 /// (which `delivery` says it got), as `dispatch` says: in a dry run the members are counted,
-/// not signalled.
+/// not signalled. Each member sent SIGKILL is held in `reap`, when given, before its kill.
 pub(crate) fn reach<'a>(
     proc: &ProcRoot,
     target: i32,
@@ -132,6 +135,7 @@ pub(crate) fn reach<'a>(
     signal: Signal,
     dispatch: Dispatch,
     delivery: Delivery,
+    mut reap: Option<&mut Reaping>,
 ) -> Reached<'a> {
     let send = dispatch != Dispatch::DryRun;
     let itself = u32::from(matches!(
@@ -145,13 +149,8 @@ pub(crate) fn reach<'a>(
             ..Reached::PROCESS
         },
         Aim::ProcessGroup(pgid) => {
-            let others = each_member(
-                proc,
-                target,
-                |proc, pid| pgrp_of(proc, pid) == Some(pgid),
-                signal,
-                send,
-            );
+            let in_group = |proc: &ProcRoot, pid| pgrp_of(proc, pid) == Some(pgid);
+            let others = signal_members(proc, target, in_group, signal, send, reap);
             Reached {
                 acted_on: ActOn::ProcessGroup,
                 pgid: Some(pgid),
@@ -165,9 +164,18 @@ pub(crate) fn reach<'a>(
                 cgroup: Some(path.as_str()),
                 ..Reached::PROCESS
             };
+            let in_cgroup = |proc: &ProcRoot, pid| cgroup::holds(path, proc, pid);
             // cgroup.kill would take the monitor too, were it in the cgroup.
             let me = rustix::process::getpid().as_raw_nonzero().get();
             if signal == Signal::KILL && send && !cgroup::holds(path, proc, me) {
+                // Held before the kill: after it, their PIDs may be others'. One that joins
+                // the cgroup meanwhile is killed, not reaped.
+                if let Some(reap) = reap.take() {
+                    each_member(proc, target, in_cgroup, |proc, pid, pidfd| {
+                        reap.hold(pid, || reap::name_of(proc, pid), pidfd);
+                        true
+                    });
+                }
                 match cgroup::kill(path) {
                     Ok(()) => {
                         return Reached {
@@ -185,19 +193,44 @@ pub(crate) fn reach<'a>(
                     }
                 }
             }
-            let others = each_member(
-                proc,
-                target,
-                |proc, pid| cgroup::holds(path, proc, pid),
-                signal,
-                send,
-            );
+            let others = signal_members(proc, target, in_cgroup, signal, send, reap);
             Reached {
                 members: Some(itself + others),
                 ..reached
             }
         }
     }
+}
+
+/// Sends `signal` (or, unless `send`, only counts) to every member but `except`, as
+/// [`each_member`] finds them; returns how many. Each one signalled is held in `reap`, if
+/// given, by the pidfd its signal went through.
+fn signal_members(
+    proc: &ProcRoot,
+    except: i32,
+    member: impl Fn(&ProcRoot, i32) -> bool,
+    signal: Signal,
+    send: bool,
+    mut reap: Option<&mut Reaping>,
+) -> u32 {
+    each_member(proc, except, member, |proc, pid, pidfd| {
+        if !send {
+            return true;
+        }
+        // Its name before its kill: once it is dead and waited for, its PID may be another's.
+        let name = reap
+            .as_ref()
+            .filter(|reap| reap.has_room())
+            .map(|_| reap::name_of(proc, pid));
+        if rustix::process::pidfd_send_signal(&pidfd, signal.to_rustix()).is_err() {
+            return false;
+        }
+        if let Some(reap) = reap.as_deref_mut() {
+            // Read above whenever there was room, and asked for only then.
+            reap.hold(pid, || name.unwrap_or(Comm::new(b"")), pidfd);
+        }
+        true
+    })
 }
 
 /// Process `pid`'s process group, if its `stat` can be read (0 for a kernel thread).
@@ -207,16 +240,15 @@ fn pgrp_of(proc: &ProcRoot, pid: i32) -> Option<i32> {
     procfs::parse_stat(stat).ok().map(|stat| stat.pgrp)
 }
 
-/// Sends `signal` (or, unless `send`, only counts) to every process in `/proc` that `member`
-/// says is one, but `except` and those never signalled; returns how many. Each is held by a
-/// pidfd and asked again before the signal: a PID reused between the two reads names another
+/// Hands `deed` every process in `/proc` that `member` says is one, but `except` and those
+/// never signalled, with a pidfd of it; returns how many `deed` counted. Each is held by its
+/// pidfd and asked again before `deed`: a PID reused between the two reads names another
 /// process, but then the one the pidfd holds has been reaped and takes no signal.
 fn each_member(
     proc: &ProcRoot,
     except: i32,
     member: impl Fn(&ProcRoot, i32) -> bool,
-    signal: Signal,
-    send: bool,
+    mut deed: impl FnMut(&ProcRoot, i32, OwnedFd) -> bool,
 ) -> u32 {
     // A descriptor of its own: an action may come in the middle of a scan of `/proc`.
     let proc = match proc.reopen() {
@@ -242,10 +274,7 @@ fn each_member(
         let Ok(pidfd) = rustix::process::pidfd_open(raw, PidfdFlags::empty()) else {
             return;
         };
-        if !member(&proc, pid) {
-            return;
-        }
-        if !send || rustix::process::pidfd_send_signal(&pidfd, signal.to_rustix()).is_ok() {
+        if member(&proc, pid) && deed(&proc, pid, pidfd) {
             count += 1;
         }
     });

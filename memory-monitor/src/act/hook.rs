@@ -6,8 +6,9 @@
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
+use crate::choice::Choice as _;
 use crate::host::shell::run_shell;
-use crate::rules::Exec;
+use crate::rules::{ActOn, Exec};
 
 /// Hooks running at once, at most.
 pub(crate) const CONCURRENCY: usize = 4;
@@ -71,6 +72,9 @@ pub(crate) struct Breach {
     pub(crate) limit: u64,
     /// `MM_SIGNAL`: the signal sent (its name), or what became of it; empty at a warning.
     pub(crate) signal: String,
+    /// `MM_ACTED_ON`: what the signal reached (the breach line's `acted_on`); empty, `None`,
+    /// where no signal was due.
+    pub(crate) acted_on: Option<ActOn>,
     /// `MM_PROFILE`: the name of the breach's profile, empty without one.
     pub(crate) profile: String,
     /// `MM_CONTAINER_ID`: the container runtime's ID of its container, empty outside one.
@@ -123,6 +127,10 @@ fn run(queue: &Mutex<Receiver<Breach>>) {
             ("MM_RSS_BYTES", breach.rss.to_string()),
             ("MM_LIMIT_BYTES", breach.limit.to_string()),
             ("MM_SIGNAL", breach.signal.clone()),
+            (
+                "MM_ACTED_ON",
+                breach.acted_on.map_or("", ActOn::name).to_owned(),
+            ),
             ("MM_PROFILE", breach.profile.clone()),
             ("MM_RULE", breach.rule.clone()),
             ("MM_CONTAINER_ID", breach.container_id.clone()),

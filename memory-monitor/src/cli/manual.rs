@@ -147,8 +147,9 @@ Credentials, region and endpoint of the \fBs3://\fR profile writer (\fBAWS_ENDPO
 \fBAWS_ALLOW_HTTP=true\fR for a local S3\-compatible store).
 .PP
 \fB\-\-exec\fR commands get \fBMM_EVENT\fR (\fBbreach\fR, \fBwarn\fR, \fBleak_suspected\fR or \fBgroup_breach\fR), \fBMM_PID\fR, \fBMM_NAME\fR, \fBMM_UID\fR, \fBMM_USER\fR, \fBMM_RSS_BYTES\fR,
-\fBMM_LIMIT_BYTES\fR, \fBMM_SIGNAL\fR, \fBMM_PROFILE\fR, \fBMM_RULE\fR, \fBMM_CONTAINER_ID\fR
-and \fBMM_POD_UID\fR; \fBcmd:\fR profile writers \fBMM_PROFILE_NAME\fR, \fBMM_PID\fR,
+\fBMM_LIMIT_BYTES\fR, \fBMM_SIGNAL\fR, \fBMM_ACTED_ON\fR (\fBprocess\fR, \fBprocess\-group\fR,
+\fBcgroup\fR, or empty where nothing was signalled), \fBMM_PROFILE\fR, \fBMM_RULE\fR,
+\fBMM_CONTAINER_ID\fR and \fBMM_POD_UID\fR; \fBcmd:\fR profile writers \fBMM_PROFILE_NAME\fR, \fBMM_PID\fR,
 \fBMM_NAME\fR, \fBMM_RSS_BYTES\fR, \fBMM_LIMIT_BYTES\fR, \fBMM_CONTAINER_ID\fR and
 \fBMM_POD_UID\fR.
 .SH FILES

@@ -278,9 +278,10 @@ struct Cli {
     /// (--group-limit), and each episode of --on-pressure or --on-high. Its environment holds
     /// MM_EVENT (breach, warn, leak_suspected, group_breach, pressure or high),
     /// MM_PID, MM_NAME, MM_UID, MM_USER (the user it runs as), MM_RSS_BYTES, MM_LIMIT_BYTES,
-    /// MM_SIGNAL (empty at a warning or a leak), MM_PROFILE (the profile's name, if any) and
-    /// MM_RULE (the rule's name), and MM_CONTAINER_ID and MM_POD_UID (from its cgroup path;
-    /// empty outside a container or pod). At most 4 run at once; none holds up the monitor.
+    /// MM_SIGNAL (empty at a warning or a leak), MM_ACTED_ON (what the signal reached:
+    /// process, process-group or cgroup; empty at a warning or a leak), MM_PROFILE (the
+    /// profile's name, if any) and MM_RULE (the rule's name), and MM_CONTAINER_ID and
+    /// MM_POD_UID (from its cgroup path; empty outside a container or pod). At most 4 run at once; none holds up the monitor.
     /// Not run in a dry run (--dry-run, --once).
     #[arg(long, value_name = "COMMAND")]
     exec: Option<String>,

@@ -130,6 +130,7 @@ fn exec_help_names_every_variable_a_hook_gets() {
         "MM_RSS_BYTES",
         "MM_LIMIT_BYTES",
         "MM_SIGNAL",
+        "MM_ACTED_ON",
         "MM_PROFILE",
         "MM_RULE",
         "MM_CONTAINER_ID",

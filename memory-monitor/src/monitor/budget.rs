@@ -23,7 +23,7 @@ use super::{Monitor, REPORT_GAP};
 use crate::act::deliver::Delivery;
 use crate::act::hook::{Breach, HookEvent};
 use crate::kernel::Level;
-use crate::rules::{GroupBudget, MAX_RULES, Pick, PressureAction, Rule, RuleSet};
+use crate::rules::{ActOn, GroupBudget, MAX_RULES, Pick, PressureAction, Rule, RuleSet};
 use crate::units::Bytes;
 
 /// Where each rule's group stands between readings.
@@ -287,6 +287,8 @@ impl Monitor {
                     Delivery::Sent => rule.signal.to_string(),
                     other => other.to_string(),
                 },
+                // The pick alone is signalled, whatever the rule's `act-on`.
+                acted_on: Some(ActOn::Process),
                 profile: String::new(),
                 container_id: member.identity().container().unwrap_or("").to_owned(),
                 pod_uid: member.identity().pod().unwrap_or("").to_owned(),

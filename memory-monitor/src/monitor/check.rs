@@ -13,7 +13,7 @@ use crate::act::group::Group;
 use crate::act::hook::{Breach, HookEvent};
 use crate::kernel::{KernelLink, Level};
 use crate::policy::{Policy, Verdict};
-use crate::rules::{Rule, RuleSet};
+use crate::rules::{ActOn, Rule, RuleSet};
 use crate::signal::Signal;
 use crate::system::procfs::ProcRoot;
 use crate::units::Bytes;
@@ -301,7 +301,7 @@ fn act(
         dispatch,
         look.reported,
     );
-    if let Some(delivery) = delivered {
+    if let Some((delivery, _)) = delivered {
         let signal = match verdict {
             Verdict::Kill => Signal::KILL,
             _ => policy.signal,
@@ -312,11 +312,20 @@ fn act(
         // What `MM_SIGNAL` says: nothing at a warning, where none is due.
         let signal = || match delivered {
             None => String::new(),
-            Some(Delivery::Sent | Delivery::SentByKernel) => policy.signal.to_string(),
-            Some(other) => other.to_string(),
+            Some((Delivery::Sent | Delivery::SentByKernel, _)) => policy.signal.to_string(),
+            Some((other, _)) => other.to_string(),
         };
+        let acted_on = delivered.map(|(_, acted_on)| acted_on);
         let at = (rss, policy.limit);
-        fire_hook(actions, rule, watched, event, at, signal, profile);
+        fire_hook(
+            actions,
+            rule,
+            watched,
+            event,
+            at,
+            (signal, acted_on),
+            profile,
+        );
     }
 }
 
@@ -344,14 +353,15 @@ pub(super) fn take_profile(
 }
 
 /// Runs `rule`'s hook, if it has one, for `event` about `watched` at (`rss`, `limit`), with
-/// `MM_SIGNAL` from `signal` (made only then: without a hook nothing is allocated).
+/// `MM_SIGNAL` from `signal` (made only then: without a hook nothing is allocated) and
+/// `MM_ACTED_ON` from `acted_on`.
 pub(super) fn fire_hook(
     actions: &Actions,
     rule: &Rule,
     watched: &WatchedProcess,
     event: HookEvent,
     (rss, limit): (u64, u64),
-    signal: impl FnOnce() -> String,
+    (signal, acted_on): (impl FnOnce() -> String, Option<ActOn>),
     profile: Option<String>,
 ) {
     let (Some(hook), Some(exec)) = (&actions.hook, &rule.exec) else {
@@ -368,6 +378,7 @@ pub(super) fn fire_hook(
         rss,
         limit,
         signal: signal(),
+        acted_on,
         profile: profile.unwrap_or_default(),
         container_id: watched.identity().container().unwrap_or("").to_owned(),
         pod_uid: watched.identity().pod().unwrap_or("").to_owned(),

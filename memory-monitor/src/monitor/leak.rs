@@ -75,7 +75,7 @@ fn suspected(
         watched,
         HookEvent::LeakSuspected,
         at,
-        String::new,
+        (String::new, None),
         profile,
     );
 }

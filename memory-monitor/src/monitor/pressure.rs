@@ -38,7 +38,7 @@ use super::waits::register;
 use crate::act::deliver::Delivery;
 use crate::act::hook::{Breach, HookEvent};
 use crate::choice::Choice as _;
-use crate::rules::{MAX_RULES, Pick, PressureTrigger, RuleSet};
+use crate::rules::{ActOn, MAX_RULES, Pick, PressureTrigger, RuleSet};
 use crate::system::cgroup::CgroupPath;
 use crate::system::event_count::{EventCount, HIGH};
 use crate::system::psi::{self, Scope};
@@ -547,6 +547,8 @@ impl Monitor {
                 rss: s.map_or(0, |s| s.rss),
                 limit: 0,
                 signal: s.map(|_| rule.signal.to_string()).unwrap_or_default(),
+                // The pick alone is signalled, whatever the rule's `act-on`.
+                acted_on: s.map(|_| ActOn::Process),
                 profile: String::new(),
                 container_id: String::new(),
                 pod_uid: String::new(),

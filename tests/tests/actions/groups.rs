@@ -148,16 +148,58 @@ fn the_monitor_s_own_process_group_is_never_signalled() {
     assert!(monitor.stop().success());
 }
 
-/// A cgroup of three processes (one in a cgroup below it), and a process outside it. Dropped
-/// in this order: the processes, then the cgroups, innermost first.
-struct Cgroups {
-    members: [Target; 3],
-    outside: Target,
-    _below: Cgroup,
-    top: Cgroup,
+#[test]
+fn the_hook_is_told_what_was_acted_on() {
+    let runs = std::env::temp_dir().join(unique_name("mmg-hk"));
+    // One short line a run, appended in one write: runs at once do not interleave.
+    let command = format!(
+        "echo \"$MM_EVENT $MM_PID [$MM_ACTED_ON]\" >> {}",
+        runs.display()
+    );
+    for (act_on, acted_on) in [
+        (&["--act-on", "process-group"][..], "process-group"),
+        (&[], "process"),
+    ] {
+        let name = unique_name("mmg-hk");
+        let mut leader = Target::spawn_with(&name, |command| {
+            command.process_group(0);
+        });
+        let mut more = vec!["--warn-at", "16M", "--exec", &command];
+        more.extend_from_slice(act_on);
+        more.push(&name);
+        let mut monitor = watch("poll", &more);
+        let pid = leader.pid();
+        leader.grow(24);
+        monitor.expect_log(&[r#"event="warn""#, &format!("pid={pid}")]);
+        leader.grow(24);
+        monitor.expect_log(&[r#"event="breach""#, &format!("pid={pid}")]);
+        // A warning signals nothing: it is told so.
+        let wanted = [
+            format!("warn {pid} []"),
+            format!("breach {pid} [{acted_on}]"),
+        ];
+        let ran = || std::fs::read_to_string(&runs).unwrap_or_default();
+        assert!(
+            wait_until(|| wanted.iter().all(|line| ran().lines().any(|l| l == line))),
+            "{wanted:?} in {:?}: {}",
+            ran(),
+            monitor.log_text()
+        );
+        assert!(monitor.stop().success());
+    }
+    std::fs::remove_file(&runs).unwrap();
 }
 
-fn cgroup_of_three(label: &str) -> Cgroups {
+/// A cgroup of three processes (one in a cgroup below it), and a process outside it. Dropped
+/// in this order: the processes, then the cgroups, innermost first.
+pub(super) struct Cgroups {
+    pub(super) members: [Target; 3],
+    pub(super) outside: Target,
+    _below: Cgroup,
+    pub(super) top: Cgroup,
+}
+
+pub(super) fn cgroup_of_three(label: &str) -> Cgroups {
     let root = v2_mount().expect("a cgroup v2 hierarchy");
     let top = Cgroup::create(root, &unique_name(label));
     let below = Cgroup::create(top.dir(), "below");

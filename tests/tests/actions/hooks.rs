@@ -278,6 +278,7 @@ fn a_hook_gets_a_clean_environment_and_none_of_the_monitors_protections() {
     assert_eq!(
         names,
         [
+            "MM_ACTED_ON",
             "MM_CONTAINER_ID",
             "MM_EVENT",
             "MM_LIMIT_BYTES",
