@@ -54,10 +54,8 @@ fn injected(fault: &str, reason: &str) {
 #[test]
 #[ignore = "needs root"]
 fn a_verifier_rejection_is_said_and_survived() {
-    injected(
-        "verifier",
-        "the verifier says: R1 invalid mem access 'scalar'",
-    );
+    // The register's type is named as the kernel names it: 'scalar' now, 'inv' on 5.10.
+    injected("verifier", "the verifier says: R1 invalid mem access '");
 }
 
 #[test]
