@@ -17,11 +17,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::check::earliest;
+use super::check::{earliest, fire_hook};
 use super::pick::{Candidate, Choice, Reading};
 use super::{Monitor, REPORT_GAP};
 use crate::act::deliver::Delivery;
-use crate::act::hook::{Breach, HookEvent};
+use crate::act::hook::HookEvent;
 use crate::kernel::Level;
 use crate::rules::{ActOn, GroupBudget, MAX_RULES, Pick, PressureAction, Rule, RuleSet};
 use crate::units::Bytes;
@@ -272,28 +272,23 @@ impl Monitor {
             Bytes(budget.limit),
             budget.pick,
         );
-        if let (Some(hook), Some(exec)) = (&self.actions.hook, &rule.exec) {
-            hook.fire(Breach {
-                event: HookEvent::GroupBreach,
-                exec: exec.clone(),
-                rule: rule.name.clone(),
-                pid: chosen.pid,
-                name: member.comm().to_string(),
-                uid: member.uid(),
-                user: crate::system::users::UserName(member.uid()).to_string(),
-                rss: tally.rss,
-                limit: budget.limit,
-                signal: match delivery {
-                    Delivery::Sent => rule.signal.to_string(),
-                    other => other.to_string(),
-                },
-                // The pick alone is signalled, whatever the rule's `act-on`.
-                acted_on: Some(ActOn::Process),
-                profile: String::new(),
-                container_id: member.identity().container().unwrap_or("").to_owned(),
-                pod_uid: member.identity().pod().unwrap_or("").to_owned(),
-            });
-        }
+        let signal = || match delivery {
+            Delivery::Sent => rule.signal.to_string(),
+            other => other.to_string(),
+        };
+        // The pick alone is signalled, whatever the rule's `act-on`.
+        let acted_on = Some(ActOn::Process);
+        let at = (tally.rss, budget.limit);
+        let event = HookEvent::GroupBreach;
+        fire_hook(
+            &self.actions,
+            rule,
+            member,
+            event,
+            at,
+            (signal, acted_on),
+            None,
+        );
     }
 }
 
